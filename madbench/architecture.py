@@ -1,0 +1,211 @@
+"""Architecture specs: an ordered list of layers (a registered mixer name or an import path,
+plus constructor kwargs), and the rules that turn an ``--arch`` string into one.
+
+``--arch`` accepts, in this order: a registered architecture, a registered mixer (giving the
+standard MAD model [X, SwiGLU, X, SwiGLU], or four X for a mixer that also mixes channels), an
+import path ``pkg.module:Class``, or a mad-lab shorthand such as ``mH-Sg-mA-Sg``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from .errors import UsageError
+from .hashing import content_hash
+from .plugins import Entry, get_registry
+
+DEFAULT_DIM = 128
+STRIPE_MIXER = "mh-attention"  #: the second block of a striped hybrid
+CHANNEL_ALIASES = {"swiglu": "swiglu", "sg": "swiglu", "moe": "moe-mlp", "moe-mlp": "moe-mlp",
+                   "mlp": "mlp", "m": "mlp"}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One residual block: a mixer (registered name or ``pkg.module:Class``) and its kwargs."""
+
+    mixer: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"mixer": self.mixer, "kwargs": dict(self.kwargs)}
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A model: embedding, pre-norm residual blocks (one per layer), final norm, head."""
+
+    name: str
+    layers: tuple[LayerSpec, ...]
+    dim: int = DEFAULT_DIM
+    flags: tuple[str, ...] = ()  #: e.g. ("state-mismatch-allowed",)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "layers": [l.to_dict() for l in self.layers]}
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the spec and of the source of every mixer class it uses."""
+        sources = sorted({mixer_source_id(l.mixer) for l in self.layers})
+        return content_hash({"spec": self.to_dict(), "sources": sources})
+
+
+# -- mixers ------------------------------------------------------------------------------
+def _import_path(path: str) -> type:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"import path must look like 'pkg.module:Class', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"cannot import {module_name!r} for {path!r}: "
+                         f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise UsageError(f"{path!r} is not an nn.Module class")
+    return obj
+
+
+def mixer_entry(name: str) -> Entry:
+    """The registry entry of a mixer, or a synthetic one for an import path."""
+    reg = get_registry()
+    if name in reg.mixers:
+        return reg.mixers[name]
+    for entry in reg.mixers.values():
+        if entry.metadata.get("shorthand") == name:
+            return entry
+    if ":" in name:
+        cls = _import_path(name)
+        kind = getattr(cls, "mixer_kind", "sequence")
+        return Entry(name, cls, plugin="<import path>", metadata={"kind": kind})
+    known = ", ".join(sorted(reg.mixers))
+    raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
+
+
+def build_mixer(layer: LayerSpec, dim: int) -> nn.Module:
+    """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``."""
+    entry = mixer_entry(layer.mixer)
+    kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    try:
+        return entry.obj(dim, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"cannot build mixer {layer.mixer!r} with {kwargs}: {exc}") from None
+
+
+def mixer_kind(name: str) -> str:
+    return mixer_entry(name).metadata.get("kind", "sequence")
+
+
+def mixer_source_id(name: str) -> str:
+    """What identifies a mixer's code: distribution and version for an installed plugin
+    (plus a hash of the class's module source, so edits in a checkout are seen)."""
+    entry = mixer_entry(name)
+    cls = entry.obj
+    try:
+        source = inspect.getsource(sys.modules[cls.__module__])
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    except (OSError, TypeError, KeyError):
+        digest = "unknown"
+    return f"{cls.__module__}.{cls.__qualname__}@{digest}"
+
+
+# -- resolving --arch --------------------------------------------------------------------
+def _coerce_layers(obj: Any) -> tuple[LayerSpec, ...]:
+    if isinstance(obj, ArchitectureSpec):
+        return obj.layers
+    if isinstance(obj, str):
+        return tuple(LayerSpec(_shorthand_to_name(p)) for p in obj.split("-"))
+    layers = []
+    for item in obj:
+        if isinstance(item, LayerSpec):
+            layers.append(item)
+        elif isinstance(item, str):
+            layers.append(LayerSpec(item))
+        else:
+            name, kwargs = item
+            layers.append(LayerSpec(name, dict(kwargs)))
+    return tuple(layers)
+
+
+def _shorthand_to_name(part: str) -> str:
+    reg = get_registry()
+    for name, entry in reg.mixers.items():
+        if entry.metadata.get("shorthand") == part:
+            return name
+    if part in reg.mixers:
+        return part
+    known = ", ".join(sorted(e.metadata["shorthand"] for e in reg.mixers.values()
+                             if e.metadata.get("shorthand")))
+    raise UsageError(f"unknown layer shorthand {part!r} (known: {known})")
+
+
+def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
+                   mixer_kwargs: Mapping[str, Any] | None = None) -> tuple[LayerSpec, ...]:
+    """The MAD model around one sequence mixer X: [X, C, X, C] (C the channel mixer), or
+    [X, X, X, X] for a mixer that mixes channels too; striped: the second block is
+    multi-head attention."""
+    entry = mixer_entry(mixer)
+    if entry.metadata.get("kind", "sequence") != "sequence":
+        raise UsageError(f"{mixer!r} is a channel mixer; --arch needs a sequence mixer")
+    channel_name = CHANNEL_ALIASES.get(channel.lower(), channel)
+    kwargs = dict(entry.metadata.get("standard_kwargs", {}))
+    kwargs.update(mixer_kwargs or {})
+    x = LayerSpec(mixer, kwargs)
+    if entry.metadata.get("mixes_channels"):
+        block1 = [x, x]
+        block2 = [LayerSpec(STRIPE_MIXER), LayerSpec(channel_name)] if striped else [x, x]
+    else:
+        c = LayerSpec(channel_name)
+        block1 = [x, c]
+        block2 = [LayerSpec(STRIPE_MIXER), c] if striped else [x, c]
+    return tuple(block1 + block2)
+
+
+def resolve_architecture(arch: str, channel: str | None = None, striped: bool = False,
+                         mixer_kwargs: Mapping[str, Any] | str | None = None,
+                         dim: int = DEFAULT_DIM) -> ArchitectureSpec:
+    """Turn an ``--arch`` value (plus the modifiers) into an ArchitectureSpec."""
+    if isinstance(mixer_kwargs, str):
+        try:
+            mixer_kwargs = json.loads(mixer_kwargs) if mixer_kwargs.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
+        if not isinstance(mixer_kwargs, dict):
+            raise UsageError("--mixer-kwargs must be a JSON object")
+    reg = get_registry()
+    if arch in reg.architectures:
+        if channel or striped or mixer_kwargs:
+            raise UsageError(f"{arch!r} is a named architecture; --channel, --striped and "
+                             "--mixer-kwargs apply to a single mixer")
+        layers = _coerce_layers(reg.architectures[arch].obj)
+        return ArchitectureSpec(arch, layers, dim)
+    is_mixer = arch in reg.mixers or ":" in arch or any(
+        e.metadata.get("shorthand") == arch for e in reg.mixers.values())
+    if is_mixer:
+        layers = standard_model(arch, channel or "swiglu", striped, mixer_kwargs)
+        name = arch + (f"+{CHANNEL_ALIASES.get(channel.lower(), channel)}" if channel else "")
+        return ArchitectureSpec(name + ("+striped" if striped else ""), layers, dim)
+    if "-" in arch:
+        if channel or striped or mixer_kwargs:
+            raise UsageError("--channel, --striped and --mixer-kwargs apply to a single mixer, "
+                             "not to a shorthand architecture")
+        return ArchitectureSpec(arch, _coerce_layers(arch), dim)
+    known = ", ".join(sorted(reg.architectures)[:20])
+    raise UsageError(f"unknown architecture {arch!r}: not a registered architecture ({known}, "
+                     "...), a registered mixer, an import path pkg.module:Class, or a shorthand "
+                     "like mH-Sg-mA-Sg")
+
+
+def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:
+    return replace(spec, layers=tuple(layers))

@@ -1,0 +1,2 @@
+"""Commands: see COMMANDS."""
+COMMANDS: list = []

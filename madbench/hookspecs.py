@@ -1,0 +1,53 @@
+"""The madbench plugin hooks. These docstrings are the plugin manual.
+
+A plugin is any module or object with functions marked ``@madbench.hookimpl``. Installed
+packages expose one through an entry point in the group ``madbench``::
+
+    [project.entry-points.madbench]
+    my-mixers = "my_package.madbench_plugin"
+
+Hooks are called with keyword arguments; an implementation may accept any subset of them.
+Hooks are added over time, never renamed. The bundled tasks and layers use these same hooks.
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("madbench")
+
+
+@hookspec
+def madbench_register_tasks(register):
+    """Register tasks (since 0.1).
+
+    Call ``register(name, task, **metadata)`` once per task. ``task`` is an instance of
+    :class:`madbench.tasks.Task` (a name, a version, a baseline setting, one-at-a-time changes
+    and a vectorised generator). Names are global: two plugins registering the same name is an
+    error that names both.
+    """
+
+
+@hookspec
+def madbench_register_mixers(register):
+    """Register mixer classes (since 0.1).
+
+    Call ``register(name, cls, kind="sequence", **metadata)``. ``cls`` is an ``nn.Module`` class
+    built as ``cls(dim, **kwargs)`` whose ``forward(x)`` maps (batch, seq_len, dim) to the same
+    shape. ``kind`` is ``"sequence"`` (causal sequence mixer, the default) or ``"channel"``
+    (position-wise channel mixer). Useful metadata: ``shorthand`` (mad-lab's short label, e.g.
+    ``"H"``), ``defaults`` (dict of constructor kwargs applied by default), ``description``,
+    ``mixes_channels=True`` for a sequence mixer that needs no channel mixer (Mamba), and
+    ``standard_kwargs`` (kwargs used in the standard MAD model).
+
+    Optional methods on the class: ``state_size(seq_len) -> int`` (recurrent state elements
+    carried per sequence, kv-cache included) and ``cache_size(seq_len) -> int`` (short
+    convolution caches, outside the paper's 4,096 count).
+    """
+
+
+@hookspec
+def madbench_register_architectures(register):
+    """Register named architectures (since 0.1).
+
+    Call ``register(name, spec, **metadata)`` where ``spec`` is a
+    :class:`madbench.architecture.ArchitectureSpec`, a list of layer names, a list of
+    ``(layer_name, kwargs)`` pairs, or a mad-lab shorthand string such as ``"mH-Sg-mA-Sg"``.
+    """

@@ -1,0 +1,193 @@
+"""Plugin manager and registry: loads entry points in group ``madbench`` and collects what
+they register.
+
+Environment variables:
+
+- ``MADBENCH_DISABLE_PLUGINS=a,b`` blocks the named plugins (entry-point names).
+- ``MADBENCH_LOAD_PLUGINS=a,b`` loads only the bundled plugins plus the named ones; set and
+  empty, it loads only the bundled plugins.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginConflictError
+
+BUNDLED_DISTRIBUTION = "madbench"
+CATEGORIES = ("tasks", "mixers", "architectures")
+_HOOKS = {c: f"madbench_register_{c}" for c in CATEGORIES}
+
+
+@dataclass
+class Entry:
+    """One registered item: a task, a mixer or an architecture."""
+
+    name: str
+    obj: Any
+    plugin: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    bundled: bool
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    name: str
+    distribution: str | None
+    error: str
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by category and name."""
+
+    tasks: dict[str, Entry] = field(default_factory=dict)
+    mixers: dict[str, Entry] = field(default_factory=dict)
+    architectures: dict[str, Entry] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def category(self, name: str) -> dict[str, Entry]:
+        return getattr(self, name)
+
+
+_pm: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+_dist_of: dict[str, tuple[str | None, str | None, bool]] = {}
+_failures: list[Failure] = []
+
+
+def _env_list(var: str) -> list[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    disabled = set(_env_list("MADBENCH_DISABLE_PLUGINS") or [])
+    allow = _env_list("MADBENCH_LOAD_PLUGINS")
+    seen: set[tuple[str | None, str]] = set()
+    for ep in md.entry_points(group="madbench"):
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        key = (dist, ep.name)
+        if key in seen:  # editable installs and lib64 symlinks list entry points twice
+            continue
+        seen.add(key)
+        bundled = dist is not None and dist.lower() == BUNDLED_DISTRIBUTION
+        if ep.name in disabled or pm.is_blocked(ep.name):
+            continue
+        if allow is not None and not bundled and ep.name not in allow:
+            continue
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
+            err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _failures.append(Failure(ep.name, dist, err))
+            _warn(f"plugin {ep.name!r} ({dist or 'unknown distribution'}) failed to load: {err}")
+            continue
+        _dist_of[ep.name] = (dist, version, bundled)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built (and entry points loaded) on first use."""
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager("madbench")
+        pm.add_hookspecs(hookspecs)
+        _load_entry_points(pm)
+        pm.check_pending()
+        _pm = pm
+    return _pm
+
+
+def register_plugin(plugin: Any, name: str) -> None:
+    """Register a plugin object at run time (tests, notebooks); the registry is rebuilt."""
+    global _registry
+    get_plugin_manager().register(plugin, name=name)
+    _registry = None
+
+
+def unregister_plugin(name: str) -> None:
+    global _registry
+    pm = get_plugin_manager()
+    plugin = pm.get_plugin(name)
+    if plugin is not None:
+        pm.unregister(plugin)
+    _registry = None
+
+
+def reset() -> None:
+    """Forget the manager and registry; the next call reloads entry points."""
+    global _pm, _registry
+    _pm = None
+    _registry = None
+    _dist_of.clear()
+    _failures.clear()
+
+
+def _collect(pm: pluggy.PluginManager) -> Registry:
+    reg = Registry(failures=list(_failures))
+    for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist, version, bundled = _dist_of.get(plugin_name, (None, None, False))
+        info = PluginInfo(plugin_name, dist, version, bundled)
+        for category in CATEGORIES:
+            hook_name = _HOOKS[category]
+            impl = next((i for i in getattr(pm.hook, hook_name).get_hookimpls()
+                         if i.plugin is plugin), None)
+            if impl is None:
+                continue
+            info.hooks.append(hook_name)
+            target = reg.category(category)
+            names: list[str] = []
+
+            def register(name: str, obj: Any, _t=target, _c=category, _n=names,
+                         _p=plugin_name, **metadata: Any) -> None:
+                if name in _t:
+                    raise PluginConflictError(
+                        f"{_c[:-1]} {name!r} is registered by both plugin "
+                        f"{_t[name].plugin!r} and plugin {_p!r}")
+                if _c == "mixers":
+                    metadata.setdefault("kind", "sequence")
+                    if metadata["kind"] not in ("sequence", "channel"):
+                        raise PluginConflictError(
+                            f"mixer {name!r} from plugin {_p!r}: kind must be 'sequence' or "
+                            f"'channel', not {metadata['kind']!r}")
+                _t[name] = Entry(name, obj, _p, metadata)
+                _n.append(name)
+
+            impl.function(**{a: register for a in impl.argnames})
+            info.registered[category] = names
+        reg.plugins.append(info)
+    return reg
+
+
+def get_registry() -> Registry:
+    """Everything registered by the loaded plugins (cached)."""
+    global _registry
+    if _registry is None:
+        _registry = _collect(get_plugin_manager())
+    return _registry

@@ -1,0 +1,23 @@
+"""The reference layers (sequence and channel mixers) and the named MAD architectures.
+
+Each layer module lists what it provides in ``MIXERS``: ``(name, cls, metadata)`` triples,
+registered here through the same hook any third-party plugin uses.
+"""
+import madbench
+
+from . import architectures, attention, channel, gla, hyena, linear_attention, mamba
+
+LAYER_MODULES = (attention, linear_attention, gla, hyena, mamba, channel)
+
+
+@madbench.hookimpl
+def madbench_register_mixers(register):
+    for module in LAYER_MODULES:
+        for name, cls, metadata in module.MIXERS:
+            register(name, cls, **metadata)
+
+
+@madbench.hookimpl
+def madbench_register_architectures(register):
+    for name, (spec, metadata) in architectures.PRESETS.items():
+        register(name, spec, **metadata)

@@ -1,0 +1,2 @@
+"""Named MAD architectures."""
+PRESETS: dict = {}
