@@ -1,2 +1,231 @@
-"""Commands: see COMMANDS."""
-COMMANDS: list = []
+"""``madbench eval``, ``report``, ``compare`` and ``plot``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from ..errors import UsageError
+from ..evaluate import architecture_checks, group_records, plan, run_sweep, summarize
+from ..protocol import PRESETS, get_protocol
+from ..store import ResultsStore, load_records
+
+FORMATS = ("table", "json", "markdown")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds takes comma-separated integers, not {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError("--seeds needs at least one non-negative integer")
+    return sorted(set(seeds))
+
+
+def _parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes FIELD=VALUE, not {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _select_tasks(text: str):
+    from ..tasks import all_tasks, get_task
+    if text == "all":
+        return all_tasks()
+    return [get_task(name.strip()) for name in text.split(",") if name.strip()]
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def render(summary: dict, fmt: str) -> str:
+    """A summary as a per-task table (plain or markdown) or JSON."""
+    if fmt == "json":
+        return json.dumps(summary, indent=2)
+    rows = [[task, _fmt(score)] for task, score in summary["tasks"].items()]
+    rows.append(["MAD score", _fmt(summary["mad_score"])])
+    title = (f"{summary['architecture']['name']} — protocol {summary['protocol']['name']}"
+             f"{'' if summary['protocol'].get('standard', True) else ' (non-standard)'}"
+             f", metric {summary['metric']}, {summary['runs']} runs")
+    table = tabulate(rows, headers=["task", "score"],
+                     tablefmt="github" if fmt == "markdown" else "simple")
+    extra = []
+    if summary.get("confidence_interval"):
+        lo, hi = summary["confidence_interval"]
+        extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
+    if summary.get("flags"):
+        extra.append("flags: " + ", ".join(summary["flags"]))
+    return "\n".join([title, "", table, *extra])
+
+
+class _Progress:
+    """Rich progress on stderr: runs done/total with ETA, and the run in flight."""
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[current]}"),
+                                 console=Console(stderr=True), disable=not enabled)
+        self.task = None
+        self.current = ""
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            self.task = self.progress.add_task("runs", total=info["total"],
+                                               completed=info["done"], current="")
+        elif event == "run":
+            self.current = (f"{info['task']} {info['setting']} lr={info['lr']:g} "
+                            f"wd={info['wd']:g} seed={info['seed']}")
+            self.progress.update(self.task, current=self.current)
+        elif event == "epoch":
+            self.progress.update(self.task, current=f"{self.current} epoch "
+                                 f"{info['epoch']}/{info['epochs']} loss={info['loss']:.3f}")
+        elif event == "done":
+            self.progress.advance(self.task)
+
+
+@click.command("eval")
+@click.option("--arch", required=True, help="Registered architecture or mixer, pkg.module:Class, "
+              "or a shorthand such as mH-Sg-mA-Sg.")
+@click.option("--channel", default=None, help="Channel mixer for a single-mixer --arch: "
+              "swiglu (default) or moe.")
+@click.option("--striped", is_flag=True, help="Make the second block multi-head attention.")
+@click.option("--mixer-kwargs", default=None, help="JSON object of constructor arguments.")
+@click.option("--tasks", "tasks_text", default="all", show_default=True,
+              help="'all' or comma-separated task names.")
+@click.option("--settings", type=click.Choice(["preset", "baseline", "all"]), default="preset",
+              show_default=True, help="Which settings of each task; 'preset' follows --preset.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a protocol field (repeatable), e.g. --set epochs=20.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--run-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where run records are stored; re-running resumes.")
+@click.option("--output", default=None, type=click.Path(dir_okay=False),
+              help="Write the result JSON here.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+              show_default=True, help="auto: bf16 on CUDA, fp32 on CPU.")
+@click.option("--allow-state-mismatch", is_flag=True,
+              help="Evaluate even if the total fixed state misses the target (flagged).")
+@click.option("--state-target", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
+                 seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
+                 state_target, no_progress):
+    """Evaluate an architecture on the MAD suite with the standardized sweep.
+
+    Checks causality, state and parameter count first (exit 3 when refused), trains every
+    (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
+    scores."""
+    from ..architecture import resolve_architecture
+    protocol = get_protocol(preset, _parse_overrides(overrides))
+    seed_list = _parse_seeds(seeds)
+    spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
+    tasks = _select_tasks(tasks_text)
+    checks = architecture_checks(spec, allow_state_mismatch, state_target)
+    jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
+    store = ResultsStore(run_dir)
+    with _Progress(enabled=not no_progress) as progress:
+        run_sweep(spec, jobs, protocol, store, device, precision, checks, progress)
+    keys = {j.key for j in jobs}
+    records = [r for r in store.records() if r["run_key"] in keys]
+    summary = summarize(records)
+    summary["checks"] = checks
+    if output:
+        Path(output).write_text(json.dumps(summary, indent=2))
+    click.echo(render(summary, fmt))
+
+
+def _summaries(run_dirs):
+    records = load_records(run_dirs)
+    if not records:
+        raise UsageError(f"no run records in {', '.join(run_dirs)}")
+    return [summarize(group) for group in group_records(records).values()]
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def report_command(run_dir, fmt):
+    """Re-render the stored results of RUN_DIR (one block per architecture and protocol)."""
+    summaries = _summaries([run_dir])
+    if fmt == "json":
+        click.echo(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+        return
+    click.echo("\n\n".join(render(s, fmt) for s in summaries))
+
+
+@click.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def compare_command(run_dirs, fmt):
+    """Show several architectures side by side: one column per architecture and protocol."""
+    summaries = _summaries(run_dirs)
+    if fmt == "json":
+        click.echo(json.dumps({f"{s['architecture']['name']} [{s['protocol']['name']}]":
+                               {"mad_score": s["mad_score"], "tasks": s["tasks"]}
+                               for s in summaries}, indent=2))
+        return
+    tasks = sorted({t for s in summaries for t in s["tasks"]})
+    headers = ["task"] + [f"{s['architecture']['name']}\n[{s['protocol']['name']}]"
+                          for s in summaries]
+    rows = [[t] + [_fmt(s["tasks"].get(t)) for s in summaries] for t in tasks]
+    rows.append(["MAD score"] + [_fmt(s["mad_score"]) for s in summaries])
+    click.echo(tabulate(rows, headers=headers,
+                        tablefmt="github" if fmt == "markdown" else "simple"))
+
+
+@click.command("plot")
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+def plot_command(run_dirs, out):
+    """Per-task scores per architecture as grouped bars (like the paper's Fig. 3.7)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plot needs matplotlib: pip install 'madbench[plot]'") from None
+    import numpy as np
+    summaries = _summaries(run_dirs)
+    tasks = sorted({t for s in summaries for t in s["tasks"]})
+    labels = tasks + ["MAD score"]
+    width = 0.8 / len(summaries)
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 4))
+    for i, s in enumerate(summaries):
+        values = [s["tasks"].get(t, np.nan) for t in tasks] + [s["mad_score"]]
+        ax.bar(np.arange(len(labels)) + i * width - 0.4 + width / 2, values, width,
+               label=f"{s['architecture']['name']} [{s['protocol']['name']}]")
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel(f"score ({summaries[0]['metric']})")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = [eval_command, report_command, compare_command, plot_command]

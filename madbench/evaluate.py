@@ -1,0 +1,194 @@
+"""The evaluation sweep: every (task, setting, seed, lr, weight decay) run of one architecture,
+trained with the plain trainer, stored as it finishes, skipped when already stored."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import __version__
+from .architecture import ArchitectureSpec
+from .errors import CheckFailed
+from .model import build_model
+from .protocol import Protocol
+from .provenance import provenance
+from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
+from .store import ResultsStore, run_key
+from .tasks import Setting, Task, generate_splits
+from .trainer import resolve_device, train
+
+
+#: the baseline of the iso-parameter ratio: the standard multi-head attention + SwiGLU model
+REFERENCE_ARCHITECTURE = "mh-attention"
+
+
+@dataclass(frozen=True)
+class Job:
+    task: Task
+    setting: Setting
+    seed: int
+    lr: float
+    weight_decay: float
+    key: str
+
+
+def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
+    """The setting with the protocol's caps on train and test sizes applied."""
+    params = dict(setting.params)
+    if protocol.max_train is not None:
+        params["num_train_examples"] = min(params["num_train_examples"], protocol.max_train)
+    if protocol.max_test is not None:
+        params["num_test_examples"] = min(params["num_test_examples"], protocol.max_test)
+    if params == dict(setting.params):
+        return setting
+    return replace(setting, params=MappingProxyType(params))
+
+
+def select_settings(task: Task, which: str) -> list[Setting]:
+    settings = task.settings()
+    return settings[:1] if which == "baseline" else settings
+
+
+def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
+         seeds: Sequence[int], settings: str | None = None) -> list[Job]:
+    """Every run of the sweep, in a stable order (task, setting, seed, lr, wd)."""
+    jobs = []
+    for task in tasks:
+        for setting in select_settings(task, settings or protocol.settings):
+            eff = effective_setting(setting, protocol)
+            for seed in seeds:
+                for lr, wd in protocol.configs():
+                    key = run_key(spec.hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
+                    jobs.append(Job(task, setting, seed, lr, wd, key))
+    return jobs
+
+
+def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
+                        state_target: int = 4096, param_tolerance: float = 0.2) -> dict:
+    """Causality guard, iso-state check and parameter ratio, before any training.
+
+    Raises CheckFailed when the architecture leaks future tokens, or misses the state target
+    without ``allow_state_mismatch``."""
+    from .accounting import check_iso_state, describe_architecture, param_ratio
+    from .architecture import resolve_architecture
+    from .checks import guard_architecture
+
+    guard = guard_architecture(spec)
+    desc = describe_architecture(spec)
+    ok, message = check_iso_state(desc, target=state_target)
+    flags = []
+    if not ok:
+        if not allow_state_mismatch:
+            raise CheckFailed(f"{message} (use --allow-state-mismatch to evaluate anyway; the "
+                              "result is then flagged)")
+        flags.append("state-mismatch")
+    reference = describe_architecture(resolve_architecture(REFERENCE_ARCHITECTURE, dim=spec.dim))
+    ratio = param_ratio(desc, reference)
+    if abs(ratio - 1.0) > param_tolerance:
+        flags.append("param-mismatch")
+    return {"causal": True, "guard": guard, "iso_state": {"ok": ok, "message": message,
+                                                          "target": state_target},
+            "param_ratio": ratio, "param_tolerance": param_tolerance, "flags": flags,
+            "accounting": {k: desc[k] for k in ("params", "non_embedding_params",
+                                                "active_params", "fixed_state",
+                                                "dynamic_state") if k in desc}}
+
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
+              store: ResultsStore, device: str = "auto", precision: str = "auto",
+              checks: dict | None = None, progress: ProgressFn | None = None) -> int:
+    """Train every job not yet in the store; returns how many runs were trained."""
+    dev = resolve_device(device)
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" else "fp32"
+    prov = provenance(dev)
+    todo = [j for j in jobs if not store.has(j.key)]
+    if progress:
+        progress("start", {"total": len(jobs), "done": len(jobs) - len(todo)})
+    data_key, data = None, None
+    for job in todo:
+        eff = effective_setting(job.setting, protocol)
+        if data_key != (eff.hash, job.seed):
+            train_ds, test_ds = generate_splits(job.task, eff, job.seed)
+            data = tuple(torch.from_numpy(a).to(dev) for a in
+                         (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
+            data_key = (eff.hash, job.seed)
+        if progress:
+            progress("run", {"task": job.task.name, "setting": job.setting.name,
+                             "lr": job.lr, "wd": job.weight_decay, "seed": job.seed})
+        torch.manual_seed(job.seed)
+        model = build_model(spec, eff.vocab_size, data[0].shape[1], job.task.model).to(dev)
+
+        def on_epoch(epoch, epochs, loss):
+            if progress:
+                progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
+
+        result = train(model, data[:2], data[2:], eff.vocab_size, job.lr, job.weight_decay,
+                       protocol, job.seed, precision, on_epoch)
+        store.append({
+            "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
+            "task": job.task.name, "task_version": job.task.version,
+            "setting": job.setting.name, "setting_hash": eff.hash,
+            "protocol_name": protocol.name, "protocol_hash": protocol.hash,
+            "standard_protocol": protocol.standard, "selection": protocol.selection,
+            "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
+            **result.as_dict(), "device": str(dev), "precision": precision,
+            "madbench_version": __version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "flags": ",".join((checks or {}).get("flags", [])),
+            "architecture": spec.to_dict(), "protocol": protocol.to_dict(),
+            "setting_params": dict(eff.params), "checks": checks or {}, "provenance": prov,
+        })
+        if progress:
+            progress("done", {"accuracy": result.accuracy, "diverged": result.diverged})
+        del model
+    return len(todo)
+
+
+def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
+    """The result document of one architecture under one protocol."""
+    if not records:
+        return {"mad_score": None, "tasks": {}, "settings": []}
+    metric = metric or records[0].get("selection", "accuracy")
+    best = best_of_sweep(records, metric)
+    scores = task_scores(best, metric)
+    settings = []
+    for (task, setting, seed), r in sorted(best.items()):
+        n = sum(1 for x in records if (x["task"], x["setting"], int(x["seed"])) ==
+                (task, setting, seed))
+        settings.append({"task": task, "setting": setting, "seed": seed, "runs": n,
+                         "best": {k: r[k] for k in ("lr", "weight_decay", "accuracy",
+                                                     "macro_accuracy", "loss", "diverged",
+                                                     "run_key")}})
+    first = records[0]
+    flags = sorted({f for r in records for f in (r.get("flags") or "").split(",") if f})
+    return {
+        "madbench_version": __version__,
+        "mad_score": mad_score(scores),
+        "confidence_interval": bootstrap_interval(best, metric),
+        "metric": metric,
+        "tasks": scores,
+        "settings": settings,
+        "architecture": {"name": first["arch_name"], "hash": first["arch_hash"],
+                         "spec": first["architecture"],
+                         "checks": first.get("checks", {})},
+        "protocol": {**first["protocol"], "hash": first["protocol_hash"]},
+        "flags": flags,
+        "runs": len(records),
+        "provenance": first["provenance"],
+    }
+
+
+def group_records(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:
+    """Records grouped by (architecture hash, protocol hash)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["arch_hash"], r["protocol_hash"]), []).append(r)
+    return groups

@@ -1,0 +1,70 @@
+"""MAD scores from run records: best of sweep per setting, mean over a task's settings, mean
+over tasks; with several seeds, a bootstrap confidence interval over seeds."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def best_of_sweep(records: Iterable[dict[str, Any]], metric: str = "accuracy"
+                  ) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The best run per (task, setting, seed), by highest ``metric`` (ties: lowest loss)."""
+    best: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in records:
+        key = (r["task"], r["setting"], int(r["seed"]))
+        cur = best.get(key)
+        if cur is None or _better(r, cur, metric):
+            best[key] = r
+    return best
+
+
+def _better(a: dict, b: dict, metric: str) -> bool:
+    if a[metric] != b[metric]:
+        return a[metric] > b[metric]
+    la, lb = a.get("loss"), b.get("loss")
+    la = np.inf if la is None or la != la else la
+    lb = np.inf if lb is None or lb != lb else lb
+    return la < lb
+
+
+def task_scores(best: dict[tuple[str, str, int], dict], metric: str = "accuracy"
+                ) -> dict[str, float]:
+    """Score of each task: mean over its settings (and seeds) of the best run's ``metric``."""
+    per_setting: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (task, setting, _seed), r in best.items():
+        per_setting[(task, setting)].append(float(r[metric]))
+    per_task: dict[str, list[float]] = defaultdict(list)
+    for (task, _setting), values in per_setting.items():
+        per_task[task].append(float(np.mean(values)))
+    return {t: float(np.mean(v)) for t, v in sorted(per_task.items())}
+
+
+def mad_score(scores: dict[str, float]) -> float:
+    """The unweighted mean of the task scores."""
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+def bootstrap_interval(best: dict[tuple[str, str, int], dict], metric: str = "accuracy",
+                       samples: int = 2000, level: float = 0.95, seed: int = 0
+                       ) -> tuple[float, float] | None:
+    """Percentile interval of the MAD score when each setting's seeds are resampled with
+    replacement; None with fewer than two seeds."""
+    per_setting: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (task, setting, _seed), r in best.items():
+        per_setting[(task, setting)].append(float(r[metric]))
+    if not per_setting or max(len(v) for v in per_setting.values()) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    keys = sorted(per_setting)
+    tasks = sorted({t for t, _ in keys})
+    draws = np.empty(samples)
+    for i in range(samples):
+        per_task: dict[str, list[float]] = defaultdict(list)
+        for k in keys:
+            v = np.asarray(per_setting[k])
+            per_task[k[0]].append(float(rng.choice(v, size=len(v)).mean()))
+        draws[i] = np.mean([np.mean(per_task[t]) for t in tasks])
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

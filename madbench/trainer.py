@@ -1,0 +1,165 @@
+"""The plain trainer: one model, one (lr, weight decay) configuration, one setting.
+
+Data stay on the device; the step loop never waits for the host (the loss is accumulated on the
+device and read once per epoch, where divergence is detected too). Deterministic given the seed
+(on CPU; on CUDA up to the nondeterminism of some kernels).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .metrics import scored_counts, summarize
+from .protocol import Protocol
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import UsageError
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay: str) -> list[dict]:
+    """Weight decay on matrices (ndim >= 2: linear, conv and embedding weights) unless a
+    parameter is marked ``p._no_weight_decay = True``; none on biases, norm gains and other
+    vectors. ``decay="all"`` decays everything (mad-lab)."""
+    if decay == "all":
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    yes, no = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (yes if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False) else no).append(p)
+    return [{"params": yes, "weight_decay": weight_decay}, {"params": no, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total_steps: int, lr: float, protocol: Protocol) -> float:
+    """Cosine decay from ``lr`` to ``protocol.min_lr`` over the run, or constant."""
+    if protocol.schedule == "constant" or total_steps <= 1:
+        return lr
+    floor = min(protocol.min_lr, lr)
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * step / (total_steps - 1)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
+             batch_size: int, precision: str = "fp32") -> dict[str, float]:
+    """Token accuracy, macro accuracy and loss over the scored positions of a dataset."""
+    was_training = model.training
+    model.eval()
+    totals = None
+    with autocast(inputs.device, precision):
+        for start in range(0, inputs.shape[0], batch_size):
+            stats = scored_counts(model(inputs[start:start + batch_size]),
+                                  targets[start:start + batch_size], num_classes)
+            totals = stats if totals is None else tuple(a + b for a, b in zip(totals, stats))
+    model.train(was_training)
+    return summarize(*totals)
+
+
+@dataclass
+class RunResult:
+    accuracy: float
+    macro_accuracy: float
+    loss: float
+    train_loss: float
+    diverged: bool
+    epochs: int
+    steps: int
+    seconds: float
+    scored_positions: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
+          test_data: tuple[torch.Tensor, torch.Tensor], num_classes: int, lr: float,
+          weight_decay: float, protocol: Protocol, seed: int, precision: str = "fp32",
+          on_epoch: Callable[[int, int, float], None] | None = None) -> RunResult:
+    """Train ``model`` under ``protocol`` and evaluate it on the test data.
+
+    ``paper``-style protocols report the final model; with ``eval_every_epoch`` the epoch of
+    lowest test loss is reported (mad-lab's checkpoint rule) and training stops early once test
+    accuracy reaches ``early_stop_accuracy``. A non-finite training loss ends the run as
+    diverged, with accuracy 0."""
+    inputs, targets = train_data
+    device = inputs.device
+    n = inputs.shape[0]
+    bs = protocol.batch_size
+    steps_per_epoch = -(-n // bs)
+    epochs = protocol.epochs_for(steps_per_epoch)
+    total_steps = epochs * steps_per_epoch
+    opt = torch.optim.AdamW(parameter_groups(model, weight_decay, protocol.decay), lr=lr,
+                            betas=tuple(protocol.betas), eps=protocol.eps,
+                            fused=device.type == "cuda")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    model.train()
+    start = time.perf_counter()
+    step = 0
+    best = None
+    diverged = False
+    epoch_loss = float("nan")
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen, device=device)
+        loss_sum = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            x, y = inputs[idx], targets[idx]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, lr, protocol)
+            with autocast(device, precision):
+                logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                               y.reshape(-1), ignore_index=-100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            step += 1
+        epoch_loss = float(loss_sum) / steps_per_epoch       # one sync per epoch
+        if not math.isfinite(epoch_loss):
+            diverged = True
+            break
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs, epoch_loss)
+        if protocol.eval_every_epoch:
+            metrics = evaluate(model, *test_data, num_classes, bs, precision)
+            if best is None or metrics["loss"] < best["loss"]:
+                best = metrics
+            if (protocol.early_stop_accuracy is not None
+                    and metrics["accuracy"] >= protocol.early_stop_accuracy):
+                break
+    seconds = time.perf_counter() - start
+    if diverged:
+        metrics = {"accuracy": 0.0, "macro_accuracy": 0.0, "loss": float("nan"),
+                   "scored_positions": 0}
+    elif best is not None:
+        metrics = best
+    else:
+        metrics = evaluate(model, *test_data, num_classes, bs, precision)
+    if not math.isfinite(metrics["loss"]) and not diverged:
+        diverged = True
+        metrics = {**metrics, "accuracy": 0.0, "macro_accuracy": 0.0}
+    return RunResult(metrics["accuracy"], metrics["macro_accuracy"], metrics["loss"],
+                     epoch_loss, diverged, epoch + 1 if epochs else 0, step, seconds,
+                     metrics["scored_positions"])
