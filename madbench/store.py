@@ -44,8 +44,12 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         return self.path(key).exists()
 
+    def _files(self) -> list[Path]:
+        """Finished record files (temporary files of an interrupted write start with '.')."""
+        return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
+
     def keys(self) -> set[str]:
-        return {p.stem for p in self.dir.glob("*.parquet")}
+        return {p.stem for p in self._files()}
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record atomically; a record with the same key is left as it is."""
@@ -69,7 +73,7 @@ class ResultsStore:
     def records(self) -> list[dict[str, Any]]:
         """Every stored record, JSON columns decoded."""
         out = []
-        for p in sorted(self.dir.glob("*.parquet")):
+        for p in self._files():
             for row in pq.read_table(p).to_pylist():
                 out.append({k: _decode(k, v) for k, v in row.items()})
         return out

@@ -1,0 +1,49 @@
+"""The scoring math on hand-made records: best of sweep, task means, MAD score, bootstrap."""
+import math
+
+import pytest
+
+from madbench.scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
+
+
+def rec(task, setting, seed, lr, acc, loss=1.0, macro=None):
+    return {"task": task, "setting": setting, "seed": seed, "lr": lr, "accuracy": acc,
+            "macro_accuracy": acc if macro is None else macro, "loss": loss}
+
+
+RECORDS = [
+    # task a: two settings; best 0.9 and 0.5 -> 0.7
+    rec("a", "baseline", 0, 1e-3, 0.9), rec("a", "baseline", 0, 1e-4, 0.2),
+    rec("a", "seq_len=256", 0, 1e-3, 0.1), rec("a", "seq_len=256", 0, 1e-4, 0.5),
+    # task b: one setting; tie broken by lower loss
+    rec("b", "baseline", 0, 1e-3, 0.4, loss=2.0), rec("b", "baseline", 0, 1e-4, 0.4, loss=1.0),
+]
+
+
+def test_best_of_sweep_picks_max_accuracy_and_breaks_ties_by_loss():
+    best = best_of_sweep(RECORDS)
+    assert best[("a", "baseline", 0)]["lr"] == 1e-3
+    assert best[("a", "seq_len=256", 0)]["lr"] == 1e-4
+    assert best[("b", "baseline", 0)]["lr"] == 1e-4
+
+
+def test_task_and_mad_scores_are_unweighted_means():
+    scores = task_scores(best_of_sweep(RECORDS))
+    assert scores == {"a": pytest.approx(0.7), "b": pytest.approx(0.4)}
+    # unweighted over tasks, not over settings: (0.7 + 0.4) / 2, not (0.9 + 0.5 + 0.4) / 3
+    assert mad_score(scores) == pytest.approx(0.55)
+
+
+def test_selection_metric_changes_the_best_run():
+    records = [rec("a", "baseline", 0, 1e-3, 0.9, macro=0.1),
+               rec("a", "baseline", 0, 1e-4, 0.8, macro=0.7)]
+    assert best_of_sweep(records, "macro_accuracy")[("a", "baseline", 0)]["lr"] == 1e-4
+    assert task_scores(best_of_sweep(records, "macro_accuracy"), "macro_accuracy")["a"] == 0.7
+
+
+def test_bootstrap_needs_two_seeds_and_brackets_the_mean():
+    assert bootstrap_interval(best_of_sweep(RECORDS)) is None
+    records = [rec("a", "baseline", s, 1e-3, acc) for s, acc in enumerate([0.2, 0.4, 0.6, 0.8])]
+    lo, hi = bootstrap_interval(best_of_sweep(records), samples=500)
+    assert 0.2 <= lo < 0.5 < hi <= 0.8
+    assert math.isnan(mad_score({}))
