@@ -1,2 +1,84 @@
-"""Placeholder until the layer lands."""
-MIXERS: list = []
+"""Causal softmax attention with rotary embeddings, full or sliding-window.
+
+One class backs four registered layers (MAD defaults at width 128):
+
+- ``attention`` (A): 1 head of 128; ``mh-attention`` (mA): 16 heads of 8;
+- ``sliding-attention`` (As) and ``mh-sliding-attention`` (mAs): the same with a window of 32
+  keys (each query sees itself and the 31 previous tokens).
+
+Rotary embeddings cover the full head dimension. Following the paper, the projections have no
+bias (mad-lab's flash-attn MHA has QKV and output biases: 66,048 parameters instead of 65,536;
+mad-lab's window (32, 32) lets a query see 32 previous tokens, one more than here).
+
+State: the kv-cache, ``2 * inner * seq_len`` elements, or ``2 * inner * min(seq_len, window)``
+for a sliding window (``inner = num_heads * head_dim``, 128 by default).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rotary import apply_rotary
+
+
+def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
+    """Boolean (seq_len, seq_len) mask, True where query t may attend key s: t-window < s <= t."""
+    t = torch.arange(seq_len, device=device)[:, None]
+    s = torch.arange(seq_len, device=device)[None, :]
+    return (s <= t) & (s > t - window)
+
+
+class Attention(nn.Module):
+    """Multi-head causal softmax attention with rotary embeddings (no biases, paper rule)."""
+
+    def __init__(self, dim: int, num_heads: int = 1, head_dim: int | None = None,
+                 window: int | None = None, rotary_base: float = 10000.0):
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+            head_dim = dim // num_heads
+        if window is not None and window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.num_heads, self.head_dim, self.window = num_heads, head_dim, window
+        self.rotary_base = rotary_base
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, _ = x.shape
+        qkv = self.qkv(x).view(batch, seq_len, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, seq_len, head_dim)
+        q, k = apply_rotary(q, self.rotary_base), apply_rotary(k, self.rotary_base)
+        if self.window is None or self.window >= seq_len:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            mask = sliding_window_mask(seq_len, self.window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(batch, seq_len, -1))
+
+    def state_size(self, seq_len: int) -> int:
+        """kv-cache elements per sequence: keys and values of every visible past position."""
+        visible = seq_len if self.window is None else min(seq_len, self.window)
+        return 2 * self.num_heads * self.head_dim * visible
+
+    def cache_size(self, seq_len: int) -> int:
+        return 0
+
+
+MIXERS = [
+    ("attention", Attention, {
+        "kind": "sequence", "shorthand": "A", "defaults": {},
+        "description": "causal softmax attention, 1 head, rotary embeddings"}),
+    ("mh-attention", Attention, {
+        "kind": "sequence", "shorthand": "mA", "defaults": {"num_heads": 16},
+        "description": "causal softmax attention, 16 heads of 8, rotary embeddings"}),
+    ("sliding-attention", Attention, {
+        "kind": "sequence", "shorthand": "As", "defaults": {"window": 32},
+        "description": "sliding-window softmax attention (32 keys), 1 head, rotary"}),
+    ("mh-sliding-attention", Attention, {
+        "kind": "sequence", "shorthand": "mAs", "defaults": {"num_heads": 16, "window": 32},
+        "description": "sliding-window softmax attention (32 keys), 16 heads of 8, rotary"}),
+]

@@ -1,2 +1,117 @@
-"""Placeholder until the layer lands."""
-MIXERS: list = []
+"""Mamba: a selective state-space layer (Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
+Selective State Spaces", 2023).
+
+``x, z = in_proj(u)``; ``x = silu(causal depthwise conv(x))``; from x, ``x_proj`` gives the
+low-rank step ``dt`` and the input-dependent ``B``, ``C``; ``delta = softplus(dt_proj(dt))``;
+the selective scan ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t``, ``y_t = C_t h_t + D x_t``
+(one state of size d_state per inner channel, ``A = -exp(A_log)``, S4D-real initialisation);
+``out_proj(y * silu(z))``.
+
+Registered as ``mamba`` (Mb), MAD defaults at width 128: d_state 4, d_conv 4, expand 2 (inner
+width 256), dt_rank 8; 107,008 parameters. Mamba mixes channels too, so its standard MAD model
+is four Mamba layers. Paper rule: no bias in linear and conv layers (dt_proj keeps its bias,
+which is Mamba's learned step offset); mad-lab's conv has a bias (+256 parameters, 107,264).
+
+State per sequence: ``d_inner * d_state`` (1,024); the short-convolution cache
+``d_inner * (d_conv - 1)`` (768) is reported separately by ``cache_size``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                   C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The selective scan, time-major within the batch.
+
+    u, delta: (batch, seq_len, d_inner); A: (d_inner, d_state); B, C: (batch, seq_len, d_state);
+    D: (d_inner,). Returns y: (batch, seq_len, d_inner). The discretised decays and inputs are
+    formed for all steps at once; only the recurrence itself loops over time (fast enough on
+    CPU at MAD lengths, and exact: every factor is a decay in (0, 1]).
+    """
+    decay = torch.exp(delta.unsqueeze(-1) * A)  # (batch, seq_len, d_inner, d_state)
+    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+    h = torch.zeros_like(decay[:, 0])
+    states = []
+    for t in range(u.shape[1]):
+        h = decay[:, t] * h + drive[:, t]
+        states.append(h)
+    states = torch.stack(states, dim=1)
+    return (states * C.unsqueeze(2)).sum(-1) + D * u
+
+
+def selective_scan_naive(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                         B: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """Reference selective scan: the recurrence written out step by step, per time step."""
+    batch, seq_len, d_inner = u.shape
+    h = u.new_zeros(batch, d_inner, A.shape[1])
+    ys = []
+    for t in range(seq_len):
+        dt = delta[:, t, :, None]  # (batch, d_inner, 1)
+        h = torch.exp(dt * A) * h + dt * B[:, t, None, :] * u[:, t, :, None]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]) + D * u[:, t])
+    return torch.stack(ys, dim=1)
+
+
+class Mamba(nn.Module):
+    """Mamba mixer: gated selective SSM with a causal depthwise short convolution."""
+
+    def __init__(self, dim: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = False):
+        super().__init__()
+        self.d_inner = int(expand * dim)
+        self.d_state, self.d_conv = d_state, d_conv
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
+        self.conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
+                              padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32))
+                                  .repeat(self.d_inner, 1))  # S4D-real: A[:, n] = -(n + 1)
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True  # as in Mamba
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        self._init_dt(dt_min, dt_max, dt_init_floor, dt_scale)
+
+    @torch.no_grad()
+    def _init_dt(self, dt_min, dt_max, dt_init_floor, dt_scale):
+        """Mamba's step initialisation: softplus(dt_proj bias) is log-uniform in [dt_min, dt_max]."""
+        std = self.dt_rank ** -0.5 * dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq_len = x.shape[1]
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        xs = self.conv(xs.transpose(1, 2))[..., :seq_len].transpose(1, 2)  # causal: drop the tail
+        xs = F.silu(xs)
+        dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))
+        dtype = torch.promote_types(x.dtype, torch.float32)  # the scan runs in fp32 at least
+        A = -torch.exp(self.A_log.to(dtype))
+        y = selective_scan(xs.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype),
+                           self.D.to(dtype))
+        return self.out_proj(y.to(x.dtype) * F.silu(z))
+
+    def state_size(self, seq_len: int) -> int:
+        """d_inner * d_state: one SSM state per inner channel, independent of seq_len."""
+        return self.d_inner * self.d_state
+
+    def cache_size(self, seq_len: int) -> int:
+        """The short convolution's cache: the last d_conv - 1 inputs of every inner channel."""
+        return self.d_inner * (self.d_conv - 1)
+
+
+MIXERS = [
+    ("mamba", Mamba, {
+        "kind": "sequence", "shorthand": "Mb", "defaults": {}, "mixes_channels": True,
+        "description": "Mamba selective SSM, d_state 4, expand 2"}),
+]
