@@ -1,0 +1,228 @@
+"""Accounting: parameters (total and active), state (fixed, dynamic, cache) and FLOPs of an
+architecture, per layer and in total, plus the iso-state and iso-parameter verdicts.
+
+Conventions (recorded here once; every number ``describe_architecture`` returns follows them):
+
+- ``params`` counts every parameter of the language model: embedding, residual blocks (mixers
+  and their pre-norms), final norm and head. ``non_embedding_params`` counts only the residual
+  blocks, mixers and pre-norms (the convention of mad-protocol.md section 6.3). A layer's own
+  ``params`` counts its mixer only, without the pre-norm (``norm_params``).
+- ``active_params``: a sparse mixer (MoE, Hyena experts) reports the parameters one token uses
+  through ``active_parameters()``; other layers count all of theirs.
+- State, per sequence-mixing layer, from the mixer's ``state_size(seq_len)``: a layer whose
+  ``state_size`` is the same at two long lengths (``max(4 seq_len, 8192)`` and twice that) has
+  **fixed** state, reported at the long length (so a sliding window's cache counts as fixed, at
+  its full window); otherwise its state is **dynamic** (attention's kv-cache), reported at
+  ``seq_len``. A mixer without ``state_size`` has unknown state (``None``); ``madbench check``
+  measures it. Channel mixers carry no state. ``cache`` is the short-convolution cache a mixer
+  declares through ``cache_size(seq_len)`` (0 when absent); it is outside the paper's 4,096.
+- ``flops_per_token``: forward FLOPs of one sequence of ``seq_len`` tokens (batch 1) counted by
+  ``torch.utils.flop_counter.FlopCounterMode``, divided by ``seq_len``. FlopCounterMode counts
+  only operations with a registered formula (matrix products, convolutions, fused attention,
+  including PyTorch's CPU attention kernel, registered here), with a multiply-add as 2 FLOPs
+  and a causal mask not halving attention; elementwise work, FFTs, norms and Python-loop scans
+  count 0, so the figure is a lower bound for FFT- and scan-based mixers. Multiply by about 3
+  for training.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+from .architecture import ArchitectureSpec, _coerce_layers, mixer_entry, resolve_architecture
+from .errors import MadbenchError
+from .model import LanguageModel
+
+#: The paper's total fixed state for models without attention (App. B.3).
+STATE_TARGET = 4096
+#: The iso-parameter baseline: the standard multi-head attention + SwiGLU model.
+REFERENCE_ARCHITECTURE = "mA-Sg-mA-Sg"
+#: Flag a non-embedding parameter count more than this fraction away from the baseline's.
+PARAM_TOLERANCE = 0.20
+_INIT_SEED = 0
+
+
+def as_spec(spec: Any) -> ArchitectureSpec:
+    """An ArchitectureSpec from a spec, an ``--arch`` string, or a list of layers."""
+    if isinstance(spec, ArchitectureSpec):
+        return spec
+    if isinstance(spec, str):
+        return resolve_architecture(spec)
+    return ArchitectureSpec("custom", _coerce_layers(spec))
+
+
+def long_lengths(seq_len: int) -> tuple[int, int]:
+    """The two lengths at which a fixed-state layer must report the same state."""
+    first = max(4 * seq_len, 8192)
+    return first, 2 * first
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def active_params(module: torch.nn.Module) -> int:
+    """Parameters one token uses: ``active_parameters()`` when the mixer defines it."""
+    method = getattr(module, "active_parameters", None)
+    return int(method()) if callable(method) else count_params(module)
+
+
+def layer_state(mixer: torch.nn.Module, kind: str, seq_len: int) -> dict:
+    """``state_kind`` (none, fixed, dynamic, unknown), ``fixed_state``, ``dynamic_state`` at
+    ``seq_len`` and ``cache``, for one mixer (see the module docstring for the rules)."""
+    cache_method = getattr(mixer, "cache_size", None)
+    cache = int(cache_method(seq_len)) if callable(cache_method) else 0
+    if kind != "sequence":
+        return {"state_kind": "none", "fixed_state": 0, "dynamic_state": 0, "cache": cache}
+    state_method = getattr(mixer, "state_size", None)
+    if not callable(state_method):
+        return {"state_kind": "unknown", "fixed_state": None, "dynamic_state": None,
+                "cache": cache}
+    first, second = long_lengths(seq_len)
+    at_first, at_second = int(state_method(first)), int(state_method(second))
+    if at_first == at_second:
+        return {"state_kind": "fixed", "fixed_state": at_first, "dynamic_state": 0,
+                "cache": cache}
+    return {"state_kind": "dynamic", "fixed_state": 0,
+            "dynamic_state": int(state_method(seq_len)), "cache": cache}
+
+
+def build_language_model(spec: ArchitectureSpec, vocab_size: int) -> LanguageModel:
+    """The language model of ``spec``, initialised from a fixed seed without touching the
+    caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_INIT_SEED)
+        return LanguageModel(spec, vocab_size)
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    """CPU fused attention, counted like the registered GPU kernels (the causal mask does not
+    halve the count)."""
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: Operations FlopCounterMode has no formula for, counted here.
+EXTRA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+}
+
+
+def measure_flops(model: LanguageModel, seq_len: int, vocab_size: int) -> dict[str, float]:
+    """Forward FLOPs of one sequence, by module name (``Global`` is the total)."""
+    tokens = torch.randint(0, vocab_size, (1, seq_len),
+                           generator=torch.Generator().manual_seed(_INIT_SEED))
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+    try:
+        with torch.no_grad(), counter:
+            model(tokens)
+    except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
+        raise MadbenchError(f"forward pass failed while counting FLOPs: "
+                            f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+
+
+def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -> dict:
+    """Parameters, state and FLOPs of an architecture, per layer and in total.
+
+    Top-level keys: ``name``, ``dim``, ``seq_len``, ``vocab_size``, ``params`` (all),
+    ``non_embedding_params``, ``embedding_params``, ``head_params`` (final norm and head),
+    ``active_params``, ``active_non_embedding_params``, ``fixed_state`` (``None`` when a layer's
+    state is unknown), ``dynamic_state`` (at ``seq_len``), ``cache``, ``unknown_state_layers``,
+    ``flops_per_token`` (forward) and ``layers`` (one dict per layer with ``index``, ``mixer``,
+    ``kind``, ``kwargs``, ``class``, ``params``, ``active_params``, ``norm_params``,
+    ``state_kind``, ``fixed_state``, ``dynamic_state``, ``cache``, ``flops_per_token``).
+    """
+    spec = as_spec(spec)
+    if seq_len < 1 or vocab_size < 2:
+        raise MadbenchError(f"need seq_len >= 1 and vocab_size >= 2, got {seq_len}, {vocab_size}")
+    model = build_language_model(spec, vocab_size)
+    flops = measure_flops(model, seq_len, vocab_size)
+    layers = []
+    for index, (layer, block) in enumerate(zip(spec.layers, model.encoder.blocks)):
+        entry = mixer_entry(layer.mixer)
+        kind = entry.metadata.get("kind", "sequence")
+        cls = type(block.mixer)
+        layers.append({
+            "index": index, "mixer": layer.mixer, "kind": kind,
+            "kwargs": {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)},
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "params": count_params(block.mixer), "active_params": active_params(block.mixer),
+            "norm_params": count_params(block.norm),
+            **layer_state(block.mixer, kind, seq_len),
+            "flops_per_token": flops.get(f"LanguageModel.encoder.blocks.{index}", 0.0) / seq_len,
+        })
+    total = count_params(model)
+    blocks = count_params(model.encoder.blocks)
+    embedding = count_params(model.encoder.embedding)
+    inactive = sum(l["params"] - l["active_params"] for l in layers)
+    unknown = [l["index"] for l in layers if l["state_kind"] == "unknown"]
+    return {
+        "name": spec.name, "dim": spec.dim, "seq_len": seq_len, "vocab_size": vocab_size,
+        "params": total, "non_embedding_params": blocks, "embedding_params": embedding,
+        "head_params": total - blocks - embedding,
+        "active_params": total - inactive, "active_non_embedding_params": blocks - inactive,
+        "fixed_state": None if unknown else sum(l["fixed_state"] for l in layers),
+        "dynamic_state": sum(l["dynamic_state"] or 0 for l in layers),
+        "cache": sum(l["cache"] for l in layers),
+        "unknown_state_layers": unknown,
+        "flops_per_token": flops.get("Global", 0.0) / seq_len,
+        "layers": layers,
+    }
+
+
+def has_dynamic_state(description: dict) -> bool:
+    return any(l["state_kind"] == "dynamic" for l in description["layers"])
+
+
+def check_iso_state(description: dict, target: int = STATE_TARGET,
+                    tolerance: float = 0.0) -> tuple[bool, str]:
+    """Whether the total fixed state is ``target`` within ``tolerance`` (a fraction of the
+    target: 0.05 accepts 5% either way). Models with dynamic state (attention) are not
+    normalised (paper App. B.3) and pass with a note; a model whose state is unknown fails."""
+    if has_dynamic_state(description):
+        return True, (f"not normalised: dynamic state (kv-cache) of "
+                      f"{description['dynamic_state']:,} at length {description['seq_len']}, "
+                      f"plus {description['fixed_state'] or 0:,} fixed; the paper normalises "
+                      "only models without attention")
+    if description["fixed_state"] is None:
+        names = ", ".join(f"{i} ({description['layers'][i]['mixer']})"
+                          for i in description["unknown_state_layers"])
+        return False, (f"state unknown: layer {names} declares no state_size(seq_len); "
+                       f"run 'madbench check' to measure it")
+    fixed = description["fixed_state"]
+    deviation = (fixed - target) / target
+    ok = abs(fixed - target) <= tolerance * target
+    if fixed == target:
+        return True, f"fixed state {fixed:,} = target {target:,}"
+    relation = "within" if ok else "outside"
+    return ok, (f"fixed state {fixed:,} differs from target {target:,} by {deviation:+.1%} "
+                f"({relation} tolerance {tolerance:.0%})")
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_description(seq_len: int, vocab_size: int) -> dict:
+    return describe_architecture(REFERENCE_ARCHITECTURE, seq_len, vocab_size)
+
+
+def reference_description(seq_len: int = 128, vocab_size: int = 16) -> dict:
+    """The description of the iso-parameter baseline, ``REFERENCE_ARCHITECTURE``."""
+    return _reference_description(seq_len, vocab_size)
+
+
+def param_ratio(description: dict, reference_description: dict | None = None) -> float:
+    """Non-embedding parameters relative to the baseline (default: the standard multi-head
+    attention + SwiGLU model, mA-Sg-mA-Sg). Flag it with ``param_ratio_flagged``."""
+    if reference_description is None:
+        reference_description = _reference_description(description["seq_len"],
+                                                       description["vocab_size"])
+    return description["non_embedding_params"] / reference_description["non_embedding_params"]
+
+
+def param_ratio_flagged(ratio: float, tolerance: float = PARAM_TOLERANCE) -> bool:
+    """True when the ratio is more than ``tolerance`` away from 1 (default +-20%)."""
+    return not math.isclose(ratio, 1.0) and abs(ratio - 1.0) > tolerance
