@@ -3,7 +3,6 @@ trained with the plain trainer, stored as it finishes, skipped when already stor
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -19,6 +18,7 @@ from .provenance import provenance
 from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
+from .batched import train_batched
 from .trainer import resolve_device, train
 
 
@@ -103,8 +103,14 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 
 def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
               store: ResultsStore, device: str = "auto", precision: str = "auto",
-              checks: dict | None = None, progress: ProgressFn | None = None) -> int:
-    """Train every job not yet in the store; returns how many runs were trained."""
+              checks: dict | None = None, progress: ProgressFn | None = None,
+              engine: str = "auto") -> int:
+    """Train every job not yet in the store; returns how many runs were trained.
+
+    Jobs of one (setting, seed) share their data. ``engine``: ``plain`` trains one run at a
+    time; ``batched`` trains a setting's configurations together (madbench.batched); ``auto``
+    uses batched when a group has several configurations and the protocol evaluates only at
+    the end."""
     dev = resolve_device(device)
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" else "fp32"
@@ -112,44 +118,75 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     todo = [j for j in jobs if not store.has(j.key)]
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - len(todo)})
-    data_key, data = None, None
+    groups: dict[tuple[str, int], list[Job]] = {}
     for job in todo:
-        eff = effective_setting(job.setting, protocol)
-        if data_key != (eff.hash, job.seed):
-            train_ds, test_ds = generate_splits(job.task, eff, job.seed)
-            data = tuple(torch.from_numpy(a).to(dev) for a in
-                         (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
-            data_key = (eff.hash, job.seed)
-        if progress:
-            progress("run", {"task": job.task.name, "setting": job.setting.name,
-                             "lr": job.lr, "wd": job.weight_decay, "seed": job.seed})
-        torch.manual_seed(job.seed)
-        model = build_model(spec, eff.vocab_size, data[0].shape[1], job.task.model).to(dev)
+        groups.setdefault((effective_setting(job.setting, protocol).hash, job.seed), []).append(job)
 
-        def on_epoch(epoch, epochs, loss):
+    def on_epoch(epoch, epochs, loss):
+        if progress:
+            progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
+
+    for group in groups.values():
+        first = group[0]
+        eff = effective_setting(first.setting, protocol)
+        train_ds, test_ds = generate_splits(first.task, eff, first.seed)
+        data = tuple(torch.from_numpy(a).to(dev) for a in
+                     (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
+
+        def make_model():
+            return build_model(spec, eff.vocab_size, data[0].shape[1], first.task.model)
+
+        use_batched = engine == "batched" or (
+            engine == "auto" and len(group) > 1 and not protocol.eval_every_epoch)
+        if use_batched:
             if progress:
-                progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
-
-        result = train(model, data[:2], data[2:], eff.vocab_size, job.lr, job.weight_decay,
-                       protocol, job.seed, precision, on_epoch)
-        store.append({
-            "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
-            "task": job.task.name, "task_version": job.task.version,
-            "setting": job.setting.name, "setting_hash": eff.hash,
-            "protocol_name": protocol.name, "protocol_hash": protocol.hash,
-            "standard_protocol": protocol.standard, "selection": protocol.selection,
-            "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
-            **result.as_dict(), "device": str(dev), "precision": precision,
-            "madbench_version": __version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "flags": ",".join((checks or {}).get("flags", [])),
-            "architecture": spec.to_dict(), "protocol": protocol.to_dict(),
-            "setting_params": dict(eff.params), "checks": checks or {}, "provenance": prov,
-        })
-        if progress:
-            progress("done", {"accuracy": result.accuracy, "diverged": result.diverged})
-        del model
+                progress("run", {"task": first.task.name, "setting": first.setting.name,
+                                 "lr": "sweep", "wd": f"{len(group)} configs",
+                                 "seed": first.seed})
+            results = train_batched(make_model, data[:2], data[2:], eff.vocab_size,
+                                    [(j.lr, j.weight_decay) for j in group], protocol,
+                                    first.seed, precision, on_epoch)
+            pairs = list(zip(group, results))
+        else:
+            pairs = []
+            for job in group:
+                if progress:
+                    progress("run", {"task": job.task.name, "setting": job.setting.name,
+                                     "lr": job.lr, "wd": job.weight_decay, "seed": job.seed})
+                torch.manual_seed(job.seed)
+                model = make_model().to(dev)
+                result = train(model, data[:2], data[2:], eff.vocab_size, job.lr,
+                               job.weight_decay, protocol, job.seed, precision, on_epoch)
+                pairs.append((job, result))
+                _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov,
+                       "plain")
+                if progress:
+                    progress("done", {"accuracy": result.accuracy})
+                del model
+            continue
+        for job, result in pairs:
+            _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov,
+                   "batched")
+            if progress:
+                progress("done", {"accuracy": result.accuracy})
     return len(todo)
+
+
+def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):
+    store.append({
+        "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
+        "task": job.task.name, "task_version": job.task.version,
+        "setting": job.setting.name, "setting_hash": eff.hash,
+        "protocol_name": protocol.name, "protocol_hash": protocol.hash,
+        "standard_protocol": protocol.standard, "selection": protocol.selection,
+        "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
+        **result.as_dict(), "device": str(dev), "precision": precision, "engine": engine,
+        "madbench_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "flags": ",".join((checks or {}).get("flags", [])),
+        "architecture": spec.to_dict(), "protocol": protocol.to_dict(),
+        "setting_params": dict(eff.params), "checks": checks or {}, "provenance": prov,
+    })
 
 
 def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:

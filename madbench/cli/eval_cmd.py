@@ -93,8 +93,8 @@ class _Progress:
             self.task = self.progress.add_task("runs", total=info["total"],
                                                completed=info["done"], current="")
         elif event == "run":
-            self.current = (f"{info['task']} {info['setting']} lr={info['lr']:g} "
-                            f"wd={info['wd']:g} seed={info['seed']}")
+            self.current = (f"{info['task']} {info['setting']} lr={info['lr']} "
+                            f"wd={info['wd']} seed={info['seed']}")
             self.progress.update(self.task, current=self.current)
         elif event == "epoch":
             self.progress.update(self.task, current=f"{self.current} epoch "
@@ -129,10 +129,13 @@ class _Progress:
 @click.option("--allow-state-mismatch", is_flag=True,
               help="Evaluate even if the total fixed state misses the target (flagged).")
 @click.option("--state-target", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option("--engine", type=click.Choice(["auto", "batched", "plain"]), default="auto",
+              show_default=True, help="batched: a setting's lr x wd configurations trained "
+              "together as one model; plain: one run at a time.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
                  seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
-                 state_target, no_progress):
+                 state_target, engine, no_progress):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
@@ -147,7 +150,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
     store = ResultsStore(run_dir)
     with _Progress(enabled=not no_progress) as progress:
-        run_sweep(spec, jobs, protocol, store, device, precision, checks, progress)
+        run_sweep(spec, jobs, protocol, store, device, precision, checks, progress, engine)
     keys = {j.key for j in jobs}
     records = [r for r in store.records() if r["run_key"] in keys]
     summary = summarize(records)
