@@ -70,9 +70,10 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_alpha: torc
     chunk_decay = b[:, :, :, -1].exp()  # (batch, heads, n, dk)
     state = q.new_zeros(batch, heads, dk, dv)
     inter = []
-    for i in range(n):
-        inter.append(q_from_start[:, :, i] @ state)
-        state = chunk_decay[:, :, i, :, None] * state + k_to_end[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    for q_i, k_i, v_i, decay_i in zip(q_from_start.unbind(2), k_to_end.unbind(2), v.unbind(2),
+                                      chunk_decay.unbind(2)):
+        inter.append(q_i @ state)
+        state = decay_i.unsqueeze(-1) * state + k_i.transpose(-1, -2) @ v_i
     out = out + torch.stack(inter, dim=2)
     return out.reshape(batch, heads, n * chunk_size, dv)[:, :, :seq_len]
 

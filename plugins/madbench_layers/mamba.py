@@ -37,8 +37,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
     h = torch.zeros_like(decay[:, 0])
     states = []
-    for t in range(u.shape[1]):
-        h = decay[:, t] * h + drive[:, t]
+    for decay_t, drive_t in zip(decay.unbind(1), drive.unbind(1)):  # unbind: one backward copy
+        h = decay_t * h + drive_t
         states.append(h)
     states = torch.stack(states, dim=1)
     return (states * C.unsqueeze(2)).sum(-1) + D * u
