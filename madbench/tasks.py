@@ -2,7 +2,8 @@
 and a vectorised generator. Settings are named ``baseline`` or ``<variable>=<value>``.
 
 Data generation is a pure function of (task, version, setting, split, seed): each split has its
-own random stream from ``numpy.random.SeedSequence``; no global RNG is touched.
+own random stream from ``numpy.random.SeedSequence``; no global RNG is touched. Data shared by
+both splits (memorization's fact table) comes from a third stream, ``shared``.
 """
 from __future__ import annotations
 
@@ -79,9 +80,15 @@ class Task:
     model: str = "lm"
 
     def sample(self, params: Mapping[str, Any], num: int, split: str,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``num`` sequences as (inputs, targets), int64 arrays [num, L]."""
+               rng: np.random.Generator, shared: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``num`` sequences as (inputs, targets), int64 arrays [num, L]. ``shared`` is
+        what :meth:`shared` returned for this (setting, seed)."""
         raise NotImplementedError
+
+    def shared(self, params: Mapping[str, Any], rng: np.random.Generator) -> Any:
+        """Data shared by the train and test split of one (setting, seed), drawn from its own
+        stream (memorization's fact table). None by default."""
+        return None
 
     def vocabulary(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The vocabulary layout: ids (or [start, stop) ranges) of keys, values, specials."""
@@ -114,13 +121,25 @@ def split_rng(setting: Setting, split: str, seed: int) -> np.random.Generator:
     ``num_train_examples`` share their test set."""
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    return _stream_rng(setting, split, seed)
+
+
+def _stream_rng(setting: Setting, stream: str, seed: int) -> np.random.Generator:
+    """A named random stream of one (setting, seed); only ``train`` depends on the train size."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, not {seed!r}")
     params = dict(setting.params)
-    if split == "test":
+    if stream != "train":
         params.pop("num_train_examples", None)
     key = content_hash({"task": setting.task, "version": setting.version, "params": params,
-                        "split": split})
+                        "split": stream})
     words = [int(key[i:i + 8], 16) for i in range(0, len(key), 8)]
     return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+def shared_data(task: Task, setting: Setting, seed: int) -> Any:
+    """What both splits of (setting, seed) share (see :meth:`Task.shared`)."""
+    return task.shared(setting.params, _stream_rng(setting, "shared", seed))
 
 
 def generate(task: Task, setting: Setting | str, split: str, seed: int = 0,
@@ -130,13 +149,16 @@ def generate(task: Task, setting: Setting | str, split: str, seed: int = 0,
     ``train_inputs`` to skip regenerating the train split for that check)."""
     if isinstance(setting, str):
         setting = task.setting(setting)
+    rng = split_rng(setting, split, seed)
+    shared = shared_data(task, setting, seed)
     num = setting.num_train if split == "train" else setting.num_test
-    inputs, targets = task.sample(setting.params, num, split, split_rng(setting, split, seed))
+    inputs, targets = task.sample(setting.params, num, split, rng, shared)
     if split == "test":
         if train_inputs is None:
             train_inputs = task.sample(setting.params, setting.num_train, "train",
-                                       split_rng(setting, "train", seed))[0]
-        inputs, targets = _resample_overlap(task, setting, inputs, targets, seed, train_inputs)
+                                       split_rng(setting, "train", seed), shared)[0]
+        inputs, targets = _resample_overlap(task, setting, inputs, targets, seed, train_inputs,
+                                            shared)
     return Dataset(np.ascontiguousarray(inputs, dtype=np.int64),
                    np.ascontiguousarray(targets, dtype=np.int64), setting, split, seed)
 
@@ -147,17 +169,37 @@ def generate_splits(task: Task, setting: Setting | str, seed: int = 0) -> tuple[
     return train, generate(task, train.setting, "test", seed, train_inputs=train.inputs)
 
 
-def _resample_overlap(task, setting, inputs, targets, seed, train, max_rounds: int = 100):
+def _row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per row (a random linear form, wrapping); equal rows hash equal."""
+    weights = np.random.default_rng(0x5EED).integers(1, 2**63, rows.shape[1], dtype=np.uint64)
+    return (rows.astype(np.uint64) * (weights | np.uint64(1))).sum(axis=1, dtype=np.uint64)
+
+
+def _in_train(inputs: np.ndarray, train: np.ndarray, train_hashes: np.ndarray) -> np.ndarray:
+    """Which rows of ``inputs`` occur verbatim in ``train`` (hash match, then exact check)."""
+    found = np.zeros(len(inputs), dtype=bool)
+    if train.shape[1:] != inputs.shape[1:] or len(train) == 0:
+        return found
+    for i in np.flatnonzero(np.isin(_row_hashes(inputs), train_hashes)):
+        found[i] = bool((train == inputs[i]).all(axis=1).any())
+    return found
+
+
+def _resample_overlap(task, setting, inputs, targets, seed, train, shared=None,
+                      max_rounds: int = 100):
     """Replace test sequences that also occur in the train split by fresh ones."""
-    seen = {row.tobytes() for row in np.ascontiguousarray(train, dtype=np.int64)}
-    rng = split_rng(setting, "test", seed + 1_000_003)
+    train = np.ascontiguousarray(train, dtype=np.int64)
+    train_hashes = _row_hashes(train)
     inputs = np.array(inputs, dtype=np.int64)
     targets = np.array(targets, dtype=np.int64)
+    rng = None
     for _ in range(max_rounds):
-        dup = np.array([row.tobytes() in seen for row in inputs])
+        dup = _in_train(inputs, train, train_hashes)
         if not dup.any():
             return inputs, targets
-        new_in, new_t = task.sample(setting.params, int(dup.sum()), "test", rng)
+        if rng is None:
+            rng = _stream_rng(setting, "test-resample", seed)
+        new_in, new_t = task.sample(setting.params, int(dup.sum()), "test", rng, shared)
         inputs[dup], targets[dup] = new_in, new_t
     raise RuntimeError(f"{setting.task}/{setting.name}: could not draw test sequences disjoint "
                        "from the train set")
@@ -166,3 +208,21 @@ def _resample_overlap(task, setting, inputs, targets, seed, train, max_rounds: i
 def suite_hash(tasks: list[Task]) -> str:
     """One hash over every (task, version, setting) of the suite."""
     return content_hash(sorted(s.hash for t in tasks for s in t.settings()))
+
+
+def get_task(name: str) -> Task:
+    """The registered task called ``name`` (bundled or from a plugin)."""
+    from .plugins import get_registry
+
+    tasks = get_registry().tasks
+    if name not in tasks:
+        known = ", ".join(tasks) or "none"
+        raise UsageError(f"unknown task {name!r} (known tasks: {known})")
+    return tasks[name].obj
+
+
+def all_tasks() -> list[Task]:
+    """Every registered task, in registration order (the bundled six first)."""
+    from .plugins import get_registry
+
+    return [entry.obj for entry in get_registry().tasks.values()]
