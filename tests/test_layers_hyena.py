@@ -261,3 +261,11 @@ def test_registered_metadata():
     assert {n: m["shorthand"] for n, m in by_name.items()} == {
         "hyena": "H", "mh-hyena": "mH", "hyena-experts": "He"}
     assert all(m["kind"] == "sequence" and m["description"] for m in by_name.values())
+
+
+def test_bad_layout_is_a_usage_error():
+    from madbench.errors import UsageError
+    with pytest.raises(UsageError, match="divisible"):
+        MultiHeadHyena(12, heads=5)
+    with pytest.raises(UsageError, match="top_k"):
+        HyenaExperts(8, experts=2, top_k=3)

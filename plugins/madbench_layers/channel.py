@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from madbench.errors import UsageError
+
 
 def top_k_routing(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k gate: the k largest logits per row and a softmax over those only.
@@ -69,7 +71,7 @@ class MoeMLP(nn.Module):
     def __init__(self, dim: int, experts: int = 8, expert_width: int = 16, top_k: int = 2):
         super().__init__()
         if not 1 <= top_k <= experts:
-            raise ValueError(f"moe-mlp: top_k must be in 1..{experts}, got {top_k}")
+            raise UsageError(f"moe-mlp: top_k must be in 1..{experts}, got {top_k}")
         self.dim, self.experts, self.expert_width, self.top_k = dim, experts, expert_width, top_k
         self.router = nn.Linear(dim, experts, bias=False)
         self.gate = nn.Parameter(torch.empty(experts, expert_width, dim))

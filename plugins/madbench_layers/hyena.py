@@ -39,6 +39,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from madbench.errors import UsageError
+
 from .channel import top_k_routing
 from .modal_filter import ModalFilter, fft_causal_conv
 
@@ -124,7 +126,7 @@ class MultiHeadHyena(_HyenaBase):
     def __init__(self, dim: int, heads: int = 16, modes: int = 1, short_filter: int = 3,
                  direct_term: bool = True):
         if dim % heads:
-            raise ValueError(f"mh-hyena: dim {dim} is not divisible by heads {heads}")
+            raise UsageError(f"mh-hyena: dim {dim} is not divisible by heads {heads}")
         super().__init__(dim, dim, short_filter)
         self.heads, self.head_dim = heads, dim // heads
         self.filter = ModalFilter(dim, modes, direct_term)  # one filter per key channel (head, i)
@@ -166,7 +168,7 @@ class HyenaExperts(_HyenaBase):
     def __init__(self, dim: int, experts: int = 8, expert_width: int = 16, top_k: int = 2,
                  modes: int = 8, short_filter: int = 3, direct_term: bool = True):
         if not 1 <= top_k <= experts:
-            raise ValueError(f"hyena-experts: top_k must be in 1..{experts}, got {top_k}")
+            raise UsageError(f"hyena-experts: top_k must be in 1..{experts}, got {top_k}")
         super().__init__(dim, experts * expert_width, short_filter)
         self.experts, self.expert_width, self.top_k = experts, expert_width, top_k
         self.router = nn.Linear(dim, experts, bias=False)
