@@ -203,8 +203,8 @@ class HyenaExperts(_HyenaBase):
         batch, length, dim = x.shape
         v, x1, x2 = self.streams(x)
         c = fft_causal_conv(x1 * v, self.filter(length))  # dense: every expert, every position
-        flat = lambda t: t.transpose(1, 2).reshape(batch * length, self.inner)  # noqa: E731
-        out = self._readout(flat(x2), flat(c), x.reshape(batch * length, dim))
+        x2, c = (t.transpose(1, 2).reshape(batch * length, self.inner) for t in (x2, c))
+        out = self._readout(x2, c, x.reshape(batch * length, dim))
         return out.view(batch, length, dim)
 
     def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
