@@ -7,13 +7,14 @@ both splits (memorization's fact table) comes from a third stream, ``shared``.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import MadbenchError, UsageError
 from .hashing import content_hash
 
 IGNORE = -100  #: target value of a position that is not scored
@@ -60,6 +61,15 @@ class Dataset:
     setting: Setting
     split: str
     seed: int
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the generated arrays (shapes and bytes)."""
+        digest = hashlib.sha256()
+        for array in (self.inputs, self.targets):
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
 
 class Task:
@@ -172,7 +182,7 @@ def generate_splits(task: Task, setting: Setting | str, seed: int = 0) -> tuple[
 def _row_hashes(rows: np.ndarray) -> np.ndarray:
     """A 64-bit hash per row (a random linear form, wrapping); equal rows hash equal."""
     weights = np.random.default_rng(0x5EED).integers(1, 2**63, rows.shape[1], dtype=np.uint64)
-    return (rows.astype(np.uint64) * (weights | np.uint64(1))).sum(axis=1, dtype=np.uint64)
+    return np.ascontiguousarray(rows, dtype=np.int64).view(np.uint64) @ (weights | np.uint64(1))
 
 
 def _in_train(inputs: np.ndarray, train: np.ndarray, train_hashes: np.ndarray) -> np.ndarray:
@@ -201,8 +211,8 @@ def _resample_overlap(task, setting, inputs, targets, seed, train, shared=None,
             rng = _stream_rng(setting, "test-resample", seed)
         new_in, new_t = task.sample(setting.params, int(dup.sum()), "test", rng, shared)
         inputs[dup], targets[dup] = new_in, new_t
-    raise RuntimeError(f"{setting.task}/{setting.name}: could not draw test sequences disjoint "
-                       "from the train set")
+    raise MadbenchError(f"{setting.task}/{setting.name}: could not draw test sequences "
+                        "disjoint from the train set")
 
 
 def suite_hash(tasks: list[Task]) -> str:

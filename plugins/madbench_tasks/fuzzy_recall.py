@@ -29,10 +29,13 @@ from madbench.tasks import IGNORE, Task
 
 from .sampling import distinct_tuples, first_occurrence
 
-#: rows per block, times the number of pair draws per row (bounds memory, keeps caches warm)
+#: pair draws per block of rows (bounds memory, keeps the working set in cache)
 _BLOCK_DRAWS = 1 << 17
 #: flag bit on a laid-out token whose position is scored
 SCORED = 1 << 16
+#: pairs drawn per row at first, as a multiple of the expected number needed; the rare row that
+#: needs more gets further draws appended (so every row sees one unbroken stream of draws)
+FIRST_DRAWS = 1.2
 
 
 def fuzzy_recall_sequences(rng: np.random.Generator, num: int, seq_len: int, vocab_size: int,
@@ -46,17 +49,51 @@ def fuzzy_recall_sequences(rng: np.random.Generator, num: int, seq_len: int, voc
                          f"{max_key}/{max_value} distinct tokens")
     if seq_len <= 4 * (max_key + max_value):
         raise ValueError(f"seq_len {seq_len} is too short for motifs of {max_key}/{max_value}")
-    shortest_probe = (1 if train else max_key) + 1
-    longest_body = seq_len - shortest_probe - (max_key + max_value)
-    draws = longest_body // shortest_probe + 2     # enough pairs for every row to fill up
-    block = max(1, _BLOCK_DRAWS // draws)
+    shortest_key = 1 if train else max_key
+    longest_body = seq_len - (shortest_key + 1) - (max_key + max_value)
+    enough = longest_body // (shortest_key + 1) + 2     # pairs that fill any row
+    mean_pair = (shortest_key + max_key) / 2 + (1 + max_value) / 2
+    likely = min(enough, int(FIRST_DRAWS * longest_body / mean_pair) + 8)
+    block = max(1, _BLOCK_DRAWS // likely)
     inputs = np.empty((num, seq_len), dtype=np.int64)
     targets = np.empty((num, seq_len), dtype=np.int64)
     for lo in range(0, num, block):
         hi = min(num, lo + block)
         inputs[lo:hi], targets[lo:hi] = _block(rng, hi - lo, seq_len, vocab_size, max_key,
-                                               max_value, train, draws)
+                                               max_value, train, likely, enough)
     return inputs, targets
+
+
+def _block(rng, num, seq_len, vocab_size, max_key, max_value, train, likely, enough):
+    num_keys = (vocab_size - 1) // 2
+    num_values = vocab_size - 1 - num_keys
+    probe = _draw_pairs(rng, num, 1, num_keys, num_values, max_key, max_value, train)
+    probe = {name: a[:, 0] for name, a in probe.items()}
+    probe_len = probe["key_len"] + probe["value_len"]
+    probe["index"] = rng.integers(0, seq_len - 2 * probe_len)
+    pairs = _draw_pairs(rng, num, likely, num_keys, num_values, max_key, max_value, train)
+    inputs, targets, done = _lay_out(probe, pairs, seq_len, vocab_size, max_key, max_value)
+    late = np.flatnonzero(~done)
+    if late.size:
+        more = _draw_pairs(rng, late.size, enough - likely, num_keys, num_values, max_key,
+                           max_value, train)
+        pairs = {name: np.concatenate([a[late], more[name]], axis=1) for name, a in pairs.items()}
+        probe = {name: a[late] for name, a in probe.items()}
+        inputs[late], targets[late], done = _lay_out(probe, pairs, seq_len, vocab_size,
+                                                     max_key, max_value)
+        assert done.all(), "too few pair draws"
+    return inputs, targets
+
+
+def _draw_pairs(rng, num, draws, num_keys, num_values, max_key, max_value, train):
+    """Independent key-value pair draws: sizes (keys of ``max_key`` tokens at test) and
+    distinct-token tuples, [num, draws(, max size)]."""
+    key_len = (rng.integers(1, max_key + 1, (num, draws), dtype=np.int16) if train
+               else np.full((num, draws), max_key, dtype=np.int16))
+    return {"key_len": key_len,
+            "value_len": rng.integers(1, max_value + 1, (num, draws), dtype=np.int16),
+            "key": distinct_tuples(rng, num_keys, (num, draws), max_key),
+            "value": distinct_tuples(rng, num_values, (num, draws), max_value) + num_keys}
 
 
 def _key_codes(sizes: np.ndarray, tokens: np.ndarray, base: int) -> np.ndarray:
@@ -67,41 +104,32 @@ def _key_codes(sizes: np.ndarray, tokens: np.ndarray, base: int) -> np.ndarray:
     return code
 
 
-def _block(rng, num, seq_len, vocab_size, max_key, max_value, train, draws):
+def _lay_out(probe, pairs, seq_len, vocab_size, max_key, max_value):
+    """Replay mad-lab's loop over the drawn pairs and lay the sequences out. Returns (inputs,
+    targets, done); rows whose draws ran out before the body was full are not done (and left
+    as padding)."""
     L, pad = seq_len, vocab_size - 1
+    num, draws = pairs["key_len"].shape
+    rows, steps = np.arange(num), np.arange(draws)
     num_keys = (vocab_size - 1) // 2
-    num_values = vocab_size - 1 - num_keys
-    rows = np.arange(num)
-    steps = np.arange(draws)
-
-    # 1. the probe pair
-    probe_key_len = rng.integers(1, max_key + 1, num) if train else np.full(num, max_key)
-    probe_value_len = rng.integers(1, max_value + 1, num)
-    probe_key = distinct_tuples(rng, num_keys, (num,), max_key)
-    probe_value = distinct_tuples(rng, num_values, (num,), max_value) + num_keys
-    probe_len = probe_key_len + probe_value_len
-    probe_index = rng.integers(0, L - 2 * probe_len)
+    probe_len = probe["key_len"] + probe["value_len"]
     limit = L - probe_len - (max_key + max_value)
 
-    # 2. the pair draws; a key's value is the one drawn where the key first appears
-    key_len = (rng.integers(1, max_key + 1, (num, draws)) if train
-               else np.full((num, draws), max_key))
-    value_len_drawn = rng.integers(1, max_value + 1, (num, draws))
-    key_tokens = distinct_tuples(rng, num_keys, (num, draws), max_key)
-    value_tokens_drawn = distinct_tuples(rng, num_values, (num, draws), max_value) + num_keys
-    codes = _key_codes(key_len, key_tokens, num_keys)
-    is_probe = codes == _key_codes(probe_key_len, probe_key, num_keys)[:, None]
+    # a key's value is the one drawn where the key first appears; the probe key's is the probe's
+    codes = _key_codes(pairs["key_len"], pairs["key"], num_keys)
+    is_probe = codes == _key_codes(probe["key_len"], probe["key"], num_keys)[:, None]
     first = first_occurrence(codes)
-    value_len = np.where(is_probe, probe_value_len[:, None],
-                         np.take_along_axis(value_len_drawn, first, axis=1))
-    value_tokens = np.where(is_probe[..., None], probe_value[:, None, :],
-                            np.take_along_axis(value_tokens_drawn, first[..., None], axis=1))
+    key_len = pairs["key_len"]
+    value_len = np.where(is_probe, probe["value_len"][:, None],
+                         np.take_along_axis(pairs["value_len"], first, axis=1))
+    value = np.where(is_probe[..., None], probe["value"][:, None, :],
+                     np.take_along_axis(pairs["value"], first[..., None], axis=1))
 
-    # 3. replay the loop: where the probe goes, which pairs fit
+    # where the probe goes, which pairs fit
     pair_len = key_len + value_len
-    start = np.cumsum(pair_len, axis=1) - pair_len          # running length before each pair
+    start = np.cumsum(pair_len, axis=1, dtype=np.int32) - pair_len  # running length before
     probe_seen_at = np.where(is_probe.any(axis=1), is_probe.argmax(axis=1), draws)
-    reached = start >= probe_index[:, None]
+    reached = start >= probe["index"][:, None]
     insert_at = np.where(reached.any(axis=1), reached.argmax(axis=1), draws)
     insert_start = start[rows, np.minimum(insert_at, draws - 1)]
     inserted = (insert_at <= probe_seen_at) & (insert_at < draws) & (insert_start < limit)
@@ -109,12 +137,14 @@ def _block(rng, num, seq_len, vocab_size, max_key, max_value, train, draws):
     start = start + np.where(after_insert, probe_len[:, None], 0)
     runs = start < limit[:, None]
     num_pairs = runs.sum(axis=1)
-    assert (num_pairs < draws).all(), "too few pair draws"
-    body_len = start[rows, num_pairs]                     # the running length when the loop ends
-    scored = runs & ((first < steps) | (is_probe & after_insert))
+    done = num_pairs < draws
+    runs &= done[:, None]
+    inserted &= done
+    body_len = np.where(done, start[rows, np.minimum(num_pairs, draws - 1)], 0)
+    scored = (first < steps) | (is_probe & after_insert)
     query_scored = inserted | (probe_seen_at < num_pairs)
 
-    # 4. lay out, right-aligned in L + 1 tokens; a token carries SCORED when it is a target
+    # lay out right-aligned in L + 1 tokens; a token carries SCORED when it is a target
     out = np.full(num * (L + 1) + 1, pad, dtype=np.int32)    # the last element is a sink
     sink = num * (L + 1)
     origin = rows * (L + 1) + (L + 1) - (body_len + probe_len)
@@ -125,20 +155,19 @@ def _block(rng, num, seq_len, vocab_size, max_key, max_value, train, draws):
         out[np.where(use[..., None] & (j < length[..., None]), at[..., None] + j, sink)] = tokens
 
     body_at = origin[:, None] + start
-    put(body_at, key_tokens, key_len, runs)
-    put(body_at + key_len, value_tokens | (scored[..., None] * SCORED), value_len, runs)
+    put(body_at, pairs["key"], key_len, runs)
+    put(body_at + key_len, value | (scored[..., None] * SCORED), value_len, runs)
     probe_at = origin + insert_start
-    put(probe_at, probe_key, probe_key_len, inserted)
-    put(probe_at + probe_key_len, probe_value, probe_value_len, inserted)
+    put(probe_at, probe["key"], probe["key_len"], inserted)
+    put(probe_at + probe["key_len"], probe["value"], probe["value_len"], inserted)
     query_at = origin + body_len
-    everywhere = np.ones(num, dtype=bool)
-    put(query_at, probe_key, probe_key_len, everywhere)
-    put(query_at + probe_key_len, probe_value | (query_scored[:, None] * SCORED),
-        probe_value_len, everywhere)
+    put(query_at, probe["key"], probe["key_len"], done)
+    put(query_at + probe["key_len"], probe["value"] | (query_scored[:, None] * SCORED),
+        probe["value_len"], done)
     out = out[:-1].reshape(num, L + 1)
     tokens = out & (SCORED - 1)
     targets = np.where(out & SCORED, tokens, IGNORE)
-    return tokens[:, :-1], targets[:, 1:]
+    return tokens[:, :-1], targets[:, 1:], done
 
 
 class FuzzyInContextRecall(Task):

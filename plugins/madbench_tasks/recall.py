@@ -14,7 +14,7 @@ import numpy as np
 
 from madbench.tasks import IGNORE, Task
 
-from .sampling import first_occurrence, kth_true
+from .sampling import kth_true
 
 
 def recall_sequences(rng: np.random.Generator, num: int, seq_len: int, kv_tokens: int,
@@ -40,35 +40,49 @@ def _draw(rng, num, seq_len, kv_tokens, vocab_size, frac_noise):
     slots = seq_len // 2 - 1
     num_keys = kv_tokens // 2
     rows = np.arange(num)
-    keys = rng.integers(0, num_keys, (num, slots))
+    keys = rng.integers(0, num_keys, (num, slots), dtype=np.int16)
     value_of = rng.integers(num_keys, kv_tokens, (num, num_keys))  # drawn at first appearance
     values = np.take_along_axis(value_of, keys, axis=1)
     if frac_noise > 0:
         protected = rng.integers(0, slots + 1, num)  # == slots: the final pair, never noise
         noise = (rng.random((num, slots)) < frac_noise) & (np.arange(slots) != protected[:, None])
-        noise_tokens = rng.integers(kv_tokens, vocab_size, (num, slots, 2))
-        keys_or_noise = np.where(noise, noise_tokens[..., 0], keys)
-        values_or_noise = np.where(noise, noise_tokens[..., 1], values)
-        codes = np.where(noise, num_keys + np.arange(slots), keys)  # noise never repeats
+        noise_tokens = rng.integers(kv_tokens, vocab_size, (2, num, slots), dtype=np.int16)
+        keys_or_noise = np.where(noise, noise_tokens[0], keys)
+        values_or_noise = np.where(noise, noise_tokens[1], values)
     else:
         noise = np.zeros((num, slots), dtype=bool)
-        keys_or_noise, values_or_noise, codes = keys, values, keys
-    seen_before = first_occurrence(codes) < np.arange(slots)
-    shown = ~seen_before & ~noise                   # first appearances of keys
+        keys_or_noise, values_or_noise = keys, values
+    seen_before, shown = _seen_before(keys, ~noise, num_keys)
     count = shown.sum(axis=1)
-    query_slot = kth_true(shown, rng.integers(0, np.maximum(count, 1)))  # uniform over keys shown
-    query_key = keys[rows, query_slot]
+    query_key = kth_true(shown, rng.integers(0, np.maximum(count, 1)))  # uniform over keys shown
     query_value = value_of[rows, query_key]
 
-    seq = np.empty((num, seq_len), dtype=np.int64)
-    seq[:, 0:2 * slots:2] = keys_or_noise
-    seq[:, 1:2 * slots:2] = values_or_noise
-    seq[:, -2] = query_key
-    seq[:, -1] = query_value
-    scored = np.full((num, seq_len), IGNORE, dtype=np.int64)
-    scored[:, 1:2 * slots:2] = np.where(seen_before, values, IGNORE)
-    scored[:, -1] = query_value
-    return seq[:, :-1], scored[:, 1:], count > 0
+    # the model reads tokens 0 .. L-2: slots' keys at even positions, values at odd ones, and
+    # the query key last; the target at a key shown before is its value
+    inputs = np.empty((num, seq_len - 1), dtype=np.int64)
+    inputs[:, 0:-1:2] = keys_or_noise
+    inputs[:, 1::2] = values_or_noise
+    inputs[:, -1] = query_key
+    targets = np.full((num, seq_len - 1), IGNORE, dtype=np.int64)
+    targets[:, 0:-1:2] = np.where(seen_before, values, IGNORE)
+    targets[:, -1] = query_value
+    return inputs, targets, count > 0
+
+
+def _seen_before(keys: np.ndarray, real: np.ndarray, num_keys: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each slot's key was shown in an earlier slot of its row (noise slots show no
+    key and are never "seen before"), and which keys each row shows, [num, num_keys]. One pass
+    over the slots, vectorised over rows."""
+    num, slots = keys.shape
+    seen = np.zeros(num * num_keys, dtype=bool)
+    index = np.ascontiguousarray(keys.T, dtype=np.int64) + np.arange(num) * num_keys
+    real = np.ascontiguousarray(real.T)
+    out = np.empty((slots, num), dtype=bool)
+    for t in range(slots):
+        out[t] = seen[index[t]]
+        seen[index[t][real[t]]] = True
+    return out.T & real.T, seen.reshape(num, num_keys)
 
 
 class InContextRecall(Task):

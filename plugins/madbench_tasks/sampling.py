@@ -56,4 +56,4 @@ def first_occurrence(codes: np.ndarray) -> np.ndarray:
 
 def kth_true(mask: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Per row, the column of the k-th (0-based) True entry of ``mask`` [N, T]."""
-    return np.argmax(np.cumsum(mask, axis=1) > k[:, None], axis=1)
+    return np.argmax(np.cumsum(mask, axis=1, dtype=np.int32) > k[:, None], axis=1)
