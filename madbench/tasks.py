@@ -162,15 +162,30 @@ def generate(task: Task, setting: Setting | str, split: str, seed: int = 0,
     rng = split_rng(setting, split, seed)
     shared = shared_data(task, setting, seed)
     num = setting.num_train if split == "train" else setting.num_test
-    inputs, targets = task.sample(setting.params, num, split, rng, shared)
+    inputs, targets = _sample(task, setting, num, split, rng, shared)
     if split == "test":
         if train_inputs is None:
-            train_inputs = task.sample(setting.params, setting.num_train, "train",
-                                       split_rng(setting, "train", seed), shared)[0]
+            train_inputs = _sample(task, setting, setting.num_train, "train",
+                                   split_rng(setting, "train", seed), shared)[0]
         inputs, targets = _resample_overlap(task, setting, inputs, targets, seed, train_inputs,
                                             shared)
     return Dataset(np.ascontiguousarray(inputs, dtype=np.int64),
                    np.ascontiguousarray(targets, dtype=np.int64), setting, split, seed)
+
+
+def _sample(task: Task, setting: Setting, num: int, split: str, rng: np.random.Generator,
+            shared: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``task.sample``; ``shared`` is passed only when the task has any, so that tasks written
+    as ``sample(params, num, split, rng)`` keep working."""
+    if shared is None:
+        inputs, targets = task.sample(setting.params, num, split, rng)
+    else:
+        inputs, targets = task.sample(setting.params, num, split, rng, shared)
+    if np.ndim(inputs) != 2 or np.shape(inputs) != np.shape(targets) or len(inputs) != num:
+        raise MadbenchError(f"task {task.name!r} returned inputs {np.shape(inputs)} and targets "
+                            f"{np.shape(targets)} for {num} sequences; expected two equal "
+                            "[num, length] arrays")
+    return inputs, targets
 
 
 def generate_splits(task: Task, setting: Setting | str, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -209,7 +224,7 @@ def _resample_overlap(task, setting, inputs, targets, seed, train, shared=None,
             return inputs, targets
         if rng is None:
             rng = _stream_rng(setting, "test-resample", seed)
-        new_in, new_t = task.sample(setting.params, int(dup.sum()), "test", rng, shared)
+        new_in, new_t = _sample(task, setting, int(dup.sum()), "test", rng, shared)
         inputs[dup], targets[dup] = new_in, new_t
     raise MadbenchError(f"{setting.task}/{setting.name}: could not draw test sequences "
                         "disjoint from the train set")

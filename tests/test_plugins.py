@@ -1,0 +1,137 @@
+"""The plugin system: entry points that fail to load, plugins registered at run time, name
+conflicts, and the MADBENCH_DISABLE_PLUGINS / MADBENCH_LOAD_PLUGINS switches."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import MappingProxyType
+
+import pytest
+from click.testing import CliRunner
+
+import madbench
+from madbench import plugins
+from madbench.cli import main
+from madbench.errors import PluginConflictError, UsageError
+from madbench.tasks import Task, all_tasks, generate_splits, get_task
+
+BROKEN_MODULE = "madbench_test_no_such_module"
+
+
+@pytest.fixture
+def broken_distribution(tmp_path, monkeypatch):
+    """A distribution on sys.path whose entry point (group ``madbench``, name ``broken``)
+    names a module that does not exist. The plugin manager is reloaded before and after."""
+    info = tmp_path / "broken_madbench_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-madbench-plugin\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[madbench]\nbroken = {BROKEN_MODULE}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.reset()
+    yield tmp_path
+    plugins.reset()
+
+
+@pytest.fixture
+def fresh_plugins():
+    """Reload entry points for this test (after it sets the environment), and after it."""
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+class ToyCopy(Task):
+    name = "toy-copy"
+    description = "Repeat the input (a test task)."
+    baseline = MappingProxyType({"vocab_size": 4, "seq_len": 8, "num_train_examples": 16,
+                                 "num_test_examples": 8})
+    changes = MappingProxyType({"seq_len": (16,)})
+
+    def sample(self, params, num, split, rng):   # the signature without ``shared`` still works
+        x = rng.integers(0, params["vocab_size"], (num, params["seq_len"]))
+        return x, x.copy()
+
+
+class ToyPlugin:
+    def __init__(self, task_name: str = "toy-copy"):
+        self.task_name = task_name
+
+    @madbench.hookimpl
+    def madbench_register_tasks(self, register):
+        register(self.task_name, ToyCopy())
+
+
+def plugins_json() -> dict:
+    result = CliRunner().invoke(main, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_broken_entry_point_does_not_break_the_cli(broken_distribution):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(broken_distribution), os.environ.get("PYTHONPATH", "")]))
+    env.pop("MADBENCH_LOAD_PLUGINS", None)
+    env.pop("MADBENCH_DISABLE_PLUGINS", None)
+    proc = subprocess.run([sys.executable, "-c", "from madbench.cli import main; main()",
+                           "tasks", "list", "--json"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 66
+    assert "plugin 'broken'" in proc.stderr and BROKEN_MODULE in proc.stderr
+
+
+def test_the_failure_is_reported_by_madbench_plugins(broken_distribution):
+    report = plugins_json()
+    failed = {f["name"]: f for f in report["failed"]}
+    assert failed["broken"]["distribution"] == "broken-madbench-plugin"
+    assert BROKEN_MODULE in failed["broken"]["error"]
+    bundled = {p["name"]: p for p in report["plugins"]}["mad-tasks"]
+    assert bundled["bundled"] and len(bundled["registered"]["tasks"]) == 6
+    assert len(all_tasks()) == 6
+
+
+def test_a_plugin_registered_at_run_time_shows_up(register_plugin):
+    register_plugin(ToyPlugin(), "toy-plugin")
+    report = {p["name"]: p for p in plugins_json()["plugins"]}
+    assert report["toy-plugin"]["registered"] == {"tasks": ["toy-copy"]}
+    assert report["toy-plugin"]["hooks"] == ["madbench_register_tasks"]
+    assert not report["toy-plugin"]["bundled"]
+    rows = json.loads(CliRunner().invoke(main, ["tasks", "list", "--json"]).stdout)
+    assert [r["setting"] for r in rows if r["task"] == "toy-copy"] == ["baseline", "seq_len=16"]
+    train, test = generate_splits(get_task("toy-copy"), "seq_len=16")
+    assert train.inputs.shape == (16, 16) and test.inputs.shape == (8, 16)
+
+
+def test_a_name_conflict_names_both_plugins(register_plugin):
+    register_plugin(ToyPlugin("in-context-recall"), "copycat")
+    with pytest.raises(PluginConflictError, match="'mad-tasks' and plugin 'copycat'"):
+        plugins.get_registry()
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 1
+    assert "mad-tasks" in result.stderr and "copycat" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_disable_plugins_blocks_the_named_ones(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("MADBENCH_DISABLE_PLUGINS", "mad-tasks")
+    names = [p["name"] for p in plugins_json()["plugins"]]
+    assert "mad-tasks" not in names and "reference-layers" in names
+    assert all_tasks() == []
+    with pytest.raises(UsageError, match="known tasks: none"):
+        get_task("in-context-recall")
+
+
+def test_load_plugins_empty_loads_only_the_bundled_ones(broken_distribution, monkeypatch):
+    monkeypatch.setenv("MADBENCH_LOAD_PLUGINS", "")
+    report = plugins_json()
+    assert report["failed"] == []
+    assert {"mad-tasks", "reference-layers"} <= {p["name"] for p in report["plugins"]}
+    assert len(all_tasks()) == 6
+
+
+def test_load_plugins_names_the_extra_ones_to_load(broken_distribution, monkeypatch):
+    monkeypatch.setenv("MADBENCH_LOAD_PLUGINS", "broken")
+    assert [f["name"] for f in plugins_json()["failed"]] == ["broken"]
