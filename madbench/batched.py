@@ -163,6 +163,21 @@ def train_batched(make_model: Callable[[], nn.Module],
     return results
 
 
+def supports_batching(make_model: Callable[[], nn.Module], sample: torch.Tensor) -> str | None:
+    """None when the model can be vmapped over stacked weights (forward and backward on a
+    slice of ``sample``), else the reason it cannot (e.g. data-dependent sparse routing)."""
+    models = [make_model().to(sample.device) for _ in range(2)]
+    base = copy.deepcopy(models[0]).to("meta")
+    params, buffers = stack_module_state(models)
+    try:
+        out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)),
+                   in_dims=(0, 0, None))(params, buffers, sample[:2])
+        out.float().square().mean().backward()
+    except (RuntimeError, NotImplementedError) as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
 @torch.no_grad()
 def evaluate_batched(forward, params, buffers, test_data, num_classes: int, batch_size: int,
                      precision: str) -> list[dict[str, float]]:

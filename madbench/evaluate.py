@@ -3,6 +3,7 @@ trained with the plain trainer, stored as it finishes, skipped when already stor
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -18,7 +19,7 @@ from .provenance import provenance
 from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
-from .batched import train_batched
+from .batched import supports_batching, train_batched
 from .trainer import resolve_device, train
 
 
@@ -126,6 +127,7 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         if progress:
             progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
 
+    batch_reason = None
     for group in groups.values():
         first = group[0]
         eff = effective_setting(first.setting, protocol)
@@ -138,6 +140,12 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
 
         use_batched = engine == "batched" or (
             engine == "auto" and len(group) > 1 and not protocol.eval_every_epoch)
+        if use_batched and batch_reason is None:
+            batch_reason = supports_batching(make_model, data[0]) or ""
+            if batch_reason:
+                warn(f"{spec.name} cannot be trained as a batched sweep ({batch_reason}); "
+                     "training one configuration at a time")
+        use_batched = use_batched and not batch_reason
         if use_batched:
             if progress:
                 progress("run", {"task": first.task.name, "setting": first.setting.name,
@@ -170,6 +178,10 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
             if progress:
                 progress("done", {"accuracy": result.accuracy})
     return len(todo)
+
+
+def warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
 
 
 def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):
