@@ -23,10 +23,6 @@ from .batched import supports_batching, train_batched
 from .trainer import resolve_device, train
 
 
-#: the baseline of the iso-parameter ratio: the standard multi-head attention + SwiGLU model
-REFERENCE_ARCHITECTURE = "mh-attention"
-
-
 @dataclass(frozen=True)
 class Job:
     task: Task
@@ -73,9 +69,8 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
     """Causality guard, iso-state check and parameter ratio, before any training.
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
-    without ``allow_state_mismatch``."""
+    without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
     from .accounting import check_iso_state, describe_architecture, param_ratio
-    from .architecture import resolve_architecture
     from .checks import guard_architecture
 
     guard = guard_architecture(spec)
@@ -87,16 +82,15 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
             raise CheckFailed(f"{message} (use --allow-state-mismatch to evaluate anyway; the "
                               "result is then flagged)")
         flags.append("state-mismatch")
-    reference = describe_architecture(resolve_architecture(REFERENCE_ARCHITECTURE, dim=spec.dim))
-    ratio = param_ratio(desc, reference)
+    ratio = param_ratio(desc)
     if abs(ratio - 1.0) > param_tolerance:
         flags.append("param-mismatch")
-    return {"causal": True, "guard": guard, "iso_state": {"ok": ok, "message": message,
-                                                          "target": state_target},
+    return {"causal": guard["causal"], "iso_state": {"ok": ok, "message": message,
+                                                     "target": state_target},
             "param_ratio": ratio, "param_tolerance": param_tolerance, "flags": flags,
-            "accounting": {k: desc[k] for k in ("params", "non_embedding_params",
-                                                "active_params", "fixed_state",
-                                                "dynamic_state") if k in desc}}
+            "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
+                                                    "active_params", "fixed_state",
+                                                    "dynamic_state", "cache")}}
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]

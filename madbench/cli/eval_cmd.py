@@ -128,14 +128,18 @@ class _Progress:
               show_default=True, help="auto: bf16 on CUDA, fp32 on CPU.")
 @click.option("--allow-state-mismatch", is_flag=True,
               help="Evaluate even if the total fixed state misses the target (flagged).")
-@click.option("--state-target", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option("--state-target", default=4096, show_default=True, type=click.IntRange(min=1),
+              help="Total fixed state that models without attention must carry.")
+@click.option("--param-tolerance", default=0.2, show_default=True,
+              type=click.FloatRange(min=0), help="Flag non-embedding parameters more than this "
+              "fraction away from the mA-Sg-mA-Sg baseline.")
 @click.option("--engine", type=click.Choice(["auto", "batched", "plain"]), default="auto",
               show_default=True, help="batched: a setting's lr x wd configurations trained "
               "together as one model; plain: one run at a time.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
                  seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
-                 state_target, engine, no_progress):
+                 state_target, param_tolerance, engine, no_progress):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
@@ -146,7 +150,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     seed_list = _parse_seeds(seeds)
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
     tasks = _select_tasks(tasks_text)
-    checks = architecture_checks(spec, allow_state_mismatch, state_target)
+    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
     store = ResultsStore(run_dir)
     with _Progress(enabled=not no_progress) as progress:
