@@ -179,7 +179,17 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                 _t[name] = Entry(name, obj, _p, metadata)
                 _n.append(name)
 
-            impl.function(**{a: register for a in impl.argnames})
+            try:
+                impl.function(**{a: register for a in impl.argnames})
+            except PluginConflictError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken hook must not break the rest
+                for name in names:
+                    target.pop(name, None)
+                err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                reg.failures.append(Failure(plugin_name, dist, f"{hook_name}: {err}"))
+                _warn(f"plugin {plugin_name!r} failed in {hook_name}: {err}")
+                names = []
             info.registered[category] = names
         reg.plugins.append(info)
     return reg

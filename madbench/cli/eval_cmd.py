@@ -9,9 +9,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError
-from ..evaluate import architecture_checks, group_records, plan, run_sweep, summarize
 from ..protocol import PRESETS, get_protocol
-from ..store import ResultsStore, load_records
 
 FORMATS = ("table", "json", "markdown")
 
@@ -146,6 +144,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores."""
     from ..architecture import resolve_architecture
+    from ..evaluate import architecture_checks, plan, run_sweep, summarize
+    from ..store import ResultsStore
     protocol = get_protocol(preset, _parse_overrides(overrides))
     seed_list = _parse_seeds(seeds)
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
@@ -165,6 +165,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
 
 
 def _summaries(run_dirs):
+    from ..evaluate import group_records, summarize
+    from ..store import load_records
     records = load_records(run_dirs)
     if not records:
         raise UsageError(f"no run records in {', '.join(run_dirs)}")
