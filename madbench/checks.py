@@ -5,14 +5,17 @@ Causality: perturb every input after position t and require the outputs at posit
 stay the same, for several t; the first output position that moves is reported.
 
 State audit: for a causal map, the outputs after a split point depend on the inputs before it
-only through what crosses the split, so the Jacobian d y[split:] / d x[:split] has rank at most
-that state. The rank is measured in float64 by SVD: singular values above ``AUDIT_RTOL`` (1e-9)
-times the largest count. A mixer passes when the measured rank is at most its declared
-``state_size(split) + cache_size(split)``. The bound is informative only when both the inputs
-before the split and the outputs after it number more than the declared state (``split * dim``
-and ``suffix * dim``); the split is chosen that way when the Jacobian stays under
-``max_size`` rows and columns, and ``audit_architecture`` halves the width of a layer (when
-its class accepts a smaller ``dim``) until it does.
+only through what crosses the split, so the Jacobian d y[split:] / d x[:split] (at a random
+input) has rank at most that state. The rank is measured in float64 by SVD: singular values
+above ``AUDIT_RTOL`` (1e-9) times the largest count. A mixer passes when the measured rank is
+at most its declared ``state_size(split) + cache_size(split)``. The bound is informative only
+when the inputs before the split and the outputs after it both number more than the declared
+state (``prefix * dim`` and ``suffix * dim``), so both are chosen as the fewest whole positions
+that exceed it (``jacobian_side``). The cost grows as the cube of that side, so the side is
+capped at ``max_size`` (default 3,072: about a minute on two CPU cores); ``audit_architecture``
+audits each layer at the model width when that fits, else at the widest of dim/2, dim/4, ...
+that the layer's class accepts and that fits. Dynamic state (a kv-cache of every past token) is
+never smaller than the Jacobian, so its audit is reported as not informative.
 
 Checks run in float64 on a copy of the module (float32 when the module cannot run in
 float64, with looser tolerances) and in eval mode.
@@ -25,6 +28,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import scipy.linalg
 import torch
 from torch import nn
 
@@ -37,9 +41,9 @@ CAUSALITY_ATOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 #: Singular values above ``rtol * largest`` count towards the measured state.
 AUDIT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-5}
 #: Largest Jacobian side (rows or columns) the audit builds by default.
-AUDIT_MAX_SIZE = 4096
+AUDIT_MAX_SIZE = 3072
 #: Inputs per Jacobian chunk (batch x length x width elements), to bound memory.
-_CHUNK_ELEMENTS = 2 ** 21
+_CHUNK_ELEMENTS = 2 ** 20
 
 MixerLike = Any  # an nn.Module, a mixer class, or a callable dim -> module
 
@@ -270,16 +274,22 @@ class AuditResult:
         return {**asdict(self), "declared_total": self.declared_total, "message": self.message}
 
 
+def jacobian_side(declared_total: int, dim: int) -> int:
+    """Inputs before (and outputs after) the split that make the bound informative: the
+    fewest whole positions of ``dim`` elements that exceed the declared state."""
+    return (declared_total // dim + 1) * dim
+
+
 def _split_lengths(declared_total: int | None, dynamic: bool, dim: int,
                    max_size: int) -> tuple[int, int]:
-    """Positions before and after the split: enough that ``positions * dim`` exceeds the
-    declared state (plus two positions of margin), capped at ``max_size // dim``."""
+    """Positions before and after the split: ``jacobian_side`` for a fixed declared state,
+    8 positions for dynamic or undeclared state; at most ``max_size // dim``."""
     cap = max(1, max_size // dim)
     if declared_total is None or dynamic:
-        n = min(16, cap)
+        n = min(8, cap)
     else:
-        n = min(declared_total // dim + 3, cap)
-    return max(n, 1), max(n, 1)
+        n = min(jacobian_side(declared_total, dim) // dim, cap)
+    return n, n
 
 
 def jacobian_across_split(module: nn.Module, x: torch.Tensor, prefix: int) -> torch.Tensor:
@@ -290,7 +300,7 @@ def jacobian_across_split(module: nn.Module, x: torch.Tensor, prefix: int) -> to
     _, length, dim = x.shape
     rows = (length - prefix) * dim
     jac = torch.empty(rows, prefix * dim, dtype=x.dtype)
-    chunk = max(1, min(512, _CHUNK_ELEMENTS // (length * dim)))
+    chunk = max(1, min(256, _CHUNK_ELEMENTS // (length * dim)))
     for start in range(0, rows, chunk):
         b = min(chunk, rows - start)
         before = x[:, :prefix].expand(b, -1, -1).clone().requires_grad_(True)
@@ -323,7 +333,8 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     x = _randn((1, prefix + suffix, dim), dtype, seed)
     with torch.enable_grad():
         jac = jacobian_across_split(model, x, prefix)
-    sigma = torch.linalg.svdvals(jac)
+    sigma = torch.from_numpy(scipy.linalg.svdvals(jac.numpy(), overwrite_a=True,
+                                                  check_finite=False))
     top = float(sigma[0]) if len(sigma) else 0.0
     measured = int((sigma > rtol * top).sum()) if top > 0 else 0
     state, cache = declared_state(module, prefix)
@@ -339,24 +350,26 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
 
 
 def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
-    """The widest of dim, dim/2, dim/4, ... (at least 8) at which the layer builds and its
-    audit is informative within ``max_size``; else the narrowest width that builds. Dynamic
-    or undeclared state is audited at ``dim``: narrowing does not make that bound
-    informative."""
-    width, narrowest = dim, dim
+    """The width to audit a layer at: ``dim`` when the informative Jacobian (``jacobian_side``)
+    fits in ``max_size``, else the widest of dim/2, dim/4, ... (at least 8) at which the layer
+    builds and it fits; when none fits, the width needing the smallest Jacobian. Dynamic or
+    undeclared state is audited at ``dim``: narrowing does not make that bound informative."""
+    width, best, best_side = dim, dim, None
     while width >= 8:
         try:
             module = build_mixer(layer, width)
         except Exception:  # noqa: BLE001 - the class does not accept this width
             break
-        narrowest = width
         state, cache = declared_state(module, 8192)
         if state is None or state != declared_state(module, 16384)[0]:
             break
-        if (state + cache) // width + 3 <= max_size // width:
+        side = jacobian_side(state + cache, width)
+        if side <= max_size:
             return width
+        if best_side is None or side < best_side:
+            best, best_side = width, side
         width //= 2
-    return narrowest
+    return best
 
 
 # -- whole architectures -----------------------------------------------------------------

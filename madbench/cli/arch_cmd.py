@@ -1,2 +1,190 @@
-"""Commands: see COMMANDS."""
-COMMANDS: list = []
+"""``madbench arch list|describe`` and ``madbench check``: what an architecture is made of,
+what it costs, and whether it passes the causality guard and the state audit."""
+from __future__ import annotations
+
+import json
+
+import click
+from tabulate import tabulate
+
+from ..accounting import (PARAM_TOLERANCE, REFERENCE_ARCHITECTURE, STATE_TARGET,
+                          check_iso_state, describe_architecture, has_dynamic_state,
+                          param_ratio, param_ratio_flagged)
+from ..architecture import resolve_architecture
+from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, state_failures
+from ..errors import CheckFailed
+from ..plugins import get_registry
+
+
+def _number(value) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, float):
+        return f"{value:,.0f}"
+    return f"{value:,}"
+
+
+def arch_options(default_seq_len: int):
+    """The options every architecture command takes (``--arch`` modifiers and sizes)."""
+    def decorate(func):
+        for option in reversed([
+            click.option("--seq-len", type=click.IntRange(2), default=default_seq_len,
+                         show_default=True, help="Sequence length L."),
+            click.option("--vocab-size", type=click.IntRange(2), default=16,
+                         show_default=True, help="Vocabulary size V."),
+            click.option("--channel", type=click.Choice(["swiglu", "moe", "mlp"],
+                                                        case_sensitive=False),
+                         help="Channel mixer of the standard model (single mixer only)."),
+            click.option("--striped", is_flag=True,
+                         help="Make the second block multi-head attention."),
+            click.option("--mixer-kwargs", default=None, metavar="JSON",
+                         help="Constructor kwargs of the sequence mixer, as a JSON object."),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]):
+            func = option(func)
+        return func
+    return decorate
+
+
+def _resolve(arch, channel, striped, mixer_kwargs):
+    return resolve_architecture(arch, channel=channel, striped=striped,
+                                mixer_kwargs=mixer_kwargs)
+
+
+@click.group("arch")
+def arch_group() -> None:
+    """Architectures: list them, describe their parameters, state and FLOPs."""
+
+
+@arch_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    """Registered architectures and mixers."""
+    reg = get_registry()
+    archs = [{"name": e.name, "mad_lab_id": e.metadata.get("mad_lab_id"),
+              "description": e.metadata.get("description", ""), "plugin": e.plugin}
+             for e in reg.architectures.values()]
+    mixers = [{"name": e.name, "shorthand": e.metadata.get("shorthand"),
+               "kind": e.metadata.get("kind", "sequence"),
+               "description": e.metadata.get("description", ""), "plugin": e.plugin}
+              for e in reg.mixers.values()]
+    if as_json:
+        click.echo(json.dumps({"architectures": archs, "mixers": mixers}, indent=2))
+        return
+    click.echo(tabulate([[a["name"], a["mad_lab_id"] or "", a["description"]] for a in archs],
+                        headers=["architecture", "mad-lab id", "description"]))
+    click.echo()
+    click.echo(tabulate([[m["name"], m["shorthand"] or "", m["kind"], m["description"]]
+                         for m in mixers],
+                        headers=["mixer", "shorthand", "kind", "description"]))
+
+
+def description_with_verdicts(spec, seq_len: int, vocab_size: int, state_target: int,
+                              state_tolerance: float, param_tolerance: float) -> dict:
+    """``describe_architecture`` plus the iso-state verdict and the parameter ratio."""
+    description = describe_architecture(spec, seq_len, vocab_size)
+    ok, message = check_iso_state(description, state_target, state_tolerance)
+    ratio = param_ratio(description)
+    description["iso_state"] = {"ok": ok, "applies": not has_dynamic_state(description),
+                                "message": message, "target": state_target,
+                                "tolerance": state_tolerance}
+    description["param_ratio"] = {"value": ratio, "reference": REFERENCE_ARCHITECTURE,
+                                  "tolerance": param_tolerance,
+                                  "flagged": param_ratio_flagged(ratio, param_tolerance)}
+    return description
+
+
+@arch_group.command("describe")
+@click.argument("arch")
+@arch_options(default_seq_len=128)
+@click.option("--state-target", type=click.IntRange(1), default=STATE_TARGET,
+              show_default=True, help="Iso-state target (total fixed state).")
+@click.option("--state-tolerance", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Allowed relative deviation from the state target.")
+@click.option("--param-tolerance", type=click.FloatRange(0), default=PARAM_TOLERANCE,
+              show_default=True, help="Flag a parameter ratio further than this from 1.")
+def describe_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_json,
+                     state_target, state_tolerance, param_tolerance) -> None:
+    """Parameters (total, active), fixed state, dynamic state at L, short-conv cache and
+    forward FLOPs per token, per layer and in total, with the iso-state verdict and the
+    non-embedding parameter ratio to the mA-Sg-mA-Sg baseline.
+
+    ARCH: a registered architecture, a registered mixer (the standard MAD model around it), an
+    import path pkg.module:Class, or a shorthand such as mH-Sg-mA-Sg."""
+    spec = _resolve(arch, channel, striped, mixer_kwargs)
+    d = description_with_verdicts(spec, seq_len, vocab_size, state_target, state_tolerance,
+                                  param_tolerance)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    rows = [[l["index"], l["mixer"], l["kind"], _number(l["params"]),
+             _number(l["active_params"]), _number(l["fixed_state"]),
+             _number(l["dynamic_state"]), _number(l["cache"]), _number(l["flops_per_token"])]
+            for l in d["layers"]]
+    rows.append(["", "total", "", _number(d["params"]), _number(d["active_params"]),
+                 _number(d["fixed_state"]), _number(d["dynamic_state"]), _number(d["cache"]),
+                 _number(d["flops_per_token"])])
+    click.echo(f"{d['name']}  (dim {d['dim']}, L {seq_len}, V {vocab_size})")
+    click.echo(tabulate(rows, headers=["#", "mixer", "kind", "params", "active",
+                                       "fixed state", f"dynamic @{seq_len}", "cache",
+                                       "FLOPs/token"], disable_numparse=True))
+    click.echo(f"non-embedding params: {d['non_embedding_params']:,} "
+               f"(active {d['active_non_embedding_params']:,})")
+    ratio = d["param_ratio"]
+    flag = "  FLAGGED" if ratio["flagged"] else ""
+    click.echo(f"param ratio vs {ratio['reference']}: {ratio['value']:.2f} "
+               f"(tolerance +-{ratio['tolerance']:.0%}){flag}")
+    verdict = ("n/a" if not d["iso_state"]["applies"] else
+               "ok" if d["iso_state"]["ok"] else "MISMATCH")
+    click.echo(f"iso-state: {verdict}: {d['iso_state']['message']}")
+
+
+@click.command("check")
+@click.option("--arch", "arch", required=True, help="Architecture (as for arch describe).")
+@arch_options(default_seq_len=64)
+@click.option("--audit-dim", type=click.IntRange(1), default=None,
+              help="Audit every sequence mixer at this width (default: the model width, "
+                   "narrowed where the audit would exceed --max-audit-size).")
+@click.option("--max-audit-size", type=click.IntRange(16), default=AUDIT_MAX_SIZE,
+              show_default=True, help="Largest Jacobian side the state audit builds.")
+def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_json,
+                  audit_dim, max_audit_size) -> None:
+    """Causality guard (every layer and the whole model), mixer contract, and state audit
+    (measured Jacobian rank against declared state + cache). Exit 3 when a check fails."""
+    spec = _resolve(arch, channel, striped, mixer_kwargs)
+    guard = guard_architecture(spec, seq_len=seq_len, vocab_size=vocab_size,
+                               raise_on_failure=False)
+    audit = audit_architecture(spec, max_size=max_audit_size, audit_dim=audit_dim)
+    audits = {a["index"]: a for a in audit["layers"]}
+    layers = [{**l, "audit": audits.get(l["index"])} for l in guard["layers"]]
+    failures = guard["failures"] + state_failures(audit)
+    report = {"arch": spec.name, "causal": guard["causal"], "contract_ok": guard["contract_ok"],
+              "declared_state": audit["declared_state"],
+              "measured_state": audit["measured_state"], "state_ok": audit["state_ok"],
+              "ok": not failures, "failures": failures, "model": guard["model"],
+              "layers": layers}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        rows = []
+        for l in layers:
+            a = l["audit"]
+            rows.append([l["index"], l["mixer"], "yes" if l["causality"]["causal"] else "NO",
+                         "ok" if l["contract"]["ok"] else "NO",
+                         "-" if a is None else _number(a["declared_total"]),
+                         "-" if a is None else _number(a["measured_state"]),
+                         "-" if a is None else a["dim"],
+                         "-" if a is None else ("?" if a["ok"] is None else
+                                                "ok" if a["ok"] else "UNDER-DECLARED")])
+        click.echo(f"{spec.name}  (dim {spec.dim}, causality at L {seq_len})")
+        click.echo(tabulate(rows, headers=["#", "mixer", "causal", "contract",
+                                           "declared+cache", "measured", "audit dim",
+                                           "state"], disable_numparse=True))
+        click.echo(f"whole model: {guard['model']['message']}")
+        click.echo("all checks passed" if not failures else
+                   f"{len(failures)} check(s) failed")
+    if failures:
+        raise CheckFailed(failures[0])
+
+
+COMMANDS = [arch_group, check_command]

@@ -1,0 +1,344 @@
+"""Causality guard, mixer contract and state audit, on small mixers written here whose true
+behaviour is known independently (a linear recurrence of n states has a state of exactly n;
+a short convolution of width w keeps w - 1 past inputs; softmax attention keeps every past
+token), and on every bundled sequence mixer at small widths."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import madbench
+from madbench.architecture import ArchitectureSpec, LayerSpec, build_mixer
+from madbench.checks import (audit_architecture, audit_state, check_causality, check_contract,
+                             guard_architecture, state_failures)
+from madbench.errors import CheckFailed
+from madbench.plugins import get_registry
+from madbench.testing import assert_causal, assert_state_declared, check_mixer
+
+
+# -- small mixers with known behaviour ---------------------------------------------------
+class LinearRecurrence(nn.Module):
+    """h_t = a * h_{t-1} + B x_t, y_t = C h_t with n distinct decays: state exactly n."""
+
+    def __init__(self, dim, state=12, declared=None):
+        super().__init__()
+        self.n, self.declared = state, state if declared is None else declared
+        self.decay = nn.Parameter(torch.linspace(0.5, 0.95, state))
+        self.B = nn.Parameter(torch.randn(state, dim) / math.sqrt(dim))
+        self.C = nn.Parameter(torch.randn(dim, state) / math.sqrt(state))
+
+    def forward(self, x):
+        h, out = x.new_zeros(x.shape[0], self.n), []
+        for t in range(x.shape[1]):
+            h = self.decay * h + x[:, t] @ self.B.T
+            out.append(h @ self.C.T)
+        return torch.stack(out, 1)
+
+    def state_size(self, seq_len):
+        return self.declared
+
+
+class GatedRecurrence(nn.Module):
+    """A GRU-like nonlinear recurrence with n hidden units: state exactly n."""
+
+    def __init__(self, dim, state=10):
+        super().__init__()
+        self.n = state
+        self.cell = nn.GRUCell(dim, state)
+        self.out = nn.Linear(state, dim)
+
+    def forward(self, x):
+        h, out = x.new_zeros(x.shape[0], self.n), []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+            out.append(self.out(h))
+        return torch.stack(out, 1)
+
+    def state_size(self, seq_len):
+        return self.n
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal convolution of width 3: keeps the last 2 inputs of every channel."""
+
+    def __init__(self, dim, declare_cache=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, dim))
+        self.declare_cache = declare_cache
+
+    def forward(self, x):
+        padded = nn.functional.pad(x, (0, 0, 2, 0))
+        return sum(self.weight[i] * padded[:, i:i + x.shape[1]] for i in range(3))
+
+    def state_size(self, seq_len):
+        return 0
+
+    def cache_size(self, seq_len):
+        return 2 * self.weight.shape[1] if self.declare_cache else 0
+
+
+class Bidirectional(nn.Module):
+    """Adds the mean over the whole sequence: every output sees the future."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(x) + x.mean(1, keepdim=True)
+
+    def state_size(self, seq_len):
+        return 0
+
+
+class PeekAhead(nn.Module):
+    """y_t = x_t + x_{t+k} (zero past the end): output t leaks input t + k."""
+
+    def __init__(self, dim, k=3):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        ahead = torch.cat([x[:, self.k:], torch.zeros_like(x[:, :self.k])], 1)
+        return x + ahead
+
+
+class SoftmaxAttention(nn.Module):
+    """Plain causal softmax attention that claims a fixed state of 64."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        scores = q @ k.transpose(1, 2) / math.sqrt(x.shape[-1])
+        future = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(-1) @ v
+
+    def state_size(self, seq_len):
+        return 64
+
+
+class BatchMixing(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+
+    def forward(self, x):
+        return x + x.mean(0, keepdim=True)
+
+
+class Truncating(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+
+    def forward(self, x):
+        return x[..., :-1]
+
+
+class Exploding(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+
+    def forward(self, x):
+        return x / 0.0
+
+
+# -- causality ---------------------------------------------------------------------------
+def test_causal_recurrence_passes_with_no_change_at_all():
+    # a Python loop over time cannot see later inputs: the earlier outputs are bit-identical
+    result = check_causality(LinearRecurrence, dim=4, seq_len=12)
+    assert result.causal and result.first_leak is None
+    assert result.max_change == 0.0
+    assert result.dtype == "float64"
+
+
+def test_bidirectional_mixer_leaks_at_position_zero():
+    result = check_causality(Bidirectional, dim=4, seq_len=12)
+    assert not result.causal
+    assert (result.first_leak, result.perturbed_after) == (0, 0)
+    assert "position 0" in result.message
+
+
+@pytest.mark.parametrize("t,k", [(8, 3), (5, 1), (10, 4)])
+def test_first_leaking_position_is_t_plus_one_minus_k(t, k):
+    # y_s depends on x_{s+k}; perturbing the inputs after t first moves output t + 1 - k
+    result = check_causality(PeekAhead, dim=3, seq_len=16, positions=[t], mixer_kwargs={"k": k})
+    assert not result.causal
+    assert result.first_leak == t + 1 - k and result.perturbed_after == t
+
+
+# -- contract ----------------------------------------------------------------------------
+def test_contract_accepts_an_honest_mixer():
+    assert check_contract(LinearRecurrence, dim=4, seq_len=8).ok
+
+
+@pytest.mark.parametrize("cls,field", [(BatchMixing, "batch_independent"),
+                                       (Truncating, "shape_ok"), (Exploding, "finite")])
+def test_contract_catches_each_violation(cls, field):
+    result = check_contract(cls, dim=4, seq_len=8)
+    assert not result.ok and getattr(result, field) is False
+    assert result.problems
+
+
+def test_contract_catches_a_changed_dtype():
+    class Doubling(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+
+        def forward(self, x):
+            return x.double()
+
+    result = check_contract(Doubling, dim=4, seq_len=8)
+    assert not result.dtype_ok
+
+
+# -- state audit -------------------------------------------------------------------------
+@pytest.mark.parametrize("dim,n", [(4, 12), (3, 7), (8, 5)])
+def test_audit_measures_the_state_of_a_linear_recurrence(dim, n):
+    result = audit_state(LinearRecurrence, dim, {"state": n})
+    assert result.measured_state == n
+    assert result.ok and result.informative and not result.saturated
+
+
+def test_audit_measures_a_nonlinear_recurrence():
+    result = audit_state(GatedRecurrence, 4, {"state": 10})
+    assert result.measured_state == 10 and result.ok
+
+
+def test_audit_flags_an_under_declared_recurrence():
+    # the automatic split (2 + 2 positions of 4) sees 8 > 6 and stops there (saturated) ...
+    result = audit_state(LinearRecurrence, 4, {"state": 12, "declared": 6})
+    assert result.ok is False and result.informative and result.saturated
+    assert result.measured_state == 8
+    assert "UNDER-DECLARED" in result.message
+    # ... a longer split measures all 12
+    longer = audit_state(LinearRecurrence, 4, {"state": 12, "declared": 6}, prefix=5, suffix=5)
+    assert longer.measured_state == 12 and longer.ok is False
+
+
+def test_audit_counts_short_convolution_caches():
+    # width-3 depthwise convolution: the last 2 inputs of each of 5 channels cross the split
+    honest = audit_state(ShortConv, 5)
+    assert honest.measured_state == 2 * 5 and honest.ok
+    hidden = audit_state(ShortConv, 5, {"declare_cache": False}, prefix=3, suffix=3)
+    assert hidden.measured_state == 10 and hidden.ok is False
+
+
+def test_softmax_attention_declaring_64_is_caught():
+    result = audit_state(SoftmaxAttention, 16)
+    assert result.informative and result.ok is False
+    assert result.measured_state > 64
+
+
+def test_audit_of_an_undeclared_mixer_reports_a_measurement():
+    class Undeclared(LinearRecurrence):
+        state_size = None
+
+    result = audit_state(Undeclared, 4, {"state": 6})
+    assert result.declared_state is None and result.ok is None
+    assert result.measured_state == 6
+
+
+# -- whole architectures -----------------------------------------------------------------
+class ToyPlugin:
+    @madbench.hookimpl
+    def madbench_register_mixers(self, register):
+        register("toy-recurrence", LinearRecurrence, shorthand="Tr")
+        register("toy-under", LinearRecurrence, defaults={"declared": 4})
+        register("toy-bidir", Bidirectional)
+        register("toy-id", ShortConv, kind="channel")
+
+
+def _spec(*names):
+    return ArchitectureSpec("toy", tuple(LayerSpec(n) for n in names), dim=8)
+
+
+def test_guard_passes_a_causal_architecture(register_plugin):
+    register_plugin(ToyPlugin(), "toy")
+    report = guard_architecture(_spec("toy-recurrence", "toy-recurrence"), seq_len=12)
+    assert report["causal"] and report["contract_ok"] and not report["failures"]
+    assert report["model"]["causal"]
+
+
+def test_guard_refuses_a_bidirectional_layer_naming_it(register_plugin):
+    register_plugin(ToyPlugin(), "toy")
+    with pytest.raises(CheckFailed) as info:
+        guard_architecture(_spec("toy-recurrence", "toy-bidir"), seq_len=12)
+    message = str(info.value)
+    assert "layer 1 (toy-bidir" in message and "position 0" in message
+    assert "\n" not in message
+    report = guard_architecture(_spec("toy-recurrence", "toy-bidir"), seq_len=12,
+                                raise_on_failure=False)
+    assert not report["causal"] and not report["model"]["causal"]
+    assert [l["causality"]["causal"] for l in report["layers"]] == [True, False]
+
+
+def test_audit_architecture_flags_the_under_declared_layer(register_plugin):
+    register_plugin(ToyPlugin(), "toy")
+    audit = audit_architecture(_spec("toy-recurrence", "toy-id", "toy-under"))
+    assert [l["index"] for l in audit["layers"]] == [0, 2]  # channel mixers are not audited
+    assert audit["state_ok"] is False
+    # the under-declared layer is split after one position of 8 inputs: enough to see 8 > 4
+    assert [l["measured_state"] for l in audit["layers"]] == [12, 8]
+    assert audit["declared_state"] == 12 + 4 and audit["measured_state"] == 12 + 8
+    (failure,) = state_failures(audit)
+    assert failure.startswith("layer 2 (toy-under")
+
+
+# -- the conformance helpers -------------------------------------------------------------
+def test_check_mixer_passes_an_honest_mixer_and_returns_results():
+    results = check_mixer(LinearRecurrence, dim=4, state=6)
+    assert results["audit"]["measured_state"] == 6 and results["causality"]["causal"]
+
+
+def test_conformance_helpers_raise_assertion_errors():
+    with pytest.raises(AssertionError, match="not causal"):
+        assert_causal(Bidirectional, dim=4)
+    with pytest.raises(AssertionError, match="UNDER-DECLARED"):
+        assert_state_declared(LinearRecurrence, dim=4, mixer_kwargs={"declared": 3})
+    with pytest.raises(AssertionError, match="declares no state_size"):
+        check_mixer(PeekAhead, dim=4, k=0)
+
+
+def test_testing_module_does_not_import_pytest():
+    code = "import sys, madbench.testing; print('pytest' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- the bundled sequence mixers ---------------------------------------------------------
+#: Small configurations (width, kwargs) that keep the audit fast: state shrinks with them.
+SMALL = {
+    "attention": (8, {}), "mh-attention": (32, {}),
+    "sliding-attention": (8, {"window": 4}), "mh-sliding-attention": (32, {"window": 4}),
+    "linear-attention": (8, {}), "mh-linear-attention": (32, {}),
+    "gated-linear-attention": (8, {}), "mh-gated-linear-attention": (16, {}),
+    "hyena": (8, {"modes": 2}), "mh-hyena": (32, {}),
+    "hyena-experts": (8, {"expert_width": 2, "modes": 2}), "mamba": (8, {}),
+}
+
+
+def test_every_bundled_sequence_mixer_has_a_small_configuration():
+    bundled = {n for n, e in get_registry().mixers.items()
+               if e.plugin == "reference-layers" and e.metadata.get("kind") == "sequence"}
+    assert bundled == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_bundled_sequence_mixer_is_causal_and_declares_enough_state(name):
+    dim, kwargs = SMALL[name]
+
+    def factory(d):
+        return build_mixer(LayerSpec(name, kwargs), d)
+
+    assert check_contract(factory, dim, seq_len=12).ok
+    causality = check_causality(factory, dim, seq_len=12)
+    assert causality.causal, causality.message
+    audit = audit_state(factory, dim)
+    assert audit.ok, audit.message
+    assert audit.informative or "attention" in name and "sliding" not in name
