@@ -1,0 +1,323 @@
+"""Gated linear attention in Triton: chunked forward and backward, as a torch.autograd.Function.
+
+One program walks the chunks of one (batch, head) in order, holding a block of the state
+``S`` (dk x dv, fp32) in registers. Per chunk of ``BT`` steps, with ``b`` the log decays
+cumulated from the chunk start (``b_t <= 0``):
+
+- inside the chunk, ``A[t, s] = sum_d q_td k_sd exp(b_td - b_sd)`` for ``s <= t`` is formed
+  explicitly (a ``BT x BT x d`` block), so only decays in (0, 1] are ever exponentiated;
+- ``o = A v + (q * exp(b)) S``, then ``S <- diag(exp(b_last)) S + (k * exp(b_last - b))^T v``.
+
+The backward pass recomputes per chunk: a forward sweep rebuilds ``S`` for ``dq``, a reverse
+sweep carries ``dS`` for ``dk`` and ``dv``. The gate gradient follows from
+``d loss / d b_t = q_t dq_t - k_t dk_t`` cumulated from the end of the sequence.
+
+Large heads are split into blocks of dk (backward) and dv (both passes) over the grid; the
+partial results are summed with torch. Block sizes come from ``launch_config``, one fixed
+config per head shape (no autotuning), so the interpreter (``TRITON_INTERPRET=1``) runs the
+same code as the GPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+def _next_pow2(n: int, least: int = 16) -> int:
+    return max(least, triton.next_power_of_2(n))
+
+
+def launch_config(dk: int, dv: int) -> dict:
+    """Block sizes for one head shape: chunk length ``BT``; forward dv block ``BV_FWD`` (the
+    forward holds all of dk); backward dk and dv blocks ``BK_BWD``, ``BV_BWD``; the dk width
+    ``BKI`` of the explicit ``BT x BT x BKI`` decay block; warps per program."""
+    bk = _next_pow2(dk)
+    bv = _next_pow2(dv)
+    small = bk <= 32 and bv <= 32
+    return {
+        "BT": 16,
+        "BKI": min(bk, 32 if small else 16),
+        "BV_FWD": bv if small else min(bv, 32),
+        "BK_BWD": bk if small else min(bk, 32),
+        "BV_BWD": bv if small else min(bv, 128),
+        "num_warps": 4 if small else 8,
+        "precision": os.environ.get("MADBENCH_GLA_DOT_PRECISION", "ieee"),
+    }
+
+
+@triton.jit
+def _tile(base, stride_t, offs_t, offs_c, mask_t, mask_c):
+    """Load a (time, channel) tile as fp32; channels are contiguous."""
+    x = tl.load(base + offs_t[:, None] * stride_t + offs_c[None, :],
+                mask=mask_t[:, None] & mask_c[None, :], other=0.0)
+    return tl.cast(x, tl.float32)
+
+
+@triton.jit
+def _store(base, stride_t, offs_t, offs_c, mask_t, mask_c, x):
+    tl.store(base + offs_t[:, None] * stride_t + offs_c[None, :],
+             tl.cast(x, base.dtype.element_ty), mask=mask_t[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _decays(b, causal):
+    """exp(b_t - b_s) for s <= t, else 0: a (t, s, channel) block of values in [0, 1]."""
+    diff = b[:, None, :] - b[None, :, :]
+    return tl.exp(tl.where(causal[:, :, None], diff, float("-inf")))
+
+
+@triton.jit
+def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
+                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
+                    sob, soh, sot,
+                    T, H, DK, DV,
+                    BT: tl.constexpr, BK: tl.constexpr, BKI: tl.constexpr, BV: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    i_bh = tl.program_id(0)
+    i_v = tl.program_id(1)
+    i_b = tl.cast(i_bh // H, tl.int64)
+    i_h = tl.cast(i_bh % H, tl.int64)
+    q_base = q_ptr + i_b * sqb + i_h * sqh
+    k_base = k_ptr + i_b * skb + i_h * skh
+    v_base = v_ptr + i_b * svb + i_h * svh
+    g_base = g_ptr + i_b * sgb + i_h * sgh
+    o_base = o_ptr + i_b * sob + i_h * soh
+
+    offs_s = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DK
+    mask_v = offs_v < DV
+    causal = offs_s[:, None] >= offs_s[None, :]
+
+    state = tl.zeros([BK, BV], dtype=tl.float32)
+    for i_t in range(0, tl.cdiv(T, BT)):
+        offs_t = i_t * BT + offs_s
+        mask_t = offs_t < T
+        q = _tile(q_base, sqt, offs_t, offs_k, mask_t, mask_k)
+        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
+        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
+        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
+        b = tl.cumsum(g, axis=0)
+        b_last = tl.sum(g, axis=0)
+
+        if BKI == BK:
+            scores = tl.sum(q[:, None, :] * k[None, :, :] * _decays(b, causal), axis=2)
+        else:  # the explicit decay block one slice of channels at a time
+            scores = tl.zeros([BT, BT], dtype=tl.float32)
+            for d0 in tl.static_range(0, BK, BKI):
+                offs_d = d0 + tl.arange(0, BKI)
+                mask_d = offs_d < DK
+                q_d = _tile(q_base, sqt, offs_t, offs_d, mask_t, mask_d)
+                k_d = _tile(k_base, skt, offs_t, offs_d, mask_t, mask_d)
+                b_d = tl.cumsum(_tile(g_base, sgt, offs_t, offs_d, mask_t, mask_d), axis=0)
+                scores += tl.sum(q_d[:, None, :] * k_d[None, :, :] * _decays(b_d, causal), axis=2)
+
+        o = tl.dot(scores, v, input_precision=PRECISION)
+        o += tl.dot(q * tl.exp(b), state, input_precision=PRECISION)
+        _store(o_base, sot, offs_t, offs_v, mask_t, mask_v, o)
+        k_to_end = k * tl.exp(b_last[None, :] - b)
+        state = state * tl.exp(b_last)[:, None] \
+            + tl.dot(tl.trans(k_to_end), v, input_precision=PRECISION)
+
+
+@triton.jit
+def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
+                    dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
+                    sdob, sdoh, sdot,
+                    dq_split, sdqb, sdqh, sdqt, dk_split, sdkb, sdkh, sdkt,
+                    dv_split, sdvb, sdvh, sdvt, sdgb, sdgh, sdgt,
+                    T, H, DK, DV,
+                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NV: tl.constexpr,
+                    FUSE_DG: tl.constexpr, PRECISION: tl.constexpr):
+    i_bh = tl.program_id(0)
+    i_kv = tl.program_id(1)
+    i_k = i_kv // NV
+    i_v = i_kv % NV
+    i_b = tl.cast(i_bh // H, tl.int64)
+    i_h = tl.cast(i_bh % H, tl.int64)
+    q_base = q_ptr + i_b * sqb + i_h * sqh
+    k_base = k_ptr + i_b * skb + i_h * skh
+    v_base = v_ptr + i_b * svb + i_h * svh
+    g_base = g_ptr + i_b * sgb + i_h * sgh
+    do_base = do_ptr + i_b * sdob + i_h * sdoh
+    # partial gradients: dq and dk summed over dv blocks, dv over dk blocks
+    dq_base = dq_ptr + tl.cast(i_v, tl.int64) * dq_split + i_b * sdqb + i_h * sdqh
+    dk_base = dk_ptr + tl.cast(i_v, tl.int64) * dk_split + i_b * sdkb + i_h * sdkh
+    dv_base = dv_ptr + tl.cast(i_k, tl.int64) * dv_split + i_b * sdvb + i_h * sdvh
+    dg_base = dg_ptr + i_b * sdgb + i_h * sdgh
+
+    offs_s = tl.arange(0, BT)
+    offs_k = i_k * BK + tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    mask_k = offs_k < DK
+    mask_v = offs_v < DV
+    causal = offs_s[:, None] >= offs_s[None, :]
+    num_chunks = tl.cdiv(T, BT)
+
+    # forward sweep: dq = (dA * decays) k + (do S^T) * exp(b), with dA = do v^T
+    state = tl.zeros([BK, BV], dtype=tl.float32)
+    for i_t in range(0, num_chunks):
+        offs_t = i_t * BT + offs_s
+        mask_t = offs_t < T
+        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
+        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
+        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
+        do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
+        b = tl.cumsum(g, axis=0)
+        b_last = tl.sum(g, axis=0)
+        d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        dq = tl.sum(d_scores[:, :, None] * k[None, :, :] * _decays(b, causal), axis=1)
+        dq += tl.dot(do, tl.trans(state), input_precision=PRECISION) * tl.exp(b)
+        _store(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k, dq)
+        k_to_end = k * tl.exp(b_last[None, :] - b)
+        state = state * tl.exp(b_last)[:, None] \
+            + tl.dot(tl.trans(k_to_end), v, input_precision=PRECISION)
+
+    if FUSE_DG:
+        tl.debug_barrier()  # dq written above is read back below
+
+    # reverse sweep: dS carries d loss / d S from the chunks after this one
+    d_state = tl.zeros([BK, BV], dtype=tl.float32)
+    d_b_after = tl.zeros([BK], dtype=tl.float32)
+    for i_r in range(0, num_chunks):
+        i_t = num_chunks - 1 - i_r
+        offs_t = i_t * BT + offs_s
+        mask_t = offs_t < T
+        q = _tile(q_base, sqt, offs_t, offs_k, mask_t, mask_k)
+        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
+        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
+        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
+        do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
+        b = tl.cumsum(g, axis=0)
+        b_last = tl.sum(g, axis=0)
+        decays = _decays(b, causal)
+        scores = tl.sum(q[:, None, :] * k[None, :, :] * decays, axis=2)
+        d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        to_end = tl.exp(b_last[None, :] - b)
+        k_to_end = k * to_end
+        dk = tl.sum(d_scores[:, :, None] * q[:, None, :] * decays, axis=0)
+        dk += tl.dot(v, tl.trans(d_state), input_precision=PRECISION) * to_end
+        dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
+        dv += tl.dot(k_to_end, d_state, input_precision=PRECISION)
+        _store(dk_base, sdkt, offs_t, offs_k, mask_t, mask_k, dk)
+        _store(dv_base, sdvt, offs_t, offs_v, mask_t, mask_v, dv)
+        if FUSE_DG:
+            dq = _tile(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k)
+            d_b = q * dq - k * dk
+            chunk_total = tl.sum(d_b, axis=0)
+            # inclusive reverse cumsum inside the chunk, plus everything after it
+            dg = d_b_after[None, :] + chunk_total[None, :] - tl.cumsum(d_b, axis=0) + d_b
+            _store(dg_base, sdgt, offs_t, offs_k, mask_t, mask_k, dg)
+            d_b_after += chunk_total
+        d_state = d_state * tl.exp(b_last)[:, None] \
+            + tl.dot(tl.trans(q * tl.exp(b)), do, input_precision=PRECISION)
+
+
+def _channels_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _strides(x: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, time) strides of a (batch, heads, seq_len, channels) tensor."""
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def gla_forward(q, k, v, g, config: dict | None = None) -> torch.Tensor:
+    """The forward kernel: o of shape (batch, heads, seq_len, dv), in q's dtype."""
+    batch, heads, seq_len, dk = q.shape
+    dv = v.shape[-1]
+    cfg = config or launch_config(dk, dv)
+    # (batch, seq_len, heads, dv) memory: the layer's transpose back to tokens is free
+    o = torch.empty(batch, seq_len, heads, dv, dtype=q.dtype, device=q.device).transpose(1, 2)
+    if o.numel() == 0:
+        return o.zero_()
+    bk = _next_pow2(dk)
+    grid = (batch * heads, triton.cdiv(dv, cfg["BV_FWD"]))
+    _gla_fwd_kernel[grid](
+        q, k, v, g, o, *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(o),
+        seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BKI=min(cfg["BKI"], bk),
+        BV=cfg["BV_FWD"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
+    return o
+
+
+def gla_backward(q, k, v, g, do, config: dict | None = None):
+    """The backward kernel: (dq, dk, dv, dlog_alpha), each shaped and typed like its input."""
+    batch, heads, seq_len, dk = q.shape
+    dv = v.shape[-1]
+    cfg = config or launch_config(dk, dv)
+    bk, bv = min(cfg["BK_BWD"], _next_pow2(dk)), min(cfg["BV_BWD"], _next_pow2(dv))
+    nk, nv = triton.cdiv(dk, bk), triton.cdiv(dv, bv)
+    fuse_dg = nv == 1
+    f32 = torch.float32
+
+    def buffer(like, splits):
+        """Where a gradient is written: the final tensor, or fp32 partials to be summed."""
+        if splits == 1 and like.dtype == f32:
+            return torch.empty_like(like)[None]
+        return torch.empty(splits, *like.shape, dtype=f32, device=like.device)
+
+    dq, dk_, dv_ = buffer(q, nv), buffer(k, nv), buffer(v, nk)
+    dg = buffer(g, 1)[0] if fuse_dg else dq[0]  # dg unused (a placeholder) unless fused
+    if q.numel() and v.numel():
+        grid = (batch * heads, nk * nv)
+        split = lambda x: (x.stride(0) if x.shape[0] > 1 else 0, *_strides(x[0]))  # noqa: E731
+        _gla_bwd_kernel[grid](
+            q, k, v, g, do, dq, dk_, dv_, dg,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(do),
+            *split(dq), *split(dk_), *split(dv_), *_strides(dg),
+            seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BV=bv, NV=nv, FUSE_DG=fuse_dg,
+            PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
+    else:
+        for x in (dq, dk_, dv_, dg):
+            x.zero_()
+    dq, dk_, dv_ = dq.sum(0), dk_.sum(0), dv_.sum(0)
+    if not fuse_dg:  # d loss / d b = q dq - k dk, cumulated from the end
+        dg = (q.float() * dq - k.float() * dk_).flip(2).cumsum(2).flip(2)
+    return dq.to(q.dtype), dk_.to(k.dtype), dv_.to(v.dtype), dg.to(g.dtype)
+
+
+class ChunkGLAFunction(torch.autograd.Function):
+    """Triton GLA with its backward; vmap folds the vmapped axis into the batch axis."""
+
+    @staticmethod
+    def forward(q, k, v, log_alpha, config):
+        return gla_forward(q, k, v, log_alpha, config)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:4])
+        ctx.config = inputs[4]
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, log_alpha = ctx.saved_tensors
+        return *gla_backward(q, k, v, log_alpha, _channels_contiguous(do), ctx.config), None
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, log_alpha, config):
+        size = info.batch_size
+
+        def fold(x, dim):
+            x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
+            return _channels_contiguous(x.reshape(size * x.shape[1], *x.shape[2:]))
+
+        o = ChunkGLAFunction.apply(*(fold(x, d) for x, d in
+                                     zip((q, k, v, log_alpha), in_dims)), config)
+        return o.reshape(size, -1, *o.shape[1:]), 0
+
+
+def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     log_alpha: torch.Tensor, config: dict | None = None) -> torch.Tensor:
+    """GLA output (batch, heads, seq_len, dv) through the Triton kernels (differentiable);
+    ``config`` overrides ``launch_config`` (block sizes), for tests and benchmarks."""
+    if not (q.shape == k.shape == log_alpha.shape and v.shape[:3] == q.shape[:3]):
+        raise ValueError(f"chunk_gla: q, k, log_alpha must share a shape and v its first three "
+                         f"dims; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
+                         f"{tuple(log_alpha.shape)}")
+    q, k, v, log_alpha = (_channels_contiguous(x) for x in (q, k, v, log_alpha))
+    return ChunkGLAFunction.apply(q, k, v, log_alpha, config)
