@@ -1,0 +1,177 @@
+"""``madbench arch list|describe`` and ``madbench check``: JSON keys, exit codes, one-line
+errors, on bundled presets and on small mixers registered or imported for the test."""
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import madbench
+from madbench.cli import main
+
+
+class Recurrence(nn.Module):
+    """h_t = a h_{t-1} + B x_t, y_t = C h_t: n states (declared honestly, or not)."""
+
+    def __init__(self, dim, state=6, declared=None):
+        super().__init__()
+        self.n, self.declared = state, state if declared is None else declared
+        self.decay = nn.Parameter(torch.linspace(0.5, 0.9, state))
+        self.B = nn.Parameter(torch.randn(state, dim) / math.sqrt(dim))
+        self.C = nn.Parameter(torch.randn(dim, state) / math.sqrt(state))
+
+    def forward(self, x):
+        h, out = x.new_zeros(x.shape[0], self.n), []
+        for t in range(x.shape[1]):
+            h = self.decay * h + x[:, t] @ self.B.T
+            out.append(h @ self.C.T)
+        return torch.stack(out, 1)
+
+    def state_size(self, seq_len):
+        return self.declared
+
+
+class Reversed(Recurrence):
+    """The same recurrence run from the end: anti-causal."""
+
+    def forward(self, x):
+        return super().forward(x.flip(1)).flip(1)
+
+
+class CliPlugin:
+    @madbench.hookimpl
+    def madbench_register_mixers(self, register):
+        register("cli-recurrence", Recurrence, shorthand="Cr")
+        register("cli-under", Recurrence, defaults={"declared": 2})
+        register("cli-reversed", Reversed)
+
+
+@pytest.fixture
+def runner(register_plugin):
+    register_plugin(CliPlugin(), "cli-toys")
+    return CliRunner()
+
+
+def _json(result):
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_arch_list_json(runner):
+    result = runner.invoke(main, ["arch", "list", "--json"])
+    assert result.exit_code == 0
+    data = _json(result)
+    names = {a["name"]: a for a in data["architectures"]}
+    assert names["striped-hyena-moe"]["mad_lab_id"] == "H-MoE-mA-MoE"
+    mixers = {m["name"]: m for m in data["mixers"]}
+    assert mixers["mamba"]["shorthand"] == "Mb" and mixers["swiglu"]["kind"] == "channel"
+    assert "cli-recurrence" in mixers
+
+
+def test_arch_list_table(runner):
+    result = runner.invoke(main, ["arch", "list"])
+    assert result.exit_code == 0 and "hyena-swiglu" in result.stdout
+
+
+def test_arch_describe_json_keys(runner):
+    result = runner.invoke(main, ["arch", "describe", "mh-hyena-swiglu", "--seq-len", "32",
+                                  "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = _json(result)
+    for key in ("params", "active_params", "fixed_state", "dynamic_state", "cache",
+                "flops_per_token", "layers", "iso_state", "param_ratio"):
+        assert key in data
+    assert data["fixed_state"] == 4096 and data["iso_state"]["ok"]
+    assert data["param_ratio"]["reference"] == "mA-Sg-mA-Sg"
+    assert {"mixer", "kind", "kwargs", "params", "fixed_state"} <= set(data["layers"][0])
+
+
+def test_arch_describe_modifiers(runner):
+    result = runner.invoke(main, ["arch", "describe", "Cr", "--channel", "moe", "--striped",
+                                  "--mixer-kwargs", '{"state": 5}', "--seq-len", "8",
+                                  "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = _json(result)
+    assert [l["mixer"] for l in data["layers"]] == ["Cr", "moe-mlp", "mh-attention", "moe-mlp"]
+    assert data["layers"][0]["kwargs"] == {"state": 5}
+    assert data["fixed_state"] == 5 and data["dynamic_state"] == 2 * 128 * 8
+    assert data["iso_state"]["applies"] is False
+
+
+def test_arch_describe_table(runner):
+    result = runner.invoke(main, ["arch", "describe", "mamba", "--seq-len", "16"])
+    assert result.exit_code == 0
+    assert "iso-state: ok" in result.stdout and "param ratio" in result.stdout
+
+
+def test_arch_describe_import_path(runner, tmp_path, monkeypatch):
+    (tmp_path / "madbench_cli_tmp_mixer.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        class PositionWise(nn.Module):
+            def __init__(self, dim):
+                super().__init__()
+                self.proj = nn.Linear(dim, dim, bias=False)
+            def forward(self, x):
+                return self.proj(x)
+            def state_size(self, seq_len):
+                return 0
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = runner.invoke(main, ["arch", "describe", "madbench_cli_tmp_mixer:PositionWise",
+                                  "--seq-len", "8", "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = _json(result)
+    assert data["layers"][0]["params"] == 128 * 128
+    assert data["fixed_state"] == 0 and not data["iso_state"]["ok"]
+
+
+@pytest.mark.parametrize("args", [["arch", "describe", "no-such-arch"],
+                                  ["check", "--arch", "no-such-arch"],
+                                  ["arch", "describe", "nope:Missing"],
+                                  ["arch", "describe", "Cr", "--mixer-kwargs", "{bad"]])
+def test_unknown_names_exit_2_with_one_line(runner, args):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+
+
+def test_check_passes_an_honest_mixer(runner):
+    result = runner.invoke(main, ["check", "--arch", "cli-recurrence", "--seq-len", "8",
+                                  "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = _json(result)
+    assert data["causal"] is True and data["state_ok"] is True
+    assert data["declared_state"] == 2 * 6 and data["measured_state"] == 2 * 6
+    assert len(data["layers"]) == 4 and data["layers"][1]["audit"] is None
+
+
+def test_check_refuses_an_anti_causal_mixer(runner):
+    result = runner.invoke(main, ["check", "--arch", "cli-reversed", "--seq-len", "8",
+                                  "--json"])
+    assert result.exit_code == 3
+    data = _json(result)
+    assert data["causal"] is False
+    assert data["layers"][0]["causality"]["first_leak"] == 0
+    assert "layer 0 (cli-reversed" in result.stderr and "position 0" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_check_refuses_an_under_declared_mixer(runner):
+    result = runner.invoke(main, ["check", "--arch", "cli-under", "--seq-len", "8", "--json"])
+    assert result.exit_code == 3
+    data = _json(result)
+    assert data["causal"] is True and data["state_ok"] is False
+    assert data["layers"][0]["audit"]["measured_state"] > data["layers"][0]["audit"][
+        "declared_total"]
+    assert "under-declares" in result.stderr
+
+
+def test_check_a_bundled_preset_at_a_small_audit_width(runner):
+    result = runner.invoke(main, ["check", "--arch", "mamba-swiglu", "--seq-len", "8",
+                                  "--audit-dim", "8"])
+    assert result.exit_code == 0, result.stderr
+    assert "all checks passed" in result.stdout
