@@ -42,7 +42,8 @@ from torch import nn
 from madbench.errors import UsageError
 
 from .channel import top_k_routing
-from .modal_filter import ModalFilter, fft_causal_conv
+from .modal_filter import ModalFilter, fft_causal_conv  # noqa: F401 (re-exported)
+from .ops.long_conv import gated_long_conv, multihead_long_conv
 
 
 class ShortConv(nn.Module):
@@ -106,7 +107,7 @@ class Hyena(_HyenaBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v, x1, x2 = self.streams(x)
-        y = x2 * fft_causal_conv(x1 * v, self.filter(x.shape[1]))
+        y = gated_long_conv(v, x1, x2, self.filter(x.shape[1]))
         return self.out_proj(y.transpose(1, 2))
 
     def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -140,9 +141,7 @@ class MultiHeadHyena(_HyenaBase):
         batch, length, _ = x.shape
         h, d = self.heads, self.head_dim
         q, k, v = (s.reshape(batch, h, d, length) for s in self.streams(x))
-        z = k[:, :, :, None] * v[:, :, None]                          # (B, H, d_k, d_v, L)
-        z = fft_causal_conv(z, self.filter(length).view(h, d, 1, length))
-        y = (q[:, :, :, None] * z).sum(2)                             # (B, H, d_v, L)
+        y = multihead_long_conv(q, k, v, self.filter(length).view(h, d, length))  # (B, H, d_v, L)
         return self.out_proj(y.reshape(batch, self.dim, length).transpose(1, 2))
 
     def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -202,7 +201,7 @@ class HyenaExperts(_HyenaBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
         v, x1, x2 = self.streams(x)
-        c = fft_causal_conv(x1 * v, self.filter(length))  # dense: every expert, every position
+        c = gated_long_conv(v, x1, None, self.filter(length))  # dense: all experts, positions
         x2, c = (t.transpose(1, 2).reshape(batch * length, self.inner) for t in (x2, c))
         out = self._readout(x2, c, x.reshape(batch * length, dim))
         return out.view(batch, length, dim)

@@ -13,9 +13,12 @@ sequence length.
 
 Three ways to apply it, which the tests compare:
 
-- ``fft_causal_conv(u, h)``: FFT convolution, O(L log L), what the layers use;
+- ``fft_causal_conv(u, h)``: FFT convolution, O(L log L), the reference path of the layers;
 - ``direct_causal_conv(u, h)``: the O(L^2) sum, a reference;
 - ``ModalFilter.step``: the recurrence, one time step at a time.
+
+The convolutions live in ``ops/long_conv`` (with a Triton kernel the layers use on CUDA) and are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -25,30 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops.long_conv.reference import direct_causal_conv, fft_causal_conv
 
-def fft_causal_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Causal convolution along the last axis: ``y[..., t] = sum_{s<=t} h[..., t-s] u[..., s]``.
-
-    ``h`` broadcasts against ``u`` and holds at least ``L = u.shape[-1]`` taps (extra taps are
-    ignored). Computed by zero-padded FFT in at least float32; returned in ``u``'s dtype.
-    """
-    length = u.shape[-1]
-    dtype = torch.promote_types(u.dtype, torch.float32)
-    n = 2 * length  # >= 2L - 1: no circular wrap-around
-    u_f = torch.fft.rfft(u.to(dtype), n=n)
-    h_f = torch.fft.rfft(h[..., :length].to(dtype), n=n)
-    return torch.fft.irfft(u_f * h_f, n=n)[..., :length].to(u.dtype)
-
-
-def direct_causal_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The same causal convolution as ``fft_causal_conv``, summed term by term (reference)."""
-    length = u.shape[-1]
-    shape = torch.broadcast_shapes(u.shape, h[..., :length].shape)
-    y = torch.zeros(shape, dtype=torch.promote_types(u.dtype, h.dtype), device=u.device)
-    for t in range(length):
-        for s in range(t + 1):
-            y[..., t] += h[..., t - s] * u[..., s]
-    return y
+__all__ = ["ModalFilter", "direct_causal_conv", "fft_causal_conv"]
 
 
 class ModalFilter(nn.Module):

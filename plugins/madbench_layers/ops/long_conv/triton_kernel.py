@@ -1,0 +1,410 @@
+"""Triton kernels for gated long causal convolutions, forward and backward.
+
+One operation covers Hyena (H, He) and multi-head Hyena (mH). On tensors laid out as
+``v: (K, N, Cv, R, L)``, ``x1, x2: (K, N, Cv, G, L)`` and ``h: (K, Cv, G, L)``::
+
+    y[k, n, c, r, t] = sum_g x2[k, n, c, g, t] * sum_{s<=t} h[k, c, g, t-s] x1[k, n, c, g, s] v[k, n, c, r, s]
+
+``K`` is a configuration axis (vmap folds into it), ``N`` the batch, ``Cv`` the channels (mH: the
+heads), ``R`` rows that share a filter (mH: the value index), ``G`` filters summed into one output
+(mH: the key index). Hyena is ``R = G = 1``; multi-head Hyena ``Cv = heads, G = dk, R = dv``.
+
+The convolution at ``L <= 1024`` is done directly, as blocked Toeplitz matrix products on the
+tensor cores: per (configuration, channel, time block of ``BT`` outputs, block of ``BM`` rows
+``(n, r)``), ``acc[m, t] += u[m, s-block] @ T[s-block, t-block]`` with ``T[s, t] = h[t - s]``
+(zero for ``s > t``) gathered from the filter, which stays in L1. The gates are applied on the
+fly, so ``u = x1 * v`` and ``x2 * acc`` never touch memory.
+
+Backward: ``gu = gc (*) h`` (a correlation, ``gc = gy * x2``) in the same blocked form, then the
+gate gradients ``gx1 = sum_r gu v``, ``gv = sum_g gu x1``, ``gx2 = sum_r gy c`` at the same tile;
+the filter gradient ``gh[lag] = sum_{n,r,t} gc[t] u[t - lag]`` is, per lag block ``d``, the matrix
+``Q_d = sum_tb gc[:, tb]^T u[:, tb - d]`` (rows contracted on the tensor cores), whose diagonals
+are summed at the end. ``c = h * u`` is saved by the forward pass when ``G == 1`` and recomputed
+otherwise.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def block_config(seq_len: int, rows: int, group_rows: int) -> dict:
+    """Tile sizes and launch settings; the single place where they are chosen."""
+    if INTERPRET:
+        return {"BM": max(16, group_rows), "BT": 16, "num_warps": 1, "num_stages": 1}
+    bt = 64 if seq_len > 32 else 32
+    bm = 128 if rows >= 1024 else 64
+    return {"BM": max(bm, group_rows), "BT": bt, "num_warps": 4, "num_stages": 2}
+
+
+# -- building blocks -----------------------------------------------------------------------
+@triton.jit
+def _dot(a, b, acc, DOT: tl.constexpr, PRECISION: tl.constexpr):
+    if DOT == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif DOT == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16), acc)
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _sum_groups(x, BM: tl.constexpr, BT: tl.constexpr, R: tl.constexpr):
+    """Sum a (BM, BT) tile over each run of R consecutive rows: (BM // R, BT)."""
+    if R == 1:
+        return x
+    else:
+        return tl.sum(tl.reshape(x, (BM // R, R, BT)), axis=1)
+
+
+@triton.jit
+def _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L,
+                HAS_X1: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+                BM: tl.constexpr, BT: tl.constexpr):
+    """acc[m, t] = sum_{s<=t} h[t - s] u[m, s] for t in time block ``tb``; u = x1 * v."""
+    t = tb * BT + tl.arange(0, BT)
+    t_ok = t < L
+    acc = tl.zeros((BM, BT), dtype=tl.float32)
+    for sb in range(0, tb + 1):
+        s = sb * BT + tl.arange(0, BT)
+        mask = row_ok[:, None] & (s < L)[None, :]
+        u = tl.load(v_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_X1:
+            u = u * tl.load(x1_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
+        lag = t[None, :] - s[:, None]                                  # (BT s, BT t)
+        taps = tl.load(h_row + lag, mask=(lag >= 0) & t_ok[None, :], other=0.0)
+        acc = _dot(u, taps, acc, DOT, PRECISION)
+    return acc
+
+
+@triton.jit
+def _corr_block(gy_rows, x2_rows, h_row, row_ok, sb, L,
+                HAS_X2: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+                BM: tl.constexpr, BT: tl.constexpr):
+    """acc[m, s] = sum_{t>=s} h[t - s] gc[m, t] for s in time block ``sb``; gc = gy * x2."""
+    s = sb * BT + tl.arange(0, BT)
+    acc = tl.zeros((BM, BT), dtype=tl.float32)
+    for tb in range(sb, tl.cdiv(L, BT)):
+        t = tb * BT + tl.arange(0, BT)
+        t_ok = t < L
+        mask = row_ok[:, None] & t_ok[None, :]
+        gc = tl.load(gy_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_X2:
+            gc = gc * tl.load(x2_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        lag = t[:, None] - s[None, :]                                  # (BT t, BT s)
+        taps = tl.load(h_row + lag, mask=(lag >= 0) & t_ok[:, None], other=0.0)
+        acc = _dot(gc, taps, acc, DOT, PRECISION)
+    return acc
+
+
+# -- kernels -------------------------------------------------------------------------------
+@triton.jit
+def _forward_kernel(
+        v_ptr, x1_ptr, x2_ptr, h_ptr, y_ptr, c_ptr,
+        M, L, Cv, G,
+        v_sk, v_sn, v_sc, v_sr,
+        x1_sk, x1_sn, x1_sc, x1_sg,
+        x2_sk, x2_sn, x2_sc, x2_sg,
+        h_sk, h_sc, h_sg,
+        y_sk, y_sn, y_sc, y_sr,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, SAVE_C: tl.constexpr,
+        DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
+    pid = tl.program_id(0)
+    kc = tl.program_id(1)
+    k = tl.cast(kc // Cv, tl.int64)
+    cv = tl.cast(kc % Cv, tl.int64)
+    n_mb = tl.cdiv(M, BM)
+    tb = tl.cdiv(L, BT) - 1 - pid // n_mb          # longest time blocks first
+    mb = pid % n_mb
+    rows = mb * BM + tl.arange(0, BM)
+    row_ok = rows < M
+    n = tl.cast(rows // R, tl.int64)
+    r = tl.cast(rows % R, tl.int64)
+    t = tb * BT + tl.arange(0, BT)
+    mask = row_ok[:, None] & (t < L)[None, :]
+
+    v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
+    y_off = k * y_sk + cv * y_sc + n * y_sn + r * y_sr
+    y_acc = tl.zeros((BM, BT), dtype=tl.float32)
+    for g in range(0, G):
+        g64 = tl.cast(g, tl.int64)
+        h_row = h_ptr + k * h_sk + cv * h_sc + g64 * h_sg
+        x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
+        acc = _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L, HAS_X1, DOT, PRECISION, BM, BT)
+        if SAVE_C:
+            tl.store(c_ptr + y_off[:, None] + t[None, :], acc, mask=mask)
+        if HAS_X2:
+            x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
+            gate = tl.load(x2_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            y_acc += gate * acc
+        else:
+            y_acc += acc
+    tl.store(y_ptr + y_off[:, None] + t[None, :], y_acc, mask=mask)
+
+
+@triton.jit
+def _backward_inputs_kernel(
+        v_ptr, x1_ptr, x2_ptr, h_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr,
+        M, L, Cv, G,
+        v_sk, v_sn, v_sc, v_sr,
+        x1_sk, x1_sn, x1_sc, x1_sg,
+        x2_sk, x2_sn, x2_sc, x2_sg,
+        h_sk, h_sc, h_sg,
+        gy_sk, gy_sn, gy_sc, gy_sr,
+        y_sk, y_sn, y_sc, y_sr,
+        gx_sk, gx_sn, gx_sc, gx_sg,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, HAVE_C: tl.constexpr,
+        DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
+    """Per tile of positions p: gv, gx1 and gx2 there (c, v, y layouts share y's strides)."""
+    pid = tl.program_id(0)
+    kc = tl.program_id(1)
+    k = tl.cast(kc // Cv, tl.int64)
+    cv = tl.cast(kc % Cv, tl.int64)
+    n_mb = tl.cdiv(M, BM)
+    tb = pid // n_mb                                # longest correlations first
+    mb = pid % n_mb
+    rows = mb * BM + tl.arange(0, BM)
+    row_ok = rows < M
+    n = tl.cast(rows // R, tl.int64)
+    r = tl.cast(rows % R, tl.int64)
+    p = tb * BT + tl.arange(0, BT)
+    p_ok = p < L
+    mask = row_ok[:, None] & p_ok[None, :]
+    nq = mb * (BM // R) + tl.arange(0, BM // R)     # rows n of the tiles summed over r
+    q_mask = (nq < M // R)[:, None] & p_ok[None, :]
+    nq = tl.cast(nq, tl.int64)
+
+    v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
+    gy_rows = gy_ptr + k * gy_sk + cv * gy_sc + n * gy_sn + r * gy_sr
+    y_off = k * y_sk + cv * y_sc + n * y_sn + r * y_sr
+    if HAS_X2:
+        gy_here = tl.load(gy_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_X1:
+        v_here = tl.load(v_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
+    gv_acc = tl.zeros((BM, BT), dtype=tl.float32)
+    for g in range(0, G):
+        g64 = tl.cast(g, tl.int64)
+        h_row = h_ptr + k * h_sk + cv * h_sc + g64 * h_sg
+        x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
+        x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
+        gx_off = k * gx_sk + cv * gx_sc + g64 * gx_sg + nq * gx_sn
+        gu = _corr_block(gy_rows, x2_rows, h_row, row_ok, tb, L, HAS_X2, DOT, PRECISION, BM, BT)
+        if HAS_X1:
+            gx1 = _sum_groups(gu * v_here, BM, BT, R)
+            tl.store(gx1_ptr + gx_off[:, None] + p[None, :], gx1, mask=q_mask)
+            gate = tl.load(x1_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
+            gv_acc += gu * gate
+        else:
+            gv_acc += gu
+        if HAS_X2:
+            if HAVE_C:
+                c = tl.load(c_ptr + y_off[:, None] + p[None, :], mask=mask, other=0.0)
+                c = c.to(tl.float32)
+            else:
+                c = _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L, HAS_X1, DOT, PRECISION,
+                                BM, BT)
+            gx2 = _sum_groups(gy_here * c, BM, BT, R)
+            tl.store(gx2_ptr + gx_off[:, None] + p[None, :], gx2, mask=q_mask)
+    tl.store(gv_ptr + y_off[:, None] + p[None, :], gv_acc, mask=mask)
+
+
+@triton.jit
+def _backward_filter_kernel(
+        v_ptr, x1_ptr, x2_ptr, gy_ptr, gh_ptr,
+        M, L, Cv, G,
+        v_sk, v_sn, v_sc, v_sr,
+        x1_sk, x1_sn, x1_sc, x1_sg,
+        x2_sk, x2_sn, x2_sc, x2_sg,
+        gy_sk, gy_sn, gy_sc, gy_sr,
+        gh_sp, gh_sk, gh_sc, gh_sg,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr,
+        DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
+    """Per lag block d and filter (k, c, g): the diagonal sums of Q_d, written in two halves
+    (lags in block d to part 0, lags in block d - 1 to part 1)."""
+    d = tl.program_id(0)                            # d = 0 (the most work) first
+    kcg = tl.program_id(1)
+    k = tl.cast(kcg // (Cv * G), tl.int64)
+    cv = tl.cast((kcg // G) % Cv, tl.int64)
+    g = tl.cast(kcg % G, tl.int64)
+    n_mb = tl.cdiv(M, BM)
+    n_tb = tl.cdiv(L, BT)
+    q = tl.zeros((BT, BT), dtype=tl.float32)
+    for tb in range(d, n_tb):
+        t = tb * BT + tl.arange(0, BT)
+        s = t - d * BT
+        t_ok = t < L
+        s_ok = s < L
+        for mb in range(0, n_mb):
+            rows = mb * BM + tl.arange(0, BM)
+            row_ok = rows < M
+            n = tl.cast(rows // R, tl.int64)
+            r = tl.cast(rows % R, tl.int64)
+            t_mask = row_ok[:, None] & t_ok[None, :]
+            s_mask = row_ok[:, None] & s_ok[None, :]
+            gy_rows = gy_ptr + k * gy_sk + cv * gy_sc + n * gy_sn + r * gy_sr
+            gc = tl.load(gy_rows[:, None] + t[None, :], mask=t_mask, other=0.0).to(tl.float32)
+            if HAS_X2:
+                x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g * x2_sg + n * x2_sn
+                gc = gc * tl.load(x2_rows[:, None] + t[None, :], mask=t_mask,
+                                  other=0.0).to(tl.float32)
+            v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
+            u = tl.load(v_rows[:, None] + s[None, :], mask=s_mask, other=0.0).to(tl.float32)
+            if HAS_X1:
+                x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g * x1_sg + n * x1_sn
+                u = u * tl.load(x1_rows[:, None] + s[None, :], mask=s_mask,
+                                other=0.0).to(tl.float32)
+            q = _dot(tl.trans(gc), u, q, DOT, PRECISION)          # q[i, j]: lag d*BT + i - j
+    i = tl.arange(0, BT)[:, None]
+    x = tl.arange(0, BT)[None, :]
+    j = i - x                                       # lag d*BT + x
+    inside = j >= 0
+    s_pos = tl.sum(tl.where(inside, tl.gather(q, tl.where(inside, j, 0), 1), 0.0), axis=0)
+    j = i - x + BT                                  # lag (d-1)*BT + x
+    inside = j < BT
+    s_neg = tl.sum(tl.where(inside, tl.gather(q, tl.where(inside, j, 0), 1), 0.0), axis=0)
+    s_neg = tl.where(d > 0, s_neg, 0.0)             # d = 0: negative lags, dropped; and part 1's
+    neg_block = tl.where(d > 0, d - 1, n_tb - 1)    # last block, which nothing else writes
+    base = gh_ptr + k * gh_sk + cv * gh_sc + g * gh_sg
+    lanes = tl.arange(0, BT)
+    tl.store(base + d * BT + lanes, s_pos)
+    tl.store(base + gh_sp + neg_block * BT + lanes, s_neg)
+
+
+# -- launchers -----------------------------------------------------------------------------
+def _strides(x: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
+
+
+def _last_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
+    if x is None or x.stride(-1) == 1:
+        return x
+    return x.contiguous()
+
+
+def _dot_kind(dtype: torch.dtype) -> str:
+    if dtype not in _DOT_DTYPES:
+        raise TypeError(f"long_conv triton kernel: unsupported dtype {dtype}")
+    return _DOT_DTYPES[dtype]
+
+
+def _default_precision() -> str:
+    return "ieee" if INTERPRET else "tf32"
+
+
+def forward(v, x1, x2, h, precision: str | None = None):
+    """``(y, c)``: the output and, when ``G == 1`` and there is an output gate, the ungated
+    convolution ``c`` saved for the backward pass (else an empty tensor)."""
+    K, N, Cv, R, L = v.shape
+    G = h.shape[2]
+    M = N * R
+    v, x1, x2, h = (_last_contiguous(x) for x in (v, x1, x2, h))
+    cfg = block_config(L, M, R)
+    BM, BT = cfg["BM"], cfg["BT"]
+    y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    save_c = G == 1 and x2 is not None
+    c = torch.empty_like(y) if save_c else y.new_empty((K, 0))
+    grid = (triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)
+    _forward_kernel[grid](
+        v, v if x1 is None else x1, v if x2 is None else x2, h, y, y if not save_c else c,
+        M, L, Cv, G,
+        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(h, 3), *_strides(y, 4),
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, SAVE_C=save_c,
+        DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return y, c
+
+
+def backward(gy, v, x1, x2, h, c, precision: str | None = None, need_h: bool = True):
+    """Gradients ``(gv, gx1, gx2, gh)`` (None for an absent gate; gh None unless need_h)."""
+    K, N, Cv, R, L = v.shape
+    G = h.shape[2]
+    M = N * R
+    v, x1, x2, h, gy = (_last_contiguous(x) for x in (v, x1, x2, h, gy))
+    gy = gy.to(v.dtype)
+    cfg = block_config(L, M, R)
+    BM, BT = cfg["BM"], cfg["BT"]
+    precision = precision or _default_precision()
+    dot = _dot_kind(v.dtype)
+    gv = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    gshape = (K, N, Cv, G, L)
+    gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
+    gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
+    have_c = c.numel() > 0
+    n_tb = triton.cdiv(L, BT)
+    _backward_inputs_kernel[(n_tb * triton.cdiv(M, BM), K * Cv)](
+        v, v if x1 is None else x1, v if x2 is None else x2, h, gy, c if have_c else gv, gv,
+        gv if gx1 is None else gx1, gv if gx2 is None else gx2,
+        M, L, Cv, G,
+        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(h, 3),
+        *_strides(gy, 4), *_strides(gv, 4),
+        *_strides(gx1 if gx1 is not None else gx2, 4),
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, HAVE_C=have_c,
+        DOT=dot, PRECISION=precision, BM=BM, BT=BT,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    gh = None
+    if need_h:
+        parts = torch.empty((2, K, Cv, G, n_tb * BT), dtype=torch.float32, device=v.device)
+        _backward_filter_kernel[(n_tb, K * Cv * G)](
+            v, v if x1 is None else x1, v if x2 is None else x2, gy, parts,
+            M, L, Cv, G,
+            *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(gy, 4),
+            *_strides(parts, 4),
+            R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
+            DOT=dot, PRECISION=precision, BM=BM, BT=BT,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        gh = parts.sum(0)[..., :L].to(h.dtype)
+    return gv, gx1, gx2, gh
+
+
+class LongConvFunction(torch.autograd.Function):
+    """Autograd wrapper of the kernels on the canonical layout (see the module docstring).
+
+    ``apply(v, x1, x2, h, precision)`` returns ``(y, c)``; ``c`` is internal (saved for the
+    backward pass) and not differentiable. The vmap rule folds the vmapped axis into ``K``.
+    """
+
+    @staticmethod
+    def forward(v, x1, x2, h, precision):
+        return forward(v, x1, x2, h, precision)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        v, x1, x2, h, precision = inputs
+        _, c = output
+        ctx.mark_non_differentiable(c)
+        ctx.save_for_backward(v, x1, x2, h, c)
+        ctx.precision = precision
+
+    @staticmethod
+    def backward(ctx, gy, _gc):
+        v, x1, x2, h, c = ctx.saved_tensors
+        gv, gx1, gx2, gh = backward(gy, v, x1, x2, h, c, ctx.precision,
+                                    need_h=ctx.needs_input_grad[3])
+        needs = ctx.needs_input_grad
+        return (gv if needs[0] else None, gx1 if needs[1] else None,
+                gx2 if needs[2] else None, gh, None)
+
+    @staticmethod
+    def vmap(info, in_dims, v, x1, x2, h, precision):
+        size = info.batch_size
+
+        def fold(x, dim):
+            if x is None:
+                return None
+            x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
+            return x.reshape(size * x.shape[1], *x.shape[2:])
+
+        y, c = LongConvFunction.apply(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims)),
+                                      precision)
+        return (y.unflatten(0, (size, -1)), c.unflatten(0, (size, -1))), (0, 0)
+
+
+def long_conv(v, x1, x2, h, precision: str | None = None) -> torch.Tensor:
+    """The op on the canonical layout, differentiable: returns ``y`` (K, N, Cv, R, L)."""
+    return LongConvFunction.apply(v, x1, x2, h, precision)[0]
