@@ -196,15 +196,20 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
         layers = standard_model(arch, channel or "swiglu", striped, mixer_kwargs)
         name = arch + (f"+{CHANNEL_ALIASES.get(channel.lower(), channel)}" if channel else "")
         return ArchitectureSpec(name + ("+striped" if striped else ""), layers, dim)
+    shorthand_problem = ""
     if "-" in arch:
-        if channel or striped or mixer_kwargs:
-            raise UsageError("--channel, --striped and --mixer-kwargs apply to a single mixer, "
-                             "not to a shorthand architecture")
-        return ArchitectureSpec(arch, _coerce_layers(arch), dim)
-    known = ", ".join(sorted(reg.architectures)[:20])
-    raise UsageError(f"unknown architecture {arch!r}: not a registered architecture ({known}, "
-                     "...), a registered mixer, an import path pkg.module:Class, or a shorthand "
-                     "like mH-Sg-mA-Sg")
+        try:
+            layers = _coerce_layers(arch)
+        except UsageError as exc:
+            shorthand_problem = f"; as a shorthand: {exc}"
+        else:
+            if channel or striped or mixer_kwargs:
+                raise UsageError("--channel, --striped and --mixer-kwargs apply to a single "
+                                 "mixer, not to a shorthand architecture")
+            return ArchitectureSpec(arch, layers, dim)
+    raise UsageError(f"unknown architecture {arch!r}: not a registered architecture or mixer "
+                     "(see 'madbench arch list'), an import path pkg.module:Class, or a "
+                     f"shorthand like mH-Sg-mA-Sg{shorthand_problem}")
 
 
 def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:

@@ -1,0 +1,193 @@
+"""End to end: `madbench eval` on bundled and third-party mixers, resume after a kill,
+divergence, refusals and error paths."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from madbench import plugins
+from madbench.cli import main
+from madbench.store import ResultsStore
+
+# A third-party package: an honest fixed-state mixer (16 decaying modes per channel, state
+# 16 * dim = 2,048 at width 128), a leaking one, and one that overflows at large weights.
+MIXERS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class DecayMixer(nn.Module):
+        """y_t = W_out sum_m sum_{s<=t} a_m^(t-s) x_s: a linear recurrence, 16 states/channel."""
+        modes = 16
+
+        def __init__(self, dim, scale=1.0):
+            super().__init__()
+            self.proj = nn.Linear(dim, dim, bias=False)
+            self.out = nn.Linear(dim, dim, bias=False)
+            self.rates = torch.linspace(0.1, 0.95, self.modes)
+            self.scale = scale
+
+        def forward(self, x):
+            t = torch.arange(x.shape[1], dtype=x.dtype, device=x.device)
+            lag = (t[:, None] - t[None, :]).clamp(min=0)
+            kernel = (self.rates.to(x)[:, None, None] ** lag).tril().sum(0) / self.modes
+            y = self.out(kernel @ self.proj(x))
+            return y * torch.exp(torch.relu(self.out.weight.abs().max() - 0.5) * 1000 * self.scale)
+
+        def state_size(self, seq_len):
+            return self.modes * self.proj.out_features
+
+    class Leaky(DecayMixer):
+        def forward(self, x):
+            return super().forward(x) + x.flip(1) * 0.1
+
+        def state_size(self, seq_len):
+            return 4096
+''')
+
+
+@pytest.fixture
+def thirdparty(tmp_path, monkeypatch):
+    pkg = tmp_path / "thirdparty"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(MIXERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("thirdparty", None)
+
+
+def run(args, **kwargs):
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+
+
+FAST = ["--tasks", "memorization", "--preset", "smoke", "--set", "epochs=2", "--no-progress"]
+
+
+def test_smoke_eval_of_a_bundled_architecture(tmp_path):
+    out = tmp_path / "result.json"
+    res = run(["eval", "--arch", "mh-attention", *FAST, "--run-dir", str(tmp_path / "runs"),
+               "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "memorization" in res.output and "MAD score" in res.output
+    doc = json.loads(out.read_text())
+    assert 0.0 <= doc["mad_score"] <= 1.0
+    assert set(doc["tasks"]) == {"memorization"}
+    assert doc["settings"][0]["setting"] == "baseline"
+    assert doc["protocol"]["name"] == "smoke" and doc["protocol"]["standard"] is False
+    assert doc["architecture"]["spec"]["layers"][0]["mixer"] == "mh-attention"
+    assert doc["provenance"]["torch"] and doc["provenance"]["plugins"]
+    # report re-renders the same numbers from the store
+    rep = run(["report", str(tmp_path / "runs"), "--format", "json"])
+    assert json.loads(rep.output)["mad_score"] == doc["mad_score"]
+
+
+def test_eval_of_a_mixer_given_by_import_path(thirdparty, tmp_path):
+    res = run(["eval", "--arch", "thirdparty:DecayMixer", *FAST, "--format", "json",
+               "--run-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output[res.output.index("{"):])
+    assert doc["checks"]["iso_state"]["ok"] and doc["checks"]["accounting"]["fixed_state"] == 4096
+    assert doc["architecture"]["spec"]["layers"][0]["mixer"] == "thirdparty:DecayMixer"
+
+
+def test_leaking_mixer_is_refused_with_exit_3(thirdparty, tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--arch", "thirdparty:Leaky", *FAST,
+                                    "--run-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 3
+    assert "position" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists() or not ResultsStore(tmp_path / "runs").keys()
+
+
+def test_state_mismatch_is_refused_unless_allowed_then_flagged(thirdparty, tmp_path):
+    args = ["eval", "--arch", "thirdparty:DecayMixer", "--mixer-kwargs", "{}", *FAST,
+            "--state-target", "1000", "--run-dir", str(tmp_path / "runs"), "--format", "json"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 3 and "4,096" in refused.output
+    allowed = run(args + ["--allow-state-mismatch"])
+    assert allowed.exit_code == 0
+    assert "state-mismatch" in json.loads(allowed.output[allowed.output.index("{"):])["flags"]
+
+
+@pytest.mark.parametrize("engine", ["batched", "plain"])
+def test_divergent_run_is_recorded_and_the_sweep_goes_on(thirdparty, tmp_path, engine):
+    runs = tmp_path / "runs"
+    res = run(["eval", "--arch", "thirdparty:DecayMixer", *FAST, "--set", "lrs=1e-3,10",
+               "--engine", engine, "--run-dir", str(runs), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    records = {r["lr"]: r for r in ResultsStore(runs).records()}
+    assert records[10.0]["diverged"] and records[10.0]["accuracy"] == 0.0
+    assert not records[1e-3]["diverged"]
+    doc = json.loads(res.output[res.output.index("{"):])
+    assert doc["settings"][0]["best"]["lr"] == 1e-3
+
+
+def test_registered_by_an_installed_plugin(thirdparty, tmp_path):
+    (thirdparty / "thirdparty_plugin.py").write_text(textwrap.dedent('''
+        import madbench
+        from thirdparty import DecayMixer
+
+        @madbench.hookimpl
+        def madbench_register_mixers(register):
+            register("decay", DecayMixer, shorthand="Dc")
+    '''))
+    dist = thirdparty / "thirdparty_mixers-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-mixers\n"
+                                   "Version: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[madbench]\ndecay-mixers = thirdparty_plugin\n")
+    plugins.reset()
+    try:
+        listing = json.loads(run(["plugins", "--json"]).output)
+        mine = [p for p in listing["plugins"] if p["name"] == "decay-mixers"]
+        assert mine and mine[0]["version"] == "1.2.3" and mine[0]["registered"]["mixers"] == ["decay"]
+        res = run(["eval", "--arch", "Dc-Sg-Dc-Sg", *FAST, "--run-dir", str(tmp_path / "r")])
+        assert res.exit_code == 0, res.output
+    finally:
+        plugins.reset()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch", "no-such-mixer"], "unknown architecture"),
+    (["--arch", "hyena", "--tasks", "no-such-task"], "no-such-task"),
+    (["--arch", "hyena", "--set", "epochs=banana"], "epochs"),
+    (["--arch", "hyena", "--seeds", "x"], "--seeds"),
+    (["--arch", "nosuchpkg.mod:Cls"], "cannot import"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
+    res = CliRunner().invoke(main, ["eval", *args, "--run-dir", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output
+
+
+def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(thirdparty, tmp_path):
+    """Kill the process after its first stored run; the re-run trains only what is missing and
+    ends with the same records as an uninterrupted sweep."""
+    sweep = ["eval", "--arch", "thirdparty:DecayMixer", "--tasks", "memorization,compression",
+             "--preset", "smoke", "--set", "epochs=2", "--set", "lrs=1e-3,5e-4",
+             "--engine", "plain", "--no-progress"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{thirdparty}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "madbench", *sweep, "--run-dir", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "records").is_dir() or \
+            not list((killed / "records").glob("[!.]*.parquet")):
+        if proc.poll() is not None or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = ResultsStore(killed).keys()
+    assert 1 <= len(partial) < 4
+    assert run([*sweep, "--run-dir", str(killed)]).exit_code == 0
+    assert run([*sweep, "--run-dir", str(tmp_path / "clean")]).exit_code == 0
+    resumed = ResultsStore(killed).records()
+    clean = ResultsStore(tmp_path / "clean").records()
+    assert len(resumed) == 4 == len({r["run_key"] for r in resumed})
+    metric = lambda recs: sorted((r["run_key"], r["accuracy"], r["loss"]) for r in recs)  # noqa: E731
+    assert metric(resumed) == metric(clean)
