@@ -97,8 +97,8 @@ def sweep_configs(dk, dv):
     from madbench_layers.ops.gla.triton_kernel import launch_config
     base = launch_config(dk, dv)
     if dk <= 32:
-        variants = [dict(num_warps=2), dict(num_warps=4), dict(num_warps=8),
-                    dict(precision="tf32")]
+        variants = [dict(num_warps=2), dict(num_warps=8), dict(precision="tf32"),
+                    dict(BT=32, num_warps=4), dict(BT=32, num_warps=8)]
     else:
         variants = [dict(BV_FWD=16), dict(BV_FWD=64), dict(BKI=32), dict(BK_BWD=16),
                     dict(BK_BWD=64), dict(BV_BWD=64), dict(num_warps=4), dict(precision="tf32")]
