@@ -3,7 +3,8 @@
 One operation covers Hyena (H, He) and multi-head Hyena (mH). On tensors laid out as
 ``v: (K, N, Cv, R, L)``, ``x1, x2: (K, N, Cv, G, L)`` and ``h: (K, Cv, G, L)``::
 
-    y[k, n, c, r, t] = sum_g x2[k, n, c, g, t] * sum_{s<=t} h[k, c, g, t-s] x1[k, n, c, g, s] v[k, n, c, r, s]
+    y[k, n, c, r, t] = sum_g x2[k, n, c, g, t] *
+                       sum_{s<=t} h[k, c, g, t-s] x1[k, n, c, g, s] v[k, n, c, r, s]
 
 ``K`` is a configuration axis (vmap folds into it), ``N`` the batch, ``Cv`` the channels (mH: the
 heads), ``R`` rows that share a filter (mH: the value index), ``G`` filters summed into one output
@@ -34,8 +35,10 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
-def block_config(seq_len: int, rows: int, group_rows: int) -> dict:
-    """Tile sizes and launch settings; the single place where they are chosen."""
+def block_config(kernel: str, seq_len: int, rows: int, group_rows: int) -> dict:
+    """Tile sizes and launch settings of ``kernel`` ("forward", "inputs" or "filter"): rows of
+    ``BM`` (a multiple of ``group_rows``), time blocks of ``BT``. The one place they are chosen;
+    a single small tile under the interpreter."""
     if INTERPRET:
         return {"BM": max(16, group_rows), "BT": 16, "num_warps": 1, "num_stages": 1}
     bt = 64 if seq_len > 32 else 32
@@ -297,6 +300,10 @@ def _default_precision() -> str:
     return "ieee" if INTERPRET else "tf32"
 
 
+def _launch_settings(cfg: dict) -> dict:
+    return {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+
+
 def forward(v, x1, x2, h, precision: str | None = None):
     """``(y, c)``: the output and, when ``G == 1`` and there is an output gate, the ungated
     convolution ``c`` saved for the backward pass (else an empty tensor)."""
@@ -304,7 +311,7 @@ def forward(v, x1, x2, h, precision: str | None = None):
     G = h.shape[2]
     M = N * R
     v, x1, x2, h = (_last_contiguous(x) for x in (v, x1, x2, h))
-    cfg = block_config(L, M, R)
+    cfg = block_config("forward", L, M, R)
     BM, BT = cfg["BM"], cfg["BT"]
     y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
     save_c = G == 1 and x2 is not None
@@ -316,28 +323,23 @@ def forward(v, x1, x2, h, precision: str | None = None):
         *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(h, 3), *_strides(y, 4),
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, SAVE_C=save_c,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        **_launch_settings(cfg))
     return y, c
 
 
-def backward(gy, v, x1, x2, h, c, precision: str | None = None, need_h: bool = True):
-    """Gradients ``(gv, gx1, gx2, gh)`` (None for an absent gate; gh None unless need_h)."""
+def backward_inputs(gy, v, x1, x2, h, c, precision: str | None = None):
+    """Gradients ``(gv, gx1, gx2)`` (None for an absent gate); ``gy`` last-axis contiguous."""
     K, N, Cv, R, L = v.shape
     G = h.shape[2]
     M = N * R
-    v, x1, x2, h, gy = (_last_contiguous(x) for x in (v, x1, x2, h, gy))
-    gy = gy.to(v.dtype)
-    cfg = block_config(L, M, R)
+    cfg = block_config("inputs", L, M, R)
     BM, BT = cfg["BM"], cfg["BT"]
-    precision = precision or _default_precision()
-    dot = _dot_kind(v.dtype)
     gv = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
     gshape = (K, N, Cv, G, L)
     gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
     gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
     have_c = c.numel() > 0
-    n_tb = triton.cdiv(L, BT)
-    _backward_inputs_kernel[(n_tb * triton.cdiv(M, BM), K * Cv)](
+    _backward_inputs_kernel[(triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)](
         v, v if x1 is None else x1, v if x2 is None else x2, h, gy, c if have_c else gv, gv,
         gv if gx1 is None else gx1, gv if gx2 is None else gx2,
         M, L, Cv, G,
@@ -345,20 +347,37 @@ def backward(gy, v, x1, x2, h, c, precision: str | None = None, need_h: bool = T
         *_strides(gy, 4), *_strides(gv, 4),
         *_strides(gx1 if gx1 is not None else gx2, 4),
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, HAVE_C=have_c,
-        DOT=dot, PRECISION=precision, BM=BM, BT=BT,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    gh = None
-    if need_h:
-        parts = torch.empty((2, K, Cv, G, n_tb * BT), dtype=torch.float32, device=v.device)
-        _backward_filter_kernel[(n_tb, K * Cv * G)](
-            v, v if x1 is None else x1, v if x2 is None else x2, gy, parts,
-            M, L, Cv, G,
-            *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(gy, 4),
-            *_strides(parts, 4),
-            R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
-            DOT=dot, PRECISION=precision, BM=BM, BT=BT,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        gh = parts.sum(0)[..., :L].to(h.dtype)
+        DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
+        **_launch_settings(cfg))
+    return gv, gx1, gx2
+
+
+def backward_filter(gy, v, x1, x2, h, precision: str | None = None):
+    """Gradient of the filter, (K, Cv, G, L) in ``h``'s dtype; ``gy`` last-axis contiguous."""
+    K, N, Cv, R, L = v.shape
+    G = h.shape[2]
+    M = N * R
+    cfg = block_config("filter", L, M, R)
+    BM, BT = cfg["BM"], cfg["BT"]
+    n_tb = triton.cdiv(L, BT)
+    parts = torch.empty((2, K, Cv, G, n_tb * BT), dtype=torch.float32, device=v.device)
+    _backward_filter_kernel[(n_tb, K * Cv * G)](
+        v, v if x1 is None else x1, v if x2 is None else x2, gy, parts,
+        M, L, Cv, G,
+        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(gy, 4),
+        *_strides(parts, 4),
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
+        DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
+        **_launch_settings(cfg))
+    return parts.sum(0)[..., :L].to(h.dtype)
+
+
+def backward(gy, v, x1, x2, h, c, precision: str | None = None, need_h: bool = True):
+    """Gradients ``(gv, gx1, gx2, gh)`` (None for an absent gate; gh None unless need_h)."""
+    v, x1, x2, h, gy = (_last_contiguous(x) for x in (v, x1, x2, h, gy))
+    gy = gy.to(v.dtype)
+    gv, gx1, gx2 = backward_inputs(gy, v, x1, x2, h, c, precision)
+    gh = backward_filter(gy, v, x1, x2, h, precision) if need_h else None
     return gv, gx1, gx2, gh
 
 
