@@ -26,7 +26,8 @@ from .trainer import RunResult, autocast, lr_at
 
 class StackedAdamW:
     """AdamW over parameters stacked on a leading configuration axis, with one lr and weight
-    decay per configuration (same update as ``torch.optim.AdamW``, decoupled decay)."""
+    decay per configuration (same update as ``torch.optim.AdamW``, decoupled decay). All its
+    state lives on the device, so a step can be captured in a CUDA graph."""
 
     def __init__(self, params: dict[str, torch.Tensor], decays: dict[str, bool],
                  lrs: Sequence[float], weight_decays: Sequence[float], betas, eps: float):
@@ -39,14 +40,18 @@ class StackedAdamW:
         self.eps = eps
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
         self.v = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.t = 0
+        self.t = torch.zeros((), dtype=torch.float32, device=first.device)
+
+    def state(self) -> list[torch.Tensor]:
+        return [*self.params.values(), *self.m.values(), *self.v.values(), self.t]
 
     @torch.no_grad()
-    def step(self, lr_scale: torch.Tensor | float) -> None:
-        """One update; ``lr_scale`` multiplies every configuration's base lr (the schedule)."""
+    def step(self, lr_scale: torch.Tensor) -> None:
+        """One update; ``lr_scale`` [C] multiplies each configuration's base lr (the schedule;
+        0 freezes a configuration)."""
         self.t += 1
-        c1 = 1 - self.b1 ** self.t
-        c2 = 1 - self.b2 ** self.t
+        c1 = 1 - torch.pow(self.b1, self.t)
+        c2 = 1 - torch.pow(self.b2, self.t)
         lr = self.base_lr * lr_scale
         for k, p in self.params.items():
             g = p.grad
@@ -68,11 +73,83 @@ def _decay_flags(model: nn.Module, decay: str) -> dict[str, bool]:
             for name, p in model.named_parameters()}
 
 
-def _schedule_scale(step: int, total: int, lrs: Sequence[float], protocol: Protocol,
-                    device) -> torch.Tensor:
-    """Per-configuration lr at ``step`` divided by its base lr."""
-    return torch.tensor([lr_at(step, total, lr, protocol) / lr for lr in lrs],
-                        dtype=torch.float32, device=device)
+def _schedule(total: int, lrs: Sequence[float], protocol: Protocol, device) -> torch.Tensor:
+    """[total, C]: each configuration's lr at each step divided by its base lr."""
+    return torch.tensor([[lr_at(step, total, lr, protocol) / lr for lr in lrs]
+                         for step in range(total)], dtype=torch.float32, device=device)
+
+
+class _Stepper:
+    """One optimisation step of every configuration on the batch ``inputs[idx]``; on CUDA the
+    whole step (gather, forward, backward, update) is captured once per batch shape in a CUDA
+    graph and replayed."""
+
+    def __init__(self, forward, params, buffers, opt, data, num_configs, precision,
+                 capture: bool):
+        self.forward, self.params, self.buffers, self.opt = forward, params, buffers, opt
+        self.inputs, self.targets = data
+        self.num_configs = num_configs
+        self.precision = precision
+        device = self.inputs.device
+        self.alive = torch.ones(num_configs, dtype=torch.bool, device=device)
+        self.loss_sum = torch.zeros(num_configs, device=device)
+        self.capture = capture and device.type == "cuda"
+        self.graphs: dict[int, tuple] = {}
+        self.pool = None
+
+    def _step(self, idx: torch.Tensor, scale: torch.Tensor) -> None:
+        x = self.inputs.index_select(0, idx)
+        y = self.targets.index_select(0, idx)
+        c = self.num_configs
+        with autocast(x.device, self.precision):
+            logits = self.forward(self.params, self.buffers, x)       # [C, B, L, V]
+        per_token = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.expand(c, *y.shape).reshape(-1),
+            ignore_index=-100, reduction="none").view(c, -1)
+        mask = (y != -100).reshape(1, -1)
+        losses = (per_token * mask).sum(1) / mask.sum().clamp(min=1)
+        finite = torch.isfinite(losses)
+        self.alive &= finite
+        torch.where(self.alive, losses, torch.zeros_like(losses)).sum().backward()
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        for g in grads:           # non-finite gradients diverge a configuration, as they would
+            self.alive &= torch.isfinite(g).flatten(1).all(1)        # poison its weights
+        for g in grads:                                             # freeze diverged configs
+            g.nan_to_num_(0.0, 0.0, 0.0).mul_(self.alive.view((-1,) + (1,) * (g.ndim - 1)))
+        self.opt.step(scale * self.alive)
+        self.loss_sum += torch.where(finite, losses.detach(), torch.full_like(losses, math.nan))
+
+    def __call__(self, idx: torch.Tensor, scale: torch.Tensor) -> None:
+        if not self.capture:
+            self._step(idx, scale)
+            return
+        size = idx.shape[0]
+        if size not in self.graphs:
+            self.graphs[size] = self._capture(size, scale)
+        graph, static_idx, static_scale = self.graphs[size]
+        static_idx.copy_(idx)
+        static_scale.copy_(scale)
+        graph.replay()
+
+    def _capture(self, size: int, scale: torch.Tensor):
+        static_idx = torch.arange(size, device=self.inputs.device)
+        static_scale = scale.clone()
+        state = [*self.opt.state(), self.alive, self.loss_sum]
+        saved = [t.clone() for t in state]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):                 # warm-up: autograd and library set-up
+            for _ in range(2):
+                self._step(static_idx, static_scale)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._step(static_idx, static_scale)
+        self.pool = graph.pool()
+        with torch.no_grad():                         # undo the warm-up updates
+            for t, s in zip(state, saved):
+                t.copy_(s)
+        return graph, static_idx, static_scale
 
 
 def train_batched(make_model: Callable[[], nn.Module],
@@ -80,13 +157,15 @@ def train_batched(make_model: Callable[[], nn.Module],
                   test_data: tuple[torch.Tensor, torch.Tensor], num_classes: int,
                   configs: Sequence[tuple[float, float]], protocol: Protocol, seed: int,
                   precision: str = "fp32",
-                  on_epoch: Callable[[int, int, float], None] | None = None) -> list[RunResult]:
+                  on_epoch: Callable[[int, int, float], None] | None = None,
+                  capture: bool = True) -> list[RunResult]:
     """Train one model per (lr, weight decay) configuration at once; one RunResult each.
 
     ``make_model`` is called once per configuration right after ``torch.manual_seed(seed)``.
     Evaluation happens after the last epoch (protocols with ``eval_every_epoch`` use the plain
-    trainer). A configuration whose loss becomes non-finite is reported as diverged; the
-    others continue unaffected (its weights are frozen from then on)."""
+    trainer). A configuration whose loss or gradients become non-finite is reported as
+    diverged; the others continue unaffected (its weights are frozen from then on). On CUDA
+    the training step is captured in a CUDA graph unless ``capture`` is False."""
     if protocol.eval_every_epoch:
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
     inputs, targets = train_data
@@ -112,46 +191,30 @@ def train_batched(make_model: Callable[[], nn.Module],
     steps_per_epoch = -(-n // bs)
     epochs = protocol.epochs_for(steps_per_epoch)
     total = epochs * steps_per_epoch
+    schedule = _schedule(total, lrs, protocol, device)
+    stepper = _Stepper(forward, params, buffers, opt, train_data, num_configs, precision,
+                       capture)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    alive = torch.ones(num_configs, dtype=torch.bool, device=device)
     last_loss = torch.zeros(num_configs, device=device)
     step = 0
     start = time.perf_counter()
     for _epoch in range(epochs):
         order = torch.randperm(n, generator=gen, device=device)
-        loss_sum = torch.zeros(num_configs, device=device)
+        stepper.loss_sum.zero_()
         for b in range(steps_per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
-            x, y = inputs[idx], targets[idx]
-            with autocast(device, precision):
-                logits = forward(params, buffers, x)                # [C, B, L, V]
-            per_config = nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]),
-                y.expand(num_configs, *y.shape).reshape(-1), ignore_index=-100,
-                reduction="none").view(num_configs, -1)
-            mask = (y != -100).reshape(1, -1)
-            losses = (per_config * mask).sum(1) / mask.sum().clamp(min=1)
-            finite = torch.isfinite(losses)
-            alive &= finite
-            torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-            grads = [p.grad for p in params.values() if p.grad is not None]
-            for g in grads:       # non-finite gradients diverge a configuration, as they would
-                alive &= torch.isfinite(g).flatten(1).all(1)         # poison its weights
-            for g in grads:                                         # freeze diverged configs
-                g.nan_to_num_(0.0, 0.0, 0.0).mul_(alive.view((-1,) + (1,) * (g.ndim - 1)))
-            scale = _schedule_scale(step, total, lrs, protocol, device) * alive
-            opt.step(scale)
-            loss_sum += torch.where(finite, losses.detach(), torch.full_like(losses, math.nan))
+            stepper(order[b * bs:(b + 1) * bs], schedule[step])
             step += 1
-        last_loss = loss_sum / steps_per_epoch
-        if not bool(alive.any()):                                   # one sync per epoch
+        last_loss = stepper.loss_sum / steps_per_epoch
+        if not bool(stepper.alive.any()):                           # one sync per epoch
             break
         if on_epoch is not None:
-            on_epoch(_epoch + 1, epochs, float(last_loss[alive].min()))
+            on_epoch(_epoch + 1, epochs, float(last_loss[stepper.alive].min()))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     metrics = evaluate_batched(forward, params, buffers, test_data, num_classes, bs, precision)
-    alive_host = alive.tolist()
+    alive_host = stepper.alive.tolist()
     last = last_loss.tolist()
     results = []
     for c, m in enumerate(metrics):

@@ -174,12 +174,12 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(thirdparty, tmp_pa
     env = {**os.environ, "PYTHONPATH": f"{thirdparty}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "madbench", *sweep, "--run-dir", str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "records").is_dir() or \
-            not list((killed / "records").glob("[!.]*.parquet")):
-        if proc.poll() is not None or time.time() > deadline:
+    deadline = time.time() + 300
+    records = killed / "records"
+    while proc.poll() is None and time.time() < deadline:
+        if records.is_dir() and any(not p.name.startswith(".") for p in records.iterdir()):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = ResultsStore(killed).keys()
