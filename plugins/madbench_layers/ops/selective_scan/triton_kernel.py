@@ -34,17 +34,16 @@ def _interpreting() -> bool:
 
 
 def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
-    """Block sizes and warps for both kernels: the one place where launch settings are chosen.
+    """Launch settings for both kernels: the one place where they are chosen.
 
-    BLOCK_T is the chunk length, BLOCK_D the channels per program. Under the interpreter a
-    single small config (several chunks and channel blocks even at test shapes).
+    ``block_t`` is the chunk length (shared: the backward pass reads the forward pass's
+    chunk-end states); ``fwd`` and ``bwd`` are (channels per program, warps). Under the
+    interpreter a single small config (several chunks and channel blocks even at test shapes).
     """
     if _interpreting():
-        return {"BLOCK_T": 16, "BLOCK_D": 8, "num_warps": 1}
-    block_n = triton.next_power_of_2(d_state)
-    block_t = min(16, triton.next_power_of_2(seq_len))
-    block_d = min(max(128 // block_n, 16), triton.next_power_of_2(d_inner))
-    return {"BLOCK_T": block_t, "BLOCK_D": block_d, "num_warps": 4}
+        return {"block_t": 16, "fwd": (8, 1), "bwd": (8, 1)}
+    block_d = min(32, triton.next_power_of_2(d_inner))
+    return {"block_t": 8, "fwd": (block_d, 1), "bwd": (block_d, 1)}
 
 
 @triton.jit
@@ -199,11 +198,6 @@ def _selective_scan_bwd_kernel(
     tl.store(dD_ptr + b * d_inner + offs_d, dD_acc, mask=mask_d)
 
 
-def _launch_settings(config: dict) -> tuple[dict, int]:
-    blocks = {k: v for k, v in config.items() if k != "num_warps"}
-    return blocks, config["num_warps"]
-
-
 def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None = None):
     """Launch the forward kernel. A: (groups, d_inner, d_state), D: (groups, d_inner).
 
@@ -213,8 +207,8 @@ def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None =
     batch, seq_len, d_inner = u.shape
     groups, _, d_state = A.shape
     config = config or kernel_config(seq_len, d_inner, d_state)
-    blocks, num_warps = _launch_settings(config)
-    n_chunks = triton.cdiv(seq_len, blocks["BLOCK_T"])
+    block_d, num_warps = config["fwd"]
+    n_chunks = triton.cdiv(seq_len, config["block_t"])
     A = A.detach().to(torch.float32).contiguous()
     D = D.detach().to(torch.float32).contiguous()
     y = torch.empty((batch, seq_len, d_inner), dtype=u.dtype, device=u.device)
@@ -223,13 +217,13 @@ def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None =
                              device=u.device)
     else:
         states = torch.empty((batch, 0), dtype=torch.float32, device=u.device)
-    grid = (batch, triton.cdiv(d_inner, blocks["BLOCK_D"]))
+    grid = (batch, triton.cdiv(d_inner, block_d))
     _selective_scan_fwd_kernel[grid](
         u, delta, A, B, C, D, y, states,
         seq_len, d_inner, d_state, batch // groups, n_chunks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
-        BLOCK_N=triton.next_power_of_2(d_state), STORE_STATES=store_states,
-        num_warps=num_warps, **blocks)
+        BLOCK_T=config["block_t"], BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(d_state),
+        STORE_STATES=store_states, num_warps=num_warps)
     return y, states
 
 
@@ -239,9 +233,9 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
     batch, seq_len, d_inner = u.shape
     groups, _, d_state = A.shape
     config = config or kernel_config(seq_len, d_inner, d_state)
-    blocks, num_warps = _launch_settings(config)
-    n_chunks = triton.cdiv(seq_len, blocks["BLOCK_T"])
-    n_dblocks = triton.cdiv(d_inner, blocks["BLOCK_D"])
+    block_d, num_warps = config["bwd"]
+    n_chunks = triton.cdiv(seq_len, config["block_t"])
+    n_dblocks = triton.cdiv(d_inner, block_d)
     A = A.detach().to(torch.float32).contiguous()
     D = D.detach().to(torch.float32).contiguous()
     dev = u.device
@@ -257,7 +251,8 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
         du, ddelta, dB_part, dC_part, dA_part, dD_part,
         seq_len, d_inner, d_state, batch // groups, n_chunks, n_dblocks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(),
-        BLOCK_N=triton.next_power_of_2(d_state), num_warps=num_warps, **blocks)
+        BLOCK_T=config["block_t"], BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(d_state),
+        num_warps=num_warps)
     dA = dA_part.view(groups, batch // groups, d_inner, d_state).sum(1)
     dD = dD_part.view(groups, batch // groups, d_inner).sum(1)
     return du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD
