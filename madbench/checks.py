@@ -2,7 +2,8 @@
 outputs, batch independence), and an empirical audit of the state a mixer declares.
 
 Causality: perturb every input after position t and require the outputs at positions 0..t to
-stay the same, for several t; the first output position that moves is reported.
+stay the same, for several t, in float64 and again in float32; the first output position that
+moves is reported.
 
 State audit: for a causal map, the outputs after a split point depend on the inputs before it
 only through what crosses the split, so the Jacobian d y[split:] / d x[:split] (at a random
@@ -15,7 +16,11 @@ that exceed it (``jacobian_side``). The cost grows as the cube of that side, so 
 capped at ``max_size`` (default 3,072: about a minute on two CPU cores); ``audit_architecture``
 audits each layer at the model width when that fits, else at the widest of dim/2, dim/4, ...
 that the layer's class accepts and that fits. Dynamic state (a kv-cache of every past token) is
-never smaller than the Jacobian, so its audit is reported as not informative.
+never smaller than the Jacobian, so its audit is reported as not informative. The audit sees
+only state that gradients flow through, so it also compares the Jacobian with central finite
+differences along a random direction; a mixer that carries state past autograd (``detach``)
+fails as unauditable. State passed through a piecewise-constant function (rounding) is beyond
+both.
 
 Checks run in float64 on a copy of the module (float32 when the module cannot run in
 float64, with looser tolerances) and in eval mode.
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -33,13 +37,16 @@ import torch
 from torch import nn
 
 from .accounting import as_spec, build_language_model
-from .architecture import ArchitectureSpec, LayerSpec, build_mixer, mixer_entry
+from .architecture import LayerSpec, build_mixer, mixer_entry
 from .errors import CheckFailed
 
 #: Outputs count as changed above ``atol * max(1, max|y|)``; float64 (float32 fallback).
 CAUSALITY_ATOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 #: Singular values above ``rtol * largest`` count towards the measured state.
 AUDIT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+#: Central-difference step and accepted relative disagreement with the Jacobian.
+FINITE_DIFFERENCE_STEP = {torch.float64: 1e-5, torch.float32: 1e-2}
+GRADIENT_RTOL = {torch.float64: 1e-4, torch.float32: 5e-2}
 #: Largest Jacobian side (rows or columns) the audit builds by default.
 AUDIT_MAX_SIZE = 3072
 #: Inputs per Jacobian chunk (batch x length x width elements), to bound memory.
@@ -133,18 +140,32 @@ def check_causality(module: MixerLike, dim: int, seq_len: int = 32,
                     mixer_kwargs: dict | None = None) -> CausalityResult:
     """Perturb every input after t (fresh Gaussian noise) and require outputs 0..t unchanged
     within ``atol * max(1, max|y|)``, for each t in ``positions`` (default: start, quarters,
-    end). Reports the first output position that moved and the t that moved it."""
-    model, dtype = _prepared(as_module(module, dim, mixer_kwargs), dim, seq_len)
+    end). Reports the first output position that moved and the t that moved it.
+
+    Runs in float64 (tight tolerance) and again in float32, the dtype models train in (a mixer
+    must not behave differently there); the first failing result is returned, else the
+    float64 one (float32 alone when the module cannot run in float64)."""
+    module = as_module(module, dim, mixer_kwargs)
     positions = default_positions(seq_len) if positions is None else sorted(positions)
-    x = _randn((batch, seq_len, dim), dtype, seed)
+    first_model, first_dtype = _prepared(module, dim, seq_len)
+    runs = [(first_model, first_dtype)]
+    if first_dtype != torch.float32:
+        runs.append((copy.deepcopy(module).float().eval(), torch.float32))
+    results = []
+    for model, dtype in runs:
+        x = _randn((batch, seq_len, dim), dtype, seed)
 
-    def perturb(inputs: torch.Tensor, t: int) -> torch.Tensor:
-        out = inputs.clone()
-        out[:, t + 1:] = _randn(out[:, t + 1:].shape, dtype, seed + 1 + t)
-        return out
+        def perturb(inputs: torch.Tensor, t: int, _dtype=dtype) -> torch.Tensor:
+            out = inputs.clone()
+            out[:, t + 1:] = _randn(out[:, t + 1:].shape, _dtype, seed + 1 + t)
+            return out
 
-    return _causality(model, x, perturb, positions,
-                      CAUSALITY_ATOL[dtype] if atol is None else atol, dtype)
+        result = _causality(model, x, perturb, positions,
+                            CAUSALITY_ATOL[dtype] if atol is None else atol, dtype)
+        if not result.causal:
+            return result
+        results.append(result)
+    return results[0]
 
 
 def check_model_causality(model: nn.Module, vocab_size: int, seq_len: int = 32,
@@ -254,6 +275,8 @@ class AuditResult:
     dtype: str
     sigma_at_rank: float | None = None  #: the last singular value counted, relative
     sigma_after_rank: float | None = None  #: the first one not counted, relative
+    gradient_ok: bool = True  #: the Jacobian agrees with finite differences
+    gradient_error: float = 0.0  #: relative disagreement
 
     @property
     def declared_total(self) -> int | None:
@@ -263,6 +286,10 @@ class AuditResult:
     def message(self) -> str:
         where = f"at dim {self.dim}, split {self.prefix}+{self.suffix}"
         bound = "" if not self.saturated else " (saturated: a lower bound)"
+        if not self.gradient_ok:
+            return (f"UNAUDITABLE: gradients disagree with finite differences (relative error "
+                    f"{self.gradient_error:.1e}), so the Jacobian does not show the state that "
+                    f"crosses the split (detached or non-differentiable state?) {where}")
         if self.declared_state is None:
             return f"no state_size declared; measured state {self.measured_state}{bound} {where}"
         verdict = "ok" if self.ok else "UNDER-DECLARED"
@@ -312,6 +339,23 @@ def jacobian_across_split(module: nn.Module, x: torch.Tensor, prefix: int) -> to
     return jac
 
 
+def finite_difference_error(module: nn.Module, x: torch.Tensor, prefix: int,
+                            jac: torch.Tensor, seed: int = 0) -> float:
+    """Relative disagreement between ``jac @ v`` and the central difference of the outputs
+    after the split along a random direction ``v`` of the inputs before it. A mixer that hides
+    state from autograd (``detach``) shows up here, not in the rank."""
+    v = _randn((1, prefix, x.shape[2]), x.dtype, seed + 7)
+    step = FINITE_DIFFERENCE_STEP[x.dtype]
+    shift = torch.cat([v, torch.zeros_like(x[:, prefix:])], dim=1) * step
+    with torch.no_grad():
+        forward = module(x + shift)[:, prefix:].reshape(-1)
+        backward = module(x - shift)[:, prefix:].reshape(-1)
+    numeric = (forward - backward) / (2 * step)
+    analytic = jac @ v.reshape(-1)
+    scale = max(float(numeric.abs().max()), float(analytic.abs().max()), 1e-12)
+    return float((numeric - analytic).abs().max()) / scale
+
+
 def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
                 prefix: int | None = None, suffix: int | None = None,
                 rtol: float | None = None, max_size: int = AUDIT_MAX_SIZE,
@@ -333,6 +377,8 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     x = _randn((1, prefix + suffix, dim), dtype, seed)
     with torch.enable_grad():
         jac = jacobian_across_split(model, x, prefix)
+    gradient_error = finite_difference_error(model, x, prefix, jac, seed)
+    gradient_ok = gradient_error <= GRADIENT_RTOL[dtype]
     sigma = torch.from_numpy(scipy.linalg.svdvals(jac.numpy(), overwrite_a=True,
                                                   check_finite=False))
     top = float(sigma[0]) if len(sigma) else 0.0
@@ -341,12 +387,13 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     total = None if state is None else state + cache
     return AuditResult(
         declared_state=state, declared_cache=cache, measured_state=measured,
-        ok=None if total is None else measured <= total,
+        ok=(False if not gradient_ok else None if total is None else measured <= total),
         informative=total is not None and min(prefix, suffix) * dim > total,
         saturated=measured == min(prefix, suffix) * dim, dim=dim, prefix=prefix,
         suffix=suffix, rtol=rtol, dtype=str(dtype).replace("torch.", ""),
         sigma_at_rank=float(sigma[measured - 1]) / top if measured else None,
-        sigma_after_rank=float(sigma[measured]) / top if 0 < measured < len(sigma) else None)
+        sigma_after_rank=float(sigma[measured]) / top if 0 < measured < len(sigma) else None,
+        gradient_ok=gradient_ok, gradient_error=gradient_error)
 
 
 def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
@@ -450,6 +497,8 @@ def audit_architecture(spec: Any, max_size: int = AUDIT_MAX_SIZE,
 
 
 def state_failures(audit: dict) -> list[str]:
-    """One line per layer whose measured state exceeds its declared state."""
-    return [f"{l['label']} under-declares its state: {l['message']}"
+    """One line per layer whose measured state exceeds its declared state (or whose state the
+    audit cannot see)."""
+    return [f"{l['label']} " + ("under-declares its state: " if l["gradient_ok"] else
+                                "cannot be audited: ") + l["message"]
             for l in audit["layers"] if l["ok"] is False]

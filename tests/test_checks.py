@@ -123,6 +123,27 @@ class SoftmaxAttention(nn.Module):
         return 64
 
 
+class DetachedSum(nn.Module):
+    """Carries a running sum of the inputs past autograd: the Jacobian cannot see it."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(x) + x.detach().cumsum(1)
+
+    def state_size(self, seq_len):
+        return 0
+
+
+class LeaksInFloat32(Bidirectional):
+    """Honest in float64, bidirectional in float32 (the dtype models train in)."""
+
+    def forward(self, x):
+        return super().forward(x) if x.dtype == torch.float32 else self.proj(x)
+
+
 class BatchMixing(nn.Module):
     def __init__(self, dim):
         super().__init__()
@@ -161,6 +182,11 @@ def test_bidirectional_mixer_leaks_at_position_zero():
     assert not result.causal
     assert (result.first_leak, result.perturbed_after) == (0, 0)
     assert "position 0" in result.message
+
+
+def test_a_leak_only_in_float32_is_caught():
+    result = check_causality(LeaksInFloat32, dim=4, seq_len=12)
+    assert not result.causal and result.dtype == "float32" and result.first_leak == 0
 
 
 @pytest.mark.parametrize("t,k", [(8, 3), (5, 1), (10, 4)])
@@ -232,6 +258,15 @@ def test_softmax_attention_declaring_64_is_caught():
     result = audit_state(SoftmaxAttention, 16)
     assert result.informative and result.ok is False
     assert result.measured_state > 64
+
+
+def test_audit_refuses_state_hidden_from_autograd():
+    # the detached running sum carries 4 numbers across the split, yet the Jacobian is 0
+    result = audit_state(DetachedSum, 4)
+    assert result.measured_state == 0
+    assert result.gradient_ok is False and result.ok is False
+    assert "finite differences" in result.message
+    assert audit_state(LinearRecurrence, 4).gradient_error < 1e-8
 
 
 def test_audit_of_an_undeclared_mixer_reports_a_measurement():
