@@ -132,8 +132,8 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
     Top-level keys: ``name``, ``dim``, ``seq_len``, ``vocab_size``, ``params`` (all),
     ``non_embedding_params``, ``embedding_params``, ``head_params`` (final norm and head),
     ``active_params``, ``active_non_embedding_params``, ``fixed_state`` (``None`` when a layer's
-    state is unknown), ``dynamic_state`` (at ``seq_len``), ``cache``, ``unknown_state_layers``,
-    ``flops_per_token`` (forward) and ``layers`` (one dict per layer with ``index``, ``mixer``,
+    state is unknown), ``dynamic_state`` (at ``seq_len``; ``None`` likewise), ``cache``,
+    ``unknown_state_layers``, ``flops_per_token`` (forward) and ``layers`` (one dict per layer with ``index``, ``mixer``,
     ``kind``, ``kwargs``, ``class``, ``params``, ``active_params``, ``norm_params``,
     ``state_kind``, ``fixed_state``, ``dynamic_state``, ``cache``, ``flops_per_token``).
     """
@@ -167,7 +167,7 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
         "head_params": total - blocks - embedding,
         "active_params": total - inactive, "active_non_embedding_params": blocks - inactive,
         "fixed_state": None if unknown else sum(l["fixed_state"] for l in layers),
-        "dynamic_state": sum(l["dynamic_state"] or 0 for l in layers),
+        "dynamic_state": None if unknown else sum(l["dynamic_state"] for l in layers),
         "cache": sum(l["cache"] for l in layers),
         "unknown_state_layers": unknown,
         "flops_per_token": flops.get("Global", 0.0) / seq_len,
@@ -190,10 +190,11 @@ def check_iso_state(description: dict, target: int = STATE_TARGET,
                       f"plus {description['fixed_state'] or 0:,} fixed; the paper normalises "
                       "only models without attention")
     if description["fixed_state"] is None:
-        names = ", ".join(f"{i} ({description['layers'][i]['mixer']})"
-                          for i in description["unknown_state_layers"])
-        return False, (f"state unknown: layer {names} declares no state_size(seq_len); "
-                       f"run 'madbench check' to measure it")
+        unknown = description["unknown_state_layers"]
+        names = ", ".join(f"{i} ({description['layers'][i]['mixer']})" for i in unknown)
+        subject = f"layers {names} declare" if len(unknown) > 1 else f"layer {names} declares"
+        return False, (f"state unknown: {subject} no state_size(seq_len); run 'madbench "
+                       "check' to measure it")
     fixed = description["fixed_state"]
     deviation = (fixed - target) / target
     ok = abs(fixed - target) <= tolerance * target

@@ -118,7 +118,8 @@ def test_state_kinds_and_totals(toys):
 def test_unknown_state(toys):
     d = describe_architecture(_spec("acc-fixed", "acc-undeclared"), LENGTH, VOCAB)
     assert d["layers"][1]["state_kind"] == "unknown" and d["layers"][1]["fixed_state"] is None
-    assert d["fixed_state"] is None and d["unknown_state_layers"] == [1]
+    assert d["fixed_state"] is None and d["dynamic_state"] is None
+    assert d["unknown_state_layers"] == [1]
     ok, message = check_iso_state(d)
     assert not ok and "state unknown" in message and "acc-undeclared" in message
 
