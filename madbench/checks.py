@@ -420,6 +420,11 @@ def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
 
 
 # -- whole architectures -----------------------------------------------------------------
+def _one_line(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _layer_label(index: int, layer: LayerSpec) -> str:
     entry = mixer_entry(layer.mixer)
     cls = entry.obj
@@ -442,8 +447,12 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
     layers, failures = [], []
     for index, (layer, block) in enumerate(zip(spec.layers, model.encoder.blocks)):
         label = _layer_label(index, layer)
-        contract = check_contract(block.mixer, spec.dim, seq_len)
-        causality = check_causality(block.mixer, spec.dim, seq_len)
+        try:
+            contract = check_contract(block.mixer, spec.dim, seq_len)
+            causality = check_causality(block.mixer, spec.dim, seq_len)
+        except Exception as exc:  # noqa: BLE001 - a mixer that crashes is refused, in one line
+            raise CheckFailed(f"{label} fails to run on (2, {seq_len}, {spec.dim}) inputs: "
+                              f"{_one_line(exc)}") from None
         layers.append({"index": index, "mixer": layer.mixer,
                        "kind": mixer_entry(layer.mixer).metadata.get("kind", "sequence"),
                        "causality": causality.to_dict(), "contract": contract.to_dict()})
@@ -482,8 +491,12 @@ def audit_architecture(spec: Any, max_size: int = AUDIT_MAX_SIZE,
         key = json.dumps([layer.mixer, dict(layer.kwargs)], sort_keys=True, default=str)
         if key not in cache:
             width = audit_dim or _audit_width(layer, spec.dim, max_size)
-            cache[key] = audit_state(lambda d, _l=layer: build_mixer(_l, d), width,
-                                     max_size=max_size)
+            try:
+                cache[key] = audit_state(lambda d, _l=layer: build_mixer(_l, d), width,
+                                         max_size=max_size)
+            except Exception as exc:  # noqa: BLE001 - e.g. no backward pass: refused in one line
+                raise CheckFailed(f"{_layer_label(index, layer)} cannot be audited at width "
+                                  f"{width}: {_one_line(exc)}") from None
         result = cache[key]
         layers.append({"index": index, "mixer": layer.mixer, "label": _layer_label(index, layer),
                        **result.to_dict()})

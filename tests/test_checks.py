@@ -279,10 +279,20 @@ def test_audit_of_an_undeclared_mixer_reports_a_measurement():
 
 
 # -- whole architectures -----------------------------------------------------------------
+class Crashing(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim + 1, dim)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
 class ToyPlugin:
     @madbench.hookimpl
     def madbench_register_mixers(self, register):
         register("toy-recurrence", LinearRecurrence, shorthand="Tr")
+        register("toy-crash", Crashing)
         register("toy-under", LinearRecurrence, defaults={"declared": 4})
         register("toy-bidir", Bidirectional)
         register("toy-id", ShortConv, kind="channel")
@@ -310,6 +320,12 @@ def test_guard_refuses_a_bidirectional_layer_naming_it(register_plugin):
                                 raise_on_failure=False)
     assert not report["causal"] and not report["model"]["causal"]
     assert [l["causality"]["causal"] for l in report["layers"]] == [True, False]
+
+
+def test_guard_refuses_a_crashing_layer_in_one_line(register_plugin):
+    register_plugin(ToyPlugin(), "toy")
+    with pytest.raises(CheckFailed, match=r"^layer 1 \(toy-crash.*fails to run.*RuntimeError"):
+        guard_architecture(_spec("toy-recurrence", "toy-crash"), seq_len=8)
 
 
 def test_audit_architecture_flags_the_under_declared_layer(register_plugin):
