@@ -70,12 +70,12 @@ def rel_err(got, ref):
                for a, b in zip(got, ref))
 
 
-def candidates(cpu: bool):
+def candidates(with_fla: bool):
     """(name, fn(q, k, v, log_alpha) -> o) for every implementation available here."""
     from madbench_layers.ops.gla import chunk_gla
     impls = [("reference", lambda q, k, v, g: chunk_gla(q, k, v, g, 16, backend="reference")),
              ("triton", lambda q, k, v, g: chunk_gla(q, k, v, g, 16, backend="triton"))]
-    if cpu:
+    if not with_fla:
         return impls
     try:
         from fla.ops.gla import chunk_gla as fla_chunk, fused_recurrent_gla as fla_recurrent
@@ -97,11 +97,12 @@ def sweep_configs(dk, dv):
     from madbench_layers.ops.gla.triton_kernel import launch_config
     base = launch_config(dk, dv)
     if dk <= 32:
-        variants = [dict(num_warps=2), dict(num_warps=8), dict(precision="tf32"),
-                    dict(BT=32, num_warps=4), dict(BT=32, num_warps=8)]
+        variants = [dict(BT=16), dict(BT=32), dict(num_warps=2), dict(num_warps=8),
+                    dict(precision="tf32")]
     else:
-        variants = [dict(BV_FWD=16), dict(BV_FWD=64), dict(BKI=32), dict(BK_BWD=16),
-                    dict(BK_BWD=64), dict(BV_BWD=64), dict(num_warps=4), dict(precision="tf32")]
+        variants = [dict(BT=16), dict(BT=64), dict(BV_FWD=64), dict(BV_FWD=128),
+                    dict(BK_BWD=16), dict(BK_BWD=64), dict(BV_BWD=64), dict(num_warps=8),
+                    dict(precision="tf32")]
     return [(", ".join(f"{k}={v}" for k, v in var.items()), {**base, **var}) for var in variants]
 
 
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--sweep", action="store_true", help="also time block configurations")
+    parser.add_argument("--no-fla", action="store_true", help="leave out fla's kernels")
     args = parser.parse_args()
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -124,7 +126,7 @@ def main() -> None:
         raise SystemExit("no CUDA device: run with --cpu-smoke for a CPU check")
     device = "cpu" if cpu else "cuda"
     bench = timer(cpu)
-    impls = candidates(cpu)
+    impls = candidates(not (cpu or args.no_fla))
 
     lines = [f"GLA forward / forward+backward, batch {args.batch}, fp32, "
              f"{torch.cuda.get_device_name() if not cpu else 'CPU (interpreter smoke)'}; "

@@ -74,12 +74,15 @@ def test_kernel_matches_recurrence(batch, heads, seq_len, dk, dv, gate_scale):
                    recurrent_with_grads(inputs, grad_out), 2e-5)
 
 
-def test_kernel_block_splits_match_recurrence():
+@pytest.mark.parametrize("max_spread", [120.0, -1.0])
+def test_kernel_block_splits_match_recurrence(max_spread):
     """Property: splitting dk and dv into blocks over the grid (partial outputs and gradients
-    summed, the gate gradient cumulated by torch) and slicing the explicit decay block gives the
-    same result; contiguous (batch, heads, seq_len, d) inputs work too."""
+    summed, the gate gradient cumulated by torch) gives the same result, with the in-chunk
+    matrix-product path and with the exact column-by-column path (max_spread -1 forces it);
+    contiguous (batch, heads, seq_len, d) inputs work too."""
     op, launch_config = kernel()
-    config = {**launch_config(24, 20), "BKI": 16, "BV_FWD": 16, "BK_BWD": 16, "BV_BWD": 16}
+    config = {**launch_config(24, 20), "BT": 16, "BV_FWD": 16, "BK_BWD": 16, "BV_BWD": 16,
+              "max_spread": max_spread}
     inputs = random_inputs(1, 2, 19, 24, 20, layer_layout=False, seed=3)
     grad_out = torch.randn(1, 2, 19, 20, device=DEVICE)
     assert_matches(kernel_with_grads(lambda *x: op(*x, config=config), inputs, grad_out),
@@ -89,10 +92,12 @@ def test_kernel_block_splits_match_recurrence():
 def test_kernel_is_finite_under_strong_forgetting():
     """Property: log-gates of -60 per step (exp(+960) would overflow) leave the fp32 kernel
     finite and equal to the fp64 recurrence (to 1e-4: the cumulated log-gates reach -600 within
-    a chunk, so their fp32 differences carry about 1e-5 relative error)."""
-    op, _ = kernel()
-    q, k, v, _ = random_inputs(1, 1, 40, 8, 8, seed=1)
+    a chunk, so their fp32 differences carry about 1e-5 relative error). Only the first chunk
+    forgets that fast: the others take the matrix-product path."""
+    op, launch_config = kernel()
+    q, k, v, _ = random_inputs(1, 1, 90, 8, 8, seed=1)
     mask = torch.rand(q.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE) < 0.5
+    mask[:, :, launch_config(8, 8)["BT"]:] = False
     log_alpha = torch.where(mask, -60.0, -1e-3)
     grad_out = torch.randn_like(v)
     assert_matches(kernel_with_grads(op, (q, k, v, log_alpha), grad_out),
@@ -119,10 +124,12 @@ def test_vmap_over_a_configuration_axis():
 
 
 def test_dispatcher_backends(monkeypatch):
-    """auto picks the reference for CPU tensors; MADBENCH_KERNELS=reference overrides a forced
-    triton backend; an unknown backend is a usage error; forced triton equals the reference."""
-    inputs = random_inputs(1, 1, 9, 4, 4, device="cpu")
-    assert resolve_backend("auto", inputs[0]) == "reference"
+    """auto picks the reference for CPU tensors and triton for CUDA ones;
+    MADBENCH_KERNELS=reference overrides a forced triton backend; an unknown backend is a usage
+    error; forced triton equals the reference."""
+    inputs = random_inputs(1, 1, 9, 4, 4)
+    assert resolve_backend("auto", inputs[0].cpu()) == "reference"
+    assert resolve_backend("auto", inputs[0]) == ("triton" if DEVICE == "cuda" else "reference")
     assert resolve_backend("triton", inputs[0]) == "triton"
     with pytest.raises(UsageError):
         resolve_backend("cuda", inputs[0])

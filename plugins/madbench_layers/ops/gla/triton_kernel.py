@@ -2,11 +2,16 @@
 
 One program walks the chunks of one (batch, head) in order, holding a block of the state
 ``S`` (dk x dv, fp32) in registers. Per chunk of ``BT`` steps, with ``b`` the log decays
-cumulated from the chunk start (``b_t <= 0``):
+cumulated from the chunk start (``b_t <= 0``, ``b_last`` the chunk's total):
 
-- inside the chunk, ``A[t, s] = sum_d q_td k_sd exp(b_td - b_sd)`` for ``s <= t`` is formed
-  explicitly (a ``BT x BT x d`` block), so only decays in (0, 1] are ever exponentiated;
-- ``o = A v + (q * exp(b)) S``, then ``S <- diag(exp(b_last)) S + (k * exp(b_last - b))^T v``.
+- across chunks: ``o = (q * exp(b)) S + ...`` and
+  ``S <- diag(exp(b_last)) S + (k * exp(b_last - b))^T v``: every exponent is <= 0;
+- inside the chunk: ``A[t, s] = sum_d q_td k_sd exp(b_td - b_sd)`` for ``s <= t``, as one
+  matrix product ``(q * exp(b - m)) (k * exp(m - b))^T`` with ``m = b_last / 2`` per channel.
+  Both factors lie in ``[exp(-|b_last| / 2), exp(|b_last| / 2)]``, so the product is safe while
+  the chunk decays by less than ``max_spread`` (120: factors within e^+-60) in every channel.
+  A chunk that forgets faster (gate logits below about -30 on average) takes an exact
+  column-by-column path that only exponentiates ``b_t - b_s <= 0``.
 
 The backward pass recomputes per chunk: a forward sweep rebuilds ``S`` for ``dq``, a reverse
 sweep carries ``dS`` for ``dk`` and ``dv``. The gate gradient follows from
@@ -31,20 +36,19 @@ def _next_pow2(n: int, least: int = 16) -> int:
 
 
 def launch_config(dk: int, dv: int) -> dict:
-    """Block sizes for one head shape: chunk length ``BT``; forward dv block ``BV_FWD`` (the
-    forward holds all of dk); backward dk and dv blocks ``BK_BWD``, ``BV_BWD``; the dk width
-    ``BKI`` of the explicit ``BT x BT x BKI`` decay block; warps per program."""
-    bk = _next_pow2(dk)
-    bv = _next_pow2(dv)
-    small = bk <= 32 and bv <= 32
+    """Launch parameters for one head shape: chunk length ``BT``; forward dv block ``BV_FWD``
+    (the forward holds all of dk); backward dk and dv blocks ``BK_BWD`` and ``BV_BWD``; warps
+    per program; tl.dot input precision; the largest in-chunk decay ``max_spread`` (in log
+    space) handled by the matrix-product path."""
+    small = dk <= 32 and dv <= 32
     return {
-        "BT": 16,
-        "BKI": min(bk, 32 if small else 16),
-        "BV_FWD": bv if small else min(bv, 32),
-        "BK_BWD": bk if small else min(bk, 32),
-        "BV_BWD": bv if small else min(bv, 128),
-        "num_warps": 4 if small else 8,
+        "BT": 64 if small else 32,
+        "BV_FWD": _next_pow2(dv) if small else 32,
+        "BK_BWD": _next_pow2(dk) if small else 32,
+        "BV_BWD": _next_pow2(dv) if small else 128,
+        "num_warps": 4,
         "precision": os.environ.get("MADBENCH_GLA_DOT_PRECISION", "ieee"),
+        "max_spread": 120.0,
     }
 
 
@@ -63,10 +67,72 @@ def _store(base, stride_t, offs_t, offs_c, mask_t, mask_c, x):
 
 
 @triton.jit
-def _decays(b, causal):
-    """exp(b_t - b_s) for s <= t, else 0: a (t, s, channel) block of values in [0, 1]."""
-    diff = b[:, None, :] - b[None, :, :]
-    return tl.exp(tl.where(causal[:, :, None], diff, float("-inf")))
+def _row(x, offs_s, s):
+    """Row s of a (time, channel) tile."""
+    return tl.sum(tl.where(offs_s[:, None] == s, x, 0.0), axis=0)
+
+
+@triton.jit
+def _col(x, offs_s, s):
+    """Column s of a (time, time) tile."""
+    return tl.sum(tl.where(offs_s[None, :] == s, x, 0.0), axis=1)
+
+
+@triton.jit
+def _decay_from(b, b_s, offs_s, s):
+    """exp(b_t - b_s) for t >= s, else 0: a (time, channel) tile of values in [0, 1]."""
+    return tl.exp(tl.where(offs_s[:, None] >= s, b - b_s[None, :], float("-inf")))
+
+
+@triton.jit
+def _scores(q, k, b, b_last, offs_s, BT: tl.constexpr, MAX_SPREAD: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """A[t, s] = sum_d q_td k_sd exp(b_td - b_sd) for s <= t, else 0."""
+    if -tl.min(b_last, axis=0) <= MAX_SPREAD:
+        mid = 0.5 * b_last[None, :]
+        a = tl.dot(q * tl.exp(b - mid), tl.trans(k * tl.exp(mid - b)), input_precision=PRECISION)
+        a = tl.where(offs_s[:, None] >= offs_s[None, :], a, 0.0)
+    else:
+        a = tl.zeros([BT, BT], dtype=tl.float32)
+        for s in range(BT):
+            col = tl.sum(q * _row(k, offs_s, s)[None, :] * _decay_from(b, _row(b, offs_s, s),
+                                                                       offs_s, s), axis=1)
+            a += tl.where(offs_s[None, :] == s, col[:, None], 0.0)
+    return a
+
+
+@triton.jit
+def _dq_intra(d_scores, k, b, b_last, offs_s, MAX_SPREAD: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """dq_td = sum_{s <= t} dA[t, s] k_sd exp(b_td - b_sd)."""
+    if -tl.min(b_last, axis=0) <= MAX_SPREAD:
+        mid = 0.5 * b_last[None, :]
+        d_scores = tl.where(offs_s[:, None] >= offs_s[None, :], d_scores, 0.0)
+        dq = tl.dot(d_scores, k * tl.exp(mid - b), input_precision=PRECISION) * tl.exp(b - mid)
+    else:
+        dq = tl.zeros_like(k)
+        for s in range(k.shape[0]):
+            decay = _decay_from(b, _row(b, offs_s, s), offs_s, s)
+            dq += _col(d_scores, offs_s, s)[:, None] * _row(k, offs_s, s)[None, :] * decay
+    return dq
+
+
+@triton.jit
+def _dk_intra(d_scores, q, b, b_last, offs_s, MAX_SPREAD: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """dk_sd = sum_{t >= s} dA[t, s] q_td exp(b_td - b_sd)."""
+    if -tl.min(b_last, axis=0) <= MAX_SPREAD:
+        mid = 0.5 * b_last[None, :]
+        d_scores = tl.where(offs_s[:, None] >= offs_s[None, :], d_scores, 0.0)
+        dk = tl.dot(tl.trans(d_scores), q * tl.exp(b - mid), input_precision=PRECISION) \
+            * tl.exp(mid - b)
+    else:
+        dk = tl.zeros_like(q)
+        for s in range(q.shape[0]):
+            decay = _decay_from(b, _row(b, offs_s, s), offs_s, s)
+            row = tl.sum(_col(d_scores, offs_s, s)[:, None] * q * decay, axis=0)
+            dk += tl.where(offs_s[:, None] == s, row[None, :], 0.0)
+    return dk
 
 
 @triton.jit
@@ -74,8 +140,8 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
                     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
                     sob, soh, sot,
                     T, H, DK, DV,
-                    BT: tl.constexpr, BK: tl.constexpr, BKI: tl.constexpr, BV: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                    MAX_SPREAD: tl.constexpr, PRECISION: tl.constexpr):
     i_bh = tl.program_id(0)
     i_v = tl.program_id(1)
     i_b = tl.cast(i_bh // H, tl.int64)
@@ -91,7 +157,6 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
     offs_v = i_v * BV + tl.arange(0, BV)
     mask_k = offs_k < DK
     mask_v = offs_v < DV
-    causal = offs_s[:, None] >= offs_s[None, :]
 
     state = tl.zeros([BK, BV], dtype=tl.float32)
     for i_t in range(0, tl.cdiv(T, BT)):
@@ -103,19 +168,7 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
         v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
-
-        if BKI == BK:
-            scores = tl.sum(q[:, None, :] * k[None, :, :] * _decays(b, causal), axis=2)
-        else:  # the explicit decay block one slice of channels at a time
-            scores = tl.zeros([BT, BT], dtype=tl.float32)
-            for d0 in tl.static_range(0, BK, BKI):
-                offs_d = d0 + tl.arange(0, BKI)
-                mask_d = offs_d < DK
-                q_d = _tile(q_base, sqt, offs_t, offs_d, mask_t, mask_d)
-                k_d = _tile(k_base, skt, offs_t, offs_d, mask_t, mask_d)
-                b_d = tl.cumsum(_tile(g_base, sgt, offs_t, offs_d, mask_t, mask_d), axis=0)
-                scores += tl.sum(q_d[:, None, :] * k_d[None, :, :] * _decays(b_d, causal), axis=2)
-
+        scores = _scores(q, k, b, b_last, offs_s, BT, MAX_SPREAD, PRECISION)
         o = tl.dot(scores, v, input_precision=PRECISION)
         o += tl.dot(q * tl.exp(b), state, input_precision=PRECISION)
         _store(o_base, sot, offs_t, offs_v, mask_t, mask_v, o)
@@ -133,7 +186,8 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
                     dv_split, sdvb, sdvh, sdvt, sdgb, sdgh, sdgt,
                     T, H, DK, DV,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NV: tl.constexpr,
-                    FUSE_DG: tl.constexpr, PRECISION: tl.constexpr):
+                    FUSE_DG: tl.constexpr, MAX_SPREAD: tl.constexpr,
+                    PRECISION: tl.constexpr):
     i_bh = tl.program_id(0)
     i_kv = tl.program_id(1)
     i_k = i_kv // NV
@@ -156,7 +210,6 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
     offs_v = i_v * BV + tl.arange(0, BV)
     mask_k = offs_k < DK
     mask_v = offs_v < DV
-    causal = offs_s[:, None] >= offs_s[None, :]
     num_chunks = tl.cdiv(T, BT)
 
     # forward sweep: dq = (dA * decays) k + (do S^T) * exp(b), with dA = do v^T
@@ -171,7 +224,7 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
         d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        dq = tl.sum(d_scores[:, :, None] * k[None, :, :] * _decays(b, causal), axis=1)
+        dq = _dq_intra(d_scores, k, b, b_last, offs_s, MAX_SPREAD, PRECISION)
         dq += tl.dot(do, tl.trans(state), input_precision=PRECISION) * tl.exp(b)
         _store(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k, dq)
         k_to_end = k * tl.exp(b_last[None, :] - b)
@@ -195,15 +248,13 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
         do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
-        decays = _decays(b, causal)
-        scores = tl.sum(q[:, None, :] * k[None, :, :] * decays, axis=2)
+        scores = _scores(q, k, b, b_last, offs_s, BT, MAX_SPREAD, PRECISION)
         d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         to_end = tl.exp(b_last[None, :] - b)
-        k_to_end = k * to_end
-        dk = tl.sum(d_scores[:, :, None] * q[:, None, :] * decays, axis=0)
+        dk = _dk_intra(d_scores, q, b, b_last, offs_s, MAX_SPREAD, PRECISION)
         dk += tl.dot(v, tl.trans(d_state), input_precision=PRECISION) * to_end
         dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
-        dv += tl.dot(k_to_end, d_state, input_precision=PRECISION)
+        dv += tl.dot(k * to_end, d_state, input_precision=PRECISION)
         _store(dk_base, sdkt, offs_t, offs_k, mask_t, mask_k, dk)
         _store(dv_base, sdvt, offs_t, offs_v, mask_t, mask_v, dv)
         if FUSE_DG:
@@ -236,12 +287,11 @@ def gla_forward(q, k, v, g, config: dict | None = None) -> torch.Tensor:
     o = torch.empty(batch, seq_len, heads, dv, dtype=q.dtype, device=q.device).transpose(1, 2)
     if o.numel() == 0:
         return o.zero_()
-    bk = _next_pow2(dk)
     grid = (batch * heads, triton.cdiv(dv, cfg["BV_FWD"]))
     _gla_fwd_kernel[grid](
         q, k, v, g, o, *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(o),
-        seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BKI=min(cfg["BKI"], bk),
-        BV=cfg["BV_FWD"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
+        seq_len, heads, dk, dv, BT=cfg["BT"], BK=_next_pow2(dk), BV=cfg["BV_FWD"],
+        MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
     return o
 
 
@@ -271,7 +321,7 @@ def gla_backward(q, k, v, g, do, config: dict | None = None):
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(do),
             *split(dq), *split(dk_), *split(dv_), *_strides(dg),
             seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BV=bv, NV=nv, FUSE_DG=fuse_dg,
-            PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
+            MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
     else:
         for x in (dq, dk_, dv_, dg):
             x.zero_()
