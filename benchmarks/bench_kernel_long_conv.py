@@ -56,33 +56,52 @@ def op(case: str, backend: str):
     return lambda q, k, v, h: multihead_long_conv(q, k, v, h, backend=backend)
 
 
-def timer(fn, device) -> float:
+def timer(fn, device, rep: int = 200) -> float:
     """Median milliseconds: do_bench on CUDA, a few wall-clock runs on CPU."""
     if device.type == "cuda":
         from triton.testing import do_bench
-        return do_bench(fn, warmup=25, rep=200, return_mode="median")
+        return do_bench(fn, warmup=10, rep=rep, return_mode="median")
     fn()
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
 
 
-def relative_error(case, batch, width, length, device) -> float:
+def graph_timer(fn, device) -> float:
+    """Median milliseconds of replaying ``fn`` captured in a CUDA graph: GPU time without the
+    Python and launch overhead (what a graph-captured training step sees)."""
+    if device.type != "cuda":
+        return float("nan")
+    from triton.testing import do_bench
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return do_bench(graph.replay, warmup=10, rep=200, return_mode="median")
+
+
+def relative_error(case, batch, width, length, device, heads) -> float:
     """Largest relative error of the Triton op against the reference, float32, output and
     gradients, on fresh random inputs."""
-    inputs = make_inputs(case, batch, width, length, torch.float32, device)
+    inputs = make_inputs(case, batch, width, length, torch.float32, device, heads)
     outs, g = [], None
     for backend in ("reference", "triton"):
         y = op(case, backend)(*inputs)
         g = torch.randn_like(y) if g is None else g
         outs.append((y, torch.autograd.grad(y, inputs, g)))
     (y_r, g_r), (y_t, g_t) = outs
-    errors = [(a - b).abs().max() / b.abs().max() for a, b in zip((y_t, *g_t), (y_r, *g_r))]
+    errors = [(a - b).abs().max() / b.abs().max()
+              for a, b in zip((y_t.detach(), *g_t), (y_r.detach(), *g_r))]
     return max(float(e) for e in errors)
 
 
-def bench_row(case, dtype_name, batch, width, length, device) -> dict:
-    inputs = make_inputs(case, batch, width, length, DTYPES[dtype_name], device)
+def bench_row(case, dtype_name, batch, width, length, device, heads) -> dict:
+    inputs = make_inputs(case, batch, width, length, DTYPES[dtype_name], device, heads)
     row = {"case": case, "dtype": dtype_name, "batch": batch, "width": width, "L": length}
     for backend in ("reference", "triton"):
         fn = op(case, backend)
@@ -96,29 +115,36 @@ def bench_row(case, dtype_name, batch, width, length, device) -> dict:
         def forward_backward():
             torch.autograd.grad(fn(*inputs), inputs, g)
 
-        row[f"{backend}_fwd"] = timer(forward_only, device)
+        row[f"{backend}_fwd"] = graph_timer(forward_only, device)
         row[f"{backend}_fwdbwd"] = timer(forward_backward, device)
+        row[f"{backend}_fwdbwd_graph"] = graph_timer(forward_backward, device)
     row["speedup"] = row["reference_fwdbwd"] / row["triton_fwdbwd"]
+    row["speedup_graph"] = row["reference_fwdbwd_graph"] / row["triton_fwdbwd_graph"]
     return row
 
 
 def markdown(rows, device_name) -> str:
-    head = ("| op | dtype | batch | width | L | reference fwd ms | triton fwd ms | "
-            "reference fwd+bwd ms | triton fwd+bwd ms | fwd+bwd speedup | max rel err fp32 |")
-    lines = [f"Device: {device_name}", "", head, "|" + " --- |" * 11]
+    head = ("| op | dtype | batch | width | L | fwd ms ref / triton (graph) | "
+            "fwd+bwd ms ref / triton (eager) | speedup eager | "
+            "fwd+bwd ms ref / triton (graph) | speedup graph | max rel err fp32 |")
+    lines = [f"Device: {device_name}. Eager: do_bench of the Python call (launch overhead "
+             "included); graph: replay of a CUDA graph of the same call (GPU time).", "",
+             head, "|" + " --- |" * 11]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['dtype']} | {r['batch']} | {r['width']} | {r['L']} | "
-            f"{r['reference_fwd']:.3f} | {r['triton_fwd']:.3f} | {r['reference_fwdbwd']:.3f} | "
-            f"{r['triton_fwdbwd']:.3f} | {r['speedup']:.2f}x | {r['error']:.1e} |")
+            f"{r['reference_fwd']:.3f} / {r['triton_fwd']:.3f} | "
+            f"{r['reference_fwdbwd']:.3f} / {r['triton_fwdbwd']:.3f} | {r['speedup']:.2f}x | "
+            f"{r['reference_fwdbwd_graph']:.3f} / {r['triton_fwdbwd_graph']:.3f} | "
+            f"{r['speedup_graph']:.2f}x | {r['error']:.1e} |")
     return "\n".join(lines)
 
 
 # -- tile-size sweep -----------------------------------------------------------------------
-def tune(case, dtype_name, batch, width, length, device):
+def tune(case, dtype_name, batch, width, length, device, heads):
     """Time each kernel alone over a grid of tile sizes; print the best few per kernel."""
     from madbench_layers.ops.long_conv import triton_kernel as tk
-    a, b, c, h = make_inputs(case, batch, width, length, DTYPES[dtype_name], device)
+    a, b, c, h = make_inputs(case, batch, width, length, DTYPES[dtype_name], device, heads)
     with torch.no_grad():
         if case == "hyena":     # a, b, c = v, x1, x2
             canon = [x.reshape(1, batch, width, 1, length) for x in (a, b, c)]
@@ -128,18 +154,18 @@ def tune(case, dtype_name, batch, width, length, device):
             canon = [x.reshape(1, batch, heads, d, length) for x in (c, b, a)]
             hk = h.reshape(1, heads, d, length)
         cv, cx1, cx2 = (x.detach() for x in canon)
-        hk = hk.detach()
-        _, c = tk.forward(cv, cx1, cx2, hk)
+        taps = tk.padded_taps(hk.detach(), cv.dtype)
+        _, c = tk.forward(cv, cx1, cx2, taps)
         gy = torch.randn_like(cv)
     runs = {
-        "forward": lambda: tk.forward(cv, cx1, cx2, hk),
-        "inputs": lambda: tk.backward_inputs(gy, cv, cx1, cx2, hk, c),
-        "filter": lambda: tk.backward_filter(gy, cv, cx1, cx2, hk),
+        "forward": lambda: tk.forward(cv, cx1, cx2, taps),
+        "inputs": lambda: tk.backward_inputs(gy, cv, cx1, cx2, taps, c),
+        "filter": lambda: tk.backward_filter(gy, cv, cx1, cx2, taps.shape[2]),
     }
     original = tk.block_config
-    grid = itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (1, 2, 3))
-    configs = [dict(BM=bm, BT=bt, num_warps=w, num_stages=st) for bm, bt, w, st in grid
-               if not (bm == 128 and bt == 128 and w == 4)]
+    grid = [(128, 128, 8, 2), (128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3),
+            (64, 128, 4, 2), (64, 128, 8, 2), (64, 32, 4, 3), (128, 32, 4, 2)]
+    configs = [dict(BM=bm, BT=bt, num_warps=w, num_stages=st) for bm, bt, w, st in grid]
     print(f"== tune {case} {dtype_name} B{batch} W{width} L{length}", flush=True)
     for kernel, run in runs.items():
         results = []
@@ -149,7 +175,7 @@ def tune(case, dtype_name, batch, width, length, device):
             tk.block_config = (lambda kern, *a, _k=kernel, _c=cfg:
                                _c if kern == _k else original(kern, *a))
             try:
-                ms = timer(run, device)
+                ms = timer(run, device, rep=40)
             except Exception as exc:  # a config that does not compile (resources)
                 print(f"  {kernel} {cfg}: {type(exc).__name__}", flush=True)
                 continue
@@ -157,10 +183,10 @@ def tune(case, dtype_name, batch, width, length, device):
                 tk.block_config = original
             results.append((ms, cfg))
         results.sort(key=lambda x: x[0])
-        default = original(kernel, length, batch * (1 if case == "hyena" else 8),
-                           1 if case == "hyena" else 8)
+        group = 1 if case == "hyena" else width // heads
+        default = original(kernel, length, batch * group, group)
         print(f"  {kernel}: default {default}", flush=True)
-        for ms, cfg in results[:5]:
+        for ms, cfg in results[:3]:
             print(f"    {ms:.4f} ms {cfg}", flush=True)
 
 
@@ -171,13 +197,14 @@ def main():
     parser.add_argument("--tune", action="store_true", help="tile-size sweep per kernel")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=16, help="mH heads (head size width/heads)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=list(DTYPES))
     parser.add_argument("--cases", nargs="+", default=["hyena", "mh"], choices=["hyena", "mh"])
     args = parser.parse_args()
     if args.cpu_smoke:
         device = torch.device("cpu")
-        args.batch, args.width, args.seq_lens, args.dtypes = 2, 16, [32], ["fp32"]
+        args.batch, args.width, args.heads, args.seq_lens, args.dtypes = 2, 16, 4, [40], ["fp32"]
         device_name = "CPU (Triton interpreter, smoke test only)"
     else:
         if not torch.cuda.is_available():
@@ -187,18 +214,20 @@ def main():
     torch.manual_seed(0)
     if args.tune:
         for case, dtype_name, length in itertools.product(args.cases, args.dtypes, args.seq_lens):
-            tune(case, dtype_name, args.batch, args.width, length, device)
+            tune(case, dtype_name, args.batch, args.width, length, device, args.heads)
         return
     rows = []
     for case, length in itertools.product(args.cases, args.seq_lens):
-        error = relative_error(case, args.batch, args.width, length, device)
+        error = relative_error(case, args.batch, args.width, length, device, args.heads)
         for dtype_name in args.dtypes:
-            row = bench_row(case, dtype_name, args.batch, args.width, length, device)
+            row = bench_row(case, dtype_name, args.batch, args.width, length, device,
+                            args.heads)
             row["error"] = error
             rows.append(row)
-            print(f"{case} {dtype_name} L={length}: ref {row['reference_fwdbwd']:.3f} ms, "
-                  f"triton {row['triton_fwdbwd']:.3f} ms, x{row['speedup']:.2f}, "
-                  f"err {error:.1e}", flush=True)
+            print(f"{case} {dtype_name} L={length}: eager ref {row['reference_fwdbwd']:.3f} "
+                  f"triton {row['triton_fwdbwd']:.3f} ms x{row['speedup']:.2f}; graph ref "
+                  f"{row['reference_fwdbwd_graph']:.3f} triton {row['triton_fwdbwd_graph']:.3f}"
+                  f" ms x{row['speedup_graph']:.2f}; err {error:.1e}", flush=True)
     table = markdown(rows, device_name)
     print(table)
     if os.environ.get("OUT"):

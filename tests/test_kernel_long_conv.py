@@ -23,9 +23,9 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 # -- naive references (float64, explicit Toeplitz matrices) --------------------------------
 def toeplitz(h, length):
     """T[..., t, s] = h[..., t - s] for s <= t, else 0."""
-    t = torch.arange(length)
+    t = torch.arange(length, device=h.device)
     lag = t[:, None] - t[None, :]
-    return torch.where(lag >= 0, h[..., lag.clamp(min=0)], torch.zeros((), dtype=h.dtype))
+    return torch.where(lag >= 0, h[..., lag.clamp(min=0)], 0.0)
 
 
 def naive_gated(v, x1, x2, h):

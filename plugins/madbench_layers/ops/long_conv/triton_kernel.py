@@ -13,15 +13,16 @@ heads), ``R`` rows that share a filter (mH: the value index), ``G`` filters summ
 The convolution at ``L <= 1024`` is done directly, as blocked Toeplitz matrix products on the
 tensor cores: per (configuration, channel, time block of ``BT`` outputs, block of ``BM`` rows
 ``(n, r)``), ``acc[m, t] += u[m, s-block] @ T[s-block, t-block]`` with ``T[s, t] = h[t - s]``
-(zero for ``s > t``) gathered from the filter, which stays in L1. The gates are applied on the
-fly, so ``u = x1 * v`` and ``x2 * acc`` never touch memory.
+gathered from a zero-padded copy of the filter (zeros at negative lags, so no masks; it stays
+in L1). The gates are applied on the fly, so ``u = x1 * v`` and ``x2 * acc`` never touch
+memory.
 
 Backward: ``gu = gc (*) h`` (a correlation, ``gc = gy * x2``) in the same blocked form, then the
 gate gradients ``gx1 = sum_r gu v``, ``gv = sum_g gu x1``, ``gx2 = sum_r gy c`` at the same tile;
 the filter gradient ``gh[lag] = sum_{n,r,t} gc[t] u[t - lag]`` is, per lag block ``d``, the matrix
 ``Q_d = sum_tb gc[:, tb]^T u[:, tb - d]`` (rows contracted on the tensor cores), whose diagonals
-are summed at the end. ``c = h * u`` is saved by the forward pass when ``G == 1`` and recomputed
-otherwise.
+are summed at the end. The forward pass keeps ``c = h * u`` (per filter g) for ``gx2``: for mH
+that is ``dv`` times the output, less than the FFT reference holds.
 """
 from __future__ import annotations
 
@@ -37,13 +38,23 @@ _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp
 
 def block_config(kernel: str, seq_len: int, rows: int, group_rows: int) -> dict:
     """Tile sizes and launch settings of ``kernel`` ("forward", "inputs" or "filter"): rows of
-    ``BM`` (a multiple of ``group_rows``), time blocks of ``BT``. The one place they are chosen;
+    ``BM`` (a multiple of ``group_rows``), time blocks of ``BT`` (dividing MAX_BT). The one
+    place they are chosen (from sweeps on an H100 with ``bench_kernel_long_conv.py --tune``);
     a single small tile under the interpreter."""
     if INTERPRET:
         return {"BM": max(16, group_rows), "BT": 16, "num_warps": 1, "num_stages": 1}
-    bt = 64 if seq_len > 32 else 32
-    bm = 128 if rows >= 1024 else 64
-    return {"BM": max(bm, group_rows), "BT": bt, "num_warps": 4, "num_stages": 2}
+    if kernel == "forward" and seq_len >= 512:
+        cfg = {"BM": 128, "BT": 128, "num_warps": 8, "num_stages": 2}
+    elif kernel == "inputs":
+        cfg = {"BM": 128, "BT": 64, "num_warps": 4, "num_stages": 2}
+    elif kernel == "filter":
+        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3}
+    else:
+        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 2}
+    if seq_len <= 32:
+        cfg["BT"] = 32
+    cfg["BM"] = max(cfg["BM"], group_rows)
+    return cfg
 
 
 # -- building blocks -----------------------------------------------------------------------
@@ -67,12 +78,12 @@ def _sum_groups(x, BM: tl.constexpr, BT: tl.constexpr, R: tl.constexpr):
 
 
 @triton.jit
-def _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L,
+def _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L,
                 HAS_X1: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BM: tl.constexpr, BT: tl.constexpr):
-    """acc[m, t] = sum_{s<=t} h[t - s] u[m, s] for t in time block ``tb``; u = x1 * v."""
+    """acc[m, t] = sum_{s<=t} h[t - s] u[m, s] for t in time block ``tb``; u = x1 * v.
+    ``taps_row`` points at h[0] of a zero-padded copy (zeros at negative lags and past L)."""
     t = tb * BT + tl.arange(0, BT)
-    t_ok = t < L
     acc = tl.zeros((BM, BT), dtype=tl.float32)
     for sb in range(0, tb + 1):
         s = sb * BT + tl.arange(0, BT)
@@ -80,14 +91,13 @@ def _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L,
         u = tl.load(v_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
         if HAS_X1:
             u = u * tl.load(x1_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
-        lag = t[None, :] - s[:, None]                                  # (BT s, BT t)
-        taps = tl.load(h_row + lag, mask=(lag >= 0) & t_ok[None, :], other=0.0)
+        taps = tl.load(taps_row + (t[None, :] - s[:, None]))          # (BT s, BT t)
         acc = _dot(u, taps, acc, DOT, PRECISION)
     return acc
 
 
 @triton.jit
-def _corr_block(gy_rows, x2_rows, h_row, row_ok, sb, L,
+def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L,
                 HAS_X2: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BM: tl.constexpr, BT: tl.constexpr):
     """acc[m, s] = sum_{t>=s} h[t - s] gc[m, t] for s in time block ``sb``; gc = gy * x2."""
@@ -95,13 +105,11 @@ def _corr_block(gy_rows, x2_rows, h_row, row_ok, sb, L,
     acc = tl.zeros((BM, BT), dtype=tl.float32)
     for tb in range(sb, tl.cdiv(L, BT)):
         t = tb * BT + tl.arange(0, BT)
-        t_ok = t < L
-        mask = row_ok[:, None] & t_ok[None, :]
+        mask = row_ok[:, None] & (t < L)[None, :]
         gc = tl.load(gy_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
         if HAS_X2:
             gc = gc * tl.load(x2_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
-        lag = t[:, None] - s[None, :]                                  # (BT t, BT s)
-        taps = tl.load(h_row + lag, mask=(lag >= 0) & t_ok[:, None], other=0.0)
+        taps = tl.load(taps_row + (t[:, None] - s[None, :]))          # (BT t, BT s)
         acc = _dot(gc, taps, acc, DOT, PRECISION)
     return acc
 
@@ -109,15 +117,18 @@ def _corr_block(gy_rows, x2_rows, h_row, row_ok, sb, L,
 # -- kernels -------------------------------------------------------------------------------
 @triton.jit
 def _forward_kernel(
-        v_ptr, x1_ptr, x2_ptr, h_ptr, y_ptr, c_ptr,
+        v_ptr, x1_ptr, x2_ptr, taps_ptr, y_ptr, c_ptr,
         M, L, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
         x2_sk, x2_sn, x2_sc, x2_sg,
         h_sk, h_sc, h_sg,
         y_sk, y_sn, y_sc, y_sr,
-        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, SAVE_C: tl.constexpr,
+        c_sk, c_sn, c_sc, c_sg, c_sr,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr,
         DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
+    """y over one (rows, time) tile; with an output gate also the ungated convolution of every
+    filter g into c, (K, N, Cv, G, R, L)."""
     pid = tl.program_id(0)
     kc = tl.program_id(1)
     k = tl.cast(kc // Cv, tl.int64)
@@ -134,15 +145,16 @@ def _forward_kernel(
 
     v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
     y_off = k * y_sk + cv * y_sc + n * y_sn + r * y_sr
+    c_off = k * c_sk + cv * c_sc + n * c_sn + r * c_sr
     y_acc = tl.zeros((BM, BT), dtype=tl.float32)
     for g in range(0, G):
         g64 = tl.cast(g, tl.int64)
-        h_row = h_ptr + k * h_sk + cv * h_sc + g64 * h_sg
+        taps_row = taps_ptr + k * h_sk + cv * h_sc + g64 * h_sg
         x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
-        acc = _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L, HAS_X1, DOT, PRECISION, BM, BT)
-        if SAVE_C:
-            tl.store(c_ptr + y_off[:, None] + t[None, :], acc, mask=mask)
+        acc = _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L, HAS_X1, DOT, PRECISION,
+                          BM, BT)
         if HAS_X2:
+            tl.store(c_ptr + g64 * c_sg + c_off[:, None] + t[None, :], acc, mask=mask)
             x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
             gate = tl.load(x2_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
             y_acc += gate * acc
@@ -153,7 +165,7 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_inputs_kernel(
-        v_ptr, x1_ptr, x2_ptr, h_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr,
+        v_ptr, x1_ptr, x2_ptr, taps_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr,
         M, L, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
@@ -161,10 +173,11 @@ def _backward_inputs_kernel(
         h_sk, h_sc, h_sg,
         gy_sk, gy_sn, gy_sc, gy_sr,
         y_sk, y_sn, y_sc, y_sr,
+        c_sk, c_sn, c_sc, c_sg, c_sr,
         gx_sk, gx_sn, gx_sc, gx_sg,
-        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, HAVE_C: tl.constexpr,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr,
         DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
-    """Per tile of positions p: gv, gx1 and gx2 there (c, v, y layouts share y's strides)."""
+    """Per tile of positions p: gv, gx1 and gx2 there (gv and c are laid out as y)."""
     pid = tl.program_id(0)
     kc = tl.program_id(1)
     k = tl.cast(kc // Cv, tl.int64)
@@ -186,19 +199,19 @@ def _backward_inputs_kernel(
     v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
     gy_rows = gy_ptr + k * gy_sk + cv * gy_sc + n * gy_sn + r * gy_sr
     y_off = k * y_sk + cv * y_sc + n * y_sn + r * y_sr
-    if HAS_X2:
-        gy_here = tl.load(gy_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
-    if HAS_X1:
-        v_here = tl.load(v_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
+    c_off = k * c_sk + cv * c_sc + n * c_sn + r * c_sr
     gv_acc = tl.zeros((BM, BT), dtype=tl.float32)
     for g in range(0, G):
         g64 = tl.cast(g, tl.int64)
-        h_row = h_ptr + k * h_sk + cv * h_sc + g64 * h_sg
+        taps_row = taps_ptr + k * h_sk + cv * h_sc + g64 * h_sg
         x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
         x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
         gx_off = k * gx_sk + cv * gx_sc + g64 * gx_sg + nq * gx_sn
-        gu = _corr_block(gy_rows, x2_rows, h_row, row_ok, tb, L, HAS_X2, DOT, PRECISION, BM, BT)
+        gu = _corr_block(gy_rows, x2_rows, taps_row, row_ok, tb, L, HAS_X2, DOT, PRECISION,
+                         BM, BT)
+        # the tiles at p are loaded after the loop, so they do not hold registers during it
         if HAS_X1:
+            v_here = tl.load(v_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
             gx1 = _sum_groups(gu * v_here, BM, BT, R)
             tl.store(gx1_ptr + gx_off[:, None] + p[None, :], gx1, mask=q_mask)
             gate = tl.load(x1_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -206,13 +219,9 @@ def _backward_inputs_kernel(
         else:
             gv_acc += gu
         if HAS_X2:
-            if HAVE_C:
-                c = tl.load(c_ptr + y_off[:, None] + p[None, :], mask=mask, other=0.0)
-                c = c.to(tl.float32)
-            else:
-                c = _conv_block(v_rows, x1_rows, h_row, row_ok, tb, L, HAS_X1, DOT, PRECISION,
-                                BM, BT)
-            gx2 = _sum_groups(gy_here * c, BM, BT, R)
+            gy_here = tl.load(gy_rows[:, None] + p[None, :], mask=mask, other=0.0)
+            c = tl.load(c_ptr + g64 * c_sg + c_off[:, None] + p[None, :], mask=mask, other=0.0)
+            gx2 = _sum_groups(gy_here.to(tl.float32) * c.to(tl.float32), BM, BT, R)
             tl.store(gx2_ptr + gx_off[:, None] + p[None, :], gx2, mask=q_mask)
     tl.store(gv_ptr + y_off[:, None] + p[None, :], gv_acc, mask=mask)
 
@@ -304,33 +313,52 @@ def _launch_settings(cfg: dict) -> dict:
     return {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
 
 
-def forward(v, x1, x2, h, precision: str | None = None):
-    """``(y, c)``: the output and, when ``G == 1`` and there is an output gate, the ungated
-    convolution ``c`` saved for the backward pass (else an empty tensor)."""
+MAX_BT = 128  # the taps are padded for time blocks up to this size (a divisor of it)
+
+
+def padded_taps(h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``h`` (K, Cv, G, L) in the matrix-product dtype, with MAX_BT zeros before lag 0 and zeros
+    past L up to a multiple of MAX_BT, so that Toeplitz tiles load without masks. Returned as
+    the view that starts at lag 0."""
+    K, Cv, G, L = h.shape
+    length = triton.cdiv(L, MAX_BT) * MAX_BT
+    taps = torch.zeros((K, Cv, G, MAX_BT + length), dtype=dtype, device=h.device)
+    taps[..., MAX_BT:MAX_BT + L] = h
+    return taps[..., MAX_BT:]
+
+
+def forward(v, x1, x2, taps, precision: str | None = None):
+    """``(y, c)``: the output and, when there is an output gate, the ungated convolutions
+    ``c`` (K, N, Cv, G, R, L) kept for the backward pass (else an empty tensor).
+    ``taps``: ``padded_taps(h)``."""
     K, N, Cv, R, L = v.shape
-    G = h.shape[2]
+    G = taps.shape[2]
     M = N * R
-    v, x1, x2, h = (_last_contiguous(x) for x in (v, x1, x2, h))
+    v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
     cfg = block_config("forward", L, M, R)
     BM, BT = cfg["BM"], cfg["BT"]
     y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
-    save_c = G == 1 and x2 is not None
-    c = torch.empty_like(y) if save_c else y.new_empty((K, 0))
+    if x2 is not None:
+        c = torch.empty((K, N, Cv, G, R, L), dtype=v.dtype, device=v.device)
+        c_strides = c.stride()[:5]
+    else:
+        c, c_strides = y.new_empty((K, 0)), (0,) * 5
     grid = (triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)
     _forward_kernel[grid](
-        v, v if x1 is None else x1, v if x2 is None else x2, h, y, y if not save_c else c,
+        v, v if x1 is None else x1, v if x2 is None else x2, taps, y, y if x2 is None else c,
         M, L, Cv, G,
-        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(h, 3), *_strides(y, 4),
-        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, SAVE_C=save_c,
+        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
+        *_strides(y, 4), *c_strides,
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
     return y, c
 
 
-def backward_inputs(gy, v, x1, x2, h, c, precision: str | None = None):
+def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
     """Gradients ``(gv, gx1, gx2)`` (None for an absent gate); ``gy`` last-axis contiguous."""
     K, N, Cv, R, L = v.shape
-    G = h.shape[2]
+    G = taps.shape[2]
     M = N * R
     cfg = block_config("inputs", L, M, R)
     BM, BT = cfg["BM"], cfg["BT"]
@@ -338,24 +366,22 @@ def backward_inputs(gy, v, x1, x2, h, c, precision: str | None = None):
     gshape = (K, N, Cv, G, L)
     gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
     gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
-    have_c = c.numel() > 0
     _backward_inputs_kernel[(triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)](
-        v, v if x1 is None else x1, v if x2 is None else x2, h, gy, c if have_c else gv, gv,
-        gv if gx1 is None else gx1, gv if gx2 is None else gx2,
+        v, v if x1 is None else x1, v if x2 is None else x2, taps, gy,
+        gv if x2 is None else c, gv, gv if gx1 is None else gx1, gv if gx2 is None else gx2,
         M, L, Cv, G,
-        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(h, 3),
-        *_strides(gy, 4), *_strides(gv, 4),
+        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
+        *_strides(gy, 4), *_strides(gv, 4), *_strides(None if x2 is None else c, 5),
         *_strides(gx1 if gx1 is not None else gx2, 4),
-        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, HAVE_C=have_c,
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
     return gv, gx1, gx2
 
 
-def backward_filter(gy, v, x1, x2, h, precision: str | None = None):
-    """Gradient of the filter, (K, Cv, G, L) in ``h``'s dtype; ``gy`` last-axis contiguous."""
+def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
+    """Gradient of the filters, (K, Cv, G, L) in float32; ``gy`` last-axis contiguous."""
     K, N, Cv, R, L = v.shape
-    G = h.shape[2]
     M = N * R
     cfg = block_config("filter", L, M, R)
     BM, BT = cfg["BM"], cfg["BT"]
@@ -369,43 +395,42 @@ def backward_filter(gy, v, x1, x2, h, precision: str | None = None):
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
-    return parts.sum(0)[..., :L].to(h.dtype)
-
-
-def backward(gy, v, x1, x2, h, c, precision: str | None = None, need_h: bool = True):
-    """Gradients ``(gv, gx1, gx2, gh)`` (None for an absent gate; gh None unless need_h)."""
-    v, x1, x2, h, gy = (_last_contiguous(x) for x in (v, x1, x2, h, gy))
-    gy = gy.to(v.dtype)
-    gv, gx1, gx2 = backward_inputs(gy, v, x1, x2, h, c, precision)
-    gh = backward_filter(gy, v, x1, x2, h, precision) if need_h else None
-    return gv, gx1, gx2, gh
+    return parts.sum(0)[..., :L]
 
 
 class LongConvFunction(torch.autograd.Function):
     """Autograd wrapper of the kernels on the canonical layout (see the module docstring).
 
-    ``apply(v, x1, x2, h, precision)`` returns ``(y, c)``; ``c`` is internal (saved for the
-    backward pass) and not differentiable. The vmap rule folds the vmapped axis into ``K``.
+    ``apply(v, x1, x2, h, precision)`` returns ``(y, c, taps)``; ``c`` and ``taps`` are internal
+    (kept for the backward pass) and not differentiable. The vmap rule folds the vmapped axis
+    into ``K``.
     """
 
     @staticmethod
     def forward(v, x1, x2, h, precision):
-        return forward(v, x1, x2, h, precision)
+        taps = padded_taps(h, v.dtype)
+        y, c = forward(v, x1, x2, taps, precision)
+        return y, c, taps
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         v, x1, x2, h, precision = inputs
-        _, c = output
-        ctx.mark_non_differentiable(c)
-        ctx.save_for_backward(v, x1, x2, h, c)
+        _, c, taps = output
+        ctx.mark_non_differentiable(c, taps)
+        ctx.save_for_backward(v, x1, x2, c, taps)
+        ctx.h_dtype = h.dtype
         ctx.precision = precision
 
     @staticmethod
-    def backward(ctx, gy, _gc):
-        v, x1, x2, h, c = ctx.saved_tensors
-        gv, gx1, gx2, gh = backward(gy, v, x1, x2, h, c, ctx.precision,
-                                    need_h=ctx.needs_input_grad[3])
+    def backward(ctx, gy, _gc, _gtaps):
+        v, x1, x2, c, taps = ctx.saved_tensors
+        v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
+        gy = _last_contiguous(gy.to(v.dtype))
         needs = ctx.needs_input_grad
+        gv, gx1, gx2 = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
+        gh = None
+        if needs[3]:
+            gh = backward_filter(gy, v, x1, x2, taps.shape[2], ctx.precision).to(ctx.h_dtype)
         return (gv if needs[0] else None, gx1 if needs[1] else None,
                 gx2 if needs[2] else None, gh, None)
 
@@ -419,9 +444,9 @@ class LongConvFunction(torch.autograd.Function):
             x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
             return x.reshape(size * x.shape[1], *x.shape[2:])
 
-        y, c = LongConvFunction.apply(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims)),
-                                      precision)
-        return (y.unflatten(0, (size, -1)), c.unflatten(0, (size, -1))), (0, 0)
+        outputs = LongConvFunction.apply(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims)),
+                                         precision)
+        return tuple(o.unflatten(0, (size, -1)) for o in outputs), (0, 0, 0)
 
 
 def long_conv(v, x1, x2, h, precision: str | None = None) -> torch.Tensor:
