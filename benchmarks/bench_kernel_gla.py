@@ -97,12 +97,12 @@ def sweep_configs(dk, dv):
     from madbench_layers.ops.gla.triton_kernel import launch_config
     base = launch_config(dk, dv)
     if dk <= 32:
-        variants = [dict(BT=16), dict(BT=32), dict(num_warps=2), dict(num_warps=8),
-                    dict(precision="tf32")]
+        variants = [dict(precision="tf32"), dict(BT=32), dict(BT=16), dict(num_warps=2),
+                    dict(num_warps=8), dict(BT=32, num_warps=2)]
     else:
-        variants = [dict(BT=16), dict(BT=64), dict(BV_FWD=64), dict(BV_FWD=128),
-                    dict(BK_BWD=16), dict(BK_BWD=64), dict(BV_BWD=64), dict(num_warps=8),
-                    dict(precision="tf32")]
+        variants = [dict(precision="tf32"), dict(BT=16), dict(BT=64), dict(BV_FWD=64),
+                    dict(BV_FWD=128), dict(BV_BWD=64), dict(BV_BWD=32), dict(BK_BWD=64),
+                    dict(BK_BWD=16), dict(num_warps=8)]
     return [(", ".join(f"{k}={v}" for k, v in var.items()), {**base, **var}) for var in variants]
 
 

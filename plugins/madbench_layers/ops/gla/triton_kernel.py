@@ -47,7 +47,7 @@ def launch_config(dk: int, dv: int) -> dict:
         "BK_BWD": _next_pow2(dk) if small else 32,
         "BV_BWD": _next_pow2(dv) if small else 128,
         "num_warps": 4,
-        "precision": os.environ.get("MADBENCH_GLA_DOT_PRECISION", "ieee"),
+        "precision": os.environ.get("MADBENCH_GLA_DOT_PRECISION", "tf32x3"),
         "max_spread": 120.0,
     }
 
@@ -102,46 +102,46 @@ def _scores(q, k, b, b_last, offs_s, BT: tl.constexpr, MAX_SPREAD: tl.constexpr,
 
 
 @triton.jit
-def _dq_intra(d_scores, k, b, b_last, offs_s, MAX_SPREAD: tl.constexpr,
-              PRECISION: tl.constexpr):
-    """dq_td = sum_{s <= t} dA[t, s] k_sd exp(b_td - b_sd)."""
+def _intra_backward(q, k, b, b_last, d_scores, offs_s, BT: tl.constexpr,
+                    MAX_SPREAD: tl.constexpr, PRECISION: tl.constexpr):
+    """Inside one chunk, with dA = d loss / d A: the scores A (as ``_scores``) and
+    dq_td = sum_{s <= t} dA[t, s] k_sd exp(b_td - b_sd),
+    dk_sd = sum_{t >= s} dA[t, s] q_td exp(b_td - b_sd)."""
+    causal = offs_s[:, None] >= offs_s[None, :]
     if -tl.min(b_last, axis=0) <= MAX_SPREAD:
         mid = 0.5 * b_last[None, :]
-        d_scores = tl.where(offs_s[:, None] >= offs_s[None, :], d_scores, 0.0)
-        dq = tl.dot(d_scores, k * tl.exp(mid - b), input_precision=PRECISION) * tl.exp(b - mid)
+        q_mid = q * tl.exp(b - mid)
+        k_mid = k * tl.exp(mid - b)
+        scores = tl.where(causal, tl.dot(q_mid, tl.trans(k_mid), input_precision=PRECISION), 0.0)
+        d_scores = tl.where(causal, d_scores, 0.0)
+        dq = tl.dot(d_scores, k_mid, input_precision=PRECISION) * tl.exp(b - mid)
+        dk = tl.dot(tl.trans(d_scores), q_mid, input_precision=PRECISION) * tl.exp(mid - b)
     else:
-        dq = tl.zeros_like(k)
-        for s in range(k.shape[0]):
+        scores = tl.zeros([BT, BT], dtype=tl.float32)
+        dq = tl.zeros_like(q)
+        dk = tl.zeros_like(k)
+        for s in range(BT):
+            k_s = _row(k, offs_s, s)
             decay = _decay_from(b, _row(b, offs_s, s), offs_s, s)
-            dq += _col(d_scores, offs_s, s)[:, None] * _row(k, offs_s, s)[None, :] * decay
-    return dq
-
-
-@triton.jit
-def _dk_intra(d_scores, q, b, b_last, offs_s, MAX_SPREAD: tl.constexpr,
-              PRECISION: tl.constexpr):
-    """dk_sd = sum_{t >= s} dA[t, s] q_td exp(b_td - b_sd)."""
-    if -tl.min(b_last, axis=0) <= MAX_SPREAD:
-        mid = 0.5 * b_last[None, :]
-        d_scores = tl.where(offs_s[:, None] >= offs_s[None, :], d_scores, 0.0)
-        dk = tl.dot(tl.trans(d_scores), q * tl.exp(b - mid), input_precision=PRECISION) \
-            * tl.exp(mid - b)
-    else:
-        dk = tl.zeros_like(q)
-        for s in range(q.shape[0]):
-            decay = _decay_from(b, _row(b, offs_s, s), offs_s, s)
-            row = tl.sum(_col(d_scores, offs_s, s)[:, None] * q * decay, axis=0)
+            d_col = _col(d_scores, offs_s, s)[:, None]
+            col = tl.sum(q * k_s[None, :] * decay, axis=1)
+            scores += tl.where(offs_s[None, :] == s, col[:, None], 0.0)
+            dq += d_col * k_s[None, :] * decay
+            row = tl.sum(d_col * q * decay, axis=0)
             dk += tl.where(offs_s[:, None] == s, row[None, :], 0.0)
-    return dk
+    return scores, dq, dk
 
 
 @triton.jit
-def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
+def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr,
                     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
                     sob, soh, sot,
                     T, H, DK, DV,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                    MAX_SPREAD: tl.constexpr, PRECISION: tl.constexpr):
+                    STORE_STATES: tl.constexpr, MAX_SPREAD: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """o for one (batch, head) and one dv block; with STORE_STATES, also the state entering
+    each chunk, h[batch * head, chunk] (dk x dv, fp32), for the backward pass."""
     i_bh = tl.program_id(0)
     i_v = tl.program_id(1)
     i_b = tl.cast(i_bh // H, tl.int64)
@@ -158,8 +158,15 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
     mask_k = offs_k < DK
     mask_v = offs_v < DV
 
+    num_chunks = tl.cdiv(T, BT)
+    h_base = h_ptr + tl.cast(i_bh, tl.int64) * num_chunks * DK * DV
+    h_offs = offs_k[:, None] * DV + offs_v[None, :]
+    h_mask = mask_k[:, None] & mask_v[None, :]
+
     state = tl.zeros([BK, BV], dtype=tl.float32)
-    for i_t in range(0, tl.cdiv(T, BT)):
+    for i_t in range(0, num_chunks):
+        if STORE_STATES:
+            tl.store(h_base + i_t * DK * DV + h_offs, state, mask=h_mask)
         offs_t = i_t * BT + offs_s
         mask_t = offs_t < T
         q = _tile(q_base, sqt, offs_t, offs_k, mask_t, mask_k)
@@ -178,7 +185,7 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr,
 
 
 @triton.jit
-def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
+def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
                     dq_ptr, dk_ptr, dv_ptr, dg_ptr,
                     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
                     sdob, sdoh, sdot,
@@ -188,6 +195,9 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NV: tl.constexpr,
                     FUSE_DG: tl.constexpr, MAX_SPREAD: tl.constexpr,
                     PRECISION: tl.constexpr):
+    """One reverse sweep over the chunks of one (batch, head), for one (dk, dv) block: dq
+    from the saved state entering the chunk, dk and dv from dS, the gradient of the state
+    leaving it, carried backwards."""
     i_bh = tl.program_id(0)
     i_kv = tl.program_id(1)
     i_k = i_kv // NV
@@ -211,30 +221,10 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
     mask_k = offs_k < DK
     mask_v = offs_v < DV
     num_chunks = tl.cdiv(T, BT)
+    h_base = h_ptr + tl.cast(i_bh, tl.int64) * num_chunks * DK * DV
+    h_offs = offs_k[:, None] * DV + offs_v[None, :]
+    h_mask = mask_k[:, None] & mask_v[None, :]
 
-    # forward sweep: dq = (dA * decays) k + (do S^T) * exp(b), with dA = do v^T
-    state = tl.zeros([BK, BV], dtype=tl.float32)
-    for i_t in range(0, num_chunks):
-        offs_t = i_t * BT + offs_s
-        mask_t = offs_t < T
-        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
-        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
-        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
-        do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
-        b = tl.cumsum(g, axis=0)
-        b_last = tl.sum(g, axis=0)
-        d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        dq = _dq_intra(d_scores, k, b, b_last, offs_s, MAX_SPREAD, PRECISION)
-        dq += tl.dot(do, tl.trans(state), input_precision=PRECISION) * tl.exp(b)
-        _store(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k, dq)
-        k_to_end = k * tl.exp(b_last[None, :] - b)
-        state = state * tl.exp(b_last)[:, None] \
-            + tl.dot(tl.trans(k_to_end), v, input_precision=PRECISION)
-
-    if FUSE_DG:
-        tl.debug_barrier()  # dq written above is read back below
-
-    # reverse sweep: dS carries d loss / d S from the chunks after this one
     d_state = tl.zeros([BK, BV], dtype=tl.float32)
     d_b_after = tl.zeros([BK], dtype=tl.float32)
     for i_r in range(0, num_chunks):
@@ -246,19 +236,21 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr,
         g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
         v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
         do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
+        state = tl.load(h_base + i_t * DK * DV + h_offs, mask=h_mask, other=0.0)
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
-        scores = _scores(q, k, b, b_last, offs_s, BT, MAX_SPREAD, PRECISION)
-        d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         to_end = tl.exp(b_last[None, :] - b)
-        dk = _dk_intra(d_scores, q, b, b_last, offs_s, MAX_SPREAD, PRECISION)
+        d_scores = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        scores, dq, dk = _intra_backward(q, k, b, b_last, d_scores, offs_s, BT, MAX_SPREAD,
+                                         PRECISION)
+        dq += tl.dot(do, tl.trans(state), input_precision=PRECISION) * tl.exp(b)
         dk += tl.dot(v, tl.trans(d_state), input_precision=PRECISION) * to_end
         dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
         dv += tl.dot(k * to_end, d_state, input_precision=PRECISION)
+        _store(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k, dq)
         _store(dk_base, sdkt, offs_t, offs_k, mask_t, mask_k, dk)
         _store(dv_base, sdvt, offs_t, offs_v, mask_t, mask_v, dv)
         if FUSE_DG:
-            dq = _tile(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k)
             d_b = q * dq - k * dk
             chunk_total = tl.sum(d_b, axis=0)
             # inclusive reverse cumsum inside the chunk, plus everything after it
@@ -278,28 +270,38 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def gla_forward(q, k, v, g, config: dict | None = None) -> torch.Tensor:
-    """The forward kernel: o of shape (batch, heads, seq_len, dv), in q's dtype."""
+def gla_forward(q, k, v, g, config: dict | None = None, store_states: bool = False):
+    """The forward kernel: o of shape (batch, heads, seq_len, dv), in q's dtype, and the fp32
+    states entering each chunk, (batch * heads, chunks, dk, dv) (empty unless
+    ``store_states``)."""
     batch, heads, seq_len, dk = q.shape
     dv = v.shape[-1]
     cfg = config or launch_config(dk, dv)
     # (batch, seq_len, heads, dv) memory: the layer's transpose back to tokens is free
     o = torch.empty(batch, seq_len, heads, dv, dtype=q.dtype, device=q.device).transpose(1, 2)
+    chunks = triton.cdiv(seq_len, cfg["BT"])
+    states = torch.empty((batch * heads, chunks, dk, dv) if store_states else (0,),
+                         dtype=torch.float32, device=q.device)
     if o.numel() == 0:
-        return o.zero_()
+        return o.zero_(), states.zero_()
     grid = (batch * heads, triton.cdiv(dv, cfg["BV_FWD"]))
     _gla_fwd_kernel[grid](
-        q, k, v, g, o, *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(o),
+        q, k, v, g, o, states,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(o),
         seq_len, heads, dk, dv, BT=cfg["BT"], BK=_next_pow2(dk), BV=cfg["BV_FWD"],
-        MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
-    return o
+        STORE_STATES=store_states, MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"],
+        num_warps=cfg["num_warps"])
+    return o, states
 
 
-def gla_backward(q, k, v, g, do, config: dict | None = None):
-    """The backward kernel: (dq, dk, dv, dlog_alpha), each shaped and typed like its input."""
+def gla_backward(q, k, v, g, states, do, config: dict | None = None):
+    """The backward kernel: (dq, dk, dv, dlog_alpha), each shaped and typed like its input;
+    ``states`` as stored by ``gla_forward`` (recomputed when empty)."""
     batch, heads, seq_len, dk = q.shape
     dv = v.shape[-1]
     cfg = config or launch_config(dk, dv)
+    if states.numel() == 0 and q.numel() and v.numel():
+        states = gla_forward(q, k, v, g, cfg, store_states=True)[1]
     bk, bv = min(cfg["BK_BWD"], _next_pow2(dk)), min(cfg["BV_BWD"], _next_pow2(dv))
     nk, nv = triton.cdiv(dk, bk), triton.cdiv(dv, bv)
     fuse_dg = nv == 1
@@ -317,7 +319,7 @@ def gla_backward(q, k, v, g, do, config: dict | None = None):
         grid = (batch * heads, nk * nv)
         split = lambda x: (x.stride(0) if x.shape[0] > 1 else 0, *_strides(x[0]))  # noqa: E731
         _gla_bwd_kernel[grid](
-            q, k, v, g, do, dq, dk_, dv_, dg,
+            q, k, v, g, states, do, dq, dk_, dv_, dg,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(do),
             *split(dq), *split(dk_), *split(dv_), *_strides(dg),
             seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BV=bv, NV=nv, FUSE_DG=fuse_dg,
@@ -332,33 +334,38 @@ def gla_backward(q, k, v, g, do, config: dict | None = None):
 
 
 class ChunkGLAFunction(torch.autograd.Function):
-    """Triton GLA with its backward; vmap folds the vmapped axis into the batch axis."""
+    """Triton GLA with its backward. Outputs o and the chunk states (saved for the backward
+    pass when ``store_states``; not differentiable). vmap folds the vmapped axis into the
+    batch axis."""
 
     @staticmethod
-    def forward(q, k, v, log_alpha, config):
-        return gla_forward(q, k, v, log_alpha, config)
+    def forward(q, k, v, log_alpha, config, store_states):
+        return gla_forward(q, k, v, log_alpha, config, store_states)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:4])
+        ctx.save_for_backward(*inputs[:4], output[1])
+        ctx.mark_non_differentiable(output[1])
         ctx.config = inputs[4]
 
     @staticmethod
-    def backward(ctx, do):
-        q, k, v, log_alpha = ctx.saved_tensors
-        return *gla_backward(q, k, v, log_alpha, _channels_contiguous(do), ctx.config), None
+    def backward(ctx, do, _d_states):
+        q, k, v, log_alpha, states = ctx.saved_tensors
+        grads = gla_backward(q, k, v, log_alpha, states, _channels_contiguous(do), ctx.config)
+        return *grads, None, None
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, log_alpha, config):
+    def vmap(info, in_dims, q, k, v, log_alpha, config, store_states):
         size = info.batch_size
 
         def fold(x, dim):
             x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
             return _channels_contiguous(x.reshape(size * x.shape[1], *x.shape[2:]))
 
-        o = ChunkGLAFunction.apply(*(fold(x, d) for x, d in
-                                     zip((q, k, v, log_alpha), in_dims)), config)
-        return o.reshape(size, -1, *o.shape[1:]), 0
+        o, states = ChunkGLAFunction.apply(*(fold(x, d) for x, d in zip(
+            (q, k, v, log_alpha), in_dims)), config, store_states)
+        return (o.reshape(size, -1, *o.shape[1:]),
+                states.reshape(size, -1, *states.shape[1:])), (0, 0)
 
 
 def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -370,4 +377,6 @@ def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          f"dims; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
                          f"{tuple(log_alpha.shape)}")
     q, k, v, log_alpha = (_channels_contiguous(x) for x in (q, k, v, log_alpha))
-    return ChunkGLAFunction.apply(q, k, v, log_alpha, config)
+    needs_grad = torch.is_grad_enabled() and any(
+        x.requires_grad for x in (q, k, v, log_alpha))
+    return ChunkGLAFunction.apply(q, k, v, log_alpha, config, needs_grad)[0]
