@@ -67,21 +67,24 @@ def timer(fn, device, rep: int = 200) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def graph_timer(fn, device) -> float:
-    """Median milliseconds of replaying ``fn`` captured in a CUDA graph: GPU time without the
-    Python and launch overhead (what a graph-captured training step sees)."""
+def graph_timer(fn, inputs, device) -> float:
+    """Median milliseconds of replaying ``fn(leaves)`` captured in a CUDA graph: GPU time
+    without the Python and launch overhead (what a graph-captured training step sees). Fresh
+    leaves are made, warmed up and captured on one side stream, so that autograd's streams
+    match the capture."""
     if device.type != "cuda":
         return float("nan")
     from triton.testing import do_bench
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
+        leaves = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
         for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
+            fn(leaves)
+    stream.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    with torch.cuda.graph(graph, stream=stream):
+        fn(leaves)
     return do_bench(graph.replay, warmup=10, rep=200, return_mode="median")
 
 
@@ -108,16 +111,16 @@ def bench_row(case, dtype_name, batch, width, length, device, heads) -> dict:
         y = fn(*inputs)
         g = torch.randn_like(y)
 
-        def forward_only():
+        def forward_only(leaves=inputs):
             with torch.no_grad():
-                fn(*inputs)
+                fn(*leaves)
 
-        def forward_backward():
-            torch.autograd.grad(fn(*inputs), inputs, g)
+        def forward_backward(leaves=inputs):
+            torch.autograd.grad(fn(*leaves), leaves, g)
 
-        row[f"{backend}_fwd"] = graph_timer(forward_only, device)
+        row[f"{backend}_fwd"] = graph_timer(forward_only, inputs, device)
         row[f"{backend}_fwdbwd"] = timer(forward_backward, device)
-        row[f"{backend}_fwdbwd_graph"] = graph_timer(forward_backward, device)
+        row[f"{backend}_fwdbwd_graph"] = graph_timer(forward_backward, inputs, device)
     row["speedup"] = row["reference_fwdbwd"] / row["triton_fwdbwd"]
     row["speedup_graph"] = row["reference_fwdbwd_graph"] / row["triton_fwdbwd_graph"]
     return row
@@ -188,6 +191,10 @@ def tune(case, dtype_name, batch, width, length, device, heads):
         print(f"  {kernel}: default {default}", flush=True)
         for ms, cfg in results[:3]:
             print(f"    {ms:.4f} ms {cfg}", flush=True)
+        if os.environ.get("OUT"):
+            with open(os.path.join(os.environ["OUT"], "long_conv_tune.txt"), "a") as f:
+                for ms, cfg in results:
+                    f.write(f"{case} {dtype_name} L{length} {kernel} {ms:.4f} {cfg}\n")
 
 
 def main():

@@ -43,14 +43,15 @@ def block_config(kernel: str, seq_len: int, rows: int, group_rows: int) -> dict:
     a single small tile under the interpreter."""
     if INTERPRET:
         return {"BM": max(16, group_rows), "BT": 16, "num_warps": 1, "num_stages": 1}
-    if kernel == "forward" and seq_len >= 512:
-        cfg = {"BM": 128, "BT": 128, "num_warps": 8, "num_stages": 2}
+    long, grouped = seq_len >= 512, group_rows > 1
+    if kernel == "forward":
+        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3} if long and not grouped \
+            else {"BM": 128, "BT": 64, "num_warps": 4, "num_stages": 2}
     elif kernel == "inputs":
-        cfg = {"BM": 128, "BT": 64, "num_warps": 4, "num_stages": 2}
-    elif kernel == "filter":
-        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3}
-    else:
-        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 2}
+        cfg = {"BM": 64, "BT": 64 if seq_len > 256 else 32, "num_warps": 4, "num_stages": 3}
+    else:  # filter
+        cfg = {"BM": 64, "BT": 128, "num_warps": 4, "num_stages": 2} if long and grouped \
+            else {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3}
     if seq_len <= 32:
         cfg["BT"] = 32
     cfg["BM"] = max(cfg["BM"], group_rows)
