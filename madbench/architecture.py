@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
@@ -62,6 +63,8 @@ def _import_path(path: str) -> type:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise UsageError(f"import path must look like 'pkg.module:Class', got {path!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:   # as `python -m` would see it
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001

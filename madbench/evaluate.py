@@ -12,7 +12,7 @@ import torch
 
 from . import __version__
 from .architecture import ArchitectureSpec
-from .errors import CheckFailed
+from .errors import CheckFailed, UsageError
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -109,6 +109,8 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     dev = resolve_device(device)
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" else "fp32"
+    if precision == "bf16" and dev.type != "cuda":
+        raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
     prov = provenance(dev)
     todo = [j for j in jobs if not store.has(j.key)]
     if progress:

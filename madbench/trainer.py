@@ -32,8 +32,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 def autocast(device: torch.device, precision: str):
     if precision == "bf16" and device.type == "cuda":   # no weight-cast cache: graph capture
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    if precision == "bf16" and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

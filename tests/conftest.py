@@ -1,6 +1,10 @@
 import pytest
+import torch
 
 from madbench import plugins
+
+# Tiny tensors: one thread avoids thread start-up costs that dominate at these sizes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
