@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from plugins.madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
 
-SWEEP_BLOCK_T = (8, 16, 32)
-SWEEP_BLOCKS = [(d, w) for d in (16, 32, 64, 128) for w in (1, 2, 4, 8) if d * 4 >= 32 * w]
+SWEEP_BLOCK_T = (4, 8, 16)
+SWEEP_BLOCKS = [(32, 1), (64, 1), (64, 2), (128, 2), (128, 4), (256, 8)]
 
 
 def make_inputs(batch, seq_len, d_inner, d_state, device, seed=0):

@@ -22,6 +22,7 @@ Imported lazily (triton is not needed on the CPU path).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -33,17 +34,22 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
-    """Launch settings for both kernels: the one place where they are chosen.
+    """Launch settings for both kernels: the one place where they are chosen (do not mutate).
 
     ``block_t`` is the chunk length (shared: the backward pass reads the forward pass's
-    chunk-end states); ``fwd`` and ``bwd`` are (channels per program, warps). Under the
-    interpreter a single small config (several chunks and channel blocks even at test shapes).
+    chunk-end states); ``fwd`` and ``bwd`` are (channels per program, warps), 32 channels per
+    warp. Tuned on an H100 at d_inner 256, d_state 4 (benchmarks/bench_kernel_selective_scan.py
+    --sweep): short sequences favour longer chunks, the backward pass one warp per program.
+    Under the interpreter a single small config (several chunks and channel blocks even at
+    test shapes).
     """
     if _interpreting():
         return {"block_t": 16, "fwd": (8, 1), "bwd": (8, 1)}
-    block_d = min(32, triton.next_power_of_2(d_inner))
-    return {"block_t": 8, "fwd": (block_d, 1), "bwd": (block_d, 1)}
+    block_t = 16 if seq_len <= 256 else 8
+    fwd_d = min(64, max(32, triton.next_power_of_2(d_inner)))
+    return {"block_t": block_t, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, 1)}
 
 
 @triton.jit
@@ -59,6 +65,7 @@ def _selective_scan_fwd_kernel(
         su_b, su_t, su_d, sdt_b, sdt_t, sdt_d, sB_b, sB_t, sB_n, sC_b, sC_t, sC_n,
         BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
         STORE_STATES: tl.constexpr):
+    # blocks are [time, state, channel]: channels across threads, time and state in registers
     b = tl.cast(tl.program_id(0), tl.int64)
     pid_d = tl.program_id(1)
     group = b // batch_per_group
@@ -66,19 +73,20 @@ def _selective_scan_fwd_kernel(
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < d_inner
-    mask_dn = mask_d[:, None] & (offs_n < d_state)[None, :]
+    mask_nd = (offs_n < d_state)[:, None] & mask_d[None, :]
 
-    A = tl.load(A_ptr + (group * d_inner + offs_d[:, None]) * d_state + offs_n[None, :],
-                mask=mask_dn, other=0.0)
+    A = tl.load(A_ptr + (group * d_inner + offs_d[None, :]) * d_state + offs_n[:, None],
+                mask=mask_nd, other=0.0)
     Dv = tl.load(D_ptr + group * d_inner + offs_d, mask=mask_d, other=0.0)
     u_base = u_ptr + b * su_b
     dt_base = dt_ptr + b * sdt_b
     B_base = B_ptr + b * sB_b
     C_base = C_ptr + b * sC_b
     y_base = y_ptr + b * seq_len * d_inner
+    is_first = (offs_t == 0)[:, None, None]
     is_last = (offs_t == BLOCK_T - 1)[:, None, None]
 
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for c in range(n_chunks):
         t = c * BLOCK_T + offs_t
         mask_t = t < seq_len
@@ -93,23 +101,23 @@ def _selective_scan_fwd_kernel(
         Ct = tl.cast(tl.load(C_base + t[:, None] * sC_t + offs_n[None, :] * sC_n,
                              mask=mask_tn, other=0.0), tl.float32)
         # padded steps have delta = 0: decay 1, drive 0, so the state passes through unchanged
-        decay = tl.exp(dt[:, :, None] * A[None, :, :])
-        drive = (dt * u)[:, :, None] * Bt[:, None, :]
-        cum_decay, h_local = tl.associative_scan((decay, drive), 0, _combine)
-        hs = h_local + cum_decay * h[None, :, :]
-        y = tl.sum(hs * Ct[:, None, :], axis=2) + Dv[None, :] * u
+        decay = tl.exp(dt[:, None, :] * A[None, :, :])
+        drive = (dt * u)[:, None, :] * Bt[:, :, None]
+        drive += tl.where(is_first, decay * h[None, :, :], 0.0)  # the state carried in
+        _, hs = tl.associative_scan((decay, drive), 0, _combine)
+        y = tl.sum(hs * Ct[:, :, None], axis=1) + Dv[None, :] * u
         tl.store(y_base + t[:, None] * d_inner + offs_d[None, :],
                  tl.cast(y, y_ptr.dtype.element_ty), mask=mask_td)
         h = tl.sum(tl.where(is_last, hs, 0.0), axis=0)
         if STORE_STATES:
-            tl.store(states_ptr + ((b * n_chunks + c) * d_state + offs_n[None, :]) * d_inner
-                     + offs_d[:, None], h, mask=mask_dn)
+            tl.store(states_ptr + ((b * n_chunks + c) * d_state + offs_n[:, None]) * d_inner
+                     + offs_d[None, :], h, mask=mask_nd)
 
 
 @triton.jit
 def _selective_scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr, states_ptr,
-        du_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr,
+        du_ptr, ddt_ptr, dB_ptr, dC_ptr, dAD_ptr,
         seq_len, d_inner, d_state, batch_per_group, n_chunks, n_dblocks,
         su_b, su_t, su_d, sdt_b, sdt_t, sdt_d, sB_b, sB_t, sB_n, sC_b, sC_t, sC_n,
         sdy_b, sdy_t, sdy_d,
@@ -122,10 +130,10 @@ def _selective_scan_bwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < d_inner
     mask_n = offs_n < d_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
+    mask_nd = mask_n[:, None] & mask_d[None, :]
 
-    A = tl.load(A_ptr + (group * d_inner + offs_d[:, None]) * d_state + offs_n[None, :],
-                mask=mask_dn, other=0.0)
+    A = tl.load(A_ptr + (group * d_inner + offs_d[None, :]) * d_state + offs_n[:, None],
+                mask=mask_nd, other=0.0)
     Dv = tl.load(D_ptr + group * d_inner + offs_d, mask=mask_d, other=0.0)
     u_base = u_ptr + b * su_b
     dt_base = dt_ptr + b * sdt_b
@@ -135,9 +143,10 @@ def _selective_scan_bwd_kernel(
     out_base = b * seq_len * d_inner
     part_base = (b * n_dblocks + pid_d) * seq_len * d_state
     is_first = (offs_t == 0)[:, None, None]
+    is_last = (offs_t == BLOCK_T - 1)[:, None, None]
 
-    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # decay_{t+1} g_{t+1} past the chunk
-    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    carry = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)  # decay_{t+1} g_{t+1} past the chunk
+    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i in range(n_chunks):
         c = n_chunks - 1 - i
@@ -159,43 +168,44 @@ def _selective_scan_bwd_kernel(
         mask_next = ((offs_t < BLOCK_T - 1) & (t + 1 < seq_len))[:, None] & mask_d[None, :]
         dt_next = tl.cast(tl.load(dt_base + (t[:, None] + 1) * sdt_t + offs_d[None, :] * sdt_d,
                                   mask=mask_next, other=0.0), tl.float32)
-        has_prev = (tl.full([BLOCK_N], c, tl.int32) > 0)[None, :]  # chunk 0 starts from zero
-        h0 = tl.load(states_ptr + ((b * n_chunks + c - 1) * d_state + offs_n[None, :]) * d_inner
-                     + offs_d[:, None], mask=mask_dn & has_prev, other=0.0)
+        has_prev = (tl.full([BLOCK_N], c, tl.int32) > 0)[:, None]  # chunk 0 starts from zero
+        h0 = tl.load(states_ptr + ((b * n_chunks + c - 1) * d_state + offs_n[:, None]) * d_inner
+                     + offs_d[None, :], mask=mask_nd & has_prev, other=0.0)
 
         # recompute the states of the chunk from its checkpoint
-        decay = tl.exp(dt[:, :, None] * A[None, :, :])
+        decay = tl.exp(dt[:, None, :] * A[None, :, :])
+        decay_first = tl.sum(tl.where(is_first, decay, 0.0), axis=0)
         dtu = dt * u
-        drive = dtu[:, :, None] * Bt[:, None, :]
-        cum_decay, h_local = tl.associative_scan((decay, drive), 0, _combine)
-        hs = h_local + cum_decay * h0[None, :, :]
+        drive = dtu[:, None, :] * Bt[:, :, None]
+        _, hs = tl.associative_scan(
+            (decay, drive + tl.where(is_first, decay * h0[None, :, :], 0.0)), 0, _combine)
+        dC = tl.sum(hs * dy[:, None, :], axis=2)
         prev = hs - drive                        # decay_t * h_{t-1}
 
-        # adjoint g_t = dL/dh_t, a reverse scan
-        decay_next = tl.exp(dt_next[:, :, None] * A[None, :, :])
-        cdy = dy[:, :, None] * Ct[:, None, :]
-        cum_next, g_local = tl.associative_scan((decay_next, cdy), 0, _combine, reverse=True)
-        g = g_local + cum_next * carry[None, :, :]
-        carry = tl.sum(tl.where(is_first, decay * g, 0.0), axis=0)
+        # adjoint g_t = dL/dh_t = C_t dy_t + decay_{t+1} g_{t+1}, a reverse scan
+        decay_next = tl.exp(dt_next[:, None, :] * A[None, :, :])
+        cdy = dy[:, None, :] * Ct[:, :, None] + tl.where(is_last, carry[None, :, :], 0.0)
+        _, g = tl.associative_scan((decay_next, cdy), 0, _combine, reverse=True)
+        carry = decay_first * tl.sum(tl.where(is_first, g, 0.0), axis=0)
 
-        gB = tl.sum(g * Bt[:, None, :], axis=2)
+        gB = tl.sum(g * Bt[:, :, None], axis=1)
         g_prev = g * prev
-        ddt = gB * u + tl.sum(g_prev * A[None, :, :], axis=2)
+        ddt = gB * u + tl.sum(g_prev * A[None, :, :], axis=1)
         du = gB * dt + Dv[None, :] * dy
         out_offs = out_base + t[:, None] * d_inner + offs_d[None, :]
         tl.store(ddt_ptr + out_offs, ddt, mask=mask_td)
         tl.store(du_ptr + out_offs, du, mask=mask_td)
-        dB = tl.sum(g * dtu[:, :, None], axis=1)
-        dC = tl.sum(hs * dy[:, :, None], axis=1)
+        dB = tl.sum(g * dtu[:, None, :], axis=2)
         part_offs = part_base + t[:, None] * d_state + offs_n[None, :]
         tl.store(dB_ptr + part_offs, dB, mask=mask_tn)
         tl.store(dC_ptr + part_offs, dC, mask=mask_tn)
-        dA_acc += tl.sum(g_prev * dt[:, :, None], axis=0)
+        dA_acc += tl.sum(g_prev * dt[:, None, :], axis=0)
         dD_acc += tl.sum(dy * u, axis=0)
 
-    tl.store(dA_ptr + (b * d_inner + offs_d[:, None]) * d_state + offs_n[None, :], dA_acc,
-             mask=mask_dn)
-    tl.store(dD_ptr + b * d_inner + offs_d, dD_acc, mask=mask_d)
+    # per sequence: dA in [..., :d_state] and dD in [..., d_state] of a (d_state + 1) row
+    dAD_base = dAD_ptr + (b * d_inner + offs_d) * (d_state + 1)
+    tl.store(dAD_base[None, :] + offs_n[:, None], dA_acc, mask=mask_nd)
+    tl.store(dAD_base + d_state, dD_acc, mask=mask_d)
 
 
 def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None = None):
@@ -209,8 +219,8 @@ def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None =
     config = config or kernel_config(seq_len, d_inner, d_state)
     block_d, num_warps = config["fwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
-    A = A.detach().to(torch.float32).contiguous()
-    D = D.detach().to(torch.float32).contiguous()
+    A = A.to(torch.float32).contiguous()
+    D = D.to(torch.float32).contiguous()
     y = torch.empty((batch, seq_len, d_inner), dtype=u.dtype, device=u.device)
     if store_states:
         states = torch.empty((batch, n_chunks, d_state, d_inner), dtype=torch.float32,
@@ -236,26 +246,25 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
     block_d, num_warps = config["bwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
     n_dblocks = triton.cdiv(d_inner, block_d)
-    A = A.detach().to(torch.float32).contiguous()
-    D = D.detach().to(torch.float32).contiguous()
+    A = A.to(torch.float32).contiguous()
+    D = D.to(torch.float32).contiguous()
     dev = u.device
     f32 = torch.float32
     du = torch.empty((batch, seq_len, d_inner), dtype=f32, device=dev)
     ddelta = torch.empty((batch, seq_len, d_inner), dtype=f32, device=dev)
-    dB_part = torch.empty((batch, n_dblocks, seq_len, d_state), dtype=f32, device=dev)
-    dC_part = torch.empty((batch, n_dblocks, seq_len, d_state), dtype=f32, device=dev)
-    dA_part = torch.empty((batch, d_inner, d_state), dtype=f32, device=dev)
-    dD_part = torch.empty((batch, d_inner), dtype=f32, device=dev)
+    # partial sums: dB and dC per channel block, dA and dD per sequence
+    dBC_part = torch.empty((2, batch, n_dblocks, seq_len, d_state), dtype=f32, device=dev)
+    dAD_part = torch.empty((batch, d_inner, d_state + 1), dtype=f32, device=dev)
     _selective_scan_bwd_kernel[(batch, n_dblocks)](
         u, delta, A, B, C, D, dy, states,
-        du, ddelta, dB_part, dC_part, dA_part, dD_part,
+        du, ddelta, dBC_part[0], dBC_part[1], dAD_part,
         seq_len, d_inner, d_state, batch // groups, n_chunks, n_dblocks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(),
         BLOCK_T=config["block_t"], BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(d_state),
         num_warps=num_warps)
-    dA = dA_part.view(groups, batch // groups, d_inner, d_state).sum(1)
-    dD = dD_part.view(groups, batch // groups, d_inner).sum(1)
-    return du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD
+    dB, dC = dBC_part.sum(2)
+    dAD = dAD_part.view(groups, batch // groups, d_inner, d_state + 1).sum(1)
+    return du, ddelta, dAD[..., :d_state], dB, dC, dAD[..., d_state]
 
 
 class SelectiveScanFn(torch.autograd.Function):
@@ -271,10 +280,13 @@ class SelectiveScanFn(torch.autograd.Function):
         u, delta, A, B, C, D, _ = inputs
         _, states = output
         ctx.mark_non_differentiable(states)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the states
         ctx.save_for_backward(u, delta, A, B, C, D, states)
 
     @staticmethod
     def backward(ctx, dy, _dstates):
+        if dy is None:
+            return (None,) * 7
         u, delta, A, B, C, D, states = ctx.saved_tensors
         if states.numel() == 0 and u.shape[1] > 0:    # forward ran without checkpoints
             _, states = scan_forward(u, delta, A, B, C, D, True)
