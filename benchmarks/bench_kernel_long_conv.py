@@ -158,12 +158,14 @@ def tune(case, dtype_name, batch, width, length, device, heads):
             hk = h.reshape(1, heads, d, length)
         cv, cx1, cx2 = (x.detach() for x in canon)
         taps = tk.padded_taps(hk.detach(), cv.dtype)
-        _, c = tk.forward(cv, cx1, cx2, taps)
+        _, c, u = tk.forward(cv, cx1, cx2, taps)
         gy = torch.randn_like(cv)
+        gc = tk.backward_inputs(gy, cv, cx1, cx2, taps, c)[3]
+        filter_args = ((gc, u, None, None) if case == "hyena" else (gy, cv, cx1, cx2))
     runs = {
         "forward": lambda: tk.forward(cv, cx1, cx2, taps),
         "inputs": lambda: tk.backward_inputs(gy, cv, cx1, cx2, taps, c),
-        "filter": lambda: tk.backward_filter(gy, cv, cx1, cx2, taps.shape[2]),
+        "filter": lambda: tk.backward_filter(*filter_args, taps.shape[2]),
     }
     original = tk.block_config
     grid = [(128, 128, 8, 2), (128, 64, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3),
@@ -197,11 +199,29 @@ def tune(case, dtype_name, batch, width, length, device, heads):
                     f.write(f"{case} {dtype_name} L{length} {kernel} {ms:.4f} {cfg}\n")
 
 
+def profile(case, dtype_name, batch, width, length, device, heads):
+    """Host-side cost of one eager forward+backward of the Triton path (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    inputs = make_inputs(case, batch, width, length, DTYPES[dtype_name], device, heads)
+    fn = op(case, "triton")
+    g = torch.randn_like(fn(*inputs))
+    for _ in range(3):
+        torch.autograd.grad(fn(*inputs), inputs, g)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            torch.autograd.grad(fn(*inputs), inputs, g)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true",
                         help="tiny shapes on CPU under the Triton interpreter (a bug check)")
     parser.add_argument("--tune", action="store_true", help="tile-size sweep per kernel")
+    parser.add_argument("--profile", action="store_true",
+                        help="host-side profile of the Triton path (first case, dtype, L)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--heads", type=int, default=16, help="mH heads (head size width/heads)")
@@ -219,6 +239,10 @@ def main():
         device = torch.device("cuda")
         device_name = torch.cuda.get_device_name()
     torch.manual_seed(0)
+    if args.profile:
+        profile(args.cases[0], args.dtypes[0], args.batch, args.width, args.seq_lens[0], device,
+                args.heads)
+        return
     if args.tune:
         for case, dtype_name, length in itertools.product(args.cases, args.dtypes, args.seq_lens):
             tune(case, dtype_name, args.batch, args.width, length, device, args.heads)

@@ -118,7 +118,7 @@ def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L,
 # -- kernels -------------------------------------------------------------------------------
 @triton.jit
 def _forward_kernel(
-        v_ptr, x1_ptr, x2_ptr, taps_ptr, y_ptr, c_ptr,
+        v_ptr, x1_ptr, x2_ptr, taps_ptr, y_ptr, c_ptr, u_ptr,
         M, L, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
@@ -126,10 +126,10 @@ def _forward_kernel(
         h_sk, h_sc, h_sg,
         y_sk, y_sn, y_sc, y_sr,
         c_sk, c_sn, c_sc, c_sg, c_sr,
-        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, STORE_U: tl.constexpr,
         DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
     """y over one (rows, time) tile; with an output gate also the ungated convolution of every
-    filter g into c, (K, N, Cv, G, R, L)."""
+    filter g into c, (K, N, Cv, G, R, L); with STORE_U (G == 1) also u = x1 * v (as y)."""
     pid = tl.program_id(0)
     kc = tl.program_id(1)
     k = tl.cast(kc // Cv, tl.int64)
@@ -161,12 +161,16 @@ def _forward_kernel(
             y_acc += gate * acc
         else:
             y_acc += acc
+        if STORE_U:
+            u = tl.load(v_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            u = u * tl.load(x1_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            tl.store(u_ptr + y_off[:, None] + t[None, :], u, mask=mask)
     tl.store(y_ptr + y_off[:, None] + t[None, :], y_acc, mask=mask)
 
 
 @triton.jit
 def _backward_inputs_kernel(
-        v_ptr, x1_ptr, x2_ptr, taps_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr,
+        v_ptr, x1_ptr, x2_ptr, taps_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr, gc_ptr,
         M, L, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
@@ -176,9 +180,10 @@ def _backward_inputs_kernel(
         y_sk, y_sn, y_sc, y_sr,
         c_sk, c_sn, c_sc, c_sg, c_sr,
         gx_sk, gx_sn, gx_sc, gx_sg,
-        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr,
+        R: tl.constexpr, HAS_X1: tl.constexpr, HAS_X2: tl.constexpr, STORE_GC: tl.constexpr,
         DOT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr):
-    """Per tile of positions p: gv, gx1 and gx2 there (gv and c are laid out as y)."""
+    """Per tile of positions p: gv, gx1 and gx2 there (gv and c are laid out as y); with
+    STORE_GC (G == 1) also gc = gy * x2, laid out as y."""
     pid = tl.program_id(0)
     kc = tl.program_id(1)
     k = tl.cast(kc // Cv, tl.int64)
@@ -224,6 +229,10 @@ def _backward_inputs_kernel(
             c = tl.load(c_ptr + g64 * c_sg + c_off[:, None] + p[None, :], mask=mask, other=0.0)
             gx2 = _sum_groups(gy_here.to(tl.float32) * c.to(tl.float32), BM, BT, R)
             tl.store(gx2_ptr + gx_off[:, None] + p[None, :], gx2, mask=q_mask)
+            if STORE_GC:
+                gate = tl.load(x2_rows[:, None] + p[None, :], mask=mask, other=0.0)
+                gc = gy_here.to(tl.float32) * gate.to(tl.float32)
+                tl.store(gc_ptr + y_off[:, None] + p[None, :], gc, mask=mask)
     tl.store(gv_ptr + y_off[:, None] + p[None, :], gv_acc, mask=mask)
 
 
@@ -329,8 +338,9 @@ def padded_taps(h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def forward(v, x1, x2, taps, precision: str | None = None):
-    """``(y, c)``: the output and, when there is an output gate, the ungated convolutions
-    ``c`` (K, N, Cv, G, R, L) kept for the backward pass (else an empty tensor).
+    """``(y, c, u)``: the output; when there is an output gate, the ungated convolutions
+    ``c`` (K, N, Cv, G, R, L) kept for the backward pass; when ``G == 1`` and there is an input
+    gate, ``u = x1 * v`` for the filter gradient (absent ones are empty tensors).
     ``taps``: ``padded_taps(h)``."""
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
@@ -344,20 +354,25 @@ def forward(v, x1, x2, taps, precision: str | None = None):
         c_strides = c.stride()[:5]
     else:
         c, c_strides = y.new_empty((K, 0)), (0,) * 5
+    store_u = G == 1 and x1 is not None
+    u = torch.empty_like(y) if store_u else y.new_empty((K, 0))
     grid = (triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)
     _forward_kernel[grid](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, y, y if x2 is None else c,
+        u if store_u else y,
         M, L, Cv, G,
         *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
         *_strides(y, 4), *c_strides,
-        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, STORE_U=store_u,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
-    return y, c
+    return y, c, u
 
 
 def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
-    """Gradients ``(gv, gx1, gx2)`` (None for an absent gate); ``gy`` last-axis contiguous."""
+    """Gradients ``(gv, gx1, gx2, gc)`` (None for an absent gate); ``gc = gy * x2`` for the
+    filter gradient when ``G == 1`` and there is an output gate, else None. ``gy`` last-axis
+    contiguous."""
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
     M = N * R
@@ -367,17 +382,19 @@ def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
     gshape = (K, N, Cv, G, L)
     gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
     gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
+    gc = torch.empty_like(gv) if G == 1 and x2 is not None else None
     _backward_inputs_kernel[(triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, gy,
         gv if x2 is None else c, gv, gv if gx1 is None else gx1, gv if gx2 is None else gx2,
+        gv if gc is None else gc,
         M, L, Cv, G,
         *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
         *_strides(gy, 4), *_strides(gv, 4), *_strides(None if x2 is None else c, 5),
         *_strides(gx1 if gx1 is not None else gx2, 4),
-        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
+        R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, STORE_GC=gc is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
-    return gv, gx1, gx2
+    return gv, gx1, gx2, gc
 
 
 def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
@@ -402,7 +419,7 @@ def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
 class LongConvFunction(torch.autograd.Function):
     """Autograd wrapper of the kernels on the canonical layout (see the module docstring).
 
-    ``apply(v, x1, x2, h, precision)`` returns ``(y, c, taps)``; ``c`` and ``taps`` are internal
+    ``apply(v, x1, x2, h, precision)`` returns ``(y, c, u, taps)``; all but ``y`` are internal
     (kept for the backward pass) and not differentiable. The vmap rule folds the vmapped axis
     into ``K``.
     """
@@ -410,27 +427,31 @@ class LongConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(v, x1, x2, h, precision):
         taps = padded_taps(h, v.dtype)
-        y, c = forward(v, x1, x2, taps, precision)
-        return y, c, taps
+        y, c, u = forward(v, x1, x2, taps, precision)
+        return y, c, u, taps
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         v, x1, x2, h, precision = inputs
-        _, c, taps = output
-        ctx.mark_non_differentiable(c, taps)
-        ctx.save_for_backward(v, x1, x2, c, taps)
+        _, c, u, taps = output
+        ctx.mark_non_differentiable(c, u, taps)
+        ctx.save_for_backward(v, x1, x2, c, u, taps)
         ctx.h_dtype = h.dtype
         ctx.precision = precision
 
     @staticmethod
-    def backward(ctx, gy, _gc, _gtaps):
-        v, x1, x2, c, taps = ctx.saved_tensors
+    def backward(ctx, gy, _gc, _gu, _gtaps):
+        v, x1, x2, c, u, taps = ctx.saved_tensors
         v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
         gy = _last_contiguous(gy.to(v.dtype))
         needs = ctx.needs_input_grad
-        gv, gx1, gx2 = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
+        gv, gx1, gx2, gc = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
         gh = None
-        if needs[3]:
+        if needs[3]:   # from the products kept by the kernels where there are (G == 1)
+            if u.numel():
+                v, x1 = u, None
+            if gc is not None:
+                gy, x2 = gc, None
             gh = backward_filter(gy, v, x1, x2, taps.shape[2], ctx.precision).to(ctx.h_dtype)
         return (gv if needs[0] else None, gx1 if needs[1] else None,
                 gx2 if needs[2] else None, gh, None)
@@ -447,7 +468,7 @@ class LongConvFunction(torch.autograd.Function):
 
         outputs = LongConvFunction.apply(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims)),
                                          precision)
-        return tuple(o.unflatten(0, (size, -1)) for o in outputs), (0, 0, 0)
+        return tuple(o.unflatten(0, (size, -1)) for o in outputs), (0, 0, 0, 0)
 
 
 def long_conv(v, x1, x2, h, precision: str | None = None) -> torch.Tensor:
