@@ -165,7 +165,7 @@ def test_gpu_mad_shapes_match_reference(heads, dk, dv):
     leaves = [x.detach().double().requires_grad_() for x in inputs]
     ref = chunk_gla(*leaves, backend="reference")
     expected = ref, torch.autograd.grad(ref, leaves, grad_out.double())
-    assert_matches(kernel_with_grads(op, inputs, grad_out), expected, 1e-4)
+    assert_matches(kernel_with_grads(op, inputs, grad_out), expected, 1e-3)
 
 
 @pytest.mark.gpu

@@ -35,6 +35,16 @@ def _next_pow2(n: int, least: int = 16) -> int:
     return max(least, triton.next_power_of_2(n))
 
 
+def dot_precision() -> str:
+    """tl.dot input precision: ``MADBENCH_GLA_DOT_PRECISION`` if set, else as PyTorch's fp32
+    matmuls: "tf32" when ``torch.set_float32_matmul_precision`` allows TF32 ("high" or
+    "medium"), else "tf32x3" (three TF32 products, about fp32 accuracy)."""
+    forced = os.environ.get("MADBENCH_GLA_DOT_PRECISION")
+    if forced:
+        return forced
+    return "tf32x3" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
 def launch_config(dk: int, dv: int) -> dict:
     """Launch parameters for one head shape: chunk length ``BT``; forward dv block ``BV_FWD``
     (the forward holds all of dk); backward dk and dv blocks ``BK_BWD`` and ``BV_BWD``; warps
@@ -47,7 +57,7 @@ def launch_config(dk: int, dv: int) -> dict:
         "BK_BWD": _next_pow2(dk) if small else 32,
         "BV_BWD": _next_pow2(dv) if small else 128,
         "num_warps": 4,
-        "precision": os.environ.get("MADBENCH_GLA_DOT_PRECISION", "tf32x3"),
+        "precision": dot_precision(),
         "max_spread": 120.0,
     }
 
@@ -327,7 +337,7 @@ def gla_backward(q, k, v, g, states, do, config: dict | None = None):
     else:
         for x in (dq, dk_, dv_, dg):
             x.zero_()
-    dq, dk_, dv_ = dq.sum(0), dk_.sum(0), dv_.sum(0)
+    dq, dk_, dv_ = (x[0] if x.shape[0] == 1 else x.sum(0) for x in (dq, dk_, dv_))
     if not fuse_dg:  # d loss / d b = q dq - k dk, cumulated from the end
         dg = (q.float() * dq - k.float() * dk_).flip(2).cumsum(2).flip(2)
     return dq.to(q.dtype), dk_.to(k.dtype), dv_.to(v.dtype), dg.to(g.dtype)
