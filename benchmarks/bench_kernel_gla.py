@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--sweep", action="store_true", help="also time block configurations")
     parser.add_argument("--no-fla", action="store_true", help="leave out fla's kernels")
+    parser.add_argument("--overhead", action="store_true",
+                        help="also print the host time per call at a tiny shape (launch cost)")
     args = parser.parse_args()
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -171,6 +173,21 @@ def main() -> None:
             del inputs, ref_out, ref_grads
             if not cpu:
                 torch.cuda.empty_cache()
+    if args.overhead and not cpu:
+        inputs = make_inputs(1, 1, 16, 16, 16, device, torch.float32)
+        grad_out = torch.randn_like(inputs[2])
+        for name, fn in impls[1:]:
+            for label, step in (("fwd", fwd(fn, inputs)), ("fwd+bwd", fwd_bwd(fn, inputs, grad_out))):
+                for _ in range(20):
+                    step()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(200):
+                    step()
+                host = (time.perf_counter() - t0) / 200 * 1e3
+                torch.cuda.synchronize()
+                lines.append(f"host time per call, {name} {label}: {host:.3f} ms")
+                print(lines[-1], flush=True)
     table = "\n".join(lines)
     print("\n" + table)
     if os.environ.get("OUT"):
