@@ -196,10 +196,12 @@ def test_gpu_mad_shapes_fp32_and_bf16(length):
 @gpu
 @pytest.mark.parametrize("name", ["hyena", "mh-hyena", "hyena-experts"])
 def test_gpu_layers_match_the_reference_path(name, monkeypatch):
-    """The layers on CUDA (kernel) equal the same layers with MADBENCH_KERNELS=reference."""
-    from madbench.architecture import LayerSpec, build_mixer
+    """The layers on CUDA (kernel) equal the same layers with MADBENCH_KERNELS=reference,
+    output and every gradient (input and parameters)."""
+    from madbench_layers.hyena import Hyena, HyenaExperts, MultiHeadHyena
     torch.manual_seed(0)
-    layer = build_mixer(LayerSpec(name), 128).cuda()
+    layer = {"hyena": Hyena, "mh-hyena": MultiHeadHyena, "hyena-experts": HyenaExperts}[name](128)
+    layer = layer.cuda()
     x = torch.randn(16, 256, 128, device="cuda", requires_grad=True)
     leaves = [x, *layer.parameters()]
 

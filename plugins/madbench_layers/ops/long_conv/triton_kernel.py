@@ -48,9 +48,10 @@ def block_config(kernel: str, seq_len: int, rows: int, group_rows: int) -> dict:
         cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3} if long and not grouped \
             else {"BM": 128, "BT": 64, "num_warps": 4, "num_stages": 2}
     elif kernel == "inputs":
-        cfg = {"BM": 64, "BT": 64 if seq_len > 256 else 32, "num_warps": 4, "num_stages": 3}
+        bt = 64 if seq_len > 256 or (seq_len > 128 and not grouped) else 32
+        cfg = {"BM": 64, "BT": bt, "num_warps": 4, "num_stages": 3}
     else:  # filter
-        cfg = {"BM": 64, "BT": 128, "num_warps": 4, "num_stages": 2} if long and grouped \
+        cfg = {"BM": 64, "BT": 128, "num_warps": 4, "num_stages": 2} if grouped and seq_len > 128 \
             else {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3}
     if seq_len <= 32:
         cfg["BT"] = 32
