@@ -143,10 +143,7 @@ def _intra_backward(q, k, b, b_last, d_scores, offs_s, BT: tl.constexpr,
 
 
 @triton.jit
-def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr,
-                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
-                    sob, soh, sot,
-                    T, H, DK, DV,
+def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr, T, H, DK, DV,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                     STORE_STATES: tl.constexpr, MAX_SPREAD: tl.constexpr,
                     PRECISION: tl.constexpr):
@@ -154,13 +151,15 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr,
     each chunk, h[batch * head, chunk] (dk x dv, fp32), for the backward pass."""
     i_bh = tl.program_id(0)
     i_v = tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = tl.cast(i_bh % H, tl.int64)
-    q_base = q_ptr + i_b * sqb + i_h * sqh
-    k_base = k_ptr + i_b * skb + i_h * skh
-    v_base = v_ptr + i_b * svb + i_h * svh
-    g_base = g_ptr + i_b * sgb + i_h * sgh
-    o_base = o_ptr + i_b * sob + i_h * soh
+    # (batch, seq_len, heads, channels) memory: (batch, head) starts at (b T H + h) channels
+    first = (tl.cast(i_bh // H, tl.int64) * T * H + tl.cast(i_bh % H, tl.int64))
+    q_base = q_ptr + first * DK
+    k_base = k_ptr + first * DK
+    v_base = v_ptr + first * DV
+    g_base = g_ptr + first * DK
+    o_base = o_ptr + first * DV
+    sk = H * DK  # time strides
+    sv = H * DV
 
     offs_s = tl.arange(0, BT)
     offs_k = tl.arange(0, BK)
@@ -179,16 +178,16 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr,
             tl.store(h_base + i_t * DK * DV + h_offs, state, mask=h_mask)
         offs_t = i_t * BT + offs_s
         mask_t = offs_t < T
-        q = _tile(q_base, sqt, offs_t, offs_k, mask_t, mask_k)
-        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
-        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
-        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
+        q = _tile(q_base, sk, offs_t, offs_k, mask_t, mask_k)
+        k = _tile(k_base, sk, offs_t, offs_k, mask_t, mask_k)
+        g = _tile(g_base, sk, offs_t, offs_k, mask_t, mask_k)
+        v = _tile(v_base, sv, offs_t, offs_v, mask_t, mask_v)
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
         scores = _scores(q, k, b, b_last, offs_s, BT, MAX_SPREAD, PRECISION)
         o = tl.dot(scores, v, input_precision=PRECISION)
         o += tl.dot(q * tl.exp(b), state, input_precision=PRECISION)
-        _store(o_base, sot, offs_t, offs_v, mask_t, mask_v, o)
+        _store(o_base, sv, offs_t, offs_v, mask_t, mask_v, o)
         k_to_end = k * tl.exp(b_last[None, :] - b)
         state = state * tl.exp(b_last)[:, None] \
             + tl.dot(tl.trans(k_to_end), v, input_precision=PRECISION)
@@ -196,12 +195,7 @@ def _gla_fwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, o_ptr, h_ptr,
 
 @triton.jit
 def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
-                    dq_ptr, dk_ptr, dv_ptr, dg_ptr,
-                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt,
-                    sdob, sdoh, sdot,
-                    dq_split, sdqb, sdqh, sdqt, dk_split, sdkb, sdkh, sdkt,
-                    dv_split, sdvb, sdvh, sdvt, sdgb, sdgh, sdgt,
-                    T, H, DK, DV,
+                    dq_ptr, dk_ptr, dv_ptr, dg_ptr, B, T, H, DK, DV,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NV: tl.constexpr,
                     FUSE_DG: tl.constexpr, MAX_SPREAD: tl.constexpr,
                     PRECISION: tl.constexpr):
@@ -212,18 +206,22 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
     i_kv = tl.program_id(1)
     i_k = i_kv // NV
     i_v = i_kv % NV
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = tl.cast(i_bh % H, tl.int64)
-    q_base = q_ptr + i_b * sqb + i_h * sqh
-    k_base = k_ptr + i_b * skb + i_h * skh
-    v_base = v_ptr + i_b * svb + i_h * svh
-    g_base = g_ptr + i_b * sgb + i_h * sgh
-    do_base = do_ptr + i_b * sdob + i_h * sdoh
-    # partial gradients: dq and dk summed over dv blocks, dv over dk blocks
-    dq_base = dq_ptr + tl.cast(i_v, tl.int64) * dq_split + i_b * sdqb + i_h * sdqh
-    dk_base = dk_ptr + tl.cast(i_v, tl.int64) * dk_split + i_b * sdkb + i_h * sdkh
-    dv_base = dv_ptr + tl.cast(i_k, tl.int64) * dv_split + i_b * sdvb + i_h * sdvh
-    dg_base = dg_ptr + i_b * sdgb + i_h * sdgh
+    # (batch, seq_len, heads, channels) memory: (batch, head) starts at (b T H + h) channels
+    first = (tl.cast(i_bh // H, tl.int64) * T * H + tl.cast(i_bh % H, tl.int64))
+    q_base = q_ptr + first * DK
+    k_base = k_ptr + first * DK
+    v_base = v_ptr + first * DV
+    g_base = g_ptr + first * DK
+    do_base = do_ptr + first * DV
+    # partial gradients, (split, batch, seq_len, heads, channels): dq and dk summed over dv
+    # blocks, dv over dk blocks (split 0 only when unsplit)
+    size = tl.cast(B, tl.int64) * T * H
+    dq_base = dq_ptr + (tl.cast(i_v, tl.int64) * size + first) * DK
+    dk_base = dk_ptr + (tl.cast(i_v, tl.int64) * size + first) * DK
+    dv_base = dv_ptr + (tl.cast(i_k, tl.int64) * size + first) * DV
+    dg_base = dg_ptr + first * DK
+    sk = H * DK  # time strides
+    sv = H * DV
 
     offs_s = tl.arange(0, BT)
     offs_k = i_k * BK + tl.arange(0, BK)
@@ -241,11 +239,11 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
         i_t = num_chunks - 1 - i_r
         offs_t = i_t * BT + offs_s
         mask_t = offs_t < T
-        q = _tile(q_base, sqt, offs_t, offs_k, mask_t, mask_k)
-        k = _tile(k_base, skt, offs_t, offs_k, mask_t, mask_k)
-        g = _tile(g_base, sgt, offs_t, offs_k, mask_t, mask_k)
-        v = _tile(v_base, svt, offs_t, offs_v, mask_t, mask_v)
-        do = _tile(do_base, sdot, offs_t, offs_v, mask_t, mask_v)
+        q = _tile(q_base, sk, offs_t, offs_k, mask_t, mask_k)
+        k = _tile(k_base, sk, offs_t, offs_k, mask_t, mask_k)
+        g = _tile(g_base, sk, offs_t, offs_k, mask_t, mask_k)
+        v = _tile(v_base, sv, offs_t, offs_v, mask_t, mask_v)
+        do = _tile(do_base, sv, offs_t, offs_v, mask_t, mask_v)
         state = tl.load(h_base + i_t * DK * DV + h_offs, mask=h_mask, other=0.0)
         b = tl.cumsum(g, axis=0)
         b_last = tl.sum(g, axis=0)
@@ -257,38 +255,41 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
         dk += tl.dot(v, tl.trans(d_state), input_precision=PRECISION) * to_end
         dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION)
         dv += tl.dot(k * to_end, d_state, input_precision=PRECISION)
-        _store(dq_base, sdqt, offs_t, offs_k, mask_t, mask_k, dq)
-        _store(dk_base, sdkt, offs_t, offs_k, mask_t, mask_k, dk)
-        _store(dv_base, sdvt, offs_t, offs_v, mask_t, mask_v, dv)
+        _store(dq_base, sk, offs_t, offs_k, mask_t, mask_k, dq)
+        _store(dk_base, sk, offs_t, offs_k, mask_t, mask_k, dk)
+        _store(dv_base, sv, offs_t, offs_v, mask_t, mask_v, dv)
         if FUSE_DG:
             d_b = q * dq - k * dk
             chunk_total = tl.sum(d_b, axis=0)
             # inclusive reverse cumsum inside the chunk, plus everything after it
             dg = d_b_after[None, :] + chunk_total[None, :] - tl.cumsum(d_b, axis=0) + d_b
-            _store(dg_base, sdgt, offs_t, offs_k, mask_t, mask_k, dg)
+            _store(dg_base, sk, offs_t, offs_k, mask_t, mask_k, dg)
             d_b_after += chunk_total
         d_state = d_state * tl.exp(b_last)[:, None] \
             + tl.dot(tl.trans(q * tl.exp(b)), do, input_precision=PRECISION)
 
 
-def _channels_contiguous(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
+def token_major(x: torch.Tensor) -> torch.Tensor:
+    """x (batch, heads, seq_len, d) as a view of (batch, seq_len, heads, d) memory, the layout
+    the kernels read and write (the layer's projections already have it: no copy then)."""
+    return x if x.transpose(1, 2).is_contiguous() else x.transpose(1, 2).contiguous().transpose(1, 2)
 
 
-def _strides(x: torch.Tensor) -> tuple[int, int, int]:
-    """(batch, head, time) strides of a (batch, heads, seq_len, channels) tensor."""
-    return x.stride(0), x.stride(1), x.stride(2)
+def _empty(splits: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(splits, batch, heads, seq_len, d), token-major."""
+    batch, heads, seq_len, d = like.shape
+    return torch.empty(splits, batch, seq_len, heads, d, dtype=dtype,
+                       device=like.device).transpose(2, 3)
 
 
 def gla_forward(q, k, v, g, config: dict | None = None, store_states: bool = False):
-    """The forward kernel: o of shape (batch, heads, seq_len, dv), in q's dtype, and the fp32
-    states entering each chunk, (batch * heads, chunks, dk, dv) (empty unless
-    ``store_states``)."""
+    """The forward kernel on token-major inputs: o of shape (batch, heads, seq_len, dv),
+    token-major, in q's dtype, and the fp32 states entering each chunk,
+    (batch * heads, chunks, dk, dv) (empty unless ``store_states``)."""
     batch, heads, seq_len, dk = q.shape
     dv = v.shape[-1]
     cfg = config or launch_config(dk, dv)
-    # (batch, seq_len, heads, dv) memory: the layer's transpose back to tokens is free
-    o = torch.empty(batch, seq_len, heads, dv, dtype=q.dtype, device=q.device).transpose(1, 2)
+    o = _empty(1, v, q.dtype)[0]
     chunks = triton.cdiv(seq_len, cfg["BT"])
     states = torch.empty((batch * heads, chunks, dk, dv) if store_states else (0,),
                          dtype=torch.float32, device=q.device)
@@ -296,17 +297,15 @@ def gla_forward(q, k, v, g, config: dict | None = None, store_states: bool = Fal
         return o.zero_(), states.zero_()
     grid = (batch * heads, triton.cdiv(dv, cfg["BV_FWD"]))
     _gla_fwd_kernel[grid](
-        q, k, v, g, o, states,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(o),
-        seq_len, heads, dk, dv, BT=cfg["BT"], BK=_next_pow2(dk), BV=cfg["BV_FWD"],
-        STORE_STATES=store_states, MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"],
-        num_warps=cfg["num_warps"])
+        q, k, v, g, o, states, seq_len, heads, dk, dv,
+        BT=cfg["BT"], BK=_next_pow2(dk), BV=cfg["BV_FWD"], STORE_STATES=store_states,
+        MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
     return o, states
 
 
 def gla_backward(q, k, v, g, states, do, config: dict | None = None):
-    """The backward kernel: (dq, dk, dv, dlog_alpha), each shaped and typed like its input;
-    ``states`` as stored by ``gla_forward`` (recomputed when empty)."""
+    """The backward kernel on token-major tensors: (dq, dk, dv, dlog_alpha), each shaped and
+    typed like its input; ``states`` as stored by ``gla_forward`` (recomputed when empty)."""
     batch, heads, seq_len, dk = q.shape
     dv = v.shape[-1]
     cfg = config or launch_config(dk, dv)
@@ -315,25 +314,19 @@ def gla_backward(q, k, v, g, states, do, config: dict | None = None):
     bk, bv = min(cfg["BK_BWD"], _next_pow2(dk)), min(cfg["BV_BWD"], _next_pow2(dv))
     nk, nv = triton.cdiv(dk, bk), triton.cdiv(dv, bv)
     fuse_dg = nv == 1
-    f32 = torch.float32
 
     def buffer(like, splits):
         """Where a gradient is written: the final tensor, or fp32 partials to be summed."""
-        if splits == 1 and like.dtype == f32:
-            return torch.empty_like(like)[None]
-        return torch.empty(splits, *like.shape, dtype=f32, device=like.device)
+        exact = splits == 1 and like.dtype == torch.float32
+        return _empty(splits, like, like.dtype if exact else torch.float32)
 
     dq, dk_, dv_ = buffer(q, nv), buffer(k, nv), buffer(v, nk)
     dg = buffer(g, 1)[0] if fuse_dg else dq[0]  # dg unused (a placeholder) unless fused
     if q.numel() and v.numel():
-        grid = (batch * heads, nk * nv)
-        split = lambda x: (x.stride(0) if x.shape[0] > 1 else 0, *_strides(x[0]))  # noqa: E731
-        _gla_bwd_kernel[grid](
-            q, k, v, g, states, do, dq, dk_, dv_, dg,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(do),
-            *split(dq), *split(dk_), *split(dv_), *_strides(dg),
-            seq_len, heads, dk, dv, BT=cfg["BT"], BK=bk, BV=bv, NV=nv, FUSE_DG=fuse_dg,
-            MAX_SPREAD=cfg["max_spread"], PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
+        _gla_bwd_kernel[(batch * heads, nk * nv)](
+            q, k, v, g, states, do, dq, dk_, dv_, dg, batch, seq_len, heads, dk, dv,
+            BT=cfg["BT"], BK=bk, BV=bv, NV=nv, FUSE_DG=fuse_dg, MAX_SPREAD=cfg["max_spread"],
+            PRECISION=cfg["precision"], num_warps=cfg["num_warps"])
     else:
         for x in (dq, dk_, dv_, dg):
             x.zero_()
@@ -361,7 +354,7 @@ class ChunkGLAFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _d_states):
         q, k, v, log_alpha, states = ctx.saved_tensors
-        grads = gla_backward(q, k, v, log_alpha, states, _channels_contiguous(do), ctx.config)
+        grads = gla_backward(q, k, v, log_alpha, states, token_major(do), ctx.config)
         return *grads, None, None
 
     @staticmethod
@@ -370,7 +363,7 @@ class ChunkGLAFunction(torch.autograd.Function):
 
         def fold(x, dim):
             x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
-            return _channels_contiguous(x.reshape(size * x.shape[1], *x.shape[2:]))
+            return token_major(x.reshape(size * x.shape[1], *x.shape[2:]))
 
         o, states = ChunkGLAFunction.apply(*(fold(x, d) for x, d in zip(
             (q, k, v, log_alpha), in_dims)), config, store_states)
@@ -386,7 +379,7 @@ def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         raise ValueError(f"chunk_gla: q, k, log_alpha must share a shape and v its first three "
                          f"dims; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
                          f"{tuple(log_alpha.shape)}")
-    q, k, v, log_alpha = (_channels_contiguous(x) for x in (q, k, v, log_alpha))
+    q, k, v, log_alpha = (token_major(x) for x in (q, k, v, log_alpha))
     needs_grad = torch.is_grad_enabled() and any(
         x.requires_grad for x in (q, k, v, log_alpha))
     return ChunkGLAFunction.apply(q, k, v, log_alpha, config, needs_grad)[0]
