@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--sweep", action="store_true", help="also time block configurations")
     parser.add_argument("--no-fla", action="store_true", help="leave out fla's kernels")
+    parser.add_argument("--layer", action="store_true",
+                        help="also time the whole GLA layer with each backend")
     parser.add_argument("--overhead", action="store_true",
                         help="also print the host time per call at a tiny shape (launch cost)")
     args = parser.parse_args()
@@ -173,6 +175,24 @@ def main() -> None:
             del inputs, ref_out, ref_grads
             if not cpu:
                 torch.cuda.empty_cache()
+    if args.layer:
+        lines += ["", "Whole layer (projections, op, norm, gate), fwd+bwd ms; the op's backend as named",
+                  "", "| layer | L | reference op | triton op | speed-up |", "| --- | --- | --- | --- | --- |"]
+        from madbench_layers.gla import GatedLinearAttention
+        for shape in args.shapes:
+            heads = min(SHAPES[shape][0], 2) if cpu else SHAPES[shape][0]
+            width = 32 if cpu else 128
+            layer = GatedLinearAttention(width, num_heads=heads).to(device)
+            for seq_len in args.seq_lens:
+                x = torch.randn(args.batch, seq_len, width, device=device)
+                times = []
+                for backend in ("reference", "auto"):  # auto: triton on CUDA
+                    os.environ["MADBENCH_KERNELS"] = backend
+                    times.append(bench(lambda: layer(x).square().mean().backward()))
+                os.environ.pop("MADBENCH_KERNELS")
+                lines.append(f"| {shape} | {seq_len} | {times[0]:.3f} | {times[1]:.3f} | "
+                             f"{times[0] / times[1]:.2f}x |")
+                print(lines[-1], flush=True)
     if args.overhead and not cpu:
         inputs = make_inputs(1, 1, 16, 16, 16, device, torch.float32)
         grad_out = torch.randn_like(inputs[2])
