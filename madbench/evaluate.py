@@ -96,84 +96,100 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
-              store: ResultsStore, device: str = "auto", precision: str = "auto",
-              checks: dict | None = None, progress: ProgressFn | None = None,
-              engine: str = "auto") -> int:
-    """Train every job not yet in the store; returns how many runs were trained.
+def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
+                   ) -> list[list[Job]]:
+    """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
+    the unit of work an executor hands out."""
+    groups: dict[tuple[str, int], list[Job]] = {}
+    for job in jobs:
+        if not store.has(job.key):
+            key = (effective_setting(job.setting, protocol).hash, job.seed)
+            groups.setdefault(key, []).append(job)
+    return list(groups.values())
 
-    Jobs of one (setting, seed) share their data. ``engine``: ``plain`` trains one run at a
-    time; ``batched`` trains a setting's configurations together (madbench.batched); ``auto``
-    uses batched when a group has several configurations and the protocol evaluates only at
-    the end."""
-    dev = resolve_device(device)
+
+def resolve_precision(dev: torch.device, precision: str) -> str:
     if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
+        return "bf16" if dev.type == "cuda" else "fp32"
     if precision == "bf16" and dev.type != "cuda":
         raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+    return precision
+
+
+def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
+              store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
+              engine: str = "auto", progress: ProgressFn | None = None,
+              batchable: dict | None = None) -> None:
+    """Train one group of jobs (one setting and seed) and store each record as it finishes.
+
+    ``engine``: ``plain`` trains one run at a time; ``batched`` trains the group's
+    configurations together (madbench.batched); ``auto`` uses batched when the group has
+    several configurations and the protocol evaluates only at the end, and falls back to plain
+    for models that cannot be vmapped (``batchable`` caches that verdict per architecture)."""
+    batchable = {} if batchable is None else batchable
     prov = provenance(dev)
-    todo = [j for j in jobs if not store.has(j.key)]
-    if progress:
-        progress("start", {"total": len(jobs), "done": len(jobs) - len(todo)})
-    groups: dict[tuple[str, int], list[Job]] = {}
-    for job in todo:
-        groups.setdefault((effective_setting(job.setting, protocol).hash, job.seed), []).append(job)
+    first = group[0]
+    eff = effective_setting(first.setting, protocol)
+    train_ds, test_ds = generate_splits(first.task, eff, first.seed)
+    data = tuple(torch.from_numpy(a).to(dev) for a in
+                 (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
+
+    def make_model():
+        return build_model(spec, eff.vocab_size, data[0].shape[1], first.task.model)
 
     def on_epoch(epoch, epochs, loss):
         if progress:
             progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
 
-    batch_reason = None
-    for group in groups.values():
-        first = group[0]
-        eff = effective_setting(first.setting, protocol)
-        train_ds, test_ds = generate_splits(first.task, eff, first.seed)
-        data = tuple(torch.from_numpy(a).to(dev) for a in
-                     (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
+    def finished(job, result, used):
+        _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, used)
+        if progress:
+            progress("done", {"accuracy": result.accuracy})
 
-        def make_model():
-            return build_model(spec, eff.vocab_size, data[0].shape[1], first.task.model)
+    use_batched = engine == "batched" or (
+        engine == "auto" and len(group) > 1 and not protocol.eval_every_epoch)
+    if use_batched and spec.hash not in batchable:
+        reason = supports_batching(make_model, data[0])
+        batchable[spec.hash] = reason is None
+        if reason:
+            warn(f"{spec.name} cannot be trained as a batched sweep ({reason}); training one "
+                 "configuration at a time")
+    if use_batched and batchable[spec.hash]:
+        if progress:
+            progress("run", {"task": first.task.name, "setting": first.setting.name,
+                             "lr": "sweep", "wd": f"{len(group)} configs", "seed": first.seed})
+        results = train_batched(make_model, data[:2], data[2:], eff.vocab_size,
+                                [(j.lr, j.weight_decay) for j in group], protocol,
+                                first.seed, precision, on_epoch)
+        for job, result in zip(group, results):
+            finished(job, result, "batched")
+        return
+    for job in group:
+        if progress:
+            progress("run", {"task": job.task.name, "setting": job.setting.name,
+                             "lr": job.lr, "wd": job.weight_decay, "seed": job.seed})
+        torch.manual_seed(job.seed)
+        result = train(make_model().to(dev), data[:2], data[2:], eff.vocab_size, job.lr,
+                       job.weight_decay, protocol, job.seed, precision, on_epoch)
+        finished(job, result, "plain")
 
-        use_batched = engine == "batched" or (
-            engine == "auto" and len(group) > 1 and not protocol.eval_every_epoch)
-        if use_batched and batch_reason is None:
-            batch_reason = supports_batching(make_model, data[0]) or ""
-            if batch_reason:
-                warn(f"{spec.name} cannot be trained as a batched sweep ({batch_reason}); "
-                     "training one configuration at a time")
-        use_batched = use_batched and not batch_reason
-        if use_batched:
-            if progress:
-                progress("run", {"task": first.task.name, "setting": first.setting.name,
-                                 "lr": "sweep", "wd": f"{len(group)} configs",
-                                 "seed": first.seed})
-            results = train_batched(make_model, data[:2], data[2:], eff.vocab_size,
-                                    [(j.lr, j.weight_decay) for j in group], protocol,
-                                    first.seed, precision, on_epoch)
-            pairs = list(zip(group, results))
-        else:
-            pairs = []
-            for job in group:
-                if progress:
-                    progress("run", {"task": job.task.name, "setting": job.setting.name,
-                                     "lr": job.lr, "wd": job.weight_decay, "seed": job.seed})
-                torch.manual_seed(job.seed)
-                model = make_model().to(dev)
-                result = train(model, data[:2], data[2:], eff.vocab_size, job.lr,
-                               job.weight_decay, protocol, job.seed, precision, on_epoch)
-                pairs.append((job, result))
-                _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov,
-                       "plain")
-                if progress:
-                    progress("done", {"accuracy": result.accuracy})
-                del model
-            continue
-        for job, result in pairs:
-            _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov,
-                   "batched")
-            if progress:
-                progress("done", {"accuracy": result.accuracy})
-    return len(todo)
+
+def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
+              store: ResultsStore, device: str = "auto", precision: str = "auto",
+              checks: dict | None = None, progress: ProgressFn | None = None,
+              engine: str = "auto") -> int:
+    """Train every job not yet in the store, in this process; returns how many were trained."""
+    dev = resolve_device(device)
+    precision = resolve_precision(dev, precision)
+    groups = pending_groups(jobs, protocol, store)
+    todo = sum(len(g) for g in groups)
+    if progress:
+        progress("start", {"total": len(jobs), "done": len(jobs) - todo})
+    batchable: dict = {}
+    for group in groups:
+        run_group(spec, group, protocol, store, dev, precision, checks, engine, progress,
+                  batchable)
+    return todo
 
 
 def warn(message: str) -> None:
