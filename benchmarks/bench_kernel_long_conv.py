@@ -189,7 +189,7 @@ def tune(case, dtype_name, batch, width, length, device, heads):
             results.append((ms, cfg))
         results.sort(key=lambda x: x[0])
         group = 1 if case == "hyena" else width // heads
-        default = original(kernel, length, batch * group, group)
+        default = original(kernel, length, batch * group, group, cv.element_size())
         print(f"  {kernel}: default {default}", flush=True)
         for ms, cfg in results[:3]:
             print(f"    {ms:.4f} ms {cfg}", flush=True)

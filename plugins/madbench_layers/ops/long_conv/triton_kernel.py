@@ -36,23 +36,33 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
-def block_config(kernel: str, seq_len: int, rows: int, group_rows: int) -> dict:
+def block_config(kernel: str, seq_len: int, rows: int, group_rows: int,
+                 itemsize: int = 2) -> dict:
     """Tile sizes and launch settings of ``kernel`` ("forward", "inputs" or "filter"): rows of
-    ``BM`` (a multiple of ``group_rows``), time blocks of ``BT`` (dividing MAX_BT). The one
-    place they are chosen (from sweeps on an H100 with ``bench_kernel_long_conv.py --tune``);
-    a single small tile under the interpreter."""
+    ``BM`` (a multiple of ``group_rows``), time blocks of ``BT`` (dividing MAX_BT), for inputs
+    of ``itemsize`` bytes. The one place they are chosen (from sweeps on an H100 with
+    ``bench_kernel_long_conv.py --tune`` at L = 128 to 1024); a single small tile under the
+    interpreter."""
     if INTERPRET:
         return {"BM": max(16, group_rows), "BT": 16, "num_warps": 1, "num_stages": 1}
-    long, grouped = seq_len >= 512, group_rows > 1
+    long, grouped, wide = seq_len >= 512, group_rows > 1, itemsize >= 4
+
+    def tile(bm, bt, warps, stages):
+        return {"BM": bm, "BT": bt, "num_warps": warps, "num_stages": stages}
+
     if kernel == "forward":
-        cfg = {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3} if long and not grouped \
-            else {"BM": 128, "BT": 64, "num_warps": 4, "num_stages": 2}
+        if wide:
+            cfg = tile(128, 64, 8 if grouped else 4, 2)
+        else:
+            cfg = tile(64, 64, 4, 3) if long and not grouped else tile(128, 64, 4, 2)
     elif kernel == "inputs":
         bt = 64 if seq_len > 256 or (seq_len > 128 and not grouped) else 32
-        cfg = {"BM": 64, "BT": bt, "num_warps": 4, "num_stages": 3}
+        cfg = tile(64, bt, 4, 2 if wide and long else 3)
     else:  # filter
-        cfg = {"BM": 64, "BT": 128, "num_warps": 4, "num_stages": 2} if grouped and seq_len > 128 \
-            else {"BM": 64, "BT": 64, "num_warps": 4, "num_stages": 3}
+        if wide:
+            cfg = tile(64, 128, 8, 2) if grouped or long else tile(64, 32, 4, 3)
+        else:
+            cfg = tile(64, 128, 4, 2) if grouped and seq_len > 128 else tile(64, 64, 4, 3)
     if seq_len <= 32:
         cfg["BT"] = 32
     cfg["BM"] = max(cfg["BM"], group_rows)
@@ -347,7 +357,7 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     G = taps.shape[2]
     M = N * R
     v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
-    cfg = block_config("forward", L, M, R)
+    cfg = block_config("forward", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
     y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
     if x2 is not None:
@@ -377,7 +387,7 @@ def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
     M = N * R
-    cfg = block_config("inputs", L, M, R)
+    cfg = block_config("inputs", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
     gv = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
     gshape = (K, N, Cv, G, L)
@@ -402,7 +412,7 @@ def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
     """Gradient of the filters, (K, Cv, G, L) in float32; ``gy`` last-axis contiguous."""
     K, N, Cv, R, L = v.shape
     M = N * R
-    cfg = block_config("filter", L, M, R)
+    cfg = block_config("filter", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
     n_tb = triton.cdiv(L, BT)
     parts = torch.empty((2, K, Cv, G, n_tb * BT), dtype=torch.float32, device=v.device)
