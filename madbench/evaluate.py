@@ -33,6 +33,21 @@ class Job:
     key: str
 
 
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A job as plain data (names and numbers), to ship to a worker process or a Ray task."""
+    return {"task": job.task.name, "setting": job.setting.name, "seed": job.seed,
+            "lr": job.lr, "weight_decay": job.weight_decay, "key": job.key}
+
+
+def job_from_dict(data: dict[str, Any]) -> Job:
+    """A job shipped as plain data, its task and setting re-resolved from this process's
+    plugins (task objects come from plugins and are never pickled)."""
+    from .tasks import get_task
+    task = get_task(data["task"])
+    return Job(task, task.setting(data["setting"]), int(data["seed"]), float(data["lr"]),
+               float(data["weight_decay"]), data["key"])
+
+
 def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
     """The setting with the protocol's caps on train and test sizes applied."""
     params = dict(setting.params)

@@ -93,10 +93,14 @@ class _Progress:
         elif event == "run":
             self.current = (f"{info['task']} {info['setting']} lr={info['lr']} "
                             f"wd={info['wd']} seed={info['seed']}")
+            if "worker" in info:          # one of several local workers
+                self.current = f"[{info['worker']}] {self.current}"
             self.progress.update(self.task, current=self.current)
         elif event == "epoch":
             self.progress.update(self.task, current=f"{self.current} epoch "
                                  f"{info['epoch']}/{info['epochs']} loss={info['loss']:.3f}")
+        elif event == "status":           # e.g. groups in flight on Ray
+            self.progress.update(self.task, current=info["text"])
         elif event == "done":
             self.progress.advance(self.task)
 
@@ -134,18 +138,28 @@ class _Progress:
 @click.option("--engine", type=click.Choice(["auto", "batched", "plain"]), default="auto",
               show_default=True, help="batched: a setting's lr x wd configurations trained "
               "together as one model; plain: one run at a time.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: one worker process per visible GPU (in this "
+              "process on CPU or one GPU); ray: each setting's runs as a Ray task.")
+@click.option("--ray-address", default=None, metavar="ADDR", help="Ray cluster to join "
+              "(default: RAY_ADDRESS, else a new local Ray instance).")
+@click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Groups of runs trained at once on each GPU.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
                  seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
-                 state_target, param_tolerance, engine, no_progress):
+                 state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
+                 no_progress):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores."""
     from ..architecture import resolve_architecture
-    from ..evaluate import architecture_checks, plan, run_sweep, summarize
+    from ..evaluate import architecture_checks, plan, summarize
+    from ..executors import make_executor
     from ..store import ResultsStore
+    runner = make_executor(executor, ray_address, runs_per_gpu)
     protocol = get_protocol(preset, _parse_overrides(overrides))
     seed_list = _parse_seeds(seeds)
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
@@ -154,7 +168,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
     store = ResultsStore(run_dir)
     with _Progress(enabled=not no_progress) as progress:
-        run_sweep(spec, jobs, protocol, store, device, precision, checks, progress, engine)
+        runner.run(spec, jobs, protocol, store, device, precision, checks, progress, engine)
     keys = {j.key for j in jobs}
     records = [r for r in store.records() if r["run_key"] in keys]
     summary = summarize(records)

@@ -1,0 +1,452 @@
+"""Executors: where the groups of a sweep are trained.
+
+- ``LocalExecutor``: in this process on CPU or on one GPU; with several visible GPUs, one worker
+  process per GPU (``runs_per_gpu`` per GPU), each fed one group at a time by the driver.
+- ``RayExecutor``: each group is a Ray task holding ``1/runs_per_gpu`` of a GPU, retried when its
+  worker dies.
+
+A group (one setting and seed, see ``madbench.evaluate.pending_groups``) is the unit of work.
+Workers receive plain data (job names and numbers, the architecture and protocol as dicts),
+re-resolve tasks and mixers from their own plugins, check that they compute the same run keys
+as the driver, and write every record through the ResultsStore themselves. Records are atomic
+and keyed by run, so a retried group skips what its dead predecessor stored and nothing is lost
+or duplicated. Progress is reported to the driver.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from . import __version__, errors
+from .architecture import ArchitectureSpec, LayerSpec
+from .errors import MadbenchError, UsageError
+from .evaluate import (Job, ProgressFn, effective_setting, job_from_dict, job_to_dict,
+                       pending_groups, resolve_precision, run_group, run_sweep, warn)
+from .protocol import Protocol
+from .store import ResultsStore, run_key
+from .trainer import resolve_device
+
+EXECUTORS = ("local", "ray")
+
+
+# -- shipping work as plain data -----------------------------------------------------------
+def spec_from_dict(data: dict, flags: Sequence[str] = ()) -> ArchitectureSpec:
+    """The inverse of ``ArchitectureSpec.to_dict``."""
+    layers = tuple(LayerSpec(layer["mixer"], dict(layer.get("kwargs", {})))
+                   for layer in data["layers"])
+    return ArchitectureSpec(data["name"], layers, int(data["dim"]), tuple(flags))
+
+
+def protocol_from_dict(data: dict) -> Protocol:
+    """The inverse of ``Protocol.to_dict``."""
+    d = dict(data)
+    for name in ("lrs", "weight_decays", "betas"):
+        d[name] = tuple(d[name])
+    d["overrides"] = tuple((k, v) for k, v in d["overrides"])
+    return Protocol(**d)
+
+
+def sweep_payload(spec: ArchitectureSpec, protocol: Protocol, store: ResultsStore,
+                  precision: str, checks: dict | None, engine: str) -> dict[str, Any]:
+    """What every worker needs besides its jobs, as plain data, with the driver's hashes."""
+    return {"spec": spec.to_dict(), "spec_flags": list(spec.flags), "arch_hash": spec.hash,
+            "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
+            "run_dir": str(store.root.resolve()), "precision": precision, "checks": checks,
+            "engine": engine, "sys_path": list(sys.path), "madbench_version": __version__}
+
+
+def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, ResultsStore]:
+    for path in payload["sys_path"]:      # import-path mixers the driver could import
+        if path not in sys.path and os.path.isdir(path or "."):
+            sys.path.append(path)
+    if payload["madbench_version"] != __version__:
+        raise MadbenchError(f"this worker runs madbench {__version__}, the driver "
+                            f"{payload['madbench_version']}: install the same version everywhere")
+    try:
+        spec = spec_from_dict(payload["spec"], payload["spec_flags"])
+        arch_hash = spec.hash
+    except UsageError as exc:
+        raise UsageError(f"on a worker: {exc} (plugins registered at run time are not seen by "
+                         "worker processes: install them as a package, or give an import "
+                         "path)") from None
+    if arch_hash != payload["arch_hash"]:
+        raise MadbenchError(f"the architecture {spec.name!r} hashes differently on a worker: it "
+                            "imports different mixer code (install the same plugins everywhere)")
+    protocol = protocol_from_dict(payload["protocol"])
+    if protocol.hash != payload["protocol_hash"]:
+        raise MadbenchError("the protocol hashes differently on a worker")
+    return spec, protocol, ResultsStore(payload["run_dir"])
+
+
+def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
+                        progress: ProgressFn | None = None,
+                        batchable: dict | None = None) -> int:
+    """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
+    died), train the rest on ``device`` and store them. Returns how many were trained."""
+    spec, protocol, store = _resolve_payload(payload)
+    jobs = [job_from_dict(d) for d in job_dicts]
+    for job in jobs:
+        setting_hash = effective_setting(job.setting, protocol).hash
+        if run_key(spec.hash, setting_hash, protocol.hash, job.lr, job.weight_decay,
+                   job.seed, __version__) != job.key:
+            raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
+                                "different data (another task version): install the same "
+                                "plugins everywhere")
+    todo = [job for job in jobs if not store.has(job.key)]
+    if not todo:
+        return 0
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    precision = resolve_precision(dev, payload["precision"])
+    run_group(spec, todo, protocol, store, dev, precision, payload["checks"], payload["engine"],
+              progress, batchable)
+    return len(todo)
+
+
+def _describe_group(group: Sequence[Job]) -> str:
+    job = group[0]
+    return f"{job.task.name} {job.setting.name} seed {job.seed}"
+
+
+def _error_from_worker(name: str, message: str, trace: str, where: str) -> MadbenchError:
+    """A worker's exception, as the madbench error it was, or a MadbenchError naming it (its
+    traceback printed to stderr)."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, MadbenchError):
+        return cls(message)
+    print(trace, file=sys.stderr)
+    return MadbenchError(f"a worker on {where} failed: {name}: {message}".splitlines()[0])
+
+
+# -- local worker processes ----------------------------------------------------------------
+def local_devices(device: str = "auto", runs_per_gpu: int = 1) -> list[str]:
+    """The devices of local workers: every visible GPU for ``auto`` and ``cuda`` (or the one
+    GPU of ``cuda:N``), each ``runs_per_gpu`` times, interleaved; otherwise ``["cpu"]``."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        dev = resolve_device(device)
+        if dev.type != "cuda":
+            return [str(dev)]
+        gpus = [str(dev) if dev.index is not None else "cuda:0"]
+    return [gpu for _ in range(runs_per_gpu) for gpu in gpus]
+
+
+def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbox, outbox
+                  ) -> None:
+    """A worker process: train the groups the driver sends until it sends None."""
+    torch.set_num_threads(threads)
+    batchable: dict = {}
+
+    def progress(event: str, info: dict) -> None:
+        outbox.put(("progress", worker_id, event, info))
+
+    try:
+        while (item := inbox.get()) is not None:
+            group_id, job_dicts = item
+            try:
+                trained = train_shipped_group(payload, job_dicts, device, progress, batchable)
+            except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
+                outbox.put(("error", worker_id, type(exc).__name__, str(exc),
+                            traceback.format_exc()))
+                return
+            outbox.put(("finished", worker_id, group_id, trained))
+    except KeyboardInterrupt:
+        return
+
+
+@dataclass
+class _Worker:
+    id: int
+    device: str
+    label: str                    #: the device, numbered when several workers share it
+    process: Any
+    inbox: Any
+    group: int | None = None      #: the group it trains now
+
+
+class LocalExecutor:
+    """Train on this machine: in this process on CPU or one GPU, else one worker process per
+    device (torch.multiprocessing, spawn), each fed one group at a time.
+
+    ``devices`` overrides the devices taken from ``--device`` (e.g. ``["cpu", "cpu"]`` runs two
+    CPU worker processes); a worker that dies is replaced and its group retried up to
+    ``max_retries`` times."""
+
+    def __init__(self, runs_per_gpu: int = 1, devices: Sequence[str] | None = None,
+                 max_retries: int = 2, threads_per_worker: int | None = None):
+        if runs_per_gpu < 1:
+            raise UsageError("--runs-per-gpu must be at least 1")
+        self.runs_per_gpu = runs_per_gpu
+        self.devices = list(devices) if devices is not None else None
+        self.max_retries = max_retries
+        self.threads_per_worker = threads_per_worker
+
+    def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
+            store: ResultsStore, device: str = "auto", precision: str = "auto",
+            checks: dict | None = None, progress: ProgressFn | None = None,
+            engine: str = "auto") -> int:
+        """Train every job not yet in the store; returns how many were trained."""
+        devices = self.devices or local_devices(device, self.runs_per_gpu)
+        if len(devices) == 1:
+            return run_sweep(spec, jobs, protocol, store, devices[0], precision, checks,
+                             progress, engine)
+        precision = resolve_precision(torch.device(devices[0]), precision)
+        groups = pending_groups(jobs, protocol, store)
+        todo = sum(len(g) for g in groups)
+        if progress:
+            progress("start", {"total": len(jobs), "done": len(jobs) - todo})
+        if groups:
+            payload = sweep_payload(spec, protocol, store, precision, checks, engine)
+            _WorkerPool(devices[:len(groups)], payload, self._threads(len(devices)),
+                        self.max_retries, progress).run(groups)
+        return todo
+
+    def _threads(self, workers: int) -> int:
+        if self.threads_per_worker:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // workers)
+
+
+class _WorkerPool:
+    """The driver's side of LocalExecutor: start workers, hand out groups, forward progress,
+    replace dead workers and retry their group."""
+
+    def __init__(self, devices: Sequence[str], payload: dict, threads: int, max_retries: int,
+                 progress: ProgressFn | None):
+        import torch.multiprocessing as mp
+        self.ctx = mp.get_context("spawn")
+        self.outbox = self.ctx.Queue()
+        self.devices = list(devices)
+        self.payload = payload
+        self.threads = threads
+        self.max_retries = max_retries
+        self.progress = progress
+        self.workers: dict[int, _Worker] = {}
+        self.next_id = 0
+
+    def _start(self, device: str, label: str) -> _Worker:
+        inbox = self.ctx.Queue()
+        wid = self.next_id
+        self.next_id += 1
+        process = self.ctx.Process(target=_local_worker, name=f"madbench-worker-{device}",
+                                   args=(wid, device, self.payload, self.threads, inbox,
+                                         self.outbox), daemon=True)
+        process.start()
+        self.workers[wid] = worker = _Worker(wid, device, label, process, inbox)
+        return worker
+
+    def _assign(self, worker: _Worker) -> None:
+        if self.queue:
+            worker.group = self.queue.popleft()
+            worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]]))
+        else:
+            worker.group = None
+            worker.inbox.put(None)
+
+    def run(self, groups: list[list[Job]]) -> None:
+        self.groups = groups
+        self.queue = deque(range(len(groups)))
+        attempts = [0] * len(groups)
+        remaining = len(groups)
+        try:
+            for slot, device in enumerate(self.devices):
+                shared = self.devices.count(device) > 1
+                self._assign(self._start(device, f"{device}#{slot}" if shared else device))
+            while remaining:
+                try:
+                    message = self.outbox.get(timeout=0.5)
+                except queue.Empty:
+                    self._replace_dead(attempts)
+                    continue
+                kind, wid = message[0], message[1]
+                worker = self.workers.get(wid)
+                if kind == "progress" and self.progress:
+                    event, info = message[2], message[3]
+                    if event != "start":
+                        self.progress(event, {**info, "worker": worker.label if worker
+                                              else "?"})
+                elif kind == "finished" and worker is not None and worker.group == message[2]:
+                    skipped = len(groups[worker.group]) - message[3]
+                    for _ in range(skipped if self.progress else 0):
+                        self.progress("done", {"accuracy": None})
+                    remaining -= 1
+                    self._assign(worker)
+                elif kind == "error":
+                    name, text, trace = message[2:5]
+                    raise _error_from_worker(name, text, trace, worker.label if worker else "?")
+        finally:
+            self._stop()
+
+    def _replace_dead(self, attempts: list[int]) -> None:
+        if not self.outbox.empty():       # a worker's last message arrived meanwhile
+            return
+        for wid, worker in list(self.workers.items()):
+            if worker.process.is_alive() or worker.group is None:
+                continue
+            group = worker.group
+            del self.workers[wid]
+            attempts[group] += 1
+            where = f"{_describe_group(self.groups[group])} on {worker.label}"
+            if attempts[group] > self.max_retries:
+                raise MadbenchError(f"a worker died {attempts[group]} times training {where} "
+                                    f"(exit code {worker.process.exitcode}); the runs stored "
+                                    "so far are kept: re-run to resume")
+            warn(f"a worker died (exit code {worker.process.exitcode}) training {where}; "
+                 "retrying the group in a new worker")
+            self.queue.appendleft(group)
+            self._assign(self._start(worker.device, worker.label))
+
+    def _stop(self) -> None:
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                try:
+                    worker.inbox.put(None)
+                except (OSError, ValueError):
+                    pass
+        for worker in self.workers.values():
+            worker.process.join(timeout=5 if worker.group is None else 0.1)
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(timeout=5)
+
+
+# -- Ray ------------------------------------------------------------------------------------
+_RAY_BATCHABLE: dict = {}     #: per Ray worker process: which architectures can be vmapped
+
+
+def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads: int) -> int:
+    """The body of one Ray task: one group, trained in the Ray worker process."""
+    torch.set_num_threads(threads)
+    return train_shipped_group(payload, job_dicts, device, None, _RAY_BATCHABLE)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'madbench[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """Train each group as a Ray task on a Ray cluster (``address``; None starts a local Ray
+    instance, or joins the one ``RAY_ADDRESS`` names). A task holds ``1/runs_per_gpu`` of a GPU
+    (none on CPU) and ``cpus_per_run`` CPUs; a task whose worker dies is retried up to
+    ``max_retries`` times. Every node must see ``--run-dir`` (a shared filesystem) and have the
+    same madbench and plugins installed."""
+
+    def __init__(self, address: str | None = None, runs_per_gpu: int = 1, max_retries: int = 3,
+                 cpus_per_run: int = 1, init_options: dict | None = None):
+        if runs_per_gpu < 1:
+            raise UsageError("--runs-per-gpu must be at least 1")
+        self.address = address
+        self.runs_per_gpu = runs_per_gpu
+        self.max_retries = max_retries
+        self.cpus_per_run = cpus_per_run
+        self.init_options = init_options or {}
+
+    def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
+            store: ResultsStore, device: str = "auto", precision: str = "auto",
+            checks: dict | None = None, progress: ProgressFn | None = None,
+            engine: str = "auto") -> int:
+        """Train every job not yet in the store on the Ray cluster; returns how many."""
+        ray = _import_ray()
+        if device not in ("auto", "cuda", "cpu"):
+            raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
+                             "(Ray assigns the GPUs)")
+        if precision == "bf16" and device == "cpu":
+            raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+        groups = pending_groups(jobs, protocol, store)
+        todo = sum(len(g) for g in groups)
+        if progress:
+            progress("start", {"total": len(jobs), "done": len(jobs) - todo})
+        if not groups:
+            return 0
+        started = not ray.is_initialized()
+        if started:
+            options = {"include_dashboard": False, **self.init_options}
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, ValueError) as exc:
+                raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
+                                    .splitlines()[0]) from None
+        try:
+            self._run_groups(ray, groups, spec, protocol, store, device, precision, checks,
+                             progress, engine)
+        finally:
+            if started:
+                ray.shutdown()
+        return todo
+
+    def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
+                    progress, engine) -> None:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        if device == "cuda" and not has_gpus:
+            raise UsageError("--device cuda: the Ray cluster has no GPUs")
+        use_gpu = has_gpus and device != "cpu"
+        task = ray.remote(_ray_train_group).options(
+            num_gpus=1 / self.runs_per_gpu if use_gpu else 0, num_cpus=self.cpus_per_run,
+            max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
+        payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
+        pending = {task.remote(payload, [job_to_dict(j) for j in group],
+                               "cuda" if use_gpu else "cpu", self.cpus_per_run): group
+                   for group in groups}
+        try:
+            while pending:
+                if progress:
+                    n = len(pending)
+                    progress("status", {"text": f"{n} group{'s' * (n != 1)} of runs queued "
+                                                "or training on Ray"})
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    group = pending.pop(ref)
+                    self._collect(ray, ref, group, store)
+                    for _ in range(len(group) if progress else 0):
+                        progress("done", {"accuracy": None})
+            if progress:
+                progress("status", {"text": ""})
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _collect(self, ray, ref, group: Sequence[Job], store: ResultsStore) -> None:
+        """Wait for one finished task; raise its error as madbench would have raised it."""
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MadbenchError):
+                raise type(cause)(str(cause)) from None
+            raise
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.TaskUnschedulableError) as exc:
+            raise MadbenchError(f"Ray could not train {_describe_group(group)} "
+                                f"({type(exc).__name__}, {self.max_retries} retries); the "
+                                "runs stored so far are kept: re-run to resume") from None
+        missing = [j for j in group if not store.has(j.key)]
+        if missing:
+            raise MadbenchError(f"a Ray worker trained {_describe_group(group)} but its records "
+                                f"are not in {store.root}: --run-dir must be on a filesystem "
+                                "every Ray node shares")
+
+
+def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int = 1):
+    """The executor the CLI names: ``local`` or ``ray``."""
+    if name == "local":
+        if ray_address:
+            raise UsageError("--ray-address needs --executor ray")
+        return LocalExecutor(runs_per_gpu)
+    if name == "ray":
+        return RayExecutor(ray_address, runs_per_gpu)
+    raise UsageError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
