@@ -51,3 +51,17 @@ def madbench_register_architectures(register):
     :class:`madbench.architecture.ArchitectureSpec`, a list of layer names, a list of
     ``(layer_name, kwargs)`` pairs, or a mad-lab shorthand string such as ``"mH-Sg-mA-Sg"``.
     """
+
+
+@hookspec(firstresult=True)
+def madbench_flops(layer, dim, seq_len, kwargs):
+    """Forward FLOPs of one mixer layer on one sequence (since 0.1; used by ``madbench scaling``).
+
+    Called for layers without a built-in formula (see :mod:`madbench.scaling.flops`). ``layer``
+    is the mixer as the architecture names it (a registered name or ``pkg.module:Class``),
+    ``dim`` the model width, ``seq_len`` the sequence length and ``kwargs`` the constructor
+    arguments (registry defaults, the architecture's kwargs and the class's own defaults,
+    merged). Return the forward FLOPs of one sequence of ``seq_len`` tokens (batch 1), with a
+    multiply-add counted as 2 FLOPs, either as a number or as a dict of named terms that add
+    up to it; return ``None`` for a layer you do not know. The first non-``None`` answer wins.
+    """

@@ -1,0 +1,370 @@
+"""Analytic FLOP counts of mixers and architectures, after the MAD paper's App. C.4 (table
+reproduced in mad-protocol.md section 10.3).
+
+Conventions (one set, used everywhere in madbench.scaling):
+
+- A formula gives the **forward** FLOPs of **one sequence** of ``seq_len`` tokens (batch 1), with
+  a multiply-add counted as **2 FLOPs**. ``per_token`` divides by ``seq_len``; **training** is
+  3 x forward (forward plus a backward pass of about twice its cost), the convention of 6ND.
+- Matrix products, convolutions, FFTs, scans and the gates the paper lists are counted;
+  norms, activations, residual additions, rotary embeddings and the optimiser step are not.
+- Attention counts every (query, key) pair: the causal mask does not halve it (the paper's
+  4 L^2 D, and what FlopCounterMode reports for fused attention).
+- **Embeddings in**: the paper's 4 L D V counts the input embedding as a one-hot product
+  (2 L D V) plus the output head (2 L D V). ``embeddings=False`` leaves both out.
+- Sparse layers (MoE, Hyena experts) count the **active** work: the k experts a token is routed
+  to, plus the router.
+
+Where the paper's table is used term for term: attention (QKV 6LD^2, scores 4L^2D, softmax
+2HL^2, output 2LD^2), GLU 6 L D D_glu, Hyena (projections 6LD^2, short convolutions 18LD at
+filter 3, FFT convolution 10 L log2(L) D, gates 4LD, output 2LD^2) and Mamba (projections
+4LD^2E, featurisation 2LDE(D_dt + 2S) + 2LDE D_dt, scan 2LDES -- the paper's lower bound --,
+output 2LD^2E), with D replaced by the layer's actual inner widths. Re-derived, with the
+reason in each formula's docstring: short convolutions (2 k FLOPs per channel and position for
+width k: the paper prints 6LDE for Mamba's width 4, inconsistent with its own 18LD for three
+Hyena streams of width 3), the filter featurisation of madbench's modal filters (10 FLOPs per
+mode, channel and position, in place of the paper's implicit-MLP term S L D), multi-head Hyena
+(one filter per key channel, D d channels through the FFT for head size d), and every MoE term
+(the table's router ``L D A`` and up-projections ``4 D D_moe A`` lack the factor L and mix the
+multiply-add conventions): router 2 L D E, active expert projections 6 L D w k for SwiGLU
+experts of width w with k active, and the weighted combination 2 L D k. GLA and linear
+attention are not in the paper; their formulas count the chunked algorithm madbench runs.
+
+A mixer without a built-in formula is asked through the ``madbench_flops`` hook; failing that,
+its forward pass is measured with FlopCounterMode (``method="flopcounter"``: a lower bound,
+since that counts only matrix products and convolutions).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..architecture import ArchitectureSpec, mixer_entry
+from ..errors import MadbenchError
+
+#: Training FLOPs per forward FLOP (forward + backward ~ 2 x forward).
+TRAINING_MULTIPLIER = 3
+#: FLOPs per mode, channel and position to evaluate a modal filter: t*theta, t*rate, exp, cos,
+#: sin, two residue products, a subtraction, the envelope product and the sum over modes.
+MODAL_FILTER_FLOPS_PER_MODE = 10
+
+
+def fft_conv_flops(seq_len: int, channels: int) -> float:
+    """The paper's cost of a causal FFT convolution: 10 L log2(L) per channel."""
+    return 10.0 * seq_len * math.log2(seq_len) * channels if seq_len > 1 else 0.0
+
+
+def short_conv_flops(seq_len: int, channels: int, width: int) -> float:
+    """A causal depthwise convolution of width k: k multiply-adds per channel and position."""
+    return 2.0 * width * seq_len * channels
+
+
+# -- built-in layer formulas: f(dim, L, **constructor kwargs) -> {term: FLOPs} ---------------
+def attention_flops(dim: int, L: int, num_heads: int = 1, head_dim: int | None = None,
+                    window: int | None = None, **_: Any) -> dict[str, float]:
+    """Softmax attention (paper: 6LD^2 + 4L^2D + 2HL^2 + 2LD^2 at inner width D). A sliding
+    window of w keys replaces L keys per query by min(L, w)."""
+    head_dim = head_dim or dim // num_heads
+    inner = num_heads * head_dim
+    keys = L if window is None else min(L, window)
+    return {"qkv_projections": 6.0 * L * dim * inner,
+            "attention": 4.0 * L * keys * inner,
+            "softmax": 2.0 * num_heads * L * keys,
+            "output_projection": 2.0 * L * inner * dim}
+
+
+def swiglu_flops(dim: int, L: int, inner: int = 512, **_: Any) -> dict[str, float]:
+    """Gated linear unit, three projections (paper: 6 L D D_glu)."""
+    return {"glu": 6.0 * L * dim * inner}
+
+
+def mlp_flops(dim: int, L: int, inner: int = 512, **_: Any) -> dict[str, float]:
+    """Two-layer MLP: 4 L D D_inner."""
+    return {"mlp": 4.0 * L * dim * inner}
+
+
+def moe_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16, top_k: int = 2,
+              **_: Any) -> dict[str, float]:
+    """Mixture of SwiGLU experts, top-k routed (re-derived, see the module docstring): router
+    2 L D E; the k active experts' gate, up and down projections 6 L D w k; the weighted sum
+    of their outputs 2 L D k."""
+    return {"router": 2.0 * L * dim * experts,
+            "expert_projections": 6.0 * L * dim * expert_width * top_k,
+            "combine": 2.0 * L * dim * top_k}
+
+
+def hyena_flops(dim: int, L: int, modes: int = 8, short_filter: int = 3,
+                direct_term: bool = True, **_: Any) -> dict[str, float]:
+    """Order-2 Hyena (paper terms; featurisation for the modal filter). Gates: x1*v and x2*y
+    (one FLOP each per channel and position) and the direct term D*u (a multiply-add): 4LD."""
+    return {"projections": 6.0 * L * dim * dim,
+            "short_convs": short_conv_flops(L, 3 * dim, short_filter),
+            "filter_featurisation": MODAL_FILTER_FLOPS_PER_MODE * modes * L * dim,
+            "fft_conv": fft_conv_flops(L, dim),
+            "gates": (4.0 if direct_term else 2.0) * L * dim,
+            "output_projection": 2.0 * L * dim * dim}
+
+
+def mh_hyena_flops(dim: int, L: int, heads: int = 16, modes: int = 1, short_filter: int = 3,
+                   direct_term: bool = True, **_: Any) -> dict[str, float]:
+    """Multi-head Hyena (re-derived for madbench's layout): per head of size d = D/H the outer
+    product k (x) v (L D d), one filter per key channel (featurisation over D filters), D d
+    channels through the FFT convolution, the direct term (2 L D d) and the read-out with q
+    (2 L D d): the paper's "convolution and gates scale with D^2/H"."""
+    d = dim // heads
+    return {"projections": 6.0 * L * dim * dim,
+            "short_convs": short_conv_flops(L, 3 * dim, short_filter),
+            "filter_featurisation": MODAL_FILTER_FLOPS_PER_MODE * modes * L * dim,
+            "outer_product": 1.0 * L * dim * d,
+            "fft_conv": fft_conv_flops(L, dim * d),
+            "gates": (4.0 if direct_term else 2.0) * L * dim * d,
+            "output_projection": 2.0 * L * dim * dim}
+
+
+def hyena_experts_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16,
+                        top_k: int = 2, modes: int = 8, short_filter: int = 3,
+                        direct_term: bool = True, **_: Any) -> dict[str, float]:
+    """Hyena experts (re-derived): dense over all E w channels up to the long convolution (a
+    filter reads every earlier position, selected or not): router 2 L D E, input projection
+    2 L D 3Ew, short convolutions, featurisation, FFT convolution, the x1*v gate and direct
+    term; sparse for the k routed experts: the output gate L k w, the down-projection 2 L k w D
+    and the weighted combination 2 L D k."""
+    inner = experts * expert_width
+    active = top_k * expert_width
+    return {"router": 2.0 * L * dim * experts,
+            "projections": 6.0 * L * dim * inner,
+            "short_convs": short_conv_flops(L, 3 * inner, short_filter),
+            "filter_featurisation": MODAL_FILTER_FLOPS_PER_MODE * modes * L * inner,
+            "fft_conv": fft_conv_flops(L, inner),
+            "gates": (3.0 if direct_term else 1.0) * L * inner + 1.0 * L * active,
+            "output_projection": 2.0 * L * active * dim,
+            "combine": 2.0 * L * dim * top_k}
+
+
+def mamba_flops(dim: int, L: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
+                dt_rank: int | str = "auto", **_: Any) -> dict[str, float]:
+    """Mamba (paper terms with E D = d_inner; short convolution 2 k per channel and position)."""
+    inner = int(expand * dim)
+    rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+    return {"projections": 2.0 * L * dim * 2 * inner,
+            "short_conv": short_conv_flops(L, inner, d_conv),
+            "featurisation": 2.0 * L * inner * (rank + 2 * d_state) + 2.0 * L * inner * rank,
+            "scan": 2.0 * L * inner * d_state,
+            "output_projection": 2.0 * L * inner * dim}
+
+
+def gla_flops(dim: int, L: int, num_heads: int = 1, expand_k: float = 1.0,
+              expand_v: float = 1.0, gate_low_rank_dim: int = 16, chunk_size: int = 16,
+              **_: Any) -> dict[str, float]:
+    """Gated linear attention, chunked form (not in the paper): q, k, v, output-gate and
+    low-rank forget-gate projections; inside each chunk of C a masked score matrix and its
+    product with v (2 L C K + 2 L C V, not halved); across chunks q S and the state update
+    k^T v (2 L K d_v each)."""
+    K, V = int(dim * expand_k), int(dim * expand_v)
+    dv = V // num_heads
+    C = min(chunk_size, L)
+    return {"projections": 4.0 * L * dim * K + 4.0 * L * dim * V,
+            "gate_projection": 2.0 * L * dim * gate_low_rank_dim
+            + 2.0 * L * gate_low_rank_dim * K,
+            "intra_chunk": 2.0 * L * C * K + 2.0 * L * C * V,
+            "inter_chunk": 4.0 * L * K * dv,
+            "output_projection": 2.0 * L * V * dim}
+
+
+def linear_attention_flops(dim: int, L: int, num_heads: int = 1, head_dim: int | None = None,
+                           chunk_size: int = 64, **_: Any) -> dict[str, float]:
+    """Causal linear attention, chunked form (not in the paper): as GLA without gates, plus
+    the normaliser (2 L C per head inside a chunk, 2 L d_k across chunks)."""
+    head_dim = head_dim or dim // num_heads
+    inner = num_heads * head_dim
+    C = min(chunk_size, L)
+    return {"qkv_projections": 6.0 * L * dim * inner,
+            "intra_chunk": 4.0 * L * C * inner,
+            "inter_chunk": 4.0 * L * inner * head_dim,
+            "normaliser": 2.0 * L * C * num_heads + 2.0 * L * inner,
+            "output_projection": 2.0 * L * inner * dim}
+
+
+#: Built-in formulas, keyed by the mixer class (``module:qualname``).
+BUILTIN_FORMULAS: dict[str, Callable[..., dict[str, float]]] = {
+    "madbench_layers.attention:Attention": attention_flops,
+    "madbench_layers.channel:SwiGLU": swiglu_flops,
+    "madbench_layers.channel:MLP": mlp_flops,
+    "madbench_layers.channel:MoeMLP": moe_flops,
+    "madbench_layers.hyena:Hyena": hyena_flops,
+    "madbench_layers.hyena:MultiHeadHyena": mh_hyena_flops,
+    "madbench_layers.hyena:HyenaExperts": hyena_experts_flops,
+    "madbench_layers.mamba:Mamba": mamba_flops,
+    "madbench_layers.gla:GatedLinearAttention": gla_flops,
+    "madbench_layers.linear_attention:LinearAttention": linear_attention_flops,
+}
+
+
+# -- per layer -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerFlops:
+    """Forward FLOPs of one layer on one sequence, by term; ``method``: analytic (built-in),
+    hook (a plugin's ``madbench_flops``) or flopcounter (measured, a lower bound)."""
+
+    mixer: str
+    method: str
+    terms: Mapping[str, float]
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.terms.values()))
+
+
+def constructor_kwargs(mixer: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The kwargs a mixer is built with: registry defaults, then ``kwargs``, then the class's
+    own signature defaults for anything still missing."""
+    entry = mixer_entry(mixer)
+    merged = {**entry.metadata.get("defaults", {}), **dict(kwargs or {})}
+    try:
+        params = inspect.signature(entry.obj).parameters
+    except (TypeError, ValueError):
+        return merged
+    for name, p in list(params.items())[1:]:  # skip dim
+        if p.default is not inspect.Parameter.empty and p.kind in (
+                p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            merged.setdefault(name, p.default)
+    return merged
+
+
+def _class_id(mixer: str) -> str:
+    cls = mixer_entry(mixer).obj
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _from_hook(mixer: str, dim: int, seq_len: int, kwargs: dict) -> dict[str, float] | None:
+    from ..plugins import get_plugin_manager
+    answer = get_plugin_manager().hook.madbench_flops(layer=mixer, dim=dim, seq_len=seq_len,
+                                                      kwargs=dict(kwargs))
+    if answer is None:
+        return None
+    terms = dict(answer) if isinstance(answer, Mapping) else {"total": answer}
+    try:
+        terms = {str(k): float(v) for k, v in terms.items()}
+    except (TypeError, ValueError):
+        raise MadbenchError(f"madbench_flops for {mixer!r} returned {answer!r}, not a number "
+                            "or a dict of numbers") from None
+    if any(not math.isfinite(v) or v < 0 for v in terms.values()):
+        raise MadbenchError(f"madbench_flops for {mixer!r} returned a negative or non-finite "
+                            f"count: {terms}")
+    return terms
+
+
+def measured_layer_flops(mixer: str, dim: int, seq_len: int,
+                         kwargs: Mapping[str, Any] | None = None) -> float:
+    """Forward FLOPs of one layer on one sequence, counted by FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..accounting import EXTRA_FLOP_FORMULAS
+    from ..architecture import LayerSpec, build_mixer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = build_mixer(LayerSpec(mixer, dict(kwargs or {})), dim)
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+    try:
+        with torch.no_grad(), counter:
+            module(torch.randn(1, seq_len, dim))
+    except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
+        raise MadbenchError(f"forward pass of {mixer!r} failed while counting FLOPs: "
+                            f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return float(counter.get_total_flops())
+
+
+def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | None = None,
+                fallback: str = "flopcounter") -> LayerFlops:
+    """Forward FLOPs of one mixer on one sequence: built-in formula, else the
+    ``madbench_flops`` hook, else (``fallback="flopcounter"``) a FlopCounterMode measurement,
+    or (``fallback="error"``) an error."""
+    if seq_len < 1 or dim < 1:
+        raise MadbenchError(f"need dim >= 1 and seq_len >= 1, got {dim}, {seq_len}")
+    full = constructor_kwargs(mixer, kwargs)
+    formula = BUILTIN_FORMULAS.get(_class_id(mixer))
+    if formula is not None:
+        return LayerFlops(mixer, "analytic", formula(dim, seq_len, **full))
+    terms = _from_hook(mixer, dim, seq_len, full)
+    if terms is not None:
+        return LayerFlops(mixer, "hook", terms)
+    if fallback != "flopcounter":
+        raise MadbenchError(f"no FLOP formula for mixer {mixer!r}: implement the "
+                            "madbench_flops hook for it")
+    measured = measured_layer_flops(mixer, dim, seq_len, kwargs)
+    if measured <= 0:
+        raise MadbenchError(f"no FLOP formula for mixer {mixer!r} and FlopCounterMode counts 0 "
+                            "(custom or Triton ops): implement the madbench_flops hook")
+    warnings.warn(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, a "
+                  "lower bound (matrix products and convolutions only)", stacklevel=2)
+    return LayerFlops(mixer, "flopcounter", {"measured": measured})
+
+
+# -- per architecture ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArchitectureFlops:
+    """Forward FLOPs of a language model on one sequence, by layer, plus embedding and head."""
+
+    name: str
+    seq_len: int
+    vocab_size: int
+    layers: tuple[LayerFlops, ...]
+    embedding: float
+    head: float
+    conventions: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def forward(self) -> float:
+        """Forward FLOPs of one sequence."""
+        return self.embedding + self.head + sum(l.total for l in self.layers)
+
+    @property
+    def forward_per_token(self) -> float:
+        return self.forward / self.seq_len
+
+    @property
+    def training_per_token(self) -> float:
+        """Training FLOPs per token: 3 x forward."""
+        return TRAINING_MULTIPLIER * self.forward_per_token
+
+    @property
+    def method(self) -> str:
+        """analytic when every layer has a formula; else the weakest method used."""
+        methods = {l.method for l in self.layers}
+        for weakest in ("flopcounter", "hook"):
+            if weakest in methods:
+                return weakest
+        return "analytic"
+
+    def training_flops(self, tokens: float) -> float:
+        """Training FLOPs for ``tokens`` tokens seen at this sequence length."""
+        return self.training_per_token * tokens
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "seq_len": self.seq_len, "vocab_size": self.vocab_size,
+                "method": self.method, "embedding": self.embedding, "head": self.head,
+                "forward": self.forward, "forward_per_token": self.forward_per_token,
+                "training_per_token": self.training_per_token,
+                "conventions": dict(self.conventions),
+                "layers": [{"mixer": l.mixer, "method": l.method, "total": l.total,
+                            "terms": dict(l.terms)} for l in self.layers]}
+
+
+def architecture_flops(spec: ArchitectureSpec, seq_len: int, vocab_size: int = 256,
+                       embeddings: bool = True, fallback: str = "flopcounter"
+                       ) -> ArchitectureFlops:
+    """Forward FLOPs of ``spec`` as a language model (embedding, blocks, head) on one sequence
+    of ``seq_len`` tokens. ``embeddings``: count the paper's 4 L D V for input embedding and
+    head (True) or neither (False)."""
+    layers = tuple(layer_flops(l.mixer, spec.dim, seq_len, l.kwargs, fallback)
+                   for l in spec.layers)
+    one_side = 2.0 * seq_len * spec.dim * vocab_size if embeddings else 0.0
+    conventions = {"unit": "forward FLOPs per sequence", "multiply_add": 2,
+                   "training_multiplier": TRAINING_MULTIPLIER, "embeddings": embeddings,
+                   "sparse": "active experts", "causal_attention": "not halved"}
+    return ArchitectureFlops(spec.name, seq_len, vocab_size, layers, one_side, one_side,
+                             conventions)

@@ -1,0 +1,375 @@
+"""Scaling runs: small causal byte-level language models trained at fixed FLOP budgets.
+
+For each budget C and model size (family, width, depth), the run trains
+``madbench.model.LanguageModel`` (vocabulary 256: bytes) for ``steps = round(C / (F B L))``
+steps of ``B`` sequences of ``L`` bytes, where ``F`` is the analytic training FLOPs per token
+(``flops.py``: 3 x forward, embeddings in). The run's FLOPs are ``F x tokens`` (within one step
+of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
+weight decay 0.1 on matrices except in Hyena layers (0 there), no dropout, cosine schedule with
+1% linear warm-up decaying to 10% of the peak learning rate; bf16 on CUDA (the Hyena and Mamba
+recurrences run in fp32 inside the layers), fp32 on CPU. Gradients are clipped at norm 1.
+
+The loss of a run is the mean cross-entropy in nats per byte on the validation split (a fixed
+set of windows, ``eval_tokens`` bytes), after training.
+
+Records go to ``RUN_DIR/records/`` through :class:`madbench.store.ResultsStore` (one Parquet
+file per run, keyed by a content hash), so an interrupted ``madbench scaling run`` resumes;
+``RUN_DIR/isoflop.parquet`` is rewritten after every run with all of them as one table.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..accounting import count_params, layer_state
+from ..architecture import ArchitectureSpec, mixer_kind
+from ..errors import UsageError
+from ..hashing import content_hash
+from ..model import LanguageModel
+from ..store import ResultsStore
+from .corpus import Corpus
+from .flops import architecture_flops
+from .shapes import LADDER, attention_fraction, family_spec
+
+VOCAB_SIZE = 256
+STATE_SEQ_LEN = 8192   #: the paper measures state at sequence length 8k (Finding 8)
+REQUIRED_COLUMNS = ("arch", "params", "tokens", "flops", "loss")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything about training that is not the model or the budget."""
+
+    seq_len: int = 256
+    batch_size: int = 32
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.01
+    final_lr_fraction: float = 0.1
+    grad_clip: float = 1.0
+    eval_tokens: int = 65536
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def lr_at(step: int, total: int, peak: float, warmup_fraction: float = 0.01,
+          final_fraction: float = 0.1) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps (at least one), then cosine decay
+    from ``peak`` to ``final_fraction * peak`` at the last step."""
+    warmup = max(1, round(warmup_fraction * total))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    span = max(1, total - 1 - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = final_fraction * peak
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One scaling run, fully determined."""
+
+    family: str
+    width: int
+    depth: int
+    budget: float
+    spec: ArchitectureSpec
+    recipe: Recipe
+    training_flops_per_token: float
+    flop_method: str
+    steps: int
+    corpus_sha256: str
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.recipe.batch_size * self.recipe.seq_len
+
+    @property
+    def flops(self) -> float:
+        return self.training_flops_per_token * self.tokens
+
+    @property
+    def key(self) -> str:
+        return content_hash({"kind": "scaling-run", "arch": self.spec.hash,
+                             "budget": self.budget, "steps": self.steps,
+                             "recipe": self.recipe.to_dict(), "corpus": self.corpus_sha256,
+                             "madbench": __version__}, length=24)
+
+
+def plan_runs(family: str, budgets: Sequence[float], sizes: Sequence[tuple[int, int]] | None,
+              recipe: Recipe, corpus_sha256: str, min_steps: int = 20,
+              tokens_per_param: tuple[float, float] = (1.0, 1000.0)) -> list[RunPlan]:
+    """The runs of one family: every (budget, size) pair. Without ``sizes``, the ladder sizes
+    whose run would take at least ``min_steps`` steps and see between ``tokens_per_param``
+    tokens per non-embedding parameter (around the compute-optimal ~20)."""
+    plans = []
+    for budget in budgets:
+        if budget <= 0:
+            raise UsageError(f"budgets must be positive, got {budget:g}")
+        for width, depth in (sizes or LADDER):
+            spec = family_spec(family, width, depth)
+            fl = architecture_flops(spec, recipe.seq_len, VOCAB_SIZE)
+            per_step = fl.training_per_token * recipe.batch_size * recipe.seq_len
+            steps = max(1, round(budget / per_step))
+            plan = RunPlan(family, width, depth, float(budget), spec, recipe,
+                           fl.training_per_token, fl.method, steps, corpus_sha256)
+            if sizes is None:
+                n = non_embedding_params(spec)
+                ratio = plan.tokens / n
+                if steps < min_steps or not tokens_per_param[0] <= ratio <= tokens_per_param[1]:
+                    continue
+            plans.append(plan)
+    return plans
+
+
+def non_embedding_params(spec: ArchitectureSpec) -> int:
+    """Parameters of the residual blocks, counted on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = LanguageModel(spec, VOCAB_SIZE)
+    return count_params(model.encoder.blocks)
+
+
+# -- training --------------------------------------------------------------------------------
+def parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
+                     weight_decay: float) -> list[dict]:
+    """Decay on matrices outside Hyena layers (the paper exempts Hyena layers), none on
+    vectors or parameters marked ``_no_weight_decay``."""
+    exempt = {id(p) for layer, block in zip(spec.layers, model.encoder.blocks)
+              if "hyena" in layer.mixer for p in block.parameters()}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.ndim >= 2 and id(p) not in exempt and not getattr(p, "_no_weight_decay", False):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _windows(data: torch.Tensor, starts: torch.Tensor, length: int):
+    idx = starts[:, None] + torch.arange(length + 1, device=data.device)[None, :]
+    chunk = data[idx].long()
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_size: int,
+                    eval_tokens: int, autocast) -> float:
+    """Mean cross-entropy (nats per byte) over the first ``eval_tokens // seq_len``
+    non-overlapping windows of the validation split."""
+    count = min(max(1, eval_tokens // seq_len), (val.numel() - 1) // seq_len)
+    if count < 1:
+        raise UsageError(f"the validation split ({val.numel()} bytes) is shorter than one "
+                         f"sequence of {seq_len + 1}")
+    starts = torch.arange(count, device=val.device) * seq_len
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, count, batch_size):
+        x, y = _windows(val, starts[i:i + batch_size], seq_len)
+        with autocast():
+            logits = model(x)
+        total += float(nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE),
+                                                   y.reshape(-1), reduction="sum"))
+        n += y.numel()
+    model.train()
+    return total / n
+
+
+def _autocast_factory(device: torch.device, precision: str):
+    import contextlib
+    if precision == "bf16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
+              precision: str = "fp32",
+              on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Train one planned run; returns the model's counts and the losses."""
+    r = plan.recipe
+    if train.numel() <= r.seq_len + 1:
+        raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
+                         f"sequence of {r.seq_len + 1}")
+    torch.manual_seed(r.seed)
+    model = LanguageModel(plan.spec, VOCAB_SIZE).to(device)
+    opt = torch.optim.AdamW(parameter_groups(model, plan.spec, r.weight_decay), lr=r.lr,
+                            betas=r.betas, eps=1e-8, fused=device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(r.seed)
+    autocast = _autocast_factory(device, precision)
+    start = time.perf_counter()
+    loss_sum, recent = torch.zeros((), device=device), 0
+    report_every = max(1, plan.steps // 50)
+    train_loss = float("nan")
+    for step in range(plan.steps):
+        lr = lr_at(step, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        starts = torch.randint(0, train.numel() - r.seq_len - 1, (r.batch_size,),
+                               generator=gen, device=device)
+        x, y = _windows(train, starts, r.seq_len)
+        with autocast():
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if r.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        opt.step()
+        loss_sum += loss.detach()
+        recent += 1
+        if (step + 1) % report_every == 0 or step + 1 == plan.steps:
+            train_loss = float(loss_sum) / recent    # one host sync per report
+            loss_sum.zero_()
+            recent = 0
+            if on_step:
+                on_step(step + 1, plan.steps, train_loss)
+    val_loss = validation_loss(model, val, r.seq_len, r.batch_size, r.eval_tokens, autocast)
+    seconds = time.perf_counter() - start
+    fixed = dynamic = dynamic_8k = 0
+    for layer, block in zip(plan.spec.layers, model.encoder.blocks):
+        kind = mixer_kind(layer.mixer)
+        at_len = layer_state(block.mixer, kind, r.seq_len)
+        at_8k = layer_state(block.mixer, kind, STATE_SEQ_LEN)
+        fixed += at_len["fixed_state"] or 0
+        dynamic += at_len["dynamic_state"] or 0
+        dynamic_8k += at_8k["dynamic_state"] or 0
+    return {"params": count_params(model),
+            "non_embedding_params": count_params(model.encoder.blocks),
+            "loss": val_loss, "bits_per_byte": val_loss / math.log(2),
+            "train_loss": train_loss, "diverged": not math.isfinite(train_loss),
+            "fixed_state": fixed, "dynamic_state": dynamic,
+            "total_state_8k": fixed + dynamic_8k, "seconds": seconds}
+
+
+# -- driving ---------------------------------------------------------------------------------
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def record_for(plan: RunPlan, corpus: Corpus, result: dict, device: torch.device,
+               precision: str, provenance: dict) -> dict[str, Any]:
+    r = plan.recipe
+    return {
+        "run_key": plan.key, "kind": "scaling", "arch": plan.family,
+        "arch_name": plan.spec.name, "arch_hash": plan.spec.hash, "width": plan.width,
+        "depth": plan.depth, "attention_fraction": attention_fraction(plan.spec),
+        "budget": plan.budget, "flops": plan.flops, "tokens": plan.tokens,
+        "steps": plan.steps, "training_flops_per_token": plan.training_flops_per_token,
+        "flop_method": plan.flop_method, **result,
+        "seq_len": r.seq_len, "batch_size": r.batch_size, "lr": r.lr, "seed": r.seed,
+        "corpus": corpus.name, "corpus_sha256": corpus.sha256, "vocab_size": VOCAB_SIZE,
+        "device": str(device), "precision": precision, "madbench_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "architecture": plan.spec.to_dict(), "protocol": r.to_dict(),
+        "provenance": provenance,
+    }
+
+
+def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
+              device: str = "auto", precision: str = "auto",
+              progress: ProgressFn | None = None) -> int:
+    """Train every plan not yet in ``store``; returns how many were trained. Rewrites
+    ``isoflop.parquet`` beside the records after each run."""
+    from ..provenance import provenance
+    from ..trainer import resolve_device
+    dev = resolve_device(device)
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" else "fp32"
+    if precision == "bf16" and dev.type != "cuda":
+        raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+    todo = [p for p in plans if not store.has(p.key)]
+    if progress:
+        progress("start", {"total": len(plans), "done": len(plans) - len(todo)})
+    if not todo:
+        return 0
+    train_np, val_np = corpus.splits()
+    train = torch.from_numpy(train_np).to(dev)
+    val = torch.from_numpy(val_np).to(dev)
+    prov = provenance(dev)
+    for plan in todo:
+        if progress:
+            progress("run", {"plan": plan})
+
+        def on_step(step, steps, loss):
+            if progress:
+                progress("step", {"step": step, "steps": steps, "loss": loss})
+
+        result = train_run(plan, train, val, dev, precision, on_step)
+        store.append(record_for(plan, corpus, result, dev, precision, prov))
+        export_table(store, store.root / "isoflop.parquet")
+        if progress:
+            progress("done", {"plan": plan, "loss": result["loss"]})
+    return len(todo)
+
+
+# -- tables ----------------------------------------------------------------------------------
+def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
+    return [r for r in store.records() if r.get("kind") == "scaling"]
+
+
+def export_table(store: ResultsStore, path: str | Path) -> Path:
+    """All scaling records of ``store`` as one Parquet table (JSON columns as text)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rows = [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+            for r in scaling_records(store)]
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_runs(path: str | Path) -> list[dict[str, Any]]:
+    """Runs from a Parquet file, a CSV file or a run directory (its ``records/``), checked for
+    the columns every fit needs."""
+    path = Path(path)
+    if path.is_dir():
+        rows = scaling_records(ResultsStore(path, create=False))
+    elif not path.is_file():
+        raise UsageError(f"{path}: no such file or run directory")
+    elif path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+        rows = pacsv.read_csv(path).to_pylist()
+    elif path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+        rows = pq.read_table(path).to_pylist()
+    else:
+        raise UsageError(f"{path}: runs must be a .parquet or .csv file or a run directory")
+    if not rows:
+        raise UsageError(f"{path}: no runs")
+    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
+    if missing:
+        raise UsageError(f"{path}: missing column(s) {', '.join(missing)} (need "
+                         f"{', '.join(REQUIRED_COLUMNS)})")
+    for i, row in enumerate(rows):
+        for c in REQUIRED_COLUMNS[1:]:
+            v = row.get(c)
+            if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UsageError(f"{path}: row {i + 1} has {c}={v!r}; {c} must be a positive "
+                                 "number")
+    return rows
+
+
+def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(str(row["arch"]), []).append(row)
+    return out
+
+
+def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
+    return [np.array([float(r[n]) for r in rows]) for n in names]

@@ -1,0 +1,150 @@
+"""Model shapes for scaling runs: the paper's architecture families (App. C.1) at a given width
+and depth, and a ladder of sizes extended below the paper's smallest model.
+
+The paper's rules (mad-protocol.md section 10.1), kept here: SwiGLU channel mixers of width
+8d/3 rounded to the nearest multiple of 16 (none in Mamba models); attention head size 64
+(capped at half the width for the tiny widths added here); multi-head Hyena with heads of size
+8; Mamba with state 16, expansion 2, convolution 4; MoE with 8 experts, 2 active, each expert
+half the dense SwiGLU width so that active parameters match; Hyena experts with 8 experts of
+width d/8, 2 active. Normalisation is madbench's (RMSNorm, untied embeddings: see docs).
+
+``depth`` is the number of sequence-mixer blocks, each followed by a channel mixer. Mamba
+mixes channels itself, so Mamba models have 2 x depth Mamba layers and no channel mixer
+(comparable parameters, as in the Mamba paper). Striped models replace an evenly spaced share
+of the sequence mixers by multi-head attention: 25% for StripedHyena and StripedMamba (the
+paper's compute-optimal ratio), 1 in 12 for StripedHyena experts + MoE; at least one layer is
+attention, so the smallest depths hold more than the nominal share (recorded per run as
+``attention_fraction``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..architecture import ArchitectureSpec, LayerSpec
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: its sequence mixer, channel mixer and attention share."""
+
+    name: str
+    mixer: str                    #: registered sequence mixer
+    channel: str | None           #: "swiglu", "moe-mlp" or None (Mamba)
+    attention_share: float = 0.0  #: fraction of sequence mixers that are attention
+    description: str = ""
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("transformer++", "mh-attention", "swiglu", 1.0, "attention + SwiGLU, rotary"),
+    Family("hyena", "hyena", "swiglu", 0.0, "Hyena + SwiGLU"),
+    Family("mh-hyena", "mh-hyena", "swiglu", 0.0, "multi-head Hyena (heads of 8) + SwiGLU"),
+    Family("striped-hyena", "hyena", "swiglu", 0.25, "Hyena striped with 25% attention"),
+    Family("mamba", "mamba", None, 0.0, "Mamba layers only (state 16)"),
+    Family("striped-mamba", "mamba", None, 0.25, "Mamba striped with 25% attention"),
+    Family("striped-hyena-moe", "hyena", "moe-mlp", 0.25,
+           "StripedHyena (25% attention) with MoE channel mixers"),
+    Family("striped-hyena-experts-moe", "hyena-experts", "moe-mlp", 1 / 12,
+           "Hyena experts striped 1:11 with attention, MoE channel mixers"),
+)}
+
+#: (width, depth) of the size ladder, smallest first. Widths 32-96 and depths 2-3 extend the
+#: paper's ladder (smallest: d 128, 4 layers) downward so that CPU tests and small GPU budgets
+#: have models to train; from d 128 on the depths follow the paper's aspect ratio loosely.
+LADDER: tuple[tuple[int, int], ...] = (
+    (32, 2), (48, 2), (64, 2), (64, 3), (96, 3), (128, 4), (160, 5), (192, 6), (256, 6),
+    (256, 8), (320, 8), (384, 10), (448, 12), (512, 12), (640, 14), (768, 16),
+)
+
+
+def ffn_width(width: int) -> int:
+    """8d/3 rounded to the nearest multiple of 16 (at least 16)."""
+    return max(16, int(round(8 * width / 3 / 16)) * 16)
+
+
+def attention_heads(width: int) -> int:
+    """Heads of size min(64, width / 2)."""
+    head = min(64, max(1, width // 2))
+    if width % head:
+        raise UsageError(f"width {width} is not divisible by the head size {head}")
+    return width // head
+
+
+def attention_positions(depth: int, share: float) -> set[int]:
+    """Which of ``depth`` sequence-mixer positions are attention: evenly spaced, the last one
+    included, at least one when ``share > 0``."""
+    if share >= 1:
+        return set(range(depth))
+    if share <= 0:
+        return set()
+    count = min(depth, max(1, round(depth * share)))
+    return {round((j + 1) * depth / count) - 1 for j in range(count)}
+
+
+def _sequence_layer(family: Family, width: int) -> LayerSpec:
+    if family.mixer == "mh-attention":
+        return LayerSpec("mh-attention", {"num_heads": attention_heads(width)})
+    if family.mixer == "mh-hyena":
+        if width % 8:
+            raise UsageError(f"mh-hyena needs a width divisible by 8, got {width}")
+        return LayerSpec("mh-hyena", {"heads": width // 8})
+    if family.mixer == "mamba":
+        return LayerSpec("mamba", {"d_state": 16, "d_conv": 4, "expand": 2})
+    if family.mixer == "hyena-experts":
+        if width % 8:
+            raise UsageError(f"hyena-experts needs a width divisible by 8, got {width}")
+        return LayerSpec("hyena-experts", {"experts": 8, "expert_width": width // 8, "top_k": 2})
+    return LayerSpec(family.mixer, {})
+
+
+def _channel_layer(family: Family, width: int) -> LayerSpec | None:
+    if family.channel is None:
+        return None
+    inner = ffn_width(width)
+    if family.channel == "moe-mlp":
+        return LayerSpec("moe-mlp", {"experts": 8, "expert_width": max(8, inner // 2),
+                                     "top_k": 2})
+    return LayerSpec(family.channel, {"inner": inner})
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UsageError(f"unknown scaling family {name!r} (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def family_spec(family: str, width: int, depth: int) -> ArchitectureSpec:
+    """The language-model spec of ``family`` at ``width`` with ``depth`` sequence-mixer blocks."""
+    fam = get_family(family)
+    if width < 8 or depth < 1:
+        raise UsageError(f"need width >= 8 and depth >= 1, got {width}x{depth}")
+    attention = attention_positions(depth, fam.attention_share)
+    seq, channel = _sequence_layer(fam, width), _channel_layer(fam, width)
+    attn = LayerSpec("mh-attention", {"num_heads": attention_heads(width)})
+    layers: list[LayerSpec] = []
+    for i in range(depth):
+        if i in attention:  # attention always gets a channel mixer (SwiGLU in Mamba families)
+            layers += [attn, channel or LayerSpec("swiglu", {"inner": ffn_width(width)})]
+        elif channel is None:  # Mamba: the block's channel slot is a second Mamba layer
+            layers += [seq, seq]
+        else:
+            layers += [seq, channel]
+    return ArchitectureSpec(f"{family}@{width}x{depth}", tuple(layers), width)
+
+
+def attention_fraction(spec: ArchitectureSpec) -> float:
+    """Share of sequence-mixing layers that are attention."""
+    from ..architecture import mixer_kind
+    seq = [l for l in spec.layers if mixer_kind(l.mixer) == "sequence"]
+    att = [l for l in seq if "attention" in l.mixer and "linear" not in l.mixer]
+    return len(att) / len(seq) if seq else 0.0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxDEPTH`` (e.g. ``64x2``) -> (64, 2)."""
+    try:
+        w, d = text.lower().split("x")
+        return int(w), int(d)
+    except ValueError:
+        raise UsageError(f"model size must look like WIDTHxDEPTH (e.g. 64x2), not {text!r}") \
+            from None
