@@ -1,0 +1,95 @@
+"""The boards: one per standard protocol, all on the bundled MAD suite (the six tasks)."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from ..errors import MadbenchError
+from ..protocol import PRESETS, Protocol
+from ..tasks import Task, suite_hash
+
+#: board name -> the protocol preset whose runs it ranks
+BOARDS: dict[str, str] = {"mad-paper": "paper", "mad-quick": "quick"}
+#: the entry-point name of the bundled plugin that registers the suite's tasks
+SUITE_PLUGIN = "mad-tasks"
+
+
+def suite_tasks() -> list[Task]:
+    """The tasks of the MAD suite: those the bundled ``mad-tasks`` plugin registers (tasks of
+    other plugins are not part of any board)."""
+    from ..plugins import get_registry
+
+    tasks = [e.obj for e in get_registry().tasks.values() if e.plugin == SUITE_PLUGIN]
+    if not tasks:
+        raise MadbenchError(f"the bundled MAD tasks (plugin {SUITE_PLUGIN!r}) are not loaded; "
+                            "check MADBENCH_DISABLE_PLUGINS / MADBENCH_LOAD_PLUGINS")
+    return tasks
+
+
+def current_suite_hash() -> str:
+    """The suite hash a submission must carry: every (task, version, setting) of the suite."""
+    return suite_hash(suite_tasks())
+
+
+def board_for(protocol: Protocol) -> str | None:
+    """The board whose preset ``protocol`` is exactly (standard, same hash), else None."""
+    for board, preset in BOARDS.items():
+        if (protocol.name == preset and protocol.standard and not protocol.overrides
+                and protocol.hash == PRESETS[preset].hash):
+            return board
+    return None
+
+
+#: protocol fields a preset's overrides may not touch (as in madbench.protocol.get_protocol)
+_FIXED_FIELDS = {"name", "version", "standard", "overrides"}
+
+
+def protocol_from_dict(data: dict) -> Protocol:
+    """The Protocol a submission's ``protocol`` object describes (its ``hash`` key ignored).
+    Raises ValueError when fields are missing or unknown."""
+    names = [f.name for f in fields(Protocol)]
+    body = {k: v for k, v in data.items() if k != "hash"}
+    missing = [n for n in names if n not in body]
+    unknown = [k for k in body if k not in names]
+    if missing or unknown:
+        raise ValueError("protocol fields " + "; ".join(
+            part for part in (f"missing: {', '.join(missing)}" if missing else "",
+                              f"unknown: {', '.join(unknown)}" if unknown else "") if part))
+    for name in ("lrs", "weight_decays", "betas"):
+        body[name] = tuple(body[name])
+    body["overrides"] = tuple(tuple(o) for o in body["overrides"])
+    return Protocol(**body)
+
+
+def preset_with_overrides(protocol: Protocol) -> Protocol:
+    """What madbench's own preset ``protocol.name`` becomes with ``protocol.overrides``
+    applied; equal to ``protocol`` unless a field was edited. Raises ValueError for an unknown
+    preset or override field."""
+    if protocol.name not in PRESETS:
+        raise ValueError(f"unknown protocol preset {protocol.name!r} (madbench has: "
+                         f"{', '.join(PRESETS)})")
+    preset = PRESETS[protocol.name]
+    if not protocol.overrides:
+        return preset
+    changes = {}
+    known = {f.name for f in fields(Protocol)}
+    for item in protocol.overrides:
+        key, value = item
+        if not isinstance(key, str) or key not in known or key in _FIXED_FIELDS:
+            raise ValueError(f"override of unknown or fixed protocol field {key!r}")
+        changes[key] = tuple(value) if isinstance(getattr(preset, key), tuple) and \
+            isinstance(value, list) else value
+    return replace(preset, standard=False, overrides=protocol.overrides, **changes)
+
+
+def describe_protocol(protocol: Protocol) -> str:
+    """``quick`` or ``smoke (overrides: epochs=2)``."""
+    if not protocol.overrides:
+        return protocol.name
+    parts = ", ".join(f"{k}={_show(v)}" for k, v in protocol.overrides)
+    return f"{protocol.name} (overrides: {parts})"
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
