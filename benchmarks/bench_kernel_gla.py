@@ -97,15 +97,12 @@ def sweep_configs(dk, dv):
     from madbench_layers.ops.gla.triton_kernel import launch_config
     base = launch_config(dk, dv)
     if dk <= 32:
-        shapes = [dict(BT=bt, num_warps=w) for bt in (16, 32, 64) for w in (2, 4)]
+        shapes = [dict(BT=bt, num_warps=w) for bt in (32, 64) for w in (2, 4)]
     else:
-        shapes = [dict(BT=16, BV_FWD=32, BK_BWD=32, BV_BWD=128),
-                  dict(BT=32, BV_FWD=32, BK_BWD=32, BV_BWD=128),
-                  dict(BT=16, BV_FWD=64, BK_BWD=32, BV_BWD=32),
+        shapes = [dict(BT=16, BV_FWD=64, BK_BWD=32, BV_BWD=32),
                   dict(BT=32, BV_FWD=64, BK_BWD=32, BV_BWD=32),
-                  dict(BT=16, BV_FWD=64, BK_BWD=64, BV_BWD=32),
-                  dict(BT=32, BV_FWD=32, BK_BWD=32, BV_BWD=64),
-                  dict(BT=16, BV_FWD=16, BK_BWD=32, BV_BWD=64)]
+                  dict(BT=16, BV_FWD=32, BK_BWD=32, BV_BWD=128),
+                  dict(BT=32, BV_FWD=32, BK_BWD=32, BV_BWD=128)]
     variants = [dict(precision=p, **v) for p in ("tf32x3", "tf32") for v in shapes]
     return [(", ".join(f"{k}={v}" for k, v in var.items()), {**base, **var}) for var in variants]
 
