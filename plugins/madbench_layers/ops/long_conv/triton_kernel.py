@@ -14,15 +14,20 @@ The convolution at ``L <= 1024`` is done directly, as blocked Toeplitz matrix pr
 tensor cores: per (configuration, channel, time block of ``BT`` outputs, block of ``BM`` rows
 ``(n, r)``), ``acc[m, t] += u[m, s-block] @ T[s-block, t-block]`` with ``T[s, t] = h[t - s]``
 gathered from a zero-padded copy of the filter (zeros at negative lags, so no masks; it stays
-in L1). The gates are applied on the fly, so ``u = x1 * v`` and ``x2 * acc`` never touch
-memory.
+in L1). The gates are applied on the fly, inside the tiles.
 
 Backward: ``gu = gc (*) h`` (a correlation, ``gc = gy * x2``) in the same blocked form, then the
 gate gradients ``gx1 = sum_r gu v``, ``gv = sum_g gu x1``, ``gx2 = sum_r gy c`` at the same tile;
 the filter gradient ``gh[lag] = sum_{n,r,t} gc[t] u[t - lag]`` is, per lag block ``d``, the matrix
 ``Q_d = sum_tb gc[:, tb]^T u[:, tb - d]`` (rows contracted on the tensor cores), whose diagonals
 are summed at the end. The forward pass keeps ``c = h * u`` (per filter g) for ``gx2``: for mH
-that is ``dv`` times the output, less than the FFT reference holds.
+that is ``dv`` times the output, less than the FFT reference holds. With one filter per output
+(H, He: ``G == 1``) the forward kernel also writes ``u = x1 * v`` and the input-gradient kernel
+``gc = gy * x2``, so that the filter gradient streams two tensors instead of four.
+
+Float32 inputs use tf32 tensor-core products (relative error about 1e-3); the filter gradient is
+slower there (about 5x bf16 at L = 1024), probably because Hopper's tf32 products take only
+K-major operands and both of its operands are contracted along the (strided) batch axis.
 """
 from __future__ import annotations
 
