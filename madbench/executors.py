@@ -147,9 +147,10 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
     """A worker process: train the groups the driver sends until it sends None."""
     torch.set_num_threads(threads)
     batchable: dict = {}
+    group_id = None
 
     def progress(event: str, info: dict) -> None:
-        outbox.put(("progress", worker_id, event, info))
+        outbox.put(("progress", worker_id, group_id, event, info))
 
     try:
         while (item := inbox.get()) is not None:
@@ -258,6 +259,7 @@ class _WorkerPool:
         self.groups = groups
         self.queue = deque(range(len(groups)))
         attempts = [0] * len(groups)
+        reported = [0] * len(groups)      #: runs reported done, by any worker
         remaining = len(groups)
         try:
             for slot, device in enumerate(self.devices):
@@ -272,13 +274,12 @@ class _WorkerPool:
                 kind, wid = message[0], message[1]
                 worker = self.workers.get(wid)
                 if kind == "progress" and self.progress:
-                    event, info = message[2], message[3]
-                    if event != "start":
-                        self.progress(event, {**info, "worker": worker.label if worker
-                                              else "?"})
+                    group, event, info = message[2:5]
+                    reported[group] += event == "done"
+                    self.progress(event, {**info, "worker": worker.label if worker else "?"})
                 elif kind == "finished" and worker is not None and worker.group == message[2]:
-                    skipped = len(groups[worker.group]) - message[3]
-                    for _ in range(skipped if self.progress else 0):
+                    for _ in range(len(groups[worker.group]) - reported[worker.group]
+                                   if self.progress else 0):   # stored by a dead worker
                         self.progress("done", {"accuracy": None})
                     remaining -= 1
                     self._assign(worker)

@@ -1,0 +1,235 @@
+"""Executors: local worker processes and Ray tasks give the records the in-process sweep gives
+(same run keys, accuracies and losses: CPU training is deterministic), and a worker killed in
+the middle of a run is replaced, its group retried, with nothing lost or trained twice."""
+import os
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from madbench.architecture import ArchitectureSpec, LayerSpec, resolve_architecture
+from madbench.cli import main
+from madbench.errors import CheckFailed, UsageError
+from madbench.evaluate import job_from_dict, job_to_dict, plan, run_sweep
+from madbench.executors import (LocalExecutor, RayExecutor, local_devices, protocol_from_dict,
+                                spec_from_dict)
+from madbench.protocol import get_protocol
+from madbench.store import ResultsStore
+from madbench.tasks import get_task
+
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (madbench[ray])")
+
+# Two groups (seeds 0 and 1) of two runs (two learning rates), tiny data, one epoch.
+OVERRIDES = {"epochs": "1", "lrs": "0.001,0.0005", "max_train": "64", "max_test": "32"}
+SEEDS = [0, 1]
+CLI_SWEEP = ["--tasks", "memorization", "--preset", "smoke", "--seeds", "0,1", "--engine",
+             "plain", "--no-progress", *[f for k, v in OVERRIDES.items()
+                                         for f in ("--set", f"{k}={v}")]]
+
+# A causal mixer y_t = W mean(x_1..x_t) that logs every construction (two per model) and, while
+# the ARMED file exists, kills its process in forward once the run directory named in that
+# file holds a record: a worker dies in the middle of a run, after some runs were stored.
+CRASH_MODULE = textwrap.dedent('''
+    import os
+    import torch
+    from torch import nn
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    ARMED = os.path.join(HERE, "armed")
+    LOG = os.path.join(HERE, "constructions.log")
+
+    class CrashOnce(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.proj = nn.Linear(dim, dim)
+            with open(LOG, "a") as fh:
+                fh.write(f"{os.getpid()}\\n")
+
+        def forward(self, x):
+            if os.path.exists(ARMED):
+                records = open(ARMED).read().strip()
+                if any(n.endswith(".parquet") and not n.startswith(".")
+                       for n in os.listdir(records)):
+                    try:
+                        os.rename(ARMED, ARMED + ".fired")   # exactly one process fires
+                    except OSError:
+                        pass
+                    else:
+                        os._exit(17)
+            if os.path.exists(ARMED + ".raise"):
+                from madbench.errors import CheckFailed
+                raise CheckFailed("refused inside a worker")
+            counts = torch.arange(1, x.shape[1] + 1, dtype=x.dtype, device=x.device)[:, None]
+            return self.proj(x.cumsum(1) / counts)
+''')
+
+
+@pytest.fixture(scope="module")
+def crash_module(tmp_path_factory):
+    """The crash mixer as an importable module (workers find it on the shipped sys.path)."""
+    root = tmp_path_factory.mktemp("crashpkg")
+    pkg = root / "madbench_test_crash"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(CRASH_MODULE)
+    sys.path.insert(0, str(root))
+    yield pkg
+    sys.path.remove(str(root))
+    sys.modules.pop("madbench_test_crash", None)
+
+
+@pytest.fixture(scope="module")
+def sweep(crash_module):
+    spec = resolve_architecture("madbench_test_crash:CrashOnce")
+    protocol = get_protocol("smoke", OVERRIDES)
+    return spec, protocol, plan(spec, [get_task("memorization")], protocol, SEEDS)
+
+
+def outcome(store):
+    """What must agree between executors: run key -> (lr, seed, accuracy, loss)."""
+    return {r["run_key"]: (r["lr"], r["seed"], r["accuracy"], r["loss"])
+            for r in store.records()}
+
+
+@pytest.fixture(scope="module")
+def reference(sweep, tmp_path_factory):
+    """The sweep trained in this process, one run after another."""
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path_factory.mktemp("reference"))
+    assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain") == 4
+    return outcome(store)
+
+
+def arm(crash_module, store):
+    (crash_module / "constructions.log").unlink(missing_ok=True)
+    (crash_module / "armed.fired").unlink(missing_ok=True)
+    (crash_module / "armed").write_text(str(store.dir))
+
+
+def check_retried(crash_module, store, jobs, reference):
+    assert (crash_module / "armed.fired").exists(), "no worker was killed"
+    assert outcome(store) == reference
+    assert len(os.listdir(store.dir)) == len(jobs)           # no duplicate, no temporary file
+    # 4 runs, plus the one in flight when its worker died, two mixers each: a retried group
+    # skipped the runs its dead predecessor had stored
+    log = (crash_module / "constructions.log").read_text().split()
+    assert len(log) == 2 * (len(jobs) + 1)
+
+
+# -- plain data ----------------------------------------------------------------------------
+def test_work_travels_as_plain_data_and_resolves_to_the_same_hashes(sweep):
+    spec, protocol, jobs = sweep
+    job = jobs[-1]
+    data = job_to_dict(job)
+    assert all(isinstance(v, (str, int, float)) for v in data.values())
+    assert job_from_dict(data) == job
+    assert spec_from_dict(spec.to_dict()).hash == spec.hash
+    custom = ArchitectureSpec("x", (LayerSpec("mh-attention", {"num_heads": 4}),
+                                    LayerSpec("swiglu")), 64, ("flagged",))
+    again = spec_from_dict(custom.to_dict(), custom.flags)
+    assert again == custom and again.hash == custom.hash
+    back = protocol_from_dict(protocol.to_dict())
+    assert back == protocol and back.hash == protocol.hash
+
+
+def test_local_devices_on_a_machine_without_gpus(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_devices("auto", runs_per_gpu=3) == ["cpu"]
+    assert local_devices("cpu") == ["cpu"]
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        local_devices("cuda:1")
+
+
+def test_local_devices_spread_over_every_gpu(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert local_devices("auto") == ["cuda:0", "cuda:1"]
+    assert local_devices("cuda", runs_per_gpu=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert local_devices("cuda:1", runs_per_gpu=2) == ["cuda:1", "cuda:1"]
+
+
+# -- local worker processes ----------------------------------------------------------------
+def test_local_workers_match_in_process_and_survive_a_killed_worker(sweep, reference,
+                                                                    crash_module, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    arm(crash_module, store)
+    events = []
+    trained = LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1).run(
+        spec, jobs, protocol, store, "cpu", engine="plain",
+        progress=lambda event, info: events.append((event, info)))
+    assert trained == 4
+    check_retried(crash_module, store, jobs, reference)
+    assert events[0] == ("start", {"total": 4, "done": 0})
+    assert sum(e == "done" for e, _ in events) == 4
+    assert {info["worker"] for e, info in events if e == "run"} <= {"cpu#0", "cpu#1"}
+
+
+def test_local_executor_in_process_resumes(sweep, reference, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    executor = LocalExecutor()
+    assert executor.run(spec, jobs[:1], protocol, store, "cpu", engine="plain") == 1
+    assert executor.run(spec, jobs, protocol, store, "cpu", engine="plain") == 3
+    assert outcome(store) == reference
+
+
+# -- Ray -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_instance():
+    if ray is None:
+        pytest.skip("ray is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@needs_ray
+def test_ray_cli_gives_the_records_of_the_in_process_sweep(reference, ray_instance, tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--arch", "madbench_test_crash:CrashOnce",
+                                    "--allow-state-mismatch", *CLI_SWEEP, "--executor", "ray",
+                                    "--run-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert outcome(ResultsStore(tmp_path)) == reference
+
+
+@needs_ray
+def test_ray_retries_a_killed_worker(sweep, reference, crash_module, ray_instance, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    arm(crash_module, store)
+    assert RayExecutor().run(spec, jobs, protocol, store, "cpu", engine="plain") == 4
+    check_retried(crash_module, store, jobs, reference)
+
+
+@needs_ray
+def test_ray_raises_a_worker_error_as_madbench_raised_it(sweep, crash_module, ray_instance,
+                                                         tmp_path):
+    spec, protocol, jobs = sweep
+    (crash_module / "armed.raise").write_text("")
+    try:
+        with pytest.raises(CheckFailed, match="^refused inside a worker$"):
+            RayExecutor().run(spec, jobs, protocol, ResultsStore(tmp_path), "cpu",
+                              engine="plain")
+    finally:
+        (crash_module / "armed.raise").unlink()
+
+
+# -- options -------------------------------------------------------------------------------
+def test_executor_options_are_checked(tmp_path, monkeypatch):
+    runner = CliRunner()
+    base = ["eval", "--arch", "mh-attention", *CLI_SWEEP, "--run-dir", str(tmp_path)]
+    res = runner.invoke(main, [*base, "--ray-address", "localhost:6379"])
+    assert res.exit_code == 2 and "--ray-address needs --executor ray" in res.output
+    res = runner.invoke(main, [*base, "--executor", "ray", "--device", "cuda:1"])
+    assert res.exit_code == 2
+    monkeypatch.setitem(sys.modules, "ray", None)             # as if ray were not installed
+    res = runner.invoke(main, [*base, "--executor", "ray"])
+    assert res.exit_code == 2 and "pip install 'madbench[ray]'" in res.output
+    assert not ResultsStore(tmp_path).keys()
