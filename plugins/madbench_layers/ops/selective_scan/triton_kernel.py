@@ -14,8 +14,8 @@ as a reverse scan, and forms every gradient in the same pass: du and ddelta per 
 dC per (chunk of channels, step), dA and dD per sequence (the small cross-program sums are done
 afterwards in PyTorch, so results are deterministic).
 
-A carries a leading group axis, A: (groups, d_inner, d_state), D: (groups, d_inner); sequence
-``b`` uses group ``b // (batch / groups)``. That is how ``vmap`` over stacked configurations is
+A and D may carry a leading group axis, A: (groups, d_inner, d_state), D: (groups, d_inner);
+sequence ``b`` then uses group ``b // (batch / groups)``. That is how ``vmap`` over stacked configurations is
 served: the configuration axis is folded into the batch axis and into the groups.
 
 Imported lazily (triton is not needed on the CPU path).
@@ -209,13 +209,13 @@ def _selective_scan_bwd_kernel(
 
 
 def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None = None):
-    """Launch the forward kernel. A: (groups, d_inner, d_state), D: (groups, d_inner).
+    """Launch the forward kernel. A: ([groups,] d_inner, d_state), D: ([groups,] d_inner).
 
     Returns y (u's dtype, contiguous) and the fp32 chunk-end states
     (batch, n_chunks, d_state, d_inner), or an empty (batch, 0) tensor without ``store_states``.
     """
     batch, seq_len, d_inner = u.shape
-    groups, _, d_state = A.shape
+    groups, d_state = (A.shape[0] if A.dim() == 3 else 1), A.shape[-1]
     config = config or kernel_config(seq_len, d_inner, d_state)
     block_d, num_warps = config["fwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
@@ -238,10 +238,10 @@ def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None =
 
 
 def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
-    """Launch the backward kernel; returns fp32 (du, ddelta, dA, dB, dC, dD) with A's and D's
-    group axis. ``states`` must come from ``scan_forward`` with the same config."""
+    """Launch the backward kernel; returns fp32 (du, ddelta, dA, dB, dC, dD), dA and dD shaped
+    like A and D. ``states`` must come from ``scan_forward`` with the same config."""
     batch, seq_len, d_inner = u.shape
-    groups, _, d_state = A.shape
+    groups, d_state = (A.shape[0] if A.dim() == 3 else 1), A.shape[-1]
     config = config or kernel_config(seq_len, d_inner, d_state)
     block_d, num_warps = config["bwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
@@ -264,12 +264,13 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
         num_warps=num_warps)
     dB, dC = dBC_part.sum(2)
     dAD = dAD_part.view(groups, batch // groups, d_inner, d_state + 1).sum(1)
+    dAD = dAD.view(*A.shape[:-1], d_state + 1)
     return du, ddelta, dAD[..., :d_state], dB, dC, dAD[..., d_state]
 
 
 class SelectiveScanFn(torch.autograd.Function):
-    """The fused scan as an autograd op over grouped A and D; vmap folds the vmapped axis into
-    the batch and group axes."""
+    """The fused scan as an autograd op (A and D with or without a group axis); vmap folds the
+    vmapped axis into the batch axis and the group axis."""
 
     @staticmethod
     def forward(u, delta, A, B, C, D, store_states):
@@ -300,11 +301,13 @@ class SelectiveScanFn(torch.autograd.Function):
     def vmap(info, in_dims, u, delta, A, B, C, D, store_states):
         size = info.batch_size
 
-        def fold(x, dim):
+        def fold(x, dim, trailing):
+            """Put the vmapped axis first and merge it with the next (batch or group) axis."""
             x = x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
-            return x.reshape(size * x.shape[1], *x.shape[2:])
+            return x.reshape(-1, *x.shape[x.dim() - trailing:])
 
-        args = [fold(x, dim) for x, dim in zip((u, delta, A, B, C, D), in_dims)]
+        trailing = (2, 2, 2, 2, 2, 1)  # u, delta, B, C: (seq_len, -); A: (d_inner, d_state); D
+        args = [fold(x, dim, k) for x, dim, k in zip((u, delta, A, B, C, D), in_dims, trailing)]
         y, states = SelectiveScanFn.apply(*args, store_states)
         unfold = lambda x: x.reshape(size, x.shape[0] // size, *x.shape[1:])  # noqa: E731
         return (unfold(y), unfold(states)), (0, 0)
@@ -313,7 +316,6 @@ class SelectiveScanFn(torch.autograd.Function):
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           B: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """The fused scan with the signature of the reference (A: (d_inner, d_state), D: (d_inner,))."""
-    y, _ = SelectiveScanFn.apply(u, delta, A.unsqueeze(0), B, C, D.unsqueeze(0),
-                                 torch.is_grad_enabled())
+    y, _ = SelectiveScanFn.apply(u, delta, A, B, C, D, torch.is_grad_enabled())
     return y
 
