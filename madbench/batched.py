@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from typing import Callable, Sequence
 
@@ -143,7 +144,8 @@ class _Stepper:
                 self._step(static_idx, static_scale)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        mode = os.environ.get("MADBENCH_CAPTURE_ERROR_MODE", "thread_local")
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=mode):
             self._step(static_idx, static_scale)
         self.pool = graph.pool()
         with torch.no_grad():                         # undo the warm-up updates
