@@ -38,7 +38,7 @@ from ..model import LanguageModel
 from ..store import ResultsStore
 from .corpus import Corpus
 from .flops import architecture_flops
-from .shapes import LADDER, attention_fraction, family_spec
+from .shapes import LADDER, Family, attention_fraction, family_spec
 
 VOCAB_SIZE = 256
 STATE_SEQ_LEN = 8192   #: the paper measures state at sequence length 8k (Finding 8)
@@ -108,12 +108,13 @@ class RunPlan:
                              "madbench": __version__}, length=24)
 
 
-def plan_runs(family: str, budgets: Sequence[float], sizes: Sequence[tuple[int, int]] | None,
+def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tuple[int, int]] | None,
               recipe: Recipe, corpus_sha256: str, min_steps: int = 20,
               tokens_per_param: tuple[float, float] = (1.0, 1000.0)) -> list[RunPlan]:
     """The runs of one family: every (budget, size) pair. Without ``sizes``, the ladder sizes
     whose run would take at least ``min_steps`` steps and see between ``tokens_per_param``
     tokens per non-embedding parameter (around the compute-optimal ~20)."""
+    name = family.name if isinstance(family, Family) else family
     plans = []
     for budget in budgets:
         if budget <= 0:
@@ -123,7 +124,7 @@ def plan_runs(family: str, budgets: Sequence[float], sizes: Sequence[tuple[int, 
             fl = architecture_flops(spec, recipe.seq_len, VOCAB_SIZE)
             per_step = fl.training_per_token * recipe.batch_size * recipe.seq_len
             steps = max(1, round(budget / per_step))
-            plan = RunPlan(family, width, depth, float(budget), spec, recipe,
+            plan = RunPlan(name, width, depth, float(budget), spec, recipe,
                            fl.training_per_token, fl.method, steps, corpus_sha256)
             if sizes is None:
                 n = non_embedding_params(spec)
@@ -355,6 +356,15 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     if missing:
         raise UsageError(f"{path}: missing column(s) {', '.join(missing)} (need "
                          f"{', '.join(REQUIRED_COLUMNS)})")
+    kept = [r for r in rows if not r.get("diverged") and isinstance(r.get("loss"), (int, float))
+            and math.isfinite(r["loss"])]
+    if len(kept) < len(rows):
+        import sys
+        print(f"Warning: {path}: {len(rows) - len(kept)} diverged run(s) (non-finite loss) "
+              "left out", file=sys.stderr)
+    rows = kept
+    if not rows:
+        raise UsageError(f"{path}: every run diverged")
     for i, row in enumerate(rows):
         for c in REQUIRED_COLUMNS[1:]:
             v = row.get(c)

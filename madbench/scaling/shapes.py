@@ -3,7 +3,8 @@ and depth, and a ladder of sizes extended below the paper's smallest model.
 
 The paper's rules (mad-protocol.md section 10.1), kept here: SwiGLU channel mixers of width
 8d/3 rounded to the nearest multiple of 16 (none in Mamba models); attention head size 64
-(capped at half the width for the tiny widths added here); multi-head Hyena with heads of size
+(capped at half the width, and halved until it divides the width, for the small widths
+added here); multi-head Hyena with heads of size
 8; Mamba with state 16, expansion 2, convolution 4; MoE with 8 experts, 2 active, each expert
 half the dense SwiGLU width so that active parameters match; Hyena experts with 8 experts of
 width d/8, 2 active. Normalisation is madbench's (RMSNorm, untied embeddings: see docs).
@@ -18,7 +19,7 @@ attention, so the smallest depths hold more than the nominal share (recorded per
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..architecture import ArchitectureSpec, LayerSpec
 from ..errors import UsageError
@@ -33,6 +34,7 @@ class Family:
     channel: str | None           #: "swiglu", "moe-mlp" or None (Mamba)
     attention_share: float = 0.0  #: fraction of sequence mixers that are attention
     description: str = ""
+    mixer_kwargs: dict = field(default_factory=dict)  #: extra constructor kwargs (custom)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -63,10 +65,10 @@ def ffn_width(width: int) -> int:
 
 
 def attention_heads(width: int) -> int:
-    """Heads of size min(64, width / 2)."""
+    """Heads of size min(64, width / 2), halved until the size divides the width."""
     head = min(64, max(1, width // 2))
-    if width % head:
-        raise UsageError(f"width {width} is not divisible by the head size {head}")
+    while width % head:
+        head //= 2
     return width // head
 
 
@@ -94,7 +96,7 @@ def _sequence_layer(family: Family, width: int) -> LayerSpec:
         if width % 8:
             raise UsageError(f"hyena-experts needs a width divisible by 8, got {width}")
         return LayerSpec("hyena-experts", {"experts": 8, "expert_width": width // 8, "top_k": 2})
-    return LayerSpec(family.mixer, {})
+    return LayerSpec(family.mixer, dict(family.mixer_kwargs))
 
 
 def _channel_layer(family: Family, width: int) -> LayerSpec | None:
@@ -107,20 +109,33 @@ def _channel_layer(family: Family, width: int) -> LayerSpec | None:
     return LayerSpec(family.channel, {"inner": inner})
 
 
-def get_family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise UsageError(f"unknown scaling family {name!r} (known: {', '.join(FAMILIES)})")
-    return FAMILIES[name]
+def get_family(name: str, striped: bool = False, mixer_kwargs: dict | None = None) -> Family:
+    """A family by name; any other registered sequence mixer or ``pkg.module:Class`` gives a
+    family of its own: the mixer with SwiGLU (none if it mixes channels), 25% attention when
+    ``striped``."""
+    if name in FAMILIES and not striped and not mixer_kwargs:
+        return FAMILIES[name]
+    from ..architecture import mixer_entry
+    try:
+        entry = mixer_entry(name)
+    except UsageError:
+        raise UsageError(f"unknown scaling family {name!r}: not one of {', '.join(FAMILIES)}, "
+                         "a registered sequence mixer or pkg.module:Class") from None
+    if entry.metadata.get("kind", "sequence") != "sequence":
+        raise UsageError(f"{name!r} is a channel mixer; a scaling family needs a sequence mixer")
+    channel = None if entry.metadata.get("mixes_channels") else "swiglu"
+    return Family(("striped-" if striped else "") + name, name, channel,
+                  0.25 if striped else 0.0, f"{name} (custom family)", dict(mixer_kwargs or {}))
 
 
-def family_spec(family: str, width: int, depth: int) -> ArchitectureSpec:
+def family_spec(family: str | Family, width: int, depth: int) -> ArchitectureSpec:
     """The language-model spec of ``family`` at ``width`` with ``depth`` sequence-mixer blocks."""
-    fam = get_family(family)
+    fam = family if isinstance(family, Family) else get_family(family)
     if width < 8 or depth < 1:
         raise UsageError(f"need width >= 8 and depth >= 1, got {width}x{depth}")
     attention = attention_positions(depth, fam.attention_share)
     seq, channel = _sequence_layer(fam, width), _channel_layer(fam, width)
-    attn = LayerSpec("mh-attention", {"num_heads": attention_heads(width)})
+    attn = LayerSpec("mh-attention", {"num_heads": attention_heads(width)}) if attention else None
     layers: list[LayerSpec] = []
     for i in range(depth):
         if i in attention:  # attention always gets a channel mixer (SwiGLU in Mamba families)
@@ -129,7 +144,7 @@ def family_spec(family: str, width: int, depth: int) -> ArchitectureSpec:
             layers += [seq, seq]
         else:
             layers += [seq, channel]
-    return ArchitectureSpec(f"{family}@{width}x{depth}", tuple(layers), width)
+    return ArchitectureSpec(f"{fam.name}@{width}x{depth}", tuple(layers), width)
 
 
 def attention_fraction(spec: ArchitectureSpec) -> float:

@@ -1,0 +1,413 @@
+"""``madbench scaling``: FLOP counts, scaling runs, fits, stored frontiers, validation and the
+MAD-score correlation."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from ..errors import UsageError
+
+
+def _num(x, fmt: str = ".4g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, fmt)
+
+
+def _interval(iv) -> str:
+    return "" if not iv else f" [{_num(iv[0])}, {_num(iv[1])}]"
+
+
+def _parse_floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(f"{what} takes comma-separated numbers such as 1e12,3e12, not "
+                         f"{text!r}") from None
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise UsageError(f"{what} needs positive numbers")
+    return values
+
+
+@click.group("scaling")
+def scaling_group() -> None:
+    """IsoFLOP runs, scaling-law fits, stored frontiers and submission validation."""
+
+
+# -- flops ---------------------------------------------------------------------------------
+@scaling_group.command("flops")
+@click.option("--arch", required=True, help="A scaling family (transformer++, hyena, ...), "
+              "or any --arch that 'madbench eval' accepts (MAD models).")
+@click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
+              "head.")
+@click.option("--json", "as_json", is_flag=True)
+def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
+    """Analytic FLOPs of an architecture, per layer and term (forward, one sequence)."""
+    from ..architecture import resolve_architecture
+    from ..scaling.flops import architecture_flops
+    from ..scaling.shapes import FAMILIES, family_spec, parse_size
+    if arch in FAMILIES:
+        width, depth = parse_size(size or "128x4")
+        spec = family_spec(arch, width, depth)
+    else:
+        if size:
+            raise UsageError("--size applies to a scaling family")
+        spec = resolve_architecture(arch)
+    fl = architecture_flops(spec, seq_len, vocab_size, embeddings=not no_embeddings)
+    if as_json:
+        click.echo(json.dumps(fl.to_dict(), indent=2))
+        return
+    rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ".4e"), ""]]
+    for i, layer in enumerate(fl.layers):
+        terms = ", ".join(f"{k} {v:.3g}" for k, v in layer.terms.items())
+        rows.append([f"{i} {layer.mixer}", layer.method, _num(layer.total, ".4e"), terms])
+    click.echo(f"{spec.name}: forward, one sequence of {seq_len} (multiply-add = 2 FLOPs)\n")
+    click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
+    click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
+               f" training per token (3x) {fl.training_per_token:.4e}")
+
+
+# -- run -----------------------------------------------------------------------------------
+class _Progress:
+    """Runs done/total on stderr, the run in flight with its step and loss; one line per
+    finished run when stderr is not a terminal."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[current]}"), console=self.console,
+                                 disable=not self.live)
+        self.task = None
+        self.current = ""
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            self.task = self.progress.add_task("runs", total=info["total"],
+                                               completed=info["done"], current="")
+            if not self.live and info["done"]:
+                click.echo(f"{info['done']} of {info['total']} runs already stored", err=True)
+        elif event == "run":
+            p = info["plan"]
+            self.current = f"{p.family} {p.width}x{p.depth} C={p.budget:.2g}"
+            self.progress.update(self.task, current=self.current)
+        elif event == "step":
+            self.progress.update(self.task, current=f"{self.current} step {info['step']}/"
+                                 f"{info['steps']} loss {info['loss']:.3f}")
+        elif event == "done":
+            self.progress.advance(self.task)
+            if not self.live:
+                p = info["plan"]
+                click.echo(f"done {p.family} {p.width}x{p.depth} C={p.budget:.3g}: "
+                           f"{p.steps} steps, loss {info['loss']:.4f}", err=True)
+
+
+@scaling_group.command("run")
+@click.option("--arch", required=True, help="Scaling family (transformer++, hyena, mh-hyena, "
+              "striped-hyena, mamba, striped-mamba, striped-hyena-moe, "
+              "striped-hyena-experts-moe), or a sequence mixer (registered or "
+              "pkg.module:Class) to scale with SwiGLU.")
+@click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
+@click.option("--mixer-kwargs", default=None, help="With a mixer --arch: JSON constructor "
+              "arguments.")
+@click.option("--budgets", required=True, help="Comma-separated training FLOP budgets.")
+@click.option("--sizes", default=None, help="Comma-separated WIDTHxDEPTH sizes (default: the "
+              "ladder sizes that fit each budget).")
+@click.option("--corpus", default="kjv", show_default=True, help="'kjv' (needs "
+              "madbench[scaling]), a text file, or a Parquet file.")
+@click.option("--corpus-column", default="text", show_default=True,
+              help="Column of a Parquet corpus.")
+@click.option("--run-dir", default="runs/scaling", show_default=True,
+              type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(2))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1),
+              help="Without --sizes: skip sizes with fewer steps.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, run_dir,
+            seq_len, batch_size, lr, eval_tokens, seed, min_steps, device, precision, dry_run):
+    """Train small byte-level language models at fixed FLOP budgets (IsoFLOP runs)."""
+    from ..scaling.corpus import load_corpus
+    from ..scaling.runs import Recipe, plan_runs, run_plans
+    from ..scaling.shapes import get_family, parse_size
+    from ..store import ResultsStore
+    kwargs = None
+    if mixer_kwargs:
+        try:
+            kwargs = json.loads(mixer_kwargs)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
+    family = get_family(arch, striped, kwargs)
+    size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
+    data = load_corpus(corpus, corpus_column)
+    recipe = Recipe(seq_len=seq_len, batch_size=batch_size, lr=lr, eval_tokens=eval_tokens,
+                    seed=seed)
+    plans = plan_runs(family, _parse_floats(budgets, "--budgets"), size_list, recipe,
+                      data.sha256, min_steps=min_steps)
+    if not plans:
+        raise UsageError("no model size fits these budgets (too few steps or tokens per "
+                         "parameter); give --sizes or larger --budgets")
+    if dry_run:
+        from ..scaling.runs import non_embedding_params
+        rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{non_embedding_params(p.spec):,}",
+                 p.steps, f"{p.tokens:.3g}", f"{p.flops:.3g}"] for p in plans]
+        click.echo(f"corpus {data.name} ({len(data):,} bytes, sha256 {data.sha256[:16]}...)")
+        click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "steps",
+                                           "tokens", "flops"]))
+        return
+    store = ResultsStore(run_dir)
+    with _Progress() as progress:
+        trained = run_plans(plans, data, store, device, precision, progress)
+    click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
+               f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+# -- fit -----------------------------------------------------------------------------------
+def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
+    import numpy as np
+
+    from ..errors import MadbenchError
+    from ..scaling.fits import approach2, approach3
+    from ..scaling.runs import by_arch, columns
+    out = {}
+    for arch, arch_rows in sorted(by_arch(rows).items()):
+        if params_column not in arch_rows[0]:
+            raise UsageError(f"no column {params_column!r} in the runs")
+        params, tokens, flops, losses = columns(arch_rows, params_column, "tokens", "flops",
+                                                "loss")
+        budgets = (np.array([float(r["budget"]) for r in arch_rows])
+                   if all(r.get("budget") for r in arch_rows) else None)
+        entry = {"runs": len(arch_rows)}
+        if approach in ("2", "both"):
+            entry["approach2"] = approach2(params, tokens, flops, losses, budgets,
+                                           bootstrap=bootstrap).to_dict()
+        if approach in ("3", "both"):
+            try:
+                entry["approach3"] = approach3(params, tokens, losses,
+                                               bootstrap=min(bootstrap, 100)).to_dict()
+            except MadbenchError as exc:
+                entry["approach3"] = {"problem": str(exc)}
+        out[arch] = entry
+    return out
+
+
+def render_fits(fits: dict) -> str:
+    parts = []
+    for arch, entry in fits.items():
+        parts.append(f"== {arch} ({entry['runs']} runs)")
+        a2 = entry.get("approach2")
+        if a2:
+            rows = [[_num(g["budget"], ".3g"), g["points"], g["sizes"],
+                     _num(g["n_opt"], ".3g"), _num(g["d_opt"], ".3g"),
+                     _num(g["loss_opt"]) + _interval(g.get("loss_band")),
+                     "ok" if g["valid"] else g["problem"]] for g in a2["groups"]]
+            parts.append(tabulate(rows, headers=["budget", "runs", "sizes", "N*", "D*", "L*",
+                                                 "status"]))
+            if a2["a"] is None:
+                parts.append(f"Approach 2: {a2['problem']}")
+            else:
+                parts.append(f"Approach 2: N* ~ C^{_num(a2['a'])}{_interval(a2['a_interval'])}"
+                             f", D* ~ C^{_num(a2['b'])}{_interval(a2['b_interval'])}, "
+                             f"L* = {_num(a2['loss_frontier_law']['coef'])} C^"
+                             f"{_num(a2['loss_frontier_law']['exponent'])}")
+        a3 = entry.get("approach3")
+        if a3:
+            if "problem" in a3:
+                parts.append(f"Approach 3: {a3['problem']}")
+            else:
+                terms = ", ".join(f"{k} {_num(a3[k])}{_interval(a3.get(k + '_interval'))}"
+                                  for k in ("E", "A", "B", "alpha", "beta"))
+                parts.append(f"Approach 3: {terms}; a = {_num(a3['a'])}, b = {_num(a3['b'])}")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'madbench[plot]'") from None
+    import numpy as np
+
+    from ..scaling.runs import by_arch
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    groups = by_arch(rows)
+    for k, (arch, entry) in enumerate(fits.items()):
+        color = f"C{k % 10}"
+        pts = groups[arch]
+        left.scatter([r[params_column] for r in pts], [r["loss"] for r in pts], s=12,
+                     color=color, alpha=0.6)
+        a2 = entry.get("approach2") or {}
+        for g in a2.get("groups", []):
+            if g["coeffs"] is None:
+                continue
+            p0, p1, p2 = g["coeffs"]
+            xs = np.linspace(*np.log(g["params_range"]), 50)
+            left.plot(np.exp(xs), p0 + p1 * xs + p2 * xs * xs, color=color, lw=0.8)
+            if g["valid"]:
+                left.scatter([g["n_opt"]], [g["loss_opt"]], marker="*", s=80, color=color)
+        valid = [g for g in a2.get("groups", []) if g["valid"]]
+        if valid:
+            right.scatter([g["budget"] for g in valid], [g["n_opt"] for g in valid],
+                          color=color, label=arch)
+            law = a2.get("n_opt_law")
+            if law:
+                cs = np.geomspace(min(g["budget"] for g in valid),
+                                  max(g["budget"] for g in valid), 20)
+                right.plot(cs, law["coef"] * cs ** law["exponent"], color=color, lw=1,
+                           label=f"N* ~ C^{law['exponent']:.3f}")
+    left.set(xscale="log", xlabel=f"{params_column}", ylabel="loss",
+             title="IsoFLOP curves (stars: vertices)")
+    right.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="N*",
+              title="compute-optimal size")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@scaling_group.command("fit")
+@click.argument("runs", type=click.Path(exists=True))
+@click.option("--approach", type=click.Choice(["2", "3", "both"]), default="both",
+              show_default=True)
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0),
+              help="Bootstrap replicates for the intervals (Approach 3 uses at most 100).")
+@click.option("--params-column", default="params", show_default=True,
+              help="N for the fits: params or non_embedding_params.")
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
+              help="Write IsoFLOP curves and frontiers to this PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def fit_cmd(runs, approach, bootstrap, params_column, plot_path, as_json):
+    """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
+    tokens, flops, loss, optionally budget)."""
+    from ..scaling.runs import read_runs
+    rows = read_runs(runs)
+    fits = fit_runs(rows, approach, bootstrap, params_column)
+    if plot_path:
+        plot_fits(rows, fits, params_column, plot_path)
+    if as_json:
+        click.echo(json.dumps({"runs": str(runs), "params_column": params_column,
+                               "archs": fits}, indent=2))
+    else:
+        click.echo(render_fits(fits))
+
+
+# -- frontier ------------------------------------------------------------------------------
+@scaling_group.command("frontier")
+@click.argument("runs", type=click.Path(exists=True))
+@click.option("--out", "out_dir", default="leaderboards/frontiers", show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--command", "commands", multiple=True,
+              help="A command that produced the runs, recorded beside them (repeatable).")
+@click.option("--corpus", default=None, help="Corpus folder name (default: the runs' corpus).")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(1))
+def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
+    """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json."""
+    from ..scaling.frontiers import write_frontiers
+    from ..scaling.runs import read_runs
+    written = write_frontiers(read_runs(runs), out_dir, commands, bootstrap, corpus)
+    for folder in written:
+        click.echo(str(folder))
+
+
+# -- validate ------------------------------------------------------------------------------
+@scaling_group.command("validate")
+@click.argument("submission", type=click.Path(exists=True, dir_okay=False))
+@click.option("--frontiers", "frontiers_dir", default="leaderboards/frontiers",
+              show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def validate_cmd(ctx, submission, frontiers_dir, as_json):
+    """Check a scaling SUBMISSION (JSON, or a runs table): FLOPs recomputed, convex IsoFLOP
+    curves with interior vertices, frontier against the stored ones. Exit 3 when invalid."""
+    from ..scaling.validate import load_submission, validate
+    sub = load_submission(submission)
+    verdict = validate(sub, frontiers_dir)
+    if as_json:
+        click.echo(json.dumps({"submission": str(submission), "arch": sub.arch,
+                               **verdict.to_dict()}, indent=2))
+    else:
+        click.echo(f"{sub.arch}: {'VALID' if verdict.valid else 'INVALID'} "
+                   f"({len(sub.runs)} runs, {len(verdict.groups)} budget groups)")
+        for reason in verdict.reasons:
+            click.echo(f"  reason: {reason}")
+        for note in verdict.notes:
+            click.echo(f"  note: {note}")
+        if verdict.comparisons:
+            rows = [[c["arch"], _num(c["budget"], ".3g"), _num(c["submission_loss"]),
+                     _num(c["stored_loss"]) + _interval(c["stored_band"]),
+                     _num(c["ratio"], ".3f")] for c in verdict.comparisons]
+            click.echo(tabulate(rows, headers=["stored arch", "budget", "L* submitted",
+                                               "L* stored [band]", "ratio"]))
+    if not verdict.valid:
+        ctx.exit(3)
+
+
+# -- correlate -----------------------------------------------------------------------------
+@scaling_group.command("correlate")
+@click.argument("runs", type=click.Path(exists=True))
+@click.option("--mad", "mad_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="MAD scores: CSV (arch, mad_score), JSON {arch: score}, or a JSON list of "
+              "'madbench report --format json' documents.")
+@click.option("--budget", default=None, type=float, help="Budget of the compute-optimal "
+              "losses (default: the largest one every architecture has).")
+@click.option("--predict", "predict_scores", multiple=True, type=float,
+              help="Predict the compute-optimal loss for this MAD score (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def correlate_cmd(runs, mad_path, budget, predict_scores, as_json):
+    """Rank and linear correlation between MAD scores and compute-optimal loss."""
+    from ..scaling.correlate import compute_optimal_losses, correlate, read_mad_scores
+    from ..scaling.runs import read_runs
+    rows = read_runs(runs)
+    scores = read_mad_scores(mad_path)
+    archs = sorted({str(r["arch"]) for r in rows} & set(scores))
+    if len(archs) < 3:
+        raise UsageError(f"{len(archs)} architecture(s) have both runs and a MAD score; "
+                         "correlation needs 3 (names must match the runs' arch column)")
+    budget, losses = compute_optimal_losses(rows, archs, budget)
+    result = correlate(scores, losses, budget)
+    predictions = [{"mad_score": s, "predicted_loss": result.predict(s)}
+                   for s in predict_scores]
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "predictions": predictions}, indent=2))
+        return
+    table = [[a, _num(s, ".3f"), _num(l)] for a, s, l in
+             zip(result.archs, result.scores, result.losses)]
+    click.echo(f"compute-optimal loss at C={budget:.3g}\n")
+    click.echo(tabulate(table, headers=["arch", "MAD score", "loss"]))
+    click.echo(f"\nSpearman {result.spearman:.3f} (p {result.spearman_p:.2g}), Pearson "
+               f"{result.pearson:.3f} (p {result.pearson_p:.2g}); loss = "
+               f"{result.intercept:.4g} + {result.slope:.4g} x MAD score")
+    for p in predictions:
+        click.echo(f"MAD score {p['mad_score']:.3f} -> predicted loss "
+                   f"{p['predicted_loss']:.4g}")
+
+
+COMMANDS = [scaling_group]

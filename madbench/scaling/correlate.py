@@ -1,0 +1,136 @@
+"""MAD scores against compute-optimal loss (the paper's Fig. 4.1 and Finding 9): rank and
+linear correlation across architectures, and the loss a new architecture's MAD score predicts
+from the line ``loss = intercept + slope * score``.
+
+Compute-optimal loss per architecture: the Approach 2 vertex at one budget (given, or the
+largest budget at which every architecture has a convex group with an interior vertex).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from ..errors import UsageError
+from .fits import budget_groups, fit_isoflop_group
+from .runs import by_arch, columns
+
+
+def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
+    """Per architecture, the compute-optimal loss at each budget with a valid vertex."""
+    out: dict[str, dict[float, float]] = {}
+    for arch, arch_rows in by_arch(rows).items():
+        params, tokens, flops, losses = columns(arch_rows, "params", "tokens", "flops", "loss")
+        budgets = columns(arch_rows, "budget")[0] if all("budget" in r for r in arch_rows) \
+            else None
+        labels = budget_groups(flops, budgets)
+        out[arch] = {}
+        for c in np.unique(labels):
+            m = labels == c
+            g = fit_isoflop_group(c, params[m], tokens[m], losses[m])
+            if g.valid:
+                out[arch][float(c)] = g.loss_opt
+    return out
+
+
+def _match(budgets: Mapping[float, float], budget: float, factor: float = 1.25):
+    near = [c for c in budgets if max(c, budget) / min(c, budget) <= factor]
+    return budgets[min(near, key=lambda c: abs(math.log(c / budget)))] if near else None
+
+
+def compute_optimal_losses(rows, archs: Sequence[str],
+                           budget: float | None = None) -> tuple[float, dict[str, float]]:
+    """(budget, {arch: compute-optimal loss}) for the architectures ``archs``."""
+    verts = vertices(rows)
+    missing = [a for a in archs if a not in verts]
+    if missing:
+        raise UsageError(f"no runs for architecture(s) {', '.join(missing)}")
+    if budget is None:
+        shared = None
+        for a in archs:
+            found = set(verts[a])
+            shared = found if shared is None else {c for c in shared if _match(verts[a], c)}
+        if not shared:
+            raise UsageError("no budget at which every architecture has an IsoFLOP vertex; "
+                             "give --budget")
+        budget = max(shared)
+    losses = {a: _match(verts[a], budget) for a in archs}
+    lacking = [a for a, v in losses.items() if v is None]
+    if lacking:
+        raise UsageError(f"no IsoFLOP vertex near C={budget:.3g} for {', '.join(lacking)}")
+    return budget, losses
+
+
+@dataclass
+class Correlation:
+    archs: list[str]
+    scores: list[float]
+    losses: list[float]
+    budget: float
+    spearman: float
+    spearman_p: float
+    pearson: float
+    pearson_p: float
+    slope: float
+    intercept: float
+
+    def predict(self, score: float) -> float:
+        """Compute-optimal loss predicted for a MAD score."""
+        return self.intercept + self.slope * score
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "archs": self.archs, "mad_scores": self.scores,
+                "losses": self.losses, "spearman": self.spearman, "spearman_p": self.spearman_p,
+                "pearson": self.pearson, "pearson_p": self.pearson_p,
+                "fit": {"slope": self.slope, "intercept": self.intercept}}
+
+
+def correlate(mad_scores: Mapping[str, float], losses: Mapping[str, float],
+              budget: float) -> Correlation:
+    archs = sorted(a for a in mad_scores if a in losses)
+    if len(archs) < 3:
+        raise UsageError(f"correlation needs at least 3 architectures with both a MAD score "
+                         f"and runs, got {len(archs)}")
+    x = np.array([float(mad_scores[a]) for a in archs])
+    y = np.array([float(losses[a]) for a in archs])
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise UsageError("MAD scores or losses are all equal: no correlation to measure")
+    rho, rho_p = stats.spearmanr(x, y)
+    r, r_p = stats.pearsonr(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
+    return Correlation(archs, x.tolist(), y.tolist(), budget, float(rho), float(rho_p),
+                       float(r), float(r_p), float(slope), float(intercept))
+
+
+def read_mad_scores(path: str | Path) -> dict[str, float]:
+    """MAD scores: a CSV with columns ``arch`` and ``mad_score``; a JSON object
+    ``{arch: score}``; or a JSON list of ``madbench report --format json`` documents (or of
+    ``{"arch", "mad_score"}`` objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+        rows = pacsv.read_csv(path).to_pylist()
+        if not rows or not {"arch", "mad_score"} <= set(rows[0]):
+            raise UsageError(f"{path}: needs columns arch and mad_score")
+        return {str(r["arch"]): float(r["mad_score"]) for r in rows}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON: {exc}") from None
+    if isinstance(doc, dict) and "mad_score" not in doc:
+        return {str(k): float(v) for k, v in doc.items()}
+    items = doc if isinstance(doc, list) else [doc]
+    out = {}
+    for item in items:
+        name = item.get("arch") or (item.get("architecture") or {}).get("name")
+        if name is None or item.get("mad_score") is None:
+            raise UsageError(f"{path}: every entry needs an architecture name and a mad_score")
+        out[str(name)] = float(item["mad_score"])
+    return out

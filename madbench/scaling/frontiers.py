@@ -1,0 +1,106 @@
+"""Stored IsoFLOP frontiers: ``ROOT/<corpus>/<arch>/points.parquet`` (the measured runs) and
+``frontier.json`` (corpus hash, the Approach 2 fit with a bootstrap band on the compute-optimal
+loss at every budget, Approach 3 when it converges, and the commands that produced them).
+``madbench scaling frontier RUNS`` writes them; ``madbench scaling validate`` reads them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import MadbenchError, UsageError
+from .fits import approach2, approach3
+from .runs import by_arch, columns
+
+SCHEMA_VERSION = 1
+DEFAULT_ROOT = Path("leaderboards") / "frontiers"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def build_frontier(rows: Sequence[dict[str, Any]], arch: str, corpus: str, corpus_sha256: str,
+                   commands: Sequence[str] = (), bootstrap: int = 200,
+                   seed: int = 0) -> dict[str, Any]:
+    """The frontier document of one architecture's runs."""
+    params, tokens, flops, losses = columns(rows, "params", "tokens", "flops", "loss")
+    budgets = columns(rows, "budget")[0] if all("budget" in r for r in rows) else None
+    fit2 = approach2(params, tokens, flops, losses, budgets, bootstrap=bootstrap, seed=seed)
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "arch": arch, "corpus": corpus,
+        "corpus_sha256": corpus_sha256, "madbench_version": __version__,
+        "flop_method": sorted({str(r.get("flop_method", "unknown")) for r in rows}),
+        "seq_len": sorted({int(r["seq_len"]) for r in rows if r.get("seq_len")}),
+        "points": len(rows), "commands": list(commands),
+        "budgets": [{"budget": g.budget, "valid": g.valid, "problem": g.problem,
+                     "loss_opt": g.loss_opt, "n_opt": g.n_opt, "d_opt": g.d_opt,
+                     "loss_band": fit2.loss_bands.get(g.budget)} for g in fit2.groups],
+        "approach2": fit2.to_dict(),
+    }
+    try:
+        doc["approach3"] = approach3(params, tokens, losses).to_dict()
+    except MadbenchError as exc:
+        doc["approach3"] = {"problem": str(exc)}
+    return doc
+
+
+def write_frontiers(rows: Sequence[dict[str, Any]], root: str | Path,
+                    commands: Sequence[str] = (), bootstrap: int = 200,
+                    corpus: str | None = None) -> list[Path]:
+    """Write points and frontier of every architecture in ``rows`` under ``root``; the corpus
+    comes from the rows' ``corpus`` and ``corpus_sha256`` columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    written = []
+    for arch, arch_rows in sorted(by_arch(rows).items()):
+        shas = {r.get("corpus_sha256") for r in arch_rows}
+        if len(shas) != 1 or None in shas:
+            raise UsageError(f"runs of {arch!r} must all carry one corpus_sha256 (found "
+                             f"{len(shas)})")
+        sha = shas.pop()
+        name = corpus or str(arch_rows[0].get("corpus") or sha[:12])
+        folder = Path(root) / _safe(name) / _safe(arch)
+        folder.mkdir(parents=True, exist_ok=True)
+        flat = [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+                for r in arch_rows]
+        pq.write_table(pa.Table.from_pylist(flat), folder / "points.parquet")
+        doc = build_frontier(arch_rows, arch, name, sha, commands, bootstrap)
+        (folder / "frontier.json").write_text(json.dumps(doc, indent=2) + "\n")
+        written.append(folder)
+    return written
+
+
+def load_frontiers(root: str | Path) -> list[dict[str, Any]]:
+    """Every ``frontier.json`` under ``root`` (none when the folder does not exist)."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.glob("*/*/frontier.json")) if root.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MadbenchError(f"{path}: not valid JSON: {exc}") from None
+        doc["path"] = str(path)
+        out.append(doc)
+    return out
+
+
+def band_at(frontier: dict[str, Any], budget: float) -> tuple[float, float, float] | None:
+    """(loss, low, high) of the stored compute-optimal loss at ``budget``, interpolated
+    linearly in log budget between the stored budgets that have a vertex and a band; None
+    outside their range (or within 1% of it)."""
+    pts = sorted((b["budget"], b["loss_opt"], *b["loss_band"]) for b in frontier["budgets"]
+                 if b.get("valid") and b.get("loss_band"))
+    if not pts:
+        return None
+    xs = np.log([p[0] for p in pts])
+    x = math.log(budget)
+    if x < xs[0] - 0.01 or x > xs[-1] + 0.01:
+        return None
+    x = min(max(x, xs[0]), xs[-1])
+    return tuple(float(np.interp(x, xs, [p[i] for p in pts])) for i in (1, 2, 3))

@@ -1,0 +1,246 @@
+"""Validating a scaling submission: recompute what can be recomputed, check the IsoFLOP curves,
+and compare the frontier with the stored ones.
+
+A submission is a JSON file ``{"arch": NAME, "corpus": NAME, "corpus_sha256": HEX,
+"family": FAMILY?, "seq_len": L?, "runs": [...] | "runs.parquet"}`` or directly a runs table
+(Parquet or CSV, such as the ``isoflop.parquet`` that ``madbench scaling run`` writes). Each
+run needs ``params``, ``tokens``, ``flops``, ``loss`` and its architecture: an
+``architecture`` spec (``{"name", "dim", "layers": [{"mixer", "kwargs"}]}``, the records'
+column) or ``width`` and ``depth`` of the submission's ``family``; ``seq_len`` per run or for
+the whole submission; ``budget`` optional (else runs are grouped by FLOPs).
+
+Checks, each failure a reason for an invalid verdict:
+
+1. **FLOPs**: declared FLOPs against 3 x the analytic forward FLOPs per token of the declared
+   architecture x tokens; a declared count more than ``flops_tolerance`` below is *understated*
+   (above: *overstated*). Total parameters are recounted the same way.
+2. **IsoFLOP curves**: every budget group needs 3 or more sizes, a convex parabola in ln N and
+   its vertex inside the sampled sizes; with 4 or more points, each point is predicted from the
+   parabola of the others and must lie within ``curve_tolerance`` of it (else *off its IsoFLOP
+   curve*).
+3. **Stored frontiers** (same corpus hash and architecture name): at every budget inside the
+   stored range, the submission's compute-optimal loss must lie inside the stored bootstrap band
+   widened by ``band_tolerance``, and no single run may lie below the band's lower edge (no
+   model beats the compute-optimal loss of its own architecture). Frontiers of other
+   architectures on the same corpus are compared for information (ratio), without a verdict.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..architecture import ArchitectureSpec, LayerSpec
+from ..errors import MadbenchError, UsageError
+from .fits import budget_groups, fit_isoflop_group
+from .flops import architecture_flops
+from .frontiers import band_at, load_frontiers
+from .runs import VOCAB_SIZE, read_runs
+from .shapes import family_spec
+
+FLOPS_TOLERANCE = 0.02
+PARAMS_TOLERANCE = 0.01
+CURVE_TOLERANCE = 0.05
+BAND_TOLERANCE = 0.02
+
+
+@dataclass
+class Verdict:
+    valid: bool = True
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    groups: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+
+    def fail(self, reason: str) -> None:
+        self.valid = False
+        self.reasons.append(reason)
+
+    def to_dict(self) -> dict:
+        return {"valid": self.valid, "reasons": self.reasons, "notes": self.notes,
+                "groups": self.groups, "comparisons": self.comparisons}
+
+
+@dataclass
+class Submission:
+    arch: str
+    corpus_sha256: str | None
+    runs: list[dict[str, Any]]
+    family: str | None = None
+    seq_len: int | None = None
+    vocab_size: int = VOCAB_SIZE
+
+
+def load_submission(path: str | Path) -> Submission:
+    """A submission JSON file, or a runs table (Parquet / CSV) standing for one."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        runs = read_runs(path)
+        archs = {str(r["arch"]) for r in runs}
+        if len(archs) != 1:
+            raise UsageError(f"{path}: a submission covers one architecture, found "
+                             f"{', '.join(sorted(archs))}")
+        shas = {r.get("corpus_sha256") for r in runs}
+        return Submission(archs.pop(), shas.pop() if len(shas) == 1 else None, runs)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the submission: {exc}") from None
+    if not isinstance(doc, dict) or "runs" not in doc or "arch" not in doc:
+        raise UsageError(f"{path}: a submission is a JSON object with at least 'arch' and "
+                         "'runs'")
+    runs = doc["runs"]
+    if isinstance(runs, str):
+        runs = read_runs(path.parent / runs)
+    elif not isinstance(runs, list) or not runs:
+        raise UsageError(f"{path}: 'runs' must be a non-empty list or a path to a table")
+    return Submission(str(doc["arch"]), doc.get("corpus_sha256"), runs, doc.get("family"),
+                      doc.get("seq_len"), int(doc.get("vocab_size", VOCAB_SIZE)))
+
+
+def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
+    arch = run.get("architecture")
+    if isinstance(arch, str):
+        arch = json.loads(arch)
+    if isinstance(arch, dict):
+        layers = tuple(LayerSpec(l["mixer"], dict(l.get("kwargs", {}))) for l in arch["layers"])
+        return ArchitectureSpec(arch.get("name", sub.arch), layers, int(arch["dim"]))
+    family = run.get("family") or sub.family
+    if family and run.get("width") and run.get("depth"):
+        return family_spec(family, int(run["width"]), int(run["depth"]))
+    raise UsageError("every run needs an 'architecture' spec, or 'width' and 'depth' with a "
+                     "'family'")
+
+
+def _params_of(spec: ArchitectureSpec, vocab_size: int) -> int:
+    import torch
+
+    from ..model import LanguageModel
+    with torch.device("meta"):
+        model = LanguageModel(spec, vocab_size)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check_flops(sub: Submission, verdict: Verdict) -> np.ndarray:
+    """Recomputed FLOPs of every run (and reasons for the runs that disagree)."""
+    cache: dict[tuple, tuple[float, int]] = {}
+    recomputed = []
+    for i, run in enumerate(sub.runs):
+        seq_len = int(run.get("seq_len") or sub.seq_len or 0)
+        if seq_len < 1:
+            raise UsageError("every run needs a 'seq_len' (or one for the whole submission)")
+        vocab = int(run.get("vocab_size") or sub.vocab_size)
+        spec = run_spec(run, sub)
+        key = (spec.hash, seq_len, vocab)
+        if key not in cache:
+            fl = architecture_flops(spec, seq_len, vocab)
+            cache[key] = (fl.training_per_token, _params_of(spec, vocab))
+        per_token, params = cache[key]
+        expected = per_token * float(run["tokens"])
+        recomputed.append(expected)
+        where = f"run {i + 1} ({spec.name}, {float(run['tokens']):.3g} tokens)"
+        ratio = float(run["flops"]) / expected - 1
+        if ratio < -FLOPS_TOLERANCE:
+            verdict.fail(f"understates FLOPs: {where} declares {float(run['flops']):.4g}, its "
+                         f"architecture needs {expected:.4g} ({ratio:+.1%})")
+        elif ratio > FLOPS_TOLERANCE:
+            verdict.fail(f"overstates FLOPs: {where} declares {float(run['flops']):.4g}, its "
+                         f"architecture needs {expected:.4g} ({ratio:+.1%})")
+        if abs(float(run["params"]) / params - 1) > PARAMS_TOLERANCE:
+            verdict.fail(f"parameter count: {where} declares {int(run['params']):,}, its "
+                         f"architecture has {params:,}")
+    return np.array(recomputed)
+
+
+def _check_curves(sub, flops, verdict) -> list:
+    params = np.array([float(r["params"]) for r in sub.runs])
+    tokens = np.array([float(r["tokens"]) for r in sub.runs])
+    losses = np.array([float(r["loss"]) for r in sub.runs])
+    budgets = (np.array([float(r["budget"]) for r in sub.runs])
+               if all(r.get("budget") for r in sub.runs) else None)
+    labels = budget_groups(flops, budgets)
+    groups = []
+    for c in np.unique(labels):
+        m = labels == c
+        g = fit_isoflop_group(c, params[m], tokens[m], losses[m])
+        groups.append((g, np.flatnonzero(m)))
+        verdict.groups.append(g.to_dict())
+        if not g.valid:
+            verdict.fail(f"IsoFLOP group C={c:.3g}: {g.problem}")
+            continue
+        if m.sum() >= 4:
+            for j in np.flatnonzero(m):
+                rest = m.copy()
+                rest[j] = False
+                other = fit_isoflop_group(c, params[rest], tokens[rest], losses[rest])
+                if other.coeffs is None:
+                    continue
+                predicted = float(other.predict([params[j]])[0])
+                if abs(losses[j] - predicted) > CURVE_TOLERANCE * predicted:
+                    verdict.fail(f"point off its IsoFLOP curve: C={c:.3g}, N={params[j]:.3g} "
+                                 f"has loss {losses[j]:.4g}, the other points of the group "
+                                 f"predict {predicted:.4g}")
+    return groups
+
+
+def _check_frontiers(sub, groups, verdict, frontiers_root) -> None:
+    stored = [f for f in load_frontiers(frontiers_root)
+              if sub.corpus_sha256 and f.get("corpus_sha256") == sub.corpus_sha256]
+    if not sub.corpus_sha256:
+        verdict.notes.append("no corpus_sha256: not compared with stored frontiers")
+        return
+    if not stored:
+        verdict.notes.append(f"no stored frontier for corpus {sub.corpus_sha256[:12]}... under "
+                             f"{frontiers_root}: not compared")
+        return
+    own = [f for f in stored if f["arch"] == sub.arch]
+    for f in stored:
+        for g, members in groups:
+            band = band_at(f, g.budget)
+            if band is None:
+                continue
+            loss, lo, hi = band
+            entry = {"arch": f["arch"], "budget": g.budget, "stored_loss": loss,
+                     "stored_band": [lo, hi], "submission_loss": g.loss_opt,
+                     "ratio": None if g.loss_opt is None else g.loss_opt / loss}
+            verdict.comparisons.append(entry)
+            if f not in own:
+                continue
+            low, high = lo * (1 - BAND_TOLERANCE), hi * (1 + BAND_TOLERANCE)
+            if g.loss_opt is not None and not low <= g.loss_opt <= high:
+                side = "below" if g.loss_opt < low else "above"
+                verdict.fail(f"frontier off the stored one: at C={g.budget:.3g} the "
+                             f"compute-optimal loss {g.loss_opt:.4g} is {side} the stored band "
+                             f"[{lo:.4g}, {hi:.4g}] of {f['arch']} (ratio {entry['ratio']:.3f})")
+            for j in members:
+                run_loss = float(sub.runs[j]["loss"])
+                if run_loss < low:
+                    verdict.fail(f"point below the stored frontier: C={g.budget:.3g}, "
+                                 f"N={float(sub.runs[j]['params']):.3g} reports loss "
+                                 f"{run_loss:.4g}, under the stored compute-optimal band "
+                                 f"[{lo:.4g}, {hi:.4g}] of {f['arch']}")
+    if not own:
+        verdict.notes.append(f"no stored frontier of {sub.arch!r} on this corpus: compared "
+                             "with the other architectures for information only")
+
+
+def validate(sub: Submission, frontiers_root: str | Path) -> Verdict:
+    """Run every check on a submission; see the module docstring."""
+    verdict = Verdict()
+    for i, run in enumerate(sub.runs):
+        for c in ("params", "tokens", "flops", "loss"):
+            v = run.get(c)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UsageError(f"run {i + 1}: {c}={v!r} must be a positive number")
+    try:
+        flops = _check_flops(sub, verdict)
+    except MadbenchError as exc:
+        verdict.fail(f"FLOPs cannot be recomputed: {exc}")
+        flops = np.array([float(r["flops"]) for r in sub.runs])
+    groups = _check_curves(sub, flops, verdict)
+    _check_frontiers(sub, groups, verdict, frontiers_root)
+    return verdict
