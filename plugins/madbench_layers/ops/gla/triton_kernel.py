@@ -49,17 +49,17 @@ def launch_config(dk: int, dv: int) -> dict:
     """Launch parameters for one head shape: chunk length ``BT``; forward dv block ``BV_FWD``
     (the forward holds all of dk); backward dk and dv blocks ``BK_BWD`` and ``BV_BWD``; warps
     per program; tl.dot input precision; the largest in-chunk decay ``max_spread`` (in log
-    space) handled by the matrix-product path."""
-    small = dk <= 32 and dv <= 32
-    return {
-        "BT": 64 if small else 32,
-        "BV_FWD": _next_pow2(dv) if small else 32,
-        "BK_BWD": _next_pow2(dk) if small else 32,
-        "BV_BWD": _next_pow2(dv) if small else 128,
-        "num_warps": 4,
-        "precision": dot_precision(),
-        "max_spread": 120.0,
-    }
+    space) handled by the matrix-product path. Chosen from H100 timings at batch 128
+    (benchmarks/bench_kernel_gla.py --sweep). Small heads run 2 warps: at 8 warps Triton 3.6
+    gave wrong results for 16-wide heads."""
+    precision = dot_precision()
+    if dk <= 32 and dv <= 32:
+        return {"BT": 32, "BV_FWD": _next_pow2(dv), "BK_BWD": _next_pow2(dk),
+                "BV_BWD": _next_pow2(dv), "num_warps": 2, "precision": precision,
+                "max_spread": 120.0}
+    # three TF32 products need more registers: shorter chunks
+    return {"BT": 16 if precision == "tf32x3" else 32, "BV_FWD": 32, "BK_BWD": 32,
+            "BV_BWD": 128, "num_warps": 4, "precision": precision, "max_spread": 120.0}
 
 
 @triton.jit
