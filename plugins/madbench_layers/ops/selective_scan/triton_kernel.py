@@ -208,6 +208,12 @@ def _selective_scan_bwd_kernel(
     tl.store(dAD_base + d_state, dD_acc, mask=mask_d)
 
 
+def _fp32_contiguous(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.float32 and x.is_contiguous():  # the usual case: skip two calls
+        return x
+    return x.to(torch.float32).contiguous()
+
+
 def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None = None):
     """Launch the forward kernel. A: ([groups,] d_inner, d_state), D: ([groups,] d_inner).
 
@@ -219,8 +225,7 @@ def scan_forward(u, delta, A, B, C, D, store_states: bool, config: dict | None =
     config = config or kernel_config(seq_len, d_inner, d_state)
     block_d, num_warps = config["fwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
-    A = A.to(torch.float32).contiguous()
-    D = D.to(torch.float32).contiguous()
+    A, D = _fp32_contiguous(A), _fp32_contiguous(D)
     y = torch.empty((batch, seq_len, d_inner), dtype=u.dtype, device=u.device)
     if store_states:
         states = torch.empty((batch, n_chunks, d_state, d_inner), dtype=torch.float32,
@@ -246,8 +251,7 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
     block_d, num_warps = config["bwd"]
     n_chunks = triton.cdiv(seq_len, config["block_t"])
     n_dblocks = triton.cdiv(d_inner, block_d)
-    A = A.to(torch.float32).contiguous()
-    D = D.to(torch.float32).contiguous()
+    A, D = _fp32_contiguous(A), _fp32_contiguous(D)
     dev = u.device
     f32 = torch.float32
     du = torch.empty((batch, seq_len, d_inner), dtype=f32, device=dev)
@@ -293,7 +297,7 @@ class SelectiveScanFn(torch.autograd.Function):
             _, states = scan_forward(u, delta, A, B, C, D, True)
         grads = scan_backward(u, delta, A, B, C, D, states, dy)
         inputs = (u, delta, A, B, C, D)
-        out = tuple(g.to(x.dtype) if need else None
+        out = tuple(None if not need else g if g.dtype == x.dtype else g.to(x.dtype)
                     for g, x, need in zip(grads, inputs, ctx.needs_input_grad))
         return (*out, None)
 
