@@ -267,9 +267,10 @@ def _check(value: Any, schema: dict, root: dict, path: str) -> Iterator[str]:
         if "maxProperties" in schema and len(value) > schema["maxProperties"]:
             yield f"at {where}: more than {schema['maxProperties']} keys"
             return
-        for key in schema.get("required", []):
-            if key not in value:
-                yield f"at {where}: missing required key {key!r}"
+        missing = [key for key in schema.get("required", []) if key not in value]
+        if missing:
+            yield (f"at {where}: missing required key{'s' if len(missing) > 1 else ''} "
+                   f"{', '.join(missing)}")
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties", True)
         names = schema.get("propertyNames")

@@ -54,6 +54,8 @@ DEFAULT_TOLERANCE = 0.05
 VALIDATE_AUDIT_DIM = 32
 #: the Jacobian cap when a layer cannot be built at ``VALIDATE_AUDIT_DIM``
 FALLBACK_AUDIT_MAX_SIZE = 1024
+#: a submitted architecture larger than this is not built here (counted on the meta device)
+MAX_REBUILD_PARAMS = 200_000_000
 MAX_LISTED = 3
 
 
@@ -306,6 +308,21 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
 
 
 # -- 6. architecture -----------------------------------------------------------------------
+def meta_param_count(spec, vocab_size: int) -> int | None:
+    """Parameters of the language model, counted without allocating them (meta device);
+    None when a mixer cannot be built there."""
+    import torch
+
+    from ..model import LanguageModel
+
+    try:
+        with torch.device("meta"):
+            model = LanguageModel(spec, vocab_size)
+    except Exception:  # noqa: BLE001 - e.g. a mixer that reads tensor values in __init__
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
 @functools.lru_cache(maxsize=16)
 def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
     """Accounting, guard and audit of a spec, computed here (cached per process)."""
@@ -360,6 +377,11 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
         return None
     if spec.hash != arch["hash"]:
         report.fail("architecture", f"the installed architecture hashes to {spec.hash}")
+        return None
+    size = meta_param_count(spec, acc["vocab_size"])
+    if size is not None and size > MAX_REBUILD_PARAMS:
+        report.fail("architecture", f"{size:,} parameters: too large to rebuild here (at most "
+                    f"{MAX_REBUILD_PARAMS:,}); claims cannot be checked")
         return None
     try:
         claims = _rebuild_claims(canonical_json(arch["spec"]), audit_dim)

@@ -1,0 +1,118 @@
+"""``madbench leaderboard submit | validate | render``.
+
+Exit codes: 0 valid / up to date; 2 bad usage (missing file, bad option); 3 a submission is
+invalid — malformed input included (not JSON, NaN, huge numbers, deep nesting, a file over the
+size cap), each with a one-line reason — or the README tables are stale.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group("leaderboard")
+def leaderboard_group() -> None:
+    """Leaderboard submissions: build, validate, render the tables."""
+
+
+@leaderboard_group.command("submit")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="The entry's name on the board.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON file to write "
+              "(for a board: leaderboards/<board>/<name>.json).")
+@click.option("--arch-filter", default=None, help="Architecture name or hash prefix, when the "
+              "run directory holds several.")
+@click.option("--protocol-filter", default=None, help="Protocol name or hash, when the run "
+              "directory holds several.")
+@click.option("--command", "eval_command", default=None, help="The madbench eval command that "
+              "produced the runs (default: rebuilt from the records).")
+@click.option("--audit-dim", type=click.IntRange(min=1), default=None, help="Width of the state "
+              "audit (default: the model width when affordable).")
+def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
+    """Build a submission from the run records in RUN_DIR."""
+    from ..leaderboard.boards import describe_protocol, protocol_from_dict
+    from ..leaderboard.submit import build_submission
+
+    doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
+                           shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
+                           if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
+    Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
+             f"{describe_protocol(protocol_from_dict(doc['protocol']))} is not a board's)")
+    click.echo(f"wrote {out}: {doc['name']} — {doc['architecture']['name']}, {where}, "
+               f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
+
+
+def _print_report(report) -> None:
+    status = "valid" if report.valid else "INVALID"
+    board = f" [{report.board}]" if report.board else ""
+    click.echo(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
+    for check, reason in report.failures:
+        click.echo(f"  FAIL {check}: {reason}")
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
+    for run in report.reruns:
+        click.echo(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
+                   f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
+                   f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
+    if report.valid:
+        click.echo("  checked: " + "; ".join(report.checks))
+
+
+@leaderboard_group.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--rerun", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-train the best runs of K settings sampled among the cheapest.")
+@click.option("--rerun-seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the re-run sample (default: random, printed).")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Largest accepted |accuracy difference| of a re-run.")
+@click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Width the state audit is re-run at (reduced to stay fast).")
+@click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
+              "no board's (a trial run) instead of refusing it.")
+@click.option("--device", default="auto", show_default=True, help="Device for --rerun.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
+                     as_json):
+    """Validate submission files (directories: every *.json below). Exit 3 when one is
+    invalid, with a reason for every failure."""
+    from ..leaderboard.validate import submission_files, validate_file
+
+    files = submission_files(paths)
+    reports = [validate_file(f, allow_nonstandard=allow_nonstandard, rerun=rerun,
+                             rerun_seed=rerun_seed, tolerance=tolerance, audit_dim=audit_dim,
+                             device=device) for f in files]
+    valid = all(r.valid for r in reports)
+    if as_json:
+        click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},
+                              indent=2))
+    elif not files:
+        click.echo(f"no submissions under {', '.join(paths)}: nothing to validate")
+    else:
+        for report in reports:
+            _print_report(report)
+        bad = sum(not r.valid for r in reports)
+        click.echo(f"{len(reports) - bad} valid, {bad} invalid")
+    if not valid:
+        click.get_current_context().exit(3)
+
+
+@leaderboard_group.command("render")
+@click.option("--root", default="leaderboards", show_default=True,
+              type=click.Path(file_okay=False), help="The leaderboards folder.")
+@click.option("--check", is_flag=True, help="Do not write; exit 3 when README.md is stale.")
+def render_command(root, check):
+    """Regenerate the board tables in leaderboards/README.md from the submission files."""
+    from ..leaderboard.render import README, render
+
+    changed = render(root, check=check)
+    readme = Path(root) / README
+    click.echo(f"{readme} is up to date" if not changed else f"updated {readme}")
+
+
+COMMANDS = [leaderboard_group]

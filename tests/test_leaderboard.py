@@ -1,0 +1,437 @@
+"""Leaderboard submissions: a submission built from a real (tiny, CPU) run validates; each kind
+of tampering fails with the right reason; malformed input gets one line and exit 3; the README
+tables are regenerated and a stale table is caught; every file under leaderboards/ validates."""
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from madbench.cli import main
+from madbench.cli.leaderboard_cmd import leaderboard_group
+from madbench.hashing import content_hash
+from madbench.leaderboard.boards import BOARDS, current_suite_hash
+from madbench.leaderboard.render import render
+from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
+                                         load_schema, nesting_depth, schema_errors)
+from madbench.leaderboard.submit import select_group
+from madbench.leaderboard.validate import submission_files, validate_file, validate_submission
+from madbench.store import run_key
+
+if "leaderboard" not in main.commands:     # until the lead wires the group into the CLI
+    main.add_command(leaderboard_group)
+
+REPO = Path(__file__).resolve().parent.parent
+LRS = (0.001, 0.0005)
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    """A real sweep: memorization baseline, 2 epochs, two learning rates (CPU, ~3 s), and
+    the submission built from it."""
+    root = tmp_path_factory.mktemp("lb")
+    run_dir = root / "run"
+    result = cli("eval", "--arch", "mh-attention", "--tasks", "memorization", "--preset",
+                 "smoke", "--set", "epochs=2", "--set", "lrs=0.001,0.0005", "--run-dir",
+                 run_dir, "--device", "cpu", "--engine", "plain", "--no-progress")
+    assert result.exit_code == 0, result.output
+    out = root / "trial.json"
+    result = cli("leaderboard", "submit", run_dir, "--name", "trial", "--out", out,
+                 "--audit-dim", "32")
+    assert result.exit_code == 0, result.output
+    return out, json.loads(out.read_text())
+
+
+@pytest.fixture
+def doc(trial):
+    return copy.deepcopy(trial[1])
+
+
+def failures(doc, **options):
+    options.setdefault("allow_nonstandard", True)
+    return validate_submission(doc, **options).failures
+
+
+def assert_fails(doc, check, text, **options):
+    found = failures(doc, **options)
+    assert any(c == check and text in r for c, r in found), found
+
+
+def best_run(doc):
+    return max(doc["runs"], key=lambda r: r["accuracy"])
+
+
+def other_run(doc):
+    return min(doc["runs"], key=lambda r: r["accuracy"])
+
+
+# -- a valid submission --------------------------------------------------------------------
+def test_trial_submission_is_valid_and_its_scores_are_the_best_of_its_sweep(trial, doc):
+    """Property: with one setting and one seed, the task score and the overall score are the
+    highest accuracy among the sweep's runs (a naive max over the rows)."""
+    path, _ = trial
+    result = cli("leaderboard", "validate", path, "--allow-nonstandard", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["files"][0]
+    assert report["valid"] and report["failures"] == []
+    assert any("width 32" in c for c in report["checks"])          # the reduced audit is said
+    assert len(doc["runs"]) == 2 and {r["lr"] for r in doc["runs"]} == set(LRS)
+    top = max(r["accuracy"] for r in doc["runs"])
+    assert doc["scores"]["memorization"] == top == doc["scores"]["overall"]
+    assert doc["best"][0]["run_key"] == best_run(doc)["run_key"]
+    assert doc["suite_hash"] == current_suite_hash()
+    assert doc["accounting"]["dynamic_state"] == 2 * 2 * 128 * 128     # two kv-caches at 128
+    assert "madbench eval --arch mh-attention" in doc["command"]
+
+
+def test_a_nonstandard_protocol_is_invalid_for_a_board(trial):
+    result = cli("leaderboard", "validate", trial[0])
+    assert result.exit_code == 3
+    assert "a non-standard protocol is invalid for a board" in result.output
+
+
+def test_rerun_of_an_honest_run_agrees(doc):
+    report = validate_submission(doc, allow_nonstandard=True, rerun=1, rerun_seed=0,
+                                 device="cpu")
+    assert report.valid, report.failures
+    assert len(report.reruns) == 1 and report.reruns[0]["difference"] <= 1e-6
+
+
+# -- tampering -----------------------------------------------------------------------------
+def _edit_overall(d):
+    d["scores"]["overall"] = min(1.0, d["scores"]["overall"] + 0.1)
+
+
+def _edit_best_accuracy(d):
+    best_run(d)["accuracy"] += 1 / best_run(d)["scored_positions"]   # still k/n: plausible
+
+
+def _edit_accuracy_to_a_non_fraction(d):
+    other_run(d)["accuracy"] = 0.123456789
+
+
+def _edit_state_claim(d):
+    d["accounting"]["dynamic_state"] = 4096
+
+
+def _edit_fixed_state_claim(d):
+    d["accounting"]["fixed_state"] = 4096
+
+
+def _edit_suite_hash(d):
+    d["suite_hash"] = "0" * 16
+
+
+def _delete_worse_run(d):
+    d["runs"].remove(other_run(d))
+
+
+def _delete_best_run(d):
+    d["runs"].remove(best_run(d))
+
+
+def _edit_lr_off_grid(d):
+    other_run(d)["lr"] = 0.002
+
+
+def _edit_weight_decay(d):
+    other_run(d)["weight_decay"] = 0.1
+
+
+def _edit_seed(d):
+    other_run(d)["seed"] = 1
+
+
+def _edit_protocol_epochs(d):
+    d["protocol"]["epochs"] = 200
+
+
+def _edit_protocol_epochs_and_hash(d):
+    from madbench.leaderboard.boards import protocol_from_dict
+    d["protocol"]["epochs"] = 200
+    d["protocol"]["hash"] = protocol_from_dict(d["protocol"]).hash
+
+
+def _claim_a_board(d):
+    d["board"] = "mad-quick"
+
+
+def _edit_architecture_hash(d):
+    d["architecture"]["hash"] = "f" * 16
+
+
+def _point_best_at_worse_run(d):
+    d["best"][0]["run_key"] = other_run(d)["run_key"]
+
+
+def _drop_flag_claim(d):
+    d["flags"] = ["param-mismatch"]
+
+
+def _edit_steps(d):
+    other_run(d)["steps"] = 1
+
+
+TAMPERING = [
+    (_edit_overall, "scores", "scores.overall is"),
+    (_edit_best_accuracy, "scores", "scores.memorization is"),
+    (_edit_accuracy_to_a_non_fraction, "runs", "not a whole number of correct positions"),
+    (_edit_state_claim, "accounting", "accounting.dynamic_state claims 4096"),
+    (_edit_fixed_state_claim, "accounting", "accounting.fixed_state claims 4096"),
+    (_edit_suite_hash, "suite", "is not madbench's MAD suite"),
+    (_delete_worse_run, "runs", "1 runs of the protocol's sweep are missing"),
+    (_delete_best_run, "runs", "1 runs of the protocol's sweep are missing"),
+    (_delete_best_run, "best", "not one of its runs"),
+    (_edit_lr_off_grid, "runs", "not in the protocol's grid"),
+    (_edit_lr_off_grid, "runs", "run_key"),
+    (_edit_weight_decay, "runs", "does not match the run's fields"),
+    (_edit_seed, "runs", "does not match the run's fields"),
+    (_edit_protocol_epochs, "protocol", "does not match its fields"),
+    (_edit_protocol_epochs_and_hash, "protocol", "differ from madbench's preset"),
+    (_edit_protocol_epochs_and_hash, "runs", "does not match the run's fields"),
+    (_claim_a_board, "protocol", "board is mad-quick"),
+    (_edit_architecture_hash, "architecture", "does not match its spec and sources"),
+    (_point_best_at_worse_run, "best", "but the best of its sweep is"),
+    (_drop_flag_claim, "accounting", "flags are"),
+    (_edit_steps, "runs", "but the protocol trains 2 epochs of 8 steps"),
+]
+
+
+@pytest.mark.parametrize("tamper,check,reason", TAMPERING,
+                         ids=[t[0].__name__.strip("_") + "-" + t[1] for t in TAMPERING])
+def test_tampering_fails_with_its_reason(doc, tamper, check, reason):
+    tamper(doc)
+    assert_fails(doc, check, reason)
+
+
+def test_a_consistently_edited_accuracy_is_caught_by_a_rerun(doc):
+    """An accuracy raised together with every aggregate passes the static checks; re-training
+    the setting exposes it."""
+    run = best_run(doc)
+    run["accuracy"] = min(1.0, run["accuracy"] + 256 / run["scored_positions"])
+    doc["scores"]["memorization"] = doc["scores"]["overall"] = run["accuracy"]
+    assert failures(doc) == []
+    assert_fails(doc, "rerun", "re-trained here", rerun=1, rerun_seed=0, device="cpu")
+
+
+def test_the_cli_names_every_failure_and_exits_3(tmp_path, doc):
+    _edit_overall(doc)
+    _edit_state_claim(doc)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    result = cli("leaderboard", "validate", path, "--allow-nonstandard")
+    assert result.exit_code == 3
+    assert "FAIL scores: scores.overall is" in result.output
+    assert "FAIL accounting: accounting.dynamic_state claims 4096" in result.output
+
+
+def test_an_architecture_that_does_not_import_is_reported_not_rebuilt(doc):
+    """A forger who makes every hash consistent for code that is not installed gets a warning
+    (claims not re-checked) and cannot pass a re-run."""
+    doc["architecture"]["spec"]["layers"][0]["mixer"] = "not_installed_pkg.mixers:Fake"
+    doc["architecture"]["sources"].append("not_installed_pkg.mixers.Fake@0000")
+    arch = doc["architecture"]
+    arch["hash"] = content_hash({"spec": arch["spec"], "sources": sorted(arch["sources"])})
+    for run in doc["runs"]:
+        run["run_key"] = run_key(arch["hash"], run["setting_hash"], doc["protocol"]["hash"],
+                                 run["lr"], run["weight_decay"], run["seed"],
+                                 doc["madbench_version"])
+    doc["best"][0]["run_key"] = best_run(doc)["run_key"]
+    report = validate_submission(doc, allow_nonstandard=True)
+    assert report.valid, report.failures
+    assert any("not importable" in w for w in report.warnings)
+    assert_fails(doc, "rerun", "cannot re-run", rerun=1)
+
+
+def test_select_group_needs_a_filter_when_the_run_dir_holds_several():
+    records = [{"arch_hash": h, "protocol_hash": "p" * 16, "arch_name": n,
+                "protocol_name": "quick"} for h, n in (("a" * 16, "hyena"), ("b" * 16, "mamba"))]
+    from madbench.errors import UsageError
+    with pytest.raises(UsageError, match="several architectures"):
+        select_group(records)
+    assert select_group(records, arch_filter="mamba")[0]["arch_name"] == "mamba"
+    assert select_group(records, arch_filter="aaaa")[0]["arch_name"] == "hyena"
+
+
+# -- malformed input -----------------------------------------------------------------------
+MALFORMED = {
+    "not-json": (b"{ this is not json", "not valid JSON"),
+    "not-an-object": (b"[1, 2, 3]", "a submission is a JSON object"),
+    "nan": (b'{"schema_version": NaN}', "NaN is not a JSON number"),
+    "infinity": (b'{"schema_version": -Infinity}', "-Infinity is not a JSON number"),
+    "huge-int": (b'{"schema_version": 1' + b"0" * 5000 + b"}", "too large"),
+    "huge-float": (b'{"schema_version": 1e400}', "overflows to infinity"),
+    "deep": (b"[" * 200_000 + b"]" * 200_000, f"nested more than {MAX_DEPTH} levels"),
+    "duplicate-key": (b'{"name": "a", "name": "b"}', "duplicate key 'name'"),
+    "not-utf8": (b'{"name": "\xff"}', "not UTF-8"),
+    "wrong-types": (b'{"schema_version": "1", "runs": {}}', "expected array, got object"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_input_gets_one_line_and_exit_3(tmp_path, name):
+    content, reason = MALFORMED[name]
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(content)
+    start = time.perf_counter()
+    result = cli("leaderboard", "validate", path)
+    assert time.perf_counter() - start < 5
+    assert result.exit_code == 3, result.output
+    assert reason in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_huge_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as fh:                 # sparse: no data written, size over the cap
+        fh.truncate(MAX_BYTES + 1)
+    report = validate_file(path)
+    assert not report.valid and "refused before reading" in report.failures[0][1]
+
+
+def test_wrong_types_and_ranges_in_a_real_submission_are_schema_failures(doc):
+    doc["runs"][0]["accuracy"] = "high"
+    doc["runs"][1]["seed"] = True
+    doc["scores"]["overall"] = 1e300
+    found = [r for c, r in failures(doc) if c == "schema"]
+    assert any("runs[0].accuracy: expected number, got string" in r for r in found)
+    assert any("runs[1].seed: expected integer, got boolean" in r for r in found)
+    assert any("scores.overall: 1e+300 is above the maximum 1" in r for r in found)
+
+
+def test_missing_paths_are_usage_errors():
+    result = cli("leaderboard", "validate", "/nonexistent/submission.json")
+    assert result.exit_code == 2
+
+
+def test_nesting_depth_ignores_brackets_in_strings():
+    """Property: the depth equals a naive character walk's (strings and escapes skipped)."""
+    def naive(text):
+        depth = best = 0
+        in_string = escaped = False
+        for c in text:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif c == "\\":
+                    escaped = True
+                elif c == '"':
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c in "[{":
+                depth += 1
+                best = max(best, depth)
+            elif c in "]}":
+                depth -= 1
+        return best
+
+    for text in ['{"a": "[[[[", "b": [[1]]}', r'["\"[[", {"c": ["\\", [[[]]]]}]', "[]",
+                 '{"k\\"{": {"x": [{"y": "]]]"}]}}']:
+        assert nesting_depth(text, limit=100) == naive(text)
+    assert nesting_depth("[" * 1000, limit=10) == 11          # stops once past the limit
+
+
+# -- the schema ----------------------------------------------------------------------------
+def _keywords(schema):
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            yield key
+            if key in ("properties", "$defs"):
+                for sub in value.values():
+                    yield from _keywords(sub)
+            elif key in ("items", "additionalProperties", "propertyNames") and \
+                    isinstance(value, dict):
+                yield from _keywords(value)
+
+
+def test_the_schema_uses_only_keywords_the_validator_implements():
+    used = set(_keywords(load_schema()))
+    assert used - SUPPORTED_KEYWORDS - ANNOTATIONS == set()
+
+
+def test_the_hand_written_validator_agrees_with_jsonschema(doc):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    reference = jsonschema.Draft202012Validator(schema)
+    broken = [copy.deepcopy(doc) for _ in range(5)]
+    broken[0]["runs"][0]["accuracy"] = 1.5
+    broken[1]["architecture"]["unexpected"] = 1
+    del broken[2]["suite_hash"]
+    broken[3]["board"] = "mad-smoke"
+    broken[4]["runs"][0]["run_key"] = "XYZ"
+    for d in [doc, *broken]:
+        assert bool(schema_errors(d)) == bool(list(reference.iter_errors(d)))
+    assert schema_errors(doc) == []
+
+
+# -- render --------------------------------------------------------------------------------
+def _board_copy(tmp_path):
+    root = tmp_path / "leaderboards"
+    root.mkdir()
+    shutil.copy(REPO / "leaderboards" / "README.md", root / "README.md")
+    return root
+
+
+def test_render_check_catches_a_stale_table(tmp_path, doc):
+    root = _board_copy(tmp_path)
+    render(root)
+    assert cli("leaderboard", "render", "--root", root, "--check").exit_code == 0
+    (root / "mad-quick").mkdir()
+    for name, score in (("second", 0.5), ("first", 0.75)):
+        entry = copy.deepcopy(doc)
+        entry["name"], entry["scores"]["overall"] = name, score
+        (root / "mad-quick" / f"{name}.json").write_text(json.dumps(entry))
+    result = cli("leaderboard", "render", "--root", root, "--check")
+    assert result.exit_code == 3 and "stale" in result.output
+    assert cli("leaderboard", "render", "--root", root).exit_code == 0
+    text = (root / "README.md").read_text()
+    assert text.index("[first](mad-quick/first.json)") < text.index("[second]")
+    assert "| 1 | [first]" in text and "| 2 | [second]" in text
+    assert cli("leaderboard", "render", "--root", root, "--check").exit_code == 0
+    readme = root / "README.md"
+    readme.write_text(readme.read_text().replace("0.750", "0.990"))     # hand-edited score
+    assert cli("leaderboard", "render", "--root", root, "--check").exit_code == 3
+
+
+def test_an_empty_board_renders_and_validates(tmp_path):
+    root = _board_copy(tmp_path)
+    render(root)
+    text = (root / "README.md").read_text()
+    for board, preset in BOARDS.items():
+        assert f"No entries yet: no submission for the `{preset}` protocol" in text
+    result = cli("leaderboard", "validate", root)
+    assert result.exit_code == 0 and "nothing to validate" in result.output
+
+
+# -- the repository's boards ---------------------------------------------------------------
+def test_the_repository_readme_is_up_to_date():
+    assert render(REPO / "leaderboards", check=True) is False
+
+
+@pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])
+def test_every_repository_submission_validates(path):
+    if path is None:
+        pytest.skip("the boards hold no submissions yet")
+    report = validate_file(path)
+    assert report.valid, report.failures
+
+
+def test_an_oversized_architecture_is_not_built(doc):
+    """A spec too large to build (counted on the meta device, nothing allocated) is refused
+    quickly instead of exhausting memory."""
+    arch = doc["architecture"]
+    arch["spec"]["dim"] = 65536
+    arch["hash"] = content_hash({"spec": arch["spec"], "sources": sorted(arch["sources"])})
+    start = time.perf_counter()
+    assert_fails(doc, "architecture", "too large to rebuild here")
+    assert time.perf_counter() - start < 5
