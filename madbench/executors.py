@@ -310,6 +310,7 @@ class _WorkerPool:
 
     def _stop(self) -> None:
         for worker in self.workers.values():
+            worker.inbox.cancel_join_thread()     # never block exit on a dead reader
             if worker.process.is_alive():
                 try:
                     worker.inbox.put(None)
