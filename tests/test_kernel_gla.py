@@ -104,9 +104,10 @@ def test_backward_recomputes_missing_states():
 
 def test_kernel_is_finite_under_strong_forgetting():
     """Property: log-gates of -60 per step (exp(+960) would overflow) leave the fp32 kernel
-    finite and equal to the fp64 recurrence (to 1e-4: the cumulated log-gates reach -600 within
-    a chunk, so their fp32 differences carry about 1e-5 relative error). Only the first chunk
-    forgets that fast: the others take the matrix-product path."""
+    finite and equal to the fp64 recurrence (to 5e-4 of the largest value: the cumulated
+    log-gates reach about -1,000 within a chunk, so their fp32 differences, exponentiated, carry
+    about 1e-4 relative error). Only the first chunk forgets that fast: the others take the
+    matrix-product path."""
     op, launch_config = kernel()
     q, k, v, _ = random_inputs(1, 1, 90, 8, 8, seed=1)
     mask = torch.rand(q.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE) < 0.5
@@ -114,7 +115,7 @@ def test_kernel_is_finite_under_strong_forgetting():
     log_alpha = torch.where(mask, -60.0, -1e-3)
     grad_out = torch.randn_like(v)
     assert_matches(kernel_with_grads(op, (q, k, v, log_alpha), grad_out),
-                   recurrent_with_grads((q, k, v, log_alpha), grad_out), 1e-4)
+                   recurrent_with_grads((q, k, v, log_alpha), grad_out), 5e-4)
 
 
 def test_vmap_over_a_configuration_axis():
