@@ -170,6 +170,23 @@ def train_batched(make_model: Callable[[], nn.Module],
     the training step is captured in a CUDA graph unless ``capture`` is False."""
     if protocol.eval_every_epoch:
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
+    device = train_data[0].device
+    if device.type != "cuda" or os.environ.get("MADBENCH_TRAIN_STREAM", "1") != "1":
+        return _train_batched(make_model, train_data, test_data, num_classes, configs,
+                              protocol, seed, precision, on_epoch, capture)
+    # Everything on one side stream: no work of this run ever touches the legacy default
+    # stream, which CUDA-graph capture forbids.
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        results = _train_batched(make_model, train_data, test_data, num_classes, configs,
+                                 protocol, seed, precision, on_epoch, capture)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    return results
+
+
+def _train_batched(make_model, train_data, test_data, num_classes, configs, protocol, seed,
+                   precision, on_epoch, capture) -> list[RunResult]:
     inputs, targets = train_data
     device = inputs.device
     models = []
