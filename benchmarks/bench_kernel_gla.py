@@ -65,6 +65,28 @@ def timer(cpu: bool):
     return lambda step: do_bench(step, warmup=25, rep=100, return_mode="median")
 
 
+def graph_timer(fn, inputs, grad_out):
+    """fwd+bwd captured once in a CUDA graph, replays timed: the GPU time without the host's
+    launch overhead (None when capture fails)."""
+    import torch
+    from triton.testing import do_bench
+    try:
+        leaves = [x.detach().clone().requires_grad_() for x in inputs]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                torch.autograd.grad(fn(*leaves), leaves, grad_out)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            torch.autograd.grad(fn(*leaves), leaves, grad_out)
+        return do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+    except Exception as exc:  # noqa: BLE001 - some implementations cannot be captured
+        print(f"graph capture failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+
+
 def rel_err(got, ref):
     return max(float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30))
                for a, b in zip(got, ref))
@@ -136,8 +158,10 @@ def main() -> None:
     lines = [f"GLA forward / forward+backward, batch {args.batch}, fp32, "
              f"{torch.cuda.get_device_name() if not cpu else 'CPU (interpreter smoke)'}; "
              "ms (median); speed-up vs the reference; max rel. error vs the fp32 reference",
-             "", "| shape | L | impl | fwd ms | fwd+bwd ms | fwd+bwd speed-up | rel. err |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "; graph: fwd+bwd replayed from a CUDA graph (GPU time without launch overhead)",
+             "", "| shape | L | impl | fwd ms | fwd+bwd ms | fwd+bwd speed-up | graph ms | "
+             "graph speed-up | rel. err |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape in args.shapes:
         heads, dk, dv = SHAPES[shape]
         if cpu:
@@ -146,7 +170,7 @@ def main() -> None:
             inputs = make_inputs(args.batch, heads, seq_len, dk, dv, device, torch.float32)
             grad_out = torch.randn_like(inputs[2]).contiguous()
             ref_out, ref_grads = None, None
-            ref_time = None
+            ref_time = ref_graph = None
             rows = list(impls)
             if args.sweep and not cpu:
                 rows += [(f"triton [{label}]",
@@ -161,13 +185,18 @@ def main() -> None:
                     err = rel_err([out, *grads], [ref_out, *ref_grads])
                     t_fwd = bench(fwd(fn, inputs))
                     t_all = bench(fwd_bwd(fn, inputs, grad_out))
+                    t_graph = None if cpu else graph_timer(fn, inputs, grad_out)
                 except Exception as exc:  # noqa: BLE001 - report a failing row, keep going
                     lines.append(f"| {shape} | {seq_len} | {name} | failed: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]} | | | |")
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]} "
+                                 "| | | | | |")
                     continue
                 ref_time = ref_time or t_all
+                ref_graph = ref_graph or t_graph
+                graph_cells = (f"{t_graph:.3f} | {ref_graph / t_graph:.2f}x" if t_graph and ref_graph
+                               else "n/a | n/a")
                 lines.append(f"| {shape} | {seq_len} | {name} | {t_fwd:.3f} | {t_all:.3f} | "
-                             f"{ref_time / t_all:.2f}x | {err:.1e} |")
+                             f"{ref_time / t_all:.2f}x | {graph_cells} | {err:.1e} |")
                 print(lines[-1], flush=True)
             del inputs, ref_out, ref_grads
             if not cpu:

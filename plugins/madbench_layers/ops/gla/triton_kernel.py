@@ -57,8 +57,7 @@ def launch_config(dk: int, dv: int) -> dict:
         return {"BT": 32, "BV_FWD": _next_pow2(dv), "BK_BWD": _next_pow2(dk),
                 "BV_BWD": _next_pow2(dv), "num_warps": 2, "precision": precision,
                 "max_spread": 120.0}
-    # three TF32 products need more registers: shorter chunks
-    return {"BT": 16 if precision == "tf32x3" else 32, "BV_FWD": 32, "BK_BWD": 32,
+    return {"BT": 16, "BV_FWD": 64 if precision == "tf32" else 32, "BK_BWD": 32,
             "BV_BWD": 128, "num_warps": 4, "precision": precision, "max_spread": 120.0}
 
 
