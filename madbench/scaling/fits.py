@@ -23,13 +23,18 @@ each budget group; Approach 3 resamples runs; the state fit resamples points.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import glob
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp, softmax
+from scipy.special import logsumexp
 
 from ..errors import MadbenchError
 
@@ -40,6 +45,40 @@ DEFAULT_GRID = {"alpha": (0.0, 0.5, 1.0, 1.5, 2.0), "beta": (0.0, 0.5, 1.0, 1.5,
                 "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)}
 _BOUNDS = [(-20.0, 60.0), (-20.0, 60.0), (-10.0, 5.0), (1e-4, 5.0), (1e-4, 5.0)]  # a b e al be
 QUANTILES = (2.5, 97.5)
+
+
+@functools.lru_cache(maxsize=1)
+def _scipy_openblas():
+    """scipy's bundled OpenBLAS (wheels ship it in ``scipy.libs``), or None."""
+    import scipy
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs",
+                           "libscipy_openblas*.so")
+    for path in glob.glob(pattern):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
+            lib.scipy_openblas_set_num_threads.argtypes = [ctypes.c_int]
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """One BLAS thread while L-BFGS-B runs: its BLAS calls are on 5-vectors, and a
+    multi-threaded OpenBLAS beside torch's thread pool makes each one about 50x slower on a
+    busy machine. Best effort (scipy's wheel layout); the thread count is restored after."""
+    lib = _scipy_openblas()
+    if lib is None:
+        yield
+        return
+    before = lib.scipy_openblas_get_num_threads()
+    lib.scipy_openblas_set_num_threads(1)
+    try:
+        yield
+    finally:
+        lib.scipy_openblas_set_num_threads(before)
 
 
 def _interval(values: list[float] | np.ndarray) -> list[float] | None:
@@ -263,13 +302,21 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta))
 
 
+def _lse_and_weights(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log-sum-exp over axis 0 and its gradient (the softmax weights)."""
+    top = terms.max(axis=0)
+    ex = np.exp(terms - top)
+    total = ex.sum(axis=0)
+    return top + np.log(total), ex / total
+
+
 def _objective(theta, log_n, log_d, log_l, delta):
     """Summed Huber loss of the log-loss residuals, and its gradient."""
     a, b, e, alpha, beta = theta
     terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
-    r = logsumexp(terms, axis=0) - log_l
-    dr = np.clip(r, -delta, delta)               # derivative of the Huber loss
-    w = softmax(terms, axis=0) * dr              # d LSE / d term, times dHuber
+    lse, w = _lse_and_weights(terms)
+    r = lse - log_l
+    w = w * np.clip(r, -delta, delta)            # d LSE / d term, times dHuber / dr
     grad = np.array([w[0].sum(), w[1].sum(), w[2].sum(),
                      -(w[0] * log_n).sum(), -(w[1] * log_d).sum()])
     return float(_huber(r, delta).sum()), grad
@@ -283,20 +330,25 @@ def _grid_objectives(grid: np.ndarray, log_n, log_d, log_l, delta) -> np.ndarray
     return _huber(r, delta).sum(axis=1)
 
 
-def _minimise(start, log_n, log_d, log_l, delta):
+def _minimise(start, log_n, log_d, log_l, delta, maxiter=20000):
     res = minimize(_objective, start, args=(log_n, log_d, log_l, delta), jac=True,
                    method="L-BFGS-B", bounds=_BOUNDS,
-                   options={"maxiter": 20000, "maxfun": 40000, "ftol": 1e-15, "gtol": 1e-12})
+                   options={"maxiter": maxiter, "maxfun": 2 * maxiter, "ftol": 1e-15,
+                            "gtol": 1e-12})
     return res.x, float(res.fun)
 
 
 def _approach3_point(log_n, log_d, log_l, delta, starts) -> tuple[np.ndarray, float]:
+    """L-BFGS-B from every start for a few hundred iterations, then the best polished to
+    full tolerance (near the Huber kinks far starts would otherwise crawl for thousands)."""
     best, best_f = None, math.inf
-    for start in starts:
-        x, f = _minimise(start, log_n, log_d, log_l, delta)
-        if f < best_f:
-            best, best_f = x, f
-    return best, best_f
+    with single_threaded_blas():
+        for start in starts:
+            x, f = _minimise(start, log_n, log_d, log_l, delta, maxiter=300)
+            if f < best_f:
+                best, best_f = x, f
+        x, f = _minimise(best, log_n, log_d, log_l, delta)
+    return (x, f) if f <= best_f else (best, best_f)
 
 
 def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
@@ -304,7 +356,7 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
               seed: int = 0) -> Approach3Fit:
     """Fit ``L = E + A/N^alpha + B/D^beta``: every grid point is scored, L-BFGS-B runs from the
     ``top_starts`` best, the lowest objective wins. Bootstrap refits start from the full-data
-    optimum and the same grid starts."""
+    optimum."""
     params, tokens, losses = (np.asarray(v, dtype=float) for v in (params, tokens, losses))
     if params.size < 5:
         raise MadbenchError(f"Approach 3 has 5 parameters and needs at least 5 runs, got "
@@ -323,8 +375,7 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
         reps = {k: [] for k in ("E", "A", "B", "alpha", "beta", "a", "b")}
         for _ in range(bootstrap):
             idx = rng.choice(params.size, params.size)
-            t, rf = _approach3_point(log_n[idx], log_d[idx], log_l[idx], delta,
-                                     [theta, *starts[:2]])
+            t, rf = _approach3_point(log_n[idx], log_d[idx], log_l[idx], delta, [theta])
             rep = _approach3_from_theta(t, rf, params.size)
             for k in reps:
                 reps[k].append(getattr(rep, k))

@@ -1,0 +1,141 @@
+"""Scaling-law fits recover known constants from simulated data."""
+import math
+
+import numpy as np
+import pytest
+
+from madbench.errors import MadbenchError
+from madbench.scaling.fits import (approach2, approach3, budget_groups, fit_isoflop_group,
+                                   state_frontier, state_optimal_fit)
+
+EPOCH = dict(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+CHINCHILLA = dict(E=1.69337, A=406.401, B=410.723, alpha=0.33917, beta=0.28491)
+BUDGETS = [1e18, 1e19, 1e20, 1e21, 1e22]
+
+
+def simulate(E, A, B, alpha, beta, budgets=BUDGETS, points=9, decades=1.0, offset=0.0):
+    """Runs on IsoFLOP grids (C = 6ND) of ``points`` sizes spanning +-``decades`` around the
+    closed-form optimum N* = G (C/6)^(beta/(alpha+beta)), shifted by ``offset`` decades."""
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    rows = []
+    for c in budgets:
+        n_opt = G * (c / 6) ** (beta / (alpha + beta))
+        for n in n_opt * np.logspace(offset - decades, offset + decades, points):
+            d = c / (6 * n)
+            rows.append((n, d, c, E + A / n ** alpha + B / d ** beta))
+    return [np.array(v) for v in zip(*rows)]
+
+
+def test_approach3_recovers_the_epoch_ai_refit_from_noise_free_data():
+    N, D, C, L = simulate(**EPOCH)
+    fit = approach3(N, D, L)   # default: L-BFGS-B from the 10 best points of Hoffmann's grid
+    for name, value in EPOCH.items():
+        assert getattr(fit, name) == pytest.approx(value, rel=1e-4), name
+    # allocation exponents follow from alpha and beta: a = beta / (alpha + beta)
+    assert fit.a == pytest.approx(0.3658 / (0.3478 + 0.3658), rel=1e-4)
+    assert fit.a + fit.b == pytest.approx(1.0)
+
+
+def test_approach3_bootstrap_interval_covers_the_truth_under_noise():
+    N, D, C, L = simulate(**EPOCH)
+    rng = np.random.default_rng(1)
+    L = L * np.exp(rng.normal(0, 0.002, L.size))
+    fit = approach3(N, D, L, top_starts=3, bootstrap=20, seed=0)
+    lo, hi = fit.intervals["a"]
+    assert lo <= fit.a <= hi
+    assert lo - 0.02 <= 0.3658 / (0.3478 + 0.3658) <= hi + 0.02
+
+
+def test_approach2_on_chinchilla_approach3_data_gives_a_close_to_0_4565():
+    N, D, C, L = simulate(**CHINCHILLA)
+    expected = CHINCHILLA["beta"] / (CHINCHILLA["alpha"] + CHINCHILLA["beta"])
+    assert expected == pytest.approx(0.4565, abs=1e-4)
+    fit = approach2(N, D, C, L, bootstrap=0)
+    assert all(g.valid for g in fit.groups)
+    assert fit.a == pytest.approx(0.4565, abs=0.01)
+    assert fit.a + fit.b == pytest.approx(1.0, abs=1e-6)      # D* = C / (6 N*)
+    # an off-centre grid (the vertex no longer mid-grid) biases the estimate, but only a little
+    off = approach2(*simulate(**CHINCHILLA, offset=0.4), bootstrap=0)
+    assert off.a == pytest.approx(0.4565, abs=0.03)
+
+
+def test_approach2_bootstrap_gives_an_interval_and_a_loss_band_per_budget():
+    N, D, C, L = simulate(**CHINCHILLA)
+    L = L * np.exp(np.random.default_rng(0).normal(0, 0.003, L.size))
+    fit = approach2(N, D, C, L, bootstrap=100, seed=0)
+    assert fit.a_interval[0] <= fit.a <= fit.a_interval[1]
+    for g in fit.groups:
+        lo, hi = fit.loss_bands[g.budget]
+        assert lo <= g.loss_opt <= hi
+
+
+def test_parabola_vertex_matches_the_closed_form():
+    x = np.linspace(0, 4, 7)                 # ln N
+    loss = 3.0 - 1.2 * x + 0.25 * x ** 2      # vertex at x = 2.4, loss 3 - 1.44
+    g = fit_isoflop_group(1e15, np.exp(x), 1e15 / np.exp(x), loss)
+    assert g.valid
+    assert g.n_opt == pytest.approx(math.exp(2.4))
+    assert g.loss_opt == pytest.approx(1.56)
+    assert g.d_opt == pytest.approx(1e15 / math.exp(2.4))
+
+
+def test_parabola_problems_are_named():
+    x = np.exp(np.linspace(0, 4, 5))
+    assert "needs 3" in fit_isoflop_group(1, x[:2], x[:2], [1, 2]).problem
+    concave = fit_isoflop_group(1, x, x, -(np.log(x) - 2) ** 2)
+    assert not concave.convex and "not convex" in concave.problem
+    edge = fit_isoflop_group(1, x, x, (np.log(x) - 6) ** 2)
+    assert edge.convex and "above the largest" in edge.problem
+
+
+def test_budget_groups_cluster_runs_by_flops():
+    flops = np.array([1e15, 1.1e15, 0.95e15, 1e16, 1.05e16, 3e16])
+    labels = budget_groups(flops)
+    assert labels[0] == labels[1] == labels[2] != labels[3]
+    assert labels[3] == labels[4] != labels[5]
+    assert np.array_equal(budget_groups(flops, np.ones(6)), np.ones(6))
+
+
+def _naive_frontier(state, perplexity):
+    """A point is on the frontier when no other point has state <= and perplexity <
+    (strictly better on perplexity at no more state), ties in state broken by perplexity."""
+    keep = []
+    for i in range(len(state)):
+        dominated = any((state[j] < state[i] and perplexity[j] <= perplexity[i]) or
+                        (state[j] == state[i] and perplexity[j] < perplexity[i])
+                        for j in range(len(state)) if j != i)
+        if not dominated:
+            keep.append(i)
+    return sorted(keep, key=lambda i: state[i])
+
+
+def test_state_frontier_agrees_with_a_naive_dominance_check():
+    rng = np.random.default_rng(3)
+    state = rng.integers(1, 50, 40).astype(float)
+    perplexity = rng.uniform(5, 20, 40)
+    assert list(state_frontier(state, perplexity)) == _naive_frontier(state, perplexity)
+
+
+def test_state_optimal_fit_recovers_a_known_exponent():
+    """Frontier points on P = 40 M^-0.28, plus models above the frontier (worse at equal
+    state): the fit must find c = -0.28."""
+    rng = np.random.default_rng(0)
+    M = np.geomspace(1e3, 1e7, 12)
+    P = 40 * M ** -0.28
+    extra_M = rng.choice(M, 30)
+    extra_P = 40 * extra_M ** -0.28 * rng.uniform(1.05, 1.5, 30)
+    fit = state_optimal_fit(np.r_[M, extra_M], np.r_[P, extra_P], bootstrap=50)
+    assert fit.law.exponent == pytest.approx(-0.28, abs=1e-9)
+    assert fit.law.coef == pytest.approx(40, rel=1e-9)
+    assert set(fit.frontier) == set(range(12))
+    lo, hi = fit.exponent_interval
+    assert lo <= -0.28 <= hi
+
+
+def test_fit_input_errors():
+    with pytest.raises(MadbenchError, match="at least 5"):
+        approach3([1, 2], [1, 2], [1, 2])
+    with pytest.raises(MadbenchError, match="positive"):
+        state_optimal_fit([0, 1], [1, 2])
+    fit = approach2([1, 2, 3], [3, 2, 1], [1, 1, 1], [3, 2, 3], bootstrap=0)
+    assert fit.a is None and "need 2" in fit.problem
