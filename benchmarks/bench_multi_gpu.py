@@ -205,8 +205,9 @@ def main() -> None:
         f"{many['gpus']} |",
         "",
         f"Records: same run keys: {cmp['same_keys']}; identical accuracy and loss: "
-        f"{cmp['identical']}/{cmp['runs']}; max |diff| accuracy {cmp['max_abs_diff']['accuracy']:.3g}"
-        f", loss {cmp['max_abs_diff']['loss']:.3g}; runs per device ({args.gpus} {unit}): "
+        f"{cmp['identical']}/{cmp['runs']}; max |diff| accuracy "
+        f"{cmp['max_abs_diff']['accuracy']:.3g}, loss {cmp['max_abs_diff']['loss']:.3g}; "
+        f"runs per device ({args.gpus} {unit}): "
         + ", ".join(f"{d} {n}" for d, n in sorted(cmp["devices_of_many"].items())),
     ]
     text = "\n".join(lines)

@@ -5,8 +5,8 @@
 - ``RayExecutor``: each group is a Ray task holding ``1/runs_per_gpu`` of a GPU, retried when its
   worker dies.
 
-A group (one setting and seed, see ``madbench.evaluate.pending_groups``) is the unit of work.
-Workers receive plain data (job names and numbers, the architecture and protocol as dicts),
+A group (one setting and seed, see ``madbench.evaluate.pending_groups``) is the unit of work;
+a group that is trained one run at a time anyway is handed out as single runs. Workers receive plain data (job names and numbers, the architecture and protocol as dicts),
 re-resolve tasks and mixers from their own plugins, check that they compute the same run keys
 as the driver, and write every record through the ResultsStore themselves. Records are atomic
 and keyed by run, so a retried group skips what its dead predecessor stored and nothing is lost
@@ -113,9 +113,19 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
     return len(todo)
 
 
+def work_units(groups: list[list[Job]], protocol: Protocol, engine: str) -> list[list[Job]]:
+    """What an executor hands out: the groups, except that a group trained one run at a time
+    anyway (``plain`` engine, or per-epoch evaluation under ``auto``) is split into single runs,
+    so that its runs train in parallel (each unit generates its data again; that is cheap)."""
+    if engine == "plain" or (engine == "auto" and protocol.eval_every_epoch):
+        return [[job] for group in groups for job in group]
+    return groups
+
+
 def _describe_group(group: Sequence[Job]) -> str:
     job = group[0]
-    return f"{job.task.name} {job.setting.name} seed {job.seed}"
+    run = f" lr {job.lr} wd {job.weight_decay}" if len(group) == 1 else ""
+    return f"{job.task.name} {job.setting.name} seed {job.seed}{run}"
 
 
 def _error_from_worker(name: str, message: str, trace: str, where: str) -> MadbenchError:
@@ -207,10 +217,11 @@ class LocalExecutor:
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})
-        if groups:
+        units = work_units(groups, protocol, engine)
+        if units:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
-            _WorkerPool(devices[:len(groups)], payload, self._threads(len(devices)),
-                        self.max_retries, progress).run(groups)
+            _WorkerPool(devices[:len(units)], payload, self._threads(len(devices)),
+                        self.max_retries, progress).run(units)
         return todo
 
     def _threads(self, workers: int) -> int:
@@ -403,13 +414,13 @@ class RayExecutor:
         payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
         pending = {task.remote(payload, [job_to_dict(j) for j in group],
                                "cuda" if use_gpu else "cpu", self.cpus_per_run): group
-                   for group in groups}
+                   for group in work_units(groups, protocol, engine)}
         try:
             while pending:
                 if progress:
                     n = len(pending)
-                    progress("status", {"text": f"{n} group{'s' * (n != 1)} of runs queued "
-                                                "or training on Ray"})
+                    progress("status", {"text": f"{n} task{'s' * (n != 1)} queued or "
+                                                "training on Ray"})
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     group = pending.pop(ref)

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from madbench.architecture import ArchitectureSpec, LayerSpec, resolve_architecture
 from madbench.cli import main
-from madbench.errors import CheckFailed, UsageError
+from madbench.errors import CheckFailed, MadbenchError, UsageError
 from madbench.evaluate import job_from_dict, job_to_dict, plan, run_sweep
 from madbench.executors import (LocalExecutor, RayExecutor, local_devices, protocol_from_dict,
-                                spec_from_dict)
+                                spec_from_dict, sweep_payload, train_shipped_group, work_units)
 from madbench.protocol import get_protocol
 from madbench.store import ResultsStore
 from madbench.tasks import get_task
@@ -114,8 +114,8 @@ def check_retried(crash_module, store, jobs, reference):
     assert (crash_module / "armed.fired").exists(), "no worker was killed"
     assert outcome(store) == reference
     assert len(os.listdir(store.dir)) == len(jobs)           # no duplicate, no temporary file
-    # 4 runs, plus the one in flight when its worker died, two mixers each: a retried group
-    # skipped the runs its dead predecessor had stored
+    # 4 runs, plus the one in flight when its worker died, two mixers each: nothing that was
+    # stored was trained again
     log = (crash_module / "constructions.log").read_text().split()
     assert len(log) == 2 * (len(jobs) + 1)
 
@@ -134,6 +134,39 @@ def test_work_travels_as_plain_data_and_resolves_to_the_same_hashes(sweep):
     assert again == custom and again.hash == custom.hash
     back = protocol_from_dict(protocol.to_dict())
     assert back == protocol and back.hash == protocol.hash
+
+
+def test_a_shipped_group_skips_the_runs_already_stored(sweep, reference, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    first, second = jobs[:2]                                # one group: seed 0, two lrs
+    assert (first.seed, second.seed) == (0, 0)
+    run_sweep(spec, [first], protocol, store, "cpu", engine="plain")
+    payload = sweep_payload(spec, protocol, store, "fp32", None, "plain")
+    shipped = [job_to_dict(first), job_to_dict(second)]
+    assert train_shipped_group(payload, shipped, "cpu") == 1
+    assert train_shipped_group(payload, shipped, "cpu") == 0
+    assert outcome(store) == {k: v for k, v in reference.items() if v[1] == 0}
+
+
+def test_a_worker_with_other_mixer_code_refuses_the_work(sweep, tmp_path):
+    spec, protocol, jobs = sweep
+    payload = sweep_payload(spec, protocol, ResultsStore(tmp_path), "fp32", None, "plain")
+    with pytest.raises(MadbenchError, match="hashes differently on a worker"):
+        train_shipped_group({**payload, "arch_hash": "0" * 16}, [job_to_dict(jobs[0])], "cpu")
+    with pytest.raises(MadbenchError, match="different data"):
+        train_shipped_group(payload, [{**job_to_dict(jobs[0]), "key": "x"}], "cpu")
+    assert not ResultsStore(tmp_path).keys()
+
+
+def test_plain_groups_are_handed_out_as_single_runs(sweep):
+    spec, protocol, jobs = sweep
+    groups = [jobs[:2], jobs[2:]]
+    assert work_units(groups, protocol, "batched") == groups
+    assert work_units(groups, protocol, "auto") == groups
+    assert work_units(groups, protocol, "plain") == [[j] for j in jobs]
+    per_epoch = get_protocol("mad-lab")
+    assert work_units(groups, per_epoch, "auto") == [[j] for j in jobs]
 
 
 def test_local_devices_on_a_machine_without_gpus(monkeypatch):
