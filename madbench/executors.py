@@ -210,6 +210,9 @@ class LocalExecutor:
         """Train every job not yet in the store; returns how many were trained."""
         devices = self.devices or local_devices(device, self.runs_per_gpu)
         if len(devices) == 1:
+            dev = torch.device(devices[0])
+            if dev.type == "cuda" and dev.index is not None:
+                torch.cuda.set_device(dev)    # streams and kernels made on the current device
             return run_sweep(spec, jobs, protocol, store, devices[0], precision, checks,
                              progress, engine)
         precision = resolve_precision(torch.device(devices[0]), precision)
