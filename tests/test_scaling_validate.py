@@ -1,0 +1,163 @@
+"""`madbench scaling validate`: an honest submission passes; tampered ones fail for the right
+reason."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from madbench.cli import MadbenchGroup
+from madbench.cli.scaling_cmd import scaling_group
+from madbench.model import LanguageModel
+from madbench.scaling.flops import architecture_flops
+from madbench.scaling.frontiers import band_at, load_frontiers, write_frontiers
+from madbench.scaling.shapes import family_spec
+from madbench.scaling.validate import Submission, validate
+
+torch.set_num_threads(1)
+cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
+
+FAMILY, SEQ, SHA = "transformer++", 64, "ab" * 32
+SIZES = [(32, 2), (48, 2), (64, 2), (64, 3), (96, 3), (128, 4), (160, 5)]
+BUDGETS = [3e11, 1e12, 3e12]
+
+
+def law(n, d):
+    """A made-up loss law whose IsoFLOP vertices fall inside SIZES at BUDGETS."""
+    return 1.0 + 60.0 / n ** 0.35 + 60.0 / d ** 0.35
+
+
+@pytest.fixture(scope="module")
+def honest():
+    """Runs whose FLOPs and parameters are what the declared architectures give."""
+    rows = []
+    for w, d in SIZES:
+        spec = family_spec(FAMILY, w, d)
+        per_token = architecture_flops(spec, SEQ, 256).training_per_token
+        with torch.device("meta"):
+            params = sum(p.numel() for p in LanguageModel(spec, 256).parameters())
+        for c in BUDGETS:
+            tokens = c / per_token
+            rows.append({"arch": FAMILY, "width": w, "depth": d, "params": params,
+                         "tokens": tokens, "flops": per_token * tokens, "budget": c,
+                         "loss": law(params, tokens), "seq_len": SEQ, "corpus": "toy",
+                         "corpus_sha256": SHA, "architecture": spec.to_dict()})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def frontiers(honest, tmp_path_factory):
+    root = tmp_path_factory.mktemp("frontiers")
+    write_frontiers(honest, root, ["madbench scaling run --arch transformer++ ..."],
+                    bootstrap=20)
+    return root
+
+
+def submission(rows, noise=0.0, seed=1):
+    rows = copy.deepcopy(rows)
+    rng = np.random.default_rng(seed)
+    for r in rows:
+        r["loss"] *= 1 + noise * rng.standard_normal()
+    return Submission(FAMILY, SHA, rows, family=FAMILY, seq_len=SEQ)
+
+
+def test_stored_frontier_layout_and_band(honest, frontiers):
+    (doc,) = load_frontiers(frontiers)
+    assert doc["arch"] == FAMILY and doc["corpus_sha256"] == SHA
+    assert doc["commands"] == ["madbench scaling run --arch transformer++ ..."]
+    assert (frontiers / "toy" / "transformer++" / "points.parquet").is_file()
+    assert all(b["valid"] for b in doc["budgets"])
+    loss, lo, hi = band_at(doc, 1e12)
+    assert lo <= loss <= hi
+    assert band_at(doc, 1e14) is None                  # outside the stored budgets
+
+
+def test_honest_submission_is_valid(honest, frontiers):
+    verdict = validate(submission(honest, noise=0.002), frontiers)
+    assert verdict.valid, verdict.reasons
+    assert len(verdict.groups) == 3
+    assert all(c["ratio"] == pytest.approx(1.0, abs=0.01) for c in verdict.comparisons)
+
+
+def test_runs_declared_by_width_and_depth_are_recomputed_too(honest, frontiers):
+    rows = [{k: v for k, v in r.items() if k != "architecture"} for r in honest]
+    assert validate(submission(rows), frontiers).valid
+
+
+def test_understated_flops_are_rejected(honest, frontiers):
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        r["flops"] *= 0.7                             # e.g. 6ND without the attention terms
+    verdict = validate(submission(rows), frontiers)
+    assert not verdict.valid
+    assert verdict.reasons and all(r.startswith("understates FLOPs") for r in verdict.reasons)
+    assert "-30.0%" in verdict.reasons[0]
+
+
+def test_points_below_the_stored_frontier_are_rejected(honest, frontiers):
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        if r["budget"] == 1e12:
+            r["loss"] *= 0.9
+    verdict = validate(submission(rows), frontiers)
+    assert not verdict.valid
+    assert any(r.startswith("frontier off the stored one: at C=1e+12") and "below" in r
+               for r in verdict.reasons)
+    assert any(r.startswith("point below the stored frontier: C=1e+12")
+               for r in verdict.reasons)
+    assert not any("C=3e+11" in r or "C=3e+12" in r for r in verdict.reasons)
+
+
+def test_a_point_off_its_isoflop_curve_is_rejected(honest, frontiers):
+    rows = copy.deepcopy(honest)
+    bumped = next(r for r in rows if r["budget"] == 3e12 and r["width"] == 64
+                  and r["depth"] == 3)
+    bumped["loss"] *= 1.12
+    verdict = validate(submission(rows), frontiers)
+    assert not verdict.valid
+    assert any(r.startswith("point off its IsoFLOP curve: C=3e+12, N=" +
+                            f"{bumped['params']:.3g}") for r in verdict.reasons)
+
+
+def test_groups_without_an_interior_vertex_are_rejected(honest, frontiers):
+    small = [r for r in honest if r["width"] <= 48 or r["budget"] != 1e12]
+    verdict = validate(submission(small), frontiers)
+    assert "IsoFLOP group C=1e+12: 2 model size(s); a parabola needs 3" in verdict.reasons
+    edge = [r for r in honest if not (r["budget"] == 3e11 and r["width"] <= 64)]
+    reasons = validate(submission(edge), frontiers).reasons
+    assert any(r.startswith("IsoFLOP group C=3e+11: vertex at") and "below the smallest" in r
+               for r in reasons)
+
+
+def test_other_corpus_is_not_compared(honest, frontiers):
+    sub = submission(honest)
+    sub.corpus_sha256 = "cd" * 32
+    verdict = validate(sub, frontiers)
+    assert verdict.valid and not verdict.comparisons
+    assert any("no stored frontier for corpus" in n for n in verdict.notes)
+
+
+def test_validate_command_exit_codes_and_json(honest, frontiers, tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "family": FAMILY,
+                                "seq_len": SEQ, "runs": honest}))
+    ok = CliRunner().invoke(cli, ["scaling", "validate", str(good), "--frontiers",
+                                  str(frontiers)])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.startswith(f"{FAMILY}: VALID (21 runs, 3 budget groups)")
+    tampered = copy.deepcopy(honest)
+    tampered[0]["flops"] *= 0.5
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
+                               "runs": tampered}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(bad), "--frontiers",
+                                   str(frontiers), "--json"])
+    assert res.exit_code == 3
+    doc = json.loads(res.stdout)
+    assert doc["valid"] is False and doc["reasons"][0].startswith("understates FLOPs: run 1")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(broken)])
+    assert res.exit_code == 2 and "at least 'arch' and 'runs'" in res.stderr
