@@ -221,6 +221,16 @@ def test_a_consistently_edited_accuracy_is_caught_by_a_rerun(doc):
     assert_fails(doc, "rerun", "re-trained here", rerun=1, rerun_seed=0, device="cpu")
 
 
+def test_a_file_in_a_board_folder_must_be_that_boards_entry(tmp_path, doc):
+    folder = tmp_path / "leaderboards" / "mad-quick"
+    folder.mkdir(parents=True)
+    path = folder / "trial.json"
+    path.write_text(json.dumps(doc))
+    report = validate_file(path, allow_nonstandard=True)
+    assert ("protocol", "the file is in leaderboards/mad-quick/ but the submission is for no "
+            "board") in report.failures
+
+
 def test_the_cli_names_every_failure_and_exits_3(tmp_path, doc):
     _edit_overall(doc)
     _edit_state_claim(doc)

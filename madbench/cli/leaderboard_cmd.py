@@ -16,7 +16,11 @@ import click
 
 @click.group("leaderboard")
 def leaderboard_group() -> None:
-    """Leaderboard submissions: build, validate, render the tables."""
+    """Leaderboard submissions: build, validate, render the tables.
+
+    Exit codes: 0 valid or up to date; 2 bad usage (missing file, bad option); 3 an invalid
+    submission (malformed input included: not JSON, NaN, huge numbers, deep nesting, a file
+    over the size cap), or stale tables."""
 
 
 @leaderboard_group.command("submit")

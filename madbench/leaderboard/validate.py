@@ -89,11 +89,6 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def _run_label(i: int, run: dict) -> str:
-    return (f"runs[{i}] ({run['task']}/{run['setting']} seed {run['seed']} lr {run['lr']:g} "
-            f"wd {run['weight_decay']:g})")
-
-
 def _board_of_folder(path: Path | None) -> str | None:
     """``mad-quick`` for a file in ``.../leaderboards/mad-quick/``, else None."""
     if path is None:
@@ -155,97 +150,101 @@ def check_suite(doc: dict, report: Report) -> None:
 
 
 # -- 4. runs -------------------------------------------------------------------------------
-def check_runs(doc: dict, report: Report, protocol: Protocol) -> None:
+def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[str, str]]:
+    """(kind, reason) for every way one run disagrees with its own fields or the protocol."""
     from ..evaluate import effective_setting, select_settings
 
-    tasks = {t.name: t for t in suite_tasks()}
-    arch_hash, proto_hash = doc["architecture"]["hash"], doc["protocol"]["hash"]
-    version = doc["madbench_version"]
-    seeds = set(doc["seeds"])
-    problems: dict[str, list[str]] = {}
-
-    def problem(kind: str, text: str) -> None:
-        problems.setdefault(kind, []).append(text)
-
-    seen = Counter()
-    present = set()
-    for i, run in enumerate(doc["runs"]):
-        label = _run_label(i, run)
-        task = tasks.get(run["task"])
-        if task is None:
-            problem("task", f"{label}: {run['task']!r} is not a task of the MAD suite")
-            continue
-        names = [s.name for s in select_settings(task, protocol.settings)]
-        if run["setting"] not in names:
-            problem("setting", f"{label}: setting {run['setting']!r} is not one of the "
-                    f"protocol's settings of {task.name}")
-            continue
-        eff = effective_setting(task.setting(run["setting"]), protocol)
-        if run["setting_hash"] != eff.hash:
-            problem("setting_hash", f"{label}: setting_hash {run['setting_hash']} is not that "
-                    f"setting's under this protocol ({eff.hash})")
-        if run["lr"] not in protocol.lrs or run["weight_decay"] not in protocol.weight_decays:
-            problem("grid", f"{label}: (lr, weight decay) is not in the protocol's grid")
-        if run["seed"] not in seeds:
-            problem("seed", f"{label}: seed {run['seed']} is not among the declared seeds")
-        key = run_key(arch_hash, eff.hash, proto_hash, run["lr"], run["weight_decay"],
-                      run["seed"], version)
-        if run["run_key"] != key:
-            problem("run_key", f"{label}: run_key {run['run_key']} does not match the run's "
+    label = f"{run['task']}/{run['setting']} seed {run['seed']} lr {run['lr']:g} wd " \
+        f"{run['weight_decay']:g}"
+    if task is None:
+        return [("task", f"{label}: {run['task']!r} is not a task of the MAD suite")]
+    if run["setting"] not in [s.name for s in select_settings(task, protocol.settings)]:
+        return [("setting", f"{label}: setting {run['setting']!r} is not one of the protocol's "
+                 f"settings of {task.name}")]
+    out = []
+    eff = effective_setting(task.setting(run["setting"]), protocol)
+    if run["setting_hash"] != eff.hash:
+        out.append(("setting_hash", f"{label}: setting_hash {run['setting_hash']} is not that "
+                    f"setting's under this protocol ({eff.hash})"))
+    if run["lr"] not in protocol.lrs or run["weight_decay"] not in protocol.weight_decays:
+        out.append(("grid", f"{label}: (lr, weight decay) is not in the protocol's grid"))
+    if run["seed"] not in doc["seeds"]:
+        out.append(("seed", f"{label}: seed {run['seed']} is not among the declared seeds"))
+    key = run_key(doc["architecture"]["hash"], eff.hash, doc["protocol"]["hash"], run["lr"],
+                  run["weight_decay"], run["seed"], doc["madbench_version"])
+    if run["run_key"] != key:
+        out.append(("run_key", f"{label}: run_key {run['run_key']} does not match the run's "
                     f"fields (they give {key}): task, setting, lr, weight decay, seed, "
-                    "architecture, protocol or madbench version was changed")
-        n = run["scored_positions"]
-        correct = round(run["accuracy"] * max(n, 1))
-        if correct / max(n, 1) != run["accuracy"]:
-            problem("accuracy", f"{label}: accuracy {run['accuracy']!r} is not a whole number "
-                    f"of correct positions out of {n}")
-        if run["diverged"] and (run["accuracy"] or run["macro_accuracy"] or
-                                run["loss"] is not None):
-            problem("diverged", f"{label}: a diverged run scores 0 with no loss")
-        if not run["diverged"] and run["loss"] is None:
-            problem("diverged", f"{label}: a run with no test loss must be marked diverged")
-        per_epoch = -(-eff.num_train // protocol.batch_size)
-        epochs = protocol.epochs_for(per_epoch)
-        stops_early = run["diverged"] or protocol.early_stop_accuracy is not None
-        if (run["epochs"] > epochs or run["steps"] > epochs * per_epoch or
-                (not stops_early and (run["epochs"], run["steps"]) != (epochs,
-                                                                       epochs * per_epoch))):
-            problem("steps", f"{label}: {run['epochs']} epochs / {run['steps']} steps, but the "
-                    f"protocol trains {epochs} epochs of {per_epoch} steps")
-        cell = (run["task"], run["setting"], run["seed"], run["lr"], run["weight_decay"])
-        seen[cell] += 1
-        seen[run["run_key"]] += 1
-        present.add(cell)
-    dupes = [k for k, c in seen.items() if c > 1 and isinstance(k, tuple)]
+                    "architecture, protocol or madbench version was changed"))
+    n = max(run["scored_positions"], 1)
+    if round(run["accuracy"] * n) / n != run["accuracy"]:
+        out.append(("accuracy", f"{label}: accuracy {run['accuracy']!r} is not a whole number "
+                    f"of correct positions out of {run['scored_positions']}"))
+    if run["diverged"] and (run["accuracy"] or run["macro_accuracy"] or
+                            run["loss"] is not None):
+        out.append(("diverged", f"{label}: a diverged run scores 0 and has no loss"))
+    if not run["diverged"] and run["loss"] is None:
+        out.append(("diverged", f"{label}: a run without a test loss must be marked diverged"))
+    per_epoch = -(-eff.num_train // protocol.batch_size)
+    epochs = protocol.epochs_for(per_epoch)
+    may_stop = run["diverged"] or protocol.early_stop_accuracy is not None
+    trained = (run["epochs"], run["steps"])
+    if (trained[0] > epochs or trained[1] > epochs * per_epoch
+            or (not may_stop and trained != (epochs, epochs * per_epoch))):
+        out.append(("steps", f"{label}: {trained[0]} epochs / {trained[1]} steps, but the "
+                    f"protocol trains {epochs} epochs of {per_epoch} steps"))
+    return out
+
+
+def _coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
+    """Duplicated runs, and runs of the protocol's sweep that are missing (every setting the
+    protocol selects x seed x (lr, wd); for a board entry, of every task of the suite)."""
+    from ..evaluate import select_settings
+
+    out = []
+    cells = Counter((r["task"], r["setting"], r["seed"], r["lr"], r["weight_decay"])
+                    for r in doc["runs"])
+    keys = Counter(r["run_key"] for r in doc["runs"])
+    dupes = [f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
+             for (t, s, seed, lr, wd), count in cells.items() if count > 1]
     if dupes:
-        problem("duplicate", "duplicate runs: " + _listed(
-            [f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}" for t, s, seed, lr, wd in dupes]))
-    elif any(c > 1 for c in seen.values()):
-        problem("duplicate", "two runs share a run_key")
+        out.append(("duplicate", "duplicate runs: " + _listed(dupes)))
+    elif max(keys.values()) > 1:
+        out.append(("duplicate", "two runs share a run_key"))
     declared = {r["task"] for r in doc["runs"]} & set(tasks)
     required = set(tasks) if doc["board"] else declared
     for name in sorted(required - declared):
-        problem("missing", f"no runs of task {name}: a board entry covers the whole suite")
-    missing = []
-    for name in sorted(required & declared):
-        for setting in select_settings(tasks[name], protocol.settings):
-            for seed in sorted(seeds):
-                for lr, wd in protocol.configs():
-                    if (name, setting.name, seed, lr, wd) not in present:
-                        missing.append(f"{name}/{setting.name} seed {seed} lr {lr:g} wd {wd:g}")
+        out.append(("missing", f"no runs of task {name}: a board entry covers the whole suite"))
+    missing = [f"{name}/{setting.name} seed {seed} lr {lr:g} wd {wd:g}"
+               for name in sorted(required & declared)
+               for setting in select_settings(tasks[name], protocol.settings)
+               for seed in doc["seeds"] for lr, wd in protocol.configs()
+               if (name, setting.name, seed, lr, wd) not in cells]
     if missing:
-        problem("missing", f"{len(missing)} runs of the protocol's sweep are missing: "
-                + _listed(missing))
-    if sorted(seeds) != sorted({r["seed"] for r in doc["runs"]}):
-        problem("seed", f"seeds {sorted(seeds)} are not the seeds of the runs "
-                f"{sorted({r['seed'] for r in doc['runs']})}")
-    for kind, texts in problems.items():
-        if kind in ("missing", "duplicate") or len(texts) == 1:
+        out.append(("missing", f"{len(missing)} runs of the protocol's sweep are missing: "
+                    + _listed(missing)))
+    run_seeds = sorted({r["seed"] for r in doc["runs"]})
+    if doc["seeds"] != run_seeds:
+        out.append(("seed", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
+                    f"{run_seeds}"))
+    return out
+
+
+def check_runs(doc: dict, report: Report, protocol: Protocol) -> None:
+    tasks = {t.name: t for t in suite_tasks()}
+    problems: dict[str, list[str]] = {}
+    for run in doc["runs"]:
+        for kind, text in _run_problems(run, tasks.get(run["task"]), protocol, doc):
+            problems.setdefault(kind, []).append(text)
+    for kind, text in _coverage_problems(doc, tasks, protocol):
+        problems.setdefault(kind, []).append(text)
+    for kind, texts in problems.items():        # one line per kind of per-run problem
+        if len(texts) == 1 or kind in ("missing", "duplicate"):
             for text in texts:
                 report.fail("runs", text)
         else:
-            report.fail("runs", f"{len(texts)} runs fail the {kind} check: {texts[0]}"
-                        + ("" if len(texts) == 1 else f" (and {len(texts) - 1} more)"))
+            report.fail("runs", f"{len(texts)} runs fail the {kind} check: {texts[0]} (and "
+                        f"{len(texts) - 1} more)")
     report.checks.append(f"runs ({len(doc['runs'])}: keys, settings, grid, steps, coverage)")
 
 
