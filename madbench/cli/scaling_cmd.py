@@ -215,6 +215,34 @@ def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
     return out
 
 
+def state_fits(rows, column: str, bootstrap: int) -> dict:
+    """Per budget, across every architecture: P* = k M^c on the (state, perplexity) frontier,
+    perplexity = exp(loss)."""
+    import numpy as np
+
+    from ..errors import MadbenchError
+    from ..scaling.fits import budget_groups, state_optimal_fit
+    if any(r.get(column) is None for r in rows):
+        raise UsageError(f"--state needs the column {column!r} in every run")
+    flops = np.array([float(r["flops"]) for r in rows])
+    budgets = (np.array([float(r["budget"]) for r in rows])
+               if all(r.get("budget") for r in rows) else None)
+    labels = budget_groups(flops, budgets)
+    state = np.array([float(r[column]) for r in rows])
+    perplexity = np.exp([float(r["loss"]) for r in rows])
+    out = {}
+    for c in np.unique(labels):
+        m = labels == c
+        try:
+            fit = state_optimal_fit(state[m], perplexity[m], bootstrap=bootstrap)
+            out[f"{c:.6g}"] = {**fit.to_dict(),
+                               "frontier_archs": [rows[i]["arch"] for i in np.flatnonzero(m)[
+                                   fit.frontier]]}
+        except MadbenchError as exc:
+            out[f"{c:.6g}"] = {"problem": str(exc)}
+    return out
+
+
 def render_fits(fits: dict) -> str:
     parts = []
     for arch, entry in fits.items():
@@ -302,20 +330,33 @@ def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
               help="N for the fits: params or non_embedding_params.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="Write IsoFLOP curves and frontiers to this PNG.")
+@click.option("--state", "state_column", default=None, metavar="COLUMN",
+              help="Also fit the state-optimal law P* ~ M^c per budget, across architectures, "
+              "with M from this column (e.g. total_state_8k).")
 @click.option("--json", "as_json", is_flag=True)
-def fit_cmd(runs, approach, bootstrap, params_column, plot_path, as_json):
+def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, as_json):
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
     tokens, flops, loss, optionally budget)."""
     from ..scaling.runs import read_runs
     rows = read_runs(runs)
     fits = fit_runs(rows, approach, bootstrap, params_column)
+    states = state_fits(rows, state_column, bootstrap) if state_column else None
     if plot_path:
         plot_fits(rows, fits, params_column, plot_path)
     if as_json:
-        click.echo(json.dumps({"runs": str(runs), "params_column": params_column,
-                               "archs": fits}, indent=2))
-    else:
-        click.echo(render_fits(fits))
+        doc = {"runs": str(runs), "params_column": params_column, "archs": fits}
+        if states is not None:
+            doc["state_optimal"] = states
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(render_fits(fits))
+    for budget, fit in (states or {}).items():
+        if "problem" in fit:
+            click.echo(f"state-optimal at C={budget}: {fit['problem']}")
+        else:
+            click.echo(f"state-optimal at C={budget}: P* ~ M^{fit['exponent']:.4g}"
+                       f"{_interval(fit['exponent_interval'])} over "
+                       f"{len(fit['frontier'])} frontier models")
 
 
 # -- frontier ------------------------------------------------------------------------------

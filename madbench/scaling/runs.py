@@ -18,6 +18,7 @@ file per run, keyed by a content hash), so an interrupted ``madbench scaling run
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import time
@@ -189,7 +190,6 @@ def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_siz
 
 
 def _autocast_factory(device: torch.device, precision: str):
-    import contextlib
     if precision == "bf16":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
