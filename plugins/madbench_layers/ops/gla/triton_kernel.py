@@ -10,17 +10,22 @@ cumulated from the chunk start (``b_t <= 0``, ``b_last`` the chunk's total):
   matrix product ``(q * exp(b - m)) (k * exp(m - b))^T`` with ``m = b_last / 2`` per channel.
   Both factors lie in ``[exp(-|b_last| / 2), exp(|b_last| / 2)]``, so the product is safe while
   the chunk decays by less than ``max_spread`` (120: factors within e^+-60) in every channel.
-  A chunk that forgets faster (gate logits below about -30 on average) takes an exact
-  column-by-column path that only exponentiates ``b_t - b_s <= 0``.
+  A chunk that forgets faster (with MAD's ``log_alpha = logsigmoid(x) / 16`` and 32-step
+  chunks: gate logits below about -60 throughout the chunk) takes an exact column-by-column
+  path that only exponentiates ``b_t - b_s <= 0``.
 
-The backward pass recomputes per chunk: a forward sweep rebuilds ``S`` for ``dq``, a reverse
-sweep carries ``dS`` for ``dk`` and ``dv``. The gate gradient follows from
+The forward pass saves the state entering each chunk (fp32, chunks x dk x dv per (batch,
+head), when a gradient is needed). The backward pass is one reverse sweep: ``dq`` from the
+saved state, ``dk`` and ``dv`` from ``dS`` (the gradient of the state leaving the chunk)
+carried backwards, the in-chunk terms recomputed. The gate gradient follows from
 ``d loss / d b_t = q_t dq_t - k_t dk_t`` cumulated from the end of the sequence.
 
-Large heads are split into blocks of dk (backward) and dv (both passes) over the grid; the
-partial results are summed with torch. Block sizes come from ``launch_config``, one fixed
-config per head shape (no autotuning), so the interpreter (``TRITON_INTERPRET=1``) runs the
-same code as the GPU.
+Tensors are read and written token-major, (batch, seq_len, heads, d) memory viewed as (batch,
+heads, seq_len, d), as the layer's projections make them. Large heads are split into blocks of
+dk (backward) and dv (both passes) over the grid; the partial results are summed with torch.
+Block sizes come from ``launch_config``, one fixed config per head shape (no autotuning), so
+the interpreter (``TRITON_INTERPRET=1``) runs the same code as the GPU. tl.dot runs in TF32x3
+(about fp32 accuracy) unless PyTorch's fp32 matmul precision allows TF32 (``dot_precision``).
 """
 from __future__ import annotations
 
@@ -271,7 +276,9 @@ def _gla_bwd_kernel(q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, do_ptr,
 def token_major(x: torch.Tensor) -> torch.Tensor:
     """x (batch, heads, seq_len, d) as a view of (batch, seq_len, heads, d) memory, the layout
     the kernels read and write (the layer's projections already have it: no copy then)."""
-    return x if x.transpose(1, 2).is_contiguous() else x.transpose(1, 2).contiguous().transpose(1, 2)
+    if x.transpose(1, 2).is_contiguous():
+        return x
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def _empty(splits: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
