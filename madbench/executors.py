@@ -347,6 +347,18 @@ def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads:
     return train_shipped_group(payload, job_dicts, device, None, _RAY_BATCHABLE)
 
 
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (Ray itself retries for minutes)."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return                        # None, "auto", "ray://..." or no port: left to Ray
+    import socket
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise MadbenchError(f"cannot reach a Ray cluster at {address}: {exc}") from None
+
+
 def _import_ray():
     try:
         import ray
@@ -391,6 +403,7 @@ class RayExecutor:
             return 0
         started = not ray.is_initialized()
         if started:
+            _check_reachable(self.address)
             options = {"include_dashboard": False, **self.init_options}
             try:
                 ray.init(address=self.address, **options)

@@ -13,7 +13,8 @@ from madbench.cli import main
 from madbench.errors import CheckFailed, MadbenchError, UsageError
 from madbench.evaluate import job_from_dict, job_to_dict, plan, run_sweep
 from madbench.executors import (LocalExecutor, RayExecutor, local_devices, protocol_from_dict,
-                                spec_from_dict, sweep_payload, train_shipped_group, work_units)
+                                spec_from_dict, sweep_payload, train_shipped_group, work_units,
+                                _check_reachable)
 from madbench.protocol import get_protocol
 from madbench.store import ResultsStore
 from madbench.tasks import get_task
@@ -266,3 +267,14 @@ def test_executor_options_are_checked(tmp_path, monkeypatch):
     res = runner.invoke(main, [*base, "--executor", "ray"])
     assert res.exit_code == 2 and "pip install 'madbench[ray]'" in res.output
     assert not ResultsStore(tmp_path).keys()
+
+
+def test_an_unreachable_ray_address_fails_fast():
+    import socket
+    with socket.socket() as sock:                # a port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(MadbenchError, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    for left_to_ray in (None, "auto", "ray://head:10001"):
+        _check_reachable(left_to_ray)
