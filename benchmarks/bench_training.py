@@ -40,6 +40,8 @@ PREC = "bf16" if torch.cuda.is_available() else "fp32"
 
 
 def commit() -> str:
+    if os.environ.get("MADBENCH_COMMIT"):
+        return os.environ["MADBENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip() or "unknown"

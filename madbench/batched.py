@@ -160,14 +160,19 @@ def train_batched(make_model: Callable[[], nn.Module],
                   configs: Sequence[tuple[float, float]], protocol: Protocol, seed: int,
                   precision: str = "fp32",
                   on_epoch: Callable[[int, int, float], None] | None = None,
-                  capture: bool = True) -> list[RunResult]:
+                  capture: bool | None = None) -> list[RunResult]:
     """Train one model per (lr, weight decay) configuration at once; one RunResult each.
 
     ``make_model`` is called once per configuration right after ``torch.manual_seed(seed)``.
     Evaluation happens after the last epoch (protocols with ``eval_every_epoch`` use the plain
     trainer). A configuration whose loss or gradients become non-finite is reported as
-    diverged; the others continue unaffected (its weights are frozen from then on). On CUDA
-    the training step is captured in a CUDA graph unless ``capture`` is False."""
+    diverged; the others continue unaffected (its weights are frozen from then on).
+
+    ``capture``: capture the training step in a CUDA graph (CUDA only). Experimental and off by
+    default (``None`` reads MADBENCH_CUDA_GRAPHS=1): capture failed on an H100 with torch 2.11
+    at the last measurement (benchmarks/RESULTS.md)."""
+    if capture is None:
+        capture = os.environ.get("MADBENCH_CUDA_GRAPHS", "0") == "1"
     if protocol.eval_every_epoch:
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
     device = train_data[0].device

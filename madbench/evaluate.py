@@ -161,8 +161,12 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if progress:
             progress("done", {"accuracy": result.accuracy})
 
+    # ``auto`` batches on CPU only: on CUDA the vmapped step runs eagerly (its CUDA-graph
+    # capture is experimental, MADBENCH_CUDA_GRAPHS=1) and was measured slower than
+    # sequential runs on an H100 (benchmarks/RESULTS.md, "Training").
     use_batched = engine == "batched" or (
-        engine == "auto" and len(group) > 1 and not protocol.eval_every_epoch)
+        engine == "auto" and dev.type == "cpu" and len(group) > 1
+        and not protocol.eval_every_epoch)
     if use_batched and spec.hash not in batchable:
         reason = supports_batching(make_model, data[0])
         batchable[spec.hash] = reason is None
