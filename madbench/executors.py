@@ -6,9 +6,10 @@
   worker dies.
 
 A group (one setting and seed, see ``madbench.evaluate.pending_groups``) is the unit of work;
-a group that is trained one run at a time anyway is handed out as single runs. Workers receive plain data (job names and numbers, the architecture and protocol as dicts),
-re-resolve tasks and mixers from their own plugins, check that they compute the same run keys
-as the driver, and write every record through the ResultsStore themselves. Records are atomic
+a group that is trained one run at a time anyway is handed out as single runs. Workers receive
+plain data (job names and numbers, the architecture and protocol as dicts), re-resolve tasks
+and mixers from their own plugins, check that they compute the same run keys as the driver,
+and write every record through the ResultsStore themselves. Records are atomic
 and keyed by run, so a retried group skips what its dead predecessor stored and nothing is lost
 or duplicated. Progress is reported to the driver.
 """
