@@ -86,3 +86,15 @@ def test_mad_lab_mode_stops_early_once_test_accuracy_is_reached():
     r = train(Lookup(), identity_data(), identity_data(seed=1), 8, 3e-2, 0.0, proto, seed=0)
     assert r.accuracy >= 0.999 and r.epochs < 200
     assert evaluate(Lookup(), *identity_data(), 8, 16)["scored_positions"] == 64 * 3
+
+
+def test_reference_recurrence_parameters_are_exempt_from_weight_decay():
+    """docs/protocol.md: Mamba's A_log and D and Hyena's modal filter get no weight decay."""
+    from madbench.architecture import LayerSpec, build_mixer
+    for name, exempt in (("mamba", {"A_log", "D"}),
+                         ("hyena", {"decay", "angle", "residue_real", "residue_imag"})):
+        layer = build_mixer(LayerSpec(name), 16)
+        decay, _ = parameter_groups(layer, 0.1, "matrices")
+        decayed = {id(p) for p in decay["params"]}
+        names = {n.split(".")[-1] for n, p in layer.named_parameters() if id(p) not in decayed}
+        assert exempt <= names

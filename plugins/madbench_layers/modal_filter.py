@@ -54,6 +54,8 @@ class ModalFilter(nn.Module):
         self.residue_real = nn.Parameter(torch.randn(channels, modes) * scale)
         self.residue_imag = nn.Parameter(torch.randn(channels, modes) * scale)
         self.direct = nn.Parameter(torch.zeros(channels)) if direct_term else None
+        for p in self.parameters():        # filters get no weight decay (paper App. C.2)
+            p._no_weight_decay = True
 
     def state_size(self) -> int:
         """Real state elements per sequence: real and imaginary part of every mode."""
