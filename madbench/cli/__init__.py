@@ -31,9 +31,9 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from . import arch_cmd, eval_cmd, plugins_cmd, tasks_cmd
+    from . import arch_cmd, eval_cmd, leaderboard_cmd, plugins_cmd, scaling_cmd, tasks_cmd
 
-    for module in (plugins_cmd, tasks_cmd, arch_cmd, eval_cmd):
+    for module in (plugins_cmd, tasks_cmd, arch_cmd, eval_cmd, leaderboard_cmd, scaling_cmd):
         for command in getattr(module, "COMMANDS", []):
             main.add_command(command)
 
