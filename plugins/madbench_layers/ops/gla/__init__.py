@@ -7,39 +7,14 @@ inputs are CUDA tensors and triton imports, else the pure-PyTorch reference
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from madbench.errors import UsageError
-
+from ..backend import resolve_backend
 from .reference import chunk_gla as chunk_gla_reference
 from .reference import gla_recurrent
 
 __all__ = ["chunk_gla", "chunk_gla_reference", "gla_recurrent", "resolve_backend"]
 
-BACKENDS = ("auto", "reference", "triton")
-
-
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """The backend that ``chunk_gla`` would use for ``tensor``: "reference" or "triton"."""
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if os.environ.get("MADBENCH_KERNELS", "").strip().lower() == "reference":
-        return "reference"
-    if backend == "auto":
-        return "triton" if tensor.is_cuda and _triton_importable() else "reference"
-    if backend == "triton" and not _triton_importable():
-        raise UsageError("backend 'triton' asked for, but triton cannot be imported")
-    return backend
 
 
 def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_alpha: torch.Tensor,

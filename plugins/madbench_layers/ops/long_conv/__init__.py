@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 
 from madbench.errors import UsageError
+
+from ..backend import KERNEL_DTYPES, resolve_backend
 
 from . import reference
 from .reference import direct_causal_conv, fft_causal_conv
@@ -28,29 +29,6 @@ from .reference import direct_causal_conv, fft_causal_conv
 __all__ = ["causal_conv", "gated_long_conv", "multihead_long_conv", "resolve_backend",
            "fft_causal_conv", "direct_causal_conv", "reference"]
 
-BACKENDS = ("auto", "reference", "triton")
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """The backend these ops would use for ``tensor``: "reference" or "triton"."""
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if os.environ.get("MADBENCH_KERNELS", "").strip().lower() == "reference":
-        return "reference"
-    if backend == "auto":
-        return "triton" if tensor.is_cuda and _triton_importable() else "reference"
-    if backend == "triton" and not _triton_importable():
-        raise UsageError("backend 'triton' asked for, but triton cannot be imported")
-    return backend
 
 
 def _unsupported(backend: str, why: str) -> bool:
@@ -86,7 +64,7 @@ def gated_long_conv(v: torch.Tensor, x1: torch.Tensor | None, x2: torch.Tensor |
         if h2 is None:
             use_reference = _unsupported(backend, f"shapes v {tuple(v.shape)}, h "
                                          f"{tuple(h.shape)} are not (..., C, L) and (C, L)")
-        elif dtype not in _KERNEL_DTYPES:
+        elif dtype not in KERNEL_DTYPES:
             use_reference = _unsupported(backend, f"dtype {dtype} is not supported")
         else:
             use_reference = False
@@ -132,7 +110,7 @@ def multihead_long_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: to
                                          f"{tuple(h.shape)} do not match")
         elif dv & (dv - 1):
             use_reference = _unsupported(backend, f"value head size {dv} is not a power of two")
-        elif dtype not in _KERNEL_DTYPES:
+        elif dtype not in KERNEL_DTYPES:
             use_reference = _unsupported(backend, f"dtype {dtype} is not supported")
         else:
             use_reference = False

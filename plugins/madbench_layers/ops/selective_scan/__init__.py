@@ -7,42 +7,15 @@ variable ``MADBENCH_KERNELS=reference`` forces the reference everywhere.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from madbench.errors import UsageError
-
+from ..backend import resolve_backend
 from .reference import selective_scan as selective_scan_reference
 from .reference import selective_scan_naive
 
 __all__ = ["selective_scan", "selective_scan_reference", "selective_scan_naive",
            "resolve_backend"]
 
-BACKENDS = ("auto", "reference", "triton")
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str, u: torch.Tensor) -> str:
-    """The backend that ``selective_scan`` would use for input ``u``: "reference" or "triton"."""
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if os.environ.get("MADBENCH_KERNELS", "").strip().lower() == "reference":
-        return "reference"
-    if backend == "auto":
-        fits = u.is_cuda and u.dtype in KERNEL_DTYPES
-        return "triton" if fits and _triton_importable() else "reference"
-    if backend == "triton" and not _triton_importable():
-        raise UsageError("backend 'triton' asked for, but triton cannot be imported")
-    return backend
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
