@@ -14,7 +14,8 @@ Usage (on a machine with >= 2 GPUs, from the repository root):
   python benchmarks/bench_multi_gpu.py --cpu-smoke           # CPU processes, tiny sweep
 
 The default sweep is the ``quick`` preset on the baseline setting of every task with seeds 0
-and 1: 12 groups of 6 configurations. Prints a markdown table; writes multi_gpu.md and
+and 1: 72 runs (12 groups of 6 configurations; ``--engine auto`` trains them one at a time on
+CUDA, so the executors hand out single runs). Prints a markdown table; writes multi_gpu.md and
 multi_gpu.json to $OUT when set.
 """
 from __future__ import annotations

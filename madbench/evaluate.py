@@ -131,6 +131,17 @@ def resolve_precision(dev: torch.device, precision: str) -> str:
     return precision
 
 
+def trains_batched(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> bool:
+    """Whether run_group trains a group's configurations together (if the model can be
+    vmapped) rather than one run at a time."""
+    # ``auto`` batches on CPU only: on CUDA the vmapped step runs eagerly (its CUDA-graph
+    # capture is experimental, MADBENCH_CUDA_GRAPHS=1) and was measured slower than
+    # sequential runs on an H100 (benchmarks/RESULTS.md, "Training").
+    return engine == "batched" or (
+        engine == "auto" and dev.type == "cpu" and group_size > 1
+        and not protocol.eval_every_epoch)
+
+
 def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
               store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
               engine: str = "auto", progress: ProgressFn | None = None,
@@ -161,12 +172,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if progress:
             progress("done", {"accuracy": result.accuracy})
 
-    # ``auto`` batches on CPU only: on CUDA the vmapped step runs eagerly (its CUDA-graph
-    # capture is experimental, MADBENCH_CUDA_GRAPHS=1) and was measured slower than
-    # sequential runs on an H100 (benchmarks/RESULTS.md, "Training").
-    use_batched = engine == "batched" or (
-        engine == "auto" and dev.type == "cpu" and len(group) > 1
-        and not protocol.eval_every_epoch)
+    use_batched = trains_batched(engine, protocol, dev, len(group))
     if use_batched and spec.hash not in batchable:
         reason = supports_batching(make_model, data[0])
         batchable[spec.hash] = reason is None

@@ -29,7 +29,8 @@ from . import __version__, errors
 from .architecture import ArchitectureSpec, LayerSpec
 from .errors import MadbenchError, UsageError
 from .evaluate import (Job, ProgressFn, effective_setting, job_from_dict, job_to_dict,
-                       pending_groups, resolve_precision, run_group, run_sweep, warn)
+                       pending_groups, resolve_precision, run_group, run_sweep, trains_batched,
+                       warn)
 from .protocol import Protocol
 from .store import ResultsStore, run_key
 from .trainer import resolve_device
@@ -114,13 +115,15 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
     return len(todo)
 
 
-def work_units(groups: list[list[Job]], protocol: Protocol, engine: str) -> list[list[Job]]:
-    """What an executor hands out: the groups, except that a group trained one run at a time
-    anyway (``plain`` engine, or per-epoch evaluation under ``auto``) is split into single runs,
-    so that its runs train in parallel (each unit generates its data again; that is cheap)."""
-    if engine == "plain" or (engine == "auto" and protocol.eval_every_epoch):
-        return [[job] for group in groups for job in group]
-    return groups
+def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
+               ) -> list[list[Job]]:
+    """What an executor hands out: the groups, except that a group that ``device`` trains one
+    run at a time anyway (see ``trains_batched``) is split into single runs, so that its runs
+    train in parallel (each unit generates its data again; that is cheap)."""
+    dev = torch.device(device)
+    return [unit for group in groups for unit in
+            ([group] if trains_batched(engine, protocol, dev, len(group))
+             else [[job] for job in group])]
 
 
 def _describe_group(group: Sequence[Job]) -> str:
@@ -221,7 +224,7 @@ class LocalExecutor:
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})
-        units = work_units(groups, protocol, engine)
+        units = work_units(groups, protocol, engine, devices[0])
         if units:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
             _WorkerPool(devices[:len(units)], payload, self._threads(len(devices)),
@@ -429,9 +432,10 @@ class RayExecutor:
             num_gpus=1 / self.runs_per_gpu if use_gpu else 0, num_cpus=self.cpus_per_run,
             max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
         payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
-        pending = {task.remote(payload, [job_to_dict(j) for j in group],
-                               "cuda" if use_gpu else "cpu", self.cpus_per_run): group
-                   for group in work_units(groups, protocol, engine)}
+        device = "cuda" if use_gpu else "cpu"
+        pending = {task.remote(payload, [job_to_dict(j) for j in group], device,
+                               self.cpus_per_run): group
+                   for group in work_units(groups, protocol, engine, device)}
         try:
             while pending:
                 if progress:
