@@ -137,7 +137,7 @@ class _Stepper:
         static_scale = scale.clone()
         state = [*self.opt.state(), self.alive, self.loss_sum]
         saved = [t.clone() for t in state]
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream(self.inputs.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):                 # warm-up: autograd and library set-up
             for _ in range(2):
