@@ -419,6 +419,11 @@ def test_an_empty_board_renders_and_validates(tmp_path):
     text = (root / "README.md").read_text()
     for board, preset in BOARDS.items():
         assert f"No entries yet: no submission for the `{preset}` protocol" in text
+    for board in BOARDS:
+        (root / board).mkdir()
+    frontier = root / "frontiers" / "kjv" / "hyena" / "frontier.json"   # not a submission
+    frontier.parent.mkdir(parents=True)
+    frontier.write_text("{}")
     result = cli("leaderboard", "validate", root)
     assert result.exit_code == 0 and "nothing to validate" in result.output
 

@@ -541,13 +541,16 @@ def validate_file(path: str | Path, **options) -> Report:
 
 
 def submission_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus every ``*.json`` under directories named (sorted)."""
+    """Files named, plus every ``*.json`` under directories named (sorted); in a
+    leaderboards folder (one holding board folders) only the board folders are searched, so
+    that other data there (``frontiers/``) is not taken for submissions."""
     from ..errors import UsageError
 
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*.json") if q.is_file()))
+            roots = [p / b for b in BOARDS if (p / b).is_dir()] or [p]
+            out.extend(sorted(q for r in roots for q in r.rglob("*.json") if q.is_file()))
         elif p.exists() or p.is_symlink():
             out.append(p)
         else:
