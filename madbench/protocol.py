@@ -6,7 +6,7 @@
   (0.9, 0.999), decay on every parameter, evaluation every epoch with the best-loss epoch
   reported, early stop at test accuracy 0.999, selection on macro accuracy.
 - ``quick``: all 66 settings, 20 epochs (at least 500 steps), for one GPU.
-- ``smoke``: baseline settings, 512 train / 128 test sequences, batch 32, 4 epochs, one
+- ``smoke``: baseline settings, 256 train / 128 test sequences, batch 32, 4 epochs, one
   configuration; a CPU-sized sanity run of all six tasks (minutes on two cores).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ PRESETS: dict[str, Protocol] = {
                         selection="macro_accuracy"),
     "quick": Protocol("quick", epochs=20, min_steps=500),
     "smoke": Protocol("smoke", epochs=4, batch_size=32, lrs=(1e-3,), weight_decays=(0.0,),
-                      settings="baseline", max_train=512, max_test=128),
+                      settings="baseline", max_train=256, max_test=128),
 }
 
 
