@@ -110,15 +110,18 @@ def test_points_below_the_stored_frontier_are_rejected(honest, frontiers):
     assert not any("C=3e+11" in r or "C=3e+12" in r for r in verdict.reasons)
 
 
-def test_a_point_off_its_isoflop_curve_is_rejected(honest, frontiers):
+def test_a_point_off_its_isoflop_curve_is_flagged(honest, frontiers):
     rows = copy.deepcopy(honest)
     bumped = next(r for r in rows if r["budget"] == 3e12 and r["width"] == 64
                   and r["depth"] == 3)
     bumped["loss"] *= 1.12
     verdict = validate(submission(rows), frontiers)
-    assert not verdict.valid
-    assert any(r.startswith("point off its IsoFLOP curve: C=3e+12, N=" +
-                            f"{bumped['params']:.3g}") for r in verdict.reasons)
+    (warning,) = verdict.warnings            # a warning: real curves are only roughly parabolic
+    assert warning.startswith(f"point off its IsoFLOP curve: C=3e+12, N={bumped['params']:.3g} "
+                              f"has loss {bumped['loss']:.4g}, the other points of the group "
+                              "predict ")
+    predicted = float(warning.rsplit(" ", 1)[1])   # the parabola through the others ~ the law
+    assert predicted == pytest.approx(law(bumped["params"], bumped["tokens"]), rel=0.005)
 
 
 def test_groups_without_an_interior_vertex_are_rejected(honest, frontiers):

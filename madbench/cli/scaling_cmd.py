@@ -398,6 +398,8 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json):
                    f"({len(sub.runs)} runs, {len(verdict.groups)} budget groups)")
         for reason in verdict.reasons:
             click.echo(f"  reason: {reason}")
+        for warning in verdict.warnings:
+            click.echo(f"  warning: {warning}")
         for note in verdict.notes:
             click.echo(f"  note: {note}")
         if verdict.comparisons:
