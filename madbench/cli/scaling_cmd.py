@@ -298,6 +298,9 @@ def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
             p0, p1, p2 = g["coeffs"]
             xs = np.linspace(*np.log(g["params_range"]), 50)
             left.plot(np.exp(xs), p0 + p1 * xs + p2 * xs * xs, color=color, lw=0.8)
+            left.annotate(f"C={g['budget']:.2g}", (np.exp(xs[-1]), p0 + p1 * xs[-1]
+                                                  + p2 * xs[-1] ** 2), fontsize=7,
+                          color=color, xytext=(3, 0), textcoords="offset points")
             if g["valid"]:
                 left.scatter([g["n_opt"]], [g["loss_opt"]], marker="*", s=80, color=color)
         valid = [g for g in a2.get("groups", []) if g["valid"]]
@@ -312,6 +315,9 @@ def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
                            label=f"N* ~ C^{law['exponent']:.3f}")
     left.set(xscale="log", xlabel=f"{params_column}", ylabel="loss",
              title="IsoFLOP curves (stars: vertices)")
+    for k, arch in enumerate(fits):
+        left.plot([], [], color=f"C{k % 10}", label=arch)
+    left.legend(fontsize=8)
     right.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="N*",
               title="compute-optimal size")
     right.legend(fontsize=8)
