@@ -136,11 +136,20 @@ def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tu
     return plans
 
 
+def model_skeleton(spec: ArchitectureSpec, vocab_size: int = VOCAB_SIZE) -> LanguageModel:
+    """The language model built on the meta device (no memory, no initialisation), or on the
+    CPU for a mixer whose constructor needs real tensors."""
+    try:
+        with torch.device("meta"):
+            return LanguageModel(spec, vocab_size)
+    except Exception:  # noqa: BLE001 - e.g. a constructor that reads tensor values
+        with torch.random.fork_rng(devices=[]):
+            return LanguageModel(spec, vocab_size)
+
+
 def non_embedding_params(spec: ArchitectureSpec) -> int:
-    """Parameters of the residual blocks, counted on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = LanguageModel(spec, VOCAB_SIZE)
-    return count_params(model.encoder.blocks)
+    """Parameters of the residual blocks."""
+    return count_params(model_skeleton(spec).encoder.blocks)
 
 
 # -- training --------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ..errors import MadbenchError, UsageError
 from .fits import budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
-from .runs import VOCAB_SIZE, read_runs
+from .runs import VOCAB_SIZE, model_skeleton, read_runs
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -122,12 +122,7 @@ def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
 
 
 def _params_of(spec: ArchitectureSpec, vocab_size: int) -> int:
-    import torch
-
-    from ..model import LanguageModel
-    with torch.device("meta"):
-        model = LanguageModel(spec, vocab_size)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model_skeleton(spec, vocab_size).parameters())
 
 
 def _check_flops(sub: Submission, verdict: Verdict) -> np.ndarray:
