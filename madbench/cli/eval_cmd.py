@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError
 from ..protocol import PRESETS, get_protocol
+from .progress import RunProgress
 
 FORMATS = ("table", "json", "markdown")
 
@@ -65,44 +66,25 @@ def render(summary: dict, fmt: str) -> str:
     return "\n".join([title, "", table, *extra])
 
 
-class _Progress:
-    """Rich progress on stderr: runs done/total with ETA, and the run in flight."""
-
-    def __init__(self, enabled: bool):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[current]}"),
-                                 console=Console(stderr=True), disable=not enabled)
-        self.task = None
-        self.current = ""
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+class _Progress(RunProgress):
+    """Runs done/total with ETA, and the run in flight (task, setting, lr, wd, epoch, loss)."""
 
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
-            self.task = self.progress.add_task("runs", total=info["total"],
-                                               completed=info["done"], current="")
+            self.start(info["total"], info["done"])
         elif event == "run":
             self.current = (f"{info['task']} {info['setting']} lr={info['lr']} "
                             f"wd={info['wd']} seed={info['seed']}")
             if "worker" in info:          # one of several local workers
                 self.current = f"[{info['worker']}] {self.current}"
-            self.progress.update(self.task, current=self.current)
+            self.describe(self.current)
         elif event == "epoch":
-            self.progress.update(self.task, current=f"{self.current} epoch "
-                                 f"{info['epoch']}/{info['epochs']} loss={info['loss']:.3f}")
+            self.describe(f"{self.current} epoch {info['epoch']}/{info['epochs']} "
+                          f"loss={info['loss']:.3f}")
         elif event == "status":           # e.g. groups in flight on Ray
-            self.progress.update(self.task, current=info["text"])
+            self.describe(info["text"])
         elif event == "done":
-            self.progress.advance(self.task)
+            self.advance()
 
 
 @click.command("eval")

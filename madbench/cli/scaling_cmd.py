@@ -10,6 +10,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError
+from .progress import RunProgress
 
 
 def _num(x, fmt: str = ".4g") -> str:
@@ -75,45 +76,29 @@ def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
 
 
 # -- run -----------------------------------------------------------------------------------
-class _Progress:
+class _Progress(RunProgress):
     """Runs done/total on stderr, the run in flight with its step and loss; one line per
     finished run when stderr is not a terminal."""
 
     def __init__(self):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        self.console = Console(stderr=True)
-        self.live = self.console.is_terminal
-        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[current]}"), console=self.console,
-                                 disable=not self.live)
-        self.task = None
-        self.current = ""
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+        self.live = Console(stderr=True).is_terminal
+        super().__init__(enabled=self.live)
 
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
-            self.task = self.progress.add_task("runs", total=info["total"],
-                                               completed=info["done"], current="")
+            self.start(info["total"], info["done"])
             if not self.live and info["done"]:
                 click.echo(f"{info['done']} of {info['total']} runs already stored", err=True)
         elif event == "run":
             p = info["plan"]
             self.current = f"{p.family} {p.width}x{p.depth} C={p.budget:.2g}"
-            self.progress.update(self.task, current=self.current)
+            self.describe(self.current)
         elif event == "step":
-            self.progress.update(self.task, current=f"{self.current} step {info['step']}/"
-                                 f"{info['steps']} loss {info['loss']:.3f}")
+            self.describe(f"{self.current} step {info['step']}/{info['steps']} "
+                          f"loss {info['loss']:.3f}")
         elif event == "done":
-            self.progress.advance(self.task)
+            self.advance()
             if not self.live:
                 p = info["plan"]
                 click.echo(f"done {p.family} {p.width}x{p.depth} C={p.budget:.3g}: "
