@@ -16,11 +16,11 @@ or duplicated. Progress is reported to the driver.
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import traceback
 from collections import deque
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import Any, Sequence
 
 import torch
@@ -158,13 +158,15 @@ def local_devices(device: str = "auto", runs_per_gpu: int = 1) -> list[str]:
 
 def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbox, outbox
                   ) -> None:
-    """A worker process: train the groups the driver sends until it sends None."""
+    """A worker process: train the groups the driver sends until it sends None. ``outbox`` is
+    the worker's own pipe to the driver, so a worker killed mid-message can only garble its
+    own channel, which the driver drops with it."""
     torch.set_num_threads(threads)
     batchable: dict = {}
     group_id = None
 
     def progress(event: str, info: dict) -> None:
-        outbox.put(("progress", worker_id, group_id, event, info))
+        outbox.send(("progress", worker_id, group_id, event, info))
 
     try:
         while (item := inbox.get()) is not None:
@@ -172,10 +174,10 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
             try:
                 trained = train_shipped_group(payload, job_dicts, device, progress, batchable)
             except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
-                outbox.put(("error", worker_id, type(exc).__name__, str(exc),
-                            traceback.format_exc()))
+                outbox.send(("error", worker_id, type(exc).__name__, str(exc),
+                             traceback.format_exc()))
                 return
-            outbox.put(("finished", worker_id, group_id, trained))
+            outbox.send(("finished", worker_id, group_id, trained))
     except KeyboardInterrupt:
         return
 
@@ -187,6 +189,7 @@ class _Worker:
     label: str                    #: the device, numbered when several workers share it
     process: Any
     inbox: Any
+    outbox: Any                   #: the driver's end of the worker's pipe
     group: int | None = None      #: the group it trains now
 
 
@@ -245,7 +248,6 @@ class _WorkerPool:
                  progress: ProgressFn | None):
         import torch.multiprocessing as mp
         self.ctx = mp.get_context("spawn")
-        self.outbox = self.ctx.Queue()
         self.devices = list(devices)
         self.payload = payload
         self.threads = threads
@@ -256,13 +258,15 @@ class _WorkerPool:
 
     def _start(self, device: str, label: str) -> _Worker:
         inbox = self.ctx.Queue()
+        receive, send = self.ctx.Pipe(duplex=False)
         wid = self.next_id
         self.next_id += 1
         process = self.ctx.Process(target=_local_worker, name=f"madbench-worker-{device}",
-                                   args=(wid, device, self.payload, self.threads, inbox,
-                                         self.outbox), daemon=True)
+                                   args=(wid, device, self.payload, self.threads, inbox, send),
+                                   daemon=True)
         process.start()
-        self.workers[wid] = worker = _Worker(wid, device, label, process, inbox)
+        send.close()                      # the worker holds the only sending end
+        self.workers[wid] = worker = _Worker(wid, device, label, process, inbox, receive)
         return worker
 
     def _assign(self, worker: _Worker) -> None:
@@ -284,47 +288,58 @@ class _WorkerPool:
                 shared = self.devices.count(device) > 1
                 self._assign(self._start(device, f"{device}#{slot}" if shared else device))
             while remaining:
-                try:
-                    message = self.outbox.get(timeout=0.5)
-                except queue.Empty:
-                    self._replace_dead(attempts)
-                    continue
-                kind, wid = message[0], message[1]
-                worker = self.workers.get(wid)
-                if kind == "progress" and self.progress:
-                    group, event, info = message[2:5]
-                    reported[group] += event == "done"
-                    self.progress(event, {**info, "worker": worker.label if worker else "?"})
-                elif kind == "finished" and worker is not None and worker.group == message[2]:
-                    for _ in range(len(groups[worker.group]) - reported[worker.group]
-                                   if self.progress else 0):   # stored by a dead worker
-                        self.progress("done", {"accuracy": None})
-                    remaining -= 1
-                    self._assign(worker)
-                elif kind == "error":
-                    name, text, trace = message[2:5]
-                    raise _error_from_worker(name, text, trace, worker.label if worker else "?")
+                by_channel = {w.outbox: w for w in self.workers.values()}
+                for channel in wait(list(by_channel), timeout=0.5):
+                    worker = by_channel[channel]
+                    try:
+                        message = channel.recv()
+                    except (EOFError, OSError):   # the worker is gone (maybe mid-message)
+                        self._replace(worker, attempts)
+                        continue
+                    remaining -= self._handle(message, worker, reported)
+                for worker in list(self.workers.values()):
+                    if not worker.process.is_alive() and not worker.outbox.poll():
+                        self._replace(worker, attempts)
         finally:
             self._stop()
 
-    def _replace_dead(self, attempts: list[int]) -> None:
-        if not self.outbox.empty():       # a worker's last message arrived meanwhile
+    def _handle(self, message: tuple, worker: _Worker, reported: list[int]) -> int:
+        """Act on one worker message; returns 1 when a group is finished."""
+        kind = message[0]
+        if kind == "progress" and self.progress:
+            group, event, info = message[2:5]
+            reported[group] += event == "done"
+            self.progress(event, {**info, "worker": worker.label})
+        elif kind == "finished" and worker.group == message[2]:
+            for _ in range(len(self.groups[worker.group]) - reported[worker.group]
+                           if self.progress else 0):   # stored by a dead worker
+                self.progress("done", {"accuracy": None})
+            self._assign(worker)
+            return 1
+        elif kind == "error":
+            name, text, trace = message[2:5]
+            raise _error_from_worker(name, text, trace, worker.label)
+        return 0
+
+    def _replace(self, worker: _Worker, attempts: list[int]) -> None:
+        """Drop a dead worker; retry its group, if any, in a new worker on its device."""
+        if self.workers.pop(worker.id, None) is None:
             return
-        for wid, worker in list(self.workers.items()):
-            if worker.process.is_alive() or worker.group is None:
-                continue
-            group = worker.group
-            del self.workers[wid]
-            attempts[group] += 1
-            where = f"{_describe_group(self.groups[group])} on {worker.label}"
-            if attempts[group] > self.max_retries:
-                raise MadbenchError(f"a worker died {attempts[group]} times training {where} "
-                                    f"(exit code {worker.process.exitcode}); the runs stored "
-                                    "so far are kept: re-run to resume")
-            warn(f"a worker died (exit code {worker.process.exitcode}) training {where}; "
-                 "retrying the group in a new worker")
-            self.queue.appendleft(group)
-            self._assign(self._start(worker.device, worker.label))
+        worker.process.join(timeout=5)
+        worker.outbox.close()
+        group = worker.group
+        if group is None:
+            return
+        attempts[group] += 1
+        where = f"{_describe_group(self.groups[group])} on {worker.label}"
+        if attempts[group] > self.max_retries:
+            raise MadbenchError(f"a worker died {attempts[group]} times training {where} "
+                                f"(exit code {worker.process.exitcode}); the runs stored "
+                                "so far are kept: re-run to resume")
+        warn(f"a worker died (exit code {worker.process.exitcode}) training {where}; "
+             "retrying the group in a new worker")
+        self.queue.appendleft(group)
+        self._assign(self._start(worker.device, worker.label))
 
     def _stop(self) -> None:
         for worker in self.workers.values():
