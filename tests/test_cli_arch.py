@@ -1,37 +1,22 @@
 """``madbench arch list|describe`` and ``madbench check``: JSON keys, exit codes, one-line
 errors, on bundled presets and on small mixers registered or imported for the test."""
 import json
-import math
 import textwrap
 
 import pytest
-import torch
 from click.testing import CliRunner
-from torch import nn
 
 import madbench
 from madbench.cli import main
 
+from test_checks import LinearRecurrence
 
-class Recurrence(nn.Module):
+
+class Recurrence(LinearRecurrence):
     """h_t = a h_{t-1} + B x_t, y_t = C h_t: n states (declared honestly, or not)."""
 
     def __init__(self, dim, state=6, declared=None):
-        super().__init__()
-        self.n, self.declared = state, state if declared is None else declared
-        self.decay = nn.Parameter(torch.linspace(0.5, 0.9, state))
-        self.B = nn.Parameter(torch.randn(state, dim) / math.sqrt(dim))
-        self.C = nn.Parameter(torch.randn(dim, state) / math.sqrt(state))
-
-    def forward(self, x):
-        h, out = x.new_zeros(x.shape[0], self.n), []
-        for t in range(x.shape[1]):
-            h = self.decay * h + x[:, t] @ self.B.T
-            out.append(h @ self.C.T)
-        return torch.stack(out, 1)
-
-    def state_size(self, seq_len):
-        return self.declared
+        super().__init__(dim, state, declared)
 
 
 class Reversed(Recurrence):
