@@ -16,23 +16,22 @@ Conventions (recorded here once; every number ``describe_architecture`` returns 
   ``seq_len``. A mixer without ``state_size`` has unknown state (``None``); ``madbench check``
   measures it. Channel mixers carry no state. ``cache`` is the short-convolution cache a mixer
   declares through ``cache_size(seq_len)`` (0 when absent); it is outside the paper's 4,096.
-- ``flops_per_token``: forward FLOPs of one sequence of ``seq_len`` tokens (batch 1) counted by
-  ``torch.utils.flop_counter.FlopCounterMode``, divided by ``seq_len``. FlopCounterMode counts
-  only operations with a registered formula (matrix products, convolutions, fused attention,
-  including PyTorch's CPU attention kernel, registered here), with a multiply-add as 2 FLOPs
-  and a causal mask not halving attention; elementwise work, FFTs, norms and Python-loop scans
-  count 0, so the figure is a lower bound for FFT- and scan-based mixers. Multiply by about 3
-  for training.
+- ``flops_per_token``: forward FLOPs per token of one sequence of ``seq_len`` tokens: each
+  layer's analytic formula from ``madbench.scaling.flops`` (the paper's App. C.4, a plugin's
+  ``madbench_flops`` hook for third-party mixers), else a FlopCounterMode measurement (a lower
+  bound: it counts only matrix products, convolutions and fused attention), marked per layer
+  in ``flop_method``; plus the head's 2 dim vocab. A multiply-add is 2 FLOPs; a causal mask
+  does not halve attention. Multiply by about 3 for training.
 """
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
 
 from .architecture import ArchitectureSpec, _coerce_layers, mixer_entry, resolve_architecture
 from .errors import MadbenchError
@@ -112,20 +111,6 @@ EXTRA_FLOP_FORMULAS = {
 }
 
 
-def measure_flops(model: LanguageModel, seq_len: int, vocab_size: int) -> dict[str, float]:
-    """Forward FLOPs of one sequence, by module name (``Global`` is the total)."""
-    tokens = torch.randint(0, vocab_size, (1, seq_len),
-                           generator=torch.Generator().manual_seed(_INIT_SEED))
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
-    try:
-        with torch.no_grad(), counter:
-            model(tokens)
-    except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
-        raise MadbenchError(f"forward pass failed while counting FLOPs: "
-                            f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
-    return {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
-
-
 def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -> dict:
     """Parameters, state and FLOPs of an architecture, per layer and in total.
 
@@ -133,15 +118,21 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
     ``non_embedding_params``, ``embedding_params``, ``head_params`` (final norm and head),
     ``active_params``, ``active_non_embedding_params``, ``fixed_state`` (``None`` when a layer's
     state is unknown), ``dynamic_state`` (at ``seq_len``; ``None`` likewise), ``cache``,
-    ``unknown_state_layers``, ``flops_per_token`` (forward) and ``layers`` (one dict per layer with ``index``, ``mixer``,
+    ``unknown_state_layers``, ``flops_per_token`` (forward: the per-layer formulas of
+    ``madbench.scaling.flops``, FlopCounterMode for a mixer without one, plus the head's
+    2 dim vocab; the embedding lookup is free) and ``layers`` (one dict per layer with ``index``, ``mixer``,
     ``kind``, ``kwargs``, ``class``, ``params``, ``active_params``, ``norm_params``,
-    ``state_kind``, ``fixed_state``, ``dynamic_state``, ``cache``, ``flops_per_token``).
+    ``state_kind``, ``fixed_state``, ``dynamic_state``, ``cache``, ``flops_per_token``,
+    ``flop_method``).
     """
     spec = as_spec(spec)
     if seq_len < 1 or vocab_size < 2:
         raise MadbenchError(f"need seq_len >= 1 and vocab_size >= 2, got {seq_len}, {vocab_size}")
+    from .scaling.flops import layer_flops
     model = build_language_model(spec, vocab_size)
-    flops = measure_flops(model, seq_len, vocab_size)
+    with warnings.catch_warnings():       # a measured lower bound is marked by flop_method
+        warnings.simplefilter("ignore", UserWarning)
+        layer_counts = [layer_flops(l.mixer, spec.dim, seq_len, l.kwargs) for l in spec.layers]
     layers = []
     for index, (layer, block) in enumerate(zip(spec.layers, model.encoder.blocks)):
         entry = mixer_entry(layer.mixer)
@@ -154,7 +145,8 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
             "params": count_params(block.mixer), "active_params": active_params(block.mixer),
             "norm_params": count_params(block.norm),
             **layer_state(block.mixer, kind, seq_len),
-            "flops_per_token": flops.get(f"LanguageModel.encoder.blocks.{index}", 0.0) / seq_len,
+            "flops_per_token": layer_counts[index].total / seq_len,
+            "flop_method": layer_counts[index].method,
         })
     total = count_params(model)
     blocks = count_params(model.encoder.blocks)
@@ -170,7 +162,9 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
         "dynamic_state": None if unknown else sum(l["dynamic_state"] for l in layers),
         "cache": sum(l["cache"] for l in layers),
         "unknown_state_layers": unknown,
-        "flops_per_token": flops.get("Global", 0.0) / seq_len,
+        # blocks (analytic formulas; FlopCounterMode for mixers without one) plus the head
+        "flops_per_token": sum(c.total for c in layer_counts) / seq_len
+        + 2.0 * spec.dim * vocab_size,
         "layers": layers,
     }
 

@@ -132,12 +132,14 @@ def test_flops_per_token_count_the_matrix_products(toys):
 
 
 def test_attention_flops_include_the_score_and_value_products():
-    # one causal attention layer (no mask discount): 2 L d for q k^T and 2 L d for p v, per
-    # token, plus 2 d (3 d) + 2 d d for the projections
+    # one causal attention layer (no mask discount), the paper's App. C.4 terms per token:
+    # 2 L d for q k^T and 2 L d for p v, 2 H L for the softmax, 2 d (3 d) + 2 d d projections
     d = describe_architecture("A", LENGTH, VOCAB)
     width = d["dim"]
     attention = d["layers"][0]
-    assert attention["flops_per_token"] == 8 * width * width + 4 * LENGTH * width
+    heads = 1
+    assert attention["flops_per_token"] == 8 * width * width + 4 * LENGTH * width + 2 * heads * LENGTH
+    assert attention["flop_method"] == "analytic"
 
 
 @pytest.mark.parametrize("fixed,tolerance,expected", [

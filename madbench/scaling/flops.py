@@ -265,13 +265,14 @@ def measured_layer_flops(mixer: str, dim: int, seq_len: int,
 
     from ..accounting import EXTRA_FLOP_FORMULAS
     from ..architecture import LayerSpec, build_mixer
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):      # leaves the caller's random state alone
         torch.manual_seed(0)
         module = build_mixer(LayerSpec(mixer, dict(kwargs or {})), dim)
+        x = torch.randn(1, seq_len, dim)
     counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
     try:
         with torch.no_grad(), counter:
-            module(torch.randn(1, seq_len, dim))
+            module(x)
     except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
         raise MadbenchError(f"forward pass of {mixer!r} failed while counting FLOPs: "
                             f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
