@@ -1,17 +1,20 @@
 """Training-speed benchmarks of issue #5 (run on a GPU):
 
+  probe ms/step of every engine on the in-context-recall baseline over --probe-epochs: plain
+        eager, graphed with 1 and 6 configurations, batched (vmap) with 6, eager and captured;
   one   one 200-epoch in-context-recall baseline run: the plain eager trainer (timed over
-        --eager-epochs and projected to 200 epochs) against the batched engine with one
-        configuration and a captured CUDA graph (a real 200-epoch run);
-  sweep the six-configuration sweep of that setting: batched engine (real, 200 epochs)
+        --eager-epochs and projected to 200 epochs) against the fast engine (--engine) with
+        one configuration (a real 200-epoch run);
+  sweep the six-configuration sweep of that setting: fast engine (real, 200 epochs)
         against six plain eager runs (projected from the same eager timing);
   project  the full 396-run `paper` protocol for one architecture, projected from the measured
-        step time of the six-configuration batched step at every distinct (task, seq_len,
+        step time of the six-configuration fast-engine step at every distinct (task, seq_len,
         vocab) shape of the 66 settings (steps per setting x step time, plus evaluation);
-  parity   best-of-sweep accuracy of the plain trainer and the batched engine on the
+  parity   best-of-sweep accuracy of the plain trainer and the fast engine on the
         in-context-recall baseline at --parity-epochs.
 
-Usage: python benchmarks/bench_training.py [--parts one,sweep,project,parity] [--archs ...]
+Usage: python benchmarks/bench_training.py [--parts probe,one,sweep,project,parity]
+       [--archs ...] [--engine graphed|batched]
 Prints a markdown table; writes JSON and markdown to $OUT when set.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from madbench.architecture import resolve_architecture
 from madbench.batched import train_batched
 from madbench.evaluate import effective_setting
+from madbench.graphed import train_graphed
 from madbench.model import build_model
 from madbench.protocol import PRESETS
 from madbench.tasks import all_tasks, generate_splits, get_task
@@ -37,6 +41,13 @@ from madbench.trainer import train
 
 ROWS: list[dict] = []
 PREC = "bf16" if torch.cuda.is_available() else "fp32"
+ENGINES = {"graphed": train_graphed, "batched": train_batched}
+ENGINE = "graphed"
+
+
+def fast(*args, **kwargs):
+    """The fast engine chosen with --engine (same signature for both)."""
+    return ENGINES[ENGINE](*args, **kwargs)
 
 
 def commit() -> str:
@@ -91,26 +102,64 @@ def bench_one_and_sweep(arch: str, device, parts, eager_epochs: int, epochs: int
     full = dataclasses.replace(paper, epochs=epochs)
     if "one" in parts:
         t = time.perf_counter()
-        (res,) = train_batched(make, (x, y), (tx, ty), setting.vocab_size, [(1e-3, 0.0)], full,
-                               0, PREC)
+        (res,) = fast(make, (x, y), (tx, ty), setting.vocab_size, [(1e-3, 0.0)], full, 0, PREC)
         sync()
         wall = time.perf_counter() - t
-        row(f"batched engine + CUDA graph, one {epochs}-epoch run (measured, wall incl. "
+        row(f"{ENGINE} engine, one {epochs}-epoch run (measured, wall incl. "
             "capture and eval)", arch,
             f"{wall:.1f} s = {eager_run / wall:.1f}x plain eager; {wall / (steps * epochs) * 1e3:.2f} ms/step; "
             f"acc {res.accuracy:.3f}", seconds=wall, speedup=eager_run / wall,
             accuracy=res.accuracy)
     if "sweep" in parts:
         t = time.perf_counter()
-        results = train_batched(make, (x, y), (tx, ty), setting.vocab_size, paper.configs(),
-                                full, 0, PREC)
+        results = fast(make, (x, y), (tx, ty), setting.vocab_size, paper.configs(), full, 0,
+                       PREC)
         sync()
         wall = time.perf_counter() - t
         best = max(r.accuracy for r in results)
-        row(f"six-configuration sweep, {epochs} epochs (measured)", arch,
+        row(f"{ENGINE} engine, six-configuration sweep, {epochs} epochs (measured)", arch,
             f"{wall:.1f} s = {6 * eager_run / wall:.1f}x six plain eager runs; best acc {best:.3f}",
             seconds=wall, speedup=6 * eager_run / wall, accuracy=best,
             accuracies=[r.accuracy for r in results])
+
+
+def bench_probe(arch: str, device, epochs: int) -> None:
+    """ms/step of each engine over ``epochs`` epochs (capture, warm-up and evaluation excluded:
+    the engines' own ``seconds``), plus wall time with them."""
+    spec = resolve_architecture(arch)
+    task, setting, (x, y, tx, ty) = data_for("in-context-recall", "baseline", device)
+    make = lambda: build_model(spec, setting.vocab_size, x.shape[1])  # noqa: E731
+    proto = dataclasses.replace(PRESETS["paper"], epochs=epochs)
+    six = proto.configs()
+    variants = [
+        ("plain eager, 1 config", lambda: [train(make().to(device), (x, y), (tx, ty),
+                                                 setting.vocab_size, 1e-3, 0.0, proto, 0,
+                                                 PREC)]),
+        ("graphed, 1 config", lambda: train_graphed(make, (x, y), (tx, ty), setting.vocab_size,
+                                                    six[:1], proto, 0, PREC)),
+        ("graphed, 6 configs", lambda: train_graphed(make, (x, y), (tx, ty),
+                                                     setting.vocab_size, six, proto, 0, PREC)),
+        ("batched vmap eager, 6 configs", lambda: train_batched(
+            make, (x, y), (tx, ty), setting.vocab_size, six, proto, 0, PREC, capture=False)),
+        ("batched vmap + CUDA graph, 6 configs", lambda: train_batched(
+            make, (x, y), (tx, ty), setting.vocab_size, six, proto, 0, PREC, capture=True)),
+    ]
+    for name, fn in variants:
+        try:
+            fn()                                                   # warm-up (compiles, autotunes)
+            sync()
+            t = time.perf_counter()
+            results = fn()
+            sync()
+            wall = time.perf_counter() - t
+            r = results[0]
+            row(f"probe: {name}", arch,
+                f"{r.seconds / r.steps * 1e3:.2f} ms/step ({wall:.1f} s wall for {r.steps} steps"
+                f"); train loss {min(x.train_loss for x in results):.3f}",
+                ms_per_step=r.seconds / r.steps * 1e3, wall=wall)
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            row(f"probe: {name}", arch, f"FAILED {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def bench_project(arch: str, device, timed_steps: int) -> None:
@@ -136,12 +185,10 @@ def bench_project(arch: str, device, timed_steps: int) -> None:
         warm = dataclasses.replace(paper, epochs=1)
         timed = dataclasses.replace(paper, epochs=max(1, timed_steps // n_steps) + 1)
         try:
-            results = train_batched(make, (x, y), (tx, ty), vocab, paper.configs(), warm, 0,
-                                    PREC)
+            results = fast(make, (x, y), (tx, ty), vocab, paper.configs(), warm, 0, PREC)
             sync()
             t = time.perf_counter()
-            results = train_batched(make, (x, y), (tx, ty), vocab, paper.configs(), timed, 0,
-                                    PREC)
+            results = fast(make, (x, y), (tx, ty), vocab, paper.configs(), timed, 0, PREC)
             sync()
             wall = time.perf_counter() - t
             per_step = results[0].seconds / results[0].steps
@@ -172,30 +219,36 @@ def bench_parity(arch: str, device, epochs: int) -> None:
         torch.manual_seed(0)
         plain.append(train(make().to(device), (x, y), (tx, ty), setting.vocab_size, lr, wd,
                            proto, 0, PREC).accuracy)
-    batched = [r.accuracy for r in train_batched(make, (x, y), (tx, ty), setting.vocab_size,
-                                                 proto.configs(), proto, 0, PREC)]
-    row(f"parity, CR baseline, {epochs} epochs: best-of-sweep plain vs batched", arch,
+    batched = [r.accuracy for r in fast(make, (x, y), (tx, ty), setting.vocab_size,
+                                        proto.configs(), proto, 0, PREC)]
+    row(f"parity, CR baseline, {epochs} epochs: best-of-sweep plain vs {ENGINE}", arch,
         f"{max(plain):.4f} vs {max(batched):.4f} (per config plain "
-        f"{', '.join(f'{a:.3f}' for a in plain)}; batched "
+        f"{', '.join(f'{a:.3f}' for a in plain)}; {ENGINE} "
         f"{', '.join(f'{a:.3f}' for a in batched)})", plain=plain, batched=batched)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="one,sweep,project,parity")
+    ap.add_argument("--parts", default="one,sweep,project,parity")  # and probe
     ap.add_argument("--archs", default="hyena,mH-Sg-mA-Sg")
     ap.add_argument("--project-archs", default="hyena")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--eager-epochs", type=int, default=5)
     ap.add_argument("--parity-epochs", type=int, default=20)
     ap.add_argument("--timed-steps", type=int, default=100)
+    ap.add_argument("--probe-epochs", type=int, default=3)
+    ap.add_argument("--engine", default="graphed", choices=sorted(ENGINES))
     args = ap.parse_args()
+    global ENGINE
+    ENGINE = args.engine
     parts = set(args.parts.split(","))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, commit {commit()}")
     print("| what | arch | figure |\n| --- | --- | --- |")
     for arch in args.archs.split(","):
+        if "probe" in parts:
+            bench_probe(arch, device, args.probe_epochs)
         for part, fn in (("one", lambda: bench_one_and_sweep(arch, device, parts,
                                                                args.eager_epochs, args.epochs)),
                          ("parity", lambda: bench_parity(arch, device, args.parity_epochs))):
