@@ -123,7 +123,7 @@ def bench_one_and_sweep(arch: str, device, parts, eager_epochs: int, epochs: int
             accuracies=[r.accuracy for r in results])
 
 
-def bench_probe(arch: str, device, epochs: int) -> None:
+def bench_probe(arch: str, device, epochs: int, only: str = "") -> None:
     """ms/step of each engine over ``epochs`` epochs (capture, warm-up and evaluation excluded:
     the engines' own ``seconds``), plus wall time with them."""
     spec = resolve_architecture(arch)
@@ -145,6 +145,8 @@ def bench_probe(arch: str, device, epochs: int) -> None:
             make, (x, y), (tx, ty), setting.vocab_size, six, proto, 0, PREC, capture=True)),
     ]
     for name, fn in variants:
+        if only and not any(w.strip() in name for w in only.split(",")):
+            continue
         try:
             fn()                                                   # warm-up (compiles, autotunes)
             sync()
@@ -153,13 +155,15 @@ def bench_probe(arch: str, device, epochs: int) -> None:
             sync()
             wall = time.perf_counter() - t
             r = results[0]
-            row(f"probe: {name}", arch,
+            tag = " (MADBENCH_COMPILE=1)" if os.environ.get("MADBENCH_COMPILE") == "1" else ""
+            row(f"probe: {name}{tag}", arch,
                 f"{r.seconds / r.steps * 1e3:.2f} ms/step ({wall:.1f} s wall for {r.steps} steps"
                 f"); train loss {min(x.train_loss for x in results):.3f}",
                 ms_per_step=r.seconds / r.steps * 1e3, wall=wall)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            row(f"probe: {name}", arch, f"FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            tag = " (MADBENCH_COMPILE=1)" if os.environ.get("MADBENCH_COMPILE") == "1" else ""
+            row(f"probe: {name}{tag}", arch, f"FAILED {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def bench_project(arch: str, device, timed_steps: int) -> None:
@@ -237,6 +241,7 @@ def main() -> None:
     ap.add_argument("--parity-epochs", type=int, default=20)
     ap.add_argument("--timed-steps", type=int, default=100)
     ap.add_argument("--probe-epochs", type=int, default=3)
+    ap.add_argument("--probe-variants", default="", help="comma-separated name parts")
     ap.add_argument("--engine", default="graphed", choices=sorted(ENGINES))
     args = ap.parse_args()
     global ENGINE
@@ -248,7 +253,7 @@ def main() -> None:
     print("| what | arch | figure |\n| --- | --- | --- |")
     for arch in args.archs.split(","):
         if "probe" in parts:
-            bench_probe(arch, device, args.probe_epochs)
+            bench_probe(arch, device, args.probe_epochs, args.probe_variants)
         for part, fn in (("one", lambda: bench_one_and_sweep(arch, device, parts,
                                                                args.eager_epochs, args.epochs)),
                          ("parity", lambda: bench_parity(arch, device, args.parity_epochs))):

@@ -20,6 +20,7 @@ from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
+from .graphed import train_graphed
 from .trainer import resolve_device, train
 
 
@@ -131,15 +132,24 @@ def resolve_precision(dev: torch.device, precision: str) -> str:
     return precision
 
 
-def trains_batched(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> bool:
-    """Whether run_group trains a group's configurations together (if the model can be
-    vmapped) rather than one run at a time."""
-    # ``auto`` batches on CPU only: on CUDA the vmapped step runs eagerly (its CUDA-graph
-    # capture is experimental, MADBENCH_CUDA_GRAPHS=1) and was measured slower than
-    # sequential runs on an H100 (benchmarks/RESULTS.md, "Training").
-    return engine == "batched" or (
-        engine == "auto" and dev.type == "cpu" and group_size > 1
-        and not protocol.eval_every_epoch)
+def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> str:
+    """The engine that trains a group: ``plain`` (one run at a time), ``batched`` (the
+    configurations as one vmapped model) or ``graphed`` (the configurations side by side, each
+    step a CUDA graph). ``auto``: graphed on CUDA; on CPU batched for groups of several
+    configurations (it needs no per-epoch evaluation), else plain."""
+    if engine == "auto":
+        if dev.type == "cuda":
+            return "graphed"
+        engine = "batched" if group_size > 1 else "plain"
+    if engine == "batched" and protocol.eval_every_epoch:
+        return "plain"
+    return engine
+
+
+def trains_together(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> bool:
+    """Whether a group's configurations are trained together (so the group is one unit of
+    work) rather than one run at a time."""
+    return choose_engine(engine, protocol, dev, group_size) != "plain"
 
 
 def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
@@ -148,10 +158,10 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
               batchable: dict | None = None) -> None:
     """Train one group of jobs (one setting and seed) and store each record as it finishes.
 
-    ``engine``: ``plain`` trains one run at a time; ``batched`` trains the group's
-    configurations together (madbench.batched); ``auto`` uses batched when the group has
-    several configurations and the protocol evaluates only at the end, and falls back to plain
-    for models that cannot be vmapped (``batchable`` caches that verdict per architecture)."""
+    ``engine``: ``plain``, ``batched``, ``graphed`` or ``auto`` (see ``choose_engine``).
+    Models that cannot be vmapped train plain instead of batched, and models whose step cannot
+    be captured (host synchronisation, e.g. data-dependent routing) train graphed without
+    graphs; ``batchable`` caches both verdicts per architecture."""
     batchable = {} if batchable is None else batchable
     prov = provenance(dev)
     first = group[0]
@@ -172,22 +182,40 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if progress:
             progress("done", {"accuracy": result.accuracy})
 
-    use_batched = trains_batched(engine, protocol, dev, len(group))
-    if use_batched and spec.hash not in batchable:
+    chosen = choose_engine(engine, protocol, dev, len(group))
+    if chosen == "batched" and spec.hash not in batchable:
         reason = supports_batching(make_model, data[0])
         batchable[spec.hash] = reason is None
         if reason:
             warn(f"{spec.name} cannot be trained as a batched sweep ({reason}); training one "
                  "configuration at a time")
-    if use_batched and batchable[spec.hash]:
+    if chosen == "batched" and not batchable[spec.hash]:
+        chosen = "plain"
+    if chosen in ("batched", "graphed"):
         if progress:
             progress("run", {"task": first.task.name, "setting": first.setting.name,
                              "lr": "sweep", "wd": f"{len(group)} configs", "seed": first.seed})
-        results = train_batched(make_model, data[:2], data[2:], eff.vocab_size,
-                                [(j.lr, j.weight_decay) for j in group], protocol,
-                                first.seed, precision, on_epoch)
+        configs = [(j.lr, j.weight_decay) for j in group]
+        args = (make_model, data[:2], data[2:], eff.vocab_size, configs, protocol, first.seed,
+                precision, on_epoch)
+        used = chosen
+        if chosen == "batched":
+            results = train_batched(*args)
+        else:
+            capture = batchable.get(("graphed", spec.hash))
+            try:
+                results = train_graphed(*args, capture=capture)
+            except RuntimeError as exc:
+                if capture is False or dev.type != "cuda":
+                    raise
+                warn(f"{spec.name}: its training step cannot be captured in a CUDA graph "
+                     f"({str(exc).splitlines()[0][:120]}); training it without graphs")
+                batchable[("graphed", spec.hash)] = False
+                results = train_graphed(*args, capture=False)
+            if batchable.get(("graphed", spec.hash)) is False:
+                used = "graphed-eager"
         for job, result in zip(group, results):
-            finished(job, result, "batched")
+            finished(job, result, used)
         return
     for job in group:
         if progress:

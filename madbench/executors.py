@@ -29,7 +29,7 @@ from . import __version__, errors
 from .architecture import ArchitectureSpec, LayerSpec
 from .errors import MadbenchError, UsageError
 from .evaluate import (Job, ProgressFn, effective_setting, job_from_dict, job_to_dict,
-                       pending_groups, resolve_precision, run_group, run_sweep, trains_batched,
+                       pending_groups, resolve_precision, run_group, run_sweep, trains_together,
                        warn)
 from .protocol import Protocol
 from .store import ResultsStore, run_key
@@ -118,11 +118,11 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
 def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
                ) -> list[list[Job]]:
     """What an executor hands out: the groups, except that a group that ``device`` trains one
-    run at a time anyway (see ``trains_batched``) is split into single runs, so that its runs
+    run at a time anyway (see ``trains_together``) is split into single runs, so that its runs
     train in parallel (each unit generates its data again; that is cheap)."""
     dev = torch.device(device)
     return [unit for group in groups for unit in
-            ([group] if trains_batched(engine, protocol, dev, len(group))
+            ([group] if trains_together(engine, protocol, dev, len(group))
              else [[job] for job in group])]
 
 

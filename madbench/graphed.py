@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .cuda_graphs import adamw, capture_step
 from .protocol import Protocol
 from .trainer import RunResult, autocast, evaluate, lr_at, parameter_groups
 
@@ -29,24 +30,15 @@ class _Run:
     def __init__(self, model: nn.Module, lr: float, weight_decay: float, protocol: Protocol,
                  data: tuple[torch.Tensor, torch.Tensor], total_steps: int, precision: str,
                  capture: bool):
-        self.model, self.lr, self.inputs, self.targets = model, lr, *data
+        self.model, self.inputs, self.targets = model, *data
         self.precision, self.capture = precision, capture
         device = self.inputs.device
         self.schedule = [lr_at(s, total_steps, lr, protocol) for s in range(total_steps)]
-        if capture:        # lr lives on the device, so the captured update reads it each replay
-            self.lr_now = torch.tensor(lr, dtype=torch.float32, device=device)
-            self.lr_table = torch.tensor(self.schedule, dtype=torch.float32, device=device)
-            self.opt = torch.optim.AdamW(parameter_groups(model, weight_decay, protocol.decay),
-                                         lr=self.lr_now, betas=tuple(protocol.betas),
-                                         eps=protocol.eps, fused=True, capturable=True)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_now
+        self.opt, self.set_lr = adamw(parameter_groups(model, weight_decay, protocol.decay), lr,
+                                      protocol.betas, protocol.eps, device, capture)
+        if capture:   # the whole schedule on the device: one copy per step, no host transfer
+            self.schedule = torch.tensor(self.schedule, dtype=torch.float32, device=device)
             self.stream = torch.cuda.Stream(device)
-        else:
-            self.opt = torch.optim.AdamW(parameter_groups(model, weight_decay, protocol.decay),
-                                         lr=lr, betas=tuple(protocol.betas), eps=protocol.eps,
-                                         fused=device.type == "cuda")
-            self.stream = None
         self.idx = torch.zeros(protocol.batch_size, dtype=torch.long, device=device)
         self.loss_sum = torch.zeros((), device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -70,43 +62,24 @@ class _Run:
         self.loss_sum += loss.detach()
 
     def prepare(self, batch_sizes: Sequence[int]) -> None:
-        """Capture one graph per batch size (after two warm-up steps each, on this run's
-        stream), then undo every effect of the warm-up on weights and optimiser state."""
-        if not self.capture:
-            return
-        saved = [p.detach().clone() for p in self.model.parameters()]
+        """Capture one graph per batch size; the graphs share one memory pool (they never run
+        at the same time) that no other configuration uses (those run concurrently)."""
         pool = None
-        with torch.cuda.stream(self.stream):
-            for size in batch_sizes:
-                idx = self.idx[:size]
-                for _ in range(2):
-                    self.opt.zero_grad(set_to_none=True)
-                    self._step(idx)
-                self.opt.zero_grad(set_to_none=True)    # the graph writes fresh gradients
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=self.stream):
-                    self._step(idx)
-                pool = graph.pool()
-                self.graphs[size] = graph
-            with torch.no_grad():
-                for p, s in zip(self.model.parameters(), saved):
-                    p.copy_(s)
-                for state in self.opt.state.values():
-                    for value in state.values():
-                        if torch.is_tensor(value):
-                            value.zero_()
-                self.loss_sum.zero_()
+        for size in batch_sizes if self.capture else ():
+            idx = self.idx[:size]
+            self.graphs[size] = capture_step(lambda: self._step(idx), self.model.parameters(),
+                                             self.opt, self.stream, pool, [self.loss_sum])
+            pool = self.graphs[size].pool()
 
     def step(self, idx: torch.Tensor, step: int) -> None:
         if not self.capture:
-            for group in self.opt.param_groups:
-                group["lr"] = self.schedule[step]
+            self.set_lr(self.schedule[step])
             self._step(idx)
             return
         with torch.cuda.stream(self.stream):
             size = idx.shape[0]
             self.idx[:size].copy_(idx)
-            self.lr_now.copy_(self.lr_table[step])
+            self.set_lr(self.schedule[step])
             self.graphs[size].replay()
 
 
@@ -137,6 +110,8 @@ def train_graphed(make_model: Callable[[], nn.Module],
         torch.manual_seed(seed)
         model = make_model().to(device)
         model.train()
+        if os.environ.get("MADBENCH_COMPILE") == "1":    # experimental: inductor-fused kernels
+            model = torch.compile(model, dynamic=False)
         runs.append(_Run(model, lr, wd, protocol, train_data, total, precision, capture))
     sizes = sorted({min(bs, n - b * bs) for b in range(steps_per_epoch)}, reverse=True)
     main = torch.cuda.current_stream(device) if capture else None

@@ -50,3 +50,23 @@ def test_one_diverging_configuration_leaves_the_others_untouched():
     assert bat[1].diverged and bat[1].accuracy == 0.0
     assert not bat[0].diverged and not seq[0].diverged
     assert bat[0].loss == pytest.approx(seq[0].loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_vmapped_attention_equals_each_model(window):
+    """Under vmap the attention layer writes softmax attention out (the fused kernels have no
+    batching rule on CUDA); stacked outputs must equal each model's own SDPA forward."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from madbench_layers.attention import Attention
+    torch.manual_seed(0)
+    models = [Attention(32, num_heads=4, head_dim=8, window=window) for _ in range(3)]
+    x = torch.randn(2, 10, 32)
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    out = vmap(lambda p, b, t: functional_call(base, (p, b), (t,)), in_dims=(0, 0, None))(
+        params, buffers, x)
+    expected = torch.stack([m(x) for m in models])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -113,7 +113,7 @@ def test_state_mismatch_is_refused_unless_allowed_then_flagged(thirdparty, tmp_p
     assert "state-mismatch" in json.loads(allowed.output[allowed.output.index("{"):])["flags"]
 
 
-@pytest.mark.parametrize("engine", ["batched", "plain"])
+@pytest.mark.parametrize("engine", ["batched", "graphed", "plain"])
 def test_divergent_run_is_recorded_and_the_sweep_goes_on(thirdparty, tmp_path, engine):
     runs = tmp_path / "runs"
     res = run(["eval", "--arch", "thirdparty:DecayMixer", *FAST, "--set", "lrs=1e-3,10",

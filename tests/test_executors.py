@@ -160,13 +160,14 @@ def test_a_worker_with_other_mixer_code_refuses_the_work(sweep, tmp_path):
     assert not ResultsStore(tmp_path).keys()
 
 
-def test_groups_trained_one_run_at_a_time_are_handed_out_as_single_runs(sweep):
+def test_groups_trained_together_are_one_unit_and_others_single_runs(sweep):
     spec, protocol, jobs = sweep
     groups = [jobs[:2], jobs[2:]]
     singles = [[j] for j in jobs]
     assert work_units(groups, protocol, "batched", "cuda:0") == groups
     assert work_units(groups, protocol, "auto", "cpu") == groups
-    assert work_units(groups, protocol, "auto", "cuda") == singles     # auto is plain on CUDA
+    assert work_units(groups, protocol, "auto", "cuda") == groups      # graphed on CUDA
+    assert work_units(groups, get_protocol("mad-lab"), "auto", "cuda") == groups
     assert work_units(groups, protocol, "plain", "cpu") == singles
     assert work_units(groups, get_protocol("mad-lab"), "auto", "cpu") == singles
 

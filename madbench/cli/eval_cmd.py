@@ -117,9 +117,10 @@ class _Progress(RunProgress):
 @click.option("--param-tolerance", default=0.2, show_default=True,
               type=click.FloatRange(min=0), help="Flag non-embedding parameters more than this "
               "fraction away from the mA-Sg-mA-Sg baseline.")
-@click.option("--engine", type=click.Choice(["auto", "batched", "plain"]), default="auto",
-              show_default=True, help="batched: a setting's lr x wd configurations trained "
-              "together as one model; plain: one run at a time.")
+@click.option("--engine", type=click.Choice(["auto", "graphed", "batched", "plain"]),
+              default="auto", show_default=True, help="graphed: a setting's lr x wd "
+              "configurations side by side, each step one CUDA graph (auto on CUDA); batched: "
+              "the configurations as one vmapped model (auto on CPU); plain: one run at a time.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="local: one worker process per visible GPU (in this "
               "process on CPU or one GPU); ray: each setting's runs as a Ray task.")

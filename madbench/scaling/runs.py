@@ -18,9 +18,9 @@ file per run, keyed by a content hash), so an interrupted ``madbench scaling run
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
+from ..cuda_graphs import adamw, capture_step
 from ..errors import UsageError
 from ..hashing import content_hash
 from ..model import LanguageModel
@@ -199,52 +200,71 @@ def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_siz
 
 
 def _autocast_factory(device: torch.device, precision: str):
-    if precision == "bf16":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
+    from ..trainer import autocast
+    return lambda: autocast(device, precision)
 
 
 def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
               precision: str = "fp32",
-              on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Train one planned run; returns the model's counts and the losses."""
+              on_step: Callable[[int, int, float], None] | None = None,
+              capture: bool | None = None) -> dict[str, Any]:
+    """Train one planned run; returns the model's counts and the losses.
+
+    On CUDA the step is captured in a CUDA graph (``madbench.cuda_graphs``) unless
+    ``capture=False`` or MADBENCH_CUDA_GRAPHS=0; it computes the same step either way."""
     r = plan.recipe
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
+    if capture is None:
+        capture = os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
+    capture = capture and device.type == "cuda"
     torch.manual_seed(r.seed)
     model = LanguageModel(plan.spec, VOCAB_SIZE).to(device)
-    opt = torch.optim.AdamW(parameter_groups(model, plan.spec, r.weight_decay), lr=r.lr,
-                            betas=r.betas, eps=1e-8, fused=device.type == "cuda")
+    opt, set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr, r.betas,
+                        1e-8, device, capture)
     gen = torch.Generator(device=device).manual_seed(r.seed)
     autocast = _autocast_factory(device, precision)
-    start = time.perf_counter()
-    loss_sum, recent = torch.zeros((), device=device), 0
-    report_every = max(1, plan.steps // 50)
-    train_loss = float("nan")
-    for step in range(plan.steps):
-        lr = lr_at(step, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        starts = torch.randint(0, train.numel() - r.seq_len - 1, (r.batch_size,),
-                               generator=gen, device=device)
+    starts = torch.zeros(r.batch_size, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), device=device)
+
+    def step():
         x, y = _windows(train, starts, r.seq_len)
         with autocast():
             logits = model(x)
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE),
+                                           y.reshape(-1))
+        if not capture:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         if r.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
-        loss_sum += loss.detach()
+        loss_sum.add_(loss.detach())
+
+    graph = None
+    if capture:
+        graph = capture_step(step, model.parameters(), opt, torch.cuda.Stream(device),
+                             extra_state=[loss_sum])
+    start = time.perf_counter()
+    recent = 0
+    report_every = max(1, plan.steps // 50)
+    train_loss = float("nan")
+    for i in range(plan.steps):
+        set_lr(lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction))
+        starts.copy_(torch.randint(0, train.numel() - r.seq_len - 1, (r.batch_size,),
+                                   generator=gen, device=device))
+        if graph is None:
+            step()
+        else:
+            graph.replay()
         recent += 1
-        if (step + 1) % report_every == 0 or step + 1 == plan.steps:
+        if (i + 1) % report_every == 0 or i + 1 == plan.steps:
             train_loss = float(loss_sum) / recent    # one host sync per report
             loss_sum.zero_()
             recent = 0
             if on_step:
-                on_step(step + 1, plan.steps, train_loss)
+                on_step(i + 1, plan.steps, train_loss)
     val_loss = validation_loss(model, val, r.seq_len, r.batch_size, r.eval_tokens, autocast)
     seconds = time.perf_counter() - start
     fixed = dynamic = dynamic_8k = 0

@@ -29,6 +29,24 @@ def sliding_window_mask(seq_len: int, window: int, device=None) -> torch.Tensor:
     return (s <= t) & (s > t - window)
 
 
+def _under_vmap(t: torch.Tensor) -> bool:
+    """Whether ``t`` is being vmapped (the batched sweep engine). The fused CUDA attention
+    kernels have no batching rule: under vmap their backward fails ("LSE is not correctly
+    aligned") in fp32 and gave non-finite gradients in bf16 on an H100."""
+    check = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return bool(check and check(t))
+
+
+def _math_attention(q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention written out (causal unless ``mask``, True = may attend)."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    length = q.shape[-2]
+    if mask is None:
+        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     """Multi-head causal softmax attention with rotary embeddings (no biases, paper rule)."""
 
@@ -52,7 +70,11 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(batch, seq_len, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, seq_len, head_dim)
         q, k = apply_rotary(q, self.rotary_base), apply_rotary(k, self.rotary_base)
-        if self.window is None or self.window >= seq_len:
+        causal = self.window is None or self.window >= seq_len
+        if _under_vmap(q):
+            y = _math_attention(q, k, v, None if causal else
+                                sliding_window_mask(seq_len, self.window, x.device))
+        elif causal:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             mask = sliding_window_mask(seq_len, self.window, x.device)

@@ -1,0 +1,76 @@
+"""Capturing a whole training step (forward, backward, optimiser update) in a CUDA graph.
+
+At MAD and small-scaling shapes a step is a few hundred small kernels, so an eager step costs
+far more host time (Python, dispatch, launches) than GPU time; a captured step is replayed with
+one launch. Shared by the graphed MAD engine (``madbench.graphed``) and the scaling runs.
+
+Rules a captured step follows (PyTorch's "whole network capture"): every tensor it reads or
+writes has a fixed address (inputs are copied into static buffers before each replay), nothing
+in it synchronises with the host, and the optimiser is built with ``capturable=True`` and a
+learning rate held in a device tensor.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+
+def adamw(groups: list[dict], lr: float, betas: Sequence[float], eps: float,
+          device: torch.device, capturable: bool):
+    """AdamW and a function that sets its learning rate. When ``capturable`` (CUDA) the lr is
+    one device tensor shared by all groups, which a captured step reads at every replay."""
+    if not capturable:
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps,
+                                fused=device.type == "cuda")
+
+        def set_lr(value):
+            for group in opt.param_groups:
+                group["lr"] = float(value)
+        return opt, set_lr
+    lr_now = torch.tensor(float(lr), dtype=torch.float32, device=device)
+    opt = torch.optim.AdamW(groups, lr=lr_now, betas=tuple(betas), eps=eps, fused=True,
+                            capturable=True)
+    for group in opt.param_groups:
+        group["lr"] = lr_now
+
+    def set_lr_tensor(value):                   # a 0-d device tensor or a float
+        if torch.is_tensor(value):
+            lr_now.copy_(value)
+        else:
+            lr_now.fill_(value)
+    return opt, set_lr_tensor
+
+
+def capture_step(step: Callable[[], None], params: Iterable[torch.Tensor],
+                 optimizer: torch.optim.Optimizer, stream: torch.cuda.Stream,
+                 pool=None, extra_state: Sequence[torch.Tensor] = (),
+                 warmup: int = 2) -> torch.cuda.CUDAGraph:
+    """Capture ``step`` (which calls ``loss.backward()`` and ``optimizer.step()``) on
+    ``stream`` after ``warmup`` eager runs there, and undo the warm-up: parameters, optimiser
+    state and ``extra_state`` get back the values they had before (optimiser state created by
+    the warm-up is zeroed, which is AdamW's initial state). Gradients are left as the graph's
+    static buffers, written afresh by each replay."""
+    params = list(params)
+    before = [t.detach().clone() for t in params]
+    before += [t.detach().clone() for t in extra_state]
+    old_state = {id(v): v.clone() for s in optimizer.state.values() for v in s.values()
+                 if torch.is_tensor(v)}
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+        optimizer.zero_grad(set_to_none=True)              # the graph allocates fresh grads
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            step()
+        with torch.no_grad():
+            for t, saved in zip([*params, *extra_state], before):
+                t.copy_(saved)
+            for s in optimizer.state.values():
+                for v in s.values():
+                    if torch.is_tensor(v):
+                        v.copy_(old_state[id(v)]) if id(v) in old_state else v.zero_()
+    torch.cuda.current_stream(stream.device).wait_stream(stream)
+    return graph
