@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--settings", default="baseline", choices=["preset", "baseline", "all"])
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--engine", default="auto", choices=["auto", "batched", "plain"])
+    ap.add_argument("--engine", default="auto", choices=["auto", "graphed", "batched", "plain"])
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--runs-per-gpu", type=int, default=1)
