@@ -103,7 +103,10 @@ def test_frontier_command_records_its_commands(tmp_path):
                                    "--command", "madbench scaling run --arch a"])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "fr" / "toy" / "a" / "frontier.json").read_text())
-    assert doc["commands"] == ["madbench scaling run --arch a"]
+    assert doc["commands"] == [
+        "madbench scaling run --arch a",
+        f"madbench scaling frontier {tmp_path / 'isoflop.parquet'} --out {tmp_path / 'fr'} "
+        "--bootstrap 5"]
     assert doc["corpus_sha256"] == "ef" * 32 and len(doc["budgets"]) == 4
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import click
@@ -363,7 +364,9 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json."""
     from ..scaling.frontiers import write_frontiers
     from ..scaling.runs import read_runs
-    written = write_frontiers(read_runs(runs), out_dir, commands, bootstrap, corpus)
+    own = f"madbench scaling frontier {shlex.quote(str(runs))} --out {shlex.quote(str(out_dir))}"
+    own += (f" --corpus {shlex.quote(corpus)}" if corpus else "") + f" --bootstrap {bootstrap}"
+    written = write_frontiers(read_runs(runs), out_dir, [*commands, own], bootstrap, corpus)
     for folder in written:
         click.echo(str(folder))
 
