@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -41,6 +42,17 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def device_uuid(device: torch.device) -> str | None:
+    """The GPU's UUID: which physical GPU ran, whatever CUDA_VISIBLE_DEVICES renumbered (a Ray
+    worker sees its GPU as cuda:0)."""
+    if device.type != "cuda":
+        return None
+    try:
+        return str(torch.cuda.get_device_properties(device).uuid)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def provenance(device: torch.device) -> dict:
     from .plugins import get_registry
     return {
@@ -52,6 +64,8 @@ def provenance(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "device": str(device),
         "device_name": device_name(device),
+        "device_uuid": device_uuid(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version}
                     for p in get_registry().plugins],
     }
