@@ -42,6 +42,18 @@ def adamw(groups: list[dict], lr: float, betas: Sequence[float], eps: float,
     return opt, set_lr_tensor
 
 
+def _without_host_sync(step: Callable[[], None]) -> None:
+    """Run ``step`` with PyTorch's sync debug mode set to "error": a step that waits for the
+    host (``.item()``, ``nonzero``, data-dependent shapes) cannot be captured, and this says so
+    with a RuntimeError before any capture starts."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
 def capture_step(step: Callable[[], None], params: Iterable[torch.Tensor],
                  optimizer: torch.optim.Optimizer, stream: torch.cuda.Stream,
                  pool=None, extra_state: Sequence[torch.Tensor] = (),
@@ -58,9 +70,12 @@ def capture_step(step: Callable[[], None], params: Iterable[torch.Tensor],
                  if torch.is_tensor(v)}
     stream.wait_stream(torch.cuda.current_stream(stream.device))
     with torch.cuda.stream(stream):
-        for _ in range(warmup):
+        for i in range(warmup):
             optimizer.zero_grad(set_to_none=True)
-            step()
+            if i == warmup - 1:
+                _without_host_sync(step)
+            else:
+                step()                          # first calls: compilation, autotuning, set-up
         optimizer.zero_grad(set_to_none=True)              # the graph allocates fresh grads
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool, stream=stream):
