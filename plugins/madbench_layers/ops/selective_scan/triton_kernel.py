@@ -49,7 +49,13 @@ def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
         return {"block_t": 16, "fwd": (8, 1), "bwd": (8, 1)}
     block_t = 16 if seq_len <= 256 else 8
     fwd_d = min(64, max(32, triton.next_power_of_2(d_inner)))
-    return {"block_t": block_t, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, 1)}
+    # The backward pass keeps about eight [block_t, d_state, 32] fp32 tiles live; the tuned
+    # point (d_state 4) has 64 elements of each per thread with one warp. Larger states get
+    # more warps to keep it there: at d_state 8 one warp measured 0.87 ms per call against
+    # 0.05 ms forward on an H100 (benchmarks/profile_step.py, mamba-swiglu). The extra warps
+    # are a heuristic not yet timed (see benchmarks/RESULTS.md).
+    bwd_warps = max(1, block_t * triton.next_power_of_2(d_state) * 32 // (32 * 64))
+    return {"block_t": block_t, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, bwd_warps)}
 
 
 @triton.jit
