@@ -117,13 +117,26 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
 
 def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
                ) -> list[list[Job]]:
-    """What an executor hands out: the groups, except that a group that ``device`` trains one
-    run at a time anyway (see ``trains_together``) is split into single runs, so that its runs
-    train in parallel (each unit generates its data again; that is cheap)."""
+    """What an executor hands out, longest first: the groups, except that a group that
+    ``device`` trains one run at a time anyway (see ``trains_together``) is split into single
+    runs, so that its runs train in parallel (each unit generates its data again; cheap)."""
     dev = torch.device(device)
-    return [unit for group in groups for unit in
-            ([group] if trains_together(engine, protocol, dev, len(group))
-             else [[job] for job in group])]
+    units = [unit for group in groups for unit in
+             ([group] if trains_together(engine, protocol, dev, len(group))
+              else [[job] for job in group])]
+    # longest first: with few units of unequal length (the long-sequence settings dominate),
+    # handing out the long ones first keeps a GPU from finishing alone on the last long unit
+    return sorted(units, key=lambda unit: -unit_cost(unit, protocol))
+
+
+def unit_cost(unit: Sequence[Job], protocol: Protocol) -> int:
+    """Training tokens of a unit of work, a proxy for its time: runs x steps x batch x seq_len."""
+    job = unit[0]
+    eff = effective_setting(job.setting, protocol)
+    n = eff.params["num_train_examples"]
+    steps_per_epoch = -(-n // protocol.batch_size)
+    steps = steps_per_epoch * protocol.epochs_for(steps_per_epoch)
+    return len(unit) * steps * protocol.batch_size * eff.params["seq_len"]
 
 
 def _describe_group(group: Sequence[Job]) -> str:

@@ -172,6 +172,28 @@ def test_groups_trained_together_are_one_unit_and_others_single_runs(sweep):
     assert work_units(groups, get_protocol("mad-lab"), "auto", "cpu") == singles
 
 
+def test_units_are_handed_out_longest_first():
+    """Units are ordered by training tokens (runs x steps x batch x seq_len), computed here
+    from the settings' sizes: in-context recall at L 1,024 before the baseline at L 128."""
+    from madbench.architecture import resolve_architecture
+    from madbench.evaluate import plan
+    from madbench.tasks import get_task
+    task = get_task("in-context-recall")
+    protocol = get_protocol("quick")
+    jobs = [j for j in plan(resolve_architecture("hyena"), [task], protocol, [0])
+            if j.setting.seq_len in (128, 1024) and j.setting.vocab_size == 16]
+    groups = {}
+    for j in jobs:
+        groups.setdefault(j.setting.name, []).append(j)
+    units = work_units(list(groups.values()), protocol, "auto", "cuda")
+    def tokens(unit):
+        s = unit[0].setting
+        steps = -(-s.num_train // 128)
+        return len(unit) * steps * protocol.epochs_for(steps) * 128 * s.seq_len
+    assert [tokens(u) for u in units] == sorted((tokens(u) for u in units), reverse=True)
+    assert units[0][0].setting.seq_len == 1024
+
+
 def test_local_devices_on_a_machine_without_gpus(monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
