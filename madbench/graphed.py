@@ -116,8 +116,6 @@ def train_graphed(make_model: Callable[[], nn.Module],
     sizes = sorted({min(bs, n - b * bs) for b in range(steps_per_epoch)}, reverse=True)
     main = torch.cuda.current_stream(device) if capture else None
     for run in runs:
-        if capture:
-            run.stream.wait_stream(main)
         run.prepare(sizes)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
