@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from typing import Callable, Sequence
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from .cuda_graphs import capture_enabled, capture_step
 from .metrics import scored_counts, summarize
 from .protocol import Protocol
 from .trainer import RunResult, autocast, lr_at
@@ -135,22 +135,10 @@ class _Stepper:
     def _capture(self, size: int, scale: torch.Tensor):
         static_idx = torch.arange(size, device=self.inputs.device)
         static_scale = scale.clone()
-        state = [*self.opt.state(), self.alive, self.loss_sum]
-        saved = [t.clone() for t in state]
-        side = torch.cuda.Stream(self.inputs.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):                 # warm-up: autograd and library set-up
-            for _ in range(2):
-                self._step(static_idx, static_scale)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        mode = os.environ.get("MADBENCH_CAPTURE_ERROR_MODE", "thread_local")
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode=mode):
-            self._step(static_idx, static_scale)
+        graph = capture_step(lambda: self._step(static_idx, static_scale),
+                             [*self.opt.state(), self.alive, self.loss_sum],
+                             torch.cuda.Stream(self.inputs.device), self.pool)
         self.pool = graph.pool()
-        with torch.no_grad():                         # undo the warm-up updates
-            for t, s in zip(state, saved):
-                t.copy_(s)
         return graph, static_idx, static_scale
 
 
@@ -168,15 +156,14 @@ def train_batched(make_model: Callable[[], nn.Module],
     trainer). A configuration whose loss or gradients become non-finite is reported as
     diverged; the others continue unaffected (its weights are frozen from then on).
 
-    ``capture``: capture the training step in a CUDA graph (CUDA only). Experimental and off by
-    default (``None`` reads MADBENCH_CUDA_GRAPHS=1): capture failed on an H100 with torch 2.11
-    at the last measurement (benchmarks/RESULTS.md)."""
-    if capture is None:
-        capture = os.environ.get("MADBENCH_CUDA_GRAPHS", "0") == "1"
+    ``capture``: capture the training step in a CUDA graph (default: on CUDA unless
+    MADBENCH_CUDA_GRAPHS=0; on an H100 it took the six-configuration Hyena step from 22.6 ms
+    eager to 14.4 ms, benchmarks/RESULTS.md)."""
+    device = train_data[0].device
+    capture = capture_enabled(device) if capture is None else capture
     if protocol.eval_every_epoch:
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
-    device = train_data[0].device
-    if device.type != "cuda" or os.environ.get("MADBENCH_TRAIN_STREAM", "1") != "1":
+    if device.type != "cuda":
         return _train_batched(make_model, train_data, test_data, num_classes, configs,
                               protocol, seed, precision, on_epoch, capture)
     # Everything on one side stream: no work of this run ever touches the legacy default

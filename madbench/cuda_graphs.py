@@ -11,6 +11,7 @@ learning rate held in a device tensor.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -54,36 +55,48 @@ def _without_host_sync(step: Callable[[], None]) -> None:
         torch.cuda.set_sync_debug_mode(previous)
 
 
-def capture_step(step: Callable[[], None], params: Iterable[torch.Tensor],
-                 optimizer: torch.optim.Optimizer, stream: torch.cuda.Stream,
-                 pool=None, extra_state: Sequence[torch.Tensor] = (),
+def capture_enabled(device: torch.device) -> bool:
+    """Whether training steps on ``device`` are captured: on CUDA unless MADBENCH_CUDA_GRAPHS=0."""
+    return device.type == "cuda" and os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
+
+
+def capture_step(step: Callable[[], None], state: Iterable[torch.Tensor],
+                 stream: torch.cuda.Stream, pool=None,
+                 optimizer: torch.optim.Optimizer | None = None,
                  warmup: int = 2) -> torch.cuda.CUDAGraph:
-    """Capture ``step`` (which calls ``loss.backward()`` and ``optimizer.step()``) on
-    ``stream`` after ``warmup`` eager runs there, and undo the warm-up: parameters, optimiser
-    state and ``extra_state`` get back the values they had before (optimiser state created by
-    the warm-up is zeroed, which is AdamW's initial state). Gradients are left as the graph's
-    static buffers, written afresh by each replay."""
-    params = list(params)
-    before = [t.detach().clone() for t in params]
-    before += [t.detach().clone() for t in extra_state]
-    old_state = {id(v): v.clone() for s in optimizer.state.values() for v in s.values()
-                 if torch.is_tensor(v)}
+    """Capture ``step`` (forward, ``backward()``, optimiser update) on ``stream`` after
+    ``warmup`` eager runs there, and undo the warm-up: the tensors in ``state`` (weights,
+    optimiser and bookkeeping tensors the step updates) get back their values. A torch
+    ``optimizer`` has its gradients cleared before each run and its own state restored too
+    (state created by the warm-up is zeroed, which is AdamW's initial state). Gradients are
+    left as the graph's static buffers, written afresh by each replay. The last warm-up run
+    refuses host synchronisation (RuntimeError), so an uncapturable step fails before capture."""
+    state = list(state)
+    before = [t.detach().clone() for t in state]
+    opt_state = [] if optimizer is None else [
+        v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    old_state = {id(v): v.clone() for v in opt_state}
+
+    def clear_grads():
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)   # the graph allocates fresh gradients
+
     stream.wait_stream(torch.cuda.current_stream(stream.device))
     with torch.cuda.stream(stream):
         for i in range(warmup):
-            optimizer.zero_grad(set_to_none=True)
+            clear_grads()
             if i == warmup - 1:
                 _without_host_sync(step)
             else:
                 step()                          # first calls: compilation, autotuning, set-up
-        optimizer.zero_grad(set_to_none=True)              # the graph allocates fresh grads
+        clear_grads()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool, stream=stream):
             step()
         with torch.no_grad():
-            for t, saved in zip([*params, *extra_state], before):
+            for t, saved in zip(state, before):
                 t.copy_(saved)
-            for s in optimizer.state.values():
+            for s in ([] if optimizer is None else optimizer.state.values()):
                 for v in s.values():
                     if torch.is_tensor(v):
                         v.copy_(old_state[id(v)]) if id(v) in old_state else v.zero_()

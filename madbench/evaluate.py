@@ -155,14 +155,14 @@ def trains_together(engine: str, protocol: Protocol, dev: torch.device, group_si
 def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
               store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
               engine: str = "auto", progress: ProgressFn | None = None,
-              batchable: dict | None = None) -> None:
+              verdicts: dict | None = None) -> None:
     """Train one group of jobs (one setting and seed) and store each record as it finishes.
 
     ``engine``: ``plain``, ``batched``, ``graphed`` or ``auto`` (see ``choose_engine``).
     Models that cannot be vmapped train plain instead of batched, and models whose step cannot
     be captured (host synchronisation, e.g. data-dependent routing) train graphed without
-    graphs; ``batchable`` caches both verdicts per architecture."""
-    batchable = {} if batchable is None else batchable
+    graphs; ``verdicts`` caches both per (engine, architecture)."""
+    verdicts = {} if verdicts is None else verdicts
     prov = provenance(dev)
     first = group[0]
     eff = effective_setting(first.setting, protocol)
@@ -183,13 +183,13 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
             progress("done", {"accuracy": result.accuracy})
 
     chosen = choose_engine(engine, protocol, dev, len(group))
-    if chosen == "batched" and spec.hash not in batchable:
+    if chosen == "batched" and ("batched", spec.hash) not in verdicts:
         reason = supports_batching(make_model, data[0])
-        batchable[spec.hash] = reason is None
+        verdicts[("batched", spec.hash)] = reason is None
         if reason:
             warn(f"{spec.name} cannot be trained as a batched sweep ({reason}); training one "
                  "configuration at a time")
-    if chosen == "batched" and not batchable[spec.hash]:
+    if chosen == "batched" and not verdicts[("batched", spec.hash)]:
         chosen = "plain"
     if chosen in ("batched", "graphed"):
         if progress:
@@ -202,7 +202,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if chosen == "batched":
             results = train_batched(*args)
         else:
-            capture = batchable.get(("graphed", spec.hash))
+            capture = verdicts.get(("graphed", spec.hash))
             try:
                 results = train_graphed(*args, capture=capture)
             except RuntimeError as exc:
@@ -210,9 +210,9 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                     raise
                 warn(f"{spec.name}: its training step cannot be captured in a CUDA graph "
                      f"({str(exc).splitlines()[0][:120]}); training it without graphs")
-                batchable[("graphed", spec.hash)] = False
+                verdicts[("graphed", spec.hash)] = False
                 results = train_graphed(*args, capture=False)
-            if batchable.get(("graphed", spec.hash)) is False:
+            if verdicts.get(("graphed", spec.hash)) is False:
                 used = "graphed-eager"
         for job, result in zip(group, results):
             finished(job, result, used)
@@ -238,10 +238,10 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     todo = sum(len(g) for g in groups)
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})
-    batchable: dict = {}
+    verdicts: dict = {}
     for group in groups:
         run_group(spec, group, protocol, store, dev, precision, checks, engine, progress,
-                  batchable)
+                  verdicts)
     return todo
 
 

@@ -89,7 +89,7 @@ def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, Results
 
 def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
                         progress: ProgressFn | None = None,
-                        batchable: dict | None = None) -> int:
+                        verdicts: dict | None = None) -> int:
     """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
     died), train the rest on ``device`` and store them. Returns how many were trained."""
     spec, protocol, store = _resolve_payload(payload)
@@ -111,7 +111,7 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
         torch.cuda.set_device(dev)
     precision = resolve_precision(dev, payload["precision"])
     run_group(spec, todo, protocol, store, dev, precision, payload["checks"], payload["engine"],
-              progress, batchable)
+              progress, verdicts)
     return len(todo)
 
 
@@ -175,7 +175,7 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
     the worker's own pipe to the driver, so a worker killed mid-message can only garble its
     own channel, which the driver drops with it."""
     torch.set_num_threads(threads)
-    batchable: dict = {}
+    verdicts: dict = {}
     group_id = None
 
     def progress(event: str, info: dict) -> None:
@@ -185,7 +185,7 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
         while (item := inbox.get()) is not None:
             group_id, job_dicts = item
             try:
-                trained = train_shipped_group(payload, job_dicts, device, progress, batchable)
+                trained = train_shipped_group(payload, job_dicts, device, progress, verdicts)
             except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
                 outbox.send(("error", worker_id, type(exc).__name__, str(exc),
                              traceback.format_exc()))

@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .cuda_graphs import adamw, capture_step
+from .cuda_graphs import adamw, capture_enabled, capture_step
 from .protocol import Protocol
-from .trainer import RunResult, autocast, evaluate, lr_at, parameter_groups
+from .trainer import RunResult, autocast, evaluate, final_metrics, lr_at, parameter_groups
 
 
 class _Run:
@@ -67,8 +67,9 @@ class _Run:
         pool = None
         for size in batch_sizes if self.capture else ():
             idx = self.idx[:size]
-            self.graphs[size] = capture_step(lambda: self._step(idx), self.model.parameters(),
-                                             self.opt, self.stream, pool, [self.loss_sum])
+            self.graphs[size] = capture_step(lambda: self._step(idx),
+                                             [*self.model.parameters(), self.loss_sum],
+                                             self.stream, pool, self.opt)
             pool = self.graphs[size].pool()
 
     def step(self, idx: torch.Tensor, step: int) -> None:
@@ -97,9 +98,7 @@ def train_graphed(make_model: Callable[[], nn.Module],
     CUDA graph."""
     inputs, targets = train_data
     device = inputs.device
-    if capture is None:
-        capture = device.type == "cuda" and os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
-    capture = capture and device.type == "cuda"
+    capture = capture_enabled(device) if capture is None else capture and device.type == "cuda"
     n = inputs.shape[0]
     bs = protocol.batch_size
     steps_per_epoch = -(-n // bs)
@@ -161,16 +160,9 @@ def train_graphed(make_model: Callable[[], nn.Module],
     seconds = time.perf_counter() - start
     results = []
     for run in runs:
-        if run.diverged:
-            metrics = {"accuracy": 0.0, "macro_accuracy": 0.0, "loss": math.nan,
-                       "scored_positions": 0}
-        elif run.best is not None:
-            metrics = run.best
-        else:
-            metrics = evaluate(run.model, *test_data, num_classes, bs, precision)
-        diverged = run.diverged or not math.isfinite(metrics["loss"])
-        if diverged and not run.diverged:
-            metrics = {**metrics, "accuracy": 0.0, "macro_accuracy": 0.0}
+        metrics, diverged = final_metrics(
+            run.diverged, run.best,
+            lambda: evaluate(run.model, *test_data, num_classes, bs, precision))
         results.append(RunResult(metrics["accuracy"], metrics["macro_accuracy"],
                                  metrics["loss"], run.epoch_loss, diverged, run.epochs_done,
                                  run.epochs_done * steps_per_epoch, seconds,

@@ -73,6 +73,20 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_
     return summarize(*totals)
 
 
+def final_metrics(diverged: bool, best: dict | None,
+                  evaluate_now: Callable[[], dict]) -> tuple[dict, bool]:
+    """A finished run's reported metrics and whether it counts as diverged: zeros for a
+    diverged run, else the best epoch's (``eval_every_epoch``) or a final evaluation; a
+    non-finite test loss also counts as divergence (accuracy 0)."""
+    if diverged:
+        return {"accuracy": 0.0, "macro_accuracy": 0.0, "loss": float("nan"),
+                "scored_positions": 0}, True
+    metrics = best if best is not None else evaluate_now()
+    if not math.isfinite(metrics["loss"]):
+        return {**metrics, "accuracy": 0.0, "macro_accuracy": 0.0}, True
+    return metrics, False
+
+
 @dataclass
 class RunResult:
     accuracy: float
@@ -148,16 +162,8 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
                     and metrics["accuracy"] >= protocol.early_stop_accuracy):
                 break
     seconds = time.perf_counter() - start
-    if diverged:
-        metrics = {"accuracy": 0.0, "macro_accuracy": 0.0, "loss": float("nan"),
-                   "scored_positions": 0}
-    elif best is not None:
-        metrics = best
-    else:
-        metrics = evaluate(model, *test_data, num_classes, bs, precision)
-    if not math.isfinite(metrics["loss"]) and not diverged:
-        diverged = True
-        metrics = {**metrics, "accuracy": 0.0, "macro_accuracy": 0.0}
+    metrics, diverged = final_metrics(
+        diverged, best, lambda: evaluate(model, *test_data, num_classes, bs, precision))
     return RunResult(metrics["accuracy"], metrics["macro_accuracy"], metrics["loss"],
                      epoch_loss, diverged, epoch + 1 if epochs else 0, step, seconds,
                      metrics["scored_positions"])

@@ -357,7 +357,8 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
 @click.option("--out", "out_dir", default="leaderboards/frontiers", show_default=True,
               type=click.Path(file_okay=False))
 @click.option("--command", "commands", multiple=True,
-              help="A command that produced the runs, recorded beside them (repeatable).")
+              help="A command that produced the runs, recorded beside them (repeatable); "
+              "this frontier command is recorded too.")
 @click.option("--corpus", default=None, help="Corpus folder name (default: the runs' corpus).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(1))
 def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):

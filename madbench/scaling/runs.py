@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
-from ..cuda_graphs import adamw, capture_step
+from ..cuda_graphs import adamw, capture_enabled, capture_step
 from ..errors import UsageError
 from ..hashing import content_hash
 from ..model import LanguageModel
@@ -216,9 +215,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
-    if capture is None:
-        capture = os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
-    capture = capture and device.type == "cuda"
+    capture = capture_enabled(device) if capture is None else capture and device.type == "cuda"
     torch.manual_seed(r.seed)
     model = LanguageModel(plan.spec, VOCAB_SIZE).to(device)
     opt, set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr, r.betas,
@@ -244,8 +241,8 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
 
     graph = None
     if capture:
-        graph = capture_step(step, model.parameters(), opt, torch.cuda.Stream(device),
-                             extra_state=[loss_sum])
+        graph = capture_step(step, [*model.parameters(), loss_sum], torch.cuda.Stream(device),
+                             optimizer=opt)
     start = time.perf_counter()
     recent = 0
     report_every = max(1, plan.steps // 50)
