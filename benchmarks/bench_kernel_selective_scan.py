@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from plugins.madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
 
 SWEEP_BLOCK_T = (4, 8, 16)
-SWEEP_BLOCKS = [(32, 1), (64, 1), (64, 2), (128, 2), (128, 4), (256, 8)]
+SWEEP_BLOCKS = [(32, 1), (32, 2), (32, 4), (32, 8), (64, 1), (64, 2), (64, 4), (64, 8),
+                (128, 2), (128, 4), (128, 8), (256, 8)]
 
 
 def make_inputs(batch, seq_len, d_inner, d_state, device, seed=0):

@@ -126,6 +126,21 @@ def test_divergent_run_is_recorded_and_the_sweep_goes_on(thirdparty, tmp_path, e
     assert doc["settings"][0]["best"]["lr"] == 1e-3
 
 
+@pytest.mark.gpu
+def test_uncapturable_step_falls_back_to_eager_steps_on_cuda(tmp_path):
+    """MoE routing synchronises with the host, so its step cannot be captured: the graphed
+    engine must warn, train it without graphs and record that engine."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    runs = tmp_path / "runs"
+    res = run(["eval", "--arch", "hyena-moe", *FAST, "--device", "cuda", "--engine", "graphed",
+               "--run-dir", str(runs)])
+    assert res.exit_code == 0, res.output
+    assert "cannot be captured" in res.output
+    assert {r["engine"] for r in ResultsStore(runs).records()} == {"graphed-eager"}
+
+
 def test_registered_by_an_installed_plugin(thirdparty, tmp_path):
     (thirdparty / "thirdparty_plugin.py").write_text(textwrap.dedent('''
         import madbench
