@@ -138,6 +138,23 @@ def test_mad_shapes_on_gpu_match_reference():
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("d_state", [8, 12, 16])
+def test_scaling_run_states_on_gpu_match_loop(d_state):
+    """The launch configs for larger states (scaling runs use d_state 16; 12 leaves a partly
+    masked state block) give the loop's output and gradients; u is a transposed view."""
+    args = [a.requires_grad_() for a in scan_inputs(batch=2, seq_len=261, d_inner=40,
+                                                    d_state=d_state, seed=5)]
+    weight = torch.randn(2, 261, 40, generator=torch.Generator().manual_seed(6)).cuda()
+    y = selective_scan(*args, backend="triton")
+    grads = torch.autograd.grad((y * weight).sum(), args)
+    y_loop, grads_loop = loop_over_time(args, weight)
+    torch.testing.assert_close(y.cpu().double(), y_loop, rtol=1e-4, atol=1e-4)
+    for got, want in zip(grads, grads_loop):
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-3, atol=1e-3)
+
+
+@gpu
+@pytest.mark.gpu
 def test_bf16_inputs_on_gpu():
     """bf16 inputs: the kernel scans in fp32 and returns bf16 close to the fp32 reference."""
     args = scan_inputs(batch=4, seq_len=300, d_inner=64, d_state=4, device="cuda")

@@ -39,23 +39,28 @@ def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
     """Launch settings for both kernels: the one place where they are chosen (do not mutate).
 
     ``block_t`` is the chunk length (shared: the backward pass reads the forward pass's
-    chunk-end states); ``fwd`` and ``bwd`` are (channels per program, warps), 32 channels per
-    warp. Tuned on an H100 at d_inner 256, d_state 4 (benchmarks/bench_kernel_selective_scan.py
-    --sweep): short sequences favour longer chunks, the backward pass one warp per program.
-    Under the interpreter a single small config (several chunks and channel blocks even at
-    test shapes).
+    chunk-end states); ``fwd`` and ``bwd`` are (channels per program, warps). Tuned on an H100
+    with benchmarks/bench_kernel_selective_scan.py --sweep at batch 128, d_inner 256: at
+    d_state 4 (MAD) short sequences favour 16-step chunks and a one-warp backward; at d_state 16
+    (scaling runs) 4-step chunks and a two-warp backward (0.67 ms against 2.4 ms for 16-step
+    chunks with four warps), i.e. about 32 elements of each [block_t, d_state, 32] tile per
+    thread. Larger states keep that ratio (untimed beyond 16). Under the interpreter a single
+    small config (several chunks and channel blocks even at test shapes).
     """
     if _interpreting():
         return {"block_t": 16, "fwd": (8, 1), "bwd": (8, 1)}
-    block_t = 16 if seq_len <= 256 else 8
+    n_state = triton.next_power_of_2(d_state)
     fwd_d = min(64, max(32, triton.next_power_of_2(d_inner)))
-    # The backward pass keeps about eight [block_t, d_state, 32] fp32 tiles live; the tuned
-    # point (d_state 4) has 64 elements of each per thread with one warp. Larger states get
-    # more warps to keep it there: at d_state 8 one warp measured 0.87 ms per call against
-    # 0.05 ms forward on an H100 (benchmarks/profile_step.py, mamba-swiglu). The extra warps
-    # are a heuristic not yet timed (see benchmarks/RESULTS.md).
-    bwd_warps = max(1, block_t * triton.next_power_of_2(d_state) * 32 // (32 * 64))
-    return {"block_t": block_t, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, bwd_warps)}
+    if n_state <= 4:
+        return {"block_t": 16 if seq_len <= 256 else 8, "fwd": (fwd_d, fwd_d // 32),
+                "bwd": (32, 1)}
+    return {"block_t": 4, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, max(1, 4 * n_state // 32))}
+
+
+def _channels_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """The kernels read [time, channel] tiles along the last axis: make it the contiguous one
+    (a transposed view, e.g. after a short convolution, makes every load a gather)."""
+    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 @triton.jit
@@ -299,6 +304,7 @@ class SelectiveScanFn(torch.autograd.Function):
         if dy is None:
             return (None,) * 7
         u, delta, A, B, C, D, states = ctx.saved_tensors
+        dy = _channels_contiguous(dy)
         if states.numel() == 0 and u.shape[1] > 0:    # forward ran without checkpoints
             _, states = scan_forward(u, delta, A, B, C, D, True)
         grads = scan_backward(u, delta, A, B, C, D, states, dy)
@@ -326,6 +332,7 @@ class SelectiveScanFn(torch.autograd.Function):
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           B: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """The fused scan with the signature of the reference (A: (d_inner, d_state), D: (d_inner,))."""
+    u, delta = _channels_contiguous(u), _channels_contiguous(delta)
     y, _ = SelectiveScanFn.apply(u, delta, A, B, C, D, torch.is_grad_enabled())
     return y
 
