@@ -51,6 +51,19 @@ def test_moe_token_output_is_softmax_weighted_sum_of_its_top2_experts():
             torch.testing.assert_close(y[b, t], naive_moe_token(layer, x[b, t]))
 
 
+def test_moe_under_bf16_autocast_matches_fp32():
+    """Under autocast the experts compute in bf16 (as on the GPU in training); the layer still
+    runs forward and backward and stays within bf16 rounding of its fp32 output."""
+    torch.manual_seed(0)
+    layer = MoeMLP(16, experts=4, expert_width=8, top_k=2)
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(y.float(), layer(x).detach(), rtol=5e-2, atol=5e-2)
+
+
 def test_moe_unselected_expert_has_exactly_zero_weight():
     """Property: zeroing an unselected expert leaves the token unchanged; an expert that no
     token selects receives no gradient (it was not run)."""

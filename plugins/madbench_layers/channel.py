@@ -96,7 +96,8 @@ class MoeMLP(nn.Module):
                 continue
             xe = flat[token]
             h = F.silu(xe @ self.gate[e].T) * (xe @ self.up[e].T)
-            out.index_add_(0, token, (h @ self.down[e].T) * weights[token, slot, None])
+            contribution = (h @ self.down[e].T) * weights[token, slot, None]
+            out.index_add_(0, token, contribution.to(out.dtype))  # bf16 under autocast
         return out.view_as(x)
 
 
