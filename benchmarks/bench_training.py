@@ -155,15 +155,13 @@ def bench_probe(arch: str, device, epochs: int, only: str = "") -> None:
             sync()
             wall = time.perf_counter() - t
             r = results[0]
-            tag = " (MADBENCH_COMPILE=1)" if os.environ.get("MADBENCH_COMPILE") == "1" else ""
-            row(f"probe: {name}{tag}", arch,
+            row(f"probe: {name}", arch,
                 f"{r.seconds / r.steps * 1e3:.2f} ms/step ({wall:.1f} s wall for {r.steps} steps"
                 f"); train loss {min(x.train_loss for x in results):.3f}",
                 ms_per_step=r.seconds / r.steps * 1e3, wall=wall)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            tag = " (MADBENCH_COMPILE=1)" if os.environ.get("MADBENCH_COMPILE") == "1" else ""
-            row(f"probe: {name}{tag}", arch, f"FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            row(f"probe: {name}", arch, f"FAILED {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def bench_project(arch: str, device, timed_steps: int) -> None:

@@ -12,7 +12,6 @@ the same code runs eagerly, one configuration after the other within each step.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Callable, Sequence
 
@@ -109,8 +108,6 @@ def train_graphed(make_model: Callable[[], nn.Module],
         torch.manual_seed(seed)
         model = make_model().to(device)
         model.train()
-        if os.environ.get("MADBENCH_COMPILE") == "1":    # experimental: inductor-fused kernels
-            model = torch.compile(model, dynamic=False)
         runs.append(_Run(model, lr, wd, protocol, train_data, total, precision, capture))
     sizes = sorted({min(bs, n - b * bs) for b in range(steps_per_epoch)}, reverse=True)
     main = torch.cuda.current_stream(device) if capture else None
