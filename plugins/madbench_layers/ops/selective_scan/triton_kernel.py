@@ -51,10 +51,10 @@ def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
         return {"block_t": 16, "fwd": (8, 1), "bwd": (8, 1)}
     n_state = triton.next_power_of_2(d_state)
     fwd_d = min(64, max(32, triton.next_power_of_2(d_inner)))
+    fwd = (fwd_d, fwd_d // 32)
     if n_state <= 4:
-        return {"block_t": 16 if seq_len <= 256 else 8, "fwd": (fwd_d, fwd_d // 32),
-                "bwd": (32, 1)}
-    return {"block_t": 4, "fwd": (fwd_d, fwd_d // 32), "bwd": (32, max(1, 4 * n_state // 32))}
+        return {"block_t": 16 if seq_len <= 256 else 8, "fwd": fwd, "bwd": (32, 1)}
+    return {"block_t": 4, "fwd": fwd, "bwd": (32, n_state // 8)}
 
 
 def _channels_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -324,7 +324,7 @@ class SelectiveScanFn(torch.autograd.Function):
 
         trailing = (2, 2, 2, 2, 2, 1)  # u, delta, B, C: (seq_len, -); A: (d_inner, d_state); D
         args = [fold(x, dim, k) for x, dim, k in zip((u, delta, A, B, C, D), in_dims, trailing)]
-        y, states = SelectiveScanFn.apply(*args, store_states)
+        y, states = _apply(*args, store_states)
         unfold = lambda x: x.reshape(size, x.shape[0] // size, *x.shape[1:])  # noqa: E731
         return (unfold(y), unfold(states)), (0, 0)
 
@@ -332,7 +332,12 @@ class SelectiveScanFn(torch.autograd.Function):
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           B: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     """The fused scan with the signature of the reference (A: (d_inner, d_state), D: (d_inner,))."""
-    u, delta = _channels_contiguous(u), _channels_contiguous(delta)
-    y, _ = SelectiveScanFn.apply(u, delta, A, B, C, D, torch.is_grad_enabled())
+    y, _ = _apply(u, delta, A, B, C, D, torch.is_grad_enabled())
     return y
+
+
+def _apply(u, delta, A, B, C, D, store_states):
+    """SelectiveScanFn on channel-contiguous u and delta (so that the saved copies are too)."""
+    return SelectiveScanFn.apply(_channels_contiguous(u), _channels_contiguous(delta),
+                                 A, B, C, D, store_states)
 
