@@ -21,7 +21,7 @@ from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
 from .graphed import train_graphed
-from .trainer import resolve_device, train
+from .trainer import resolve_device, resolve_precision, train
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,6 @@ def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
     return list(groups.values())
 
 
-def resolve_precision(dev: torch.device, precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if dev.type == "cuda" else "fp32"
-    if precision == "bf16" and dev.type != "cuda":
-        raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
-    return precision
-
-
 def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> str:
     """The engine that trains a group: ``plain`` (one run at a time), ``batched`` (the
     configurations as one vmapped model) or ``graphed`` (the configurations side by side, each
@@ -144,12 +136,6 @@ def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size
     if engine == "batched" and protocol.eval_every_epoch:
         return "plain"
     return engine
-
-
-def trains_together(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> bool:
-    """Whether a group's configurations are trained together (so the group is one unit of
-    work) rather than one run at a time."""
-    return choose_engine(engine, protocol, dev, group_size) != "plain"
 
 
 def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,

@@ -28,12 +28,11 @@ import torch
 from . import __version__, errors
 from .architecture import ArchitectureSpec, LayerSpec
 from .errors import MadbenchError, UsageError
-from .evaluate import (Job, ProgressFn, effective_setting, job_from_dict, job_to_dict,
-                       pending_groups, resolve_precision, run_group, run_sweep, trains_together,
-                       warn)
+from .evaluate import (Job, ProgressFn, choose_engine, effective_setting, job_from_dict,
+                       job_to_dict, pending_groups, run_group, run_sweep, warn)
 from .protocol import Protocol
 from .store import ResultsStore, run_key
-from .trainer import resolve_device
+from .trainer import resolve_device, resolve_precision
 
 EXECUTORS = ("local", "ray")
 
@@ -118,11 +117,11 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
 def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
                ) -> list[list[Job]]:
     """What an executor hands out, longest first: the groups, except that a group that
-    ``device`` trains one run at a time anyway (see ``trains_together``) is split into single
+    ``device`` trains one run at a time anyway (``choose_engine`` says plain) is split into single
     runs, so that its runs train in parallel (each unit generates its data again; cheap)."""
     dev = torch.device(device)
     units = [unit for group in groups for unit in
-             ([group] if trains_together(engine, protocol, dev, len(group))
+             ([group] if choose_engine(engine, protocol, dev, len(group)) != "plain"
               else [[job] for job in group])]
     # longest first: with few units of unequal length (the long-sequence settings dominate),
     # handing out the long ones first keeps a GPU from finishing alone on the last long unit
@@ -370,13 +369,13 @@ class _WorkerPool:
 
 
 # -- Ray ------------------------------------------------------------------------------------
-_RAY_BATCHABLE: dict = {}     #: per Ray worker process: which architectures can be vmapped
+_RAY_VERDICTS: dict = {}     #: per Ray worker process: engine verdicts (vmappable, capturable)
 
 
 def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads: int) -> int:
     """The body of one Ray task: one group, trained in the Ray worker process."""
     torch.set_num_threads(threads)
-    return train_shipped_group(payload, job_dicts, device, None, _RAY_BATCHABLE)
+    return train_shipped_group(payload, job_dicts, device, None, _RAY_VERDICTS)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -425,8 +424,8 @@ class RayExecutor:
         if device not in ("auto", "cuda", "cpu"):
             raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
                              "(Ray assigns the GPUs)")
-        if precision == "bf16" and device == "cpu":
-            raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+        if device == "cpu":
+            resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
         groups = pending_groups(jobs, protocol, store)
         todo = sum(len(g) for g in groups)
         if progress:

@@ -29,23 +29,35 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def resolve_precision(dev: torch.device, precision: str) -> str:
+    """``auto``: bf16 on CUDA, fp32 elsewhere; bf16 off CUDA is refused."""
+    if precision == "auto":
+        return "bf16" if dev.type == "cuda" else "fp32"
+    if precision == "bf16" and dev.type != "cuda":
+        from .errors import UsageError
+        raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "bf16" and device.type == "cuda":   # no weight-cast cache: graph capture
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay: str) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, decay: str,
+                     exempt: frozenset[int] = frozenset()) -> list[dict]:
     """Weight decay on matrices (ndim >= 2: linear, conv and embedding weights) unless a
-    parameter is marked ``p._no_weight_decay = True``; none on biases, norm gains and other
-    vectors. ``decay="all"`` decays everything (mad-lab)."""
+    parameter is marked ``p._no_weight_decay = True`` or its ``id`` is in ``exempt``; none on
+    biases, norm gains and other vectors. ``decay="all"`` decays everything (mad-lab)."""
     if decay == "all":
         return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
     yes, no = [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        (yes if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False) else no).append(p)
+        matrix = p.ndim >= 2 and id(p) not in exempt
+        (yes if matrix and not getattr(p, "_no_weight_decay", False) else no).append(p)
     return [{"params": yes, "weight_decay": weight_decay}, {"params": no, "weight_decay": 0.0}]
 
 

@@ -91,6 +91,15 @@ def test_trial_submission_is_valid_and_its_scores_are_the_best_of_its_sweep(tria
     assert "madbench eval --arch mh-attention" in doc["command"]
 
 
+@pytest.mark.parametrize("engine", ["plain", "batched", "graphed", "graphed-eager"])
+def test_runs_of_every_training_engine_can_be_submitted(doc, engine):
+    """Records say which engine trained them (graphed is the default on CUDA); each label the
+    evaluator writes must pass the submission schema."""
+    for run in doc["runs"]:
+        run["engine"] = engine
+    assert failures(doc) == []
+
+
 def test_a_nonstandard_protocol_is_invalid_for_a_board(trial):
     result = cli("leaderboard", "validate", trial[0])
     assert result.exit_code == 3

@@ -157,16 +157,10 @@ def parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
                      weight_decay: float) -> list[dict]:
     """Decay on matrices outside Hyena layers (the paper exempts Hyena layers), none on
     vectors or parameters marked ``_no_weight_decay``."""
-    exempt = {id(p) for layer, block in zip(spec.layers, model.encoder.blocks)
-              if "hyena" in layer.mixer for p in block.parameters()}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.ndim >= 2 and id(p) not in exempt and not getattr(p, "_no_weight_decay", False):
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    from ..trainer import parameter_groups as trainer_groups
+    exempt = frozenset(id(p) for layer, block in zip(spec.layers, model.encoder.blocks)
+                       if "hyena" in layer.mixer for p in block.parameters())
+    return trainer_groups(model, weight_decay, "matrices", exempt)
 
 
 def _windows(data: torch.Tensor, starts: torch.Tensor, length: int):
@@ -309,12 +303,9 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
     """Train every plan not yet in ``store``; returns how many were trained. Rewrites
     ``isoflop.parquet`` beside the records after each run."""
     from ..provenance import provenance
-    from ..trainer import resolve_device
+    from ..trainer import resolve_device, resolve_precision
     dev = resolve_device(device)
-    if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
-    if precision == "bf16" and dev.type != "cuda":
-        raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
+    precision = resolve_precision(dev, precision)
     todo = [p for p in plans if not store.has(p.key)]
     if progress:
         progress("start", {"total": len(plans), "done": len(plans) - len(todo)})
