@@ -22,7 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .cuda_graphs import capture_enabled, capture_step
 from .metrics import scored_counts, summarize
 from .protocol import Protocol
-from .trainer import RunResult, autocast, lr_at
+from .trainer import RunResult, autocast, final_metrics, lr_at
 
 
 class StackedAdamW:
@@ -94,7 +94,7 @@ class _Stepper:
         device = self.inputs.device
         self.alive = torch.ones(num_configs, dtype=torch.bool, device=device)
         self.loss_sum = torch.zeros(num_configs, device=device)
-        self.capture = capture and device.type == "cuda"
+        self.capture = capture
         self.graphs: dict[int, tuple] = {}
         self.pool = None
 
@@ -160,7 +160,7 @@ def train_batched(make_model: Callable[[], nn.Module],
     MADBENCH_CUDA_GRAPHS=0; on an H100 it took the six-configuration Hyena step from 22.6 ms
     eager to 14.4 ms, benchmarks/RESULTS.md)."""
     device = train_data[0].device
-    capture = capture_enabled(device) if capture is None else capture
+    capture = capture_enabled(device, capture)
     if protocol.eval_every_epoch:
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
     if device.type != "cuda":
@@ -228,10 +228,8 @@ def _train_batched(make_model, train_data, test_data, num_classes, configs, prot
     alive_host = stepper.alive.tolist()
     last = last_loss.tolist()
     results = []
-    for c, m in enumerate(metrics):
-        diverged = not alive_host[c] or not math.isfinite(m["loss"])
-        if diverged:
-            m = {**m, "accuracy": 0.0, "macro_accuracy": 0.0, "loss": float("nan")}
+    for c, evaluated in enumerate(metrics):
+        m, diverged = final_metrics(not alive_host[c], None, lambda: evaluated)
         results.append(RunResult(m["accuracy"], m["macro_accuracy"], m["loss"], last[c],
                                  diverged, _epoch + 1, step, seconds, m["scored_positions"]))
     return results

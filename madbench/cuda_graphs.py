@@ -55,9 +55,17 @@ def _without_host_sync(step: Callable[[], None]) -> None:
         torch.cuda.set_sync_debug_mode(previous)
 
 
-def capture_enabled(device: torch.device) -> bool:
-    """Whether training steps on ``device`` are captured: on CUDA unless MADBENCH_CUDA_GRAPHS=0."""
-    return device.type == "cuda" and os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
+class CaptureError(RuntimeError):
+    """The step cannot be captured (it synchronises with the host, or capture itself failed);
+    it can still run eagerly."""
+
+
+def capture_enabled(device: torch.device, requested: bool | None = None) -> bool:
+    """Whether training steps on ``device`` are captured: ``requested`` (default: unless
+    MADBENCH_CUDA_GRAPHS=0), and only ever on CUDA."""
+    if requested is None:
+        requested = os.environ.get("MADBENCH_CUDA_GRAPHS", "1") != "0"
+    return device.type == "cuda" and requested
 
 
 def capture_step(step: Callable[[], None], state: Iterable[torch.Tensor],
@@ -70,7 +78,9 @@ def capture_step(step: Callable[[], None], state: Iterable[torch.Tensor],
     ``optimizer`` has its gradients cleared before each run and its own state restored too
     (state created by the warm-up is zeroed, which is AdamW's initial state). Gradients are
     left as the graph's static buffers, written afresh by each replay. The last warm-up run
-    refuses host synchronisation (RuntimeError), so an uncapturable step fails before capture."""
+    refuses host synchronisation, so an uncapturable step fails before capture: that and a
+    failed capture raise :class:`CaptureError`; errors of the step itself (the first warm-up
+    run) and running out of memory propagate as they are."""
     state = list(state)
     before = [t.detach().clone() for t in state]
     opt_state = [] if optimizer is None else [
@@ -83,16 +93,20 @@ def capture_step(step: Callable[[], None], state: Iterable[torch.Tensor],
 
     stream.wait_stream(torch.cuda.current_stream(stream.device))
     with torch.cuda.stream(stream):
-        for i in range(warmup):
+        for _ in range(warmup - 1):
             clear_grads()
-            if i == warmup - 1:
-                _without_host_sync(step)
-            else:
-                step()                          # first calls: compilation, autotuning, set-up
-        clear_grads()
+            step()                              # first calls: compilation, autotuning, set-up
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
-            step()
+        try:
+            clear_grads()
+            _without_host_sync(step)
+            clear_grads()
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                step()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            raise CaptureError(str(exc)) from exc
         with torch.no_grad():
             for t, saved in zip(state, before):
                 t.copy_(saved)

@@ -20,6 +20,7 @@ from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
+from .cuda_graphs import CaptureError, capture_enabled
 from .graphed import train_graphed
 from .trainer import resolve_device, resolve_precision, train
 
@@ -188,17 +189,15 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if chosen == "batched":
             results = train_batched(*args)
         else:
-            capture = verdicts.get(("graphed", spec.hash))
+            capture = capture_enabled(dev, verdicts.get(("graphed", spec.hash)))
             try:
                 results = train_graphed(*args, capture=capture)
-            except RuntimeError as exc:
-                if capture is False or dev.type != "cuda":
-                    raise
+            except CaptureError as exc:
                 warn(f"{spec.name}: its training step cannot be captured in a CUDA graph "
                      f"({str(exc).splitlines()[0][:120]}); training it without graphs")
-                verdicts[("graphed", spec.hash)] = False
+                verdicts[("graphed", spec.hash)] = capture = False
                 results = train_graphed(*args, capture=False)
-            if verdicts.get(("graphed", spec.hash)) is False:
+            if not capture:
                 used = "graphed-eager"
         for job, result in zip(group, results):
             finished(job, result, used)

@@ -97,7 +97,7 @@ def train_graphed(make_model: Callable[[], nn.Module],
     CUDA graph."""
     inputs, targets = train_data
     device = inputs.device
-    capture = capture_enabled(device) if capture is None else capture and device.type == "cuda"
+    capture = capture_enabled(device, capture)
     n = inputs.shape[0]
     bs = protocol.batch_size
     steps_per_epoch = -(-n // bs)

@@ -209,7 +209,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
-    capture = capture_enabled(device) if capture is None else capture and device.type == "cuda"
+    capture = capture_enabled(device, capture)
     torch.manual_seed(r.seed)
     model = LanguageModel(plan.spec, VOCAB_SIZE).to(device)
     opt, set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr, r.betas,

@@ -386,6 +386,6 @@ def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          f"dims; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
                          f"{tuple(log_alpha.shape)}")
     q, k, v, log_alpha = (token_major(x) for x in (q, k, v, log_alpha))
-    needs_grad = torch.is_grad_enabled() and any(
-        x.requires_grad for x in (q, k, v, log_alpha))
+    # not ``requires_grad``: under vmap (the batched engine) the unwrapped inputs never say so
+    needs_grad = torch.is_grad_enabled()
     return ChunkGLAFunction.apply(q, k, v, log_alpha, config, needs_grad)[0]
