@@ -12,7 +12,7 @@ import torch
 
 from . import __version__
 from .architecture import ArchitectureSpec
-from .errors import CheckFailed, UsageError
+from .errors import CheckFailed
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance

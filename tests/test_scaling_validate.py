@@ -74,6 +74,16 @@ def test_stored_frontier_layout_and_band(honest, frontiers):
     assert band_at(doc, 1e14) is None                  # outside the stored budgets
 
 
+def test_runs_with_empty_budget_cells_are_grouped_by_flops(honest, tmp_path):
+    """A table whose budget column is empty (CSV, other tools) gives the same groups as one
+    with budgets: the runs are grouped by FLOPs instead (no crash in frontier or validate)."""
+    blank = [{**r, "budget": None} for r in honest]
+    (doc,) = [json.loads(p.read_text())
+              for p in write_frontiers(blank, tmp_path, [], bootstrap=5)[0].glob("*.json")]
+    assert [round(b["budget"], -9) for b in doc["budgets"]] == [round(c, -9) for c in BUDGETS]
+    assert all(b["valid"] for b in doc["budgets"])
+
+
 def test_honest_submission_is_valid(honest, frontiers):
     verdict = validate(submission(honest, noise=0.002), frontiers)
     assert verdict.valid, verdict.reasons

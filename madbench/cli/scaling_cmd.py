@@ -174,19 +174,16 @@ def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, 
 
 # -- fit -----------------------------------------------------------------------------------
 def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
-    import numpy as np
-
     from ..errors import MadbenchError
     from ..scaling.fits import approach2, approach3
-    from ..scaling.runs import by_arch, columns
+    from ..scaling.runs import budgets_of, by_arch, columns
     out = {}
     for arch, arch_rows in sorted(by_arch(rows).items()):
         if params_column not in arch_rows[0]:
             raise UsageError(f"no column {params_column!r} in the runs")
         params, tokens, flops, losses = columns(arch_rows, params_column, "tokens", "flops",
                                                 "loss")
-        budgets = (np.array([float(r["budget"]) for r in arch_rows])
-                   if all(r.get("budget") for r in arch_rows) else None)
+        budgets = budgets_of(arch_rows)
         entry = {"runs": len(arch_rows)}
         if approach in ("2", "both"):
             entry["approach2"] = approach2(params, tokens, flops, losses, budgets,
@@ -208,12 +205,11 @@ def state_fits(rows, column: str, bootstrap: int) -> dict:
 
     from ..errors import MadbenchError
     from ..scaling.fits import budget_groups, state_optimal_fit
+    from ..scaling.runs import budgets_of
     if any(r.get(column) is None for r in rows):
         raise UsageError(f"--state needs the column {column!r} in every run")
     flops = np.array([float(r["flops"]) for r in rows])
-    budgets = (np.array([float(r["budget"]) for r in rows])
-               if all(r.get("budget") for r in rows) else None)
-    labels = budget_groups(flops, budgets)
+    labels = budget_groups(flops, budgets_of(rows))
     state = np.array([float(r[column]) for r in rows])
     perplexity = np.exp([float(r["loss"]) for r in rows])
     out = {}

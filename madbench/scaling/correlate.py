@@ -18,7 +18,7 @@ from scipy import stats
 
 from ..errors import UsageError
 from .fits import budget_groups, fit_isoflop_group
-from .runs import by_arch, columns
+from .runs import budgets_of, by_arch, columns
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
@@ -26,9 +26,7 @@ def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
     out: dict[str, dict[float, float]] = {}
     for arch, arch_rows in by_arch(rows).items():
         params, tokens, flops, losses = columns(arch_rows, "params", "tokens", "flops", "loss")
-        budgets = columns(arch_rows, "budget")[0] if all("budget" in r for r in arch_rows) \
-            else None
-        labels = budget_groups(flops, budgets)
+        labels = budget_groups(flops, budgets_of(arch_rows))
         out[arch] = {}
         for c in np.unique(labels):
             m = labels == c

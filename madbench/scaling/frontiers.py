@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..errors import MadbenchError, UsageError
 from .fits import approach2, approach3
-from .runs import by_arch, columns
+from .runs import budgets_of, by_arch, columns
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("leaderboards") / "frontiers"
@@ -30,8 +30,7 @@ def build_frontier(rows: Sequence[dict[str, Any]], arch: str, corpus: str, corpu
                    seed: int = 0) -> dict[str, Any]:
     """The frontier document of one architecture's runs."""
     params, tokens, flops, losses = columns(rows, "params", "tokens", "flops", "loss")
-    budgets = columns(rows, "budget")[0] if all("budget" in r for r in rows) else None
-    fit2 = approach2(params, tokens, flops, losses, budgets, bootstrap=bootstrap, seed=seed)
+    fit2 = approach2(params, tokens, flops, losses, budgets_of(rows), bootstrap=bootstrap, seed=seed)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "arch": arch, "corpus": corpus,
         "corpus_sha256": corpus_sha256, "madbench_version": __version__,

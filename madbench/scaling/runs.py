@@ -400,3 +400,10 @@ def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
     return [np.array([float(r[n]) for r in rows]) for n in names]
+
+
+def budgets_of(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:
+    """The rows' ``budget`` column, or None (group by FLOPs) unless every row has one."""
+    if all(r.get("budget") for r in rows):
+        return columns(rows, "budget")[0]
+    return None

@@ -42,7 +42,7 @@ from ..errors import MadbenchError, UsageError
 from .fits import budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
-from .runs import VOCAB_SIZE, model_skeleton, read_runs
+from .runs import VOCAB_SIZE, budgets_of, model_skeleton, read_runs
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -160,9 +160,7 @@ def _check_curves(sub, flops, verdict) -> list:
     params = np.array([float(r["params"]) for r in sub.runs])
     tokens = np.array([float(r["tokens"]) for r in sub.runs])
     losses = np.array([float(r["loss"]) for r in sub.runs])
-    budgets = (np.array([float(r["budget"]) for r in sub.runs])
-               if all(r.get("budget") for r in sub.runs) else None)
-    labels = budget_groups(flops, budgets)
+    labels = budget_groups(flops, budgets_of(sub.runs))
     groups = []
     for c in np.unique(labels):
         m = labels == c
