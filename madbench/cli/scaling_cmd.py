@@ -158,8 +158,7 @@ def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, 
         raise UsageError("no model size fits these budgets (too few steps or tokens per "
                          "parameter); give --sizes or larger --budgets")
     if dry_run:
-        from ..scaling.runs import non_embedding_params
-        rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{non_embedding_params(p.spec):,}",
+        rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",
                  p.steps, f"{p.tokens:.3g}", f"{p.flops:.3g}"] for p in plans]
         click.echo(f"corpus {data.name} ({len(data):,} bytes, sha256 {data.sha256[:16]}...)")
         click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "steps",

@@ -92,6 +92,7 @@ class RunPlan:
     flop_method: str
     steps: int
     corpus_sha256: str
+    non_embedding_params: int
 
     @property
     def tokens(self) -> int:
@@ -116,19 +117,22 @@ def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tu
     whose run would take at least ``min_steps`` steps and see between ``tokens_per_param``
     tokens per non-embedding parameter (around the compute-optimal ~20)."""
     name = family.name if isinstance(family, Family) else family
-    plans = []
     for budget in budgets:
         if budget <= 0:
             raise UsageError(f"budgets must be positive, got {budget:g}")
-        for width, depth in (sizes or LADDER):
-            spec = family_spec(family, width, depth)
-            fl = architecture_flops(spec, recipe.seq_len, VOCAB_SIZE)
+    shapes = []                     # per size, once: the spec, its FLOPs and its parameters
+    for width, depth in (sizes or LADDER):
+        spec = family_spec(family, width, depth)
+        shapes.append((width, depth, spec, architecture_flops(spec, recipe.seq_len, VOCAB_SIZE),
+                       non_embedding_params(spec)))
+    plans = []
+    for budget in budgets:
+        for width, depth, spec, fl, n in shapes:
             per_step = fl.training_per_token * recipe.batch_size * recipe.seq_len
             steps = max(1, round(budget / per_step))
             plan = RunPlan(name, width, depth, float(budget), spec, recipe,
-                           fl.training_per_token, fl.method, steps, corpus_sha256)
+                           fl.training_per_token, fl.method, steps, corpus_sha256, n)
             if sizes is None:
-                n = non_embedding_params(spec)
                 ratio = plan.tokens / n
                 if steps < min_steps or not tokens_per_param[0] <= ratio <= tokens_per_param[1]:
                     continue
