@@ -51,11 +51,22 @@ class ArchitectureSpec:
     def to_dict(self) -> dict:
         return {"name": self.name, "dim": self.dim, "layers": [l.to_dict() for l in self.layers]}
 
+    @classmethod
+    def from_dict(cls, data: dict, flags: Sequence[str] = ()) -> "ArchitectureSpec":
+        """The inverse of ``to_dict``."""
+        layers = tuple(LayerSpec(layer["mixer"], dict(layer.get("kwargs", {})))
+                       for layer in data["layers"])
+        return cls(data["name"], layers, int(data["dim"]), tuple(flags))
+
     @property
     def hash(self) -> str:
         """Content hash of the spec and of the source of every mixer class it uses."""
-        sources = sorted({mixer_source_id(l.mixer) for l in self.layers})
-        return content_hash({"spec": self.to_dict(), "sources": sources})
+        return architecture_hash(self.to_dict(), [mixer_source_id(l.mixer) for l in self.layers])
+
+
+def architecture_hash(spec: dict, sources: Sequence[str]) -> str:
+    """The hash of a spec's ``to_dict()`` form and its mixers' source identifiers."""
+    return content_hash({"spec": spec, "sources": sorted(set(sources))})
 
 
 # -- mixers ------------------------------------------------------------------------------

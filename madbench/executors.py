@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__, errors
-from .architecture import ArchitectureSpec, LayerSpec
+from .architecture import ArchitectureSpec
 from .errors import MadbenchError, UsageError
 from .evaluate import (Job, ProgressFn, choose_engine, effective_setting, job_from_dict,
                        job_to_dict, pending_groups, run_group, run_sweep, warn)
@@ -38,22 +38,6 @@ EXECUTORS = ("local", "ray")
 
 
 # -- shipping work as plain data -----------------------------------------------------------
-def spec_from_dict(data: dict, flags: Sequence[str] = ()) -> ArchitectureSpec:
-    """The inverse of ``ArchitectureSpec.to_dict``."""
-    layers = tuple(LayerSpec(layer["mixer"], dict(layer.get("kwargs", {})))
-                   for layer in data["layers"])
-    return ArchitectureSpec(data["name"], layers, int(data["dim"]), tuple(flags))
-
-
-def protocol_from_dict(data: dict) -> Protocol:
-    """The inverse of ``Protocol.to_dict``."""
-    d = dict(data)
-    for name in ("lrs", "weight_decays", "betas"):
-        d[name] = tuple(d[name])
-    d["overrides"] = tuple((k, v) for k, v in d["overrides"])
-    return Protocol(**d)
-
-
 def sweep_payload(spec: ArchitectureSpec, protocol: Protocol, store: ResultsStore,
                   precision: str, checks: dict | None, engine: str) -> dict[str, Any]:
     """What every worker needs besides its jobs, as plain data, with the driver's hashes."""
@@ -71,7 +55,7 @@ def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, Results
         raise MadbenchError(f"this worker runs madbench {__version__}, the driver "
                             f"{payload['madbench_version']}: install the same version everywhere")
     try:
-        spec = spec_from_dict(payload["spec"], payload["spec_flags"])
+        spec = ArchitectureSpec.from_dict(payload["spec"], payload["spec_flags"])
         arch_hash = spec.hash
     except UsageError as exc:
         raise UsageError(f"on a worker: {exc} (plugins registered at run time are not seen by "
@@ -80,7 +64,7 @@ def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, Results
     if arch_hash != payload["arch_hash"]:
         raise MadbenchError(f"the architecture {spec.name!r} hashes differently on a worker: it "
                             "imports different mixer code (install the same plugins everywhere)")
-    protocol = protocol_from_dict(payload["protocol"])
+    protocol = Protocol.from_dict(payload["protocol"])
     if protocol.hash != payload["protocol_hash"]:
         raise MadbenchError("the protocol hashes differently on a worker")
     return spec, protocol, ResultsStore(payload["run_dir"])

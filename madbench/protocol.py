@@ -47,6 +47,23 @@ class Protocol:
         d["overrides"] = [list(o) for o in self.overrides]
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Protocol":
+        """The inverse of ``to_dict`` (a ``hash`` key is ignored). Raises ValueError when
+        fields are missing or unknown."""
+        names = [f.name for f in fields(cls)]
+        body = {k: v for k, v in data.items() if k != "hash"}
+        missing = [n for n in names if n not in body]
+        unknown = [k for k in body if k not in names]
+        if missing or unknown:
+            raise ValueError("protocol fields " + "; ".join(
+                part for part in (f"missing: {', '.join(missing)}" if missing else "",
+                                  f"unknown: {', '.join(unknown)}" if unknown else "") if part))
+        for name in ("lrs", "weight_decays", "betas"):
+            body[name] = tuple(body[name])
+        body["overrides"] = tuple(tuple(o) for o in body["overrides"])
+        return cls(**body)
+
     @property
     def hash(self) -> str:
         """Hash of everything that changes a run's outcome (not the name or bookkeeping)."""
@@ -100,6 +117,7 @@ def _parse_value(field_name: str, current: Any, text: str) -> Any:
 _CHOICES = {"schedule": ("cosine", "constant"), "decay": ("matrices", "all"),
             "settings": ("all", "baseline"), "selection": ("accuracy", "macro_accuracy")}
 _FIXED = {"name", "version", "standard", "overrides"}
+_FIELDS = [f.name for f in fields(Protocol)]
 
 
 def get_protocol(name: str, overrides: dict[str, str] | None = None) -> Protocol:
@@ -107,15 +125,21 @@ def get_protocol(name: str, overrides: dict[str, str] | None = None) -> Protocol
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r} (choose from: {', '.join(PRESETS)})")
     proto = PRESETS[name]
-    if not overrides:
+    changes = {key: _parse_value(key, getattr(proto, key), text) if key in _FIELDS else text
+               for key, text in (overrides or {}).items()}
+    return apply_overrides(proto, changes)
+
+
+def apply_overrides(proto: Protocol, changes: dict[str, Any]) -> Protocol:
+    """``proto`` with typed ``changes`` applied and checked (fields that exist and are not
+    fixed, allowed choices, two betas, no negative numbers, epochs and batch size >= 1);
+    unchanged without changes, else marked non-standard with the overrides recorded."""
+    if not changes:
         return proto
-    known = {f.name: f for f in fields(Protocol)} 
-    changes: dict[str, Any] = {}
-    for key, text in overrides.items():
-        if key not in known or key in _FIXED:
-            allowed = ", ".join(k for k in known if k not in _FIXED)
+    for key, value in changes.items():
+        if key not in _FIELDS or key in _FIXED:
+            allowed = ", ".join(k for k in _FIELDS if k not in _FIXED)
             raise UsageError(f"unknown protocol field {key!r} (fields: {allowed})")
-        value = _parse_value(key, getattr(proto, key), text)
         if key in _CHOICES and value not in _CHOICES[key]:
             raise UsageError(f"{key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
         if key == "betas" and len(value) != 2:
@@ -124,6 +148,5 @@ def get_protocol(name: str, overrides: dict[str, str] | None = None) -> Protocol
             raise UsageError(f"{key} must not be negative")
         if key in ("epochs", "batch_size") and value < 1:
             raise UsageError(f"{key} must be at least 1")
-        changes[key] = value
     return replace(proto, standard=False, overrides=tuple(sorted(
         (k, list(v) if isinstance(v, tuple) else v) for k, v in changes.items())), **changes)

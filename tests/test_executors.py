@@ -12,10 +12,9 @@ from madbench.architecture import ArchitectureSpec, LayerSpec, resolve_architect
 from madbench.cli import main
 from madbench.errors import CheckFailed, MadbenchError, UsageError
 from madbench.evaluate import job_from_dict, job_to_dict, plan, run_sweep
-from madbench.executors import (LocalExecutor, RayExecutor, local_devices, protocol_from_dict,
-                                spec_from_dict, sweep_payload, train_shipped_group, work_units,
-                                _check_reachable)
-from madbench.protocol import get_protocol
+from madbench.executors import (LocalExecutor, RayExecutor, local_devices, sweep_payload,
+                                train_shipped_group, work_units, _check_reachable)
+from madbench.protocol import Protocol, get_protocol
 from madbench.store import ResultsStore
 from madbench.tasks import get_task
 
@@ -128,12 +127,12 @@ def test_work_travels_as_plain_data_and_resolves_to_the_same_hashes(sweep):
     data = job_to_dict(job)
     assert all(isinstance(v, (str, int, float)) for v in data.values())
     assert job_from_dict(data) == job
-    assert spec_from_dict(spec.to_dict()).hash == spec.hash
+    assert ArchitectureSpec.from_dict(spec.to_dict()).hash == spec.hash
     custom = ArchitectureSpec("x", (LayerSpec("mh-attention", {"num_heads": 4}),
                                     LayerSpec("swiglu")), 64, ("flagged",))
-    again = spec_from_dict(custom.to_dict(), custom.flags)
+    again = ArchitectureSpec.from_dict(custom.to_dict(), custom.flags)
     assert again == custom and again.hash == custom.hash
-    back = protocol_from_dict(protocol.to_dict())
+    back = Protocol.from_dict(protocol.to_dict())
     assert back == protocol and back.hash == protocol.hash
 
 

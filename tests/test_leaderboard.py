@@ -163,9 +163,18 @@ def _edit_protocol_epochs(d):
 
 
 def _edit_protocol_epochs_and_hash(d):
-    from madbench.leaderboard.boards import protocol_from_dict
+    from madbench.protocol import Protocol
     d["protocol"]["epochs"] = 200
-    d["protocol"]["hash"] = protocol_from_dict(d["protocol"]).hash
+    d["protocol"]["hash"] = Protocol.from_dict(d["protocol"]).hash
+
+
+def _declare_a_bad_override(d):
+    """An override that `--set` refuses (a schedule madbench does not have), declared
+    consistently in the overrides, the field and the hash."""
+    from madbench.protocol import Protocol
+    d["protocol"]["overrides"] = sorted(d["protocol"]["overrides"] + [["schedule", "bogus"]])
+    d["protocol"]["schedule"] = "bogus"
+    d["protocol"]["hash"] = Protocol.from_dict(d["protocol"]).hash
 
 
 def _claim_a_board(d):
@@ -205,6 +214,7 @@ TAMPERING = [
     (_edit_protocol_epochs, "protocol", "does not match its fields"),
     (_edit_protocol_epochs_and_hash, "protocol", "differ from madbench's preset"),
     (_edit_protocol_epochs_and_hash, "runs", "does not match the run's fields"),
+    (_declare_a_bad_override, "schema", "must be one of \"cosine\", \"constant\""),
     (_claim_a_board, "protocol", "board is mad-quick"),
     (_edit_architecture_hash, "architecture", "does not match its spec and sources"),
     (_point_best_at_worse_run, "best", "but the best of its sweep is"),

@@ -38,7 +38,8 @@ def leaderboard_group() -> None:
               "audit (default: the model width when affordable).")
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
     """Build a submission from the run records in RUN_DIR."""
-    from ..leaderboard.boards import describe_protocol, protocol_from_dict
+    from ..leaderboard.boards import describe_protocol
+    from ..protocol import Protocol
     from ..leaderboard.submit import build_submission
 
     doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
@@ -46,7 +47,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
-             f"{describe_protocol(protocol_from_dict(doc['protocol']))} is not a board's)")
+             f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
     click.echo(f"wrote {out}: {doc['name']} — {doc['architecture']['name']}, {where}, "
                f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
 

@@ -1,10 +1,8 @@
 """The boards: one per standard protocol, all on the bundled MAD suite (the six tasks)."""
 from __future__ import annotations
 
-from dataclasses import fields, replace
-
-from ..errors import MadbenchError
-from ..protocol import PRESETS, Protocol
+from ..errors import MadbenchError, UsageError
+from ..protocol import PRESETS, Protocol, apply_overrides
 from ..tasks import Task, suite_hash
 
 #: board name -> the protocol preset whose runs it ranks
@@ -39,46 +37,25 @@ def board_for(protocol: Protocol) -> str | None:
     return None
 
 
-#: protocol fields a preset's overrides may not touch (as in madbench.protocol.get_protocol)
-_FIXED_FIELDS = {"name", "version", "standard", "overrides"}
-
-
-def protocol_from_dict(data: dict) -> Protocol:
-    """The Protocol a submission's ``protocol`` object describes (its ``hash`` key ignored).
-    Raises ValueError when fields are missing or unknown."""
-    names = [f.name for f in fields(Protocol)]
-    body = {k: v for k, v in data.items() if k != "hash"}
-    missing = [n for n in names if n not in body]
-    unknown = [k for k in body if k not in names]
-    if missing or unknown:
-        raise ValueError("protocol fields " + "; ".join(
-            part for part in (f"missing: {', '.join(missing)}" if missing else "",
-                              f"unknown: {', '.join(unknown)}" if unknown else "") if part))
-    for name in ("lrs", "weight_decays", "betas"):
-        body[name] = tuple(body[name])
-    body["overrides"] = tuple(tuple(o) for o in body["overrides"])
-    return Protocol(**body)
-
-
 def preset_with_overrides(protocol: Protocol) -> Protocol:
     """What madbench's own preset ``protocol.name`` becomes with ``protocol.overrides``
-    applied; equal to ``protocol`` unless a field was edited. Raises ValueError for an unknown
-    preset or override field."""
+    applied (and checked as ``--set`` checks them); equal to ``protocol`` unless a field was
+    edited. Raises ValueError for an unknown preset or a bad override."""
     if protocol.name not in PRESETS:
         raise ValueError(f"unknown protocol preset {protocol.name!r} (madbench has: "
                          f"{', '.join(PRESETS)})")
     preset = PRESETS[protocol.name]
-    if not protocol.overrides:
-        return preset
     changes = {}
-    known = {f.name for f in fields(Protocol)}
-    for item in protocol.overrides:
-        key, value = item
-        if not isinstance(key, str) or key not in known or key in _FIXED_FIELDS:
+    for key, value in protocol.overrides:
+        if not isinstance(key, str):
             raise ValueError(f"override of unknown or fixed protocol field {key!r}")
-        changes[key] = tuple(value) if isinstance(getattr(preset, key), tuple) and \
-            isinstance(value, list) else value
-    return replace(preset, standard=False, overrides=protocol.overrides, **changes)
+        current = getattr(preset, key, None)
+        changes[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) \
+            else value
+    try:
+        return apply_overrides(preset, changes)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def describe_protocol(protocol: Protocol) -> str:

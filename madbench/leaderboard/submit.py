@@ -10,12 +10,13 @@ import shlex
 from typing import Any, Sequence
 
 from .. import __version__
-from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_source_id
+from ..architecture import ArchitectureSpec, mixer_entry, mixer_source_id
 from ..errors import MadbenchError, UsageError
 from ..evaluate import group_records
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import ResultsStore
-from .boards import board_for, current_suite_hash, protocol_from_dict
+from ..protocol import Protocol
+from .boards import board_for, current_suite_hash
 from .schema import SCHEMA_VERSION
 
 #: the per-run fields a submission keeps (the rest of a record is environment or repeated)
@@ -30,12 +31,6 @@ AUDIT_LAYER_FIELDS = ("index", "mixer", "dim", "declared_total", "measured_state
 #: where ``describe_architecture`` counts (as ``madbench eval``'s checks do)
 ACCOUNTING_SEQ_LEN = 128
 ACCOUNTING_VOCAB_SIZE = 16
-
-
-def spec_from_dict(data: dict) -> ArchitectureSpec:
-    """An ArchitectureSpec from its ``to_dict()`` form."""
-    layers = tuple(LayerSpec(l["mixer"], dict(l["kwargs"])) for l in data["layers"])
-    return ArchitectureSpec(data["name"], layers, int(data["dim"]))
 
 
 def source_ids(spec: ArchitectureSpec) -> list[str]:
@@ -184,11 +179,11 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
     if versions != [__version__]:
         raise MadbenchError(f"the runs were made by madbench {', '.join(versions)}; this is "
                             f"{__version__}: re-run them with this version")
-    protocol = protocol_from_dict(first["protocol"])
+    protocol = Protocol.from_dict(first["protocol"])
     if protocol.hash != first["protocol_hash"]:
         raise MadbenchError("the stored protocol does not match its hash; the records are "
                             "corrupt")
-    spec = spec_from_dict(first["architecture"])
+    spec = ArchitectureSpec.from_dict(first["architecture"])
     if spec.hash != first["arch_hash"]:
         raise MadbenchError(f"the architecture code installed here differs from the code that "
                             f"produced the runs (hash {spec.hash}, runs {first['arch_hash']}); "

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import MadbenchError
-from ..hashing import canonical_json, content_hash
+from ..hashing import canonical_json
 from ..protocol import Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
-                     preset_with_overrides, protocol_from_dict, suite_tasks)
+                     preset_with_overrides, suite_tasks)
 from .schema import InvalidSubmission, read_submission, schema_errors
 
 AGGREGATE_TOLERANCE = 1e-9
@@ -104,7 +104,7 @@ def check_protocol(doc: dict, report: Report, path: Path | None,
                    allow_nonstandard: bool) -> Protocol | None:
     data = doc["protocol"]
     try:
-        protocol = protocol_from_dict(data)
+        protocol = Protocol.from_dict(data)
     except (ValueError, TypeError) as exc:
         report.fail("protocol", str(exc))
         return None
@@ -325,9 +325,10 @@ def meta_param_count(spec, vocab_size: int) -> int | None:
 @functools.lru_cache(maxsize=16)
 def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
     """Accounting, guard and audit of a spec, computed here (cached per process)."""
-    from .submit import architecture_claims, spec_from_dict
+    from ..architecture import ArchitectureSpec
+    from .submit import architecture_claims
 
-    spec = spec_from_dict(json.loads(spec_json))
+    spec = ArchitectureSpec.from_dict(json.loads(spec_json))
     try:
         return {**architecture_claims(spec, audit_dim=audit_dim), "audit_note":
                 f"state audit re-run at width {audit_dim} (reduced from the model width "
@@ -343,12 +344,13 @@ def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
 def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM):
     """Returns the rebuilt ArchitectureSpec when the installed code matches, else None."""
     from ..accounting import PARAM_TOLERANCE, STATE_TARGET
-    from .submit import ACCOUNTING_FIELDS, source_ids, spec_from_dict
+    from ..architecture import ArchitectureSpec, architecture_hash
+    from .submit import ACCOUNTING_FIELDS, source_ids
 
     arch = doc["architecture"]
     if arch["spec"]["name"] != arch["name"]:
         report.fail("architecture", "architecture.name differs from architecture.spec.name")
-    recomputed = content_hash({"spec": arch["spec"], "sources": sorted(set(arch["sources"]))})
+    recomputed = architecture_hash(arch["spec"], arch["sources"])
     if recomputed != arch["hash"]:
         report.fail("architecture", f"architecture.hash {arch['hash']} does not match its spec "
                     f"and sources (they hash to {recomputed})")
@@ -363,7 +365,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     if not audit["state_ok"]:
         report.fail("state_audit", "the submission records a failed state audit")
     try:
-        spec = spec_from_dict(arch["spec"])
+        spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
     except Exception as exc:  # noqa: BLE001 - any import failure of submitted code
         report.warnings.append(f"architecture not importable here ({str(exc).splitlines()[0]}"

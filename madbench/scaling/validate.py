@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..architecture import ArchitectureSpec, LayerSpec
+from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError
 from .fits import budget_groups, fit_isoflop_group
 from .flops import architecture_flops
@@ -112,8 +112,7 @@ def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
     if isinstance(arch, str):
         arch = json.loads(arch)
     if isinstance(arch, dict):
-        layers = tuple(LayerSpec(l["mixer"], dict(l.get("kwargs", {}))) for l in arch["layers"])
-        return ArchitectureSpec(arch.get("name", sub.arch), layers, int(arch["dim"]))
+        return ArchitectureSpec.from_dict({"name": sub.arch, **arch})
     family = run.get("family") or sub.family
     if family and run.get("width") and run.get("depth"):
         return family_spec(family, int(run["width"]), int(run["depth"]))
