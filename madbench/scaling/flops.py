@@ -280,10 +280,11 @@ def measured_layer_flops(mixer: str, dim: int, seq_len: int,
 
 
 def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | None = None,
-                fallback: str = "flopcounter") -> LayerFlops:
+                fallback: str = "flopcounter", warn: bool = True) -> LayerFlops:
     """Forward FLOPs of one mixer on one sequence: built-in formula, else the
     ``madbench_flops`` hook, else (``fallback="flopcounter"``) a FlopCounterMode measurement,
-    or (``fallback="error"``) an error."""
+    said in a warning unless ``warn=False`` (``method`` records it either way), or
+    (``fallback="error"``) an error."""
     if seq_len < 1 or dim < 1:
         raise MadbenchError(f"need dim >= 1 and seq_len >= 1, got {dim}, {seq_len}")
     full = constructor_kwargs(mixer, kwargs)
@@ -300,8 +301,9 @@ def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | 
     if measured <= 0:
         raise MadbenchError(f"no FLOP formula for mixer {mixer!r} and FlopCounterMode counts 0 "
                             "(custom or Triton ops): implement the madbench_flops hook")
-    warnings.warn(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, a "
-                  "lower bound (matrix products and convolutions only)", stacklevel=2)
+    if warn:
+        warnings.warn(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, a "
+                      "lower bound (matrix products and convolutions only)", stacklevel=2)
     return LayerFlops(mixer, "flopcounter", {"measured": measured})
 
 

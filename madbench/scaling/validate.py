@@ -42,6 +42,7 @@ from ..errors import MadbenchError, UsageError
 from .fits import budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
+from ..accounting import count_params
 from .runs import VOCAB_SIZE, budgets_of, model_skeleton, read_runs
 from .shapes import family_spec
 
@@ -121,7 +122,7 @@ def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
 
 
 def _params_of(spec: ArchitectureSpec, vocab_size: int) -> int:
-    return sum(p.numel() for p in model_skeleton(spec, vocab_size).parameters())
+    return count_params(model_skeleton(spec, vocab_size))
 
 
 def _check_flops(sub: Submission, verdict: Verdict) -> np.ndarray:
