@@ -56,9 +56,7 @@ class ResultsStore:
         key = record["run_key"]
         if self.has(key):
             return
-        row = {k: [json.dumps(v) if isinstance(v, (dict, list)) else v]
-               for k, v in record.items()}
-        table = pa.table(row)
+        table = pa.Table.from_pylist([encode_row(record)])
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -80,6 +78,11 @@ class ResultsStore:
 
 
 _JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}
+
+
+def encode_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as a flat Parquet row: dict and list values as JSON text."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
 
 
 def _decode(key: str, value: Any) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MadbenchError, UsageError
+from ..store import encode_row
 from .fits import approach2, approach3
 from .runs import budgets_of, by_arch, columns
 
@@ -66,9 +67,8 @@ def write_frontiers(rows: Sequence[dict[str, Any]], root: str | Path,
         name = corpus or str(arch_rows[0].get("corpus") or sha[:12])
         folder = Path(root) / _safe(name) / _safe(arch)
         folder.mkdir(parents=True, exist_ok=True)
-        flat = [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
-                for r in arch_rows]
-        pq.write_table(pa.Table.from_pylist(flat), folder / "points.parquet")
+        pq.write_table(pa.Table.from_pylist([encode_row(r) for r in arch_rows]),
+                       folder / "points.parquet")
         doc = build_frontier(arch_rows, arch, name, sha, commands, bootstrap)
         (folder / "frontier.json").write_text(json.dumps(doc, indent=2) + "\n")
         written.append(folder)

@@ -36,7 +36,7 @@ from ..cuda_graphs import adamw, capture_enabled, capture_step
 from ..errors import UsageError
 from ..hashing import content_hash
 from ..model import LanguageModel
-from ..store import ResultsStore
+from ..store import ResultsStore, encode_row
 from .corpus import Corpus
 from .flops import architecture_flops
 from .shapes import LADDER, Family, attention_fraction, family_spec
@@ -342,12 +342,9 @@ def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
 
 def export_table(store: ResultsStore, path: str | Path) -> Path:
     """All scaling records of ``store`` as one Parquet table (JSON columns as text)."""
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-    rows = [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
-            for r in scaling_records(store)]
+    rows = [encode_row(r) for r in scaling_records(store)]
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(pa.Table.from_pylist(rows), tmp)
