@@ -39,3 +39,11 @@ def resolve_backend(backend: str, tensor: torch.Tensor,
     if backend == "triton" and not triton_importable():
         raise UsageError("backend 'triton' asked for, but triton cannot be imported")
     return backend
+
+
+def last_axis_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
+    """``x`` with a contiguous last axis (the axis the kernels' tiles read along; a transposed
+    view would make every load a gather); None stays None."""
+    if x is None or x.stride(-1) == 1:
+        return x
+    return x.contiguous()

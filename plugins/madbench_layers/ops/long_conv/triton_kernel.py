@@ -37,6 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import last_axis_contiguous
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -319,12 +321,6 @@ def _strides(x: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
     return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
 
 
-def _last_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
-    if x is None or x.stride(-1) == 1:
-        return x
-    return x.contiguous()
-
-
 def _dot_kind(dtype: torch.dtype) -> str:
     if dtype not in _DOT_DTYPES:
         raise TypeError(f"long_conv triton kernel: unsupported dtype {dtype}")
@@ -361,7 +357,7 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
     M = N * R
-    v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
+    v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
     cfg = block_config("forward", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
     y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
@@ -458,8 +454,8 @@ class LongConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, _gc, _gu, _gtaps):
         v, x1, x2, c, u, taps = ctx.saved_tensors
-        v, x1, x2 = (_last_contiguous(x) for x in (v, x1, x2))
-        gy = _last_contiguous(gy.to(v.dtype))
+        v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
+        gy = last_axis_contiguous(gy.to(v.dtype))
         needs = ctx.needs_input_grad
         gv, gx1, gx2, gc = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
         gh = None

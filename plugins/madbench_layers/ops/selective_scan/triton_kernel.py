@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import last_axis_contiguous
+
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -55,12 +57,6 @@ def kernel_config(seq_len: int, d_inner: int, d_state: int) -> dict:
     if n_state <= 4:
         return {"block_t": 16 if seq_len <= 256 else 8, "fwd": fwd, "bwd": (32, 1)}
     return {"block_t": 4, "fwd": fwd, "bwd": (32, n_state // 8)}
-
-
-def _channels_contiguous(x: torch.Tensor) -> torch.Tensor:
-    """The kernels read [time, channel] tiles along the last axis: make it the contiguous one
-    (a transposed view, e.g. after a short convolution, makes every load a gather)."""
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 @triton.jit
@@ -304,7 +300,7 @@ class SelectiveScanFn(torch.autograd.Function):
         if dy is None:
             return (None,) * 7
         u, delta, A, B, C, D, states = ctx.saved_tensors
-        dy = _channels_contiguous(dy)
+        dy = last_axis_contiguous(dy)
         if states.numel() == 0 and u.shape[1] > 0:    # forward ran without checkpoints
             _, states = scan_forward(u, delta, A, B, C, D, True)
         grads = scan_backward(u, delta, A, B, C, D, states, dy)
@@ -338,6 +334,6 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
 
 def _apply(u, delta, A, B, C, D, store_states):
     """SelectiveScanFn on channel-contiguous u and delta (so that the saved copies are too)."""
-    return SelectiveScanFn.apply(_channels_contiguous(u), _channels_contiguous(delta),
+    return SelectiveScanFn.apply(last_axis_contiguous(u), last_axis_contiguous(delta),
                                  A, B, C, D, store_states)
 
