@@ -107,10 +107,35 @@ def mixer_entry(name: str) -> Entry:
     raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
 
 
-def build_mixer(layer: LayerSpec, dim: int) -> nn.Module:
-    """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``."""
+#: Constructor arguments that receive the setting's sequence length unless the user gives one
+#: (mad-lab's benchmark passes ``max_length = seq_len`` to every layer).
+LENGTH_KWARGS = ("max_length", "seq_len", "l_max")
+
+
+def length_kwarg(cls: type) -> str | None:
+    """The named constructor parameter of ``cls`` that takes the sequence length, if any
+    (a catch-all ``**kwargs`` does not count)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in LENGTH_KWARGS:
+        p = params.get(name)
+        if p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return name
+    return None
+
+
+def build_mixer(layer: LayerSpec, dim: int, seq_len: int | None = None) -> nn.Module:
+    """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``; with ``seq_len``,
+    a constructor that takes ``max_length`` (or ``seq_len`` / ``l_max``) gets it unless the
+    layer's kwargs set it."""
     entry = mixer_entry(layer.mixer)
     kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    if seq_len is not None:
+        name = length_kwarg(entry.obj)
+        if name is not None and name not in layer.kwargs:
+            kwargs[name] = int(seq_len)
     try:
         return entry.obj(dim, **kwargs)
     except TypeError as exc:

@@ -5,9 +5,10 @@ registered here through the same hook any third-party plugin uses.
 """
 import madbench
 
-from . import architectures, attention, channel, gla, hyena, linear_attention, mamba
+from . import (architectures, attention, channel, gla, hyena, hyena_modal, linear_attention,
+               mamba)
 
-LAYER_MODULES = (attention, linear_attention, gla, hyena, mamba, channel)
+LAYER_MODULES = (attention, linear_attention, gla, hyena, hyena_modal, mamba, channel)
 
 
 @madbench.hookimpl

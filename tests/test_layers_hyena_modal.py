@@ -1,11 +1,14 @@
-"""The Hyena family (H, mH, He) and its modal long filter, against naive references written here."""
+"""The modal Hyena family (hyena-modal, mh-hyena-modal, hyena-experts-modal) and its modal long
+filter, against naive references written here."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from madbench.architecture import LayerSpec, build_mixer
-from madbench_layers.hyena import Hyena, HyenaExperts, MultiHeadHyena
+from madbench_layers.hyena_modal import ModalHyena as Hyena
+from madbench_layers.hyena_modal import ModalHyenaExperts as HyenaExperts
+from madbench_layers.hyena_modal import ModalMultiHeadHyena as MultiHeadHyena
 from madbench_layers.modal_filter import ModalFilter, direct_causal_conv, fft_causal_conv
 
 
@@ -242,8 +245,8 @@ def test_mad_default_parameter_and_state_counts():
     mh_hyena = 3 * d * d + 3 * d * 3 + (4 * d * 1 + d) + d * d               # 67,328
     he_total = d * 8 + 3 * d * d + 3 * d * 3 + (4 * d * 8 + d) + d * d      # 71,936
     he_active = he_total - 6 * 16 * d                                        # 59,648
-    expected = {"hyena": (hyena, None), "mh-hyena": (mh_hyena, None),
-                "hyena-experts": (he_total, he_active)}
+    expected = {"hyena-modal": (hyena, None), "mh-hyena-modal": (mh_hyena, None),
+                "hyena-experts-modal": (he_total, he_active)}
     for name, (params, active) in expected.items():
         layer = build_mixer(LayerSpec(name), d)
         assert sum(p.numel() for p in layer.parameters()) == params, name
@@ -256,10 +259,10 @@ def test_mad_default_parameter_and_state_counts():
 
 
 def test_registered_metadata():
-    from madbench_layers import hyena
-    by_name = {name: meta for name, _, meta in hyena.MIXERS}
+    from madbench_layers import hyena_modal
+    by_name = {name: meta for name, _, meta in hyena_modal.MIXERS}
     assert {n: m["shorthand"] for n, m in by_name.items()} == {
-        "hyena": "H", "mh-hyena": "mH", "hyena-experts": "He"}
+        "hyena-modal": "Hm", "mh-hyena-modal": "mHm", "hyena-experts-modal": "Hem"}
     assert all(m["kind"] == "sequence" and m["description"] for m in by_name.values())
 
 
