@@ -102,7 +102,8 @@ def mixer_entry(name: str) -> Entry:
     if ":" in name:
         cls = _import_path(name)
         kind = getattr(cls, "mixer_kind", "sequence")
-        return Entry(name, cls, plugin="<import path>", metadata={"kind": kind})
+        metadata = {"kind": kind, "mixes_channels": bool(getattr(cls, "mixes_channels", False))}
+        return Entry(name, cls, plugin="<import path>", metadata=metadata)
     known = ", ".join(sorted(reg.mixers))
     raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
 
@@ -178,6 +179,9 @@ def _coerce_layers(obj: Any) -> tuple[LayerSpec, ...]:
 
 
 def _shorthand_to_name(part: str) -> str:
+    if ":" in part:              # an import path inside a shorthand, e.g. mA-pkg.mod:Cls-mA-Sg
+        mixer_entry(part)
+        return part
     reg = get_registry()
     for name, entry in reg.mixers.items():
         if entry.metadata.get("shorthand") == part:
@@ -229,7 +233,7 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                              "--mixer-kwargs apply to a single mixer")
         layers = _coerce_layers(reg.architectures[arch].obj)
         return ArchitectureSpec(arch, layers, dim)
-    is_mixer = arch in reg.mixers or ":" in arch or any(
+    is_mixer = arch in reg.mixers or (":" in arch and "-" not in arch) or any(
         e.metadata.get("shorthand") == arch for e in reg.mixers.values())
     if is_mixer:
         layers = standard_model(arch, channel or "swiglu", striped, mixer_kwargs)
