@@ -75,7 +75,7 @@ ARMS: dict[str, dict] = {
     "attention": {"arch": "attention-swiglu"},
     "ref-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": ATTENTION},
     "mamba": {"arch": "mamba"},
-    "mamba-conv-bias": {"arch": "mamba", "kwargs": {"conv_bias": True}},
+    "mamba-conv-bias": {"arch": "Mb", "kwargs": {"conv_bias": True}},
     "mamba-reference-scan": {"arch": "mamba", "env": {"MADBENCH_KERNELS": "reference"}},
     "ref-mamba": {"arch": "madlab_mamba:Mamba", "kwargs": MAMBA},
     "mh-gla": {"arch": "mh-gla-swiglu"},
@@ -133,7 +133,11 @@ def panel_settings(which: str) -> list[tuple[str, str]]:
 
 
 # -- one arm, in its own process -------------------------------------------------------------
-def worker(arm: str, panel: str, run_dir: str, preset: str) -> None:
+def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip") -> None:
+    """Train one arm's panel. The architecture checks (causality, state, parameters) run on
+    the CPU and are not what the panel measures: skipped unless ``checks == "run"``."""
+    import torch
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     from madbench.architecture import resolve_architecture
     from madbench.evaluate import architecture_checks, plan, run_sweep
     from madbench.protocol import get_protocol
@@ -142,7 +146,8 @@ def worker(arm: str, panel: str, run_dir: str, preset: str) -> None:
     cfg = ARMS[arm]
     spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
     protocol = get_protocol(preset)
-    checks = architecture_checks(spec, allow_state_mismatch=cfg.get("allow", False))
+    checks = (architecture_checks(spec, allow_state_mismatch=cfg.get("allow", False))
+              if checks == "run" else {"flags": ["fidelity-panel"]})
     wanted = set(panel_settings(panel))
     jobs = [j for j in plan(spec, all_tasks(), protocol, [0], "all")
             if (j.task.name, j.setting.name) in wanted]
@@ -154,14 +159,15 @@ def worker(arm: str, panel: str, run_dir: str, preset: str) -> None:
 
 
 def run(args) -> int:
-    pairs = [p for p in PAIRS if args.pairs == "all" or p[0].split(" ")[0] in args.pairs.split(",")
-             or p[1] in args.pairs.split(",")]
+    names = args.pairs.split(",")
+    pairs = [p for p in PAIRS if args.pairs == "all" or p[0] in names or p[1] in names]
     arms = list(dict.fromkeys([a for _, b, r in pairs for a in (b, r)]
                               + [a for a in args.arms.split(",") if a]))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
                                          env.get("PYTHONPATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("OMP_NUM_THREADS", "2")     # many workers share the host's cores
     pending, running, failed = list(arms), [], []
     start = time.perf_counter()
     while pending or running:
@@ -170,7 +176,7 @@ def run(args) -> int:
             arm_env = {**env, **ARMS[arm].get("env", {})}
             log = open(Path(args.run_dir) / f"{arm}.log", "w")
             cmd = [sys.executable, __file__, "worker", arm, args.panel, args.run_dir,
-                   args.preset]
+                   args.preset, args.checks]
             running.append((arm, subprocess.Popen(cmd, env=arm_env, stdout=log,
                                                   stderr=subprocess.STDOUT), log))
         time.sleep(1)
@@ -335,7 +341,7 @@ def equivalence(args) -> int:
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(*sys.argv[2:6])
+        worker(*sys.argv[2:7])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,6 +353,8 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default="runs/fidelity")
     p.add_argument("--ref", default=".ref/madlab")
     p.add_argument("--jobs", type=int, default=4, help="arms trained at once")
+    p.add_argument("--checks", choices=["skip", "run"], default="skip",
+                   help="run madbench's architecture checks in each worker (CPU time)")
     t = sub.add_parser("table", help="write the per-setting table from stored runs")
     t.add_argument("--run-dir", default="runs/fidelity")
     t.add_argument("--out", default=None)

@@ -31,7 +31,7 @@ class Mamba(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = False):
+                 dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True):
         super().__init__()
         self.d_inner = int(expand * dim)
         self.d_state, self.d_conv = d_state, d_conv
