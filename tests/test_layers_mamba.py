@@ -65,6 +65,8 @@ def naive_mamba_layer(layer, x):
     for t in range(seq_len):
         conv = sum(w[:, j] * x_in[:, t - (layer.d_conv - 1) + j]
                    for j in range(layer.d_conv) if t - (layer.d_conv - 1) + j >= 0)
+        if layer.conv.bias is not None:
+            conv = conv + layer.conv.bias
         xc = conv * torch.sigmoid(conv)
         proj = xc @ layer.x_proj.weight.T
         dt_low, B, C = proj.split([layer.dt_rank, layer.d_state, layer.d_state], dim=-1)
@@ -92,7 +94,10 @@ def test_initialisation():
     assert torch.all(layer.D == 1)
     dt = F.softplus(layer.dt_proj.bias)
     assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
-    assert layer.conv.bias is None and layer.in_proj.bias is None and layer.out_proj.bias is None
+    # the reference's biases: on the convolution (mad-lab's conv_bias: true), none in the
+    # linear projections
+    assert layer.conv.bias is not None and layer.in_proj.bias is None and layer.out_proj.bias is None
+    assert Mamba(16, conv_bias=False).conv.bias is None
 
 
 def test_causal_and_shape_preserving():
@@ -110,11 +115,11 @@ def test_causal_and_shape_preserving():
 
 
 def test_parameter_count_at_mad_defaults():
-    """Hand count at width 128 (d_inner 256, d_state 4, d_conv 4, dt_rank 8), no conv bias:
-    in_proj 128*512, conv 256*4, x_proj 256*(8+4+4), dt_proj 8*256 + 256, A_log 256*4,
-    D 256, out_proj 256*128."""
-    expected = 128 * 512 + 256 * 4 + 256 * 16 + 8 * 256 + 256 + 256 * 4 + 256 + 256 * 128
-    assert expected == 107_008
+    """Hand count at width 128 (d_inner 256, d_state 4, d_conv 4, dt_rank 8), conv bias as
+    mad-lab: in_proj 128*512, conv 256*4 + 256, x_proj 256*(8+4+4), dt_proj 8*256 + 256,
+    A_log 256*4, D 256, out_proj 256*128 (mad-lab's table: 107,264)."""
+    expected = 128 * 512 + 256 * 4 + 256 + 256 * 16 + 8 * 256 + 256 + 256 * 4 + 256 + 256 * 128
+    assert expected == 107_264
     assert sum(p.numel() for p in build().parameters()) == expected
     # mad-lab's conv bias adds 256 (its published count)
     assert sum(p.numel() for p in build(conv_bias=True).parameters()) == 107_264

@@ -89,10 +89,11 @@ def test_mad_lab_mode_stops_early_once_test_accuracy_is_reached():
 
 
 def test_reference_recurrence_parameters_are_exempt_from_weight_decay():
-    """docs/protocol.md: Mamba's A_log and D and Hyena's modal filter get no weight decay."""
+    """docs/protocol.md: Mamba's A_log and D and Hyena's modal filter get no weight decay;
+    the implicit Hyena's direct term (a vector) neither."""
     from madbench.architecture import LayerSpec, build_mixer
-    for name, exempt in (("mamba", {"A_log", "D"}),
-                         ("hyena", {"decay", "angle", "residue_real", "residue_imag"})):
+    for name, exempt in (("mamba", {"A_log", "D"}), ("hyena", {"direct", "bias"}),
+                         ("hyena-modal", {"decay", "angle", "residue_real", "residue_imag"})):
         layer = build_mixer(LayerSpec(name), 16)
         decay, _ = parameter_groups(layer, 0.1, "matrices")
         decayed = {id(p) for p in decay["params"]}
