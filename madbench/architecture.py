@@ -7,9 +7,7 @@ import path ``pkg.module:Class``, or a mad-lab shorthand such as ``mH-Sg-mA-Sg``
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 import json
 import os
 import sys
@@ -65,8 +63,11 @@ class ArchitectureSpec:
 
 
 def architecture_hash(spec: dict, sources: Sequence[str]) -> str:
-    """The hash of a spec's ``to_dict()`` form and its mixers' source identifiers."""
-    return content_hash({"spec": spec, "sources": sorted(set(sources))})
+    """The hash of what changes the model: a spec's ``to_dict()`` form without its display
+    name (width, layers and their kwargs), and its mixers' source identifiers. ``hyena``,
+    ``hyena-swiglu`` and ``H-Sg-H-Sg`` (the same layers) share their results."""
+    model = {k: v for k, v in spec.items() if k != "name"}
+    return content_hash({"spec": model, "sources": sorted(set(sources))})
 
 
 # -- mixers ------------------------------------------------------------------------------
@@ -122,16 +123,17 @@ def mixer_kind(name: str) -> str:
 
 
 def mixer_source_id(name: str) -> str:
-    """What identifies a mixer's code: distribution and version for an installed plugin
-    (plus a hash of the class's module source, so edits in a checkout are seen)."""
+    """What identifies a mixer's code: the class, and ``distribution==version`` for a plugin
+    installed from a distribution, else a hash of its whole top-level package's source (the
+    kernels and reference ops it calls included; see ``madbench.code_identity``)."""
+    from .code_identity import code_identity
+
     entry = mixer_entry(name)
     cls = entry.obj
-    try:
-        source = inspect.getsource(sys.modules[cls.__module__])
-        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    except (OSError, TypeError, KeyError):
-        digest = "unknown"
-    return f"{cls.__module__}.{cls.__qualname__}@{digest}"
+    info = next((p for p in get_registry().plugins if p.name == entry.plugin), None)
+    identity = code_identity(cls.__module__, info.distribution if info else None,
+                             bool(info and info.bundled))
+    return f"{cls.__module__}.{cls.__qualname__}@{identity}"
 
 
 # -- resolving --arch --------------------------------------------------------------------

@@ -71,12 +71,13 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
          seeds: Sequence[int], settings: str | None = None) -> list[Job]:
     """Every run of the sweep, in a stable order (task, setting, seed, lr, wd)."""
     jobs = []
+    arch_hash = spec.hash
     for task in tasks:
         for setting in select_settings(task, settings or protocol.settings):
             eff = effective_setting(setting, protocol)
             for seed in seeds:
                 for lr, wd in protocol.configs():
-                    key = run_key(spec.hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
+                    key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
                     jobs.append(Job(task, setting, seed, lr, wd, key))
     return jobs
 
