@@ -8,6 +8,7 @@ import path ``pkg.module:Class``, or a mad-lab shorthand such as ``mH-Sg-mA-Sg``
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -71,11 +72,17 @@ def architecture_hash(spec: dict, sources: Sequence[str]) -> str:
 
 
 # -- mixers ------------------------------------------------------------------------------
+#: ``--arch pkg.module:Class`` also finds modules in the working directory (as ``python -m``
+#: would); validating a submission turns this off (``madbench.leaderboard.trust``).
+import_from_working_directory = True
+
+
 def _import_path(path: str) -> type:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise UsageError(f"import path must look like 'pkg.module:Class', got {path!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:   # as `python -m` would see it
+    if (import_from_working_directory and os.getcwd() not in sys.path
+            and "" not in sys.path):                          # as `python -m` would see it
         sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)

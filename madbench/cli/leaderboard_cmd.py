@@ -81,9 +81,14 @@ def _print_report(report) -> None:
 @click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
               "no board's (a trial run) instead of refusing it.")
 @click.option("--device", default="auto", show_default=True, help="Device for --rerun.")
+@click.option("--trust-code", is_flag=True, help="Import mixers that are neither bundled nor "
+              "from an installed plugin distribution named in the submission with its "
+              "version (code the submission names runs here; never from the working "
+              "directory unless it is on PYTHONPATH). Off by default: such an architecture "
+              "is reported as not rebuilt (untrusted code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
-                     as_json):
+                     trust_code, as_json):
     """Validate submission files (directories: every *.json below). Exit 3 when one is
     invalid, with a reason for every failure."""
     from ..leaderboard.validate import submission_files, validate_file
@@ -91,7 +96,7 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     files = submission_files(paths)
     reports = [validate_file(f, allow_nonstandard=allow_nonstandard, rerun=rerun,
                              rerun_seed=rerun_seed, tolerance=tolerance, audit_dim=audit_dim,
-                             device=device) for f in files]
+                             device=device, trust_code=trust_code) for f in files]
     valid = all(r.valid for r in reports)
     if as_json:
         click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},

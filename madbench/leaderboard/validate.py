@@ -46,6 +46,7 @@ from ..store import run_key
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
 from .schema import InvalidSubmission, read_submission, schema_errors
+from .trust import untrusted_mixers, working_directory_excluded
 
 AGGREGATE_TOLERANCE = 1e-9
 #: accuracy agreement a re-run must reach (absolute); GPU bf16 against CPU fp32 differs
@@ -341,8 +342,11 @@ def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
             f"{FALLBACK_AUDIT_MAX_SIZE} (a layer does not build at width {audit_dim})"}
 
 
-def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM):
-    """Returns the rebuilt ArchitectureSpec when the installed code matches, else None."""
+def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM,
+                       trust_code: bool = False):
+    """Returns the rebuilt ArchitectureSpec when the installed code matches, else None.
+    Nothing the submission names is imported unless ``trust`` judges it trusted (or
+    ``trust_code``)."""
     from ..accounting import PARAM_TOLERANCE, STATE_TARGET
     from ..architecture import ArchitectureSpec, architecture_hash
     from .submit import ACCOUNTING_FIELDS, source_ids
@@ -364,6 +368,18 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
                     "check: " + (causality["failures"][0] if causality["failures"] else "?"))
     if not audit["state_ok"]:
         report.fail("state_audit", "the submission records a failed state audit")
+    untrusted = [] if trust_code else untrusted_mixers(arch)
+    if untrusted:
+        text = ("not rebuilt (untrusted code): " + "; ".join(v.reason for v in untrusted[:2])
+                + (f" (and {len(untrusted) - 2} more)" if len(untrusted) > 2 else "")
+                + ". Only bundled layers and installed plugin distributions named in the "
+                "submission with their versions are imported; accounting, causality, state "
+                "audit and re-runs are not checked (--trust-code imports it)")
+        if doc["board"]:
+            report.fail("architecture", text)
+        else:
+            report.warnings.append(text)
+        return None
     try:
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
@@ -451,8 +467,8 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
     from ..trainer import resolve_device
 
     if spec is None:
-        report.fail("rerun", "cannot re-run: the architecture is not importable here, or its "
-                    "code differs from the submission's")
+        report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
+                    "or not installed code, or code that differs from the submission's)")
         return
     seed = secrets.randbits(32) if seed is None else seed
     runs = pick_reruns(doc, protocol, k, random.Random(seed))
@@ -503,9 +519,10 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
                         allow_nonstandard: bool = False, rerun: int = 0,
                         rerun_seed: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
                         audit_dim: int = VALIDATE_AUDIT_DIM, device: str = "auto",
-                        rebuild: bool = True) -> Report:
+                        rebuild: bool = True, trust_code: bool = False) -> Report:
     """Every check of this module on one parsed submission. ``rebuild=False`` skips the
-    checks that build the architecture (6, beyond the hash) and the re-runs."""
+    checks that build the architecture (6, beyond the hash) and the re-runs; ``trust_code``
+    imports mixers that ``trust`` does not vouch for (code the submission names)."""
     path = Path(path) if path is not None else None
     report = Report(str(path) if path else None)
     errors = schema_errors(doc)
@@ -522,12 +539,13 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
         _guarded(report, "runs", lambda: check_runs(doc, report, protocol))
     _guarded(report, "scores", lambda: check_aggregates(doc, report, protocol))
     spec = None
-    if rebuild:
-        spec = _guarded(report, "architecture",
-                        lambda: check_architecture(doc, report, audit_dim))
-    if rerun and protocol is not None:
-        _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
-                                                       rerun_seed, tolerance, device))
+    with working_directory_excluded():
+        if rebuild:
+            spec = _guarded(report, "architecture",
+                            lambda: check_architecture(doc, report, audit_dim, trust_code))
+        if rerun and protocol is not None:
+            _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
+                                                           rerun_seed, tolerance, device))
     return report
 
 
