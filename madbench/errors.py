@@ -1,6 +1,20 @@
-"""Exceptions that the CLI turns into one clear line and an exit code, and the one-line
-warning."""
+"""Exceptions that the CLI turns into one clear line and an exit code, the one-line warning,
+and ``printable``, which every line built from outside text goes through."""
+import re
 import sys
+
+#: control characters (C0, DEL, C1), line and paragraph separators, bidirectional overrides
+#: and isolates, lone surrogates: shown escaped, never sent to a terminal as they are
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every control character escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``, ``\\udcff``): one line that cannot move the cursor, recolour the
+    terminal or print a forged line."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                            str(text))
 
 
 class MadbenchError(Exception):
@@ -27,4 +41,4 @@ class PluginConflictError(MadbenchError):
 
 def warn(message: str) -> None:
     """One line on stderr, prefixed ``Warning:``."""
-    print(f"Warning: {message}", file=sys.stderr)
+    print(f"Warning: {printable(message)}", file=sys.stderr)

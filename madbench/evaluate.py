@@ -10,9 +10,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__
-from .architecture import ArchitectureSpec
+from .architecture import ArchitectureSpec, build_mixer
 from .claims import claim
-from .errors import CheckFailed, warn
+from .errors import CheckFailed, MadbenchError, UsageError, warn
 from .hashing import content_hash
 from .model import build_model
 from .protocol import Protocol
@@ -83,6 +83,21 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
     return jobs
 
 
+def check_buildable(spec: ArchitectureSpec) -> None:
+    """Every layer constructs with its kwargs; else a usage error naming the layer (one line,
+    before any check or training runs)."""
+    for index, layer in enumerate(spec.layers):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build_mixer(layer, spec.dim)
+        except MadbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a constructor of any kind may refuse
+            raise UsageError(f"layer {index} ({layer.mixer}) cannot be built with kwargs "
+                             f"{dict(layer.kwargs)}: {type(exc).__name__}: {exc}"
+                             .splitlines()[0]) from None
+
+
 def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
                         state_target: int = 4096, param_tolerance: float = 0.2) -> dict:
     """Causality guard, iso-state check and parameter ratio, before any training.
@@ -92,6 +107,7 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
     from .accounting import check_iso_state, describe_architecture, param_ratio
     from .checks import guard_architecture
 
+    check_buildable(spec)
     guard = guard_architecture(spec)
     desc = describe_architecture(spec)
     ok, message = check_iso_state(desc, target=state_target)

@@ -38,9 +38,16 @@ def leaderboard_group() -> None:
               "audit (default: the model width when affordable).")
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
     """Build a submission from the run records in RUN_DIR."""
+    from ..errors import UsageError, printable
     from ..leaderboard.boards import describe_protocol
     from ..protocol import Protocol
     from ..leaderboard.submit import build_submission
+    from .preflight import writable_file
+
+    if printable(name) != name:
+        raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
+                         "overrides and undecodable bytes are not allowed in a name")
+    writable_file(out, "--out")
 
     doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
@@ -48,24 +55,31 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
-    click.echo(f"wrote {out}: {doc['name']} — {doc['architecture']['name']}, {where}, "
+    click.echo(f"wrote {out}: {printable(doc['name'])} — {doc['architecture']['name']}, {where}, "
                f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
 
 
 def _print_report(report) -> None:
+    """One report; every line built from the submission's text is escaped (``printable``),
+    so that a name cannot print a forged verdict or drive the terminal."""
+    from ..errors import printable
+
+    def say(line: str) -> None:
+        click.echo(printable(line))
+
     status = "valid" if report.valid else "INVALID"
     board = f" [{report.board}]" if report.board else ""
-    click.echo(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
+    say(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
     for check, reason in report.failures:
-        click.echo(f"  FAIL {check}: {reason}")
+        say(f"  FAIL {check}: {reason}")
     for warning in report.warnings:
-        click.echo(f"  warning: {warning}")
+        say(f"  warning: {warning}")
     for run in report.reruns:
-        click.echo(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
-                   f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-                   f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
+        say(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
+            f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
+            f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
     if report.valid:
-        click.echo("  checked: " + "; ".join(report.checks))
+        say("  checked: " + "; ".join(report.checks))
 
 
 @leaderboard_group.command("validate")
