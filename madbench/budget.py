@@ -17,12 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import CheckFailed
+from .errors import BudgetExceeded
 
-
-class BudgetExceeded(CheckFailed):
-    """A check ran past its time budget, or its input is over a size budget (exit code 3)."""
-
+__all__ = ["Budget", "BudgetExceeded", "Deadline", "over"]
 
 @dataclass(frozen=True)
 class Budget:

@@ -35,6 +35,14 @@ class CheckFailed(MadbenchError):
     exit_code = 3
 
 
+class BudgetExceeded(BaseException):
+    """A check ran past its time budget (exit code 3). A ``BaseException``, like
+    ``KeyboardInterrupt``: raised by a timer at any point of a check, it must not be taken for
+    the check's own failure by an ``except Exception`` inside it."""
+
+    exit_code = 3
+
+
 class PluginConflictError(MadbenchError):
     """Two plugins registered the same name."""
 

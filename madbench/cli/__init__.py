@@ -11,7 +11,7 @@ import traceback
 
 import click
 
-from ..errors import MadbenchError, printable
+from ..errors import BudgetExceeded, MadbenchError, printable
 from .. import __version__
 
 DEBUG_ENV = "MADBENCH_DEBUG"
@@ -27,7 +27,7 @@ class MadbenchGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except MadbenchError as exc:
+        except (MadbenchError, BudgetExceeded) as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
