@@ -3,6 +3,7 @@ of tampering fails with the right reason; malformed input gets one line and exit
 tables are regenerated and a stale table is caught; every file under leaderboards/ validates."""
 import copy
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +14,10 @@ from click.testing import CliRunner
 from madbench.cli import main
 from madbench.cli.leaderboard_cmd import leaderboard_group
 from madbench.architecture import architecture_hash
+from madbench.budget import Budget
+from madbench.errors import UsageError
 from madbench.leaderboard.boards import BOARDS, current_suite_hash
+from madbench.leaderboard.changes import changed_files
 from madbench.leaderboard.render import render
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
@@ -246,7 +250,6 @@ def test_the_cli_names_every_failure_and_exits_3(tmp_path, doc):
 def test_select_group_needs_a_filter_when_the_run_dir_holds_several():
     records = [{"arch_hash": h, "protocol_hash": "p" * 16, "arch_name": n,
                 "protocol_name": "quick"} for h, n in (("a" * 16, "hyena"), ("b" * 16, "mamba"))]
-    from madbench.errors import UsageError
     with pytest.raises(UsageError, match="several architectures"):
         select_group(records)
     assert select_group(records, arch_filter="mamba")[0]["arch_name"] == "mamba"
@@ -418,10 +421,34 @@ def test_the_repository_readme_is_up_to_date():
 
 @pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])
 def test_every_repository_submission_validates(path):
+    """Without --trust-code: a pull request's entry runs no code it names here."""
     if path is None:
         pytest.skip("the boards hold no submissions yet")
     report = validate_file(path)
     assert report.valid, report.failures
+
+
+#: CI's bounded re-run (a CPU machine with 2 cores, the whole CI well under 30 minutes): two
+#: settings per new or changed entry, drawn (random seed, printed in the report) among those
+#: of at most 8M training tokens, at most 15 minutes per entry. The base ref is the target
+#: branch (MADBENCH_BOARD_BASE, default origin/main); without one, every entry is re-run.
+CI_RERUNS = 2
+CI_BUDGET = Budget(rerun_max_tokens=8 * 2**20, rerun_seconds=900)
+CI_BASE = os.environ.get("MADBENCH_BOARD_BASE", "origin/main")
+
+
+@pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])
+def test_new_or_changed_board_entries_pass_a_bounded_rerun(path):
+    if path is None:
+        pytest.skip("the boards hold no submissions yet")
+    try:
+        changed = changed_files([REPO / "leaderboards"], CI_BASE)
+    except UsageError:
+        changed = None                                  # no base known: every entry is new
+    if changed is not None and path.resolve() not in changed:
+        pytest.skip(f"unchanged since {CI_BASE}")
+    report = validate_file(path, rerun=CI_RERUNS, device="cpu", budget=CI_BUDGET)
+    assert report.valid, (report.failures, report.checks)
 
 
 def test_an_oversized_architecture_is_not_built(doc):
