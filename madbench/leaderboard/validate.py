@@ -255,17 +255,21 @@ def scored_positions(task, setting_name: str, protocol: Protocol, seed: int) -> 
     return int((generate_splits(task, eff, seed)[1].targets != IGNORE).sum())
 
 
-def _scored_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
+def _scored_problems(doc: dict, tasks: dict, protocol: Protocol,
+                     deadline: Deadline) -> list[tuple[str, str]]:
     """Runs whose ``scored_positions`` is not the count of the test data generated here (0 for
-    a diverged run): an accuracy is a fraction of these, so they cannot be chosen."""
+    a diverged run): an accuracy is a fraction of these, so they cannot be chosen. The data
+    are generated once per (task, setting, seed), within ``deadline``."""
     from ..evaluate import select_settings
 
     out = []
     cells = sorted({(r["task"], r["setting"], r["seed"]) for r in doc["runs"]
                     if r["task"] in tasks and r["setting"] in
                     {s.name for s in select_settings(tasks[r["task"]], protocol.settings)}})
-    counts = {cell: scored_positions(tasks[cell[0]], cell[1], protocol, cell[2])
-              for cell in cells}
+    counts = {}
+    for cell in cells:
+        deadline.check()
+        counts[cell] = scored_positions(tasks[cell[0]], cell[1], protocol, cell[2])
     for run in doc["runs"]:
         cell = (run["task"], run["setting"], run["seed"])
         if cell not in counts:
@@ -300,14 +304,21 @@ def _copied_seed_problems(doc: dict) -> list[tuple[str, str]]:
     return out
 
 
-def check_runs(doc: dict, report: Report, protocol: Protocol) -> None:
+def check_runs(doc: dict, report: Report, protocol: Protocol,
+               budget: Budget = Budget()) -> None:
     tasks = {t.name: t for t in suite_tasks()}
     problems: dict[str, list[str]] = {}
     for run in doc["runs"]:
         for kind, text in _run_problems(run, tasks.get(run["task"]), protocol, doc):
             problems.setdefault(kind, []).append(text)
+    deadline = Deadline(budget.check_seconds, "counting the scored positions")
+    try:
+        scored = _scored_problems(doc, tasks, protocol, deadline)
+    except BudgetExceeded as exc:
+        report.fail("budget", str(exc))
+        scored = []
     for kind, text in (_coverage_problems(doc, tasks, protocol) + _copied_seed_problems(doc)
-                       + _scored_problems(doc, tasks, protocol)):
+                       + scored):
         problems.setdefault(kind, []).append(text)
     for kind, texts in problems.items():        # one line per kind of per-run problem
         if len(texts) == 1 or kind in ("missing", "duplicate"):
@@ -739,7 +750,7 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
                         lambda: check_protocol(doc, report, path, allow_nonstandard))
     _guarded(report, "suite", lambda: check_suite(doc, report))
     if protocol is not None:
-        _guarded(report, "runs", lambda: check_runs(doc, report, protocol))
+        _guarded(report, "runs", lambda: check_runs(doc, report, protocol, budget))
     _guarded(report, "scores", lambda: check_aggregates(doc, report, protocol))
     spec = None
     with working_directory_excluded():
