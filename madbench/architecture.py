@@ -7,7 +7,6 @@ import path ``pkg.module:Class``, or a mad-lab shorthand such as ``mH-Sg-mA-Sg``
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -65,16 +64,25 @@ class ArchitectureSpec:
 
 
 def architecture_hash(spec: dict, sources: Sequence[str]) -> str:
-    """The hash of a spec's ``to_dict()`` form and its mixers' source identifiers."""
-    return content_hash({"spec": spec, "sources": sorted(set(sources))})
+    """The hash of what changes the model: a spec's ``to_dict()`` form without its display
+    name (width, layers and their kwargs), and its mixers' source identifiers. ``hyena``,
+    ``hyena-swiglu`` and ``H-Sg-H-Sg`` (the same layers) share their results."""
+    model = {k: v for k, v in spec.items() if k != "name"}
+    return content_hash({"spec": model, "sources": sorted(set(sources))})
 
 
 # -- mixers ------------------------------------------------------------------------------
+#: ``--arch pkg.module:Class`` also finds modules in the working directory (as ``python -m``
+#: would); validating a submission turns this off (``madbench.leaderboard.trust``).
+import_from_working_directory = True
+
+
 def _import_path(path: str) -> type:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise UsageError(f"import path must look like 'pkg.module:Class', got {path!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:   # as `python -m` would see it
+    if (import_from_working_directory and os.getcwd() not in sys.path
+            and "" not in sys.path):                          # as `python -m` would see it
         sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -148,16 +156,17 @@ def mixer_kind(name: str) -> str:
 
 
 def mixer_source_id(name: str) -> str:
-    """What identifies a mixer's code: distribution and version for an installed plugin
-    (plus a hash of the class's module source, so edits in a checkout are seen)."""
+    """What identifies a mixer's code: the class, and ``distribution==version`` for a plugin
+    installed from a distribution, else a hash of its whole top-level package's source (the
+    kernels and reference ops it calls included; see ``madbench.code_identity``)."""
+    from .code_identity import code_identity
+
     entry = mixer_entry(name)
     cls = entry.obj
-    try:
-        source = inspect.getsource(sys.modules[cls.__module__])
-        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    except (OSError, TypeError, KeyError):
-        digest = "unknown"
-    return f"{cls.__module__}.{cls.__qualname__}@{digest}"
+    info = next((p for p in get_registry().plugins if p.name == entry.plugin), None)
+    identity = code_identity(cls.__module__, info.distribution if info else None,
+                             bool(info and info.bundled))
+    return f"{cls.__module__}.{cls.__qualname__}@{identity}"
 
 
 # -- resolving --arch --------------------------------------------------------------------

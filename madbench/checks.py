@@ -481,19 +481,37 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
             failures.append(f"{label} is {causality.message}")
         if not contract.ok:
             failures.append(f"{label} breaks the mixer contract: {contract.message}")
-    try:
-        whole = check_model_causality(build_language_model(spec, vocab_size, seq_len).double(),
-                                      vocab_size, seq_len)
-    except Exception:  # noqa: BLE001 - a layer that cannot run in float64
-        whole = check_model_causality(model, vocab_size, seq_len)
-    if not whole.causal and not failures:
-        failures.append(f"the model ({spec.name}) is {whole.message}")
-    report = {"causal": all(l["causality"]["causal"] for l in layers) and whole.causal,
-              "contract_ok": all(l["contract"]["ok"] for l in layers),
-              "layers": layers, "model": whole.to_dict(), "failures": failures}
+    contract_ok = all(l["contract"]["ok"] for l in layers)
+    if contract_ok:
+        whole = _whole_model_causality(spec, model, vocab_size, seq_len)
+        model_report = whole.to_dict()
+        if not whole.causal and not failures:
+            failures.append(f"the model ({spec.name}) is {whole.message}")
+    else:   # the per-layer contract comes first: a layer that breaks it breaks the model
+        model_report = {"causal": None, "message": "not checked: a layer breaks the mixer "
+                        "contract"}
+    report = {"causal": all(l["causality"]["causal"] for l in layers)
+              and model_report["causal"] is not False,
+              "contract_ok": contract_ok,
+              "layers": layers, "model": model_report, "failures": failures}
     if failures and raise_on_failure:
         raise CheckFailed(failures[0])
     return report
+
+
+def _whole_model_causality(spec, model, vocab_size: int, seq_len: int):
+    """The causality check of the whole language model, in float64 when it runs there; a
+    model that cannot run at all is refused in one line."""
+    try:
+        return check_model_causality(build_language_model(spec, vocab_size, seq_len).double(),
+                                     vocab_size, seq_len)
+    except Exception:  # noqa: BLE001 - a layer that cannot run in float64
+        pass
+    try:
+        return check_model_causality(model, vocab_size, seq_len)
+    except Exception as exc:  # noqa: BLE001 - refused in one line
+        raise CheckFailed(f"the model ({spec.name}) fails to run on (2, {seq_len}) tokens: "
+                          f"{_one_line(exc)}") from None
 
 
 def audit_architecture(spec: Any, max_size: int = AUDIT_MAX_SIZE,

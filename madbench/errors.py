@@ -1,4 +1,20 @@
-"""Exceptions that the CLI turns into one clear line and an exit code."""
+"""Exceptions that the CLI turns into one clear line and an exit code, the one-line warning,
+and ``printable``, which every line built from outside text goes through."""
+import re
+import sys
+
+#: control characters (C0, DEL, C1), line and paragraph separators, bidirectional overrides
+#: and isolates, lone surrogates: shown escaped, never sent to a terminal as they are
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every control character escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``, ``\\udcff``): one line that cannot move the cursor, recolour the
+    terminal or print a forged line."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                            str(text))
 
 
 class MadbenchError(Exception):
@@ -19,5 +35,18 @@ class CheckFailed(MadbenchError):
     exit_code = 3
 
 
+class BudgetExceeded(BaseException):
+    """A check ran past its time budget (exit code 3). A ``BaseException``, like
+    ``KeyboardInterrupt``: raised by a timer at any point of a check, it must not be taken for
+    the check's own failure by an ``except Exception`` inside it."""
+
+    exit_code = 3
+
+
 class PluginConflictError(MadbenchError):
     """Two plugins registered the same name."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr, prefixed ``Warning:``."""
+    print(f"Warning: {printable(message)}", file=sys.stderr)

@@ -3,7 +3,6 @@ trained with the plain trainer, stored as it finishes, skipped when already stor
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -11,8 +10,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__
-from .architecture import ArchitectureSpec
-from .errors import CheckFailed
+from .architecture import ArchitectureSpec, build_mixer
+from .claims import claim
+from .errors import CheckFailed, MadbenchError, UsageError, warn
+from .hashing import content_hash
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -71,14 +72,30 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
          seeds: Sequence[int], settings: str | None = None) -> list[Job]:
     """Every run of the sweep, in a stable order (task, setting, seed, lr, wd)."""
     jobs = []
+    arch_hash = spec.hash
     for task in tasks:
         for setting in select_settings(task, settings or protocol.settings):
             eff = effective_setting(setting, protocol)
             for seed in seeds:
                 for lr, wd in protocol.configs():
-                    key = run_key(spec.hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
+                    key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
                     jobs.append(Job(task, setting, seed, lr, wd, key))
     return jobs
+
+
+def check_buildable(spec: ArchitectureSpec) -> None:
+    """Every layer constructs with its kwargs; else a usage error naming the layer (one line,
+    before any check or training runs)."""
+    for index, layer in enumerate(spec.layers):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build_mixer(layer, spec.dim)
+        except MadbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a constructor of any kind may refuse
+            raise UsageError(f"layer {index} ({layer.mixer}) cannot be built with kwargs "
+                             f"{dict(layer.kwargs)}: {type(exc).__name__}: {exc}"
+                             .splitlines()[0]) from None
 
 
 def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
@@ -90,6 +107,7 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
     from .accounting import check_iso_state, describe_architecture, param_ratio
     from .checks import guard_architecture
 
+    check_buildable(spec)
     guard = guard_architecture(spec)
     desc = describe_architecture(spec)
     ok, message = check_iso_state(desc, target=state_target)
@@ -131,7 +149,9 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
-    the unit of work an executor hands out."""
+    the unit of work an executor hands out. The store is healed first (unreadable records
+    moved aside, so that their runs count as not stored)."""
+    store.heal()
     groups: dict[tuple[str, int], list[Job]] = {}
     for job in jobs:
         if not store.has(job.key):
@@ -239,14 +259,45 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})
     verdicts: dict = {}
-    for group in groups:
-        run_group(spec, group, protocol, store, dev, precision, checks, engine, progress,
-                  verdicts)
-    return todo
+    trained, deferred = 0, []
+    for group in groups:             # groups another process holds are left for the end
+        n = train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
+                          progress, verdicts, wait=False)
+        if n is None:
+            deferred.append(group)
+        else:
+            trained += n
+    for group in deferred:           # wait for their holder; train what it did not store
+        trained += train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
+                                 progress, verdicts, wait=True)
+    return trained
 
 
-def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
+def group_claim(arch_hash: str, protocol: Protocol, group: Sequence[Job]) -> str:
+    """The name of a group's claim: its architecture, protocol, setting and seed (the same in
+    every process, whatever each has already stored)."""
+    job = group[0]
+    return content_hash({"arch": arch_hash, "protocol": protocol.hash, "seed": job.seed,
+                         "setting": effective_setting(job.setting, protocol).hash})
+
+
+def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
+                  store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
+                  engine: str, progress: ProgressFn | None, verdicts: dict,
+                  wait: bool = True) -> int | None:
+    """Holding the group's claim (``madbench.claims``), train its jobs that no process has
+    stored yet; returns how many were trained, or None when another process holds the claim
+    and ``wait`` is False. Two processes on one run directory thus train each run once."""
+    with claim(store.root, group_claim(spec.hash, protocol, group), wait) as held:
+        if not held:
+            return None
+        todo = [job for job in group if not store.has(job.key)]
+        for _ in range(len(group) - len(todo) if progress else 0):   # stored by another
+            progress("done", {"accuracy": None})
+        if todo:
+            run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,
+                      verdicts)
+        return len(todo)
 
 
 def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):

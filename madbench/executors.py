@@ -29,7 +29,7 @@ from . import __version__, errors
 from .architecture import ArchitectureSpec
 from .errors import MadbenchError, UsageError
 from .evaluate import (Job, ProgressFn, choose_engine, effective_setting, job_from_dict,
-                       job_to_dict, pending_groups, run_group, run_sweep, warn)
+                       job_to_dict, pending_groups, run_sweep, train_claimed, warn)
 from .protocol import Protocol
 from .store import ResultsStore, run_key
 from .trainer import resolve_device, resolve_precision
@@ -84,8 +84,7 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
             raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
                                 "different data (another task version): install the same "
                                 "plugins everywhere")
-    todo = [job for job in jobs if not store.has(job.key)]
-    if not todo:
+    if all(store.has(job.key) for job in jobs):
         return 0
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -93,9 +92,8 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
             dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     precision = resolve_precision(dev, payload["precision"])
-    run_group(spec, todo, protocol, store, dev, precision, payload["checks"], payload["engine"],
-              progress, verdicts)
-    return len(todo)
+    return train_claimed(spec, jobs, protocol, store, dev, precision, payload["checks"],
+                         payload["engine"], progress, {} if verdicts is None else verdicts)
 
 
 def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -142,11 +143,45 @@ def apply_overrides(proto: Protocol, changes: dict[str, Any]) -> Protocol:
             raise UsageError(f"unknown protocol field {key!r} (fields: {allowed})")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise UsageError(f"{key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
-        if key == "betas" and len(value) != 2:
-            raise UsageError("betas takes two numbers, e.g. betas=0.9,0.98")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise UsageError(f"{key} must not be negative")
-        if key in ("epochs", "batch_size") and value < 1:
-            raise UsageError(f"{key} must be at least 1")
+        _check_range(key, value)
     return replace(proto, standard=False, overrides=tuple(sorted(
         (k, list(v) if isinstance(v, tuple) else v) for k, v in changes.items())), **changes)
+
+
+#: (lowest, highest, lowest included, highest included) of each numeric protocol field
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (1, 10**9, True, True), "min_steps": (0, 10**12, True, True),
+    "batch_size": (1, 10**7, True, True), "max_train": (1, 10**9, True, True),
+    "max_test": (1, 10**9, True, True), "lrs": (0, 10.0, False, True),
+    "weight_decays": (0, 100.0, True, True), "betas": (0, 1, True, False),
+    "eps": (0, 1.0, False, True), "min_lr": (0, 10.0, True, True),
+    "early_stop_accuracy": (0, 1, False, True), "version": (1, 10**9, True, True),
+}
+_INTEGER_FIELDS = {"epochs", "min_steps", "batch_size", "max_train", "max_test", "version"}
+_SEQUENCES = {"lrs": None, "weight_decays": None, "betas": 2}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Refuse a value no run can train with (in one line, before any training): empty sweep
+    lists, non-finite numbers, sizes below 1, betas outside [0, 1), and so on."""
+    if key in _SEQUENCES:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise UsageError(f"{key} needs at least one number, e.g. {key}="
+                             + ",".join(str(v) for v in PRESETS["paper"].to_dict()[key]))
+        if _SEQUENCES[key] is not None and len(value) != _SEQUENCES[key]:
+            raise UsageError(f"{key} takes {_SEQUENCES[key]} numbers, e.g. betas=0.9,0.98")
+        items = list(value)
+    else:
+        items = [value]
+    if key not in _RANGES or value is None:
+        return
+    low, high, low_in, high_in = _RANGES[key]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise UsageError(f"{key} takes numbers, not {item!r}")
+        if key in _INTEGER_FIELDS and not isinstance(item, int):
+            raise UsageError(f"{key} takes a whole number, not {item!r}")
+        if not math.isfinite(item) or item < low or item > high or \
+                (item == low and not low_in) or (item == high and not high_in):
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise UsageError(f"{key} must be in {interval}, not {item!r}")

@@ -1,22 +1,42 @@
 """The results store: one Parquet file per finished run under ``RUN_DIR/records/``, named by
 the run's content key and written atomically (temporary file, fsync, rename). A killed process
 loses at most the run in flight; a record is never half-written or duplicated, and re-running a
-command skips every run whose key is already stored."""
+command skips every run whose key is already stored.
+
+A run directory heals (``heal``, run before a sweep plans its work): a file under ``records/``
+that is not a readable record of the key it is named by (truncated, emptied, junk, another
+program's file) is moved to ``RUN_DIR/quarantine/`` with a one-line warning, so its run is
+trained again; a temporary file whose writer is gone (its process no longer runs on this host,
+or it is older than ``STALE_SECONDS``) is removed. ``records`` skips, and moves aside, an
+unreadable file the same way instead of failing."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import UsageError
+from .errors import MadbenchError, UsageError, warn
 from .hashing import content_hash
 
 RECORDS = "records"
+QUARANTINE = "quarantine"
+#: a record file is named by its key: hex digits, ``.parquet``
+RECORD_NAME = re.compile(r"^[0-9a-f]{16,64}\.parquet$")
+#: temporary files: ``.tmp-<host>-<pid>-<random>.parquet`` (older ones: ``.tmp-<random>``)
+TMP_PREFIX = ".tmp-"
+TMP_NAME = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-")
+#: a temporary file older than this is stale whoever wrote it (a writer on another host)
+STALE_SECONDS = 6 * 3600
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def run_key(arch_hash: str, setting_hash: str, protocol_hash: str, lr: float,
@@ -52,29 +72,122 @@ class ResultsStore:
         return {p.stem for p in self._files()}
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record atomically; a record with the same key is left as it is."""
+        """Write one record atomically; a record with the same key is left as it is. A write
+        that fails (read-only directory, full disk) raises one line and leaves no file."""
         key = record["run_key"]
         if self.has(key):
             return
         table = pa.Table.from_pylist([encode_row(record)])
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=self.dir)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_HOST}-{os.getpid()}-",
+                                       suffix=".parquet", dir=self.dir)
             with os.fdopen(fd, "wb") as fh:
                 pq.write_table(table, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path(key))
+        except OSError as exc:
+            raise MadbenchError(f"cannot write the record of run {key} under {self.dir}: "
+                                f"{exc.strerror or exc}; the runs stored so far are kept"
+                                ) from None
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every stored record, JSON columns decoded."""
+        """Every stored record, JSON columns decoded; an unreadable file is moved aside (or,
+        in a read-only directory, skipped) with a warning."""
         out = []
         for p in self._files():
-            for row in pq.read_table(p).to_pylist():
-                out.append({k: _decode(k, v) for k, v in row.items()})
+            rows, problem = _read_record(p)
+            if problem:
+                self._set_aside(p, problem)
+                continue
+            out.extend(rows)
         return out
+
+    # -- healing ---------------------------------------------------------------------------
+    def heal(self) -> int:
+        """Remove stale temporary files and move aside every file under ``records/`` that is
+        not a readable record of the key it is named by; returns how many were moved aside.
+        Their runs are no longer stored, so a sweep trains them again."""
+        moved = 0
+        for p in sorted(self.dir.iterdir()):
+            if p.name.startswith(TMP_PREFIX):
+                if _stale_temporary(p):
+                    _unlink_quietly(p)
+                continue
+            if p.name.startswith("."):
+                continue
+            if not p.is_file() or not RECORD_NAME.match(p.name):
+                problem = "not a madbench record"
+            else:
+                problem = _read_record(p)[1]
+            if problem:
+                moved += self._set_aside(p, problem)
+        return moved
+
+    def _set_aside(self, path: Path, problem: str) -> bool:
+        """Move ``path`` to ``RUN_DIR/quarantine/`` (one warning line); False when it cannot
+        be moved (then it is only skipped)."""
+        target_dir = self.root / QUARANTINE
+        try:
+            target_dir.mkdir(exist_ok=True)
+            target = target_dir / path.name
+            n = 1
+            while target.exists():
+                target = target_dir / f"{path.stem}.{n}{path.suffix}"
+                n += 1
+            os.replace(path, target)
+        except OSError as exc:
+            if not path.exists():            # another process moved it first
+                return False
+            warn(f"{path}: {problem}; skipped (cannot move it aside: {exc.strerror or exc})")
+            return False
+        warn(f"{path}: {problem}; moved to {target}, its run will be trained again")
+        return True
+
+
+def _read_record(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The decoded row of one record file, or the reason it is not a record of its key."""
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - truncated, empty or junk files, of any kind
+        return [], f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
+    if len(rows) != 1 or rows[0].get("run_key") != path.stem:
+        return [], "not a record of the run it is named by"
+    try:
+        return [{k: _decode(k, v) for k, v in rows[0].items()}], None
+    except ValueError as exc:
+        return [], f"unreadable (a JSON column: {exc})"
+
+
+def _stale_temporary(path: Path) -> bool:
+    """A temporary file whose writer is gone: a dead process of this host, or old."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    match = TMP_NAME.match(path.name)
+    if match and match["host"] == _HOST:
+        return not _alive(int(match["pid"])) or age > STALE_SECONDS
+    return age > STALE_SECONDS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 _JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}

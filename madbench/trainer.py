@@ -20,12 +20,23 @@ from .protocol import Protocol
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything
+    else, or a CUDA device this machine does not have, is a usage error (one line)."""
+    from .errors import UsageError
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"--device {device!r}: not a device (use auto, cpu, cuda or "
+                         "cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: madbench trains on cpu or cuda devices")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import UsageError
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                         "CUDA device(s)")
     return dev
 
 

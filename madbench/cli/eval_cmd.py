@@ -13,6 +13,7 @@ from ..protocol import PRESETS, get_protocol
 from .progress import RunProgress
 
 FORMATS = ("table", "json", "markdown")
+MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -22,6 +23,8 @@ def _parse_seeds(text: str) -> list[int]:
         raise UsageError(f"--seeds takes comma-separated integers, not {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
         raise UsageError("--seeds needs at least one non-negative integer")
+    if any(s > MAX_SEED for s in seeds):
+        raise UsageError(f"--seeds: a seed is at most {MAX_SEED} (2**63 - 1)")
     return sorted(set(seeds))
 
 
@@ -39,7 +42,10 @@ def _select_tasks(text: str):
     from ..tasks import all_tasks, get_task
     if text == "all":
         return all_tasks()
-    return [get_task(name.strip()) for name in text.split(",") if name.strip()]
+    tasks = [get_task(name.strip()) for name in text.split(",") if name.strip()]
+    if not tasks:
+        raise UsageError(f"--tasks {text!r} names no task ('all' or comma-separated names)")
+    return tasks
 
 
 def _fmt(x) -> str:
@@ -142,13 +148,24 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     from ..evaluate import architecture_checks, plan, summarize
     from ..executors import make_executor
     from ..store import ResultsStore
+    from ..trainer import resolve_device, resolve_precision
+    from .preflight import writable_dir, writable_file
+    # every argument is checked before the first run trains (one line, exit 2 or 3)
     runner = make_executor(executor, ray_address, runs_per_gpu)
     protocol = get_protocol(preset, _parse_overrides(overrides))
     seed_list = _parse_seeds(seeds)
-    spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
+    if executor == "local":
+        resolve_precision(resolve_device(device), precision)
     tasks = _select_tasks(tasks_text)
+    if output:
+        writable_file(output, "--output")
+    writable_dir(run_dir, "--run-dir")
+    spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
     checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
+    if not jobs:
+        raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
+                         "to train")
     store = ResultsStore(run_dir)
     with _Progress(enabled=not no_progress) as progress:
         runner.run(spec, jobs, protocol, store, device, precision, checks, progress, engine)
@@ -216,6 +233,15 @@ def plot_command(run_dirs, out):
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install 'madbench[plot]'") from None
     import numpy as np
+    from .preflight import writable_file
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    suffix = Path(out).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"--out {out}: matplotlib cannot write {suffix or 'a file without a '}"
+                         f"{' files' if suffix else 'suffix'} (use one of: "
+                         f"{', '.join(sorted(formats))})")
+    writable_file(out, "--out")
     summaries = _summaries(run_dirs)
     tasks = sorted({t for s in summaries for t in s["tasks"]})
     labels = tasks + ["MAD score"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..budget import Budget
 
 @click.group("leaderboard")
 def leaderboard_group() -> None:
@@ -34,13 +35,21 @@ def leaderboard_group() -> None:
               "directory holds several.")
 @click.option("--command", "eval_command", default=None, help="The madbench eval command that "
               "produced the runs (default: rebuilt from the records).")
-@click.option("--audit-dim", type=click.IntRange(min=1), default=None, help="Width of the state "
-              "audit (default: the model width when affordable).")
+@click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Width of the state audit (validate re-runs it at 32 and compares the "
+              "numbers when the widths agree).")
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
     """Build a submission from the run records in RUN_DIR."""
+    from ..errors import UsageError, printable
     from ..leaderboard.boards import describe_protocol
     from ..protocol import Protocol
     from ..leaderboard.submit import build_submission
+    from .preflight import writable_file
+
+    if printable(name) != name:
+        raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
+                         "overrides and undecodable bytes are not allowed in a name")
+    writable_file(out, "--out")
 
     doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
@@ -48,30 +57,38 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
-    click.echo(f"wrote {out}: {doc['name']} — {doc['architecture']['name']}, {where}, "
+    click.echo(f"wrote {out}: {printable(doc['name'])} — {doc['architecture']['name']}, {where}, "
                f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
 
 
 def _print_report(report) -> None:
+    """One report; every line built from the submission's text is escaped (``printable``),
+    so that a name cannot print a forged verdict or drive the terminal."""
+    from ..errors import printable
+
+    def say(line: str) -> None:
+        click.echo(printable(line))
+
     status = "valid" if report.valid else "INVALID"
     board = f" [{report.board}]" if report.board else ""
-    click.echo(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
+    say(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
     for check, reason in report.failures:
-        click.echo(f"  FAIL {check}: {reason}")
+        say(f"  FAIL {check}: {reason}")
     for warning in report.warnings:
-        click.echo(f"  warning: {warning}")
+        say(f"  warning: {warning}")
     for run in report.reruns:
-        click.echo(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
-                   f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-                   f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
+        say(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
+            f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
+            f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
     if report.valid:
-        click.echo("  checked: " + "; ".join(report.checks))
+        say("  checked: " + "; ".join(report.checks))
 
 
 @leaderboard_group.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--rerun", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Re-train the best runs of K settings sampled among the cheapest.")
+              help="Re-train the best runs of K settings, stratified over the tasks and drawn "
+              "uniformly within the token budget, with madbench's own protocol.")
 @click.option("--rerun-seed", type=click.IntRange(min=0), default=None,
               help="Seed of the re-run sample (default: random, printed).")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
@@ -81,17 +98,46 @@ def _print_report(report) -> None:
 @click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
               "no board's (a trial run) instead of refusing it.")
 @click.option("--device", default="auto", show_default=True, help="Device for --rerun.")
+@click.option("--trust-code", is_flag=True, help="Import mixers that are neither bundled nor "
+              "from an installed plugin distribution named in the submission with its "
+              "version (code the submission names runs here; never from the working "
+              "directory unless it is on PYTHONPATH). Off by default: such an architecture "
+              "is reported as not rebuilt (untrusted code).")
+@click.option("--changed-since", default=None, metavar="REF", help="Re-run (--rerun) only the "
+              "files added or changed since the merge base of REF and HEAD (git; CI: the "
+              "target branch); the others get every other check.")
+@click.option("--check-seconds", type=click.FloatRange(min=1), default=Budget.check_seconds,
+              show_default=True, help="Time budget for rebuilding and checking one "
+              "architecture.")
+@click.option("--rerun-seconds", type=click.FloatRange(min=1), default=Budget.rerun_seconds,
+              show_default=True, help="Time budget for the re-runs of one submission.")
+@click.option("--rerun-max-tokens", type=click.IntRange(min=1), default=None,
+              help="Largest run (steps x batch x length) a re-run may train [default: the "
+              "largest run of a board's protocol].")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
+                     trust_code, changed_since, check_seconds, rerun_seconds, rerun_max_tokens,
                      as_json):
     """Validate submission files (directories: every *.json below). Exit 3 when one is
-    invalid, with a reason for every failure."""
-    from ..leaderboard.validate import submission_files, validate_file
+    invalid, with a reason for every failure. Nothing the submission names is imported unless
+    it is a bundled layer or comes from an installed plugin distribution named with its
+    version (see --trust-code)."""
+    from ..leaderboard.changes import changed_files
+    from ..leaderboard.validate import duplicate_entries, submission_files, validate_file
 
     files = submission_files(paths)
-    reports = [validate_file(f, allow_nonstandard=allow_nonstandard, rerun=rerun,
+    budget = Budget(check_seconds=check_seconds, rerun_seconds=rerun_seconds,
+                    rerun_max_tokens=rerun_max_tokens)
+    if rerun and changed_since and files:
+        changed = changed_files(paths, changed_since)
+    else:
+        changed = {f.resolve() for f in files}
+    reports = [validate_file(f, allow_nonstandard=allow_nonstandard,
+                             rerun=rerun if f.resolve() in changed else 0,
                              rerun_seed=rerun_seed, tolerance=tolerance, audit_dim=audit_dim,
-                             device=device) for f in files]
+                             device=device, trust_code=trust_code, budget=budget)
+               for f in files]
+    duplicate_entries(reports)
     valid = all(r.valid for r in reports)
     if as_json:
         click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import CheckFailed, MadbenchError, UsageError
+from ..errors import CheckFailed, MadbenchError, UsageError, printable
 from ..protocol import PRESETS
 from .boards import BOARDS, current_suite_hash, suite_tasks
 from .schema import read_submission, schema_errors
@@ -39,7 +39,7 @@ def _count(value) -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return printable(text).replace("|", "\\|")
 
 
 def board_table(board: str, entries: list[tuple[Path, dict]], root: Path) -> str:

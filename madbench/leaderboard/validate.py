@@ -10,19 +10,30 @@ Checks, in order (each failure names its check and gives the reason):
    ``leaderboards/`` is that board.
 3. ``suite``: the suite hash is madbench's own (the bundled six tasks and their settings).
 4. ``runs``: each run's setting hash, grid membership, seed and ``run_key`` are recomputed from
-   its fields; its accuracy is a whole number of correct positions; its epochs and steps are
-   what the protocol trains; no run is duplicated and none of the sweep is missing (a board
+   its fields; its ``scored_positions`` are counted on the test data generated here and its
+   accuracy is a whole number of them; its epochs and steps are what the protocol trains; no
+   run is duplicated, no seed is a copy of another, and none of the sweep is missing (a board
    entry covers every task of the suite).
 5. ``best``/``scores``: best of sweep per (task, setting, seed), task means, the overall score
    and the bootstrap interval are recomputed from the runs (within ``AGGREGATE_TOLERANCE``).
 6. ``architecture``/``accounting``/``causality``/``state_audit``: the architecture hash matches
-   its spec and source ids; when the mixers import here, the installed source ids must match,
-   parameters and state are recounted by building the model, the causality guard is re-run,
-   and the state audit is re-run at a reduced width (``audit_dim``, default 32) so that it
-   stays fast; its verdict, not its numbers, is compared. An architecture that does not
-   import here is reported as a warning and these checks are skipped.
-7. ``rerun`` (``rerun=K``): the best runs of K settings sampled among the cheapest are
-   re-trained with their recorded hyperparameters; accuracy must agree within ``tolerance``.
+   its spec and source ids (the display name is not hashed). Only code this installation
+   already trusts is imported (``trust``: bundled layers, installed plugin distributions named
+   with their versions; ``trust_code`` lifts this): then the installed source ids must match,
+   the architecture must fit the size budgets (``Budget``: parameters, FLOPs per token,
+   state, check input size), parameters and state are recounted by building the model, the
+   causality guard is re-run, and the state audit is re-run at a reduced width (``audit_dim``,
+   default 32) within a time budget; its verdict is compared, and its numbers when the
+   submission's audit ran at the same width. An architecture that is not rebuilt is a
+   warning for a trial submission and a failure for a board entry.
+7. ``rerun`` (``rerun=K``): the best runs of K cells, stratified over the tasks and drawn
+   uniformly among every cell within the per-run token budget, from a seed the submitter
+   does not choose (random unless given), re-trained with madbench's own protocol (the
+   board's preset; never the submission's fields) within a time budget; accuracy must agree
+   within ``tolerance``.
+
+Beyond single files, ``duplicate_entries`` fails a board entry whose architecture (by hash) is
+already on its board under another file.
 """
 from __future__ import annotations
 
@@ -38,14 +49,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..budget import Budget, BudgetExceeded, Deadline, over
 from ..errors import MadbenchError
 from ..hashing import canonical_json
 from ..protocol import Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
+from ..protocol import PRESETS
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
 from .schema import InvalidSubmission, read_submission, schema_errors
+from .trust import untrusted_mixers, working_directory_excluded
 
 AGGREGATE_TOLERANCE = 1e-9
 #: accuracy agreement a re-run must reach (absolute); GPU bf16 against CPU fp32 differs
@@ -54,8 +68,6 @@ DEFAULT_TOLERANCE = 0.05
 VALIDATE_AUDIT_DIM = 32
 #: the Jacobian cap when a layer cannot be built at ``VALIDATE_AUDIT_DIM``
 FALLBACK_AUDIT_MAX_SIZE = 1024
-#: a submitted architecture larger than this is not built here (counted on the meta device)
-MAX_REBUILD_PARAMS = 200_000_000
 MAX_LISTED = 3
 
 
@@ -70,6 +82,7 @@ class Report:
     checks: list[str] = field(default_factory=list)                 #: what was checked
     reruns: list[dict] = field(default_factory=list)
     name: str | None = None
+    architecture_hash: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -81,7 +94,8 @@ class Report:
     def to_dict(self) -> dict:
         return {"path": self.path, "name": self.name, "valid": self.valid, "board": self.board,
                 "failures": [{"check": c, "reason": r} for c, r in self.failures],
-                "warnings": self.warnings, "checks": self.checks, "reruns": self.reruns}
+                "warnings": self.warnings, "checks": self.checks, "reruns": self.reruns,
+                "architecture_hash": self.architecture_hash}
 
 
 def _listed(items: list[str]) -> str:
@@ -230,13 +244,81 @@ def _coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple
     return out
 
 
-def check_runs(doc: dict, report: Report, protocol: Protocol) -> None:
+def scored_positions(task, setting_name: str, protocol: Protocol, seed: int) -> int:
+    """The scored positions of a setting's test split under ``protocol`` (its caps applied),
+    counted on the data generated here: what every non-diverged run of the setting and seed
+    was evaluated on."""
+    from ..evaluate import effective_setting
+    from ..tasks import IGNORE, generate_splits
+
+    eff = effective_setting(task.setting(setting_name), protocol)
+    return int((generate_splits(task, eff, seed)[1].targets != IGNORE).sum())
+
+
+def _scored_problems(doc: dict, tasks: dict, protocol: Protocol,
+                     deadline: Deadline) -> list[tuple[str, str]]:
+    """Runs whose ``scored_positions`` is not the count of the test data generated here (0 for
+    a diverged run): an accuracy is a fraction of these, so they cannot be chosen. The data
+    are generated once per (task, setting, seed), within ``deadline``."""
+    from ..evaluate import select_settings
+
+    out = []
+    cells = sorted({(r["task"], r["setting"], r["seed"]) for r in doc["runs"]
+                    if r["task"] in tasks and r["setting"] in
+                    {s.name for s in select_settings(tasks[r["task"]], protocol.settings)}})
+    counts = {}
+    for cell in cells:
+        deadline.check()
+        counts[cell] = scored_positions(tasks[cell[0]], cell[1], protocol, cell[2])
+    for run in doc["runs"]:
+        cell = (run["task"], run["setting"], run["seed"])
+        if cell not in counts:
+            continue
+        expected = 0 if run["diverged"] else counts[cell]
+        if run["scored_positions"] != expected:
+            out.append(("scored_positions", f"{cell[0]}/{cell[1]} seed {cell[2]} lr "
+                        f"{run['lr']:g} wd {run['weight_decay']:g}: scored_positions "
+                        f"{run['scored_positions']}, but its test data here have {expected}"))
+    return out
+
+
+#: the fields of a run that are measured, not set: equal across seeds only by copying
+MEASURED_FIELDS = ("accuracy", "macro_accuracy", "loss", "train_loss")
+
+
+def _copied_seed_problems(doc: dict) -> list[tuple[str, str]]:
+    """Runs that differ only in their seed but carry identical measurements (every measured
+    field, to the last bit): a seed relabelled or copied, not trained."""
+    seen: dict[tuple, dict] = {}
+    out = []
+    for run in doc["runs"]:
+        if run["diverged"]:
+            continue
+        key = (run["task"], run["setting"], run["lr"], run["weight_decay"],
+               *(run[f] for f in MEASURED_FIELDS))
+        other = seen.setdefault(key, run)
+        if other is not run and other["seed"] != run["seed"]:
+            out.append(("copied_seed", f"{run['task']}/{run['setting']} lr {run['lr']:g} wd "
+                        f"{run['weight_decay']:g}: seeds {other['seed']} and {run['seed']} "
+                        "have identical accuracy, loss and train loss (a copied seed)"))
+    return out
+
+
+def check_runs(doc: dict, report: Report, protocol: Protocol,
+               budget: Budget = Budget()) -> None:
     tasks = {t.name: t for t in suite_tasks()}
     problems: dict[str, list[str]] = {}
     for run in doc["runs"]:
         for kind, text in _run_problems(run, tasks.get(run["task"]), protocol, doc):
             problems.setdefault(kind, []).append(text)
-    for kind, text in _coverage_problems(doc, tasks, protocol):
+    deadline = Deadline(budget.check_seconds, "counting the scored positions")
+    try:
+        scored = _scored_problems(doc, tasks, protocol, deadline)
+    except BudgetExceeded as exc:
+        report.fail("budget", str(exc))
+        scored = []
+    for kind, text in (_coverage_problems(doc, tasks, protocol) + _copied_seed_problems(doc)
+                       + scored):
         problems.setdefault(kind, []).append(text)
     for kind, texts in problems.items():        # one line per kind of per-run problem
         if len(texts) == 1 or kind in ("missing", "duplicate"):
@@ -245,7 +327,8 @@ def check_runs(doc: dict, report: Report, protocol: Protocol) -> None:
         else:
             report.fail("runs", f"{len(texts)} runs fail the {kind} check: {texts[0]} (and "
                         f"{len(texts) - 1} more)")
-    report.checks.append(f"runs ({len(doc['runs'])}: keys, settings, grid, steps, coverage)")
+    report.checks.append(f"runs ({len(doc['runs'])}: keys, settings, grid, steps, coverage, "
+                         "scored positions recounted from the test data, no copied seeds)")
 
 
 # -- 5. aggregates -------------------------------------------------------------------------
@@ -341,8 +424,68 @@ def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
             f"{FALLBACK_AUDIT_MAX_SIZE} (a layer does not build at width {audit_dim})"}
 
 
-def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM):
-    """Returns the rebuilt ArchitectureSpec when the installed code matches, else None."""
+#: the input shape of the contract check (``checks.check_contract``): batch x length
+CHECK_INPUT = (3, 32)
+
+
+def over_budget(spec, budget: Budget, deadline: Deadline) -> str | None:
+    """Why ``spec`` is too large to check here, or None: the contract check's input size and
+    the parameter count (meta device, nothing allocated) first, then forward FLOPs per token
+    and state from the accounting."""
+    from ..accounting import describe_architecture
+    from .submit import ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE
+
+    elements = CHECK_INPUT[0] * CHECK_INPUT[1] * spec.dim
+    if over(elements, budget.max_check_elements):
+        return (f"width {spec.dim}: check inputs of {elements:,} elements, over the budget of "
+                f"{budget.max_check_elements:,}")
+    with deadline.enforce():
+        size = meta_param_count(spec, ACCOUNTING_VOCAB_SIZE)
+        if size is not None and over(size, budget.max_params):
+            return f"{size:,} parameters, over the budget of {budget.max_params:,}"
+        desc = describe_architecture(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
+    if over(desc["params"], budget.max_params):
+        return f"{desc['params']:,} parameters, over the budget of {budget.max_params:,}"
+    if over(desc["flops_per_token"], budget.max_flops_per_token):
+        return (f"{desc['flops_per_token']:.3g} forward FLOPs per token, over the budget of "
+                f"{budget.max_flops_per_token:.3g}")
+    state = (desc["fixed_state"] or 0) + (desc["cache"] or 0)
+    if over(state, budget.max_state):
+        return f"{state:,} state and cache elements, over the budget of {budget.max_state:,}"
+    return None
+
+
+def _compare_audit(claimed: dict, measured: dict, report: Report) -> None:
+    """The submission's state-audit numbers against the audit re-run here, when both ran with
+    the same width and Jacobian cap; otherwise only the verdict is compared (said so)."""
+    same = (claimed["audit_dim"], claimed["max_size"]) == (measured["audit_dim"],
+                                                           measured["max_size"])
+    if not same:
+        report.warnings.append(
+            f"state audit numbers recorded at width {claimed['audit_dim'] or 'of the model'} "
+            f"(cap {claimed['max_size']}) are not compared with the re-run at width "
+            f"{measured['audit_dim'] or 'of the model'} (cap {measured['max_size']}); its "
+            "verdict is")
+        return
+    for key in ("declared_state", "measured_state"):
+        if claimed[key] != measured[key]:
+            report.fail("state_audit", f"checks.state_audit.{key} claims {claimed[key]}, the "
+                        f"audit re-run here gives {measured[key]}")
+    mine = [[l[k] for k in ("index", "declared_total", "measured_state", "ok")]
+            for l in measured["layers"]]
+    theirs = [[l[k] for k in ("index", "declared_total", "measured_state", "ok")]
+              for l in claimed["layers"]]
+    if mine != theirs:
+        report.fail("state_audit", "checks.state_audit.layers differ from the audit re-run "
+                    f"here (index, declared, measured, ok): claimed {theirs[:2]}, re-run "
+                    f"{mine[:2]}")
+
+
+def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM,
+                       trust_code: bool = False, budget: Budget = Budget()):
+    """Returns the rebuilt ArchitectureSpec when the installed code matches, else None.
+    Nothing the submission names is imported unless ``trust`` judges it trusted (or
+    ``trust_code``)."""
     from ..accounting import PARAM_TOLERANCE, STATE_TARGET
     from ..architecture import ArchitectureSpec, architecture_hash
     from .submit import ACCOUNTING_FIELDS, source_ids
@@ -364,6 +507,18 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
                     "check: " + (causality["failures"][0] if causality["failures"] else "?"))
     if not audit["state_ok"]:
         report.fail("state_audit", "the submission records a failed state audit")
+    untrusted = [] if trust_code else untrusted_mixers(arch)
+    if untrusted:
+        text = ("not rebuilt (untrusted code): " + "; ".join(v.reason for v in untrusted[:2])
+                + (f" (and {len(untrusted) - 2} more)" if len(untrusted) > 2 else "")
+                + ". Only bundled layers and installed plugin distributions named in the "
+                "submission with their versions are imported; accounting, causality, state "
+                "audit and re-runs are not checked (--trust-code imports it)")
+        if doc["board"]:
+            report.fail("architecture", text)
+        else:
+            report.warnings.append(text)
+        return None
     try:
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
@@ -379,13 +534,18 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     if spec.hash != arch["hash"]:
         report.fail("architecture", f"the installed architecture hashes to {spec.hash}")
         return None
-    size = meta_param_count(spec, acc["vocab_size"])
-    if size is not None and size > MAX_REBUILD_PARAMS:
-        report.fail("architecture", f"{size:,} parameters: too large to rebuild here (at most "
-                    f"{MAX_REBUILD_PARAMS:,}); claims cannot be checked")
-        return None
+    deadline = Deadline(budget.check_seconds, "rebuilding and checking the architecture")
     try:
-        claims = _rebuild_claims(canonical_json(arch["spec"]), audit_dim)
+        problem = over_budget(spec, budget, deadline)
+        if problem:
+            report.fail("budget", f"{problem}: refused before building it; claims cannot be "
+                        "checked")
+            return None
+        with deadline.enforce():
+            claims = _rebuild_claims(canonical_json(arch["spec"]), audit_dim)
+    except BudgetExceeded as exc:
+        report.fail("budget", f"{exc}; claims cannot be checked")
+        return None
     except MadbenchError as exc:
         report.fail("causality", f"the architecture fails to build or run here: {exc}")
         return None
@@ -413,6 +573,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
         report.fail("causality", "causality guard re-run here: " +
                     (guard["failures"][0] if guard["failures"] else "failed"))
     rerun_audit = claims["checks"]["state_audit"]
+    _compare_audit(audit, rerun_audit, report)
     if not rerun_audit["state_ok"]:
         bad = [l for l in rerun_audit["layers"] if l["ok"] is False]
         report.fail("state_audit", "state audit re-run here: " +
@@ -433,30 +594,87 @@ def rerun_cost(task, setting_name: str, protocol: Protocol) -> int:
     return protocol.epochs_for(per_epoch) * per_epoch * protocol.batch_size * eff.seq_len
 
 
-def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random) -> list[dict]:
-    """K best-of-sweep runs sampled among the cheapest settings (the cheapest quarter of the
-    cells, at least K)."""
+def rerun_protocol(doc: dict, protocol: Protocol) -> Protocol:
+    """The protocol a re-run trains: the board's own preset for a board entry, else madbench's
+    preset with the declared overrides; never the submission's fields. Raises ValueError when
+    the submission's protocol is not that one (nothing is re-run then)."""
+    mine = PRESETS[BOARDS[doc["board"]]] if doc["board"] in BOARDS else \
+        preset_with_overrides(protocol)
+    if mine.hash != protocol.hash:
+        raise ValueError(f"the submission's protocol [{protocol.hash}] is not "
+                         f"{describe_protocol(mine)} [{mine.hash}]")
+    return mine
+
+
+def default_rerun_tokens() -> int:
+    """The largest run of any board's protocol (tokens): a re-run of a trial submission never
+    trains more than that."""
+    return max(rerun_cost(task, setting.name, PRESETS[preset])
+               for preset in BOARDS.values() for task in suite_tasks()
+               for setting in task.settings())
+
+
+def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
+                max_tokens: int | None = None) -> tuple[list[dict], dict]:
+    """K best-of-sweep runs to re-train, stratified over the tasks: the tasks in a random
+    order, one cell each in turn, each drawn uniformly among that task's cells (every setting
+    and seed, not only the cheap ones) whose run costs at most ``max_tokens``. Returns the
+    runs and what the sample was drawn from."""
     tasks = {t.name: t for t in suite_tasks()}
     best = best_of_sweep(doc["runs"], doc["metric"])
-    cells = sorted(best, key=lambda c: (rerun_cost(tasks[c[0]], c[1], protocol), c))
-    pool = cells[:max(k, -(-len(cells) // 4))]
-    return [best[c] for c in rng.sample(pool, min(k, len(pool)))]
+    pools: dict[str, list] = {}
+    too_costly = 0
+    for cell in sorted(best):
+        if cell[0] not in tasks:
+            continue
+        if over(rerun_cost(tasks[cell[0]], cell[1], protocol), max_tokens):
+            too_costly += 1
+            continue
+        pools.setdefault(cell[0], []).append(cell)
+    eligible = sum(map(len, pools.values()))
+    order = sorted(pools)
+    rng.shuffle(order)
+    chosen: list = []
+    while len(chosen) < min(k, eligible):
+        for name in order:
+            if pools[name] and len(chosen) < k:
+                chosen.append(pools[name].pop(rng.randrange(len(pools[name]))))
+    return [best[c] for c in chosen], {"cells": len(best), "eligible": eligible,
+                                       "over_budget": too_costly, "tasks": len(order)}
 
 
 def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
-                 seed: int | None, tolerance: float, device: str) -> None:
+                 seed: int | None, tolerance: float, device: str,
+                 budget: Budget = Budget()) -> None:
     from ..evaluate import Job, run_sweep
     from ..store import ResultsStore
     from ..tasks import get_task
     from ..trainer import resolve_device
 
     if spec is None:
-        report.fail("rerun", "cannot re-run: the architecture is not importable here, or its "
-                    "code differs from the submission's")
+        report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
+                    "or not installed code, or code that differs from the submission's)")
         return
+    try:
+        trained = rerun_protocol(doc, protocol)
+    except ValueError as exc:
+        report.fail("rerun", f"not re-run: {exc}; only that protocol is ever trained here")
+        return
+    max_tokens = budget.rerun_max_tokens if budget.rerun_max_tokens is not None else \
+        default_rerun_tokens()
     seed = secrets.randbits(32) if seed is None else seed
-    runs = pick_reruns(doc, protocol, k, random.Random(seed))
+    runs, sample = pick_reruns(doc, trained, k, random.Random(seed), max_tokens)
+    if not runs:
+        report.fail("rerun", f"no setting can be re-run within the budget of {max_tokens:,} "
+                    f"tokens per run ({sample['over_budget']} of {sample['cells']} over it)")
+        return
     dev = resolve_device(device)
+    deadline = Deadline(budget.rerun_seconds, f"re-running {len(runs)} settings")
+
+    def on_progress(event: str, info: dict) -> None:
+        if event == "epoch":
+            deadline.check()
+
     for run in runs:
         task = get_task(run["task"])
         precision = run["precision"] if dev.type == "cuda" else "fp32"
@@ -465,7 +683,14 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="madbench-rerun-") as tmp:
             store = ResultsStore(tmp)
-            run_sweep(spec, [job], protocol, store, str(dev), precision, engine="plain")
+            try:
+                with deadline.enforce():
+                    run_sweep(spec, [job], trained, store, str(dev), precision,
+                              progress=on_progress, engine="plain")
+            except BudgetExceeded as exc:
+                report.fail("rerun", f"{run['task']}/{run['setting']} seed {run['seed']}: "
+                            f"{exc}")
+                return
             fresh = store.records()[0]
         delta = abs(fresh["accuracy"] - run["accuracy"])
         ok = delta <= tolerance and bool(fresh["diverged"]) == run["diverged"]
@@ -481,8 +706,11 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                         f"{run['lr']:g} wd {run['weight_decay']:g} re-trained here: accuracy "
                         f"{fresh['accuracy']:.4f}, claimed {run['accuracy']:.4f} (difference "
                         f"{delta:.4f} > tolerance {tolerance:g})")
-    report.checks.append(f"re-ran {len(runs)} cheap settings (sample seed {seed}, tolerance "
-                         f"{tolerance:g})")
+    report.checks.append(
+        f"re-ran {len(runs)} settings of {sample['tasks']} tasks under "
+        f"{describe_protocol(trained)}, sampled uniformly per task from {sample['eligible']} of "
+        f"{sample['cells']} cells ({sample['over_budget']} over the {max_tokens:,}-token "
+        f"budget; sample seed {seed}, tolerance {tolerance:g})")
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -503,9 +731,11 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
                         allow_nonstandard: bool = False, rerun: int = 0,
                         rerun_seed: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
                         audit_dim: int = VALIDATE_AUDIT_DIM, device: str = "auto",
-                        rebuild: bool = True) -> Report:
+                        rebuild: bool = True, trust_code: bool = False,
+                        budget: Budget = Budget()) -> Report:
     """Every check of this module on one parsed submission. ``rebuild=False`` skips the
-    checks that build the architecture (6, beyond the hash) and the re-runs."""
+    checks that build the architecture (6, beyond the hash) and the re-runs; ``trust_code``
+    imports mixers that ``trust`` does not vouch for (code the submission names)."""
     path = Path(path) if path is not None else None
     report = Report(str(path) if path else None)
     errors = schema_errors(doc)
@@ -514,20 +744,24 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
             report.fail("schema", error)
         return report
     report.name = doc["name"]
+    report.architecture_hash = doc["architecture"]["hash"]
     report.checks.append("schema v1")
     protocol = _guarded(report, "protocol",
                         lambda: check_protocol(doc, report, path, allow_nonstandard))
     _guarded(report, "suite", lambda: check_suite(doc, report))
     if protocol is not None:
-        _guarded(report, "runs", lambda: check_runs(doc, report, protocol))
+        _guarded(report, "runs", lambda: check_runs(doc, report, protocol, budget))
     _guarded(report, "scores", lambda: check_aggregates(doc, report, protocol))
     spec = None
-    if rebuild:
-        spec = _guarded(report, "architecture",
-                        lambda: check_architecture(doc, report, audit_dim))
-    if rerun and protocol is not None:
-        _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
-                                                       rerun_seed, tolerance, device))
+    with working_directory_excluded():
+        if rebuild:
+            spec = _guarded(report, "architecture",
+                            lambda: check_architecture(doc, report, audit_dim, trust_code,
+                                                       budget))
+        if rerun and protocol is not None:
+            _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
+                                                           rerun_seed, tolerance, device,
+                                                           budget))
     return report
 
 
@@ -540,6 +774,23 @@ def validate_file(path: str | Path, **options) -> Report:
         report.fail("input", str(exc))
         return report
     return validate_submission(doc, path, **options)
+
+
+def duplicate_entries(reports: Iterable[Report]) -> None:
+    """Fail each board entry whose architecture hash an earlier file (by path) on the same
+    board already carries: the hash covers the layers, not the display name, so a renamed
+    copy of an entry is the same architecture and cannot rank twice."""
+    seen: dict[tuple[str, str], str | None] = {}
+    for report in sorted(reports, key=lambda r: r.path or ""):
+        if not report.board or not report.architecture_hash:
+            continue
+        key = (report.board, report.architecture_hash)
+        if key in seen:
+            report.fail("duplicate", f"architecture [{key[1]}] is already on {key[0]} as "
+                        f"{seen[key]}: one entry per architecture (a renamed architecture is "
+                        "the same architecture)")
+        else:
+            seen[key] = report.path
 
 
 def submission_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -1,0 +1,41 @@
+"""Checks of command-line arguments that must hold before any work starts, each failing in one
+line (exit 2): a file to write at the end can be written, a run directory can be written, a
+device string names a device here. ``madbench eval`` runs them before the first run trains, so
+that a bad argument costs no training."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def writable_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` can be created or overwritten: its folder exists and is writable, and it is not
+    a folder. Nothing is written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: not writable")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder {parent} is not writable")
+    return path
+
+
+def writable_dir(path: str | os.PathLike, option: str) -> Path:
+    """``path`` exists (created if needed) and a file can be created in it (probed with a
+    temporary file, removed at once)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there "
+                         f"({exc.strerror or type(exc).__name__})") from None
+    return path

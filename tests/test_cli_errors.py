@@ -1,0 +1,185 @@
+"""Issue #14, item 5: every bad argument is one line on stderr with the README's exit code,
+before any training; any other exception becomes one line too (traceback behind --debug or
+MADBENCH_DEBUG=1); text from outside is printed with control characters escaped."""
+import errno
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from madbench.cli import main
+from madbench.errors import printable
+from madbench.store import ResultsStore
+
+TINY = ["--tasks", "memorization", "--preset", "smoke", "--set", "epochs=1", "--set",
+        "max_train=32", "--set", "max_test=16", "--device", "cpu", "--no-progress",
+        "--engine", "plain"]
+MIXERS = '''import torch
+class Wrong(torch.nn.Module):
+    def __init__(self, dim, **kw):
+        super().__init__()
+        self.p = torch.nn.Linear(dim, dim // 2)
+    def forward(self, x):
+        return self.p(x)
+class Raises(torch.nn.Module):
+    def __init__(self, dim, **kw):
+        super().__init__()
+        raise RuntimeError("boom in init")
+    def forward(self, x):
+        return x
+'''
+
+
+def cli(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def assert_one_line(result, code, text):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1 and text in errors[0], result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.fixture
+def mixers(tmp_path, monkeypatch):
+    (tmp_path / "bad_mixers.py").write_text(MIXERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+BAD_ARGUMENTS = [
+    (["--set", "lrs="], 2, "lrs needs at least one number"),
+    (["--set", "weight_decays="], 2, "weight_decays needs at least one number"),
+    (["--tasks", ","], 2, "names no task"),
+    (["--set", "max_train=0"], 2, "max_train must be in [1"),
+    (["--set", "max_test=0"], 2, "max_test must be in [1"),
+    (["--set", "betas=2,3"], 2, "betas must be in [0, 1)"),
+    (["--set", "lrs=nan"], 2, "lrs must be in (0, 10]"),
+    (["--set", "batch_size=0"], 2, "batch_size must be in [1"),
+    (["--seeds", "18446744073709551616"], 2, "a seed is at most"),
+    (["--device", "gpu"], 2, "not a device"),
+    (["--output", "/nonexistent/dir/x.json"], 2, "does not exist"),
+    (["--arch", "attention", "--mixer-kwargs", '{"num_heads": 3}'], 2,
+     "dim 128 is not divisible by num_heads 3"),
+    (["--arch", "bad_mixers:Raises"], 2, "boom in init"),
+    (["--arch", "bad_mixers:Wrong"], 3, "breaks the mixer contract: output shape"),
+]
+
+
+@pytest.mark.parametrize("extra,code,text", BAD_ARGUMENTS,
+                         ids=[" ".join(a[0]) for a in BAD_ARGUMENTS])
+def test_a_bad_argument_is_one_line_before_any_training(tmp_path, mixers, extra, code, text):
+    run_dir = tmp_path / "run"
+    arch = [] if "--arch" in extra else ["--arch", "mh-attention"]
+    result = cli("eval", *arch, *TINY, "--run-dir", run_dir, *extra)
+    assert_one_line(result, code, text)
+    assert not list(run_dir.glob("records/*.parquet"))        # nothing trained
+
+
+def test_an_unwritable_run_directory_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", blocker / "run")
+    assert_one_line(result, 2, "--run-dir")
+
+
+def test_a_read_only_run_directory_is_refused_before_training(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.chmod(run_dir, 0o555)
+    try:
+        if os.access(run_dir, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        result = cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", run_dir)
+        assert_one_line(result, 2, "cannot write there")
+    finally:
+        os.chmod(run_dir, 0o755)
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_stored(tmp_path, monkeypatch):
+    import madbench.store as store_module
+    real = store_module.pq.write_table
+    calls = []
+
+    def fill_up(table, where, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:                                   # the second record: disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.pq, "write_table", fill_up)
+    run_dir = tmp_path / "run"
+    result = cli("eval", "--arch", "mh-attention", *TINY, "--set", "lrs=0.001,0.0005",
+                 "--run-dir", run_dir)
+    assert_one_line(result, 1, "No space left on device")
+    assert len(ResultsStore(run_dir).records()) == 1                 # the first run is kept
+    assert not [p for p in (run_dir / "records").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_an_unexpected_exception_is_one_line_with_the_traceback_behind_debug(monkeypatch):
+    import click
+
+    @click.command("boom")
+    def boom():
+        return 1 / 0
+
+    @click.command("missing")
+    def missing():
+        open("/nonexistent/madbench/file")
+
+    monkeypatch.setitem(main.commands, "boom", boom)
+    monkeypatch.setitem(main.commands, "missing", missing)
+    monkeypatch.delenv("MADBENCH_DEBUG", raising=False)
+    result = cli("boom")
+    assert_one_line(result, 1, "ZeroDivisionError: division by zero")
+    assert "--debug" in result.output
+    assert_one_line(cli("missing"), 1, "No such file or directory: /nonexistent/madbench/file")
+    debug = cli("--debug", "boom")
+    assert debug.exit_code == 1 and "Traceback" in debug.output
+    monkeypatch.setenv("MADBENCH_DEBUG", "1")
+    assert "Traceback" in cli("boom").output
+
+
+def test_plot_refuses_an_unknown_format_before_reading(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "records").mkdir()
+    assert_one_line(cli("plot", tmp_path, "--out", tmp_path / "x.xyz"), 2,
+                    "matplotlib cannot write xyz files")
+
+
+def test_printable_escapes_every_control_character_and_nothing_else():
+    """Property against an independent rule (unicodedata categories Cc, Cs, Zl, Zp and the
+    bidi controls): escaped exactly those characters; everything else is unchanged."""
+    import unicodedata
+    bidi = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+    for cp in list(range(0, 0x3000)) + list(range(0xD800, 0xE000, 7)):
+        ch = chr(cp)
+        special = unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or cp in bidi
+        out = printable(f"a{ch}b")
+        if special:
+            assert out != f"a{ch}b" and out.isascii() and out.isprintable(), hex(cp)
+        else:
+            assert out == f"a{ch}b", hex(cp)
+
+
+def test_a_name_cannot_print_a_forged_verdict(tmp_path, trial):
+    doc = json.loads(trial[0].read_text())
+    doc["name"] = "x\x1b[1A\r\x1b[2Ktrial.json: valid\nforged"
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(doc))
+    result = cli("leaderboard", "validate", path, "--allow-nonstandard")
+    assert result.exit_code == 3
+    assert "\x1b" not in result.output and "\r" not in result.output
+    assert not any(l.startswith("forged") for l in result.output.splitlines())
+    assert "at name:" in result.output                  # the schema refuses such a name
+
+
+@pytest.mark.parametrize("name", ["lone\udcffsurrogate", "bell\x07", "rtl\u202eoverride"])
+def test_submit_refuses_an_unprintable_name(tmp_path, trial, name):
+    run_dir = trial[0].parent / "run"
+    result = cli("leaderboard", "submit", run_dir, "--name", name, "--out", tmp_path / "s.json")
+    assert_one_line(result, 2, "not allowed in a name")
+    assert not (tmp_path / "s.json").exists()

@@ -1,0 +1,406 @@
+"""Issue #14, as a hostile contributor: validating a submission runs no code it names, a forged
+entry cannot pass, and validation is bounded. Submissions are forged the way a forger would:
+every hash, run key and aggregate recomputed (``reseal``)."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from madbench.architecture import architecture_hash
+from madbench.leaderboard.trust import judge_mixer, untrusted_mixers
+from madbench.leaderboard.validate import validate_file, validate_submission
+from madbench.scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
+from madbench.store import run_key
+
+REPO = Path(__file__).resolve().parent.parent
+EVIL = '''import pathlib, torch
+pathlib.Path({marker!r}).write_text("imported")
+class Mixer(torch.nn.Module):
+    def __init__(self, dim, **kw):
+        super().__init__()
+        pathlib.Path({marker!r}).write_text("constructed")
+    def forward(self, x):
+        return x
+'''
+
+
+def reseal(doc):
+    """What a forger does after editing: recompute the architecture hash, every run key, the
+    best-of-sweep entries and the aggregates, so that every static consistency check holds."""
+    arch = doc["architecture"]
+    arch["hash"] = architecture_hash(arch["spec"], arch["sources"])
+    for run in doc["runs"]:
+        run["run_key"] = run_key(arch["hash"], run["setting_hash"], doc["protocol"]["hash"],
+                                 run["lr"], run["weight_decay"], run["seed"],
+                                 doc["madbench_version"])
+    metric = doc["metric"]
+    best = best_of_sweep(doc["runs"], metric)
+    doc["best"] = [{"task": t, "setting": s, "seed": seed, "run_key": r["run_key"]}
+                   for (t, s, seed), r in sorted(best.items())]
+    scores = task_scores(best, metric)
+    doc["scores"] = {"overall": mad_score(scores), **scores}
+    interval = bootstrap_interval(best, metric)
+    doc["confidence_interval"] = list(interval) if interval else None
+    doc["seeds"] = sorted({r["seed"] for r in doc["runs"]})
+    return doc
+
+
+@pytest.fixture
+def doc(trial):
+    return copy.deepcopy(trial[1])
+
+
+def name_mixer(doc, mixer):
+    """The submission's first layer made ``mixer``, consistently."""
+    doc["architecture"]["spec"]["layers"][0]["mixer"] = mixer
+    doc["architecture"]["sources"] = sorted(doc["architecture"]["sources"] +
+                                            [f"{mixer.replace(':', '.')}@0123456789abcdef"])
+    return reseal(doc)
+
+
+@pytest.fixture
+def evil_dir(tmp_path, monkeypatch):
+    """A working directory holding ``evil_mixer.py``, which writes ``marker`` when imported,
+    as ``python -m`` sees it (the working directory first on sys.path)."""
+    marker = tmp_path / "marker"
+    (tmp_path / "evil_mixer.py").write_text(EVIL.format(marker=str(marker)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    monkeypatch.delitem(sys.modules, "evil_mixer", raising=False)
+    return tmp_path, marker
+
+
+# -- 1. no submitted code runs ------------------------------------------------------------
+def test_validation_imports_no_module_of_the_working_directory(doc, evil_dir):
+    _, marker = evil_dir
+    name_mixer(doc, "evil_mixer:Mixer")
+    report = validate_submission(doc, allow_nonstandard=True, rerun=1, rerun_seed=0,
+                                 device="cpu")
+    assert not marker.exists() and "evil_mixer" not in sys.modules
+    assert any("not rebuilt (untrusted code)" in w and "evil_mixer" in w
+               for w in report.warnings), report.warnings
+    assert any(c == "rerun" and "not rebuilt" in r for c, r in report.failures)
+
+
+def test_an_untrusted_architecture_cannot_be_a_board_entry(doc, evil_dir):
+    _, marker = evil_dir
+    name_mixer(doc, "evil_mixer:Mixer")
+    doc["board"] = "mad-quick"
+    report = validate_submission(doc)
+    assert not marker.exists()
+    assert any(c == "architecture" and "not rebuilt (untrusted code)" in r
+               for c, r in report.failures), report.failures
+
+
+@pytest.mark.parametrize("mixer", ["os:system", "subprocess:Popen", "evil_mixer:Mixer",
+                                   "not_installed_pkg.mixers:Fake", "json.decoder:JSONDecoder"])
+def test_import_paths_outside_installed_distributions_are_untrusted(mixer, evil_dir):
+    verdict = judge_mixer(mixer, {})
+    assert not verdict.trusted, verdict
+    assert "evil_mixer" not in sys.modules and not evil_dir[1].exists()
+
+
+def test_bundled_layers_are_trusted_under_any_spelling():
+    for name in ("mh-attention", "mA", "swiglu", "madbench_layers.hyena:Hyena"):
+        assert judge_mixer(name, {}).trusted, name
+
+
+def test_a_plugin_is_trusted_only_with_the_distribution_and_version_the_submission_names(
+        register_plugin, monkeypatch):
+    import torch
+
+    import madbench
+    from madbench.plugins import get_registry
+
+    class Toy(torch.nn.Module):
+        pass
+
+    class Plugin:
+        @madbench.hookimpl
+        def madbench_register_mixers(self, register):
+            register("toy-mixer", Toy)
+
+    register_plugin(Plugin(), "toy-plugin")
+    assert "registered at run time" in judge_mixer("toy-mixer", {}).reason
+    info = next(p for p in get_registry().plugins if p.name == "toy-plugin")
+    monkeypatch.setattr(info, "distribution", "toy-dist")
+    monkeypatch.setattr(info, "version", "1.0")
+    assert judge_mixer("toy-mixer", {"toy-mixer": ("toy-dist", "1.0")}).trusted
+    assert not judge_mixer("toy-mixer", {"toy-mixer": ("toy-dist", "0.9")}).trusted
+    assert not judge_mixer("toy-mixer", {}).trusted
+
+
+def test_trust_code_is_an_explicit_opt_in_that_never_searches_the_working_directory(
+        doc, evil_dir, monkeypatch):
+    folder, marker = evil_dir
+    name_mixer(doc, "evil_mixer:Mixer")
+    validate_submission(doc, allow_nonstandard=True, trust_code=True)
+    assert not marker.exists()                      # only in the working directory: not found
+    monkeypatch.setenv("PYTHONPATH", str(folder))   # put there explicitly
+    monkeypatch.syspath_prepend(str(folder))
+    report = validate_submission(doc, allow_nonstandard=True, trust_code=True)
+    assert marker.exists()                          # the opt-in imports it
+    assert not any("untrusted" in w for w in report.warnings)
+
+
+def test_the_cli_under_python_m_imports_nothing_from_the_working_directory(doc, evil_dir):
+    """The issue's reproduction: ``python -m madbench leaderboard validate`` run from a folder
+    holding the submission's module (python -m puts that folder first on sys.path)."""
+    folder, marker = evil_dir
+    name_mixer(doc, "evil_mixer:Mixer")
+    path = folder / "evil.json"
+    path.write_text(json.dumps(doc))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = f"{REPO}{__import__('os').pathsep}{REPO / 'plugins'}"
+    out = subprocess.run([sys.executable, "-m", "madbench", "leaderboard", "validate",
+                          str(path), "--allow-nonstandard"], cwd=folder, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), out.stdout + out.stderr
+    assert "not rebuilt (untrusted code)" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+
+
+def test_untrusted_mixers_reads_every_layer_once(doc):
+    arch = copy.deepcopy(doc["architecture"])
+    arch["spec"]["layers"] = [{"mixer": "os:system", "kwargs": {}}] * 3 + \
+        [{"mixer": "swiglu", "kwargs": {}}]
+    assert [v.mixer for v in untrusted_mixers(arch)] == ["os:system"]
+
+
+# -- 2. forgery costs a real run ----------------------------------------------------------
+def failures(doc, **options):
+    options.setdefault("allow_nonstandard", True)
+    return validate_submission(doc, **options).failures
+
+
+def has_failure(found, check, text):
+    return any(c == check and text in r for c, r in found)
+
+
+def test_a_wholly_invented_entry_fails(doc, monkeypatch):
+    """The issue's forgery: accuracy 1.0 everywhere, one scored position, everything
+    recomputed. The scored positions are counted on the real test data; with them right, the
+    static checks cannot tell, and a re-run of any sampled setting exposes it."""
+    for run in doc["runs"]:
+        run.update(accuracy=1.0, macro_accuracy=1.0, loss=0.0, scored_positions=1)
+    reseal(doc)
+    assert has_failure(failures(doc), "runs", "but its test data here have")
+    from madbench.leaderboard.validate import scored_positions
+    from madbench.tasks import get_task
+    from madbench.protocol import Protocol
+    n = scored_positions(get_task("memorization"), "baseline",
+                         Protocol.from_dict(doc["protocol"]), 0)
+    for run in doc["runs"]:
+        run["scored_positions"] = n
+    reseal(doc)
+    assert failures(doc) == []                            # consistent: only a run can tell
+    assert has_failure(failures(doc, rerun=1, device="cpu"), "rerun", "re-trained here")
+
+
+def test_scored_positions_are_those_of_the_generated_test_split(doc):
+    """Independent count: the test split generated by hand, its targets != -100."""
+    import numpy as np
+    from madbench.leaderboard.validate import scored_positions
+    from madbench.protocol import Protocol
+    from madbench.tasks import get_task, generate
+    protocol = Protocol.from_dict(doc["protocol"])
+    task = get_task("memorization")
+    setting = task.setting("baseline")
+    from dataclasses import replace
+    from types import MappingProxyType
+    capped = replace(setting, params=MappingProxyType({
+        **setting.params, "num_train_examples": min(setting.num_train, protocol.max_train),
+        "num_test_examples": min(setting.num_test, protocol.max_test)}))
+    expected = int(np.sum(generate(task, capped, "test", 0).targets != -100))
+    assert scored_positions(task, "baseline", protocol, 0) == expected
+    assert all(r["scored_positions"] == expected for r in doc["runs"])
+
+
+def test_forged_state_audit_numbers_fail(doc):
+    doc["checks"]["state_audit"]["measured_state"] += 1
+    assert has_failure(failures(doc), "state_audit", "checks.state_audit.measured_state claims")
+    doc = copy.deepcopy(doc)
+    doc["checks"]["state_audit"]["measured_state"] -= 1
+    doc["checks"]["state_audit"]["layers"][0]["measured_state"] = 0
+    assert has_failure(failures(doc), "state_audit", "checks.state_audit.layers differ")
+
+
+def test_a_copied_seed_with_run_keys_recomputed_fails(doc):
+    copies = [dict(r, seed=1) for r in doc["runs"]]
+    doc["runs"] += copies
+    reseal(doc)
+    assert has_failure(failures(doc), "runs", "(a copied seed)")
+
+
+def test_a_renamed_architecture_is_the_same_entry(doc, trial):
+    """Renaming keeps the hash (the name is not part of it), so a renamed copy on a board is
+    caught as a duplicate of the original."""
+    from madbench.leaderboard.validate import Report, duplicate_entries
+    renamed = copy.deepcopy(doc)
+    renamed["architecture"]["name"] = renamed["architecture"]["spec"]["name"] = "my-new-arch"
+    reseal(renamed)
+    assert renamed["architecture"]["hash"] == doc["architecture"]["hash"]
+    assert failures(renamed) == []
+    reports = [Report(p, board="mad-quick", architecture_hash=doc["architecture"]["hash"])
+               for p in ("mad-quick/original.json", "mad-quick/renamed.json")]
+    reports.append(Report("mad-paper/x.json", board="mad-paper",
+                          architecture_hash=doc["architecture"]["hash"]))
+    duplicate_entries(reports)
+    assert [bool(r.failures) for r in reports] == [False, True, False]
+    assert "already on mad-quick as mad-quick/original.json" in reports[1].failures[0][1]
+
+
+def synthetic_board_doc():
+    """Every cell of the suite under the quick protocol, as best-of-sweep sees it."""
+    from madbench.leaderboard.boards import suite_tasks
+    runs = [{"task": t.name, "setting": s.name, "seed": 0, "accuracy": 0.5, "loss": 1.0,
+             "run_key": f"{t.name}/{s.name}", "lr": 1e-3, "weight_decay": 0.0}
+            for t in suite_tasks() for s in t.settings()]
+    return {"runs": runs, "metric": "accuracy"}
+
+
+def test_reruns_are_stratified_over_all_tasks_and_reach_every_setting():
+    """Property over 200 sample seeds: each sample of 6 holds 6 different tasks, and together
+    they reach all 66 settings (the old sampler reached 17, all among the cheapest)."""
+    import random
+    from madbench.leaderboard.validate import pick_reruns, rerun_cost
+    from madbench.protocol import PRESETS
+    from madbench.tasks import get_task
+    doc = synthetic_board_doc()
+    reached = set()
+    for seed in range(200):
+        runs, sample = pick_reruns(doc, PRESETS["quick"], 6, random.Random(seed))
+        assert len({r["task"] for r in runs}) == 6 and sample["eligible"] == 66
+        reached |= {(r["task"], r["setting"]) for r in runs}
+    assert len(reached) == 66
+    budget = 4_000_000                          # a CI-sized budget: only cheap runs
+    for seed in range(20):
+        runs, sample = pick_reruns(doc, PRESETS["quick"], 3, random.Random(seed), budget)
+        assert all(rerun_cost(get_task(r["task"]), r["setting"], PRESETS["quick"]) <= budget
+                   for r in runs)
+        assert sample["over_budget"] + sample["eligible"] == 66
+
+
+def test_a_board_entry_is_rerun_with_the_boards_preset_only(doc):
+    from madbench.leaderboard.validate import rerun_protocol
+    from madbench.protocol import PRESETS, Protocol
+    quick = {**PRESETS["quick"].to_dict(), "hash": PRESETS["quick"].hash}
+    assert rerun_protocol({"board": "mad-quick"}, Protocol.from_dict(quick)) is PRESETS["quick"]
+    with pytest.raises(ValueError, match="is not quick"):
+        rerun_protocol({"board": "mad-quick"}, Protocol.from_dict(doc["protocol"]))
+
+
+# -- 3. bounded validation ----------------------------------------------------------------
+def _declare_override(doc, key, value):
+    from madbench.protocol import Protocol
+    doc["protocol"]["overrides"] = sorted([o for o in doc["protocol"]["overrides"]
+                                           if o[0] != key] + [[key, value]])
+    doc["protocol"][key] = value
+    doc["protocol"]["hash"] = Protocol.from_dict(doc["protocol"]).hash
+
+
+def test_a_million_epoch_protocol_never_trains(doc, monkeypatch):
+    import time
+
+    from madbench import evaluate
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(evaluate, "train", no_training)
+    monkeypatch.setattr(evaluate, "train_batched", no_training)
+    _declare_override(doc, "epochs", 1_000_000)
+    for run in doc["runs"]:
+        run["epochs"], run["steps"] = 1_000_000, 8_000_000
+    reseal(doc)
+    start = time.perf_counter()
+    found = failures(doc, rerun=1, rerun_seed=0, device="cpu")
+    assert time.perf_counter() - start < 30
+    assert has_failure(found, "rerun", "no setting can be re-run within the budget"), found
+    doc["board"] = "mad-quick"                # claimed for a board: the board's preset or none
+    assert has_failure(failures(doc, rerun=1, device="cpu"), "rerun", "not re-run")
+
+
+def test_an_oversized_hyena_is_refused_before_it_is_built(doc):
+    """The issue's hang: Hyena with short_filter=20000 (15.9M parameters) kept the contract
+    check busy for minutes; it is refused by the size budget in seconds."""
+    import time
+    from madbench.architecture import ArchitectureSpec, mixer_source_id
+    spec = doc["architecture"]["spec"]
+    spec["layers"][0] = {"mixer": "hyena", "kwargs": {"short_filter": 20000}}
+    doc["architecture"]["sources"] = sorted({mixer_source_id(l["mixer"])
+                                             for l in spec["layers"]})
+    reseal(doc)
+    assert ArchitectureSpec.from_dict(spec).hash == doc["architecture"]["hash"]
+    start = time.perf_counter()
+    found = failures(doc)
+    assert time.perf_counter() - start < 60
+    assert has_failure(found, "budget", "over the budget"), found
+
+
+SLOW = '''import time, torch
+class Slow(torch.nn.Module):
+    def __init__(self, dim, **kw):
+        super().__init__()
+        self.w = torch.nn.Linear(dim, dim)
+    def forward(self, x):
+        time.sleep(0.5)
+        return self.w(x)
+'''
+
+
+def test_a_check_that_runs_past_its_time_budget_is_refused(doc, tmp_path, monkeypatch):
+    import time
+    from madbench.budget import Budget
+    (tmp_path / "slow_mixer.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    for layer in doc["architecture"]["spec"]["layers"]:
+        if layer["mixer"] != "swiglu":
+            layer["mixer"] = "slow_mixer:Slow"
+    from madbench.architecture import mixer_source_id
+    doc["architecture"]["sources"] = sorted({mixer_source_id(l["mixer"]) for l in
+                                             doc["architecture"]["spec"]["layers"]})
+    reseal(doc)
+    start = time.perf_counter()
+    found = failures(doc, trust_code=True, budget=Budget(check_seconds=2))
+    assert time.perf_counter() - start < 20
+    assert has_failure(found, "budget", "ran past its time budget of 2 s"), found
+
+
+# -- CI: a bounded re-run of new or changed entries ---------------------------------------
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                        "HOME": str(cwd), "PATH": __import__("os").environ["PATH"]})
+
+
+def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
+    """A tiny repository with one entry on its base branch and one added by a 'pull
+    request': ``validate --changed-since base --rerun 1`` re-trains the new one only."""
+    from click.testing import CliRunner
+    from madbench.cli import main
+    from madbench.leaderboard.changes import changed_files
+    repo = tmp_path / "repo"
+    entries = repo / "entries"
+    entries.mkdir(parents=True)
+    (entries / "old.json").write_text(trial[0].read_text())
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "pr")
+    (entries / "new.json").write_text(trial[0].read_text())
+    assert changed_files([entries], "main") == {(entries / "new.json").resolve()}
+    result = CliRunner().invoke(main, ["leaderboard", "validate", str(entries),
+                                       "--allow-nonstandard", "--rerun", "1", "--device", "cpu",
+                                       "--changed-since", "main", "--json"])
+    assert result.exit_code == 0, result.output
+    reports = {Path(r["path"]).name: r for r in json.loads(result.output)["files"]}
+    assert len(reports["new.json"]["reruns"]) == 1 and reports["old.json"]["reruns"] == []
+    bad = CliRunner().invoke(main, ["leaderboard", "validate", str(entries), "--rerun", "1",
+                                    "--changed-since", "no-such-ref"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
