@@ -167,7 +167,11 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
     def finished(job, result, used):
         _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, used)
         if progress:
-            progress("done", {"accuracy": result.accuracy})
+            progress("done", {"task": job.task.name, "setting": job.setting.name,
+                              "lr": job.lr, "wd": job.weight_decay, "seed": job.seed,
+                              "accuracy": result.accuracy, "diverged": result.diverged,
+                              "seconds": result.seconds,
+                              "together": 1 if chosen == "plain" else len(group)})
 
     chosen = choose_engine(engine, protocol, dev, len(group))
     if chosen == "batched" and ("batched", spec.hash) not in verdicts:

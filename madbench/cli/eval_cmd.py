@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError
 from ..protocol import PRESETS, get_protocol
-from .progress import RunProgress
+from .progress import RunProgress, compact, duration, plural
 
 FORMATS = ("table", "json", "markdown")
 
@@ -67,7 +67,8 @@ def render(summary: dict, fmt: str) -> str:
 
 
 class _Progress(RunProgress):
-    """Runs done/total with ETA, and the run in flight (task, setting, lr, wd, epoch, loss)."""
+    """Runs done/total with ETA, and the run in flight (task, setting, lr, wd, epoch, loss);
+    in a log, one line per finished run."""
 
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
@@ -85,6 +86,48 @@ class _Progress(RunProgress):
             self.describe(info["text"])
         elif event == "done":
             self.advance()
+            self.log(run_line(info))
+
+
+def run_line(info: dict) -> str:
+    """A finished run in one line: ``memorization baseline lr=1e-3 wd=0 acc=0.998 41 s``."""
+    if info.get("task") is None:          # stored by a worker that died, or by Ray
+        return "a run stored by another worker" + (f" [{info['worker']}]" if "worker" in info
+                                                   else "")
+    seed = f" seed={info['seed']}" if info.get("seed") else ""
+    acc = "DIVERGED" if info.get("diverged") else f"acc={info['accuracy']:.3f}"
+    together = info.get("together", 1)
+    together = f" ({together} configurations trained together)" if together > 1 else ""
+    where = f" [{info['worker']}]" if "worker" in info else ""
+    return (f"{info['task']} {info['setting']} lr={compact(info['lr'])} "
+            f"wd={compact(info['wd'])}{seed} {acc} {duration(info['seconds'])}{together}{where}")
+
+
+def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
+    """What is about to run, before it runs: stored and pending runs, the estimated time; and a
+    warning when a protocol sized for a GPU starts on CPU."""
+    from ..estimate import GPU_PROTOCOLS
+    lines = []
+    if estimate.stored:
+        lines.append(f"{estimate.stored:,} of {plural(estimate.total, 'run')} already stored in "
+                     f"{run_dir}")
+    if not estimate.pending:
+        lines.append(f"nothing to train: all {plural(estimate.total, 'run')} are stored in "
+                     f"{run_dir}")
+        return lines
+    where = estimate.device + (f" x {estimate.workers} workers" if estimate.workers > 1 else "")
+    if executor == "ray":
+        where = f"{estimate.device} (one worker; Ray divides it by the workers it gets)"
+    batch, seq_len = estimate.probe_shape
+    lines.append(f"training {plural(estimate.pending, 'run')} ({estimate.tokens:.3g} training "
+                 f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
+                 f"{estimate.step_seconds:.3g} s per step of {batch} x {seq_len} tokens")
+    if estimate.device.startswith("cpu") and protocol.name in GPU_PROTOCOLS:
+        lines.append(f"Warning: protocol {protocol.name!r} is sized for a GPU; on CPU its "
+                     f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."
+                     " '--preset smoke' checks all six tasks in minutes. Ctrl-C stops; finished "
+                     "runs are kept and the same command resumes.")
+    return lines
 
 
 @click.command("eval")
@@ -128,19 +171,22 @@ class _Progress(RunProgress):
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help="Groups of runs trained at once on each GPU.")
-@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar, and no line per finished "
+              "run when stderr is not a terminal.")
+@click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
                  seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
                  state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
-                 no_progress):
+                 no_progress, dry_run):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores."""
     from ..architecture import resolve_architecture
-    from ..evaluate import architecture_checks, plan, summarize
-    from ..executors import make_executor
+    from ..estimate import estimate_sweep
+    from ..evaluate import architecture_checks, pending_groups, plan, summarize
+    from ..executors import local_devices, make_executor
     from ..store import ResultsStore
     runner = make_executor(executor, ray_address, runs_per_gpu)
     protocol = get_protocol(preset, _parse_overrides(overrides))
@@ -149,9 +195,20 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     tasks = _select_tasks(tasks_text)
     checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
-    store = ResultsStore(run_dir)
+    store = ResultsStore(run_dir, create=not dry_run) if not dry_run or \
+        Path(run_dir, "records").is_dir() else None
+    pending = [job for group in pending_groups(jobs, protocol, store) for job in group] \
+        if store else list(jobs)
+    workers = len(local_devices(device, runs_per_gpu)) if executor == "local" else 1
+    estimate = estimate_sweep(spec, jobs, pending, protocol, device, precision, workers)
+    for line in describe_plan(estimate, protocol, run_dir, executor):
+        click.echo(line, err=True)
+    if dry_run:
+        return
     with _Progress(enabled=not no_progress) as progress:
         runner.run(spec, jobs, protocol, store, device, precision, checks, progress, engine)
+    if estimate.pending:
+        click.echo(progress.summary(), err=True)
     keys = {j.key for j in jobs}
     records = [r for r in store.records() if r["run_key"] in keys]
     summary = summarize(records)

@@ -81,15 +81,10 @@ class _Progress(RunProgress):
     """Runs done/total on stderr, the run in flight with its step and loss; one line per
     finished run when stderr is not a terminal."""
 
-    def __init__(self):
-        from rich.console import Console
-        self.live = Console(stderr=True).is_terminal
-        super().__init__(enabled=self.live)
-
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
             self.start(info["total"], info["done"])
-            if not self.live and info["done"]:
+            if info["done"]:
                 click.echo(f"{info['done']} of {info['total']} runs already stored", err=True)
         elif event == "run":
             p = info["plan"]
@@ -100,10 +95,9 @@ class _Progress(RunProgress):
                           f"loss {info['loss']:.3f}")
         elif event == "done":
             self.advance()
-            if not self.live:
-                p = info["plan"]
-                click.echo(f"done {p.family} {p.width}x{p.depth} C={p.budget:.3g}: "
-                           f"{p.steps} steps, loss {info['loss']:.4f}", err=True)
+            p = info["plan"]
+            self.log(f"{p.family} {p.width}x{p.depth} C={p.budget:.3g}: {p.steps} steps, "
+                     f"loss {info['loss']:.4f}")
 
 
 @scaling_group.command("run")
