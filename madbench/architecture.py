@@ -21,6 +21,7 @@ from torch import nn
 from .errors import UsageError
 from .hashing import content_hash
 from .plugins import Entry, get_registry
+from .suggest import did_you_mean
 
 DEFAULT_DIM = 128
 STRIPE_MIXER = "mh-attention"  #: the second block of a striped hybrid
@@ -104,7 +105,8 @@ def mixer_entry(name: str) -> Entry:
         kind = getattr(cls, "mixer_kind", "sequence")
         return Entry(name, cls, plugin="<import path>", metadata={"kind": kind})
     known = ", ".join(sorted(reg.mixers))
-    raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
+    raise UsageError(f"unknown mixer {name!r} ({did_you_mean(name, reg.mixers)}registered: "
+                     f"{known}; or give pkg.module:Class)")
 
 
 def build_mixer(layer: LayerSpec, dim: int) -> nn.Module:
@@ -159,9 +161,10 @@ def _shorthand_to_name(part: str) -> str:
             return name
     if part in reg.mixers:
         return part
-    known = ", ".join(sorted(e.metadata["shorthand"] for e in reg.mixers.values()
-                             if e.metadata.get("shorthand")))
-    raise UsageError(f"unknown layer shorthand {part!r} (known: {known})")
+    shorthands = sorted(e.metadata["shorthand"] for e in reg.mixers.values()
+                        if e.metadata.get("shorthand"))
+    raise UsageError(f"unknown layer shorthand {part!r} ({did_you_mean(part, shorthands)}"
+                     f"known: {', '.join(shorthands)})")
 
 
 def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
@@ -221,9 +224,10 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                 raise UsageError("--channel, --striped and --mixer-kwargs apply to a single "
                                  "mixer, not to a shorthand architecture")
             return ArchitectureSpec(arch, layers, dim)
-    raise UsageError(f"unknown architecture {arch!r}: not a registered architecture or mixer "
-                     "(see 'madbench arch list'), an import path pkg.module:Class, or a "
-                     f"shorthand like mH-Sg-mA-Sg{shorthand_problem}")
+    hint = did_you_mean(arch, [*reg.architectures, *reg.mixers]).strip()
+    raise UsageError(f"unknown architecture {arch!r}{f' ({hint})' if hint else ''}: not a "
+                     "registered architecture or mixer (see 'madbench arch list'), an import "
+                     f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}")
 
 
 def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:

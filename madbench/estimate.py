@@ -19,6 +19,8 @@ from .trainer import resolve_device, resolve_precision, train
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
 PROBE_STEPS = 3
+PROBE_BATCH = 16
+PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,24 @@ def run_tokens(job: Job, protocol: Protocol) -> int:
 
 def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: torch.device,
                  precision: str, steps: int = PROBE_STEPS) -> float:
-    """Seconds per training step of ``spec`` at ``job``'s shape (random tokens, the plain
-    trainer, after one warm-up step: the process's one-off start-up costs are not a run's)."""
+    """Seconds per training step of ``spec`` at ``job``'s shape, measured on at most
+    ``PROBE_BATCH`` sequences and scaled to the protocol's batch (random tokens, the plain
+    trainer, after one warm-up step: the process's one-off start-up costs are not a run's;
+    when the warm-up step alone takes over ``PROBE_SECONDS``, it is the measurement)."""
     eff = effective_setting(job.setting, protocol)
-    batch = protocol.batch_size
+    batch = min(protocol.batch_size, PROBE_BATCH)
+    probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False, batch_size=batch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tokens = torch.randint(0, eff.vocab_size, (batch * steps, eff.seq_len), device=device)
         model = build_model(spec, eff.vocab_size, eff.seq_len, job.task.model).to(device)
-        probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False)
         test = (tokens[:1], tokens[:1])
         for data in (tokens[:batch], tokens):      # a warm-up step, then the timed ones
             result = train(model, (data, data), test, eff.vocab_size, job.lr,
                            job.weight_decay, probe, 0, precision)
-    return result.seconds / max(result.steps, 1)
+            if result.seconds > PROBE_SECONDS:
+                break
+    return result.seconds / max(result.steps, 1) * protocol.batch_size / batch
 
 
 def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequence[Job],

@@ -12,7 +12,7 @@ import torch
 
 from . import __version__
 from .architecture import ArchitectureSpec
-from .errors import CheckFailed
+from .errors import CheckFailed, UsageError
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -62,14 +62,60 @@ def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
     return replace(setting, params=MappingProxyType(params))
 
 
-def select_settings(task: Task, which: str) -> list[Setting]:
+def select_settings(task: Task, which: str | Sequence[str]) -> list[Setting]:
+    """``all``, ``baseline``, or the named settings of ``task`` (a name ``TASK:SETTING``
+    applies to that task only; a bare name to every task that has it)."""
     settings = task.settings()
-    return settings[:1] if which == "baseline" else settings
+    if which == "all":
+        return settings
+    if which == "baseline":
+        return settings[:1]
+    wanted = {name.partition(":")[2] if ":" in name else name for name in which
+              if ":" not in name or name.partition(":")[0] == task.name}
+    return [s for s in settings if s.name in wanted]
+
+
+def parse_settings(text: str) -> str | tuple[str, ...] | None:
+    """``--settings``: ``preset`` (None: the protocol's), ``all``, ``baseline``, or a
+    comma-separated list of setting names, each ``NAME`` or ``TASK:NAME``."""
+    text = text.strip()
+    if text in ("preset", "all", "baseline"):
+        return None if text == "preset" else text
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UsageError("--settings takes preset, all, baseline, or setting names such as "
+                         "baseline,vocab_size=512 or memorization:vocab_size=512")
+    return names
+
+
+def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
+    """Every name must select a setting of some task: a misspelling is an error, not an
+    empty sweep."""
+    from .suggest import did_you_mean
+    by_task = {t.name: [s.name for s in t.settings()] for t in tasks}
+    for name in names:
+        task_name, sep, setting = name.partition(":")
+        if sep:
+            if task_name not in by_task:
+                raise UsageError(f"--settings {name!r}: task {task_name!r} is not among the "
+                                 f"selected tasks ({did_you_mean(task_name, by_task)}"
+                                 f"selected: {', '.join(by_task)})")
+            candidates = by_task[task_name]
+        else:
+            setting, candidates = name, sorted({n for ns in by_task.values() for n in ns})
+        if setting not in candidates:
+            where = f"task {task_name!r}" if sep else "no selected task"
+            verb = "has no" if sep else "has a"
+            raise UsageError(f"--settings: {where} {verb} setting {setting!r} "
+                             f"({did_you_mean(setting, candidates)}see 'madbench tasks list')")
 
 
 def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
-         seeds: Sequence[int], settings: str | None = None) -> list[Job]:
-    """Every run of the sweep, in a stable order (task, setting, seed, lr, wd)."""
+         seeds: Sequence[int], settings: str | Sequence[str] | None = None) -> list[Job]:
+    """Every run of the sweep, in a stable order (task, setting, seed, lr, wd). ``settings``:
+    None (the protocol's), ``all``, ``baseline`` or setting names (see ``select_settings``)."""
+    if settings not in (None, "all", "baseline"):
+        _check_setting_names(tasks, settings)
     jobs = []
     for task in tasks:
         for setting in select_settings(task, settings or protocol.settings):
@@ -83,28 +129,24 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
 
 def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
                         state_target: int = 4096, param_tolerance: float = 0.2) -> dict:
-    """Causality guard, iso-state check and parameter ratio, before any training.
+    """Causality guard, then the iso-state and parameter verdict (``madbench.verdict``),
+    before any training.
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
     without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
-    from .accounting import check_iso_state, describe_architecture, param_ratio
     from .checks import guard_architecture
+    from .verdict import architecture_verdict
 
     guard = guard_architecture(spec)
-    desc = describe_architecture(spec)
-    ok, message = check_iso_state(desc, target=state_target)
-    flags = []
-    if not ok:
-        if not allow_state_mismatch:
-            raise CheckFailed(f"{message} (use --allow-state-mismatch to evaluate anyway; the "
-                              "result is then flagged)")
-        flags.append("state-mismatch")
-    ratio = param_ratio(desc)
-    if abs(ratio - 1.0) > param_tolerance:
-        flags.append("param-mismatch")
-    return {"causal": guard["causal"], "iso_state": {"ok": ok, "message": message,
-                                                     "target": state_target},
-            "param_ratio": ratio, "param_tolerance": param_tolerance, "flags": flags,
+    verdict = architecture_verdict(spec, state_target=state_target,
+                                   param_tolerance=param_tolerance,
+                                   allow_state_mismatch=allow_state_mismatch)
+    if verdict["refusal"]:
+        raise CheckFailed(verdict["refusal"])
+    desc = verdict["description"]
+    return {"causal": guard["causal"], "iso_state": verdict["iso_state"],
+            "param_ratio": verdict["param_ratio"]["value"], "param_tolerance": param_tolerance,
+            "flags": verdict["flags"],
             "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
                                                     "active_params", "fixed_state",
                                                     "dynamic_state", "cache")}}

@@ -139,8 +139,10 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.option("--mixer-kwargs", default=None, help="JSON object of constructor arguments.")
 @click.option("--tasks", "tasks_text", default="all", show_default=True,
               help="'all' or comma-separated task names.")
-@click.option("--settings", type=click.Choice(["preset", "baseline", "all"]), default="preset",
-              show_default=True, help="Which settings of each task; 'preset' follows --preset.")
+@click.option("--settings", "settings_text", default="preset", show_default=True,
+              metavar="preset|baseline|all|NAME,...", help="Which settings of each task: "
+              "'preset' follows --preset; or setting names, e.g. baseline,vocab_size=512 (a "
+              "name applies to every selected task that has it; TASK:NAME to one task).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override a protocol field (repeatable), e.g. --set epochs=20.")
@@ -174,8 +176,8 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.option("--no-progress", is_flag=True, help="No progress bar, and no line per finished "
               "run when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
-def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, preset, overrides,
-                 seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
+def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
+                 overrides, seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
                  state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
                  no_progress, dry_run):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
@@ -185,7 +187,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     scores."""
     from ..architecture import resolve_architecture
     from ..estimate import estimate_sweep
-    from ..evaluate import architecture_checks, pending_groups, plan, summarize
+    from ..evaluate import (architecture_checks, parse_settings, pending_groups, plan,
+                            summarize)
     from ..executors import local_devices, make_executor
     from ..store import ResultsStore
     runner = make_executor(executor, ray_address, runs_per_gpu)
@@ -194,7 +197,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings, pre
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
     tasks = _select_tasks(tasks_text)
     checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
-    jobs = plan(spec, tasks, protocol, seed_list, None if settings == "preset" else settings)
+    jobs = plan(spec, tasks, protocol, seed_list, parse_settings(settings_text))
     store = ResultsStore(run_dir, create=not dry_run) if not dry_run or \
         Path(run_dir, "records").is_dir() else None
     pending = [job for group in pending_groups(jobs, protocol, store) for job in group] \

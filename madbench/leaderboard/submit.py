@@ -29,8 +29,7 @@ ACCOUNTING_FIELDS = ("params", "non_embedding_params", "active_params", "fixed_s
 AUDIT_LAYER_FIELDS = ("index", "mixer", "dim", "declared_total", "measured_state", "ok",
                       "informative", "message")
 #: where ``describe_architecture`` counts (as ``madbench eval``'s checks do)
-ACCOUNTING_SEQ_LEN = 128
-ACCOUNTING_VOCAB_SIZE = 16
+from ..verdict import SEQ_LEN as ACCOUNTING_SEQ_LEN, VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE  # noqa: E402
 
 
 def source_ids(spec: ArchitectureSpec) -> list[str]:
@@ -67,15 +66,15 @@ def architecture_claims(spec: ArchitectureSpec, audit_dim: int | None = None,
                         audit_max_size: int | None = None) -> dict[str, Any]:
     """Accounting, flags, causality guard and state audit of ``spec``, as a submission
     records them (and as ``validate`` recomputes them)."""
-    from ..accounting import (PARAM_TOLERANCE, STATE_TARGET, check_iso_state,
-                              describe_architecture, param_ratio, param_ratio_flagged)
+    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
     from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture
+    from ..verdict import architecture_verdict
 
-    desc = describe_architecture(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
-    iso_ok, iso_message = check_iso_state(desc, STATE_TARGET)
-    ratio = param_ratio(desc)
-    flags = (["state-mismatch"] if not iso_ok else []) + \
-        (["param-mismatch"] if param_ratio_flagged(ratio, PARAM_TOLERANCE) else [])
+    verdict = architecture_verdict(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
+    desc = verdict["description"]
+    iso_ok, iso_message = verdict["iso_state"]["ok"], verdict["iso_state"]["message"]
+    ratio = verdict["param_ratio"]["value"]
+    flags = verdict["flags"]
     guard = guard_architecture(spec, raise_on_failure=False)
     max_size = audit_max_size or AUDIT_MAX_SIZE
     audit = audit_architecture(spec, max_size=max_size, audit_dim=audit_dim)
