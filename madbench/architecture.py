@@ -230,5 +230,37 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                      f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}")
 
 
+def arch_arguments(spec: ArchitectureSpec) -> list[str] | None:
+    """The ``--arch`` options (with ``--channel``, ``--striped``, ``--mixer-kwargs``) that
+    resolve to ``spec`` again, checked by resolving them; None when no options do (a spec
+    built in code)."""
+    candidates = [(spec.name, None, False, None)]
+    base = spec.name.removesuffix("+striped")
+    striped = base != spec.name
+    channel = None
+    if "+" in base:
+        base, _, channel = base.rpartition("+")
+    try:
+        entry = mixer_entry(base)
+    except UsageError:
+        entry = None
+    if entry is not None and spec.layers:
+        standard = entry.metadata.get("standard_kwargs", {})
+        kwargs = {k: v for k, v in spec.layers[0].kwargs.items()
+                  if k not in standard or standard[k] != v}
+        candidates.insert(0, (base, channel, striped,
+                              json.dumps(kwargs, sort_keys=True) if kwargs else None))
+    for arch, channel, striped, kwargs in candidates:
+        try:
+            again = resolve_architecture(arch, channel, striped, kwargs, spec.dim)
+        except UsageError:
+            continue
+        if again.to_dict() == spec.to_dict():
+            return (["--arch", arch] + (["--channel", channel] if channel else []) +
+                    (["--striped"] if striped else []) +
+                    (["--mixer-kwargs", kwargs] if kwargs else []))
+    return None
+
+
 def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:
     return replace(spec, layers=tuple(layers))

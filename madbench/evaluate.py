@@ -16,7 +16,8 @@ from .errors import CheckFailed, UsageError
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
-from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
+from .scoring import (best_of_sweep, bootstrap_interval, mad_score, score_label,
+                      task_scores, task_statistics)
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
@@ -298,7 +299,14 @@ def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov
 
 
 def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """The result document of one architecture under one protocol."""
+    """The result document of one architecture under one protocol.
+
+    ``results`` holds one object per task, as lm-evaluation-harness does: ``score``,
+    ``metric``, ``stderr`` and ``confidence_interval`` (over seeds; None with one seed),
+    ``seeds``, the task ``version``, the ``settings`` scored with their content hashes, the
+    ``protocol`` (name, hash, standard) and the number of ``runs``. ``score_label`` names the
+    mean of the task scores: ``MAD score`` only over the six MAD tasks. ``tasks`` (name ->
+    score) and ``mad_score`` are the earlier form, kept for one release."""
     if not records:
         return {"mad_score": None, "tasks": {}, "settings": []}
     metric = metric or records[0].get("selection", "accuracy")
@@ -314,11 +322,23 @@ def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> d
                                                      "run_key")}})
     first = records[0]
     flags = sorted({f for r in records for f in (r.get("flags") or "").split(",") if f})
+    protocol = {"name": first["protocol_name"], "hash": first["protocol_hash"],
+                "standard": bool(first.get("standard_protocol", True))}
+    results = {}
+    for task, stats in task_statistics(best, metric).items():
+        mine = [r for (t, _s, _seed), r in sorted(best.items()) if t == task]
+        results[task] = {**stats, "metric": metric, "version": int(mine[0]["task_version"]),
+                         "settings": {r["setting"]: r["setting_hash"] for r in mine},
+                         "protocol": protocol,
+                         "runs": sum(1 for r in records if r["task"] == task)}
     return {
         "madbench_version": __version__,
+        "score_label": score_label(scores),
         "mad_score": mad_score(scores),
         "confidence_interval": bootstrap_interval(best, metric),
         "metric": metric,
+        "results": results,
+        "versions": {task: r["version"] for task, r in results.items()},
         "tasks": scores,
         "settings": settings,
         "architecture": {"name": first["arch_name"], "hash": first["arch_hash"],

@@ -73,10 +73,16 @@ def test_smoke_eval_of_a_bundled_architecture(tmp_path):
     res = run(["eval", "--arch", "mh-attention", *FAST, "--run-dir", str(tmp_path / "runs"),
                "--output", str(out)])
     assert res.exit_code == 0, res.output
-    assert "memorization" in res.output and "MAD score" in res.output
+    # one task is a subset: its mean is labelled as such, never "MAD score"
+    assert "memorization" in res.output and "mean of 1 task" in res.output
+    assert "MAD score" not in res.output
     doc = json.loads(out.read_text())
     assert 0.0 <= doc["mad_score"] <= 1.0
-    assert set(doc["tasks"]) == {"memorization"}
+    assert set(doc["tasks"]) == {"memorization"} and doc["score_label"] == "mean of 1 task"
+    result = doc["results"]["memorization"]
+    assert result["score"] == doc["tasks"]["memorization"] and result["version"] >= 1
+    assert result["stderr"] is None and result["seeds"] == [0]      # one seed: no error bar
+    assert list(result["settings"]) == ["baseline"] and result["protocol"]["name"] == "smoke"
     assert doc["settings"][0]["setting"] == "baseline"
     assert doc["protocol"]["name"] == "smoke" and doc["protocol"]["standard"] is False
     assert doc["architecture"]["spec"]["layers"][0]["mixer"] == "mh-attention"

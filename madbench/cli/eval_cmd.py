@@ -46,16 +46,27 @@ def _fmt(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _label(summary: dict) -> str:
+    """``MAD score`` over the six MAD tasks, else ``mean of N tasks`` (see score_label)."""
+    from ..scoring import score_label
+    return summary.get("score_label") or score_label(summary["tasks"])
+
+
 def render(summary: dict, fmt: str) -> str:
     """A summary as a per-task table (plain or markdown) or JSON."""
     if fmt == "json":
         return json.dumps(summary, indent=2)
-    rows = [[task, _fmt(score)] for task, score in summary["tasks"].items()]
-    rows.append(["MAD score", _fmt(summary["mad_score"])])
+    results = summary.get("results") or {t: {"score": v} for t, v in summary["tasks"].items()}
+    with_stderr = any(r.get("stderr") is not None for r in results.values())
+    rows = [[task, _fmt(r["score"]), len(r.get("settings") or {}) or "-"] +
+            ([_fmt(r.get("stderr"))] if with_stderr else []) for task, r in results.items()]
+    rows.append([_label(summary), _fmt(summary["mad_score"]), ""] + ([""] if with_stderr else []))
     title = (f"{summary['architecture']['name']} — protocol {summary['protocol']['name']}"
              f"{'' if summary['protocol'].get('standard', True) else ' (non-standard)'}"
-             f", metric {summary['metric']}, {summary['runs']} runs")
-    table = tabulate(rows, headers=["task", "score"],
+             f", metric {summary['metric']}, {plural(summary['runs'], 'run')}")
+    table = tabulate(rows, headers=["task", "score", "settings"] +
+                     (["stderr"] if with_stderr else []), disable_numparse=True,
+                     colalign=("left", "right", "right", "right"),
                      tablefmt="github" if fmt == "markdown" else "simple")
     extra = []
     if summary.get("confidence_interval"):
@@ -251,15 +262,18 @@ def compare_command(run_dirs, fmt):
     summaries = _summaries(run_dirs)
     if fmt == "json":
         click.echo(json.dumps({f"{s['architecture']['name']} [{s['protocol']['name']}]":
-                               {"mad_score": s["mad_score"], "tasks": s["tasks"]}
-                               for s in summaries}, indent=2))
+                               {"mad_score": s["mad_score"], "score_label": _label(s),
+                                "tasks": s["tasks"]} for s in summaries}, indent=2))
         return
     tasks = sorted({t for s in summaries for t in s["tasks"]})
     headers = ["task"] + [f"{s['architecture']['name']}\n[{s['protocol']['name']}]"
                           for s in summaries]
     rows = [[t] + [_fmt(s["tasks"].get(t)) for s in summaries] for t in tasks]
-    rows.append(["MAD score"] + [_fmt(s["mad_score"]) for s in summaries])
-    click.echo(tabulate(rows, headers=headers,
+    labels = {_label(s) for s in summaries}
+    rows.append([labels.pop() if len(labels) == 1 else "mean of its tasks"] +
+                [_fmt(s["mad_score"]) for s in summaries])
+    click.echo(tabulate(rows, headers=headers, disable_numparse=True,
+                        colalign=("left",) + ("right",) * len(summaries),
                         tablefmt="github" if fmt == "markdown" else "simple"))
 
 

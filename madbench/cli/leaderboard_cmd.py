@@ -48,8 +48,12 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
+    from ..scoring import score_label
+    from .progress import plural
+    tasks = [t for t in doc["scores"] if t != "overall"]
     click.echo(f"wrote {out}: {doc['name']} — {doc['architecture']['name']}, {where}, "
-               f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
+               f"{plural(len(doc['runs']), 'run')}, {score_label(tasks)} "
+               f"{doc['scores']['overall']:.3f}")
 
 
 def _print_report(report) -> None:
