@@ -1,4 +1,6 @@
-"""Exceptions that the CLI turns into one clear line and an exit code."""
+"""Exceptions that the CLI turns into one clear line and an exit code, and the one-line
+warning."""
+import sys
 
 
 class MadbenchError(Exception):
@@ -21,3 +23,9 @@ class CheckFailed(MadbenchError):
 
 class PluginConflictError(MadbenchError):
     """Two plugins registered the same name."""
+
+
+def warn(message: str) -> None:
+    """A warning as one line on stderr, ``Warning: ...`` (never a Python warning with a file
+    path)."""
+    print(f"Warning: {message}", file=sys.stderr)

@@ -3,7 +3,6 @@ trained with the plain trainer, stored as it finishes, skipped when already stor
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -12,7 +11,7 @@ import torch
 
 from . import __version__
 from .architecture import ArchitectureSpec
-from .errors import CheckFailed, UsageError
+from .errors import CheckFailed, UsageError, warn
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -275,10 +274,6 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         run_group(spec, group, protocol, store, dev, precision, checks, engine, progress,
                   verdicts)
     return todo
-
-
-def warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
 
 
 def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):

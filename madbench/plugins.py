@@ -169,7 +169,8 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                 if name in _t:
                     raise PluginConflictError(
                         f"{_c[:-1]} {name!r} is registered by both plugin "
-                        f"{_t[name].plugin!r} and plugin {_p!r}")
+                        f"{_t[name].plugin!r} and plugin {_p!r}; block one with "
+                        f"MADBENCH_DISABLE_PLUGINS={_p} (or uninstall it)")
                 if _c == "mixers":
                     metadata.setdefault("kind", "sequence")
                     if metadata["kind"] not in ("sequence", "channel"):

@@ -4,6 +4,7 @@ loses at most the run in flight; a record is never half-written or duplicated, a
 command skips every run whose key is already stored."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -59,6 +60,7 @@ class ResultsStore:
         table = pa.Table.from_pylist([encode_row(record)])
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=self.dir)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600 would hide it from the group
             with os.fdopen(fd, "wb") as fh:
                 pq.write_table(table, fh)
                 fh.flush()
@@ -75,6 +77,14 @@ class ResultsStore:
             for row in pq.read_table(p).to_pylist():
                 out.append({k: _decode(k, v) for k, v in row.items()})
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back, once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}

@@ -443,8 +443,8 @@ def test_an_empty_board_renders_and_validates(tmp_path):
     frontier = root / "frontiers" / "kjv" / "hyena" / "frontier.json"   # not a submission
     frontier.parent.mkdir(parents=True)
     frontier.write_text("{}")
-    result = cli("leaderboard", "validate", root)
-    assert result.exit_code == 0 and "nothing to validate" in result.output
+    result = cli("leaderboard", "validate", root)     # no submission: nothing passed a check
+    assert result.exit_code == 2 and "nothing was validated" in result.output
 
 
 # -- the repository's boards ---------------------------------------------------------------

@@ -45,6 +45,15 @@ def arch_options(default_seq_len: int):
     return decorate
 
 
+def _layer_list(layers) -> str:
+    """An architecture registered without a description, described by its layers."""
+    from ..architecture import _coerce_layers
+    try:
+        return "layers: " + ", ".join(layer.mixer for layer in _coerce_layers(layers))
+    except Exception:  # noqa: BLE001 - a malformed registration is reported when it is used
+        return ""
+
+
 def _resolve(arch, channel, striped, mixer_kwargs):
     return resolve_architecture(arch, channel=channel, striped=striped,
                                 mixer_kwargs=mixer_kwargs)
@@ -61,7 +70,8 @@ def list_command(as_json: bool) -> None:
     """Registered architectures and mixers."""
     reg = get_registry()
     archs = [{"name": e.name, "mad_lab_id": e.metadata.get("mad_lab_id"),
-              "description": e.metadata.get("description", ""), "plugin": e.plugin}
+              "description": e.metadata.get("description") or _layer_list(e.obj),
+              "plugin": e.plugin}
              for e in reg.architectures.values()]
     mixers = [{"name": e.name, "shorthand": e.metadata.get("shorthand"),
                "kind": e.metadata.get("kind", "sequence"),

@@ -1,8 +1,10 @@
 """``madbench eval``, ``report``, ``compare`` and ``plot``."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import re
 from pathlib import Path
 
 import click
@@ -40,6 +42,19 @@ def _select_tasks(text: str):
     if text == "all":
         return all_tasks()
     return [get_task(name.strip()) for name in text.split(",") if name.strip()]
+
+
+def results_path(output: str, arch: str, now: dt.datetime | None = None) -> Path:
+    """``--output``: a ``.json`` file as given; otherwise a directory, holding
+    ``<arch>/results_<UTC time>.json`` (the architecture name made file-safe)."""
+    path = Path(output)
+    if path.suffix.lower() == ".json" and not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    now = now or dt.datetime.now(dt.timezone.utc)
+    folder = path / (re.sub(r"[^A-Za-z0-9._+-]+", "_", arch).strip("._") or "arch")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"results_{now.strftime('%Y-%m-%dT%H-%M-%S')}.json"
 
 
 def _fmt(x) -> str:
@@ -160,8 +175,10 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
 @click.option("--run-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where run records are stored; re-running resumes.")
-@click.option("--output", default=None, type=click.Path(dir_okay=False),
-              help="Write the result JSON here.")
+@click.option("--output", default=None, type=click.Path(), metavar="FILE.json|DIR",
+              help="Write the result JSON to this file; or, given a directory (existing, or "
+              "a path without .json), to DIR/<arch>/results_<UTC time>.json, as lm-eval's "
+              "--output_path does.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
@@ -228,7 +245,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     summary = summarize(records)
     summary["checks"] = checks
     if output:
-        Path(output).write_text(json.dumps(summary, indent=2))
+        path = results_path(output, spec.name)
+        path.write_text(json.dumps(summary, indent=2))
+        click.echo(f"wrote {path}", err=True)
     click.echo(render(summary, fmt))
 
 

@@ -93,6 +93,10 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     from ..leaderboard.validate import submission_files, validate_file
 
     files = submission_files(paths)
+    if not files:
+        from ..errors import UsageError
+        raise UsageError(f"no submissions (*.json) under {', '.join(paths)}: nothing was "
+                         "validated")
     reports = [validate_file(f, allow_nonstandard=allow_nonstandard, rerun=rerun,
                              rerun_seed=rerun_seed, tolerance=tolerance, audit_dim=audit_dim,
                              device=device) for f in files]
@@ -100,8 +104,6 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     if as_json:
         click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},
                               indent=2))
-    elif not files:
-        click.echo(f"no submissions under {', '.join(paths)}: nothing to validate")
     else:
         for report in reports:
             _print_report(report)

@@ -363,16 +363,25 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
 
 # -- validate ------------------------------------------------------------------------------
 @scaling_group.command("validate")
-@click.argument("submission", type=click.Path(exists=True, dir_okay=False))
-@click.option("--frontiers", "frontiers_dir", default="leaderboards/frontiers",
-              show_default=True, type=click.Path(file_okay=False))
+@click.argument("submission", type=click.Path(exists=True))
+@click.option("--frontiers", "frontiers_dir", default=None,
+              type=click.Path(exists=True, file_okay=False), help="Stored frontiers "
+              "[default: leaderboards/frontiers here, else the madbench checkout's].")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def validate_cmd(ctx, submission, frontiers_dir, as_json):
-    """Check a scaling SUBMISSION (JSON, or a runs table): FLOPs recomputed, convex IsoFLOP
-    curves with interior vertices, frontier against the stored ones. Exit 3 when invalid."""
+    """Check a scaling SUBMISSION (JSON, a runs table, or a run directory as for 'scaling
+    fit'): FLOPs recomputed, convex IsoFLOP curves with interior vertices, frontier against the
+    stored ones. Exit 3 when invalid."""
+    from ..scaling.frontiers import default_root
     from ..scaling.validate import load_submission, validate
     sub = load_submission(submission)
+    if frontiers_dir is None:
+        frontiers_dir = default_root()
+        if frontiers_dir is None:
+            from ..errors import warn
+            warn("no stored frontiers (no leaderboards/frontiers here, and madbench does not "
+                 "run from a checkout): not compared; give --frontiers DIR")
     verdict = validate(sub, frontiers_dir)
     if as_json:
         click.echo(json.dumps({"submission": str(submission), "arch": sub.arch,
