@@ -44,3 +44,77 @@ def test_plot_writes_a_png(two_runs, tmp_path):
 def test_report_of_a_directory_without_records_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "run directory" in res.output
+
+
+CURVES = ["--tasks", "memorization", "--settings", "baseline,vocab_size=512", "--preset",
+          "smoke", "--set", "epochs=1", "--set", "max_train=32", "--set", "max_test=32",
+          "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def curve_runs(tmp_path_factory):
+    """Two architectures, memorization at its baseline (vocabulary 256) and at 512."""
+    root = tmp_path_factory.mktemp("curves")
+    for arch in ("mh-attention", "mh-gated-linear-attention"):
+        res = CliRunner().invoke(main, ["eval", "--arch", arch, *CURVES,
+                                        "--run-dir", str(root / arch)])
+        assert res.exit_code == 0, res.output
+    return [root / "mh-attention", root / "mh-gated-linear-attention"]
+
+
+def test_difficulty_curves_are_the_stored_accuracies_against_the_variable(curve_runs):
+    from madbench.curves import difficulty_curves
+    from madbench.evaluate import group_records
+    from madbench.store import load_records
+    from madbench.tasks import get_task
+    groups = list(group_records(load_records(curve_runs)).values())
+    curves = difficulty_curves(groups)
+    assert list(curves) == ["memorization"] and list(curves["memorization"]) == ["vocab_size"]
+    baseline_vocab = get_task("memorization").baseline["vocab_size"]
+    for run_dir, arch in zip(curve_runs, ("mh-attention", "mh-gated-linear-attention")):
+        stored = {r["setting"]: r["accuracy"] for r in ResultsStore(run_dir).records()}
+        assert curves["memorization"]["vocab_size"][f"{arch} [smoke]"] == sorted(
+            [(float(baseline_vocab), stored["baseline"]), (512.0, stored["vocab_size=512"])])
+
+
+def test_plot_curves_writes_a_png(curve_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.png"
+    res = CliRunner().invoke(main, ["plot", *map(str, curve_runs), "--kind", "curves",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_curves_of_baseline_only_runs_says_why_not(two_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    res = CliRunner().invoke(main, ["plot", str(two_runs / "mh-attention"), "--kind",
+                                    "curves", "--out", str(tmp_path / "c.png")])
+    assert res.exit_code == 2 and "only baseline settings" in res.output
+
+
+def test_html_report_renders_in_a_headless_browser(curve_runs, tmp_path):
+    """The page holds the tables, both figures and the provenance; where Chromium is
+    installed, the DOM the browser builds holds them too and a screenshot is taken."""
+    pytest.importorskip("matplotlib")
+    import importlib.util
+    from pathlib import Path
+    html = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", *map(str, curve_runs), "--html", str(html)])
+    assert res.exit_code == 0, res.output
+    page = html.read_text()
+    assert page.count("<svg") == 2 and "Difficulty curves" in page and "Provenance" in page
+    assert "mean of 1 task" in page and "MAD score" not in page
+    assert "<script" not in page and "<link" not in page and " src=" not in page   # no network
+    spec = importlib.util.spec_from_file_location(
+        "screenshot", Path(__file__).resolve().parent.parent / "docs" / "screenshot.py")
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+    browser = shot.find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    dom = shot.dump_dom(browser, html)
+    assert shot.page_problems(dom, ["mh-attention", "mh-gated-linear-attention"]) == []
+    png = tmp_path / "report.png"
+    shot.screenshot(browser, html, png, height=1200)
+    assert png.stat().st_size > 10_000

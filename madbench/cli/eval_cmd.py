@@ -251,25 +251,64 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     click.echo(render(summary, fmt))
 
 
-def _summaries(run_dirs):
-    from ..evaluate import group_records, summarize
+def _groups(run_dirs) -> list[list[dict]]:
+    """The stored records of ``run_dirs``, one group per architecture and protocol."""
+    from ..evaluate import group_records
     from ..store import load_records
     records = load_records(run_dirs)
     if not records:
         raise UsageError(f"no run records in {', '.join(run_dirs)}")
-    return [summarize(group) for group in group_records(records).values()]
+    return list(group_records(records).values())
+
+
+def _summaries(run_dirs):
+    from ..evaluate import summarize
+    return [summarize(group) for group in _groups(run_dirs)]
 
 
 @click.command("report")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-def report_command(run_dir, fmt):
-    """Re-render the stored results of RUN_DIR (one block per architecture and protocol)."""
-    summaries = _summaries([run_dir])
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              metavar="FILE.html", help="Write a self-contained page (tables, bars, difficulty "
+              "curves, provenance) to open or attach to a pull request.")
+def report_command(run_dirs, fmt, html_path):
+    """Re-render the stored results of RUN_DIR (one block per architecture and protocol), or
+    write them as an HTML page.
+
+    Several run directories are reported together."""
+    groups = _groups(run_dirs)
+    from ..evaluate import summarize
+    summaries = [summarize(group) for group in groups]
+    if html_path:
+        _write_html(html_path, summaries, groups, run_dirs)
+        return
     if fmt == "json":
         click.echo(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
         return
     click.echo("\n\n".join(render(s, fmt) for s in summaries))
+
+
+def _write_html(path, summaries, groups, run_dirs) -> None:
+    from ..curves import difficulty_curves
+    from ..html_report import html_page
+    figures, note = {}, None
+    try:
+        from .. import figures as fg
+        figures["Scores per task"] = fg.svg(fg.bars_figure(summaries))
+        curves = difficulty_curves(groups)
+        if curves:
+            figures["Difficulty curves"] = fg.svg(fg.curves_figure(curves,
+                                                                   summaries[0]["metric"]))
+        else:
+            note = ("No difficulty curves: only baseline settings are stored (evaluate with "
+                    "--settings all, or setting names such as vocab_size=512).")
+    except UsageError as exc:
+        note = f"No figures: {exc}"
+    Path(path).write_text(html_page(summaries, [str(d) for d in run_dirs], figures, note),
+                          encoding="utf-8")
+    click.echo(f"wrote {path}")
 
 
 @click.command("compare")
@@ -300,30 +339,25 @@ def compare_command(run_dirs, fmt):
 @click.argument("run_dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-def plot_command(run_dirs, out):
-    """Per-task scores per architecture as grouped bars (like the paper's Fig. 3.7)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plot needs matplotlib: pip install 'madbench[plot]'") from None
-    import numpy as np
-    summaries = _summaries(run_dirs)
-    tasks = sorted({t for s in summaries for t in s["tasks"]})
-    labels = tasks + ["MAD score"]
-    width = 0.8 / len(summaries)
-    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 4))
-    for i, s in enumerate(summaries):
-        values = [s["tasks"].get(t, np.nan) for t in tasks] + [s["mad_score"]]
-        ax.bar(np.arange(len(labels)) + i * width - 0.4 + width / 2, values, width,
-               label=f"{s['architecture']['name']} [{s['protocol']['name']}]")
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylabel(f"score ({summaries[0]['metric']})")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+@click.option("--kind", type=click.Choice(["bars", "curves"]), default="bars", show_default=True,
+              help="bars: per-task scores per architecture (the paper's Fig. 3.7); curves: per "
+              "task, the score against each varied difficulty variable, one line per "
+              "architecture (its Figs. B.2-B.7).")
+def plot_command(run_dirs, out, kind):
+    """Per-task bars, or the paper's difficulty curves, from stored runs.
+
+    Give one run directory per architecture (or one holding several)."""
+    from .. import figures
+    figures.pyplot()            # a usage error naming the install command, before any work
+    groups = _groups(run_dirs)
+    if kind == "bars":
+        from ..evaluate import summarize
+        fig = figures.bars_figure([summarize(group) for group in groups])
+    else:
+        from ..curves import difficulty_curves
+        fig = figures.curves_figure(difficulty_curves(groups),
+                                    groups[0][0].get("selection") or "accuracy")
+    figures.save(fig, out)
     click.echo(f"wrote {out}")
 
 
