@@ -19,7 +19,7 @@ from .trainer import resolve_device, resolve_precision, train
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
 PROBE_STEPS = 3
-PROBE_BATCH = 16
+PROBE_TOKENS = 2048
 PROBE_SECONDS = 1.0
 
 
@@ -50,22 +50,25 @@ def run_tokens(job: Job, protocol: Protocol) -> int:
 def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: torch.device,
                  precision: str, steps: int = PROBE_STEPS) -> float:
     """Seconds per training step of ``spec`` at ``job``'s shape, measured on at most
-    ``PROBE_BATCH`` sequences and scaled to the protocol's batch (random tokens, the plain
-    trainer, after one warm-up step: the process's one-off start-up costs are not a run's;
-    when the warm-up step alone takes over ``PROBE_SECONDS``, it is the measurement)."""
+    ``PROBE_TOKENS`` tokens a step and scaled to the protocol's batch (random tokens, the plain
+    trainer). One warm-up step first (the process's one-off start-up costs are not a run's),
+    then ``steps`` timed ones, or one when the warm-up took over ``PROBE_SECONDS``."""
     eff = effective_setting(job.setting, protocol)
-    batch = min(protocol.batch_size, PROBE_BATCH)
+    batch = max(1, min(protocol.batch_size, PROBE_TOKENS // eff.seq_len))
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False, batch_size=batch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tokens = torch.randint(0, eff.vocab_size, (batch * steps, eff.seq_len), device=device)
         model = build_model(spec, eff.vocab_size, eff.seq_len, job.task.model).to(device)
         test = (tokens[:1], tokens[:1])
-        for data in (tokens[:batch], tokens):      # a warm-up step, then the timed ones
-            result = train(model, (data, data), test, eff.vocab_size, job.lr,
-                           job.weight_decay, probe, 0, precision)
-            if result.seconds > PROBE_SECONDS:
-                break
+
+        def timed(n: int):
+            data = tokens[:batch * n]
+            return train(model, (data, data), test, eff.vocab_size, job.lr, job.weight_decay,
+                         probe, 0, precision)
+
+        warm = timed(1)
+        result = timed(1 if warm.seconds > PROBE_SECONDS else steps)
     return result.seconds / max(result.steps, 1) * protocol.batch_size / batch
 
 

@@ -250,12 +250,8 @@ def render_fits(fits: dict) -> str:
 
 
 def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'madbench[plot]'") from None
+    from ..figures import pyplot
+    plt = pyplot()
     import numpy as np
 
     from ..scaling.runs import by_arch
