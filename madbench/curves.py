@@ -15,9 +15,16 @@ from .scoring import best_of_sweep
 BASELINE = "baseline"
 
 
-def series_label(first: dict[str, Any]) -> str:
-    """How a curve (one architecture under one protocol) is named: ``hyena [smoke]``."""
-    return f"{first['arch_name']} [{first['protocol_name']}]"
+def series_labels(groups: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+    """How each group (one architecture under one protocol) is named in a figure:
+    ``hyena [smoke]``, with the protocol's and then the architecture's hash prefix added where
+    two groups would share a name (the same preset with other overrides, edited code)."""
+    labels = [f"{g[0]['arch_name']} [{g[0]['protocol_name']}]" for g in groups]
+    for key in ("protocol_hash", "arch_hash"):
+        clash = {label for label in labels if labels.count(label) > 1}
+        labels = [f"{label} {g[0][key][:6]}" if label in clash else label
+                  for label, g in zip(labels, groups)]
+    return labels
 
 
 def split_setting(name: str) -> tuple[str, str] | None:
@@ -58,7 +65,7 @@ def difficulty_curves(groups: Sequence[Sequence[dict[str, Any]]]
     one non-baseline setting stored appear."""
     curves: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = defaultdict(
         lambda: defaultdict(dict))
-    for records in groups:
+    for records, label in zip(groups, series_labels(groups)):
         if not records:
             continue
         metric = records[0].get("selection") or "accuracy"
@@ -66,7 +73,6 @@ def difficulty_curves(groups: Sequence[Sequence[dict[str, Any]]]
         for (task, setting, _seed), r in best_of_sweep(records, metric).items():
             per_setting[(task, setting)].append(float(r[metric]))
         score = {k: float(np.mean(v)) for k, v in per_setting.items()}
-        label = series_label(records[0])
         for task in sorted({t for t, _ in score}):
             variables = sorted({split_setting(s)[0] for t, s in score
                                 if t == task and split_setting(s)})

@@ -26,8 +26,9 @@ def pyplot():
     return plt
 
 
-def bars_figure(summaries: Sequence[dict[str, Any]]):
-    """Per-task scores, one bar per architecture and protocol, plus the mean of the tasks."""
+def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str] = ()):
+    """Per-task scores, one bar per architecture and protocol (named by ``names``, default
+    ``arch [protocol]``), plus the mean of the tasks."""
     import numpy as np
 
     from .scoring import score_label
@@ -40,7 +41,8 @@ def bars_figure(summaries: Sequence[dict[str, Any]]):
     for i, s in enumerate(summaries):
         values = [s["tasks"].get(t, np.nan) for t in tasks] + [s["mad_score"]]
         ax.bar(np.arange(len(labels)) + i * width - 0.4 + width / 2, values, width,
-               label=f"{s['architecture']['name']} [{s['protocol']['name']}]")
+               label=names[i] if names else
+               f"{s['architecture']['name']} [{s['protocol']['name']}]")
     ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
     ax.set_ylabel(f"score ({summaries[0]['metric']})")
     ax.set_ylim(0, 1)
@@ -54,17 +56,19 @@ def _log_scale(xs: Sequence[float]) -> bool:
 
 
 def curves_figure(curves: dict[str, dict[str, dict[str, list[tuple[float, float]]]]],
-                  metric: str = "accuracy"):
+                  metric: str = "accuracy", order: Sequence[str] = ()):
     """One panel per (task, variable): the score of each architecture against the variable,
-    one line each; a row per task."""
+    one line each; a row per task. ``order``: the series in the order (and colours) of the
+    bars."""
     plt = pyplot()
     if not curves:
         raise UsageError("no difficulty curves: the runs hold only baseline settings (evaluate "
                          "with --settings all, or names such as vocab_size=512)")
     cols = max(len(v) for v in curves.values())
-    fig, axes = plt.subplots(len(curves), cols, figsize=(3.4 * cols, 2.8 * len(curves)),
-                             squeeze=False)
-    series = sorted({label for v in curves.values() for c in v.values() for label in c})
+    fig, axes = plt.subplots(len(curves), cols, squeeze=False,
+                             figsize=(max(3.4 * cols, 7.0), 2.8 * len(curves) + 0.6))
+    present = {label for v in curves.values() for c in v.values() for label in c}
+    series = [s for s in order if s in present] + sorted(present - set(order))
     colors = {label: f"C{i % 10}" for i, label in enumerate(series)}
     for row, (task, variables) in enumerate(curves.items()):
         for col in range(cols):
@@ -74,7 +78,8 @@ def curves_figure(curves: dict[str, dict[str, dict[str, list[tuple[float, float]
                 continue
             variable, lines = list(variables.items())[col]
             xs = [x for points in lines.values() for x, _ in points]
-            for label, points in lines.items():
+            for label in [s for s in series if s in lines]:
+                points = lines[label]
                 ax.plot([x for x, _ in points], [y for _, y in points], marker="o",
                         color=colors[label], label=label)
             if _log_scale(xs):
@@ -94,9 +99,12 @@ def curves_figure(curves: dict[str, dict[str, dict[str, list[tuple[float, float]
             if n not in names:
                 handles.append(h)
                 names.append(n)
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4),
-               fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(names) / 4), 1, 1))
+    order_of = {s: i for i, s in enumerate(series)}
+    pairs = sorted(zip(handles, names), key=lambda hn: order_of.get(hn[1], 0))
+    fig.legend([h for h, _ in pairs], [n for _, n in pairs], loc="lower center",
+               ncol=min(len(names), 3), fontsize="small", frameon=False)
+    rows = math.ceil(len(names) / 3)
+    fig.tight_layout(rect=(0, min(0.3, 0.35 * rows / fig.get_figheight()), 1, 1))
     return fig
 
 

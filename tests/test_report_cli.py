@@ -118,3 +118,15 @@ def test_html_report_renders_in_a_headless_browser(curve_runs, tmp_path):
     png = tmp_path / "report.png"
     shot.screenshot(browser, html, png, height=1200)
     assert png.stat().st_size > 10_000
+
+
+def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_runs,
+                                                                           curve_runs):
+    """Same name, same preset, other overrides: two series, told apart by protocol hash."""
+    from madbench.curves import series_labels
+    from madbench.evaluate import group_records
+    from madbench.store import load_records
+    groups = list(group_records(load_records([two_runs / "mh-attention",
+                                              curve_runs[0]])).values())
+    labels = series_labels(groups)
+    assert len(set(labels)) == 2 and all(l.startswith("mh-attention [smoke] ") for l in labels)

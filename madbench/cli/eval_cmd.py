@@ -291,16 +291,16 @@ def report_command(run_dirs, fmt, html_path):
 
 
 def _write_html(path, summaries, groups, run_dirs) -> None:
-    from ..curves import difficulty_curves
+    from ..curves import difficulty_curves, series_labels
     from ..html_report import html_page
     figures, note = {}, None
     try:
         from .. import figures as fg
-        figures["Scores per task"] = fg.svg(fg.bars_figure(summaries))
+        figures["Scores per task"] = fg.svg(fg.bars_figure(summaries, series_labels(groups)))
         curves = difficulty_curves(groups)
         if curves:
-            figures["Difficulty curves"] = fg.svg(fg.curves_figure(curves,
-                                                                   summaries[0]["metric"]))
+            figures["Difficulty curves"] = fg.svg(fg.curves_figure(
+                curves, summaries[0]["metric"], series_labels(groups)))
         else:
             note = ("No difficulty curves: only baseline settings are stored (evaluate with "
                     "--settings all, or setting names such as vocab_size=512).")
@@ -348,15 +348,17 @@ def plot_command(run_dirs, out, kind):
 
     Give one run directory per architecture (or one holding several)."""
     from .. import figures
+    from ..curves import difficulty_curves, series_labels
     figures.pyplot()            # a usage error naming the install command, before any work
     groups = _groups(run_dirs)
     if kind == "bars":
         from ..evaluate import summarize
-        fig = figures.bars_figure([summarize(group) for group in groups])
+        fig = figures.bars_figure([summarize(group) for group in groups],
+                                  series_labels(groups))
     else:
-        from ..curves import difficulty_curves
         fig = figures.curves_figure(difficulty_curves(groups),
-                                    groups[0][0].get("selection") or "accuracy")
+                                    groups[0][0].get("selection") or "accuracy",
+                                    series_labels(groups))
     figures.save(fig, out)
     click.echo(f"wrote {out}")
 
