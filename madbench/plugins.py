@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginConflictError
+from .errors import PluginConflictError, warn as _warn
 
 BUNDLED_DISTRIBUTION = "madbench"
 CATEGORIES = ("tasks", "mixers", "architectures")
@@ -77,10 +76,6 @@ def _env_list(var: str) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

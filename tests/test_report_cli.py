@@ -10,13 +10,22 @@ from madbench.store import ResultsStore
 FAST = ["--tasks", "memorization", "--preset", "smoke", "--set", "epochs=1", "--no-progress"]
 
 
+ARCHS = ("mh-attention", "mh-gated-linear-attention")
+
+
+def eval_each(root, args):
+    """One run directory per architecture of ARCHS under ``root``, evaluated with ``args``."""
+    for arch in ARCHS:
+        res = CliRunner().invoke(main, ["eval", "--arch", arch, *args,
+                                        "--run-dir", str(root / arch)])
+        assert res.exit_code == 0, res.output
+    return [root / arch for arch in ARCHS]
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for arch in ("mh-attention", "mh-gated-linear-attention"):
-        res = CliRunner().invoke(main, ["eval", "--arch", arch, *FAST,
-                                        "--run-dir", str(root / arch)])
-        assert res.exit_code == 0, res.output
+    eval_each(root, FAST)
     return root
 
 
@@ -54,12 +63,7 @@ CURVES = ["--tasks", "memorization", "--settings", "baseline,vocab_size=512", "-
 @pytest.fixture(scope="module")
 def curve_runs(tmp_path_factory):
     """Two architectures, memorization at its baseline (vocabulary 256) and at 512."""
-    root = tmp_path_factory.mktemp("curves")
-    for arch in ("mh-attention", "mh-gated-linear-attention"):
-        res = CliRunner().invoke(main, ["eval", "--arch", arch, *CURVES,
-                                        "--run-dir", str(root / arch)])
-        assert res.exit_code == 0, res.output
-    return [root / "mh-attention", root / "mh-gated-linear-attention"]
+    return eval_each(tmp_path_factory.mktemp("curves"), CURVES)
 
 
 def test_difficulty_curves_are_the_stored_accuracies_against_the_variable(curve_runs):
@@ -130,3 +134,14 @@ def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_
                                               curve_runs[0]])).values())
     labels = series_labels(groups)
     assert len(set(labels)) == 2 and all(l.startswith("mh-attention [smoke] ") for l in labels)
+
+
+def test_scores_keep_three_decimals_and_counts_their_plural():
+    """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
+    from madbench.cli.eval_cmd import render
+    summary = {"architecture": {"name": "x"}, "protocol": {"name": "smoke"}, "metric": "accuracy",
+               "runs": 1, "tasks": {"memorization": 1.0, "compression": 0.083},
+               "mad_score": 0.5415, "flags": []}
+    text = render(summary, "table")
+    assert "1.000" in text and "0.083" in text and "1 run\n" in text and "1 runs" not in text
+    assert "mean of 2 tasks" in text
