@@ -265,3 +265,31 @@ def test_misspelled_names_get_a_suggestion(args, needle, tmp_path):
             "--run-dir", str(tmp_path)]
     res = CliRunner().invoke(main, [*base, *args])
     assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_a_terminal_gets_the_progress_bar_not_log_lines(tmp_path):
+    """On a terminal (a pseudo-terminal here) stderr shows rich's bar with its ETA; the
+    one-line-per-run log format is for redirected stderr."""
+    import pty
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "madbench", "eval", "--arch", "mh-attention",
+                             "--tasks", "memorization", "--preset", "smoke", "--set",
+                             "epochs=1", "--set", "max_train=32", "--run-dir",
+                             str(tmp_path / "r")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=child_fd, env=env)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:        # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(main_fd)
+    err = b"".join(chunks).decode(errors="replace")
+    assert "runs" in err and "ETA" in err and "1/1" in err
+    assert "[1/1] memorization" not in err
