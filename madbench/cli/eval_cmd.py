@@ -224,10 +224,10 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     seed_list = _parse_seeds(seeds)
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
     tasks = _select_tasks(tasks_text)
-    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     jobs = plan(spec, tasks, protocol, seed_list, parse_settings(settings_text))
-    store = ResultsStore(run_dir, create=not dry_run) if not dry_run or \
-        Path(run_dir, "records").is_dir() else None
+    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
+    # a dry run reads what is stored, and creates no run directory
+    store = ResultsStore(run_dir) if not dry_run or Path(run_dir, "records").is_dir() else None
     pending = [job for group in pending_groups(jobs, protocol, store) for job in group] \
         if store else list(jobs)
     workers = len(local_devices(device, runs_per_gpu)) if executor == "local" else 1

@@ -29,7 +29,8 @@ ACCOUNTING_FIELDS = ("params", "non_embedding_params", "active_params", "fixed_s
 AUDIT_LAYER_FIELDS = ("index", "mixer", "dim", "declared_total", "measured_state", "ok",
                       "informative", "message")
 #: where ``describe_architecture`` counts (as ``madbench eval``'s checks do)
-from ..verdict import SEQ_LEN as ACCOUNTING_SEQ_LEN, VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE  # noqa: E402
+from ..verdict import (SEQ_LEN as ACCOUNTING_SEQ_LEN,  # noqa: E402
+                       VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE)
 
 
 def source_ids(spec: ArchitectureSpec) -> list[str]:
