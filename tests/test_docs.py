@@ -174,3 +174,23 @@ def test_readme_commands_run_as_written_at_smoke_size(command, tmp_path, monkeyp
             assert "sized for a GPU" in result.output          # the paper protocol on CPU
     monkeypatch.delitem(__import__("sys").modules, "mypkg", raising=False)
     monkeypatch.delitem(__import__("sys").modules, "mypkg.layers", raising=False)
+
+
+def test_the_readme_commands_table_gives_eval_s_own_choices():
+    """`[--preset paper\\|quick\\|smoke\\|mad-lab]` lists exactly the choices eval accepts (the
+    README once said `--settings baseline|all` while --help said `preset|baseline|all`)."""
+    readme = (REPO / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `madbench eval --arch"))
+    eval_command = main.get_command(click.Context(main), "eval")
+    params = {p.opts[0]: p for p in eval_command.params}
+    checked = 0
+    for option, value in re.findall(r"\[(--[a-z-]+) ([^\]]+)\]", row):
+        param = params[option]
+        values = value.replace("\\|", "|")
+        if isinstance(param.type, click.Choice):
+            assert set(values.split("|")) == set(param.type.choices), option
+            checked += 1
+        elif param.metavar and "|" in param.metavar:
+            assert values == param.metavar, option
+            checked += 1
+    assert checked >= 5

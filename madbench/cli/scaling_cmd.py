@@ -11,7 +11,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError
-from .progress import RunProgress
+from .progress import RunProgress, plural
 
 
 def _num(x, fmt: str = ".4g") -> str:
@@ -85,7 +85,8 @@ class _Progress(RunProgress):
         if event == "start":
             self.start(info["total"], info["done"])
             if info["done"]:
-                click.echo(f"{info['done']} of {info['total']} runs already stored", err=True)
+                click.echo(f"{info['done']} of {plural(info['total'], 'run')} already stored",
+                           err=True)
         elif event == "run":
             p = info["plan"]
             self.current = f"{p.family} {p.width}x{p.depth} C={p.budget:.2g}"
