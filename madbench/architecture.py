@@ -20,6 +20,7 @@ from torch import nn
 from .errors import UsageError
 from .hashing import content_hash
 from .plugins import Entry, get_registry
+from .suggest import did_you_mean
 
 DEFAULT_DIM = 128
 STRIPE_MIXER = "mh-attention"  #: the second block of a striped hybrid
@@ -113,7 +114,8 @@ def mixer_entry(name: str) -> Entry:
         metadata = {"kind": kind, "mixes_channels": bool(getattr(cls, "mixes_channels", False))}
         return Entry(name, cls, plugin="<import path>", metadata=metadata)
     known = ", ".join(sorted(reg.mixers))
-    raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
+    raise UsageError(f"unknown mixer {name!r} ({did_you_mean(name, reg.mixers)}registered: "
+                     f"{known}; or give pkg.module:Class)")
 
 
 #: Constructor arguments that receive the setting's sequence length unless the user gives one
@@ -197,9 +199,10 @@ def _shorthand_to_name(part: str) -> str:
             return name
     if part in reg.mixers:
         return part
-    known = ", ".join(sorted(e.metadata["shorthand"] for e in reg.mixers.values()
-                             if e.metadata.get("shorthand")))
-    raise UsageError(f"unknown layer shorthand {part!r} (known: {known})")
+    shorthands = sorted(e.metadata["shorthand"] for e in reg.mixers.values()
+                        if e.metadata.get("shorthand"))
+    raise UsageError(f"unknown layer shorthand {part!r} ({did_you_mean(part, shorthands)}"
+                     f"known: {', '.join(shorthands)})")
 
 
 def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
@@ -259,9 +262,42 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                 raise UsageError("--channel, --striped and --mixer-kwargs apply to a single "
                                  "mixer, not to a shorthand architecture")
             return ArchitectureSpec(arch, layers, dim)
-    raise UsageError(f"unknown architecture {arch!r}: not a registered architecture or mixer "
-                     "(see 'madbench arch list'), an import path pkg.module:Class, or a "
-                     f"shorthand like mH-Sg-mA-Sg{shorthand_problem}")
+    hint = did_you_mean(arch, [*reg.architectures, *reg.mixers]).strip()
+    raise UsageError(f"unknown architecture {arch!r}{f' ({hint})' if hint else ''}: not a "
+                     "registered architecture or mixer (see 'madbench arch list'), an import "
+                     f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}")
+
+
+def arch_arguments(spec: ArchitectureSpec) -> list[str] | None:
+    """The ``--arch`` options (with ``--channel``, ``--striped``, ``--mixer-kwargs``) that
+    resolve to ``spec`` again, checked by resolving them; None when no options do (a spec
+    built in code)."""
+    candidates = [(spec.name, None, False, None)]
+    base = spec.name.removesuffix("+striped")
+    striped = base != spec.name
+    channel = None
+    if "+" in base:
+        base, _, channel = base.rpartition("+")
+    try:
+        entry = mixer_entry(base)
+    except UsageError:
+        entry = None
+    if entry is not None and spec.layers:
+        standard = entry.metadata.get("standard_kwargs", {})
+        kwargs = {k: v for k, v in spec.layers[0].kwargs.items()
+                  if k not in standard or standard[k] != v}
+        candidates.insert(0, (base, channel, striped,
+                              json.dumps(kwargs, sort_keys=True) if kwargs else None))
+    for arch, channel, striped, kwargs in candidates:
+        try:
+            again = resolve_architecture(arch, channel, striped, kwargs, spec.dim)
+        except UsageError:
+            continue
+        if again.to_dict() == spec.to_dict():
+            return (["--arch", arch] + (["--channel", channel] if channel else []) +
+                    (["--striped"] if striped else []) +
+                    (["--mixer-kwargs", kwargs] if kwargs else []))
+    return None
 
 
 def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:

@@ -48,5 +48,6 @@ class PluginConflictError(MadbenchError):
 
 
 def warn(message: str) -> None:
-    """One line on stderr, prefixed ``Warning:``."""
+    """A warning as one line on stderr, ``Warning: ...`` (never a Python warning with a file
+    path); outside text is escaped."""
     print(f"Warning: {printable(message)}", file=sys.stderr)

@@ -17,7 +17,8 @@ from .hashing import content_hash
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
-from .scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
+from .scoring import (best_of_sweep, bootstrap_interval, mad_score, score_label,
+                      task_scores, task_statistics)
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
@@ -63,14 +64,60 @@ def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
     return replace(setting, params=MappingProxyType(params))
 
 
-def select_settings(task: Task, which: str) -> list[Setting]:
+def select_settings(task: Task, which: str | Sequence[str]) -> list[Setting]:
+    """``all``, ``baseline``, or the named settings of ``task`` (a name ``TASK:SETTING``
+    applies to that task only; a bare name to every task that has it)."""
     settings = task.settings()
-    return settings[:1] if which == "baseline" else settings
+    if which == "all":
+        return settings
+    if which == "baseline":
+        return settings[:1]
+    wanted = {name.partition(":")[2] if ":" in name else name for name in which
+              if ":" not in name or name.partition(":")[0] == task.name}
+    return [s for s in settings if s.name in wanted]
+
+
+def parse_settings(text: str) -> str | tuple[str, ...] | None:
+    """``--settings``: ``preset`` (None: the protocol's), ``all``, ``baseline``, or a
+    comma-separated list of setting names, each ``NAME`` or ``TASK:NAME``."""
+    text = text.strip()
+    if text in ("preset", "all", "baseline"):
+        return None if text == "preset" else text
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UsageError("--settings takes preset, all, baseline, or setting names such as "
+                         "baseline,vocab_size=512 or memorization:vocab_size=512")
+    return names
+
+
+def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
+    """Every name must select a setting of some task: a misspelling is an error, not an
+    empty sweep."""
+    from .suggest import did_you_mean
+    by_task = {t.name: [s.name for s in t.settings()] for t in tasks}
+    for name in names:
+        task_name, sep, setting = name.partition(":")
+        if sep:
+            if task_name not in by_task:
+                raise UsageError(f"--settings {name!r}: task {task_name!r} is not among the "
+                                 f"selected tasks ({did_you_mean(task_name, by_task)}"
+                                 f"selected: {', '.join(by_task)})")
+            candidates = by_task[task_name]
+        else:
+            setting, candidates = name, sorted({n for ns in by_task.values() for n in ns})
+        if setting not in candidates:
+            where = f"task {task_name!r}" if sep else "no selected task"
+            verb = "has no" if sep else "has a"
+            raise UsageError(f"--settings: {where} {verb} setting {setting!r} "
+                             f"({did_you_mean(setting, candidates)}see 'madbench tasks list')")
 
 
 def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
-         seeds: Sequence[int], settings: str | None = None) -> list[Job]:
-    """Every run of the sweep, in a stable order (task, setting, seed, lr, wd)."""
+         seeds: Sequence[int], settings: str | Sequence[str] | None = None) -> list[Job]:
+    """Every run of the sweep, in a stable order (task, setting, seed, lr, wd). ``settings``:
+    None (the protocol's), ``all``, ``baseline`` or setting names (see ``select_settings``)."""
+    if settings not in (None, "all", "baseline"):
+        _check_setting_names(tasks, settings)
     jobs = []
     arch_hash = spec.hash
     for task in tasks:
@@ -100,47 +147,28 @@ def check_buildable(spec: ArchitectureSpec) -> None:
 
 def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
                         state_target: int = 4096, param_tolerance: float = 0.2) -> dict:
-    """Causality guard, iso-state check and parameter ratio, before any training.
+    """Causality guard, then the iso-state and parameter verdict (``madbench.verdict``),
+    before any training.
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
     without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
-    from .accounting import check_iso_state, describe_architecture, param_ratio
     from .checks import guard_architecture
+    from .verdict import architecture_verdict
 
     check_buildable(spec)
     guard = guard_architecture(spec)
-    desc = describe_architecture(spec)
-    ok, message = check_iso_state(desc, target=state_target)
-    flags = []
-    if desc["fixed_state"] is None and desc["dynamic_state"] is None:
-        ok, message = True, measured_state_note(spec, state_target)
-        flags.append("state-measured")
-    if not ok:
-        if not allow_state_mismatch:
-            raise CheckFailed(f"{message} (use --allow-state-mismatch to evaluate anyway; the "
-                              "result is then flagged)")
-        flags.append("state-mismatch")
-    ratio = param_ratio(desc)
-    if abs(ratio - 1.0) > param_tolerance:
-        flags.append("param-mismatch")
-    return {"causal": guard["causal"], "iso_state": {"ok": ok, "message": message,
-                                                     "target": state_target},
-            "param_ratio": ratio, "param_tolerance": param_tolerance, "flags": flags,
+    verdict = architecture_verdict(spec, state_target=state_target,
+                                   param_tolerance=param_tolerance,
+                                   allow_state_mismatch=allow_state_mismatch)
+    if verdict["refusal"]:
+        raise CheckFailed(verdict["refusal"])
+    desc = verdict["description"]
+    return {"causal": guard["causal"], "iso_state": verdict["iso_state"],
+            "param_ratio": verdict["param_ratio"]["value"], "param_tolerance": param_tolerance,
+            "flags": verdict["flags"],
             "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
                                                     "active_params", "fixed_state",
                                                     "dynamic_state", "cache")}}
-
-
-def measured_state_note(spec: ArchitectureSpec, state_target: int) -> str:
-    """For layers that declare no ``state_size``: what the state audit measures instead (a
-    lower bound). The model is evaluated, flagged ``state-measured``, not refused."""
-    from .checks import audit_architecture
-    audit = audit_architecture(spec)
-    parts = [f"layer {l['index']} ({l['mixer']}) {l['measured_state']:,}"
-             + (" or more (saturated)" if l["saturated"] else "")
-             for l in audit["layers"] if l["declared_state"] is None]
-    return ("state not declared (no state_size); measured by the audit: " + ", ".join(parts)
-            + f"; iso-state (target {state_target:,}) is not verified")
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -202,7 +230,11 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
     def finished(job, result, used):
         _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, used)
         if progress:
-            progress("done", {"accuracy": result.accuracy})
+            progress("done", {"task": job.task.name, "setting": job.setting.name,
+                              "lr": job.lr, "wd": job.weight_decay, "seed": job.seed,
+                              "accuracy": result.accuracy, "diverged": result.diverged,
+                              "seconds": result.seconds,
+                              "together": 1 if chosen == "plain" else len(group)})
 
     chosen = choose_engine(engine, protocol, dev, len(group))
     if chosen == "batched" and ("batched", spec.hash) not in verdicts:
@@ -318,7 +350,14 @@ def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov
 
 
 def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """The result document of one architecture under one protocol."""
+    """The result document of one architecture under one protocol.
+
+    ``results`` holds one object per task, as lm-evaluation-harness does: ``score``,
+    ``metric``, ``stderr`` and ``confidence_interval`` (over seeds; None with one seed),
+    ``seeds``, the task ``version``, the ``settings`` scored with their content hashes, the
+    ``protocol`` (name, hash, standard) and the number of ``runs``. ``score_label`` names the
+    mean of the task scores: ``MAD score`` only over the six MAD tasks. ``tasks`` (name ->
+    score) and ``mad_score`` are the earlier form, kept for one release."""
     if not records:
         return {"mad_score": None, "tasks": {}, "settings": []}
     metric = metric or records[0].get("selection", "accuracy")
@@ -334,11 +373,23 @@ def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> d
                                                      "run_key")}})
     first = records[0]
     flags = sorted({f for r in records for f in (r.get("flags") or "").split(",") if f})
+    protocol = {"name": first["protocol_name"], "hash": first["protocol_hash"],
+                "standard": bool(first.get("standard_protocol", True))}
+    results = {}
+    for task, stats in task_statistics(best, metric).items():
+        mine = [r for (t, _s, _seed), r in sorted(best.items()) if t == task]
+        results[task] = {**stats, "metric": metric, "version": int(mine[0]["task_version"]),
+                         "settings": {r["setting"]: r["setting_hash"] for r in mine},
+                         "protocol": protocol,
+                         "runs": sum(1 for r in records if r["task"] == task)}
     return {
         "madbench_version": __version__,
+        "score_label": score_label(scores),
         "mad_score": mad_score(scores),
         "confidence_interval": bootstrap_interval(best, metric),
         "metric": metric,
+        "results": results,
+        "versions": {task: r["version"] for task, r in results.items()},
         "tasks": scores,
         "settings": settings,
         "architecture": {"name": first["arch_name"], "hash": first["arch_hash"],

@@ -112,12 +112,8 @@ def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device:
 
 def unit_cost(unit: Sequence[Job], protocol: Protocol) -> int:
     """Training tokens of a unit of work, a proxy for its time: runs x steps x batch x seq_len."""
-    job = unit[0]
-    eff = effective_setting(job.setting, protocol)
-    n = eff.params["num_train_examples"]
-    steps_per_epoch = -(-n // protocol.batch_size)
-    steps = steps_per_epoch * protocol.epochs_for(steps_per_epoch)
-    return len(unit) * steps * protocol.batch_size * eff.params["seq_len"]
+    from .estimate import run_tokens
+    return len(unit) * run_tokens(unit[0], protocol)
 
 
 def _describe_group(group: Sequence[Job]) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginConflictError
+from .errors import PluginConflictError, warn as _warn
 
 BUNDLED_DISTRIBUTION = "madbench"
 CATEGORIES = ("tasks", "mixers", "architectures")
@@ -77,10 +76,6 @@ def _env_list(var: str) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _warn(message: str) -> None:
-    print(f"Warning: {message}", file=sys.stderr)
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -169,7 +164,8 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                 if name in _t:
                     raise PluginConflictError(
                         f"{_c[:-1]} {name!r} is registered by both plugin "
-                        f"{_t[name].plugin!r} and plugin {_p!r}")
+                        f"{_t[name].plugin!r} and plugin {_p!r}; block one with "
+                        f"MADBENCH_DISABLE_PLUGINS={_p} (or uninstall it)")
                 if _c == "mixers":
                     metadata.setdefault("kind", "sequence")
                     if metadata["kind"] not in ("sequence", "channel"):

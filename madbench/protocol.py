@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import UsageError
 from .hashing import content_hash
+from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ _FIELDS = [f.name for f in fields(Protocol)]
 def get_protocol(name: str, overrides: dict[str, str] | None = None) -> Protocol:
     """A preset with ``field=value`` overrides applied; any override marks it non-standard."""
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r} (choose from: {', '.join(PRESETS)})")
+        raise UsageError(f"unknown preset {name!r} ({did_you_mean(name, PRESETS)}choose from: "
+                         f"{', '.join(PRESETS)})")
     proto = PRESETS[name]
     changes = {key: _parse_value(key, getattr(proto, key), text) if key in _FIELDS else text
                for key, text in (overrides or {}).items()}
@@ -139,8 +141,9 @@ def apply_overrides(proto: Protocol, changes: dict[str, Any]) -> Protocol:
         return proto
     for key, value in changes.items():
         if key not in _FIELDS or key in _FIXED:
-            allowed = ", ".join(k for k in _FIELDS if k not in _FIXED)
-            raise UsageError(f"unknown protocol field {key!r} (fields: {allowed})")
+            allowed = [k for k in _FIELDS if k not in _FIXED]
+            raise UsageError(f"unknown protocol field {key!r} ({did_you_mean(key, allowed)}"
+                             f"fields: {', '.join(allowed)})")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise UsageError(f"{key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
         _check_range(key, value)

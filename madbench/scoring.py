@@ -41,6 +41,20 @@ def task_scores(best: dict[tuple[str, str, int], dict], metric: str = "accuracy"
     return {t: float(np.mean(v)) for t, v in sorted(per_task.items())}
 
 
+#: the six tasks of the MAD protocol; the MAD score is the mean over exactly these
+MAD_TASKS = ("in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall",
+             "selective-copying", "compression", "memorization")
+
+
+def score_label(tasks: Iterable[str]) -> str:
+    """What the mean of the task scores is called: ``MAD score`` over the six MAD tasks,
+    otherwise ``mean of N tasks`` (a subset is never labelled a MAD score)."""
+    tasks = set(tasks)
+    if tasks == set(MAD_TASKS):
+        return "MAD score"
+    return f"mean of {len(tasks)} task{'' if len(tasks) == 1 else 's'}"
+
+
 def mad_score(scores: dict[str, float]) -> float:
     """The unweighted mean of the task scores."""
     return float(np.mean(list(scores.values()))) if scores else float("nan")
@@ -68,3 +82,23 @@ def bootstrap_interval(best: dict[tuple[str, str, int], dict], metric: str = "ac
         draws[i] = np.mean([np.mean(per_task[t]) for t in tasks])
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def task_statistics(best: dict[tuple[str, str, int], dict], metric: str = "accuracy"
+                    ) -> dict[str, dict[str, Any]]:
+    """Per task: ``score`` (as ``task_scores``), ``seeds``, ``stderr`` (standard error of the
+    per-seed task scores, None with one seed) and ``confidence_interval`` (the bootstrap
+    interval of ``bootstrap_interval`` over this task's settings, None with one seed)."""
+    scores = task_scores(best, metric)
+    out = {}
+    for task, score in scores.items():
+        mine = {k: r for k, r in best.items() if k[0] == task}
+        per_seed: dict[int, list[float]] = defaultdict(list)
+        for (_task, _setting, seed), r in mine.items():
+            per_seed[seed].append(float(r[metric]))
+        means = [float(np.mean(v)) for _, v in sorted(per_seed.items())]
+        stderr = float(np.std(means, ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None
+        interval = bootstrap_interval(mine, metric)
+        out[task] = {"score": score, "seeds": sorted(per_seed), "stderr": stderr,
+                     "confidence_interval": list(interval) if interval else None}
+    return out

@@ -12,6 +12,7 @@ unreadable file the same way instead of failing."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -82,6 +83,7 @@ class ResultsStore:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_HOST}-{os.getpid()}-",
                                        suffix=".parquet", dir=self.dir)
+            os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600 would hide it from the group
             with os.fdopen(fd, "wb") as fh:
                 pq.write_table(table, fh)
                 fh.flush()
@@ -188,6 +190,14 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back, once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}

@@ -120,8 +120,10 @@ class Task:
         for s in self.settings():
             if s.name == name:
                 return s
-        names = ", ".join(s.name for s in self.settings())
-        raise UsageError(f"task {self.name!r} has no setting {name!r} (choose from: {names})")
+        from .suggest import did_you_mean
+        names = [s.name for s in self.settings()]
+        raise UsageError(f"task {self.name!r} has no setting {name!r} "
+                         f"({did_you_mean(name, names)}choose from: {', '.join(names)})")
 
 
 def split_rng(setting: Setting, split: str, seed: int) -> np.random.Generator:
@@ -241,8 +243,10 @@ def get_task(name: str) -> Task:
 
     tasks = get_registry().tasks
     if name not in tasks:
+        from .suggest import did_you_mean
         known = ", ".join(tasks) or "none"
-        raise UsageError(f"unknown task {name!r} (known tasks: {known})")
+        raise UsageError(f"unknown task {name!r} ({did_you_mean(name, tasks)}known tasks: "
+                         f"{known})")
     return tasks[name].obj
 
 

@@ -126,12 +126,30 @@ def test_unknown_names_exit_2_with_one_line(runner, args):
 
 def test_check_passes_an_honest_mixer(runner):
     result = runner.invoke(main, ["check", "--arch", "cli-recurrence", "--seq-len", "8",
-                                  "--json"])
+                                  "--allow-state-mismatch", "--json"])
     assert result.exit_code == 0, result.stderr
     data = _json(result)
+    assert data["eval"] == "flagged state-mismatch, param-mismatch" == \
+        "flagged " + ", ".join(data["flags"])
     assert data["causal"] is True and data["state_ok"] is True
     assert data["declared_state"] == 2 * 6 and data["measured_state"] == 2 * 6
     assert len(data["layers"]) == 4 and data["layers"][1]["audit"] is None
+
+
+def test_check_refuses_what_eval_refuses_with_eval_s_message(runner, tmp_path):
+    """One verdict: the honest 12-state recurrence misses the 4,096 target, so eval refuses it
+    before training (exit 3), and check says the same thing with the same exit code."""
+    check = runner.invoke(main, ["check", "--arch", "cli-recurrence", "--seq-len", "8",
+                                 "--json"])
+    evaluation = runner.invoke(main, ["eval", "--arch", "cli-recurrence", "--tasks",
+                                      "memorization", "--preset", "smoke", "--dry-run",
+                                      "--run-dir", str(tmp_path)])
+    assert check.exit_code == evaluation.exit_code == 3
+    assert _json(check)["eval"] == "refused" and _json(check)["iso_state"]["ok"] is False
+    assert check.stderr == evaluation.stderr and "4,096" in check.stderr
+    describe = _json(runner.invoke(main, ["arch", "describe", "cli-recurrence", "--json"]))
+    assert describe["iso_state"] == _json(check)["iso_state"]
+    assert describe["param_ratio"] == _json(check)["param_ratio"]
 
 
 def test_check_refuses_an_anti_causal_mixer(runner):

@@ -2,6 +2,7 @@
 divergence, refusals and error paths."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,10 +74,16 @@ def test_smoke_eval_of_a_bundled_architecture(tmp_path):
     res = run(["eval", "--arch", "mh-attention", *FAST, "--run-dir", str(tmp_path / "runs"),
                "--output", str(out)])
     assert res.exit_code == 0, res.output
-    assert "memorization" in res.output and "MAD score" in res.output
+    # one task is a subset: its mean is labelled as such, never "MAD score"
+    assert "memorization" in res.output and "mean of 1 task" in res.output
+    assert "MAD score" not in res.output
     doc = json.loads(out.read_text())
     assert 0.0 <= doc["mad_score"] <= 1.0
-    assert set(doc["tasks"]) == {"memorization"}
+    assert set(doc["tasks"]) == {"memorization"} and doc["score_label"] == "mean of 1 task"
+    result = doc["results"]["memorization"]
+    assert result["score"] == doc["tasks"]["memorization"] and result["version"] >= 1
+    assert result["stderr"] is None and result["seeds"] == [0]      # one seed: no error bar
+    assert list(result["settings"]) == ["baseline"] and result["protocol"]["name"] == "smoke"
     assert doc["settings"][0]["setting"] == "baseline"
     assert doc["protocol"]["name"] == "smoke" and doc["protocol"]["standard"] is False
     assert doc["architecture"]["spec"]["layers"][0]["mixer"] == "mh-attention"
@@ -206,3 +213,83 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(thirdparty, tmp_pa
     assert len(resumed) == 4 == len({r["run_key"] for r in resumed})
     metric = lambda recs: sorted((r["run_key"], r["accuracy"], r["loss"]) for r in recs)  # noqa: E731
     assert metric(resumed) == metric(clean)
+
+
+def test_a_log_gets_one_line_per_run_a_resume_line_and_a_results_folder(tmp_path):
+    """stderr that is not a terminal (CliRunner's, like nohup or Slurm) gets a line per
+    finished run, the plan before it, a summary; the re-run says what was stored; --output
+    DIR writes DIR/<arch>/results_<time>.json."""
+    args = ["eval", "--arch", "mh-attention", "--tasks", "memorization", "--settings",
+            "baseline,vocab_size=512", "--preset", "smoke", "--set", "epochs=1",
+            "--set", "max_train=32", "--set", "max_test=32", "--run-dir", str(tmp_path / "r"),
+            "--output", str(tmp_path / "results")]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    err = first.stderr
+    assert "training 2 runs (" in err and " s per step of 32 x " in err
+    lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert [line.split(" lr=")[0] for line in lines] == [
+        "[1/2] memorization baseline", "[2/2] memorization vocab_size=512"]
+    assert all(re.search(r" lr=1e-3 wd=0 acc=\d\.\d{3} [\d.]+ s$", line) for line in lines)
+    assert "trained 2 runs in" in err
+    (written,) = (tmp_path / "results" / "mh-attention").glob("results_*.json")
+    doc = json.loads(written.read_text())
+    assert set(doc["results"]["memorization"]["settings"]) == {"baseline", "vocab_size=512"}
+    again = CliRunner().invoke(main, args)
+    assert "2 of 2 runs already stored in" in again.stderr and "nothing to train" in again.stderr
+    assert not [line for line in again.stderr.splitlines() if line.startswith("[")]
+
+
+def test_no_progress_keeps_a_log_quiet(tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", *FAST, "--set",
+                                    "max_train=32", "--run-dir", str(tmp_path)])
+    assert res.exit_code == 0 and not [l for l in res.stderr.splitlines() if l.startswith("[")]
+
+
+def test_the_paper_protocol_on_cpu_is_estimated_and_warned_about(tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", "--device", "cpu",
+                                    "--dry-run", "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "training 396 runs" in res.stderr and "sized for a GPU" in res.stderr
+    assert not (tmp_path / "r").exists()                 # a dry run writes nothing
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tasks", "memorizaton"], "did you mean 'memorization'?"),
+    (["--settings", "vocab_size=513"], "did you mean 'vocab_size=512'?"),
+    (["--settings", "memorization:vocab_size=5120"], "task 'memorization' has no setting"),
+    (["--set", "epoch=3"], "did you mean 'epochs'?"),
+])
+def test_misspelled_names_get_a_suggestion(args, needle, tmp_path):
+    base = ["eval", "--arch", "mh-attention", "--tasks", "memorization", "--dry-run",
+            "--run-dir", str(tmp_path)]
+    res = CliRunner().invoke(main, [*base, *args])
+    assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_a_terminal_gets_the_progress_bar_not_log_lines(tmp_path):
+    """On a terminal (a pseudo-terminal here) stderr shows rich's bar with its ETA; the
+    one-line-per-run log format is for redirected stderr."""
+    import pty
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "madbench", "eval", "--arch", "mh-attention",
+                             "--tasks", "memorization", "--preset", "smoke", "--set",
+                             "epochs=1", "--set", "max_train=32", "--run-dir",
+                             str(tmp_path / "r")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=child_fd, env=env)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:        # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(main_fd)
+    err = b"".join(chunks).decode(errors="replace")
+    assert "runs" in err and "ETA" in err and "1/1" in err
+    assert "[1/1] memorization" not in err

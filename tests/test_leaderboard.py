@@ -410,8 +410,8 @@ def test_an_empty_board_renders_and_validates(tmp_path):
     frontier = root / "frontiers" / "kjv" / "hyena" / "frontier.json"   # not a submission
     frontier.parent.mkdir(parents=True)
     frontier.write_text("{}")
-    result = cli("leaderboard", "validate", root)
-    assert result.exit_code == 0 and "nothing to validate" in result.output
+    result = cli("leaderboard", "validate", root)     # no submission: nothing passed a check
+    assert result.exit_code == 2 and "nothing was validated" in result.output
 
 
 # -- the repository's boards ---------------------------------------------------------------
@@ -461,3 +461,29 @@ def test_an_oversized_architecture_is_not_built(doc):
     start = time.perf_counter()
     assert_fails(doc, "budget", "over the budget")
     assert time.perf_counter() - start < 5
+
+
+def test_the_stored_command_reproduces_the_entry_exactly(tmp_path):
+    """A submission's ``command``, run as written (into a fresh run directory), trains exactly
+    the runs of the entry: the same run keys, so --mixer-kwargs, --channel, --settings and the
+    overrides all made it into the command."""
+    import shlex
+
+    from madbench.store import ResultsStore
+
+    first = tmp_path / "first"
+    result = cli("eval", "--arch", "mh-attention", "--mixer-kwargs", '{"num_heads": 8}',
+                 "--channel", "mlp", "--tasks", "memorization,compression", "--settings",
+                 "memorization:baseline", "--preset", "smoke", "--set", "epochs=1",
+                 "--set", "max_train=32", "--run-dir", first, "--no-progress")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "entry.json"
+    assert cli("leaderboard", "submit", first, "--name", "kw", "--out", out,
+               "--audit-dim", "16").exit_code == 0
+    command = json.loads(out.read_text())["command"]
+    args = shlex.split(command)
+    assert args[:2] == ["madbench", "eval"] and '{"num_heads": 8}' in args
+    args[args.index("--run-dir") + 1] = str(tmp_path / "again")
+    again = cli(*args[1:], "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert ResultsStore(tmp_path / "again").keys() == ResultsStore(first).keys()

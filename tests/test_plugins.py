@@ -112,7 +112,27 @@ def test_a_name_conflict_names_both_plugins(register_plugin):
     result = CliRunner().invoke(main, ["plugins"])
     assert result.exit_code == 1
     assert "mad-tasks" in result.stderr and "copycat" in result.stderr
+    assert "MADBENCH_DISABLE_PLUGINS=copycat" in result.stderr    # the way out, named
     assert "Traceback" not in result.output
+
+
+def test_the_plugins_table_fits_a_terminal():
+    lines = CliRunner().invoke(main, ["plugins"]).stdout.splitlines()
+    assert "mixers: attention" in "\n".join(lines) and max(map(len, lines)) <= 120
+
+
+def test_an_architecture_registered_without_description_lists_its_layers(register_plugin):
+    import madbench
+
+    class Archs:
+        @madbench.hookimpl
+        def madbench_register_architectures(self, register):
+            register("bare-arch", ["hyena", "swiglu", "mh-attention", "swiglu"])
+
+    register_plugin(Archs(), "bare-archs")
+    listing = json.loads(CliRunner().invoke(main, ["arch", "list", "--json"]).stdout)
+    (bare,) = [a for a in listing["architectures"] if a["name"] == "bare-arch"]
+    assert bare["description"] == "layers: hyena, swiglu, mh-attention, swiglu"
 
 
 def test_disable_plugins_blocks_the_named_ones(fresh_plugins, monkeypatch):

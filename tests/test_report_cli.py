@@ -10,13 +10,22 @@ from madbench.store import ResultsStore
 FAST = ["--tasks", "memorization", "--preset", "smoke", "--set", "epochs=1", "--no-progress"]
 
 
+ARCHS = ("mh-attention", "mh-gated-linear-attention")
+
+
+def eval_each(root, args):
+    """One run directory per architecture of ARCHS under ``root``, evaluated with ``args``."""
+    for arch in ARCHS:
+        res = CliRunner().invoke(main, ["eval", "--arch", arch, *args,
+                                        "--run-dir", str(root / arch)])
+        assert res.exit_code == 0, res.output
+    return [root / arch for arch in ARCHS]
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for arch in ("mh-attention", "mh-gated-linear-attention"):
-        res = CliRunner().invoke(main, ["eval", "--arch", arch, *FAST,
-                                        "--run-dir", str(root / arch)])
-        assert res.exit_code == 0, res.output
+    eval_each(root, FAST)
     return root
 
 
@@ -29,7 +38,7 @@ def test_compare_shows_each_architecture_with_its_stored_score(two_runs):
         (record,) = ResultsStore(d).records()
         assert doc[f"{arch} [smoke]"]["tasks"]["memorization"] == record["accuracy"]
     table = CliRunner().invoke(main, ["compare", *dirs]).output
-    assert "MAD score" in table and "mh-attention" in table
+    assert "mean of 1 task" in table and "MAD score" not in table and "mh-attention" in table
 
 
 def test_plot_writes_a_png(two_runs, tmp_path):
@@ -44,3 +53,95 @@ def test_plot_writes_a_png(two_runs, tmp_path):
 def test_report_of_a_directory_without_records_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "run directory" in res.output
+
+
+CURVES = ["--tasks", "memorization", "--settings", "baseline,vocab_size=512", "--preset",
+          "smoke", "--set", "epochs=1", "--set", "max_train=32", "--set", "max_test=32",
+          "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def curve_runs(tmp_path_factory):
+    """Two architectures, memorization at its baseline (vocabulary 256) and at 512."""
+    return eval_each(tmp_path_factory.mktemp("curves"), CURVES)
+
+
+def test_difficulty_curves_are_the_stored_accuracies_against_the_variable(curve_runs):
+    from madbench.curves import difficulty_curves
+    from madbench.evaluate import group_records
+    from madbench.store import load_records
+    from madbench.tasks import get_task
+    groups = list(group_records(load_records(curve_runs)).values())
+    curves = difficulty_curves(groups)
+    assert list(curves) == ["memorization"] and list(curves["memorization"]) == ["vocab_size"]
+    baseline_vocab = get_task("memorization").baseline["vocab_size"]
+    for run_dir, arch in zip(curve_runs, ("mh-attention", "mh-gated-linear-attention")):
+        stored = {r["setting"]: r["accuracy"] for r in ResultsStore(run_dir).records()}
+        assert curves["memorization"]["vocab_size"][f"{arch} [smoke]"] == sorted(
+            [(float(baseline_vocab), stored["baseline"]), (512.0, stored["vocab_size=512"])])
+
+
+def test_plot_curves_writes_a_png(curve_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.png"
+    res = CliRunner().invoke(main, ["plot", *map(str, curve_runs), "--kind", "curves",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_curves_of_baseline_only_runs_says_why_not(two_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    res = CliRunner().invoke(main, ["plot", str(two_runs / "mh-attention"), "--kind",
+                                    "curves", "--out", str(tmp_path / "c.png")])
+    assert res.exit_code == 2 and "only baseline settings" in res.output
+
+
+def test_html_report_renders_in_a_headless_browser(curve_runs, tmp_path):
+    """The page holds the tables, both figures and the provenance; where Chromium is
+    installed, the DOM the browser builds holds them too and a screenshot is taken."""
+    pytest.importorskip("matplotlib")
+    import importlib.util
+    from pathlib import Path
+    html = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", *map(str, curve_runs), "--html", str(html)])
+    assert res.exit_code == 0, res.output
+    page = html.read_text()
+    assert page.count("<svg") == 2 and "Difficulty curves" in page and "Provenance" in page
+    assert "mean of 1 task" in page and "MAD score" not in page
+    assert "<script" not in page and "<link" not in page and " src=" not in page   # no network
+    spec = importlib.util.spec_from_file_location(
+        "screenshot", Path(__file__).resolve().parent.parent / "docs" / "screenshot.py")
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+    browser = shot.find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    dom = shot.dump_dom(browser, html)
+    assert shot.page_problems(dom, ["mh-attention", "mh-gated-linear-attention"]) == []
+    png = tmp_path / "report.png"
+    shot.screenshot(browser, html, png, height=1200)
+    assert png.stat().st_size > 10_000
+
+
+def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_runs,
+                                                                           curve_runs):
+    """Same name, same preset, other overrides: two series, told apart by protocol hash."""
+    from madbench.curves import series_labels
+    from madbench.evaluate import group_records
+    from madbench.store import load_records
+    groups = list(group_records(load_records([two_runs / "mh-attention",
+                                              curve_runs[0]])).values())
+    labels = series_labels(groups)
+    assert len(set(labels)) == 2 and all(l.startswith("mh-attention [smoke] ") for l in labels)
+
+
+def test_scores_keep_three_decimals_and_counts_their_plural():
+    """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
+    from madbench.cli.eval_cmd import render
+    summary = {"architecture": {"name": "x"}, "protocol": {"name": "smoke"}, "metric": "accuracy",
+               "runs": 1, "tasks": {"memorization": 1.0, "compression": 0.083},
+               "mad_score": 0.5415, "flags": []}
+    text = render(summary, "table")
+    assert "1.000" in text and "0.083" in text and "1 run\n" in text and "1 runs" not in text
+    assert "mean of 2 tasks" in text

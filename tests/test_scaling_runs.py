@@ -123,6 +123,11 @@ def test_tiny_scaling_run_writes_records_and_resumes(tmp_path):
     assert second.exit_code == 0, second.output
     assert "0 run(s) trained, 4 already stored" in second.stdout
     assert len(read_runs(run_dir)) == 4
+    # what 'scaling fit' accepts, 'scaling validate' accepts (two sizes per budget: invalid
+    # curves, exit 3, but read and checked)
+    checked = CliRunner().invoke(cli, ["scaling", "validate", str(run_dir), "--json"])
+    assert checked.exit_code == 3, checked.output
+    assert "IsoFLOP group" in json.loads(checked.stdout)["reasons"][0]
 
 
 def test_read_runs_names_missing_columns_and_bad_values(tmp_path):

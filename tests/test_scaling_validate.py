@@ -174,3 +174,11 @@ def test_validate_command_exit_codes_and_json(honest, frontiers, tmp_path):
     broken.write_text("{}")
     res = CliRunner().invoke(cli, ["scaling", "validate", str(broken)])
     assert res.exit_code == 2 and "at least 'arch' and 'runs'" in res.stderr
+
+
+def test_stored_frontiers_are_found_from_any_directory(tmp_path, monkeypatch):
+    """Outside the repository, the default is the checkout's folder, not an empty relative
+    path that silently compares with nothing."""
+    from madbench.scaling.frontiers import CHECKOUT_ROOT, default_root
+    monkeypatch.chdir(tmp_path)
+    assert default_root() == CHECKOUT_ROOT and CHECKOUT_ROOT.is_dir()

@@ -26,3 +26,20 @@ def test_leftover_temporary_files_are_not_records(tmp_path):
     store = ResultsStore(tmp_path)
     (store.dir / ".tmp-abc.parquet").write_bytes(b"half a file")   # a killed writer's leftover
     assert store.keys() == set() and store.records() == []
+
+
+def test_records_are_readable_as_the_umask_allows(tmp_path):
+    """Not mkstemp's 0600: a shared run directory is readable by the group (umask 002/022)."""
+    import os
+    import stat
+    old = os.umask(0o002)
+    try:
+        from madbench import store as store_module
+        store_module._umask.cache_clear()
+        store = ResultsStore(tmp_path)
+        key = run_key("a", "s", "p", 1e-3, 0.0, 0, "0.1.0")
+        store.append({"run_key": key, "accuracy": 0.5})
+        assert stat.S_IMODE(store.path(key).stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+        store_module._umask.cache_clear()

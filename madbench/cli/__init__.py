@@ -1,4 +1,5 @@
-"""The ``madbench`` command line. Each command group lives in its own module.
+"""The ``madbench`` command line. Each command group lives in its own module, imported only
+when its command runs (so that ``madbench --help`` does not import torch).
 
 Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check, 130 interrupted. Every
 error is one line on stderr; an unexpected exception too (its traceback with ``--debug`` or
@@ -6,6 +7,8 @@ error is one line on stderr; an unexpected exception too (its traceback with ``-
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import traceback
 
@@ -21,8 +24,67 @@ def _debugging(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+#: command name -> (module under madbench.cli, attribute, the one-line help that ``madbench
+#: --help`` lists without importing the module; tests/test_cli_help.py keeps it equal to the
+#: command's own).
+COMMANDS = {
+    "arch": ("arch_cmd", "arch_group",
+             "Architectures: list them, describe their parameters, state and FLOPs."),
+    "check": ("arch_cmd", "check_command",
+              "The verdicts of 'madbench eval' (causality, iso-state, parameter ratio) plus "
+              "the mixer contract and the empirical state audit."),
+    "compare": ("eval_cmd", "compare_command",
+                "Show several architectures side by side: one column per architecture and "
+                "protocol."),
+    "eval": ("eval_cmd", "eval_command",
+             "Evaluate an architecture on the MAD suite with the standardized sweep."),
+    "leaderboard": ("leaderboard_cmd", "leaderboard_group",
+                    "Leaderboard submissions: build, validate, render the tables."),
+    "plot": ("eval_cmd", "plot_command",
+             "Per-task bars, or the paper's difficulty curves, from stored runs."),
+    "plugins": ("plugins_cmd", "plugins_command",
+                "List plugins: name, distribution and version, hooks, what each registered, "
+                "failures."),
+    "report": ("eval_cmd", "report_command",
+               "Re-render the stored results of RUN_DIR (one block per architecture and "
+               "protocol), or write them as an HTML page."),
+    "scaling": ("scaling_cmd", "scaling_group",
+                "IsoFLOP runs, scaling-law fits, stored frontiers and submission validation."),
+    "tasks": ("tasks_cmd", "tasks_group",
+              "The MAD tasks: list their settings, show decoded examples, export data."),
+}
+
+
 class MadbenchGroup(click.Group):
-    """Turns every error into one line on stderr and the documented exit code."""
+    """Turns every error into one line on stderr and the documented exit code; loads each
+    command's module on first use; suggests the nearest command for a misspelled one."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in COMMANDS:
+            module, attr, _ = COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), attr),
+                             name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(name, click.utils.make_default_short_help(
+            COMMANDS[name][2] if name in COMMANDS and name not in self.commands
+            else self.commands[name].get_short_help_str(), limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -61,13 +123,3 @@ def _one_line(exc: BaseException) -> str:
 def main(debug: bool) -> None:
     """madbench: the MAD synthetic benchmark for sequence mixers."""
 
-
-def _add_commands() -> None:
-    from . import arch_cmd, eval_cmd, leaderboard_cmd, plugins_cmd, scaling_cmd, tasks_cmd
-
-    for module in (plugins_cmd, tasks_cmd, arch_cmd, eval_cmd, leaderboard_cmd, scaling_cmd):
-        for command in getattr(module, "COMMANDS", []):
-            main.add_command(command)
-
-
-_add_commands()

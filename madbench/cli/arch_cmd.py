@@ -7,13 +7,12 @@ import json
 import click
 from tabulate import tabulate
 
-from ..accounting import (PARAM_TOLERANCE, REFERENCE_ARCHITECTURE, STATE_TARGET,
-                          check_iso_state, describe_architecture, has_dynamic_state,
-                          param_ratio, param_ratio_flagged)
+from ..accounting import PARAM_TOLERANCE, STATE_TARGET
 from ..architecture import resolve_architecture
 from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, state_failures
 from ..errors import CheckFailed
 from ..plugins import get_registry
+from ..verdict import architecture_verdict, verdict_lines
 
 
 def _number(value) -> str:
@@ -46,6 +45,15 @@ def arch_options(default_seq_len: int):
     return decorate
 
 
+def _layer_list(layers) -> str:
+    """An architecture registered without a description, described by its layers."""
+    from ..architecture import _coerce_layers
+    try:
+        return "layers: " + ", ".join(layer.mixer for layer in _coerce_layers(layers))
+    except Exception:  # noqa: BLE001 - a malformed registration is reported when it is used
+        return ""
+
+
 def _resolve(arch, channel, striped, mixer_kwargs):
     return resolve_architecture(arch, channel=channel, striped=striped,
                                 mixer_kwargs=mixer_kwargs)
@@ -62,7 +70,8 @@ def list_command(as_json: bool) -> None:
     """Registered architectures and mixers."""
     reg = get_registry()
     archs = [{"name": e.name, "mad_lab_id": e.metadata.get("mad_lab_id"),
-              "description": e.metadata.get("description", ""), "plugin": e.plugin}
+              "description": e.metadata.get("description") or _layer_list(e.obj),
+              "plugin": e.plugin}
              for e in reg.architectures.values()]
     mixers = [{"name": e.name, "shorthand": e.metadata.get("shorthand"),
                "kind": e.metadata.get("kind", "sequence"),
@@ -81,17 +90,12 @@ def list_command(as_json: bool) -> None:
 
 def description_with_verdicts(spec, seq_len: int, vocab_size: int, state_target: int,
                               state_tolerance: float, param_tolerance: float) -> dict:
-    """``describe_architecture`` plus the iso-state verdict and the parameter ratio."""
-    description = describe_architecture(spec, seq_len, vocab_size)
-    ok, message = check_iso_state(description, state_target, state_tolerance)
-    ratio = param_ratio(description)
-    description["iso_state"] = {"ok": ok, "applies": not has_dynamic_state(description),
-                                "message": message, "target": state_target,
-                                "tolerance": state_tolerance}
-    description["param_ratio"] = {"value": ratio, "reference": REFERENCE_ARCHITECTURE,
-                                  "tolerance": param_tolerance,
-                                  "flagged": param_ratio_flagged(ratio, param_tolerance)}
-    return description
+    """``describe_architecture`` plus the iso-state verdict and the parameter ratio (the
+    verdict of ``madbench.verdict``, as ``madbench eval`` applies it)."""
+    verdict = architecture_verdict(spec, seq_len, vocab_size, state_target, state_tolerance,
+                                   param_tolerance)
+    return {**verdict["description"], "iso_state": verdict["iso_state"],
+            "param_ratio": verdict["param_ratio"], "flags": verdict["flags"]}
 
 
 @arch_group.command("describe")
@@ -130,13 +134,8 @@ def describe_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, 
                                        "FLOPs/token"], disable_numparse=True))
     click.echo(f"non-embedding params: {d['non_embedding_params']:,} "
                f"(active {d['active_non_embedding_params']:,})")
-    ratio = d["param_ratio"]
-    flag = "  FLAGGED" if ratio["flagged"] else ""
-    click.echo(f"param ratio vs {ratio['reference']}: {ratio['value']:.2f} "
-               f"(tolerance +-{ratio['tolerance']:.0%}){flag}")
-    verdict = ("n/a" if not d["iso_state"]["applies"] else
-               "ok" if d["iso_state"]["ok"] else "MISMATCH")
-    click.echo(f"iso-state: {verdict}: {d['iso_state']['message']}")
+    for line in verdict_lines(d):
+        click.echo(line)
 
 
 @click.command("check")
@@ -147,20 +146,40 @@ def describe_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, 
                    "narrowed where the audit would exceed --max-audit-size).")
 @click.option("--max-audit-size", type=click.IntRange(16), default=AUDIT_MAX_SIZE,
               show_default=True, help="Largest Jacobian side the state audit builds.")
+@click.option("--allow-state-mismatch", is_flag=True,
+              help="As for eval: a missed state target is flagged, not refused.")
+@click.option("--state-target", type=click.IntRange(1), default=STATE_TARGET,
+              show_default=True, help="As for eval: the total fixed state of models without "
+              "attention.")
+@click.option("--param-tolerance", type=click.FloatRange(0), default=PARAM_TOLERANCE,
+              show_default=True, help="As for eval: flag a parameter ratio further than this "
+              "from 1.")
 def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_json,
-                  audit_dim, max_audit_size) -> None:
-    """Causality guard (every layer and the whole model), mixer contract, and state audit
-    (measured Jacobian rank against declared state + cache). Exit 3 when a check fails."""
+                  audit_dim, max_audit_size, allow_state_mismatch, state_target,
+                  param_tolerance) -> None:
+    """The verdicts of 'madbench eval' (causality, iso-state, parameter ratio) plus the mixer
+    contract and the empirical state audit.
+
+    Exit 3 when a check fails; an architecture that passes here is not refused by eval with
+    the same options (the contract and the audit are check's own: eval does not run them)."""
     spec = _resolve(arch, channel, striped, mixer_kwargs)
     guard = guard_architecture(spec, seq_len=seq_len, vocab_size=vocab_size,
                                raise_on_failure=False)
+    verdict = architecture_verdict(spec, state_target=state_target,
+                                   param_tolerance=param_tolerance,
+                                   allow_state_mismatch=allow_state_mismatch)
     audit = audit_architecture(spec, max_size=max_audit_size, audit_dim=audit_dim)
     audits = {a["index"]: a for a in audit["layers"]}
     layers = [{**l, "audit": audits.get(l["index"])} for l in guard["layers"]]
-    failures = guard["failures"] + state_failures(audit)
+    failures = guard["failures"] + state_failures(audit) + \
+        ([verdict["refusal"]] if verdict["refusal"] else [])
+    eval_verdict = ("refused" if not guard["causal"] or verdict["refusal"] else
+                    "flagged " + ", ".join(verdict["flags"]) if verdict["flags"] else "runs")
     report = {"arch": spec.name, "causal": guard["causal"], "contract_ok": guard["contract_ok"],
               "declared_state": audit["declared_state"],
               "measured_state": audit["measured_state"], "state_ok": audit["state_ok"],
+              "iso_state": verdict["iso_state"], "param_ratio": verdict["param_ratio"],
+              "flags": verdict["flags"], "eval": eval_verdict,
               "ok": not failures, "failures": failures, "model": guard["model"],
               "layers": layers}
     if as_json:
@@ -186,8 +205,11 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
         for mixer, message in notes.items():
             click.echo(f"state of {mixer}: {message}")
         click.echo(f"whole model: {guard['model']['message']}")
+        for line in verdict_lines(verdict):
+            click.echo(line)
+        click.echo(f"madbench eval with these options: {eval_verdict}")
         click.echo("all checks passed" if not failures else
-                   f"{len(failures)} check(s) failed")
+                   f"{len(failures)} check{'s' * (len(failures) != 1)} failed")
     if failures:
         raise CheckFailed(failures[0])
 

@@ -57,8 +57,12 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
+    from ..scoring import score_label
+    from .progress import plural
+    tasks = [t for t in doc["scores"] if t != "overall"]
     click.echo(f"wrote {out}: {printable(doc['name'])} — {doc['architecture']['name']}, {where}, "
-               f"{len(doc['runs'])} runs, MAD score {doc['scores']['overall']:.3f}")
+               f"{plural(len(doc['runs']), 'run')}, {score_label(tasks)} "
+               f"{doc['scores']['overall']:.3f}")
 
 
 def _print_report(report) -> None:
@@ -126,6 +130,10 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     from ..leaderboard.validate import duplicate_entries, submission_files, validate_file
 
     files = submission_files(paths)
+    if not files:
+        from ..errors import UsageError
+        raise UsageError(f"no submissions (*.json) under {', '.join(paths)}: nothing was "
+                         "validated")
     budget = Budget(check_seconds=check_seconds, rerun_seconds=rerun_seconds,
                     rerun_max_tokens=rerun_max_tokens)
     if rerun and changed_since and files:
@@ -142,8 +150,6 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     if as_json:
         click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},
                               indent=2))
-    elif not files:
-        click.echo(f"no submissions under {', '.join(paths)}: nothing to validate")
     else:
         for report in reports:
             _print_report(report)

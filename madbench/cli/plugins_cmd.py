@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 from tabulate import tabulate
 
 from ..plugins import get_registry
+
+#: the registered names wrap at this width, so that a row fits a terminal
+REGISTERED_WIDTH = 60
 
 
 @click.command("plugins")
@@ -24,7 +28,9 @@ def plugins_command(as_json: bool) -> None:
         return
     table = [[r["name"], f"{r['distribution'] or '-'} {r['version'] or ''}".strip(),
               "\n".join(h.replace("madbench_", "") for h in r["hooks"]),
-              "\n".join(f"{c}: {', '.join(n)}" for c, n in r["registered"].items() if n)]
+              "\n".join(textwrap.fill(f"{c}: {', '.join(n)}", REGISTERED_WIDTH,
+                                       subsequent_indent="  ", break_on_hyphens=False)
+                        for c, n in r["registered"].items() if n)]
              for r in rows]
     click.echo(tabulate(table, headers=["plugin", "distribution", "hooks", "registered"],
                         tablefmt="simple"))

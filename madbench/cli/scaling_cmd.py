@@ -11,7 +11,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError
-from .progress import RunProgress
+from .progress import RunProgress, plural
 
 
 def _num(x, fmt: str = ".4g") -> str:
@@ -81,16 +81,12 @@ class _Progress(RunProgress):
     """Runs done/total on stderr, the run in flight with its step and loss; one line per
     finished run when stderr is not a terminal."""
 
-    def __init__(self):
-        from rich.console import Console
-        self.live = Console(stderr=True).is_terminal
-        super().__init__(enabled=self.live)
-
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
             self.start(info["total"], info["done"])
-            if not self.live and info["done"]:
-                click.echo(f"{info['done']} of {info['total']} runs already stored", err=True)
+            if info["done"]:
+                click.echo(f"{info['done']} of {plural(info['total'], 'run')} already stored",
+                           err=True)
         elif event == "run":
             p = info["plan"]
             self.current = f"{p.family} {p.width}x{p.depth} C={p.budget:.2g}"
@@ -100,10 +96,9 @@ class _Progress(RunProgress):
                           f"loss {info['loss']:.3f}")
         elif event == "done":
             self.advance()
-            if not self.live:
-                p = info["plan"]
-                click.echo(f"done {p.family} {p.width}x{p.depth} C={p.budget:.3g}: "
-                           f"{p.steps} steps, loss {info['loss']:.4f}", err=True)
+            p = info["plan"]
+            self.log(f"{p.family} {p.width}x{p.depth} C={p.budget:.3g}: {p.steps} steps, "
+                     f"loss {info['loss']:.4f}")
 
 
 @scaling_group.command("run")
@@ -256,12 +251,8 @@ def render_fits(fits: dict) -> str:
 
 
 def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'madbench[plot]'") from None
+    from ..figures import pyplot
+    plt = pyplot()
     import numpy as np
 
     from ..scaling.runs import by_arch
@@ -369,16 +360,25 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
 
 # -- validate ------------------------------------------------------------------------------
 @scaling_group.command("validate")
-@click.argument("submission", type=click.Path(exists=True, dir_okay=False))
-@click.option("--frontiers", "frontiers_dir", default="leaderboards/frontiers",
-              show_default=True, type=click.Path(file_okay=False))
+@click.argument("submission", type=click.Path(exists=True))
+@click.option("--frontiers", "frontiers_dir", default=None,
+              type=click.Path(exists=True, file_okay=False), help="Stored frontiers "
+              "[default: leaderboards/frontiers here, else the madbench checkout's].")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def validate_cmd(ctx, submission, frontiers_dir, as_json):
-    """Check a scaling SUBMISSION (JSON, or a runs table): FLOPs recomputed, convex IsoFLOP
-    curves with interior vertices, frontier against the stored ones. Exit 3 when invalid."""
+    """Check a scaling SUBMISSION (JSON, a runs table, or a run directory as for 'scaling
+    fit'): FLOPs recomputed, convex IsoFLOP curves with interior vertices, frontier against the
+    stored ones. Exit 3 when invalid."""
+    from ..scaling.frontiers import default_root
     from ..scaling.validate import load_submission, validate
     sub = load_submission(submission)
+    if frontiers_dir is None:
+        frontiers_dir = default_root()
+        if frontiers_dir is None:
+            from ..errors import warn
+            warn("no stored frontiers (no leaderboards/frontiers here, and madbench does not "
+                 "run from a checkout): not compared; give --frontiers DIR")
     verdict = validate(sub, frontiers_dir)
     if as_json:
         click.echo(json.dumps({"submission": str(submission), "arch": sub.arch,

@@ -29,8 +29,8 @@ ACCOUNTING_FIELDS = ("params", "non_embedding_params", "active_params", "fixed_s
 AUDIT_LAYER_FIELDS = ("index", "mixer", "dim", "declared_total", "measured_state", "ok",
                       "informative", "message")
 #: where ``describe_architecture`` counts (as ``madbench eval``'s checks do)
-ACCOUNTING_SEQ_LEN = 128
-ACCOUNTING_VOCAB_SIZE = 16
+from ..verdict import (SEQ_LEN as ACCOUNTING_SEQ_LEN,  # noqa: E402
+                       VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE)
 
 
 def source_ids(spec: ArchitectureSpec) -> list[str]:
@@ -67,15 +67,15 @@ def architecture_claims(spec: ArchitectureSpec, audit_dim: int | None = None,
                         audit_max_size: int | None = None) -> dict[str, Any]:
     """Accounting, flags, causality guard and state audit of ``spec``, as a submission
     records them (and as ``validate`` recomputes them)."""
-    from ..accounting import (PARAM_TOLERANCE, STATE_TARGET, check_iso_state,
-                              describe_architecture, param_ratio, param_ratio_flagged)
+    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
     from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture
+    from ..verdict import architecture_verdict
 
-    desc = describe_architecture(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
-    iso_ok, iso_message = check_iso_state(desc, STATE_TARGET)
-    ratio = param_ratio(desc)
-    flags = (["state-mismatch"] if not iso_ok else []) + \
-        (["param-mismatch"] if param_ratio_flagged(ratio, PARAM_TOLERANCE) else [])
+    verdict = architecture_verdict(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
+    desc = verdict["description"]
+    iso_ok, iso_message = verdict["iso_state"]["ok"], verdict["iso_state"]["message"]
+    ratio = verdict["param_ratio"]["value"]
+    flags = verdict["flags"]
     guard = guard_architecture(spec, raise_on_failure=False)
     max_size = audit_max_size or AUDIT_MAX_SIZE
     audit = audit_architecture(spec, max_size=max_size, audit_dim=audit_dim)
@@ -149,16 +149,50 @@ def select_group(records: Sequence[dict], arch_filter: str | None = None,
     return next(iter(chosen.values()))
 
 
+def settings_argument(records: Sequence[dict], protocol: Protocol) -> str | None:
+    """The ``--settings`` value that selects exactly the settings of ``records`` (None: the
+    protocol's own selection does)."""
+    from ..evaluate import select_settings
+    from ..tasks import get_task
+    ran = {(r["task"], r["setting"]) for r in records}
+    tasks = sorted({t for t, _ in ran})
+    default = {(t, s.name) for t in tasks for s in select_settings(get_task(t), protocol.settings)}
+    if ran == default:
+        return None
+    names = sorted({s for _, s in ran})
+    bare = {(t, s.name) for t in tasks for s in select_settings(get_task(t), names)}
+    return ",".join(names) if bare == ran else ",".join(f"{t}:{s}" for t, s in sorted(ran))
+
+
 def eval_command(spec: ArchitectureSpec, protocol, tasks: Sequence[str], seeds: Sequence[int],
-                 run_dir: str) -> str:
-    """A ``madbench eval`` command equivalent to the one that produced the runs (for a spec
-    that ``--arch NAME`` resolves to)."""
-    parts = ["madbench", "eval", "--arch", spec.name, "--tasks", ",".join(tasks),
-             "--preset", protocol.name]
+                 run_dir: str, records: Sequence[dict] = ()) -> str:
+    """A ``madbench eval`` command that reproduces the runs: the same architecture options
+    (``--channel``, ``--striped``, ``--mixer-kwargs``), tasks, settings, protocol overrides,
+    seeds and, from the records' checks, the state and parameter options."""
+    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
+    from ..architecture import arch_arguments
+
+    arch = arch_arguments(spec)
+    if arch is None:
+        raise MadbenchError(f"no madbench eval options rebuild the architecture {spec.name!r}; "
+                            "give the command that produced the runs with --command")
+    parts = ["madbench", "eval", *arch, "--tasks", ",".join(tasks), "--preset", protocol.name]
+    settings = settings_argument(records, protocol) if records else None
+    if settings:
+        parts += ["--settings", settings]
     for key, value in protocol.overrides:
         text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
         parts += ["--set", f"{key}={text}"]
     parts += ["--seeds", ",".join(str(s) for s in seeds), "--run-dir", str(run_dir)]
+    checks = records[0].get("checks") or {} if records else {}
+    if "state-mismatch" in (checks.get("flags") or []):
+        parts.append("--allow-state-mismatch")
+    target = (checks.get("iso_state") or {}).get("target", STATE_TARGET)
+    if target != STATE_TARGET:
+        parts += ["--state-target", str(target)]
+    tolerance = checks.get("param_tolerance", PARAM_TOLERANCE)
+    if tolerance != PARAM_TOLERANCE:
+        parts += ["--param-tolerance", str(tolerance)]
     return shlex.join(str(p) for p in parts)
 
 
@@ -217,7 +251,7 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
                  for (t, s, seed), r in sorted(best.items())],
         **claims,
         "environment": first["provenance"],
-        "command": command or eval_command(spec, protocol, tasks, seeds, run_dir),
+        "command": command or eval_command(spec, protocol, tasks, seeds, run_dir, group),
         "command_reconstructed": command is None,
         "submit_command": submit_command or shlex.join(
             ["madbench", "leaderboard", "submit", str(run_dir), "--name", name]),

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..architecture import ArchitectureSpec, mixer_entry
-from ..errors import MadbenchError
+from ..errors import MadbenchError, warn as one_line_warning
 
 #: Training FLOPs per forward FLOP (forward + backward ~ 2 x forward).
 TRAINING_MULTIPLIER = 3
@@ -363,8 +362,8 @@ def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | 
         raise MadbenchError(f"no FLOP formula for mixer {mixer!r} and FlopCounterMode counts 0 "
                             "(custom or Triton ops): implement the madbench_flops hook")
     if warn:
-        warnings.warn(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, a "
-                      "lower bound (matrix products and convolutions only)", stacklevel=2)
+        one_line_warning(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, "
+                         "a lower bound (matrix products and convolutions only)")
     return LayerFlops(mixer, "flopcounter", {"measured": measured})
 
 

@@ -20,6 +20,18 @@ from .runs import budgets_of, by_arch, columns
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("leaderboards") / "frontiers"
+#: the stored frontiers of the madbench checkout this module runs from
+CHECKOUT_ROOT = Path(__file__).resolve().parents[2] / DEFAULT_ROOT
+
+
+def default_root() -> Path | None:
+    """Where stored frontiers are read when no folder is given: ``leaderboards/frontiers``
+    under the current directory, else the madbench checkout's; None when neither exists (an
+    installed wheel outside a checkout)."""
+    for root in (DEFAULT_ROOT, CHECKOUT_ROOT):
+        if root.is_dir():
+            return root
+    return None
 
 
 def _safe(name: str) -> str:

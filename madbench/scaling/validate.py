@@ -188,6 +188,9 @@ def _check_curves(sub, flops, verdict) -> list:
 
 
 def _check_frontiers(sub, groups, verdict, frontiers_root) -> None:
+    if frontiers_root is None:
+        verdict.notes.append("no stored frontiers folder: not compared with stored frontiers")
+        return
     stored = [f for f in load_frontiers(frontiers_root)
               if sub.corpus_sha256 and f.get("corpus_sha256") == sub.corpus_sha256]
     if not sub.corpus_sha256:
@@ -228,7 +231,7 @@ def _check_frontiers(sub, groups, verdict, frontiers_root) -> None:
                              "with the other architectures for information only")
 
 
-def validate(sub: Submission, frontiers_root: str | Path) -> Verdict:
+def validate(sub: Submission, frontiers_root: str | Path | None) -> Verdict:
     """Run every check on a submission; see the module docstring."""
     verdict = Verdict()
     for i, run in enumerate(sub.runs):
