@@ -197,33 +197,6 @@ def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
     return out
 
 
-def state_fits(rows, column: str, bootstrap: int) -> dict:
-    """Per budget, across every architecture: P* = k M^c on the (state, perplexity) frontier,
-    perplexity = exp(loss)."""
-    import numpy as np
-
-    from ..errors import MadbenchError
-    from ..scaling.fits import budget_groups, state_optimal_fit
-    from ..scaling.runs import budgets_of
-    if any(r.get(column) is None for r in rows):
-        raise UsageError(f"--state needs the column {column!r} in every run")
-    flops = np.array([float(r["flops"]) for r in rows])
-    labels = budget_groups(flops, budgets_of(rows))
-    state = np.array([float(r[column]) for r in rows])
-    perplexity = np.exp([float(r["loss"]) for r in rows])
-    out = {}
-    for c in np.unique(labels):
-        m = labels == c
-        try:
-            fit = state_optimal_fit(state[m], perplexity[m], bootstrap=bootstrap)
-            out[f"{c:.6g}"] = {**fit.to_dict(),
-                               "frontier_archs": [rows[i]["arch"] for i in np.flatnonzero(m)[
-                                   fit.frontier]]}
-        except MadbenchError as exc:
-            out[f"{c:.6g}"] = {"problem": str(exc)}
-    return out
-
-
 def render_fits(fits: dict) -> str:
     parts = []
     for arch, entry in fits.items():
@@ -317,9 +290,10 @@ def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
               help="N for the fits: params or non_embedding_params.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="Write IsoFLOP curves and frontiers to this PNG.")
-@click.option("--state", "state_column", default=None, metavar="COLUMN",
-              help="Also fit the state-optimal law P* ~ M^c per budget, across architectures, "
-              "with M from this column (e.g. total_state_8k).")
+@click.option("--state-frontier", "--state", "state_column", default=None, metavar="COLUMN",
+              help="Also fit P ~ M^c on the state frontier of all runs per budget, across "
+              "architectures, with M from this column (e.g. total_state_8k). Not the paper's "
+              "Finding 8: see 'madbench scaling state-optimal'.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, as_json):
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
@@ -327,23 +301,65 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     from ..scaling.runs import read_runs
     rows = read_runs(runs)
     fits = fit_runs(rows, approach, bootstrap, params_column)
-    states = state_fits(rows, state_column, bootstrap) if state_column else None
+    from ..scaling.state import state_frontiers_by_budget
+    states = (state_frontiers_by_budget(rows, state_column, bootstrap) if state_column
+              else None)
     if plot_path:
         plot_fits(rows, fits, params_column, plot_path)
     if as_json:
         doc = {"runs": str(runs), "params_column": params_column, "archs": fits}
         if states is not None:
-            doc["state_optimal"] = states
+            doc["state_frontier"] = states
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(render_fits(fits))
     for budget, fit in (states or {}).items():
         if "problem" in fit:
-            click.echo(f"state-optimal at C={budget}: {fit['problem']}")
+            click.echo(f"state frontier (all runs) at C={budget}: {fit['problem']}")
         else:
-            click.echo(f"state-optimal at C={budget}: P* ~ M^{fit['exponent']:.4g}"
+            click.echo(f"state frontier (all runs) at C={budget}: P ~ M^{fit['exponent']:.4g}"
                        f"{_interval(fit['exponent_interval'])} over "
                        f"{len(fit['frontier'])} frontier models")
+
+
+# -- state-optimal -------------------------------------------------------------------------
+def render_state_optimal(doc: dict) -> str:
+    rows = [[m["arch"], _num(m["budget"], ".3g"), _num(m["params"], ".3g"), _num(m["loss"]),
+             _num(m["perplexity"]), _num(m["fixed_state"], ".4g"),
+             _num(m["dynamic_state"], ".4g"), _num(m["state"], ".4g"),
+             "ok" if m["problem"] is None else m["problem"]] for m in doc["models"]]
+    head = "N*" if doc["optimum"] == "vertex" else "N (best run)"
+    out = [f"compute-optimal model per architecture and budget ({doc['optimum']}); state M = "
+           f"{doc['state_column']}\n",
+           tabulate(rows, headers=["arch", "budget", head, "L*", "P*", "fixed", "dynamic",
+                                   "M", "status"]),
+           "", f"ln P* = k[arch] + c ln M: c = {_num(doc['exponent'])}"
+           f"{_interval(doc['exponent_interval'])} (bootstrap {doc['bootstrap']}), rms "
+           f"residual {_num(doc['residual_rms'], '.3g')} in ln P"]
+    rows = [[a, _num(o["log_coef"]) + _interval(o["log_coef_interval"]), _num(o["coef"]),
+             _num(o["exponent_alone"])] for a, o in doc["offsets"].items()]
+    out += ["", tabulate(rows, headers=["arch", "k (ln coef)", "coef", "c fitted alone"])]
+    return "\n".join(out)
+
+
+@scaling_group.command("state-optimal")
+@click.argument("runs", type=click.Path(exists=True))
+@click.option("--state", "state_column", default="total_state_8k", show_default=True,
+              metavar="COLUMN", help="State M of each run (fixed + dynamic at 8k).")
+@click.option("--optimum", type=click.Choice(["vertex", "best"]), default="vertex",
+              show_default=True, help="Compute-optimal model: the IsoFLOP parabola's vertex "
+              "(state read at the vertex) or the group's best trained run.")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True)
+def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
+    """The paper's state-optimal scaling (Finding 8): per architecture and budget the
+    compute-optimal model, its state M and perplexity P*; P* = exp(k[arch]) M^c with one
+    exponent c shared by the architectures."""
+    from ..scaling.runs import read_runs
+    from ..scaling.state import state_optimal
+    fit = state_optimal(read_runs(runs), state_column, optimum, bootstrap)
+    doc = {"runs": str(runs), **fit.to_dict()}
+    click.echo(json.dumps(doc, indent=2) if as_json else render_state_optimal(doc))
 
 
 # -- frontier ------------------------------------------------------------------------------

@@ -403,6 +403,20 @@ def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
     return [np.array([float(r[n]) for r in rows]) for n in names]
 
 
+def arch_budget_groups(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[int]]]:
+    """Row indices per architecture and budget (the ``budget`` column, else FLOPs within a
+    factor 1.25: :func:`madbench.scaling.fits.budget_groups`), budgets in increasing order."""
+    from .fits import budget_groups
+    out: dict[str, dict[float, list[int]]] = {}
+    for arch in sorted({str(r["arch"]) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if str(r["arch"]) == arch]
+        sub = [rows[i] for i in idx]
+        labels = budget_groups(columns(sub, "flops")[0], budgets_of(sub))
+        out[arch] = {float(c): [idx[j] for j in np.flatnonzero(labels == c)]
+                     for c in np.unique(labels)}
+    return out
+
+
 def budgets_of(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:
     """The rows' ``budget`` column, or None (group by FLOPs) unless every row has one."""
     if all(r.get("budget") for r in rows):
