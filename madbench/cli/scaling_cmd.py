@@ -45,27 +45,36 @@ def scaling_group() -> None:
 @click.option("--arch", required=True, help="A scaling family (transformer++, hyena, ...), "
               "or any --arch that 'madbench eval' accepts (MAD models).")
 @click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
+@click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
+              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share (0.25).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
               "head.")
 @click.option("--json", "as_json", is_flag=True)
-def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
-    """Analytic FLOPs of an architecture, per layer and term (forward, one sequence)."""
+def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, as_json):
+    """Analytic FLOPs of an architecture, per layer and term (forward, one sequence); for a
+    scaling family also its layer order and attention share."""
     from ..architecture import resolve_architecture
     from ..scaling.flops import architecture_flops
-    from ..scaling.shapes import FAMILIES, family_spec, parse_size
+    from ..scaling.shapes import FAMILIES, family_spec, get_family, parse_size
+    order = None
     if arch in FAMILIES:
         width, depth = parse_size(size or "128x4")
-        spec = family_spec(arch, width, depth)
+        family = get_family(arch, attention_ratio=attention_ratio)
+        spec = family_spec(family, width, depth)
+        order = striping(family, spec, depth)
     else:
-        if size:
-            raise UsageError("--size applies to a scaling family")
+        if size or attention_ratio:
+            raise UsageError("--size and --attention-ratio apply to a scaling family")
         spec = resolve_architecture(arch)
     fl = architecture_flops(spec, seq_len, vocab_size, embeddings=not no_embeddings)
     if as_json:
-        click.echo(json.dumps(fl.to_dict(), indent=2))
+        click.echo(json.dumps({**fl.to_dict(), **({"striping": order} if order else {})},
+                              indent=2))
         return
+    if order:
+        click.echo(render_striping(order) + "\n")
     rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ".4e"), ""]]
     for i, layer in enumerate(fl.layers):
         terms = ", ".join(f"{k} {v:.3g}" for k, v in layer.terms.items())
@@ -74,6 +83,30 @@ def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
     click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
     click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
                f" training per token (3x) {fl.training_per_token:.4e}")
+
+
+def striping(family, spec, depth: int) -> dict:
+    """The layer order of a family's model and its attention share, nominal and as built."""
+    from ..scaling.shapes import attention_fraction, exact_depths, layer_order, ratio_label
+    share = family.attention_share
+    out = {"family": family.name, "depth": depth, "sequence_mixers": layer_order(spec),
+           "attention_fraction": attention_fraction(spec), "nominal_share": share}
+    if 0 < share < 1:
+        out["nominal_ratio"] = ratio_label(share)
+        out["exact_depths"] = exact_depths(share)
+    return out
+
+
+def render_striping(order: dict) -> str:
+    mixers = order["sequence_mixers"]
+    short = " ".join("A" if m == "mh-attention" else m for m in mixers)
+    line = (f"{order['family']}: {len(mixers)} sequence mixers in this order: {short} "
+            f"(A = mh-attention); attention {order['attention_fraction']:.1%}")
+    if "nominal_ratio" in order:
+        exact = order["exact_depths"]
+        line += (f", nominal {order['nominal_ratio']} = {order['nominal_share']:.1%}, exact at "
+                 f"depths {', '.join(map(str, exact[:6]))}{', ...' if len(exact) > 6 else ''}")
+    return line
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -112,20 +145,36 @@ class _Progress(RunProgress):
               "striped-hyena-experts-moe), or a sequence mixer (registered or "
               "pkg.module:Class) to scale with SwiGLU.")
 @click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
+@click.option("--attention-ratio", default=None, metavar="A:B", help="Striped families: "
+              "attention:other sequence mixers, 1:1, 1:3 or 1:11 as in the paper, or a share "
+              "(0.25); a ratio other than the family's own names the family "
+              "(striped-hyena-1to11).")
 @click.option("--mixer-kwargs", default=None, help="With a mixer --arch: JSON constructor "
               "arguments.")
 @click.option("--budgets", required=True, help="Comma-separated training FLOP budgets.")
 @click.option("--sizes", default=None, help="Comma-separated WIDTHxDEPTH sizes (default: the "
               "ladder sizes that fit each budget).")
-@click.option("--corpus", default="kjv", show_default=True, help="'kjv' (needs "
-              "madbench[scaling]), a text file, or a Parquet file.")
+@click.option("--corpus", default="kjv", show_default=True, help="A registered corpus "
+              "('madbench scaling corpora': kjv, gcide, plugins') or a local file: text or raw "
+              "bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
 @click.option("--corpus-column", default="text", show_default=True,
               help="Column of a Parquet corpus.")
+@click.option("--vocab-size", default=None, type=click.IntRange(2), help="A token-id corpus "
+              "file: its vocabulary size.")
+@click.option("--token-dtype", default="uint16", show_default=True, help="A raw token-id file "
+              "(with --vocab-size): its integer type.")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(2))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--batch-size", default="32", show_default=True, metavar="N|paper",
+              help="Sequences per batch, or 'paper': the paper's tokens per batch by budget "
+              "(Table C.1, interpolated) over --seq-len.")
+@click.option("--lr", default="1e-3", show_default=True, metavar="LR|paper",
+              help="Peak learning rate, or 'paper': by model size (Table C.2, interpolated).")
+@click.option("--lr-table", default=None, metavar="N:LR,...", help="With --lr paper: the "
+              "(parameters, lr) rows to interpolate instead of the paper's rows on file.")
+@click.option("--grad-clip", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Gradient norm clipping (madbench's choice; 0: off).")
 @click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1),
@@ -134,10 +183,12 @@ class _Progress(RunProgress):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
-def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, run_dir,
-            seq_len, batch_size, lr, eval_tokens, seed, min_steps, device, precision, dry_run):
-    """Train small byte-level language models at fixed FLOP budgets (IsoFLOP runs)."""
+def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
+            vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
+            eval_tokens, seed, min_steps, device, precision, dry_run):
+    """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
     from ..scaling.corpus import load_corpus
+    from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
     from ..scaling.runs import Recipe, plan_runs, run_plans
     from ..scaling.shapes import get_family, parse_size
     from ..store import ResultsStore
@@ -147,28 +198,73 @@ def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, 
             kwargs = json.loads(mixer_kwargs)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
-    family = get_family(arch, striped, kwargs)
+    family = get_family(arch, striped, kwargs, attention_ratio)
     size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
-    data = load_corpus(corpus, corpus_column)
-    recipe = Recipe(seq_len=seq_len, batch_size=batch_size, lr=lr, eval_tokens=eval_tokens,
-                    seed=seed)
+    lr_rule = batch_rule = None
+    if lr == "paper":
+        table = parse_lr_table(lr_table) if lr_table else None
+        lr_rule = (lambda n: lr_for_size(n, table)) if table else lr_for_size
+        lr = "1e-3"                    # replaced per run
+    elif lr_table:
+        raise UsageError("--lr-table applies with --lr paper")
+    if batch_size == "paper":
+        batch_rule, batch_size = paper_batch_size, "1"
+    fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
+                                                                   int)
+    data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
+    recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
+                    grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
     plans = plan_runs(family, _parse_floats(budgets, "--budgets"), size_list, recipe,
-                      data.sha256, min_steps=min_steps)
+                      data.sha256, min_steps=min_steps, vocab_size=data.vocab_size,
+                      lr_rule=lr_rule, batch_rule=batch_rule)
     if not plans:
         raise UsageError("no model size fits these budgets (too few steps or tokens per "
                          "parameter); give --sizes or larger --budgets")
+    _warn_attention_share(family, plans)
     if dry_run:
+        from ..scaling.shapes import attention_fraction
         rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",
-                 p.steps, f"{p.tokens:.3g}", f"{p.flops:.3g}"] for p in plans]
-        click.echo(f"corpus {data.name} ({len(data):,} bytes, sha256 {data.sha256[:16]}...)")
-        click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "steps",
-                                           "tokens", "flops"]))
+                 f"{attention_fraction(p.spec):.0%}", f"{p.recipe.lr:.3g}", p.recipe.batch_size,
+                 p.steps, f"{p.tokens:.3g}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
+                for p in plans]
+        click.echo(f"corpus {data.describe()}")
+        click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "attention",
+                                           "lr", "batch", "steps", "tokens", "epochs",
+                                           "flops"]))
         return
     store = ResultsStore(run_dir)
     with _Progress() as progress:
         trained = run_plans(plans, data, store, device, precision, progress)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _positive(text: str, option: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"{option} takes a positive number or 'paper', not {text!r}") from None
+    if not value > 0:
+        raise UsageError(f"{option} must be positive")
+    return value
+
+
+def _warn_attention_share(family, plans) -> None:
+    """One line on stderr per size whose depth cannot hold the family's attention share."""
+    import math as _m
+
+    from ..scaling.shapes import attention_fraction, ratio_label
+    share = family.attention_share
+    if not 0 < share < 1:
+        return
+    seen = set()
+    for p in plans:
+        got = attention_fraction(p.spec)
+        if (p.width, p.depth) not in seen and not _m.isclose(got, share):
+            seen.add((p.width, p.depth))
+            click.echo(f"Warning: {p.width}x{p.depth} holds {got:.1%} attention, not "
+                       f"{ratio_label(share)} = {share:.1%} (depth {p.depth}; see 'madbench "
+                       f"scaling flops --attention-ratio')", err=True)
 
 
 # -- fit -----------------------------------------------------------------------------------
