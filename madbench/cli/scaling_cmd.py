@@ -267,6 +267,23 @@ def _warn_attention_share(family, plans) -> None:
                        f"scaling flops --attention-ratio')", err=True)
 
 
+# -- corpora -------------------------------------------------------------------------------
+@scaling_group.command("corpora")
+@click.option("--json", "as_json", is_flag=True)
+def corpora_cmd(as_json):
+    """List the registered corpora (plugins: hook madbench_register_corpora); any local file
+    works too (--corpus PATH)."""
+    from ..scaling.corpus import registered_corpora
+    rows = [{"name": name, "plugin": e.plugin, **{k: v for k, v in e.metadata.items()}}
+            for name, e in registered_corpora().items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(tabulate([[r["name"], r["plugin"], r.get("unit", ""), r.get("package", ""),
+                          r.get("description", "")] for r in rows],
+                        headers=["corpus", "plugin", "unit", "package", "description"]))
+
+
 # -- fit -----------------------------------------------------------------------------------
 def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
     from ..errors import MadbenchError

@@ -47,6 +47,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("hyena", "hyena", "swiglu", 0.0, "Hyena + SwiGLU"),
     Family("mh-hyena", "mh-hyena", "swiglu", 0.0, "multi-head Hyena (heads of 8) + SwiGLU"),
     Family("striped-hyena", "hyena", "swiglu", 0.25, "Hyena striped with 25% attention"),
+    Family("striped-mh-hyena", "mh-hyena", "swiglu", 0.25,
+           "multi-head Hyena (heads of 8) striped with 25% attention"),
     Family("mamba", "mamba", None, 0.0, "Mamba layers only (state 16)"),
     Family("striped-mamba", "mamba", None, 0.25, "Mamba striped with 25% attention"),
     Family("striped-hyena-moe", "hyena", "moe-mlp", 0.25,
