@@ -78,5 +78,6 @@ def madbench_register_corpora(register):
     file or an optional package. Useful metadata: ``description``, ``unit`` (``"byte"`` or
     ``"token"``), ``package`` (what to install), ``sha256`` (the expected stream hash).
     Every record carries the corpus's SHA-256, so frontiers of different corpora never mix.
-    A local file needs no plugin: ``--corpus PATH`` (see :func:`madbench.scaling.corpus.file_corpus`).
+    A local file needs no plugin: ``--corpus PATH`` (see
+    :func:`madbench.scaling.corpus.file_corpus`).
     """

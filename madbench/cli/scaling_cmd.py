@@ -251,8 +251,6 @@ def _positive(text: str, option: str, kind):
 
 def _warn_attention_share(family, plans) -> None:
     """One line on stderr per size whose depth cannot hold the family's attention share."""
-    import math as _m
-
     from ..scaling.shapes import attention_fraction, ratio_label
     share = family.attention_share
     if not 0 < share < 1:
@@ -260,7 +258,7 @@ def _warn_attention_share(family, plans) -> None:
     seen = set()
     for p in plans:
         got = attention_fraction(p.spec)
-        if (p.width, p.depth) not in seen and not _m.isclose(got, share):
+        if (p.width, p.depth) not in seen and not math.isclose(got, share):
             seen.add((p.width, p.depth))
             click.echo(f"Warning: {p.width}x{p.depth} holds {got:.1%} attention, not "
                        f"{ratio_label(share)} = {share:.1%} (depth {p.depth}; see 'madbench "

@@ -81,7 +81,7 @@ def single_threaded_blas():
         lib.scipy_openblas_set_num_threads(before)
 
 
-def _interval(values: list[float] | np.ndarray) -> list[float] | None:
+def percentile_interval(values: list[float] | np.ndarray) -> list[float] | None:
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if values.size < 2:
         return None
@@ -258,8 +258,8 @@ def approach2(params, tokens, flops, losses, budgets=None, bootstrap: int = 200,
             if g.valid:
                 vertex_losses[g.budget].append(g.loss_opt)
     fit.bootstrap = bootstrap
-    fit.a_interval, fit.b_interval = _interval(a_s), _interval(b_s)
-    fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := _interval(v))}
+    fit.a_interval, fit.b_interval = percentile_interval(a_s), percentile_interval(b_s)
+    fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := percentile_interval(v))}
     return fit
 
 
@@ -379,7 +379,7 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
             rep = _approach3_from_theta(t, rf, params.size)
             for k in reps:
                 reps[k].append(getattr(rep, k))
-        fit.intervals = {k: _interval(v) for k, v in reps.items()}
+        fit.intervals = {k: percentile_interval(v) for k, v in reps.items()}
         fit.bootstrap = bootstrap
     return fit
 

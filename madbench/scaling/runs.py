@@ -3,8 +3,8 @@
 For each budget C and model size (family, width, depth), the run trains
 ``madbench.model.LanguageModel`` (the corpus's vocabulary: 256 for bytes) for
 ``steps = round(C / (F B L))`` steps of ``B`` sequences of ``L`` tokens, where ``F`` is the
-analytic training FLOPs per token (``flops.py``: 3 x forward, embeddings in). The run's FLOPs are ``F x tokens`` (within one step
-of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
+analytic training FLOPs per token (``flops.py``: 3 x forward, embeddings in). The run's FLOPs
+are ``F x tokens`` (within one step of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
 weight decay 0.1 on matrices except in Hyena layers (0 there), no dropout, cosine schedule with
 1% linear warm-up decaying to 10% of the peak learning rate; bf16 on CUDA (the Hyena and Mamba
 recurrences run in fp32 inside the layers), fp32 on CPU. Peak learning rate and batch size are

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import MadbenchError, UsageError
-from .fits import PowerLaw, _interval, budget_groups, fit_isoflop_group, fit_power_law
+from .fits import PowerLaw, budget_groups, fit_isoflop_group, fit_power_law, percentile_interval
 from .runs import arch_budget_groups, budgets_of, columns
 
 DEFAULT_STATE_COLUMN = "total_state_8k"
@@ -228,8 +228,8 @@ def state_optimal(rows: Sequence[dict[str, Any]], state_column: str = DEFAULT_ST
             for a, k in roffs.items():
                 offs[a].append(k)
         fit.bootstrap = bootstrap
-        fit.exponent_interval = _interval(exps)
-        fit.offset_intervals = {a: _interval(v) for a, v in offs.items()}
+        fit.exponent_interval = percentile_interval(exps)
+        fit.offset_intervals = {a: percentile_interval(v) for a, v in offs.items()}
     return fit
 
 
@@ -281,7 +281,7 @@ def state_frontier_fit(state, perplexity, bootstrap: int = 200,
             f = state_frontier(state[idx], perplexity[idx])
             if np.unique(state[idx][f]).size >= 2:
                 exps.append(fit_power_law(state[idx][f], perplexity[idx][f]).exponent)
-        fit.exponent_interval, fit.bootstrap = _interval(exps), bootstrap
+        fit.exponent_interval, fit.bootstrap = percentile_interval(exps), bootstrap
     return fit
 
 
