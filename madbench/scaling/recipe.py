@@ -14,11 +14,12 @@ layers) trains at 9.77e-4, its largest (7B: width 3,712, 41 layers) at 2.0e-4. T
 are the anchors madbench has on file; the reference settings in between are not, so between
 8M and 7B madbench interpolates linearly on a straight line through the two (a stand-in: the
 paper's own curve bends at its references). Below 8M (every model madbench trains on one GPU
-in minutes) the table gives its smallest row, 9.77e-4, which is exact; above 7B, 2.0e-4. The
+in minutes; the paper trains nothing smaller) madbench holds the smallest row, 9.77e-4; above
+7B, 2.0e-4. The
 size is the model's total parameter count (the paper names its sizes by it). Any table of
 ``(params, lr)`` anchors can be given instead (``--lr-table``).
 
-Gradient clipping at norm 1 is madbench's choice, not the paper's (its App. C does not state
+Gradient clipping at norm 1 is madbench's choice, not the paper's (its scaling recipe names no
 clipping); ``--grad-clip 0`` turns it off.
 """
 from __future__ import annotations
