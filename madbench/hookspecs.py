@@ -65,3 +65,19 @@ def madbench_flops(layer, dim, seq_len, kwargs):
     multiply-add counted as 2 FLOPs, either as a number or as a dict of named terms that add
     up to it; return ``None`` for a layer you do not know. The first non-``None`` answer wins.
     """
+
+
+@hookspec
+def madbench_register_corpora(register):
+    """Register corpora for ``madbench scaling run --corpus NAME`` (since 0.1).
+
+    Call ``register(name, loader, **metadata)``. ``loader()`` takes no arguments and returns a
+    :class:`madbench.scaling.corpus.Corpus`: ``Corpus.from_bytes(name, data, source)`` for a
+    byte-level corpus (vocabulary 256) or ``Corpus.from_tokens(name, ids, vocab_size, source)``
+    for token ids. It is called only when the corpus is used, so a loader may read a large
+    file or an optional package. Useful metadata: ``description``, ``unit`` (``"byte"`` or
+    ``"token"``), ``package`` (what to install), ``sha256`` (the expected stream hash).
+    Every record carries the corpus's SHA-256, so frontiers of different corpora never mix.
+    A local file needs no plugin: ``--corpus PATH`` (see
+    :func:`madbench.scaling.corpus.file_corpus`).
+    """

@@ -20,7 +20,9 @@ from . import hookspecs
 from .errors import PluginConflictError, warn as _warn
 
 BUNDLED_DISTRIBUTION = "madbench"
-CATEGORIES = ("tasks", "mixers", "architectures")
+CATEGORIES = ("tasks", "mixers", "architectures", "corpora")
+#: plugins inside the madbench package itself, registered before the entry points (name, module)
+CORE_PLUGINS = (("scaling-corpora", "madbench.scaling.corpus"),)
 _HOOKS = {c: f"madbench_register_{c}" for c in CATEGORIES}
 
 
@@ -58,6 +60,7 @@ class Registry:
     tasks: dict[str, Entry] = field(default_factory=dict)
     mixers: dict[str, Entry] = field(default_factory=dict)
     architectures: dict[str, Entry] = field(default_factory=dict)
+    corpora: dict[str, Entry] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
@@ -76,6 +79,23 @@ def _env_list(var: str) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _load_core_plugins(pm: pluggy.PluginManager) -> None:
+    import importlib
+    disabled = set(_env_list("MADBENCH_DISABLE_PLUGINS") or [])
+    for name, module in CORE_PLUGINS:
+        if name in disabled:
+            continue
+        pm.register(importlib.import_module(module), name=name)
+        _dist_of[name] = (BUNDLED_DISTRIBUTION, _own_version(), True)
+
+
+def _own_version() -> str | None:
+    try:
+        return md.version(BUNDLED_DISTRIBUTION)
+    except md.PackageNotFoundError:
+        return None
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -111,6 +131,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _pm is None:
         pm = pluggy.PluginManager("madbench")
         pm.add_hookspecs(hookspecs)
+        _load_core_plugins(pm)
         _load_entry_points(pm)
         pm.check_pending()
         _pm = pm
@@ -166,6 +187,8 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                         f"{_c[:-1]} {name!r} is registered by both plugin "
                         f"{_t[name].plugin!r} and plugin {_p!r}; block one with "
                         f"MADBENCH_DISABLE_PLUGINS={_p} (or uninstall it)")
+                if _c == "corpora" and not callable(obj):
+                    raise TypeError(f"corpus {name!r}: the loader must be callable")
                 if _c == "mixers":
                     metadata.setdefault("kind", "sequence")
                     if metadata["kind"] not in ("sequence", "channel"):

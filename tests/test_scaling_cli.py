@@ -120,9 +120,9 @@ def test_flops_command_prints_terms():
     assert doc["training_per_token"] == pytest.approx(3 * doc["forward"] / 64)
 
 
-def test_fit_state_option_recovers_the_state_exponent(tmp_path):
-    """Per budget, models whose perplexity is 400 M^-0.28 on the state frontier (and worse
-    ones off it): `--state COLUMN` must report c = -0.28."""
+def test_fit_state_frontier_option_recovers_the_frontier_exponent(tmp_path):
+    """Per budget, models whose perplexity is 400 M^-0.28 on the state frontier of all runs
+    (and worse ones off it): `--state-frontier COLUMN` must report c = -0.28."""
     path = tmp_path / "runs.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -132,9 +132,9 @@ def test_fit_state_option_recovers_the_state_exponent(tmp_path):
                 w.writerow([f"arch{k}", 1e6, c / 6e6, c, np.log(400 * m ** -0.28), m])
                 w.writerow([f"arch{k}", 2e6, c / 12e6, c, np.log(400 * m ** -0.28) + 0.1, m])
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
-                                   "--bootstrap", "5", "--state", "state", "--json"])
+                                   "--bootstrap", "5", "--state-frontier", "state", "--json"])
     assert res.exit_code == 0, res.output
-    states = json.loads(res.stdout)["state_optimal"]
+    states = json.loads(res.stdout)["state_frontier"]
     assert set(states) == {"1e+18", "1e+19"}
     for fit in states.values():
         assert fit["exponent"] == pytest.approx(-0.28)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from madbench.errors import MadbenchError
-from madbench.scaling.fits import (approach2, approach3, budget_groups, fit_isoflop_group,
-                                   state_frontier, state_optimal_fit)
+from madbench.scaling.fits import approach2, approach3, budget_groups, fit_isoflop_group
+from madbench.scaling.state import state_frontier, state_frontier_fit
 
 EPOCH = dict(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
 CHINCHILLA = dict(E=1.69337, A=406.401, B=410.723, alpha=0.33917, beta=0.28491)
@@ -116,7 +116,7 @@ def test_state_frontier_agrees_with_a_naive_dominance_check():
     assert list(state_frontier(state, perplexity)) == _naive_frontier(state, perplexity)
 
 
-def test_state_optimal_fit_recovers_a_known_exponent():
+def test_state_frontier_fit_recovers_a_known_exponent():
     """Frontier points on P = 40 M^-0.28, plus models above the frontier (worse at equal
     state): the fit must find c = -0.28."""
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_state_optimal_fit_recovers_a_known_exponent():
     P = 40 * M ** -0.28
     extra_M = rng.choice(M, 30)
     extra_P = 40 * extra_M ** -0.28 * rng.uniform(1.05, 1.5, 30)
-    fit = state_optimal_fit(np.r_[M, extra_M], np.r_[P, extra_P], bootstrap=50)
+    fit = state_frontier_fit(np.r_[M, extra_M], np.r_[P, extra_P], bootstrap=50)
     assert fit.law.exponent == pytest.approx(-0.28, abs=1e-9)
     assert fit.law.coef == pytest.approx(40, rel=1e-9)
     assert set(fit.frontier) == set(range(12))
@@ -136,6 +136,6 @@ def test_fit_input_errors():
     with pytest.raises(MadbenchError, match="at least 5"):
         approach3([1, 2], [1, 2], [1, 2])
     with pytest.raises(MadbenchError, match="positive"):
-        state_optimal_fit([0, 1], [1, 2])
+        state_frontier_fit([0, 1], [1, 2])
     fit = approach2([1, 2, 3], [3, 2, 1], [1, 1, 1], [3, 2, 3], bootstrap=0)
     assert fit.a is None and "need 2" in fit.problem

@@ -86,7 +86,7 @@ def test_corpus_identity_is_the_sha256_of_its_bytes(tmp_path):
     pq.write_table(table, tmp_path / "c.parquet")
     p = load_corpus(str(tmp_path / "c.parquet"))
     assert p.data == b"first row\n" + b"second row " * 100
-    with pytest.raises(Exception, match="not 'kjv' and not a file"):
+    with pytest.raises(Exception, match="not a registered corpus"):
         load_corpus(str(tmp_path / "missing.txt"))
 
 

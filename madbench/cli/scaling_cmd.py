@@ -45,27 +45,36 @@ def scaling_group() -> None:
 @click.option("--arch", required=True, help="A scaling family (transformer++, hyena, ...), "
               "or any --arch that 'madbench eval' accepts (MAD models).")
 @click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
+@click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
+              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share (0.25).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
               "head.")
 @click.option("--json", "as_json", is_flag=True)
-def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
-    """Analytic FLOPs of an architecture, per layer and term (forward, one sequence)."""
+def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, as_json):
+    """Analytic FLOPs of an architecture, per layer and term (forward, one sequence); for a
+    scaling family also its layer order and attention share."""
     from ..architecture import resolve_architecture
     from ..scaling.flops import architecture_flops
-    from ..scaling.shapes import FAMILIES, family_spec, parse_size
+    from ..scaling.shapes import FAMILIES, family_spec, get_family, parse_size
+    order = None
     if arch in FAMILIES:
         width, depth = parse_size(size or "128x4")
-        spec = family_spec(arch, width, depth)
+        family = get_family(arch, attention_ratio=attention_ratio)
+        spec = family_spec(family, width, depth)
+        order = striping(family, spec, depth)
     else:
-        if size:
-            raise UsageError("--size applies to a scaling family")
+        if size or attention_ratio:
+            raise UsageError("--size and --attention-ratio apply to a scaling family")
         spec = resolve_architecture(arch)
     fl = architecture_flops(spec, seq_len, vocab_size, embeddings=not no_embeddings)
     if as_json:
-        click.echo(json.dumps(fl.to_dict(), indent=2))
+        click.echo(json.dumps({**fl.to_dict(), **({"striping": order} if order else {})},
+                              indent=2))
         return
+    if order:
+        click.echo(render_striping(order) + "\n")
     rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ".4e"), ""]]
     for i, layer in enumerate(fl.layers):
         terms = ", ".join(f"{k} {v:.3g}" for k, v in layer.terms.items())
@@ -74,6 +83,30 @@ def flops_cmd(arch, size, seq_len, vocab_size, no_embeddings, as_json):
     click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
     click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
                f" training per token (3x) {fl.training_per_token:.4e}")
+
+
+def striping(family, spec, depth: int) -> dict:
+    """The layer order of a family's model and its attention share, nominal and as built."""
+    from ..scaling.shapes import attention_fraction, exact_depths, layer_order, ratio_label
+    share = family.attention_share
+    out = {"family": family.name, "depth": depth, "sequence_mixers": layer_order(spec),
+           "attention_fraction": attention_fraction(spec), "nominal_share": share}
+    if 0 < share < 1:
+        out["nominal_ratio"] = ratio_label(share)
+        out["exact_depths"] = exact_depths(share)
+    return out
+
+
+def render_striping(order: dict) -> str:
+    mixers = order["sequence_mixers"]
+    short = " ".join("A" if m == "mh-attention" else m for m in mixers)
+    line = (f"{order['family']}: {len(mixers)} sequence mixers in this order: {short} "
+            f"(A = mh-attention); attention {order['attention_fraction']:.1%}")
+    if "nominal_ratio" in order:
+        exact = order["exact_depths"]
+        line += (f", nominal {order['nominal_ratio']} = {order['nominal_share']:.1%}, exact at "
+                 f"depths {', '.join(map(str, exact[:6]))}{', ...' if len(exact) > 6 else ''}")
+    return line
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -107,20 +140,36 @@ class _Progress(RunProgress):
               "striped-hyena-experts-moe), or a sequence mixer (registered or "
               "pkg.module:Class) to scale with SwiGLU.")
 @click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
+@click.option("--attention-ratio", default=None, metavar="A:B", help="Striped families: "
+              "attention:other sequence mixers, 1:1, 1:3 or 1:11 as in the paper, or a share "
+              "(0.25); a ratio other than the family's own names the family "
+              "(striped-hyena-1to11).")
 @click.option("--mixer-kwargs", default=None, help="With a mixer --arch: JSON constructor "
               "arguments.")
 @click.option("--budgets", required=True, help="Comma-separated training FLOP budgets.")
 @click.option("--sizes", default=None, help="Comma-separated WIDTHxDEPTH sizes (default: the "
               "ladder sizes that fit each budget).")
-@click.option("--corpus", default="kjv", show_default=True, help="'kjv' (needs "
-              "madbench[scaling]), a text file, or a Parquet file.")
+@click.option("--corpus", default="kjv", show_default=True, help="A registered corpus "
+              "('madbench scaling corpora': kjv, gcide, plugins') or a local file: text or raw "
+              "bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
 @click.option("--corpus-column", default="text", show_default=True,
               help="Column of a Parquet corpus.")
+@click.option("--vocab-size", default=None, type=click.IntRange(2), help="A token-id corpus "
+              "file: its vocabulary size.")
+@click.option("--token-dtype", default="uint16", show_default=True, help="A raw token-id file "
+              "(with --vocab-size): its integer type.")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(2))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--batch-size", default="32", show_default=True, metavar="N|paper",
+              help="Sequences per batch, or 'paper': the paper's tokens per batch by budget "
+              "(Table C.1, interpolated) over --seq-len.")
+@click.option("--lr", default="1e-3", show_default=True, metavar="LR|paper",
+              help="Peak learning rate, or 'paper': by model size (Table C.2, interpolated).")
+@click.option("--lr-table", default=None, metavar="N:LR,...", help="With --lr paper: the "
+              "(parameters, lr) rows to interpolate instead of the paper's rows on file.")
+@click.option("--grad-clip", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Gradient norm clipping (madbench's choice; 0: off).")
 @click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1),
@@ -129,10 +178,12 @@ class _Progress(RunProgress):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
-def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, run_dir,
-            seq_len, batch_size, lr, eval_tokens, seed, min_steps, device, precision, dry_run):
-    """Train small byte-level language models at fixed FLOP budgets (IsoFLOP runs)."""
+def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
+            vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
+            eval_tokens, seed, min_steps, device, precision, dry_run):
+    """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
     from ..scaling.corpus import load_corpus
+    from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
     from ..scaling.runs import Recipe, plan_runs, run_plans
     from ..scaling.shapes import get_family, parse_size
     from ..store import ResultsStore
@@ -142,28 +193,88 @@ def run_cmd(arch, striped, mixer_kwargs, budgets, sizes, corpus, corpus_column, 
             kwargs = json.loads(mixer_kwargs)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
-    family = get_family(arch, striped, kwargs)
+    family = get_family(arch, striped, kwargs, attention_ratio)
     size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
-    data = load_corpus(corpus, corpus_column)
-    recipe = Recipe(seq_len=seq_len, batch_size=batch_size, lr=lr, eval_tokens=eval_tokens,
-                    seed=seed)
+    lr_rule = batch_rule = None
+    if lr == "paper":
+        table = parse_lr_table(lr_table) if lr_table else None
+        lr_rule = (lambda n: lr_for_size(n, table)) if table else lr_for_size
+        lr = "1e-3"                    # replaced per run
+    elif lr_table:
+        raise UsageError("--lr-table applies with --lr paper")
+    if batch_size == "paper":
+        batch_rule, batch_size = paper_batch_size, "1"
+    fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
+                                                                   int)
+    data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
+    recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
+                    grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
     plans = plan_runs(family, _parse_floats(budgets, "--budgets"), size_list, recipe,
-                      data.sha256, min_steps=min_steps)
+                      data.sha256, min_steps=min_steps, vocab_size=data.vocab_size,
+                      lr_rule=lr_rule, batch_rule=batch_rule)
     if not plans:
         raise UsageError("no model size fits these budgets (too few steps or tokens per "
                          "parameter); give --sizes or larger --budgets")
+    _warn_attention_share(family, plans)
     if dry_run:
+        from ..scaling.shapes import attention_fraction
         rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",
-                 p.steps, f"{p.tokens:.3g}", f"{p.flops:.3g}"] for p in plans]
-        click.echo(f"corpus {data.name} ({len(data):,} bytes, sha256 {data.sha256[:16]}...)")
-        click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "steps",
-                                           "tokens", "flops"]))
+                 f"{attention_fraction(p.spec):.0%}", f"{p.recipe.lr:.3g}", p.recipe.batch_size,
+                 p.steps, f"{p.tokens:.3g}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
+                for p in plans]
+        click.echo(f"corpus {data.describe()}")
+        click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "attention",
+                                           "lr", "batch", "steps", "tokens", "epochs",
+                                           "flops"]))
         return
     store = ResultsStore(run_dir)
     with _Progress() as progress:
         trained = run_plans(plans, data, store, device, precision, progress)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _positive(text: str, option: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"{option} takes a positive number or 'paper', not {text!r}") from None
+    if not value > 0:
+        raise UsageError(f"{option} must be positive")
+    return value
+
+
+def _warn_attention_share(family, plans) -> None:
+    """One line on stderr per size whose depth cannot hold the family's attention share."""
+    from ..scaling.shapes import attention_fraction, ratio_label
+    share = family.attention_share
+    if not 0 < share < 1:
+        return
+    seen = set()
+    for p in plans:
+        got = attention_fraction(p.spec)
+        if (p.width, p.depth) not in seen and not math.isclose(got, share):
+            seen.add((p.width, p.depth))
+            click.echo(f"Warning: {p.width}x{p.depth} holds {got:.1%} attention, not "
+                       f"{ratio_label(share)} = {share:.1%} (depth {p.depth}; see 'madbench "
+                       f"scaling flops --attention-ratio')", err=True)
+
+
+# -- corpora -------------------------------------------------------------------------------
+@scaling_group.command("corpora")
+@click.option("--json", "as_json", is_flag=True)
+def corpora_cmd(as_json):
+    """List the registered corpora (plugins: hook madbench_register_corpora); any local file
+    works too (--corpus PATH)."""
+    from ..scaling.corpus import registered_corpora
+    rows = [{"name": name, "plugin": e.plugin, **{k: v for k, v in e.metadata.items()}}
+            for name, e in registered_corpora().items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(tabulate([[r["name"], r["plugin"], r.get("unit", ""), r.get("package", ""),
+                          r.get("description", "")] for r in rows],
+                        headers=["corpus", "plugin", "unit", "package", "description"]))
 
 
 # -- fit -----------------------------------------------------------------------------------
@@ -189,33 +300,6 @@ def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
             except MadbenchError as exc:
                 entry["approach3"] = {"problem": str(exc)}
         out[arch] = entry
-    return out
-
-
-def state_fits(rows, column: str, bootstrap: int) -> dict:
-    """Per budget, across every architecture: P* = k M^c on the (state, perplexity) frontier,
-    perplexity = exp(loss)."""
-    import numpy as np
-
-    from ..errors import MadbenchError
-    from ..scaling.fits import budget_groups, state_optimal_fit
-    from ..scaling.runs import budgets_of
-    if any(r.get(column) is None for r in rows):
-        raise UsageError(f"--state needs the column {column!r} in every run")
-    flops = np.array([float(r["flops"]) for r in rows])
-    labels = budget_groups(flops, budgets_of(rows))
-    state = np.array([float(r[column]) for r in rows])
-    perplexity = np.exp([float(r["loss"]) for r in rows])
-    out = {}
-    for c in np.unique(labels):
-        m = labels == c
-        try:
-            fit = state_optimal_fit(state[m], perplexity[m], bootstrap=bootstrap)
-            out[f"{c:.6g}"] = {**fit.to_dict(),
-                               "frontier_archs": [rows[i]["arch"] for i in np.flatnonzero(m)[
-                                   fit.frontier]]}
-        except MadbenchError as exc:
-            out[f"{c:.6g}"] = {"problem": str(exc)}
     return out
 
 
@@ -308,9 +392,10 @@ def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
               help="N for the fits: params or non_embedding_params.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="Write IsoFLOP curves and frontiers to this PNG.")
-@click.option("--state", "state_column", default=None, metavar="COLUMN",
-              help="Also fit the state-optimal law P* ~ M^c per budget, across architectures, "
-              "with M from this column (e.g. total_state_8k).")
+@click.option("--state-frontier", "--state", "state_column", default=None, metavar="COLUMN",
+              help="Also fit P ~ M^c on the state frontier of all runs per budget, across "
+              "architectures, with M from this column (e.g. total_state_8k). Not the paper's "
+              "Finding 8: see 'madbench scaling state-optimal'.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, as_json):
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
@@ -318,23 +403,65 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     from ..scaling.runs import read_runs
     rows = read_runs(runs)
     fits = fit_runs(rows, approach, bootstrap, params_column)
-    states = state_fits(rows, state_column, bootstrap) if state_column else None
+    from ..scaling.state import state_frontiers_by_budget
+    states = (state_frontiers_by_budget(rows, state_column, bootstrap) if state_column
+              else None)
     if plot_path:
         plot_fits(rows, fits, params_column, plot_path)
     if as_json:
         doc = {"runs": str(runs), "params_column": params_column, "archs": fits}
         if states is not None:
-            doc["state_optimal"] = states
+            doc["state_frontier"] = states
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(render_fits(fits))
     for budget, fit in (states or {}).items():
         if "problem" in fit:
-            click.echo(f"state-optimal at C={budget}: {fit['problem']}")
+            click.echo(f"state frontier (all runs) at C={budget}: {fit['problem']}")
         else:
-            click.echo(f"state-optimal at C={budget}: P* ~ M^{fit['exponent']:.4g}"
+            click.echo(f"state frontier (all runs) at C={budget}: P ~ M^{fit['exponent']:.4g}"
                        f"{_interval(fit['exponent_interval'])} over "
                        f"{len(fit['frontier'])} frontier models")
+
+
+# -- state-optimal -------------------------------------------------------------------------
+def render_state_optimal(doc: dict) -> str:
+    rows = [[m["arch"], _num(m["budget"], ".3g"), _num(m["params"], ".3g"), _num(m["loss"]),
+             _num(m["perplexity"]), _num(m["fixed_state"], ".4g"),
+             _num(m["dynamic_state"], ".4g"), _num(m["state"], ".4g"),
+             "ok" if m["problem"] is None else m["problem"]] for m in doc["models"]]
+    head = "N*" if doc["optimum"] == "vertex" else "N (best run)"
+    out = [f"compute-optimal model per architecture and budget ({doc['optimum']}); state M = "
+           f"{doc['state_column']}\n",
+           tabulate(rows, headers=["arch", "budget", head, "L*", "P*", "fixed", "dynamic",
+                                   "M", "status"]),
+           "", f"ln P* = k[arch] + c ln M: c = {_num(doc['exponent'])}"
+           f"{_interval(doc['exponent_interval'])} (bootstrap {doc['bootstrap']}), rms "
+           f"residual {_num(doc['residual_rms'], '.3g')} in ln P"]
+    rows = [[a, _num(o["log_coef"]) + _interval(o["log_coef_interval"]), _num(o["coef"]),
+             _num(o["exponent_alone"])] for a, o in doc["offsets"].items()]
+    out += ["", tabulate(rows, headers=["arch", "k (ln coef)", "coef", "c fitted alone"])]
+    return "\n".join(out)
+
+
+@scaling_group.command("state-optimal")
+@click.argument("runs", type=click.Path(exists=True))
+@click.option("--state", "state_column", default="total_state_8k", show_default=True,
+              metavar="COLUMN", help="State M of each run (fixed + dynamic at 8k).")
+@click.option("--optimum", type=click.Choice(["vertex", "best"]), default="vertex",
+              show_default=True, help="Compute-optimal model: the IsoFLOP parabola's vertex "
+              "(state read at the vertex) or the group's best trained run.")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True)
+def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
+    """The paper's state-optimal scaling (Finding 8): per architecture and budget the
+    compute-optimal model, its state M and perplexity P*; P* = exp(k[arch]) M^c with one
+    exponent c shared by the architectures."""
+    from ..scaling.runs import read_runs
+    from ..scaling.state import state_optimal
+    fit = state_optimal(read_runs(runs), state_column, optimum, bootstrap)
+    doc = {"runs": str(runs), **fit.to_dict()}
+    click.echo(json.dumps(doc, indent=2) if as_json else render_state_optimal(doc))
 
 
 # -- frontier ------------------------------------------------------------------------------

@@ -17,22 +17,20 @@ import numpy as np
 from scipy import stats
 
 from ..errors import UsageError
-from .fits import budget_groups, fit_isoflop_group
-from .runs import budgets_of, by_arch, columns
+from .fits import fit_isoflop_group
+from .runs import arch_budget_groups, columns
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
     """Per architecture, the compute-optimal loss at each budget with a valid vertex."""
     out: dict[str, dict[float, float]] = {}
-    for arch, arch_rows in by_arch(rows).items():
-        params, tokens, flops, losses = columns(arch_rows, "params", "tokens", "flops", "loss")
-        labels = budget_groups(flops, budgets_of(arch_rows))
+    for arch, by_budget in arch_budget_groups(rows).items():
         out[arch] = {}
-        for c in np.unique(labels):
-            m = labels == c
-            g = fit_isoflop_group(c, params[m], tokens[m], losses[m])
+        for c, idx in by_budget.items():
+            params, tokens, losses = columns([rows[i] for i in idx], "params", "tokens", "loss")
+            g = fit_isoflop_group(c, params, tokens, losses)
             if g.valid:
-                out[arch][float(c)] = g.loss_opt
+                out[arch][c] = g.loss_opt
     return out
 
 

@@ -1,5 +1,5 @@
-"""Scaling-law fits: Approach 2 (IsoFLOP parabolas), Approach 3 (parametric loss), and the
-state-optimal power law, each with bootstrap intervals.
+"""Scaling-law fits: Approach 2 (IsoFLOP parabolas) and Approach 3 (parametric loss), each with
+bootstrap intervals.
 
 - **Approach 2** (Hoffmann et al. 2022; the MAD paper's Fig. E.1): per FLOP budget C, fit
   ``loss = p0 + p1 x + p2 x^2`` with ``x = ln N``; the vertex gives N*(C), D*(C) (from the
@@ -14,12 +14,12 @@ state-optimal power law, each with bootstrap intervals.
   against ln L, the terms **summed** (not averaged: averaging stops L-BFGS early), L-BFGS-B with
   tight tolerances from the best points of a grid of starts (Hoffmann's grid). Under C ~ N D the
   optimum allocates ``N* ~ C^(beta/(alpha+beta))`` and ``D* ~ C^(alpha/(alpha+beta))``.
-- **State-optimal** (the paper's Finding 8): ``P* = k M^c`` on the frontier of (state M,
-  perplexity P) points: the points no other point beats with both less state and lower
-  perplexity.
+
+State against perplexity (the paper's Finding 8, and the all-runs state frontier) is in
+:mod:`madbench.scaling.state`.
 
 Bootstrap intervals are percentile intervals (2.5%, 97.5%): Approach 2 resamples runs within
-each budget group; Approach 3 resamples runs; the state fit resamples points.
+each budget group; Approach 3 resamples runs.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def single_threaded_blas():
         lib.scipy_openblas_set_num_threads(before)
 
 
-def _interval(values: list[float] | np.ndarray) -> list[float] | None:
+def percentile_interval(values: list[float] | np.ndarray) -> list[float] | None:
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if values.size < 2:
         return None
@@ -258,8 +258,8 @@ def approach2(params, tokens, flops, losses, budgets=None, bootstrap: int = 200,
             if g.valid:
                 vertex_losses[g.budget].append(g.loss_opt)
     fit.bootstrap = bootstrap
-    fit.a_interval, fit.b_interval = _interval(a_s), _interval(b_s)
-    fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := _interval(v))}
+    fit.a_interval, fit.b_interval = percentile_interval(a_s), percentile_interval(b_s)
+    fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := percentile_interval(v))}
     return fit
 
 
@@ -379,7 +379,7 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
             rep = _approach3_from_theta(t, rf, params.size)
             for k in reps:
                 reps[k].append(getattr(rep, k))
-        fit.intervals = {k: _interval(v) for k, v in reps.items()}
+        fit.intervals = {k: percentile_interval(v) for k, v in reps.items()}
         fit.bootstrap = bootstrap
     return fit
 
@@ -387,53 +387,3 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
 def _approach3_from_theta(theta, objective, points) -> Approach3Fit:
     a, b, e, alpha, beta = (float(v) for v in theta)
     return Approach3Fit(math.exp(e), math.exp(a), math.exp(b), alpha, beta, objective, points)
-
-
-# -- state-optimal ---------------------------------------------------------------------------
-@dataclass
-class StateFit:
-    """``P* = coef * M^exponent`` on the state frontier."""
-
-    law: PowerLaw
-    frontier: np.ndarray  #: indices of the frontier points, by increasing state
-    exponent_interval: list[float] | None = None
-    bootstrap: int = 0
-
-    def to_dict(self) -> dict:
-        return {"coef": self.law.coef, "exponent": self.law.exponent,
-                "exponent_interval": self.exponent_interval,
-                "frontier": [int(i) for i in self.frontier], "bootstrap": self.bootstrap}
-
-
-def state_frontier(state, perplexity) -> np.ndarray:
-    """Indices of the points no other point beats with both less (or equal) state and lower
-    perplexity, by increasing state."""
-    state, perplexity = np.asarray(state, dtype=float), np.asarray(perplexity, dtype=float)
-    order = np.lexsort((perplexity, state))
-    frontier, best = [], math.inf
-    for i in order:
-        if perplexity[i] < best:
-            frontier.append(i)
-            best = perplexity[i]
-    return np.array(frontier, dtype=int)
-
-
-def state_optimal_fit(state, perplexity, bootstrap: int = 200, seed: int = 0) -> StateFit:
-    """Power law of perplexity in total state, fitted on the state frontier."""
-    state, perplexity = np.asarray(state, dtype=float), np.asarray(perplexity, dtype=float)
-    if np.any(state <= 0) or np.any(perplexity <= 0):
-        raise MadbenchError("the state-optimal fit needs positive state and perplexity")
-    front = state_frontier(state, perplexity)
-    if front.size < 2:
-        raise MadbenchError("the state frontier has fewer than 2 points")
-    fit = StateFit(fit_power_law(state[front], perplexity[front]), front)
-    if bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        exps = []
-        for _ in range(bootstrap):
-            idx = rng.choice(state.size, state.size)
-            f = state_frontier(state[idx], perplexity[idx])
-            if np.unique(state[idx][f]).size >= 2:
-                exps.append(fit_power_law(state[idx][f], perplexity[idx][f]).exponent)
-        fit.exponent_interval, fit.bootstrap = _interval(exps), bootstrap
-    return fit

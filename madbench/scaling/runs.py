@@ -1,16 +1,18 @@
-"""Scaling runs: small causal byte-level language models trained at fixed FLOP budgets.
+"""Scaling runs: small causal language models trained at fixed FLOP budgets.
 
 For each budget C and model size (family, width, depth), the run trains
-``madbench.model.LanguageModel`` (vocabulary 256: bytes) for ``steps = round(C / (F B L))``
-steps of ``B`` sequences of ``L`` bytes, where ``F`` is the analytic training FLOPs per token
-(``flops.py``: 3 x forward, embeddings in). The run's FLOPs are ``F x tokens`` (within one step
-of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
+``madbench.model.LanguageModel`` (the corpus's vocabulary: 256 for bytes) for
+``steps = round(C / (F B L))`` steps of ``B`` sequences of ``L`` tokens, where ``F`` is the
+analytic training FLOPs per token (``flops.py``: 3 x forward, embeddings in). The run's FLOPs
+are ``F x tokens`` (within one step of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
 weight decay 0.1 on matrices except in Hyena layers (0 there), no dropout, cosine schedule with
 1% linear warm-up decaying to 10% of the peak learning rate; bf16 on CUDA (the Hyena and Mamba
-recurrences run in fp32 inside the layers), fp32 on CPU. Gradients are clipped at norm 1.
+recurrences run in fp32 inside the layers), fp32 on CPU. Peak learning rate and batch size are
+either fixed or set per run by the paper's tables (``recipe.py``: lr by model size, batch by
+budget). Gradients are clipped at norm 1 (madbench's choice, not the paper's).
 
-The loss of a run is the mean cross-entropy in nats per byte on the validation split (a fixed
-set of windows, ``eval_tokens`` bytes), after training.
+The loss of a run is the mean cross-entropy in nats per token (per byte for byte corpora) on
+the validation split (a fixed set of windows, ``eval_tokens`` tokens), after training.
 
 Records go to ``RUN_DIR/records/`` through :class:`madbench.store.ResultsStore` (one Parquet
 file per run, keyed by a content hash), so an interrupted ``madbench scaling run`` resumes;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace as dc_replace
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +96,9 @@ class RunPlan:
     steps: int
     corpus_sha256: str
     non_embedding_params: int
+    vocab_size: int = VOCAB_SIZE
+    lr_rule: str = "fixed"       #: "fixed" or "paper-size-table"
+    batch_rule: str = "fixed"    #: "fixed" or "paper-budget-table"
 
     @property
     def tokens(self) -> int:
@@ -110,12 +116,20 @@ class RunPlan:
                              "madbench": __version__}, length=24)
 
 
+LrRule = Callable[[float], float]                 #: total params -> peak learning rate
+BatchRule = Callable[[float, float, int], int]     #: (budget, total params, seq_len) -> batch
+
+
 def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tuple[int, int]] | None,
               recipe: Recipe, corpus_sha256: str, min_steps: int = 20,
-              tokens_per_param: tuple[float, float] = (1.0, 1000.0)) -> list[RunPlan]:
+              tokens_per_param: tuple[float, float] = (1.0, 1000.0),
+              vocab_size: int = VOCAB_SIZE, lr_rule: LrRule | None = None,
+              batch_rule: BatchRule | None = None) -> list[RunPlan]:
     """The runs of one family: every (budget, size) pair. Without ``sizes``, the ladder sizes
     whose run would take at least ``min_steps`` steps and see between ``tokens_per_param``
-    tokens per non-embedding parameter (around the compute-optimal ~20)."""
+    tokens per non-embedding parameter (around the compute-optimal ~20). ``lr_rule`` and
+    ``batch_rule`` (``recipe.py``) set the peak learning rate per size and the batch per
+    budget instead of the recipe's fixed ones."""
     name = family.name if isinstance(family, Family) else family
     for budget in budgets:
         if budget <= 0:
@@ -123,15 +137,25 @@ def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tu
     shapes = []                     # per size, once: the spec, its FLOPs and its parameters
     for width, depth in (sizes or LADDER):
         spec = family_spec(family, width, depth)
-        shapes.append((width, depth, spec, architecture_flops(spec, recipe.seq_len, VOCAB_SIZE),
-                       non_embedding_params(spec)))
+        shapes.append((width, depth, spec, architecture_flops(spec, recipe.seq_len, vocab_size),
+                       non_embedding_params(spec),
+                       count_params(model_skeleton(spec, vocab_size))))
+    rules = {"lr_rule": "paper-size-table" if lr_rule else "fixed",
+             "batch_rule": "paper-budget-table" if batch_rule else "fixed"}
     plans = []
     for budget in budgets:
-        for width, depth, spec, fl, n in shapes:
-            per_step = fl.training_per_token * recipe.batch_size * recipe.seq_len
+        for width, depth, spec, fl, n, total in shapes:
+            run_recipe = recipe
+            if lr_rule:
+                run_recipe = dc_replace(run_recipe, lr=float(lr_rule(total)))
+            if batch_rule:
+                run_recipe = dc_replace(run_recipe, batch_size=int(
+                    batch_rule(budget, total, recipe.seq_len)))
+            per_step = fl.training_per_token * run_recipe.batch_size * recipe.seq_len
             steps = max(1, round(budget / per_step))
-            plan = RunPlan(name, width, depth, float(budget), spec, recipe,
-                           fl.training_per_token, fl.method, steps, corpus_sha256, n)
+            plan = RunPlan(name, width, depth, float(budget), spec, run_recipe,
+                           fl.training_per_token, fl.method, steps, corpus_sha256, n,
+                           vocab_size, **rules)
             if sizes is None:
                 ratio = plan.tokens / n
                 if steps < min_steps or not tokens_per_param[0] <= ratio <= tokens_per_param[1]:
@@ -175,8 +199,8 @@ def _windows(data: torch.Tensor, starts: torch.Tensor, length: int):
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_size: int,
-                    eval_tokens: int, autocast) -> float:
-    """Mean cross-entropy (nats per byte) over the first ``eval_tokens // seq_len``
+                    eval_tokens: int, autocast, vocab_size: int = VOCAB_SIZE) -> float:
+    """Mean cross-entropy (nats per token) over the first ``eval_tokens // seq_len``
     non-overlapping windows of the validation split."""
     count = min(max(1, eval_tokens // seq_len), (val.numel() - 1) // seq_len)
     if count < 1:
@@ -189,7 +213,7 @@ def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_siz
         x, y = _windows(val, starts[i:i + batch_size], seq_len)
         with autocast():
             logits = model(x)
-        total += float(nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE),
+        total += float(nn.functional.cross_entropy(logits.float().reshape(-1, vocab_size),
                                                    y.reshape(-1), reduction="sum"))
         n += y.numel()
     model.train()
@@ -215,7 +239,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
                          f"sequence of {r.seq_len + 1}")
     capture = capture_enabled(device, capture)
     torch.manual_seed(r.seed)
-    model = LanguageModel(plan.spec, VOCAB_SIZE).to(device)
+    model = LanguageModel(plan.spec, plan.vocab_size).to(device)
     opt, set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr, r.betas,
                         1e-8, device, capture)
     gen = torch.Generator(device=device).manual_seed(r.seed)
@@ -227,7 +251,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
         x, y = _windows(train, starts, r.seq_len)
         with autocast():
             logits = model(x)
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE),
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, plan.vocab_size),
                                            y.reshape(-1))
         if not capture:
             opt.zero_grad(set_to_none=True)
@@ -260,7 +284,8 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
             recent = 0
             if on_step:
                 on_step(i + 1, plan.steps, train_loss)
-    val_loss = validation_loss(model, val, r.seq_len, r.batch_size, r.eval_tokens, autocast)
+    val_loss = validation_loss(model, val, r.seq_len, r.batch_size, r.eval_tokens, autocast,
+                               plan.vocab_size)
     seconds = time.perf_counter() - start
     fixed = dynamic = dynamic_8k = 0
     for layer, block in zip(plan.spec.layers, model.encoder.blocks):
@@ -272,7 +297,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
         dynamic_8k += at_8k["dynamic_state"] or 0
     return {"params": count_params(model),
             "non_embedding_params": count_params(model.encoder.blocks),
-            "loss": val_loss, "bits_per_byte": val_loss / math.log(2),
+            "loss": val_loss, "bits_per_token": val_loss / math.log(2),
             "train_loss": train_loss, "diverged": not math.isfinite(train_loss),
             "fixed_state": fixed, "dynamic_state": dynamic,
             "total_state_8k": fixed + dynamic_8k, "seconds": seconds}
@@ -292,8 +317,11 @@ def record_for(plan: RunPlan, corpus: Corpus, result: dict, device: torch.device
         "budget": plan.budget, "flops": plan.flops, "tokens": plan.tokens,
         "steps": plan.steps, "training_flops_per_token": plan.training_flops_per_token,
         "flop_method": plan.flop_method, **result,
+        "bits_per_byte": result["bits_per_token"] if corpus.unit == "byte" else None,
         "seq_len": r.seq_len, "batch_size": r.batch_size, "lr": r.lr, "seed": r.seed,
-        "corpus": corpus.name, "corpus_sha256": corpus.sha256, "vocab_size": VOCAB_SIZE,
+        "lr_rule": plan.lr_rule, "batch_rule": plan.batch_rule, "grad_clip": r.grad_clip,
+        "corpus": corpus.name, "corpus_sha256": corpus.sha256, "vocab_size": plan.vocab_size,
+        "corpus_unit": corpus.unit,
         "device": str(device), "precision": precision, "madbench_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "architecture": plan.spec.to_dict(), "protocol": r.to_dict(),
@@ -315,7 +343,12 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
         progress("start", {"total": len(plans), "done": len(plans) - len(todo)})
     if not todo:
         return 0
-    train_np, val_np = corpus.splits()
+    mismatch = [p for p in todo if p.vocab_size != corpus.vocab_size]
+    if mismatch:
+        raise UsageError(f"runs planned for a vocabulary of {mismatch[0].vocab_size}, corpus "
+                         f"{corpus.name!r} has {corpus.vocab_size}")
+    train_np, val_np = (a if a.dtype == np.uint8 else a.astype(np.int32)
+                        for a in corpus.splits())
     train = torch.from_numpy(train_np).to(dev)
     val = torch.from_numpy(val_np).to(dev)
     prov = provenance(dev)
@@ -401,6 +434,20 @@ def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
     return [np.array([float(r[n]) for r in rows]) for n in names]
+
+
+def arch_budget_groups(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[int]]]:
+    """Row indices per architecture and budget (the ``budget`` column, else FLOPs within a
+    factor 1.25: :func:`madbench.scaling.fits.budget_groups`), budgets in increasing order."""
+    from .fits import budget_groups
+    out: dict[str, dict[float, list[int]]] = {}
+    for arch in sorted({str(r["arch"]) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if str(r["arch"]) == arch]
+        sub = [rows[i] for i in idx]
+        labels = budget_groups(columns(sub, "flops")[0], budgets_of(sub))
+        out[arch] = {float(c): [idx[j] for j in np.flatnonzero(labels == c)]
+                     for c in np.unique(labels)}
+    return out
 
 
 def budgets_of(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:

@@ -15,11 +15,16 @@ mixes channels itself, so Mamba models have 2 x depth Mamba layers and no channe
 of the sequence mixers by multi-head attention: 25% for StripedHyena and StripedMamba (the
 paper's compute-optimal ratio), 1 in 12 for StripedHyena experts + MoE; at least one layer is
 attention, so the smallest depths hold more than the nominal share (recorded per run as
-``attention_fraction``).
+``attention_fraction``). Any striped family takes another ratio (``with_attention_ratio``): the
+paper strips attention:Hyena 1:1, 1:3 and 1:11. A ratio a:b is exact at depths that are
+multiples of a + b; attention takes the last position of each period (App. E.1: Hyena first,
+then attention).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 from ..architecture import ArchitectureSpec, LayerSpec
 from ..errors import UsageError
@@ -42,6 +47,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("hyena", "hyena", "swiglu", 0.0, "Hyena + SwiGLU"),
     Family("mh-hyena", "mh-hyena", "swiglu", 0.0, "multi-head Hyena (heads of 8) + SwiGLU"),
     Family("striped-hyena", "hyena", "swiglu", 0.25, "Hyena striped with 25% attention"),
+    Family("striped-mh-hyena", "mh-hyena", "swiglu", 0.25,
+           "multi-head Hyena (heads of 8) striped with 25% attention"),
     Family("mamba", "mamba", None, 0.0, "Mamba layers only (state 16)"),
     Family("striped-mamba", "mamba", None, 0.25, "Mamba striped with 25% attention"),
     Family("striped-hyena-moe", "hyena", "moe-mlp", 0.25,
@@ -109,10 +116,75 @@ def _channel_layer(family: Family, width: int) -> LayerSpec | None:
     return LayerSpec(family.channel, {"inner": inner})
 
 
-def get_family(name: str, striped: bool = False, mixer_kwargs: dict | None = None) -> Family:
+def parse_attention_ratio(text: str) -> Fraction:
+    """The share of attention among sequence mixers, from ``A:B`` (attention:other, e.g.
+    ``1:3`` -> 1/4), a fraction in (0, 1] (``0.25``) or a percentage (``25%``)."""
+    t = str(text).strip().replace(" ", "")
+    try:
+        if ":" in t:
+            a, b = (int(v) for v in t.split(":"))
+            if a < 1 or b < 0:
+                raise ValueError
+            return Fraction(a, a + b)
+        share = Fraction(t[:-1]) / 100 if t.endswith("%") else Fraction(t)
+        share = share.limit_denominator(1000)
+        if not 0 < share <= 1:
+            raise ValueError
+        return share
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--attention-ratio takes A:B (attention:other sequence mixers, e.g. "
+                         f"1:3), a share in (0, 1] or a percentage, not {text!r}") from None
+
+
+def ratio_label(share: float) -> str:
+    """``1:3`` for 1/4, ``1:11`` for 1/12, ``2:3`` for 2/5."""
+    f = Fraction(share).limit_denominator(1000)
+    return f"{f.numerator}:{f.denominator - f.numerator}"
+
+
+def with_attention_ratio(family: Family, ratio: str | float | Fraction) -> Family:
+    """``family`` with another attention share; a share other than the family's own gets a
+    name of its own (``striped-hyena-1to11``) so that records and frontiers do not mix."""
+    share = ratio if isinstance(ratio, Fraction) else parse_attention_ratio(str(ratio))
+    if family.attention_share in (0.0, 1.0):
+        raise UsageError(f"--attention-ratio applies to striped families (striped-hyena, "
+                         f"striped-mamba, striped-hyena-moe, striped-hyena-experts-moe, or a "
+                         f"mixer with --striped), not {family.name!r}")
+    if share == 1:
+        raise UsageError("an attention ratio of 1 leaves no other sequence mixer; use "
+                         "transformer++")
+    if math.isclose(float(share), family.attention_share):
+        return family
+    label = ratio_label(share).replace(":", "to")
+    return replace(family, name=f"{family.name}-{label}", attention_share=float(share),
+                   description=f"{family.description}; attention:other {ratio_label(share)}")
+
+
+def exact_depths(share: float, up_to: int = 48) -> list[int]:
+    """Depths at which the family holds exactly ``share`` attention."""
+    return [d for d in range(1, up_to + 1)
+            if math.isclose(len(attention_positions(d, share)) / d, share)]
+
+
+def layer_order(spec: ArchitectureSpec) -> list[str]:
+    """The sequence mixers of ``spec``, in order."""
+    from ..architecture import mixer_kind
+    return [l.mixer for l in spec.layers if mixer_kind(l.mixer) == "sequence"]
+
+
+def get_family(name: str, striped: bool = False, mixer_kwargs: dict | None = None,
+               attention_ratio: str | None = None) -> Family:
     """A family by name; any other registered sequence mixer or ``pkg.module:Class`` gives a
     family of its own: the mixer with SwiGLU (none if it mixes channels), 25% attention when
-    ``striped``."""
+    ``striped`` (or ``attention_ratio`` given). ``attention_ratio`` (``1:3``, ``0.25``) sets
+    the share of attention of a striped family."""
+    if attention_ratio is not None and name not in FAMILIES:
+        striped = True
+    family = _get_family(name, striped, mixer_kwargs)
+    return family if attention_ratio is None else with_attention_ratio(family, attention_ratio)
+
+
+def _get_family(name: str, striped: bool, mixer_kwargs: dict | None) -> Family:
     if name in FAMILIES and not striped and not mixer_kwargs:
         return FAMILIES[name]
     from ..architecture import mixer_entry
