@@ -291,3 +291,14 @@ def test_layer_on_cuda_matches_cpu_reference(name):
     grads = [p.grad.cpu() for p in gpu.parameters() if p.grad is not None]
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", [n for n, _ in LAYERS])
+def test_flop_formula_bounds_the_measured_count(name):
+    """The analytic count (the chunked algorithm, projections included) is at least what
+    FlopCounterMode measures (matrix products only) and within 15% of it."""
+    from madbench.scaling.flops import layer_flops, measured_layer_flops
+    analytic = layer_flops(name, 32, 32)
+    measured = measured_layer_flops(name, 32, 32)
+    assert analytic.method == "analytic"
+    assert measured <= analytic.total <= 1.15 * measured
