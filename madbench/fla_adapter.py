@@ -269,6 +269,9 @@ class FlaMixer(nn.Module):
         if not torch.cuda.is_available():
             raise FlaUnsupported(f"{self.name} does not run on CPU ({reason}); it needs a CUDA "
                                  "device") from None
+        if x.dtype == torch.float64:   # the checks try float64 first, then float32
+            raise FlaUnsupported(f"{self.name} runs Triton kernels, which madbench does not "
+                                 "run in float64")
         from torch.func import functional_call
         device = torch.device("cuda")
         tensors = {n: t.to(device) for n, t in self.layer.named_parameters()}
