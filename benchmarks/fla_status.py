@@ -164,14 +164,12 @@ def main(argv=None) -> int:
     parser.add_argument("--deadline-s", type=float, default=1800.0)
     args = parser.parse_args(argv)
     _worker_init()
-    import importlib
-
     import torch
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    fla = importlib.import_module("fla")
-    from madbench.fla_adapter import class_names
+    from madbench.fla_adapter import class_names, import_fla
+    fla = import_fla("fla")
     names = class_names() if not args.classes else args.classes.split(",")
     started = time.perf_counter()
     ctx = mp.get_context("spawn")

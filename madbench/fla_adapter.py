@@ -337,13 +337,38 @@ def adapter_class(layer_class: type, version: str = "unknown") -> type:
                                            f"(fla {version})."})
 
 
+def import_fla(module_name: str = "fla.layers"):
+    """Import an fla module. fla's package ``__init__`` also imports ``fla.models`` (its
+    Hugging Face model zoo), which needs transformers >= 5.6.2 while the layers and ops need
+    only ``transformers.utils.logging``; when that import fails, ``fla.models`` is replaced by
+    an empty package (its submodules stay importable) and the import is retried."""
+    import sys
+    import types
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        spec = importlib.util.find_spec("fla")
+        if spec is None or "fla.models" in sys.modules or not spec.submodule_search_locations:
+            raise
+        first = exc
+    stub = types.ModuleType("fla.models")
+    stub.__path__ = [f"{list(spec.submodule_search_locations)[0]}/models"]
+    stub.__all__ = []
+    sys.modules["fla.models"] = stub
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        del sys.modules["fla.models"]
+        raise first from None
+
+
 def import_fla_class(name: str) -> type:
     """The fla class named by ``fla:NAME`` or ``fla.<module>:NAME``."""
     module_name, _, attr = name.partition(":")
     if module_name == FLA_PREFIX:
         module_name = "fla.layers"
     try:
-        module = importlib.import_module(module_name)
+        module = import_fla(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == FLA_PREFIX and module_name.startswith("fla"):
             if importlib.util.find_spec("fla") is None:
@@ -360,7 +385,7 @@ def import_fla_class(name: str) -> type:
 
 def fla_version() -> str:
     try:
-        return importlib.import_module("fla").__version__
+        return import_fla("fla").__version__
     except Exception:  # noqa: BLE001
         return "unknown"
 
@@ -384,12 +409,12 @@ def fla_entry(name: str):
 
 def class_names() -> list[str]:
     """Every layer class ``fla.layers`` exports."""
-    module = importlib.import_module("fla.layers")
+    module = import_fla("fla.layers")
     return sorted(n for n in getattr(module, "__all__", dir(module))
                   if isinstance(getattr(module, n, None), type)
                   and issubclass(getattr(module, n), nn.Module))
 
 
-__all__ = ["FlaMixer", "FlaUnsupported", "adapter_class", "fla_entry", "is_fla_name",
+__all__ = ["FlaMixer", "FlaUnsupported", "adapter_class", "fla_entry", "is_fla_name", "import_fla",
            "calling_convention", "constructor_kwargs", "mad_defaults", "load_balancing_loss",
            "STATE_FORMULAS", "REFUSED", "class_names"]

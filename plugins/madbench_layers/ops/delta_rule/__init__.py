@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from madbench.fla_adapter import import_fla
+
 from ..fla_backend import resolve_fla_backend, token_major
 from .reference import delta_rule_chunked, delta_rule_recurrent
 
@@ -20,12 +22,11 @@ def delta_rule_fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torc
     """fla's chunked Triton kernels on (batch, heads, seq_len, d) inputs (CUDA only)."""
     q_, k_, v_, beta_ = token_major(q, k, v, beta)
     if log_alpha is None:
-        from fla.ops.delta_rule import chunk_delta_rule
-        o, _ = chunk_delta_rule(q_, k_, v_, beta_, scale=scale)
+        o, _ = import_fla("fla.ops.delta_rule").chunk_delta_rule(q_, k_, v_, beta_, scale=scale)
     else:
-        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
         (g_,) = token_major(log_alpha)
-        o, _ = chunk_gated_delta_rule(q_, k_, v_, g_, beta_, scale=scale)
+        o, _ = import_fla("fla.ops.gated_delta_rule").chunk_gated_delta_rule(
+            q_, k_, v_, g_, beta_, scale=scale)
     return o.transpose(1, 2)
 
 

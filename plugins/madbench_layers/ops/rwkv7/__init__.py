@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from madbench.fla_adapter import import_fla
+
 from ..fla_backend import resolve_fla_backend, token_major
 from .reference import rwkv7_chunked, rwkv7_recurrent
 
@@ -17,7 +19,7 @@ __all__ = ["rwkv7", "rwkv7_chunked", "rwkv7_recurrent", "rwkv7_fla"]
 def rwkv7_fla(r, w, k, v, a, b, w_lower_bound: float | None = None) -> torch.Tensor:
     """fla's chunked Triton kernel on (batch, heads, seq_len, d) inputs (CUDA only). With
     ``w_lower_bound`` (every log decay >= it), fla's safe-gate path, as its RWKV-7 layer."""
-    from fla.ops.rwkv7 import chunk_rwkv7
+    chunk_rwkv7 = import_fla("fla.ops.rwkv7").chunk_rwkv7
     args = token_major(r, w, k, v, a, b)
     extra = {} if w_lower_bound is None else {"safe_gate": True, "lower_bound": w_lower_bound,
                                               "chunk_size": 64}
