@@ -9,7 +9,11 @@ pytestmark = pytest.mark.gpu
 
 if not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
-fla_layers = pytest.importorskip("fla.layers")
+try:
+    from madbench.fla_adapter import import_fla
+    fla_layers = import_fla("fla.layers")
+except ImportError as exc:
+    pytest.skip(f"needs flash-linear-attention ({exc})", allow_module_level=True)
 
 from madbench.architecture import LayerSpec, build_mixer, resolve_architecture  # noqa: E402
 from madbench.checks import audit_state, check_causality  # noqa: E402
