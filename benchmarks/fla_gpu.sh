@@ -12,14 +12,14 @@ if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.la
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/tf/*.whl >> "$OUT/fla_import.txt" 2>&1
   python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$OUT/fla_import.txt" 2>&1
 fi
-timeout 330 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadline-s 290 \
+timeout 320 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadline-s 280 \
   --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
-( timeout 240 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
+( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
     --run-dir /tmp/fla_runs --no-progress --output "$OUT/eval_gdn.json" > "$OUT/eval_gdn.log" 2>&1 \
-  || MADBENCH_CUDA_GRAPHS=0 timeout 110 python3 -m madbench eval --arch fla.layers:GatedDeltaNet \
+  || MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench eval --arch fla.layers:GatedDeltaNet \
     --preset smoke --run-dir /tmp/fla_runs_eager --no-progress --output "$OUT/eval_gdn_eager.json" \
     > "$OUT/eval_gdn_eager.log" 2>&1 ) & EVAL=$!
-timeout 320 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
+timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in env.txt fla_import.txt pytest_gpu.log eval_gdn.log eval_gdn_eager.log; do
