@@ -371,6 +371,8 @@ SMALL = {
     "gated-linear-attention": (8, {}), "mh-gated-linear-attention": (16, {}),
     "hyena": (8, {"modes": 2}), "mh-hyena": (32, {}),
     "hyena-experts": (8, {"expert_width": 2, "modes": 2}), "mamba": (8, {}),
+    "deltanet": (8, {"num_heads": 2}), "gated-deltanet": (8, {"num_heads": 2}),
+    "mamba2": (8, {"head_dim": 4, "expand": 1}), "rwkv7": (8, {"head_dim": 4}),
 }
 
 
