@@ -34,7 +34,7 @@ def copy_(dst, src):
         dst.copy_(src)
 
 
-def close(a, b, tol=3e-3):
+def close(a, b, tol=1e-2):
     scale = float(b.abs().max())
     err = float((a.float() - b.float()).abs().max()) / max(scale, 1e-6)
     assert err < tol, f"relative error {err:.2e}"
