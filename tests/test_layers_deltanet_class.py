@@ -24,32 +24,32 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def delta_inputs(seq_len, dtype=F64, seed=0):
+def delta_inputs(seq_len, dtype=F64, seed=0, dk=4, dv=5):
     g = gen(seed)
-    q, k = torch.randn(2, 2, 3, seq_len, 4, dtype=dtype, generator=g)
+    q, k = torch.randn(2, 2, 3, seq_len, dk, dtype=dtype, generator=g)
     k = F.normalize(k, dim=-1)
-    v = torch.randn(2, 3, seq_len, 5, dtype=dtype, generator=g)
+    v = torch.randn(2, 3, seq_len, dv, dtype=dtype, generator=g)
     beta = torch.rand(2, 3, seq_len, dtype=dtype, generator=g)
     log_alpha = F.logsigmoid(3 * torch.randn(2, 3, seq_len, dtype=dtype, generator=g))
     return q, k, v, beta, log_alpha
 
 
-def rwkv7_inputs(seq_len, dtype=F64, seed=0):
+def rwkv7_inputs(seq_len, dtype=F64, seed=0, dk=4, dv=5):
     g = gen(seed)
-    r, k, kappa = torch.randn(3, 2, 3, seq_len, 4, dtype=dtype, generator=g)
+    r, k, kappa = torch.randn(3, 2, 3, seq_len, dk, dtype=dtype, generator=g)
     kappa = F.normalize(kappa, dim=-1)
-    v = torch.randn(2, 3, seq_len, 5, dtype=dtype, generator=g)
-    w = -0.6065 * torch.rand(2, 3, seq_len, 4, dtype=dtype, generator=g)
-    iclr = torch.rand(2, 3, seq_len, 4, dtype=dtype, generator=g)
+    v = torch.randn(2, 3, seq_len, dv, dtype=dtype, generator=g)
+    w = -0.6065 * torch.rand(2, 3, seq_len, dk, dtype=dtype, generator=g)
+    iclr = torch.rand(2, 3, seq_len, dk, dtype=dtype, generator=g)
     return r, w, k, v, -kappa, kappa * iclr
 
 
-def ssd_inputs(seq_len, dtype=F64, seed=0):
+def ssd_inputs(seq_len, dtype=F64, seed=0, dk=4, dv=5):
     g = gen(seed)
-    x = torch.randn(2, 3, seq_len, 5, dtype=dtype, generator=g)
+    x = torch.randn(2, 3, seq_len, dv, dtype=dtype, generator=g)
     dt = F.softplus(torch.randn(2, 3, seq_len, dtype=dtype, generator=g))
     A = -torch.rand(3, dtype=dtype, generator=g) * 4
-    B, C = torch.randn(2, 2, seq_len, 4, dtype=dtype, generator=g)
+    B, C = torch.randn(2, 2, seq_len, dk, dtype=dtype, generator=g)
     return x, dt, A, B, C
 
 
@@ -233,7 +233,8 @@ def _fla_or_skip():
 @pytest.mark.parametrize("gated", [False, True])
 def test_delta_rule_fla_kernel_matches_reference(gated):
     _fla_or_skip()
-    q, k, v, beta, log_alpha = (t.float().cuda() for t in delta_inputs(100, seed=3))
+    inputs = delta_inputs(100, seed=3, dk=16, dv=32)
+    q, k, v, beta, log_alpha = (t.float().cuda() for t in inputs)
     la = log_alpha if gated else None
     args = [t.clone().requires_grad_() for t in (q, k, v, beta)]
     ref_args = [t.detach().double().requires_grad_() for t in args]
@@ -249,7 +250,7 @@ def test_delta_rule_fla_kernel_matches_reference(gated):
 @pytest.mark.gpu
 def test_rwkv7_fla_kernel_matches_reference():
     _fla_or_skip()
-    args = [t.float().cuda().requires_grad_() for t in rwkv7_inputs(100, seed=4)]
+    args = [t.float().cuda().requires_grad_() for t in rwkv7_inputs(100, seed=4, dk=16, dv=16)]
     ref_args = [t.detach().double().requires_grad_() for t in args]
     out = rwkv7(*args, backend="fla", w_lower_bound=-0.6065306597126334)
     ref = rwkv7(*ref_args, backend="reference")
@@ -264,7 +265,7 @@ def test_rwkv7_fla_kernel_matches_reference():
 def test_ssd_kernel_matches_reference():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    args = [t.float().cuda().requires_grad_() for t in ssd_inputs(100, seed=5)]
+    args = [t.float().cuda().requires_grad_() for t in ssd_inputs(100, seed=5, dk=8, dv=32)]
     ref_args = [t.detach().double().requires_grad_() for t in args]
     out = ssd(*args, backend="triton")
     ref = ssd_recurrent(*ref_args)
