@@ -311,3 +311,30 @@ def test_nothing_imports_fla_unless_asked():
             "print('fla' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _status_script():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fla_status.py"
+    spec = importlib.util.spec_from_file_location("fla_status", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_status_script_rows(fake_fla, monkeypatch):
+    """benchmarks/fla_status.py on stand-ins: an evaluable layer with its declared and measured
+    state and a smoke loss, a refused one, a Triton-only one on a machine without CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = _status_script()
+    rows = [status.measure(n, "cpu", 16, 8, 8, 3)
+            for n in ("DeltaNet", "CrossLayer", "TritonOnly", "KVBuilder")]
+    delta, cross, triton_only, kv = rows
+    assert delta["status"] == "evaluable" and delta["causal"] == "yes", delta
+    assert delta["declared"] == "64 + 0" and "->" in delta["smoke"]   # 1 head of 8 x 8
+    assert cross["status"] == "refused" and "shared_k" in cross["note"]
+    assert triton_only["status"] == "GPU only" and "0 active drivers" in triton_only["note"]
+    assert kv["status"] == "refused" and "returns (2, 8, 8)" in kv["note"]
+    table = status.render(rows, "header")
+    assert table.count("\n| `") == 4 and "Totals: GPU only 1, evaluable 1, refused 2" in table
