@@ -22,7 +22,7 @@ timeout 320 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadli
   || MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench eval --arch fla.layers:GatedDeltaNet \
     --preset smoke --run-dir /tmp/fla_runs_eager --no-progress --output "$OUT/eval_gdn_eager.json" \
     > "$OUT/eval_gdn_eager.log" 2>&1 ) & EVAL=$!
-timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs \
+TRITON_F32_DEFAULT=ieee timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in env.txt fla_import.txt pytest_gpu.log eval_gdn.log eval_gdn_eager.log; do

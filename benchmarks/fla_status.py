@@ -16,7 +16,9 @@ Status: ``evaluable`` (built, ran, causal, state audit passed or measured, smoke
     python benchmarks/fla_status.py --device cpu --out docs/fla_status_cpu.md
     python benchmarks/fla_status.py --device cuda --out $OUT/fla_status_h200.md --workers 8
 
-Classes are measured in ``--workers`` worker processes (Triton compiles on the CPU); classes
+fla's float32 matrix products run in IEEE precision (``TRITON_F32_DEFAULT=ieee``, unless set
+otherwise), so that TF32 rounding does not pass for state in the audit. Classes are measured in
+``--workers`` worker processes (Triton compiles on the CPU); classes
 still unmeasured at ``--deadline-s`` are reported as such. Needs fla (``madbench[fla]``).
 """
 from __future__ import annotations
@@ -132,6 +134,9 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
 
 def _worker_init() -> None:
     warnings.simplefilter("ignore")
+    # fla's float32 products in IEEE precision (Triton's default is TF32, whose ~1e-3 noise
+    # would count as state under the audit's 1e-5 rank cut-off); set before any kernel compiles
+    os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
     sys.path[:0] = [ROOT, os.path.join(ROOT, "plugins")]
 
 

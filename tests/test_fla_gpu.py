@@ -116,10 +116,11 @@ def test_adapter_unpacks_real_gated_deltanet_and_bridges_cpu_tensors():
     assert (layer.layer.num_heads, layer.layer.head_k_dim, layer.layer.head_v_dim) == (8, 16, 16)
     assert layer.state_size(128) == 2048
     x = torch.randn(2, 50, DIM, device=DEV)
-    torch.testing.assert_close(layer(x), layer.layer(x)[0])
+    close(layer(x), layer.layer(x)[0], 1e-5)
     result = check_causality(build_mixer(LayerSpec("fla:GatedDeltaNet"), 32), 32, 16)
     assert result.causal and result.dtype == "float32"
     audit = audit_state(lambda d: build_mixer(LayerSpec("fla:GatedDeltaNet"), d), 16)
+    # meaningful with TRITON_F32_DEFAULT=ieee (benchmarks/fla_gpu.sh): TF32 noise is rank
     assert audit.ok, audit.message
 
 
