@@ -217,7 +217,7 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
 
 
 # -- the adapter ---------------------------------------------------------------------------------
-_CPU_FAILURES: dict[type, str] = {}   #: fla classes that failed on CPU tensors, and why
+_CPU_FAILURES: dict[tuple, str] = {}   #: (fla class, dtype) that failed on CPU, and why
 
 
 def _one_line(exc: BaseException) -> str:
@@ -255,15 +255,16 @@ class FlaMixer(nn.Module):
 
     # running the fla layer, on the GPU when its kernels need one
     def _run(self, x: torch.Tensor, kwargs: dict):
-        if x.device.type == "cpu" and self.layer_class in _CPU_FAILURES:
-            return self._run_on_cuda(x, kwargs, _CPU_FAILURES[self.layer_class])
+        key = (self.layer_class, x.dtype)   # a layer may fail on CPU in float64 only
+        if x.device.type == "cpu" and key in _CPU_FAILURES:
+            return self._run_on_cuda(x, kwargs, _CPU_FAILURES[key])
         try:
             return self.layer(x, **kwargs)
         except Exception as exc:  # noqa: BLE001 - Triton without a driver, fp64 kernels, ...
             if x.device.type != "cpu":
                 raise
-            _CPU_FAILURES[self.layer_class] = _one_line(exc)
-            return self._run_on_cuda(x, kwargs, _CPU_FAILURES[self.layer_class])
+            _CPU_FAILURES[key] = _one_line(exc)
+            return self._run_on_cuda(x, kwargs, _CPU_FAILURES[key])
 
     def _run_on_cuda(self, x: torch.Tensor, kwargs: dict, reason: str):
         if not torch.cuda.is_available():
