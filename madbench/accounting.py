@@ -20,13 +20,16 @@ Conventions (recorded here once; every number ``describe_architecture`` returns 
   layer's analytic formula from ``madbench.scaling.flops`` (the paper's App. C.4, a plugin's
   ``madbench_flops`` hook for third-party mixers), else a FlopCounterMode measurement (a lower
   bound: it counts only matrix products, convolutions and fused attention), marked per layer
-  in ``flop_method``; plus the head's 2 dim vocab. A multiply-add is 2 FLOPs; a causal mask
+  in ``flop_method`` (``unknown``, with ``None`` counts and a one-line warning, when the
+  layer cannot be counted: FLOPs are information and never block an evaluation); plus the
+  head's 2 dim vocab. A multiply-add is 2 FLOPs; a causal mask
   does not halve attention. Multiply by about 3 for training.
 """
 from __future__ import annotations
 
 import functools
 import math
+import sys
 from typing import Any
 
 import torch
@@ -90,12 +93,13 @@ def layer_state(mixer: torch.nn.Module, kind: str, seq_len: int) -> dict:
             "dynamic_state": int(state_method(seq_len)), "cache": cache}
 
 
-def build_language_model(spec: ArchitectureSpec, vocab_size: int) -> LanguageModel:
-    """The language model of ``spec``, initialised from a fixed seed without touching the
-    caller's random state."""
+def build_language_model(spec: ArchitectureSpec, vocab_size: int,
+                         seq_len: int | None = None) -> LanguageModel:
+    """The language model of ``spec`` (mixers that take a ``max_length`` get ``seq_len``),
+    initialised from a fixed seed without touching the caller's random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
-        return LanguageModel(spec, vocab_size)
+        return LanguageModel(spec, vocab_size, seq_len)
 
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
@@ -127,11 +131,9 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
     spec = as_spec(spec)
     if seq_len < 1 or vocab_size < 2:
         raise MadbenchError(f"need seq_len >= 1 and vocab_size >= 2, got {seq_len}, {vocab_size}")
-    from .scaling.flops import layer_flops
-    model = build_language_model(spec, vocab_size)
-    # a measured lower bound is marked by flop_method, not warned about
-    layer_counts = [layer_flops(l.mixer, spec.dim, seq_len, l.kwargs, warn=False)
-                    for l in spec.layers]
+    model = build_language_model(spec, vocab_size, seq_len)
+    layer_counts = [_layer_flops(index, l, spec.dim, seq_len)
+                    for index, l in enumerate(spec.layers)]
     layers = []
     for index, (layer, block) in enumerate(zip(spec.layers, model.encoder.blocks)):
         entry = mixer_entry(layer.mixer)
@@ -144,8 +146,10 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
             "params": count_params(block.mixer), "active_params": active_params(block.mixer),
             "norm_params": count_params(block.norm),
             **layer_state(block.mixer, kind, seq_len),
-            "flops_per_token": layer_counts[index].total / seq_len,
-            "flop_method": layer_counts[index].method,
+            "flops_per_token": (None if layer_counts[index] is None
+                                else layer_counts[index].total / seq_len),
+            "flop_method": "unknown" if layer_counts[index] is None
+            else layer_counts[index].method,
         })
     total = count_params(model)
     blocks = count_params(model.encoder.blocks)
@@ -161,11 +165,25 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
         "dynamic_state": None if unknown else sum(l["dynamic_state"] for l in layers),
         "cache": sum(l["cache"] for l in layers),
         "unknown_state_layers": unknown,
-        # blocks (analytic formulas; FlopCounterMode for mixers without one) plus the head
-        "flops_per_token": sum(c.total for c in layer_counts) / seq_len
-        + 2.0 * spec.dim * vocab_size,
+        # blocks (analytic formulas; FlopCounterMode for mixers without one) plus the head;
+        # unknown when some layer could not be counted
+        "flops_per_token": None if None in layer_counts else
+        sum(c.total for c in layer_counts) / seq_len + 2.0 * spec.dim * vocab_size,
         "layers": layers,
     }
+
+
+def _layer_flops(index: int, layer, dim: int, seq_len: int):
+    """A layer's FLOP count (a measured lower bound is marked by its method, not warned
+    about), or None with a one-line warning when it cannot be counted: an informational
+    number never blocks an evaluation."""
+    from .scaling.flops import layer_flops
+    try:
+        return layer_flops(layer.mixer, dim, seq_len, layer.kwargs, warn=False)
+    except MadbenchError as exc:
+        print(f"Warning: FLOPs of layer {index} ({layer.mixer}) unknown: {exc}",
+              file=sys.stderr)
+        return None
 
 
 def has_dynamic_state(description: dict) -> bool:

@@ -105,15 +105,41 @@ def mixer_entry(name: str) -> Entry:
     if ":" in name:
         cls = _import_path(name)
         kind = getattr(cls, "mixer_kind", "sequence")
-        return Entry(name, cls, plugin="<import path>", metadata={"kind": kind})
+        metadata = {"kind": kind, "mixes_channels": bool(getattr(cls, "mixes_channels", False))}
+        return Entry(name, cls, plugin="<import path>", metadata=metadata)
     known = ", ".join(sorted(reg.mixers))
     raise UsageError(f"unknown mixer {name!r} (registered: {known}; or give pkg.module:Class)")
 
 
-def build_mixer(layer: LayerSpec, dim: int) -> nn.Module:
-    """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``."""
+#: Constructor arguments that receive the setting's sequence length unless the user gives one
+#: (mad-lab's benchmark passes ``max_length = seq_len`` to every layer).
+LENGTH_KWARGS = ("max_length", "seq_len", "l_max")
+
+
+def length_kwarg(cls: type) -> str | None:
+    """The named constructor parameter of ``cls`` that takes the sequence length, if any
+    (a catch-all ``**kwargs`` does not count)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in LENGTH_KWARGS:
+        p = params.get(name)
+        if p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return name
+    return None
+
+
+def build_mixer(layer: LayerSpec, dim: int, seq_len: int | None = None) -> nn.Module:
+    """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``; with ``seq_len``,
+    a constructor that takes ``max_length`` (or ``seq_len`` / ``l_max``) gets it unless the
+    layer's kwargs set it."""
     entry = mixer_entry(layer.mixer)
     kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    if seq_len is not None:
+        name = length_kwarg(entry.obj)
+        if name is not None and name not in layer.kwargs:
+            kwargs[name] = int(seq_len)
     try:
         return entry.obj(dim, **kwargs)
     except TypeError as exc:
@@ -156,6 +182,9 @@ def _coerce_layers(obj: Any) -> tuple[LayerSpec, ...]:
 
 
 def _shorthand_to_name(part: str) -> str:
+    if ":" in part:              # an import path inside a shorthand, e.g. mA-pkg.mod:Cls-mA-Sg
+        mixer_entry(part)
+        return part
     reg = get_registry()
     for name, entry in reg.mixers.items():
         if entry.metadata.get("shorthand") == part:
@@ -207,7 +236,7 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                              "--mixer-kwargs apply to a single mixer")
         layers = _coerce_layers(reg.architectures[arch].obj)
         return ArchitectureSpec(arch, layers, dim)
-    is_mixer = arch in reg.mixers or ":" in arch or any(
+    is_mixer = arch in reg.mixers or (":" in arch and "-" not in arch) or any(
         e.metadata.get("shorthand") == arch for e in reg.mixers.values())
     if is_mixer:
         layers = standard_model(arch, channel or "swiglu", striped, mixer_kwargs)

@@ -9,7 +9,9 @@ State audit: for a causal map, the outputs after a split point depend on the inp
 only through what crosses the split, so the Jacobian d y[split:] / d x[:split] (at a random
 input) has rank at most that state. The rank is measured in float64 by SVD: singular values
 above ``AUDIT_RTOL`` (1e-9) times the largest count. A mixer passes when the measured rank is
-at most its declared ``state_size(split) + cache_size(split)``. The bound is informative only
+at most its declared ``state_size(split) + cache_size(split)``; a layer whose state has no exact
+finite size (implicit long filters) names the convention it counts by in ``state_convention``,
+and is reported against it, neither passed nor failed. The bound is informative only
 when the inputs before the split and the outputs after it both number more than the declared
 state (``prefix * dim`` and ``suffix * dim``), so both are chosen as the fewest whole positions
 that exceed it (``jacobian_side``). The cost grows as the cube of that side, so the side is
@@ -221,6 +223,11 @@ def check_contract(module: MixerLike, dim: int, seq_len: int = 32, batch: int = 
     x = _randn((batch, seq_len, dim), torch.float32, seed)
     with torch.no_grad():
         y = copy.deepcopy(module).float().eval()(x)
+    if not isinstance(y, torch.Tensor):
+        kind = type(y).__name__
+        return ContractResult(False, False, False, False, [
+            f"forward returns a {kind}, not a tensor (madbench needs the output tensor alone: "
+            f"wrap the layer so that forward returns it, e.g. the first element of the {kind})"])
     shape_ok = tuple(y.shape) == tuple(x.shape)
     dtype_ok = y.dtype == x.dtype
     finite = bool(torch.isfinite(y).all()) if shape_ok else False
@@ -277,6 +284,7 @@ class AuditResult:
     sigma_after_rank: float | None = None  #: the first one not counted, relative
     gradient_ok: bool = True  #: the Jacobian agrees with finite differences
     gradient_error: float = 0.0  #: relative disagreement
+    convention: str | None = None  #: the layer's ``state_convention``, when it counts by one
 
     @property
     def declared_total(self) -> int | None:
@@ -292,6 +300,12 @@ class AuditResult:
                     f"crosses the split (detached or non-differentiable state?) {where}")
         if self.declared_state is None:
             return f"no state_size declared; measured state {self.measured_state}{bound} {where}"
+        if self.convention is not None:
+            relation = ("exceeds" if self.measured_state > self.declared_total
+                        else "is within")
+            return (f"declared by convention, not checked: measured {self.measured_state}"
+                    f"{bound} {relation} declared {self.declared_state} + cache "
+                    f"{self.declared_cache} {where}; {self.convention}")
         verdict = "ok" if self.ok else "UNDER-DECLARED"
         note = "" if self.informative else " (bound not informative: Jacobian too small)"
         return (f"{verdict}: measured {self.measured_state}{bound} vs declared "
@@ -385,15 +399,18 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     measured = int((sigma > rtol * top).sum()) if top > 0 else 0
     state, cache = declared_state(module, prefix)
     total = None if state is None else state + cache
+    convention = getattr(module, "state_convention", None)
     return AuditResult(
         declared_state=state, declared_cache=cache, measured_state=measured,
-        ok=(False if not gradient_ok else None if total is None else measured <= total),
+        ok=(False if not gradient_ok else None if total is None or convention
+            else measured <= total),
         informative=total is not None and min(prefix, suffix) * dim > total,
         saturated=measured == min(prefix, suffix) * dim, dim=dim, prefix=prefix,
         suffix=suffix, rtol=rtol, dtype=str(dtype).replace("torch.", ""),
         sigma_at_rank=float(sigma[measured - 1]) / top if measured else None,
         sigma_after_rank=float(sigma[measured]) / top if 0 < measured < len(sigma) else None,
-        gradient_ok=gradient_ok, gradient_error=gradient_error)
+        gradient_ok=gradient_ok, gradient_error=gradient_error,
+        convention=None if convention is None else str(convention))
 
 
 def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
@@ -404,7 +421,7 @@ def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
     width, best, best_side = dim, dim, None
     while width >= 8:
         try:
-            module = build_mixer(layer, width)
+            module = build_mixer(layer, width, 2 * max_size)
         except Exception:  # noqa: BLE001 - the class does not accept this width
             break
         state, cache = declared_state(module, 8192)
@@ -443,13 +460,17 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
     ``raise_on_failure`` is False.
     """
     spec = as_spec(spec)
-    model = build_language_model(spec, vocab_size)
+    model = build_language_model(spec, vocab_size, seq_len)
     layers, failures = [], []
     for index, (layer, block) in enumerate(zip(spec.layers, model.encoder.blocks)):
         label = _layer_label(index, layer)
         try:
             contract = check_contract(block.mixer, spec.dim, seq_len)
+            if not contract.shape_ok:  # nothing else can be checked on a wrong shape
+                raise CheckFailed(f"{label} breaks the mixer contract: {contract.message}")
             causality = check_causality(block.mixer, spec.dim, seq_len)
+        except CheckFailed:
+            raise
         except Exception as exc:  # noqa: BLE001 - a mixer that crashes is refused, in one line
             raise CheckFailed(f"{label} fails to run on (2, {seq_len}, {spec.dim}) inputs: "
                               f"{_one_line(exc)}") from None
@@ -461,7 +482,7 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
         if not contract.ok:
             failures.append(f"{label} breaks the mixer contract: {contract.message}")
     try:
-        whole = check_model_causality(build_language_model(spec, vocab_size).double(),
+        whole = check_model_causality(build_language_model(spec, vocab_size, seq_len).double(),
                                       vocab_size, seq_len)
     except Exception:  # noqa: BLE001 - a layer that cannot run in float64
         whole = check_model_causality(model, vocab_size, seq_len)
@@ -491,8 +512,9 @@ def audit_architecture(spec: Any, max_size: int = AUDIT_MAX_SIZE,
         key = json.dumps([layer.mixer, dict(layer.kwargs)], sort_keys=True, default=str)
         if key not in cache:
             width = audit_dim or _audit_width(layer, spec.dim, max_size)
+            longest = 2 * max_size  # no split is longer, at any width (see _split_lengths)
             try:
-                cache[key] = audit_state(lambda d, _l=layer: build_mixer(_l, d), width,
+                cache[key] = audit_state(lambda d, _l=layer: build_mixer(_l, d, longest), width,
                                          max_size=max_size)
             except Exception as exc:  # noqa: BLE001 - e.g. no backward pass: refused in one line
                 raise CheckFailed(f"{_layer_label(index, layer)} cannot be audited at width "

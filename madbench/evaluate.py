@@ -94,6 +94,9 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
     desc = describe_architecture(spec)
     ok, message = check_iso_state(desc, target=state_target)
     flags = []
+    if desc["fixed_state"] is None and desc["dynamic_state"] is None:
+        ok, message = True, measured_state_note(spec, state_target)
+        flags.append("state-measured")
     if not ok:
         if not allow_state_mismatch:
             raise CheckFailed(f"{message} (use --allow-state-mismatch to evaluate anyway; the "
@@ -108,6 +111,18 @@ def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = Fal
             "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
                                                     "active_params", "fixed_state",
                                                     "dynamic_state", "cache")}}
+
+
+def measured_state_note(spec: ArchitectureSpec, state_target: int) -> str:
+    """For layers that declare no ``state_size``: what the state audit measures instead (a
+    lower bound). The model is evaluated, flagged ``state-measured``, not refused."""
+    from .checks import audit_architecture
+    audit = audit_architecture(spec)
+    parts = [f"layer {l['index']} ({l['mixer']}) {l['measured_state']:,}"
+             + (" or more (saturated)" if l["saturated"] else "")
+             for l in audit["layers"] if l["declared_state"] is None]
+    return ("state not declared (no state_size); measured by the audit: " + ", ".join(parts)
+            + f"; iso-state (target {state_target:,}) is not verified")
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]

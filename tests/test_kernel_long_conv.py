@@ -194,13 +194,14 @@ def test_gpu_mad_shapes_fp32_and_bf16(length):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("name", ["hyena", "mh-hyena", "hyena-experts"])
+@pytest.mark.parametrize("name", ["hyena", "mh-hyena", "hyena-experts", "hyena-modal",
+                                  "mh-hyena-modal", "hyena-experts-modal"])
 def test_gpu_layers_match_the_reference_path(name, monkeypatch):
     """The layers on CUDA (kernel) equal the same layers with MADBENCH_KERNELS=reference,
     output and every gradient (input and parameters)."""
-    from madbench_layers.hyena import Hyena, HyenaExperts, MultiHeadHyena
+    from madbench.architecture import LayerSpec, build_mixer
     torch.manual_seed(0)
-    layer = {"hyena": Hyena, "mh-hyena": MultiHeadHyena, "hyena-experts": HyenaExperts}[name](128)
+    layer = build_mixer(LayerSpec(name), 128, 256)
     layer = layer.cuda()
     x = torch.randn(16, 256, 128, device="cuda", requires_grad=True)
     leaves = [x, *layer.parameters()]

@@ -174,12 +174,17 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
                          "-" if a is None else _number(a["declared_total"]),
                          "-" if a is None else _number(a["measured_state"]),
                          "-" if a is None else a["dim"],
-                         "-" if a is None else ("?" if a["ok"] is None else
+                         "-" if a is None else ("convention" if a.get("convention") else
+                                                "?" if a["ok"] is None else
                                                 "ok" if a["ok"] else "UNDER-DECLARED")])
         click.echo(f"{spec.name}  (dim {spec.dim}, causality at L {seq_len})")
         click.echo(tabulate(rows, headers=["#", "mixer", "causal", "contract",
                                            "declared+cache", "measured", "audit dim",
                                            "state"], disable_numparse=True))
+        notes = {a["mixer"]: a["message"] for a in audits.values()
+                 if a.get("convention") or a["declared_state"] is None}
+        for mixer, message in notes.items():
+            click.echo(f"state of {mixer}: {message}")
         click.echo(f"whole model: {guard['model']['message']}")
         click.echo("all checks passed" if not failures else
                    f"{len(failures)} check(s) failed")

@@ -97,7 +97,7 @@ def moe_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16, top_k:
             "combine": 2.0 * L * dim * top_k}
 
 
-def hyena_flops(dim: int, L: int, modes: int = 8, short_filter: int = 3,
+def modal_hyena_flops(dim: int, L: int, modes: int = 8, short_filter: int = 3,
                 direct_term: bool = True, **_: Any) -> dict[str, float]:
     """Order-2 Hyena (paper terms; featurisation for the modal filter). Gates: x1*v and x2*y
     (one FLOP each per channel and position) and the direct term D*u (a multiply-add): 4LD."""
@@ -109,7 +109,7 @@ def hyena_flops(dim: int, L: int, modes: int = 8, short_filter: int = 3,
             "output_projection": 2.0 * L * dim * dim}
 
 
-def mh_hyena_flops(dim: int, L: int, heads: int = 16, modes: int = 1, short_filter: int = 3,
+def modal_mh_hyena_flops(dim: int, L: int, heads: int = 16, modes: int = 1, short_filter: int = 3,
                    direct_term: bool = True, **_: Any) -> dict[str, float]:
     """Multi-head Hyena (re-derived for madbench's layout): per head of size d = D/H the outer
     product k (x) v (L D d), one filter per key channel (featurisation over D filters), D d
@@ -125,8 +125,8 @@ def mh_hyena_flops(dim: int, L: int, heads: int = 16, modes: int = 1, short_filt
             "output_projection": 2.0 * L * dim * dim}
 
 
-def hyena_experts_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16,
-                        top_k: int = 2, modes: int = 8, short_filter: int = 3,
+def modal_hyena_experts_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16,
+                              top_k: int = 2, modes: int = 8, short_filter: int = 3,
                         direct_term: bool = True, **_: Any) -> dict[str, float]:
     """Hyena experts (re-derived): dense over all E w channels up to the long convolution (a
     filter reads every earlier position, selected or not): router 2 L D E, input projection
@@ -143,6 +143,62 @@ def hyena_experts_flops(dim: int, L: int, experts: int = 8, expert_width: int = 
             "gates": (3.0 if direct_term else 1.0) * L * inner + 1.0 * L * active,
             "output_projection": 2.0 * L * active * dim,
             "combine": 2.0 * L * dim * top_k}
+
+
+def implicit_filter_flops(L: int, order: int, channels: int, depth: int = 2) -> float:
+    """Evaluating an implicit filter at L positions: the MLP (3 -> order, depth x order ->
+    order, order -> channels), 2 FLOPs per multiply-add; sines and the window not counted. The
+    paper's S L D term, with the MLP's layers spelled out."""
+    return 2.0 * L * (3 * order + depth * order * order + order * channels)
+
+
+def hyena_flops(dim: int, L: int, inner_factor: int = 4, proj_groups: int = 4,
+                short_filter: int = 3, filter_order: int = 4, **_: Any) -> dict[str, float]:
+    """Order-2 Hyena as mad-lab builds it (inner width E D, projection tied over
+    ``proj_groups``): input projection 2 L D (3 E D / groups), short convolutions on 3 E D
+    channels, the implicit filters, the FFT convolution of E D channels, gates x1*v, D*u (a
+    multiply-add) and x0*y (4 L E D), output projection 2 L E D D."""
+    inner = inner_factor * dim
+    return {"projections": 2.0 * L * dim * (3 * inner // proj_groups),
+            "short_convs": short_conv_flops(L, 3 * inner, short_filter),
+            "filter_featurisation": implicit_filter_flops(L, filter_order, inner),
+            "fft_conv": fft_conv_flops(L, inner),
+            "gates": 4.0 * L * inner,
+            "output_projection": 2.0 * L * inner * dim}
+
+
+def mh_hyena_flops(dim: int, L: int, heads: int = 16, head_size: int | None = None,
+                   proj_groups: int = 4, short_filter: int = 3, filter_order: int = 2,
+                   **_: Any) -> dict[str, float]:
+    """Multi-head Hyena as mad-lab builds it: per head of size d the outer products k_i v_j
+    (L D d), one implicit filter per head, D d channels through the FFT convolution, the direct
+    term (2 L D d) and the read-out with q (2 L D d): the paper's "convolution and gates scale
+    with D^2/H"."""
+    d = dim // heads if head_size is None else head_size
+    return {"projections": 2.0 * L * dim * (3 * dim // proj_groups),
+            "short_convs": short_conv_flops(L, 3 * dim, short_filter),
+            "filter_featurisation": implicit_filter_flops(L, filter_order, heads),
+            "outer_product": 1.0 * L * dim * d,
+            "fft_conv": fft_conv_flops(L, dim * d),
+            "gates": 4.0 * L * dim * d,
+            "output_projection": 2.0 * L * dim * dim}
+
+
+def hyena_experts_flops(dim: int, L: int, experts: int = 8, expert_width: int = 16,
+                        short_filter: int = 3, filter_order: int = 16, **_: Any
+                        ) -> dict[str, float]:
+    """Hyena experts as mad-lab builds it: an order-2 Hyena over all E w channels (every
+    expert's convolution runs at every position), router 2 L D E, the router-weighted sum over
+    experts (2 L E w) and the shared output projection 2 L w D."""
+    inner = experts * expert_width
+    return {"router": 2.0 * L * dim * experts,
+            "projections": 2.0 * L * dim * 3 * inner,
+            "short_convs": short_conv_flops(L, 3 * inner, short_filter),
+            "filter_featurisation": implicit_filter_flops(L, filter_order, inner),
+            "fft_conv": fft_conv_flops(L, inner),
+            "gates": 4.0 * L * inner,
+            "combine": 2.0 * L * inner,
+            "output_projection": 2.0 * L * expert_width * dim}
 
 
 def mamba_flops(dim: int, L: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
@@ -265,6 +321,9 @@ BUILTIN_FORMULAS: dict[str, Callable[..., dict[str, float]]] = {
     "madbench_layers.hyena:Hyena": hyena_flops,
     "madbench_layers.hyena:MultiHeadHyena": mh_hyena_flops,
     "madbench_layers.hyena:HyenaExperts": hyena_experts_flops,
+    "madbench_layers.hyena_modal:ModalHyena": modal_hyena_flops,
+    "madbench_layers.hyena_modal:ModalMultiHeadHyena": modal_mh_hyena_flops,
+    "madbench_layers.hyena_modal:ModalHyenaExperts": modal_hyena_experts_flops,
     "madbench_layers.mamba:Mamba": mamba_flops,
     "madbench_layers.gla:GatedLinearAttention": gla_flops,
     "madbench_layers.linear_attention:LinearAttention": linear_attention_flops,
@@ -331,19 +390,21 @@ def _from_hook(mixer: str, dim: int, seq_len: int, kwargs: dict) -> dict[str, fl
 
 def measured_layer_flops(mixer: str, dim: int, seq_len: int,
                          kwargs: Mapping[str, Any] | None = None) -> float:
-    """Forward FLOPs of one layer on one sequence, counted by FlopCounterMode."""
+    """Forward FLOPs of one layer on one sequence, counted by FlopCounterMode. The forward
+    runs with gradients enabled, as in training (some layers' autograd functions assert it).
+    Raises MadbenchError (one line) when the layer cannot be built or run."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..accounting import EXTRA_FLOP_FORMULAS
     from ..architecture import LayerSpec, build_mixer
-    with torch.random.fork_rng(devices=[]):      # leaves the caller's random state alone
-        torch.manual_seed(0)
-        module = build_mixer(LayerSpec(mixer, dict(kwargs or {})), dim)
-        x = torch.randn(1, seq_len, dim)
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
     try:
-        with torch.no_grad(), counter:
+        with torch.random.fork_rng(devices=[]):      # leaves the caller's random state alone
+            torch.manual_seed(0)
+            module = build_mixer(LayerSpec(mixer, dict(kwargs or {})), dim, seq_len)
+            x = torch.randn(1, seq_len, dim)
+        counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+        with torch.enable_grad(), counter:
             module(x)
     except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
         raise MadbenchError(f"forward pass of {mixer!r} failed while counting FLOPs: "

@@ -9,7 +9,8 @@ and a swish output gate ``swish(x_t W_g)``, then the output projection.
 Registered layers (MAD defaults at width 128): ``mh-gated-linear-attention`` (mAlg, 8 heads of
 16; 86,160 parameters) and ``gated-linear-attention`` (Alg, 1 head of 128; 86,272). The q, k,
 v, gate and output projections have no bias (paper rule); the forget gate keeps its bias ``b``,
-which is part of GLA's definition (as in mad-lab, whose counts these match).
+which is part of GLA's definition (as in mad-lab, whose counts these match). Every weight
+starts as the reference's: Xavier-uniform with gain 2^-2.5 (the backbone zeroes the gate bias).
 
 The op is ``chunk_gla`` (chunked: parallel inside a chunk, recurrent across chunks), in
 ``ops/gla``: a dispatcher that runs the Triton kernel on CUDA tensors and the pure-PyTorch
@@ -52,6 +53,9 @@ class GatedLinearAttention(nn.Module):
                                      nn.Linear(gate_low_rank_dim, key_dim, bias=True))
         self.norm_weight = nn.Parameter(torch.ones(self.head_v_dim))
         self.o_proj = nn.Linear(value_dim, dim, bias=False)
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.o_proj,
+                       *self.gk_proj):   # the reference's init (its reset_parameters)
+            nn.init.xavier_uniform_(linear.weight, gain=2 ** -2.5)
 
     def _heads(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         batch, seq_len, _ = t.shape

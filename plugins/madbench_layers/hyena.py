@@ -1,236 +1,187 @@
-"""The Hyena family with modal long filters: Hyena (H), multi-head Hyena (mH), Hyena experts (He).
+"""The Hyena family as the reference implementation (mad-lab) builds it: Hyena (H), multi-head
+Hyena (mH) and Hyena experts (He), with implicit long filters (``implicit_filter.py``).
 
-All three share one skeleton: a linear input projection to three streams, a short causal
-depthwise convolution (filter 3) on every stream, a long causal convolution with a modal filter
-(``modal_filter.py``: a sum of damped complex exponentials, so the state is finite and exact),
-multiplicative gating, and a linear output projection. No bias anywhere (the paper's rule); the
-filter's direct term ``D`` is a feed-through gain on the input, not an additive bias.
+Shared skeleton, for an inner width ``inner``:
 
-State per sequence (``state_size``) is the modal recurrence's state, ``2 * modes`` real numbers per
-filtered channel. The short convolutions also keep the last ``short_filter - 1`` inputs of each of
-the three projected streams; that is ``cache_size``, outside the paper's 4,096 count.
+1. ``in_proj``: a biased linear map to ``3 * inner / proj_groups`` channels, tiled
+   ``proj_groups`` times (the reference ties its projections this way);
+2. a causal depthwise convolution of width 3, with bias, on the ``3 * inner`` channels, split
+   into three streams;
+3. a long causal convolution of the gated stream with the implicit filters plus a learned
+   direct term ``D`` (``y = h * u + D u``), computed as one causal convolution with ``D`` added
+   to the filter's first tap;
+4. the gates and a biased output projection.
 
-Every layer also runs as a recurrence (``initial_state``, ``step``): the tests step it one token at
-a time and check that it reproduces ``forward`` while carrying exactly ``state_size`` state
-elements plus ``cache_size`` cache elements.
+Layers (MAD defaults at width 128; parameters at ``max_length`` 128, which adds 3 per position):
 
-Layouts and counts at the MAD defaults (width 128):
+- ``hyena`` (H): inner width 4 x 128 = 512, ``proj_groups`` 4, streams ``x0, x1, v``;
+  ``y = out(x0 * (h * (x1 * v) + D x1 v))``; filter MLP width 4. 124,348 parameters (the
+  reference's count). State 512 x 4 = 2,048 by the paper's convention.
+- ``mh-hyena`` (mH): inner 128, ``proj_groups`` 4, ``heads`` groups of ``head_size`` channels,
+  streams ``q, v, k``; per head the outer products ``k_i v_j`` are filtered by the head's filter
+  (shared over i, j) and read out with q: ``y[head, j] = sum_i q_i (h * (k_i v_j) + D k_i v_j)``;
+  filter MLP width 2. Default 16 heads of 8, the paper's layout (state 16 x 8 x 8 x 2 = 2,048);
+  the reference passes its ``num_heads: 16`` where a head size is read, giving 8 heads of 16
+  (``heads=8, head_size=16``: state 4,096 per layer, mad-protocol.md D15).
+- ``hyena-experts`` (He): 8 experts of width 16 (128 channels, expert ``e`` owning channels
+  ``i * 8 + e``), no projection tying, filter MLP width 16; a biased router scores the experts
+  per token, and the experts' gated outputs are mixed by the router weights before a shared
+  biased projection 16 -> width. ``routing="top-k"`` (default, the paper): softmax over the top-2
+  logits, zero elsewhere; ``routing="mad-lab"``: the reference's gate, which sets the other
+  logits to 0 (not -inf) before a softmax over all experts (D11). State 128 x 16 = 2,048.
 
-- ``hyena`` (H): streams v, x1, x2 of 128 channels; ``y = x2 * (h * (x1 * v))`` with one filter of
-  8 complex modes per channel. State 128 x 8 x 2 = 2,048.
-- ``mh-hyena`` (mH): 16 heads of size 8; streams q, k, v. Per head the outer product
-  ``z[i, j] = k[i] * v[j]`` (8 x 8 channels) is filtered along time by the filter of key channel
-  ``(head, i)`` (one complex mode, shared over j) and read out with q:
-  ``y[head, j] = sum_i q[head, i] * (h_(head,i) * z[i, j])``. State 16 x 8 x 8 x 2 = 2,048.
-- ``hyena-experts`` (He): 8 experts of 16 channels (128 in all), each an order-2 Hyena with
-  filters of 8 complex modes; a router picks 2 experts per token. State 8 x 16 x 16 = 2,048 (all
-  experts: a filter's state must advance at every token, selected or not).
-
-How sparsity works in Hyena experts: the router (no bias) scores the experts per token, keeps the
-top-k logits and takes a softmax over those only, so unselected experts get exactly zero weight.
-A long convolution at position t reads every earlier position, so the work that feeds the
-convolutions is dense: all experts' v, x1, x2 projections and short convolutions, and all experts'
-long convolutions, at every position. What is position-wise is skipped: each expert's output gate
-``x2 * (h * (x1 * v))`` and its output projection (16 -> width) are computed only for the tokens
-routed to it, and weighted by the router. ``active_parameters`` counts accordingly.
+The short convolutions keep the last 2 inputs of each of their channels (``cache_size``).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from madbench.errors import UsageError
 
-from .channel import top_k_routing
-from .modal_filter import ModalFilter, fft_causal_conv  # noqa: F401 (re-exported)
+from .implicit_filter import STATE_CONVENTION, ImplicitFilter
 from .ops.long_conv import gated_long_conv, multihead_long_conv
 
+DEFAULT_MAX_LENGTH = 1280  #: the reference's default when no sequence length is given
 
-class ShortConv(nn.Module):
-    """Causal depthwise convolution over the time axis of (batch, channels, seq_len), no bias."""
 
-    def __init__(self, channels: int, width: int):
+def with_direct_term(h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Filters ``h`` (channels, L) with ``D`` added to tap 0: ``h * u + D u`` as one filter."""
+    return torch.cat([h[:, :1] + d[:, None].to(h.dtype), h[:, 1:]], dim=1)
+
+
+class _ImplicitHyena(nn.Module):
+    """Projection, tiling, short convolution and the implicit filter with its direct term."""
+
+    state_convention = STATE_CONVENTION
+    channels_per_filter = 1  #: channels one filter convolves (head_size ** 2 in mh-hyena)
+
+    def __init__(self, dim: int, inner: int, proj_groups: int, short_filter: int,
+                 filters: int, filter_order: int, max_length: int):
         super().__init__()
-        self.channels, self.width = channels, width
-        self.conv = nn.Conv1d(channels, channels, width, groups=channels, padding=width - 1,
-                              bias=False)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.conv(u)[..., : u.shape[-1]]
-
-    def cache_size(self) -> int:
-        """Past inputs kept for the next step: ``channels * (width - 1)``."""
-        return self.channels * (self.width - 1)
-
-    def initial_cache(self, batch: int, dtype=torch.float32) -> torch.Tensor:
-        return torch.zeros(batch, self.channels, self.width - 1, dtype=dtype,
-                           device=self.conv.weight.device)
-
-    def step(self, u: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``u``: (batch, channels) at one time step; ``cache``: the previous ``width - 1``."""
-        window = torch.cat([cache, u[..., None]], dim=-1)  # oldest ... newest
-        y = (window * self.conv.weight[:, 0, :]).sum(-1)
-        return y, window[..., 1:]
-
-
-class _HyenaBase(nn.Module):
-    """Input projection to three streams of ``inner`` channels and their short convolutions."""
-
-    def __init__(self, dim: int, inner: int, short_filter: int):
-        super().__init__()
-        self.dim, self.inner = dim, inner
-        self.in_proj = nn.Linear(dim, 3 * inner, bias=False)
-        self.short_conv = ShortConv(3 * inner, short_filter)
+        width = 3 * inner
+        if width % proj_groups:
+            raise UsageError(f"3 x inner width {width} is not divisible by proj_groups "
+                             f"{proj_groups}")
+        self.dim, self.inner, self.proj_groups = dim, inner, proj_groups
+        self.max_length, self.short_filter = max_length, short_filter
+        self.in_proj = nn.Linear(dim, width // proj_groups)
+        self.short_conv = nn.Conv1d(width, width, short_filter, groups=width,
+                                    padding=short_filter - 1)
+        self.filter = ImplicitFilter(filters, filter_order, max_length)
+        self.direct = nn.Parameter(torch.randn(filters))
 
     def streams(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(batch, seq_len, dim) -> three (batch, inner, seq_len) streams after the short conv."""
-        return self.short_conv(self.in_proj(x).transpose(1, 2)).chunk(3, dim=1)
+        """(batch, L, dim) -> three (batch, inner, L) streams after the short convolution."""
+        length = x.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"sequence length {length} exceeds max_length {self.max_length}")
+        u = self.in_proj(x)
+        if self.proj_groups > 1:
+            u = u.repeat(1, 1, self.proj_groups)
+        return self.short_conv(u.transpose(1, 2))[..., :length].split(self.inner, dim=1)
 
-    def stream_step(self, x: torch.Tensor, cache: torch.Tensor):
-        u, cache = self.short_conv.step(self.in_proj(x), cache)
-        return (*u.chunk(3, dim=-1), cache)
+    def long_filters(self, length: int) -> torch.Tensor:
+        return with_direct_term(self.filter(length), self.direct)
+
+    def state_size(self, seq_len: int) -> int:
+        """Filtered channels x filter MLP width (the paper's convention, see
+        ``state_convention``)."""
+        return self.filter.channels * self.filter.order * self.channels_per_filter
 
     def cache_size(self, seq_len: int) -> int:
-        return self.short_conv.cache_size()
+        """The short convolution's last ``short_filter - 1`` inputs of each channel."""
+        return 3 * self.inner * (self.short_filter - 1)
 
 
-class Hyena(_HyenaBase):
-    """Hyena of order 2 with modal long filters: ``y = out(x2 * (h * (x1 * v)))``."""
+class Hyena(_ImplicitHyena):
+    """Hyena of order 2: ``y = out(x0 * (h * (x1 * v) + D x1 v))``."""
 
-    def __init__(self, dim: int, modes: int = 8, short_filter: int = 3, direct_term: bool = True):
-        super().__init__(dim, dim, short_filter)
-        self.filter = ModalFilter(dim, modes, direct_term)
-        self.out_proj = nn.Linear(dim, dim, bias=False)
-
-    def state_size(self, seq_len: int) -> int:
-        return self.filter.state_size()
+    def __init__(self, dim: int, max_length: int = DEFAULT_MAX_LENGTH, inner_factor: int = 4,
+                 proj_groups: int = 4, short_filter: int = 3, filter_order: int = 4):
+        inner = inner_factor * dim
+        super().__init__(dim, inner, proj_groups, short_filter, inner, filter_order, max_length)
+        self.out_proj = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v, x1, x2 = self.streams(x)
-        y = gated_long_conv(v, x1, x2, self.filter(x.shape[1]))
+        x0, x1, v = self.streams(x)
+        y = gated_long_conv(v, x1, x0, self.long_filters(x.shape[1]))
         return self.out_proj(y.transpose(1, 2))
 
-    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        return {"modal": self.filter.initial_state(batch, dtype=dtype),
-                "cache": self.short_conv.initial_cache(batch, dtype)}
 
-    def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """One token: ``x`` (batch, dim) -> (batch, dim), carrying ``state``."""
-        v, x1, x2, cache = self.stream_step(x, state["cache"])
-        c, modal = self.filter.step(x1 * v, state["modal"])
-        return self.out_proj(x2 * c), {"modal": modal, "cache": cache}
+class MultiHeadHyena(_ImplicitHyena):
+    """Multi-head Hyena: per head, filtered outer products k_i v_j read out with q."""
 
-
-class MultiHeadHyena(_HyenaBase):
-    """Multi-head Hyena: per head, the outer product k ⊗ v is filtered and read out with q."""
-
-    def __init__(self, dim: int, heads: int = 16, modes: int = 1, short_filter: int = 3,
-                 direct_term: bool = True):
-        if dim % heads:
-            raise UsageError(f"mh-hyena: dim {dim} is not divisible by heads {heads}")
-        super().__init__(dim, dim, short_filter)
-        self.heads, self.head_dim = heads, dim // heads
-        self.filter = ModalFilter(dim, modes, direct_term)  # one filter per key channel (head, i)
-        self.out_proj = nn.Linear(dim, dim, bias=False)
-
-    def state_size(self, seq_len: int) -> int:
-        """heads * head_dim (keys) * head_dim (values) * 2 * modes."""
-        return self.filter.state_size() * self.head_dim
+    def __init__(self, dim: int, max_length: int = DEFAULT_MAX_LENGTH, heads: int = 16,
+                 head_size: int | None = None, proj_groups: int = 4, short_filter: int = 3,
+                 filter_order: int = 2):
+        head_size = dim // heads if head_size is None else head_size
+        if heads * head_size != dim:
+            raise UsageError(f"mh-hyena: heads {heads} x head_size {head_size} != dim {dim}")
+        super().__init__(dim, dim, proj_groups, short_filter, heads, filter_order, max_length)
+        self.heads, self.head_size = heads, head_size
+        self.channels_per_filter = head_size * head_size
+        self.out_proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
-        h, d = self.heads, self.head_dim
-        q, k, v = (s.reshape(batch, h, d, length) for s in self.streams(x))
-        y = multihead_long_conv(q, k, v, self.filter(length).view(h, d, length))  # (B, H, d_v, L)
+        h, d = self.heads, self.head_size
+        # the reference reads its streams as (q, value, key): x1, x2, v in its names
+        q, v, k = (s.reshape(batch, h, d, length) for s in self.streams(x))
+        filters = self.long_filters(length)[:, None, :].expand(h, d, length)
+        y = multihead_long_conv(q, k, v, filters)                  # (batch, heads, d, L)
         return self.out_proj(y.reshape(batch, self.dim, length).transpose(1, 2))
 
-    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        # modal state (B, d_v, H * d_k, modes, 2): filter channel (head, i) last, value index j.
-        return {"modal": self.filter.initial_state(batch, self.head_dim, dtype=dtype),
-                "cache": self.short_conv.initial_cache(batch, dtype)}
 
-    def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        batch = x.shape[0]
-        h, d = self.heads, self.head_dim
-        q, k, v, cache = self.stream_step(x, state["cache"])
-        z = k.view(batch, h, d, 1) * v.view(batch, h, 1, d)          # (B, H, d_k, d_v)
-        z = z.permute(0, 3, 1, 2).reshape(batch, d, h * d)            # (B, d_v, H * d_k)
-        c, modal = self.filter.step(z, state["modal"])
-        c = c.view(batch, d, h, d)                                    # (B, d_v, H, d_k)
-        y = torch.einsum("bhi,bjhi->bhj", q.view(batch, h, d), c)
-        return self.out_proj(y.reshape(batch, self.dim)), {"modal": modal, "cache": cache}
+class HyenaExperts(_ImplicitHyena):
+    """Hyena experts: order-2 Hyena over all experts' channels, mixed per token by a router."""
 
-
-class HyenaExperts(_HyenaBase):
-    """Hyena experts: ``experts`` order-2 Hyenas of ``expert_width`` channels, top-k routed."""
-
-    def __init__(self, dim: int, experts: int = 8, expert_width: int = 16, top_k: int = 2,
-                 modes: int = 8, short_filter: int = 3, direct_term: bool = True):
+    def __init__(self, dim: int, max_length: int = DEFAULT_MAX_LENGTH, experts: int = 8,
+                 expert_width: int = 16, top_k: int = 2, routing: str = "top-k",
+                 short_filter: int = 3, filter_order: int = 16):
         if not 1 <= top_k <= experts:
             raise UsageError(f"hyena-experts: top_k must be in 1..{experts}, got {top_k}")
-        super().__init__(dim, experts * expert_width, short_filter)
-        self.experts, self.expert_width, self.top_k = experts, expert_width, top_k
-        self.router = nn.Linear(dim, experts, bias=False)
-        self.filter = ModalFilter(self.inner, modes, direct_term)
-        self.out_proj = nn.Linear(self.inner, dim, bias=False)  # columns e*w:(e+1)*w: expert e
+        if routing not in ("top-k", "mad-lab"):
+            raise UsageError(f"hyena-experts: routing must be top-k or mad-lab, not {routing!r}")
+        inner = experts * expert_width
+        super().__init__(dim, inner, 1, short_filter, inner, filter_order, max_length)
+        self.experts, self.expert_width, self.top_k, self.routing = \
+            experts, expert_width, top_k, routing
+        self.router = nn.Linear(dim, experts)
+        self.out_proj = nn.Linear(expert_width, dim)
 
-    def state_size(self, seq_len: int) -> int:
-        """All experts' modal states: experts * expert_width * 2 * modes."""
-        return self.filter.state_size()
-
-    def active_parameters(self) -> int:
-        """Parameters used per token: everything but the unselected experts' output columns."""
-        total = sum(p.numel() for p in self.parameters())
-        unused = (self.experts - self.top_k) * self.expert_width * self.dim
-        return total - unused
-
-    def _readout(self, x2: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Sparse part, on flat tokens: x2, c (N, inner); x (N, dim) for the router."""
-        weights, chosen = top_k_routing(self.router(x), self.top_k)
-        out = torch.zeros_like(x)
-        w = self.expert_width
-        for e in range(self.experts):
-            token, slot = (chosen == e).nonzero(as_tuple=True)
-            if token.numel() == 0:
-                continue
-            cols = slice(e * w, (e + 1) * w)
-            y = (x2[token, cols] * c[token, cols]) @ self.out_proj.weight[:, cols].T
-            out.index_add_(0, token, y * weights[token, slot, None])
-        return out
+    def router_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, L, experts) mixing weights."""
+        logits = self.router(x).float()
+        kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+        if self.routing == "mad-lab":
+            return torch.softmax(torch.where(logits < kth, torch.zeros_like(logits), logits), -1)
+        return torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        v, x1, x2 = self.streams(x)
-        c = gated_long_conv(v, x1, None, self.filter(length))  # dense: all experts, positions
-        x2, c = (t.transpose(1, 2).reshape(batch * length, self.inner) for t in (x2, c))
-        out = self._readout(x2, c, x.reshape(batch * length, dim))
-        return out.view(batch, length, dim)
-
-    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        return {"modal": self.filter.initial_state(batch, dtype=dtype),
-                "cache": self.short_conv.initial_cache(batch, dtype)}
-
-    def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        v, x1, x2, cache = self.stream_step(x, state["cache"])
-        c, modal = self.filter.step(x1 * v, state["modal"])
-        return self._readout(x2, c, x), {"modal": modal, "cache": cache}
+        batch, length, _ = x.shape
+        x0, x1, v = self.streams(x)
+        y = gated_long_conv(v, x1, x0, self.long_filters(length))    # (batch, inner, L)
+        y = y.transpose(1, 2).reshape(batch, length, self.expert_width, self.experts)
+        mixed = (y * self.router_weights(x).to(y.dtype)[..., None, :]).sum(-1)
+        return self.out_proj(mixed)
 
 
 MIXERS = [
     ("hyena", Hyena, {
-        "kind": "sequence", "shorthand": "H",
-        "defaults": {"modes": 8, "short_filter": 3},
-        "description": "Hyena order 2, short conv 3, modal long filters (8 complex modes/channel)",
+        "kind": "sequence", "shorthand": "H", "defaults": {},
+        "description": "Hyena order 2 as in mad-lab: inner 4x, tied projections, implicit "
+                       "filters (MLP width 4)",
     }),
     ("mh-hyena", MultiHeadHyena, {
-        "kind": "sequence", "shorthand": "mH",
-        "defaults": {"heads": 16, "modes": 1, "short_filter": 3},
-        "description": "multi-head Hyena: 16 heads of 8, filtered k⊗v outer products, state 2",
+        "kind": "sequence", "shorthand": "mH", "defaults": {},
+        "description": "multi-head Hyena: 16 heads of 8, filtered k-v outer products, implicit "
+                       "filters (width 2)",
     }),
     ("hyena-experts", HyenaExperts, {
-        "kind": "sequence", "shorthand": "He",
-        "defaults": {"experts": 8, "expert_width": 16, "top_k": 2, "modes": 8,
-                     "short_filter": 3},
-        "description": "Hyena experts: 8 order-2 Hyenas of width 16, top-2 sparse routing",
+        "kind": "sequence", "shorthand": "He", "defaults": {},
+        "description": "Hyena experts: 8 of width 16, top-2 routing, implicit filters "
+                       "(width 16)",
     }),
 ]

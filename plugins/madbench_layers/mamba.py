@@ -41,6 +41,7 @@ class Mamba(nn.Module):
                               padding=d_conv - 1, bias=conv_bias)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.dt_proj.bias._no_reinit = True  # the backbone zeroes other linear biases
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32))
                                   .repeat(self.d_inner, 1))  # S4D-real: A[:, n] = -(n + 1)
         self.D = nn.Parameter(torch.ones(self.d_inner))

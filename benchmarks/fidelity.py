@@ -1,0 +1,367 @@
+"""The fidelity panel: each bundled layer beside the reference implementation's layer of the same
+name (athms/mad-lab), trained by madbench's own harness with the same settings, side by side.
+
+The panel is memorization (all six settings) plus the cheapest setting of every other task (the
+smallest training set, N = 800), under a protocol preset (``paper`` by default), best of the
+six-configuration sweep per setting. Each arm (one layer configuration) runs in its own process
+and run directory, several at a time on one GPU; the run directories resume.
+
+    python3 benchmarks/fidelity.py run --pairs all --panel all --run-dir runs/fidelity --jobs 8
+    python3 benchmarks/fidelity.py table --run-dir runs/fidelity --out docs/fidelity-table.md
+    python3 benchmarks/fidelity.py equivalence      # copied weights: same outputs?
+
+The reference code is test tooling, never part of madbench: a snapshot of mad-lab's tree in
+``--ref`` (default ``.ref/madlab``; ``git archive`` of athms/mad-lab without ``assets/``), plus
+``benchmarks/reference_shims`` for what cannot be installed here (flash-attn's MHA module and
+mamba-ssm's selective-scan entry point, supplied from PyTorch and madbench's scan).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHIMS = HERE / "reference_shims"
+TOLERANCE = 0.03              #: per setting, |bundled - reference|
+SCORE_TOLERANCE = 0.02        #: memorization score (mean of its six settings)
+
+_REF = "mad.model.layers"
+HYENA = {"order": 2, "num_heads": 1, "inner_factor": 4, "num_blocks": 1, "proj_groups": 4,
+         "short_filter_order": 3, "activation": "id",
+         "long_conv_cfg": {"bias": True, "filter_cls": "implicit", "filter_cfg": {"order": 4}}}
+MH_HYENA = {"order": 2, "num_heads": 16, "inner_factor": 1, "num_blocks": 1,
+            "short_filter_order": 3, "activation": "id",
+            "long_conv_cfg": {"num_heads": 16, "bias": True, "filter_cls": "implicit",
+                              "filter_cfg": {"order": 2}}}
+#: The paper's layout (16 heads of 8) in mad-lab's code: 8 filter channels -> 16, head size 8.
+MH_HYENA_PAPER = {**MH_HYENA, "num_heads": 8,
+                  "long_conv_cfg": {**MH_HYENA["long_conv_cfg"], "num_heads": 8}}
+HYENA_EXPERTS = {"dim_inner": 16, "num_experts": 8, "active_experts": 2, "order": 2,
+                 "num_heads": 1, "inner_factor": 1, "num_blocks": 1, "short_filter_order": 3,
+                 "activation": "id",
+                 "long_conv_cfg": {"bias": True, "filter_cls": "implicit",
+                                   "filter_cfg": {"order": 16}}}
+ATTENTION = {"causal": True, "n_heads": 1, "rotary_emb_dim": 128, "window_size": [-1, -1]}
+MH_ATTENTION = {"causal": True, "n_heads": 16, "rotary_emb_dim": 8, "window_size": [-1, -1]}
+MAMBA = {"d_state": 4, "d_conv": 4, "expand": 2, "dt_rank": "auto", "dt_min": 0.001,
+         "dt_max": 0.1, "dt_init": "random", "dt_scale": 1.0, "dt_init_floor": 0.0001,
+         "conv_bias": True, "bias": False}
+GLA = {"expand_v": 1, "expand_k": 1, "gate_fn": "swish", "layernorm_eps": 1e-5,
+       "gate_logit_normalizer": 16, "gate_low_rank_dim": 16, "mode": "chunk",
+       "fuse_norm": False}
+
+#: One layer configuration each: --arch, --mixer-kwargs, environment, allow a state mismatch.
+ARMS: dict[str, dict] = {
+    "hyena": {"arch": "hyena-swiglu"},
+    "ref-hyena": {"arch": f"{_REF}.hyena:HyenaOperator", "kwargs": HYENA},
+    "mh-hyena": {"arch": "mh-hyena-swiglu"},
+    "ref-mh-hyena-paper-layout": {"arch": f"{_REF}.hyena:MultiHeadHyenaOperator",
+                                  "kwargs": MH_HYENA_PAPER},
+    "mh-hyena-as-coded": {"arch": "mh-hyena", "kwargs": {"heads": 8, "head_size": 16},
+                          "allow": True},
+    "ref-mh-hyena": {"arch": f"{_REF}.hyena:MultiHeadHyenaOperator", "kwargs": MH_HYENA},
+    "hyena-experts": {"arch": "hyena-experts-swiglu"},
+    "hyena-experts-madlab-routing": {"arch": "hyena-experts", "kwargs": {"routing": "mad-lab"}},
+    "ref-hyena-experts": {"arch": f"{_REF}.hyena:HyenaExpertsOperator",
+                          "kwargs": HYENA_EXPERTS},
+    "hyena-modal": {"arch": "hyena-modal"},
+    "mh-attention": {"arch": "mh-attention-swiglu"},
+    "ref-mh-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": MH_ATTENTION},
+    "attention": {"arch": "attention-swiglu"},
+    "ref-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": ATTENTION},
+    "mamba": {"arch": "mamba"},
+    "mamba-conv-bias": {"arch": "mamba", "kwargs": {"conv_bias": True}},
+    "mamba-reference-scan": {"arch": "mamba", "env": {"MADBENCH_KERNELS": "reference"}},
+    "ref-mamba": {"arch": "madlab_mamba:Mamba", "kwargs": MAMBA},
+    "mh-gla": {"arch": "mh-gla-swiglu"},
+    "ref-mh-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
+                   "kwargs": {**GLA, "num_heads": 8},
+                   "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
+    "gla": {"arch": "gla-swiglu", "allow": True},
+    "ref-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
+                "kwargs": {**GLA, "num_heads": 1}, "allow": True,
+                "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
+    "swiglu": {"arch": "mA-Sg-mA-Sg"},
+    "ref-swiglu": {"arch": "mA-madlab_channel:SwiGLU-mA-madlab_channel:SwiGLU"},
+    "moe": {"arch": "mA-MoE-mA-MoE"},
+    "ref-moe": {"arch": "mA-madlab_channel:MoeMlp-mA-madlab_channel:MoeMlp"},
+    "mlp": {"arch": "mA-M-mA-M"},
+    "ref-mlp": {"arch": "mA-madlab_channel:Mlp-mA-madlab_channel:Mlp"},
+}
+
+#: (pair, bundled arm, reference arm): the comparisons the table reports.
+PAIRS = [
+    ("hyena", "hyena", "ref-hyena"),
+    ("mh-hyena", "mh-hyena", "ref-mh-hyena-paper-layout"),
+    ("mh-hyena (mad-lab's layout)", "mh-hyena-as-coded", "ref-mh-hyena"),
+    ("hyena-experts", "hyena-experts", "ref-hyena-experts"),
+    ("hyena-experts (mad-lab routing)", "hyena-experts-madlab-routing", "ref-hyena-experts"),
+    ("hyena-modal (against the reference Hyena)", "hyena-modal", "ref-hyena"),
+    ("mh-attention", "mh-attention", "ref-mh-attention"),
+    ("attention", "attention", "ref-attention"),
+    ("mamba", "mamba", "ref-mamba"),
+    ("mamba (conv bias, as mad-lab)", "mamba-conv-bias", "ref-mamba"),
+    ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
+    ("mh-gla", "mh-gla", "ref-mh-gla"),
+    ("gla", "gla", "ref-gla"),
+    ("swiglu", "swiglu", "ref-swiglu"),
+    ("moe-mlp", "moe", "ref-moe"),
+    ("mlp", "mlp", "ref-mlp"),
+]
+
+
+def panel_settings(which: str) -> list[tuple[str, str]]:
+    """(task, setting) of the panel: ``memorization`` (all six), ``others`` (the smallest
+    training set of every other task) or ``all``."""
+    from madbench.tasks import all_tasks
+    chosen = []
+    for task in all_tasks():
+        name, settings = task.name, task.settings()
+        if name == "memorization":
+            if which in ("memorization", "all"):
+                chosen += [(name, s.name) for s in settings]
+        elif which in ("others", "all"):
+            smallest = min(settings, key=lambda s: (s.params["num_train_examples"],
+                                                    s.params["seq_len"]))
+            chosen.append((name, smallest.name))
+    return chosen
+
+
+# -- one arm, in its own process -------------------------------------------------------------
+def worker(arm: str, panel: str, run_dir: str, preset: str) -> None:
+    from madbench.architecture import resolve_architecture
+    from madbench.evaluate import architecture_checks, plan, run_sweep
+    from madbench.protocol import get_protocol
+    from madbench.store import ResultsStore
+    from madbench.tasks import all_tasks
+    cfg = ARMS[arm]
+    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    protocol = get_protocol(preset)
+    checks = architecture_checks(spec, allow_state_mismatch=cfg.get("allow", False))
+    wanted = set(panel_settings(panel))
+    jobs = [j for j in plan(spec, all_tasks(), protocol, [0], "all")
+            if (j.task.name, j.setting.name) in wanted]
+    store = ResultsStore(Path(run_dir) / arm)
+    start = time.perf_counter()
+    todo = run_sweep(spec, jobs, protocol, store, "auto", "auto", checks, None, "auto")
+    print(f"{arm}: {len(jobs)} runs ({todo} trained) in {time.perf_counter() - start:.0f} s; "
+          f"flags {checks['flags']}", flush=True)
+
+
+def run(args) -> int:
+    pairs = [p for p in PAIRS if args.pairs == "all" or p[0].split(" ")[0] in args.pairs.split(",")
+             or p[1] in args.pairs.split(",")]
+    arms = list(dict.fromkeys([a for _, b, r in pairs for a in (b, r)]
+                              + [a for a in args.arms.split(",") if a]))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
+                                         env.get("PYTHONPATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    pending, running, failed = list(arms), [], []
+    start = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            arm = pending.pop(0)
+            arm_env = {**env, **ARMS[arm].get("env", {})}
+            log = open(Path(args.run_dir) / f"{arm}.log", "w")
+            cmd = [sys.executable, __file__, "worker", arm, args.panel, args.run_dir,
+                   args.preset]
+            running.append((arm, subprocess.Popen(cmd, env=arm_env, stdout=log,
+                                                  stderr=subprocess.STDOUT), log))
+        time.sleep(1)
+        for item in list(running):
+            arm, proc, log = item
+            if proc.poll() is not None:
+                running.remove(item)
+                log.close()
+                tail = (Path(args.run_dir) / f"{arm}.log").read_text().strip().splitlines()
+                print(f"[{time.perf_counter() - start:5.0f} s] {arm}: exit {proc.returncode}: "
+                      f"{tail[-1] if tail else ''}", flush=True)
+                if proc.returncode:
+                    failed.append(arm)
+    return 1 if failed else 0
+
+
+# -- the table -------------------------------------------------------------------------------
+def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
+    from madbench.scoring import best_of_sweep
+    from madbench.store import ResultsStore
+    if not (run_dir / "records").is_dir():
+        return {}
+    records = ResultsStore(run_dir, create=False).records()
+    return {(t, s): r for (t, s, _), r in best_of_sweep(records).items()}
+
+
+def table(args) -> str:
+    root = Path(args.run_dir)
+    panel = panel_settings("all")
+    lines = []
+    summary = ["| pair | memorization (bundled / reference / diff) | worst setting diff | "
+               "within tolerance |", "| --- | --- | --- | --- |"]
+    for pair, ours_arm, ref_arm in PAIRS:
+        ours, ref = best_per_setting(root / ours_arm), best_per_setting(root / ref_arm)
+        if not ours or not ref:
+            continue
+        lines += [f"### {pair}: `{ours_arm}` against `{ref_arm}`", "",
+                  "| task | setting | bundled | reference | diff | bundled best lr, wd | "
+                  "reference best lr, wd |", "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+        diffs, mem = [], ([], [])
+        for task, setting in panel:
+            a, b = ours.get((task, setting)), ref.get((task, setting))
+            if a is None or b is None:
+                continue
+            diff = a["accuracy"] - b["accuracy"]
+            diffs.append(diff)
+            if task == "memorization":
+                mem[0].append(a["accuracy"])
+                mem[1].append(b["accuracy"])
+            flag = "" if abs(diff) <= TOLERANCE else " **x**"
+            lines.append(f"| {task} | {setting} | {a['accuracy']:.3f} | {b['accuracy']:.3f} | "
+                         f"{diff:+.3f}{flag} | {a['lr']:g}, {a['weight_decay']:g} | "
+                         f"{b['lr']:g}, {b['weight_decay']:g} |")
+        lines.append("")
+        if len(mem[0]) == 6:
+            m_ours, m_ref = sum(mem[0]) / 6, sum(mem[1]) / 6
+            mem_text = f"{m_ours:.3f} / {m_ref:.3f} / {m_ours - m_ref:+.3f}"
+            mem_ok = abs(m_ours - m_ref) <= SCORE_TOLERANCE
+        else:
+            mem_text, mem_ok = f"{len(mem[0])} of 6 settings", True
+        worst = max(diffs, key=abs) if diffs else float("nan")
+        ok = mem_ok and all(abs(d) <= TOLERANCE for d in diffs)
+        summary.append(f"| {pair} | {mem_text} | {worst:+.3f} ({len(diffs)} settings) | "
+                       f"{'yes' if ok else 'NO'} |")
+    text = "\n".join(summary + [""] + lines)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return text
+
+
+# -- copied weights, same outputs ------------------------------------------------------------
+def equivalence(args) -> int:
+    """Each bundled layer with the reference layer's weights copied in: the largest output
+    difference on one random batch (fp32; CUDA when available)."""
+    import torch
+    sys.path[:0] = [str(SHIMS), str(Path(args.ref).resolve())]
+    from madbench.architecture import LayerSpec, build_mixer
+    from madbench.architecture import mixer_entry
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    length = 64
+    rows = []
+
+    def hyena_weights(ref, ours):
+        ours.in_proj.load_state_dict(ref.in_proj.state_dict())
+        ours.short_conv.load_state_dict(ref.short_filter.state_dict())
+        ours.out_proj.load_state_dict(ref.out_proj.state_dict())
+        ours.direct.data.copy_(ref.long_conv.bias.data)
+        f = ref.long_conv.filter
+        ours.filter.features.data.copy_(f.pos_emb.z.data)
+        linears = [m for m in f.implicit_filter if isinstance(m, torch.nn.Linear)]
+        ours.filter.first.load_state_dict(linears[0].state_dict())
+        for mine, theirs in zip(ours.filter.hidden, linears[1:-1]):
+            mine.load_state_dict(theirs.state_dict())
+        ours.filter.last.load_state_dict(linears[-1].state_dict())
+        ours.filter.frequency.data.copy_(f.implicit_filter[1].freq.data)
+        if hasattr(ref, "router"):
+            ours.router.load_state_dict(ref.router.state_dict())
+
+    def attention_weights(ref, ours):
+        with torch.no_grad():
+            ref.Wqkv.bias.zero_()
+            ref.out_proj.bias.zero_()
+        ours.qkv.weight.data.copy_(ref.Wqkv.weight.data)
+        ours.out.weight.data.copy_(ref.out_proj.weight.data)
+
+    def same_names(ref, ours):
+        renames = {"conv1d.": "conv.", "g_norm.weight": "norm_weight",
+                   "g_norm_swish_gate.weight": "norm_weight"}
+        state = {}
+        for k, v in ref.state_dict().items():
+            for a, b in renames.items():
+                k = k.replace(a, b)
+            state[k] = v
+        ours.load_state_dict(state)
+
+    cases = [
+        ("hyena", ARMS["ref-hyena"], LayerSpec("hyena"), hyena_weights),
+        ("mh-hyena (paper layout)", ARMS["ref-mh-hyena-paper-layout"], LayerSpec("mh-hyena"),
+         hyena_weights),
+        ("mh-hyena (mad-lab layout)", ARMS["ref-mh-hyena"],
+         LayerSpec("mh-hyena", {"heads": 8, "head_size": 16}), hyena_weights),
+        ("hyena-experts (mad-lab routing)", ARMS["ref-hyena-experts"],
+         LayerSpec("hyena-experts", {"routing": "mad-lab"}), hyena_weights),
+        ("mh-attention (reference biases zeroed)", ARMS["ref-mh-attention"],
+         LayerSpec("mh-attention"), attention_weights),
+        ("attention (reference biases zeroed)", ARMS["ref-attention"], LayerSpec("attention"),
+         attention_weights),
+        ("mamba (conv bias on)", ARMS["ref-mamba"], LayerSpec("mamba", {"conv_bias": True}),
+         same_names),
+    ]
+    if dev == "cuda":
+        os.environ.setdefault("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", "1")
+        cases.append(("mh-gla", ARMS["ref-mh-gla"], LayerSpec("mh-gated-linear-attention"),
+                      same_names))
+    for name, ref_arm, ours_spec, copy in cases:
+        try:
+            torch.manual_seed(0)
+            ref_cls = mixer_entry(ref_arm["arch"]).obj
+            ref = ref_cls(128, max_length=length, **ref_arm.get("kwargs", {})) \
+                if "hyena" in ref_arm["arch"].lower() else ref_cls(128, **ref_arm["kwargs"])
+            ours = build_mixer(ours_spec, 128, length)
+            copy(ref, ours)
+            ref, ours = ref.to(dev), ours.to(dev)
+            x = torch.randn(4, length, 128, device=dev)
+            with torch.no_grad():
+                y_ref, y_ours = ref(x), ours(x)
+            diff = float((y_ref - y_ours).abs().max())
+            rows.append(f"| {name} | {sum(p.numel() for p in ref.parameters()):,} | "
+                        f"{sum(p.numel() for p in ours.parameters()):,} | {diff:.1e} | "
+                        f"{float(y_ref.abs().max()):.2f} |")
+        except Exception as exc:  # noqa: BLE001 - report, go on
+            rows.append(f"| {name} | - | - | failed: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:80]} | - |")
+    text = "\n".join([f"Copied weights, one batch (4 x {length} x 128, fp32, {dev}):", "",
+                      "| layer | reference params | bundled params | max abs diff | max abs "
+                      "output |", "| --- | ---: | ---: | ---: | ---: |", *rows])
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker(*sys.argv[2:6])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train the panel for some pairs")
+    p.add_argument("--pairs", default="all", help="comma-separated pair or arm names, or all")
+    p.add_argument("--arms", default="", help="extra arms to train")
+    p.add_argument("--panel", choices=["memorization", "others", "all"], default="all")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--run-dir", default="runs/fidelity")
+    p.add_argument("--ref", default=".ref/madlab")
+    p.add_argument("--jobs", type=int, default=4, help="arms trained at once")
+    t = sub.add_parser("table", help="write the per-setting table from stored runs")
+    t.add_argument("--run-dir", default="runs/fidelity")
+    t.add_argument("--out", default=None)
+    e = sub.add_parser("equivalence", help="copied weights: do the outputs agree?")
+    e.add_argument("--ref", default=".ref/madlab")
+    e.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+        return run(args)
+    if args.command == "table":
+        print(table(args))
+        return 0
+    return equivalence(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
