@@ -309,3 +309,13 @@ def test_flop_formula_bounds_the_measured_count(name):
     measured = measured_layer_flops(name, 32, 32)
     assert analytic.method == "analytic"
     assert measured <= analytic.total <= 1.15 * measured
+
+
+def test_rwkv7_initial_biases_survive_the_backbone_initialisation():
+    """The language model zeroes linear biases (mad-lab's rule); RWKV-7's decay, learning-rate
+    and value-residual biases are part of its initialisation and are kept."""
+    model = LanguageModel(resolve_architecture("rwkv7-swiglu", dim=16), vocab_size=8)
+    layer = model.encoder.blocks[0].mixer
+    fresh = RWKV7(16)
+    for name in ("w_lora", "a_lora", "v_lora"):
+        torch.testing.assert_close(getattr(layer, name).up.bias, getattr(fresh, name).up.bias)

@@ -113,6 +113,8 @@ class RWKV7(nn.Module):
         self.w_lora.up.bias.copy_(decay + 0.5 + 2.5 * zigzag)
         self.a_lora.up.bias.copy_(-0.19 + 0.3 * zigzag + 0.4 * linear)
         self.v_lora.up.bias.copy_(0.73 - 0.4 * linear)
+        for lora in (self.w_lora, self.a_lora, self.v_lora):  # the backbone zeroes other biases
+            lora.up.bias._no_reinit = True
 
     def _heads(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         batch, seq_len, _ = t.shape
