@@ -108,6 +108,9 @@ def mixer_entry(name: str) -> Entry:
     for entry in reg.mixers.values():
         if entry.metadata.get("shorthand") == name:
             return entry
+    if ":" in name and name.split(":")[0].split(".")[0] == "fla":  # fla's layers, adapted
+        from .fla_adapter import fla_entry
+        return fla_entry(name)
     if ":" in name:
         cls = _import_path(name)
         kind = getattr(cls, "mixer_kind", "sequence")

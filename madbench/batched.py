@@ -239,6 +239,8 @@ def supports_batching(make_model: Callable[[], nn.Module], sample: torch.Tensor)
     """None when the model can be vmapped over stacked weights (forward and backward on a
     slice of ``sample``), else the reason it cannot (e.g. data-dependent sparse routing)."""
     models = [make_model().to(sample.device) for _ in range(2)]
+    if any(getattr(m, "returns_aux_loss", False) for m in models[0].modules()):
+        return "a mixer adds an auxiliary loss, which the batched engine does not collect"
     base = copy.deepcopy(models[0]).to("meta")
     params, buffers = stack_module_state(models)
     try:

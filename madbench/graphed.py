@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .cuda_graphs import adamw, capture_enabled, capture_step
+from .model import auxiliary_loss
 from .protocol import Protocol
 from .trainer import RunResult, autocast, evaluate, final_metrics, lr_at, parameter_groups
 
@@ -54,9 +55,10 @@ class _Run:
             logits = self.model(x)
         loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                            y.reshape(-1), ignore_index=-100)
+        aux = auxiliary_loss(self.model)       # e.g. a router's load balancing; not reported
         if not self.capture:
             self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if aux is None else loss + aux).backward()
         self.opt.step()
         self.loss_sum += loss.detach()
 

@@ -32,7 +32,9 @@ class Block(nn.Module):
         self.norm = make_norm(dim)
         self.mixer = mixer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
+        if context is not None and getattr(self.mixer, "uses_context", False):
+            return x + self.mixer(self.norm(x), context=context)
         return x + self.mixer(self.norm(x))
 
 
@@ -48,8 +50,9 @@ class Encoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embedding(tokens)
+        context: dict = {}  # what layers share within one forward pass (RWKV-7's v_first)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, context)
         return x
 
 
@@ -87,6 +90,14 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(self.encoder(tokens)))
+
+
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
+    """The sum of the auxiliary losses (e.g. a router's load-balancing loss) that mixers left
+    in ``aux_loss`` during the last training forward pass; None when there are none."""
+    losses = [m.aux_loss for m in model.modules()
+              if isinstance(getattr(m, "aux_loss", None), torch.Tensor)]
+    return torch.stack([l.float() for l in losses]).sum() if losses else None
 
 
 def sincos_embedding(length: int, dim: int) -> torch.Tensor:

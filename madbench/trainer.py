@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .metrics import scored_counts, summarize
+from .model import auxiliary_loss
 from .protocol import Protocol
 
 
@@ -166,8 +167,9 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
                 logits = model(x)
             loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                y.reshape(-1), ignore_index=-100)
+            aux = auxiliary_loss(model)        # e.g. a router's load balancing; not reported
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if aux is None else loss + aux).backward()
             opt.step()
             loss_sum += loss.detach()
             step += 1

@@ -373,6 +373,8 @@ SMALL = {
     "hyena-experts": (8, {"expert_width": 2, "experts": 4, "filter_order": 2}),
     "hyena-modal": (8, {"modes": 2}), "mh-hyena-modal": (32, {}),
     "hyena-experts-modal": (8, {"expert_width": 2, "modes": 2}), "mamba": (8, {}),
+    "deltanet": (8, {"num_heads": 2}), "gated-deltanet": (8, {"num_heads": 2}),
+    "mamba2": (8, {"head_dim": 4, "expand": 1}), "rwkv7": (8, {"head_dim": 4}),
 }
 #: Layers whose state is declared by a convention (implicit filters): the audit measures and
 #: reports them, it does not pass or fail them.

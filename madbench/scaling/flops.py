@@ -28,7 +28,8 @@ mode, channel and position, in place of the paper's implicit-MLP term S L D), mu
 (the table's router ``L D A`` and up-projections ``4 D D_moe A`` lack the factor L and mix the
 multiply-add conventions): router 2 L D E, active expert projections 6 L D w k for SwiGLU
 experts of width w with k active, and the weighted combination 2 L D k. GLA and linear
-attention are not in the paper; their formulas count the chunked algorithm madbench runs.
+attention are not in the paper; their formulas count the chunked algorithm madbench runs, as do
+those of DeltaNet, Gated DeltaNet, Mamba-2 and RWKV-7.
 
 A mixer without a built-in formula is asked through the ``madbench_flops`` hook; failing that,
 its forward pass is measured with FlopCounterMode (``method="flopcounter"``: a lower bound,
@@ -243,6 +244,73 @@ def linear_attention_flops(dim: int, L: int, num_heads: int = 1, head_dim: int |
             "output_projection": 2.0 * L * inner * dim}
 
 
+def delta_rule_flops(dim: int, L: int, num_heads: int = 8, head_dim: int | None = None,
+                     expand_v: float = 1.0, use_short_conv: bool = True, conv_size: int = 4,
+                     use_gate: bool | None = None, chunk_size: int = 16, gated: bool = False,
+                     **_: Any) -> dict[str, float]:
+    """DeltaNet (``gated``: Gated DeltaNet), the chunked WY algorithm madbench runs (not in the
+    paper). Per head and chunk of C: K K^T (2 C^2 d_k), the unit-triangular solve for the
+    value and key columns (C^2 (d_k + d_v)), scores Q K^T and their product with the writes
+    (2 C^2 d_k + 2 C^2 d_v); across chunks W S, Q S and the state update K^T U (2 C d_k d_v
+    each). Projections q, k, v, beta (gated: also the forget gate and the output gate) and
+    the output projection; three short convolutions."""
+    dk = head_dim or dim // num_heads
+    dv = int(dk * expand_v)
+    K, V = num_heads * dk, num_heads * dv
+    C = min(chunk_size, L)
+    use_gate = gated if use_gate is None else use_gate
+    terms = {"projections": 2.0 * L * dim * (2 * K + V + num_heads * (2 if gated else 1)
+                                             + (V if use_gate else 0)),
+             "short_convs": short_conv_flops(L, 2 * K + V, conv_size) if use_short_conv else 0.0,
+             "intra_chunk": L * num_heads * (4.0 * C * dk + C * (dk + dv) + 2.0 * C * dv),
+             "inter_chunk": 6.0 * L * num_heads * dk * dv,
+             "output_projection": 2.0 * L * V * dim}
+    return terms
+
+
+def gated_delta_rule_flops(dim: int, L: int, **kwargs: Any) -> dict[str, float]:
+    """Gated DeltaNet: ``delta_rule_flops`` with the forget and output gates."""
+    return delta_rule_flops(dim, L, gated=True, **kwargs)
+
+
+def mamba2_flops(dim: int, L: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
+                 head_dim: int = 64, chunk_size: int = 16, **_: Any) -> dict[str, float]:
+    """Mamba-2 as madbench runs it (not in the paper): in_proj to z, x, B, C and one step per
+    head; the short convolution over x, B, C; the SSD scan in chunks of C as gated linear
+    attention per head (queries C and keys B of size N, values of head size P): inside a
+    chunk 2 L C N + 2 L C P per head, across chunks 4 L N P per head; the skip D x; out_proj."""
+    inner = int(expand * dim)
+    heads = inner // min(head_dim, inner)
+    C = min(chunk_size, L)
+    return {"projections": 2.0 * L * dim * (2 * inner + 2 * d_state + heads),
+            "short_conv": short_conv_flops(L, inner + 2 * d_state, d_conv),
+            "intra_chunk": 2.0 * L * C * (heads * d_state + inner),
+            "inter_chunk": 4.0 * L * d_state * inner,
+            "skip": 2.0 * L * inner,
+            "output_projection": 2.0 * L * inner * dim}
+
+
+def rwkv7_flops(dim: int, L: int, num_heads: int | None = None, head_dim: int = 16,
+                decay_low_rank_dim: int = 32, a_low_rank_dim: int = 32, v_low_rank_dim: int = 32,
+                gate_low_rank_dim: int = 64, chunk_size: int = 8, **_: Any) -> dict[str, float]:
+    """RWKV-7 time mixing as madbench runs it (not in the paper): r, k, v projections, the four
+    low-rank maps (4 L D r each), the chunked diagonal-plus-rank-one scan (per head and chunk:
+    four pairwise products over d_k, 8 C d_k per token, the solve and the a.k products,
+    C (d_k + d_v) + 2 C d_v, the outputs' in-chunk terms 4 C d_v; across chunks two reads of S
+    and the state update, 8 d_k d_v per token), the bonus term (4 L D) and the output."""
+    if num_heads is not None:
+        head_dim = dim // num_heads
+    heads = dim // head_dim
+    C = min(chunk_size, L)
+    ranks = decay_low_rank_dim + a_low_rank_dim + v_low_rank_dim + gate_low_rank_dim
+    return {"projections": 6.0 * L * dim * dim,
+            "low_rank": 4.0 * L * dim * ranks,
+            "intra_chunk": L * heads * (8.0 * C * head_dim + C * 2 * head_dim + 6.0 * C * head_dim),
+            "inter_chunk": 8.0 * L * heads * head_dim * head_dim,
+            "bonus": 4.0 * L * dim,
+            "output_projection": 2.0 * L * dim * dim}
+
+
 #: Built-in formulas, keyed by the mixer class (``module:qualname``).
 BUILTIN_FORMULAS: dict[str, Callable[..., dict[str, float]]] = {
     "madbench_layers.attention:Attention": attention_flops,
@@ -258,6 +326,10 @@ BUILTIN_FORMULAS: dict[str, Callable[..., dict[str, float]]] = {
     "madbench_layers.mamba:Mamba": mamba_flops,
     "madbench_layers.gla:GatedLinearAttention": gla_flops,
     "madbench_layers.linear_attention:LinearAttention": linear_attention_flops,
+    "madbench_layers.deltanet:DeltaNet": delta_rule_flops,
+    "madbench_layers.deltanet:GatedDeltaNet": gated_delta_rule_flops,
+    "madbench_layers.mamba2:Mamba2": mamba2_flops,
+    "madbench_layers.rwkv7:RWKV7": rwkv7_flops,
 }
 
 

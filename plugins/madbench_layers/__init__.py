@@ -5,10 +5,11 @@ registered here through the same hook any third-party plugin uses.
 """
 import madbench
 
-from . import (architectures, attention, channel, gla, hyena, hyena_modal, linear_attention,
-               mamba)
+from . import (architectures, attention, channel, deltanet, gla, hyena, hyena_modal,
+               linear_attention, mamba, mamba2, rwkv7)
 
-LAYER_MODULES = (attention, linear_attention, gla, hyena, hyena_modal, mamba, channel)
+LAYER_MODULES = (attention, linear_attention, gla, hyena, hyena_modal, mamba, channel, deltanet,
+                 mamba2, rwkv7)
 
 
 @madbench.hookimpl

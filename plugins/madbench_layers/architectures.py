@@ -19,6 +19,10 @@ Mamba mixes channels too, so its families differ:
   paper does not say how its "Mamba with SwiGLU/MoE" models were normalised; this is our choice.
 - ``striped-mamba-<c>``: [Mb, C, mA, C], the first block of ``mamba-<c>`` (d_state 8, so
   2,048 fixed state, like every striped hybrid) followed by attention.
+
+The DeltaNet-class baselines (Dn, GDn, R7: 2,048 state per layer at 8 heads of 16) follow the
+common pattern; Mamba-2 (M2) follows Mamba's: ``mamba2`` (four layers, d_state 4),
+``mamba2-<c>`` and ``striped-mamba2-<c>`` (d_state 8).
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ SEQUENCE_FAMILIES = {  # preset prefix: (registered mixer, mad-lab shorthand)
     "mh-gla": ("mh-gated-linear-attention", "mAlg"),
     "attention": ("attention", "A"),
     "mh-attention": ("mh-attention", "mA"),
+    "deltanet": ("deltanet", "Dn"),
+    "gated-deltanet": ("gated-deltanet", "GDn"),
+    "rwkv7": ("rwkv7", "R7"),
 }
 CHANNELS = {"swiglu": ("swiglu", "Sg"), "moe": ("moe-mlp", "MoE")}
 STRIPE = ("mh-attention", "mA")
@@ -66,7 +73,25 @@ def _build_presets() -> dict:
         presets[f"striped-mamba-{suffix}"] = _preset(
             [mb8, c, a, c], f"Mamba (d_state 8) + {channel}, then multi-head attention + "
             f"{channel}", family="mamba", channel=channel, striped=True)
+    _add_mamba2(presets)
     return presets
+
+
+def _add_mamba2(presets: dict) -> None:
+    """Mamba-2 presets, built like Mamba's: ``mamba2`` is four layers of d_state 4 (1,024
+    each); ``mamba2-<c>`` and ``striped-mamba2-<c>`` use d_state 8 (2,048 per layer)."""
+    m4 = ("mamba2", {}, "M2")
+    presets["mamba2"] = _preset([m4] * 4, "four Mamba-2 layers (d_state 4, 1,024 state each)",
+                                family="mamba2", channel=None, striped=False)
+    m8 = ("mamba2", {"d_state": MAMBA_ISO_STATE_D_STATE}, "M2")
+    for suffix, (channel, cshort) in CHANNELS.items():
+        c, a = (channel, {}, cshort), (*STRIPE[:1], {}, STRIPE[1])
+        presets[f"mamba2-{suffix}"] = _preset(
+            [m8, c, m8, c], f"Mamba-2 (d_state 8, iso-state 4,096) + {channel}, two blocks",
+            family="mamba2", channel=channel, striped=False)
+        presets[f"striped-mamba2-{suffix}"] = _preset(
+            [m8, c, a, c], f"Mamba-2 (d_state 8) + {channel}, then multi-head attention + "
+            f"{channel}", family="mamba2", channel=channel, striped=True)
 
 
 PRESETS: dict = _build_presets()

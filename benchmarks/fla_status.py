@@ -1,0 +1,210 @@
+"""Which flash-linear-attention layer classes madbench can evaluate, measured: every class
+``fla.layers`` exports is tried through madbench's fla adapter (``--arch fla.layers:NAME``).
+
+Per class: (1) resolve and build it at ``--dim`` (refusals give their one-line reason); (2) one
+forward pass on the device; (3) the causality guard (``madbench.checks.check_causality``, CPU
+tensors: a CUDA-only layer runs on the GPU through the adapter when one is present); (4) the
+state audit (``audit_state``, at ``--audit-dim``): declared state + cache against the measured
+Jacobian rank; (5) one smoke run: the standard model ([X, SwiGLU, X, SwiGLU], four X for Mamba-
+like layers) trained ``--steps`` AdamW steps on a shifted-copy task (predict the previous
+token; vocabulary 16), first and last loss (ln 16 = 2.77 is chance).
+
+Status: ``evaluable`` (built, ran, causal, state audit passed or measured, smoke loss finite),
+``GPU only`` (its kernels do not run on CPU), ``refused`` (cannot fit the mixer contract) or
+``fails`` (with the first failing step and its reason).
+
+    python benchmarks/fla_status.py --device cpu --out docs/fla_status_cpu.md
+    python benchmarks/fla_status.py --device cuda --out $OUT/fla_status_h200.md --workers 8
+
+fla's float32 matrix products run in IEEE precision (``TRITON_F32_DEFAULT=ieee``, unless set
+otherwise), so that TF32 rounding does not pass for state in the audit. Classes are measured in
+``--workers`` worker processes (Triton compiles on the CPU); classes
+still unmeasured at ``--deadline-s`` are reported as such. Needs fla (``madbench[fla]``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line.replace("|", "/")[:160]
+
+
+def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, steps: int) -> dict:
+    """Try one fla class; returns a row (dict)."""
+    warnings.simplefilter("ignore")
+    import torch
+
+    from madbench.architecture import LayerSpec, build_mixer, mixer_entry, resolve_architecture
+    from madbench.checks import audit_state, check_causality
+    from madbench.errors import MadbenchError
+    from madbench.fla_adapter import FlaUnsupported
+    from madbench.model import LanguageModel, auxiliary_loss
+
+    torch.set_num_threads(1)
+    mixer = f"fla.layers:{name}"
+    row = {"class": name, "status": "", "causal": "-", "declared": "-", "measured": "-",
+           "smoke": "-", "note": "", "seconds": 0.0}
+    start = time.perf_counter()
+    step = "resolve"
+    try:
+        try:
+            entry = mixer_entry(mixer)
+        except MadbenchError as exc:
+            note = str(exc).replace(f"{mixer} is refused: ", "", 1).replace("|", "/")
+            row.update(status="refused", note=note[:160])
+            return row
+        step = "build"
+        torch.manual_seed(0)
+        layer = build_mixer(LayerSpec(mixer), dim).to(device)
+        step = f"forward on {device}"
+        x = torch.randn(2, seq_len, dim, device=device)
+        y = layer(x)
+        y.float().square().mean().backward()
+        if not torch.isfinite(y).all():
+            raise RuntimeError("non-finite output")
+        step = "causality"
+        causal = check_causality(build_mixer(LayerSpec(mixer), dim), dim, seq_len)
+        row["causal"] = "yes" if causal.causal else f"no ({causal.message[:60]})"
+        step = "state audit"
+        audit = audit_state(lambda d: build_mixer(LayerSpec(mixer), d), audit_dim)
+        row["declared"] = ("-" if audit.declared_state is None else
+                           f"{audit.declared_state} + {audit.declared_cache}")
+        row["measured"] = f"{audit.measured_state}{'+' if audit.saturated else ''}"
+        step = "smoke run"
+        spec = resolve_architecture(mixer, dim=dim)
+        torch.manual_seed(0)
+        model = LanguageModel(spec, 16).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        losses = []
+        for _ in range(steps):
+            tokens = torch.randint(0, 16, (16, seq_len), generator=gen).to(device)
+            logits = model(tokens)[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, 16),
+                                                     tokens[:, :-1].reshape(-1))
+            aux = auxiliary_loss(model)
+            opt.zero_grad()
+            (loss if aux is None else loss + aux).backward()
+            opt.step()
+            losses.append(float(loss))
+        row["smoke"] = f"{losses[0]:.2f} -> {losses[-1]:.2f}"
+        problems = []
+        if not causal.causal:
+            problems.append("not causal")
+        if audit.ok is False:
+            problems.append(f"state audit: {audit.message[:80]}")
+        if not all(math.isfinite(l) for l in losses):
+            problems.append("smoke loss not finite")
+        row["status"] = f"fails: {'; '.join(problems)}" if problems else "evaluable"
+        if audit.declared_state is None:
+            row["note"] = f"state measured at width {audit_dim}" + (
+                " (saturated: a lower bound)" if audit.saturated else "")
+    except FlaUnsupported as exc:
+        message = str(exc).replace(f"{mixer} ", "", 1).replace("|", "/")
+        if "does not run on CPU" in message:
+            row["status"] = "GPU only"
+            message = message[message.find("(") + 1:message.rfind(")")]
+        elif "cannot be built" in message:
+            row["status"] = "not buildable here"
+            message = message.split(" with {")[0] + ": " + message.rsplit("}: ", 1)[-1]
+        else:
+            row["status"] = "refused"
+        row["note"] = message[:160]
+    except Exception as exc:  # noqa: BLE001 - every failure is a row, not a crash
+        row["status"] = f"fails at {step}"
+        row["note"] = _one_line(exc)
+        if os.environ.get("FLA_STATUS_TRACEBACK"):
+            traceback.print_exc()
+    finally:
+        row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _worker_init() -> None:
+    warnings.simplefilter("ignore")
+    # fla's float32 products in IEEE precision (Triton's default is TF32, whose ~1e-3 noise
+    # would count as state under the audit's 1e-5 rank cut-off); set before any kernel compiles
+    os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "plugins")]
+
+
+def render(rows: list[dict], header: str) -> str:
+    lines = [header, "",
+             "| fla class | status | causal | declared state + cache | measured state | "
+             "smoke loss | note |",
+             "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    for r in rows:
+        lines.append(f"| `{r['class']}` | {r['status']} | {r['causal']} | {r['declared']} | "
+                     f"{r['measured']} | {r['smoke']} | {r['note']} |")
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = r["status"].split(":")[0].split(" at ")[0]
+        counts[key] = counts.get(key, 0) + 1
+    lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--out", default=None, help="write the markdown table here too")
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--audit-dim", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--classes", default=None, help="comma-separated subset")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--deadline-s", type=float, default=1800.0)
+    args = parser.parse_args(argv)
+    _worker_init()
+    import torch
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from madbench.fla_adapter import class_names, import_fla
+    fla = import_fla("fla")
+    names = class_names() if not args.classes else args.classes.split(",")
+    started = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    rows: dict[str, dict] = {}
+    with ctx.Pool(args.workers, initializer=_worker_init) as pool:
+        pending = {n: pool.apply_async(measure, (n, device, args.dim, args.audit_dim,
+                                                 args.seq_len, args.steps)) for n in names}
+        for n, result in pending.items():
+            left = args.deadline_s - (time.perf_counter() - started)
+            try:
+                rows[n] = result.get(timeout=max(left, 0.1))
+            except mp.TimeoutError:
+                rows[n] = {"class": n, "status": "not measured", "causal": "-", "declared": "-",
+                           "measured": "-", "smoke": "-",
+                           "note": f"time budget of {args.deadline_s:.0f} s spent", "seconds": 0}
+            print(f"{n}: {rows[n]['status']} ({rows[n]['seconds']} s)", file=sys.stderr,
+                  flush=True)
+        pool.terminate()
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    header = (f"fla {getattr(fla, '__version__', '?')}, torch {torch.__version__}, device {gpu}; "
+              f"width {args.dim}, audit width {args.audit_dim}, L {args.seq_len}, "
+              f"{args.steps} smoke steps; {time.perf_counter() - started:.0f} s")
+    table = render([rows[n] for n in names], header)
+    print(table)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The (gated) delta rule op: ``delta_rule(q, k, v, beta, log_alpha, scale, chunk_size,
+backend)``.
+
+``backend="auto"`` runs fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` (Triton) on
+CUDA tensors when flash-linear-attention is installed, else the pure-PyTorch chunked reference
+(``reference.py``), which is also the test oracle; ``"reference"`` and ``"fla"`` force one.
+"""
+from __future__ import annotations
+
+import torch
+
+from madbench.fla_adapter import import_fla
+
+from ..fla_backend import resolve_fla_backend, token_major
+from .reference import delta_rule_chunked, delta_rule_recurrent
+
+__all__ = ["delta_rule", "delta_rule_chunked", "delta_rule_recurrent", "delta_rule_fla"]
+
+
+def delta_rule_fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                   log_alpha: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+    """fla's chunked Triton kernels on (batch, heads, seq_len, d) inputs (CUDA only)."""
+    q_, k_, v_, beta_ = token_major(q, k, v, beta)
+    if log_alpha is None:
+        o, _ = import_fla("fla.ops.delta_rule").chunk_delta_rule(q_, k_, v_, beta_, scale=scale)
+    else:
+        (g_,) = token_major(log_alpha)
+        o, _ = import_fla("fla.ops.gated_delta_rule").chunk_gated_delta_rule(
+            q_, k_, v_, g_, beta_, scale=scale)
+    return o.transpose(1, 2)
+
+
+def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+               log_alpha: torch.Tensor | None = None, scale: float = 1.0,
+               chunk_size: int = 16, backend: str = "auto") -> torch.Tensor:
+    """``o_t = scale q_t S_t`` with ``S_t = alpha_t (I - beta_t k_t^T k_t) S_{t-1} + beta_t
+    k_t^T v_t`` per (batch, head); ``log_alpha`` None is the plain delta rule (alpha = 1).
+
+    q, k: (batch, heads, seq_len, dk); v: (batch, heads, seq_len, dv); beta, log_alpha:
+    (batch, heads, seq_len). Returns (batch, heads, seq_len, dv). ``chunk_size`` is the
+    reference's chunk length (fla picks its own)."""
+    if resolve_fla_backend(backend, q) == "fla":
+        return delta_rule_fla(q, k, v, beta, log_alpha, scale)
+    return delta_rule_chunked(q, k, v, beta, log_alpha, scale, chunk_size)

@@ -1,0 +1,340 @@
+"""The fla adapter on small stand-in classes, one per calling convention fla's layers use
+(tuple outputs, a bare tensor, RWKV-7's v_first, MoM's router logits, a required attention
+mask, YOCO's cross-attention, an output that is not hidden states, Triton-only kernels). A
+fake ``fla`` package holds them, so the tests need neither fla nor a GPU."""
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from madbench import fla_adapter
+from madbench.architecture import LayerSpec, build_mixer, mixer_entry, resolve_architecture
+from madbench.checks import audit_state, check_causality
+from madbench.errors import MadbenchError, UsageError
+from madbench.model import LanguageModel, auxiliary_loss
+from madbench.testing import check_mixer
+
+
+def causal_mix(x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+    """Running mean over time of a projection: causal, state = width."""
+    h = proj(x)
+    steps = torch.arange(1, x.shape[1] + 1, dtype=x.dtype, device=x.device)[None, :, None]
+    return h.cumsum(1) / steps
+
+
+class TupleLayer(nn.Module):
+    """Most fla layers: hidden_size, heads, expansion; returns (o, None, cache)."""
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 4, expand_v: float = 2.0,
+                 layer_idx: int | None = None, **kwargs):
+        super().__init__()
+        self.num_heads, self.expand_v = num_heads, expand_v
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.seen: dict = {}
+
+    def forward(self, hidden_states, attention_mask=None, past_key_values=None,
+                use_cache=False, output_attentions=False, **kwargs):
+        self.seen = {"attention_mask": attention_mask, **kwargs}
+        return causal_mix(hidden_states, self.proj), None, past_key_values
+
+
+class DeltaNet(nn.Module):
+    """Named like fla's DeltaNet so that its state is declared: a multi-head linear attention
+    S_t = S_{t-1} + k_t^T v_t (heads * dk * dv state), no short convolution."""
+
+    def __init__(self, hidden_size: int = 1024, num_heads: int = 4, expand_k: float = 1.0,
+                 expand_v: float = 1.0, use_short_conv: bool = False, conv_size: int = 4,
+                 **kwargs):
+        super().__init__()
+        self.num_heads, self.use_short_conv, self.conv_size = num_heads, use_short_conv, conv_size
+        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.q = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.v = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.o = nn.Linear(self.value_dim, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
+        b, t, _ = hidden_states.shape
+        q, k = (f(hidden_states).view(b, t, self.num_heads, -1) for f in (self.q, self.k))
+        v = self.v(hidden_states).view(b, t, self.num_heads, -1)
+        kv = torch.einsum("bthk,bthv->bthkv", k, v).cumsum(1)
+        o = torch.einsum("bthk,bthkv->bthv", q, kv).reshape(b, t, -1)
+        return self.o(o), None, past_key_values
+
+
+class BareLayer(nn.Module):
+    """Based: ``forward(hidden_states, **kwargs)`` returns a bare tensor."""
+
+    def __init__(self, hidden_size: int, feature_dim: int = 16, num_heads: int = 12):
+        super().__init__()
+        self.feature_dim, self.num_heads = feature_dim, num_heads
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, **kwargs):
+        return causal_mix(hidden_states, self.proj)
+
+
+class VFirstLayer(nn.Module):
+    """RWKV-7: layer 0 makes v_first; later layers need it; returns (o, None, cache, v_first)."""
+
+    calls: list = []
+
+    def __init__(self, hidden_size: int = 1024, head_dim: int = 64, num_heads: int | None = None,
+                 layer_idx: int | None = None, num_hidden_layers: int | None = None, **kwargs):
+        super().__init__()
+        if layer_idx is not None and num_hidden_layers is None:
+            raise TypeError("initialising a numbered layer needs num_hidden_layers")
+        self.layer_idx, self.head_dim = layer_idx, head_dim
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, past_key_values=None,
+                use_cache=False, output_attentions=False, v_first=None, **kwargs):
+        v = causal_mix(hidden_states, self.v)
+        if self.layer_idx == 0:
+            v_first = v
+        elif v_first is None:
+            raise ValueError("a later RWKV-7 layer needs v_first")
+        VFirstLayer.calls.append((self.layer_idx, v_first))
+        return v + 0.5 * v_first, None, past_key_values, v_first
+
+
+class RouterLayer(nn.Module):
+    """MoM: a router over memories; returns (o, None, cache, router_logits[N, E])."""
+
+    def __init__(self, hidden_size: int = 2048, num_memories: int = 4, topk: int = 2,
+                 head_dim: int = 256, num_heads: int = 4, **kwargs):
+        super().__init__()
+        self.num_memories, self.topk = num_memories, topk
+        self.gate = nn.Linear(hidden_size, num_memories, bias=False)
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
+        logits = self.gate(hidden_states)
+        return (causal_mix(hidden_states, self.proj), None, past_key_values,
+                logits.view(-1, self.num_memories))
+
+
+class MaskLayer(TupleLayer):
+    """MultiheadLatentAttention: attention_mask is a required argument."""
+
+    def forward(self, hidden_states, attention_mask, past_key_values=None, **kwargs):
+        return super().forward(hidden_states, attention_mask, past_key_values)
+
+
+class CrossLayer(nn.Module):
+    """YOCO's cross-attention: needs shared keys and values."""
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32):
+        super().__init__()
+
+    def forward(self, hidden_states, shared_k, shared_v, attention_mask=None, **kwargs):
+        return hidden_states, None
+
+
+class KVBuilder(nn.Module):
+    """A layer whose output is not hidden states."""
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32):
+        super().__init__()
+        self.k = nn.Linear(hidden_size, 8, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        return self.k(hidden_states), self.k(hidden_states), None
+
+
+class TritonOnly(TupleLayer):
+    """A layer whose kernels need a GPU driver."""
+
+    def forward(self, hidden_states, **kwargs):
+        if hidden_states.device.type == "cpu":
+            raise RuntimeError("0 active drivers ([]). There should only be one.")
+        return super().forward(hidden_states, **kwargs)
+
+
+STAND_INS = [TupleLayer, DeltaNet, BareLayer, VFirstLayer, RouterLayer, MaskLayer, CrossLayer,
+             KVBuilder, TritonOnly]
+
+
+@pytest.fixture
+def fake_fla(monkeypatch):
+    """A fake ``fla`` package whose ``fla.layers`` exports the stand-ins."""
+    fla = types.ModuleType("fla")
+    fla.__version__ = "0.0.test"
+    layers = types.ModuleType("fla.layers")
+    for cls in STAND_INS:
+        setattr(layers, cls.__name__, cls)
+    layers.__all__ = [cls.__name__ for cls in STAND_INS]
+    fla.layers = layers
+    monkeypatch.setitem(sys.modules, "fla", fla)
+    monkeypatch.setitem(sys.modules, "fla.layers", layers)
+    for cache in (fla_adapter.fla_entry, fla_adapter.adapter_class):
+        cache.cache_clear()
+    fla_adapter._CPU_FAILURES.clear()
+    VFirstLayer.calls.clear()
+    yield layers
+    for cache in (fla_adapter.fla_entry, fla_adapter.adapter_class):
+        cache.cache_clear()
+    fla_adapter._CPU_FAILURES.clear()
+
+
+def build(name, dim=16, **kwargs):
+    return build_mixer(LayerSpec(name, kwargs), dim)
+
+
+@pytest.mark.parametrize("name", ["fla:TupleLayer", "fla.layers:TupleLayer"])
+def test_both_name_forms_resolve_to_an_adapted_sequence_mixer(fake_fla, name):
+    entry = mixer_entry(name)
+    assert entry.plugin == "fla" and entry.metadata["kind"] == "sequence"
+    assert issubclass(entry.obj, fla_adapter.FlaMixer) and entry.obj.layer_class is TupleLayer
+    x = torch.randn(2, 5, 16)
+    y = build(name)(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+
+
+def test_constructor_arguments_are_mapped(fake_fla):
+    """hidden_size is the width; heads of 16 and no expansion by default; --mixer-kwargs
+    win; a keyword the class does not name is refused (fla's **kwargs would swallow it)."""
+    layer = build("fla:TupleLayer", 64).layer
+    assert (layer.proj.in_features, layer.num_heads, layer.expand_v) == (64, 4, 1.0)
+    layer = build("fla:TupleLayer", 64, num_heads=2, expand_v=2.0).layer
+    assert (layer.num_heads, layer.expand_v) == (2, 2.0)
+    with pytest.raises(UsageError, match="takes no argument num_head"):
+        build("fla:TupleLayer", 64, num_head=2)
+    with pytest.raises(UsageError, match="hidden_size is the model width"):
+        build("fla:TupleLayer", 64, hidden_size=32)
+
+
+def test_tuple_output_is_unpacked_and_the_model_trains(fake_fla):
+    """The issue's failure (AttributeError: 'tuple' object has no attribute 'shape') is gone:
+    the standard model [X, SwiGLU, X, SwiGLU] runs forward and backward."""
+    spec = resolve_architecture("fla.layers:TupleLayer", dim=16)
+    assert [l.mixer for l in spec.layers] == ["fla.layers:TupleLayer", "swiglu"] * 2
+    model = LanguageModel(spec, vocab_size=8)
+    logits = model(torch.randint(0, 8, (2, 6)))
+    logits.sum().backward()
+    assert logits.shape == (2, 6, 8)
+
+
+def test_bare_tensor_output(fake_fla):
+    x = torch.randn(2, 5, 16)
+    layer = build("fla:BareLayer")
+    torch.testing.assert_close(layer(x), causal_mix(x, layer.layer.proj))
+    assert layer.layer.num_heads == 1 and layer.layer.feature_dim == 16  # MAD defaults at 16
+
+
+def test_v_first_is_threaded_between_layers(fake_fla):
+    """The first v_first layer of a model makes v_first (run as fla's layer 0); the next one
+    receives that very tensor; a layer run alone is a first layer."""
+    spec = resolve_architecture("fla:VFirstLayer", dim=16)
+    model = LanguageModel(spec, vocab_size=8)
+    model(torch.randint(0, 8, (2, 6)))
+    (idx0, v0), (idx1, v1) = VFirstLayer.calls
+    assert (idx0, idx1) == (0, 1) and v1 is v0
+    assert all(b.mixer.layer.layer_idx == 1 for b in model.encoder.blocks[::2])  # restored
+    VFirstLayer.calls.clear()
+    build("fla:VFirstLayer")(torch.randn(1, 4, 16))
+    assert VFirstLayer.calls[0][0] == 0
+    check_causality(fla_adapter.adapter_class(VFirstLayer), 16, 8)
+
+
+def test_router_logits_become_an_auxiliary_loss(fake_fla):
+    """MoM's router logits give a load-balancing loss (weight 0.01 by default), in training
+    with gradients only; the trainers add it (auxiliary_loss)."""
+    spec = resolve_architecture("fla:RouterLayer", dim=16, mixer_kwargs={"aux_loss_weight": 0.5})
+    model = LanguageModel(spec, vocab_size=8).train()
+    model(torch.randint(0, 8, (2, 6)))
+    total = auxiliary_loss(model)
+    assert total is not None and total.requires_grad
+    per_layer = [b.mixer.aux_loss for b in model.encoder.blocks[::2]]
+    torch.testing.assert_close(total, sum(per_layer).float())
+    model.eval()
+    with torch.no_grad():
+        model(torch.randint(0, 8, (2, 6)))
+    assert auxiliary_loss(model) is None
+
+
+def test_load_balancing_loss_is_one_when_balanced_and_larger_when_not():
+    uniform = torch.zeros(12, 4)
+    assert float(fla_adapter.load_balancing_loss(uniform, 2)) == pytest.approx(1.0)
+    skewed = torch.tensor([[5.0, 0.0, 0.0, 0.0]]).repeat(12, 1)
+    assert float(fla_adapter.load_balancing_loss(skewed, 1)) > 2.0
+
+
+def test_required_attention_mask_gets_none(fake_fla):
+    layer = build("fla:MaskLayer")
+    layer(torch.randn(1, 3, 16))
+    assert layer.layer.seen["attention_mask"] is None
+
+
+def test_cross_attention_is_refused_with_a_reason(fake_fla):
+    with pytest.raises(UsageError, match="needs shared_k, shared_v besides the hidden states"):
+        mixer_entry("fla:CrossLayer")
+
+
+def test_output_that_is_not_hidden_states_is_refused(fake_fla):
+    with pytest.raises(fla_adapter.FlaUnsupported, match=r"returns \(1, 3, 8\) for hidden"):
+        build("fla:KVBuilder")(torch.randn(1, 3, 16))
+
+
+def test_triton_only_layer_is_refused_on_cpu_in_one_line(fake_fla, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MadbenchError) as info:
+        build("fla:TritonOnly")(torch.randn(1, 3, 16))
+    message = str(info.value)
+    assert "\n" not in message and "does not run on CPU" in message and "0 active drivers" in message
+
+
+def test_unknown_class_and_missing_fla(fake_fla, monkeypatch):
+    with pytest.raises(UsageError, match="has no layer class 'NoSuchLayer'"):
+        mixer_entry("fla:NoSuchLayer")
+
+
+def test_state_declared_by_configuration_passes_the_audit(fake_fla):
+    """DeltaNet's state is declared from its configuration (heads * dk * dv) and the audit
+    measures no more; a layer without a formula has unknown state."""
+    layer = build("fla:DeltaNet", 16)
+    assert layer.state_size(8) == 1 * 16 * 16 and layer.cache_size(8) == 0
+    assert not hasattr(build("fla:TupleLayer"), "state_size")
+    result = audit_state(lambda d: build("fla:DeltaNet", d, num_heads=2), 8)
+    assert result.ok and result.measured_state <= result.declared_total
+    check_mixer(fla_adapter.adapter_class(DeltaNet), dim=8, seq_len=8, num_heads=2)
+
+
+def test_nothing_imports_fla_unless_asked():
+    """Resolving the bundled layers never imports fla."""
+    import subprocess
+    code = ("import sys; from madbench.architecture import resolve_architecture; "
+            "resolve_architecture('gated-deltanet-swiglu'); resolve_architecture('mamba2'); "
+            "print('fla' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _status_script():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fla_status.py"
+    spec = importlib.util.spec_from_file_location("fla_status", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_status_script_rows(fake_fla, monkeypatch):
+    """benchmarks/fla_status.py on stand-ins: an evaluable layer with its declared and measured
+    state and a smoke loss, a refused one, a Triton-only one on a machine without CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = _status_script()
+    rows = [status.measure(n, "cpu", 16, 8, 8, 3)
+            for n in ("DeltaNet", "CrossLayer", "TritonOnly", "KVBuilder")]
+    delta, cross, triton_only, kv = rows
+    assert delta["status"] == "evaluable" and delta["causal"] == "yes", delta
+    assert delta["declared"] == "64 + 0" and "->" in delta["smoke"]   # 1 head of 8 x 8
+    assert cross["status"] == "refused" and "shared_k" in cross["note"]
+    assert triton_only["status"] == "GPU only" and "0 active drivers" in triton_only["note"]
+    assert kv["status"] == "refused" and "returns (2, 8, 8)" in kv["note"]
+    table = status.render(rows, "header")
+    assert table.count("\n| `") == 4 and "Totals: GPU only 1, evaluable 1, refused 2" in table
