@@ -35,7 +35,7 @@ def test_sliding_window_counts_only_the_window():
 
 def test_glu_and_hyena_match_the_paper_table_by_hand():
     assert layer_flops("swiglu", 64, 128, {"inner": 176}).terms == {"glu": 6 * 128 * 64 * 176}
-    t = layer_flops("hyena", 64, 128, {"modes": 8, "short_filter": 3}).terms
+    t = layer_flops("hyena-modal", 64, 128, {"modes": 8, "short_filter": 3}).terms
     assert t["projections"] == 6 * 128 * 64 ** 2                 # 6LD^2
     assert t["short_convs"] == 18 * 128 * 64                     # 18LD (three streams, width 3)
     assert t["fft_conv"] == 10 * 128 * 7 * 64                    # 10 L log2(L) D, log2(128) = 7

@@ -390,8 +390,9 @@ def _from_hook(mixer: str, dim: int, seq_len: int, kwargs: dict) -> dict[str, fl
 def measured_layer_flops(mixer: str, dim: int, seq_len: int,
                          kwargs: Mapping[str, Any] | None = None) -> float:
     """Forward FLOPs of one layer on one sequence, counted by FlopCounterMode. The forward
-    runs with gradients enabled, as in training (some layers' autograd functions assert it).
-    Raises MadbenchError (one line) when the layer cannot be built or run."""
+    runs without gradients, and again with them when that fails (some layers' autograd
+    functions assert grad mode). Raises MadbenchError (one line) when the layer cannot be built
+    or run either way."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -402,13 +403,19 @@ def measured_layer_flops(mixer: str, dim: int, seq_len: int,
             torch.manual_seed(0)
             module = build_mixer(LayerSpec(mixer, dict(kwargs or {})), dim, seq_len)
             x = torch.randn(1, seq_len, dim)
-        counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
-        with torch.enable_grad(), counter:
-            module(x)
     except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
-        raise MadbenchError(f"forward pass of {mixer!r} failed while counting FLOPs: "
+        raise MadbenchError(f"cannot build {mixer!r} to count its FLOPs: "
                             f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
-    return float(counter.get_total_flops())
+    for grad in (False, True):   # some autograd functions assert grad mode, others its absence
+        counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+        try:
+            with torch.set_grad_enabled(grad), counter:
+                module(x)
+            return float(counter.get_total_flops())
+        except Exception as exc:  # noqa: BLE001 - a broken mixer must give one clear line
+            error = exc
+    raise MadbenchError(f"forward pass of {mixer!r} failed while counting FLOPs: "
+                        f"{type(error).__name__}: {error}".splitlines()[0])
 
 
 def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | None = None,
