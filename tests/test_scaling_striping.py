@@ -59,7 +59,7 @@ def test_flops_states_depth_and_order():
     res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
                                    "--attention-ratio", "1:11", "--size", "64x12"])
     assert res.exit_code == 0, res.output
-    assert "12 sequence mixers in this order: " + "hyena " * 11 + "A" in res.stdout
+    assert "12 sequence mixers in this order: " + "hyena-modal " * 11 + "A" in res.stdout
     assert "nominal 1:11 = 8.3%, exact at depths 12, 24, 36, 48" in res.stdout
     res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
                                    "--attention-ratio", "1:11", "--size", "64x4", "--json"])

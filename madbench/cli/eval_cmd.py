@@ -235,7 +235,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         resolve_precision(resolve_device(device), precision)
     tasks = _select_tasks(tasks_text)
     if output:
-        writable_file(output, "--output")
+        out = results_path(output, arch)
+        (writable_file(output, "--output") if out == Path(output)
+         else writable_dir(str(out.parent), "--output"))
     if not dry_run:
         writable_dir(run_dir, "--run-dir")
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
