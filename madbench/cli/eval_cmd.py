@@ -55,7 +55,6 @@ def results_path(output: str, arch: str, now: dt.datetime | None = None) -> Path
     ``<arch>/results_<UTC time>.json`` (the architecture name made file-safe)."""
     path = Path(output)
     if path.suffix.lower() == ".json" and not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
         return path
     now = now or dt.datetime.now(dt.timezone.utc)
     folder = path / (re.sub(r"[^A-Za-z0-9._+-]+", "_", arch).strip("._") or "arch")
@@ -234,10 +233,11 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     if executor == "local":
         resolve_precision(resolve_device(device), precision)
     tasks = _select_tasks(tasks_text)
-    if output:
-        out = results_path(output, arch)
-        (writable_file(output, "--output") if out == Path(output)
-         else writable_dir(str(out.parent), "--output"))
+    if output:      # a .json file must have an existing folder; a directory is created
+        if Path(output).suffix.lower() == ".json" and not Path(output).is_dir():
+            writable_file(output, "--output")
+        else:
+            writable_dir(output, "--output")
     if not dry_run:
         writable_dir(run_dir, "--run-dir")
     spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
