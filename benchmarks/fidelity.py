@@ -18,7 +18,6 @@ mamba-ssm's selective-scan entry point, supplied from PyTorch and madbench's sca
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -35,7 +35,6 @@ The short convolutions keep the last 2 inputs of each of their channels (``cache
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from madbench.errors import UsageError
