@@ -96,3 +96,20 @@ def code_identity(module_name: str, distribution: str | None = None,
     except OSError:
         return UNKNOWN
 
+
+
+#: madbench's own modules that decide a run's outcome besides the mixers, the task data and the
+#: protocol (each hashed in its own key): the backbones and the training loops.
+TRAINING_MODULES = ("model.py", "trainer.py", "graphed.py", "batched.py", "cuda_graphs.py",
+                    "metrics.py")
+
+
+def run_version() -> str:
+    """madbench's version plus a hash of ``TRAINING_MODULES``: what run keys and records carry,
+    so that a change to the backbone or a training loop never reuses a stored result."""
+    from . import __version__
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in TRAINING_MODULES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"

@@ -12,6 +12,7 @@ import torch
 from . import __version__
 from .architecture import ArchitectureSpec, build_mixer
 from .claims import claim
+from .code_identity import run_version
 from .errors import CheckFailed, MadbenchError, UsageError, warn
 from .hashing import content_hash
 from .model import build_model
@@ -119,13 +120,13 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
     if settings not in (None, "all", "baseline"):
         _check_setting_names(tasks, settings)
     jobs = []
-    arch_hash = spec.hash
+    arch_hash, version = spec.hash, run_version()
     for task in tasks:
         for setting in select_settings(task, settings or protocol.settings):
             eff = effective_setting(setting, protocol)
             for seed in seeds:
                 for lr, wd in protocol.configs():
-                    key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, __version__)
+                    key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, version)
                     jobs.append(Job(task, setting, seed, lr, wd, key))
     return jobs
 
@@ -341,7 +342,7 @@ def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov
         "standard_protocol": protocol.standard, "selection": protocol.selection,
         "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
         **result.as_dict(), "device": str(dev), "precision": precision, "engine": engine,
-        "madbench_version": __version__,
+        "madbench_version": run_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "flags": ",".join((checks or {}).get("flags", [])),
         "architecture": spec.to_dict(), "protocol": protocol.to_dict(),

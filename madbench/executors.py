@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__, errors
+from .code_identity import run_version
 from .architecture import ArchitectureSpec
 from .errors import MadbenchError, UsageError
 from .evaluate import (Job, ProgressFn, choose_engine, effective_setting, job_from_dict,
@@ -80,7 +81,7 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
     for job in jobs:
         setting_hash = effective_setting(job.setting, protocol).hash
         if run_key(spec.hash, setting_hash, protocol.hash, job.lr, job.weight_decay,
-                   job.seed, __version__) != job.key:
+                   job.seed, run_version()) != job.key:
             raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
                                 "different data (another task version): install the same "
                                 "plugins everywhere")

@@ -9,7 +9,7 @@ import math
 import shlex
 from typing import Any, Sequence
 
-from .. import __version__
+from ..code_identity import run_version
 from ..architecture import ArchitectureSpec, mixer_entry, mixer_source_id
 from ..errors import MadbenchError, UsageError
 from ..evaluate import group_records
@@ -210,9 +210,9 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
     group = select_group(records, arch_filter, protocol_filter)
     first = group[0]
     versions = sorted({r["madbench_version"] for r in group})
-    if versions != [__version__]:
+    if versions != [run_version()]:
         raise MadbenchError(f"the runs were made by madbench {', '.join(versions)}; this is "
-                            f"{__version__}: re-run them with this version")
+                            f"{run_version()} (version + training code): re-run them with it")
     protocol = Protocol.from_dict(first["protocol"])
     if protocol.hash != first["protocol_hash"]:
         raise MadbenchError("the stored protocol does not match its hash; the records are "
@@ -235,7 +235,7 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "board": board_for(protocol),
-        "madbench_version": __version__,
+        "madbench_version": run_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "architecture": {"name": spec.name, "hash": spec.hash, "spec": spec.to_dict(),
                          "sources": source_ids(spec),
