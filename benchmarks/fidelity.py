@@ -74,8 +74,9 @@ ARMS: dict[str, dict] = {
     "attention": {"arch": "attention-swiglu"},
     "ref-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": ATTENTION},
     "mamba": {"arch": "mamba"},
-    "mamba-conv-bias": {"arch": "Mb", "kwargs": {"conv_bias": True}},
     "mamba-reference-scan": {"arch": "mamba", "env": {"MADBENCH_KERNELS": "reference"}},
+    "mamba-bf16-step": {"arch": "madbench_variants:MambaBf16Step"},
+    "mamba-no-conv-bias": {"arch": "Mb", "kwargs": {"conv_bias": False}},
     "ref-mamba": {"arch": "madlab_mamba:Mamba", "kwargs": MAMBA},
     "mh-gla": {"arch": "mh-gla-swiglu"},
     "ref-mh-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
@@ -104,7 +105,8 @@ PAIRS = [
     ("mh-attention", "mh-attention", "ref-mh-attention"),
     ("attention", "attention", "ref-attention"),
     ("mamba", "mamba", "ref-mamba"),
-    ("mamba (conv bias, as mad-lab)", "mamba-conv-bias", "ref-mamba"),
+    ("mamba (conv bias, step bias rounded to bf16)", "mamba-bf16-step", "ref-mamba"),
+    ("mamba (no conv bias, fp32 step)", "mamba-no-conv-bias", "ref-mamba"),
     ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
     ("mh-gla", "mh-gla", "ref-mh-gla"),
     ("gla", "gla", "ref-gla"),
@@ -305,6 +307,8 @@ def equivalence(args) -> int:
          attention_weights),
         ("mamba (conv bias on)", ARMS["ref-mamba"], LayerSpec("mamba", {"conv_bias": True}),
          same_names),
+        ("mamba, step bias rounded to bf16 (before)", ARMS["ref-mamba"],
+         LayerSpec("madbench_variants:MambaBf16Step"), same_names),
     ]
     if dev == "cuda":
         os.environ.setdefault("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", "1")
@@ -322,16 +326,21 @@ def equivalence(args) -> int:
             x = torch.randn(4, length, 128, device=dev)
             with torch.no_grad():
                 y_ref, y_ours = ref(x), ours(x)
-            diff = float((y_ref - y_ours).abs().max())
+                diff = float((y_ref - y_ours).abs().max())
+                bf16 = "-"
+                if dev == "cuda":      # as trained: bf16 autocast, where rounding can differ
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        bf16 = f"{float((ref(x).float() - ours(x).float()).abs().max()):.1e}"
             rows.append(f"| {name} | {sum(p.numel() for p in ref.parameters()):,} | "
-                        f"{sum(p.numel() for p in ours.parameters()):,} | {diff:.1e} | "
+                        f"{sum(p.numel() for p in ours.parameters()):,} | {diff:.1e} | {bf16} | "
                         f"{float(y_ref.abs().max()):.2f} |")
         except Exception as exc:  # noqa: BLE001 - report, go on
             rows.append(f"| {name} | - | - | failed: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:80]} | - |")
+                        f"{str(exc).splitlines()[0][:80]} | - | - |")
     text = "\n".join([f"Copied weights, one batch (4 x {length} x 128, fp32, {dev}):", "",
-                      "| layer | reference params | bundled params | max abs diff | max abs "
-                      "output |", "| --- | ---: | ---: | ---: | ---: |", *rows])
+                      "| layer | reference params | bundled params | max abs diff | same, bf16 "
+                      "autocast | max abs output |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+                      *rows])
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

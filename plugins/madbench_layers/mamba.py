@@ -64,12 +64,14 @@ class Mamba(nn.Module):
         xs = self.conv(xs.transpose(1, 2))[..., :seq_len].transpose(1, 2)  # causal: drop the tail
         xs = F.silu(xs)
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
         dtype = torch.promote_types(x.dtype, torch.float32)  # the scan runs in fp32 at least
+        # The step bias is added after the projection, in fp32 (as mamba-ssm and mad-lab do):
+        # under bf16 autocast, adding it inside the projection would round the step itself.
+        delta = F.softplus(F.linear(dt, self.dt_proj.weight).to(dtype)
+                           + self.dt_proj.bias.to(dtype))
         A = -torch.exp(self.A_log.to(dtype))
-        y = selective_scan(xs.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype),
-                           self.D.to(dtype))
-        return self.out_proj(y.to(x.dtype) * F.silu(z))
+        y = selective_scan(xs.to(dtype), delta, A, B.to(dtype), C.to(dtype), self.D.to(dtype))
+        return self.out_proj((y * F.silu(z.to(dtype))).to(x.dtype))
 
     def state_size(self, seq_len: int) -> int:
         """d_inner * d_state: one SSM state per inner channel, independent of seq_len."""
