@@ -71,6 +71,9 @@ ARMS: dict[str, dict] = {
     "hyena-modal": {"arch": "hyena-modal"},
     "mh-attention": {"arch": "mh-attention-swiglu"},
     "ref-mh-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": MH_ATTENTION},
+    "ref-mh-attention-no-bias": {"arch": f"{_REF}.attention:Attention",
+                                 "kwargs": {**MH_ATTENTION, "qkv_proj_bias": False,
+                                            "out_proj_bias": False}},
     "attention": {"arch": "attention-swiglu"},
     "ref-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": ATTENTION},
     "mamba": {"arch": "mamba"},
@@ -103,6 +106,7 @@ PAIRS = [
     ("hyena-experts (mad-lab routing)", "hyena-experts-madlab-routing", "ref-hyena-experts"),
     ("hyena-modal (against the reference Hyena)", "hyena-modal", "ref-hyena"),
     ("mh-attention", "mh-attention", "ref-mh-attention"),
+    ("mh-attention (reference without its biases)", "mh-attention", "ref-mh-attention-no-bias"),
     ("attention", "attention", "ref-attention"),
     ("mamba", "mamba", "ref-mamba"),
     ("mamba (conv bias, step bias rounded to bf16)", "mamba-bf16-step", "ref-mamba"),
@@ -118,8 +122,10 @@ PAIRS = [
 
 def panel_settings(which: str) -> list[tuple[str, str]]:
     """(task, setting) of the panel: ``memorization`` (all six), ``others`` (the smallest
-    training set of every other task) or ``all``."""
+    training set of every other task), ``all``, or one task's part of the panel by its name."""
     from madbench.tasks import all_tasks
+    if which not in ("memorization", "others", "all"):
+        return [(task, setting) for task, setting in panel_settings("all") if task == which]
     chosen = []
     for task in all_tasks():
         name, settings = task.name, task.settings()
@@ -356,7 +362,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("run", help="train the panel for some pairs")
     p.add_argument("--pairs", default="all", help="comma-separated pair or arm names, or all")
     p.add_argument("--arms", default="", help="extra arms to train")
-    p.add_argument("--panel", choices=["memorization", "others", "all"], default="all")
+    p.add_argument("--panel", default="all",
+                   help="memorization, others, all, or a task name (its part of the panel)")
     p.add_argument("--preset", default="paper")
     p.add_argument("--run-dir", default="runs/fidelity")
     p.add_argument("--ref", default=".ref/madlab")
