@@ -283,11 +283,8 @@ def equivalence(args) -> int:
             ours.router.load_state_dict(ref.router.state_dict())
 
     def attention_weights(ref, ours):
-        with torch.no_grad():
-            ref.Wqkv.bias.zero_()
-            ref.out_proj.bias.zero_()
-        ours.qkv.weight.data.copy_(ref.Wqkv.weight.data)
-        ours.out.weight.data.copy_(ref.out_proj.weight.data)
+        ours.qkv.load_state_dict(ref.Wqkv.state_dict())
+        ours.out.load_state_dict(ref.out_proj.state_dict())
 
     def same_names(ref, ours):
         renames = {"conv1d.": "conv.", "g_norm.weight": "norm_weight",
@@ -307,9 +304,9 @@ def equivalence(args) -> int:
          LayerSpec("mh-hyena", {"heads": 8, "head_size": 16}), hyena_weights),
         ("hyena-experts (mad-lab routing)", ARMS["ref-hyena-experts"],
          LayerSpec("hyena-experts", {"routing": "mad-lab"}), hyena_weights),
-        ("mh-attention (reference biases zeroed)", ARMS["ref-mh-attention"],
+        ("mh-attention", ARMS["ref-mh-attention"],
          LayerSpec("mh-attention"), attention_weights),
-        ("attention (reference biases zeroed)", ARMS["ref-attention"], LayerSpec("attention"),
+        ("attention", ARMS["ref-attention"], LayerSpec("attention"),
          attention_weights),
         ("mamba (conv bias on)", ARMS["ref-mamba"], LayerSpec("mamba", {"conv_bias": True}),
          same_names),

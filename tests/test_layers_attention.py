@@ -129,9 +129,14 @@ def test_causal_and_shape_preserving(name):
 
 
 def test_parameter_counts_at_mad_defaults():
-    """Hand count, no biases: q, k, v and output projections of 128 x 128 = 4 * 16,384."""
+    """Hand count: q, k, v and output projections of 128 x 128 = 4 * 16,384, plus mad-lab's
+    biases (3 * 128 on QKV, 128 on the output); without them, the paper's 65,536."""
     for name in LAYERS:
-        assert n_params(build(name)) == 4 * 128 * 128 == 65_536, name
+        if "linear" in name:                # mad-lab's linear attention has no biases
+            assert n_params(build(name)) == 4 * 128 * 128 == 65_536, name
+            continue
+        assert n_params(build(name)) == 4 * 128 * 128 + 4 * 128 == 66_048, name
+        assert n_params(build(name, bias=False)) == 4 * 128 * 128 == 65_536, name
 
 
 def test_registered_defaults():

@@ -93,9 +93,14 @@ def attention_positions(depth: int, share: float) -> set[int]:
     return {round((j + 1) * depth / count) - 1 for j in range(count)}
 
 
+def _attention_layer(width: int) -> LayerSpec:
+    """Scaling runs' attention: heads of 64, no biases (the stored frontiers were trained so)."""
+    return LayerSpec("mh-attention", {"num_heads": attention_heads(width), "bias": False})
+
+
 def _sequence_layer(family: Family, width: int) -> LayerSpec:
     if family.mixer == "mh-attention":
-        return LayerSpec("mh-attention", {"num_heads": attention_heads(width)})
+        return _attention_layer(width)
     if family.mixer == "mh-hyena-modal":
         if width % 8:
             raise UsageError(f"mh-hyena needs a width divisible by 8, got {width}")
@@ -211,7 +216,7 @@ def family_spec(family: str | Family, width: int, depth: int) -> ArchitectureSpe
         raise UsageError(f"need width >= 8 and depth >= 1, got {width}x{depth}")
     attention = attention_positions(depth, fam.attention_share)
     seq, channel = _sequence_layer(fam, width), _channel_layer(fam, width)
-    attn = LayerSpec("mh-attention", {"num_heads": attention_heads(width)}) if attention else None
+    attn = _attention_layer(width) if attention else None
     layers: list[LayerSpec] = []
     for i in range(depth):
         if i in attention:  # attention always gets a channel mixer (SwiGLU in Mamba families)
