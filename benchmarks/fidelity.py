@@ -70,6 +70,7 @@ ARMS: dict[str, dict] = {
                           "kwargs": HYENA_EXPERTS},
     "hyena-modal": {"arch": "hyena-modal"},
     "mh-attention": {"arch": "mh-attention-swiglu"},
+    "mh-attention-no-bias": {"arch": "mA", "kwargs": {"bias": False}},
     "ref-mh-attention": {"arch": f"{_REF}.attention:Attention", "kwargs": MH_ATTENTION},
     "ref-mh-attention-no-bias": {"arch": f"{_REF}.attention:Attention",
                                  "kwargs": {**MH_ATTENTION, "qkv_proj_bias": False,
@@ -106,11 +107,13 @@ PAIRS = [
     ("hyena-experts (mad-lab routing)", "hyena-experts-madlab-routing", "ref-hyena-experts"),
     ("hyena-modal (against the reference Hyena)", "hyena-modal", "ref-hyena"),
     ("mh-attention", "mh-attention", "ref-mh-attention"),
-    ("mh-attention (reference without its biases)", "mh-attention", "ref-mh-attention-no-bias"),
+    ("mh-attention without biases (the paper's rule)", "mh-attention-no-bias",
+     "ref-mh-attention"),
+    ("mh-attention (both without biases)", "mh-attention-no-bias", "ref-mh-attention-no-bias"),
     ("attention", "attention", "ref-attention"),
     ("mamba", "mamba", "ref-mamba"),
-    ("mamba (conv bias, step bias rounded to bf16)", "mamba-bf16-step", "ref-mamba"),
-    ("mamba (no conv bias, fp32 step)", "mamba-no-conv-bias", "ref-mamba"),
+    ("mamba (step bias rounded to bf16)", "mamba-bf16-step", "ref-mamba"),
+    ("mamba (no conv bias)", "mamba-no-conv-bias", "ref-mamba"),
     ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
     ("mh-gla", "mh-gla", "ref-mh-gla"),
     ("gla", "gla", "ref-gla"),
@@ -166,10 +169,17 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
 
 
 def run(args) -> int:
-    names = args.pairs.split(",")
+    names = [n for n in args.pairs.split(",") if n and n != "all"]
+    extra = [a for a in args.arms.split(",") if a]
+    unknown = [n for n in names if not any(n in (p[0], p[1]) for p in PAIRS)] + \
+        [a for a in extra if a not in ARMS]
+    if unknown:
+        sys.exit(f"error: unknown pair or arm: {', '.join(unknown)} (pairs: "
+                 f"{', '.join(p[0] for p in PAIRS)}; arms: {', '.join(ARMS)})")
+    if not panel_settings(args.panel):
+        sys.exit(f"error: unknown panel {args.panel!r}: memorization, others, all or a task name")
     pairs = [p for p in PAIRS if args.pairs == "all" or p[0] in names or p[1] in names]
-    arms = list(dict.fromkeys([a for _, b, r in pairs for a in (b, r)]
-                              + [a for a in args.arms.split(",") if a]))
+    arms = list(dict.fromkeys([a for _, b, r in pairs for a in (b, r)] + extra))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
                                          env.get("PYTHONPATH", "")])
@@ -357,7 +367,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train the panel for some pairs")
-    p.add_argument("--pairs", default="all", help="comma-separated pair or arm names, or all")
+    p.add_argument("--pairs", default="all",
+                   help="comma-separated pair names or bundled arms, all, or '' (only --arms)")
     p.add_argument("--arms", default="", help="extra arms to train")
     p.add_argument("--panel", default="all",
                    help="memorization, others, all, or a task name (its part of the panel)")
