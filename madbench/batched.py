@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .cuda_graphs import capture_enabled, capture_step
-from .loop import Engine, RunResult, epoch_plan, train_protocol
+from .loop import Engine, RunResult, epoch_plan, evaluates_every_epoch, train_protocol
 from .metrics import scored_counts, summarize
 from .protocol import Protocol
 from .trainer import autocast, lr_at
@@ -201,16 +201,17 @@ def train_batched(make_model: Callable[[], nn.Module],
     """Train one model per (lr, weight decay) configuration at once; one RunResult each.
 
     ``make_model`` is called once per configuration right after ``torch.manual_seed(seed)``.
-    Evaluation happens after the last epoch (protocols with ``eval_every_epoch`` use the plain
-    trainer). A configuration whose loss or gradients become non-finite is reported as
-    diverged; the others continue unaffected (its weights are frozen from then on).
+    Evaluation happens after the last epoch (protocols that evaluate every epoch,
+    ``eval_every_epoch`` or ``early_stop_accuracy``, use the plain or graphed engine). A
+    configuration whose loss or gradients become non-finite is reported as diverged; the
+    others continue unaffected (its weights are frozen from then on).
 
     ``capture``: capture the training step in a CUDA graph (default: on CUDA unless
     MADBENCH_CUDA_GRAPHS=0; on an H100 it took the six-configuration Hyena step from 22.6 ms
     eager to 14.4 ms, benchmarks/RESULTS.md)."""
     device = train_data[0].device
     capture = capture_enabled(device, capture)
-    if protocol.eval_every_epoch:
+    if evaluates_every_epoch(protocol):
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
     if device.type != "cuda":
         return _train_batched(make_model, train_data, test_data, num_classes, configs,

@@ -153,6 +153,12 @@ def epoch_plan(n: int, protocol) -> tuple[int, int]:
     return steps_per_epoch, protocol.epochs_for(steps_per_epoch)
 
 
+def evaluates_every_epoch(protocol) -> bool:
+    """Whether runs under ``protocol`` are evaluated at every epoch boundary: to report the
+    best epoch (``eval_every_epoch``) or to stop once converged (``early_stop_accuracy``)."""
+    return protocol.eval_every_epoch or protocol.early_stop_accuracy is not None
+
+
 def final_metrics(diverged: bool, metrics: dict | None) -> tuple[dict, bool]:
     """A finished run's reported metrics and whether it counts as diverged: zeros for a
     diverged run, else ``metrics`` (its best epoch's, or of its final weights); a non-finite
@@ -170,13 +176,14 @@ def train_protocol(engine: Engine, num_train: int, protocol, seed: int, device: 
                    ) -> list[RunResult]:
     """Train the MAD runs of ``engine`` under ``protocol`` (batches shuffled each epoch with
     ``seed``) and report each: the final weights' test metrics, or with ``eval_every_epoch``
-    the best-loss epoch's (mad-lab's checkpoint rule), training stopping once test accuracy
-    reaches ``early_stop_accuracy``."""
+    the best-loss epoch's (mad-lab's checkpoint rule). With ``early_stop_accuracy`` runs are
+    evaluated every epoch and a run stops at the first epoch whose test accuracy reaches it."""
     _, epochs = epoch_plan(num_train, protocol)
     runs, seconds = train_epochs(
         engine, shuffled_batches(num_train, protocol.batch_size, seed, device), epochs,
-        evaluate_every_epoch=protocol.eval_every_epoch, keep_best=protocol.eval_every_epoch,
-        stop_accuracy=protocol.early_stop_accuracy, on_epoch=on_epoch)
+        evaluate_every_epoch=evaluates_every_epoch(protocol),
+        keep_best=protocol.eval_every_epoch, stop_accuracy=protocol.early_stop_accuracy,
+        on_epoch=on_epoch)
     return run_results(engine, runs, seconds)
 
 

@@ -170,9 +170,9 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
     """Train ``model`` under ``protocol`` and evaluate it on the test data.
 
     ``paper``-style protocols report the final model; with ``eval_every_epoch`` the epoch of
-    lowest test loss is reported (mad-lab's checkpoint rule) and training stops early once test
-    accuracy reaches ``early_stop_accuracy``. A non-finite training loss ends the run as
-    diverged, with accuracy 0."""
+    lowest test loss is reported (mad-lab's checkpoint rule). With ``early_stop_accuracy``
+    training stops at the first epoch whose test accuracy reaches it. A non-finite training
+    loss ends the run as diverged, with accuracy 0."""
     steps_per_epoch, epochs = epoch_plan(train_data[0].shape[0], protocol)
     step = Step(model, train_data, lr, weight_decay, protocol, epochs * steps_per_epoch,
                 precision)

@@ -182,3 +182,34 @@ def test_a_scaling_run_equals_the_reference_loop_bit_for_bit():
                        on_step=lambda s, n, loss: seen.append((s, loss)))
     assert seen == reported
     assert (result["train_loss"], result["loss"]) == (reported[-1][1], val_loss)
+
+
+def test_a_convergence_stop_ends_a_run_at_the_first_epoch_that_reaches_it():
+    """``early_stop_accuracy`` on its own (no ``eval_every_epoch``): the run stops at the first
+    epoch end whose test accuracy reaches it and reports its final weights. With a constant
+    rate the epochs before a stop do not depend on the run's length, so the reference trained
+    for exactly that many epochs must give the same numbers, and one epoch fewer must not reach
+    the threshold. Off in ``paper``; the batched engine (which cannot stop one configuration)
+    hands such protocols to the plain engine."""
+    from madbench.evaluate import choose_engine
+    proto = dataclasses.replace(PAPER, epochs=30, schedule="constant", early_stop_accuracy=0.9)
+    data, test = identity_data(), identity_data(seed=1)
+    torch.manual_seed(3)
+    got = train(Lookup(), data, test, 8, 1e-2, 0.0, proto, 3)
+    assert 1 < got.epochs < 30 and got.accuracy >= 0.9
+    plain = dataclasses.replace(proto, early_stop_accuracy=None)
+    torch.manual_seed(3)
+    model = Lookup()
+    _, before = reference(model, data, test, 1e-2, 0.0,
+                          dataclasses.replace(plain, epochs=got.epochs - 1), 3)
+    assert before["accuracy"] < 0.9
+    torch.manual_seed(3)
+    _, want = reference(Lookup(), data, test, 1e-2, 0.0,
+                        dataclasses.replace(plain, epochs=got.epochs), 3)
+    assert same(fields(got), want)
+    (graphed,) = train_graphed(Lookup, data, test, 8, [(1e-2, 0.0)], proto, 3)
+    assert same(fields(graphed), want)
+    assert PRESETS["paper"].early_stop_accuracy is None
+    assert choose_engine("auto", proto, torch.device("cpu"), 6) == "plain"
+    with pytest.raises(ValueError, match="evaluates once"):
+        train_batched(Lookup, data, test, 8, CONFIGS, proto, 3)
