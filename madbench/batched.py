@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Callable, Sequence
 
 import torch
@@ -20,9 +19,10 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .cuda_graphs import capture_enabled, capture_step
+from .loop import Engine, RunResult, epoch_plan, evaluates_every_epoch, train_protocol
 from .metrics import scored_counts, summarize
 from .protocol import Protocol
-from .trainer import RunResult, autocast, final_metrics, lr_at
+from .trainer import autocast, lr_at
 
 
 class StackedAdamW:
@@ -142,6 +142,55 @@ class _Stepper:
         return graph, static_idx, static_scale
 
 
+class Batched(Engine):
+    """The configurations as one model with stacked weights: each step is one vmapped forward
+    and backward and one :class:`StackedAdamW` update (``_Stepper``). A configuration whose
+    loss or gradients become non-finite is frozen, not left out, so the loop carries it (and
+    records it the epochs it was carried) until every configuration has diverged."""
+
+    carries_finished = True
+
+    def __init__(self, make_model, train_data, test_data, num_classes, configs, protocol,
+                 seed, total_steps, precision, capture):
+        device = train_data[0].device
+        models = []
+        for _ in configs:
+            torch.manual_seed(seed)
+            models.append(make_model().to(device))
+        base = copy.deepcopy(models[0]).to("meta")
+        self.params, self.buffers = stack_module_state(models)
+        lrs = [lr for lr, _ in configs]
+        opt = StackedAdamW(self.params, _decay_flags(models[0], protocol.decay), lrs,
+                           [wd for _, wd in configs], protocol.betas, protocol.eps)
+
+        def forward_one(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        self.forward = vmap(forward_one, in_dims=(0, 0, None))
+        self.runs = len(configs)
+        self.schedule = _schedule(total_steps, lrs, protocol, device)
+        self.stepper = _Stepper(self.forward, self.params, self.buffers, opt, train_data,
+                                self.runs, precision, capture)
+        self.test_data, self.num_classes = test_data, num_classes
+        self.batch_size, self.precision = protocol.batch_size, precision
+
+    def start_epoch(self, live: list[int]) -> None:
+        self.stepper.loss_sum.zero_()
+
+    def step(self, idx: torch.Tensor, step: int, live: list[int]) -> None:
+        self.stepper(idx, self.schedule[step])
+
+    def end_epoch(self, live: list[int], steps: int) -> list[tuple[float, bool]]:
+        losses = (self.stepper.loss_sum / steps).tolist()              # one sync per epoch
+        alive = self.stepper.alive.tolist()
+        return [(losses[i], not alive[i]) for i in live]
+
+    def evaluate(self, runs: list[int]) -> list[dict]:
+        metrics = evaluate_batched(self.forward, self.params, self.buffers, self.test_data,
+                                   self.num_classes, self.batch_size, self.precision)
+        return [metrics[i] for i in runs]
+
+
 def train_batched(make_model: Callable[[], nn.Module],
                   train_data: tuple[torch.Tensor, torch.Tensor],
                   test_data: tuple[torch.Tensor, torch.Tensor], num_classes: int,
@@ -152,16 +201,17 @@ def train_batched(make_model: Callable[[], nn.Module],
     """Train one model per (lr, weight decay) configuration at once; one RunResult each.
 
     ``make_model`` is called once per configuration right after ``torch.manual_seed(seed)``.
-    Evaluation happens after the last epoch (protocols with ``eval_every_epoch`` use the plain
-    trainer). A configuration whose loss or gradients become non-finite is reported as
-    diverged; the others continue unaffected (its weights are frozen from then on).
+    Evaluation happens after the last epoch (protocols that evaluate every epoch,
+    ``eval_every_epoch`` or ``early_stop_accuracy``, use the plain or graphed engine). A
+    configuration whose loss or gradients become non-finite is reported as diverged; the
+    others continue unaffected (its weights are frozen from then on).
 
     ``capture``: capture the training step in a CUDA graph (default: on CUDA unless
     MADBENCH_CUDA_GRAPHS=0; on an H100 it took the six-configuration Hyena step from 22.6 ms
     eager to 14.4 ms, benchmarks/RESULTS.md)."""
     device = train_data[0].device
     capture = capture_enabled(device, capture)
-    if protocol.eval_every_epoch:
+    if evaluates_every_epoch(protocol):
         raise ValueError("the batched engine evaluates once at the end; use the plain trainer")
     if device.type != "cuda":
         return _train_batched(make_model, train_data, test_data, num_classes, configs,
@@ -179,60 +229,11 @@ def train_batched(make_model: Callable[[], nn.Module],
 
 def _train_batched(make_model, train_data, test_data, num_classes, configs, protocol, seed,
                    precision, on_epoch, capture) -> list[RunResult]:
-    inputs, targets = train_data
-    device = inputs.device
-    models = []
-    for _ in configs:
-        torch.manual_seed(seed)
-        models.append(make_model().to(device))
-    base = copy.deepcopy(models[0]).to("meta")
-    params, buffers = stack_module_state(models)
-    decays = _decay_flags(models[0], protocol.decay)
-    lrs = [lr for lr, _ in configs]
-    opt = StackedAdamW(params, decays, lrs, [wd for _, wd in configs], protocol.betas,
-                       protocol.eps)
-    num_configs = len(configs)
-
-    def forward_one(p, b, x):
-        return functional_call(base, (p, b), (x,))
-
-    forward = vmap(forward_one, in_dims=(0, 0, None))
-    n = inputs.shape[0]
-    bs = protocol.batch_size
-    steps_per_epoch = -(-n // bs)
-    epochs = protocol.epochs_for(steps_per_epoch)
-    total = epochs * steps_per_epoch
-    schedule = _schedule(total, lrs, protocol, device)
-    stepper = _Stepper(forward, params, buffers, opt, train_data, num_configs, precision,
-                       capture)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    last_loss = torch.zeros(num_configs, device=device)
-    step = 0
-    start = time.perf_counter()
-    for _epoch in range(epochs):
-        order = torch.randperm(n, generator=gen, device=device)
-        stepper.loss_sum.zero_()
-        for b in range(steps_per_epoch):
-            stepper(order[b * bs:(b + 1) * bs], schedule[step])
-            step += 1
-        last_loss = stepper.loss_sum / steps_per_epoch
-        if not bool(stepper.alive.any()):                           # one sync per epoch
-            break
-        if on_epoch is not None:
-            on_epoch(_epoch + 1, epochs, float(last_loss[stepper.alive].min()))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    metrics = evaluate_batched(forward, params, buffers, test_data, num_classes, bs, precision)
-    alive_host = stepper.alive.tolist()
-    last = last_loss.tolist()
-    results = []
-    for c, evaluated in enumerate(metrics):
-        m, diverged = final_metrics(not alive_host[c], None, lambda: evaluated)
-        results.append(RunResult(m["accuracy"], m["macro_accuracy"], m["loss"], last[c],
-                                 diverged, _epoch + 1, step, seconds, m["scored_positions"]))
-    return results
+    n = train_data[0].shape[0]
+    steps_per_epoch, epochs = epoch_plan(n, protocol)
+    engine = Batched(make_model, train_data, test_data, num_classes, configs, protocol, seed,
+                     epochs * steps_per_epoch, precision, capture)
+    return train_protocol(engine, n, protocol, seed, train_data[0].device, on_epoch)
 
 
 def supports_batching(make_model: Callable[[], nn.Module], sample: torch.Tensor) -> str | None:

@@ -100,8 +100,8 @@ def code_identity(module_name: str, distribution: str | None = None,
 
 #: madbench's own modules that decide a run's outcome besides the mixers, the task data and the
 #: protocol (each hashed in its own key): the backbones and the training loops.
-TRAINING_MODULES = ("model.py", "trainer.py", "graphed.py", "batched.py", "cuda_graphs.py",
-                    "metrics.py")
+TRAINING_MODULES = ("model.py", "loop.py", "trainer.py", "graphed.py", "batched.py",
+                    "cuda_graphs.py", "metrics.py")
 
 
 def run_version() -> str:

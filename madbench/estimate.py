@@ -55,7 +55,8 @@ def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: t
     then ``steps`` timed ones, or one when the warm-up took over ``PROBE_SECONDS``."""
     eff = effective_setting(job.setting, protocol)
     batch = max(1, min(protocol.batch_size, PROBE_TOKENS // eff.seq_len))
-    probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False, batch_size=batch)
+    probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
+                    early_stop_accuracy=None, batch_size=batch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tokens = torch.randint(0, eff.vocab_size, (batch * steps, eff.seq_len), device=device)

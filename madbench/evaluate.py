@@ -198,7 +198,8 @@ def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size
         if dev.type == "cuda":
             return "graphed"
         engine = "batched" if group_size > 1 else "plain"
-    if engine == "batched" and protocol.eval_every_epoch:
+    if engine == "batched" and (protocol.eval_every_epoch
+                                or protocol.early_stop_accuracy is not None):
         return "plain"
     return engine
 

@@ -39,7 +39,7 @@ class Protocol:
     max_train: int | None = None       #: cap on training sequences (None = the setting's size)
     max_test: int | None = None        #: cap on test sequences
     eval_every_epoch: bool = False     #: evaluate each epoch and report the best-loss epoch
-    early_stop_accuracy: float | None = None
+    early_stop_accuracy: float | None = None   #: stop a run at the first epoch end it reaches
     selection: str = "accuracy"        #: metric for best-of-sweep: "accuracy" | "macro_accuracy"
     standard: bool = True              #: False once any field is overridden
     overrides: tuple[tuple[str, Any], ...] = ()

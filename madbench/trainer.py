@@ -1,20 +1,22 @@
 """The plain trainer: one model, one (lr, weight decay) configuration, one setting.
 
-Data stay on the device; the step loop never waits for the host (the loss is accumulated on the
-device and read once per epoch, where divergence is detected too). Deterministic given the seed
-(on CPU; on CUDA up to the nondeterminism of some kernels).
+Its :class:`Step` is the readable reference step every engine is tested against; the epochs
+around it are ``madbench.loop``'s, shared by all engines. Data stay on the device; the step
+never waits for the host (the loss is accumulated on the device and read once per epoch, where
+divergence is detected too). Deterministic given the seed (on CPU; on CUDA up to the
+nondeterminism of some kernels).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from .cuda_graphs import adamw
+from .loop import Engine, RunResult, epoch_plan, train_protocol
 from .metrics import scored_counts, summarize
 from .model import auxiliary_loss
 from .protocol import Protocol
@@ -97,34 +99,68 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_
     return summarize(*totals)
 
 
-def final_metrics(diverged: bool, best: dict | None,
-                  evaluate_now: Callable[[], dict]) -> tuple[dict, bool]:
-    """A finished run's reported metrics and whether it counts as diverged: zeros for a
-    diverged run, else the best epoch's (``eval_every_epoch``) or a final evaluation; a
-    non-finite test loss also counts as divergence (accuracy 0)."""
-    if diverged:
-        return {"accuracy": 0.0, "macro_accuracy": 0.0, "loss": float("nan"),
-                "scored_positions": 0}, True
-    metrics = best if best is not None else evaluate_now()
-    if not math.isfinite(metrics["loss"]):
-        return {**metrics, "accuracy": 0.0, "macro_accuracy": 0.0}, True
-    return metrics, False
+class Step:
+    """One configuration's training step, the reference every engine is tested against: gather
+    the batch ``inputs[idx]``, forward (under autocast for bf16), cross-entropy over the scored
+    positions (plus any auxiliary loss a mixer left, unreported), backward, AdamW update; the
+    loss is added to ``loss_sum`` on the device. ``lrs[step]`` is the learning rate of each
+    step of the run. ``capturable`` builds an optimiser a CUDA graph can capture (the graphed
+    engine); gradients are then not cleared (each replay writes them afresh)."""
+
+    def __init__(self, model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], lr: float,
+                 weight_decay: float, protocol: Protocol, total_steps: int, precision: str,
+                 capturable: bool = False):
+        self.model = model
+        self.inputs, self.targets = train_data
+        self.precision, self.capturable = precision, capturable
+        self.lrs = [lr_at(step, total_steps, lr, protocol) for step in range(total_steps)]
+        self.opt, self.set_lr = adamw(parameter_groups(model, weight_decay, protocol.decay), lr,
+                                      protocol.betas, protocol.eps, self.inputs.device,
+                                      capturable)
+        self.loss_sum = torch.zeros((), device=self.inputs.device)
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        x = self.inputs.index_select(0, idx)
+        y = self.targets.index_select(0, idx)
+        with autocast(x.device, self.precision):
+            logits = self.model(x)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                           y.reshape(-1), ignore_index=-100)
+        aux = auxiliary_loss(self.model)       # e.g. a router's load balancing; not reported
+        if not self.capturable:
+            self.opt.zero_grad(set_to_none=True)
+        (loss if aux is None else loss + aux).backward()
+        self.opt.step()
+        self.loss_sum += loss.detach()
 
 
-@dataclass
-class RunResult:
-    accuracy: float
-    macro_accuracy: float
-    loss: float
-    train_loss: float
-    diverged: bool
-    epochs: int
-    steps: int
-    seconds: float
-    scored_positions: int
+class Eager(Engine):
+    """The plain engine: each configuration's :class:`Step`, eagerly, one after the other
+    (one configuration for ``train``; several for the graphed engine without graphs)."""
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+    def __init__(self, steps: list[Step], test_data: tuple[torch.Tensor, torch.Tensor],
+                 num_classes: int, batch_size: int, precision: str):
+        self.steps, self.runs = steps, len(steps)
+        self.test_data, self.num_classes = test_data, num_classes
+        self.batch_size, self.precision = batch_size, precision
+
+    def start_epoch(self, live: list[int]) -> None:
+        for i in live:
+            self.steps[i].loss_sum.zero_()
+
+    def step(self, idx: torch.Tensor, step: int, live: list[int]) -> None:
+        for i in live:
+            run = self.steps[i]
+            run.set_lr(run.lrs[step])
+            run(idx)
+
+    def end_epoch(self, live: list[int], steps: int) -> list[tuple[float, bool]]:
+        sums = torch.stack([self.steps[i].loss_sum for i in live]).tolist()   # one sync
+        return [(s / steps, not math.isfinite(s / steps)) for s in sums]
+
+    def evaluate(self, runs: list[int]) -> list[dict]:
+        return [evaluate(self.steps[i].model, *self.test_data, self.num_classes,
+                         self.batch_size, self.precision) for i in runs]
 
 
 def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
@@ -134,61 +170,13 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
     """Train ``model`` under ``protocol`` and evaluate it on the test data.
 
     ``paper``-style protocols report the final model; with ``eval_every_epoch`` the epoch of
-    lowest test loss is reported (mad-lab's checkpoint rule) and training stops early once test
-    accuracy reaches ``early_stop_accuracy``. A non-finite training loss ends the run as
-    diverged, with accuracy 0."""
-    inputs, targets = train_data
-    device = inputs.device
-    n = inputs.shape[0]
-    bs = protocol.batch_size
-    steps_per_epoch = -(-n // bs)
-    epochs = protocol.epochs_for(steps_per_epoch)
-    total_steps = epochs * steps_per_epoch
-    opt = torch.optim.AdamW(parameter_groups(model, weight_decay, protocol.decay), lr=lr,
-                            betas=tuple(protocol.betas), eps=protocol.eps,
-                            fused=device.type == "cuda")
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+    lowest test loss is reported (mad-lab's checkpoint rule). With ``early_stop_accuracy``
+    training stops at the first epoch whose test accuracy reaches it. A non-finite training
+    loss ends the run as diverged, with accuracy 0."""
+    steps_per_epoch, epochs = epoch_plan(train_data[0].shape[0], protocol)
+    step = Step(model, train_data, lr, weight_decay, protocol, epochs * steps_per_epoch,
+                precision)
     model.train()
-    start = time.perf_counter()
-    step = 0
-    best = None
-    diverged = False
-    epoch_loss = float("nan")
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen, device=device)
-        loss_sum = torch.zeros((), device=device)
-        for b in range(steps_per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
-            x, y = inputs[idx], targets[idx]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total_steps, lr, protocol)
-            with autocast(device, precision):
-                logits = model(x)
-            loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                               y.reshape(-1), ignore_index=-100)
-            aux = auxiliary_loss(model)        # e.g. a router's load balancing; not reported
-            opt.zero_grad(set_to_none=True)
-            (loss if aux is None else loss + aux).backward()
-            opt.step()
-            loss_sum += loss.detach()
-            step += 1
-        epoch_loss = float(loss_sum) / steps_per_epoch       # one sync per epoch
-        if not math.isfinite(epoch_loss):
-            diverged = True
-            break
-        if on_epoch is not None:
-            on_epoch(epoch + 1, epochs, epoch_loss)
-        if protocol.eval_every_epoch:
-            metrics = evaluate(model, *test_data, num_classes, bs, precision)
-            if best is None or metrics["loss"] < best["loss"]:
-                best = metrics
-            if (protocol.early_stop_accuracy is not None
-                    and metrics["accuracy"] >= protocol.early_stop_accuracy):
-                break
-    seconds = time.perf_counter() - start
-    metrics, diverged = final_metrics(
-        diverged, best, lambda: evaluate(model, *test_data, num_classes, bs, precision))
-    return RunResult(metrics["accuracy"], metrics["macro_accuracy"], metrics["loss"],
-                     epoch_loss, diverged, epoch + 1 if epochs else 0, step, seconds,
-                     metrics["scored_positions"])
+    engine = Eager([step], test_data, num_classes, protocol.batch_size, precision)
+    return train_protocol(engine, train_data[0].shape[0], protocol, seed,
+                          train_data[0].device, on_epoch)[0]

@@ -26,7 +26,7 @@ from dataclasses import replace as dc_replace
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from ..architecture import ArchitectureSpec, mixer_kind
 from ..cuda_graphs import adamw, capture_enabled, capture_step
 from ..errors import UsageError
 from ..hashing import content_hash
+from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..store import ResultsStore, encode_row
 from .corpus import Corpus
@@ -225,6 +226,82 @@ def _autocast_factory(device: torch.device, precision: str):
     return lambda: autocast(device, precision)
 
 
+class _Engine(Engine):
+    """The step of one scaling run: ``batch_size`` random windows of the training split,
+    forward, cross-entropy, backward, gradient clipping, AdamW; captured in a CUDA graph when
+    ``capture`` (``madbench.cuda_graphs``), the window starts then read from a static buffer.
+    Its evaluation is the validation loss. A run is never judged diverged mid-way: it always
+    trains its planned steps (its tokens and FLOPs are the plan's)."""
+
+    def __init__(self, plan: RunPlan, train: torch.Tensor, val: torch.Tensor,
+                 device: torch.device, precision: str, capture: bool):
+        r = self.recipe = plan.recipe
+        self.plan, self.train_split, self.val = plan, train, val
+        torch.manual_seed(r.seed)
+        self.model = model = LanguageModel(plan.spec, plan.vocab_size).to(device)
+        self.opt, self.set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr,
+                                      r.betas, 1e-8, device, capture)
+        self.lrs = [lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
+                    for i in range(plan.steps)]
+        self.autocast = _autocast_factory(device, precision)
+        self.starts = torch.zeros(r.batch_size, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.capture = capture
+        self.graph = None
+        if capture:
+            self.graph = capture_step(self._step, [*model.parameters(), self.loss_sum],
+                                      torch.cuda.Stream(device), optimizer=self.opt)
+
+    def _step(self) -> None:
+        r, model = self.recipe, self.model
+        x, y = _windows(self.train_split, self.starts, r.seq_len)
+        with self.autocast():
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, self.plan.vocab_size),
+                                           y.reshape(-1))
+        if not self.capture:
+            self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if r.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        self.opt.step()
+        self.loss_sum.add_(loss.detach())
+
+    def start_epoch(self, live: list[int]) -> None:
+        self.loss_sum.zero_()
+
+    def step(self, starts: torch.Tensor, step: int, live: list[int]) -> None:
+        self.set_lr(self.lrs[step])
+        self.starts.copy_(starts)
+        if self.graph is None:
+            self._step()
+        else:
+            self.graph.replay()
+
+    def end_epoch(self, live: list[int], steps: int) -> list[tuple[float, bool]]:
+        return [(float(self.loss_sum) / steps, False)]          # one host sync per report
+
+    def evaluate(self, runs: list[int]) -> list[dict]:
+        r = self.recipe
+        return [{"loss": validation_loss(self.model, self.val, r.seq_len, r.batch_size,
+                                         r.eval_tokens, self.autocast, self.plan.vocab_size)}]
+
+
+def random_windows(train: torch.Tensor, plan: RunPlan, every: int,
+                   device: torch.device) -> Callable[[int], Iterable[torch.Tensor]]:
+    """The batches of a scaling run in periods of ``every`` steps (the last may be shorter):
+    each step ``batch_size`` window starts drawn uniformly from the training split by one
+    generator seeded with the recipe's seed."""
+    r = plan.recipe
+    gen = torch.Generator(device=device).manual_seed(r.seed)
+
+    def period(index: int):
+        for _ in range(min(every, plan.steps - index * every)):
+            yield torch.randint(0, train.numel() - r.seq_len - 1, (r.batch_size,),
+                                generator=gen, device=device)
+    return period
+
+
 def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
               precision: str = "fp32",
               on_step: Callable[[int, int, float], None] | None = None,
@@ -232,61 +309,27 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     """Train one planned run; returns the model's counts and the losses.
 
     On CUDA the step is captured in a CUDA graph (``madbench.cuda_graphs``) unless
-    ``capture=False`` or MADBENCH_CUDA_GRAPHS=0; it computes the same step either way."""
+    ``capture=False`` or MADBENCH_CUDA_GRAPHS=0; it computes the same step either way. The
+    training loss is read (and ``on_step`` called) every ``steps // 50`` steps and at the
+    last."""
     r = plan.recipe
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
-    capture = capture_enabled(device, capture)
-    torch.manual_seed(r.seed)
-    model = LanguageModel(plan.spec, plan.vocab_size).to(device)
-    opt, set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr, r.betas,
-                        1e-8, device, capture)
-    gen = torch.Generator(device=device).manual_seed(r.seed)
-    autocast = _autocast_factory(device, precision)
-    starts = torch.zeros(r.batch_size, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
+    engine = _Engine(plan, train, val, device, precision, capture_enabled(device, capture))
+    every = max(1, plan.steps // 50)
 
-    def step():
-        x, y = _windows(train, starts, r.seq_len)
-        with autocast():
-            logits = model(x)
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, plan.vocab_size),
-                                           y.reshape(-1))
-        if not capture:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if r.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-        opt.step()
-        loss_sum.add_(loss.detach())
+    def on_period(period, periods, loss):
+        if on_step:
+            on_step(min(period * every, plan.steps), plan.steps, loss)
 
-    graph = None
-    if capture:
-        graph = capture_step(step, [*model.parameters(), loss_sum], torch.cuda.Stream(device),
-                             optimizer=opt)
     start = time.perf_counter()
-    recent = 0
-    report_every = max(1, plan.steps // 50)
-    train_loss = float("nan")
-    for i in range(plan.steps):
-        set_lr(lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction))
-        starts.copy_(torch.randint(0, train.numel() - r.seq_len - 1, (r.batch_size,),
-                                   generator=gen, device=device))
-        if graph is None:
-            step()
-        else:
-            graph.replay()
-        recent += 1
-        if (i + 1) % report_every == 0 or i + 1 == plan.steps:
-            train_loss = float(loss_sum) / recent    # one host sync per report
-            loss_sum.zero_()
-            recent = 0
-            if on_step:
-                on_step(i + 1, plan.steps, train_loss)
-    val_loss = validation_loss(model, val, r.seq_len, r.batch_size, r.eval_tokens, autocast,
-                               plan.vocab_size)
+    (run,), _ = train_epochs(engine, random_windows(train, plan, every, device),
+                             -(-plan.steps // every), on_epoch=on_period)
+    train_loss = run.epoch_loss
+    val_loss = engine.evaluate([0])[0]["loss"]
     seconds = time.perf_counter() - start
+    model = engine.model
     fixed = dynamic = dynamic_8k = 0
     for layer, block in zip(plan.spec.layers, model.encoder.blocks):
         kind = mixer_kind(layer.mixer)
