@@ -5,7 +5,7 @@
 - ``RayExecutor``: each group is a Ray task holding ``1/runs_per_gpu`` of a GPU, retried when its
   worker dies.
 
-A group (one setting and seed, see ``madbench.evaluate.pending_groups``) is the unit of work;
+A group (one setting and seed, see ``madbench.sweep.pending_groups``) is the unit of work;
 a group that is trained one run at a time anyway is handed out as single runs. Workers receive
 plain data (job names and numbers, the architecture and protocol as dicts), re-resolve tasks
 and mixers from their own plugins, check that they compute the same run keys as the driver,
@@ -29,8 +29,9 @@ from . import __version__, errors
 from .code_identity import run_version
 from .architecture import ArchitectureSpec
 from .errors import MadbenchError, UsageError
-from .evaluate import (Job, ProgressFn, choose_engine, effective_setting, job_from_dict,
-                       job_to_dict, pending_groups, run_sweep, train_claimed, warn)
+from .errors import warn
+from .sweep import (Job, ProgressFn, choose_engine, job_from_dict, job_to_dict, pending_groups,
+                    run_sweep, train_claimed)
 from .protocol import Protocol
 from .store import ResultsStore, run_key
 from .trainer import resolve_device, resolve_precision
@@ -77,10 +78,9 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
     """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
     died), train the rest on ``device`` and store them. Returns how many were trained."""
     spec, protocol, store = _resolve_payload(payload)
-    jobs = [job_from_dict(d) for d in job_dicts]
+    jobs = [job_from_dict(d, protocol) for d in job_dicts]
     for job in jobs:
-        setting_hash = effective_setting(job.setting, protocol).hash
-        if run_key(spec.hash, setting_hash, protocol.hash, job.lr, job.weight_decay,
+        if run_key(spec.hash, job.effective.hash, protocol.hash, job.lr, job.weight_decay,
                    job.seed, run_version()) != job.key:
             raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
                                 "different data (another task version): install the same "
@@ -192,6 +192,8 @@ class LocalExecutor:
     CPU worker processes); a worker that dies is replaced and its group retried up to
     ``max_retries`` times."""
 
+    name = "local"
+
     def __init__(self, runs_per_gpu: int = 1, devices: Sequence[str] | None = None,
                  max_retries: int = 2, threads_per_worker: int | None = None):
         if runs_per_gpu < 1:
@@ -213,7 +215,6 @@ class LocalExecutor:
                 torch.cuda.set_device(dev)    # streams and kernels made on the current device
             return run_sweep(spec, jobs, protocol, store, devices[0], precision, checks,
                              progress, engine)
-        precision = resolve_precision(torch.device(devices[0]), precision)
         groups = pending_groups(jobs, protocol, store)
         todo = sum(len(g) for g in groups)
         if progress:
@@ -383,6 +384,8 @@ class RayExecutor:
     (none on CPU) and ``cpus_per_run`` CPUs; a task whose worker dies is retried up to
     ``max_retries`` times. Every node must see ``--run-dir`` (a shared filesystem) and have the
     same madbench and plugins installed."""
+
+    name = "ray"
 
     def __init__(self, address: str | None = None, runs_per_gpu: int = 1, max_retries: int = 3,
                  cpus_per_run: int = 1, init_options: dict | None = None):
