@@ -57,7 +57,7 @@ def madbench_register_architectures(register):
 def madbench_flops(layer, dim, seq_len, kwargs):
     """Forward FLOPs of one mixer layer on one sequence (since 0.1; used by ``madbench scaling``).
 
-    Called for layers without a built-in formula (see :mod:`madbench.scaling.flops`). ``layer``
+    Called for layers without a built-in formula (see :mod:`madbench.flops`). ``layer``
     is the mixer as the architecture names it (a registered name or ``pkg.module:Class``),
     ``dim`` the model width, ``seq_len`` the sequence length and ``kwargs`` the constructor
     arguments (registry defaults, the architecture's kwargs and the class's own defaults,

@@ -304,7 +304,7 @@ def test_layer_on_cuda_matches_cpu_reference(name):
 def test_flop_formula_bounds_the_measured_count(name):
     """The analytic count (the chunked algorithm, projections included) is at least what
     FlopCounterMode measures (matrix products only) and within 15% of it."""
-    from madbench.scaling.flops import layer_flops, measured_layer_flops
+    from madbench.flops import layer_flops, measured_layer_flops
     analytic = layer_flops(name, 32, 32)
     measured = measured_layer_flops(name, 32, 32)
     assert analytic.method == "analytic"
