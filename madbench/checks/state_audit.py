@@ -1,6 +1,6 @@
-"""State audit, an empirical check of the state a mixer declares: for a causal map, the outputs after a split point depend on the inputs before it
-only through what crosses the split, so the Jacobian d y[split:] / d x[:split] (at a random
-input) has rank at most that state. The rank is measured in float64 by SVD: singular values
+"""State audit, an empirical check of the state a mixer declares: for a causal map, the outputs
+after a split point depend on the inputs before it only through what crosses the split, so the
+Jacobian d y[split:] / d x[:split] (at a random input) has rank at most that state. The rank is measured in float64 by SVD: singular values
 above ``AUDIT_RTOL`` (1e-9) times the largest count. A mixer passes when the measured rank is
 at most its declared ``state_size(split) + cache_size(split)``; a layer whose state has no exact
 finite size (implicit long filters) names the convention it counts by in ``state_convention``,
