@@ -148,7 +148,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     elif overrides:
         raise UsageError("overrides apply to a preset name, not to a Protocol object")
     seed_list = check_seeds(list(seeds))
-    placement = resolve_placement(device, precision, runner.name)
+    placement = resolve_placement(device, precision, getattr(runner, "name", "local"))
     task_list = select_tasks(tasks)
     if preflight:
         preflight()
