@@ -25,9 +25,9 @@ if "--cpu-smoke" in sys.argv:  # must precede the first triton import
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins"))
 
-from plugins.madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
+from madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
 
 SWEEP_BLOCK_T = (4, 8, 16)
 SWEEP_BLOCKS = [(32, 1), (32, 2), (32, 4), (32, 8), (64, 1), (64, 2), (64, 4), (64, 8),
@@ -71,7 +71,7 @@ def timer(smoke):
 def sweep(args, dy, bench):
     """Time each (channels per program, warps) of SWEEP_BLOCKS for the forward kernel (with
     checkpoints) and the backward kernel separately, at each chunk length of SWEEP_BLOCK_T."""
-    from plugins.madbench_layers.ops.selective_scan import triton_kernel as tk
+    from madbench_layers.ops.selective_scan import triton_kernel as tk
 
     u, delta, A, B, C, D = (x.detach() for x in args)
     A3, D2 = A.unsqueeze(0), D.unsqueeze(0)

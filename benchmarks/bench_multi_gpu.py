@@ -51,7 +51,7 @@ def measure(args) -> None:
 
     from madbench.architecture import resolve_architecture
     from madbench.cli.eval_cmd import _parse_overrides, _parse_seeds, _select_tasks
-    from madbench.evaluate import plan
+    from madbench.sweep import plan
     from madbench.executors import LocalExecutor, RayExecutor
     from madbench.protocol import get_protocol
     from madbench.store import ResultsStore

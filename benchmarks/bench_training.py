@@ -32,7 +32,7 @@ import torch
 
 from madbench.architecture import resolve_architecture
 from madbench.batched import train_batched
-from madbench.evaluate import effective_setting
+from madbench.sweep import effective_setting
 from madbench.graphed import train_graphed
 from madbench.model import build_model
 from madbench.protocol import PRESETS

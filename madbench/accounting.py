@@ -17,7 +17,7 @@ Conventions (recorded here once; every number ``describe_architecture`` returns 
   measures it. Channel mixers carry no state. ``cache`` is the short-convolution cache a mixer
   declares through ``cache_size(seq_len)`` (0 when absent); it is outside the paper's 4,096.
 - ``flops_per_token``: forward FLOPs per token of one sequence of ``seq_len`` tokens: each
-  layer's analytic formula from ``madbench.scaling.flops`` (the paper's App. C.4, a plugin's
+  layer's analytic formula from ``madbench.flops`` (the paper's App. C.4, a plugin's
   ``madbench_flops`` hook for third-party mixers), else a FlopCounterMode measurement (a lower
   bound: it counts only matrix products, convolutions and fused attention), marked per layer
   in ``flop_method`` (``unknown``, with ``None`` counts and a one-line warning, when the
@@ -33,11 +33,11 @@ import sys
 from typing import Any
 
 import torch
-from torch.utils import flop_counter
 
-from .architecture import ArchitectureSpec, _coerce_layers, mixer_entry, resolve_architecture
+from .architecture import as_spec, mixer_entry
 from .errors import MadbenchError
-from .model import LanguageModel
+from .flops import layer_flops
+from .inspection import build_language_model
 
 #: The paper's total fixed state for models without attention (App. B.3).
 STATE_TARGET = 4096
@@ -45,16 +45,6 @@ STATE_TARGET = 4096
 REFERENCE_ARCHITECTURE = "mA-Sg-mA-Sg"
 #: Flag a non-embedding parameter count more than this fraction away from the baseline's.
 PARAM_TOLERANCE = 0.20
-_INIT_SEED = 0
-
-
-def as_spec(spec: Any) -> ArchitectureSpec:
-    """An ArchitectureSpec from a spec, an ``--arch`` string, or a list of layers."""
-    if isinstance(spec, ArchitectureSpec):
-        return spec
-    if isinstance(spec, str):
-        return resolve_architecture(spec)
-    return ArchitectureSpec("custom", _coerce_layers(spec))
 
 
 def long_lengths(seq_len: int) -> tuple[int, int]:
@@ -93,27 +83,6 @@ def layer_state(mixer: torch.nn.Module, kind: str, seq_len: int) -> dict:
             "dynamic_state": int(state_method(seq_len)), "cache": cache}
 
 
-def build_language_model(spec: ArchitectureSpec, vocab_size: int,
-                         seq_len: int | None = None) -> LanguageModel:
-    """The language model of ``spec`` (mixers that take a ``max_length`` get ``seq_len``),
-    initialised from a fixed seed without touching the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_INIT_SEED)
-        return LanguageModel(spec, vocab_size, seq_len)
-
-
-def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-    """CPU fused attention, counted like the registered GPU kernels (the causal mask does not
-    halve the count)."""
-    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-#: Operations FlopCounterMode has no formula for, counted here.
-EXTRA_FLOP_FORMULAS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
-}
-
-
 def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -> dict:
     """Parameters, state and FLOPs of an architecture, per layer and in total.
 
@@ -122,7 +91,7 @@ def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -
     ``active_params``, ``active_non_embedding_params``, ``fixed_state`` (``None`` when a layer's
     state is unknown), ``dynamic_state`` (at ``seq_len``; ``None`` likewise), ``cache``,
     ``unknown_state_layers``, ``flops_per_token`` (forward: the per-layer formulas of
-    ``madbench.scaling.flops``, FlopCounterMode for a mixer without one, plus the head's
+    ``madbench.flops``, FlopCounterMode for a mixer without one, plus the head's
     2 dim vocab; the embedding lookup is free) and ``layers`` (one dict per layer with ``index``, ``mixer``,
     ``kind``, ``kwargs``, ``class``, ``params``, ``active_params``, ``norm_params``,
     ``state_kind``, ``fixed_state``, ``dynamic_state``, ``cache``, ``flops_per_token``,
@@ -177,7 +146,6 @@ def _layer_flops(index: int, layer, dim: int, seq_len: int):
     """A layer's FLOP count (a measured lower bound is marked by its method, not warned
     about), or None with a one-line warning when it cannot be counted: an informational
     number never blocks an evaluation."""
-    from .scaling.flops import layer_flops
     try:
         return layer_flops(layer.mixer, dim, seq_len, layer.kwargs, warn=False)
     except MadbenchError as exc:

@@ -230,6 +230,15 @@ def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
     return tuple(block1 + block2)
 
 
+def as_spec(spec: Any) -> ArchitectureSpec:
+    """An ArchitectureSpec from a spec, an ``--arch`` string, or a list of layers."""
+    if isinstance(spec, ArchitectureSpec):
+        return spec
+    if isinstance(spec, str):
+        return resolve_architecture(spec)
+    return ArchitectureSpec("custom", _coerce_layers(spec))
+
+
 def resolve_architecture(arch: str, channel: str | None = None, striped: bool = False,
                          mixer_kwargs: Mapping[str, Any] | str | None = None,
                          dim: int = DEFAULT_DIM) -> ArchitectureSpec:

@@ -60,7 +60,7 @@ def difficulty_curves(groups: Sequence[Sequence[dict[str, Any]]]
                       ) -> dict[str, dict[str, dict[str, list[tuple[float, float]]]]]:
     """``{task: {variable: {series label: [(value, score), ...] sorted by value}}}`` for the
     record groups of several architectures (one group per architecture and protocol, as
-    ``madbench.evaluate.group_records`` makes them). A score is the best run of the setting's
+    ``madbench.records.group_records`` makes them). A score is the best run of the setting's
     sweep on the group's selection metric, averaged over seeds. Only variables with at least
     one non-baseline setting stored appear."""
     curves: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = defaultdict(

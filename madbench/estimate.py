@@ -11,10 +11,10 @@ from typing import Sequence
 import torch
 
 from .architecture import ArchitectureSpec
-from .evaluate import Job, effective_setting
+from .sweep import Job
 from .model import build_model
 from .protocol import Protocol
-from .trainer import resolve_device, resolve_precision, train
+from .trainer import train
 
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
@@ -41,7 +41,7 @@ class SweepEstimate:
 
 def run_tokens(job: Job, protocol: Protocol) -> int:
     """Training tokens of one run: steps x batch x sequence length."""
-    eff = effective_setting(job.setting, protocol)
+    eff = job.effective
     steps_per_epoch = -(-eff.num_train // protocol.batch_size)
     return steps_per_epoch * protocol.epochs_for(steps_per_epoch) * protocol.batch_size \
         * eff.seq_len
@@ -53,7 +53,7 @@ def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: t
     ``PROBE_TOKENS`` tokens a step and scaled to the protocol's batch (random tokens, the plain
     trainer). One warm-up step first (the process's one-off start-up costs are not a run's),
     then ``steps`` timed ones, or one when the warm-up took over ``PROBE_SECONDS``."""
-    eff = effective_setting(job.setting, protocol)
+    eff = job.effective
     batch = max(1, min(protocol.batch_size, PROBE_TOKENS // eff.seq_len))
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
                     early_stop_accuracy=None, batch_size=batch)
@@ -77,14 +77,18 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
                    protocol: Protocol, device: str = "auto", precision: str = "auto",
                    workers: int = 1) -> SweepEstimate:
     """The runs left, their training tokens and, when any are left, the estimated time on
-    ``device`` (``workers`` training in parallel)."""
-    dev = resolve_device(device)
-    precision = resolve_precision(dev, precision)
+    ``device`` with ``precision``, both resolved (``madbench.evaluator.resolve_placement``;
+    ``workers`` training in parallel)."""
+    from .evaluator import resolve_placement
+    if device in ("auto", "cuda") or precision == "auto":     # as Ray leaves them
+        placement = resolve_placement(device, precision)
+        device, precision = placement.device, placement.precision
+    dev = torch.device(device)
     tokens = sum(run_tokens(job, protocol) for job in pending)
     if not pending:
         return SweepEstimate(len(jobs), len(jobs), 0, None, None, None, str(dev), workers)
     first = pending[0]
-    eff = effective_setting(first.setting, protocol)
+    eff = first.effective
     per_step = step_seconds(spec, first, protocol, dev, precision)
     per_token = per_step / (protocol.batch_size * eff.seq_len)
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,

@@ -31,11 +31,10 @@ def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str] = ()):
     ``arch [protocol]``), plus the mean of the tasks."""
     import numpy as np
 
-    from .scoring import score_label
+    from .report import common_label
     plt = pyplot()
     tasks = sorted({t for s in summaries for t in s["tasks"]})
-    labels = {s.get("score_label") or score_label(s["tasks"]) for s in summaries}
-    labels = tasks + [labels.pop() if len(labels) == 1 else "mean of its tasks"]
+    labels = tasks + [common_label(summaries)]
     width = 0.8 / len(summaries)
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 4))
     for i, s in enumerate(summaries):

@@ -115,11 +115,10 @@ def html_page(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[str],
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     sections = []
     if len(summaries) > 1:
-        from .scoring import score_label
+        from .report import common_label
         tasks = sorted({t for s in summaries for t in s["tasks"]})
-        labels = {s.get("score_label") or score_label(s["tasks"]) for s in summaries}
         rows = [[t] + [s["tasks"].get(t) for s in summaries] for t in tasks]
-        rows.append([labels.pop() if len(labels) == 1 else "mean of its tasks"] +
+        rows.append([common_label(summaries)] +
                     [s["mad_score"] for s in summaries])
         sections.append("<h2>Side by side</h2>" + _table(
             ["task"] + [f"{s['architecture']['name']} [{s['protocol']['name']}]"

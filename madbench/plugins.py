@@ -163,6 +163,12 @@ def reset() -> None:
     _failures.clear()
 
 
+def _own_hook(pm: pluggy.PluginManager, hook_name: str, plugin: Any):
+    """The hook ``hook_name`` as ``pm.hook`` calls it, with only ``plugin``'s implementation."""
+    others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
+    return pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
 def _collect(pm: pluggy.PluginManager) -> Registry:
     reg = Registry(failures=list(_failures))
     for plugin_name, plugin in pm.list_name_plugin():
@@ -172,9 +178,8 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
         info = PluginInfo(plugin_name, dist, version, bundled)
         for category in CATEGORIES:
             hook_name = _HOOKS[category]
-            impl = next((i for i in getattr(pm.hook, hook_name).get_hookimpls()
-                         if i.plugin is plugin), None)
-            if impl is None:
+            if not any(i.plugin is plugin
+                       for i in getattr(pm.hook, hook_name).get_hookimpls()):
                 continue
             info.hooks.append(hook_name)
             target = reg.category(category)
@@ -198,8 +203,8 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                 _t[name] = Entry(name, obj, _p, metadata)
                 _n.append(name)
 
-            try:
-                impl.function(**{a: register for a in impl.argnames})
+            try:      # through pluggy, restricted to this plugin: its registrations are its own
+                _own_hook(pm, hook_name, plugin)(register=register)
             except PluginConflictError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a broken hook must not break the rest

@@ -11,7 +11,9 @@ submit``, so that the four never disagree:
 - **parameters**: non-embedding parameters more than ``param_tolerance`` away from the
   mA-Sg-mA-Sg baseline are flagged ``param-mismatch`` (never refused).
 
-Causality (``madbench.checks.guard_architecture``) is a separate check that refuses on its own.
+Causality (``madbench.checks.guard_architecture``) is a separate check that refuses on its own;
+``architecture_checks`` is the gate ``madbench eval`` passes before training: buildable, causal,
+then this verdict.
 """
 from __future__ import annotations
 
@@ -77,3 +79,57 @@ def verdict_lines(verdict: dict) -> list[str]:
     return [f"param ratio vs {ratio['reference']}: {ratio['value']:.2f} "
             f"(tolerance +-{ratio['tolerance']:.0%}){flag}",
             f"iso-state: {state}: {iso['message']}"]
+
+
+def eval_outcome(causal: bool, verdict: dict) -> str:
+    """What ``madbench eval`` does with an architecture: ``refused``, ``flagged <flags>`` or
+    ``runs``."""
+    if not causal or verdict["refusal"]:
+        return "refused"
+    return "flagged " + ", ".join(verdict["flags"]) if verdict["flags"] else "runs"
+
+
+def check_buildable(spec: Any) -> None:
+    """Every layer constructs with its kwargs; else a usage error naming the layer (one line,
+    before any check or training runs)."""
+    import torch
+
+    from .architecture import build_mixer
+    from .errors import MadbenchError, UsageError
+    for index, layer in enumerate(spec.layers):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build_mixer(layer, spec.dim)
+        except MadbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a constructor of any kind may refuse
+            raise UsageError(f"layer {index} ({layer.mixer}) cannot be built with kwargs "
+                             f"{dict(layer.kwargs)}: {type(exc).__name__}: {exc}"
+                             .splitlines()[0]) from None
+
+
+def architecture_checks(spec: Any, allow_state_mismatch: bool = False,
+                        state_target: int = STATE_TARGET,
+                        param_tolerance: float = PARAM_TOLERANCE) -> dict:
+    """The gate of ``madbench eval``, before any training: every layer builds, the causality
+    guard passes, then ``architecture_verdict``. Returns the checks every record stores.
+
+    Raises CheckFailed when the architecture leaks future tokens, or misses the state target
+    without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
+    from .checks import guard_architecture
+    from .errors import CheckFailed
+
+    check_buildable(spec)
+    guard = guard_architecture(spec)
+    verdict = architecture_verdict(spec, state_target=state_target,
+                                   param_tolerance=param_tolerance,
+                                   allow_state_mismatch=allow_state_mismatch)
+    if verdict["refusal"]:
+        raise CheckFailed(verdict["refusal"])
+    desc = verdict["description"]
+    return {"causal": guard["causal"], "iso_state": verdict["iso_state"],
+            "param_ratio": verdict["param_ratio"]["value"], "param_tolerance": param_tolerance,
+            "flags": verdict["flags"],
+            "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
+                                                    "active_params", "fixed_state",
+                                                    "dynamic_state", "cache")}}

@@ -6,22 +6,10 @@ import torch
 
 from madbench.batched import train_batched
 from madbench.protocol import PRESETS
-from madbench.trainer import train
 
-from test_trainer import Lookup, identity_data
+from helpers import CONFIGS, Lookup, SometimesNaN, identity_data, sequential
 
 PROTO = dataclasses.replace(PRESETS["paper"], epochs=4, batch_size=16)
-CONFIGS = [(1e-3, 0.0), (1e-3, 0.1), (1e-2, 0.0), (1e-2, 0.1)]
-
-
-def sequential(make, configs, proto):
-    out = []
-    for lr, wd in configs:
-        torch.manual_seed(0)
-        out.append(train(make(), identity_data(), identity_data(seed=1), 8, lr, wd, proto, 0))
-    return out
-
-
 @pytest.mark.parametrize("proto", [PROTO, dataclasses.replace(PROTO, schedule="constant",
                                                                decay="all")])
 def test_batched_matches_sequential(proto):
@@ -31,15 +19,6 @@ def test_batched_matches_sequential(proto):
         assert b.loss == pytest.approx(s.loss, rel=1e-5, abs=1e-6)
         assert b.train_loss == pytest.approx(s.train_loss, rel=1e-5)
         assert b.accuracy == s.accuracy and b.steps == s.steps
-
-
-class SometimesNaN(Lookup):
-    """Overflows (infinite logits, NaN loss) only once a head weight exceeds 0.6, which a
-    learning rate of 1.0 reaches in one step and 1e-3 never does here."""
-
-    def forward(self, x):
-        out = super().forward(x)
-        return out * torch.exp(torch.relu(self.head.weight.abs().max() - 0.5) * 1000)
 
 
 def test_one_diverging_configuration_leaves_the_others_untouched():

@@ -18,29 +18,10 @@ from madbench.errors import CheckFailed
 from madbench.plugins import get_registry
 from madbench.testing import assert_causal, assert_state_declared, check_mixer
 
-
-# -- small mixers with known behaviour ---------------------------------------------------
-class LinearRecurrence(nn.Module):
-    """h_t = a * h_{t-1} + B x_t, y_t = C h_t with n distinct decays: state exactly n."""
-
-    def __init__(self, dim, state=12, declared=None):
-        super().__init__()
-        self.n, self.declared = state, state if declared is None else declared
-        self.decay = nn.Parameter(torch.linspace(0.5, 0.95, state))
-        self.B = nn.Parameter(torch.randn(state, dim) / math.sqrt(dim))
-        self.C = nn.Parameter(torch.randn(dim, state) / math.sqrt(state))
-
-    def forward(self, x):
-        h, out = x.new_zeros(x.shape[0], self.n), []
-        for t in range(x.shape[1]):
-            h = self.decay * h + x[:, t] @ self.B.T
-            out.append(h @ self.C.T)
-        return torch.stack(out, 1)
-
-    def state_size(self, seq_len):
-        return self.declared
+from helpers import LinearRecurrence
 
 
+# -- small mixers with known behaviour (and LinearRecurrence, from helpers) -------------
 class GatedRecurrence(nn.Module):
     """A GRU-like nonlinear recurrence with n hidden units: state exactly n."""
 

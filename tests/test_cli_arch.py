@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import madbench
 from madbench.cli import main
 
-from test_checks import LinearRecurrence
+from helpers import LinearRecurrence
 
 
 class Recurrence(LinearRecurrence):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from madbench.architecture import ArchitectureSpec, LayerSpec, resolve_architecture
 from madbench.cli import main
 from madbench.errors import CheckFailed, MadbenchError, UsageError
-from madbench.evaluate import job_from_dict, job_to_dict, plan, run_sweep
+from madbench.sweep import job_from_dict, job_to_dict, plan, run_sweep
 from madbench.executors import (LocalExecutor, RayExecutor, local_devices, sweep_payload,
                                 train_shipped_group, work_units, _check_reachable)
 from madbench.protocol import Protocol, get_protocol
@@ -126,7 +126,7 @@ def test_work_travels_as_plain_data_and_resolves_to_the_same_hashes(sweep):
     job = jobs[-1]
     data = job_to_dict(job)
     assert all(isinstance(v, (str, int, float)) for v in data.values())
-    assert job_from_dict(data) == job
+    assert job_from_dict(data, protocol) == job
     assert ArchitectureSpec.from_dict(spec.to_dict()).hash == spec.hash
     custom = ArchitectureSpec("x", (LayerSpec("mh-attention", {"num_heads": 4}),
                                     LayerSpec("swiglu")), 64, ("flagged",))
@@ -175,7 +175,7 @@ def test_units_are_handed_out_longest_first():
     """Units are ordered by training tokens (runs x steps x batch x seq_len), computed here
     from the settings' sizes: in-context recall at L 1,024 before the baseline at L 128."""
     from madbench.architecture import resolve_architecture
-    from madbench.evaluate import plan
+    from madbench.sweep import plan
     from madbench.tasks import get_task
     task = get_task("in-context-recall")
     protocol = get_protocol("quick")

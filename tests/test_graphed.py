@@ -13,8 +13,9 @@ import torch
 from madbench.graphed import train_graphed
 from madbench.protocol import PRESETS
 
-from test_batched import CONFIGS, PROTO, SometimesNaN, sequential
-from test_trainer import Lookup, identity_data
+from helpers import CONFIGS, Lookup, SometimesNaN, identity_data, sequential
+
+PROTO = dataclasses.replace(PRESETS["paper"], epochs=4, batch_size=16)
 
 MADLAB = dataclasses.replace(PRESETS["mad-lab"], epochs=6, batch_size=16)
 

@@ -11,15 +11,15 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from madbench.errors import UsageError  # noqa: E402
-from plugins.madbench_layers.ops.gla import chunk_gla, resolve_backend  # noqa: E402
-from plugins.madbench_layers.ops.gla.reference import gla_recurrent  # noqa: E402
+from madbench_layers.ops.gla import chunk_gla, resolve_backend  # noqa: E402
+from madbench_layers.ops.gla.reference import gla_recurrent  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def kernel():
-    from plugins.madbench_layers.ops.gla.triton_kernel import chunk_gla_triton, launch_config
+    from madbench_layers.ops.gla.triton_kernel import chunk_gla_triton, launch_config
     return chunk_gla_triton, launch_config
 
 
@@ -92,7 +92,7 @@ def test_kernel_block_splits_match_recurrence(max_spread):
 def test_backward_recomputes_missing_states():
     """The backward kernel given no saved chunk states (a forward run without grad) rebuilds
     them: same gradients as with the states the forward pass stored."""
-    from plugins.madbench_layers.ops.gla.triton_kernel import gla_backward, gla_forward
+    from madbench_layers.ops.gla.triton_kernel import gla_backward, gla_forward
     inputs = random_inputs(1, 2, 21, 8, 8, seed=2)
     grad_out = torch.randn(1, 2, 21, 8, device=DEVICE)
     _, states = gla_forward(*inputs, store_states=True)

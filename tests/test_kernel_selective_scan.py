@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from madbench.errors import UsageError  # noqa: E402
-from plugins.madbench_layers.ops.selective_scan import (  # noqa: E402
+from madbench_layers.ops.selective_scan import (  # noqa: E402
     resolve_backend, selective_scan, selective_scan_naive, selective_scan_reference)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -173,8 +173,8 @@ def test_mamba_layer_vmapped_on_gpu_uses_kernel_and_matches_reference(monkeypatc
 
     from torch.func import functional_call, stack_module_state, vmap
 
-    from plugins.madbench_layers.mamba import Mamba
-    from plugins.madbench_layers.ops.selective_scan import triton_kernel
+    from madbench_layers.mamba import Mamba
+    from madbench_layers.ops.selective_scan import triton_kernel
 
     calls = []
     kernel = triton_kernel.selective_scan_triton

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from madbench.plugins import get_registry
-from plugins.madbench_layers.attention import Attention
-from plugins.madbench_layers.linear_attention import LinearAttention, causal_linear_attention
+from madbench_layers.attention import Attention
+from madbench_layers.linear_attention import LinearAttention, causal_linear_attention
 
 
 def build(name, dim=128, **kwargs):

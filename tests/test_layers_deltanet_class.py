@@ -10,12 +10,12 @@ from madbench.checks import audit_state, check_causality
 from madbench.model import LanguageModel
 from madbench.architecture import resolve_architecture
 from madbench.plugins import get_registry
-from plugins.madbench_layers.deltanet import DeltaNet, GatedDeltaNet
-from plugins.madbench_layers.mamba2 import Mamba2
-from plugins.madbench_layers.ops.delta_rule import delta_rule, delta_rule_chunked, delta_rule_recurrent
-from plugins.madbench_layers.ops.rwkv7 import rwkv7, rwkv7_chunked, rwkv7_recurrent
-from plugins.madbench_layers.ops.ssd import ssd, ssd_recurrent
-from plugins.madbench_layers.rwkv7 import RWKV7
+from madbench_layers.deltanet import DeltaNet, GatedDeltaNet
+from madbench_layers.mamba2 import Mamba2
+from madbench_layers.ops.delta_rule import delta_rule, delta_rule_chunked, delta_rule_recurrent
+from madbench_layers.ops.rwkv7 import rwkv7, rwkv7_chunked, rwkv7_recurrent
+from madbench_layers.ops.ssd import ssd, ssd_recurrent
+from madbench_layers.rwkv7 import RWKV7
 
 F64 = torch.float64
 
@@ -198,7 +198,7 @@ def test_rwkv7_v_first_is_threaded_through_the_model():
     """In [R7, Sg, R7, Sg] the first RWKV-7 layer leaves its value as v_first in the model's
     per-forward context and the second one receives it; the second layer's output depends on
     it (a layer run alone uses its own v)."""
-    from plugins.madbench_layers.rwkv7 import V_FIRST
+    from madbench_layers.rwkv7 import V_FIRST
     torch.manual_seed(0)
     model = LanguageModel(resolve_architecture("rwkv7-swiglu", dim=16), vocab_size=8)
     seen = []
@@ -304,7 +304,7 @@ def test_layer_on_cuda_matches_cpu_reference(name):
 def test_flop_formula_bounds_the_measured_count(name):
     """The analytic count (the chunked algorithm, projections included) is at least what
     FlopCounterMode measures (matrix products only) and within 15% of it."""
-    from madbench.scaling.flops import layer_flops, measured_layer_flops
+    from madbench.flops import layer_flops, measured_layer_flops
     analytic = layer_flops(name, 32, 32)
     measured = measured_layer_flops(name, 32, 32)
     assert analytic.method == "analytic"

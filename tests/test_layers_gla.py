@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from madbench.plugins import get_registry
-from plugins.madbench_layers.gla import GatedLinearAttention, chunk_gla, gla_recurrent
+from madbench_layers.gla import GatedLinearAttention, chunk_gla, gla_recurrent
 
 
 def build(name, dim=128, **kwargs):

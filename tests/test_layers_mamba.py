@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from madbench.plugins import get_registry
-from plugins.madbench_layers.mamba import Mamba, selective_scan, selective_scan_naive
+from madbench_layers.mamba import Mamba, selective_scan, selective_scan_naive
 
 
 def build(dim=128, **kwargs):

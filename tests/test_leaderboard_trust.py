@@ -305,13 +305,13 @@ def _declare_override(doc, key, value):
 def test_a_million_epoch_protocol_never_trains(doc, monkeypatch):
     import time
 
-    from madbench import evaluate
+    from madbench import sweep
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(evaluate, "train", no_training)
-    monkeypatch.setattr(evaluate, "train_batched", no_training)
+    monkeypatch.setattr(sweep, "train", no_training)
+    monkeypatch.setattr(sweep, "train_batched", no_training)
     _declare_override(doc, "epochs", 1_000_000)
     for run in doc["runs"]:
         run["epochs"], run["steps"] = 1_000_000, 8_000_000

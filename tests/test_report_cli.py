@@ -68,7 +68,7 @@ def curve_runs(tmp_path_factory):
 
 def test_difficulty_curves_are_the_stored_accuracies_against_the_variable(curve_runs):
     from madbench.curves import difficulty_curves
-    from madbench.evaluate import group_records
+    from madbench.records import group_records
     from madbench.store import load_records
     from madbench.tasks import get_task
     groups = list(group_records(load_records(curve_runs)).values())
@@ -128,7 +128,7 @@ def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_
                                                                            curve_runs):
     """Same name, same preset, other overrides: two series, told apart by protocol hash."""
     from madbench.curves import series_labels
-    from madbench.evaluate import group_records
+    from madbench.records import group_records
     from madbench.store import load_records
     groups = list(group_records(load_records([two_runs / "mh-attention",
                                               curve_runs[0]])).values())
@@ -138,7 +138,7 @@ def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_
 
 def test_scores_keep_three_decimals_and_counts_their_plural():
     """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
-    from madbench.cli.eval_cmd import render
+    from madbench.report import render
     summary = {"architecture": {"name": "x"}, "protocol": {"name": "smoke"}, "metric": "accuracy",
                "runs": 1, "tasks": {"memorization": 1.0, "compression": 0.083},
                "mad_score": 0.5415, "flags": []}

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from madbench import evaluate
+from madbench import sweep
 from madbench.architecture import resolve_architecture
 from madbench.claims import claim
 from madbench.cli import main
-from madbench.evaluate import plan, run_sweep
+from madbench.sweep import plan, run_sweep
 from madbench.protocol import get_protocol
 from madbench.store import QUARANTINE, ResultsStore, _HOST
 from madbench.tasks import get_task
@@ -117,24 +117,24 @@ def test_two_concurrent_sweeps_on_one_run_directory_train_each_run_once(tmp_path
     tasks = [get_task("memorization"), get_task("in-context-recall")]
     jobs = plan(spec, tasks, protocol, [0, 1])          # 4 groups of 2 runs
     trained = []
-    real_train = evaluate.train
+    real_train = sweep.train
 
     def counting_train(*args, **kwargs):
         trained.append(threading.get_ident())
         time.sleep(0.05)                                # make the sweeps overlap
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "train", counting_train)
+    monkeypatch.setattr(sweep, "train", counting_train)
     counts, errors = [], []
 
-    def sweep():
+    def one_sweep():
         try:
             counts.append(run_sweep(spec, jobs, protocol, ResultsStore(tmp_path), "cpu",
                                     engine="plain"))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    threads = [threading.Thread(target=one_sweep) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -7,12 +7,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import madbench
-from madbench.accounting import EXTRA_FLOP_FORMULAS
+from madbench.flops import extra_flop_formulas, layer_flops
 from madbench.architecture import ArchitectureSpec, LayerSpec
 from madbench.errors import MadbenchError
 from madbench.model import LanguageModel
 from madbench.plugins import register_plugin, unregister_plugin
-from madbench.scaling.flops import architecture_flops, layer_flops
+from madbench.scaling.flops import architecture_flops
 from madbench.scaling.shapes import family_spec
 
 torch.set_num_threads(1)
@@ -78,7 +78,7 @@ def test_conventions_per_token_and_training():
 
 def _counted(spec, seq_len):
     model = LanguageModel(spec, 256)
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+    counter = FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())
     with torch.no_grad(), counter:
         model(torch.randint(0, 256, (1, seq_len)))
     return counter.get_total_flops()

@@ -48,7 +48,7 @@ def test_records_are_readable_as_the_umask_allows(tmp_path):
 def test_run_keys_follow_the_training_code(monkeypatch):
     """A change to the backbone or a training loop (their source is hashed into the version the
     keys carry) gives every run a new key: stored results are never reused across it."""
-    from madbench import __version__, code_identity, evaluate
+    from madbench import __version__, code_identity, sweep
     from madbench.architecture import resolve_architecture
     from madbench.protocol import get_protocol
     from madbench.tasks import get_task
@@ -59,6 +59,6 @@ def test_run_keys_follow_the_training_code(monkeypatch):
     monkeypatch.undo()
     spec, proto = resolve_architecture("mh-attention-swiglu"), get_protocol("smoke")
     task = get_task("memorization")
-    before = {j.key for j in evaluate.plan(spec, [task], proto, [0])}
-    monkeypatch.setattr(evaluate, "run_version", lambda: version + "-edited")
-    assert before.isdisjoint({j.key for j in evaluate.plan(spec, [task], proto, [0])})
+    before = {j.key for j in sweep.plan(spec, [task], proto, [0])}
+    monkeypatch.setattr(sweep, "run_version", lambda: version + "-edited")
+    assert before.isdisjoint({j.key for j in sweep.plan(spec, [task], proto, [0])})

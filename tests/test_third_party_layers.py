@@ -12,7 +12,7 @@ from madbench.accounting import describe_architecture
 from madbench.architecture import ArchitectureSpec, LayerSpec, build_mixer
 from madbench.checks import guard_architecture
 from madbench.errors import CheckFailed
-from madbench.evaluate import architecture_checks
+from madbench.verdict import architecture_checks
 
 
 class GradOnly(nn.Module):

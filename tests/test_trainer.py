@@ -3,33 +3,14 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from madbench.metrics import scored_counts, summarize
 from madbench.protocol import PRESETS
 from madbench.trainer import evaluate, parameter_groups, train
 
+from helpers import Lookup, identity_data
+
 PROTO = dataclasses.replace(PRESETS["paper"], epochs=30, batch_size=16)
-
-
-class Lookup(nn.Module):
-    """Predicts each target from the current token alone (enough for an identity task)."""
-
-    def __init__(self, vocab=8, dim=16):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.head = nn.Linear(dim, vocab)
-
-    def forward(self, x):
-        return self.head(self.emb(x))
-
-
-def identity_data(n=64, length=6, vocab=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, vocab, (n, length), generator=g)
-    y = x.clone()
-    y[:, ::2] = -100                                   # only odd positions are scored
-    return x, y
 
 
 def test_trainer_learns_identity_and_is_deterministic():

@@ -12,7 +12,7 @@ from ..architecture import resolve_architecture
 from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, state_failures
 from ..errors import CheckFailed
 from ..plugins import get_registry
-from ..verdict import architecture_verdict, verdict_lines
+from ..verdict import architecture_verdict, eval_outcome, verdict_lines
 
 
 def _number(value) -> str:
@@ -173,8 +173,7 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
     layers = [{**l, "audit": audits.get(l["index"])} for l in guard["layers"]]
     failures = guard["failures"] + state_failures(audit) + \
         ([verdict["refusal"]] if verdict["refusal"] else [])
-    eval_verdict = ("refused" if not guard["causal"] or verdict["refusal"] else
-                    "flagged " + ", ".join(verdict["flags"]) if verdict["flags"] else "runs")
+    eval_verdict = eval_outcome(guard["causal"], verdict)
     report = {"arch": spec.name, "causal": guard["causal"], "contract_ok": guard["contract_ok"],
               "declared_state": audit["declared_state"],
               "measured_state": audit["measured_state"], "state_ok": audit["state_ok"],

@@ -3,31 +3,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 from pathlib import Path
 
 import click
-from tabulate import tabulate
 
 from ..errors import UsageError
-from ..protocol import PRESETS, get_protocol
+from ..protocol import PRESETS
+from ..report import FORMATS
 from .progress import RunProgress, compact, duration, plural
-
-FORMATS = ("table", "json", "markdown")
-MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
 
 
 def _parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UsageError(f"--seeds takes comma-separated integers, not {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError("--seeds needs at least one non-negative integer")
-    if any(s > MAX_SEED for s in seeds):
-        raise UsageError(f"--seeds: a seed is at most {MAX_SEED} (2**63 - 1)")
-    return sorted(set(seeds))
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
@@ -40,16 +31,6 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _select_tasks(text: str):
-    from ..tasks import all_tasks, get_task
-    if text == "all":
-        return all_tasks()
-    tasks = [get_task(name.strip()) for name in text.split(",") if name.strip()]
-    if not tasks:
-        raise UsageError(f"--tasks {text!r} names no task ('all' or comma-separated names)")
-    return tasks
-
-
 def results_path(output: str, arch: str, now: dt.datetime | None = None) -> Path:
     """``--output``: a ``.json`` file as given; otherwise a directory, holding
     ``<arch>/results_<UTC time>.json`` (the architecture name made file-safe)."""
@@ -60,41 +41,6 @@ def results_path(output: str, arch: str, now: dt.datetime | None = None) -> Path
     folder = path / (re.sub(r"[^A-Za-z0-9._+-]+", "_", arch).strip("._") or "arch")
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"results_{now.strftime('%Y-%m-%dT%H-%M-%S')}.json"
-
-
-def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _label(summary: dict) -> str:
-    """``MAD score`` over the six MAD tasks, else ``mean of N tasks`` (see score_label)."""
-    from ..scoring import score_label
-    return summary.get("score_label") or score_label(summary["tasks"])
-
-
-def render(summary: dict, fmt: str) -> str:
-    """A summary as a per-task table (plain or markdown) or JSON."""
-    if fmt == "json":
-        return json.dumps(summary, indent=2)
-    results = summary.get("results") or {t: {"score": v} for t, v in summary["tasks"].items()}
-    with_stderr = any(r.get("stderr") is not None for r in results.values())
-    rows = [[task, _fmt(r["score"]), len(r.get("settings") or {}) or "-"] +
-            ([_fmt(r.get("stderr"))] if with_stderr else []) for task, r in results.items()]
-    rows.append([_label(summary), _fmt(summary["mad_score"]), ""] + ([""] if with_stderr else []))
-    title = (f"{summary['architecture']['name']} — protocol {summary['protocol']['name']}"
-             f"{'' if summary['protocol'].get('standard', True) else ' (non-standard)'}"
-             f", metric {summary['metric']}, {plural(summary['runs'], 'run')}")
-    table = tabulate(rows, headers=["task", "score", "settings"] +
-                     (["stderr"] if with_stderr else []), disable_numparse=True,
-                     colalign=("left", "right", "right", "right"),
-                     tablefmt="github" if fmt == "markdown" else "simple")
-    extra = []
-    if summary.get("confidence_interval"):
-        lo, hi = summary["confidence_interval"]
-        extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
-    if summary.get("flags"):
-        extra.append("flags: " + ", ".join(summary["flags"]))
-    return "\n".join([title, "", table, *extra])
 
 
 class _Progress(RunProgress):
@@ -218,72 +164,53 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     Checks causality, state and parameter count first (exit 3 when refused), trains every
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores."""
-    from ..architecture import resolve_architecture
-    from ..estimate import estimate_sweep
-    from ..evaluate import (architecture_checks, parse_settings, pending_groups, plan,
-                            summarize)
-    from ..executors import local_devices, make_executor
-    from ..store import ResultsStore
-    from ..trainer import resolve_device, resolve_precision
+    from ..evaluator import prepare
+    from ..report import render
+    from ..sweep import parse_settings
     from .preflight import writable_dir, writable_file
+
+    def check_paths():
+        if output:      # a .json file must have an existing folder; a directory is created
+            if Path(output).suffix.lower() == ".json" and not Path(output).is_dir():
+                writable_file(output, "--output")
+            else:
+                writable_dir(output, "--output")
+        if not dry_run:
+            writable_dir(run_dir, "--run-dir")
+
     # every argument is checked before the first run trains (one line, exit 2 or 3)
-    runner = make_executor(executor, ray_address, runs_per_gpu)
-    protocol = get_protocol(preset, _parse_overrides(overrides))
-    seed_list = _parse_seeds(seeds)
-    if executor == "local":
-        resolve_precision(resolve_device(device), precision)
-    tasks = _select_tasks(tasks_text)
-    if output:      # a .json file must have an existing folder; a directory is created
-        if Path(output).suffix.lower() == ".json" and not Path(output).is_dir():
-            writable_file(output, "--output")
-        else:
-            writable_dir(output, "--output")
-    if not dry_run:
-        writable_dir(run_dir, "--run-dir")
-    spec = resolve_architecture(arch, channel, striped, mixer_kwargs)
-    jobs = plan(spec, tasks, protocol, seed_list, parse_settings(settings_text))
-    if not jobs:
-        raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
-                         "to train")
-    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
-    # a dry run reads what is stored, and creates no run directory
-    store = ResultsStore(run_dir) if not dry_run or Path(run_dir, "records").is_dir() else None
-    pending = [job for group in pending_groups(jobs, protocol, store) for job in group] \
-        if store else list(jobs)
-    workers = len(local_devices(device, runs_per_gpu)) if executor == "local" else 1
-    estimate = estimate_sweep(spec, jobs, pending, protocol, device, precision, workers)
-    for line in describe_plan(estimate, protocol, run_dir, executor):
+    evaluation = prepare(
+        arch, tasks=tasks_text, protocol=preset, overrides=_parse_overrides(overrides),
+        seeds=_parse_seeds(seeds), settings=parse_settings(settings_text), run_dir=run_dir,
+        device=device, precision=precision, channel=channel, striped=striped,
+        mixer_kwargs=mixer_kwargs, allow_state_mismatch=allow_state_mismatch,
+        state_target=state_target, param_tolerance=param_tolerance, engine=engine,
+        executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
+        preflight=check_paths)
+    estimate = evaluation.estimate()
+    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor):
         click.echo(line, err=True)
     if dry_run:
         return
     with _Progress(enabled=not no_progress) as progress:
-        runner.run(spec, jobs, protocol, store, device, precision, checks, progress, engine)
+        results = evaluation.run(progress)
     if estimate.pending:
         click.echo(progress.summary(), err=True)
-    keys = {j.key for j in jobs}
-    records = [r for r in store.records() if r["run_key"] in keys]
-    summary = summarize(records)
-    summary["checks"] = checks
     if output:
-        path = results_path(output, spec.name)
-        path.write_text(json.dumps(summary, indent=2))
+        path = results_path(output, evaluation.spec.name)
+        path.write_text(json.dumps(results.to_dict(), indent=2))
         click.echo(f"wrote {path}", err=True)
-    click.echo(render(summary, fmt))
+    click.echo(render(results, fmt))
 
 
 def _groups(run_dirs) -> list[list[dict]]:
     """The stored records of ``run_dirs``, one group per architecture and protocol."""
-    from ..evaluate import group_records
+    from ..records import group_records
     from ..store import load_records
     records = load_records(run_dirs)
     if not records:
         raise UsageError(f"no run records in {', '.join(run_dirs)}")
     return list(group_records(records).values())
-
-
-def _summaries(run_dirs):
-    from ..evaluate import summarize
-    return [summarize(group) for group in _groups(run_dirs)]
 
 
 @click.command("report")
@@ -298,37 +225,14 @@ def report_command(run_dirs, fmt, html_path):
     write them as an HTML page.
 
     Several run directories are reported together."""
+    from .. import report
+    from ..results import Results
     groups = _groups(run_dirs)
-    from ..evaluate import summarize
-    summaries = [summarize(group) for group in groups]
     if html_path:
-        _write_html(html_path, summaries, groups, run_dirs)
+        report.write_html(html_path, groups, run_dirs)
+        click.echo(f"wrote {html_path}")
         return
-    if fmt == "json":
-        click.echo(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
-        return
-    click.echo("\n\n".join(render(s, fmt) for s in summaries))
-
-
-def _write_html(path, summaries, groups, run_dirs) -> None:
-    from ..curves import difficulty_curves, series_labels
-    from ..html_report import html_page
-    figures, note = {}, None
-    try:
-        from .. import figures as fg
-        figures["Scores per task"] = fg.svg(fg.bars_figure(summaries, series_labels(groups)))
-        curves = difficulty_curves(groups)
-        if curves:
-            figures["Difficulty curves"] = fg.svg(fg.curves_figure(
-                curves, summaries[0]["metric"], series_labels(groups)))
-        else:
-            note = ("No difficulty curves: only baseline settings are stored (evaluate with "
-                    "--settings all, or setting names such as vocab_size=512).")
-    except UsageError as exc:
-        note = f"No figures: {exc}"
-    Path(path).write_text(html_page(summaries, [str(d) for d in run_dirs], figures, note),
-                          encoding="utf-8")
-    click.echo(f"wrote {path}")
+    click.echo(report.render_all([Results.from_records(g) for g in groups], fmt))
 
 
 @click.command("compare")
@@ -337,22 +241,9 @@ def _write_html(path, summaries, groups, run_dirs) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    summaries = _summaries(run_dirs)
-    if fmt == "json":
-        click.echo(json.dumps({f"{s['architecture']['name']} [{s['protocol']['name']}]":
-                               {"mad_score": s["mad_score"], "score_label": _label(s),
-                                "tasks": s["tasks"]} for s in summaries}, indent=2))
-        return
-    tasks = sorted({t for s in summaries for t in s["tasks"]})
-    headers = ["task"] + [f"{s['architecture']['name']}\n[{s['protocol']['name']}]"
-                          for s in summaries]
-    rows = [[t] + [_fmt(s["tasks"].get(t)) for s in summaries] for t in tasks]
-    labels = {_label(s) for s in summaries}
-    rows.append([labels.pop() if len(labels) == 1 else "mean of its tasks"] +
-                [_fmt(s["mad_score"]) for s in summaries])
-    click.echo(tabulate(rows, headers=headers, disable_numparse=True,
-                        colalign=("left",) + ("right",) * len(summaries),
-                        tablefmt="github" if fmt == "markdown" else "simple"))
+    from .. import report
+    from ..results import Results
+    click.echo(report.compare([Results.from_records(g) for g in _groups(run_dirs)], fmt))
 
 
 @click.command("plot")
@@ -367,8 +258,7 @@ def plot_command(run_dirs, out, kind):
     """Per-task bars, or the paper's difficulty curves, from stored runs.
 
     Give one run directory per architecture (or one holding several)."""
-    from .. import figures
-    from ..curves import difficulty_curves, series_labels
+    from .. import figures, report
     plt = figures.pyplot()      # a usage error naming the install command, before any work
     from .preflight import writable_file
     formats = plt.figure().canvas.get_supported_filetypes()
@@ -379,16 +269,7 @@ def plot_command(run_dirs, out, kind):
                          f"{' files' if suffix else 'suffix'} (use one of: "
                          f"{', '.join(sorted(formats))})")
     writable_file(out, "--out")
-    groups = _groups(run_dirs)
-    if kind == "bars":
-        from ..evaluate import summarize
-        fig = figures.bars_figure([summarize(group) for group in groups],
-                                  series_labels(groups))
-    else:
-        fig = figures.curves_figure(difficulty_curves(groups),
-                                    groups[0][0].get("selection") or "accuracy",
-                                    series_labels(groups))
-    figures.save(fig, out)
+    report.plot(out, _groups(run_dirs), kind)
     click.echo(f"wrote {out}")
 
 

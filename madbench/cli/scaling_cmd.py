@@ -57,7 +57,7 @@ def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, a
     scaling family also its layer order and attention share."""
     from ..architecture import resolve_architecture
     from ..scaling.flops import architecture_flops
-    from ..scaling.shapes import FAMILIES, family_spec, get_family, parse_size
+    from ..scaling.shapes import FAMILIES, family_spec, get_family, parse_size, striping
     order = None
     if arch in FAMILIES:
         width, depth = parse_size(size or "128x4")
@@ -83,18 +83,6 @@ def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, a
     click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
     click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
                f" training per token (3x) {fl.training_per_token:.4e}")
-
-
-def striping(family, spec, depth: int) -> dict:
-    """The layer order of a family's model and its attention share, nominal and as built."""
-    from ..scaling.shapes import attention_fraction, exact_depths, layer_order, ratio_label
-    share = family.attention_share
-    out = {"family": family.name, "depth": depth, "sequence_mixers": layer_order(spec),
-           "attention_fraction": attention_fraction(spec), "nominal_share": share}
-    if 0 < share < 1:
-        out["nominal_ratio"] = ratio_label(share)
-        out["exact_depths"] = exact_depths(share)
-    return out
 
 
 def render_striping(order: dict) -> str:
@@ -278,31 +266,6 @@ def corpora_cmd(as_json):
 
 
 # -- fit -----------------------------------------------------------------------------------
-def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
-    from ..errors import MadbenchError
-    from ..scaling.fits import approach2, approach3
-    from ..scaling.runs import budgets_of, by_arch, columns
-    out = {}
-    for arch, arch_rows in sorted(by_arch(rows).items()):
-        if params_column not in arch_rows[0]:
-            raise UsageError(f"no column {params_column!r} in the runs")
-        params, tokens, flops, losses = columns(arch_rows, params_column, "tokens", "flops",
-                                                "loss")
-        budgets = budgets_of(arch_rows)
-        entry = {"runs": len(arch_rows)}
-        if approach in ("2", "both"):
-            entry["approach2"] = approach2(params, tokens, flops, losses, budgets,
-                                           bootstrap=bootstrap).to_dict()
-        if approach in ("3", "both"):
-            try:
-                entry["approach3"] = approach3(params, tokens, losses,
-                                               bootstrap=min(bootstrap, 100)).to_dict()
-            except MadbenchError as exc:
-                entry["approach3"] = {"problem": str(exc)}
-        out[arch] = entry
-    return out
-
-
 def render_fits(fits: dict) -> str:
     parts = []
     for arch, entry in fits.items():
@@ -334,54 +297,6 @@ def render_fits(fits: dict) -> str:
     return "\n".join(parts)
 
 
-def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:
-    from ..figures import pyplot
-    plt = pyplot()
-    import numpy as np
-
-    from ..scaling.runs import by_arch
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    groups = by_arch(rows)
-    for k, (arch, entry) in enumerate(fits.items()):
-        color = f"C{k % 10}"
-        pts = groups[arch]
-        left.scatter([r[params_column] for r in pts], [r["loss"] for r in pts], s=12,
-                     color=color, alpha=0.6)
-        a2 = entry.get("approach2") or {}
-        for g in a2.get("groups", []):
-            if g["coeffs"] is None:
-                continue
-            p0, p1, p2 = g["coeffs"]
-            xs = np.linspace(*np.log(g["params_range"]), 50)
-            left.plot(np.exp(xs), p0 + p1 * xs + p2 * xs * xs, color=color, lw=0.8)
-            left.annotate(f"C={g['budget']:.2g}", (np.exp(xs[-1]), p0 + p1 * xs[-1]
-                                                  + p2 * xs[-1] ** 2), fontsize=7,
-                          color=color, xytext=(3, 0), textcoords="offset points")
-            if g["valid"]:
-                left.scatter([g["n_opt"]], [g["loss_opt"]], marker="*", s=80, color=color)
-        valid = [g for g in a2.get("groups", []) if g["valid"]]
-        if valid:
-            right.scatter([g["budget"] for g in valid], [g["n_opt"] for g in valid],
-                          color=color, label=arch)
-            law = a2.get("n_opt_law")
-            if law:
-                cs = np.geomspace(min(g["budget"] for g in valid),
-                                  max(g["budget"] for g in valid), 20)
-                right.plot(cs, law["coef"] * cs ** law["exponent"], color=color, lw=1,
-                           label=f"N* ~ C^{law['exponent']:.3f}")
-    left.set(xscale="log", xlabel=f"{params_column}", ylabel="loss",
-             title="IsoFLOP curves (stars: vertices)")
-    for k, arch in enumerate(fits):
-        left.plot([], [], color=f"C{k % 10}", label=arch)
-    left.legend(fontsize=8)
-    right.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="N*",
-              title="compute-optimal size")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 @scaling_group.command("fit")
 @click.argument("runs", type=click.Path(exists=True))
 @click.option("--approach", type=click.Choice(["2", "3", "both"]), default="both",
@@ -402,11 +317,13 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     tokens, flops, loss, optionally budget)."""
     from ..scaling.runs import read_runs
     rows = read_runs(runs)
+    from ..scaling.analysis import fit_runs
     fits = fit_runs(rows, approach, bootstrap, params_column)
     from ..scaling.state import state_frontiers_by_budget
     states = (state_frontiers_by_budget(rows, state_column, bootstrap) if state_column
               else None)
     if plot_path:
+        from ..scaling.plots import plot_fits
         plot_fits(rows, fits, params_column, plot_path)
     if as_json:
         doc = {"runs": str(runs), "params_column": params_column, "archs": fits}

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from ..code_identity import run_version
 from ..architecture import ArchitectureSpec, mixer_entry, mixer_source_id
 from ..errors import MadbenchError, UsageError
-from ..evaluate import group_records
+from ..records import group_records
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import ResultsStore
 from ..protocol import Protocol
@@ -152,7 +152,7 @@ def select_group(records: Sequence[dict], arch_filter: str | None = None,
 def settings_argument(records: Sequence[dict], protocol: Protocol) -> str | None:
     """The ``--settings`` value that selects exactly the settings of ``records`` (None: the
     protocol's own selection does)."""
-    from ..evaluate import select_settings
+    from ..sweep import select_settings
     from ..tasks import get_task
     ran = {(r["task"], r["setting"]) for r in records}
     tasks = sorted({t for t, _ in ran})

@@ -55,6 +55,7 @@ from ..hashing import canonical_json
 from ..protocol import Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
+from ..sweep import effective_setting, select_settings
 from ..protocol import PRESETS
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
@@ -166,8 +167,6 @@ def check_suite(doc: dict, report: Report) -> None:
 # -- 4. runs -------------------------------------------------------------------------------
 def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[str, str]]:
     """(kind, reason) for every way one run disagrees with its own fields or the protocol."""
-    from ..evaluate import effective_setting, select_settings
-
     label = f"{run['task']}/{run['setting']} seed {run['seed']} lr {run['lr']:g} wd " \
         f"{run['weight_decay']:g}"
     if task is None:
@@ -213,8 +212,6 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
 def _coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
     """Duplicated runs, and runs of the protocol's sweep that are missing (every setting the
     protocol selects x seed x (lr, wd); for a board entry, of every task of the suite)."""
-    from ..evaluate import select_settings
-
     out = []
     cells = Counter((r["task"], r["setting"], r["seed"], r["lr"], r["weight_decay"])
                     for r in doc["runs"])
@@ -248,7 +245,6 @@ def scored_positions(task, setting_name: str, protocol: Protocol, seed: int) -> 
     """The scored positions of a setting's test split under ``protocol`` (its caps applied),
     counted on the data generated here: what every non-diverged run of the setting and seed
     was evaluated on."""
-    from ..evaluate import effective_setting
     from ..tasks import IGNORE, generate_splits
 
     eff = effective_setting(task.setting(setting_name), protocol)
@@ -260,8 +256,6 @@ def _scored_problems(doc: dict, tasks: dict, protocol: Protocol,
     """Runs whose ``scored_positions`` is not the count of the test data generated here (0 for
     a diverged run): an accuracy is a fraction of these, so they cannot be chosen. The data
     are generated once per (task, setting, seed), within ``deadline``."""
-    from ..evaluate import select_settings
-
     out = []
     cells = sorted({(r["task"], r["setting"], r["seed"]) for r in doc["runs"]
                     if r["task"] in tasks and r["setting"] in
@@ -587,8 +581,6 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
 # -- 7. spot re-runs -----------------------------------------------------------------------
 def rerun_cost(task, setting_name: str, protocol: Protocol) -> int:
     """Tokens a run of this setting trains on (steps x batch x length), for ranking cost."""
-    from ..evaluate import effective_setting
-
     eff = effective_setting(task.setting(setting_name), protocol)
     per_epoch = -(-eff.num_train // protocol.batch_size)
     return protocol.epochs_for(per_epoch) * per_epoch * protocol.batch_size * eff.seq_len
@@ -646,10 +638,8 @@ def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
 def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                  seed: int | None, tolerance: float, device: str,
                  budget: Budget = Budget()) -> None:
-    from ..evaluate import Job, run_sweep
-    from ..store import ResultsStore
-    from ..tasks import get_task
-    from ..trainer import resolve_device
+    from ..evaluator import prepare, resolve_placement
+    from ..executors import LocalExecutor
 
     if spec is None:
         report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
@@ -668,7 +658,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         report.fail("rerun", f"no setting can be re-run within the budget of {max_tokens:,} "
                     f"tokens per run ({sample['over_budget']} of {sample['cells']} over it)")
         return
-    dev = resolve_device(device)
+    dev = resolve_placement(device).device
     deadline = Deadline(budget.rerun_seconds, f"re-running {len(runs)} settings")
 
     def on_progress(event: str, info: dict) -> None:
@@ -676,22 +666,26 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
             deadline.check()
 
     for run in runs:
-        task = get_task(run["task"])
-        precision = run["precision"] if dev.type == "cuda" else "fp32"
-        job = Job(task, task.setting(run["setting"]), run["seed"], run["lr"],
-                  run["weight_decay"], run["run_key"])
+        precision = run["precision"] if dev.startswith("cuda") else "fp32"
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="madbench-rerun-") as tmp:
-            store = ResultsStore(tmp)
+            # the run's one cell of the sweep, as madbench eval trains it (the gate passes
+            # state mismatches: the claim re-checked here is the accuracy)
+            evaluation = prepare(spec, tasks=[run["task"]], protocol=trained,
+                                 seeds=[run["seed"]],
+                                 settings=[f"{run['task']}:{run['setting']}"],
+                                 configs=[(run["lr"], run["weight_decay"])], run_dir=tmp,
+                                 device=dev, precision=precision, engine="plain",
+                                 executor=LocalExecutor(devices=[dev]),
+                                 allow_state_mismatch=True)
             try:
                 with deadline.enforce():
-                    run_sweep(spec, [job], trained, store, str(dev), precision,
-                              progress=on_progress, engine="plain")
+                    results = evaluation.run(on_progress)
             except BudgetExceeded as exc:
                 report.fail("rerun", f"{run['task']}/{run['setting']} seed {run['seed']}: "
                             f"{exc}")
                 return
-            fresh = store.records()[0]
+            fresh = results.settings[0]["best"]
         delta = abs(fresh["accuracy"] - run["accuracy"])
         ok = delta <= tolerance and bool(fresh["diverged"]) == run["diverged"]
         report.reruns.append({"task": run["task"], "setting": run["setting"],

@@ -244,3 +244,14 @@ def parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise UsageError(f"model size must look like WIDTHxDEPTH (e.g. 64x2), not {text!r}") \
             from None
+
+
+def striping(family, spec, depth: int) -> dict:
+    """The layer order of a family's model and its attention share, nominal and as built."""
+    share = family.attention_share
+    out = {"family": family.name, "depth": depth, "sequence_mixers": layer_order(spec),
+           "attention_fraction": attention_fraction(spec), "nominal_share": share}
+    if 0 < share < 1:
+        out["nominal_ratio"] = ratio_label(share)
+        out["exact_depths"] = exact_depths(share)
+    return out

@@ -1,25 +1,23 @@
-"""The evaluation sweep: every (task, setting, seed, lr, weight decay) run of one architecture,
-trained with the plain trainer, stored as it finishes, skipped when already stored."""
+"""The sweep of one architecture: plan every (task, setting, seed, lr, weight decay) run,
+then train the runs not yet stored, one group (setting and seed) at a time, each record stored
+as it finishes. A second process on the same run directory trains each run once (claims)."""
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__
-from .architecture import ArchitectureSpec, build_mixer
+from .architecture import ArchitectureSpec
 from .claims import claim
 from .code_identity import run_version
-from .errors import CheckFailed, MadbenchError, UsageError, warn
+from .errors import UsageError, warn
 from .hashing import content_hash
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
-from .scoring import (best_of_sweep, bootstrap_interval, mad_score, score_label,
-                      task_scores, task_statistics)
+from .records import run_record
 from .store import ResultsStore, run_key
 from .tasks import Setting, Task, generate_splits
 from .batched import supports_batching, train_batched
@@ -30,12 +28,15 @@ from .trainer import resolve_device, resolve_precision, train
 
 @dataclass(frozen=True)
 class Job:
+    """One run of a sweep: a task's setting, seed and (lr, weight decay), with the setting as
+    trained (``effective``: the protocol's size caps applied) and its run key."""
     task: Task
     setting: Setting
     seed: int
     lr: float
     weight_decay: float
     key: str
+    effective: Setting
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:
@@ -44,13 +45,14 @@ def job_to_dict(job: Job) -> dict[str, Any]:
             "lr": job.lr, "weight_decay": job.weight_decay, "key": job.key}
 
 
-def job_from_dict(data: dict[str, Any]) -> Job:
+def job_from_dict(data: dict[str, Any], protocol: Protocol) -> Job:
     """A job shipped as plain data, its task and setting re-resolved from this process's
     plugins (task objects come from plugins and are never pickled)."""
     from .tasks import get_task
     task = get_task(data["task"])
-    return Job(task, task.setting(data["setting"]), int(data["seed"]), float(data["lr"]),
-               float(data["weight_decay"]), data["key"])
+    setting = task.setting(data["setting"])
+    return Job(task, setting, int(data["seed"]), float(data["lr"]),
+               float(data["weight_decay"]), data["key"], effective_setting(setting, protocol))
 
 
 def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
@@ -127,49 +129,8 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
             for seed in seeds:
                 for lr, wd in protocol.configs():
                     key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, version)
-                    jobs.append(Job(task, setting, seed, lr, wd, key))
+                    jobs.append(Job(task, setting, seed, lr, wd, key, eff))
     return jobs
-
-
-def check_buildable(spec: ArchitectureSpec) -> None:
-    """Every layer constructs with its kwargs; else a usage error naming the layer (one line,
-    before any check or training runs)."""
-    for index, layer in enumerate(spec.layers):
-        try:
-            with torch.random.fork_rng(devices=[]):
-                build_mixer(layer, spec.dim)
-        except MadbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a constructor of any kind may refuse
-            raise UsageError(f"layer {index} ({layer.mixer}) cannot be built with kwargs "
-                             f"{dict(layer.kwargs)}: {type(exc).__name__}: {exc}"
-                             .splitlines()[0]) from None
-
-
-def architecture_checks(spec: ArchitectureSpec, allow_state_mismatch: bool = False,
-                        state_target: int = 4096, param_tolerance: float = 0.2) -> dict:
-    """Causality guard, then the iso-state and parameter verdict (``madbench.verdict``),
-    before any training.
-
-    Raises CheckFailed when the architecture leaks future tokens, or misses the state target
-    without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
-    from .checks import guard_architecture
-    from .verdict import architecture_verdict
-
-    check_buildable(spec)
-    guard = guard_architecture(spec)
-    verdict = architecture_verdict(spec, state_target=state_target,
-                                   param_tolerance=param_tolerance,
-                                   allow_state_mismatch=allow_state_mismatch)
-    if verdict["refusal"]:
-        raise CheckFailed(verdict["refusal"])
-    desc = verdict["description"]
-    return {"causal": guard["causal"], "iso_state": verdict["iso_state"],
-            "param_ratio": verdict["param_ratio"]["value"], "param_tolerance": param_tolerance,
-            "flags": verdict["flags"],
-            "accounting": {k: desc.get(k) for k in ("params", "non_embedding_params",
-                                                    "active_params", "fixed_state",
-                                                    "dynamic_state", "cache")}}
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -184,7 +145,7 @@ def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
     groups: dict[tuple[str, int], list[Job]] = {}
     for job in jobs:
         if not store.has(job.key):
-            key = (effective_setting(job.setting, protocol).hash, job.seed)
+            key = (job.effective.hash, job.seed)
             groups.setdefault(key, []).append(job)
     return list(groups.values())
 
@@ -312,7 +273,7 @@ def group_claim(arch_hash: str, protocol: Protocol, group: Sequence[Job]) -> str
     every process, whatever each has already stored)."""
     job = group[0]
     return content_hash({"arch": arch_hash, "protocol": protocol.hash, "seed": job.seed,
-                         "setting": effective_setting(job.setting, protocol).hash})
+                         "setting": job.effective.hash})
 
 
 def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
@@ -335,78 +296,5 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
 
 
 def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):
-    store.append({
-        "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
-        "task": job.task.name, "task_version": job.task.version,
-        "setting": job.setting.name, "setting_hash": eff.hash,
-        "protocol_name": protocol.name, "protocol_hash": protocol.hash,
-        "standard_protocol": protocol.standard, "selection": protocol.selection,
-        "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
-        **result.as_dict(), "device": str(dev), "precision": precision, "engine": engine,
-        "madbench_version": run_version(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "flags": ",".join((checks or {}).get("flags", [])),
-        "architecture": spec.to_dict(), "protocol": protocol.to_dict(),
-        "setting_params": dict(eff.params), "checks": checks or {}, "provenance": prov,
-    })
-
-
-def summarize(records: Sequence[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """The result document of one architecture under one protocol.
-
-    ``results`` holds one object per task, as lm-evaluation-harness does: ``score``,
-    ``metric``, ``stderr`` and ``confidence_interval`` (over seeds; None with one seed),
-    ``seeds``, the task ``version``, the ``settings`` scored with their content hashes, the
-    ``protocol`` (name, hash, standard) and the number of ``runs``. ``score_label`` names the
-    mean of the task scores: ``MAD score`` only over the six MAD tasks. ``tasks`` (name ->
-    score) and ``mad_score`` are the earlier form, kept for one release."""
-    if not records:
-        return {"mad_score": None, "tasks": {}, "settings": []}
-    metric = metric or records[0].get("selection", "accuracy")
-    best = best_of_sweep(records, metric)
-    scores = task_scores(best, metric)
-    settings = []
-    for (task, setting, seed), r in sorted(best.items()):
-        n = sum(1 for x in records if (x["task"], x["setting"], int(x["seed"])) ==
-                (task, setting, seed))
-        settings.append({"task": task, "setting": setting, "seed": seed, "runs": n,
-                         "best": {k: r[k] for k in ("lr", "weight_decay", "accuracy",
-                                                     "macro_accuracy", "loss", "diverged",
-                                                     "run_key")}})
-    first = records[0]
-    flags = sorted({f for r in records for f in (r.get("flags") or "").split(",") if f})
-    protocol = {"name": first["protocol_name"], "hash": first["protocol_hash"],
-                "standard": bool(first.get("standard_protocol", True))}
-    results = {}
-    for task, stats in task_statistics(best, metric).items():
-        mine = [r for (t, _s, _seed), r in sorted(best.items()) if t == task]
-        results[task] = {**stats, "metric": metric, "version": int(mine[0]["task_version"]),
-                         "settings": {r["setting"]: r["setting_hash"] for r in mine},
-                         "protocol": protocol,
-                         "runs": sum(1 for r in records if r["task"] == task)}
-    return {
-        "madbench_version": __version__,
-        "score_label": score_label(scores),
-        "mad_score": mad_score(scores),
-        "confidence_interval": bootstrap_interval(best, metric),
-        "metric": metric,
-        "results": results,
-        "versions": {task: r["version"] for task, r in results.items()},
-        "tasks": scores,
-        "settings": settings,
-        "architecture": {"name": first["arch_name"], "hash": first["arch_hash"],
-                         "spec": first["architecture"],
-                         "checks": first.get("checks", {})},
-        "protocol": {**first["protocol"], "hash": first["protocol_hash"]},
-        "flags": flags,
-        "runs": len(records),
-        "provenance": first["provenance"],
-    }
-
-
-def group_records(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:
-    """Records grouped by (architecture hash, protocol hash)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["arch_hash"], r["protocol_hash"]), []).append(r)
-    return groups
+    store.append(run_record(spec, job, eff, protocol, result, dev, precision, checks, prov,
+                            engine))

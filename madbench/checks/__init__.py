@@ -1,0 +1,16 @@
+"""Checks no mixer can talk its way past: causality (``causality``), the shape contract
+(``contract``), an empirical audit of the state a mixer declares (``state_audit``), and the
+guard of a whole architecture that ``madbench eval`` runs before training (``guard``)."""
+from ._common import MixerLike, as_module, default_positions
+from .causality import CAUSALITY_ATOL, CausalityResult, check_causality, check_model_causality
+from .contract import ContractResult, check_contract
+from .guard import guard_architecture
+from .state_audit import (AUDIT_MAX_SIZE, AUDIT_RTOL, AuditResult, audit_architecture,
+                          audit_state, declared_state, finite_difference_error,
+                          jacobian_across_split, jacobian_side, state_failures)
+
+__all__ = ["AUDIT_MAX_SIZE", "AUDIT_RTOL", "AuditResult", "CAUSALITY_ATOL", "CausalityResult",
+           "ContractResult", "MixerLike", "as_module", "audit_architecture", "audit_state",
+           "check_causality", "check_contract", "check_model_causality", "declared_state",
+           "default_positions", "finite_difference_error", "guard_architecture",
+           "jacobian_across_split", "jacobian_side", "state_failures"]

@@ -1,0 +1,198 @@
+"""``madbench.evaluate``: one architecture on the MAD tasks under a protocol, as one library
+call. ``madbench eval``, leaderboard re-runs and notebooks all go through it:
+
+    import madbench
+    results = madbench.evaluate("hyena", tasks=["memorization"], protocol="smoke")
+    print(results.score, results.task_scores)
+
+``prepare`` does every check that needs no training (arguments, device and precision,
+architecture gate, the plan of runs) and returns an ``Evaluation``; its ``run`` trains the
+runs not yet stored in ``run_dir`` and scores them (``madbench.results.Results``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .architecture import ArchitectureSpec, resolve_architecture
+from .errors import UsageError
+from .protocol import Protocol, get_protocol
+from .results import Results
+from .sweep import Job, ProgressFn, pending_groups, plan
+from .tasks import Task, all_tasks, get_task
+
+MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the runs train, resolved once: ``device`` (``cpu``, ``cuda`` or ``cuda:N``; on Ray
+    ``auto``, ``cuda`` or ``cpu``, Ray assigning the GPUs) and ``precision`` (``bf16`` or
+    ``fp32``; ``auto`` only on Ray without a fixed device, resolved on each worker)."""
+    device: str
+    precision: str
+
+
+def resolve_placement(device: str = "auto", precision: str = "auto",
+                      executor: str = "local") -> Placement:
+    """``--device`` and ``--precision`` resolved on this machine (a usage error when it has no
+    such device, or for bf16 off CUDA)."""
+    from .trainer import resolve_device, resolve_precision
+    if executor == "ray":
+        if device == "cpu":
+            return Placement("cpu", resolve_precision(resolve_device("cpu"), precision))
+        return Placement(device, precision)
+    dev = resolve_device(device)
+    return Placement(str(dev), resolve_precision(dev, precision))
+
+
+def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
+    """``all``, or task names (a comma-separated string or a list), or Task objects."""
+    if isinstance(tasks, str):
+        if tasks == "all":
+            return all_tasks()
+        names = [name.strip() for name in tasks.split(",") if name.strip()]
+        if not names:
+            raise UsageError(f"--tasks {tasks!r} names no task ('all' or comma-separated "
+                             "names)")
+        return [get_task(name) for name in names]
+    return [t if isinstance(t, Task) else get_task(t) for t in tasks]
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """The seeds, sorted and unique: at least one, each in 0 .. 2**63 - 1."""
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError("--seeds needs at least one non-negative integer")
+    if any(s > MAX_SEED for s in seeds):
+        raise UsageError(f"--seeds: a seed is at most {MAX_SEED} (2**63 - 1)")
+    return sorted(set(int(s) for s in seeds))
+
+
+def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int = 1):
+    """The executor named ``local`` or ``ray`` (``madbench.executors``)."""
+    from .executors import make_executor as make
+    return make(name, ray_address, runs_per_gpu)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A checked plan: the architecture passed the gate of ``madbench eval``; nothing is
+    trained until ``run``."""
+    spec: ArchitectureSpec
+    protocol: Protocol
+    jobs: tuple[Job, ...]
+    checks: dict[str, Any]
+    run_dir: Path
+    placement: Placement
+    executor: Any
+    engine: str = "auto"
+
+    def pending(self) -> list[Job]:
+        """The runs not yet stored in ``run_dir`` (reading it creates nothing)."""
+        from .store import ResultsStore
+        if not Path(self.run_dir, "records").is_dir():
+            return list(self.jobs)
+        store = ResultsStore(self.run_dir)
+        return [job for group in pending_groups(self.jobs, self.protocol, store)
+                for job in group]
+
+    def workers(self) -> int:
+        """How many runs train at once here (local worker processes; 1 on Ray)."""
+        from .executors import LocalExecutor, local_devices
+        if isinstance(self.executor, LocalExecutor):
+            return len(self.executor.devices or
+                       local_devices(self.placement.device, self.executor.runs_per_gpu))
+        return 1
+
+    def estimate(self, pending: Sequence[Job] | None = None):
+        """The estimated time of the pending runs (``madbench.estimate.SweepEstimate``),
+        from a few training steps measured on the device."""
+        from .estimate import estimate_sweep
+        pending = self.pending() if pending is None else pending
+        return estimate_sweep(self.spec, self.jobs, pending, self.protocol,
+                              self.placement.device, self.placement.precision,
+                              self.workers())
+
+    def run(self, progress: ProgressFn | None = None) -> Results:
+        """Train every run not yet stored (each record stored as it finishes; a re-run
+        resumes), then score the sweep's records."""
+        from .store import ResultsStore
+        store = ResultsStore(self.run_dir)
+        self.executor.run(self.spec, list(self.jobs), self.protocol, store,
+                          self.placement.device, self.placement.precision, self.checks,
+                          progress, self.engine)
+        keys = {job.key for job in self.jobs}
+        records = [r for r in store.records() if r["run_key"] in keys]
+        return Results.from_records(records, checks=self.checks)
+
+
+def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] = "all",
+            protocol: str | Protocol = "paper", overrides: dict[str, str] | None = None,
+            seeds: Sequence[int] = (0,), settings: str | Sequence[str] | None = None,
+            configs: Sequence[tuple[float, float]] | None = None,
+            run_dir: str | Path = "runs", device: str = "auto", precision: str = "auto",
+            channel: str | None = None, striped: bool = False,
+            mixer_kwargs: dict | str | None = None, allow_state_mismatch: bool = False,
+            state_target: int = 4096, param_tolerance: float = 0.2, engine: str = "auto",
+            executor: str | Any = "local", ray_address: str | None = None,
+            runs_per_gpu: int = 1,
+            preflight: Callable[[], None] | None = None) -> Evaluation:
+    """Check everything that needs no training and plan the sweep (see ``evaluate`` for the
+    arguments). ``preflight`` runs once the arguments are parsed, before the architecture is
+    built and checked (the CLI checks its output paths there)."""
+    runner = make_executor(executor, ray_address, runs_per_gpu) \
+        if isinstance(executor, str) else executor
+    if isinstance(protocol, str):
+        protocol = get_protocol(protocol, overrides)
+    elif overrides:
+        raise UsageError("overrides apply to a preset name, not to a Protocol object")
+    seed_list = check_seeds(list(seeds))
+    placement = resolve_placement(device, precision, getattr(runner, "name", "local"))
+    task_list = select_tasks(tasks)
+    if preflight:
+        preflight()
+    spec = arch if isinstance(arch, ArchitectureSpec) else \
+        resolve_architecture(arch, channel, striped, mixer_kwargs)
+    jobs = plan(spec, task_list, protocol, seed_list, settings)
+    if configs is not None:
+        wanted = {(float(lr), float(wd)) for lr, wd in configs}
+        jobs = [job for job in jobs if (job.lr, job.weight_decay) in wanted]
+    if not jobs:
+        raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
+                         "to train")
+    from .verdict import architecture_checks
+    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
+    return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
+                      engine)
+
+
+def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] = "all",
+             protocol: str | Protocol = "paper", seeds: Sequence[int] = (0,),
+             run_dir: str | Path = "runs", progress: ProgressFn | None = None,
+             **options: Any) -> Results:
+    """Evaluate an architecture on the MAD tasks with the standardized sweep, as
+    ``madbench eval`` does, and return its ``Results``.
+
+    :param arch: a registered architecture or mixer, ``pkg.module:Class``, a shorthand such
+        as ``mH-Sg-mA-Sg``, or an ``ArchitectureSpec``.
+    :param tasks: ``all``, task names, or Task objects.
+    :param protocol: a preset name (``paper``, ``mad-lab``, ``quick``, ``smoke``) or a
+        ``Protocol``; ``overrides={"epochs": "20"}`` changes fields of a preset.
+    :param seeds: the seeds of every run.
+    :param run_dir: where run records are stored; runs already stored there are not trained
+        again.
+    :param progress: called with ``(event, info)`` as runs start and finish.
+    :param options: ``settings`` (None: the protocol's; ``all``, ``baseline`` or setting
+        names), ``configs`` (a subset of the protocol's (lr, weight decay) grid), ``device``,
+        ``precision``, ``engine``, ``executor``, ``ray_address``, ``runs_per_gpu``,
+        ``channel``, ``striped``, ``mixer_kwargs``, ``allow_state_mismatch``,
+        ``state_target``, ``param_tolerance`` (as the options of ``madbench eval``).
+    :raises CheckFailed: the architecture is refused (not causal, or off the state target).
+    :raises UsageError: an argument is invalid; nothing was trained.
+    """
+    return prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
+                   **options).run(progress)
+
+
+__all__ = ["Evaluation", "Placement", "evaluate", "prepare", "resolve_placement"]

@@ -1,0 +1,112 @@
+"""Work shipped as plain data: what a worker process or a Ray task receives (the architecture and
+protocol as dicts, job names and numbers), how a worker re-resolves and trains it, and how the
+groups of a sweep are cut into units of work."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Sequence
+
+import torch
+
+from .. import __version__, errors
+from ..architecture import ArchitectureSpec
+from ..code_identity import run_version
+from ..errors import MadbenchError, UsageError
+from ..estimate import run_tokens
+from ..protocol import Protocol
+from ..store import ResultsStore, run_key
+from ..sweep import Job, ProgressFn, choose_engine, job_from_dict, train_claimed
+from ..trainer import resolve_precision
+
+
+def sweep_payload(spec: ArchitectureSpec, protocol: Protocol, store: ResultsStore,
+                  precision: str, checks: dict | None, engine: str) -> dict[str, Any]:
+    """What every worker needs besides its jobs, as plain data, with the driver's hashes."""
+    return {"spec": spec.to_dict(), "spec_flags": list(spec.flags), "arch_hash": spec.hash,
+            "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
+            "run_dir": str(store.root.resolve()), "precision": precision, "checks": checks,
+            "engine": engine, "sys_path": list(sys.path), "madbench_version": __version__}
+
+
+def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, ResultsStore]:
+    for path in payload["sys_path"]:      # import-path mixers the driver could import
+        if path not in sys.path and os.path.isdir(path or "."):
+            sys.path.append(path)
+    if payload["madbench_version"] != __version__:
+        raise MadbenchError(f"this worker runs madbench {__version__}, the driver "
+                            f"{payload['madbench_version']}: install the same version everywhere")
+    try:
+        spec = ArchitectureSpec.from_dict(payload["spec"], payload["spec_flags"])
+        arch_hash = spec.hash
+    except UsageError as exc:
+        raise UsageError(f"on a worker: {exc} (plugins registered at run time are not seen by "
+                         "worker processes: install them as a package, or give an import "
+                         "path)") from None
+    if arch_hash != payload["arch_hash"]:
+        raise MadbenchError(f"the architecture {spec.name!r} hashes differently on a worker: it "
+                            "imports different mixer code (install the same plugins everywhere)")
+    protocol = Protocol.from_dict(payload["protocol"])
+    if protocol.hash != payload["protocol_hash"]:
+        raise MadbenchError("the protocol hashes differently on a worker")
+    return spec, protocol, ResultsStore(payload["run_dir"])
+
+
+def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
+                        progress: ProgressFn | None = None,
+                        verdicts: dict | None = None) -> int:
+    """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
+    died), train the rest on ``device`` and store them. Returns how many were trained."""
+    spec, protocol, store = _resolve_payload(payload)
+    jobs = [job_from_dict(d, protocol) for d in job_dicts]
+    for job in jobs:
+        if run_key(spec.hash, job.effective.hash, protocol.hash, job.lr, job.weight_decay,
+                   job.seed, run_version()) != job.key:
+            raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
+                                "different data (another task version): install the same "
+                                "plugins everywhere")
+    if all(store.has(job.key) for job in jobs):
+        return 0
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    precision = resolve_precision(dev, payload["precision"])
+    return train_claimed(spec, jobs, protocol, store, dev, precision, payload["checks"],
+                         payload["engine"], progress, {} if verdicts is None else verdicts)
+
+
+def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
+               ) -> list[list[Job]]:
+    """What an executor hands out, longest first: the groups, except that a group that
+    ``device`` trains one run at a time anyway (``choose_engine`` says plain) is split into single
+    runs, so that its runs train in parallel (each unit generates its data again; cheap)."""
+    dev = torch.device(device)
+    units = [unit for group in groups for unit in
+             ([group] if choose_engine(engine, protocol, dev, len(group)) != "plain"
+              else [[job] for job in group])]
+    # longest first: with few units of unequal length (the long-sequence settings dominate),
+    # handing out the long ones first keeps a GPU from finishing alone on the last long unit
+    return sorted(units, key=lambda unit: -unit_cost(unit, protocol))
+
+
+def unit_cost(unit: Sequence[Job], protocol: Protocol) -> int:
+    """Training tokens of a unit of work, a proxy for its time: runs x steps x batch x seq_len."""
+    return len(unit) * run_tokens(unit[0], protocol)
+
+
+def describe_group(group: Sequence[Job]) -> str:
+    job = group[0]
+    run = f" lr {job.lr} wd {job.weight_decay}" if len(group) == 1 else ""
+    return f"{job.task.name} {job.setting.name} seed {job.seed}{run}"
+
+
+def error_from_worker(name: str, message: str, trace: str, where: str) -> MadbenchError:
+    """A worker's exception, as the madbench error it was, or a MadbenchError naming it (its
+    traceback printed to stderr)."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, MadbenchError):
+        return cls(message)
+    print(trace, file=sys.stderr)
+    return MadbenchError(f"a worker on {where} failed: {name}: {message}".splitlines()[0])

@@ -1,0 +1,151 @@
+"""Training on a Ray cluster: each group of a sweep is a Ray task holding ``1/runs_per_gpu`` of
+a GPU, retried when its worker dies. Every node must see the run directory and have the same
+madbench and plugins installed."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..architecture import ArchitectureSpec
+from ..errors import MadbenchError, UsageError
+from ..protocol import Protocol
+from ..store import ResultsStore
+from ..sweep import Job, ProgressFn, job_to_dict, pending_groups
+from ..trainer import resolve_precision
+from .payload import describe_group, sweep_payload, train_shipped_group, work_units
+
+
+_RAY_VERDICTS: dict = {}     #: per Ray worker process: engine verdicts (vmappable, capturable)
+
+
+def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads: int) -> int:
+    """The body of one Ray task: one group, trained in the Ray worker process."""
+    torch.set_num_threads(threads)
+    return train_shipped_group(payload, job_dicts, device, None, _RAY_VERDICTS)
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (Ray itself retries for minutes)."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return                        # None, "auto", "ray://..." or no port: left to Ray
+    import socket
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise MadbenchError(f"cannot reach a Ray cluster at {address}: {exc}") from None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'madbench[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """Train each group as a Ray task on a Ray cluster (``address``; None starts a local Ray
+    instance, or joins the one ``RAY_ADDRESS`` names). A task holds ``1/runs_per_gpu`` of a GPU
+    (none on CPU) and ``cpus_per_run`` CPUs; a task whose worker dies is retried up to
+    ``max_retries`` times. Every node must see ``--run-dir`` (a shared filesystem) and have the
+    same madbench and plugins installed."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, runs_per_gpu: int = 1, max_retries: int = 3,
+                 cpus_per_run: int = 1, init_options: dict | None = None):
+        if runs_per_gpu < 1:
+            raise UsageError("--runs-per-gpu must be at least 1")
+        self.address = address
+        self.runs_per_gpu = runs_per_gpu
+        self.max_retries = max_retries
+        self.cpus_per_run = cpus_per_run
+        self.init_options = init_options or {}
+
+    def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
+            store: ResultsStore, device: str = "auto", precision: str = "auto",
+            checks: dict | None = None, progress: ProgressFn | None = None,
+            engine: str = "auto") -> int:
+        """Train every job not yet in the store on the Ray cluster; returns how many."""
+        ray = _import_ray()
+        if device not in ("auto", "cuda", "cpu"):
+            raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
+                             "(Ray assigns the GPUs)")
+        if device == "cpu":
+            resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
+        groups = pending_groups(jobs, protocol, store)
+        todo = sum(len(g) for g in groups)
+        if progress:
+            progress("start", {"total": len(jobs), "done": len(jobs) - todo})
+        if not groups:
+            return 0
+        started = not ray.is_initialized()
+        if started:
+            _check_reachable(self.address)
+            options = {"include_dashboard": False, **self.init_options}
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, ValueError) as exc:
+                raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
+                                    .splitlines()[0]) from None
+        try:
+            self._run_groups(ray, groups, spec, protocol, store, device, precision, checks,
+                             progress, engine)
+        finally:
+            if started:
+                ray.shutdown()
+        return todo
+
+    def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
+                    progress, engine) -> None:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        if device == "cuda" and not has_gpus:
+            raise UsageError("--device cuda: the Ray cluster has no GPUs")
+        use_gpu = has_gpus and device != "cpu"
+        task = ray.remote(_ray_train_group).options(
+            num_gpus=1 / self.runs_per_gpu if use_gpu else 0, num_cpus=self.cpus_per_run,
+            max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
+        payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
+        device = "cuda" if use_gpu else "cpu"
+        pending = {task.remote(payload, [job_to_dict(j) for j in group], device,
+                               self.cpus_per_run): group
+                   for group in work_units(groups, protocol, engine, device)}
+        try:
+            while pending:
+                if progress:
+                    n = len(pending)
+                    progress("status", {"text": f"{n} task{'s' * (n != 1)} queued or "
+                                                "training on Ray"})
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    group = pending.pop(ref)
+                    self._collect(ray, ref, group, store)
+                    for _ in range(len(group) if progress else 0):
+                        progress("done", {"accuracy": None})
+            if progress:
+                progress("status", {"text": ""})
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _collect(self, ray, ref, group: Sequence[Job], store: ResultsStore) -> None:
+        """Wait for one finished task; raise its error as madbench would have raised it."""
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MadbenchError):
+                raise type(cause)(str(cause)) from None
+            raise
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.TaskUnschedulableError) as exc:
+            raise MadbenchError(f"Ray could not train {describe_group(group)} "
+                                f"({type(exc).__name__}, {self.max_retries} retries); the "
+                                "runs stored so far are kept: re-run to resume") from None
+        missing = [j for j in group if not store.has(j.key)]
+        if missing:
+            raise MadbenchError(f"a Ray worker trained {describe_group(group)} but its records "
+                                f"are not in {store.root}: --run-dir must be on a filesystem "
+                                "every Ray node shares")

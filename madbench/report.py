@@ -1,0 +1,133 @@
+"""Rendering result documents (``madbench.results``): a per-task table (plain or markdown), JSON,
+architectures side by side, an HTML page and PNG figures. The only place results are rendered;
+``madbench.html_report`` and ``madbench.figures`` draw what this module hands them."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import UsageError
+
+FORMATS = ("table", "json", "markdown")
+
+
+def as_document(results: Any) -> dict[str, Any]:
+    """The JSON form of a result (a ``Results``, or a document already in that form)."""
+    return results if isinstance(results, dict) else results.to_dict()
+
+
+def number(x) -> str:
+    """A score with three decimals; ``-`` for none."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def label(doc: dict[str, Any]) -> str:
+    """``MAD score`` over the six MAD tasks, else ``mean of N tasks`` (see score_label)."""
+    from .scoring import score_label
+    return doc.get("score_label") or score_label(doc["tasks"])
+
+
+def common_label(docs: Sequence[dict[str, Any]]) -> str:
+    """The name of the mean row when several results are shown together."""
+    labels = {label(d) for d in docs}
+    return labels.pop() if len(labels) == 1 else "mean of its tasks"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _tabulate(rows, headers, markdown: bool, colalign) -> str:
+    from tabulate import tabulate
+    return tabulate(rows, headers=headers, disable_numparse=True, colalign=colalign,
+                    tablefmt="github" if markdown else "simple")
+
+
+def render(results: Any, fmt: str) -> str:
+    """One result as a per-task table (``table`` or ``markdown``) or ``json``."""
+    doc = as_document(results)
+    if fmt == "json":
+        return json.dumps(doc, indent=2)
+    tasks = doc.get("results") or {t: {"score": v} for t, v in doc["tasks"].items()}
+    with_stderr = any(r.get("stderr") is not None for r in tasks.values())
+    rows = [[task, number(r["score"]), len(r.get("settings") or {}) or "-"] +
+            ([number(r.get("stderr"))] if with_stderr else []) for task, r in tasks.items()]
+    rows.append([label(doc), number(doc["mad_score"]), ""] + ([""] if with_stderr else []))
+    title = (f"{doc['architecture']['name']} — protocol {doc['protocol']['name']}"
+             f"{'' if doc['protocol'].get('standard', True) else ' (non-standard)'}"
+             f", metric {doc['metric']}, {_plural(doc['runs'], 'run')}")
+    table = _tabulate(rows, ["task", "score", "settings"] + (["stderr"] if with_stderr else []),
+                      fmt == "markdown", ("left", "right", "right", "right"))
+    extra = []
+    if doc.get("confidence_interval"):
+        lo, hi = doc["confidence_interval"]
+        extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
+    if doc.get("flags"):
+        extra.append("flags: " + ", ".join(doc["flags"]))
+    return "\n".join([title, "", table, *extra])
+
+
+def render_all(results: Sequence[Any], fmt: str) -> str:
+    """Several results: one block each, or one JSON list (a single object for one)."""
+    docs = [as_document(r) for r in results]
+    if fmt == "json":
+        return json.dumps(docs if len(docs) > 1 else docs[0], indent=2)
+    return "\n\n".join(render(d, fmt) for d in docs)
+
+
+def compare(results: Sequence[Any], fmt: str) -> str:
+    """Several results side by side: one column per architecture and protocol."""
+    docs = [as_document(r) for r in results]
+    if fmt == "json":
+        return json.dumps({f"{d['architecture']['name']} [{d['protocol']['name']}]":
+                           {"mad_score": d["mad_score"], "score_label": label(d),
+                            "tasks": d["tasks"]} for d in docs}, indent=2)
+    tasks = sorted({t for d in docs for t in d["tasks"]})
+    headers = ["task"] + [f"{d['architecture']['name']}\n[{d['protocol']['name']}]"
+                          for d in docs]
+    rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
+    rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
+    return _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
+
+
+def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
+               run_dirs: Sequence[str]) -> None:
+    """A self-contained page of the record ``groups`` (one per architecture and protocol):
+    tables, bars and difficulty curves (when matplotlib is installed), provenance."""
+    from .curves import difficulty_curves, series_labels
+    from .html_report import html_page
+    from .results import Results
+    docs = [Results.from_records(g).to_dict() for g in groups]
+    figures, note = {}, None
+    try:
+        from . import figures as fg
+        figures["Scores per task"] = fg.svg(fg.bars_figure(docs, series_labels(groups)))
+        curves = difficulty_curves(groups)
+        if curves:
+            figures["Difficulty curves"] = fg.svg(fg.curves_figure(
+                curves, docs[0]["metric"], series_labels(groups)))
+        else:
+            note = ("No difficulty curves: only baseline settings are stored (evaluate with "
+                    "--settings all, or setting names such as vocab_size=512).")
+    except UsageError as exc:
+        note = f"No figures: {exc}"
+    Path(path).write_text(html_page(docs, [str(d) for d in run_dirs], figures, note),
+                          encoding="utf-8")
+
+
+def plot(path: str | Path, groups: Sequence[Sequence[dict]], kind: str = "bars") -> None:
+    """``bars`` (per-task scores per architecture, the paper's Fig. 3.7) or ``curves`` (its
+    difficulty curves, Figs. B.2-B.7) of the record ``groups``, written as an image."""
+    from . import figures
+    from .curves import difficulty_curves, series_labels
+    from .results import Results
+    if kind == "bars":
+        fig = figures.bars_figure([Results.from_records(g).to_dict() for g in groups],
+                                  series_labels(groups))
+    else:
+        fig = figures.curves_figure(difficulty_curves(groups),
+                                    groups[0][0].get("selection") or "accuracy",
+                                    series_labels(groups))
+    figures.save(fig, str(path))

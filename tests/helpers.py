@@ -1,0 +1,70 @@
+"""Small models and data that several test files share (imported as ``helpers``; pytest puts
+this folder on the import path). Each has a behaviour known independently of madbench."""
+import math
+
+import torch
+from torch import nn
+
+from madbench.trainer import train
+
+
+class Lookup(nn.Module):
+    """Predicts each target from the current token alone (enough for an identity task)."""
+
+    def __init__(self, vocab=8, dim=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x):
+        return self.head(self.emb(x))
+
+
+def identity_data(n=64, length=6, vocab=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, length), generator=g)
+    y = x.clone()
+    y[:, ::2] = -100                                   # only odd positions are scored
+    return x, y
+
+
+class SometimesNaN(Lookup):
+    """Overflows (infinite logits, NaN loss) only once a head weight exceeds 0.6, which a
+    learning rate of 1.0 reaches in one step and 1e-3 never does here."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out * torch.exp(torch.relu(self.head.weight.abs().max() - 0.5) * 1000)
+
+
+#: (lr, weight decay) configurations the sweep engines train side by side in tests
+CONFIGS = [(1e-3, 0.0), (1e-3, 0.1), (1e-2, 0.0), (1e-2, 0.1)]
+
+
+def sequential(make, configs, proto):
+    out = []
+    for lr, wd in configs:
+        torch.manual_seed(0)
+        out.append(train(make(), identity_data(), identity_data(seed=1), 8, lr, wd, proto, 0))
+    return out
+
+
+class LinearRecurrence(nn.Module):
+    """h_t = a * h_{t-1} + B x_t, y_t = C h_t with n distinct decays: state exactly n."""
+
+    def __init__(self, dim, state=12, declared=None):
+        super().__init__()
+        self.n, self.declared = state, state if declared is None else declared
+        self.decay = nn.Parameter(torch.linspace(0.5, 0.95, state))
+        self.B = nn.Parameter(torch.randn(state, dim) / math.sqrt(dim))
+        self.C = nn.Parameter(torch.randn(dim, state) / math.sqrt(state))
+
+    def forward(self, x):
+        h, out = x.new_zeros(x.shape[0], self.n), []
+        for t in range(x.shape[1]):
+            h = self.decay * h + x[:, t] @ self.B.T
+            out.append(h @ self.C.T)
+        return torch.stack(out, 1)
+
+    def state_size(self, seq_len):
+        return self.declared
