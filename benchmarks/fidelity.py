@@ -149,7 +149,8 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     from madbench.architecture import resolve_architecture
-    from madbench.evaluate import architecture_checks, plan, run_sweep
+    from madbench.sweep import plan, run_sweep
+    from madbench.verdict import architecture_checks
     from madbench.protocol import get_protocol
     from madbench.store import ResultsStore
     from madbench.tasks import all_tasks

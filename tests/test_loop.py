@@ -191,7 +191,7 @@ def test_a_convergence_stop_ends_a_run_at_the_first_epoch_that_reaches_it():
     for exactly that many epochs must give the same numbers, and one epoch fewer must not reach
     the threshold. Off in ``paper``; the batched engine (which cannot stop one configuration)
     hands such protocols to the plain engine."""
-    from madbench.evaluate import choose_engine
+    from madbench.sweep import choose_engine
     proto = dataclasses.replace(PAPER, epochs=30, schedule="constant", early_stop_accuracy=0.9)
     data, test = identity_data(), identity_data(seed=1)
     torch.manual_seed(3)
