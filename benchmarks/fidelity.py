@@ -188,11 +188,25 @@ def run(args) -> int:
     env.setdefault("OMP_NUM_THREADS", "2")     # many workers share the host's cores
     pending, running, failed = list(arms), [], []
     start = time.perf_counter()
+    deadline = start + args.deadline_s if args.deadline_s else None
     while pending or running:
+        if deadline and time.perf_counter() >= deadline:
+            for arm, proc, log in running:     # stored records stay; the next run resumes
+                proc.terminate()
+            for arm, proc, log in running:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                log.close()
+            cut = [arm for arm, _, _ in running] + pending
+            print(f"[{time.perf_counter() - start:5.0f} s] deadline: stopped {', '.join(cut)}; "
+                  "run again with the same --run-dir to resume", flush=True)
+            return 3
         while pending and len(running) < args.jobs:
             arm = pending.pop(0)
             arm_env = {**env, **ARMS[arm].get("env", {})}
-            log = open(Path(args.run_dir) / f"{arm}.log", "w")
+            log = open(Path(args.run_dir) / f"{arm}.log", "a")
             cmd = [sys.executable, __file__, "worker", arm, args.panel, args.run_dir,
                    args.preset, args.checks]
             running.append((arm, subprocess.Popen(cmd, env=arm_env, stdout=log,
@@ -377,6 +391,9 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default="runs/fidelity")
     p.add_argument("--ref", default=".ref/madlab")
     p.add_argument("--jobs", type=int, default=4, help="arms trained at once")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="stop every worker after this many seconds (exit 3; stored runs stay, "
+                        "the same --run-dir resumes): fits a run into a time-limited call")
     p.add_argument("--checks", choices=["skip", "run"], default="skip",
                    help="run madbench's architecture checks in each worker (CPU time)")
     t = sub.add_parser("table", help="write the per-setting table from stored runs")
