@@ -135,3 +135,29 @@ def test_state_and_cache_sizes(seq_len):
 def test_registered_as_channel_mixing():
     metadata = get_registry().mixers["mamba"].metadata
     assert metadata["shorthand"] == "Mb" and metadata["mixes_channels"] is True
+
+
+def test_step_bias_is_added_in_fp32_under_bf16_autocast(monkeypatch):
+    """As mamba-ssm: the step is softplus(W dt + b) with b added in fp32 after the (bf16)
+    product, not rounded with it. With W = 0 the step must be softplus(b) to fp32 precision,
+    which a bias rounded to bf16 (8 bits of mantissa) misses by far more than fp32 eps."""
+    import madbench_layers.mamba as module
+    torch.manual_seed(0)
+    layer = Mamba(16)
+    with torch.no_grad():
+        layer.dt_proj.weight.zero_()
+    seen = {}
+
+    def capture(u, delta, A, B, C, D):
+        seen["delta"] = delta
+        return selective_scan(u, delta, A, B, C, D)
+
+    monkeypatch.setattr(module, "selective_scan", capture)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(2, 5, 16))
+    delta, bias = seen["delta"], layer.dt_proj.bias.detach()
+    assert delta.dtype == torch.float32 and y.shape == (2, 5, 16)
+    expected = torch.log1p(torch.exp(bias.double())).float()     # softplus, independently
+    torch.testing.assert_close(delta, expected.expand_as(delta), rtol=1e-6, atol=1e-7)
+    rounded = torch.log1p(torch.exp(bias.bfloat16().double())).float()
+    assert (rounded - expected).abs().max() > 1e-4    # the test can tell the two apart
