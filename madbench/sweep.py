@@ -178,7 +178,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
     verdicts = {} if verdicts is None else verdicts
     prov = provenance(dev)
     first = group[0]
-    eff = effective_setting(first.setting, protocol)
+    eff = first.effective            # every job of a group shares its setting and seed
     train_ds, test_ds = generate_splits(first.task, eff, first.seed)
     data = tuple(torch.from_numpy(a).to(dev) for a in
                  (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
@@ -191,7 +191,8 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
             progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
 
     def finished(job, result, used):
-        _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, used)
+        store.append(run_record(spec, job, protocol, result, dev, precision, checks, prov,
+                                used))
         if progress:
             progress("done", {"task": job.task.name, "setting": job.setting.name,
                               "lr": job.lr, "wd": job.weight_decay, "seed": job.seed,
@@ -293,8 +294,3 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
             run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,
                       verdicts)
         return len(todo)
-
-
-def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):
-    store.append(run_record(spec, job, eff, protocol, result, dev, precision, checks, prov,
-                            engine))
