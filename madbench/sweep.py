@@ -139,7 +139,7 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
-    the unit of work an executor hands out. The store is healed first (unreadable records
+    what an executor hands out. The store is healed first (unreadable records
     moved aside, so that their runs count as not stored)."""
     store.heal()
     groups: dict[tuple[str, int], list[Job]] = {}

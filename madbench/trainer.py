@@ -84,7 +84,7 @@ def lr_at(step: int, total_steps: int, lr: float, protocol: Protocol) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
+def evaluate_model(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
              batch_size: int, precision: str = "fp32") -> dict[str, float]:
     """Token accuracy, macro accuracy and loss over the scored positions of a dataset."""
     was_training = model.training
@@ -159,7 +159,7 @@ class Eager(Engine):
         return [(s / steps, not math.isfinite(s / steps)) for s in sums]
 
     def evaluate(self, runs: list[int]) -> list[dict]:
-        return [evaluate(self.steps[i].model, *self.test_data, self.num_classes,
+        return [evaluate_model(self.steps[i].model, *self.test_data, self.num_classes,
                          self.batch_size, self.precision) for i in runs]
 
 

@@ -33,12 +33,12 @@ def leaderboard_group() -> None:
               "run directory holds several.")
 @click.option("--protocol-filter", default=None, help="Protocol name or hash, when the run "
               "directory holds several.")
-@click.option("--command", "eval_command", default=None, help="The madbench eval command that "
+@click.option("--command", "command_line", default=None, help="The madbench eval command that "
               "produced the runs (default: rebuilt from the records).")
 @click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
               help="Width of the state audit (validate re-runs it at 32 and compares the "
               "numbers when the widths agree).")
-def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
+def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim):
     """Build a submission from the run records in RUN_DIR."""
     from ..errors import UsageError, printable
     from ..leaderboard.boards import describe_protocol
@@ -51,7 +51,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
                          "overrides and undecodable bytes are not allowed in a name")
     writable_file(out, "--out")
 
-    doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
+    doc = build_submission(run_dir, name, arch_filter, protocol_filter, command_line,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")

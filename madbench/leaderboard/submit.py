@@ -164,8 +164,8 @@ def settings_argument(records: Sequence[dict], protocol: Protocol) -> str | None
     return ",".join(names) if bare == ran else ",".join(f"{t}:{s}" for t, s in sorted(ran))
 
 
-def eval_command(spec: ArchitectureSpec, protocol, tasks: Sequence[str], seeds: Sequence[int],
-                 run_dir: str, records: Sequence[dict] = ()) -> str:
+def eval_command_line(spec: ArchitectureSpec, protocol, tasks: Sequence[str],
+                      seeds: Sequence[int], run_dir: str, records: Sequence[dict] = ()) -> str:
     """A ``madbench eval`` command that reproduces the runs: the same architecture options
     (``--channel``, ``--striped``, ``--mixer-kwargs``), tasks, settings, protocol overrides,
     seeds and, from the records' checks, the state and parameter options."""
@@ -251,7 +251,7 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
                  for (t, s, seed), r in sorted(best.items())],
         **claims,
         "environment": first["provenance"],
-        "command": command or eval_command(spec, protocol, tasks, seeds, run_dir, group),
+        "command": command or eval_command_line(spec, protocol, tasks, seeds, run_dir, group),
         "command_reconstructed": command is None,
         "submit_command": submit_command or shlex.join(
             ["madbench", "leaderboard", "submit", str(run_dir), "--name", name]),

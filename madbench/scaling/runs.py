@@ -69,7 +69,7 @@ class Recipe:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def lr_at(step: int, total: int, peak: float, warmup_fraction: float = 0.01,
+def recipe_lr_at(step: int, total: int, peak: float, warmup_fraction: float = 0.01,
           final_fraction: float = 0.1) -> float:
     """Linear warm-up over ``warmup_fraction`` of the steps (at least one), then cosine decay
     from ``peak`` to ``final_fraction * peak`` at the last step."""
@@ -182,7 +182,7 @@ def non_embedding_params(spec: ArchitectureSpec) -> int:
 
 
 # -- training --------------------------------------------------------------------------------
-def parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
+def recipe_parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
                      weight_decay: float) -> list[dict]:
     """Decay on matrices outside Hyena layers (the paper exempts Hyena layers), none on
     vectors or parameters marked ``_no_weight_decay``."""
@@ -239,9 +239,9 @@ class _Engine(Engine):
         self.plan, self.train_split, self.val = plan, train, val
         torch.manual_seed(r.seed)
         self.model = model = LanguageModel(plan.spec, plan.vocab_size).to(device)
-        self.opt, self.set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr,
-                                      r.betas, 1e-8, device, capture)
-        self.lrs = [lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
+        self.opt, self.set_lr = adamw(recipe_parameter_groups(model, plan.spec, r.weight_decay),
+                                      r.lr, r.betas, 1e-8, device, capture)
+        self.lrs = [recipe_lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
                     for i in range(plan.steps)]
         self.autocast = _autocast_factory(device, precision)
         self.starts = torch.zeros(r.batch_size, dtype=torch.long, device=device)
