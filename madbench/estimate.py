@@ -14,7 +14,7 @@ from .architecture import ArchitectureSpec
 from .sweep import Job
 from .model import build_model
 from .protocol import Protocol
-from .trainer import train
+from .trainer import resolve_device, resolve_precision, train
 
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
@@ -77,12 +77,11 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
                    protocol: Protocol, device: str = "auto", precision: str = "auto",
                    workers: int = 1) -> SweepEstimate:
     """The runs left, their training tokens and, when any are left, the estimated time on
-    ``device`` with ``precision``, both resolved (``madbench.evaluator.resolve_placement``;
-    ``workers`` training in parallel)."""
-    from .evaluator import resolve_placement
+    ``device`` with ``precision``, both resolved here when Ray left them open (``auto``,
+    ``cuda``; ``workers`` training in parallel)."""
     if device in ("auto", "cuda") or precision == "auto":     # as Ray leaves them
-        placement = resolve_placement(device, precision)
-        device, precision = placement.device, placement.precision
+        resolved = resolve_device(device)
+        device, precision = str(resolved), resolve_precision(resolved, precision)
     dev = torch.device(device)
     tokens = sum(run_tokens(job, protocol) for job in pending)
     if not pending:

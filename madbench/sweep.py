@@ -19,7 +19,8 @@ from .protocol import Protocol
 from .provenance import provenance
 from .records import run_record
 from .store import ResultsStore, run_key
-from .tasks import Setting, Task, generate_splits
+from .suggest import did_you_mean
+from .tasks import Setting, Task, generate_splits, get_task
 from .batched import supports_batching, train_batched
 from .cuda_graphs import CaptureError, capture_enabled
 from .graphed import train_graphed
@@ -48,7 +49,6 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 def job_from_dict(data: dict[str, Any], protocol: Protocol) -> Job:
     """A job shipped as plain data, its task and setting re-resolved from this process's
     plugins (task objects come from plugins and are never pickled)."""
-    from .tasks import get_task
     task = get_task(data["task"])
     setting = task.setting(data["setting"])
     return Job(task, setting, int(data["seed"]), float(data["lr"]),
@@ -96,7 +96,6 @@ def parse_settings(text: str) -> str | tuple[str, ...] | None:
 def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
     """Every name must select a setting of some task: a misspelling is an error, not an
     empty sweep."""
-    from .suggest import did_you_mean
     by_task = {t.name: [s.name for s in t.settings()] for t in tasks}
     for name in names:
         task_name, sep, setting = name.partition(":")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .cuda_graphs import adamw
+from .errors import UsageError
 from .loop import Engine, RunResult, epoch_plan, train_protocol
 from .metrics import scored_counts, summarize
 from .model import auxiliary_loss
@@ -25,7 +26,6 @@ from .protocol import Protocol
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything
     else, or a CUDA device this machine does not have, is a usage error (one line)."""
-    from .errors import UsageError
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -48,7 +48,6 @@ def resolve_precision(dev: torch.device, precision: str) -> str:
     if precision == "auto":
         return "bf16" if dev.type == "cuda" else "fp32"
     if precision == "bf16" and dev.type != "cuda":
-        from .errors import UsageError
         raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
     return precision
 
