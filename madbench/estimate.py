@@ -11,9 +11,11 @@ from typing import Sequence
 import torch
 
 from .architecture import ArchitectureSpec
-from .sweep import Job
+from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
+from .sweep import Job
+from .tasks import Setting
 from .trainer import resolve_device, resolve_precision, train
 
 #: protocols sized for a GPU: starting one on CPU warns
@@ -39,12 +41,16 @@ class SweepEstimate:
         return self.total - self.stored
 
 
+def setting_tokens(setting: Setting, protocol: Protocol) -> int:
+    """Training tokens of one run on ``setting`` (as trained, the protocol's caps applied):
+    steps x batch x sequence length."""
+    steps_per_epoch, epochs = epoch_plan(setting.num_train, protocol)
+    return steps_per_epoch * epochs * protocol.batch_size * setting.seq_len
+
+
 def run_tokens(job: Job, protocol: Protocol) -> int:
     """Training tokens of one run: steps x batch x sequence length."""
-    eff = job.effective
-    steps_per_epoch = -(-eff.num_train // protocol.batch_size)
-    return steps_per_epoch * protocol.epochs_for(steps_per_epoch) * protocol.batch_size \
-        * eff.seq_len
+    return setting_tokens(job.effective, protocol)
 
 
 def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: torch.device,

@@ -53,15 +53,16 @@ from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
 from ..architecture import ArchitectureSpec, architecture_hash
 from ..budget import Budget, BudgetExceeded, Deadline, over
 from ..errors import MadbenchError, UsageError
+from ..estimate import setting_tokens
 from ..evaluator import prepare, resolve_placement
 from ..executors import LocalExecutor
 from ..hashing import canonical_json
+from ..loop import epoch_plan
 from ..model import LanguageModel
-from ..protocol import Protocol
+from ..protocol import PRESETS, Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
 from ..sweep import effective_setting, select_settings
-from ..protocol import PRESETS
 from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
@@ -206,8 +207,7 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
         out.append(("diverged", f"{label}: a diverged run scores 0 and has no loss"))
     if not run["diverged"] and run["loss"] is None:
         out.append(("diverged", f"{label}: a run without a test loss must be marked diverged"))
-    per_epoch = -(-eff.num_train // protocol.batch_size)
-    epochs = protocol.epochs_for(per_epoch)
+    per_epoch, epochs = epoch_plan(eff.num_train, protocol)
     may_stop = run["diverged"] or protocol.early_stop_accuracy is not None
     trained = (run["epochs"], run["steps"])
     if (trained[0] > epochs or trained[1] > epochs * per_epoch
@@ -575,9 +575,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
 # -- 7. spot re-runs -----------------------------------------------------------------------
 def rerun_cost(task, setting_name: str, protocol: Protocol) -> int:
     """Tokens a run of this setting trains on (steps x batch x length), for ranking cost."""
-    eff = effective_setting(task.setting(setting_name), protocol)
-    per_epoch = -(-eff.num_train // protocol.batch_size)
-    return protocol.epochs_for(per_epoch) * per_epoch * protocol.batch_size * eff.seq_len
+    return setting_tokens(effective_setting(task.setting(setting_name), protocol), protocol)
 
 
 def rerun_protocol(doc: dict, protocol: Protocol) -> Protocol:
