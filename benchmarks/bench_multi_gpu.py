@@ -50,7 +50,8 @@ def measure(args) -> None:
     import torch
 
     from madbench.architecture import resolve_architecture
-    from madbench.cli.eval_cmd import _parse_overrides, _parse_seeds, _select_tasks
+    from madbench.cli.eval_cmd import _parse_overrides, _parse_seeds
+    from madbench.evaluator import select_tasks
     from madbench.sweep import plan
     from madbench.executors import LocalExecutor, RayExecutor
     from madbench.protocol import get_protocol
@@ -59,7 +60,7 @@ def measure(args) -> None:
     start = time.perf_counter()
     spec = resolve_architecture(args.arch)
     protocol = get_protocol(args.preset, _parse_overrides(tuple(args.set)))
-    jobs = plan(spec, _select_tasks(args.tasks), protocol, _parse_seeds(args.seeds),
+    jobs = plan(spec, select_tasks(args.tasks), protocol, _parse_seeds(args.seeds),
                 None if args.settings == "preset" else args.settings)
     device = "cpu" if args.cpu_smoke else "cuda"
     if args.executor == "ray":

@@ -17,7 +17,9 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
+from .code_identity import code_identity
 from .errors import UsageError
+from .fla_adapter import fla_entry
 from .hashing import content_hash
 from .plugins import Entry, get_registry
 from .suggest import did_you_mean
@@ -109,7 +111,6 @@ def mixer_entry(name: str) -> Entry:
         if entry.metadata.get("shorthand") == name:
             return entry
     if ":" in name and name.split(":")[0].split(".")[0] == "fla":  # fla's layers, adapted
-        from .fla_adapter import fla_entry
         return fla_entry(name)
     if ":" in name:
         cls = _import_path(name)
@@ -164,8 +165,6 @@ def mixer_source_id(name: str) -> str:
     """What identifies a mixer's code: the class, and ``distribution==version`` for a plugin
     installed from a distribution, else a hash of its whole top-level package's source (the
     kernels and reference ops it calls included; see ``madbench.code_identity``)."""
-    from .code_identity import code_identity
-
     entry = mixer_entry(name)
     cls = entry.obj
     info = next((p for p in get_registry().plugins if p.name == entry.plugin), None)

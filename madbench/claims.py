@@ -1,4 +1,4 @@
-"""Claims on the units of work of a run directory, so that processes sharing one run directory
+"""Claims on the groups of a run directory, so that processes sharing one run directory
 share its work instead of each doing all of it.
 
 A claim is an exclusive ``flock`` on ``RUN_DIR/.claims/<name>.lock``. The kernel releases it

@@ -15,6 +15,7 @@ import json
 import sys
 from importlib import metadata
 from pathlib import Path
+from . import __version__
 
 UNKNOWN = "unknown"
 _digests: dict[tuple, str] = {}
@@ -107,7 +108,6 @@ TRAINING_MODULES = ("model.py", "loop.py", "trainer.py", "graphed.py", "batched.
 def run_version() -> str:
     """madbench's version plus a hash of ``TRAINING_MODULES``: what run keys and records carry,
     so that a change to the backbone or a training loop never reuses a stored result."""
-    from . import __version__
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in TRAINING_MODULES:

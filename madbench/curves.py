@@ -10,7 +10,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import UsageError
 from .scoring import best_of_sweep
+from .tasks import get_task
 
 BASELINE = "baseline"
 
@@ -44,8 +46,6 @@ def _baseline_value(task: str, variable: str, records: Sequence[dict]) -> float 
     """The variable's value at the task's baseline: from the task's definition when its plugin
     is installed (a stored setting may be capped by the protocol), else from a stored
     baseline record."""
-    from .errors import UsageError
-    from .tasks import get_task
     try:
         return _number(get_task(task).baseline.get(variable))
     except UsageError:

@@ -11,10 +11,12 @@ from typing import Sequence
 import torch
 
 from .architecture import ArchitectureSpec
-from .sweep import Job
+from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
-from .trainer import train
+from .sweep import Job
+from .tasks import Setting
+from .trainer import resolve_device, resolve_precision, train
 
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
@@ -39,12 +41,16 @@ class SweepEstimate:
         return self.total - self.stored
 
 
+def setting_tokens(setting: Setting, protocol: Protocol) -> int:
+    """Training tokens of one run on ``setting`` (as trained, the protocol's caps applied):
+    steps x batch x sequence length."""
+    steps_per_epoch, epochs = epoch_plan(setting.num_train, protocol)
+    return steps_per_epoch * epochs * protocol.batch_size * setting.seq_len
+
+
 def run_tokens(job: Job, protocol: Protocol) -> int:
     """Training tokens of one run: steps x batch x sequence length."""
-    eff = job.effective
-    steps_per_epoch = -(-eff.num_train // protocol.batch_size)
-    return steps_per_epoch * protocol.epochs_for(steps_per_epoch) * protocol.batch_size \
-        * eff.seq_len
+    return setting_tokens(job.effective, protocol)
 
 
 def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: torch.device,
@@ -77,12 +83,11 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
                    protocol: Protocol, device: str = "auto", precision: str = "auto",
                    workers: int = 1) -> SweepEstimate:
     """The runs left, their training tokens and, when any are left, the estimated time on
-    ``device`` with ``precision``, both resolved (``madbench.evaluator.resolve_placement``;
-    ``workers`` training in parallel)."""
-    from .evaluator import resolve_placement
+    ``device`` with ``precision``, both resolved here when Ray left them open (``auto``,
+    ``cuda``; ``workers`` training in parallel)."""
     if device in ("auto", "cuda") or precision == "auto":     # as Ray leaves them
-        placement = resolve_placement(device, precision)
-        device, precision = placement.device, placement.precision
+        resolved = resolve_device(device)
+        device, precision = str(resolved), resolve_precision(resolved, precision)
     dev = torch.device(device)
     tokens = sum(run_tokens(job, protocol) for job in pending)
     if not pending:

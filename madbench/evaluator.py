@@ -17,10 +17,15 @@ from typing import Any, Callable, Sequence
 
 from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError
+from .estimate import estimate_sweep
+from .executors import LocalExecutor, local_devices, make_executor
 from .protocol import Protocol, get_protocol
 from .results import Results
+from .store import ResultsStore
 from .sweep import Job, ProgressFn, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
+from .trainer import resolve_device, resolve_precision
+from .verdict import architecture_checks
 
 MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
 
@@ -38,7 +43,6 @@ def resolve_placement(device: str = "auto", precision: str = "auto",
                       executor: str = "local") -> Placement:
     """``--device`` and ``--precision`` resolved on this machine (a usage error when it has no
     such device, or for bf16 off CUDA)."""
-    from .trainer import resolve_device, resolve_precision
     if executor == "ray":
         if device == "cpu":
             return Placement("cpu", resolve_precision(resolve_device("cpu"), precision))
@@ -69,12 +73,6 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     return sorted(set(int(s) for s in seeds))
 
 
-def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int = 1):
-    """The executor named ``local`` or ``ray`` (``madbench.executors``)."""
-    from .executors import make_executor as make
-    return make(name, ray_address, runs_per_gpu)
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """A checked plan: the architecture passed the gate of ``madbench eval``; nothing is
@@ -90,7 +88,6 @@ class Evaluation:
 
     def pending(self) -> list[Job]:
         """The runs not yet stored in ``run_dir`` (reading it creates nothing)."""
-        from .store import ResultsStore
         if not Path(self.run_dir, "records").is_dir():
             return list(self.jobs)
         store = ResultsStore(self.run_dir)
@@ -99,7 +96,6 @@ class Evaluation:
 
     def workers(self) -> int:
         """How many runs train at once here (local worker processes; 1 on Ray)."""
-        from .executors import LocalExecutor, local_devices
         if isinstance(self.executor, LocalExecutor):
             return len(self.executor.devices or
                        local_devices(self.placement.device, self.executor.runs_per_gpu))
@@ -108,7 +104,6 @@ class Evaluation:
     def estimate(self, pending: Sequence[Job] | None = None):
         """The estimated time of the pending runs (``madbench.estimate.SweepEstimate``),
         from a few training steps measured on the device."""
-        from .estimate import estimate_sweep
         pending = self.pending() if pending is None else pending
         return estimate_sweep(self.spec, self.jobs, pending, self.protocol,
                               self.placement.device, self.placement.precision,
@@ -117,7 +112,6 @@ class Evaluation:
     def run(self, progress: ProgressFn | None = None) -> Results:
         """Train every run not yet stored (each record stored as it finishes; a re-run
         resumes), then score the sweep's records."""
-        from .store import ResultsStore
         store = ResultsStore(self.run_dir)
         self.executor.run(self.spec, list(self.jobs), self.protocol, store,
                           self.placement.device, self.placement.precision, self.checks,
@@ -161,7 +155,6 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     if not jobs:
         raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
                          "to train")
-    from .verdict import architecture_checks
     checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
                       engine)

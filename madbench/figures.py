@@ -26,15 +26,15 @@ def pyplot():
     return plt
 
 
-def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str] = ()):
+def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str],
+                mean_label: str):
     """Per-task scores, one bar per architecture and protocol (named by ``names``, default
-    ``arch [protocol]``), plus the mean of the tasks."""
+    ``arch [protocol]``), plus the mean of the tasks, labelled ``mean_label``
+    (``madbench.report.common_label``)."""
     import numpy as np
-
-    from .report import common_label
     plt = pyplot()
     tasks = sorted({t for s in summaries for t in s["tasks"]})
-    labels = tasks + [common_label(summaries)]
+    labels = tasks + [mean_label]
     width = 0.8 / len(summaries)
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 4))
     for i, s in enumerate(summaries):

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import MadbenchError, UsageError
+from .plugins import Entry
 
 #: Names adapted here: ``fla:NAME`` (a class exported by ``fla.layers``) or ``fla.<module>:NAME``.
 FLA_PREFIX = "fla"
@@ -395,7 +396,6 @@ def fla_version() -> str:
 def fla_entry(name: str):
     """The registry entry for ``fla:NAME`` / ``fla.<module>:NAME``: the adapter class, with
     ``kind``, ``mixes_channels`` and a description. Refused classes raise UsageError here."""
-    from .plugins import Entry
     cls = import_fla_class(name)
     try:
         calling_convention(cls)

@@ -43,8 +43,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .architecture import mixer_entry
+from .architecture import LayerSpec, build_mixer, mixer_entry
 from .errors import MadbenchError, warn as one_line_warning
+from .plugins import get_plugin_manager
 
 #: Training FLOPs per forward FLOP (forward + backward ~ 2 x forward).
 TRAINING_MULTIPLIER = 3
@@ -386,7 +387,6 @@ def _class_id(mixer: str) -> str:
 
 
 def _from_hook(mixer: str, dim: int, seq_len: int, kwargs: dict) -> dict[str, float] | None:
-    from .plugins import get_plugin_manager
     answer = get_plugin_manager().hook.madbench_flops(layer=mixer, dim=dim, seq_len=seq_len,
                                                       kwargs=dict(kwargs))
     if answer is None:
@@ -412,7 +412,6 @@ def measured_layer_flops(mixer: str, dim: int, seq_len: int,
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .architecture import LayerSpec, build_mixer
     try:
         with torch.random.fork_rng(devices=[]):      # leaves the caller's random state alone
             torch.manual_seed(0)

@@ -50,12 +50,10 @@ def _overrides(protocol: dict[str, Any]) -> str:
 
 
 def _summary_section(s: dict[str, Any]) -> str:
-    from .scoring import score_label
     results = s.get("results") or {t: {"score": v} for t, v in s["tasks"].items()}
     rows = [[t, r["score"], r.get("stderr"), len(r.get("settings") or {}), r.get("version")]
             for t, r in results.items()]
-    rows.append([s.get("score_label") or score_label(s["tasks"]), s["mad_score"], None, None,
-                 None])
+    rows.append([s["score_label"], s["mad_score"], None, None, None])
     proto = s["protocol"]
     standard = "" if proto.get("standard", True) else \
         f' <span class="flag">non-standard: {escape(_overrides(proto))}</span>'
@@ -107,19 +105,19 @@ def _provenance_section(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[
 
 
 def html_page(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[str],
-              figures: dict[str, str], note: str | None = None) -> str:
-    """The page. ``figures``: title -> inline SVG (empty when matplotlib is absent, ``note``
-    then says so)."""
+              figures: dict[str, str], mean_label: str, note: str | None = None) -> str:
+    """The page of result documents (each with its ``score_label``), as ``madbench.report``
+    hands them: ``mean_label`` names the mean row side by side
+    (``madbench.report.common_label``); ``figures``: title -> inline SVG (empty when
+    matplotlib is absent, ``note`` then says so)."""
     names = ", ".join(f"{s['architecture']['name']} [{s['protocol']['name']}]"
                       for s in summaries)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     sections = []
     if len(summaries) > 1:
-        from .report import common_label
         tasks = sorted({t for s in summaries for t in s["tasks"]})
         rows = [[t] + [s["tasks"].get(t) for s in summaries] for t in tasks]
-        rows.append([common_label(summaries)] +
-                    [s["mad_score"] for s in summaries])
+        rows.append([mean_label] + [s["mad_score"] for s in summaries])
         sections.append("<h2>Side by side</h2>" + _table(
             ["task"] + [f"{s['architecture']['name']} [{s['protocol']['name']}]"
                         for s in summaries], rows,

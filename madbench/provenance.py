@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .plugins import get_registry
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +55,6 @@ def device_uuid(device: torch.device) -> str | None:
 
 
 def provenance(device: torch.device) -> dict:
-    from .plugins import get_registry
     return {
         "madbench_version": __version__,
         "git_commit": git_commit(),

@@ -7,10 +7,11 @@ from typing import Any
 from .code_identity import run_version
 
 
-def run_record(spec, job, eff, protocol, result, dev, precision: str, checks: dict | None,
+def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | None,
                prov: dict, engine: str) -> dict[str, Any]:
-    """The record of ``job`` (trained on setting ``eff``, the protocol's caps applied) with its
-    ``result``, where and how it was trained, and the architecture checks it passed."""
+    """The record of ``job`` (trained on ``job.effective``, the protocol's caps applied) with
+    its ``result``, where and how it was trained, and the architecture checks it passed."""
+    eff = job.effective
     return {
         "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
         "task": job.task.name, "task_version": job.task.version,

@@ -8,7 +8,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import figures as fg
 from .errors import UsageError
+from .html_report import html_page
+
+# scoring, curves and results (numpy) are imported where they are used: the CLI imports this
+# module at start-up (`madbench eval --help`).
 
 FORMATS = ("table", "json", "markdown")
 
@@ -97,13 +102,12 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
     """A self-contained page of the record ``groups`` (one per architecture and protocol):
     tables, bars and difficulty curves (when matplotlib is installed), provenance."""
     from .curves import difficulty_curves, series_labels
-    from .html_report import html_page
     from .results import Results
     docs = [Results.from_records(g).to_dict() for g in groups]
     figures, note = {}, None
     try:
-        from . import figures as fg
-        figures["Scores per task"] = fg.svg(fg.bars_figure(docs, series_labels(groups)))
+        figures["Scores per task"] = fg.svg(fg.bars_figure(docs, series_labels(groups),
+                                                           common_label(docs)))
         curves = difficulty_curves(groups)
         if curves:
             figures["Difficulty curves"] = fg.svg(fg.curves_figure(
@@ -113,21 +117,20 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
                     "--settings all, or setting names such as vocab_size=512).")
     except UsageError as exc:
         note = f"No figures: {exc}"
-    Path(path).write_text(html_page(docs, [str(d) for d in run_dirs], figures, note),
-                          encoding="utf-8")
+    Path(path).write_text(html_page(docs, [str(d) for d in run_dirs], figures,
+                                    common_label(docs), note), encoding="utf-8")
 
 
 def plot(path: str | Path, groups: Sequence[Sequence[dict]], kind: str = "bars") -> None:
     """``bars`` (per-task scores per architecture, the paper's Fig. 3.7) or ``curves`` (its
     difficulty curves, Figs. B.2-B.7) of the record ``groups``, written as an image."""
-    from . import figures
     from .curves import difficulty_curves, series_labels
     from .results import Results
     if kind == "bars":
-        fig = figures.bars_figure([Results.from_records(g).to_dict() for g in groups],
-                                  series_labels(groups))
+        docs = [Results.from_records(g).to_dict() for g in groups]
+        fig = fg.bars_figure(docs, series_labels(groups), common_label(docs))
     else:
-        fig = figures.curves_figure(difficulty_curves(groups),
-                                    groups[0][0].get("selection") or "accuracy",
-                                    series_labels(groups))
-    figures.save(fig, str(path))
+        fig = fg.curves_figure(difficulty_curves(groups),
+                               groups[0][0].get("selection") or "accuracy",
+                               series_labels(groups))
+    fg.save(fig, str(path))

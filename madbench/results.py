@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from . import __version__
 from .scoring import (best_of_sweep, bootstrap_interval, mad_score, score_label, task_scores,
                       task_statistics)
 
@@ -65,7 +66,6 @@ class Results:
                      checks: dict[str, Any] | None = None) -> Results:
         """Score the records of one architecture under one protocol (``metric``: the
         protocol's selection metric unless given)."""
-        from . import __version__
         if not records:
             raise ValueError("no run records to score")
         metric = metric or records[0].get("selection", "accuracy")

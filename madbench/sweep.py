@@ -19,7 +19,8 @@ from .protocol import Protocol
 from .provenance import provenance
 from .records import run_record
 from .store import ResultsStore, run_key
-from .tasks import Setting, Task, generate_splits
+from .suggest import did_you_mean
+from .tasks import Setting, Task, generate_splits, get_task
 from .batched import supports_batching, train_batched
 from .cuda_graphs import CaptureError, capture_enabled
 from .graphed import train_graphed
@@ -48,7 +49,6 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 def job_from_dict(data: dict[str, Any], protocol: Protocol) -> Job:
     """A job shipped as plain data, its task and setting re-resolved from this process's
     plugins (task objects come from plugins and are never pickled)."""
-    from .tasks import get_task
     task = get_task(data["task"])
     setting = task.setting(data["setting"])
     return Job(task, setting, int(data["seed"]), float(data["lr"]),
@@ -96,7 +96,6 @@ def parse_settings(text: str) -> str | tuple[str, ...] | None:
 def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
     """Every name must select a setting of some task: a misspelling is an error, not an
     empty sweep."""
-    from .suggest import did_you_mean
     by_task = {t.name: [s.name for s in t.settings()] for t in tasks}
     for name in names:
         task_name, sep, setting = name.partition(":")
@@ -139,7 +138,7 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
-    the unit of work an executor hands out. The store is healed first (unreadable records
+    what an executor hands out. The store is healed first (unreadable records
     moved aside, so that their runs count as not stored)."""
     store.heal()
     groups: dict[tuple[str, int], list[Job]] = {}
@@ -178,7 +177,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
     verdicts = {} if verdicts is None else verdicts
     prov = provenance(dev)
     first = group[0]
-    eff = effective_setting(first.setting, protocol)
+    eff = first.effective            # every job of a group shares its setting and seed
     train_ds, test_ds = generate_splits(first.task, eff, first.seed)
     data = tuple(torch.from_numpy(a).to(dev) for a in
                  (train_ds.inputs, train_ds.targets, test_ds.inputs, test_ds.targets))
@@ -191,7 +190,8 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
             progress("epoch", {"epoch": epoch, "epochs": epochs, "loss": loss})
 
     def finished(job, result, used):
-        _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, used)
+        store.append(run_record(spec, job, protocol, result, dev, precision, checks, prov,
+                                used))
         if progress:
             progress("done", {"task": job.task.name, "setting": job.setting.name,
                               "lr": job.lr, "wd": job.weight_decay, "seed": job.seed,
@@ -293,8 +293,3 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
             run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,
                       verdicts)
         return len(todo)
-
-
-def _store(store, spec, job, eff, protocol, result, dev, precision, checks, prov, engine):
-    store.append(run_record(spec, job, eff, protocol, result, dev, precision, checks, prov,
-                            engine))

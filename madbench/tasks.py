@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import MadbenchError, UsageError
 from .hashing import content_hash
+from .plugins import get_registry
+from .suggest import did_you_mean
 
 IGNORE = -100  #: target value of a position that is not scored
 SPLITS = ("train", "test")
@@ -120,7 +122,6 @@ class Task:
         for s in self.settings():
             if s.name == name:
                 return s
-        from .suggest import did_you_mean
         names = [s.name for s in self.settings()]
         raise UsageError(f"task {self.name!r} has no setting {name!r} "
                          f"({did_you_mean(name, names)}choose from: {', '.join(names)})")
@@ -239,11 +240,8 @@ def suite_hash(tasks: list[Task]) -> str:
 
 def get_task(name: str) -> Task:
     """The registered task called ``name`` (bundled or from a plugin)."""
-    from .plugins import get_registry
-
     tasks = get_registry().tasks
     if name not in tasks:
-        from .suggest import did_you_mean
         known = ", ".join(tasks) or "none"
         raise UsageError(f"unknown task {name!r} ({did_you_mean(name, tasks)}known tasks: "
                          f"{known})")
@@ -252,6 +250,4 @@ def get_task(name: str) -> Task:
 
 def all_tasks() -> list[Task]:
     """Every registered task, in registration order (the bundled six first)."""
-    from .plugins import get_registry
-
     return [entry.obj for entry in get_registry().tasks.values()]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .cuda_graphs import adamw
+from .errors import UsageError
 from .loop import Engine, RunResult, epoch_plan, train_protocol
 from .metrics import scored_counts, summarize
 from .model import auxiliary_loss
@@ -25,7 +26,6 @@ from .protocol import Protocol
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything
     else, or a CUDA device this machine does not have, is a usage error (one line)."""
-    from .errors import UsageError
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -48,7 +48,6 @@ def resolve_precision(dev: torch.device, precision: str) -> str:
     if precision == "auto":
         return "bf16" if dev.type == "cuda" else "fp32"
     if precision == "bf16" and dev.type != "cuda":
-        from .errors import UsageError
         raise UsageError("--precision bf16 needs a CUDA device; use fp32 on CPU")
     return precision
 
@@ -84,7 +83,7 @@ def lr_at(step: int, total_steps: int, lr: float, protocol: Protocol) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
+def evaluate_model(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
              batch_size: int, precision: str = "fp32") -> dict[str, float]:
     """Token accuracy, macro accuracy and loss over the scored positions of a dataset."""
     was_training = model.training
@@ -159,7 +158,7 @@ class Eager(Engine):
         return [(s / steps, not math.isfinite(s / steps)) for s in sums]
 
     def evaluate(self, runs: list[int]) -> list[dict]:
-        return [evaluate(self.steps[i].model, *self.test_data, self.num_classes,
+        return [evaluate_model(self.steps[i].model, *self.test_data, self.num_classes,
                          self.batch_size, self.precision) for i in runs]
 
 

@@ -22,6 +22,9 @@ from typing import Any
 from .accounting import (PARAM_TOLERANCE, REFERENCE_ARCHITECTURE, STATE_TARGET,
                          check_iso_state, describe_architecture, has_dynamic_state,
                          param_ratio, param_ratio_flagged)
+from .architecture import build_mixer
+from .checks import audit_architecture, guard_architecture
+from .errors import CheckFailed, MadbenchError, UsageError
 
 #: where the verdict counts (dynamic state is reported at this length)
 SEQ_LEN = 128
@@ -61,7 +64,6 @@ def architecture_verdict(spec: Any, seq_len: int = SEQ_LEN, vocab_size: int = VO
 def measured_state_note(spec: Any, state_target: int) -> str:
     """For layers that declare no ``state_size``: what the state audit measures instead (a
     lower bound, ``madbench.checks.audit_architecture``)."""
-    from .checks import audit_architecture
     audit = audit_architecture(spec)
     parts = [f"layer {l['index']} ({l['mixer']}) {l['measured_state']:,}"
              + (" or more (saturated)" if l["saturated"] else "")
@@ -94,8 +96,6 @@ def check_buildable(spec: Any) -> None:
     before any check or training runs)."""
     import torch
 
-    from .architecture import build_mixer
-    from .errors import MadbenchError, UsageError
     for index, layer in enumerate(spec.layers):
         try:
             with torch.random.fork_rng(devices=[]):
@@ -116,9 +116,6 @@ def architecture_checks(spec: Any, allow_state_mismatch: bool = False,
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
     without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
-    from .checks import guard_architecture
-    from .errors import CheckFailed
-
     check_buildable(spec)
     guard = guard_architecture(spec)
     verdict = architecture_verdict(spec, state_target=state_target,

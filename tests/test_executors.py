@@ -13,7 +13,7 @@ from madbench.cli import main
 from madbench.errors import CheckFailed, MadbenchError, UsageError
 from madbench.sweep import job_from_dict, job_to_dict, plan, run_sweep
 from madbench.executors import (LocalExecutor, RayExecutor, local_devices, sweep_payload,
-                                train_shipped_group, work_units, _check_reachable)
+                                train_shipped_group, handout_groups, _check_reachable)
 from madbench.protocol import Protocol, get_protocol
 from madbench.store import ResultsStore
 from madbench.tasks import get_task
@@ -159,20 +159,20 @@ def test_a_worker_with_other_mixer_code_refuses_the_work(sweep, tmp_path):
     assert not ResultsStore(tmp_path).keys()
 
 
-def test_groups_trained_together_are_one_unit_and_others_single_runs(sweep):
+def test_groups_trained_together_are_handed_out_whole_and_others_as_single_runs(sweep):
     spec, protocol, jobs = sweep
     groups = [jobs[:2], jobs[2:]]
     singles = [[j] for j in jobs]
-    assert work_units(groups, protocol, "batched", "cuda:0") == groups
-    assert work_units(groups, protocol, "auto", "cpu") == groups
-    assert work_units(groups, protocol, "auto", "cuda") == groups      # graphed on CUDA
-    assert work_units(groups, get_protocol("mad-lab"), "auto", "cuda") == groups
-    assert work_units(groups, protocol, "plain", "cpu") == singles
-    assert work_units(groups, get_protocol("mad-lab"), "auto", "cpu") == singles
+    assert handout_groups(groups, protocol, "batched", "cuda:0") == groups
+    assert handout_groups(groups, protocol, "auto", "cpu") == groups
+    assert handout_groups(groups, protocol, "auto", "cuda") == groups      # graphed on CUDA
+    assert handout_groups(groups, get_protocol("mad-lab"), "auto", "cuda") == groups
+    assert handout_groups(groups, protocol, "plain", "cpu") == singles
+    assert handout_groups(groups, get_protocol("mad-lab"), "auto", "cpu") == singles
 
 
-def test_units_are_handed_out_longest_first():
-    """Units are ordered by training tokens (runs x steps x batch x seq_len), computed here
+def test_groups_are_handed_out_longest_first():
+    """Handed-out groups are ordered by training tokens (runs x steps x batch x seq_len), computed here
     from the settings' sizes: in-context recall at L 1,024 before the baseline at L 128."""
     from madbench.architecture import resolve_architecture
     from madbench.sweep import plan
@@ -184,13 +184,13 @@ def test_units_are_handed_out_longest_first():
     groups = {}
     for j in jobs:
         groups.setdefault(j.setting.name, []).append(j)
-    units = work_units(list(groups.values()), protocol, "auto", "cuda")
-    def tokens(unit):
-        s = unit[0].setting
+    handed = handout_groups(list(groups.values()), protocol, "auto", "cuda")
+    def tokens(group):
+        s = group[0].setting
         steps = -(-s.num_train // 128)
-        return len(unit) * steps * protocol.epochs_for(steps) * 128 * s.seq_len
-    assert [tokens(u) for u in units] == sorted((tokens(u) for u in units), reverse=True)
-    assert units[0][0].setting.seq_len == 1024
+        return len(group) * steps * protocol.epochs_for(steps) * 128 * s.seq_len
+    assert [tokens(g) for g in handed] == sorted((tokens(g) for g in handed), reverse=True)
+    assert handed[0][0].setting.seq_len == 1024
 
 
 def test_local_devices_on_a_machine_without_gpus(monkeypatch):

@@ -18,7 +18,7 @@ from madbench.batched import train_batched
 from madbench.graphed import train_graphed
 from madbench.model import LanguageModel, auxiliary_loss
 from madbench.protocol import PRESETS
-from madbench.trainer import evaluate, lr_at, parameter_groups, train
+from madbench.trainer import evaluate_model, lr_at, parameter_groups, train
 
 from test_batched import SometimesNaN
 from test_trainer import Lookup, identity_data
@@ -64,13 +64,13 @@ def reference(model, data, test, lr, wd, proto, seed):
             diverged = True
             break
         if proto.eval_every_epoch:
-            m = evaluate(model, *test, 8, bs)
+            m = evaluate_model(model, *test, 8, bs)
             best = m if best is None or m["loss"] < best["loss"] else best
             if m["accuracy"] >= (proto.early_stop_accuracy or 2.0):
                 break
     metrics = {"accuracy": 0.0, "loss": math.nan}
     if not diverged:
-        metrics = best or evaluate(model, *test, 8, bs)
+        metrics = best or evaluate_model(model, *test, 8, bs)
         diverged = not math.isfinite(metrics["loss"])
     return losses, {"accuracy": 0.0 if diverged else metrics["accuracy"],
                     "train_loss": losses[-1], "diverged": diverged, "epochs": epoch + 1,
@@ -137,7 +137,8 @@ def test_batched_engine_follows_the_reference_loop_per_epoch(name):
 
 
 def test_a_scaling_run_equals_the_reference_loop_bit_for_bit():
-    from madbench.scaling.runs import Recipe, lr_at as scaling_lr, parameter_groups as groups
+    from madbench.scaling.runs import (Recipe, recipe_lr_at as scaling_lr,
+                                       recipe_parameter_groups as groups)
     from madbench.scaling.runs import plan_runs, train_run
     rng = np.random.default_rng(0)
     data = torch.from_numpy(rng.integers(97, 101, 6000).astype(np.uint8))

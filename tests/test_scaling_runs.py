@@ -16,7 +16,7 @@ from madbench.model import LanguageModel
 from madbench.scaling import corpus as corpus_mod
 from madbench.scaling.corpus import load_corpus, split_bytes
 from madbench.scaling.flops import architecture_flops
-from madbench.scaling.runs import (Recipe, lr_at, non_embedding_params, plan_runs,
+from madbench.scaling.runs import (Recipe, recipe_lr_at, non_embedding_params, plan_runs,
                                    read_runs)
 from madbench.scaling.shapes import (FAMILIES, attention_fraction, attention_positions,
                                      family_spec, ffn_width)
@@ -27,7 +27,7 @@ cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
 
 def test_schedule_warms_up_for_1_percent_then_decays_to_10_percent():
     total, peak = 1000, 2e-3
-    lrs = [lr_at(s, total, peak) for s in range(total)]
+    lrs = [recipe_lr_at(s, total, peak) for s in range(total)]
     # independent statement of the schedule: 10 warm-up steps linear to the peak ...
     assert lrs[:10] == pytest.approx([peak * (s + 1) / 10 for s in range(10)])
     # ... then cosine from the peak to 0.1 x peak at the last step

@@ -6,7 +6,7 @@ import torch
 
 from madbench.metrics import scored_counts, summarize
 from madbench.protocol import PRESETS
-from madbench.trainer import evaluate, parameter_groups, train
+from madbench.trainer import evaluate_model, parameter_groups, train
 
 from helpers import Lookup, identity_data
 
@@ -66,7 +66,7 @@ def test_mad_lab_mode_stops_early_once_test_accuracy_is_reached():
     torch.manual_seed(0)
     r = train(Lookup(), identity_data(), identity_data(seed=1), 8, 3e-2, 0.0, proto, seed=0)
     assert r.accuracy >= 0.999 and r.epochs < 200
-    assert evaluate(Lookup(), *identity_data(), 8, 16)["scored_positions"] == 64 * 3
+    assert evaluate_model(Lookup(), *identity_data(), 8, 16)["scored_positions"] == 64 * 3
 
 
 def test_reference_recurrence_parameters_are_exempt_from_weight_decay():

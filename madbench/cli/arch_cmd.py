@@ -8,7 +8,7 @@ import click
 from tabulate import tabulate
 
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET
-from ..architecture import resolve_architecture
+from ..architecture import _coerce_layers, resolve_architecture
 from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, state_failures
 from ..errors import CheckFailed
 from ..plugins import get_registry
@@ -47,7 +47,6 @@ def arch_options(default_seq_len: int):
 
 def _layer_list(layers) -> str:
     """An architecture registered without a description, described by its layers."""
-    from ..architecture import _coerce_layers
     try:
         return "layers: " + ", ".join(layer.mixer for layer in _coerce_layers(layers))
     except Exception:  # noqa: BLE001 - a malformed registration is reported when it is used

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import click
 
+from .. import figures, report
 from ..errors import UsageError
 from ..protocol import PRESETS
-from ..report import FORMATS
+from ..records import group_records
+from ..report import FORMATS, render
+from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, plural
+
+# madbench modules that load torch, numpy or pyarrow are imported inside the commands that
+# use them, so that `madbench eval --help` starts fast.
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -165,9 +171,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores."""
     from ..evaluator import prepare
-    from ..report import render
     from ..sweep import parse_settings
-    from .preflight import writable_dir, writable_file
 
     def check_paths():
         if output:      # a .json file must have an existing folder; a directory is created
@@ -205,7 +209,6 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
 
 def _groups(run_dirs) -> list[list[dict]]:
     """The stored records of ``run_dirs``, one group per architecture and protocol."""
-    from ..records import group_records
     from ..store import load_records
     records = load_records(run_dirs)
     if not records:
@@ -225,7 +228,6 @@ def report_command(run_dirs, fmt, html_path):
     write them as an HTML page.
 
     Several run directories are reported together."""
-    from .. import report
     from ..results import Results
     groups = _groups(run_dirs)
     if html_path:
@@ -241,7 +243,6 @@ def report_command(run_dirs, fmt, html_path):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    from .. import report
     from ..results import Results
     click.echo(report.compare([Results.from_records(g) for g in _groups(run_dirs)], fmt))
 
@@ -258,9 +259,7 @@ def plot_command(run_dirs, out, kind):
     """Per-task bars, or the paper's difficulty curves, from stored runs.
 
     Give one run directory per architecture (or one holding several)."""
-    from .. import figures, report
     plt = figures.pyplot()      # a usage error naming the install command, before any work
-    from .preflight import writable_file
     formats = plt.figure().canvas.get_supported_filetypes()
     plt.close("all")
     suffix = Path(out).suffix.lstrip(".").lower()

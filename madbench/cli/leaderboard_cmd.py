@@ -14,6 +14,15 @@ from pathlib import Path
 import click
 
 from ..budget import Budget
+from ..errors import UsageError, printable
+from ..leaderboard.changes import changed_files
+from ..protocol import Protocol
+from .preflight import writable_file
+from .progress import plural
+
+# madbench modules that load torch, numpy or pyarrow are imported inside the commands that
+# use them, so that `madbench leaderboard --help` starts fast.
+
 
 @click.group("leaderboard")
 def leaderboard_group() -> None:
@@ -33,32 +42,28 @@ def leaderboard_group() -> None:
               "run directory holds several.")
 @click.option("--protocol-filter", default=None, help="Protocol name or hash, when the run "
               "directory holds several.")
-@click.option("--command", "eval_command", default=None, help="The madbench eval command that "
+@click.option("--command", "command_line", default=None, help="The madbench eval command that "
               "produced the runs (default: rebuilt from the records).")
 @click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
               help="Width of the state audit (validate re-runs it at 32 and compares the "
               "numbers when the widths agree).")
-def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_command, audit_dim):
+def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim):
     """Build a submission from the run records in RUN_DIR."""
-    from ..errors import UsageError, printable
     from ..leaderboard.boards import describe_protocol
-    from ..protocol import Protocol
     from ..leaderboard.submit import build_submission
-    from .preflight import writable_file
 
     if printable(name) != name:
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
                          "overrides and undecodable bytes are not allowed in a name")
     writable_file(out, "--out")
 
-    doc = build_submission(run_dir, name, arch_filter, protocol_filter, eval_command,
+    doc = build_submission(run_dir, name, arch_filter, protocol_filter, command_line,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
     from ..scoring import score_label
-    from .progress import plural
     tasks = [t for t in doc["scores"] if t != "overall"]
     click.echo(f"wrote {out}: {printable(doc['name'])} — {doc['architecture']['name']}, {where}, "
                f"{plural(len(doc['runs']), 'run')}, {score_label(tasks)} "
@@ -68,8 +73,6 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, eval_comman
 def _print_report(report) -> None:
     """One report; every line built from the submission's text is escaped (``printable``),
     so that a name cannot print a forged verdict or drive the terminal."""
-    from ..errors import printable
-
     def say(line: str) -> None:
         click.echo(printable(line))
 
@@ -126,12 +129,10 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     invalid, with a reason for every failure. Nothing the submission names is imported unless
     it is a bundled layer or comes from an installed plugin distribution named with its
     version (see --trust-code)."""
-    from ..leaderboard.changes import changed_files
     from ..leaderboard.validate import duplicate_entries, submission_files, validate_file
 
     files = submission_files(paths)
     if not files:
-        from ..errors import UsageError
         raise UsageError(f"no submissions (*.json) under {', '.join(paths)}: nothing was "
                          "validated")
     budget = Budget(check_seconds=check_seconds, rerun_seconds=rerun_seconds,

@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from .progress import RunProgress, plural
+
+# madbench modules that load torch, numpy or pyarrow are imported inside the commands that
+# use them, so that `madbench scaling --help` starts fast.
 
 
 def _num(x, fmt: str = ".4g") -> str:
@@ -420,7 +423,6 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json):
     if frontiers_dir is None:
         frontiers_dir = default_root()
         if frontiers_dir is None:
-            from ..errors import warn
             warn("no stored frontiers (no leaderboards/frontiers here, and madbench does not "
                  "run from a checkout): not compared; give --frontiers DIR")
     verdict = validate(sub, frontiers_dir)

@@ -6,8 +6,8 @@
   worker dies.
 - ``payload``: what both ship to a worker, as plain data, and the worker's side.
 
-A group (one setting and seed, see ``madbench.sweep.pending_groups``) is the unit of work;
-a group that is trained one run at a time anyway is handed out as single runs. Workers receive
+A group (one setting and seed, see ``madbench.sweep.pending_groups``) is what an executor
+hands out; a group that is trained one run at a time anyway is handed out as single runs. Workers receive
 plain data (job names and numbers, the architecture and protocol as dicts), re-resolve tasks
 and mixers from their own plugins, check that they compute the same run keys as the driver,
 and write every record through the ResultsStore themselves. Records are atomic
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .local import LocalExecutor, local_devices
-from .payload import sweep_payload, train_shipped_group, unit_cost, work_units
+from .payload import group_cost, handout_groups, sweep_payload, train_shipped_group
 from .ray import RayExecutor, _check_reachable
 
 EXECUTORS = ("local", "ray")
@@ -36,4 +36,5 @@ def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int =
 
 
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "local_devices", "make_executor",
-           "sweep_payload", "train_shipped_group", "unit_cost", "work_units", "_check_reachable"]
+           "sweep_payload", "train_shipped_group", "group_cost", "handout_groups",
+           "_check_reachable"]

@@ -19,8 +19,8 @@ from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
 from ..trainer import resolve_device
-from .payload import (describe_group, error_from_worker, sweep_payload, train_shipped_group,
-                      work_units)
+from .payload import (describe_group, error_from_worker, handout_groups, sweep_payload,
+                      train_shipped_group)
 
 
 def local_devices(device: str = "auto", runs_per_gpu: int = 1) -> list[str]:
@@ -108,11 +108,11 @@ class LocalExecutor:
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})
-        units = work_units(groups, protocol, engine, devices[0])
-        if units:
+        handed = handout_groups(groups, protocol, engine, devices[0])
+        if handed:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
-            _WorkerPool(devices[:len(units)], payload, self._threads(len(devices)),
-                        self.max_retries, progress).run(units)
+            _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
+                        self.max_retries, progress).run(handed)
         return todo
 
     def _threads(self, workers: int) -> int:

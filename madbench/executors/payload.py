@@ -1,6 +1,6 @@
 """Work shipped as plain data: what a worker process or a Ray task receives (the architecture and
 protocol as dicts, job names and numbers), how a worker re-resolves and trains it, and how the
-groups of a sweep are cut into units of work."""
+groups of a sweep are handed out (a group trained one run at a time is split into single runs)."""
 from __future__ import annotations
 
 import os
@@ -77,23 +77,24 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
                          payload["engine"], progress, {} if verdicts is None else verdicts)
 
 
-def work_units(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
-               ) -> list[list[Job]]:
+def handout_groups(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
+                   ) -> list[list[Job]]:
     """What an executor hands out, longest first: the groups, except that a group that
     ``device`` trains one run at a time anyway (``choose_engine`` says plain) is split into single
-    runs, so that its runs train in parallel (each unit generates its data again; cheap)."""
+    runs, so that its runs train in parallel (each such run generates its data again; cheap)."""
     dev = torch.device(device)
-    units = [unit for group in groups for unit in
-             ([group] if choose_engine(engine, protocol, dev, len(group)) != "plain"
-              else [[job] for job in group])]
-    # longest first: with few units of unequal length (the long-sequence settings dominate),
-    # handing out the long ones first keeps a GPU from finishing alone on the last long unit
-    return sorted(units, key=lambda unit: -unit_cost(unit, protocol))
+    handed = [part for group in groups for part in
+              ([group] if choose_engine(engine, protocol, dev, len(group)) != "plain"
+               else [[job] for job in group])]
+    # longest first: with few groups of unequal length (the long-sequence settings dominate),
+    # handing out the long ones first keeps a GPU from finishing alone on the last long group
+    return sorted(handed, key=lambda group: -group_cost(group, protocol))
 
 
-def unit_cost(unit: Sequence[Job], protocol: Protocol) -> int:
-    """Training tokens of a unit of work, a proxy for its time: runs x steps x batch x seq_len."""
-    return len(unit) * run_tokens(unit[0], protocol)
+def group_cost(group: Sequence[Job], protocol: Protocol) -> int:
+    """Training tokens of a group as handed out, a proxy for its time: runs x steps x batch
+    x seq_len."""
+    return len(group) * run_tokens(group[0], protocol)
 
 
 def describe_group(group: Sequence[Job]) -> str:

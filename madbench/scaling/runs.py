@@ -40,8 +40,11 @@ from ..errors import UsageError
 from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
+from ..provenance import provenance
 from ..store import ResultsStore, encode_row
+from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
 from .corpus import Corpus
+from .fits import budget_groups
 from .flops import architecture_flops
 from .shapes import LADDER, Family, attention_fraction, family_spec
 
@@ -69,7 +72,7 @@ class Recipe:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def lr_at(step: int, total: int, peak: float, warmup_fraction: float = 0.01,
+def recipe_lr_at(step: int, total: int, peak: float, warmup_fraction: float = 0.01,
           final_fraction: float = 0.1) -> float:
     """Linear warm-up over ``warmup_fraction`` of the steps (at least one), then cosine decay
     from ``peak`` to ``final_fraction * peak`` at the last step."""
@@ -182,14 +185,13 @@ def non_embedding_params(spec: ArchitectureSpec) -> int:
 
 
 # -- training --------------------------------------------------------------------------------
-def parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
+def recipe_parameter_groups(model: LanguageModel, spec: ArchitectureSpec,
                      weight_decay: float) -> list[dict]:
     """Decay on matrices outside Hyena layers (the paper exempts Hyena layers), none on
     vectors or parameters marked ``_no_weight_decay``."""
-    from ..trainer import parameter_groups as trainer_groups
     exempt = frozenset(id(p) for layer, block in zip(spec.layers, model.encoder.blocks)
                        if "hyena" in layer.mixer for p in block.parameters())
-    return trainer_groups(model, weight_decay, "matrices", exempt)
+    return parameter_groups(model, weight_decay, "matrices", exempt)
 
 
 def _windows(data: torch.Tensor, starts: torch.Tensor, length: int):
@@ -222,7 +224,6 @@ def validation_loss(model: nn.Module, val: torch.Tensor, seq_len: int, batch_siz
 
 
 def _autocast_factory(device: torch.device, precision: str):
-    from ..trainer import autocast
     return lambda: autocast(device, precision)
 
 
@@ -239,9 +240,9 @@ class _Engine(Engine):
         self.plan, self.train_split, self.val = plan, train, val
         torch.manual_seed(r.seed)
         self.model = model = LanguageModel(plan.spec, plan.vocab_size).to(device)
-        self.opt, self.set_lr = adamw(parameter_groups(model, plan.spec, r.weight_decay), r.lr,
-                                      r.betas, 1e-8, device, capture)
-        self.lrs = [lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
+        self.opt, self.set_lr = adamw(recipe_parameter_groups(model, plan.spec, r.weight_decay),
+                                      r.lr, r.betas, 1e-8, device, capture)
+        self.lrs = [recipe_lr_at(i, plan.steps, r.lr, r.warmup_fraction, r.final_lr_fraction)
                     for i in range(plan.steps)]
         self.autocast = _autocast_factory(device, precision)
         self.starts = torch.zeros(r.batch_size, dtype=torch.long, device=device)
@@ -377,8 +378,6 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
               progress: ProgressFn | None = None) -> int:
     """Train every plan not yet in ``store``; returns how many were trained. Rewrites
     ``isoflop.parquet`` beside the records after each run."""
-    from ..provenance import provenance
-    from ..trainer import resolve_device, resolve_precision
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     todo = [p for p in plans if not store.has(p.key)]
@@ -482,7 +481,6 @@ def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
 def arch_budget_groups(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[int]]]:
     """Row indices per architecture and budget (the ``budget`` column, else FLOPs within a
     factor 1.25: :func:`madbench.scaling.fits.budget_groups`), budgets in increasing order."""
-    from .fits import budget_groups
     out: dict[str, dict[float, list[int]]] = {}
     for arch in sorted({str(r["arch"]) for r in rows}):
         idx = [i for i, r in enumerate(rows) if str(r["arch"]) == arch]

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from ..architecture import ArchitectureSpec, LayerSpec
+from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_kind
 from ..errors import UsageError
 
 
@@ -177,7 +177,6 @@ def exact_depths(share: float, up_to: int = 48) -> list[int]:
 
 def layer_order(spec: ArchitectureSpec) -> list[str]:
     """The sequence mixers of ``spec``, in order."""
-    from ..architecture import mixer_kind
     return [l.mixer for l in spec.layers if mixer_kind(l.mixer) == "sequence"]
 
 
@@ -196,7 +195,6 @@ def get_family(name: str, striped: bool = False, mixer_kwargs: dict | None = Non
 def _get_family(name: str, striped: bool, mixer_kwargs: dict | None) -> Family:
     if name in FAMILIES and not striped and not mixer_kwargs:
         return FAMILIES[name]
-    from ..architecture import mixer_entry
     try:
         entry = mixer_entry(name)
     except UsageError:
@@ -230,7 +228,6 @@ def family_spec(family: str | Family, width: int, depth: int) -> ArchitectureSpe
 
 def attention_fraction(spec: ArchitectureSpec) -> float:
     """Share of sequence-mixing layers that are attention."""
-    from ..architecture import mixer_kind
     seq = [l for l in spec.layers if mixer_kind(l.mixer) == "sequence"]
     att = [l for l in seq if "attention" in l.mixer and "linear" not in l.mixer]
     return len(att) / len(seq) if seq else 0.0
