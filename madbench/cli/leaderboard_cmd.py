@@ -1,4 +1,4 @@
-"""``madbench leaderboard submit | validate | render``.
+"""``madbench leaderboard submit | validate | render | agree``.
 
 Exit codes: 0 valid / up to date; 2 bad usage (missing file, bad option); 3 a submission is
 invalid — malformed input included (not JSON, NaN, huge numbers, deep nesting, a file over the
@@ -171,6 +171,28 @@ def render_command(root, check):
     changed = render(root, check=check)
     readme = Path(root) / README
     click.echo(f"{readme} is up to date" if not changed else f"updated {readme}")
+
+
+@leaderboard_group.command("agree")
+@click.argument("first", default="mad-quick")
+@click.argument("second", default="mad-paper")
+@click.option("--root", default="leaderboards", show_default=True,
+              type=click.Path(file_okay=False), help="The leaderboards folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def agree_command(first, second, root, as_json):
+    """How well one board predicts another (default: mad-quick against mad-paper): per task
+    and on the MAD score, over the architectures on both, the Spearman rank correlation and
+    the mean absolute score difference."""
+    from ..leaderboard.agree import agreement, agreement_table
+    from ..leaderboard.boards import BOARDS
+
+    for board in (first, second):
+        if board not in BOARDS:
+            raise UsageError(f"unknown board {board!r}; boards: {', '.join(BOARDS)}")
+    if first == second:
+        raise UsageError("name two different boards")
+    result = agreement(root, first, second)
+    click.echo(json.dumps(result, indent=2) if as_json else agreement_table(result))
 
 
 COMMANDS = [leaderboard_group]

@@ -1,0 +1,64 @@
+"""Do two boards agree? For the architectures on both (matched by architecture hash), per task
+and on the MAD score: how many, the Spearman rank correlation of their scores and the mean
+absolute difference. Tasks an entry does not cover are left out, never filled in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .boards import suite_tasks
+from .render import board_entries
+
+OVERALL = "MAD score"
+
+
+def _by_architecture(root: Path, board: str) -> dict[str, dict]:
+    entries = {}
+    for path, doc in board_entries(root, board):
+        entries.setdefault(doc["architecture"]["hash"], doc)   # validation allows one per board
+    return entries
+
+
+def _row(pairs: list[tuple[str, float, float]]) -> dict:
+    from scipy import stats
+    row = {"architectures": len(pairs), "names": [name for name, _, _ in pairs],
+           "spearman": None, "mean_abs_diff": None}
+    if pairs:
+        row["mean_abs_diff"] = sum(abs(a - b) for _, a, b in pairs) / len(pairs)
+    a, b = [p[1] for p in pairs], [p[2] for p in pairs]
+    if len(pairs) >= 3 and len(set(a)) > 1 and len(set(b)) > 1:   # a rank needs some spread
+        row["spearman"] = float(stats.spearmanr(a, b).statistic)
+    return row
+
+
+def agreement(root: str | Path, first: str, second: str) -> dict:
+    """Per task and for the MAD score (only over entries that cover every task on both
+    boards): {"architectures", "names", "spearman" (None under 3 or no spread),
+    "mean_abs_diff" (``first`` minus ``second``, absolute)}."""
+    root = Path(root)
+    a, b = _by_architecture(root, first), _by_architecture(root, second)
+    common = sorted(set(a) & set(b), key=lambda h: a[h]["architecture"]["name"])
+    tasks = [t.name for t in suite_tasks()]
+    rows = {}
+    for task in tasks:
+        rows[task] = _row([(a[h]["architecture"]["name"], a[h]["scores"][task],
+                            b[h]["scores"][task]) for h in common
+                           if a[h]["scores"].get(task) is not None
+                           and b[h]["scores"].get(task) is not None])
+    complete = [h for h in common
+                if all(d["scores"].get(t) is not None for d in (a[h], b[h]) for t in tasks)]
+    rows[OVERALL] = _row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
+                           b[h]["scores"]["overall"]) for h in complete])
+    return {"first": first, "second": second, "common": len(common), "rows": rows}
+
+
+def agreement_table(result: dict) -> str:
+    """Markdown: one row per task and one for the MAD score."""
+    lines = [f"`{result['first']}` against `{result['second']}`: {result['common']} "
+             "architectures on both boards.", "",
+             "| task | architectures | Spearman | mean abs. difference |",
+             "| --- | ---: | ---: | ---: |"]
+    for task, row in result["rows"].items():
+        rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
+        lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} |")
+    return "\n".join(lines)

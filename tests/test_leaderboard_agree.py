@@ -1,0 +1,64 @@
+"""`madbench leaderboard agree`: rank correlation and mean absolute difference of two boards'
+scores over the architectures on both, checked against hand-computed values; tasks an entry
+does not cover are left out; bad board names are one-line usage errors."""
+import copy
+import json
+
+from click.testing import CliRunner
+
+from madbench.cli import main
+from madbench.leaderboard.agree import OVERALL, agreement
+
+TASKS = ["in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall",
+         "memorization", "compression", "selective-copying"]
+
+
+def entry(doc, name, arch_hash, scores):
+    e = copy.deepcopy(doc)
+    e["name"] = name
+    e["architecture"]["name"], e["architecture"]["hash"] = name, arch_hash
+    e["scores"] = {"overall": sum(scores.values()) / len(scores), **scores}
+    return e
+
+
+def write(root, board, e):
+    (root / board).mkdir(exist_ok=True)
+    (root / board / f"{e['name']}.json").write_text(json.dumps(e))
+
+
+def test_agreement_against_hand_computed_ranks(tmp_path, trial):
+    doc = trial[1]
+    # four architectures on both boards; quick ranks memorization a > b > c > d, paper a > c > b > d
+    quick = {"a": 0.9, "b": 0.7, "c": 0.6, "d": 0.1}
+    paper = {"a": 0.95, "b": 0.5, "c": 0.8, "d": 0.2}
+    for i, name in enumerate("abcd"):
+        other = {t: 0.5 for t in TASKS if t != "memorization"}
+        write(tmp_path, "mad-quick", entry(doc, name, f"{i:016x}",
+                                           {**other, "memorization": quick[name]}))
+        paper_scores = {**other, "memorization": paper[name]}
+        if name == "d":                      # a partial paper entry: memorization only
+            paper_scores = {"memorization": paper[name]}
+        write(tmp_path, "mad-paper", entry(doc, name, f"{i:016x}", paper_scores))
+    write(tmp_path, "mad-quick", entry(doc, "only-quick", "f" * 16,    # on one board only
+                                       {t: 0.3 for t in TASKS}))
+    result = agreement(tmp_path, "mad-quick", "mad-paper")
+    mem = result["rows"]["memorization"]
+    assert result["common"] == 4 and mem["architectures"] == 4
+    # Spearman by hand: ranks (1,2,3,4) vs (1,3,2,4): d^2 = 0+1+1+0 = 2; 1 - 6*2/(4*15) = 0.8
+    assert abs(mem["spearman"] - 0.8) < 1e-12
+    assert abs(mem["mean_abs_diff"] - (0.05 + 0.2 + 0.2 + 0.1) / 4) < 1e-12
+    # d's paper entry covers memorization only: left out of the other tasks and the MAD score
+    assert result["rows"]["compression"]["architectures"] == 3
+    assert result["rows"]["compression"]["spearman"] is None      # no spread: all 0.5
+    assert result["rows"][OVERALL]["architectures"] == 3
+    assert "d" not in result["rows"][OVERALL]["names"]
+
+
+def test_cli_refuses_unknown_and_identical_boards(tmp_path):
+    run = CliRunner().invoke
+    bad = run(main, ["leaderboard", "agree", "mad-quick", "nope", "--root", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown board 'nope'" in bad.output
+    same = run(main, ["leaderboard", "agree", "mad-quick", "mad-quick", "--root", str(tmp_path)])
+    assert same.exit_code == 2 and "two different boards" in same.output
+    empty = run(main, ["leaderboard", "agree", "--root", str(tmp_path), "--json"])
+    assert empty.exit_code == 0 and json.loads(empty.output)["common"] == 0
