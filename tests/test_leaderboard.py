@@ -16,7 +16,7 @@ from madbench.cli.leaderboard_cmd import leaderboard_group
 from madbench.architecture import architecture_hash
 from madbench.budget import Budget
 from madbench.errors import UsageError
-from madbench.leaderboard.boards import BOARDS, current_suite_hash
+from madbench.leaderboard.boards import BOARDS, current_suite_hash, suite_tasks
 from madbench.leaderboard.changes import changed_files
 from madbench.leaderboard.render import render
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
@@ -383,9 +383,12 @@ def test_render_check_catches_a_stale_table(tmp_path, doc):
     render(root)
     assert cli("leaderboard", "render", "--root", root, "--check").exit_code == 0
     (root / "mad-quick").mkdir()
-    for name, score in (("second", 0.5), ("first", 0.75)):
+    tasks = [t.name for t in suite_tasks()]
+    for name, score in (("second", 0.5), ("first", 0.75), ("a-partial", 0.99)):
         entry = copy.deepcopy(doc)
         entry["name"], entry["scores"]["overall"] = name, score
+        if name != "a-partial":      # scores for every task: a complete entry
+            entry["scores"].update({t: score for t in tasks})
         (root / "mad-quick" / f"{name}.json").write_text(json.dumps(entry))
     result = cli("leaderboard", "render", "--root", root, "--check")
     assert result.exit_code == 3 and "stale" in result.output
@@ -393,6 +396,11 @@ def test_render_check_catches_a_stale_table(tmp_path, doc):
     text = (root / "README.md").read_text()
     assert text.index("[first](mad-quick/first.json)") < text.index("[second]")
     assert "| 1 | [first]" in text and "| 2 | [second]" in text
+    # a partial entry (memorization only) follows the ranked ones, with no rank and no mean,
+    # however high its partial mean
+    assert text.index("[second]") < text.index("[a-partial]")
+    assert "| — | [a-partial](mad-quick/a-partial.json)" in text
+    assert "partial (1 of 6 tasks)" in text and "0.990" not in text
     assert cli("leaderboard", "render", "--root", root, "--check").exit_code == 0
     readme = root / "README.md"
     readme.write_text(readme.read_text().replace("0.750", "0.990"))     # hand-edited score

@@ -42,13 +42,19 @@ def _cell(text: str) -> str:
     return printable(text).replace("|", "\\|")
 
 
+def covered(doc: dict, tasks: list[str]) -> int:
+    """How many of the suite's tasks an entry has a score for (fewer than all: partial)."""
+    return sum(doc["scores"].get(t) is not None for t in tasks)
+
+
 def board_table(board: str, entries: list[tuple[Path, dict]], root: Path) -> str:
     """The markdown block of one board: its protocol and suite, then the ranked table."""
     preset = PRESETS[BOARDS[board]]
     tasks = [t.name for t in suite_tasks()]
     lines = [f"Protocol `{preset.name}` (hash `{preset.hash}`), MAD suite hash "
              f"`{current_suite_hash()}`; ranked by MAD score (best of the lr x weight-decay "
-             f"sweep per setting by {preset.selection}, mean over settings, then over tasks).",
+             f"sweep per setting by {preset.selection}, mean over settings, then over tasks). "
+             "Partial entries (not every task) follow, unranked and without a MAD score.",
              ""]
     if not entries:
         lines.append(f"No entries yet: no submission for the `{preset.name}` protocol has "
@@ -59,14 +65,19 @@ def board_table(board: str, entries: list[tuple[Path, dict]], root: Path) -> str
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i in (1, 2, len(header) - 1) else "---:"
                                 for i in range(len(header))) + "|")
-    ranked = sorted(entries, key=lambda e: (-e[1]["scores"]["overall"], e[1]["name"],
-                                            e[0].name))
+    complete = [e for e in entries if covered(e[1], tasks) == len(tasks)]
+    partial = [e for e in entries if covered(e[1], tasks) < len(tasks)]
+    ranked = sorted(complete, key=lambda e: (-e[1]["scores"]["overall"], e[1]["name"],
+                                             e[0].name))
+    ranked += sorted(partial, key=lambda e: (e[1]["name"], e[0].name))   # no rank, no mean
     for rank, (path, doc) in enumerate(ranked, start=1):
         acc = doc["accounting"]
         link = path.relative_to(root).as_posix()
-        row = [str(rank), f"[{_cell(doc['name'])}]({link})",
+        n = covered(doc, tasks)
+        row = [str(rank) if n == len(tasks) else "—", f"[{_cell(doc['name'])}]({link})",
                f"`{_cell(doc['architecture']['name'])}` ({doc['architecture']['hash'][:8]})",
-               _score(doc["scores"]["overall"]),
+               _score(doc["scores"]["overall"]) if n == len(tasks)
+               else f"partial ({n} of {len(tasks)} tasks)",
                *[_score(doc["scores"].get(t)) for t in tasks],
                _count(acc["non_embedding_params"]),
                f"{_count(acc['fixed_state'])} / {_count(acc['dynamic_state'])}",
