@@ -97,6 +97,11 @@ class _HyenaBase(nn.Module):
     def cache_size(self, seq_len: int) -> int:
         return self.short_conv.cache_size()
 
+    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+        """The recurrent state for ``step``: the modal filter's and the short-conv cache."""
+        return {"modal": self.filter.initial_state(batch, dtype=dtype),
+                "cache": self.short_conv.initial_cache(batch, dtype)}
+
 
 class ModalHyena(_HyenaBase):
     """Hyena of order 2 with modal long filters: ``y = out(x2 * (h * (x1 * v)))``."""
@@ -113,10 +118,6 @@ class ModalHyena(_HyenaBase):
         v, x1, x2 = self.streams(x)
         y = gated_long_conv(v, x1, x2, self.filter(x.shape[1]))
         return self.out_proj(y.transpose(1, 2))
-
-    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        return {"modal": self.filter.initial_state(batch, dtype=dtype),
-                "cache": self.short_conv.initial_cache(batch, dtype)}
 
     def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """One token: ``x`` (batch, dim) -> (batch, dim), carrying ``state``."""
@@ -209,10 +210,6 @@ class ModalHyenaExperts(_HyenaBase):
         x2, c = (t.transpose(1, 2).reshape(batch * length, self.inner) for t in (x2, c))
         out = self._readout(x2, c, x.reshape(batch * length, dim))
         return out.view(batch, length, dim)
-
-    def initial_state(self, batch: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        return {"modal": self.filter.initial_state(batch, dtype=dtype),
-                "cache": self.short_conv.initial_cache(batch, dtype)}
 
     def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         v, x1, x2, cache = self.stream_step(x, state["cache"])
