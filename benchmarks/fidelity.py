@@ -227,12 +227,21 @@ def run(args) -> int:
 
 # -- the table -------------------------------------------------------------------------------
 def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
+    """The best configuration per panel setting. A run directory can hold records of several
+    madbench versions (the run key changes with the training code); per setting, only the
+    newest version's records count, and each best record keeps its ``madbench_version``."""
     from madbench.scoring import best_of_sweep
     from madbench.store import ResultsStore
     if not (run_dir / "records").is_dir():
         return {}
+    newest: dict[tuple[str, str], tuple[str, str]] = {}
     records = ResultsStore(run_dir, create=False).records()
-    return {(t, s): r for (t, s, _), r in best_of_sweep(records).items()}
+    for r in records:
+        key, stamp = (r["task"], r["setting"]), (str(r["created_at"]), r["madbench_version"])
+        newest[key] = max(newest.get(key, stamp), stamp)
+    current = [r for r in records
+               if r["madbench_version"] == newest[(r["task"], r["setting"])][1]]
+    return {(t, s): r for (t, s, _), r in best_of_sweep(current).items()}
 
 
 def table(args) -> str:
@@ -262,7 +271,9 @@ def table(args) -> str:
             lines.append(f"| {task} | {setting} | {a['accuracy']:.3f} | {b['accuracy']:.3f} | "
                          f"{diff:+.3f}{flag} | {a['lr']:g}, {a['weight_decay']:g} | "
                          f"{b['lr']:g}, {b['weight_decay']:g} |")
-        lines.append("")
+        versions = sorted({r["madbench_version"] for side in (ours, ref) for key, r in
+                           side.items() if key in ours and key in ref})
+        lines += ["", f"Training code (run version): {', '.join(versions)}", ""]
         if len(mem[0]) == 6:
             m_ours, m_ref = sum(mem[0]) / 6, sum(mem[1]) / 6
             mem_text = f"{m_ours:.3f} / {m_ref:.3f} / {m_ours - m_ref:+.3f}"
