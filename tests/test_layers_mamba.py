@@ -86,7 +86,7 @@ def test_layer_matches_naive_definition():
 
 def test_initialisation():
     """S4D-real A = -(1, 2, .., d_state) in every channel; D = 1; softplus(dt bias) in
-    [dt_min, dt_max]; no conv bias (paper rule)."""
+    [dt_min, dt_max]; a conv bias (mad-lab's default) and no projection biases."""
     torch.manual_seed(0)
     layer = build()
     expected_A = -torch.arange(1, 5, dtype=torch.float32).repeat(256, 1)
@@ -98,6 +98,30 @@ def test_initialisation():
     # linear projections
     assert layer.conv.bias is not None and layer.in_proj.bias is None and layer.out_proj.bias is None
     assert Mamba(16, conv_bias=False).conv.bias is None
+
+
+def test_one_seed_draws_mamba_ssms_initial_weights():
+    """The same seed gives the same initial tensors as mamba-ssm's construction order (the
+    reference's Mamba): in_proj, conv, x_proj, dt_proj (default init, then its weight uniform
+    and its bias from log-uniform steps), out_proj. Written out here with plain modules."""
+    dim, d_inner, dt_rank = 32, 64, 2
+    torch.manual_seed(3)
+    layer = Mamba(dim)
+    torch.manual_seed(3)
+    in_proj = torch.nn.Linear(dim, 2 * d_inner, bias=False)
+    conv = torch.nn.Conv1d(d_inner, d_inner, 4, groups=d_inner, padding=3, bias=True)
+    x_proj = torch.nn.Linear(d_inner, dt_rank + 2 * 4, bias=False)
+    dt_proj = torch.nn.Linear(dt_rank, d_inner)
+    torch.nn.init.uniform_(dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+    dt = torch.exp(torch.rand(d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    dt = dt.clamp(min=1e-4)
+    out_proj = torch.nn.Linear(d_inner, dim, bias=False)
+    pairs = [(layer.in_proj.weight, in_proj.weight), (layer.conv.weight, conv.weight),
+             (layer.conv.bias, conv.bias), (layer.x_proj.weight, x_proj.weight),
+             (layer.dt_proj.weight, dt_proj.weight), (layer.out_proj.weight, out_proj.weight)]
+    for ours, theirs in pairs:
+        assert torch.equal(ours, theirs)
+    torch.testing.assert_close(F.softplus(layer.dt_proj.bias), dt)
 
 
 def test_causal_and_shape_preserving():

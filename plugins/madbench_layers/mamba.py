@@ -42,12 +42,13 @@ class Mamba(nn.Module):
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         self.dt_proj.bias._no_reinit = True  # the backbone zeroes other linear biases
+        # Drawn here, before out_proj, so that one seed gives mamba-ssm's initial weights.
+        self._init_dt(dt_min, dt_max, dt_init_floor, dt_scale)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32))
                                   .repeat(self.d_inner, 1))  # S4D-real: A[:, n] = -(n + 1)
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.A_log._no_weight_decay = self.D._no_weight_decay = True  # as in Mamba
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
-        self._init_dt(dt_min, dt_max, dt_init_floor, dt_scale)
 
     @torch.no_grad()
     def _init_dt(self, dt_min, dt_max, dt_init_floor, dt_scale):
