@@ -169,6 +169,59 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
           f"flags {checks['flags']}", flush=True)
 
 
+def lockstep_worker(arm: str, task: str, run_dir: str) -> None:
+    """Train one arm on ``task``'s baseline setting under the ``smoke`` protocol, in fp32 on
+    the CPU (a deterministic device), for :func:`lockstep`."""
+    import torch
+    torch.set_num_threads(1)
+    from madbench.architecture import resolve_architecture
+    from madbench.protocol import get_protocol
+    from madbench.store import ResultsStore
+    from madbench.sweep import plan, run_sweep
+    from madbench.tasks import get_task
+    cfg = ARMS[arm]
+    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    protocol = get_protocol("smoke")
+    jobs = plan(spec, [get_task(task)], protocol, [0], "baseline")
+    run_sweep(spec, jobs, protocol, ResultsStore(Path(run_dir) / arm), "cpu", "fp32",
+              {"flags": ["fidelity-lockstep"]}, None, "plain")
+
+
+def lockstep(args) -> int:
+    """Same seed, same function, same harness: when a bundled layer draws the reference's
+    initial weights, the two arms train in lockstep. Both arms of each pair train the smoke
+    protocol (32 steps, fp32, CPU) on one task's baseline setting; the final training loss,
+    test loss and accuracy should agree to float rounding (about 1e-5), where arms that start
+    from other weights differ at the 1e-2 level."""
+    import tempfile
+    names = [n for n in args.pairs.split(",") if n]
+    pairs = [p for p in PAIRS if p[0] in names or p[1] in names]
+    if not pairs or len(pairs) < len(names):
+        sys.exit(f"error: unknown pair in {args.pairs!r} (pairs: {', '.join(p[0] for p in PAIRS)})")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
+                                         env.get("PYTHONPATH", "")])
+    rows = ["| pair | task | bundled train / test loss / acc | reference train / test loss / acc "
+            "| max abs diff |", "| --- | --- | --- | --- | ---: |"]
+    from madbench.store import ResultsStore
+    with tempfile.TemporaryDirectory() as tmp:
+        for pair, ours, ref in pairs:
+            got = []
+            for arm in (ours, ref):
+                proc = subprocess.run([sys.executable, __file__, "lockstep-worker", arm,
+                                       args.task, tmp], env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    sys.exit(f"error: {arm} failed: {tail}")
+                (r,) = ResultsStore(Path(tmp) / arm, create=False).records()
+                got.append((r["train_loss"], r["loss"], r["accuracy"]))
+            diff = max(abs(a - b) for a, b in zip(*got))
+            rows.append(f"| {pair} | {args.task} | " + " | ".join(
+                " / ".join(f"{v:.6f}" for v in side) for side in got) + f" | {diff:.1e} |")
+    print("\n".join(rows))
+    return 0
+
+
 def run(args) -> int:
     names = [n for n in args.pairs.split(",") if n and n != "all"]
     extra = [a for a in args.arms.split(",") if a]
@@ -406,6 +459,9 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker(*sys.argv[2:7])
         return 0
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "lockstep-worker":
+        lockstep_worker(*sys.argv[2:5])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train the panel for some pairs")
@@ -429,7 +485,14 @@ def main(argv=None) -> int:
     e = sub.add_parser("equivalence", help="copied weights: do the outputs agree?")
     e.add_argument("--ref", default=".ref/madlab")
     e.add_argument("--out", default=None)
+    k = sub.add_parser("lockstep", help="same seed, same function: do the arms train alike? "
+                       "(smoke protocol, fp32, CPU)")
+    k.add_argument("--pairs", required=True, help="comma-separated pair names or bundled arms")
+    k.add_argument("--task", default="in-context-recall")
+    k.add_argument("--ref", default=".ref/madlab")
     args = parser.parse_args(argv)
+    if args.command == "lockstep":
+        return lockstep(args)
     if args.command == "run":
         Path(args.run_dir).mkdir(parents=True, exist_ok=True)
         return run(args)
