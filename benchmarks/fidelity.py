@@ -143,7 +143,8 @@ def panel_settings(which: str) -> list[tuple[str, str]]:
 
 
 # -- one arm, in its own process -------------------------------------------------------------
-def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip") -> None:
+def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip",
+           seeds: str = "0") -> None:
     """Train one arm's panel. The architecture checks (causality, state, parameters) run on
     the CPU and are not what the panel measures: skipped unless ``checks == "run"``."""
     import torch
@@ -160,7 +161,8 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
     checks = (architecture_checks(spec, allow_state_mismatch=cfg.get("allow", False))
               if checks == "run" else {"flags": ["fidelity-panel"]})
     wanted = set(panel_settings(panel))
-    jobs = [j for j in plan(spec, all_tasks(), protocol, [0], "all")
+    jobs = [j for j in plan(spec, all_tasks(), protocol, [int(x) for x in seeds.split(",")],
+                            "all")
             if (j.task.name, j.setting.name) in wanted]
     store = ResultsStore(Path(run_dir) / arm)
     start = time.perf_counter()
@@ -230,6 +232,12 @@ def run(args) -> int:
     if unknown:
         sys.exit(f"error: unknown pair or arm: {', '.join(unknown)} (pairs: "
                  f"{', '.join(p[0] for p in PAIRS)}; arms: {', '.join(ARMS)})")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        if not seeds or min(seeds) < 0:
+            raise ValueError(args.seeds)
+    except ValueError:
+        sys.exit(f"error: --seeds takes comma-separated non-negative integers, not {args.seeds!r}")
     if not panel_settings(args.panel):
         sys.exit(f"error: unknown panel {args.panel!r}: memorization, others, all or a task name")
     pairs = [p for p in PAIRS if args.pairs == "all" or p[0] in names or p[1] in names]
@@ -261,7 +269,7 @@ def run(args) -> int:
             arm_env = {**env, **ARMS[arm].get("env", {})}
             log = open(Path(args.run_dir) / f"{arm}.log", "a")
             cmd = [sys.executable, __file__, "worker", arm, args.panel, args.run_dir,
-                   args.preset, args.checks]
+                   args.preset, args.checks, args.seeds]
             running.append((arm, subprocess.Popen(cmd, env=arm_env, stdout=log,
                                                   stderr=subprocess.STDOUT), log))
         time.sleep(1)
@@ -280,9 +288,11 @@ def run(args) -> int:
 
 # -- the table -------------------------------------------------------------------------------
 def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
-    """The best configuration per panel setting. A run directory can hold records of several
-    madbench versions (the run key changes with the training code); per setting, only the
-    newest version's records count, and each best record keeps its ``madbench_version``."""
+    """The best configuration per panel setting and seed; over several seeds its accuracy is
+    the mean of the seeds' bests (``seeds`` lists them; lr and weight decay are the first
+    seed's). A run directory can hold records of several madbench versions (the run key
+    changes with the training code); per setting, only the newest version's records count,
+    and each best record keeps its ``madbench_version``."""
     from madbench.scoring import best_of_sweep
     from madbench.store import ResultsStore
     if not (run_dir / "records").is_dir():
@@ -294,7 +304,18 @@ def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
         newest[key] = max(newest.get(key, stamp), stamp)
     current = [r for r in records
                if r["madbench_version"] == newest[(r["task"], r["setting"])][1]]
-    return {(t, s): r for (t, s, _), r in best_of_sweep(current).items()}
+    per_seed: dict[tuple[str, str], list[dict]] = {}
+    for (t, s, _seed), r in sorted(best_of_sweep(current).items()):
+        per_seed.setdefault((t, s), []).append(r)
+    return {key: {**runs[0], "accuracy": sum(r["accuracy"] for r in runs) / len(runs),
+                  "seeds": [r["accuracy"] for r in runs]} for key, runs in per_seed.items()}
+
+
+def _accuracy(best: dict) -> str:
+    seeds = best["seeds"]
+    if len(seeds) == 1:
+        return f"{best['accuracy']:.3f}"
+    return f"{best['accuracy']:.3f} ({len(seeds)} seeds, {min(seeds):.3f}-{max(seeds):.3f})"
 
 
 def table(args) -> str:
@@ -321,7 +342,7 @@ def table(args) -> str:
                 mem[0].append(a["accuracy"])
                 mem[1].append(b["accuracy"])
             flag = "" if abs(diff) <= TOLERANCE else " **x**"
-            lines.append(f"| {task} | {setting} | {a['accuracy']:.3f} | {b['accuracy']:.3f} | "
+            lines.append(f"| {task} | {setting} | {_accuracy(a)} | {_accuracy(b)} | "
                          f"{diff:+.3f}{flag} | {a['lr']:g}, {a['weight_decay']:g} | "
                          f"{b['lr']:g}, {b['weight_decay']:g} |")
         versions = sorted({r["madbench_version"] for side in (ours, ref) for key, r in
@@ -457,7 +478,7 @@ def equivalence(args) -> int:
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(*sys.argv[2:7])
+        worker(*sys.argv[2:8])
         return 0
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "lockstep-worker":
         lockstep_worker(*sys.argv[2:5])
@@ -477,6 +498,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline-s", type=float, default=None,
                    help="stop every worker after this many seconds (exit 3; stored runs stay, "
                         "the same --run-dir resumes): fits a run into a time-limited call")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); the "
+                   "table shows the mean of the seeds' best runs and their range")
     p.add_argument("--checks", choices=["skip", "run"], default="skip",
                    help="run madbench's architecture checks in each worker (CPU time)")
     t = sub.add_parser("table", help="write the per-setting table from stored runs")
