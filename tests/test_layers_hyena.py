@@ -1,6 +1,7 @@
 """The bundled Hyena family (H, mH, He) as the reference implementation builds it: against naive
 computations of the reference's arithmetic written here (loops over positions), the
-reference's parameter counts, and the state conventions."""
+reference's parameter counts, the state conventions, and the reference's initial draws (the
+same seed gives the same initial weights)."""
 import math
 
 import pytest
@@ -199,3 +200,132 @@ def test_sequence_length_reaches_max_length_unless_given():
 def test_longer_than_max_length_is_refused():
     with pytest.raises(ValueError, match="max_length"):
         Hyena(8, max_length=4)(torch.randn(1, 5, 8))
+
+
+# -- initial weights: the reference's draws, in the reference's order ---------------------------
+# mad-lab's HyenaOperator constructor draws: the short convolution (depthwise Conv1d), the long
+# convolution (its bias D = randn, then the filter MLP's linears), out_proj, in_proj (tied: 3 inner
+# / proj_groups outputs). MultiHeadHyenaOperator runs it, then draws a replacing long
+# convolution; HyenaExpertsOperator runs it at inner width dim (4 tied groups), then draws
+# in_proj, out_proj, the short convolution and the router. Written out here by hand with
+# PyTorch's default initialisers (U(+-1/sqrt(fan_in)) via kaiming_uniform_(a=sqrt(5))).
+def _linear(fan_in, fan_out, bias=True):
+    w = torch.empty(fan_out, fan_in)
+    torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    out = {"weight": w}
+    if bias:
+        out["bias"] = torch.empty(fan_out).uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+    return out
+
+
+def _depthwise_conv(channels, taps=3):
+    w = torch.empty(channels, 1, taps)
+    torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    return {"weight": w,
+            "bias": torch.empty(channels).uniform_(-1 / math.sqrt(taps), 1 / math.sqrt(taps))}
+
+
+def _long_conv(filters, order, depth=2):
+    drawn = {"direct": torch.randn(filters)}
+    drawn.update(_prefixed("filter.first", _linear(3, order)))
+    for j in range(depth):
+        drawn.update(_prefixed(f"filter.hidden.{j}", _linear(order, order)))
+    drawn.update(_prefixed("filter.last", _linear(order, filters, bias=False)))
+    return drawn
+
+
+def _prefixed(prefix, tensors):
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def madlab_hyena_draws(dim, inner_factor, proj_groups, order):
+    inner = inner_factor * dim
+    drawn = _prefixed("short_conv", _depthwise_conv(3 * inner))
+    drawn.update(_long_conv(inner, order))
+    drawn.update(_prefixed("out_proj", _linear(inner, dim)))
+    drawn.update(_prefixed("in_proj", _linear(dim, 3 * inner // proj_groups)))
+    return drawn
+
+
+def madlab_mh_hyena_draws(dim, filters, proj_groups, order):
+    drawn = _prefixed("short_conv", _depthwise_conv(3 * dim))
+    _long_conv(filters, order)                                  # replaced by the subclass
+    drawn.update(_prefixed("out_proj", _linear(dim, dim)))
+    drawn.update(_prefixed("in_proj", _linear(dim, 3 * dim // proj_groups)))
+    drawn.update(_long_conv(filters, order))
+    return drawn
+
+
+def madlab_hyena_experts_draws(dim, experts, width, order):
+    _depthwise_conv(3 * dim)                                    # replaced by the subclass
+    drawn = _long_conv(dim, order)
+    _linear(dim, dim), _linear(dim, 3 * dim // 4)               # replaced by the subclass
+    drawn.update(_prefixed("in_proj", _linear(dim, 3 * experts * width)))
+    drawn.update(_prefixed("out_proj", _linear(width, dim)))
+    drawn.update(_prefixed("short_conv", _depthwise_conv(3 * experts * width)))
+    drawn.update(_prefixed("router", _linear(dim, experts)))
+    return drawn
+
+
+DRAWS = {
+    "hyena": (lambda L: Hyena(8, max_length=L, inner_factor=2, proj_groups=3, filter_order=3),
+              lambda: madlab_hyena_draws(8, 2, 3, 3)),
+    "hyena (defaults)": (lambda L: Hyena(128, max_length=L),
+                         lambda: madlab_hyena_draws(128, 4, 4, 4)),
+    "mh-hyena": (lambda L: MultiHeadHyena(8, max_length=L, heads=2, filter_order=3),
+                 lambda: madlab_mh_hyena_draws(8, 2, 4, 3)),
+    "mh-hyena (defaults)": (lambda L: MultiHeadHyena(128, max_length=L),
+                            lambda: madlab_mh_hyena_draws(128, 16, 4, 2)),
+    "mh-hyena (mad-lab layout)": (
+        lambda L: MultiHeadHyena(128, max_length=L, heads=8, head_size=16),
+        lambda: madlab_mh_hyena_draws(128, 8, 4, 2)),
+    "hyena-experts": (lambda L: HyenaExperts(8, max_length=L, experts=4, expert_width=2,
+                                             filter_order=5),
+                      lambda: madlab_hyena_experts_draws(8, 4, 2, 5)),
+    "hyena-experts (defaults)": (lambda L: HyenaExperts(128, max_length=L, routing="mad-lab"),
+                                 lambda: madlab_hyena_experts_draws(128, 8, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("length", [7, 64])
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("name", sorted(DRAWS))
+def test_initial_weights_are_the_references_draws_in_its_order(name, seed, length):
+    """At one seed, every random parameter equals the hand-written draw in the reference's order,
+    and the generator is left where the reference leaves it (so the rest of a model built after
+    the layer draws the same numbers too)."""
+    make, draws = DRAWS[name]
+    torch.manual_seed(seed)
+    expected = draws()
+    expected_next = torch.rand(5)
+    torch.manual_seed(seed)
+    layer = make(length)
+    assert torch.equal(torch.rand(5), expected_next)
+    params = dict(layer.named_parameters())
+    assert set(params) == set(expected) | {"filter.features", "filter.frequency"}
+    for key, value in expected.items():
+        assert torch.equal(params[key].detach(), value), key
+    assert bool((layer.filter.frequency == 1).all())
+
+
+@pytest.mark.parametrize("length", [2, 7, 64, 1280])
+def test_filter_features_are_the_references_bit_for_bit(length):
+    """The reference's features: (t, Re z, Im z), z = exp(-i f w) in complex64 with f = 1e-4
+    and w = 2 pi t_n / n over t_n = 0 .. n - 1 (torch.cos differs by 1 ulp at some positions)."""
+    t = torch.linspace(0, 1, length)[None, :, None]
+    w = 2 * math.pi * torch.linspace(0, length - 1, length)[None, :, None] / length
+    z = torch.exp(-1j * torch.linspace(1e-4, 0, 1)[None, None] * w)
+    expected = torch.cat([t, z.real, z.imag], dim=-1)
+    assert torch.equal(Hyena(8, max_length=length, inner_factor=1).filter.features.detach(),
+                       expected)
+
+
+@pytest.mark.parametrize("name", ["hyena", "mh-hyena", "hyena-experts"])
+def test_linear_layers_are_registered_in_the_references_order(name):
+    """The autoencoder re-draws every linear weight in module order, so that order is part of the
+    reference's draws: the filter MLP, out_proj, in_proj (then the experts' router)."""
+    layer = DRAWS[name][0](8)
+    linears = [n for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)]
+    expected = ["filter.first", "filter.hidden.0", "filter.hidden.1", "filter.last", "out_proj",
+                "in_proj"] + (["router"] if name == "hyena-experts" else [])
+    assert linears == expected

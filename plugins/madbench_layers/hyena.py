@@ -31,6 +31,15 @@ Layers (MAD defaults at width 128; parameters at ``max_length`` 128, which adds 
   logits to 0 (not -inf) before a softmax over all experts (D11). State 128 x 16 = 2,048.
 
 The short convolutions keep the last 2 inputs of each of their channels (``cache_size``).
+
+Initialisation: the same distributions as the reference, drawn from the global generator in the
+reference constructors' order, so at the same seed a layer starts with exactly the reference's
+weights (under the correspondence of ``benchmarks/fidelity.py``'s ``hyena_weights``) and leaves
+the generator where the reference does. The reference's ``HyenaOperator`` draws its short
+convolution, its long convolution (the direct term ``D`` before the filter MLP), the output
+projection, then the input projection; its multi-head and experts subclasses first run that
+constructor and then replace some of those parts with new ones, so the replaced parts' draws
+are made here too and dropped (``_drop``).
 """
 from __future__ import annotations
 
@@ -50,8 +59,17 @@ def with_direct_term(h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return torch.cat([h[:, :1] + d[:, None].to(h.dtype), h[:, 1:]], dim=1)
 
 
+def _drop(*parts: nn.Module) -> None:
+    """Parts the reference builds and later replaces: made only for their draws, then dropped
+    (they take the generator's numbers the reference's constructor takes)."""
+    del parts
+
+
 class _ImplicitHyena(nn.Module):
-    """Projection, tiling, short convolution and the implicit filter with its direct term."""
+    """Projection, tiling, short convolution and the implicit filter with its direct term.
+
+    Subclasses make the parts with the ``_make_*`` methods in the reference's order (each part
+    draws its initial weights when made) and register them with ``_attach``."""
 
     state_convention = STATE_CONVENTION
     channels_per_filter = 1  #: channels one filter convolves (head_size ** 2 in mh-hyena)
@@ -65,11 +83,33 @@ class _ImplicitHyena(nn.Module):
                              f"{proj_groups}")
         self.dim, self.inner, self.proj_groups = dim, inner, proj_groups
         self.max_length, self.short_filter = max_length, short_filter
-        self.in_proj = nn.Linear(dim, width // proj_groups)
-        self.short_conv = nn.Conv1d(width, width, short_filter, groups=width,
-                                    padding=short_filter - 1)
-        self.filter = ImplicitFilter(filters, filter_order, max_length)
-        self.direct = nn.Parameter(torch.randn(filters))
+        self.filters, self.filter_order = filters, filter_order
+
+    def _make_short_conv(self, width: int | None = None) -> nn.Conv1d:
+        """The causal depthwise convolution, over ``3 * inner`` channels unless ``width``."""
+        width = 3 * self.inner if width is None else width
+        return nn.Conv1d(width, width, self.short_filter, groups=width,
+                         padding=self.short_filter - 1)
+
+    def _make_long_conv(self) -> tuple[nn.Parameter, ImplicitFilter]:
+        """The direct term ``D`` and the implicit filter, ``D`` drawn first (as the reference's
+        long convolution draws its bias before building its filter)."""
+        direct = nn.Parameter(torch.randn(self.filters))
+        return direct, ImplicitFilter(self.filters, self.filter_order, self.max_length)
+
+    def _make_in_proj(self) -> nn.Linear:
+        return nn.Linear(self.dim, 3 * self.inner // self.proj_groups)
+
+    def _attach(self, short_conv: nn.Conv1d, long_conv: tuple[nn.Parameter, ImplicitFilter],
+                out_proj: nn.Linear, in_proj: nn.Linear, **more: nn.Module) -> None:
+        """Registers the parts in the order the reference registers them, whatever order drew
+        them: the autoencoder's re-draw of every linear weight (``reinit_autoencoder``) walks
+        the modules in registration order, so this order is part of its draws."""
+        self.short_conv = short_conv
+        self.direct, self.filter = long_conv
+        self.out_proj, self.in_proj = out_proj, in_proj
+        for name, part in more.items():
+            setattr(self, name, part)
 
     def streams(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(batch, L, dim) -> three (batch, inner, L) streams after the short convolution."""
@@ -101,7 +141,11 @@ class Hyena(_ImplicitHyena):
                  proj_groups: int = 4, short_filter: int = 3, filter_order: int = 4):
         inner = inner_factor * dim
         super().__init__(dim, inner, proj_groups, short_filter, inner, filter_order, max_length)
-        self.out_proj = nn.Linear(inner, dim)
+        # the reference's draws: short convolution, long convolution, out_proj, in_proj
+        short_conv = self._make_short_conv()
+        long_conv = self._make_long_conv()
+        out_proj = nn.Linear(inner, dim)
+        self._attach(short_conv, long_conv, out_proj, self._make_in_proj())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0, x1, v = self.streams(x)
@@ -121,7 +165,13 @@ class MultiHeadHyena(_ImplicitHyena):
         super().__init__(dim, dim, proj_groups, short_filter, heads, filter_order, max_length)
         self.heads, self.head_size = heads, head_size
         self.channels_per_filter = head_size * head_size
-        self.out_proj = nn.Linear(dim, dim)
+        # the reference's draws: its base constructor's (short convolution, a long convolution
+        # that the subclass replaces, out_proj, in_proj), then the replacing long convolution
+        short_conv = self._make_short_conv()
+        _drop(*self._make_long_conv())
+        out_proj = nn.Linear(dim, dim)
+        in_proj = self._make_in_proj()
+        self._attach(short_conv, self._make_long_conv(), out_proj, in_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -147,8 +197,18 @@ class HyenaExperts(_ImplicitHyena):
         super().__init__(dim, inner, 1, short_filter, inner, filter_order, max_length)
         self.experts, self.expert_width, self.top_k, self.routing = \
             experts, expert_width, top_k, routing
-        self.router = nn.Linear(dim, experts)
-        self.out_proj = nn.Linear(expert_width, dim)
+        # the reference's draws: its base constructor's at inner width ``dim`` (short
+        # convolution, the long convolution it keeps, out_proj, in_proj with 4 tied groups;
+        # the reference's long convolution has ``dim`` filters, which equals ``inner`` in every
+        # configuration it runs), then the replacing in_proj, out_proj, short convolution and
+        # the router
+        _drop(self._make_short_conv(3 * dim))
+        long_conv = self._make_long_conv()
+        _drop(nn.Linear(dim, dim), nn.Linear(dim, 3 * dim // 4))
+        in_proj = self._make_in_proj()
+        out_proj = nn.Linear(expert_width, dim)
+        short_conv = self._make_short_conv()
+        self._attach(short_conv, long_conv, out_proj, in_proj, router=nn.Linear(dim, experts))
 
     def router_weights(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, L, experts) mixing weights."""

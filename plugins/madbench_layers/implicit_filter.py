@@ -12,7 +12,9 @@ by every sine layer, the features ``z`` themselves learnable, and decay rates ``
 spread linearly over the channels so that the window falls to ``target`` after between
 ``fast_decay`` and ``slow_decay`` of the normalised length. Parameter shapes match the reference
 (``features`` (1, max_length, 3), ``frequency`` (1, order)), so optimiser rules that look at
-shapes (weight decay on tensors of two or more axes) treat them alike.
+shapes (weight decay on tensors of two or more axes) treat them alike. The MLP's layers draw
+their initial weights in order (first, hidden, last), as the reference's do; the features,
+frequency and window are not random.
 
 State: an implicit filter is an arbitrary length-``max_length`` filter, so the exact recurrent
 state of the convolution is not finite. The paper counts it as if the filter were distilled to
@@ -43,7 +45,10 @@ class ImplicitFilter(nn.Module):
         self.channels, self.order, self.max_length = channels, order, max_length
         t = torch.linspace(0.0, 1.0, max_length)
         angle = 2 * math.pi * torch.arange(max_length, dtype=torch.float32) / max_length
-        features = torch.stack([t, torch.cos(band * angle), -torch.sin(band * angle)], dim=-1)
+        # cos and -sin as the real and imaginary parts of exp(-i f w_t), in complex64 as the
+        # reference computes them: torch.cos rounds some values near 1 differently (1 ulp)
+        rotation = torch.exp(-1j * torch.tensor(band) * angle)
+        features = torch.stack([t, rotation.real, rotation.imag], dim=-1)
         self.features = nn.Parameter(features[None])               # (1, max_length, 3)
         self.register_buffer("time", t[None, :, None], persistent=False)
         self.frequency = nn.Parameter(torch.full((1, order), float(frequency)))
