@@ -2,30 +2,35 @@
 # The GPU part of issue #16, on one GPU with fla's wheels installed and on PYTHONPATH (see
 # docs/ecosystem.md): the fla status table on CUDA, `madbench eval --arch
 # fla.layers:GatedDeltaNet --preset smoke`, and the GPU tests of the DeltaNet-class layers,
-# the three side by side (about 6 minutes). Everything lands in $OUT.
+# the three side by side (about 6 minutes). Everything lands in $OUT, at most 7 files (a device
+# call returns 8): setup.log, fla_status_h200.md, fla_status.log, eval_gdn.log, eval_gdn.json,
+# eval_gdn_eager.json, pytest_gpu.log. On a Hopper GPU with 3.4.0 <= Triton < 3.7.1 and no
+# tilelang, the GatedDeltaNet evaluation is refused up front (fla's guard, docs/ecosystem.md).
 set -u
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
-{ nvidia-smi -L; python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"; } > "$OUT/env.txt" 2>&1
+SETUP="$OUT/setup.log"
+{ nvidia-smi -L; python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"; } > "$SETUP" 2>&1
 # fla.layers needs only transformers.utils.logging, fla's package __init__ (fla.models) needs
 # transformers >= 5.6.2; madbench stubs fla.models when that fails. Last resort: .whl/tf
 # (transformers 5.24 and its dependencies). .whl/test: pytest, if the machine lacks it.
-if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers')" > "$OUT/fla_import.txt" 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/tf/*.whl >> "$OUT/fla_import.txt" 2>&1
-  python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$OUT/fla_import.txt" 2>&1
+if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers')" >> "$SETUP" 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/tf/*.whl >> "$SETUP" 2>&1
+  python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$SETUP" 2>&1
 fi
+python3 -c "from madbench.fla_adapter import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
 python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile \
-  --target /tmp/site .whl/test/*.whl > "$OUT/pytest_install.txt" 2>&1
+  --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1
 timeout 320 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadline-s 280 \
   --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
 ( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
     --run-dir /tmp/fla_runs --no-progress --output "$OUT/eval_gdn.json" > "$OUT/eval_gdn.log" 2>&1 \
-  || MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench eval --arch fla.layers:GatedDeltaNet \
-    --preset smoke --run-dir /tmp/fla_runs_eager --no-progress --output "$OUT/eval_gdn_eager.json" \
-    > "$OUT/eval_gdn_eager.log" 2>&1 ) & EVAL=$!
+  || { echo "== eager (MADBENCH_CUDA_GRAPHS=0)"; MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench \
+    eval --arch fla.layers:GatedDeltaNet --preset smoke --run-dir /tmp/fla_runs_eager --no-progress \
+    --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
 TRITON_F32_DEFAULT=ieee timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
-for f in env.txt fla_import.txt pytest_gpu.log eval_gdn.log eval_gdn_eager.log; do
+for f in setup.log pytest_gpu.log eval_gdn.log; do
   [ -f "$OUT/$f" ] && { echo "== $f"; tail -n 15 "$OUT/$f"; }
 done
 echo "== fla_status_h200.md"; tail -n 3 "$OUT/fla_status_h200.md" 2>/dev/null || tail -n 5 "$OUT/fla_status.log"

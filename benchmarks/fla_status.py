@@ -10,8 +10,15 @@ like layers) trained ``--steps`` AdamW steps on a shifted-copy task (predict the
 token; vocabulary 16), first and last loss (ln 16 = 2.77 is chance).
 
 Status: ``evaluable`` (built, ran, causal, state audit passed or measured, smoke loss finite),
-``GPU only`` (its kernels do not run on CPU), ``refused`` (cannot fit the mixer contract) or
-``fails`` (with the first failing step and its reason).
+``GPU only`` (its kernels do not run on CPU), ``GPU only: needs Triton >= 3.7.1 or tilelang on
+Hopper (fla's guard)`` (its backward reaches fla's gated ``chunk_bwd_dqkwg``, which fla refuses
+on Hopper GPUs with 3.4.0 <= Triton < 3.7.1: the adapter refuses it up front, or fla raised it),
+``refused`` (cannot fit the mixer contract) or ``fails`` (with the first failing step and its
+reason).
+
+Outputs: the table as one markdown file (``--out``; also printed on stdout) and one line per
+class on stderr (with ``FLA_STATUS_TRACEBACK=1``, tracebacks too): redirect both to one log, so
+that a run leaves two files.
 
     python benchmarks/fla_status.py --device cpu --out docs/fla_status_cpu.md
     python benchmarks/fla_status.py --device cuda --out $OUT/fla_status_h200.md --workers 8
@@ -41,6 +48,17 @@ def _one_line(exc: BaseException) -> str:
     return line.replace("|", "/")[:160]
 
 
+#: The status of a class that fla's Hopper/Triton guard (fla #640) keeps from training here.
+GUARDED = "GPU only: needs Triton >= 3.7.1 or tilelang on Hopper (fla's guard)"
+
+
+def hopper_guarded(message: str) -> bool:
+    """Whether a refusal or failure is fla's Hopper/Triton guard: the adapter's up-front refusal
+    (``hopper_guard_refusal``) or fla's own RuntimeError."""
+    from madbench.fla_adapter import FLA_GUARD_MESSAGE
+    return "chunk_bwd_dqkwg" in message and ("#640" in message or FLA_GUARD_MESSAGE in message)
+
+
 def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, steps: int) -> dict:
     """Try one fla class; returns a row (dict)."""
     warnings.simplefilter("ignore")
@@ -63,7 +81,7 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
             entry = mixer_entry(mixer)
         except MadbenchError as exc:
             note = str(exc).replace(f"{mixer} is refused: ", "", 1).replace("|", "/")
-            row.update(status="refused", note=note[:160])
+            row.update(status=GUARDED if hopper_guarded(note) else "refused", note=note[:160])
             return row
         step = "build"
         torch.manual_seed(0)
@@ -113,7 +131,9 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
                 " (saturated: a lower bound)" if audit.saturated else "")
     except FlaUnsupported as exc:
         message = str(exc).replace(f"{mixer} ", "", 1).replace("|", "/")
-        if "does not run on CPU" in message:
+        if hopper_guarded(message):
+            row["status"] = GUARDED
+        elif "does not run on CPU" in message:
             row["status"] = "GPU only"
             message = message[message.find("(") + 1:message.rfind(")")]
         elif "cannot be built" in message:
@@ -123,8 +143,8 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
             row["status"] = "refused"
         row["note"] = message[:160]
     except Exception as exc:  # noqa: BLE001 - every failure is a row, not a crash
-        row["status"] = f"fails at {step}"
         row["note"] = _one_line(exc)
+        row["status"] = GUARDED if hopper_guarded(row["note"]) else f"fails at {step}"
         if os.environ.get("FLA_STATUS_TRACEBACK"):
             traceback.print_exc()
     finally:
@@ -150,7 +170,7 @@ def render(rows: list[dict], header: str) -> str:
                      f"{r['measured']} | {r['smoke']} | {r['note']} |")
     counts: dict[str, int] = {}
     for r in rows:
-        key = r["status"].split(":")[0].split(" at ")[0]
+        key = "fails" if r["status"].startswith("fails") else r["status"]
         counts[key] = counts.get(key, 0) + 1
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
     return "\n".join(lines) + "\n"

@@ -154,8 +154,34 @@ class TritonOnly(TupleLayer):
         return super().forward(hidden_states, **kwargs)
 
 
+class GatedDeltaNet(TupleLayer):
+    """Named like fla's GatedDeltaNet, whose backward reaches fla's guarded chunk_bwd_dqkwg."""
+
+
+class GatedDeltaProduct(TupleLayer):
+    """Named like fla's GatedDeltaProduct: its chunked op asserts 16-bit inputs (fla's text),
+    and with its forget gate (the default) its backward reaches the guarded op."""
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 4, use_forget_gate: bool = True,
+                 **kwargs):
+        super().__init__(hidden_size, num_heads)
+        self.use_forget_gate = use_forget_gate
+        self.dtypes: list = []
+
+    def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
+        q = self.proj(hidden_states)
+        self.dtypes.append((hidden_states.dtype, q.dtype))
+        assert q.dtype != torch.float32, ("ChunkGatedDeltaProductFunction does not support "
+                                          "float32. Please use bfloat16.")
+        return causal_mix(hidden_states, self.proj), None, past_key_values
+
+
+class Fp32Refuser(GatedDeltaProduct):
+    """A class the adapter does not list that raises fla's float32 assertion."""
+
+
 STAND_INS = [TupleLayer, DeltaNet, BareLayer, VFirstLayer, RouterLayer, MaskLayer, CrossLayer,
-             KVBuilder, TritonOnly]
+             KVBuilder, TritonOnly, GatedDeltaNet, GatedDeltaProduct, Fp32Refuser]
 
 
 @pytest.fixture
@@ -173,11 +199,13 @@ def fake_fla(monkeypatch):
     for cache in (fla_adapter.fla_entry, fla_adapter.adapter_class):
         cache.cache_clear()
     fla_adapter._CPU_FAILURES.clear()
+    fla_adapter._FP32_REFUSING.clear()
     VFirstLayer.calls.clear()
     yield layers
     for cache in (fla_adapter.fla_entry, fla_adapter.adapter_class):
         cache.cache_clear()
     fla_adapter._CPU_FAILURES.clear()
+    fla_adapter._FP32_REFUSING.clear()
 
 
 def build(name, dim=16, **kwargs):
@@ -338,3 +366,150 @@ def test_status_script_rows(fake_fla, monkeypatch):
     assert kv["status"] == "refused" and "returns (2, 8, 8)" in kv["note"]
     table = status.render(rows, "header")
     assert table.count("\n| `") == 4 and "Totals: GPU only 1, evaluable 1, refused 2" in table
+
+
+# -- fla's Hopper/Triton guard (fla #640) -------------------------------------------------------
+@pytest.fixture
+def hopper(monkeypatch):
+    """The guard's probes set to an H200 with Triton 3.6.0 and no tilelang (today's machine);
+    returns a setter for the Triton version and whether tilelang is usable."""
+    monkeypatch.delenv("FLA_TILELANG", raising=False)
+    monkeypatch.delenv("FLA_DISABLE_BACKEND_DISPATCH", raising=False)
+    monkeypatch.setattr(fla_adapter, "_nvidia_hopper", lambda: True)
+    state = {"triton": "3.6.0", "tilelang": False}
+    monkeypatch.setattr(fla_adapter, "_triton_version", lambda: state["triton"])
+    monkeypatch.setattr(fla_adapter, "_tilelang_installed", lambda: state["tilelang"])
+
+    def set_(triton=None, tilelang=None):
+        if triton is not None:
+            state["triton"] = triton
+        if tilelang is not None:
+            state["tilelang"] = tilelang
+    return set_
+
+
+def test_hopper_guard_mirrors_fla_condition(hopper, monkeypatch):
+    """fla raises when IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1 and its
+    TileLang backend does not take the call (tilelang and nvcc found, FLA_TILELANG not 0,
+    dispatch on)."""
+    reason = fla_adapter.hopper_guard()
+    assert "Triton 3.6.0" in reason and "Triton >= 3.7.1 or tilelang" in reason
+    assert "\n" not in reason
+    for version, guarded in [("3.3.1", False), ("3.4.0", True), ("3.7.0", True),
+                             ("3.7.1rc1", True), ("3.7.1", False), ("3.8.0", False)]:
+        hopper(triton=version)
+        assert (fla_adapter.hopper_guard() is not None) is guarded, version
+    hopper(triton="3.6.0", tilelang=True)
+    assert fla_adapter.hopper_guard() is None
+    assert fla_adapter.hopper_guard(tilelang_helps=False) is not None   # simple_gla in bf16
+    monkeypatch.setenv("FLA_TILELANG", "0")
+    assert fla_adapter.hopper_guard() is not None
+    monkeypatch.delenv("FLA_TILELANG")
+    monkeypatch.setenv("FLA_DISABLE_BACKEND_DISPATCH", "1")
+    assert fla_adapter.hopper_guard() is not None
+    monkeypatch.setattr(fla_adapter, "_nvidia_hopper", lambda: False)
+    assert fla_adapter.hopper_guard() is None
+
+
+@pytest.mark.parametrize("name, capability, hopper", [
+    ("NVIDIA H200", (9, 0), True), ("NVIDIA GH200 480GB", (9, 0), True),
+    ("NVIDIA H100 80GB HBM3", (9, 0), True), ("NVIDIA A100-SXM4-80GB", (8, 0), False),
+    ("NVIDIA B200", (10, 0), False)])
+def test_hopper_probe_is_fla_is_nvidia_hopper(monkeypatch, name, capability, hopper):
+    """'NVIDIA H' in device 0's name or compute capability 9.x, on NVIDIA (not ROCm)."""
+    probe = fla_adapter._nvidia_hopper.__wrapped__
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: capability)
+    assert probe() is hopper
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert probe() is False
+
+
+def test_guarded_class_is_refused_up_front_in_one_line(fake_fla, hopper, tmp_path):
+    """Resolving a class whose backward reaches the guarded op is a usage error (before any
+    training); `madbench eval` exits non-zero with one line that names the fix."""
+    with pytest.raises(UsageError) as info:
+        mixer_entry("fla:GatedDeltaNet")
+    message = str(info.value)
+    assert "\n" not in message and "chunk_gated_delta_rule" in message
+    assert "Triton >= 3.7.1 or tilelang" in message
+    mixer_entry("fla:TupleLayer")                      # unguarded classes resolve as before
+    from click.testing import CliRunner
+    from madbench.cli import main
+    result = CliRunner().invoke(main, ["eval", "--arch", "fla:GatedDeltaNet", "--tasks",
+                                       "memorization", "--preset", "smoke", "--device", "cpu",
+                                       "--no-progress", "--run-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Triton >= 3.7.1" in lines[0], result.output
+    from madbench.store import ResultsStore
+    assert not (tmp_path / "runs").exists() or not ResultsStore(tmp_path / "runs").keys()
+    hopper(triton="3.7.1")
+    fla_adapter.fla_entry.cache_clear()
+    mixer_entry("fla:GatedDeltaNet")
+
+
+def test_conditional_guarded_class_is_refused_when_built(fake_fla, hopper):
+    """GatedDeltaProduct reaches the guarded op through its forget gate only: resolved, then
+    refused when built with the gate (the default), built without it."""
+    mixer_entry("fla:GatedDeltaProduct")
+    with pytest.raises(fla_adapter.FlaUnsupported, match="chunk_gated_delta_product"):
+        build("fla:GatedDeltaProduct")
+    assert build("fla:GatedDeltaProduct", use_forget_gate=False).layer.use_forget_gate is False
+
+
+def test_guarded_classes_resolve_off_hopper(fake_fla):
+    """On this machine (no Hopper GPU) nothing is refused for the guard."""
+    assert fla_adapter.hopper_guard() is None
+    mixer_entry("fla:GatedDeltaNet")
+
+
+# -- fla ops that refuse float32 -----------------------------------------------------------------
+def test_fp32_refusing_layer_runs_in_bf16_on_the_kernel_device(fake_fla, monkeypatch):
+    """GatedDeltaProduct asserts 16-bit inputs: handed float32 on CUDA (CPU stands in here), the
+    adapter casts the input to bf16, runs it under bf16 autocast and returns the input dtype;
+    gradients reach the float32 input and parameters."""
+    monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
+    layer = build("fla:GatedDeltaProduct")
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    y = layer(x)
+    assert layer.layer.dtypes == [(torch.bfloat16, torch.bfloat16)]
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    y.square().mean().backward()
+    assert x.grad.dtype == torch.float32 and layer.layer.proj.weight.grad is not None
+    torch.testing.assert_close(y, causal_mix(x, layer.layer.proj), rtol=2e-2, atol=2e-2)
+
+
+def test_fp32_layer_is_not_cast_off_the_kernel_device_or_in_16_bit(fake_fla):
+    """On CPU nothing is cast (fla's kernels do not run there); a 16-bit input is not cast."""
+    layer = build("fla:TupleLayer")
+    x = torch.randn(2, 5, 16)
+    assert not layer.casts_to_bf16(x) and not layer.casts_to_bf16(x.bfloat16())
+    assert not build("fla:GatedDeltaProduct").casts_to_bf16(x)
+
+
+def test_unlisted_fp32_refusal_is_found_at_the_first_call(fake_fla, monkeypatch):
+    """A class not in FP32_REFUSING that raises fla's float32 assertion runs again in bf16, and
+    in bf16 from then on."""
+    monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
+    assert "Fp32Refuser" not in fla_adapter.FP32_REFUSING
+    layer = build("fla:Fp32Refuser")
+    y = layer(torch.randn(2, 5, 16))
+    assert y.dtype == torch.float32
+    assert [d for d, _ in layer.layer.dtypes] == [torch.float32, torch.bfloat16]
+    layer(torch.randn(2, 5, 16))
+    assert [d for d, _ in layer.layer.dtypes][-1] == torch.bfloat16 and len(layer.layer.dtypes) == 3
+
+
+def test_status_script_classifies_the_guard(fake_fla, hopper, monkeypatch):
+    """benchmarks/fla_status.py: a class refused for the guard (up front, or by fla's own
+    RuntimeError) gets its own status and its own count."""
+    status = _status_script()
+    row = status.measure("GatedDeltaNet", "cpu", 16, 8, 8, 3)
+    assert row["status"] == status.GUARDED and "Triton 3.6.0" in row["note"], row
+    assert status.hopper_guarded("RuntimeError: Triton >= 3.4.0 and < 3.7.1 on Hopper GPUs "
+                                 "produces incorrect results for gated chunk_bwd_dqkwg (see #640).")
+    table = status.render([row], "header")
+    assert "Totals: GPU only: needs Triton >= 3.7.1 or tilelang on Hopper (fla's guard) 1" in table

@@ -47,8 +47,9 @@ def test_deltanet_matches_fla(gated):
         theirs = fla_layers.GatedDeltaNet(hidden_size=DIM, head_dim=16, num_heads=8,
                                           expand_v=1).to(DEV)
         mine = ours("gated-deltanet")
-    else:
-        theirs = fla_layers.DeltaNet(hidden_size=DIM, num_heads=8, expand_k=1, expand_v=1).to(DEV)
+    else:   # fla's chunk_delta_rule asserts 16-bit inputs; its recurrent kernel takes float32
+        theirs = fla_layers.DeltaNet(hidden_size=DIM, num_heads=8, expand_k=1, expand_v=1,
+                                     mode="fused_recurrent").to(DEV)
         mine = ours("deltanet")
     for n in ("q_proj", "k_proj", "v_proj", "b_proj", "o_proj") + (("a_proj", "g_proj") if gated else ()):
         copy_(getattr(mine, n).weight, getattr(theirs, n).weight)
@@ -111,6 +112,12 @@ def test_rwkv7_matches_fla(first):
 
 
 def test_adapter_unpacks_real_gated_deltanet_and_bridges_cpu_tensors():
+    from madbench.errors import UsageError
+    from madbench.fla_adapter import hopper_guard
+    if hopper_guard() is not None:   # fla's Hopper/Triton guard: refused before any training
+        with pytest.raises(UsageError, match="Triton >= 3.7.1 or tilelang"):
+            build_mixer(LayerSpec("fla.layers:GatedDeltaNet"), DIM)
+        pytest.skip(hopper_guard())
     torch.manual_seed(0)
     layer = build_mixer(LayerSpec("fla.layers:GatedDeltaNet"), DIM).to(DEV)
     assert (layer.layer.num_heads, layer.layer.head_k_dim, layer.layer.head_v_dim) == (8, 16, 16)
@@ -130,3 +137,15 @@ def test_adapter_threads_v_first_through_real_rwkv7():
     logits = model(torch.randint(0, 16, (2, 40), device=DEV))
     logits.float().square().mean().backward()
     assert torch.isfinite(logits).all()
+
+
+def test_adapter_runs_float32_refusing_deltanet_in_bf16():
+    """fla's DeltaNet asserts 16-bit inputs in chunk mode (L > 64): handed float32, the adapter
+    runs it in bf16 and returns float32, gradients included."""
+    torch.manual_seed(0)
+    layer = build_mixer(LayerSpec("fla.layers:DeltaNet"), DIM).to(DEV)
+    x = torch.randn(2, 100, DIM, device=DEV, requires_grad=True)
+    y = layer(x)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()

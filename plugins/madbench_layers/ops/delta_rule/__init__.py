@@ -4,17 +4,28 @@ backend)``.
 ``backend="auto"`` runs fla's ``chunk_delta_rule`` / ``chunk_gated_delta_rule`` (Triton) on
 CUDA tensors when flash-linear-attention is installed, else the pure-PyTorch chunked reference
 (``reference.py``), which is also the test oracle; ``"reference"`` and ``"fla"`` force one.
+
+fla refuses two cases, and ``"auto"`` takes the reference on CUDA for them (one warning line):
+
+- the plain delta rule in float32: fla's ``chunk_delta_rule`` asserts bf16/fp16 inputs ("does not
+  support float32"), and the bundled layers run the op in float32 at least;
+- the gated delta rule on a Hopper GPU with 3.4.0 <= Triton < 3.7.1 and no usable tilelang:
+  the backward pass of ``chunk_gated_delta_rule`` reaches fla's gated ``chunk_bwd_dqkwg``,
+  which raises there (fla #640; ``madbench.fla_adapter.hopper_guard`` mirrors the condition
+  without running a kernel). The forward pass alone would run, but the reference is taken for
+  every call, so that training and evaluation compute the same function.
 """
 from __future__ import annotations
 
 import torch
 
-from madbench.fla_adapter import import_fla
+from madbench.fla_adapter import hopper_guard, import_fla
 
 from ..fla_backend import resolve_fla_backend, token_major
 from .reference import delta_rule_chunked, delta_rule_recurrent
 
-__all__ = ["delta_rule", "delta_rule_chunked", "delta_rule_recurrent", "delta_rule_fla"]
+__all__ = ["delta_rule", "delta_rule_chunked", "delta_rule_recurrent", "delta_rule_fla",
+           "fla_refusal"]
 
 
 def delta_rule_fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
@@ -30,6 +41,15 @@ def delta_rule_fla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torc
     return o.transpose(1, 2)
 
 
+def fla_refusal(q: torch.Tensor, gated: bool) -> str | None:
+    """Why fla's chunked kernel would refuse these inputs on this machine, or None."""
+    if not gated and q.dtype == torch.float32:
+        return "fla's chunk_delta_rule does not take float32 inputs (it asserts bf16 or fp16)"
+    if gated:
+        return hopper_guard()
+    return None
+
+
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                log_alpha: torch.Tensor | None = None, scale: float = 1.0,
                chunk_size: int = 16, backend: str = "auto") -> torch.Tensor:
@@ -39,6 +59,7 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     q, k: (batch, heads, seq_len, dk); v: (batch, heads, seq_len, dv); beta, log_alpha:
     (batch, heads, seq_len). Returns (batch, heads, seq_len, dv). ``chunk_size`` is the
     reference's chunk length (fla picks its own)."""
-    if resolve_fla_backend(backend, q) == "fla":
+    op = "the delta rule" if log_alpha is None else "the gated delta rule"
+    if resolve_fla_backend(backend, q, lambda: fla_refusal(q, log_alpha is not None), op) == "fla":
         return delta_rule_fla(q, k, v, beta, log_alpha, scale)
     return delta_rule_chunked(q, k, v, beta, log_alpha, scale, chunk_size)
