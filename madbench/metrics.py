@@ -7,9 +7,10 @@ from .tasks import IGNORE
 
 
 def scored_counts(logits: torch.Tensor, targets: torch.Tensor, num_classes: int):
-    """Per-batch sufficient statistics, all on the device (no host synchronisation):
-    summed loss, scored count, correct count, per-class true positives, target and prediction
-    counts."""
+    """Per-batch sufficient statistics: summed loss, scored count, correct count, per-class
+    true positives, target and prediction counts. No shape depends on the data (counts by
+    ``scatter_add_``, not boolean indexing or ``bincount``), so nothing waits for the device
+    and the computation can be captured in a CUDA graph."""
     mask = targets != IGNORE
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
     flat_targets = targets.reshape(-1)
@@ -19,10 +20,14 @@ def scored_counts(logits: torch.Tensor, targets: torch.Tensor, num_classes: int)
     m = mask.reshape(-1)
     t = torch.where(m, flat_targets, torch.zeros_like(flat_targets))
     correct = (pred == t) & m
-    tp = torch.bincount(t[correct], minlength=num_classes)[:num_classes]
-    support = torch.bincount(t[m], minlength=num_classes)[:num_classes]
-    predicted = torch.bincount(pred[m], minlength=num_classes)[:num_classes]
-    return loss_sum, m.sum(), correct.sum(), tp, support, predicted
+    size = max(num_classes, flat_logits.shape[-1])
+
+    def per_class(index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros(size, dtype=torch.long, device=index.device)
+        return counts.scatter_add_(0, index, weight.long())[:num_classes]
+
+    return (loss_sum, m.sum(), correct.sum(), per_class(t, correct), per_class(t, m),
+            per_class(pred, m))
 
 
 def summarize(loss_sum, count, correct, tp, support, predicted) -> dict[str, float]:

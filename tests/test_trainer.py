@@ -80,3 +80,32 @@ def test_reference_recurrence_parameters_are_exempt_from_weight_decay():
         decayed = {id(p) for p in decay["params"]}
         names = {n.split(".")[-1] for n, p in layer.named_parameters() if id(p) not in decayed}
         assert exempt <= names
+
+
+def test_per_class_counts_against_a_loop_with_more_logits_than_classes():
+    """Counts per class (true positives, targets, predictions over scored positions) against
+    a Python loop; the logits may be wider than the classes (predictions beyond are not
+    counted), as a vocabulary wider than the task's classes gives."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 9, 7)
+    targets = torch.randint(0, 5, (4, 9))
+    targets[1, 3:] = -100
+    _, count, correct, tp, support, predicted = scored_counts(logits, targets, 5)
+    pairs = [(int(p), int(t)) for p, t in zip(logits.argmax(-1).flatten(), targets.flatten())
+             if t != -100]
+    assert int(count) == len(pairs) and int(correct) == sum(p == t for p, t in pairs)
+    assert tp.tolist() == [sum(p == t == c for p, t in pairs) for c in range(5)]
+    assert support.tolist() == [sum(t == c for _, t in pairs) for c in range(5)]
+    assert predicted.tolist() == [sum(p == c for p, _ in pairs) for c in range(5)]
+
+
+def test_metrics_have_no_data_dependent_shapes():
+    """scored_counts runs on fake tensors (shapes only, no values): nothing in it needs the
+    data to know a shape, so on CUDA it never waits for the device and can be captured in a
+    graph. Boolean indexing or bincount would raise here."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        logits = torch.randn(2, 6, 8)
+        targets = torch.randint(0, 8, (2, 6))
+        stats = scored_counts(logits, targets, 8)
+    assert [tuple(s.shape) for s in stats[3:]] == [(8,), (8,), (8,)]
