@@ -9,6 +9,11 @@ plain trainer (``madbench.trainer.train``) computes, in the same order: the same
 batch order and epochs (``madbench.loop``). Without CUDA (or with ``capture=False``) the
 configurations run through the plain engine (``trainer.Eager``), one after the other within
 each step.
+
+Under a protocol that evaluates at every epoch (``eval_every_epoch``, ``early_stop_accuracy``)
+each configuration's evaluation is captured too, at its first use, on the configuration's
+stream: the C evaluations then run concurrently and the host reads their counts once. An
+evaluation that cannot be captured runs eagerly (the same numbers).
 """
 from __future__ import annotations
 
@@ -17,10 +22,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .cuda_graphs import capture_enabled, capture_step
-from .loop import RunResult, epoch_plan, train_protocol
+from .cuda_graphs import CaptureError, capture_enabled, capture_step
+from .loop import RunResult, epoch_plan, evaluates_every_epoch, train_protocol
+from .metrics import summarize
 from .protocol import Protocol
-from .trainer import Eager, Step
+from .trainer import Eager, Step, evaluation_counts
 
 
 class Graphed(Eager):
@@ -28,11 +34,14 @@ class Graphed(Eager):
     CUDA graph on the configuration's own stream; a replay reads the batch indices and the
     learning rate from static device buffers."""
 
-    def __init__(self, steps: list[Step], batch_sizes: Sequence[int], *args):
+    def __init__(self, steps: list[Step], batch_sizes: Sequence[int], *args,
+                 capture_evaluation: bool = False):
         super().__init__(steps, *args)
         device = steps[0].inputs.device
         self.main = torch.cuda.current_stream(device)
         self.captured = [self._capture(step, batch_sizes) for step in steps]
+        self.capture_evaluation = capture_evaluation
+        self.evaluations: dict[int, tuple | None] = {}   #: run -> (graph, counts) or None
 
     @staticmethod
     def _capture(step: Step, batch_sizes: Sequence[int]) -> tuple:
@@ -73,6 +82,36 @@ class Graphed(Eager):
             self.main.wait_stream(self.captured[i][0])
         return super().end_epoch(live, steps)
 
+    def _evaluation(self, i: int) -> tuple | None:
+        """Run ``i``'s evaluation captured on its stream: (graph, the counts it writes), or
+        None when it cannot be captured."""
+        if i not in self.evaluations:
+            model, stream = self.steps[i].model, self.captured[i][0]
+            args = (*self.test_data, self.num_classes, self.batch_size, self.precision)
+            counts = [t.clone() for t in evaluation_counts(model, *args)]
+
+            def evaluate():
+                for static, value in zip(counts, evaluation_counts(model, *args)):
+                    static.copy_(value)
+            try:
+                self.evaluations[i] = (capture_step(evaluate, [], stream), counts)
+            except CaptureError:
+                self.evaluations[i] = None
+        return self.evaluations[i]
+
+    def evaluate(self, runs: list[int]) -> list[dict]:
+        if not self.capture_evaluation:
+            return super().evaluate(runs)
+        captured = {i: self._evaluation(i) for i in runs}
+        for i, evaluation in captured.items():
+            if evaluation is not None:
+                with torch.cuda.stream(self.captured[i][0]):
+                    evaluation[0].replay()
+        for i in runs:
+            self.main.wait_stream(self.captured[i][0])
+        return [summarize(*captured[i][1]) if captured[i] is not None
+                else super().evaluate([i])[0] for i in runs]
+
 
 def train_graphed(make_model: Callable[[], nn.Module],
                   train_data: tuple[torch.Tensor, torch.Tensor],
@@ -101,7 +140,8 @@ def train_graphed(make_model: Callable[[], nn.Module],
     rest = (test_data, num_classes, bs, precision)
     if capture:
         sizes = sorted({min(bs, n - b * bs) for b in range(steps_per_epoch)}, reverse=True)
-        engine = Graphed(steps, sizes, *rest)
+        engine = Graphed(steps, sizes, *rest,
+                         capture_evaluation=evaluates_every_epoch(protocol))
     else:
         engine = Eager(steps, *rest)
     return train_protocol(engine, n, protocol, seed, device, on_epoch)

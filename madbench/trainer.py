@@ -83,9 +83,10 @@ def lr_at(step: int, total_steps: int, lr: float, protocol: Protocol) -> float:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int,
-             batch_size: int, precision: str = "fp32") -> dict[str, float]:
-    """Token accuracy, macro accuracy and loss over the scored positions of a dataset."""
+def evaluation_counts(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                      num_classes: int, batch_size: int, precision: str = "fp32") -> tuple:
+    """The summed :func:`~madbench.metrics.scored_counts` of a dataset, on the device (no host
+    synchronisation: the graphed engine captures this)."""
     was_training = model.training
     model.eval()
     totals = None
@@ -95,7 +96,15 @@ def evaluate_model(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                                   targets[start:start + batch_size], num_classes)
             totals = stats if totals is None else tuple(a + b for a, b in zip(totals, stats))
     model.train(was_training)
-    return summarize(*totals)
+    return totals
+
+
+def evaluate_model(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                   num_classes: int, batch_size: int, precision: str = "fp32"
+                   ) -> dict[str, float]:
+    """Token accuracy, macro accuracy and loss over the scored positions of a dataset."""
+    return summarize(*evaluation_counts(model, inputs, targets, num_classes, batch_size,
+                                        precision))
 
 
 class Step:

@@ -52,3 +52,34 @@ def test_captured_steps_train_like_eager_steps_on_cuda():
     for e, g in zip(eager, graphed):
         assert g.train_loss == pytest.approx(e.train_loss, rel=1e-4)
         assert g.loss == pytest.approx(e.loss, rel=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("proto", [MADLAB, dataclasses.replace(PROTO, early_stop_accuracy=0.5)],
+                         ids=["eval-every-epoch", "early-stop"])
+def test_captured_evaluations_report_what_eager_evaluations_report_on_cuda(proto):
+    """Under a protocol that evaluates every epoch the graphed engine captures each
+    configuration's evaluation too: the same best epoch, accuracy and loss as without graphs
+    (up to kernel nondeterminism), and the evaluations are really captured."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from madbench import graphed
+    x, y = (t.cuda() for t in identity_data())
+    tx, ty = (t.cuda() for t in identity_data(seed=1))
+    engines = []
+    original = graphed.Graphed.evaluate
+
+    def spy(self, runs):
+        engines.append(self)
+        return original(self, runs)
+    graphed.Graphed.evaluate = spy
+    try:
+        eager = train_graphed(Lookup, (x, y), (tx, ty), 8, CONFIGS, proto, 0, capture=False)
+        captured = train_graphed(Lookup, (x, y), (tx, ty), 8, CONFIGS, proto, 0, capture=True)
+    finally:
+        graphed.Graphed.evaluate = original
+    assert engines and all(e is not None for e in engines[-1].evaluations.values())
+    for e, g in zip(eager, captured):
+        assert (g.epochs, g.steps) == (e.epochs, e.steps)
+        assert g.accuracy == pytest.approx(e.accuracy, abs=1e-6)
+        assert g.loss == pytest.approx(e.loss, rel=1e-4)
