@@ -55,7 +55,7 @@ GUARDED = "GPU only: needs Triton >= 3.7.1 or tilelang on Hopper (fla's guard)"
 def hopper_guarded(message: str) -> bool:
     """Whether a refusal or failure is fla's Hopper/Triton guard: the adapter's up-front refusal
     (``hopper_guard_refusal``) or fla's own RuntimeError."""
-    from madbench.fla_adapter import FLA_GUARD_MESSAGE
+    from madbench.fla_guard import FLA_GUARD_MESSAGE
     return "chunk_bwd_dqkwg" in message and ("#640" in message or FLA_GUARD_MESSAGE in message)
 
 

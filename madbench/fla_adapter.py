@@ -23,7 +23,7 @@ a few deviate further. ``FlaMixer`` adapts one class:
   CPU tensors on a machine with a GPU (the checks run on CPU) runs on the GPU and returns CPU
   tensors, gradients included. On a Hopper GPU with 3.4.0 <= Triton < 3.7.1 and no usable
   tilelang, the classes whose training backward reaches fla's gated ``chunk_bwd_dqkwg``
-  (``HOPPER_GUARDED``: GatedDeltaNet, GatedDeltaProduct, Comba, MomAttention,
+  (``madbench.fla_guard.HOPPER_GUARDED``: GatedDeltaNet, GatedDeltaProduct, Comba, MomAttention,
   PrecondGatedDeltaNet, and the simple_gla ones) are refused when resolved or built, before
   any training: fla's own guard would raise at the first backward pass (fla #640; the fix is
   Triton >= 3.7.1 or tilelang). The condition mirrors fla's and is probed without a kernel.
@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import MadbenchError, UsageError
+from .fla_guard import hopper_guard_refusal
 from .plugins import Entry
 
 #: Names adapted here: ``fla:NAME`` (a class exported by ``fla.layers``) or ``fla.<module>:NAME``.
@@ -228,152 +229,6 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
     chosen = F.one_hot(probs.topk(min(top_k, experts), dim=-1).indices, experts).sum(1)
     fraction = chosen.float().mean(0) / max(1, min(top_k, experts))
     return experts * (fraction * probs.mean(0)).sum()
-
-
-# -- fla's Hopper/Triton guard ------------------------------------------------------------------
-#: fla 0.6.0's ``fla.ops.common.chunk_o.chunk_bwd_dqkwg`` (a ``@dispatch('common')`` op, used in
-#: the backward pass) raises, in its Triton fallback, ``RuntimeError: Triton >= 3.4.0 and < 3.7.1
-#: on Hopper GPUs produces incorrect results for gated chunk_bwd_dqkwg (see #640)`` when called
-#: with a gate (``g is not None``) and ``IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not
-#: TRITON_ABOVE_3_7_1``. Its TileLang backend (``fla.ops.common.backends.tilelang``, enabled by
-#: default under that same condition) takes the call first when tilelang is importable, an nvcc
-#: is found, ``FLA_TILELANG`` is not ``0`` and backend dispatch is on, and when its verifier
-#: accepts (no ``g_gamma``, ``h.dtype == q.dtype``: simple_gla keeps its state in fp32, so a
-#: 16-bit simple_gla call is refused by TileLang and reaches the guard anyway).
-GUARD_TRITON_RANGE = ("3.4.0", "3.7.1")
-GUARD_FIX = "Triton >= 3.7.1 or tilelang (pip install tilelang)"
-FLA_GUARD_MESSAGE = "produces incorrect results for gated chunk_bwd_dqkwg"   #: fla's own text
-
-#: fla.layers classes whose training backward calls ``chunk_bwd_dqkwg`` with a gate (fla
-#: 0.6.0's module structure: the callers are gated_delta_rule, comba, precond_gated_delta_rule
-#: and simple_gla's chunk backward, and gated_delta_product's gated backward; delta_rule passes
-#: g=None): class -> (the fla op it trains through, whether TileLang takes the call, whether a
-#: configuration of the layer reaches it (None: every configuration)).
-HOPPER_GUARDED: dict[str, tuple[str, bool, Callable[[nn.Module], bool] | None]] = {
-    "GatedDeltaNet": ("chunk_gated_delta_rule", True, None),
-    "MomAttention": ("chunk_gated_delta_rule", True, None),
-    "GatedDeltaProduct": ("chunk_gated_delta_product with its forget gate", True,
-                          lambda m: bool(getattr(m, "use_forget_gate", True))),
-    "Comba": ("chunk_comba", True, None),
-    "PrecondGatedDeltaNet": ("chunk_precond_gated_delta_rule", True, None),
-    "SimpleGatedLinearAttention": ("chunk_simple_gla with a gate", False, None),
-    "YOCOGatedRetention": ("chunk_simple_gla with a gate", False, None),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _nvidia_hopper() -> bool:
-    """fla's ``IS_NVIDIA_HOPPER`` (``fla.utils.hardware``), probed without fla or a kernel: an
-    NVIDIA (not ROCm) CUDA machine whose device 0 is named ``NVIDIA H...`` or whose current
-    device has compute capability 9.x."""
-    try:
-        if not torch.cuda.is_available() or torch.version.hip is not None:
-            return False
-        return ("NVIDIA H" in torch.cuda.get_device_name(0)
-                or torch.cuda.get_device_capability()[0] == 9)
-    except Exception:  # noqa: BLE001 - no usable driver: not a Hopper machine
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def _triton_version() -> str | None:
-    """``triton.__version__`` (what fla compares), None without triton."""
-    try:
-        import triton
-    except Exception:  # noqa: BLE001
-        return None
-    return getattr(triton, "__version__", None)
-
-
-def _version_key(version: str):
-    try:
-        from packaging.version import Version   # what fla uses
-        return Version(version)
-    except Exception:  # noqa: BLE001 - no packaging, or a version packaging cannot parse
-        import re
-        match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
-        return tuple(int(p or 0) for p in match.groups()) if match else (0,)
-
-
-def triton_in_guard_range(version: str | None) -> bool:
-    """3.4.0 <= version < 3.7.1, as fla's ``TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1``."""
-    if not version:
-        return False
-    low, high = GUARD_TRITON_RANGE
-    key = _version_key(version)
-    return _version_key(low) <= key < _version_key(high)
-
-
-@functools.lru_cache(maxsize=None)
-def _tilelang_installed() -> bool:
-    """fla's ``TileLangBackend.is_available()``: tilelang is found and an nvcc it can use is
-    (``fla.utils.env.has_usable_nvcc``: CUDA_HOME or CUDA_PATH, PATH, the nvidia-cuda-nvcc
-    wheel, /usr/local/cuda)."""
-    import importlib.metadata
-    import os
-    import shutil
-    from pathlib import Path
-    try:
-        if importlib.util.find_spec("tilelang") is None:
-            return False
-    except (ImportError, ValueError):
-        return False
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home is not None and (Path(home) / "bin" / "nvcc").exists():
-        return True
-    if shutil.which("nvcc") is not None:
-        return True
-    try:
-        files = importlib.metadata.files("nvidia-cuda-nvcc") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    if any(f.name in ("nvcc", "nvcc.exe") for f in files):
-        return True
-    return (Path("/usr/local/cuda") / "bin" / "nvcc").exists()
-
-
-def _tilelang_backend_usable() -> bool:
-    """Whether fla would hand ``chunk_bwd_dqkwg`` to its TileLang backend: dispatch on
-    (``FLA_DISABLE_BACKEND_DISPATCH`` not 1), ``FLA_TILELANG`` not 0 (on by default under the
-    guard's condition) and tilelang usable."""
-    import os
-    if os.environ.get("FLA_DISABLE_BACKEND_DISPATCH") == "1":
-        return False
-    if os.environ.get("FLA_TILELANG", "1") == "0":
-        return False
-    return _tilelang_installed()
-
-
-def hopper_guard(tilelang_helps: bool = True) -> str | None:
-    """Why fla's gated ``chunk_bwd_dqkwg`` would raise on this machine (one line), or None:
-    fla's own condition (a Hopper GPU, 3.4.0 <= Triton < 3.7.1) without a usable TileLang
-    backend (``tilelang_helps=False``: a call TileLang's verifier refuses). Computed from the
-    device, Triton's version and the environment; no kernel runs and fla is not imported."""
-    if not _nvidia_hopper():
-        return None
-    version = _triton_version()
-    if not triton_in_guard_range(version):
-        return None
-    if tilelang_helps and _tilelang_backend_usable():
-        return None
-    return (f"fla's gated chunk_bwd_dqkwg refuses Triton {version} on Hopper GPUs (incorrect "
-            f"results, fla #640); fix: {GUARD_FIX}")
-
-
-def hopper_guard_refusal(cls: type, layer: nn.Module | None = None) -> str | None:
-    """The one-line refusal of fla class ``cls`` (built as ``layer``, when known) on this
-    machine, or None. Without ``layer``, only classes that reach the guard in every
-    configuration are refused."""
-    if cls.__name__ not in HOPPER_GUARDED:
-        return None
-    op, tilelang_helps, reaches = HOPPER_GUARDED[cls.__name__]
-    if reaches is not None and (layer is None or not reaches(layer)):
-        return None
-    reason = hopper_guard(tilelang_helps)
-    if reason is None:
-        return None
-    return (f"fla.layers:{cls.__name__} is refused: its training backward goes through "
-            f"fla's {op}, and {reason}")
 
 
 # -- fla ops that refuse float32 -----------------------------------------------------------------
@@ -627,5 +482,4 @@ def class_names() -> list[str]:
 
 __all__ = ["FlaMixer", "FlaUnsupported", "adapter_class", "fla_entry", "is_fla_name", "import_fla",
            "calling_convention", "constructor_kwargs", "mad_defaults", "load_balancing_loss",
-           "STATE_FORMULAS", "REFUSED", "class_names", "hopper_guard", "hopper_guard_refusal",
-           "HOPPER_GUARDED", "FP32_REFUSING"]
+           "STATE_FORMULAS", "REFUSED", "class_names", "FP32_REFUSING"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from madbench import fla_adapter
+from madbench import fla_adapter, fla_guard
 from madbench.architecture import LayerSpec, build_mixer, mixer_entry, resolve_architecture
 from madbench.checks import audit_state, check_causality
 from madbench.errors import MadbenchError, UsageError
@@ -375,10 +375,10 @@ def hopper(monkeypatch):
     returns a setter for the Triton version and whether tilelang is usable."""
     monkeypatch.delenv("FLA_TILELANG", raising=False)
     monkeypatch.delenv("FLA_DISABLE_BACKEND_DISPATCH", raising=False)
-    monkeypatch.setattr(fla_adapter, "_nvidia_hopper", lambda: True)
+    monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: True)
     state = {"triton": "3.6.0", "tilelang": False}
-    monkeypatch.setattr(fla_adapter, "_triton_version", lambda: state["triton"])
-    monkeypatch.setattr(fla_adapter, "_tilelang_installed", lambda: state["tilelang"])
+    monkeypatch.setattr(fla_guard, "_triton_version", lambda: state["triton"])
+    monkeypatch.setattr(fla_guard, "_tilelang_installed", lambda: state["tilelang"])
 
     def set_(triton=None, tilelang=None):
         if triton is not None:
@@ -392,23 +392,23 @@ def test_hopper_guard_mirrors_fla_condition(hopper, monkeypatch):
     """fla raises when IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1 and its
     TileLang backend does not take the call (tilelang and nvcc found, FLA_TILELANG not 0,
     dispatch on)."""
-    reason = fla_adapter.hopper_guard()
+    reason = fla_guard.hopper_guard()
     assert "Triton 3.6.0" in reason and "Triton >= 3.7.1 or tilelang" in reason
     assert "\n" not in reason
     for version, guarded in [("3.3.1", False), ("3.4.0", True), ("3.7.0", True),
                              ("3.7.1rc1", True), ("3.7.1", False), ("3.8.0", False)]:
         hopper(triton=version)
-        assert (fla_adapter.hopper_guard() is not None) is guarded, version
+        assert (fla_guard.hopper_guard() is not None) is guarded, version
     hopper(triton="3.6.0", tilelang=True)
-    assert fla_adapter.hopper_guard() is None
-    assert fla_adapter.hopper_guard(tilelang_helps=False) is not None   # simple_gla in bf16
+    assert fla_guard.hopper_guard() is None
+    assert fla_guard.hopper_guard(tilelang_helps=False) is not None   # simple_gla in bf16
     monkeypatch.setenv("FLA_TILELANG", "0")
-    assert fla_adapter.hopper_guard() is not None
+    assert fla_guard.hopper_guard() is not None
     monkeypatch.delenv("FLA_TILELANG")
     monkeypatch.setenv("FLA_DISABLE_BACKEND_DISPATCH", "1")
-    assert fla_adapter.hopper_guard() is not None
-    monkeypatch.setattr(fla_adapter, "_nvidia_hopper", lambda: False)
-    assert fla_adapter.hopper_guard() is None
+    assert fla_guard.hopper_guard() is not None
+    monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: False)
+    assert fla_guard.hopper_guard() is None
 
 
 @pytest.mark.parametrize("name, capability, hopper", [
@@ -417,7 +417,7 @@ def test_hopper_guard_mirrors_fla_condition(hopper, monkeypatch):
     ("NVIDIA B200", (10, 0), False)])
 def test_hopper_probe_is_fla_is_nvidia_hopper(monkeypatch, name, capability, hopper):
     """'NVIDIA H' in device 0's name or compute capability 9.x, on NVIDIA (not ROCm)."""
-    probe = fla_adapter._nvidia_hopper.__wrapped__
+    probe = fla_guard._nvidia_hopper.__wrapped__
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: name)
@@ -462,7 +462,7 @@ def test_conditional_guarded_class_is_refused_when_built(fake_fla, hopper):
 
 def test_guarded_classes_resolve_off_hopper(fake_fla):
     """On this machine (no Hopper GPU) nothing is refused for the guard."""
-    assert fla_adapter.hopper_guard() is None
+    assert fla_guard.hopper_guard() is None
     mixer_entry("fla:GatedDeltaNet")
 
 

@@ -113,7 +113,7 @@ def test_rwkv7_matches_fla(first):
 
 def test_adapter_unpacks_real_gated_deltanet_and_bridges_cpu_tensors():
     from madbench.errors import UsageError
-    from madbench.fla_adapter import hopper_guard
+    from madbench.fla_guard import hopper_guard
     if hopper_guard() is not None:   # fla's Hopper/Triton guard: refused before any training
         with pytest.raises(UsageError, match="Triton >= 3.7.1 or tilelang"):
             build_mixer(LayerSpec("fla.layers:GatedDeltaNet"), DIM)

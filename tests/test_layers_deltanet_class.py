@@ -13,7 +13,7 @@ from madbench.plugins import get_registry
 from madbench_layers.deltanet import DeltaNet, GatedDeltaNet
 from madbench_layers.mamba2 import Mamba2
 from madbench.errors import UsageError
-from madbench.fla_adapter import hopper_guard
+from madbench.fla_guard import hopper_guard
 from madbench_layers.ops.delta_rule import (delta_rule, delta_rule_chunked, delta_rule_fla,
                                             delta_rule_recurrent)
 from madbench_layers.ops.rwkv7 import rwkv7, rwkv7_chunked, rwkv7_recurrent
@@ -288,7 +288,7 @@ def test_fla_refuses_what_the_fallback_avoids():
 def fla_on_cuda(monkeypatch):
     """fla importable and tensors on a kernel device (CPU tensors stand in), fla's kernel
     replaced by a recorder; the guard's probes on an H200 with Triton 3.6.0, no tilelang."""
-    from madbench import fla_adapter
+    from madbench import fla_guard
     from madbench_layers.ops import delta_rule as op
     from madbench_layers.ops import fla_backend
     monkeypatch.delenv("MADBENCH_KERNELS", raising=False)
@@ -303,10 +303,10 @@ def fla_on_cuda(monkeypatch):
         calls.append(q.dtype)
         return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype)
     monkeypatch.setattr(op, "delta_rule_fla", fake_fla)
-    monkeypatch.setattr(fla_adapter, "_nvidia_hopper", lambda: True)
+    monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: True)
     state = {"triton": "3.6.0", "tilelang": False}
-    monkeypatch.setattr(fla_adapter, "_triton_version", lambda: state["triton"])
-    monkeypatch.setattr(fla_adapter, "_tilelang_installed", lambda: state["tilelang"])
+    monkeypatch.setattr(fla_guard, "_triton_version", lambda: state["triton"])
+    monkeypatch.setattr(fla_guard, "_tilelang_installed", lambda: state["tilelang"])
     return calls, state
 
 

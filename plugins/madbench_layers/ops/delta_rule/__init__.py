@@ -11,7 +11,7 @@ fla refuses two cases, and ``"auto"`` takes the reference on CUDA for them (one 
   support float32"), and the bundled layers run the op in float32 at least;
 - the gated delta rule on a Hopper GPU with 3.4.0 <= Triton < 3.7.1 and no usable tilelang:
   the backward pass of ``chunk_gated_delta_rule`` reaches fla's gated ``chunk_bwd_dqkwg``,
-  which raises there (fla #640; ``madbench.fla_adapter.hopper_guard`` mirrors the condition
+  which raises there (fla #640; ``madbench.fla_guard.hopper_guard`` mirrors the condition
   without running a kernel). The forward pass alone would run, but the reference is taken for
   every call, so that training and evaluation compute the same function.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from madbench.fla_adapter import hopper_guard, import_fla
+from madbench.fla_adapter import import_fla
+from madbench.fla_guard import hopper_guard
 
 from ..fla_backend import resolve_fla_backend, token_major
 from .reference import delta_rule_chunked, delta_rule_recurrent
