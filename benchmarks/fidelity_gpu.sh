@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The fidelity panel in one time-limited GPU call (docs/fidelity.md). Each argument
+# "PAIRS;ARMS;PANEL;JOBS[;SEEDS]" is one `fidelity.py run`, all started at once (arms share the
+# GPU); every run stops cleanly at DEADLINE seconds (default 470) and the same call with the
+# same runs/fidelity resumes (carry runs/fidelity, or call again while the machine is warm).
+# GPU_TESTS=1 runs `pytest -m gpu` beside them first. Leaves at most 4 files in $OUT: the logs,
+# the table and the run directory as a tarball. Needs the reference tree in .ref/madlab.
+#   bash benchmarks/fidelity_gpu.sh "mamba;;selective-copying;1" "hyena,mh-hyena;;all;4"
+set -u
+OUT=${OUT:-/tmp/fidelity_gpu_out}; mkdir -p "$OUT" runs/fidelity
+export PYTHONUNBUFFERED=1 TRITON_ALLOW_NON_CONSTEXPR_GLOBALS=1
+[ -d .ref/madlab/mad ] || { echo "error: no reference tree in .ref/madlab (docs/fidelity.md)" >&2; exit 2; }
+python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
+{ nvidia-smi -L; python3 -c "from madbench.code_identity import run_version; print('run version', run_version())"; } > "$OUT/fidelity.log" 2>&1
+D=${DEADLINE:-470}
+for spec in "$@"; do
+  IFS=';' read -r pairs arms panel jobs seeds <<< "$spec"
+  python3 benchmarks/fidelity.py run --pairs "$pairs" --arms "$arms" --panel "$panel" \
+    --jobs "${jobs:-2}" --seeds "${seeds:-0}" --deadline-s "$D" >> "$OUT/fidelity.log" 2>&1 &
+done
+if [ "${GPU_TESTS:-0}" = 1 ]; then
+  timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider -rs > "$OUT/pytest_gpu.log" 2>&1
+fi
+wait
+python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
+tar -czf "$OUT/fidelity_runs.tgz" runs/fidelity
+grep '^\[' "$OUT/fidelity.log"; tail -n 3 "$OUT/pytest_gpu.log" 2>/dev/null
