@@ -28,8 +28,8 @@ class Engine:
     runs: int = 1
     #: True when the engine cannot leave a finished run out of a step (the batched engine
     #: trains every configuration in the same kernels and freezes the finished ones): the loop
-    #: then keeps every run in ``live``, and records each the epochs it was carried, until all
-    #: have finished.
+    #: then keeps every run in ``live`` until all have finished, and records each run as it
+    #: was when it finished (as the other engines do).
     carries_finished: bool = False
 
     def start_epoch(self, live: list[int]) -> None:
@@ -98,6 +98,8 @@ def train_epochs(engine: Engine, batches: Callable[[int], Iterable], epochs: int
             count += 1
         for i, (loss, diverged) in zip(live, engine.end_epoch(live, count)):
             run = runs[i]
+            if not run.alive:       # carried after it finished: its record stays as it was
+                continue
             run.epoch_loss, run.epochs, run.steps = loss, epoch + 1, step
             if diverged:
                 run.alive, run.diverged = False, True

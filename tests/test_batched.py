@@ -31,6 +31,20 @@ def test_one_diverging_configuration_leaves_the_others_untouched():
     assert bat[0].loss == pytest.approx(seq[0].loss, rel=1e-5)
 
 
+def test_a_diverged_configuration_is_recorded_as_the_plain_trainer_records_it():
+    """The batched engine keeps training a diverged configuration's frozen copy with the
+    others; its record is still the one it had when it diverged: the epoch, step and
+    training loss the plain trainer reports."""
+    configs = [(1e-3, 0.0), (1.0, 0.0)]
+    bat = train_batched(SometimesNaN, identity_data(), identity_data(seed=1), 8, configs,
+                        PROTO, 0)
+    seq = sequential(SometimesNaN, configs, PROTO)
+    assert seq[1].diverged and seq[1].epochs < PROTO.epochs      # it diverges early
+    assert (bat[1].epochs, bat[1].steps, bat[1].diverged) == \
+        (seq[1].epochs, seq[1].steps, seq[1].diverged)
+    assert str(bat[1].train_loss) == str(seq[1].train_loss)       # nan (or the same number)
+
+
 @pytest.mark.parametrize("window", [None, 4])
 def test_vmapped_attention_equals_each_model(window):
     """Under vmap the attention layer writes softmax attention out (the fused kernels have no
