@@ -7,8 +7,8 @@ two `mad-lab` variants must agree (the captured evaluation reports what the eage
     python3 benchmarks/bench_presets.py --arch hyena-swiglu --task memorization \
         --settings baseline,vocab_size=8192
 
-Each variant trains into a fresh run directory, one after the other (nothing else should use
-the GPU). Prints a markdown table; writes it to $OUT/bench_presets.md when set.
+Each variant trains into a fresh run directory, one after the other, on one GPU (nothing else
+should use it). Prints a markdown table; writes it to $OUT/bench_presets.md when set.
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def main(argv=None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if not variants or any(v not in known for v in variants):
         sys.exit(f"error: --variants takes a comma-separated subset of {', '.join(known)}")
+    if torch.cuda.device_count() > 1:      # workers in other processes would not see the patch
+        sys.exit("error: run on one GPU (CUDA_VISIBLE_DEVICES=0): with several, the sweep runs "
+                 "in worker processes and the eager-evaluation variant would not apply")
     from madbench import evaluate
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows, seconds = [], {}

@@ -197,9 +197,11 @@ def lockstep(args) -> int:
     from other weights differ at the 1e-2 level."""
     import tempfile
     names = [n for n in args.pairs.split(",") if n]
+    unknown = [n for n in names if not any(n in (p[0], p[1]) for p in PAIRS)]
+    if not names or unknown:
+        sys.exit(f"error: unknown pair {', '.join(unknown) or repr(args.pairs)} (pairs: "
+                 f"{', '.join(p[0] for p in PAIRS)})")
     pairs = [p for p in PAIRS if p[0] in names or p[1] in names]
-    if not pairs or len(pairs) < len(names):
-        sys.exit(f"error: unknown pair in {args.pairs!r} (pairs: {', '.join(p[0] for p in PAIRS)})")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
                                          env.get("PYTHONPATH", "")])
@@ -287,16 +289,16 @@ def run(args) -> int:
 
 
 # -- the table -------------------------------------------------------------------------------
-def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
-    """The best configuration per panel setting and seed; over several seeds its accuracy is
-    the mean of the seeds' bests (``seeds`` lists them; lr and weight decay are the first
-    seed's). A run directory can hold records of several madbench versions (the run key
-    changes with the training code); per setting, only the newest version's records count,
-    and each best record keeps its ``madbench_version``."""
+def best_per_setting(run_dir: Path) -> tuple[dict[tuple[str, str], dict[int, dict]], list[str]]:
+    """Per panel setting, the best configuration of each seed whose sweep is complete (every
+    (lr, weight decay) of its protocol stored), and a note for each incomplete one (a run cut
+    by a deadline), which is left out. A run directory can hold records of several madbench
+    versions (the run key changes with the training code); per setting, only the newest
+    version's records count, and each best record keeps its ``madbench_version``."""
     from madbench.scoring import best_of_sweep
     from madbench.store import ResultsStore
     if not (run_dir / "records").is_dir():
-        return {}
+        return {}, []
     newest: dict[tuple[str, str], tuple[str, str]] = {}
     records = ResultsStore(run_dir, create=False).records()
     for r in records:
@@ -304,18 +306,27 @@ def best_per_setting(run_dir: Path) -> dict[tuple[str, str], dict]:
         newest[key] = max(newest.get(key, stamp), stamp)
     current = [r for r in records
                if r["madbench_version"] == newest[(r["task"], r["setting"])][1]]
-    per_seed: dict[tuple[str, str], list[dict]] = {}
-    for (t, s, _seed), r in sorted(best_of_sweep(current).items()):
-        per_seed.setdefault((t, s), []).append(r)
-    return {key: {**runs[0], "accuracy": sum(r["accuracy"] for r in runs) / len(runs),
-                  "seeds": [r["accuracy"] for r in runs]} for key, runs in per_seed.items()}
+    counts: dict[tuple[str, str, int], int] = {}
+    for r in current:
+        key = (r["task"], r["setting"], int(r["seed"]))
+        counts[key] = counts.get(key, 0) + 1
+    best: dict[tuple[str, str], dict[int, dict]] = {}
+    incomplete = []
+    for (t, s, seed), r in sorted(best_of_sweep(current).items()):
+        grid = len(r["protocol"]["lrs"]) * len(r["protocol"]["weight_decays"])
+        if counts[(t, s, seed)] < grid:
+            incomplete.append(f"{run_dir.name}: {t} {s} seed {seed}, {counts[(t, s, seed)]} of "
+                              f"{grid} configurations (left out)")
+            continue
+        best.setdefault((t, s), {})[seed] = r
+    return best, incomplete
 
 
-def _accuracy(best: dict) -> str:
-    seeds = best["seeds"]
-    if len(seeds) == 1:
-        return f"{best['accuracy']:.3f}"
-    return f"{best['accuracy']:.3f} ({len(seeds)} seeds, {min(seeds):.3f}-{max(seeds):.3f})"
+def _accuracy(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ({len(values)} seeds, {min(values):.3f}-{max(values):.3f})"
 
 
 def table(args) -> str:
@@ -324,29 +335,35 @@ def table(args) -> str:
     lines = []
     summary = ["| pair | memorization (bundled / reference / diff) | worst setting diff | "
                "within tolerance |", "| --- | --- | --- | --- |"]
+    notes: list[str] = []
     for pair, ours_arm, ref_arm in PAIRS:
-        ours, ref = best_per_setting(root / ours_arm), best_per_setting(root / ref_arm)
+        (ours, ours_notes), (ref, ref_notes) = (best_per_setting(root / ours_arm),
+                                                best_per_setting(root / ref_arm))
+        notes += [n for n in ours_notes + ref_notes if n not in notes]
         if not ours or not ref:
             continue
         lines += [f"### {pair}: `{ours_arm}` against `{ref_arm}`", "",
                   "| task | setting | bundled | reference | diff | bundled best lr, wd | "
                   "reference best lr, wd |", "| --- | --- | ---: | ---: | ---: | --- | --- |"]
-        diffs, mem = [], ([], [])
+        diffs, mem, used = [], ([], []), []
         for task, setting in panel:
-            a, b = ours.get((task, setting)), ref.get((task, setting))
-            if a is None or b is None:
+            a, b = ours.get((task, setting), {}), ref.get((task, setting), {})
+            seeds = sorted(set(a) & set(b))          # compared on the seeds both sides have
+            if not seeds:
                 continue
-            diff = a["accuracy"] - b["accuracy"]
+            va, vb = [a[x]["accuracy"] for x in seeds], [b[x]["accuracy"] for x in seeds]
+            used += [a[x] for x in seeds] + [b[x] for x in seeds]
+            diff = sum(va) / len(va) - sum(vb) / len(vb)
             diffs.append(diff)
             if task == "memorization":
-                mem[0].append(a["accuracy"])
-                mem[1].append(b["accuracy"])
+                mem[0].append(sum(va) / len(va))
+                mem[1].append(sum(vb) / len(vb))
             flag = "" if abs(diff) <= TOLERANCE else " **x**"
-            lines.append(f"| {task} | {setting} | {_accuracy(a)} | {_accuracy(b)} | "
-                         f"{diff:+.3f}{flag} | {a['lr']:g}, {a['weight_decay']:g} | "
-                         f"{b['lr']:g}, {b['weight_decay']:g} |")
-        versions = sorted({r["madbench_version"] for side in (ours, ref) for key, r in
-                           side.items() if key in ours and key in ref})
+            first_a, first_b = a[seeds[0]], b[seeds[0]]
+            lines.append(f"| {task} | {setting} | {_accuracy(va)} | {_accuracy(vb)} | "
+                         f"{diff:+.3f}{flag} | {first_a['lr']:g}, {first_a['weight_decay']:g} | "
+                         f"{first_b['lr']:g}, {first_b['weight_decay']:g} |")
+        versions = sorted({r["madbench_version"] for r in used})
         lines += ["", f"Training code (run version): {', '.join(versions)}", ""]
         if len(mem[0]) == 6:
             m_ours, m_ref = sum(mem[0]) / 6, sum(mem[1]) / 6
@@ -358,7 +375,8 @@ def table(args) -> str:
         ok = mem_ok and all(abs(d) <= TOLERANCE for d in diffs)
         summary.append(f"| {pair} | {mem_text} | {worst:+.3f} ({len(diffs)} settings) | "
                        f"{'yes' if ok else 'NO'} |")
-    text = "\n".join(summary + [""] + lines)
+    text = "\n".join(summary + [""] + lines
+                     + (["Incomplete sweeps:", ""] + [f"- {n}" for n in notes] if notes else []))
     if args.out:
         Path(args.out).write_text(text + "\n")
     return text

@@ -145,8 +145,8 @@ class _Stepper:
 class Batched(Engine):
     """The configurations as one model with stacked weights: each step is one vmapped forward
     and backward and one :class:`StackedAdamW` update (``_Stepper``). A configuration whose
-    loss or gradients become non-finite is frozen, not left out, so the loop carries it (and
-    records it the epochs it was carried) until every configuration has diverged."""
+    loss or gradients become non-finite is frozen, not left out, so the loop carries it until
+    every configuration has diverged (its record stays as it was when it diverged)."""
 
     carries_finished = True
 

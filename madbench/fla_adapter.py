@@ -29,9 +29,9 @@ a few deviate further. ``FlaMixer`` adapts one class:
   Triton >= 3.7.1 or tilelang). The condition mirrors fla's and is probed without a kernel.
 - **float32**: fla layers whose chunked op asserts bf16/fp16 inputs ("... does not support
   float32": DeltaNet, GatedDeltaProduct, MomentumDeltaNet; ``FP32_REFUSING``) run in bfloat16
-  when handed float32 on CUDA: the adapter casts the input to bfloat16, runs the layer under
-  bf16 autocast and casts the output back to the input dtype (gradients flow through both
-  casts). A class not listed that raises that assertion is run so from then on. Under the
+  when handed float32 on CUDA outside an autocast: the adapter casts the input to bfloat16,
+  runs the layer under bf16 autocast and casts the output back to the input dtype (gradients
+  flow through both casts). A class not listed that raises that assertion is run so from then on. Under the
   trainer's bf16 autocast fla's projections already give the op bf16; the float32 checks and
   ``--precision fp32`` do not, and there these layers now compute in bfloat16 (the state audit
   then measures bf16 arithmetic).
@@ -325,16 +325,19 @@ class FlaMixer(nn.Module):
 
     def casts_to_bf16(self, x: torch.Tensor) -> bool:
         """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device for a class
-        whose fla op refuses float32 (``FP32_REFUSING``, or found so at run time)."""
+        whose fla op refuses float32 (``FP32_REFUSING``: unless an autocast is already on,
+        under which fla's projections hand the op bf16; or found refusing at run time)."""
         cls = self.layer_class
-        return (x.dtype == torch.float32 and _kernel_device(x.device)
-                and (cls.__name__ in FP32_REFUSING or cls in _FP32_REFUSING))
+        if x.dtype != torch.float32 or not _kernel_device(x.device):
+            return False
+        return cls in _FP32_REFUSING or (cls.__name__ in FP32_REFUSING
+                                         and not torch.is_autocast_enabled(x.device.type))
 
     def _call(self, fn: Callable, x: torch.Tensor, kwargs: dict):
         """``fn(x, **kwargs)``; in bfloat16 (input cast, bf16 autocast) when ``casts_to_bf16``,
         and again so when fla's float32 assertion first shows a class refusing float32."""
         if self.casts_to_bf16(x):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 return fn(x.to(torch.bfloat16), **kwargs)
         try:
             return fn(x, **kwargs)

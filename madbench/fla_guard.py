@@ -123,12 +123,29 @@ def _tilelang_backend_usable() -> bool:
     return _tilelang_installed()
 
 
+#: The fla releases whose source this mirrors (0.6.x); other releases are not second-guessed.
+GUARDED_FLA = "0.6."
+
+
+@functools.lru_cache(maxsize=None)
+def _fla_version() -> str | None:
+    """The installed fla's version from its distribution metadata (fla is not imported)."""
+    import importlib.metadata
+    for dist in ("fla-core", "flash-linear-attention"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def hopper_guard(tilelang_helps: bool = True) -> str | None:
     """Why fla's gated ``chunk_bwd_dqkwg`` would raise on this machine (one line), or None:
     fla's own condition (a Hopper GPU, 3.4.0 <= Triton < 3.7.1) without a usable TileLang
     backend (``tilelang_helps=False``: a call TileLang's verifier refuses). Computed from the
-    device, Triton's version and the environment; no kernel runs and fla is not imported."""
-    if not _nvidia_hopper():
+    device, Triton's version and the environment; no kernel runs and fla is not imported.
+    Only for the fla releases read (``GUARDED_FLA``)."""
+    if not (_fla_version() or "").startswith(GUARDED_FLA) or not _nvidia_hopper():
         return None
     version = _triton_version()
     if not triton_in_guard_range(version):

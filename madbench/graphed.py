@@ -84,7 +84,8 @@ class Graphed(Eager):
 
     def _evaluation(self, i: int) -> tuple | None:
         """Run ``i``'s evaluation captured on its stream: (graph, the counts it writes), or
-        None when it cannot be captured."""
+        None when it cannot be captured (a host synchronisation, or no memory for the graph's
+        own pool)."""
         if i not in self.evaluations:
             model, stream = self.steps[i].model, self.captured[i][0]
             args = (*self.test_data, self.num_classes, self.batch_size, self.precision)
@@ -95,7 +96,9 @@ class Graphed(Eager):
                     static.copy_(value)
             try:
                 self.evaluations[i] = (capture_step(evaluate, [], stream), counts)
-            except CaptureError:
+            except (CaptureError, torch.cuda.OutOfMemoryError):  # eager evaluation still fits
+                self.main.wait_stream(stream)
+                torch.cuda.empty_cache()
                 self.evaluations[i] = None
         return self.evaluations[i]
 

@@ -90,12 +90,14 @@ def evaluation_counts(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
     was_training = model.training
     model.eval()
     totals = None
-    with autocast(inputs.device, precision):
-        for start in range(0, inputs.shape[0], batch_size):
-            stats = scored_counts(model(inputs[start:start + batch_size]),
-                                  targets[start:start + batch_size], num_classes)
-            totals = stats if totals is None else tuple(a + b for a, b in zip(totals, stats))
-    model.train(was_training)
+    try:
+        with autocast(inputs.device, precision):
+            for start in range(0, inputs.shape[0], batch_size):
+                stats = scored_counts(model(inputs[start:start + batch_size]),
+                                      targets[start:start + batch_size], num_classes)
+                totals = stats if totals is None else tuple(a + b for a, b in zip(totals, stats))
+    finally:
+        model.train(was_training)     # also when the forward fails (e.g. refused capture)
     return totals
 
 

@@ -1,11 +1,14 @@
 """benchmarks/fidelity.py's table logic: per setting only the newest training code's records
-count, and several seeds are averaged (best of the sweep per seed, then the mean)."""
+count, a sweep cut short (fewer configurations than its protocol's grid) is left out, and two
+arms are compared on the seeds both have (best of the sweep per seed, then the mean)."""
 import importlib.util
+from argparse import Namespace
 from pathlib import Path
 
 from madbench.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
+GRID = {"lrs": [1e-4, 1e-3], "weight_decays": [0.0]}       # two configurations
 
 
 def load_fidelity():
@@ -15,28 +18,40 @@ def load_fidelity():
     return module
 
 
-def record(n, version, created, seed, lr, accuracy):
-    return {"run_key": f"k{n}", "task": "in-context-recall", "setting": "s", "seed": seed,
-            "lr": lr, "weight_decay": 0.0, "accuracy": accuracy, "loss": 1.0 - accuracy,
-            "madbench_version": version, "created_at": created}
+def store(path, rows):
+    s = ResultsStore(path)
+    for n, (version, created, seed, lr, accuracy) in enumerate(rows):
+        s.append({"run_key": f"{path.name}{n}", "task": "in-context-recall",
+                  "setting": "num_train_examples=800", "seed": seed, "lr": lr,
+                  "weight_decay": 0.0, "accuracy": accuracy, "loss": 1.0 - accuracy,
+                  "madbench_version": version, "created_at": created, "protocol": GRID})
 
 
-def test_newest_version_wins_and_seeds_are_averaged(tmp_path):
-    store = ResultsStore(tmp_path / "arm")
-    rows = [record(0, "old", "2026-01-01", 0, 1e-3, 0.99),     # older code: ignored
-            record(1, "new", "2026-02-01", 0, 1e-3, 0.50),
-            record(2, "new", "2026-02-01", 0, 1e-4, 0.70),     # seed 0's best
-            record(3, "new", "2026-02-02", 1, 1e-3, 0.90),     # seed 1's best
-            record(4, "new", "2026-02-02", 1, 1e-4, 0.20)]
-    for r in rows:
-        store.append(r)
-    best = load_fidelity().best_per_setting(tmp_path / "arm")
+def test_newest_version_wins_and_incomplete_sweeps_are_left_out(tmp_path):
+    store(tmp_path / "arm", [("old", "2026-01-01", 0, 1e-3, 0.99),     # older code: ignored
+                             ("old", "2026-01-01", 0, 1e-4, 0.98),
+                             ("new", "2026-02-01", 0, 1e-3, 0.50),
+                             ("new", "2026-02-01", 0, 1e-4, 0.70),     # seed 0's best
+                             ("new", "2026-02-02", 1, 1e-3, 0.90)])    # seed 1: 1 of 2 configs
+    best, notes = load_fidelity().best_per_setting(tmp_path / "arm")
     (only,) = best.values()
-    assert only["madbench_version"] == "new"
-    assert only["seeds"] == [0.70, 0.90]
-    assert abs(only["accuracy"] - 0.80) < 1e-12
-    assert only["lr"] == 1e-4                                  # the first seed's choice
+    assert list(only) == [0] and only[0]["madbench_version"] == "new"
+    assert only[0]["accuracy"] == 0.70 and only[0]["lr"] == 1e-4
+    assert len(notes) == 1 and "seed 1, 1 of 2 configurations" in notes[0]
+
+
+def test_pairs_are_compared_on_common_seeds(tmp_path, monkeypatch):
+    fidelity = load_fidelity()
+    store(tmp_path / "mine", [("v", "2026-02-01", seed, lr, acc) for seed, lr, acc in
+                              [(0, 1e-4, 0.6), (0, 1e-3, 0.2), (1, 1e-4, 0.8), (1, 1e-3, 0.1)]])
+    store(tmp_path / "theirs", [("v", "2026-02-01", 0, 1e-4, 0.5), ("v", "2026-02-01", 0, 1e-3, 0.4)])
+    monkeypatch.setattr(fidelity, "PAIRS", [("p", "mine", "theirs")])
+    monkeypatch.setattr(fidelity, "panel_settings",
+                        lambda which: [("in-context-recall", "num_train_examples=800")])
+    text = fidelity.table(Namespace(run_dir=str(tmp_path), out=None))
+    row = next(line for line in text.splitlines() if line.startswith("| in-context-recall"))
+    assert "| 0.600 | 0.500 | +0.100 **x** |" in row   # seed 0 only: the reference has no seed 1
 
 
 def test_missing_run_directory_gives_nothing(tmp_path):
-    assert load_fidelity().best_per_setting(tmp_path / "absent") == {}
+    assert load_fidelity().best_per_setting(tmp_path / "absent") == ({}, [])

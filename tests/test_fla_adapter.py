@@ -376,6 +376,7 @@ def hopper(monkeypatch):
     monkeypatch.delenv("FLA_TILELANG", raising=False)
     monkeypatch.delenv("FLA_DISABLE_BACKEND_DISPATCH", raising=False)
     monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: True)
+    monkeypatch.setattr(fla_guard, "_fla_version", lambda: "0.6.0")
     state = {"triton": "3.6.0", "tilelang": False}
     monkeypatch.setattr(fla_guard, "_triton_version", lambda: state["triton"])
     monkeypatch.setattr(fla_guard, "_tilelang_installed", lambda: state["tilelang"])
@@ -490,6 +491,18 @@ def test_fp32_layer_is_not_cast_off_the_kernel_device_or_in_16_bit(fake_fla):
     assert not build("fla:GatedDeltaProduct").casts_to_bf16(x)
 
 
+def test_listed_fp32_refuser_is_not_cast_under_an_outer_autocast(fake_fla, monkeypatch):
+    """Under the trainer's bf16 autocast the layer's own projections give its op bf16, so the
+    adapter leaves a listed class's float32 input alone (nothing else in the layer moves to
+    bf16); the CPU's autocast stands in for CUDA's."""
+    monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
+    layer = build("fla:GatedDeltaProduct")
+    x = torch.randn(2, 5, 16)
+    assert layer.casts_to_bf16(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.casts_to_bf16(x)
+
+
 def test_unlisted_fp32_refusal_is_found_at_the_first_call(fake_fla, monkeypatch):
     """A class not in FP32_REFUSING that raises fla's float32 assertion runs again in bf16, and
     in bf16 from then on."""
@@ -513,3 +526,12 @@ def test_status_script_classifies_the_guard(fake_fla, hopper, monkeypatch):
                                  "produces incorrect results for gated chunk_bwd_dqkwg (see #640).")
     table = status.render([row], "header")
     assert "Totals: GPU only: needs Triton >= 3.7.1 or tilelang on Hopper (fla's guard) 1" in table
+
+
+def test_guard_applies_only_to_the_fla_release_it_mirrors(hopper, monkeypatch):
+    """The mirror follows fla 0.6's source; under another release (or none) it refuses
+    nothing and leaves fla to say what it refuses."""
+    assert fla_guard.hopper_guard() is not None
+    for version in ("0.7.0", "0.5.9", None):
+        monkeypatch.setattr(fla_guard, "_fla_version", lambda v=version: v)
+        assert fla_guard.hopper_guard() is None, version

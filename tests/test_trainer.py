@@ -109,3 +109,18 @@ def test_metrics_have_no_data_dependent_shapes():
         targets = torch.randint(0, 8, (2, 6))
         stats = scored_counts(logits, targets, 8)
     assert [tuple(s.shape) for s in stats[3:]] == [(8,), (8,), (8,)]
+
+
+def test_a_failing_evaluation_leaves_the_model_in_training_mode():
+    """evaluation_counts switches to eval mode for the forward passes and back afterwards,
+    also when a forward pass raises (as one refused by CUDA-graph capture does)."""
+    from madbench.trainer import evaluation_counts
+
+    class FailsInEval(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("refused")
+    model = FailsInEval().train()
+    with pytest.raises(RuntimeError):
+        evaluation_counts(model, torch.zeros(2, 3, dtype=torch.long),
+                          torch.zeros(2, 3, dtype=torch.long), 4, 2)
+    assert model.training
