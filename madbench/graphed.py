@@ -89,10 +89,13 @@ class Graphed(Eager):
         if i not in self.evaluations:
             model, stream = self.steps[i].model, self.captured[i][0]
             args = (*self.test_data, self.num_classes, self.batch_size, self.precision)
-            counts = [t.clone() for t in evaluation_counts(model, *args)]
+            counts: list[torch.Tensor] = []     # made by the first (warm-up) call
 
             def evaluate():
-                for static, value in zip(counts, evaluation_counts(model, *args)):
+                values = evaluation_counts(model, *args)
+                if not counts:
+                    counts.extend(values)
+                for static, value in zip(counts, values):
                     static.copy_(value)
             try:
                 self.evaluations[i] = (capture_step(evaluate, [], stream), counts)
