@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import MadbenchError, UsageError
-from .fla_guard import hopper_guard_refusal
+from .fla_guard import hopper_guard_refusal, installed_fla_version
 from .plugins import Entry
 
 #: Names adapted here: ``fla:NAME`` (a class exported by ``fla.layers``) or ``fla.<module>:NAME``.
@@ -450,8 +450,9 @@ def import_fla_class(name: str) -> type:
 
 
 def fla_version() -> str:
+    """The installed fla's version: its distribution metadata, else the package's own."""
     try:
-        return import_fla("fla").__version__
+        return installed_fla_version() or import_fla("fla").__version__
     except Exception:  # noqa: BLE001
         return "unknown"
 

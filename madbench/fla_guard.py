@@ -128,7 +128,7 @@ GUARDED_FLA = "0.6."
 
 
 @functools.lru_cache(maxsize=None)
-def _fla_version() -> str | None:
+def installed_fla_version() -> str | None:
     """The installed fla's version from its distribution metadata (fla is not imported)."""
     import importlib.metadata
     for dist in ("fla-core", "flash-linear-attention"):
@@ -145,7 +145,7 @@ def hopper_guard(tilelang_helps: bool = True) -> str | None:
     backend (``tilelang_helps=False``: a call TileLang's verifier refuses). Computed from the
     device, Triton's version and the environment; no kernel runs and fla is not imported.
     Only for the fla releases read (``GUARDED_FLA``)."""
-    if not (_fla_version() or "").startswith(GUARDED_FLA) or not _nvidia_hopper():
+    if not (installed_fla_version() or "").startswith(GUARDED_FLA) or not _nvidia_hopper():
         return None
     version = _triton_version()
     if not triton_in_guard_range(version):

@@ -376,7 +376,7 @@ def hopper(monkeypatch):
     monkeypatch.delenv("FLA_TILELANG", raising=False)
     monkeypatch.delenv("FLA_DISABLE_BACKEND_DISPATCH", raising=False)
     monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: True)
-    monkeypatch.setattr(fla_guard, "_fla_version", lambda: "0.6.0")
+    monkeypatch.setattr(fla_guard, "installed_fla_version", lambda: "0.6.0")
     state = {"triton": "3.6.0", "tilelang": False}
     monkeypatch.setattr(fla_guard, "_triton_version", lambda: state["triton"])
     monkeypatch.setattr(fla_guard, "_tilelang_installed", lambda: state["tilelang"])
@@ -533,5 +533,5 @@ def test_guard_applies_only_to_the_fla_release_it_mirrors(hopper, monkeypatch):
     nothing and leaves fla to say what it refuses."""
     assert fla_guard.hopper_guard() is not None
     for version in ("0.7.0", "0.5.9", None):
-        monkeypatch.setattr(fla_guard, "_fla_version", lambda v=version: v)
+        monkeypatch.setattr(fla_guard, "installed_fla_version", lambda v=version: v)
         assert fla_guard.hopper_guard() is None, version

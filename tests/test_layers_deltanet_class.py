@@ -304,7 +304,7 @@ def fla_on_cuda(monkeypatch):
         return torch.zeros(*q.shape[:3], v.shape[-1], dtype=q.dtype)
     monkeypatch.setattr(op, "delta_rule_fla", fake_fla)
     monkeypatch.setattr(fla_guard, "_nvidia_hopper", lambda: True)
-    monkeypatch.setattr(fla_guard, "_fla_version", lambda: "0.6.0")
+    monkeypatch.setattr(fla_guard, "installed_fla_version", lambda: "0.6.0")
     state = {"triton": "3.6.0", "tilelang": False}
     monkeypatch.setattr(fla_guard, "_triton_version", lambda: state["triton"])
     monkeypatch.setattr(fla_guard, "_tilelang_installed", lambda: state["tilelang"])

@@ -39,7 +39,7 @@ the generator where the reference does. The reference's ``HyenaOperator`` draws 
 convolution, its long convolution (the direct term ``D`` before the filter MLP), the output
 projection, then the input projection; its multi-head and experts subclasses first run that
 constructor and then replace some of those parts with new ones, so the replaced parts' draws
-are made here too and dropped (``_drop``).
+are made here too and dropped.
 """
 from __future__ import annotations
 
@@ -57,12 +57,6 @@ DEFAULT_MAX_LENGTH = 1280  #: the reference's default when no sequence length is
 def with_direct_term(h: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Filters ``h`` (channels, L) with ``D`` added to tap 0: ``h * u + D u`` as one filter."""
     return torch.cat([h[:, :1] + d[:, None].to(h.dtype), h[:, 1:]], dim=1)
-
-
-def _drop(*parts: nn.Module) -> None:
-    """Parts the reference builds and later replaces: made only for their draws, then dropped
-    (they take the generator's numbers the reference's constructor takes)."""
-    del parts
 
 
 class _ImplicitHyena(nn.Module):
@@ -168,7 +162,7 @@ class MultiHeadHyena(_ImplicitHyena):
         # the reference's draws: its base constructor's (short convolution, a long convolution
         # that the subclass replaces, out_proj, in_proj), then the replacing long convolution
         short_conv = self._make_short_conv()
-        _drop(*self._make_long_conv())
+        self._make_long_conv()            # drawn and dropped, as the reference replaces it
         out_proj = nn.Linear(dim, dim)
         in_proj = self._make_in_proj()
         self._attach(short_conv, self._make_long_conv(), out_proj, in_proj)
@@ -202,9 +196,9 @@ class HyenaExperts(_ImplicitHyena):
         # the reference's long convolution has ``dim`` filters, which equals ``inner`` in every
         # configuration it runs), then the replacing in_proj, out_proj, short convolution and
         # the router
-        _drop(self._make_short_conv(3 * dim))
+        self._make_short_conv(3 * dim)    # drawn and dropped (replaced below)
         long_conv = self._make_long_conv()
-        _drop(nn.Linear(dim, dim), nn.Linear(dim, 3 * dim // 4))
+        nn.Linear(dim, dim), nn.Linear(dim, 3 * dim // 4)   # drawn and dropped
         in_proj = self._make_in_proj()
         out_proj = nn.Linear(expert_width, dim)
         short_conv = self._make_short_conv()
