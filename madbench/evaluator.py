@@ -91,7 +91,7 @@ class Evaluation:
         if not Path(self.run_dir, "records").is_dir():
             return list(self.jobs)
         store = ResultsStore(self.run_dir)
-        return [job for group in pending_groups(self.jobs, self.protocol, store)
+        return [job for group in pending_groups(self.jobs, store)
                 for job in group]
 
     def workers(self) -> int:
@@ -131,10 +131,12 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
             state_target: int = 4096, param_tolerance: float = 0.2, engine: str = "auto",
             executor: str | Any = "local", ray_address: str | None = None,
             runs_per_gpu: int = 1,
-            preflight: Callable[[], None] | None = None) -> Evaluation:
+            preflight: Callable[[], None] | None = None,
+            checks: dict | None = None) -> Evaluation:
     """Check everything that needs no training and plan the sweep (see ``evaluate`` for the
     arguments). ``preflight`` runs once the arguments are parsed, before the architecture is
-    built and checked (the CLI checks its output paths there)."""
+    built and checked (the CLI checks its output paths there). ``checks``: the architecture
+    checks of this architecture already made (an earlier ``prepare``'s), not made again."""
     runner = make_executor(executor, ray_address, runs_per_gpu) \
         if isinstance(executor, str) else executor
     if isinstance(protocol, str):
@@ -155,7 +157,8 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     if not jobs:
         raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
                          "to train")
-    checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
+    if checks is None:
+        checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
                       engine)
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from . import figures as fg
 from .errors import UsageError
+from .cli.progress import plural
 from .html_report import html_page
 
 # scoring, curves and results (numpy) are imported where they are used: the CLI imports this
@@ -40,10 +41,6 @@ def common_label(docs: Sequence[dict[str, Any]]) -> str:
     return labels.pop() if len(labels) == 1 else "mean of its tasks"
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def _tabulate(rows, headers, markdown: bool, colalign) -> str:
     from tabulate import tabulate
     return tabulate(rows, headers=headers, disable_numparse=True, colalign=colalign,
@@ -62,7 +59,7 @@ def render(results: Any, fmt: str) -> str:
     rows.append([label(doc), number(doc["mad_score"]), ""] + ([""] if with_stderr else []))
     title = (f"{doc['architecture']['name']} — protocol {doc['protocol']['name']}"
              f"{'' if doc['protocol'].get('standard', True) else ' (non-standard)'}"
-             f", metric {doc['metric']}, {_plural(doc['runs'], 'run')}")
+             f", metric {doc['metric']}, {plural(doc['runs'], 'run')}")
     table = _tabulate(rows, ["task", "score", "settings"] + (["stderr"] if with_stderr else []),
                       fmt == "markdown", ("left", "right", "right", "right"))
     extra = []

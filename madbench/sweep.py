@@ -24,6 +24,7 @@ from .tasks import Setting, Task, generate_splits, get_task
 from .batched import supports_batching, train_batched
 from .cuda_graphs import CaptureError, capture_enabled
 from .graphed import train_graphed
+from .loop import evaluates_every_epoch
 from .trainer import resolve_device, resolve_precision, train
 
 
@@ -135,7 +136,7 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-def pending_groups(jobs: Sequence[Job], protocol: Protocol, store: ResultsStore
+def pending_groups(jobs: Sequence[Job], store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
     what an executor hands out. The store is healed first (unreadable records
@@ -158,8 +159,7 @@ def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size
         if dev.type == "cuda":
             return "graphed"
         engine = "batched" if group_size > 1 else "plain"
-    if engine == "batched" and (protocol.eval_every_epoch
-                                or protocol.early_stop_accuracy is not None):
+    if engine == "batched" and evaluates_every_epoch(protocol):
         return "plain"
     return engine
 
@@ -249,7 +249,7 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     """Train every job not yet in the store, in this process; returns how many were trained."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
-    groups = pending_groups(jobs, protocol, store)
+    groups = pending_groups(jobs, store)
     todo = sum(len(g) for g in groups)
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})

@@ -104,7 +104,7 @@ class LocalExecutor:
                 torch.cuda.set_device(dev)    # streams and kernels made on the current device
             return run_sweep(spec, jobs, protocol, store, devices[0], precision, checks,
                              progress, engine)
-        groups = pending_groups(jobs, protocol, store)
+        groups = pending_groups(jobs, store)
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})

@@ -75,7 +75,7 @@ class RayExecutor:
                              "(Ray assigns the GPUs)")
         if device == "cpu":
             resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
-        groups = pending_groups(jobs, protocol, store)
+        groups = pending_groups(jobs, store)
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .boards import suite_tasks
-from .render import board_entries
+from .render import board_entries, covered
 
 OVERALL = "MAD score"
 
@@ -44,8 +44,7 @@ def agreement(root: str | Path, first: str, second: str) -> dict:
                             b[h]["scores"][task]) for h in common
                            if a[h]["scores"].get(task) is not None
                            and b[h]["scores"].get(task) is not None])
-    complete = [h for h in common
-                if all(d["scores"].get(t) is not None for d in (a[h], b[h]) for t in tasks)]
+    complete = [h for h in common if covered(a[h], tasks) == covered(b[h], tasks) == len(tasks)]
     rows[OVERALL] = _row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
                            b[h]["scores"]["overall"]) for h in complete])
     return {"first": first, "second": second, "common": len(common), "rows": rows}

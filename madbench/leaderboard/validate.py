@@ -652,6 +652,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         if event == "epoch":
             deadline.check()
 
+    gate = None                               # the architecture checks, made once
     for run in runs:
         precision = run["precision"] if dev.startswith("cuda") else "fp32"
         start = time.perf_counter()
@@ -664,7 +665,8 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                                  configs=[(run["lr"], run["weight_decay"])], run_dir=tmp,
                                  device=dev, precision=precision, engine="plain",
                                  executor=LocalExecutor(devices=[dev]),
-                                 allow_state_mismatch=True)
+                                 allow_state_mismatch=True, checks=gate)
+            gate = evaluation.checks
             try:
                 with deadline.enforce():
                     results = evaluation.run(on_progress)
