@@ -2,7 +2,10 @@
 # The fidelity panel in one time-limited GPU call (docs/fidelity.md). Each argument
 # "PAIRS;ARMS;PANEL;JOBS[;SEEDS]" is one `fidelity.py run`, all started at once (arms share the
 # GPU); every run stops cleanly at DEADLINE seconds (default 470) and the same call with the
-# same runs/fidelity resumes (carry runs/fidelity, or call again while the machine is warm).
+# same runs/fidelity resumes (call again while the machine is warm). To resume on a fresh machine,
+# carry a tarball of an earlier call's records and name it in SEED_RUNS: it is merged into
+# runs/fidelity (records are content-addressed; nothing there is overwritten). Never carry
+# runs/fidelity itself into a warm machine: a carried path replaces the device's copy.
 # GPU_TESTS=1 runs `pytest -m gpu` beside them first. Leaves at most 4 files in $OUT: the logs,
 # the table and the run directory as a tarball. Needs the reference tree in .ref/madlab.
 #   bash benchmarks/fidelity_gpu.sh "mamba;;selective-copying;1" "hyena,mh-hyena;;all;4"
@@ -10,6 +13,9 @@ set -u
 OUT=${OUT:-/tmp/fidelity_gpu_out}; mkdir -p "$OUT" runs/fidelity
 export PYTHONUNBUFFERED=1 TRITON_ALLOW_NON_CONSTEXPR_GLOBALS=1
 [ -d .ref/madlab/mad ] || { echo "error: no reference tree in .ref/madlab (docs/fidelity.md)" >&2; exit 2; }
+if [ -n "${SEED_RUNS:-}" ]; then
+  tar -xzf "$SEED_RUNS" --skip-old-files || { echo "error: cannot unpack SEED_RUNS=$SEED_RUNS" >&2; exit 2; }
+fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
 { nvidia-smi -L; python3 -c "from madbench.code_identity import run_version; print('run version', run_version())"; } > "$OUT/fidelity.log" 2>&1
 D=${DEADLINE:-470}
