@@ -144,9 +144,12 @@ def panel_settings(which: str) -> list[tuple[str, str]]:
 
 # -- one arm, in its own process -------------------------------------------------------------
 def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip",
-           seeds: str = "0") -> None:
-    """Train one arm's panel. The architecture checks (causality, state, parameters) run on
-    the CPU and are not what the panel measures: skipped unless ``checks == "run"``."""
+           seeds: str = "0", ends_at: str = "") -> None:
+    """Train one arm's panel, one setting's sweep at a time. The architecture checks
+    (causality, state, parameters) run on the CPU and are not what the panel measures: skipped
+    unless ``checks == "run"``. With ``ends_at`` (a wall-clock time), a sweep is not started
+    when it would end after it (see :func:`sweep_estimate`): a sweep cut by the deadline is
+    lost whole, and leaving it frees the GPU for the sweeps that can finish."""
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     from madbench.architecture import resolve_architecture
@@ -165,10 +168,38 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
                             "all")
             if (j.task.name, j.setting.name) in wanted]
     store = ResultsStore(Path(run_dir) / arm)
-    start = time.perf_counter()
-    todo = run_sweep(spec, jobs, protocol, store, "auto", "auto", checks, None, "auto")
+    sweeps: dict[tuple, list] = {}
+    for j in jobs:
+        sweeps.setdefault((j.task.name, j.setting.name, j.seed), []).append(j)
+    start, todo, left_out, took = time.perf_counter(), 0, [], []
+    for (task, setting, seed), group in sweeps.items():
+        if ends_at and not all(store.has(j.key) for j in group):
+            need = sweep_estimate(store.records(), task, setting, took)
+            if need is not None and time.time() + need > float(ends_at):
+                left_out.append(f"{task} {setting} seed {seed} (~{need:.0f} s)")
+                continue
+        t0 = time.perf_counter()
+        n = run_sweep(spec, group, protocol, store, "auto", "auto", checks, None, "auto")
+        todo += n
+        if n:
+            took.append(time.perf_counter() - t0)
+    if left_out:
+        print(f"{arm}: not started, would end after the deadline: {'; '.join(left_out)}",
+              flush=True)
     print(f"{arm}: {len(jobs)} runs ({todo} trained) in {time.perf_counter() - start:.0f} s; "
           f"flags {checks['flags']}", flush=True)
+
+
+def sweep_estimate(records: list[dict], task: str, setting: str,
+                   took: list[float]) -> float | None:
+    """How long one sweep of ``task``/``setting`` is expected to take: the longest that this
+    arm's stored records of that setting took (any run version), else the longest sweep this
+    worker has trained so far, else unknown (None: start it)."""
+    past = [r["seconds"] for r in records
+            if r.get("task") == task and r.get("setting") == setting and r.get("seconds")]
+    if past:
+        return max(past)
+    return max(took) if took else None
 
 
 def lockstep_worker(arm: str, task: str, run_dir: str) -> None:
@@ -271,7 +302,8 @@ def run(args) -> int:
             arm_env = {**env, **ARMS[arm].get("env", {})}
             log = open(Path(args.run_dir) / f"{arm}.log", "a")
             cmd = [sys.executable, __file__, "worker", arm, args.panel, args.run_dir,
-                   args.preset, args.checks, args.seeds]
+                   args.preset, args.checks, args.seeds,
+                   f"{time.time() + deadline - time.perf_counter():.0f}" if deadline else ""]
             running.append((arm, subprocess.Popen(cmd, env=arm_env, stdout=log,
                                                   stderr=subprocess.STDOUT), log))
         time.sleep(1)
@@ -496,7 +528,7 @@ def equivalence(args) -> int:
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "worker":
-        worker(*sys.argv[2:8])
+        worker(*sys.argv[2:9])
         return 0
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "lockstep-worker":
         lockstep_worker(*sys.argv[2:5])
@@ -515,7 +547,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=4, help="arms trained at once")
     p.add_argument("--deadline-s", type=float, default=None,
                    help="stop every worker after this many seconds (exit 3; stored runs stay, "
-                        "the same --run-dir resumes): fits a run into a time-limited call")
+                        "the same --run-dir resumes; a setting whose stored sweep took longer than the "
+                        "time left is not started): fits a run into a time-limited call")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); the "
                    "table shows the mean of the seeds' best runs and their range")
     p.add_argument("--checks", choices=["skip", "run"], default="skip",

@@ -55,3 +55,35 @@ def test_pairs_are_compared_on_common_seeds(tmp_path, monkeypatch):
 
 def test_missing_run_directory_gives_nothing(tmp_path):
     assert load_fidelity().best_per_setting(tmp_path / "absent") == ({}, [])
+
+
+def test_a_sweep_that_would_end_after_the_deadline_is_not_started(tmp_path, monkeypatch, capsys):
+    """A worker with a deadline skips a setting whose stored sweep took longer than the time
+    left (a sweep cut by the deadline is lost whole) and trains the others."""
+    import time
+    import madbench.sweep
+    fidelity = load_fidelity()
+    icr = ("in-context-recall", "num_train_examples=800")
+    comp = ("compression", "num_train_examples=800")
+    monkeypatch.setattr(fidelity, "panel_settings", lambda which: [icr, comp])
+    ResultsStore(tmp_path / "mh-attention").append(
+        {"run_key": "old", "task": icr[0], "setting": icr[1], "seconds": 900.0})
+    trained = []
+    monkeypatch.setattr(madbench.sweep, "run_sweep", lambda spec, group, *a: trained.append(
+        (group[0].task.name, group[0].setting.name)) or len(group))
+    fidelity.worker("mh-attention", "x", str(tmp_path), "paper", "skip", "0",
+                    str(time.time() + 300))
+    assert trained == [comp]
+    assert "not started, would end after the deadline: in-context-recall" in capsys.readouterr().out
+    trained.clear()
+    fidelity.worker("mh-attention", "x", str(tmp_path), "paper", "skip", "0", "")
+    assert trained == [icr, comp]                    # no deadline: everything is started
+
+
+def test_sweep_estimate_prefers_stored_times_then_this_workers():
+    estimate = load_fidelity().sweep_estimate
+    rows = [{"task": "t", "setting": "s", "seconds": 40.0}, {"task": "t", "setting": "s",
+            "seconds": 55.0}, {"task": "t", "setting": "other", "seconds": 999.0}]
+    assert estimate(rows, "t", "s", [10.0]) == 55.0
+    assert estimate(rows, "t", "new", [10.0, 30.0]) == 30.0
+    assert estimate(rows, "t", "new", []) is None
