@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# The GPU part of issue #16, on one GPU with fla's wheels installed and on PYTHONPATH (see
-# docs/ecosystem.md): the fla status table on CUDA, `madbench eval --arch
-# fla.layers:GatedDeltaNet --preset smoke`, and the GPU tests of the DeltaNet-class layers,
-# the three side by side (about 6 minutes). Everything lands in $OUT, at most 7 files (a device
+# The GPU part of issue #16, on one GPU, with fla's wheels in .whl (or fla installed) and, to
+# lift fla's Hopper guard, Triton 3.7.1 staged in .stage/triton-* (docs/ecosystem.md): the fla
+# status table on CUDA, `madbench eval --arch fla.layers:GatedDeltaNet --preset smoke`, and the
+# GPU tests of the DeltaNet-class layers, the three side by side (about 6 minutes). Everything lands in $OUT, at most 7 files (a device
 # call returns 8): setup.log, fla_status_h200.md, fla_status.log, eval_gdn.log, eval_gdn.json,
 # eval_gdn_eager.json, pytest_gpu.log. On a Hopper GPU with 3.4.0 <= Triton < 3.7.1 and no
 # tilelang, the GatedDeltaNet evaluation is refused up front (fla's guard, docs/ecosystem.md).
 set -u
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
-SETUP="$OUT/setup.log"
-{ nvidia-smi -L; python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"; } > "$SETUP" 2>&1
+SETUP="$OUT/setup.log"; : > "$SETUP"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$SETUP" 2>&1
+# Triton >= 3.7.1 lifts fla's Hopper guard (docs/ecosystem.md); its wheel (198 MB) comes in parts
+# carried over several calls (benchmarks/stage.sh) and is used for this script only.
+if [ -d .stage/triton-1 ]; then
+  if whl=$(bash benchmarks/stage.sh join triton /tmp/stage 2>> "$SETUP"); then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/triton_new "$whl" >> "$SETUP" 2>&1 \
+      && export PYTHONPATH=/tmp/triton_new${PYTHONPATH:+:$PYTHONPATH}
+  fi
+fi
+# fla from its wheels in .whl when the machine lacks it
+if ! python3 -c "import fla" 2>/dev/null && ls .whl/fla_core-*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl \
+    .whl/flash_linear_attention-*.whl >> "$SETUP" 2>&1 && export PYTHONPATH=/tmp/fla_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+{ nvidia-smi -L; python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"; } >> "$SETUP" 2>&1
 # fla.layers needs only transformers.utils.logging, fla's package __init__ (fla.models) needs
 # transformers >= 5.6.2; madbench stubs fla.models when that fails. Last resort: .whl/tf
 # (transformers 5.24 and its dependencies). .whl/test: pytest, if the machine lacks it.
 if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers')" >> "$SETUP" 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/tf/*.whl >> "$SETUP" 2>&1
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site
   python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$SETUP" 2>&1
 fi
 python3 -c "from madbench.fla_adapter import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
-python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile \
-  --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1
+python3 -c "import pytest" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
+  --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site; }
 timeout 320 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadline-s 280 \
   --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
 ( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
