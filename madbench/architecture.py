@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from torch import nn
@@ -309,7 +309,3 @@ def arch_arguments(spec: ArchitectureSpec) -> list[str] | None:
                     (["--striped"] if striped else []) +
                     (["--mixer-kwargs", kwargs] if kwargs else []))
     return None
-
-
-def with_layers(spec: ArchitectureSpec, layers: Sequence[LayerSpec]) -> ArchitectureSpec:
-    return replace(spec, layers=tuple(layers))

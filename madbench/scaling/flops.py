@@ -45,10 +45,6 @@ class ArchitectureFlops:
                 return weakest
         return "analytic"
 
-    def training_flops(self, tokens: float) -> float:
-        """Training FLOPs for ``tokens`` tokens seen at this sequence length."""
-        return self.training_per_token * tokens
-
     def to_dict(self) -> dict:
         return {"name": self.name, "seq_len": self.seq_len, "vocab_size": self.vocab_size,
                 "method": self.method, "embedding": self.embedding, "head": self.head,
