@@ -183,11 +183,9 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
         todo += n
         if n:
             took.append(time.perf_counter() - t0)
-    if left_out:
-        print(f"{arm}: not started, would end after the deadline: {'; '.join(left_out)}",
-              flush=True)
+    later = f"; not started, would end after the deadline: {'; '.join(left_out)}" if left_out else ""
     print(f"{arm}: {len(jobs)} runs ({todo} trained) in {time.perf_counter() - start:.0f} s; "
-          f"flags {checks['flags']}", flush=True)
+          f"flags {checks['flags']}{later}", flush=True)
 
 
 def sweep_estimate(records: list[dict], task: str, setting: str,
