@@ -191,12 +191,19 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
 def sweep_estimate(records: list[dict], task: str, setting: str,
                    took: list[float]) -> float | None:
     """How long one sweep of ``task``/``setting`` is expected to take: the longest that this
-    arm's stored records of that setting took (any run version), else the longest sweep this
+    arm's stored sweeps of that setting took (any run version; a sweep's runs trained side by
+    side share its time, the plain engine's one at a time add up), else the longest sweep this
     worker has trained so far, else unknown (None: start it)."""
-    past = [r["seconds"] for r in records
-            if r.get("task") == task and r.get("setting") == setting and r.get("seconds")]
-    if past:
-        return max(past)
+    sweeps: dict[tuple, float] = {}
+    for r in records:
+        if r.get("task") == task and r.get("setting") == setting and r.get("seconds"):
+            key = (r.get("madbench_version"), r.get("seed"))
+            if r.get("engine") == "plain":
+                sweeps[key] = sweeps.get(key, 0.0) + r["seconds"]
+            else:
+                sweeps[key] = max(sweeps.get(key, 0.0), r["seconds"])
+    if sweeps:
+        return max(sweeps.values())
     return max(took) if took else None
 
 

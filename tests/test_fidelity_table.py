@@ -87,3 +87,5 @@ def test_sweep_estimate_prefers_stored_times_then_this_workers():
     assert estimate(rows, "t", "s", [10.0]) == 55.0
     assert estimate(rows, "t", "new", [10.0, 30.0]) == 30.0
     assert estimate(rows, "t", "new", []) is None
+    plain = [{"task": "t", "setting": "s", "seconds": 20.0, "engine": "plain", "seed": 0}] * 3
+    assert estimate(plain, "t", "s", []) == 60.0            # one run at a time: they add up
