@@ -5,7 +5,8 @@
 # GPU tests of the DeltaNet-class layers, the three side by side (about 6 minutes). Everything
 # lands in $OUT, at most 7 files (a device call returns 8): setup.log, fla_status_h200.md,
 # fla_status.log, eval_gdn.log, eval_gdn.json, eval_gdn_eager.json, pytest_gpu.log. On a Hopper
-# GPU with 3.4.0 <= Triton < 3.7.1 and no tilelang, the GatedDeltaNet evaluation is refused up front (fla's guard, docs/ecosystem.md).
+# GPU with 3.4.0 <= Triton < 3.7.1 and no tilelang, the GatedDeltaNet evaluation is refused up
+# front (fla's guard, docs/ecosystem.md).
 set -u
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
 SETUP="$OUT/setup.log"; : > "$SETUP"
