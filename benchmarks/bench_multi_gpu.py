@@ -12,6 +12,9 @@ Usage (on a machine with >= 2 GPUs, from the repository root):
   python benchmarks/bench_multi_gpu.py --executor ray        # Ray tasks, 1 vs 2 GPUs
   python benchmarks/bench_multi_gpu.py --arch hyena --seeds 0,1,2 --set epochs=10
   python benchmarks/bench_multi_gpu.py --cpu-smoke           # CPU processes, tiny sweep
+  python benchmarks/bench_multi_gpu.py --gpus 1 --many-runs-per-gpu 4 [--mps]
+      # one GPU: one group at a time against four at once (issue #15's concurrency lever),
+      # optionally under an MPS daemon, so that the processes' kernels can overlap
 
 The default sweep is the ``quick`` preset on the baseline setting of every task with seed 0:
 36 runs (6 groups of 6 configurations; ``--engine auto`` trains them one at a time on CUDA, so
@@ -69,7 +72,8 @@ def measure(args) -> None:
                                init_options={**resources, "log_to_driver": False})
     elif args.cpu_smoke:
         torch.set_num_threads(1)
-        executor = LocalExecutor(devices=["cpu"] * args.workers, threads_per_worker=1)
+        executor = LocalExecutor(devices=["cpu"] * (args.workers * args.runs_per_gpu),
+                                 threads_per_worker=1)
     else:
         gpus = [f"cuda:{i}" for i in range(args.workers)]
         executor = LocalExecutor(devices=[g for _ in range(args.runs_per_gpu) for g in gpus])
@@ -120,10 +124,40 @@ class GpuSampler:
         return ", ".join(parts)
 
 
-def run_measure(args, workers: int, run_dir: str, extra: list[str] | None = None) -> dict:
+class MpsDaemon:
+    """An NVIDIA MPS control daemon for the processes started inside the block (their
+    environment from :meth:`env`), with its pipe and log folders in a temporary directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mps-")
+        self.vars = {"CUDA_MPS_PIPE_DIRECTORY": os.path.join(self.dir, "pipe"),
+                     "CUDA_MPS_LOG_DIRECTORY": os.path.join(self.dir, "log")}
+
+    def env(self) -> dict:
+        return {**os.environ, **self.vars}
+
+    def __enter__(self):
+        for path in self.vars.values():
+            os.makedirs(path)
+        if shutil.which("nvidia-cuda-mps-control") is None:
+            raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH")
+        proc = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=self.env(),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"--mps: the MPS daemon did not start: {proc.stderr.strip()}")
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", env=self.env(),
+                       capture_output=True, text=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_measure(args, workers: int, run_dir: str, extra: list[str] | None = None,
+                env: dict | None = None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--measure", "--workers", str(workers),
            "--run-dir", run_dir, *sweep_args(args), *(extra or [])]
-    env = dict(os.environ)
+    env = dict(env or os.environ)
     if not args.cpu_smoke:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(workers))
     with GpuSampler() as sampler:
@@ -165,6 +199,10 @@ def main() -> None:
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--runs-per-gpu", type=int, default=1)
     ap.add_argument("--gpus", type=int, default=2, help="GPUs of the multi-GPU measurement")
+    ap.add_argument("--many-runs-per-gpu", type=int, default=None,
+                    help="runs per GPU of the second measurement (default: --runs-per-gpu)")
+    ap.add_argument("--mps", action="store_true",
+                    help="the second measurement under an MPS daemon (GPU only)")
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="CPU worker processes instead of GPUs, on a tiny sweep")
     ap.add_argument("--no-warmup", action="store_true")
@@ -179,6 +217,13 @@ def main() -> None:
     if args.measure:
         measure(args)
         return
+    many_rpg = args.many_runs_per_gpu or args.runs_per_gpu
+    if min(args.gpus, args.runs_per_gpu, many_rpg) < 1:
+        raise SystemExit("--gpus, --runs-per-gpu and --many-runs-per-gpu must be at least 1")
+    if args.mps and args.cpu_smoke:
+        raise SystemExit("--mps needs GPUs, not --cpu-smoke")
+    if (args.gpus, many_rpg, args.mps) == (1, args.runs_per_gpu, False):
+        raise SystemExit("nothing to compare: give --gpus N > 1, --many-runs-per-gpu or --mps")
     if not args.cpu_smoke:
         import torch
         if torch.cuda.device_count() < args.gpus:
@@ -191,20 +236,25 @@ def main() -> None:
                 "--seeds", "0"]
         run_measure(args, args.gpus, os.path.join(root, "warmup"), warm)
     one = run_measure(args, 1, os.path.join(root, "one"))
-    many = run_measure(args, args.gpus, os.path.join(root, "many"))
+    many_args = ["--runs-per-gpu", str(many_rpg)]
+    if args.mps:
+        with MpsDaemon() as mps:
+            many = run_measure(args, args.gpus, os.path.join(root, "many"), many_args, mps.env())
+    else:
+        many = run_measure(args, args.gpus, os.path.join(root, "many"), many_args)
     cmp = compare(os.path.join(root, "one"), os.path.join(root, "many"))
     speedup = one["wall_s"] / many["wall_s"]
     lines = [
         f"Sweep: --arch {args.arch} --tasks {args.tasks} --preset {args.preset} --settings "
         f"{args.settings} --seeds {args.seeds} --engine {args.engine} "
-        + " ".join(f"--set {s}" for s in args.set) + f"; executor {args.executor}"
-        + (f", {args.runs_per_gpu} runs per GPU" if args.runs_per_gpu > 1 else ""),
+        + " ".join(f"--set {s}" for s in args.set) + f"; executor {args.executor}",
         "",
-        f"| {unit} | runs | wall s | speed-up | utilisation (busy share) |",
-        "| ---: | ---: | ---: | ---: | --- |",
-        f"| 1 | {one['trained']} | {one['wall_s']:.1f} | 1.00 | {one['gpus']} |",
-        f"| {args.gpus} | {many['trained']} | {many['wall_s']:.1f} | {speedup:.2f} | "
-        f"{many['gpus']} |",
+        f"| {unit} | runs per GPU | MPS | runs | wall s | speed-up | utilisation (busy share) |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        f"| 1 | {args.runs_per_gpu} | no | {one['trained']} | {one['wall_s']:.1f} | 1.00 | "
+        f"{one['gpus']} |",
+        f"| {args.gpus} | {many_rpg} | {'yes' if args.mps else 'no'} | {many['trained']} | "
+        f"{many['wall_s']:.1f} | {speedup:.2f} | {many['gpus']} |",
         "",
         f"Records: same run keys: {cmp['same_keys']}; identical accuracy and loss: "
         f"{cmp['identical']}/{cmp['runs']}; max |diff| accuracy "
