@@ -217,7 +217,7 @@ def main() -> None:
     if args.measure:
         measure(args)
         return
-    many_rpg = args.many_runs_per_gpu or args.runs_per_gpu
+    many_rpg = args.runs_per_gpu if args.many_runs_per_gpu is None else args.many_runs_per_gpu
     if min(args.gpus, args.runs_per_gpu, many_rpg) < 1:
         raise SystemExit("--gpus, --runs-per-gpu and --many-runs-per-gpu must be at least 1")
     if args.mps and args.cpu_smoke:
