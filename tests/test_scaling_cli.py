@@ -139,3 +139,15 @@ def test_fit_state_frontier_option_recovers_the_frontier_exponent(tmp_path):
     for fit in states.values():
         assert fit["exponent"] == pytest.approx(-0.28)
         assert fit["frontier_archs"] == ["arch0", "arch1", "arch2", "arch3"]
+
+
+def test_run_without_a_fitting_size_says_which_budget_is_too_small_or_too_large(tmp_path):
+    """Each budget's reason, from the ladder's own runs: 1e9 FLOPs gives the smallest model a
+    single step; 1e99 gives the largest more tokens per parameter than any IsoFLOP run uses."""
+    out = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e9,1e99",
+                                   "--run-dir", str(tmp_path / "r"), "--dry-run"])
+    assert out.exit_code == 2
+    line = out.output.strip().splitlines()[-1]
+    assert "1e+09 is too small" in line and "would train 1 steps (at least 20)" in line
+    assert "1e+99 is too large for the size ladder" in line and "over 1,000" in line
+    assert not (tmp_path / "r").exists()                  # refused before anything is written

@@ -176,7 +176,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     from ..scaling.corpus import load_corpus
     from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
     from ..scaling.runs import Recipe, plan_runs, run_plans
-    from ..scaling.shapes import get_family, parse_size
+    from ..scaling.shapes import LADDER, get_family, parse_size
     from ..store import ResultsStore
     kwargs = None
     if mixer_kwargs:
@@ -200,12 +200,13 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
     recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
                     grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
-    plans = plan_runs(family, _parse_floats(budgets, "--budgets"), size_list, recipe,
-                      data.sha256, min_steps=min_steps, vocab_size=data.vocab_size,
-                      lr_rule=lr_rule, batch_rule=batch_rule)
+    budget_list = _parse_floats(budgets, "--budgets")
+    plans = plan_runs(family, budget_list, size_list, recipe, data.sha256, min_steps=min_steps,
+                      vocab_size=data.vocab_size, lr_rule=lr_rule, batch_rule=batch_rule)
     if not plans:
-        raise UsageError("no model size fits these budgets (too few steps or tokens per "
-                         "parameter); give --sizes or larger --budgets")
+        every = plan_runs(family, budget_list, LADDER, recipe, data.sha256,
+                          vocab_size=data.vocab_size, lr_rule=lr_rule, batch_rule=batch_rule)
+        raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
     if dry_run:
         from ..scaling.shapes import attention_fraction
@@ -223,6 +224,30 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         trained = run_plans(plans, data, store, device, precision, progress)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _why_no_size(every: list, budgets: list[float], min_steps: int) -> str:
+    """Why the size ladder has no run for any of ``budgets``, per budget, from the unfiltered
+    plans ``every`` (``plan_runs``'s limits: at least ``min_steps`` steps and
+    ``TOKENS_PER_PARAM`` tokens per non-embedding parameter)."""
+    from ..scaling.runs import TOKENS_PER_PARAM
+    low, high = TOKENS_PER_PARAM
+    parts = []
+    for budget in budgets:
+        runs = [p for p in every if p.budget == budget]
+        ratio = {id(p): p.tokens / p.non_embedding_params for p in runs}
+        largest = max(runs, key=lambda p: p.non_embedding_params)
+        smallest = min(runs, key=lambda p: p.non_embedding_params)
+        if ratio[id(largest)] > high:
+            parts.append(f"{budget:g} is too large for the size ladder (its largest size, "
+                         f"{largest.width}x{largest.depth}, would see "
+                         f"{ratio[id(largest)]:.3g} tokens per parameter, over {high:,g})")
+        else:
+            parts.append(f"{budget:g} is too small (its smallest size, {smallest.width}x"
+                         f"{smallest.depth}, would train {smallest.steps} steps (at least "
+                         f"{min_steps}) on {ratio[id(smallest)]:.2g} tokens per parameter "
+                         f"(at least {low:g}))")
+    return "no model size fits: " + "; ".join(parts) + "; give --sizes WxD,... to choose sizes"
 
 
 def _positive(text: str, option: str, kind):

@@ -120,13 +120,17 @@ class RunPlan:
                              "madbench": __version__}, length=24)
 
 
+#: tokens per non-embedding parameter a ladder size must see at a budget to be run (around the
+#: compute-optimal ~20)
+TOKENS_PER_PARAM: tuple[float, float] = (1.0, 1000.0)
+
 LrRule = Callable[[float], float]                 #: total params -> peak learning rate
 BatchRule = Callable[[float, float, int], int]     #: (budget, total params, seq_len) -> batch
 
 
 def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tuple[int, int]] | None,
               recipe: Recipe, corpus_sha256: str, min_steps: int = 20,
-              tokens_per_param: tuple[float, float] = (1.0, 1000.0),
+              tokens_per_param: tuple[float, float] = TOKENS_PER_PARAM,
               vocab_size: int = VOCAB_SIZE, lr_rule: LrRule | None = None,
               batch_rule: BatchRule | None = None) -> list[RunPlan]:
     """The runs of one family: every (budget, size) pair. Without ``sizes``, the ladder sizes
