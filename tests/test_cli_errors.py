@@ -4,6 +4,7 @@ MADBENCH_DEBUG=1); text from outside is printed with control characters escaped.
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -183,3 +184,14 @@ def test_submit_refuses_an_unprintable_name(tmp_path, trial, name):
     result = cli("leaderboard", "submit", run_dir, "--name", name, "--out", tmp_path / "s.json")
     assert_one_line(result, 2, "not allowed in a name")
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_where_no_file_can_be_made_is_refused_before_training(tmp_path):
+    """/proc passes a permission check for root, yet no file can be created there: the probe
+    finds out before the first run trains, not after the sweep."""
+    run_dir = tmp_path / "run"
+    result = cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", run_dir,
+                 "--output", "/proc/madbench-results.json")
+    assert_one_line(result, 2, "the folder /proc is not writable")
+    assert not list(run_dir.glob("records/*.parquet"))

@@ -12,8 +12,10 @@ from ..errors import UsageError
 
 
 def writable_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` can be created or overwritten: its folder exists and is writable, and it is not
-    a folder. Nothing is written."""
+    """``path`` can be created or overwritten: its folder exists and a file can be created in
+    it (probed with a temporary file, removed at once: permission bits do not tell, e.g. for
+    root or on a read-only or virtual file system), and it is not a folder. ``path`` itself is
+    not touched."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -22,8 +24,12 @@ def writable_file(path: str | os.PathLike, option: str) -> Path:
         raise UsageError(f"{option} {path}: the folder {parent} does not exist")
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path}: not writable")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: the folder {parent} is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: the folder {parent} is not writable "
+                         f"({exc.strerror or type(exc).__name__})") from None
     return path
 
 
