@@ -420,9 +420,18 @@ def table(args) -> str:
 
 
 # -- copied weights, same outputs ------------------------------------------------------------
+def input_grad(layer, x, g):
+    """The gradient of ``(layer(x) * g).sum()`` with respect to ``x``, in fp32."""
+    x = x.detach().clone().requires_grad_()
+    (layer(x).float() * g).sum().backward()
+    return x.grad.float()
+
+
 def equivalence(args) -> int:
     """Each bundled layer with the reference layer's weights copied in: the largest output
-    difference on one random batch (fp32; CUDA when available)."""
+    difference on one random batch (fp32; CUDA when available), and under bf16 autocast each
+    side's error against the reference's fp32 output and input gradient (which side rounds
+    more, as the panel trains)."""
     import torch
     sys.path[:0] = [str(SHIMS), str(Path(args.ref).resolve())]
     from madbench.architecture import LayerSpec, build_mixer
@@ -504,7 +513,7 @@ def equivalence(args) -> int:
                       f"{sum(p.numel() for p in ours.parameters()):,} | {draws} |")
         except Exception as exc:  # noqa: BLE001 - report, go on
             rows.append(f"| {name} | - | - | - | failed: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:80]} | - | - |")
+                        f"{str(exc).splitlines()[0][:80]} | - | - | - | - |")
             continue
         try:
             ref, ours = ref.to(dev), ours.to(dev)
@@ -512,19 +521,27 @@ def equivalence(args) -> int:
             with torch.no_grad():
                 y_ref, y_ours = ref(x), ours(x)
                 diff = f"{float((y_ref - y_ours).abs().max()):.1e}"
-                bf16 = "-"
-                if dev == "cuda":      # as trained: bf16 autocast, where rounding can differ
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        bf16 = f"{float((ref(x).float() - ours(x).float()).abs().max()):.1e}"
+            g = torch.randn_like(y_ref)   # as trained: bf16 autocast, where rounding differs
+            exact = input_grad(ref, x, g)
+            with torch.autocast(dev, dtype=torch.bfloat16):
+                with torch.no_grad():
+                    a, b = ref(x).float(), ours(x).float()
+                grads = [input_grad(m, x, g) for m in (ours, ref)]
+            bf16 = (f"{float((a - b).abs().max()):.1e} | "
+                    + " | ".join(f"{float((y - y_ref).abs().max()):.1e} / "
+                                 f"{float((d - exact).abs().max()):.1e}"
+                                 for y, d in zip((b, a), grads)))
             rows.append(f"{counts} {diff} | {bf16} | {float(y_ref.abs().max()):.2f} |")
         except Exception as exc:  # noqa: BLE001 - e.g. a CUDA-only kernel on the CPU
-            rows.append(f"{counts} not run on {dev}: {type(exc).__name__} | - | - |")
+            rows.append(f"{counts} not run on {dev}: {type(exc).__name__} | - | - | - | - |")
     text = "\n".join([f"Copied weights, one batch (4 x {length} x 128, fp32, {dev}); "
                       "initial tensors equal at one seed (seed 0, bundled against the "
-                      "reference's, mapped):", "",
+                      "reference's, mapped); under bf16 autocast, each side's error "
+                      "against the reference's fp32 output and input gradient:", "",
                       "| layer | reference params | bundled params | same initial tensors | "
-                      "max abs diff | same, bf16 autocast | max abs output |",
-                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *rows])
+                      "max abs diff | same, bf16 autocast | bf16 error, bundled (out / grad) | "
+                      "bf16 error, reference (out / grad) | max abs output |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows])
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
