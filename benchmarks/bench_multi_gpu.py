@@ -15,6 +15,10 @@ Usage (on a machine with >= 2 GPUs, from the repository root):
   python benchmarks/bench_multi_gpu.py --gpus 1 --many-runs-per-gpu 4 [--mps]
       # one GPU: one group at a time against four at once (issue #15's concurrency lever),
       # optionally under an MPS daemon, so that the processes' kernels can overlap
+  python benchmarks/bench_multi_gpu.py --gpus 1 --repeat --arch mh-gla-swiglu \
+      --tasks in-context-recall --preset paper --settings num_train_examples=800
+      # the same sweep twice: are its records identical? (run-to-run determinism; set
+      # CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment to test cuBLAS's share)
 
 The default sweep is the ``quick`` preset on the baseline setting of every task with seed 0:
 36 runs (6 groups of 6 configurations; ``--engine auto`` trains them one at a time on CUDA, so
@@ -63,8 +67,9 @@ def measure(args) -> None:
     start = time.perf_counter()
     spec = resolve_architecture(args.arch)
     protocol = get_protocol(args.preset, _parse_overrides(tuple(args.set)))
-    jobs = plan(spec, select_tasks(args.tasks), protocol, _parse_seeds(args.seeds),
-                None if args.settings == "preset" else args.settings)
+    settings = (None if args.settings == "preset" else args.settings
+                if args.settings in ("baseline", "all") else args.settings.split(","))
+    jobs = plan(spec, select_tasks(args.tasks), protocol, _parse_seeds(args.seeds), settings)
     device = "cpu" if args.cpu_smoke else "cuda"
     if args.executor == "ray":
         resources = {"num_cpus": args.workers} if args.cpu_smoke else {"num_gpus": args.workers}
@@ -192,7 +197,8 @@ def main() -> None:
     ap.add_argument("--arch", default="mh-attention")
     ap.add_argument("--tasks", default="all")
     ap.add_argument("--preset", default="quick")
-    ap.add_argument("--settings", default="baseline", choices=["preset", "baseline", "all"])
+    ap.add_argument("--settings", default="baseline",
+                    help="preset, baseline, all or comma-separated setting names")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--engine", default="auto", choices=["auto", "graphed", "batched", "plain"])
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
@@ -203,6 +209,8 @@ def main() -> None:
                     help="runs per GPU of the second measurement (default: --runs-per-gpu)")
     ap.add_argument("--mps", action="store_true",
                     help="the second measurement under an MPS daemon (GPU only)")
+    ap.add_argument("--repeat", action="store_true",
+                    help="with nothing else changed, the same sweep twice (determinism)")
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="CPU worker processes instead of GPUs, on a tiny sweep")
     ap.add_argument("--no-warmup", action="store_true")
@@ -222,8 +230,9 @@ def main() -> None:
         raise SystemExit("--gpus, --runs-per-gpu and --many-runs-per-gpu must be at least 1")
     if args.mps and args.cpu_smoke:
         raise SystemExit("--mps needs GPUs, not --cpu-smoke")
-    if (args.gpus, many_rpg, args.mps) == (1, args.runs_per_gpu, False):
-        raise SystemExit("nothing to compare: give --gpus N > 1, --many-runs-per-gpu or --mps")
+    if (args.gpus, many_rpg, args.mps, args.repeat) == (1, args.runs_per_gpu, False, False):
+        raise SystemExit("nothing to compare: give --gpus N > 1, --many-runs-per-gpu, --mps "
+                         "or --repeat")
     if not args.cpu_smoke:
         import torch
         if torch.cuda.device_count() < args.gpus:

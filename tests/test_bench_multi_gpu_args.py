@@ -11,6 +11,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_multi_gpu.p
 
 @pytest.mark.parametrize("args, message", [
     (["--gpus", "1"], "nothing to compare"),
+    (["--gpus", "1", "--many-runs-per-gpu", "1"], "nothing to compare"),
     (["--cpu-smoke", "--mps"], "--mps needs GPUs"),
     (["--gpus", "0"], "must be at least 1"),
     (["--many-runs-per-gpu", "-2"], "must be at least 1"),
