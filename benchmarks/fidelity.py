@@ -171,39 +171,42 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
     sweeps: dict[tuple, list] = {}
     for j in jobs:
         sweeps.setdefault((j.task.name, j.setting.name, j.seed), []).append(j)
-    start, todo, left_out, took = time.perf_counter(), 0, [], []
+    start, todo, left_out, took, verdicts = time.perf_counter(), 0, [], [], {}
     for (task, setting, seed), group in sweeps.items():
-        if ends_at and not all(store.has(j.key) for j in group):
-            need = sweep_estimate(store.records(), task, setting, took)
+        missing = sum(not store.has(j.key) for j in group)
+        if ends_at and missing:
+            need = sweep_estimate(store.records(), task, setting, protocol.name, missing, took)
             if need is not None and time.time() + need > float(ends_at):
                 left_out.append(f"{task} {setting} seed {seed} (~{need:.0f} s)")
                 continue
         t0 = time.perf_counter()
-        n = run_sweep(spec, group, protocol, store, "auto", "auto", checks, None, "auto")
+        n = run_sweep(spec, group, protocol, store, "auto", "auto", checks, None, "auto",
+                      verdicts)
         todo += n
         if n:
             took.append(time.perf_counter() - t0)
     later = f"; not started, would end after the deadline: {'; '.join(left_out)}" if left_out else ""
     print(f"{arm}: {len(jobs)} runs ({todo} trained) in {time.perf_counter() - start:.0f} s; "
           f"flags {checks['flags']}{later}", flush=True)
+    if left_out:
+        sys.exit(3)                   # work left for the next call, as a deadline stop
 
 
-def sweep_estimate(records: list[dict], task: str, setting: str,
+def sweep_estimate(records: list[dict], task: str, setting: str, preset: str, missing: int,
                    took: list[float]) -> float | None:
-    """How long one sweep of ``task``/``setting`` is expected to take: the longest that this
-    arm's stored sweeps of that setting took (any run version; a sweep's runs trained side by
-    side share its time, the plain engine's one at a time add up), else the longest sweep this
-    worker has trained so far, else unknown (None: start it)."""
-    sweeps: dict[tuple, float] = {}
-    for r in records:
-        if r.get("task") == task and r.get("setting") == setting and r.get("seconds"):
-            key = (r.get("madbench_version"), r.get("seed"))
-            if r.get("engine") == "plain":
-                sweeps[key] = sweeps.get(key, 0.0) + r["seconds"]
-            else:
-                sweeps[key] = max(sweeps.get(key, 0.0), r["seconds"])
-    if sweeps:
-        return max(sweeps.values())
+    """How long the ``missing`` runs of one sweep of ``task``/``setting`` under ``preset`` are
+    expected to take, from this arm's stored records of that sweep (any run version): runs
+    trained side by side share the sweep's time (the longest stored), the plain engine's are
+    stored one at a time (the longest stored run, times ``missing``). Else the longest sweep
+    this worker has trained so far; else unknown (None: start it)."""
+    mine = [r for r in records if r.get("task") == task and r.get("setting") == setting
+            and r.get("protocol_name") == preset and r.get("seconds")]
+    together = [r["seconds"] for r in mine if r.get("engine") != "plain"]
+    if together:
+        return max(together)
+    alone = [r["seconds"] for r in mine if r.get("engine") == "plain"]
+    if alone:
+        return max(alone) * missing
     return max(took) if took else None
 
 
@@ -285,7 +288,7 @@ def run(args) -> int:
                                          env.get("PYTHONPATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("OMP_NUM_THREADS", "2")     # many workers share the host's cores
-    pending, running, failed = list(arms), [], []
+    pending, running, failed, left = list(arms), [], [], []
     start = time.perf_counter()
     deadline = start + args.deadline_s if args.deadline_s else None
     while pending or running:
@@ -320,9 +323,11 @@ def run(args) -> int:
                 tail = (Path(args.run_dir) / f"{arm}.log").read_text().strip().splitlines()
                 print(f"[{time.perf_counter() - start:5.0f} s] {arm}: exit {proc.returncode}: "
                       f"{tail[-1] if tail else ''}", flush=True)
-                if proc.returncode:
+                if proc.returncode == 3:
+                    left.append(arm)
+                elif proc.returncode:
                     failed.append(arm)
-    return 1 if failed else 0
+    return 1 if failed else 3 if left else 0
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -521,16 +526,19 @@ def equivalence(args) -> int:
             with torch.no_grad():
                 y_ref, y_ours = ref(x), ours(x)
                 diff = f"{float((y_ref - y_ours).abs().max()):.1e}"
-            g = torch.randn_like(y_ref)   # as trained: bf16 autocast, where rounding differs
-            exact = input_grad(ref, x, g)
-            with torch.autocast(dev, dtype=torch.bfloat16):
-                with torch.no_grad():
-                    a, b = ref(x).float(), ours(x).float()
-                grads = [input_grad(m, x, g) for m in (ours, ref)]
-            bf16 = (f"{float((a - b).abs().max()):.1e} | "
-                    + " | ".join(f"{float((y - y_ref).abs().max()):.1e} / "
-                                 f"{float((d - exact).abs().max()):.1e}"
-                                 for y, d in zip((b, a), grads)))
+            try:                       # as trained: bf16 autocast, where rounding differs
+                g = torch.randn_like(y_ref)
+                exact = input_grad(ref, x, g)
+                with torch.autocast(dev, dtype=torch.bfloat16):
+                    with torch.no_grad():
+                        a, b = ref(x).float(), ours(x).float()
+                    grads = [input_grad(m, x, g) for m in (ours, ref)]
+                bf16 = (f"{float((a - b).abs().max()):.1e} | "
+                        + " | ".join(f"{float((y - y_ref).abs().max()):.1e} / "
+                                     f"{float((d - exact).abs().max()):.1e}"
+                                     for y, d in zip((b, a), grads)))
+            except Exception as exc:  # noqa: BLE001 - report, keep the fp32 figure
+                bf16 = f"bf16 failed: {type(exc).__name__} | - | -"
             rows.append(f"{counts} {diff} | {bf16} | {float(y_ref.abs().max()):.2f} |")
         except Exception as exc:  # noqa: BLE001 - e.g. a CUDA-only kernel on the CPU
             rows.append(f"{counts} not run on {dev}: {type(exc).__name__} | - | - | - | - |")

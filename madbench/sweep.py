@@ -245,15 +245,17 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
 def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
               store: ResultsStore, device: str = "auto", precision: str = "auto",
               checks: dict | None = None, progress: ProgressFn | None = None,
-              engine: str = "auto") -> int:
-    """Train every job not yet in the store, in this process; returns how many were trained."""
+              engine: str = "auto", verdicts: dict | None = None) -> int:
+    """Train every job not yet in the store, in this process; returns how many were trained.
+    ``verdicts`` (which engines this architecture's steps fit, learnt while training) may be
+    shared by several calls for one architecture, so that a refused capture is tried once."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     groups = pending_groups(jobs, store)
     todo = sum(len(g) for g in groups)
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})
-    verdicts: dict = {}
+    verdicts = {} if verdicts is None else verdicts
     trained, deferred = 0, []
     for group in groups:             # groups another process holds are left for the end
         n = train_claimed(spec, group, protocol, store, dev, precision, checks, engine,

@@ -5,6 +5,8 @@ import importlib.util
 from argparse import Namespace
 from pathlib import Path
 
+import pytest
+
 from madbench.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,8 @@ def test_missing_run_directory_gives_nothing(tmp_path):
 
 def test_a_sweep_that_would_end_after_the_deadline_is_not_started(tmp_path, monkeypatch, capsys):
     """A worker with a deadline skips a setting whose stored sweep took longer than the time
-    left (a sweep cut by the deadline is lost whole) and trains the others."""
+    left (a sweep cut by the deadline is lost whole), trains the others, and exits 3 (work
+    left, as a deadline stop)."""
     import time
     import madbench.sweep
     fidelity = load_fidelity()
@@ -67,25 +70,34 @@ def test_a_sweep_that_would_end_after_the_deadline_is_not_started(tmp_path, monk
     comp = ("compression", "num_train_examples=800")
     monkeypatch.setattr(fidelity, "panel_settings", lambda which: [icr, comp])
     ResultsStore(tmp_path / "mh-attention").append(
-        {"run_key": "old", "task": icr[0], "setting": icr[1], "seconds": 900.0})
+        {"run_key": "old", "task": icr[0], "setting": icr[1], "seconds": 900.0,
+         "protocol_name": "paper", "engine": "graphed"})
     trained = []
     monkeypatch.setattr(madbench.sweep, "run_sweep", lambda spec, group, *a: trained.append(
         (group[0].task.name, group[0].setting.name)) or len(group))
-    fidelity.worker("mh-attention", "x", str(tmp_path), "paper", "skip", "0",
-                    str(time.time() + 300))
-    assert trained == [comp]
+    with pytest.raises(SystemExit) as stop:
+        fidelity.worker("mh-attention", "x", str(tmp_path), "paper", "skip", "0",
+                        str(time.time() + 300))
+    assert stop.value.code == 3 and trained == [comp]
     assert "not started, would end after the deadline: in-context-recall" in capsys.readouterr().out
     trained.clear()
     fidelity.worker("mh-attention", "x", str(tmp_path), "paper", "skip", "0", "")
     assert trained == [icr, comp]                    # no deadline: everything is started
+    trained.clear()                                  # another preset's records do not count
+    fidelity.worker("mh-attention", "x", str(tmp_path), "mad-lab", "skip", "0",
+                    str(time.time() + 300))
+    assert trained == [icr, comp]
 
 
 def test_sweep_estimate_prefers_stored_times_then_this_workers():
     estimate = load_fidelity().sweep_estimate
     rows = [{"task": "t", "setting": "s", "seconds": 40.0}, {"task": "t", "setting": "s",
             "seconds": 55.0}, {"task": "t", "setting": "other", "seconds": 999.0}]
-    assert estimate(rows, "t", "s", [10.0]) == 55.0
-    assert estimate(rows, "t", "new", [10.0, 30.0]) == 30.0
-    assert estimate(rows, "t", "new", []) is None
-    plain = [{"task": "t", "setting": "s", "seconds": 20.0, "engine": "plain", "seed": 0}] * 3
-    assert estimate(plain, "t", "s", []) == 60.0            # one run at a time: they add up
+    rows = [{**r, "protocol_name": "paper", "engine": "graphed"} for r in rows]
+    assert estimate(rows, "t", "s", "paper", 6, [10.0]) == 55.0
+    assert estimate(rows, "t", "s", "quick", 6, [10.0]) == 10.0      # another preset's times
+    assert estimate(rows, "t", "new", "paper", 6, [10.0, 30.0]) == 30.0
+    assert estimate(rows, "t", "new", "paper", 6, []) is None
+    plain = [{"task": "t", "setting": "s", "seconds": s, "engine": "plain",
+              "protocol_name": "paper"} for s in (20.0, 25.0, 22.0)]
+    assert estimate(plain, "t", "s", "paper", 2, []) == 50.0   # stored one run at a time

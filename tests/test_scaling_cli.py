@@ -148,6 +148,13 @@ def test_run_without_a_fitting_size_says_which_budget_is_too_small_or_too_large(
                                    "--run-dir", str(tmp_path / "r"), "--dry-run"])
     assert out.exit_code == 2
     line = out.output.strip().splitlines()[-1]
-    assert "1e+09 is too small" in line and "would train 1 steps (at least 20)" in line
+    assert "1e+09 is too small for the size ladder" in line
+    assert "would train fewer than 20 steps" in line
     assert "1e+99 is too large for the size ladder" in line and "over 1,000" in line
     assert not (tmp_path / "r").exists()                  # refused before anything is written
+    # a budget between the limits: small sizes see too many tokens, large ones too few steps
+    out = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e15",
+                                   "--batch-size", "100000", "--dry-run"])
+    line = out.output.strip().splitlines()[-1]
+    assert out.exit_code == 2 and "1e+15 fits no ladder size" in line
+    assert "32x2 to" in line and "over 1,000 tokens" in line and "to 768x16 would train" in line

@@ -228,25 +228,32 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
 
 def _why_no_size(every: list, budgets: list[float], min_steps: int) -> str:
     """Why the size ladder has no run for any of ``budgets``, per budget, from the unfiltered
-    plans ``every`` (``plan_runs``'s limits: at least ``min_steps`` steps and
-    ``TOKENS_PER_PARAM`` tokens per non-embedding parameter)."""
+    plans ``every``: which ladder sizes miss which of ``plan_runs``'s limits (at least
+    ``min_steps`` steps, ``TOKENS_PER_PARAM`` tokens per non-embedding parameter)."""
     from ..scaling.runs import TOKENS_PER_PARAM
     low, high = TOKENS_PER_PARAM
+
+    def sizes(runs):
+        names = [f"{p.width}x{p.depth}" for p in runs]
+        return names[0] if len(names) == 1 else f"{names[0]} to {names[-1]}"
+
     parts = []
     for budget in budgets:
-        runs = [p for p in every if p.budget == budget]
-        ratio = {id(p): p.tokens / p.non_embedding_params for p in runs}
-        largest = max(runs, key=lambda p: p.non_embedding_params)
-        smallest = min(runs, key=lambda p: p.non_embedding_params)
-        if ratio[id(largest)] > high:
-            parts.append(f"{budget:g} is too large for the size ladder (its largest size, "
-                         f"{largest.width}x{largest.depth}, would see "
-                         f"{ratio[id(largest)]:.3g} tokens per parameter, over {high:,g})")
-        else:
-            parts.append(f"{budget:g} is too small (its smallest size, {smallest.width}x"
-                         f"{smallest.depth}, would train {smallest.steps} steps (at least "
-                         f"{min_steps}) on {ratio[id(smallest)]:.2g} tokens per parameter "
-                         f"(at least {low:g}))")
+        runs = sorted((p for p in every if p.budget == budget),
+                      key=lambda p: p.non_embedding_params)
+        over = [p for p in runs if p.tokens / p.non_embedding_params > high]
+        under = [p for p in runs if p.tokens / p.non_embedding_params < low]
+        short = [p for p in runs if p.steps < min_steps]
+        misses = []
+        if over:
+            misses.append(f"{sizes(over)} would see over {high:,g} tokens per parameter")
+        if short:
+            misses.append(f"{sizes(short)} would train fewer than {min_steps} steps")
+        if under:
+            misses.append(f"{sizes(under)} would see under {low:g} token per parameter")
+        verdict = ("is too large for the size ladder" if len(over) == len(runs) else
+                   "is too small for the size ladder" if not over else "fits no ladder size")
+        parts.append(f"{budget:g} {verdict} ({'; '.join(misses)})")
     return "no model size fits: " + "; ".join(parts) + "; give --sizes WxD,... to choose sizes"
 
 
