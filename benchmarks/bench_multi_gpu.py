@@ -56,20 +56,11 @@ def sweep_args(args) -> list[str]:
 def measure(args) -> None:
     import torch
 
-    from madbench.architecture import resolve_architecture
-    from madbench.cli.eval_cmd import _parse_overrides, _parse_seeds
-    from madbench.evaluator import select_tasks
-    from madbench.sweep import plan
     from madbench.executors import LocalExecutor, RayExecutor
-    from madbench.protocol import get_protocol
     from madbench.store import ResultsStore
 
     start = time.perf_counter()
-    spec = resolve_architecture(args.arch)
-    protocol = get_protocol(args.preset, _parse_overrides(tuple(args.set)))
-    settings = (None if args.settings == "preset" else args.settings
-                if args.settings in ("baseline", "all") else args.settings.split(","))
-    jobs = plan(spec, select_tasks(args.tasks), protocol, _parse_seeds(args.seeds), settings)
+    spec, protocol, jobs = plan_sweep(args)
     device = "cpu" if args.cpu_smoke else "cuda"
     if args.executor == "ray":
         resources = {"num_cpus": args.workers} if args.cpu_smoke else {"num_gpus": args.workers}
@@ -86,6 +77,20 @@ def measure(args) -> None:
                            engine=args.engine)
     print(json.dumps({"wall_s": time.perf_counter() - start, "trained": trained,
                       "jobs": len(jobs)}))
+
+
+def plan_sweep(args):
+    """The measured sweep: (architecture, protocol, jobs); a bad --arch, --preset, --set,
+    --tasks, --settings or --seeds raises madbench's UsageError."""
+    from madbench.architecture import resolve_architecture
+    from madbench.cli.eval_cmd import _parse_overrides, _parse_seeds
+    from madbench.evaluator import select_tasks
+    from madbench.protocol import get_protocol
+    from madbench.sweep import parse_settings, plan
+    spec = resolve_architecture(args.arch)
+    protocol = get_protocol(args.preset, _parse_overrides(tuple(args.set)))
+    return spec, protocol, plan(spec, select_tasks(args.tasks), protocol,
+                                _parse_seeds(args.seeds), parse_settings(args.settings))
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -144,12 +149,17 @@ class MpsDaemon:
     def __enter__(self):
         for path in self.vars.values():
             os.makedirs(path)
+        problem = None
         if shutil.which("nvidia-cuda-mps-control") is None:
-            raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH")
-        proc = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=self.env(),
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"--mps: the MPS daemon did not start: {proc.stderr.strip()}")
+            problem = "nvidia-cuda-mps-control is not on PATH"
+        else:
+            proc = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=self.env(),
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                problem = f"the MPS daemon did not start: {proc.stderr.strip()}"
+        if problem:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise SystemExit(f"--mps: {problem}")
         return self
 
     def __exit__(self, *exc):
@@ -230,9 +240,18 @@ def main() -> None:
         raise SystemExit("--gpus, --runs-per-gpu and --many-runs-per-gpu must be at least 1")
     if args.mps and args.cpu_smoke:
         raise SystemExit("--mps needs GPUs, not --cpu-smoke")
-    if (args.gpus, many_rpg, args.mps, args.repeat) == (1, args.runs_per_gpu, False, False):
+    changed = (args.gpus, many_rpg, args.mps) != (1, args.runs_per_gpu, False)
+    if args.repeat and changed:
+        raise SystemExit("--repeat trains the same sweep twice: give it with --gpus 1 and "
+                         "nothing else changed (no --many-runs-per-gpu, no --mps)")
+    if not (changed or args.repeat):
         raise SystemExit("nothing to compare: give --gpus N > 1, --many-runs-per-gpu, --mps "
                          "or --repeat")
+    from madbench.errors import UsageError
+    try:
+        plan_sweep(args)                  # every argument checked before any measurement
+    except UsageError as exc:
+        raise SystemExit(str(exc)) from None
     if not args.cpu_smoke:
         import torch
         if torch.cuda.device_count() < args.gpus:

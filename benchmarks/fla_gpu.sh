@@ -20,7 +20,8 @@ if [ -d .stage/triton-1 ]; then
   fi
 fi
 # fla from its wheels in .whl when the machine lacks it
-if ! python3 -c "import fla" 2>/dev/null && ls .whl/fla_core-*.whl > /dev/null 2>&1; then
+if ! python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fla') is None)" \
+    && ls .whl/fla_core-*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl \
     .whl/flash_linear_attention-*.whl >> "$SETUP" 2>&1 && export PYTHONPATH=/tmp/fla_site${PYTHONPATH:+:$PYTHONPATH}
 fi

@@ -10,8 +10,8 @@ set -eu
 PART_MIB=${PART_MIB:-55}
 case "${1:-}" in
 split)
-  [ $# -eq 3 ] && [ -f "$2" ] || { echo "usage: stage.sh split FILE NAME (FILE must exist)" >&2; exit 2; }
-  file=$2 name=$3; rm -rf .stage/"$name"-*; mkdir -p .stage/tmp."$name"
+  [ $# -eq 3 ] && [ -s "$2" ] || { echo "usage: stage.sh split FILE NAME (FILE must exist, not empty)" >&2; exit 2; }
+  file=$2 name=$3; rm -rf .stage/"$name"-[0-9]* .stage/tmp."$name"; mkdir -p .stage/tmp."$name"
   split -b "${PART_MIB}M" -d -a 3 "$file" .stage/tmp."$name"/p
   parts=$(ls .stage/tmp."$name" | wc -l); sum=$(sha256sum "$file" | cut -d' ' -f1); k=0
   for p in .stage/tmp."$name"/p*; do
@@ -24,7 +24,7 @@ join)
   [ $# -eq 3 ] || { echo "usage: stage.sh join NAME DIR" >&2; exit 2; }
   name=$2 dir=$3
   [ -f .stage/"$name"-1/manifest ] || { echo "error: no part of $name here (.stage/$name-1)" >&2; exit 2; }
-  { read -r base; read -r parts; read -r sum; } < .stage/"$name"-1/manifest
+  { read -r base; read -r parts; read -r sum || [ -n "$sum" ]; } < .stage/"$name"-1/manifest
   missing=""; for i in $(seq 1 "$parts"); do [ -f .stage/"$name-$i"/part ] || missing="$missing $name-$i"; done
   [ -z "$missing" ] || { echo "error: parts not carried yet:$missing" >&2; exit 2; }
   mkdir -p "$dir"; : > "$dir/$base.tmp"

@@ -16,6 +16,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_multi_gpu.p
     (["--gpus", "0"], "must be at least 1"),
     (["--many-runs-per-gpu", "-2"], "must be at least 1"),
     (["--many-runs-per-gpu", "0"], "must be at least 1"),
+    (["--repeat"], "give it with --gpus 1"),
+    (["--gpus", "1", "--repeat", "--many-runs-per-gpu", "2"], "give it with --gpus 1"),
+    (["--gpus", "1", "--repeat", "--settings", "vocab_size=3"], "no selected task has a setting"),
+    (["--gpus", "1", "--repeat", "--settings", ","], "--settings takes preset"),
+    (["--gpus", "1", "--repeat", "--arch", "nope"], "unknown architecture"),
 ])
 def test_bad_comparisons_are_refused_in_one_line(args, message):
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,

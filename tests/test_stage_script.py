@@ -38,3 +38,21 @@ def test_split_then_join_gives_the_same_bytes_and_refuses_missing_or_altered_par
     assert altered.returncode == 2 and "sha256 differs" in altered.stderr
     assert not (tmp_path / "out3" / "w.whl").exists()
     assert stage(tmp_path, "split", "absent.whl", "t").returncode == 2
+    (tmp_path / "empty.whl").write_bytes(b"")
+    assert stage(tmp_path, "split", "empty.whl", "e").returncode == 2
+
+
+def test_a_new_split_replaces_its_own_parts_only(tmp_path):
+    """Splitting again under a name drops that name's old parts and any leftover of a split cut
+    short, and leaves another name that merely starts the same alone."""
+    (tmp_path / "a.bin").write_bytes(os.urandom(2_500_000))
+    (tmp_path / "b.bin").write_bytes(os.urandom(1_200_000))
+    assert stage(tmp_path, "split", "a.bin", "t-cpu").returncode == 0
+    assert stage(tmp_path, "split", "a.bin", "t").returncode == 0        # 3 parts
+    (tmp_path / ".stage" / "tmp.t").mkdir()
+    (tmp_path / ".stage" / "tmp.t" / "p002").write_bytes(b"stale")     # a split cut short
+    assert stage(tmp_path, "split", "b.bin", "t").stdout.startswith("2 parts")
+    names = sorted(p.name for p in (tmp_path / ".stage").iterdir())
+    assert names == ["t-1", "t-2", "t-cpu-1", "t-cpu-2", "t-cpu-3"]
+    assert stage(tmp_path, "join", "t", "out").returncode == 0
+    assert (tmp_path / "out" / "b.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
