@@ -11,12 +11,17 @@ set -u
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
 SETUP="$OUT/setup.log"; : > "$SETUP"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$SETUP" 2>&1
-# Triton >= 3.7.1 lifts fla's Hopper guard (docs/ecosystem.md); its wheel (198 MB) comes in parts
-# carried over several calls (benchmarks/stage.sh) and is used for this script only.
+# Triton >= 3.7.1 lifts fla's Hopper guard (docs/ecosystem.md). It comes in parts carried over
+# several calls (benchmarks/stage.sh), as its wheel or as a .tar.xz of the unpacked wheel, and
+# is used for this script only.
 if [ -d .stage/triton-1 ]; then
-  if whl=$(bash benchmarks/stage.sh join triton /tmp/stage 2>> "$SETUP"); then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/triton_new "$whl" >> "$SETUP" 2>&1 \
-      && export PYTHONPATH=/tmp/triton_new${PYTHONPATH:+:$PYTHONPATH}
+  if pkg=$(bash benchmarks/stage.sh join triton /tmp/stage 2>> "$SETUP"); then
+    case "$pkg" in
+      *.whl) python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/triton_new "$pkg" ;;
+      *.tar.xz) python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+                  "$pkg" /tmp/triton_new ;;
+      *) false ;;
+    esac >> "$SETUP" 2>&1 && export PYTHONPATH=/tmp/triton_new${PYTHONPATH:+:$PYTHONPATH}
   fi
 fi
 # fla from its wheels in .whl when the machine lacks it
