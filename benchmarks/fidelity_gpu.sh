@@ -25,7 +25,10 @@ for spec in "$@"; do
     --jobs "${jobs:-2}" --seeds "${seeds:-0}" --deadline-s "$D" >> "$OUT/fidelity.log" 2>&1 &
 done
 if [ "${GPU_TESTS:-0}" = 1 ]; then
-  timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider -rs > "$OUT/pytest_gpu.log" 2>&1
+  # on the time limit, SIGABRT makes faulthandler print every thread's stack into the log
+  PYTHONFAULTHANDLER=1 timeout -s ABRT 240 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
+    > "$OUT/pytest_gpu.log" 2>&1
+  echo "pytest exit status $?" >> "$OUT/pytest_gpu.log"
 fi
 wait
 python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
