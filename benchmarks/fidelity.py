@@ -172,10 +172,11 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
     for j in jobs:
         sweeps.setdefault((j.task.name, j.setting.name, j.seed), []).append(j)
     start, todo, left_out, took, verdicts = time.perf_counter(), 0, [], [], {}
+    stored = store.records() if ends_at else []   # earlier calls' times (this one's: took)
     for (task, setting, seed), group in sweeps.items():
         missing = sum(not store.has(j.key) for j in group)
         if ends_at and missing:
-            need = sweep_estimate(store.records(), task, setting, protocol.name, missing, took)
+            need = sweep_estimate(stored, task, setting, protocol.name, missing, took)
             if need is not None and time.time() + need > float(ends_at):
                 left_out.append(f"{task} {setting} seed {seed} (~{need:.0f} s)")
                 continue

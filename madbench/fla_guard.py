@@ -89,6 +89,7 @@ def _tilelang_installed() -> bool:
     (``fla.utils.env.has_usable_nvcc``: CUDA_HOME or CUDA_PATH, PATH, the nvidia-cuda-nvcc
     wheel, /usr/local/cuda)."""
     import importlib.metadata
+    import importlib.util
     import os
     import shutil
     from pathlib import Path
