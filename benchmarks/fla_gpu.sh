@@ -6,8 +6,13 @@
 # lands in $OUT, at most 7 files (a device call returns 8): setup.log, fla_status_h200.md,
 # fla_status.log, eval_gdn.log, eval_gdn.json, eval_gdn_eager.json, pytest_gpu.log. On a Hopper
 # GPU with 3.4.0 <= Triton < 3.7.1 and no tilelang, the GatedDeltaNet evaluation is refused up
-# front (fla's guard, docs/ecosystem.md).
+# front (fla's guard, docs/ecosystem.md). STATUS_S (default 280) is the status table's deadline in
+# seconds; CLASS_S (default 240) kills one class's measurement after that long (reported as
+# failing); RESUME=TABLE keeps the measured rows of an earlier call's table (carry it) and
+# measures the rest; CLASSES (comma-separated) measures only those classes. The table is
+# rewritten as each class finishes, so a cut call still returns its rows.
 set -u
+STATUS_S=${STATUS_S:-280}
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
 SETUP="$OUT/setup.log"; : > "$SETUP"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$SETUP" 2>&1
@@ -39,17 +44,19 @@ if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.la
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site
   python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$SETUP" 2>&1
 fi
-python3 -c "from madbench.fla_adapter import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
+python3 -c "from madbench.fla_guard import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
 python3 -c "import pytest" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
   --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site; }
-timeout 320 python3 benchmarks/fla_status.py --device cuda --workers 10 --deadline-s 280 \
-  --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
+timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers 10 \
+  --deadline-s "$STATUS_S" --class-timeout-s "${CLASS_S:-240}" ${CLASSES:+--classes "$CLASSES"} \
+  ${RESUME:+--resume "$RESUME"} --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
 ( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
     --run-dir /tmp/fla_runs --no-progress --output "$OUT/eval_gdn.json" > "$OUT/eval_gdn.log" 2>&1 \
   || { echo "== eager (MADBENCH_CUDA_GRAPHS=0)"; MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench \
     eval --arch fla.layers:GatedDeltaNet --preset smoke --run-dir /tmp/fla_runs_eager --no-progress \
     --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
-TRITON_F32_DEFAULT=ieee timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs \
+# a test that hangs is stopped at 120 s with every thread's stack in the log, and the rest run
+TRITON_F32_DEFAULT=ieee timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs -o timeout=120 \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in setup.log pytest_gpu.log eval_gdn.log; do

@@ -24,9 +24,12 @@ that a run leaves two files.
     python benchmarks/fla_status.py --device cuda --out $OUT/fla_status_h200.md --workers 8
 
 fla's float32 matrix products run in IEEE precision (``TRITON_F32_DEFAULT=ieee``, unless set
-otherwise), so that TF32 rounding does not pass for state in the audit. Classes are measured in
-``--workers`` worker processes (Triton compiles on the CPU); classes
-still unmeasured at ``--deadline-s`` are reported as such. Needs fla (``madbench[fla]``).
+otherwise), so that TF32 rounding does not pass for state in the audit. Each class is measured in
+its own process, ``--workers`` at a time (Triton compiles on the CPU); one that gives no result
+within ``--class-timeout-s`` is killed and reported as failing, and classes still unmeasured at
+``--deadline-s`` are reported as such. ``--out`` is rewritten as each class finishes, so a run
+cut short leaves its rows; ``--resume TABLE`` keeps the measured rows of an earlier table and
+measures only the rest (a long table over several time-limited calls). Needs fla (``madbench[fla]``).
 """
 from __future__ import annotations
 
@@ -181,10 +184,89 @@ FIRST = ["GatedDeltaNet", "DeltaNet", "Mamba2", "RWKV7Attention", "GatedLinearAt
          "Mamba", "LinearAttention", "HGRN2Attention", "MultiScaleRetention", "RWKV6Attention"]
 
 
+def _row(name: str, status: str, note: str) -> dict:
+    return {"class": name, "status": status, "causal": "-", "declared": "-", "measured": "-",
+            "smoke": "-", "note": note, "seconds": 0}
+
+
+def read_table(path: str) -> dict[str, dict]:
+    """The measured rows of an earlier table this script wrote (``--resume``): every row but
+    the ``not measured`` ones, by class name."""
+    rows = {}
+    keys = ("class", "status", "causal", "declared", "measured", "smoke", "note")
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("| `"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) != len(keys):
+                raise SystemExit(f"error: {path}: not a table of this script: {line.strip()}")
+            row = dict(zip(keys, cells), seconds=0)
+            row["class"] = row["class"].strip("`")
+            if row["status"] != "not measured":
+                rows[row["class"]] = row
+    return rows
+
+
+def _child(conn, args: tuple) -> None:
+    _worker_init()
+    conn.send(measure(*args))
+    conn.close()
+
+
+def measure_all(order: list[str], args: tuple, workers: int, deadline_s: float,
+                class_timeout_s: float, on_row) -> None:
+    """Measure each class in its own process, ``workers`` at a time; ``on_row(row)`` as each
+    finishes. A class that gives no result within ``class_timeout_s`` is killed and reported
+    as failing (a hang or a very slow compile takes one worker, not the run); at
+    ``deadline_s`` the running ones are killed and the rest reported as not measured."""
+    ctx = mp.get_context("spawn")
+    queue, running = list(order), {}
+    started = time.perf_counter()
+    while queue or running:
+        now = time.perf_counter()
+        late = now - started >= deadline_s
+        while queue and len(running) < workers and not late:
+            name = queue.pop(0)
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(child, (name, *args)), daemon=True)
+            proc.start()
+            child.close()
+            running[name] = (proc, parent, now)
+        for name, (proc, conn, t0) in list(running.items()):
+            row = None
+            if conn.poll():
+                try:
+                    row = conn.recv()
+                except EOFError:        # the process ended without a result
+                    proc.join(5)
+            if row is None and not proc.is_alive():
+                row = _row(name, "fails at measuring",
+                           f"the worker process exited with code {proc.exitcode}, no result")
+            elif row is None and now - t0 > class_timeout_s:
+                row = _row(name, "fails: no result", f"no result within {class_timeout_s:.0f} s "
+                           "(killed: a hang, or compiling took that long)")
+                row["seconds"] = round(now - t0, 1)
+            elif row is None and late:
+                row = _row(name, "not measured", f"time budget of {deadline_s:.0f} s spent")
+            if row is not None:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join(5)
+                del running[name]
+                on_row(row)
+        if late:
+            for name in queue:
+                on_row(_row(name, "not measured", f"time budget of {deadline_s:.0f} s spent"))
+            queue = []
+        time.sleep(0.2)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--out", default=None, help="write the markdown table here too")
+    parser.add_argument("--out", default=None, help="write the markdown table here too (it is "
+                        "rewritten as each class finishes, so a killed run leaves its rows)")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--audit-dim", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=32)
@@ -192,7 +274,16 @@ def main(argv=None) -> int:
     parser.add_argument("--classes", default=None, help="comma-separated subset")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deadline-s", type=float, default=1800.0)
+    parser.add_argument("--class-timeout-s", type=float, default=600.0,
+                        help="kill one class's measurement after this long")
+    parser.add_argument("--resume", default=None, metavar="TABLE",
+                        help="an earlier table of this script: its measured rows are kept and "
+                             "only the other classes are measured")
     args = parser.parse_args(argv)
+    for flag in ("workers", "deadline_s", "class_timeout_s"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    kept = read_table(args.resume) if args.resume else {}
     _worker_init()
     import torch
     device = args.device
@@ -202,35 +293,43 @@ def main(argv=None) -> int:
     fla = import_fla("fla")
     names = class_names() if not args.classes else args.classes.split(",")
     # the classes users compare against first, so that a cut budget still covers them
-    order = sorted(names, key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else 0))
+    order = sorted((n for n in names if n not in kept),
+                   key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else 0))
     started = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    rows: dict[str, dict] = {}
-    with ctx.Pool(args.workers, initializer=_worker_init) as pool:
-        pending = {n: pool.apply_async(measure, (n, device, args.dim, args.audit_dim,
-                                                 args.seq_len, args.steps)) for n in order}
-        for n, result in pending.items():
-            left = args.deadline_s - (time.perf_counter() - started)
-            try:
-                rows[n] = result.get(timeout=max(left, 0.1))
-            except mp.TimeoutError:
-                rows[n] = {"class": n, "status": "not measured", "causal": "-", "declared": "-",
-                           "measured": "-", "smoke": "-",
-                           "note": f"time budget of {args.deadline_s:.0f} s spent", "seconds": 0}
-            print(f"{n}: {rows[n]['status']} ({rows[n]['seconds']} s)", file=sys.stderr,
-                  flush=True)
-        pool.terminate()
+    rows = {n: kept.get(n, _row(n, "not measured", "not reached yet")) for n in names}
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    header = (f"fla {getattr(fla, '__version__', '?')}, torch {torch.__version__}, device {gpu}; "
-              f"width {args.dim}, audit width {args.audit_dim}, L {args.seq_len}, "
-              f"{args.steps} smoke steps; {time.perf_counter() - started:.0f} s")
-    table = render([rows[n] for n in names], header)
-    print(table)
+
+    def table() -> str:
+        header = (f"fla {getattr(fla, '__version__', '?')}, torch {torch.__version__}, device "
+                  f"{gpu}; width {args.dim}, audit width {args.audit_dim}, L {args.seq_len}, "
+                  f"{args.steps} smoke steps; {time.perf_counter() - started:.0f} s")
+        if kept:
+            header += f"; {len(kept)} rows kept from {os.path.basename(args.resume)}"
+        return render([rows[n] for n in names], header)
+
+    def on_row(row: dict) -> None:
+        rows[row["class"]] = row
+        print(f"{row['class']}: {row['status']} ({row['seconds']} s)", file=sys.stderr,
+              flush=True)
+        if args.out:
+            _write(args.out, table())
+
+    measure_all(order, (device, args.dim, args.audit_dim, args.seq_len, args.steps),
+                args.workers, args.deadline_s, args.class_timeout_s, on_row)
+    text = table()
+    print(text)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(table)
+        _write(args.out, text)
     return 0
+
+
+def _write(path: str, text: str) -> None:
+    """Atomically: a kill mid-write leaves the previous table."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 (tuple outputs, a bare tensor, RWKV-7's v_first, MoM's router logits, a required attention
 mask, YOCO's cross-attention, an output that is not hidden states, Triton-only kernels). A
 fake ``fla`` package holds them, so the tests need neither fla nor a GPU."""
+import os
+import subprocess
 import sys
+from pathlib import Path
 import types
 
 import pytest
@@ -535,3 +538,56 @@ def test_guard_applies_only_to_the_fla_release_it_mirrors(hopper, monkeypatch):
     for version in ("0.7.0", "0.5.9", None):
         monkeypatch.setattr(fla_guard, "installed_fla_version", lambda v=version: v)
         assert fla_guard.hopper_guard() is None, version
+
+
+FAKE_FLA_LAYERS = '''
+import os, time, torch
+from torch import nn
+class Good(nn.Module):
+    def __init__(self, hidden_size, **kwargs):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+    def forward(self, hidden_states, **kwargs):
+        return torch.cumsum(self.proj(hidden_states), dim=1), None, None
+class Hangs(Good):
+    def __init__(self, hidden_size, **kwargs):
+        time.sleep(3600)
+class Dies(Good):
+    def __init__(self, hidden_size, **kwargs):
+        os._exit(7)
+__all__ = ["Good", "Hangs", "Dies"]
+'''
+
+
+def test_status_script_survives_hangs_and_crashes_and_resumes(tmp_path):
+    """The status script run for real (its own processes) on a fake fla: a class that hangs is
+    killed at --class-timeout-s and reported, one whose process dies is reported, the others
+    are measured; the table on disk is complete, and --resume keeps its measured rows (a kept
+    row is not measured again: here its status is edited and stays so)."""
+    (tmp_path / "fla" / "layers").mkdir(parents=True)
+    (tmp_path / "fla" / "__init__.py").write_text("__version__ = '0.0.test'\n")
+    (tmp_path / "fla" / "layers" / "__init__.py").write_text(FAKE_FLA_LAYERS)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fla_status.py"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "status.md"
+    cmd = [sys.executable, str(script), "--device", "cpu", "--steps", "2", "--workers", "3",
+           "--class-timeout-s", "20", "--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("`")[1]: line for line in out.read_text().splitlines()
+            if line.startswith("| `")}
+    assert set(rows) == {"Good", "Hangs", "Dies"}
+    assert "| evaluable |" in rows["Good"], rows["Good"]
+    assert "fails: no result" in rows["Hangs"] and "within 20 s" in rows["Hangs"]
+    assert "exited with code 7" in rows["Dies"]
+    # resume: the measured rows are kept as they are (edit one to prove it is not re-measured)
+    edited = out.read_text().replace(rows["Good"], rows["Good"].replace("evaluable", "kept-row"))
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text(edited.replace("| fails: no result |", "| not measured |"))
+    done = subprocess.run(cmd[:-1] + [str(tmp_path / "again.md"), "--classes", "Good,Dies",
+                                      "--resume", str(earlier)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = (tmp_path / "again.md").read_text()
+    assert "| `Good` | kept-row |" in again and "2 rows kept from earlier.md" in again
+    assert "Good:" not in done.stderr          # nothing measured again
