@@ -442,6 +442,7 @@ def equivalence(args) -> int:
     sys.path[:0] = [str(SHIMS), str(Path(args.ref).resolve())]
     from madbench.architecture import LayerSpec, build_mixer
     from madbench.architecture import mixer_entry
+    from copy import deepcopy as copy_module
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     length = 64
     rows = []
@@ -519,7 +520,7 @@ def equivalence(args) -> int:
                       f"{sum(p.numel() for p in ours.parameters()):,} | {draws} |")
         except Exception as exc:  # noqa: BLE001 - report, go on
             rows.append(f"| {name} | - | - | - | failed: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:80]} | - | - | - | - |")
+                        f"{str(exc).splitlines()[0][:80]} | - | - | - | - | - |")
             continue
         try:
             ref, ours = ref.to(dev), ours.to(dev)
@@ -527,6 +528,13 @@ def equivalence(args) -> int:
             with torch.no_grad():
                 y_ref, y_ours = ref(x), ours(x)
                 diff = f"{float((y_ref - y_ours).abs().max()):.1e}"
+                try:   # the arbiter: the bundled layer's PyTorch path in float64 on the CPU
+                    exact64 = copy_module(ours).double().cpu()(x.double().cpu())
+                    diff += " | " + " / ".join(
+                        f"{float((y.double().cpu() - exact64).abs().max()):.1e}"
+                        for y in (y_ours, y_ref))
+                except Exception as exc:  # noqa: BLE001 - report, go on
+                    diff += f" | fp64 failed: {type(exc).__name__}"
             try:                       # as trained: bf16 autocast, where rounding differs
                 g = torch.randn_like(y_ref)
                 exact = input_grad(ref, x, g)
@@ -542,15 +550,19 @@ def equivalence(args) -> int:
                 bf16 = f"bf16 failed: {type(exc).__name__} | - | -"
             rows.append(f"{counts} {diff} | {bf16} | {float(y_ref.abs().max()):.2f} |")
         except Exception as exc:  # noqa: BLE001 - e.g. a CUDA-only kernel on the CPU
-            rows.append(f"{counts} not run on {dev}: {type(exc).__name__} | - | - | - | - |")
+            rows.append(f"{counts} not run on {dev}: {type(exc).__name__} | - | - | - | - | - |")
     text = "\n".join([f"Copied weights, one batch (4 x {length} x 128, fp32, {dev}); "
                       "initial tensors equal at one seed (seed 0, bundled against the "
-                      "reference's, mapped); under bf16 autocast, each side's error "
-                      "against the reference's fp32 output and input gradient:", "",
+                      "reference's, mapped); each side's fp32 output against the bundled "
+                      "layer's PyTorch path in float64 on the CPU (the arbiter where the two "
+                      "disagree); under bf16 autocast, each side's error against the "
+                      "reference's fp32 output and input gradient:", "",
                       "| layer | reference params | bundled params | same initial tensors | "
-                      "max abs diff | same, bf16 autocast | bf16 error, bundled (out / grad) | "
+                      "max abs diff | fp32 error vs fp64, bundled / reference | "
+                      "same, bf16 autocast | bf16 error, bundled (out / grad) | "
                       "bf16 error, reference (out / grad) | max abs output |",
-                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows])
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                      *rows])
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
