@@ -90,6 +90,9 @@ ARMS: dict[str, dict] = {
     "ref-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
                 "kwargs": {**GLA, "num_heads": 1}, "allow": True,
                 "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
+    "ref-gla-standard-strides": {"arch": "madlab_gla:GatedLinearAttention",
+                                 "kwargs": {**GLA, "num_heads": 1}, "allow": True,
+                                 "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
     "swiglu": {"arch": "mA-Sg-mA-Sg"},
     "ref-swiglu": {"arch": "mA-madlab_channel:SwiGLU-mA-madlab_channel:SwiGLU"},
     "moe": {"arch": "mA-MoE-mA-MoE"},
@@ -116,7 +119,8 @@ PAIRS = [
     ("mamba (no conv bias)", "mamba-no-conv-bias", "ref-mamba"),
     ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
     ("mh-gla", "mh-gla", "ref-mh-gla"),
-    ("gla", "gla", "ref-gla"),
+    ("gla", "gla", "ref-gla-standard-strides"),
+    ("gla (against mad-lab's layer as it is: one head mixes sequences)", "gla", "ref-gla"),
     ("swiglu", "swiglu", "ref-swiglu"),
     ("moe-mlp", "moe", "ref-moe"),
     ("mlp", "mlp", "ref-mlp"),
@@ -497,7 +501,11 @@ def equivalence(args) -> int:
     os.environ.setdefault("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", "1")
     cases.append(("mh-gla", ARMS["ref-mh-gla"], LayerSpec("mh-gated-linear-attention"),
                   same_names))
-    cases.append(("gla", ARMS["ref-gla"], LayerSpec("gated-linear-attention"), same_names))
+    cases.append(("gla (mad-lab's layer as it is)", ARMS["ref-gla"],
+                  LayerSpec("gated-linear-attention"), same_names))
+    cases.append(("gla (mad-lab's layer, kernels given standard strides)",
+                  ARMS["ref-gla-standard-strides"], LayerSpec("gated-linear-attention"),
+                  same_names))
 
     def make_ref(ref_arm):
         cls = mixer_entry(ref_arm["arch"]).obj
