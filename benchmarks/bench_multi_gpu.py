@@ -37,6 +37,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mps import MpsDaemon  # noqa: E402
+
 SMOKE = {"tasks": "memorization", "preset": "smoke", "seeds": "0,1", "engine": "plain",
          "set": ["epochs=1", "lrs=0.001,0.0005", "max_train=64", "max_test=32"]}
 
@@ -132,40 +135,6 @@ class GpuSampler:
             busy = sum(v >= 10 for v in values) / len(values)
             parts.append(f"GPU{index} {sum(values) / len(values):.0f}% (busy {busy:.0%})")
         return ", ".join(parts)
-
-
-class MpsDaemon:
-    """An NVIDIA MPS control daemon for the processes started inside the block (their
-    environment from :meth:`env`), with its pipe and log folders in a temporary directory."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="mps-")
-        self.vars = {"CUDA_MPS_PIPE_DIRECTORY": os.path.join(self.dir, "pipe"),
-                     "CUDA_MPS_LOG_DIRECTORY": os.path.join(self.dir, "log")}
-
-    def env(self) -> dict:
-        return {**os.environ, **self.vars}
-
-    def __enter__(self):
-        for path in self.vars.values():
-            os.makedirs(path)
-        problem = None
-        if shutil.which("nvidia-cuda-mps-control") is None:
-            problem = "nvidia-cuda-mps-control is not on PATH"
-        else:
-            proc = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=self.env(),
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                problem = f"the MPS daemon did not start: {proc.stderr.strip()}"
-        if problem:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise SystemExit(f"--mps: {problem}")
-        return self
-
-    def __exit__(self, *exc):
-        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", env=self.env(),
-                       capture_output=True, text=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run_measure(args, workers: int, run_dir: str, extra: list[str] | None = None,

@@ -6,7 +6,9 @@
 # carry a tarball of an earlier call's records and name it in SEED_RUNS: it is merged into
 # runs/fidelity (records are content-addressed; nothing there is overwritten). Never carry
 # runs/fidelity itself into a warm machine: a carried path replaces the device's copy.
-# GPU_TESTS=1 runs `pytest -m gpu` beside them first. Leaves at most 4 files in $OUT: the logs,
+# MPS=1 runs them under an NVIDIA MPS daemon (benchmarks/mps.py), so that the arms' kernels can
+# overlap instead of taking turns; if the daemon cannot serve, the log says why and they run
+# without it. GPU_TESTS=1 runs `pytest -m gpu` beside them first. Leaves at most 4 files in $OUT: the logs,
 # the table and the run directory as a tarball. Needs the reference tree in .ref/madlab.
 #   bash benchmarks/fidelity_gpu.sh "mamba;;selective-copying;1" "hyena,mh-hyena;;all;4"
 set -u
@@ -18,6 +20,13 @@ if [ -n "${SEED_RUNS:-}" ]; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
 { nvidia-smi -L; python3 -c "from madbench.code_identity import run_version; print('run version', run_version())"; } > "$OUT/fidelity.log" 2>&1
+if [ "${MPS:-0}" = 1 ]; then
+  if exports=$(python3 benchmarks/mps.py start /tmp/fidelity_mps 2>> "$OUT/fidelity.log"); then
+    eval "$exports"; echo "MPS: on" >> "$OUT/fidelity.log"
+  else
+    echo "MPS: off (above)" >> "$OUT/fidelity.log"; MPS=0
+  fi
+fi
 D=${DEADLINE:-470}
 for spec in "$@"; do
   IFS=';' read -r pairs arms panel jobs seeds <<< "$spec"
@@ -31,6 +40,7 @@ if [ "${GPU_TESTS:-0}" = 1 ]; then
   echo "pytest exit status $?" >> "$OUT/pytest_gpu.log"
 fi
 wait
+[ "${MPS:-0}" = 1 ] && python3 benchmarks/mps.py stop /tmp/fidelity_mps
 python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
 tar -czf "$OUT/fidelity_runs.tgz" runs/fidelity
 grep '^\[' "$OUT/fidelity.log"; tail -n 3 "$OUT/pytest_gpu.log" 2>/dev/null
