@@ -55,8 +55,8 @@ timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --work
   || { echo "== eager (MADBENCH_CUDA_GRAPHS=0)"; MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench \
     eval --arch fla.layers:GatedDeltaNet --preset smoke --run-dir /tmp/fla_runs_eager --no-progress \
     --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
-# a test that hangs is stopped at 120 s with every thread's stack in the log, and the rest run
-TRITON_F32_DEFAULT=ieee timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu -rs -o timeout=120 \
+# a test that hangs is stopped at 90 s with every thread's stack in the log, and the rest run
+TRITON_F32_DEFAULT=ieee timeout 400 python3 -m pytest -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in setup.log pytest_gpu.log eval_gdn.log; do
