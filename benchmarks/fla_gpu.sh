@@ -9,7 +9,8 @@
 # front (fla's guard, docs/ecosystem.md). STATUS_S (default 280) is the status table's deadline in
 # seconds; CLASS_S (default 240) kills one class's measurement after that long (reported as
 # failing); RESUME=TABLE keeps the measured rows of an earlier call's table (carry it) and
-# measures the rest; CLASSES (comma-separated) measures only those classes. The table is
+# measures the rest; CLASSES (comma-separated) measures only those classes; WORKERS (default
+# 10) classes are measured at once. The table is
 # rewritten as each class finishes, so a cut call still returns its rows.
 set -u
 STATUS_S=${STATUS_S:-280}
@@ -47,7 +48,7 @@ fi
 python3 -c "from madbench.fla_guard import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
 python3 -c "import pytest" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
   --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site; }
-timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers 10 \
+timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \
   --deadline-s "$STATUS_S" --class-timeout-s "${CLASS_S:-240}" ${CLASSES:+--classes "$CLASSES"} \
   ${RESUME:+--resume "$RESUME"} --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
 ( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
