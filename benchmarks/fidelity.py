@@ -270,6 +270,99 @@ def lockstep(args) -> int:
     return 0
 
 
+def repeat_worker(arm: str, task: str, setting: str, epochs: str, run_dir: str,
+                  deterministic: str) -> None:
+    """Train one arm's sweep of one setting as the panel does (the default engine and precision
+    of this device), with the ``paper`` protocol cut to ``epochs`` epochs, for :func:`repeat`.
+    With ``deterministic == "1"``, PyTorch's deterministic-algorithms check runs in warn mode:
+    each operation it knows to be non-deterministic here is named once on stderr."""
+    import warnings
+    import torch
+    if deterministic == "1":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        warnings.simplefilter("once")     # one line per operation, not per step
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    from madbench.architecture import resolve_architecture
+    from madbench.protocol import get_protocol
+    from madbench.store import ResultsStore
+    from madbench.sweep import plan, run_sweep
+    from madbench.tasks import get_task
+    cfg = ARMS[arm]
+    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    protocol = get_protocol("paper", {"epochs": epochs} if epochs != "0" else None)
+    jobs = plan(spec, [get_task(task)], protocol, [0], setting)
+    run_sweep(spec, jobs, protocol, ResultsStore(Path(run_dir)), "auto", "auto",
+              {"flags": ["fidelity-repeat"]}, None, "auto")
+
+
+def repeat(args) -> int:
+    """Is an arm's training repeatable on this device? Each arm's sweep of one setting is
+    trained twice from the same seed, by the same code, in two processes; per configuration
+    the final training loss, test loss and accuracy are compared (identical bits, or how far
+    apart). ``--deterministic`` also sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and names the
+    operations PyTorch knows to be non-deterministic (its warn-only check), so that a spread
+    seen on the panel can be traced to an operation, one arm at a time."""
+    import tempfile
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    if not arms or unknown:
+        sys.exit(f"error: unknown arm {', '.join(unknown) or repr(args.arms)} (arms: "
+                 f"{', '.join(ARMS)})")
+    from madbench.tasks import get_task
+    try:
+        task = get_task(args.task)
+    except Exception as exc:  # noqa: BLE001 - one line for a bad name
+        sys.exit(f"error: {exc}")
+    if args.setting not in [s.name for s in task.settings()]:
+        sys.exit(f"error: {args.task} has no setting {args.setting!r} (settings: "
+                 f"{', '.join(s.name for s in task.settings())})")
+    if args.epochs < 0:
+        sys.exit("error: --epochs must be 0 (the protocol's own) or positive")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
+                                         env.get("PYTHONPATH", "")])
+    if args.deterministic:
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    from madbench.store import ResultsStore
+    rows = ["| arm | configuration (lr, wd) | run 1 train / test loss / acc | run 2 | "
+            "max abs diff |", "| --- | --- | --- | --- | ---: |"]
+    flagged: dict[str, set[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm in arms:
+            runs = []
+            for attempt in (1, 2):
+                where = Path(tmp) / f"{arm}-{attempt}"
+                proc = subprocess.run([sys.executable, __file__, "repeat-worker", arm, args.task,
+                                       args.setting, str(args.epochs), str(where),
+                                       "1" if args.deterministic else "0"],
+                                      env={**env, **ARMS[arm].get("env", {})},
+                                      capture_output=True, text=True)
+                if proc.returncode:
+                    tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    sys.exit(f"error: {arm} failed: {tail}")
+                flagged.setdefault(arm, set()).update(
+                    line.split("UserWarning: ", 1)[1].strip() for line in
+                    proc.stderr.splitlines() if "does not have a deterministic implementation"
+                    in line and "UserWarning: " in line)
+                runs.append({(r["lr"], r["weight_decay"]): r for r in
+                             ResultsStore(where, create=False).records()})
+            for config in sorted(runs[0]):
+                a, b = (tuple(run[config][k] for k in ("train_loss", "loss", "accuracy"))
+                        for run in runs)
+                diff = max(abs(x - y) for x, y in zip(a, b))
+                rows.append(f"| {arm} | {config[0]:g}, {config[1]:g} | " + " | ".join(
+                    " / ".join(f"{v:.6f}" for v in side) for side in (a, b))
+                    + f" | {'identical' if a == b else f'{diff:.1e}'} |")
+    text = "\n".join(rows)
+    if args.deterministic:
+        text += "\n\nOperations PyTorch names as non-deterministic here:\n" + "\n".join(
+            f"- {arm}: " + ("; ".join(sorted(ops)) or "none") for arm, ops in flagged.items())
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def run(args) -> int:
     names = [n for n in args.pairs.split(",") if n and n != "all"]
     extra = [a for a in args.arms.split(",") if a]
@@ -584,6 +677,9 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "lockstep-worker":
         lockstep_worker(*sys.argv[2:5])
         return 0
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "repeat-worker":
+        repeat_worker(*sys.argv[2:8])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train the panel for some pairs")
@@ -615,9 +711,21 @@ def main(argv=None) -> int:
     k.add_argument("--pairs", required=True, help="comma-separated pair names or bundled arms")
     k.add_argument("--task", default="in-context-recall")
     k.add_argument("--ref", default=".ref/madlab")
+    r = sub.add_parser("repeat", help="the same arm twice from one seed on this device: "
+                       "repeatable? (--deterministic names non-deterministic operations)")
+    r.add_argument("--arms", required=True, help="comma-separated arms")
+    r.add_argument("--task", default="in-context-recall")
+    r.add_argument("--setting", default="num_train_examples=800")
+    r.add_argument("--epochs", type=int, default=20,
+                   help="the paper protocol cut to this many epochs (0: its own)")
+    r.add_argument("--deterministic", action="store_true")
+    r.add_argument("--ref", default=".ref/madlab")
+    r.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.command == "lockstep":
         return lockstep(args)
+    if args.command == "repeat":
+        return repeat(args)
     if args.command == "run":
         Path(args.run_dir).mkdir(parents=True, exist_ok=True)
         return run(args)

@@ -101,3 +101,16 @@ def test_sweep_estimate_prefers_stored_times_then_this_workers():
     plain = [{"task": "t", "setting": "s", "seconds": s, "engine": "plain",
               "protocol_name": "paper"} for s in (20.0, 25.0, 22.0)]
     assert estimate(plain, "t", "s", "paper", 2, []) == 50.0   # stored one run at a time
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--arms", "nope"], "unknown arm nope"),
+    (["--arms", "mlp", "--task", "nope"], "nope"),
+    (["--arms", "mlp", "--setting", "vocab_size=3"], "has no setting 'vocab_size=3'"),
+    (["--arms", "mlp", "--epochs", "-1"], "--epochs must be 0"),
+])
+def test_repeat_refuses_bad_arguments_before_training(argv, message, capsys):
+    """`fidelity.py repeat` checks every argument before it trains anything: one line, exit."""
+    with pytest.raises(SystemExit) as exc:
+        load_fidelity().main(["repeat", *argv])
+    assert message in str(exc.value) and str(exc.value).startswith("error:")
