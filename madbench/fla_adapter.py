@@ -27,14 +27,14 @@ a few deviate further. ``FlaMixer`` adapts one class:
   PrecondGatedDeltaNet, and the simple_gla ones) are refused when resolved or built, before
   any training: fla's own guard would raise at the first backward pass (fla #640; the fix is
   Triton >= 3.7.1 or tilelang). The condition mirrors fla's and is probed without a kernel.
-- **float32**: fla layers whose chunked op asserts bf16/fp16 inputs ("... does not support
-  float32": DeltaNet, GatedDeltaProduct, MomentumDeltaNet; ``FP32_REFUSING``) run in bfloat16
-  when handed float32 on CUDA outside an autocast: the adapter casts the input to bfloat16,
-  runs the layer under bf16 autocast and casts the output back to the input dtype (gradients
-  flow through both casts). A class not listed that raises that assertion is run so from then on. Under the
-  trainer's bf16 autocast fla's projections already give the op bf16; the float32 checks and
-  ``--precision fp32`` do not, and there these layers now compute in bfloat16 (the state audit
-  then measures bf16 arithmetic).
+- **float32**: some fla ops assert bf16/fp16 inputs ("... does not support float32": the
+  chunked ops of DeltaNet, GatedDeltaProduct, MomentumDeltaNet). When one raises that on CUDA,
+  the adapter runs the call again in bfloat16 (input cast, bf16 autocast, output cast back to
+  the input dtype; gradients flow through both casts), and so from then on for that class in
+  that mode (training or not) at that sequence length. Nothing is cast up front: fla's layers
+  take a recurrent op that accepts float32 on short sequences (DeltaNet at up to 64 positions;
+  the other two outside training), which is what lets the state audit measure them in float32.
+  Under the trainer's bf16 autocast fla's projections already give the op bf16.
 - **state**: declared (``state_size``, ``cache_size``) for the classes whose configuration
   determines it (``STATE_FORMULAS``); for the others it is unknown and ``madbench check``
   measures it.
@@ -236,15 +236,9 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
 #: ``chunk_momentum_delta_rule`` in fla 0.6.0: "... does not support float32. Please use
 #: bfloat16.").
 FP32_REFUSAL = "does not support float32"
-#: fla.layers classes that train through such an op -> the op. The adapter runs them in
-#: bfloat16 on CUDA (input cast, bf16 autocast, output cast back); a class not listed that
-#: raises fla's assertion is added at its first call (``_FP32_REFUSING``) and run again.
-FP32_REFUSING = {
-    "DeltaNet": "chunk_delta_rule",
-    "GatedDeltaProduct": "chunk_gated_delta_product",
-    "MomentumDeltaNet": "chunk_momentum_delta_rule",
-}
-_FP32_REFUSING: set = set()   #: classes found refusing float32 at run time
+#: (fla class, training, sequence length) whose call raised fla's float32 assertion: run in
+#: bfloat16 from then on (fla picks its op by mode and length, so only that combination).
+_FP32_REFUSING: set = set()
 
 
 def _kernel_device(device: torch.device) -> bool:
@@ -323,19 +317,19 @@ class FlaMixer(nn.Module):
             return out.to(x.device)
         return tuple(o.to(x.device) if torch.is_tensor(o) else o for o in out)
 
+    def _fp32_key(self, x: torch.Tensor) -> tuple:
+        return (self.layer_class, self.layer.training, x.shape[1] if x.dim() > 1 else 0)
+
     def casts_to_bf16(self, x: torch.Tensor) -> bool:
-        """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device for a class
-        whose fla op refuses float32 (``FP32_REFUSING``: unless an autocast is already on,
-        under which fla's projections hand the op bf16; or found refusing at run time)."""
-        cls = self.layer_class
+        """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device, where this
+        class's op refused float32 before in this mode at this length."""
         if x.dtype != torch.float32 or not _kernel_device(x.device):
             return False
-        return cls in _FP32_REFUSING or (cls.__name__ in FP32_REFUSING
-                                         and not torch.is_autocast_enabled(x.device.type))
+        return self._fp32_key(x) in _FP32_REFUSING
 
     def _call(self, fn: Callable, x: torch.Tensor, kwargs: dict):
         """``fn(x, **kwargs)``; in bfloat16 (input cast, bf16 autocast) when ``casts_to_bf16``,
-        and again so when fla's float32 assertion first shows a class refusing float32."""
+        and again so when fla's float32 assertion first shows the op refusing float32."""
         if self.casts_to_bf16(x):
             with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 return fn(x.to(torch.bfloat16), **kwargs)
@@ -345,7 +339,7 @@ class FlaMixer(nn.Module):
             if not (FP32_REFUSAL in str(exc) and x.dtype == torch.float32
                     and _kernel_device(x.device)):
                 raise
-        _FP32_REFUSING.add(self.layer_class)
+        _FP32_REFUSING.add(self._fp32_key(x))
         return self._call(fn, x, kwargs)
 
     def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
@@ -486,4 +480,4 @@ def class_names() -> list[str]:
 
 __all__ = ["FlaMixer", "FlaUnsupported", "adapter_class", "fla_entry", "is_fla_name", "import_fla",
            "calling_convention", "constructor_kwargs", "mad_defaults", "load_balancing_loss",
-           "STATE_FORMULAS", "REFUSED", "class_names", "FP32_REFUSING"]
+           "STATE_FORMULAS", "REFUSED", "class_names"]

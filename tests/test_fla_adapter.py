@@ -473,17 +473,21 @@ def test_guarded_classes_resolve_off_hopper(fake_fla):
 # -- fla ops that refuse float32 -----------------------------------------------------------------
 def test_fp32_refusing_layer_runs_in_bf16_on_the_kernel_device(fake_fla, monkeypatch):
     """GatedDeltaProduct asserts 16-bit inputs: handed float32 on CUDA (CPU stands in here), the
-    adapter casts the input to bf16, runs it under bf16 autocast and returns the input dtype;
-    gradients reach the float32 input and parameters."""
+    call that raises fla's assertion runs again with the input cast to bf16 under bf16
+    autocast, and returns the input dtype; gradients reach the float32 input and parameters;
+    the next call of the same shape goes to bf16 at once."""
     monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
     layer = build("fla:GatedDeltaProduct")
     x = torch.randn(2, 5, 16, requires_grad=True)
     y = layer(x)
-    assert layer.layer.dtypes == [(torch.bfloat16, torch.bfloat16)]
+    assert layer.layer.dtypes == [(torch.float32, torch.float32),
+                                  (torch.bfloat16, torch.bfloat16)]
     assert y.dtype == torch.float32 and y.shape == x.shape
     y.square().mean().backward()
     assert x.grad.dtype == torch.float32 and layer.layer.proj.weight.grad is not None
     torch.testing.assert_close(y, causal_mix(x, layer.layer.proj), rtol=2e-2, atol=2e-2)
+    layer(x)
+    assert layer.layer.dtypes[2:] == [(torch.bfloat16, torch.bfloat16)]
 
 
 def test_fp32_layer_is_not_cast_off_the_kernel_device_or_in_16_bit(fake_fla):
@@ -494,29 +498,33 @@ def test_fp32_layer_is_not_cast_off_the_kernel_device_or_in_16_bit(fake_fla):
     assert not build("fla:GatedDeltaProduct").casts_to_bf16(x)
 
 
-def test_listed_fp32_refuser_is_not_cast_under_an_outer_autocast(fake_fla, monkeypatch):
-    """Under the trainer's bf16 autocast the layer's own projections give its op bf16, so the
-    adapter leaves a listed class's float32 input alone (nothing else in the layer moves to
-    bf16); the CPU's autocast stands in for CUDA's."""
+def test_nothing_is_cast_under_an_outer_autocast(fake_fla, monkeypatch):
+    """Under the trainer's bf16 autocast the layer's own projections give its op bf16: the
+    float32 input is left alone and nothing is retried (the CPU's autocast stands in)."""
     monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
     layer = build("fla:GatedDeltaProduct")
-    x = torch.randn(2, 5, 16)
-    assert layer.casts_to_bf16(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not layer.casts_to_bf16(x)
+        layer(torch.randn(2, 5, 16))
+    assert layer.layer.dtypes == [(torch.float32, torch.bfloat16)]
+    assert not layer.casts_to_bf16(torch.randn(2, 5, 16))
 
 
-def test_unlisted_fp32_refusal_is_found_at_the_first_call(fake_fla, monkeypatch):
-    """A class not in FP32_REFUSING that raises fla's float32 assertion runs again in bf16, and
-    in bf16 from then on."""
+def test_fp32_refusal_is_remembered_for_its_mode_and_length_only(fake_fla, monkeypatch):
+    """fla picks its op by mode and length (DeltaNet: a recurrent op, which takes float32, up
+    to 64 positions; the chunked one, which refuses it, beyond): a refusal found in training at
+    one length does not move evaluation, or another length, to bf16 (the state audit measures
+    such layers in float32 on short sequences)."""
     monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
-    assert "Fp32Refuser" not in fla_adapter.FP32_REFUSING
     layer = build("fla:Fp32Refuser")
-    y = layer(torch.randn(2, 5, 16))
-    assert y.dtype == torch.float32
-    assert [d for d, _ in layer.layer.dtypes] == [torch.float32, torch.bfloat16]
-    layer(torch.randn(2, 5, 16))
-    assert [d for d, _ in layer.layer.dtypes][-1] == torch.bfloat16 and len(layer.layer.dtypes) == 3
+    first = [d for d, _ in layer.layer.dtypes]
+    layer(torch.randn(2, 5, 16))                       # training, length 5: found refusing
+    layer(torch.randn(2, 5, 16))                       # ... then bf16 at once
+    assert [d for d, _ in layer.layer.dtypes] == first + [torch.float32, torch.bfloat16,
+                                                           torch.bfloat16]
+    assert layer.casts_to_bf16(torch.randn(2, 5, 16))
+    assert not layer.casts_to_bf16(torch.randn(2, 7, 16))        # another length: tried again
+    layer.eval()
+    assert not layer.casts_to_bf16(torch.randn(2, 5, 16))        # another mode: tried again
 
 
 def test_status_script_classifies_the_guard(fake_fla, hopper, monkeypatch):
