@@ -31,10 +31,10 @@ a few deviate further. ``FlaMixer`` adapts one class:
   chunked ops of DeltaNet, GatedDeltaProduct, MomentumDeltaNet). When one raises that on CUDA,
   the adapter runs the call again in bfloat16 (input cast, bf16 autocast, output cast back to
   the input dtype; gradients flow through both casts), and so from then on for that class in
-  that mode (training or not) at that sequence length. Nothing is cast up front: fla's layers
-  take a recurrent op that accepts float32 on short sequences (DeltaNet at up to 64 positions;
-  the other two outside training), which is what lets the state audit measure them in float32.
-  Under the trainer's bf16 autocast fla's projections already give the op bf16.
+  that mode (training or not, gradients on or not) at that sequence length. Nothing is cast up
+  front: fla picks a recurrent op that accepts float32 on short sequences (DeltaNet up to 64
+  positions; MomentumDeltaNet outside training), which lets the state audit measure those in
+  float32. Under the trainer's bf16 autocast fla's projections already give the op bf16.
 - **state**: declared (``state_size``, ``cache_size``) for the classes whose configuration
   determines it (``STATE_FORMULAS``); for the others it is unknown and ``madbench check``
   measures it.
@@ -236,8 +236,8 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
 #: ``chunk_momentum_delta_rule`` in fla 0.6.0: "... does not support float32. Please use
 #: bfloat16.").
 FP32_REFUSAL = "does not support float32"
-#: (fla class, training, sequence length) whose call raised fla's float32 assertion: run in
-#: bfloat16 from then on (fla picks its op by mode and length, so only that combination).
+#: (fla class, training, gradients on, sequence length) whose call raised fla's float32
+#: assertion: run in bfloat16 from then on (fla picks its op by these, so only that combination).
 _FP32_REFUSING: set = set()
 
 
@@ -318,11 +318,13 @@ class FlaMixer(nn.Module):
         return tuple(o.to(x.device) if torch.is_tensor(o) else o for o in out)
 
     def _fp32_key(self, x: torch.Tensor) -> tuple:
-        return (self.layer_class, self.layer.training, x.shape[1] if x.dim() > 1 else 0)
+        """What fla picks its op by: the class, training or not, gradients on or not, length."""
+        return (self.layer_class, self.layer.training, torch.is_grad_enabled(),
+                x.shape[1] if x.dim() > 1 else 0)
 
     def casts_to_bf16(self, x: torch.Tensor) -> bool:
         """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device, where this
-        class's op refused float32 before in this mode at this length."""
+        class's op refused float32 before in this mode (training, gradients) at this length."""
         if x.dtype != torch.float32 or not _kernel_device(x.device):
             return False
         return self._fp32_key(x) in _FP32_REFUSING
