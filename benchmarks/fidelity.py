@@ -340,10 +340,11 @@ def repeat(args) -> int:
                 if proc.returncode:
                     tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
                     sys.exit(f"error: {arm} failed: {tail}")
-                flagged.setdefault(arm, set()).update(
-                    line.split("UserWarning: ", 1)[1].strip() for line in
-                    proc.stderr.splitlines() if "does not have a deterministic implementation"
-                    in line and "UserWarning: " in line)
+                flagged.setdefault(arm, set()).update(   # the operation's name only
+                    line.split("UserWarning: ", 1)[1].split(" does not have")[0].strip()
+                    for line in proc.stderr.splitlines()
+                    if "does not have a deterministic implementation" in line
+                    and "UserWarning: " in line)
                 runs.append({(r["lr"], r["weight_decay"]): r for r in
                              ResultsStore(where, create=False).records()})
             for config in sorted(runs[0]):
@@ -629,7 +630,7 @@ def equivalence(args) -> int:
             with torch.no_grad():
                 y_ref, y_ours = ref(x), ours(x)
                 diff = f"{float((y_ref - y_ours).abs().max()):.1e}"
-                try:   # the arbiter: the bundled layer's PyTorch path in float64 on the CPU
+                try:   # one exact evaluation of the bundled formula: each side's rounding
                     exact64 = copy_module(ours).double().cpu()(x.double().cpu())
                     diff += " | " + " / ".join(
                         f"{float((y.double().cpu() - exact64).abs().max()):.1e}"
@@ -655,8 +656,11 @@ def equivalence(args) -> int:
     text = "\n".join([f"Copied weights, one batch (4 x {length} x 128, fp32, {dev}); "
                       "initial tensors equal at one seed (seed 0, bundled against the "
                       "reference's, mapped); each side's fp32 output against the bundled "
-                      "layer's PyTorch path in float64 on the CPU (the arbiter where the two "
-                      "disagree); under bf16 autocast, each side's error against the "
+                      "layer's PyTorch path in float64 on the CPU (how far each side rounds "
+                      "from one exact evaluation of the bundled formula; where the two "
+                      "formulas differ, the side that is off is the one to read first, not "
+                      "proof of which is right); under bf16 autocast, each side's error "
+                      "against the "
                       "reference's fp32 output and input gradient:", "",
                       "| layer | reference params | bundled params | same initial tensors | "
                       "max abs diff | fp32 error vs fp64, bundled / reference | "

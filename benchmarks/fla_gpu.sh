@@ -14,6 +14,10 @@
 # rewritten as each class finishes, so a cut call still returns its rows.
 set -u
 STATUS_S=${STATUS_S:-280}
+for v in STATUS_S CLASS_S WORKERS; do
+  case "${!v:-1}" in ''|*[!0-9]*) echo "error: $v must be a whole number, not '${!v}'" >&2; exit 2 ;; esac
+done
+[ -z "${RESUME:-}" ] || [ -r "$RESUME" ] || { echo "error: RESUME=$RESUME cannot be read" >&2; exit 2; }
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
 SETUP="$OUT/setup.log"; : > "$SETUP"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$SETUP" 2>&1
@@ -46,7 +50,7 @@ if ! python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.la
   python3 -c "from madbench.fla_adapter import import_fla; import_fla('fla.layers'); print('fla imports with .whl/tf')" >> "$SETUP" 2>&1
 fi
 python3 -c "from madbench.fla_guard import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
-python3 -c "import pytest" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
+python3 -c "import pytest, pytest_timeout" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
   --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site; }
 timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \
   --deadline-s "$STATUS_S" --class-timeout-s "${CLASS_S:-240}" ${CLASSES:+--classes "$CLASSES"} \
@@ -56,8 +60,9 @@ timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --work
   || { echo "== eager (MADBENCH_CUDA_GRAPHS=0)"; MADBENCH_CUDA_GRAPHS=0 timeout 100 python3 -m madbench \
     eval --arch fla.layers:GatedDeltaNet --preset smoke --run-dir /tmp/fla_runs_eager --no-progress \
     --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
-# a test that hangs is stopped at 90 s with every thread's stack in the log, and the rest run
-TRITON_F32_DEFAULT=ieee timeout 400 python3 -m pytest -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 \
+# every thread's stack is logged at 85 s into a test, and pytest-timeout stops it at 90 s (a hang
+# inside a CUDA call may not return to Python: the outer limit then ends the run)
+TRITON_F32_DEFAULT=ieee timeout 400 python3 -m pytest -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 -o faulthandler_timeout=85 \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in setup.log pytest_gpu.log eval_gdn.log; do

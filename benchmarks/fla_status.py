@@ -43,6 +43,7 @@ import traceback
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STARTED = time.perf_counter()   #: --deadline-s counts from here, imports included
 
 
 def _one_line(exc: BaseException) -> str:
@@ -215,14 +216,15 @@ def _child(conn, args: tuple) -> None:
 
 
 def measure_all(order: list[str], args: tuple, workers: int, deadline_s: float,
-                class_timeout_s: float, on_row) -> None:
+                class_timeout_s: float, on_row, started: float | None = None) -> None:
     """Measure each class in its own process, ``workers`` at a time; ``on_row(row)`` as each
     finishes. A class that gives no result within ``class_timeout_s`` is killed and reported
     as failing (a hang or a very slow compile takes one worker, not the run); at
-    ``deadline_s`` the running ones are killed and the rest reported as not measured."""
+    ``deadline_s`` (counted from ``started``, default now) the running ones are killed and the
+    rest reported as not measured."""
     ctx = mp.get_context("spawn")
     queue, running = list(order), {}
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     while queue or running:
         now = time.perf_counter()
         late = now - started >= deadline_s
@@ -238,7 +240,7 @@ def measure_all(order: list[str], args: tuple, workers: int, deadline_s: float,
             if conn.poll():
                 try:
                     row = conn.recv()
-                except EOFError:        # the process ended without a result
+                except Exception:  # noqa: BLE001 - ended without a (readable) result
                     proc.join(5)
             if row is None and not proc.is_alive():
                 row = _row(name, "fails at measuring",
@@ -271,19 +273,24 @@ def main(argv=None) -> int:
     parser.add_argument("--audit-dim", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--classes", default=None, help="comma-separated subset")
+    parser.add_argument("--classes", default=None, help="comma-separated classes to measure "
+                        "(with --resume: measured again even where the table has them)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deadline-s", type=float, default=1800.0)
     parser.add_argument("--class-timeout-s", type=float, default=600.0,
                         help="kill one class's measurement after this long")
     parser.add_argument("--resume", default=None, metavar="TABLE",
                         help="an earlier table of this script: its measured rows are kept and "
-                             "only the other classes are measured")
+                             "only the other classes (or those --classes names) are measured; "
+                             "the table then lists every class")
     args = parser.parse_args(argv)
     for flag in ("workers", "deadline_s", "class_timeout_s"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
-    kept = read_table(args.resume) if args.resume else {}
+    try:
+        kept = read_table(args.resume) if args.resume else {}
+    except OSError as exc:
+        parser.error(f"--resume: cannot read {args.resume}: {exc.strerror}")
     _worker_init()
     import torch
     device = args.device
@@ -291,11 +298,14 @@ def main(argv=None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from madbench.fla_adapter import class_names, import_fla
     fla = import_fla("fla")
-    names = class_names() if not args.classes else args.classes.split(",")
+    chosen = [n for n in args.classes.split(",") if n] if args.classes else None
+    names = class_names() if args.resume or not chosen else chosen   # the table's rows
+    names += [n for n in (chosen or []) if n not in names]
+    todo = chosen if chosen else [n for n in names if n not in kept]
+    kept = {n: row for n, row in kept.items() if n in names and n not in todo}
     # the classes users compare against first, so that a cut budget still covers them
-    order = sorted((n for n in names if n not in kept),
-                   key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else 0))
-    started = time.perf_counter()
+    order = sorted(todo, key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else 0))
+    started = STARTED
     rows = {n: kept.get(n, _row(n, "not measured", "not reached yet")) for n in names}
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
 
@@ -315,7 +325,7 @@ def main(argv=None) -> int:
             _write(args.out, table())
 
     measure_all(order, (device, args.dim, args.audit_dim, args.seq_len, args.steps),
-                args.workers, args.deadline_s, args.class_timeout_s, on_row)
+                args.workers, args.deadline_s, args.class_timeout_s, on_row, STARTED)
     text = table()
     print(text)
     if args.out:

@@ -323,9 +323,11 @@ class FlaMixer(nn.Module):
                 x.shape[1] if x.dim() > 1 else 0)
 
     def casts_to_bf16(self, x: torch.Tensor) -> bool:
-        """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device, where this
-        class's op refused float32 before in this mode (training, gradients) at this length."""
-        if x.dtype != torch.float32 or not _kernel_device(x.device):
+        """Whether the layer runs in bfloat16 on ``x``: float32 on a kernel device outside an
+        autocast, where this class's op refused float32 before in this mode (training,
+        gradients) at this length."""
+        if (x.dtype != torch.float32 or not _kernel_device(x.device)
+                or torch.is_autocast_enabled(x.device.type)):   # an outer autocast decides
             return False
         return self._fp32_key(x) in _FP32_REFUSING
 

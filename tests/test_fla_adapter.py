@@ -523,6 +523,10 @@ def test_fp32_refusal_is_remembered_for_its_mode_and_length_only(fake_fla, monke
                                                            torch.bfloat16]
     assert layer.casts_to_bf16(torch.randn(2, 5, 16))
     assert not layer.casts_to_bf16(torch.randn(2, 7, 16))        # another length: tried again
+    with torch.autocast("cpu", dtype=torch.bfloat16):            # an outer autocast decides
+        assert not layer.casts_to_bf16(torch.randn(2, 5, 16))
+    with torch.no_grad():
+        assert not layer.casts_to_bf16(torch.randn(2, 5, 16))    # gradients off: tried again
     layer.eval()
     assert not layer.casts_to_bf16(torch.randn(2, 5, 16))        # another mode: tried again
 
@@ -568,34 +572,42 @@ __all__ = ["Good", "Hangs", "Dies"]
 
 
 def test_status_script_survives_hangs_and_crashes_and_resumes(tmp_path):
-    """The status script run for real (its own processes) on a fake fla: a class that hangs is
-    killed at --class-timeout-s and reported, one whose process dies is reported, the others
-    are measured; the table on disk is complete, and --resume keeps its measured rows (a kept
-    row is not measured again: here its status is edited and stays so)."""
+    """The status script run for real (its own processes) on a fake fla: one class is measured,
+    one whose process dies is reported; resuming that table measures only the class it lacks,
+    which hangs and is killed at --class-timeout-s, and keeps the other rows as they are (one
+    is edited to prove it is not measured again); --classes with --resume measures the named
+    class again and keeps every row; a missing table is refused in one line."""
     (tmp_path / "fla" / "layers").mkdir(parents=True)
     (tmp_path / "fla" / "__init__.py").write_text("__version__ = '0.0.test'\n")
     (tmp_path / "fla" / "layers" / "__init__.py").write_text(FAKE_FLA_LAYERS)
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "fla_status.py"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
-    out = tmp_path / "status.md"
-    cmd = [sys.executable, str(script), "--device", "cpu", "--steps", "2", "--workers", "3",
-           "--class-timeout-s", "20", "--out", str(out)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = {line.split("`")[1]: line for line in out.read_text().splitlines()
-            if line.startswith("| `")}
-    assert set(rows) == {"Good", "Hangs", "Dies"}
+
+    def status(out, *extra):
+        done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--steps", "2",
+                               "--workers", "3", "--out", str(tmp_path / out), *extra],
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = {line.split("`")[1]: line for line in (tmp_path / out).read_text().splitlines()
+                if line.startswith("| `")}
+        return rows, done.stderr
+
+    rows, _ = status("first.md", "--classes", "Good,Dies", "--class-timeout-s", "120")
+    assert set(rows) == {"Good", "Dies"}
     assert "| evaluable |" in rows["Good"], rows["Good"]
-    assert "fails: no result" in rows["Hangs"] and "within 20 s" in rows["Hangs"]
     assert "exited with code 7" in rows["Dies"]
-    # resume: the measured rows are kept as they are (edit one to prove it is not re-measured)
-    edited = out.read_text().replace(rows["Good"], rows["Good"].replace("evaluable", "kept-row"))
-    earlier = tmp_path / "earlier.md"
-    earlier.write_text(edited.replace("| fails: no result |", "| not measured |"))
-    done = subprocess.run(cmd[:-1] + [str(tmp_path / "again.md"), "--classes", "Good,Dies",
-                                      "--resume", str(earlier)],
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    again = (tmp_path / "again.md").read_text()
-    assert "| `Good` | kept-row |" in again and "2 rows kept from earlier.md" in again
-    assert "Good:" not in done.stderr          # nothing measured again
+    first = tmp_path / "first.md"
+    first.write_text(first.read_text().replace(rows["Good"],
+                                               rows["Good"].replace("evaluable", "kept-row")))
+    rows, log = status("second.md", "--resume", str(first), "--class-timeout-s", "5")
+    assert set(rows) == {"Good", "Hangs", "Dies"}
+    assert "| kept-row |" in rows["Good"] and "exited with code 7" in rows["Dies"]
+    assert "fails: no result" in rows["Hangs"] and "within 5 s" in rows["Hangs"]
+    assert "Good:" not in log and "Dies:" not in log and "Hangs: fails" in log
+    assert "2 rows kept from first.md" in (tmp_path / "second.md").read_text()
+    rows, log = status("third.md", "--resume", str(tmp_path / "second.md"), "--classes", "Dies")
+    assert "Dies: fails at measuring" in log and "Good:" not in log and "Hangs:" not in log
+    assert "| kept-row |" in rows["Good"] and "within 5 s" in rows["Hangs"]
+    missing = subprocess.run([sys.executable, str(script), "--resume", str(tmp_path / "no.md")],
+                             env=env, capture_output=True, text=True, timeout=240)
+    assert missing.returncode == 2 and "--resume: cannot read" in missing.stderr

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mps.py"
 
 
@@ -22,6 +25,7 @@ def test_no_daemon_on_path(tmp_path):
     assert not root.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the probe's CUDA operation must fail")
 def test_daemon_that_cannot_serve_is_stopped(tmp_path):
     """A daemon that starts but under which CUDA fails (here: no GPU): reported, quit, cleaned."""
     bin_dir = tmp_path / "bin"
@@ -43,3 +47,17 @@ def test_daemon_that_cannot_serve_is_stopped(tmp_path):
 def test_usage(tmp_path):
     out = run(["begin", "x"], [tmp_path], tmp_path)
     assert out.returncode != 0 and "usage: mps.py start|stop DIR" in out.stderr
+
+
+def test_stop_removes_only_its_own_folders(tmp_path):
+    """`stop DIR` on a folder holding other files removes the pipe and log folders only."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-cuda-mps-control").write_text("#!/bin/sh\ncat > /dev/null\n")
+    (bin_dir / "nvidia-cuda-mps-control").chmod(0o755)
+    root = tmp_path / "shared"
+    (root / "pipe").mkdir(parents=True)
+    (root / "keep.txt").write_text("not the daemon's")
+    out = run(["stop", str(root)], [bin_dir, "/usr/bin", "/bin"], tmp_path)
+    assert out.returncode == 0
+    assert not (root / "pipe").exists() and (root / "keep.txt").read_text() == "not the daemon's"
