@@ -11,12 +11,15 @@
 # failing); RESUME=TABLE keeps the measured rows of an earlier call's table (carry it) and
 # measures the rest; CLASSES (comma-separated) measures only those classes; WORKERS (default
 # 10) classes are measured at once. The table is
-# rewritten as each class finishes, so a cut call still returns its rows.
+# rewritten as each class finishes, so a cut call still returns its rows. F32 (default ieee) is
+# Triton's precision for float32 dots in the status table and the tests (ieee, tf32x3 or tf32;
+# tf32x3 is about as exact as ieee on tensor cores).
 set -u
 STATUS_S=${STATUS_S:-280}
 for v in STATUS_S CLASS_S WORKERS; do
   case "${!v:-1}" in ''|*[!0-9]*) echo "error: $v must be a whole number, not '${!v}'" >&2; exit 2 ;; esac
 done
+case "${F32:-ieee}" in ieee|tf32x3|tf32) ;; *) echo "error: F32 must be ieee, tf32x3 or tf32, not '$F32'" >&2; exit 2 ;; esac
 [ -z "${RESUME:-}" ] || [ -r "$RESUME" ] || { echo "error: RESUME=$RESUME cannot be read" >&2; exit 2; }
 OUT=${OUT:-/tmp/fla_gpu_out}; mkdir -p "$OUT"
 SETUP="$OUT/setup.log"; : > "$SETUP"
@@ -52,7 +55,7 @@ fi
 python3 -c "from madbench.fla_guard import hopper_guard; print('fla Hopper guard:', hopper_guard())" >> "$SETUP" 2>&1
 python3 -c "import pytest, pytest_timeout" 2>/dev/null || { python3 -m pip install -q --no-index --no-deps --no-compile \
   --target /tmp/site .whl/test/*.whl >> "$SETUP" 2>&1; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site; }
-timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \
+TRITON_F32_DEFAULT=${F32:-ieee} timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \
   --deadline-s "$STATUS_S" --class-timeout-s "${CLASS_S:-240}" ${CLASSES:+--classes "$CLASSES"} \
   ${RESUME:+--resume "$RESUME"} --out "$OUT/fla_status_h200.md" > "$OUT/fla_status.log" 2>&1 & STATUS=$!
 ( timeout 230 python3 -m madbench eval --arch fla.layers:GatedDeltaNet --preset smoke \
@@ -62,7 +65,7 @@ timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --work
     --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
 # every thread's stack is logged at 85 s into a test, and pytest-timeout stops it at 90 s (a hang
 # inside a CUDA call may not return to Python: the outer limit then ends the run)
-TRITON_F32_DEFAULT=ieee timeout 400 python3 -m pytest -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 -o faulthandler_timeout=85 \
+TRITON_F32_DEFAULT=${F32:-ieee} timeout 400 python3 -m pytest -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 -o faulthandler_timeout=85 \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in setup.log pytest_gpu.log eval_gdn.log; do

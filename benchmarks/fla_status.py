@@ -312,7 +312,8 @@ def main(argv=None) -> int:
     def table() -> str:
         header = (f"fla {getattr(fla, '__version__', '?')}, torch {torch.__version__}, device "
                   f"{gpu}; width {args.dim}, audit width {args.audit_dim}, L {args.seq_len}, "
-                  f"{args.steps} smoke steps; {time.perf_counter() - started:.0f} s")
+                  f"{args.steps} smoke steps; float32 dots "
+                  f"{os.environ['TRITON_F32_DEFAULT']}; {time.perf_counter() - started:.0f} s")
         if kept:
             header += f"; {len(kept)} rows kept from {os.path.basename(args.resume)}"
         return render([rows[n] for n in names], header)
