@@ -334,17 +334,16 @@ class FlaMixer(nn.Module):
     def _call(self, fn: Callable, x: torch.Tensor, kwargs: dict):
         """``fn(x, **kwargs)``; in bfloat16 (input cast, bf16 autocast) when ``casts_to_bf16``,
         and again so when fla's float32 assertion first shows the op refusing float32."""
-        if self.casts_to_bf16(x):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
-                return fn(x.to(torch.bfloat16), **kwargs)
-        try:
-            return fn(x, **kwargs)
-        except AssertionError as exc:
-            if not (FP32_REFUSAL in str(exc) and x.dtype == torch.float32
-                    and _kernel_device(x.device)):
-                raise
-        _FP32_REFUSING.add(self._fp32_key(x))
-        return self._call(fn, x, kwargs)
+        if not self.casts_to_bf16(x):
+            try:
+                return fn(x, **kwargs)
+            except AssertionError as exc:
+                if not (FP32_REFUSAL in str(exc) and x.dtype == torch.float32
+                        and _kernel_device(x.device)):
+                    raise
+            _FP32_REFUSING.add(self._fp32_key(x))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):
+            return fn(x.to(torch.bfloat16), **kwargs)
 
     def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
         kwargs: dict[str, Any] = {name: None for name in self.none_kwargs}

@@ -531,6 +531,23 @@ def test_fp32_refusal_is_remembered_for_its_mode_and_length_only(fake_fla, monke
     assert not layer.casts_to_bf16(torch.randn(2, 5, 16))        # another mode: tried again
 
 
+def test_a_refusal_under_an_outer_autocast_runs_once_more_in_bf16(fake_fla, monkeypatch):
+    """A layer whose op refuses float32 even under an outer autocast (its input is checked, not
+    its projections' output): the call runs once more in bf16, and no further."""
+    monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
+    layer = build("fla:TupleLayer")
+    seen, inner = [], layer.layer.forward
+
+    def forward(hidden_states, **kwargs):
+        seen.append(hidden_states.dtype)
+        assert hidden_states.dtype != torch.float32, "Op does not support float32. Use bf16."
+        return inner(hidden_states, **kwargs)
+    monkeypatch.setattr(layer.layer, "forward", forward)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(2, 5, 16))
+    assert seen == [torch.float32, torch.bfloat16] and y.dtype == torch.float32
+
+
 def test_status_script_classifies_the_guard(fake_fla, hopper, monkeypatch):
     """benchmarks/fla_status.py: a class refused for the guard (up front, or by fla's own
     RuntimeError) gets its own status and its own count."""
