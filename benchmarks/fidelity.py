@@ -146,6 +146,22 @@ def panel_settings(which: str) -> list[tuple[str, str]]:
     return chosen
 
 
+def arm_spec(arm: str):
+    """The architecture an arm trains (its layers and constructor arguments)."""
+    from madbench.architecture import resolve_architecture
+    cfg = ARMS[arm]
+    return resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+
+
+def reference_env(ref: str) -> dict:
+    """This process's environment with the shims and the reference tree on PYTHONPATH, for the
+    arms' processes."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(ref).resolve()),
+                                         env.get("PYTHONPATH", "")])
+    return env
+
+
 # -- one arm, in its own process -------------------------------------------------------------
 def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip",
            seeds: str = "0", ends_at: str = "") -> None:
@@ -156,16 +172,14 @@ def worker(arm: str, panel: str, run_dir: str, preset: str, checks: str = "skip"
     lost whole, and leaving it frees the GPU for the sweeps that can finish."""
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from madbench.architecture import resolve_architecture
     from madbench.sweep import plan, run_sweep
     from madbench.verdict import architecture_checks
     from madbench.protocol import get_protocol
     from madbench.store import ResultsStore
     from madbench.tasks import all_tasks
-    cfg = ARMS[arm]
-    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    spec = arm_spec(arm)
     protocol = get_protocol(preset)
-    checks = (architecture_checks(spec, allow_state_mismatch=cfg.get("allow", False))
+    checks = (architecture_checks(spec, allow_state_mismatch=ARMS[arm].get("allow", False))
               if checks == "run" else {"flags": ["fidelity-panel"]})
     wanted = set(panel_settings(panel))
     jobs = [j for j in plan(spec, all_tasks(), protocol, [int(x) for x in seeds.split(",")],
@@ -220,13 +234,11 @@ def lockstep_worker(arm: str, task: str, run_dir: str) -> None:
     the CPU (a deterministic device), for :func:`lockstep`."""
     import torch
     torch.set_num_threads(1)
-    from madbench.architecture import resolve_architecture
     from madbench.protocol import get_protocol
     from madbench.store import ResultsStore
     from madbench.sweep import plan, run_sweep
     from madbench.tasks import get_task
-    cfg = ARMS[arm]
-    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    spec = arm_spec(arm)
     protocol = get_protocol("smoke")
     jobs = plan(spec, [get_task(task)], protocol, [0], "baseline")
     run_sweep(spec, jobs, protocol, ResultsStore(Path(run_dir) / arm), "cpu", "fp32",
@@ -246,9 +258,7 @@ def lockstep(args) -> int:
         sys.exit(f"error: unknown pair {', '.join(unknown) or repr(args.pairs)} (pairs: "
                  f"{', '.join(p[0] for p in PAIRS)})")
     pairs = [p for p in PAIRS if p[0] in names or p[1] in names]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
-                                         env.get("PYTHONPATH", "")])
+    env = reference_env(args.ref)
     rows = ["| pair | task | bundled train / test loss / acc | reference train / test loss / acc "
             "| max abs diff |", "| --- | --- | --- | --- | ---: |"]
     from madbench.store import ResultsStore
@@ -282,13 +292,11 @@ def repeat_worker(arm: str, task: str, setting: str, epochs: str, run_dir: str,
         torch.use_deterministic_algorithms(True, warn_only=True)
         warnings.simplefilter("once")     # one line per operation, not per step
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from madbench.architecture import resolve_architecture
     from madbench.protocol import get_protocol
     from madbench.store import ResultsStore
     from madbench.sweep import plan, run_sweep
     from madbench.tasks import get_task
-    cfg = ARMS[arm]
-    spec = resolve_architecture(cfg["arch"], mixer_kwargs=cfg.get("kwargs"))
+    spec = arm_spec(arm)
     protocol = get_protocol("paper", {"epochs": epochs} if epochs != "0" else None)
     jobs = plan(spec, [get_task(task)], protocol, [0], setting)
     run_sweep(spec, jobs, protocol, ResultsStore(Path(run_dir)), "auto", "auto",
@@ -318,9 +326,7 @@ def repeat(args) -> int:
                  f"{', '.join(s.name for s in task.settings())})")
     if args.epochs < 0:
         sys.exit("error: --epochs must be 0 (the protocol's own) or positive")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
-                                         env.get("PYTHONPATH", "")])
+    env = reference_env(args.ref)
     if args.deterministic:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     from madbench.store import ResultsStore
@@ -382,9 +388,7 @@ def run(args) -> int:
         sys.exit(f"error: unknown panel {args.panel!r}: memorization, others, all or a task name")
     pairs = [p for p in PAIRS if args.pairs == "all" or p[0] in names or p[1] in names]
     arms = list(dict.fromkeys([a for _, b, r in pairs for a in (b, r)] + extra))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SHIMS), str(Path(args.ref).resolve()),
-                                         env.get("PYTHONPATH", "")])
+    env = reference_env(args.ref)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("OMP_NUM_THREADS", "2")     # many workers share the host's cores
     pending, running, failed, left = list(arms), [], [], []
