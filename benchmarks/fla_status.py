@@ -76,8 +76,7 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
 
     torch.set_num_threads(1)
     mixer = f"fla.layers:{name}"
-    row = {"class": name, "status": "", "causal": "-", "declared": "-", "measured": "-",
-           "smoke": "-", "note": "", "seconds": 0.0}
+    row = _row(name, "", "")
     start = time.perf_counter()
     step = "resolve"
     try:

@@ -1,7 +1,7 @@
 """An NVIDIA MPS control daemon, so that the kernels of several processes on one GPU can run
 at once instead of taking turns (time-slicing). Used by ``bench_multi_gpu.py --mps`` and by
 ``fidelity_gpu.sh`` (``MPS=1``). Whether a device machine allows the daemon is found out by
-starting it and running one CUDA operation under it (``probe``).
+starting it and running one CUDA operation under it (``MpsDaemon._probe``).
 
     eval "$(python3 benchmarks/mps.py start /tmp/mps)"   # prints the exports, or fails in one line
     python3 benchmarks/mps.py stop /tmp/mps
