@@ -214,3 +214,35 @@ def test_a_convergence_stop_ends_a_run_at_the_first_epoch_that_reaches_it():
     assert choose_engine("auto", proto, torch.device("cpu"), 6) == "plain"
     with pytest.raises(ValueError, match="evaluates once"):
         train_batched(Lookup, data, test, 8, CONFIGS, proto, 3)
+
+
+def test_a_scaling_run_whose_step_cannot_be_captured_trains_eagerly_with_one_warning(
+        monkeypatch, capsys):
+    """An MoE's routing reads token counts on the host, so its step cannot be captured in a
+    CUDA graph: the run must warn once per architecture and train the plain step (the same
+    numbers as a run that never tried), not stop the ladder."""
+    from madbench.cuda_graphs import CaptureError
+    from madbench.scaling import runs
+    rng = np.random.default_rng(1)
+    data = torch.from_numpy(rng.integers(97, 101, 3000).astype(np.uint8))
+    recipe = runs.Recipe(seq_len=16, batch_size=4, eval_tokens=64, lr=3e-3, seed=2)
+    plans = runs.plan_runs("hyena", [2e8], [(16, 1)], recipe, "x")
+    plain = runs.train_run(plans[0], data[:2500], data[2500:], torch.device("cpu"),
+                           capture=False)
+    tries = []
+
+    def refuse(*args, **kwargs):
+        tries.append(1)
+        raise CaptureError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(runs, "capture_enabled", lambda device, requested=None: True)
+    monkeypatch.setattr(runs, "capture_step", refuse)
+    real_adamw = runs.adamw          # a CPU optimiser cannot be capturable
+    monkeypatch.setattr(runs, "adamw", lambda *args: real_adamw(*args[:-1], False))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: None)
+    monkeypatch.setattr(runs, "_UNCAPTURABLE", set())
+    first = runs.train_run(plans[0], data[:2500], data[2500:], torch.device("cpu"))
+    again = runs.train_run(plans[0], data[:2500], data[2500:], torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.count("cannot be captured in a CUDA graph") == 1 and len(tries) == 1
+    for got in (first, again):
+        assert (got["train_loss"], got["loss"]) == (plain["train_loss"], plain["loss"])

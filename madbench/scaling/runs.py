@@ -35,8 +35,8 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
-from ..cuda_graphs import adamw, capture_enabled, capture_step
-from ..errors import UsageError
+from ..cuda_graphs import CaptureError, adamw, capture_enabled, capture_step
+from ..errors import UsageError, warn
 from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
@@ -307,6 +307,10 @@ def random_windows(train: torch.Tensor, plan: RunPlan, every: int,
     return period
 
 
+#: specs whose step failed to capture in this process: later runs skip the attempt
+_UNCAPTURABLE: set[str] = set()
+
+
 def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
               precision: str = "fp32",
               on_step: Callable[[int, int, float], None] | None = None,
@@ -314,14 +318,22 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     """Train one planned run; returns the model's counts and the losses.
 
     On CUDA the step is captured in a CUDA graph (``madbench.cuda_graphs``) unless
-    ``capture=False`` or MADBENCH_CUDA_GRAPHS=0; it computes the same step either way. The
+    ``capture=False`` or MADBENCH_CUDA_GRAPHS=0, or the step cannot be captured (a warning
+    says so); it computes the same step either way. The
     training loss is read (and ``on_step`` called) every ``steps // 50`` steps and at the
     last."""
     r = plan.recipe
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
-    engine = _Engine(plan, train, val, device, precision, capture_enabled(device, capture))
+    capture = capture_enabled(device, capture) and plan.spec.hash not in _UNCAPTURABLE
+    try:
+        engine = _Engine(plan, train, val, device, precision, capture)
+    except CaptureError as exc:     # e.g. MoE routing reads its token counts on the host
+        warn(f"{plan.family}: its training step cannot be captured in a CUDA graph "
+             f"({str(exc).splitlines()[0][:120]}); training it without graphs")
+        _UNCAPTURABLE.add(plan.spec.hash)
+        engine = _Engine(plan, train, val, device, precision, False)
     every = max(1, plan.steps // 50)
 
     def on_period(period, periods, loss):
