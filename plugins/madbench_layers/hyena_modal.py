@@ -200,7 +200,8 @@ class ModalHyenaExperts(_HyenaBase):
                 continue
             cols = slice(e * w, (e + 1) * w)
             y = (x2[token, cols] * c[token, cols]) @ self.out_proj.weight[:, cols].T
-            out.index_add_(0, token, y * weights[token, slot, None])
+            # under autocast y is bf16 and out (like x) float32
+            out.index_add_(0, token, (y * weights[token, slot, None]).to(out.dtype))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
