@@ -1,11 +1,13 @@
-"""Channel mixers (SwiGLU, MLP, sparse MoE) against formulas written out here."""
+"""Channel mixers (SwiGLU, MLP, top-k MoE) against formulas written out here."""
 import math
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import DynamicOutputShapeException, FakeTensorMode
 
 from madbench.architecture import LayerSpec, build_mixer
 from madbench_layers.channel import MLP, MoeMLP, SwiGLU
+from madbench_layers.hyena_modal import ModalHyenaExperts
 
 
 def silu(z):
@@ -66,7 +68,7 @@ def test_moe_under_bf16_autocast_matches_fp32():
 
 def test_moe_unselected_expert_has_exactly_zero_weight():
     """Property: zeroing an unselected expert leaves the token unchanged; an expert that no
-    token selects receives no gradient (it was not run)."""
+    token selects receives no gradient (its exact zero weight stops it)."""
     torch.manual_seed(0)
     layer = MoeMLP(16, experts=4, expert_width=6, top_k=2).double()
     x = torch.randn(1, 6, 16, dtype=torch.float64)
@@ -125,3 +127,19 @@ def test_registered_metadata():
     assert {n: m["shorthand"] for n, m in by_name.items()} == {
         "swiglu": "Sg", "mlp": "M", "moe-mlp": "MoE"}
     assert all(m["kind"] == "channel" for m in by_name.values())
+
+
+@pytest.mark.parametrize("make", [lambda: MoeMLP(16, experts=4, expert_width=6, top_k=2),
+                                  lambda: ModalHyenaExperts(16, experts=4, expert_width=4)],
+                         ids=["moe-mlp", "hyena-experts-modal"])
+def test_routed_layers_have_no_data_dependent_shapes(make):
+    """A CUDA graph cannot capture an operation whose output shape depends on the data (e.g.
+    ``nonzero``, which reads a count back on the host). Under fake tensors such an operation
+    raises; the routed layers' forward and backward run through (and the check does catch one)."""
+    layer = make()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        y = layer(torch.randn(2, 8, 16))
+        y.sum().backward()
+        assert y.shape == (2, 8, 16)
+        with pytest.raises(DynamicOutputShapeException):
+            (torch.randn(5) > 0).nonzero()

@@ -1,12 +1,15 @@
-"""Channel mixers (position-wise): SwiGLU (Sg), MLP (M) and a truly sparse mixture of experts
-(MoE). No bias anywhere (the paper's rule).
+"""Channel mixers (position-wise): SwiGLU (Sg), MLP (M) and a top-k mixture of experts (MoE). No bias anywhere (the paper's rule).
 
 - ``swiglu``: ``W2 (silu(W1 x) * W3 x)``, inner width 512 (paper B.3.1; mad-lab uses 352, D13).
   128 -> 512 -> 128: 3 * 128 * 512 = 196,608 parameters.
 - ``mlp``: ``W2 gelu_tanh(W1 x)``, 128 -> 512 -> 128: 131,072 parameters.
 - ``moe-mlp``: 8 SwiGLU experts of inner width 16, 2 active per token. A router (no bias) scores
   the experts; the top-2 logits go through a softmax over those two only, so every other expert
-  has exactly zero weight, and each token is dispatched only to its two experts. Parameters:
+  has exactly zero weight: a token's output and the gradients it sends depend on its two experts
+  only. The experts are evaluated densely (all of them on every token, the unselected ones
+  weighted by an exact zero): no data-dependent shapes, so a training step has no host
+  synchronization and can be captured in a CUDA graph, at E/k times the experts' arithmetic of a
+  dispatching implementation (FLOP counts, ``madbench.flops``, stay the active work). Parameters:
   router 128 * 8 + 8 experts * 3 * 128 * 16 = 1,024 + 49,152 = 50,176; active per token
   1,024 + 2 * 6,144 = 13,312. (mad-lab's MoE is a dense GeGLU of width 128 with a router bias and
   a gate that leaves unselected experts a non-zero weight, D11; the router bias is dropped here
@@ -23,15 +26,13 @@ from torch import nn
 from madbench.errors import UsageError
 
 
-def top_k_routing(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k gate: the k largest logits per row and a softmax over those only.
-
-    Returns ``(weights, experts)``, both (..., k); experts not listed have weight exactly zero.
-    """
+def top_k_gates(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k gate as a dense (..., experts) matrix: a softmax over each row's k largest logits,
+    exact zeros for every other expert."""
     top, experts = logits.topk(k, dim=-1)
     dtype = torch.promote_types(logits.dtype, torch.float32)
     weights = torch.softmax(top.to(dtype), dim=-1).to(logits.dtype)
-    return weights, experts
+    return torch.zeros_like(logits).scatter(-1, experts, weights)
 
 
 class SwiGLU(nn.Module):
@@ -64,7 +65,7 @@ class MLP(nn.Module):
 
 
 class MoeMLP(nn.Module):
-    """Mixture of SwiGLU experts with sparse top-k routing: each token runs only its k experts."""
+    """Mixture of SwiGLU experts, top-k routed: each token's output is its k experts' weighted sum."""
 
     mixer_kind = "channel"
 
@@ -87,19 +88,10 @@ class MoeMLP(nn.Module):
         return self.router.weight.numel() + self.top_k * per_expert
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.dim)
-        weights, chosen = top_k_routing(self.router(flat), self.top_k)
-        out = torch.zeros_like(flat)
-        for e in range(self.experts):
-            token, slot = (chosen == e).nonzero(as_tuple=True)
-            if token.numel() == 0:
-                continue
-            xe = flat[token]
-            h = F.silu(xe @ self.gate[e].T) * (xe @ self.up[e].T)
-            contribution = (h @ self.down[e].T) * weights[token, slot, None]
-            out.index_add_(0, token, contribution.to(out.dtype))  # bf16 under autocast
-        return out.view_as(x)
-
+        gates = top_k_gates(self.router(x), self.top_k)             # (..., E), k non-zero
+        h = F.silu(torch.einsum("...d,ewd->...ew", x, self.gate)) \
+            * torch.einsum("...d,ewd->...ew", x, self.up)
+        return torch.einsum("...ew,edw->...d", h * gates[..., None].to(h.dtype), self.down)
 
 MIXERS = [
     ("swiglu", SwiGLU, {

@@ -45,7 +45,7 @@ from torch import nn
 
 from madbench.errors import UsageError
 
-from .channel import top_k_routing
+from .channel import top_k_gates
 from .modal_filter import ModalFilter, fft_causal_conv  # noqa: F401 (re-exported)
 from .ops.long_conv import gated_long_conv, multihead_long_conv
 
@@ -190,19 +190,11 @@ class ModalHyenaExperts(_HyenaBase):
         return total - unused
 
     def _readout(self, x2: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Sparse part, on flat tokens: x2, c (N, inner); x (N, dim) for the router."""
-        weights, chosen = top_k_routing(self.router(x), self.top_k)
-        out = torch.zeros_like(x)
-        w = self.expert_width
-        for e in range(self.experts):
-            token, slot = (chosen == e).nonzero(as_tuple=True)
-            if token.numel() == 0:
-                continue
-            cols = slice(e * w, (e + 1) * w)
-            y = (x2[token, cols] * c[token, cols]) @ self.out_proj.weight[:, cols].T
-            # under autocast y is bf16 and out (like x) float32
-            out.index_add_(0, token, (y * weights[token, slot, None]).to(out.dtype))
-        return out
+        """Routed part, on flat tokens: x2, c (N, inner); x (N, dim) for the router. Evaluated
+        densely (unselected experts' columns weighted by exact zeros): no host synchronization."""
+        gates = top_k_gates(self.router(x), self.top_k)                 # (N, experts)
+        y = x2 * c * gates.repeat_interleave(self.expert_width, dim=-1).to(c.dtype)
+        return self.out_proj(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
@@ -234,6 +226,6 @@ MIXERS = [
         "kind": "sequence", "shorthand": "Hem",
         "defaults": {"experts": 8, "expert_width": 16, "top_k": 2, "modes": 8,
                      "short_filter": 3},
-        "description": "Hyena experts with modal filters: 8 of width 16, top-2 sparse routing",
+        "description": "Hyena experts with modal filters: 8 of width 16, top-2 routing",
     }),
 ]
