@@ -29,7 +29,10 @@ its own process, ``--workers`` at a time (Triton compiles on the CPU); one that 
 within ``--class-timeout-s`` is killed and reported as failing, and classes still unmeasured at
 ``--deadline-s`` are reported as such. ``--out`` is rewritten as each class finishes, so a run
 cut short leaves its rows; ``--resume TABLE`` keeps the measured rows of an earlier table and
-measures only the rest (a long table over several time-limited calls). Needs fla (``madbench[fla]``).
+measures only the rest (a long table over several time-limited calls). ``--autotune one`` has
+Triton's autotuner try one configuration per kernel (``benchmarks/triton_one_config.py``, in
+every worker): each kernel compiles once instead of once per config; the computation is the
+same, only the kernels' speed may differ. Needs fla (``madbench[fla]``).
 """
 from __future__ import annotations
 
@@ -161,6 +164,9 @@ def _worker_init() -> None:
     # would count as state under the audit's 1e-5 rank cut-off); set before any kernel compiles
     os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
     sys.path[:0] = [ROOT, os.path.join(ROOT, "plugins")]
+    if os.environ.get("FLA_STATUS_AUTOTUNE") == "one":   # set by main for --autotune one
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import triton_one_config  # noqa: F401 - patches Triton's autotuner on import
 
 
 def render(rows: list[dict], header: str) -> str:
@@ -282,6 +288,9 @@ def main(argv=None) -> int:
                         help="an earlier table of this script: its measured rows are kept and "
                              "only the other classes (or those --classes names) are measured; "
                              "the table then lists every class")
+    parser.add_argument("--autotune", choices=("full", "one"), default="full",
+                        help="one: Triton's autotuner tries one configuration per kernel (its "
+                             "least resource-hungry one; benchmarks/triton_one_config.py)")
     args = parser.parse_args(argv)
     for flag in ("workers", "deadline_s", "class_timeout_s"):
         if getattr(args, flag) <= 0:
@@ -290,6 +299,7 @@ def main(argv=None) -> int:
         kept = read_table(args.resume) if args.resume else {}
     except OSError as exc:
         parser.error(f"--resume: cannot read {args.resume}: {exc.strerror}")
+    os.environ["FLA_STATUS_AUTOTUNE"] = args.autotune   # the spawned workers inherit it
     _worker_init()
     import torch
     device = args.device
@@ -312,7 +322,9 @@ def main(argv=None) -> int:
         header = (f"fla {getattr(fla, '__version__', '?')}, torch {torch.__version__}, device "
                   f"{gpu}; width {args.dim}, audit width {args.audit_dim}, L {args.seq_len}, "
                   f"{args.steps} smoke steps; float32 dots "
-                  f"{os.environ['TRITON_F32_DEFAULT']}; {time.perf_counter() - started:.0f} s")
+                  f"{os.environ['TRITON_F32_DEFAULT']}; autotune: "
+                  f"{'one config per kernel' if args.autotune == 'one' else 'full'}; "
+                  f"{time.perf_counter() - started:.0f} s")
         if kept:
             header += f"; {len(kept)} rows kept from {os.path.basename(args.resume)}"
         return render([rows[n] for n in names], header)
