@@ -27,8 +27,9 @@ a few deviate further. ``FlaMixer`` adapts one class:
   PrecondGatedDeltaNet, and the simple_gla ones) are refused when resolved or built, before
   any training: fla's own guard would raise at the first backward pass (fla #640; the fix is
   Triton >= 3.7.1 or tilelang). The condition mirrors fla's and is probed without a kernel.
-- **float32**: some fla ops assert bf16/fp16 inputs ("... does not support float32": the
-  chunked ops of DeltaNet, GatedDeltaProduct, MomentumDeltaNet). When one raises that on CUDA,
+- **float32**: some fla ops refuse float32 inputs ("... does not support float32": the
+  chunked ops of DeltaNet, GatedDeltaProduct, MomentumDeltaNet; a TypeError asking for bf16 or
+  fp16: Parallax, StickBreakingAttention). When one raises that on CUDA,
   the adapter runs the call again in bfloat16 (input cast, bf16 autocast, output cast back to
   the input dtype; gradients flow through both casts), and so from then on for that class in
   that mode (training or not, gradients on or not) at that sequence length. Nothing is cast up
@@ -232,10 +233,11 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
 
 
 # -- fla ops that refuse float32 -----------------------------------------------------------------
-#: fla's own assertion text (``chunk_delta_rule``, ``chunk_gated_delta_product``,
-#: ``chunk_momentum_delta_rule`` in fla 0.6.0: "... does not support float32. Please use
-#: bfloat16.").
-FP32_REFUSAL = "does not support float32"
+#: How fla 0.6.0's ops refuse float32 inputs: the assertion of ``chunk_delta_rule``,
+#: ``chunk_gated_delta_product`` and ``chunk_momentum_delta_rule`` ("... does not support
+#: float32. Please use bfloat16."), and the TypeErrors of ``parallel_parallax`` ("requires bf16
+#: or fp16 inputs") and stick-breaking attention ("require matching fp16/bf16 tensors").
+FP32_REFUSALS = ("does not support float32", "requires bf16 or fp16", "require matching fp16/bf16")
 #: (fla class, training, gradients on, sequence length) whose call raised fla's float32
 #: assertion: run in bfloat16 from then on (fla picks its op by these, so only that combination).
 _FP32_REFUSING: set = set()
@@ -333,13 +335,13 @@ class FlaMixer(nn.Module):
 
     def _call(self, fn: Callable, x: torch.Tensor, kwargs: dict):
         """``fn(x, **kwargs)``; in bfloat16 (input cast, bf16 autocast) when ``casts_to_bf16``,
-        and again so when fla's float32 assertion first shows the op refusing float32."""
+        and again so when fla's op first refuses float32 (``FP32_REFUSALS``)."""
         if not self.casts_to_bf16(x):
             try:
                 return fn(x, **kwargs)
-            except AssertionError as exc:
-                if not (FP32_REFUSAL in str(exc) and x.dtype == torch.float32
-                        and _kernel_device(x.device)):
+            except (AssertionError, TypeError) as exc:
+                refuses = any(text in str(exc) for text in FP32_REFUSALS)
+                if not (refuses and x.dtype == torch.float32 and _kernel_device(x.device)):
                     raise
             _FP32_REFUSING.add(self._fp32_key(x))
         with torch.autocast(x.device.type, dtype=torch.bfloat16, cache_enabled=False):

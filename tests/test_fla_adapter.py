@@ -548,6 +548,35 @@ def test_a_refusal_under_an_outer_autocast_runs_once_more_in_bf16(fake_fla, monk
     assert seen == [torch.float32, torch.bfloat16] and y.dtype == torch.float32
 
 
+@pytest.mark.parametrize("error", [
+    TypeError("parallel_parallax requires bf16 or fp16 inputs, got q.dtype=torch.float32"),
+    TypeError("Stick-breaking projections require matching fp16/bf16 tensors. Use mixed "
+              "precision or convert the model."),
+])
+def test_an_op_refusing_float32_with_a_type_error_runs_in_bf16(fake_fla, monkeypatch, error):
+    """fla's Parallax and stick-breaking ops refuse float32 with a TypeError, not fla's usual
+    assertion: the call runs once more in bf16, and the output comes back in float32. Any other
+    TypeError is raised as it is."""
+    monkeypatch.setattr(fla_adapter, "_kernel_device", lambda device: True)
+    layer = build("fla:TupleLayer")
+    seen, inner, errors = [], layer.layer.forward, [error]
+
+    def forward(hidden_states, **kwargs):
+        seen.append(hidden_states.dtype)
+        if hidden_states.dtype == torch.float32:
+            raise errors[-1]
+        return inner(hidden_states, **kwargs)
+    monkeypatch.setattr(layer.layer, "forward", forward)
+    y = layer(torch.randn(2, 5, 16))
+    assert seen == [torch.float32, torch.bfloat16] and y.dtype == torch.float32
+
+    seen.clear()
+    errors.append(TypeError("forward() got an unexpected keyword argument 'cache'"))
+    with pytest.raises(Exception, match="unexpected keyword"):     # not retried in bf16
+        layer(torch.randn(2, 7, 16))
+    assert seen == [torch.float32]
+
+
 def test_status_script_classifies_the_guard(fake_fla, hopper, monkeypatch):
     """benchmarks/fla_status.py: a class refused for the guard (up front, or by fla's own
     RuntimeError) gets its own status and its own count."""
