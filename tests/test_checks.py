@@ -259,6 +259,94 @@ def test_audit_of_an_undeclared_mixer_reports_a_measurement():
     assert result.measured_state == 6
 
 
+class ZeroReadout(LinearRecurrence):
+    """The linear recurrence of n distinct decays (state exactly n) with its readout C
+    zero-initialized, as fla's RWKV7Attention zeroes o_proj: the output is identically zero
+    as built, and any C that training reaches reads out all n states."""
+
+    def __init__(self, dim, state=6, declared=None, zero=True):
+        super().__init__(dim, state, declared)
+        if zero:
+            self.C.data.zero_()
+
+
+class UndeclaredZeroReadout(ZeroReadout):
+    state_size = None
+
+
+@pytest.mark.parametrize("dim,n", [(4, 6), (3, 7)])
+def test_audit_sees_the_state_behind_a_zero_initialized_readout(dim, n):
+    # as built the Jacobian across the split is exactly zero (what the audit measured before)
+    built = UndeclaredZeroReadout(dim, n)
+    x = torch.randn(1, 16, dim, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda u: built.double()(u)[:, 8:], x)
+    assert not jac.any()
+    result = audit_state(UndeclaredZeroReadout, dim, {"state": n})
+    assert result.declared_state is None and result.ok is None
+    assert (result.measured_state, result.measured_as_built, result.perturbed) == (n, 0, True)
+    assert f"measured state {n} (at perturbed weights; 0 as built)" in result.message
+    assert result.to_dict()["measured_as_built"] == 0 and result.to_dict()["perturbed"]
+
+
+def test_audit_of_a_readout_already_generic_is_not_raised_by_perturbation():
+    result = audit_state(UndeclaredZeroReadout, 4, {"state": 6, "zero": False})
+    assert (result.measured_state, result.measured_as_built, result.perturbed) == (6, 6, False)
+    assert "perturbed" not in result.message
+
+
+def test_a_zeroed_readout_is_held_to_its_declared_state():
+    honest = audit_state(ZeroReadout, 4, {"state": 6})
+    assert honest.ok and honest.informative and honest.measured_state == 6
+    assert honest.perturbed and honest.measured_as_built == 0
+    # declaring 5 splits after 2 positions of 4 (8 > 5 inputs): the 6 states all cross it
+    under = audit_state(ZeroReadout, 4, {"state": 6, "declared": 5})
+    assert under.ok is False and under.informative and under.measured_state == 6
+    assert "UNDER-DECLARED: measured 6 (at perturbed weights; 0 as built)" in under.message
+
+
+class FragileGain(LinearRecurrence):
+    """The linear recurrence (random readout, state n) scaled by sqrt(gain), gain = 1e-3 per
+    channel: the audit's perturbation (noise of 0.02 on a constant) makes some gains negative,
+    so the perturbed outputs are NaN (or, with ``strict``, the forward pass raises)."""
+
+    def __init__(self, dim, state=6, strict=False):
+        super().__init__(dim, state)
+        self.gain = nn.Parameter(torch.full((dim,), 1e-3))
+        self.strict = strict
+
+    def forward(self, x):
+        if self.strict and bool((self.gain < 0).any()):
+            raise ValueError("gain must be positive")
+        return super().forward(x) * self.gain.sqrt()
+
+
+@pytest.mark.parametrize("strict,why", [(False, "non-finite"), (True, "ValueError")])
+def test_audit_falls_back_to_the_weights_as_built_when_perturbed_ones_break(strict, why):
+    from madbench.checks.state_audit import perturbed_copy
+
+    assert (perturbed_copy(FragileGain(4).double()).gain < 0).any()  # the premise
+    result = audit_state(FragileGain, 4, {"state": 6, "strict": strict})
+    assert result.ok and result.gradient_ok
+    assert (result.measured_state, result.measured_as_built, result.perturbed) == (6, 6, None)
+    assert why in result.perturbed_failure and "as built only" in result.message
+
+
+def test_perturbed_copy_is_seeded_and_leaves_buffers_and_frozen_parameters():
+    from madbench.checks.state_audit import PERTURBATION_FLOOR, perturbed_copy
+
+    model = ZeroReadout(4, 6).double()
+    model.register_buffer("mask", torch.zeros(3, dtype=torch.float64))
+    model.B.requires_grad_(False)
+    one, two = perturbed_copy(model, seed=3), perturbed_copy(model, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(one.parameters(), two.parameters()))
+    assert not torch.equal(one.C, perturbed_copy(model, seed=4).C)
+    assert torch.equal(one.B, model.B) and not one.mask.any() and not model.C.any()
+    # a zero tensor gets the floor; a spread one half its std
+    assert abs(float(one.C.std()) / PERTURBATION_FLOOR - 1) < 0.5
+    spread = float(model.decay.std())
+    assert abs(float((one.decay - model.decay).std()) / (0.5 * spread) - 1) < 0.7
+
+
 # -- whole architectures -----------------------------------------------------------------
 class Crashing(nn.Module):
     def __init__(self, dim):
@@ -277,6 +365,7 @@ class ToyPlugin:
         register("toy-under", LinearRecurrence, defaults={"declared": 4})
         register("toy-bidir", Bidirectional)
         register("toy-id", ShortConv, kind="channel")
+        register("toy-zero-readout", UndeclaredZeroReadout)
 
 
 def _spec(*names):
@@ -319,6 +408,18 @@ def test_audit_architecture_flags_the_under_declared_layer(register_plugin):
     assert audit["declared_state"] == 12 + 4 and audit["measured_state"] == 12 + 8
     (failure,) = state_failures(audit)
     assert failure.startswith("layer 2 (toy-under")
+
+
+def test_an_undeclared_zero_readout_is_accounted_its_full_state(register_plugin):
+    # the state madbench accounts for a layer without state_size is the audit's measurement:
+    # 6 (the recurrence's), not the 0 its zero readout shows as built
+    from madbench.verdict import measured_state_note
+
+    register_plugin(ToyPlugin(), "toy")
+    spec = _spec("toy-zero-readout", "toy-id")
+    (layer,) = audit_architecture(spec)["layers"]
+    assert (layer["measured_state"], layer["measured_as_built"], layer["perturbed"]) == (6, 0, True)
+    assert "layer 0 (toy-zero-readout) 6;" in measured_state_note(spec, 4096)
 
 
 # -- the conformance helpers -------------------------------------------------------------

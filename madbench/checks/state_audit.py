@@ -8,21 +8,30 @@ and is reported against it, neither passed nor failed. The bound is informative 
 when the inputs before the split and the outputs after it both number more than the declared
 state (``prefix * dim`` and ``suffix * dim``), so both are chosen as the fewest whole positions
 that exceed it (``jacobian_side``). The cost grows as the cube of that side, so the side is
-capped at ``max_size`` (default 3,072: about a minute on two CPU cores); ``audit_architecture``
-audits each layer at the model width when that fits, else at the widest of dim/2, dim/4, ...
-that the layer's class accepts and that fits. Dynamic state (a kv-cache of every past token) is
+capped at ``max_size`` (default 3,072: one to two minutes on two CPU cores, both measurements
+below included); ``audit_architecture`` audits each layer at the model width when that fits,
+else at the widest of dim/2, dim/4, ... that the layer's class accepts and that fits. Dynamic state (a kv-cache of every past token) is
 never smaller than the Jacobian, so its audit is reported as not informative. The audit sees
 only state that gradients flow through, so it also compares the Jacobian with central finite
 differences along a random direction; a mixer that carries state past autograd (``detach``)
 fails as unauditable. State passed through a piecewise-constant function (rounding) is beyond
 both.
 
+The rank at special weights can only be lower than at generic ones: a zero-initialized output
+projection, gate or readout hides state that training uncovers (fla's RWKV7Attention zeroes its
+``o_proj``: rank 0 as built). So the rank is also measured on a copy whose trainable parameters
+are perturbed at random (seeded), and the measured state is the larger of the two ranks; a
+perturbed copy that fails to run or whose Jacobian is not finite (a constraint the perturbation
+broke, e.g. a parameter under a square root) is ignored, and the result says so.
+
 Checks run in float64 on a copy of the module (float32 when the module cannot run in
 float64, with looser tolerances) and in eval mode.
 """
 from __future__ import annotations
 
+import copy
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +50,11 @@ FINITE_DIFFERENCE_STEP = {torch.float64: 1e-5, torch.float32: 1e-2}
 GRADIENT_RTOL = {torch.float64: 1e-4, torch.float32: 5e-2}
 #: Largest Jacobian side (rows or columns) the audit builds by default.
 AUDIT_MAX_SIZE = 3072
+#: Weight perturbation of the second measurement: each trainable floating-point parameter gets
+#: ``PERTURBATION_SCALE * std`` Gaussian noise, or ``PERTURBATION_FLOOR`` when it has one element
+#: or no spread (a zero-initialized projection, a constant gain); buffers are left alone.
+PERTURBATION_SCALE = 0.5
+PERTURBATION_FLOOR = 0.02
 #: Inputs per Jacobian chunk (batch x length x width elements), to bound memory.
 _CHUNK_ELEMENTS = 2 ** 20
 
@@ -59,7 +73,7 @@ class AuditResult:
 
     declared_state: int | None  #: state_size(prefix)
     declared_cache: int  #: cache_size(prefix)
-    measured_state: int  #: Jacobian rank
+    measured_state: int  #: Jacobian rank: the larger of as built and perturbed
     ok: bool | None  #: measured <= declared (None: nothing declared)
     informative: bool  #: both Jacobian sides exceed the declared total
     saturated: bool  #: rank equals the smaller side: the true state may be larger
@@ -73,6 +87,11 @@ class AuditResult:
     gradient_ok: bool = True  #: the Jacobian agrees with finite differences
     gradient_error: float = 0.0  #: relative disagreement
     convention: str | None = None  #: the layer's ``state_convention``, when it counts by one
+    measured_as_built: int | None = None  #: Jacobian rank at the weights as built
+    #: True when the perturbed weights gave the larger rank, False when they did not, None when
+    #: they could not be measured (``perturbed_failure`` says why)
+    perturbed: bool | None = None
+    perturbed_failure: str | None = None
 
     @property
     def declared_total(self) -> int | None:
@@ -82,6 +101,10 @@ class AuditResult:
     def message(self) -> str:
         where = f"at dim {self.dim}, split {self.prefix}+{self.suffix}"
         bound = "" if not self.saturated else " (saturated: a lower bound)"
+        if self.perturbed:
+            bound += f" (at perturbed weights; {self.measured_as_built} as built)"
+        elif self.perturbed is None and self.perturbed_failure:
+            bound += f" (as built only: perturbed weights {self.perturbed_failure})"
         if not self.gradient_ok:
             return (f"UNAUDITABLE: gradients disagree with finite differences (relative error "
                     f"{self.gradient_error:.1e}), so the Jacobian does not show the state that "
@@ -158,6 +181,47 @@ def finite_difference_error(module: nn.Module, x: torch.Tensor, prefix: int,
     return float((numeric - analytic).abs().max()) / scale
 
 
+def perturbed_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose trainable floating-point parameters carry seeded Gaussian noise
+    (``PERTURBATION_SCALE`` times their std, else ``PERTURBATION_FLOOR``); buffers and frozen
+    parameters are kept, and so are tied parameters' ties."""
+    other = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed + 11)
+    with torch.no_grad():
+        for p in other.parameters():
+            if not p.requires_grad or not (p.is_floating_point() or p.is_complex()) \
+                    or p.numel() == 0:
+                continue
+            spread = float(p.std()) if p.numel() > 1 else 0.0
+            scale = (PERTURBATION_SCALE * spread if spread > 0 and math.isfinite(spread)
+                     else PERTURBATION_FLOOR)
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            p.add_(noise.to(p.device), alpha=scale)
+    return other
+
+
+def _rank(jac: torch.Tensor, rtol: float) -> tuple[int, torch.Tensor, float]:
+    """The number of singular values above ``rtol`` times the largest, the singular values and
+    the largest."""
+    sigma = torch.from_numpy(scipy.linalg.svdvals(jac.numpy(), overwrite_a=True,
+                                                  check_finite=False))
+    top = float(sigma[0]) if len(sigma) else 0.0
+    return (int((sigma > rtol * top).sum()) if top > 0 else 0), sigma, top
+
+
+def _perturbed_rank(model: nn.Module, x: torch.Tensor, prefix: int, rtol: float,
+                    seed: int) -> tuple[int, torch.Tensor, float] | str:
+    """The rank at perturbed weights (see ``_rank``), or why it could not be measured."""
+    try:
+        with torch.enable_grad():
+            jac = jacobian_across_split(perturbed_copy(model, seed), x, prefix)
+    except Exception as exc:  # noqa: BLE001 - e.g. a constraint the perturbation broke
+        return f"failed ({one_line(exc)[:200]})"
+    if not bool(torch.isfinite(jac).all()):
+        return "gave non-finite outputs"
+    return _rank(jac, rtol)
+
+
 def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
                 prefix: int | None = None, suffix: int | None = None,
                 rtol: float | None = None, max_size: int = AUDIT_MAX_SIZE,
@@ -165,7 +229,9 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     """Measure a mixer's state as the rank of the Jacobian of its outputs after a split point
     with respect to its inputs before it (see the module docstring), and compare it with the
     declared ``state_size(prefix) + cache_size(prefix)``. ``mixer`` is a module of width
-    ``dim``, a class or a factory built as ``mixer(dim, **mixer_kwargs)``."""
+    ``dim``, a class or a factory built as ``mixer(dim, **mixer_kwargs)``. The rank is the
+    larger of those at the weights as built and at perturbed ones (``perturbed_copy``); the
+    finite-difference check runs on the weights as built."""
     module = as_module(mixer, dim, mixer_kwargs)
     first_long = declared_state(module, 8192)[0]
     dynamic = first_long is not None and first_long != declared_state(module, 16384)[0]
@@ -181,10 +247,15 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
         jac = jacobian_across_split(model, x, prefix)
     gradient_error = finite_difference_error(model, x, prefix, jac, seed)
     gradient_ok = gradient_error <= GRADIENT_RTOL[dtype]
-    sigma = torch.from_numpy(scipy.linalg.svdvals(jac.numpy(), overwrite_a=True,
-                                                  check_finite=False))
-    top = float(sigma[0]) if len(sigma) else 0.0
-    measured = int((sigma > rtol * top).sum()) if top > 0 else 0
+    as_built = measured, sigma, top = _rank(jac, rtol)
+    del jac
+    side = min(prefix, suffix) * dim
+    # a saturated rank cannot grow: the second measurement is skipped
+    other = as_built if measured == side else _perturbed_rank(model, x, prefix, rtol, seed)
+    failure = other if isinstance(other, str) else None
+    perturbed = None if failure else other[0] > as_built[0]
+    if perturbed:
+        measured, sigma, top = other
     state, cache = declared_state(module, prefix)
     total = None if state is None else state + cache
     convention = getattr(module, "state_convention", None)
@@ -193,12 +264,13 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
         ok=(False if not gradient_ok else None if total is None or convention
             else measured <= total),
         informative=total is not None and min(prefix, suffix) * dim > total,
-        saturated=measured == min(prefix, suffix) * dim, dim=dim, prefix=prefix,
+        saturated=measured == side, dim=dim, prefix=prefix,
         suffix=suffix, rtol=rtol, dtype=str(dtype).replace("torch.", ""),
         sigma_at_rank=float(sigma[measured - 1]) / top if measured else None,
         sigma_after_rank=float(sigma[measured]) / top if 0 < measured < len(sigma) else None,
         gradient_ok=gradient_ok, gradient_error=gradient_error,
-        convention=None if convention is None else str(convention))
+        convention=None if convention is None else str(convention),
+        measured_as_built=as_built[0], perturbed=perturbed, perturbed_failure=failure)
 
 
 def _audit_width(layer: LayerSpec, dim: int, max_size: int) -> int:
