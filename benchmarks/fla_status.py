@@ -105,7 +105,8 @@ def measure(name: str, device: str, dim: int, audit_dim: int, seq_len: int, step
         audit = audit_state(lambda d: build_mixer(LayerSpec(mixer), d), audit_dim)
         row["declared"] = ("-" if audit.declared_state is None else
                            f"{audit.declared_state} + {audit.declared_cache}")
-        row["measured"] = f"{audit.measured_state}{'+' if audit.saturated else ''}"
+        row["measured"] = f"{audit.measured_state}{'+' if audit.saturated else ''}" + (
+            f" ({audit.measured_as_built} as built)" if audit.perturbed else "")
         step = "smoke run"
         spec = resolve_architecture(mixer, dim=dim)
         torch.manual_seed(0)

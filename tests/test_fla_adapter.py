@@ -371,6 +371,21 @@ def test_status_script_rows(fake_fla, monkeypatch):
     assert table.count("\n| `") == 4 and "Totals: GPU only 1, evaluable 1, refused 2" in table
 
 
+def test_status_script_shows_the_rank_as_built_when_perturbed_weights_showed_more(
+        fake_fla, monkeypatch):
+    """A class whose state only the audit's perturbed weights show (fla's RWKV7Attention zeroes
+    its output projection) gets both numbers in its row."""
+    from madbench.checks.state_audit import AuditResult
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status = _status_script()
+    audit = AuditResult(declared_state=None, declared_cache=0, measured_state=6, ok=None,
+                        informative=False, saturated=False, dim=8, prefix=8, suffix=8,
+                        rtol=1e-9, dtype="float64", measured_as_built=0, perturbed=True)
+    import madbench.checks
+    monkeypatch.setattr(madbench.checks, "audit_state", lambda *a, **k: audit)
+    assert status.measure("DeltaNet", "cpu", 16, 8, 8, 3)["measured"] == "6 (0 as built)"
+
+
 # -- fla's Hopper/Triton guard (fla #640) -------------------------------------------------------
 @pytest.fixture
 def hopper(monkeypatch):
