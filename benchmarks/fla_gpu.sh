@@ -62,7 +62,7 @@ python3 -c "import pytest, pytest_timeout" 2>/dev/null || { python3 -m pip insta
 ONE=(); PYTEST_ONE=(); MADBENCH=(python3 -m madbench)
 if [ "${AUTOTUNE:-full}" = one ]; then
   ONE=(env "PYTHONPATH=benchmarks${PYTHONPATH:+:$PYTHONPATH}"); PYTEST_ONE=(-p triton_one_config)
-  MADBENCH=("${ONE[@]}" python3 -c \
+  MADBENCH=(${ONE[@]+"${ONE[@]}"} python3 -c \
     'import runpy, triton_one_config; runpy.run_module("madbench", run_name="__main__", alter_sys=True)')
 fi
 TRITON_F32_DEFAULT=${F32:-ieee} timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \
@@ -75,7 +75,7 @@ TRITON_F32_DEFAULT=${F32:-ieee} timeout $((STATUS_S + 40)) python3 benchmarks/fl
     --output "$OUT/eval_gdn_eager.json"; } >> "$OUT/eval_gdn.log" 2>&1 ) & EVAL=$!
 # every thread's stack is logged at 85 s into a test, and pytest-timeout stops it at 90 s (a hang
 # inside a CUDA call may not return to Python: the outer limit then ends the run)
-TRITON_F32_DEFAULT=${F32:-ieee} timeout 400 "${ONE[@]}" python3 -m pytest "${PYTEST_ONE[@]}" -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 -o faulthandler_timeout=85 \
+TRITON_F32_DEFAULT=${F32:-ieee} timeout 400 ${ONE[@]+"${ONE[@]}"} python3 -m pytest ${PYTEST_ONE[@]+"${PYTEST_ONE[@]}"} -v -p no:cacheprovider -m gpu -rfEs --tb=short -o timeout=90 -o faulthandler_timeout=85 \
   tests/test_layers_deltanet_class.py tests/test_fla_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 wait $EVAL; wait $STATUS
 for f in setup.log pytest_gpu.log eval_gdn.log; do

@@ -32,7 +32,7 @@ cut short leaves its rows; ``--resume TABLE`` keeps the measured rows of an earl
 measures only the rest (a long table over several time-limited calls). ``--autotune one`` has
 Triton's autotuner try one configuration per kernel (``benchmarks/triton_one_config.py``, in
 every worker): each kernel compiles once instead of once per config; the computation is the
-same, only the kernels' speed may differ. Needs fla (``madbench[fla]``).
+same, its speed and rounding may differ. Needs fla (``madbench[fla]``).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 autotuned kernel benchmarks one configuration only: the least resource-hungry of those its own
 pruning keeps (smallest ``num_stages``, then the smallest product of its integer block-size
 kwargs, then fewest ``num_warps``). A kernel then compiles once instead of once per config; the
-results are the same computation, only the kernels' speed may differ.
+kernels compute the same thing, but their speed and their floating-point rounding (the order of
+their reductions) may differ.
 
 Import it before any kernel runs, or load it into pytest with ``-p triton_one_config`` (with
 ``benchmarks/`` on ``PYTHONPATH``). Written against ``Autotuner.prune_configs(self, kwargs)``

@@ -238,8 +238,8 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor
 #: float32. Please use bfloat16."), and the TypeErrors of ``parallel_parallax`` ("requires bf16
 #: or fp16 inputs") and stick-breaking attention ("require matching fp16/bf16 tensors").
 FP32_REFUSALS = ("does not support float32", "requires bf16 or fp16", "require matching fp16/bf16")
-#: (fla class, training, gradients on, sequence length) whose call raised fla's float32
-#: assertion: run in bfloat16 from then on (fla picks its op by these, so only that combination).
+#: (fla class, training, gradients on, sequence length) whose call refused float32
+#: (``FP32_REFUSALS``): run in bfloat16 from then on (fla picks its op by these, so only that combination).
 _FP32_REFUSING: set = set()
 
 

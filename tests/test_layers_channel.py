@@ -61,6 +61,7 @@ def test_moe_under_bf16_autocast_matches_fp32():
     x = torch.randn(2, 6, 16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
+    assert y.dtype == torch.float32                     # returned in the input's dtype
     y.float().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     torch.testing.assert_close(y.float(), layer(x).detach(), rtol=5e-2, atol=5e-2)

@@ -250,8 +250,10 @@ def audit_state(mixer: MixerLike, dim: int, mixer_kwargs: dict | None = None,
     as_built = measured, sigma, top = _rank(jac, rtol)
     del jac
     side = min(prefix, suffix) * dim
-    # a saturated rank cannot grow: the second measurement is skipped
-    other = as_built if measured == side else _perturbed_rank(model, x, prefix, rtol, seed)
+    # skipped where it cannot change the verdict: a saturated rank cannot grow, and a layer
+    # whose gradients disagree with finite differences is unauditable either way
+    skip = measured == side or not gradient_ok
+    other = as_built if skip else _perturbed_rank(model, x, prefix, rtol, seed)
     failure = other if isinstance(other, str) else None
     perturbed = None if failure else other[0] > as_built[0]
     if perturbed:

@@ -9,7 +9,9 @@
   only. The experts are evaluated densely (all of them on every token, the unselected ones
   weighted by an exact zero): no data-dependent shapes, so a training step has no host
   synchronization and can be captured in a CUDA graph, at E/k times the experts' arithmetic of a
-  dispatching implementation (FLOP counts, ``madbench.flops``, stay the active work). Parameters:
+  dispatching implementation (FLOP counts, ``madbench.flops``, stay the active work); an
+  unselected expert whose output is not finite (only a diverged run has one) makes the token's
+  output non-finite, where a dispatching implementation would not run it. Parameters:
   router 128 * 8 + 8 experts * 3 * 128 * 16 = 1,024 + 49,152 = 50,176; active per token
   1,024 + 2 * 6,144 = 13,312. (mad-lab's MoE is a dense GeGLU of width 128 with a router bias and
   a gate that leaves unselected experts a non-zero weight, D11; the router bias is dropped here
@@ -91,7 +93,9 @@ class MoeMLP(nn.Module):
         gates = top_k_gates(self.router(x), self.top_k)             # (..., E), k non-zero
         h = F.silu(torch.einsum("...d,ewd->...ew", x, self.gate)) \
             * torch.einsum("...d,ewd->...ew", x, self.up)
-        return torch.einsum("...ew,edw->...d", h * gates[..., None].to(h.dtype), self.down)
+        out = torch.einsum("...ew,edw->...d", h * gates[..., None].to(h.dtype), self.down)
+        return out.to(x.dtype)                # bf16 under autocast, returned as x (as before)
+
 
 MIXERS = [
     ("swiglu", SwiGLU, {
@@ -105,6 +109,6 @@ MIXERS = [
     ("moe-mlp", MoeMLP, {
         "kind": "channel", "shorthand": "MoE",
         "defaults": {"experts": 8, "expert_width": 16, "top_k": 2},
-        "description": "mixture of 8 SwiGLU experts of width 16, top-2, truly sparse",
+        "description": "mixture of 8 SwiGLU experts of width 16, top-2 routed, no bias",
     }),
 ]

@@ -194,7 +194,7 @@ class ModalHyenaExperts(_HyenaBase):
         densely (unselected experts' columns weighted by exact zeros): no host synchronization."""
         gates = top_k_gates(self.router(x), self.top_k)                 # (N, experts)
         y = x2 * c * gates.repeat_interleave(self.expert_width, dim=-1).to(c.dtype)
-        return self.out_proj(y)
+        return self.out_proj(y).to(x.dtype)   # bf16 under autocast, returned as x (as before)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
