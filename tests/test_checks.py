@@ -347,6 +347,21 @@ def test_perturbed_copy_is_seeded_and_leaves_buffers_and_frozen_parameters():
     assert abs(float((one.decay - model.decay).std()) / (0.5 * spread) - 1) < 0.7
 
 
+
+def test_perturbed_copy_keeps_ties_and_perturbs_complex_parameters():
+    """A parameter shared by two modules stays one tensor in the copy (perturbed once, both
+    modules see the same values); a complex parameter gets complex noise (both parts move)."""
+    from madbench.checks.state_audit import perturbed_copy
+
+    model = nn.Module()
+    model.a, model.b = nn.Linear(3, 3, bias=False), nn.Linear(3, 3, bias=False)
+    model.b.weight = model.a.weight                                   # tied
+    model.z = nn.Parameter(torch.ones(4, dtype=torch.complex128))
+    copy = perturbed_copy(model, seed=1)
+    assert copy.a.weight is copy.b.weight
+    assert not torch.equal(copy.a.weight, model.a.weight)
+    assert (copy.z.real != 1).all() and (copy.z.imag != 0).all()
+
 # -- whole architectures -----------------------------------------------------------------
 class Crashing(nn.Module):
     def __init__(self, dim):
