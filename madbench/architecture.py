@@ -163,8 +163,9 @@ def mixer_kind(name: str) -> str:
 
 def mixer_source_id(name: str) -> str:
     """What identifies a mixer's code: the class, and ``distribution==version`` for a plugin
-    installed from a distribution, else a hash of its whole top-level package's source (the
-    kernels and reference ops it calls included; see ``madbench.code_identity``)."""
+    installed from a distribution, for a bundled mixer a hash of its module and the bundled
+    modules it imports, else a hash of its whole top-level package's source (the kernels and
+    reference ops it calls included either way; see ``madbench.code_identity``)."""
     entry = mixer_entry(name)
     cls = entry.obj
     info = next((p for p in get_registry().plugins if p.name == entry.plugin), None)

@@ -2,14 +2,19 @@
 
 - A class from a plugin installed as a regular (non-editable) distribution is identified by
   ``distribution==version``: installed files do not change under a fixed version.
-- Anything else (the bundled plugins, an editable install, an import path into a checkout or a
-  local file) is identified by a hash of the source of its whole top-level package (every
-  ``.py`` file below it), so an edit to a kernel or reference op the mixer calls changes the
-  key, not only an edit to the mixer's own module. A top-level module that is a single file is
-  hashed alone.
+- A bundled plugin's class (``madbench_layers``) is identified by a hash of its own module and
+  of every module of its package that it imports, directly or through those modules
+  (``import_closure``: imports read from the source, anywhere in a file, with the ``__init__``
+  of each subpackage on the way), so an edit to a kernel or op the mixer calls changes the key,
+  and an edit to an unrelated layer's module does not.
+- Anything else (an editable install, an import path into a checkout or a local file) is
+  identified by a hash of the source of its whole top-level package (every ``.py`` file below
+  it): its imports may be dynamic, so nothing narrower is safe. A top-level module that is a
+  single file is hashed alone.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import sys
@@ -40,16 +45,62 @@ def source_files(root: Path) -> list[Path]:
                   if "__pycache__" not in p.parts and p.is_file())
 
 
-def source_digest(root: Path) -> str:
-    """SHA-256 (16 hex digits) over the relative paths and bytes of ``source_files(root)``;
+def _imported_files(path: Path, package: str, root: Path) -> list[Path]:
+    """The files of the package at ``root`` (named ``package``) that the source of ``path``
+    imports: the modules named, the subpackages' ``__init__`` on the way, and, for ``from X
+    import name``, ``X.name`` where that is a module."""
+    here = list(path.relative_to(root).with_suffix("").parts[:-1])   # path's own package
+    targets = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            targets += [a.name.split(".")[1:] for a in node.names
+                        if a.name.split(".")[0] == package]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module.split(".") if node.module else []
+            if node.level:
+                if node.level - 1 > len(here):
+                    continue                                   # above the package
+                mod = here[:len(here) - node.level + 1] + module
+            elif module[0] == package:
+                mod = module[1:]
+            else:
+                continue
+            targets += [mod] + [mod + [a.name] for a in node.names]
+    files = []
+    for parts in targets:
+        for i in range(1, len(parts) + 1):
+            for candidate in (root.joinpath(*parts[:i]).with_suffix(".py"),
+                              root.joinpath(*parts[:i], "__init__.py")):
+                if candidate.is_file():
+                    files.append(candidate)
+    return files
+
+
+def import_closure(module_name: str) -> list[Path]:
+    """The source file of ``module_name`` and of every module of its top-level package that it
+    imports, transitively (sorted; the top-level ``__init__`` only if imported by name)."""
+    package = module_name.split(".")[0]
+    root = package_root(module_name)
+    parts = module_name.split(".")[1:]
+    start = [p for p in (root.joinpath(*parts).with_suffix(".py"),
+                         root.joinpath(*parts, "__init__.py")) if parts and p.is_file()]
+    seen, todo = set(start), list(start)
+    while todo:
+        for f in _imported_files(todo.pop(), package, root):
+            if f not in seen and f != root / "__init__.py":
+                seen.add(f)
+                todo.append(f)
+    return sorted(seen)
+
+
+def files_digest(files: list[Path], base: Path) -> str:
+    """SHA-256 (16 hex digits) over the paths (relative to ``base``) and bytes of ``files``;
     recomputed only when a file's size or modification time changes."""
-    files = source_files(root)
-    base = root.parent if root.is_file() else root
     stamp = []
     for p in files:
         info = p.stat()
         stamp.append((p.relative_to(base).as_posix(), info.st_size, info.st_mtime_ns))
-    key = (str(root), tuple(stamp))
+    key = (str(base), tuple(stamp))
     if key not in _digests:
         digest = hashlib.sha256()
         for p, (rel, _, _) in zip(files, stamp):
@@ -58,6 +109,11 @@ def source_digest(root: Path) -> str:
             digest.update(b"\0")
         _digests[key] = digest.hexdigest()[:16]
     return _digests[key]
+
+
+def source_digest(root: Path) -> str:
+    """``files_digest`` of ``source_files(root)``: a whole package (or a single-file module)."""
+    return files_digest(source_files(root), root.parent if root.is_file() else root)
 
 
 def is_editable(dist: metadata.Distribution) -> bool:
@@ -83,8 +139,9 @@ def installed_version(distribution: str | None) -> str | None:
 
 def code_identity(module_name: str, distribution: str | None = None,
                   bundled: bool = False) -> str:
-    """``dist==version`` for a non-bundled, non-editable installed distribution; else the
-    source digest of the module's top-level package (``unknown`` when it has no files)."""
+    """``dist==version`` for a non-bundled, non-editable installed distribution; for a bundled
+    module the digest of its ``import_closure``; else the source digest of the module's
+    top-level package (``unknown`` when it has no files)."""
     if not bundled:
         version = installed_version(distribution)
         if version is not None:
@@ -93,8 +150,10 @@ def code_identity(module_name: str, distribution: str | None = None,
     if root is None or not root.exists():
         return UNKNOWN
     try:
+        if bundled and root.is_dir() and "." in module_name:
+            return files_digest(import_closure(module_name), root)
         return source_digest(root)
-    except OSError:
+    except (OSError, SyntaxError, ValueError):
         return UNKNOWN
 
 

@@ -1,11 +1,12 @@
 """Result identity: the architecture hash covers what changes the model, not its display name;
-a mixer's source identity covers its whole package (kernels and reference ops included), or the
-version of an installed distribution."""
+a mixer's source identity covers its whole package (kernels and reference ops included), for a
+bundled mixer the modules it imports, or the version of an installed distribution."""
 import hashlib
 from pathlib import Path
 
 from madbench.architecture import architecture_hash, mixer_source_id, resolve_architecture
-from madbench.code_identity import code_identity, source_digest, source_files
+from madbench.code_identity import (code_identity, import_closure, package_root,
+                                    source_files)
 
 
 def test_the_same_layers_under_three_names_share_one_hash():
@@ -54,12 +55,64 @@ def test_an_edit_to_a_helper_module_of_the_package_changes_the_identity(tmp_path
     assert after != before and after == _naive_digest(pkg)
 
 
-def test_bundled_mixers_are_identified_by_their_whole_package():
-    spec = resolve_architecture("hyena")
+def _naive_files_digest(root, rels):
+    """Independent: SHA-256 over (relative path, bytes) of the named files, sorted by path."""
+    h = hashlib.sha256()
+    for rel in sorted(rels):
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def test_a_bundled_mixer_is_identified_by_the_modules_it_imports(tmp_path, monkeypatch):
+    """Every way of importing a sibling module is followed (relative, absolute, ``from . import``,
+    two levels up, inside a function), with each subpackage's ``__init__``; the package's own
+    ``__init__`` and unimported modules are left out. An edit to an imported kernel changes the
+    identity; an edit to another layer's module does not."""
+    pkg = tmp_path / "toy_bundle"
+    (pkg / "ops" / "conv").mkdir(parents=True)
+    files = {
+        "__init__.py": "from . import layer, other\n",
+        "layer.py": "from .ops.conv.kernel import op\nimport toy_bundle.util\n"
+                    "def f():\n    from . import helper\n",
+        "util.py": "", "helper.py": "from toy_bundle import shared\n", "shared.py": "",
+        "other.py": "import math\n", "unused.py": "",
+        "ops/__init__.py": "", "ops/conv/__init__.py": "",
+        "ops/conv/kernel.py": "from ..base import B\nop = B\n", "ops/base.py": "B = 1\n",
+    }
+    for rel, text in files.items():
+        (pkg / rel).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import toy_bundle.layer  # noqa: F401 - the package must be imported to be located
+    expected = ["helper.py", "layer.py", "ops/__init__.py", "ops/base.py", "ops/conv/__init__.py",
+                "ops/conv/kernel.py", "shared.py", "util.py"]
+    assert [p.relative_to(pkg).as_posix() for p in import_closure("toy_bundle.layer")] == expected
+    before = code_identity("toy_bundle.layer", bundled=True)
+    assert before == _naive_files_digest(pkg, expected)
+    (pkg / "other.py").write_text("import math  # edited\n")
+    assert code_identity("toy_bundle.layer", bundled=True) == before
+    (pkg / "ops" / "base.py").write_text("B = 2\n")
+    after = code_identity("toy_bundle.layer", bundled=True)
+    assert after != before and after == _naive_files_digest(pkg, expected)
+    assert code_identity("toy_bundle.layer") == _naive_digest(pkg)      # not bundled: all of it
+
+
+def test_every_bundled_source_file_is_reached_by_some_mixer():
+    """The bundled identity follows imports written in the source; a kernel reached only by a
+    dynamic import would escape it. Every module of ``madbench_layers`` (but its registering
+    ``__init__`` and the presets) must be in the closure of a registered mixer's module."""
+    from madbench.architecture import get_registry
     import madbench_layers
-    root = Path(madbench_layers.__file__).parent
-    sources = {mixer_source_id(l.mixer).split("@")[1] for l in spec.layers}
-    assert sources == {source_digest(root)} == {_naive_digest(root)}
+    root = package_root("madbench_layers")
+    modules = {e.obj.__module__ for e in get_registry().mixers.values()
+               if e.obj.__module__.startswith("madbench_layers.")}
+    reached = {p for m in modules for p in import_closure(m)}
+    missing = {p.relative_to(root).as_posix() for p in source_files(root)} - \
+        {p.relative_to(root).as_posix() for p in reached} - {"__init__.py", "architectures.py"}
+    assert not missing
+    hyena = {mixer_source_id(l.mixer).split("@")[1] for l in resolve_architecture("hyena").layers
+             if l.mixer == "hyena"}
+    assert len(hyena) == 1 and hyena != {mixer_source_id("mamba").split("@")[1]}
+    assert madbench_layers
 
 
 def test_an_installed_distribution_is_identified_by_its_version(monkeypatch):
