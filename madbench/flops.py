@@ -318,7 +318,7 @@ BUILTIN_FORMULAS: dict[str, Callable[..., dict[str, float]]] = {
     "madbench_layers.attention:Attention": attention_flops,
     "madbench_layers.channel:SwiGLU": swiglu_flops,
     "madbench_layers.channel:MLP": mlp_flops,
-    "madbench_layers.channel:MoeMLP": moe_flops,
+    "madbench_layers.moe:MoeMLP": moe_flops,
     "madbench_layers.hyena:Hyena": hyena_flops,
     "madbench_layers.hyena:MultiHeadHyena": mh_hyena_flops,
     "madbench_layers.hyena:HyenaExperts": hyena_experts_flops,

@@ -6,8 +6,9 @@ import torch
 from torch._subclasses.fake_tensor import DynamicOutputShapeException, FakeTensorMode
 
 from madbench.architecture import LayerSpec, build_mixer
-from madbench_layers.channel import MLP, MoeMLP, SwiGLU
+from madbench_layers.channel import MLP, SwiGLU
 from madbench_layers.hyena_modal import ModalHyenaExperts
+from madbench_layers.moe import MoeMLP
 
 
 def silu(z):
@@ -123,8 +124,8 @@ def test_mad_default_parameter_counts():
 
 
 def test_registered_metadata():
-    from madbench_layers import channel
-    by_name = {name: meta for name, _, meta in channel.MIXERS}
+    from madbench_layers import channel, moe
+    by_name = {name: meta for name, _, meta in channel.MIXERS + moe.MIXERS}
     assert {n: m["shorthand"] for n, m in by_name.items()} == {
         "swiglu": "Sg", "mlp": "M", "moe-mlp": "MoE"}
     assert all(m["kind"] == "channel" for m in by_name.values())

@@ -6,10 +6,10 @@ registered here through the same hook any third-party plugin uses.
 import madbench
 
 from . import (architectures, attention, channel, deltanet, gla, hyena, hyena_modal,
-               linear_attention, mamba, mamba2, rwkv7)
+               linear_attention, mamba, mamba2, moe, rwkv7)
 
-LAYER_MODULES = (attention, linear_attention, gla, hyena, hyena_modal, mamba, channel, deltanet,
-                 mamba2, rwkv7)
+LAYER_MODULES = (attention, linear_attention, gla, hyena, hyena_modal, mamba, channel, moe,
+                 deltanet, mamba2, rwkv7)
 
 
 @madbench.hookimpl

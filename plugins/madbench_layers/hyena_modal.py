@@ -45,7 +45,7 @@ from torch import nn
 
 from madbench.errors import UsageError
 
-from .channel import top_k_gates
+from .moe import top_k_gates
 from .modal_filter import ModalFilter, fft_causal_conv  # noqa: F401 (re-exported)
 from .ops.long_conv import gated_long_conv, multihead_long_conv
 
