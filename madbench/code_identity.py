@@ -24,6 +24,7 @@ from . import __version__
 
 UNKNOWN = "unknown"
 _digests: dict[tuple, str] = {}
+_closures: dict[tuple, list[Path]] = {}
 
 
 def package_root(module_name: str) -> Path | None:
@@ -81,26 +82,32 @@ def import_closure(module_name: str) -> list[Path]:
     imports, transitively (sorted; the top-level ``__init__`` only if imported by name)."""
     package = module_name.split(".")[0]
     root = package_root(module_name)
-    parts = module_name.split(".")[1:]
-    start = [p for p in (root.joinpath(*parts).with_suffix(".py"),
-                         root.joinpath(*parts, "__init__.py")) if parts and p.is_file()]
-    seen, todo = set(start), list(start)
-    while todo:
-        for f in _imported_files(todo.pop(), package, root):
-            if f not in seen and f != root / "__init__.py":
-                seen.add(f)
-                todo.append(f)
-    return sorted(seen)
+    key = (module_name, _stamp(source_files(root), root))   # parsed again only after an edit
+    if key not in _closures:
+        parts = module_name.split(".")[1:]
+        start = [p for p in (root.joinpath(*parts).with_suffix(".py"),
+                             root.joinpath(*parts, "__init__.py")) if parts and p.is_file()]
+        seen, todo = set(start), list(start)
+        while todo:
+            for f in _imported_files(todo.pop(), package, root):
+                if f not in seen and f != root / "__init__.py":
+                    seen.add(f)
+                    todo.append(f)
+        _closures[key] = sorted(seen)
+    return list(_closures[key])
+
+
+def _stamp(files: list[Path], base: Path) -> tuple:
+    """(path relative to ``base``, size, modification time) of each file."""
+    return tuple((p.relative_to(base).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in files)
 
 
 def files_digest(files: list[Path], base: Path) -> str:
     """SHA-256 (16 hex digits) over the paths (relative to ``base``) and bytes of ``files``;
     recomputed only when a file's size or modification time changes."""
-    stamp = []
-    for p in files:
-        info = p.stat()
-        stamp.append((p.relative_to(base).as_posix(), info.st_size, info.st_mtime_ns))
-    key = (str(base), tuple(stamp))
+    stamp = _stamp(files, base)
+    key = (str(base), stamp)
     if key not in _digests:
         digest = hashlib.sha256()
         for p, (rel, _, _) in zip(files, stamp):
