@@ -66,7 +66,10 @@ def _imported_files(path: Path, package: str, root: Path) -> list[Path]:
                 mod = module[1:]
             else:
                 continue
-            targets += [mod] + [mod + [a.name] for a in node.names]
+            targets += [mod] + [mod + [a.name] for a in node.names if a.name != "*"]
+            if any(a.name == "*" for a in node.names) and root.joinpath(*mod).is_dir():
+                targets += [list(p.relative_to(root).with_suffix("").parts)
+                            for p in source_files(root.joinpath(*mod))]
     files = []
     for parts in targets:
         for i in range(1, len(parts) + 1):
@@ -78,22 +81,26 @@ def _imported_files(path: Path, package: str, root: Path) -> list[Path]:
 
 
 def import_closure(module_name: str) -> list[Path]:
-    """The source file of ``module_name`` and of every module of its top-level package that it
-    imports, transitively (sorted; the top-level ``__init__`` only if imported by name)."""
+    """The source file of ``module_name`` (with its subpackages' ``__init__``) and of every module
+    of its top-level package that it imports, transitively, and the package's own ``__init__``
+    (hashed but not followed: a registering ``__init__`` imports every module); sorted. A star
+    import of a subpackage reaches all of it."""
     package = module_name.split(".")[0]
     root = package_root(module_name)
-    key = (module_name, _stamp(source_files(root), root))   # parsed again only after an edit
+    key = (str(root), module_name, _stamp(source_files(root), root))   # parsed again after an edit
     if key not in _closures:
         parts = module_name.split(".")[1:]
         start = [p for p in (root.joinpath(*parts).with_suffix(".py"),
                              root.joinpath(*parts, "__init__.py")) if parts and p.is_file()]
+        start += [root.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts))]
         seen, todo = set(start), list(start)
         while todo:
             for f in _imported_files(todo.pop(), package, root):
-                if f not in seen and f != root / "__init__.py":
+                if f not in seen:
                     seen.add(f)
-                    todo.append(f)
-        _closures[key] = sorted(seen)
+                    if f != root / "__init__.py":     # hashed, not followed: it imports all
+                        todo.append(f)
+        _closures[key] = sorted(seen | {root / "__init__.py"})
     return list(_closures[key])
 
 
@@ -158,17 +165,21 @@ def code_identity(module_name: str, distribution: str | None = None,
         return UNKNOWN
     try:
         if bundled and root.is_dir() and "." in module_name:
-            return files_digest(import_closure(module_name), root)
+            try:
+                return files_digest(import_closure(module_name), root)
+            except (SyntaxError, ValueError):   # unreadable imports: the whole package then
+                pass
         return source_digest(root)
-    except (OSError, SyntaxError, ValueError):
+    except OSError:
         return UNKNOWN
 
 
 
 #: madbench's own modules that decide a run's outcome besides the mixers, the task data and the
-#: protocol (each hashed in its own key): the backbones and the training loops.
+#: protocol (each hashed in its own key): the backbones, the training loops, and the fla adapter
+#: and guard (they wrap every fla layer and pick the kernels of the bundled DeltaNet-class ops).
 TRAINING_MODULES = ("model.py", "loop.py", "trainer.py", "graphed.py", "batched.py",
-                    "cuda_graphs.py", "metrics.py")
+                    "cuda_graphs.py", "metrics.py", "fla_adapter.py", "fla_guard.py")
 
 
 def run_version() -> str:

@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from .errors import warn
+
 
 def adamw(groups: list[dict], lr: float, betas: Sequence[float], eps: float,
           device: torch.device, capturable: bool):
@@ -58,6 +60,12 @@ def _without_host_sync(step: Callable[[], None]) -> None:
 class CaptureError(RuntimeError):
     """The step cannot be captured (it synchronises with the host, or capture itself failed);
     it can still run eagerly."""
+
+
+def warn_uncapturable(name: str, exc: CaptureError) -> None:
+    """One line: ``name``'s training step cannot be captured (and why); it trains without graphs."""
+    warn(f"{name}: its training step cannot be captured in a CUDA graph "
+         f"({str(exc).splitlines()[0][:120]}); training it without graphs")
 
 
 def capture_enabled(device: torch.device, requested: bool | None = None) -> bool:

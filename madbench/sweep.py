@@ -22,7 +22,7 @@ from .store import ResultsStore, run_key
 from .suggest import did_you_mean
 from .tasks import Setting, Task, generate_splits, get_task
 from .batched import supports_batching, train_batched
-from .cuda_graphs import CaptureError, capture_enabled
+from .cuda_graphs import CaptureError, capture_enabled, warn_uncapturable
 from .graphed import train_graphed
 from .loop import evaluates_every_epoch
 from .trainer import resolve_device, resolve_precision, train
@@ -223,8 +223,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
             try:
                 results = train_graphed(*args, capture=capture)
             except CaptureError as exc:
-                warn(f"{spec.name}: its training step cannot be captured in a CUDA graph "
-                     f"({str(exc).splitlines()[0][:120]}); training it without graphs")
+                warn_uncapturable(spec.name, exc)
                 verdicts[("graphed", spec.hash)] = capture = False
                 results = train_graphed(*args, capture=False)
             if not capture:

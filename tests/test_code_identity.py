@@ -65,15 +65,18 @@ def _naive_files_digest(root, rels):
 
 def test_a_bundled_mixer_is_identified_by_the_modules_it_imports(tmp_path, monkeypatch):
     """Every way of importing a sibling module is followed (relative, absolute, ``from . import``,
-    two levels up, inside a function), with each subpackage's ``__init__``; the package's own
-    ``__init__`` and unimported modules are left out. An edit to an imported kernel changes the
+    two levels up, inside a function, a star import of a subpackage), with each subpackage's
+    ``__init__``; the package's own ``__init__`` is hashed but not followed, and unimported
+    modules are left out. A file whose imports cannot be read falls back to the whole package. An edit to an imported kernel changes the
     identity; an edit to another layer's module does not."""
     pkg = tmp_path / "toy_bundle"
     (pkg / "ops" / "conv").mkdir(parents=True)
+    (pkg / "star").mkdir()
     files = {
         "__init__.py": "from . import layer, other\n",
         "layer.py": "from .ops.conv.kernel import op\nimport toy_bundle.util\n"
-                    "def f():\n    from . import helper\n",
+                    "from .star import *\ndef f():\n    from . import helper\n",
+        "star/__init__.py": "", "star/deep.py": "",
         "util.py": "", "helper.py": "from toy_bundle import shared\n", "shared.py": "",
         "other.py": "import math\n", "unused.py": "",
         "ops/__init__.py": "", "ops/conv/__init__.py": "",
@@ -83,8 +86,9 @@ def test_a_bundled_mixer_is_identified_by_the_modules_it_imports(tmp_path, monke
         (pkg / rel).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
     import toy_bundle.layer  # noqa: F401 - the package must be imported to be located
-    expected = ["helper.py", "layer.py", "ops/__init__.py", "ops/base.py", "ops/conv/__init__.py",
-                "ops/conv/kernel.py", "shared.py", "util.py"]
+    expected = ["__init__.py", "helper.py", "layer.py", "ops/__init__.py", "ops/base.py",
+                "ops/conv/__init__.py", "ops/conv/kernel.py", "shared.py", "star/__init__.py",
+                "star/deep.py", "util.py"]
     assert [p.relative_to(pkg).as_posix() for p in import_closure("toy_bundle.layer")] == expected
     before = code_identity("toy_bundle.layer", bundled=True)
     assert before == _naive_files_digest(pkg, expected)
@@ -94,6 +98,8 @@ def test_a_bundled_mixer_is_identified_by_the_modules_it_imports(tmp_path, monke
     after = code_identity("toy_bundle.layer", bundled=True)
     assert after != before and after == _naive_files_digest(pkg, expected)
     assert code_identity("toy_bundle.layer") == _naive_digest(pkg)      # not bundled: all of it
+    (pkg / "util.py").write_text("def broken(:\n")     # imports unreadable: the whole package
+    assert code_identity("toy_bundle.layer", bundled=True) == _naive_digest(pkg)
 
 
 def test_every_bundled_source_file_is_reached_by_some_mixer():
@@ -120,3 +126,36 @@ def test_an_installed_distribution_is_identified_by_its_version(monkeypatch):
     monkeypatch.setattr(ci, "installed_version", lambda d: "1.2.3" if d == "pkg" else None)
     assert code_identity("anything.at.all", "pkg") == "pkg==1.2.3"
     assert code_identity("madbench_layers.hyena", "pkg", bundled=True) != "pkg==1.2.3"
+
+
+def test_what_each_bundled_mixer_runs_is_in_its_identity():
+    """Independent of the import reading: the Python functions a bundled mixer actually runs
+    (forward and backward on CPU, traced with ``sys.setprofile``) all live in files of its
+    ``import_closure``."""
+    import sys
+
+    import torch
+
+    from madbench.architecture import LayerSpec, build_mixer, get_registry
+    mixers = sorted(get_registry().mixers.items())        # loads the bundled plugin
+    root = package_root("madbench_layers")
+    for name, entry in mixers:
+        module = entry.obj.__module__
+        if not module.startswith("madbench_layers."):
+            continue
+        torch.manual_seed(0)
+        layer = build_mixer(LayerSpec(name), 32)
+        x = torch.randn(2, 8, 32, requires_grad=True)
+        ran = set()
+
+        def profile(frame, event, arg):
+            if event == "call":
+                ran.add(frame.f_code.co_filename)
+        sys.setprofile(profile)
+        try:
+            layer(x).sum().backward()
+        finally:
+            sys.setprofile(None)
+        ran = {Path(f).resolve() for f in ran if Path(f).resolve().is_relative_to(root)}
+        assert ran, name
+        assert ran <= {p.resolve() for p in import_closure(module)}, name

@@ -35,8 +35,9 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
-from ..cuda_graphs import CaptureError, adamw, capture_enabled, capture_step
-from ..errors import UsageError, warn
+from ..cuda_graphs import (CaptureError, adamw, capture_enabled, capture_step,
+                           warn_uncapturable)
+from ..errors import UsageError
 from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
@@ -330,8 +331,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     try:
         engine = _Engine(plan, train, val, device, precision, capture)
     except CaptureError as exc:     # e.g. MoE routing reads its token counts on the host
-        warn(f"{plan.family}: its training step cannot be captured in a CUDA graph "
-             f"({str(exc).splitlines()[0][:120]}); training it without graphs")
+        warn_uncapturable(plan.family, exc)
         _UNCAPTURABLE.add(plan.spec.hash)
         engine = _Engine(plan, train, val, device, precision, False)
     every = max(1, plan.steps // 50)
