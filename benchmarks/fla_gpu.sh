@@ -62,7 +62,7 @@ python3 -c "import pytest, pytest_timeout" 2>/dev/null || { python3 -m pip insta
 ONE=(); PYTEST_ONE=(); MADBENCH=(python3 -m madbench)
 if [ "${AUTOTUNE:-full}" = one ]; then
   ONE=(env "PYTHONPATH=benchmarks${PYTHONPATH:+:$PYTHONPATH}"); PYTEST_ONE=(-p triton_one_config)
-  MADBENCH=(${ONE[@]+"${ONE[@]}"} python3 -c \
+  MADBENCH=("${ONE[@]}" python3 -c \
     'import runpy, triton_one_config; runpy.run_module("madbench", run_name="__main__", alter_sys=True)')
 fi
 TRITON_F32_DEFAULT=${F32:-ieee} timeout $((STATUS_S + 40)) python3 benchmarks/fla_status.py --device cuda --workers "${WORKERS:-10}" \

@@ -106,8 +106,8 @@ def import_closure(module_name: str) -> list[Path]:
 
 def _stamp(files: list[Path], base: Path) -> tuple:
     """(path relative to ``base``, size, modification time) of each file."""
-    return tuple((p.relative_to(base).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in files)
+    return tuple((p.relative_to(base).as_posix(), info.st_size, info.st_mtime_ns)
+                 for p, info in ((p, p.stat()) for p in files))
 
 
 def files_digest(files: list[Path], base: Path) -> str:

@@ -330,7 +330,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     capture = capture_enabled(device, capture) and plan.spec.hash not in _UNCAPTURABLE
     try:
         engine = _Engine(plan, train, val, device, precision, capture)
-    except CaptureError as exc:     # e.g. MoE routing reads its token counts on the host
+    except CaptureError as exc:     # e.g. a layer that reads a count back on the host
         warn_uncapturable(plan.family, exc)
         _UNCAPTURABLE.add(plan.spec.hash)
         engine = _Engine(plan, train, val, device, precision, False)
