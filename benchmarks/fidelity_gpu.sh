@@ -19,7 +19,7 @@ if [ -n "${SEED_RUNS:-}" ]; then
   tar -xzf "$SEED_RUNS" --skip-old-files || { echo "error: cannot unpack SEED_RUNS=$SEED_RUNS" >&2; exit 2; }
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
-{ nvidia-smi -L; python3 -c "from madbench.code_identity import run_version; print('run version', run_version())"; } > "$OUT/fidelity.log" 2>&1
+{ nvidia-smi -L; python3 -c "import torch, triton; from madbench.code_identity import run_version; print('run version', run_version(), '| torch', torch.__version__, '| triton', triton.__version__)"; } > "$OUT/fidelity.log" 2>&1
 if [ "${MPS:-0}" = 1 ]; then
   if exports=$(python3 benchmarks/mps.py start /tmp/fidelity_mps 2>> "$OUT/fidelity.log"); then
     eval "$exports"; echo "MPS: on" >> "$OUT/fidelity.log"
@@ -43,4 +43,6 @@ wait
 [ "${MPS:-0}" = 1 ] && python3 benchmarks/mps.py stop /tmp/fidelity_mps
 python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
 tar -czf "$OUT/fidelity_runs.tgz" runs/fidelity
-grep '^\[' "$OUT/fidelity.log"; tail -n 3 "$OUT/pytest_gpu.log" 2>/dev/null
+grep '^\[' "$OUT/fidelity.log"
+[ -f "$OUT/pytest_gpu.log" ] && tail -n 3 "$OUT/pytest_gpu.log"
+exit 0   # the workers' exits are in the log; an unfinished sweep resumes on the next call
