@@ -438,19 +438,23 @@ def best_per_setting(run_dir: Path) -> tuple[dict[tuple[str, str], dict[int, dic
     """Per panel setting, the best configuration of each seed whose sweep is complete (every
     (lr, weight decay) of its protocol stored), and a note for each incomplete one (a run cut
     by a deadline), which is left out. A run directory can hold records of several madbench
-    versions (the run key changes with the training code); per setting, only the newest
-    version's records count, and each best record keeps its ``madbench_version``."""
+    versions (the run key changes with the training code) and of several versions of the
+    arm's layer code (``arch_hash`` changes with it); per setting, only the records of the
+    newest record's training and layer code count, and each best record keeps its
+    ``madbench_version``."""
     from madbench.scoring import best_of_sweep
     from madbench.store import ResultsStore
     if not (run_dir / "records").is_dir():
         return {}, []
-    newest: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def code(r: dict) -> tuple[str, str]:
+        return r["madbench_version"], r.get("arch_hash", "")
+    newest: dict[tuple[str, str], tuple[str, tuple]] = {}
     records = ResultsStore(run_dir, create=False).records()
     for r in records:
-        key, stamp = (r["task"], r["setting"]), (str(r["created_at"]), r["madbench_version"])
+        key, stamp = (r["task"], r["setting"]), (str(r["created_at"]), code(r))
         newest[key] = max(newest.get(key, stamp), stamp)
-    current = [r for r in records
-               if r["madbench_version"] == newest[(r["task"], r["setting"])][1]]
+    current = [r for r in records if code(r) == newest[(r["task"], r["setting"])][1]]
     counts: dict[tuple[str, str, int], int] = {}
     for r in current:
         key = (r["task"], r["setting"], int(r["seed"]))

@@ -20,13 +20,14 @@ def load_fidelity():
     return module
 
 
-def store(path, rows):
+def store(path, rows, arch_hash="a1"):
     s = ResultsStore(path)
     for n, (version, created, seed, lr, accuracy) in enumerate(rows):
-        s.append({"run_key": f"{path.name}{n}", "task": "in-context-recall",
+        s.append({"run_key": f"{path.name}{arch_hash}{n}", "task": "in-context-recall",
                   "setting": "num_train_examples=800", "seed": seed, "lr": lr,
                   "weight_decay": 0.0, "accuracy": accuracy, "loss": 1.0 - accuracy,
-                  "madbench_version": version, "created_at": created, "protocol": GRID})
+                  "madbench_version": version, "created_at": created, "protocol": GRID,
+                  "arch_hash": arch_hash})
 
 
 def test_newest_version_wins_and_incomplete_sweeps_are_left_out(tmp_path):
@@ -40,6 +41,25 @@ def test_newest_version_wins_and_incomplete_sweeps_are_left_out(tmp_path):
     assert list(only) == [0] and only[0]["madbench_version"] == "new"
     assert only[0]["accuracy"] == 0.70 and only[0]["lr"] == 1e-4
     assert len(notes) == 1 and "seed 1, 1 of 2 configurations" in notes[0]
+
+
+def test_records_of_older_layer_code_do_not_mix_with_the_newest(tmp_path):
+    """The same training code (run version) but the arm's layer code changed (a new
+    ``arch_hash``): the older layer's sweep, though complete and better, does not count, and
+    a sweep of the new layer is judged complete on its own records only."""
+    store(tmp_path / "arm", [("v", "2026-01-01", 0, 1e-3, 0.99),
+                             ("v", "2026-01-01", 0, 1e-4, 0.98)], arch_hash="old-layer")
+    store(tmp_path / "arm", [("v", "2026-02-01", 0, 1e-3, 0.10)], arch_hash="new-layer")
+    best, notes = load_fidelity().best_per_setting(tmp_path / "arm")
+    assert best == {} and "seed 0, 1 of 2 configurations" in notes[0]
+    ResultsStore(tmp_path / "arm").append(
+        {"run_key": "n2", "task": "in-context-recall", "setting": "num_train_examples=800",
+         "seed": 0, "lr": 1e-4, "weight_decay": 0.0, "accuracy": 0.2, "loss": 0.8,
+         "madbench_version": "v", "created_at": "2026-02-02", "protocol": GRID,
+         "arch_hash": "new-layer"})
+    best, _ = load_fidelity().best_per_setting(tmp_path / "arm")
+    (only,) = best.values()
+    assert only[0]["accuracy"] == 0.2 and only[0]["arch_hash"] == "new-layer"
 
 
 def test_pairs_are_compared_on_common_seeds(tmp_path, monkeypatch):
