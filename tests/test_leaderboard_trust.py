@@ -404,3 +404,123 @@ def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
     bad = CliRunner().invoke(main, ["leaderboard", "validate", str(entries), "--rerun", "1",
                                     "--changed-since", "no-such-ref"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+# -- found by a hostile review (eighth session) -----------------------------------------------
+@pytest.mark.parametrize("mixer, claim", [
+    ("madbench.__main__:Mixer", None),                      # runs madbench's CLI when imported
+    ("torch.utils.model_dump.__main__:Mixer", ("torch", None)),   # runs torch's tool
+    ("madbench.model:torch.nn.Identity", None),             # an attribute chain out of madbench
+    ("madbench.model:LanguageModel", None),                 # the harness, not a layer package
+    ("torch.nn:Linear", ("torch", None)),                   # not a madbench plugin distribution
+])
+def test_main_modules_attribute_chains_and_non_plugin_distributions_are_untrusted(mixer, claim):
+    import torch
+    named = {mixer: (claim[0], torch.__version__)} if claim else {}
+    verdict = judge_mixer(mixer, named)
+    assert not verdict.trusted, verdict
+    assert "torch.utils.model_dump.__main__" not in sys.modules
+
+
+def test_a_main_module_named_by_a_board_entry_is_never_imported(doc):
+    import torch
+    name_mixer(doc, "torch.utils.model_dump.__main__:Mixer")
+    doc["architecture"]["distributions"] = [
+        {"name": "torch.utils.model_dump.__main__:Mixer", "distribution": "torch",
+         "version": torch.__version__}]
+    doc["board"] = "mad-quick"
+    reseal(doc)
+    report = validate_submission(doc)          # a SystemExit from argparse would escape here
+    assert "torch.utils.model_dump.__main__" not in sys.modules
+    assert any(c == "architecture" and "not rebuilt (untrusted code)" in r
+               for c, r in report.failures), report.failures
+
+
+def test_a_board_entry_whose_architecture_cannot_be_imported_fails(doc):
+    """A trusted-looking mixer that does not exist: the claims cannot be re-checked, so a
+    board entry fails (a standalone file only warns)."""
+    name_mixer(doc, "madbench_layers.attention:NoSuchMixer")
+    doc["accounting"]["params"] = 1
+    plain = validate_submission(copy.deepcopy(doc), allow_nonstandard=True)
+    assert any("architecture not importable here" in w for w in plain.warnings)
+    doc["board"] = "mad-quick"
+    reseal(doc)
+    report = validate_submission(doc)
+    assert any(c == "architecture" and "architecture not importable here" in r
+               for c, r in report.failures), report.failures
+
+
+def test_a_copy_nudged_by_one_ulp_is_still_a_copied_seed(doc):
+    import math
+    copies = [dict(r, seed=1, loss=math.nextafter(r["loss"], 2.0),
+                   train_loss=math.nextafter(r["train_loss"], 2.0)) for r in doc["runs"]]
+    doc["runs"] += copies
+    reseal(doc)
+    assert has_failure(failures(doc), "runs", "(a copied seed)")
+
+
+def test_a_symbolic_link_is_not_a_submission_and_does_not_choose_the_board(tmp_path, doc):
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(doc))
+    board = tmp_path / "leaderboards" / "mad-paper"
+    board.mkdir(parents=True)
+    (board / "link.json").symlink_to(elsewhere)
+    report = validate_file(board / "link.json", allow_nonstandard=True)
+    assert not report.valid and "a symbolic link" in report.failures[0][1]
+    nested = board / "sub"
+    nested.mkdir()
+    (nested / "x.json").write_text(json.dumps(doc))
+    report = validate_file(nested / "x.json", allow_nonstandard=True)
+    assert any(c == "protocol" and "a folder below leaderboards/mad-paper/" in r
+               for c, r in report.failures), report.failures
+
+
+def test_a_link_to_a_device_neither_hangs_nor_escapes(tmp_path):
+    """A FIFO (it would block a plain open) and a link to one: refused in one line each."""
+    import os
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    (tmp_path / "link.json").symlink_to(fifo)
+    for name in ("pipe.json", "link.json"):
+        report = validate_file(tmp_path / name)
+        assert not report.valid and len(report.failures) == 1, report.failures
+
+
+def test_ci_finds_changed_entries_with_non_ascii_names(tmp_path, trial):
+    from madbench.leaderboard.changes import changed_files
+    repo = tmp_path / "repo"
+    entries = repo / "entries"
+    entries.mkdir(parents=True)
+    (entries / "old.json").write_text(trial[0].read_text())
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "pr")
+    (entries / "café.json").write_text(trial[0].read_text())
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pr")
+    (entries / "naïve.json").write_text(trial[0].read_text())      # untracked
+    assert changed_files([entries], "main") == {(entries / "café.json").resolve(),
+                                                (entries / "naïve.json").resolve()}
+
+
+def test_a_check_failing_for_every_run_is_counted_not_listed():
+    from madbench.leaderboard.validate import MAX_FAILURES_PER_CHECK, Report
+    report = Report(None)
+    for i in range(MAX_FAILURES_PER_CHECK + 500):
+        report.fail("best", f"no best entry for cell {i}")
+    report.fail("runs", "other")
+    assert len(report.failures) == MAX_FAILURES_PER_CHECK + 2
+    assert ("best", "... and 500 more failures of this check") in report.failures
+
+
+def test_unknown_flops_are_refused_by_the_budget_with_a_reason(monkeypatch):
+    from madbench.architecture import resolve_architecture
+    from madbench.budget import Budget, Deadline
+    from madbench.leaderboard import validate
+    real = validate.describe_architecture
+    monkeypatch.setattr(validate, "describe_architecture",
+                        lambda *a, **k: {**real(*a, **k), "flops_per_token": None})
+    spec = resolve_architecture("mh-attention-swiglu")
+    reason = validate.over_budget(spec, Budget(), Deadline(60, "test"))
+    assert reason.startswith("forward FLOPs per token unknown")

@@ -31,8 +31,9 @@ def changed_files(paths: Iterable[str | Path], base: str) -> set[Path]:
     root = Path(_git(where, "rev-parse", "--show-toplevel").strip())
     merge_base = _git(root, "merge-base", base, "HEAD").strip()
     specs = [str(p) for p in paths]
-    names = _git(root, "diff", "--name-only", "--diff-filter=ACMR", merge_base, "--",
-                 *specs).splitlines()
-    names += _git(root, "ls-files", "--others", "--exclude-standard", "--", *specs
-                  ).splitlines()
+    # -z: names exactly as they are (without it git quotes and escapes non-ASCII names)
+    names = _git(root, "diff", "-z", "--name-only", "--diff-filter=ACMR", merge_base, "--",
+                 *specs).split("\0")
+    names += _git(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *specs
+                  ).split("\0")
     return {(root / n).resolve() for n in names if n}

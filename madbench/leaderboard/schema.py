@@ -135,18 +135,27 @@ def read_submission(path: str | os.PathLike) -> dict:
     """Read and parse one submission file (size checked before reading)."""
     path = Path(path)
     try:
-        info = path.stat()
+        info = path.lstat()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise InvalidSubmission(f"{path}: a symbolic link; a submission is a plain file")
     if not stat.S_ISREG(info.st_mode):
         raise InvalidSubmission(f"{path}: not a regular file")
     if info.st_size > MAX_BYTES:
         raise InvalidSubmission(f"{path}: {info.st_size:,} bytes, over the "
                                 f"{MAX_BYTES:,}-byte limit; refused before reading")
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_BYTES + 1)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:              # no symlink swapped in since the check, and nothing that can block
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InvalidSubmission(f"{path}: not a regular file")
+            data = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise InvalidSubmission(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_BYTES:
         raise InvalidSubmission(f"{path}: over the {MAX_BYTES:,}-byte limit")
     try:

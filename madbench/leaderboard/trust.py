@@ -3,11 +3,15 @@
 Validating a submission must not run code the submission chooses. A mixer named in a
 submission is rebuilt only when its code is already trusted by this installation:
 
-- a layer of madbench's bundled plugins (registered name, shorthand, or an import path into a
-  bundled package);
-- a mixer of an installed plugin distribution, registered through the ``madbench`` entry
-  points or given as an import path into that distribution's files, when the submission names
-  that distribution and the version installed here (``architecture.distributions``).
+- a layer of madbench's bundled plugins (registered name, shorthand, or an import path
+  ``module:Class`` into a bundled layer package);
+- a mixer of an installed plugin distribution (one that declares ``madbench`` entry points),
+  registered through them or given as an import path into that distribution's files, when the
+  submission names that distribution and the version installed here
+  (``architecture.distributions``).
+
+An import path is trusted only as ``module:Class``: never a ``__main__`` module (importing it
+runs a program) nor an attribute chain (``pkg.mod:torch.nn.X`` reaches any module).
 
 Anything else (an import path to a module in the working directory, to the standard library,
 to a package no installed distribution provides) is judged *untrusted*, and nothing of it is
@@ -45,6 +49,15 @@ class CodeVerdict:
 @functools.lru_cache(maxsize=1)
 def _packages() -> dict[str, list[str]]:
     return metadata.packages_distributions()
+
+
+def _bundled_layer_packages() -> set[str]:
+    """The top-level packages that hold the mixers of madbench's bundled plugins (not
+    madbench itself: its modules are the harness, and ``madbench.__main__`` runs the CLI)."""
+    reg = get_registry()
+    bundled = {p.name for p in reg.plugins if p.bundled}
+    return {e.obj.__module__.split(".")[0] for e in reg.mixers.values()
+            if e.plugin in bundled and hasattr(e.obj, "__module__")} - {"madbench"}
 
 
 def _named(arch: dict) -> dict[str, tuple[str | None, str | None]]:
@@ -115,16 +128,22 @@ def judge_mixer(name: str, named: dict[str, tuple[str | None, str | None]]) -> C
     if not sep or not module or not attr:
         return CodeVerdict(name, False, f"mixer {name!r} is neither registered here nor an "
                            "import path")
+    if "__main__" in module.split(".") or not attr.isidentifier():
+        return CodeVerdict(name, False, f"{name!r} is not a module and a class defined in it "
+                           "(a __main__ module runs a program when imported; an attribute "
+                           "chain reaches code of any other module)")
     top = module.split(".")[0]
-    dists = _packages().get(top, [])
-    if BUNDLED_DISTRIBUTION in dists and top in sys.modules:
+    if top in _bundled_layer_packages():
         return CodeVerdict(name, True, "bundled")
+    dists = [d for d in _packages().get(top, []) if d != BUNDLED_DISTRIBUTION]
     claim = named.get(name)
     for dist_name in dists:
         try:
             dist = metadata.distribution(dist_name)
         except metadata.PackageNotFoundError:
             continue
+        if not any(ep.group == "madbench" for ep in dist.entry_points):
+            continue                  # not a madbench plugin distribution (torch, numpy...)
         if claim != (dist.metadata["Name"], dist.version) and claim != (dist_name, dist.version):
             continue
         origin = _origin(top)
@@ -133,11 +152,11 @@ def judge_mixer(name: str, named: dict[str, tuple[str | None, str | None]]) -> C
         return CodeVerdict(name, False, f"{module!r} would load from {origin}, which is not "
                            f"part of the installed distribution {dist_name}")
     if dists:
-        return CodeVerdict(name, False, f"{module!r} belongs to {', '.join(dists)}, but the "
-                           "submission does not name that distribution with the version "
-                           "installed here")
-    return CodeVerdict(name, False, f"{module!r} is not provided by madbench or by an "
-                       "installed plugin distribution")
+        return CodeVerdict(name, False, f"{module!r} belongs to {', '.join(dists)}, which is "
+                           "not a madbench plugin distribution named by the submission with the "
+                           "version installed here")
+    return CodeVerdict(name, False, f"{module!r} is in neither madbench's bundled layer "
+                       "packages nor an installed plugin distribution")
 
 
 def untrusted_mixers(arch: dict) -> list[CodeVerdict]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import random
 import secrets
 import tempfile
@@ -80,6 +81,8 @@ VALIDATE_AUDIT_DIM = 32
 #: the Jacobian cap when a layer cannot be built at ``VALIDATE_AUDIT_DIM``
 FALLBACK_AUDIT_MAX_SIZE = 1024
 MAX_LISTED = 3
+#: failures of one check listed in a report; the rest are counted
+MAX_FAILURES_PER_CHECK = 20
 
 
 @dataclass
@@ -94,13 +97,28 @@ class Report:
     reruns: list[dict] = field(default_factory=list)
     name: str | None = None
     architecture_hash: str | None = None
+    _counts: dict = field(default_factory=dict, repr=False)
 
     @property
     def valid(self) -> bool:
         return not self.failures
 
     def fail(self, check: str, reason: str) -> None:
-        self.failures.append((check, reason))
+        """Record a failure; past ``MAX_FAILURES_PER_CHECK`` of one check, only their count
+        (a forged file can fail one check for every one of its thousands of runs)."""
+        count = self._counts.get(check, 0) + 1
+        self._counts[check] = count
+        if count <= MAX_FAILURES_PER_CHECK:
+            self.failures.append((check, reason))
+        else:
+            more = [i for i, (c, r) in enumerate(self.failures)
+                    if c == check and r.startswith("... and ")]
+            line = (check, f"... and {count - MAX_FAILURES_PER_CHECK} more failures of this "
+                    "check")
+            if more:
+                self.failures[more[0]] = line
+            else:
+                self.failures.append(line)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "name": self.name, "valid": self.valid, "board": self.board,
@@ -114,14 +132,18 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def _board_of_folder(path: Path | None) -> str | None:
-    """``mad-quick`` for a file in ``.../leaderboards/mad-quick/``, else None."""
+def _board_of_folder(path: Path | None) -> tuple[str | None, bool]:
+    """(``mad-quick``, True) for a file directly in ``.../leaderboards/mad-quick/``; (board,
+    False) for one in a folder below a board folder; (None, False) elsewhere. The path is
+    taken as written (made absolute, symbolic links not followed: a link's target does not
+    choose the board)."""
     if path is None:
-        return None
-    parent = path.resolve().parent
-    if parent.parent.name == "leaderboards" and parent.name in BOARDS:
-        return parent.name
-    return None
+        return None, False
+    parents = Path(os.path.abspath(path)).parents
+    for depth, folder in enumerate(parents):
+        if folder.name in BOARDS and folder.parent.name == "leaderboards":
+            return folder.name, depth == 0
+    return None, False
 
 
 # -- 2. protocol ---------------------------------------------------------------------------
@@ -157,8 +179,11 @@ def check_protocol(doc: dict, report: Report, path: Path | None,
         report.fail("protocol", f"protocol {describe_protocol(protocol)} is not a board's "
                     f"protocol ({boards}, without overrides): a non-standard protocol is "
                     "invalid for a board (--allow-nonstandard checks the rest anyway)")
-    folder = _board_of_folder(path)
-    if folder is not None and folder != doc["board"]:
+    folder, direct = _board_of_folder(path)
+    if folder is not None and not direct:
+        report.fail("protocol", f"the file is in a folder below leaderboards/{folder}/; board "
+                    "entries go directly in the board's folder")
+    elif folder is not None and folder != doc["board"]:
         report.fail("protocol", f"the file is in leaderboards/{folder}/ but the submission is "
                     f"for {doc['board'] or 'no board'}")
     report.checks.append(f"protocol {describe_protocol(protocol)} [{protocol.hash}]")
@@ -284,21 +309,30 @@ def _scored_problems(doc: dict, tasks: dict, protocol: Protocol,
 MEASURED_FIELDS = ("accuracy", "macro_accuracy", "loss", "train_loss")
 
 
+def _significant(value):
+    """``value`` to 6 significant digits (numbers only; anything else as it is)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    return value
+
+
 def _copied_seed_problems(doc: dict) -> list[tuple[str, str]]:
-    """Runs that differ only in their seed but carry identical measurements (every measured
-    field, to the last bit): a seed relabelled or copied, not trained."""
+    """Runs that differ only in their seed but carry the same measurements (every measured
+    field to 6 significant digits, so that nudging a copy by a few ulps does not hide it): a
+    seed relabelled or copied, not trained. Two trained seeds never agree that closely on
+    test and training loss at once."""
     seen: dict[tuple, dict] = {}
     out = []
     for run in doc["runs"]:
         if run["diverged"]:
             continue
         key = (run["task"], run["setting"], run["lr"], run["weight_decay"],
-               *(run[f] for f in MEASURED_FIELDS))
+               *(_significant(run[f]) for f in MEASURED_FIELDS))
         other = seen.setdefault(key, run)
         if other is not run and other["seed"] != run["seed"]:
             out.append(("copied_seed", f"{run['task']}/{run['setting']} lr {run['lr']:g} wd "
                         f"{run['weight_decay']:g}: seeds {other['seed']} and {run['seed']} "
-                        "have identical accuracy, loss and train loss (a copied seed)"))
+                        "have the same accuracy, loss and train loss (a copied seed)"))
     return out
 
 
@@ -437,8 +471,10 @@ def over_budget(spec, budget: Budget, deadline: Deadline) -> str | None:
     if over(desc["params"], budget.max_params):
         return f"{desc['params']:,} parameters, over the budget of {budget.max_params:,}"
     if over(desc["flops_per_token"], budget.max_flops_per_token):
-        return (f"{desc['flops_per_token']:.3g} forward FLOPs per token, over the budget of "
-                f"{budget.max_flops_per_token:.3g}")
+        flops = desc["flops_per_token"]
+        return ((f"{flops:.3g} forward FLOPs per token" if flops is not None else
+                 "forward FLOPs per token unknown (they could not be counted)")
+                + f", over the budget of {budget.max_flops_per_token:.3g}")
     state = (desc["fixed_state"] or 0) + (desc["cache"] or 0)
     if over(state, budget.max_state):
         return f"{state:,} state and cache elements, over the budget of {budget.max_state:,}"
@@ -508,9 +544,13 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     try:
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
-    except Exception as exc:  # noqa: BLE001 - any import failure of submitted code
-        report.warnings.append(f"architecture not importable here ({str(exc).splitlines()[0]}"
-                               "): accounting, causality and state audit not re-checked")
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of its code
+        text = (f"architecture not importable here ({_first_line(exc)}): accounting, causality "
+                "and state audit not re-checked")
+        if doc["board"]:
+            report.fail("architecture", text)
+        else:
+            report.warnings.append(text)
         return None
     if installed != sorted(set(arch["sources"])):
         diff = sorted(set(installed) ^ set(arch["sources"]))
@@ -704,10 +744,15 @@ def _guarded(report: Report, check: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except MadbenchError as exc:
         report.fail(check, str(exc))
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - SystemExit: code that exits
         report.fail(check, f"check could not run on this input: {type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                    f"{_first_line(exc)}")
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def validate_submission(doc: Any, path: str | Path | None = None, *,
