@@ -524,3 +524,17 @@ def test_unknown_flops_are_refused_by_the_budget_with_a_reason(monkeypatch):
     spec = resolve_architecture("mh-attention-swiglu")
     reason = validate.over_budget(spec, Budget(), Deadline(60, "test"))
     assert reason.startswith("forward FLOPs per token unknown")
+
+
+def test_invisible_characters_in_a_name_are_schema_failures(doc):
+    """A zero-width space makes 'hyena\\u200b-swiglu' look like another entry's name."""
+    from madbench.errors import UNPRINTABLE_CLASS, printable
+    pattern = json.loads((REPO / "madbench/leaderboard/submission.schema.json").read_text()
+                         )["$defs"]["label"]["pattern"]
+    assert pattern == f"^[^{UNPRINTABLE_CLASS.encode('unicode_escape').decode()}]*$" \
+        .replace("\\x", "\\u00")                          # one character class, two spellings
+    for ch in ("\u200b", "\u200e", "\u2060", "\ufeff", "\u061c"):
+        forged = copy.deepcopy(doc)
+        forged["name"] = f"hyena{ch}-swiglu (official)"
+        assert any(c == "schema" and r.startswith("at name:") for c, r in failures(forged)), ch
+        assert ch not in printable(forged["name"])
