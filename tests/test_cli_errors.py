@@ -152,13 +152,17 @@ def test_plot_refuses_an_unknown_format_before_reading(tmp_path):
 
 
 def test_printable_escapes_every_control_character_and_nothing_else():
-    """Property against an independent rule (unicodedata categories Cc, Cs, Zl, Zp and the
-    bidi controls): escaped exactly those characters; everything else is unchanged."""
+    """Property against an independent rule (unicodedata categories Cc, Cs, Zl, Zp, the
+    bidi controls and marks, and the invisible format characters: zero-width space and
+    joiners, word joiner and invisible operators, BOM, Mongolian vowel separator): escaped
+    exactly those characters; everything else is unchanged."""
     import unicodedata
-    bidi = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
-    for cp in list(range(0, 0x3000)) + list(range(0xD800, 0xE000, 7)):
+    bidi = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+    invisible = set(range(0x200B, 0x200E)) | set(range(0x2060, 0x2065)) | {0xFEFF, 0x180E}
+    for cp in list(range(0, 0x3000)) + list(range(0xD800, 0xE000, 7)) + [0xFEFF]:
         ch = chr(cp)
-        special = unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or cp in bidi
+        special = (unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or cp in bidi
+                   or cp in invisible)
         out = printable(f"a{ch}b")
         if special:
             assert out != f"a{ch}b" and out.isascii() and out.isprintable(), hex(cp)
