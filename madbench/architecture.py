@@ -157,6 +157,39 @@ def build_mixer(layer: LayerSpec, dim: int, seq_len: int | None = None) -> nn.Mo
         raise UsageError(f"cannot build mixer {layer.mixer!r} with {kwargs}: {exc}") from None
 
 
+def built_layer(layer: LayerSpec) -> dict:
+    """The layer as it is built, whatever its spelling: the mixer's class (``module:Class``,
+    for a registered name, a shorthand or an import path alike) and every constructor
+    argument with its value, defaults filled in (the sequence-length argument, which the
+    setting supplies, only when given). Equal ``built_layer`` builds the same module."""
+    entry = mixer_entry(layer.mixer)
+    name = f"{entry.obj.__module__}:{entry.obj.__qualname__}"
+    kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    try:
+        params = list(inspect.signature(entry.obj).parameters.values())[1:]   # after dim
+    except (TypeError, ValueError):
+        params = []
+    length = length_kwarg(entry.obj)
+    for p in params:
+        if (p.name != length and p.default is not p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+            kwargs.setdefault(p.name, p.default)
+    return {"mixer": name, "kwargs": kwargs}
+
+
+def model_hash(spec: "ArchitectureSpec") -> str:
+    """The hash of the model ``spec`` builds (width and ``built_layer`` of every layer, and
+    the mixers' code): equal for spellings that differ only in names or in defaults written
+    out. Imports the mixers."""
+    mixers = get_registry().mixers.values()
+
+    def source(name: str) -> str:     # a registered class's identity, however it is named
+        cls = mixer_entry(name).obj
+        return mixer_source_id(next((e.name for e in mixers if e.obj is cls), name))
+    return content_hash({"dim": spec.dim, "layers": [built_layer(l) for l in spec.layers],
+                         "sources": sorted({source(l.mixer) for l in spec.layers})})
+
+
 def mixer_kind(name: str) -> str:
     return mixer_entry(name).metadata.get("kind", "sequence")
 

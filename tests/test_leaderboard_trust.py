@@ -538,3 +538,31 @@ def test_invisible_characters_in_a_name_are_schema_failures(doc):
         forged["name"] = f"hyena{ch}-swiglu (official)"
         assert any(c == "schema" and r.startswith("at name:") for c, r in failures(forged)), ch
         assert ch not in printable(forged["name"])
+
+
+def test_writing_out_a_default_does_not_make_a_new_entry(doc):
+    """The same model spelled differently (a layer's default kwarg written out, the class
+    named by its import path): a new architecture hash, the same model hash, one entry."""
+    from madbench.architecture import mixer_entry
+    from madbench.leaderboard.validate import duplicate_entries
+    spelled = copy.deepcopy(doc)
+    layer = spelled["architecture"]["spec"]["layers"][0]
+    entry = mixer_entry(layer["mixer"])
+    cls = entry.obj
+    first = next(p for p in list(__import__("inspect").signature(cls).parameters.values())[1:]
+                 if p.default is not p.empty and p.default is not None
+                 and p.name not in layer["kwargs"] and p.name not in entry.metadata["defaults"])
+    layer["kwargs"].update(entry.metadata["defaults"])     # the registered name's defaults
+    layer["kwargs"][first.name] = first.default
+    layer["mixer"] = f"{cls.__module__}:{cls.__qualname__}"
+    from madbench.architecture import ArchitectureSpec, mixer_source_id
+    spec = ArchitectureSpec.from_dict(spelled["architecture"]["spec"])
+    spelled["architecture"]["sources"] = sorted({mixer_source_id(l.mixer) for l in spec.layers})
+    reseal(spelled)
+    assert spelled["architecture"]["hash"] != doc["architecture"]["hash"]
+    reports = [validate_submission(d, allow_nonstandard=True) for d in (doc, spelled)]
+    assert reports[0].model_hash and reports[0].model_hash == reports[1].model_hash
+    for r, name in zip(reports, ("a.json", "b.json")):
+        r.board, r.path = "mad-quick", f"mad-quick/{name}"
+    duplicate_entries(reports)
+    assert not reports[0].failures and reports[1].failures[0][0] == "duplicate"

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
-from ..architecture import ArchitectureSpec, architecture_hash
+from ..architecture import ArchitectureSpec, architecture_hash, model_hash
 from ..budget import Budget, BudgetExceeded, Deadline, over
 from ..errors import MadbenchError, UsageError
 from ..estimate import setting_tokens
@@ -97,6 +97,8 @@ class Report:
     reruns: list[dict] = field(default_factory=list)
     name: str | None = None
     architecture_hash: str | None = None
+    #: the hash of the model as built (``architecture.model_hash``), when it was rebuilt
+    model_hash: str | None = None
     _counts: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -560,6 +562,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     if spec.hash != arch["hash"]:
         report.fail("architecture", f"the installed architecture hashes to {spec.hash}")
         return None
+    report.model_hash = model_hash(spec)
     deadline = Deadline(budget.check_seconds, "rebuilding and checking the architecture")
     try:
         problem = over_budget(spec, budget, deadline)
@@ -805,20 +808,24 @@ def validate_file(path: str | Path, **options) -> Report:
 
 
 def duplicate_entries(reports: Iterable[Report]) -> None:
-    """Fail each board entry whose architecture hash an earlier file (by path) on the same
-    board already carries: the hash covers the layers, not the display name, so a renamed
-    copy of an entry is the same architecture and cannot rank twice."""
+    """Fail each board entry whose architecture hash or model hash an earlier file (by path)
+    on the same board already carries: the hash covers the layers, not the display name, so
+    a renamed copy of an entry is the same architecture and cannot rank twice; the model hash
+    (when the architecture was rebuilt) also equates spellings of the same model, e.g. a
+    layer's default written out or a registered class named by its import path."""
     seen: dict[tuple[str, str], str | None] = {}
     for report in sorted(reports, key=lambda r: r.path or ""):
         if not report.board or not report.architecture_hash:
             continue
-        key = (report.board, report.architecture_hash)
-        if key in seen:
-            report.fail("duplicate", f"architecture [{key[1]}] is already on {key[0]} as "
-                        f"{seen[key]}: one entry per architecture (a renamed architecture is "
-                        "the same architecture)")
+        keys = [(report.board, h) for h in (report.architecture_hash, report.model_hash) if h]
+        earlier = next((seen[k] for k in keys if k in seen), None)
+        if any(k in seen for k in keys):
+            report.fail("duplicate", f"architecture [{report.architecture_hash}] is already on "
+                        f"{report.board} as {earlier}: one entry per architecture (a renamed "
+                        "architecture, or one that writes out its layers' defaults, is the "
+                        "same architecture)")
         else:
-            seen[key] = report.path
+            seen.update({k: report.path for k in keys})
 
 
 def submission_files(paths: Iterable[str | Path]) -> list[Path]:
