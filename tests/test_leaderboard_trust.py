@@ -566,3 +566,10 @@ def test_writing_out_a_default_does_not_make_a_new_entry(doc):
         r.board, r.path = "mad-quick", f"mad-quick/{name}"
     duplicate_entries(reports)
     assert not reports[0].failures and reports[1].failures[0][0] == "duplicate"
+
+
+def test_runs_of_another_madbench_version_are_flagged(doc):
+    doc["madbench_version"] = "0.0.1+deadbeef0000"
+    reseal(doc)
+    report = validate_submission(doc, allow_nonstandard=True)
+    assert any("made by madbench 0.0.1+deadbeef0000" in w for w in report.warnings)

@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
 from ..architecture import ArchitectureSpec, architecture_hash, model_hash
 from ..budget import Budget, BudgetExceeded, Deadline, over
+from ..code_identity import run_version
 from ..errors import MadbenchError, UsageError
 from ..estimate import setting_tokens
 from ..evaluator import prepare, resolve_placement
@@ -777,6 +778,10 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
     report.name = doc["name"]
     report.architecture_hash = doc["architecture"]["hash"]
     report.checks.append("schema v1")
+    if doc["madbench_version"] != run_version():
+        report.warnings.append(f"the runs were made by madbench {doc['madbench_version']}, "
+                               f"this is {run_version()} (other training code): a re-run "
+                               "trains with this one")
     protocol = _guarded(report, "protocol",
                         lambda: check_protocol(doc, report, path, allow_nonstandard))
     _guarded(report, "suite", lambda: check_suite(doc, report))
