@@ -89,7 +89,7 @@ def _import_path(path: str) -> type:
         sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a script's sys.exit() too
         raise UsageError(f"cannot import {module_name!r} for {path!r}: "
                          f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     obj = module
@@ -241,6 +241,22 @@ def _shorthand_to_name(part: str) -> str:
                      f"known: {', '.join(shorthands)})")
 
 
+def channel_mixer_name(channel: str) -> str:
+    """The registered channel mixer ``channel`` names (an alias such as ``moe`` or ``sg``, a
+    registered name or shorthand); a UsageError for anything that is not a channel mixer."""
+    reg = get_registry()
+    channels = {n: e for n, e in reg.mixers.items() if e.metadata.get("kind") == "channel"}
+    name = CHANNEL_ALIASES.get(channel.lower(), channel)
+    name = next((n for n, e in channels.items()
+                 if name == n or e.metadata.get("shorthand") == name), None)
+    if name is None:
+        known = sorted(set(CHANNEL_ALIASES) | set(channels))
+        kind = " (a sequence mixer)" if channel in reg.mixers else ""
+        raise UsageError(f"--channel {channel!r}{kind} is not a channel mixer "
+                         f"({did_you_mean(channel, known)}channel mixers: {', '.join(known)})")
+    return name
+
+
 def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
                    mixer_kwargs: Mapping[str, Any] | None = None) -> tuple[LayerSpec, ...]:
     """The MAD model around one sequence mixer X: [X, C, X, C] (C the channel mixer), or
@@ -249,7 +265,7 @@ def standard_model(mixer: str, channel: str = "swiglu", striped: bool = False,
     entry = mixer_entry(mixer)
     if entry.metadata.get("kind", "sequence") != "sequence":
         raise UsageError(f"{mixer!r} is a channel mixer; --arch needs a sequence mixer")
-    channel_name = CHANNEL_ALIASES.get(channel.lower(), channel)
+    channel_name = channel_mixer_name(channel)
     kwargs = dict(entry.metadata.get("standard_kwargs", {}))
     kwargs.update(mixer_kwargs or {})
     x = LayerSpec(mixer, kwargs)
@@ -272,17 +288,23 @@ def as_spec(spec: Any) -> ArchitectureSpec:
     return ArchitectureSpec("custom", _coerce_layers(spec))
 
 
+def parse_mixer_kwargs(text: str) -> dict:
+    """``--mixer-kwargs``: a JSON object (empty text: none); a UsageError otherwise."""
+    try:
+        kwargs = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError("--mixer-kwargs must be a JSON object")
+    return kwargs
+
+
 def resolve_architecture(arch: str, channel: str | None = None, striped: bool = False,
                          mixer_kwargs: Mapping[str, Any] | str | None = None,
                          dim: int = DEFAULT_DIM) -> ArchitectureSpec:
     """Turn an ``--arch`` value (plus the modifiers) into an ArchitectureSpec."""
     if isinstance(mixer_kwargs, str):
-        try:
-            mixer_kwargs = json.loads(mixer_kwargs) if mixer_kwargs.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
-        if not isinstance(mixer_kwargs, dict):
-            raise UsageError("--mixer-kwargs must be a JSON object")
+        mixer_kwargs = parse_mixer_kwargs(mixer_kwargs)
     reg = get_registry()
     if arch in reg.architectures:
         if channel or striped or mixer_kwargs:

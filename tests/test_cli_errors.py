@@ -199,3 +199,35 @@ def test_an_output_folder_where_no_file_can_be_made_is_refused_before_training(t
                  "--output", "/proc/madbench-results.json")
     assert_one_line(result, 2, "the folder /proc is not writable")
     assert not list(run_dir.glob("records/*.parquet"))
+
+
+# -- found by a review of the CLI (eighth session) ----------------------------------------
+@pytest.mark.parametrize("args, text", [
+    (["eval", "--arch", "hyena", "--param-tolerance", "nan", "--dry-run"], "not a finite number"),
+    (["arch", "describe", "hyena", "--param-tolerance", "nan"], "not a finite number"),
+    (["arch", "describe", "hyena", "--state-tolerance", "inf"], "not a finite number"),
+    (["eval", "--arch", "hyena", "--channel", "hyena", "--dry-run"],
+     "'hyena' (a sequence mixer) is not a channel mixer"),
+    (["check", "--arch", "hyena", "--channel", "foo"], "'foo' is not a channel mixer"),
+    (["eval", "--arch", "hyena", "--preset", "smok"], "'smok' is not one of"),
+    (["arch", "describe", "hyena", "--seq-len", "1"], "--seq-len"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e13", "--mixer-kwargs", "[1]",
+      "--dry-run"], "--mixer-kwargs must be a JSON object"),
+    (["leaderboard", "agree", "--root", "/nonexistent/leaderboards"], "no such folder"),
+])
+def test_bad_option_values_are_one_line_and_exit_2(args, text):
+    result = cli(*args)
+    assert_one_line(result, 2, text)
+    assert "Usage:" not in result.output
+
+
+def test_a_module_that_exits_on_import_is_a_usage_error(tmp_path, monkeypatch):
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert_one_line(cli("eval", "--arch", "exits_on_import:X", "--dry-run"), 2,
+                    "cannot import 'exits_on_import' for 'exits_on_import:X': SystemExit: 3")
+
+
+def test_channel_aliases_and_registered_names_agree_across_commands():
+    for channel in ("sg", "SwiGLU", "moe", "moe-mlp", "mlp", "M"):
+        assert cli("arch", "describe", "hyena", "--channel", channel).exit_code == 0, channel

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import os
 import traceback
 
@@ -31,8 +32,8 @@ COMMANDS = {
     "arch": ("arch_cmd", "arch_group",
              "Architectures: list them, describe their parameters, state and FLOPs."),
     "check": ("arch_cmd", "check_command",
-              "The verdicts of 'madbench eval' (causality, iso-state, parameter ratio) plus "
-              "the mixer contract and the empirical state audit."),
+              "The verdicts of 'madbench eval' (causality and the mixer contract, iso-state, "
+              "parameter ratio) plus the empirical state audit of every layer."),
     "compare": ("eval_cmd", "compare_command",
                 "Show several architectures side by side: one column per architecture and "
                 "protocol."),
@@ -53,6 +54,24 @@ COMMANDS = {
     "tasks": ("tasks_cmd", "tasks_group",
               "The MAD tasks: list their settings, show decoded examples, export data."),
 }
+
+
+#: the help of ``--channel`` (eval, arch describe, check)
+CHANNEL_HELP = ("Channel mixer of the standard model (a single sequence mixer only): swiglu "
+                "(default), moe, mlp, or a plugin's channel mixer.")
+
+
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (which compare False against any
+    bound, so a range alone lets them through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class MadbenchGroup(click.Group):
@@ -93,8 +112,17 @@ class MadbenchGroup(click.Group):
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            resumes = ctx.invoked_subcommand in ("eval", "scaling")
+            click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
+                                         if resumes else ""), err=True)
             ctx.exit(130)
+        except BrokenPipeError:               # `madbench ... | head`: the reader has gone
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)               # no second error while flushing at exit
+            ctx.exit(141)
+        except click.UsageError as exc:      # a bad option value, a missing argument...
+            click.echo(f"Error: {printable(exc.format_message())}", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the promise: one line, never a traceback

@@ -13,6 +13,7 @@ from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, sta
 from ..errors import CheckFailed
 from ..plugins import get_registry
 from ..verdict import architecture_verdict, eval_outcome, verdict_lines
+from . import CHANNEL_HELP, FiniteFloat
 
 
 def _number(value) -> str:
@@ -31,9 +32,7 @@ def arch_options(default_seq_len: int):
                          show_default=True, help="Sequence length L."),
             click.option("--vocab-size", type=click.IntRange(2), default=16,
                          show_default=True, help="Vocabulary size V."),
-            click.option("--channel", type=click.Choice(["swiglu", "moe", "mlp"],
-                                                        case_sensitive=False),
-                         help="Channel mixer of the standard model (single mixer only)."),
+            click.option("--channel", default=None, help=CHANNEL_HELP),
             click.option("--striped", is_flag=True,
                          help="Make the second block multi-head attention."),
             click.option("--mixer-kwargs", default=None, metavar="JSON",
@@ -102,9 +101,9 @@ def description_with_verdicts(spec, seq_len: int, vocab_size: int, state_target:
 @arch_options(default_seq_len=128)
 @click.option("--state-target", type=click.IntRange(1), default=STATE_TARGET,
               show_default=True, help="Iso-state target (total fixed state).")
-@click.option("--state-tolerance", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--state-tolerance", type=FiniteFloat(0), default=0.0, show_default=True,
               help="Allowed relative deviation from the state target.")
-@click.option("--param-tolerance", type=click.FloatRange(0), default=PARAM_TOLERANCE,
+@click.option("--param-tolerance", type=FiniteFloat(0), default=PARAM_TOLERANCE,
               show_default=True, help="Flag a parameter ratio further than this from 1.")
 def describe_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_json,
                      state_target, state_tolerance, param_tolerance) -> None:
@@ -150,17 +149,18 @@ def describe_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, 
 @click.option("--state-target", type=click.IntRange(1), default=STATE_TARGET,
               show_default=True, help="As for eval: the total fixed state of models without "
               "attention.")
-@click.option("--param-tolerance", type=click.FloatRange(0), default=PARAM_TOLERANCE,
+@click.option("--param-tolerance", type=FiniteFloat(0), default=PARAM_TOLERANCE,
               show_default=True, help="As for eval: flag a parameter ratio further than this "
               "from 1.")
 def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_json,
                   audit_dim, max_audit_size, allow_state_mismatch, state_target,
                   param_tolerance) -> None:
-    """The verdicts of 'madbench eval' (causality, iso-state, parameter ratio) plus the mixer
-    contract and the empirical state audit.
+    """The verdicts of 'madbench eval' (causality and the mixer contract, iso-state,
+    parameter ratio) plus the empirical state audit of every layer.
 
     Exit 3 when a check fails; an architecture that passes here is not refused by eval with
-    the same options (the contract and the audit are check's own: eval does not run them)."""
+    the same options. The audit is check's own: eval audits only layers that declare no
+    state_size (and takes their measured state as a lower bound)."""
     spec = _resolve(arch, channel, striped, mixer_kwargs)
     guard = guard_architecture(spec, seq_len=seq_len, vocab_size=vocab_size,
                                raise_on_failure=False)

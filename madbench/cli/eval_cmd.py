@@ -15,6 +15,7 @@ from ..records import group_records
 from ..report import FORMATS, render
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, plural
+from . import CHANNEL_HELP, FiniteFloat
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench eval --help` starts fast.
@@ -116,8 +117,7 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.command("eval")
 @click.option("--arch", required=True, help="Registered architecture or mixer, pkg.module:Class, "
               "or a shorthand such as mH-Sg-mA-Sg.")
-@click.option("--channel", default=None, help="Channel mixer for a single-mixer --arch: "
-              "swiglu (default) or moe.")
+@click.option("--channel", default=None, help=CHANNEL_HELP)
 @click.option("--striped", is_flag=True, help="Make the second block multi-head attention.")
 @click.option("--mixer-kwargs", default=None, help="JSON object of constructor arguments.")
 @click.option("--tasks", "tasks_text", default="all", show_default=True,
@@ -145,7 +145,7 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.option("--state-target", default=4096, show_default=True, type=click.IntRange(min=1),
               help="Total fixed state that models without attention must carry.")
 @click.option("--param-tolerance", default=0.2, show_default=True,
-              type=click.FloatRange(min=0), help="Flag non-embedding parameters more than this "
+              type=FiniteFloat(min=0), help="Flag non-embedding parameters more than this "
               "fraction away from the mA-Sg-mA-Sg baseline.")
 @click.option("--engine", type=click.Choice(["auto", "graphed", "batched", "plain"]),
               default="auto", show_default=True, help="graphed: a setting's lr x wd "

@@ -19,6 +19,7 @@ from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
 from .preflight import writable_file
 from .progress import plural
+from . import FiniteFloat
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench leaderboard --help` starts fast.
@@ -98,7 +99,7 @@ def _print_report(report) -> None:
               "uniformly within the token budget, with madbench's own protocol.")
 @click.option("--rerun-seed", type=click.IntRange(min=0), default=None,
               help="Seed of the re-run sample (default: random, printed).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
+@click.option("--tolerance", type=FiniteFloat(min=0), default=0.05, show_default=True,
               help="Largest accepted |accuracy difference| of a re-run.")
 @click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
               help="Width the state audit is re-run at (reduced to stay fast).")
@@ -113,10 +114,10 @@ def _print_report(report) -> None:
 @click.option("--changed-since", default=None, metavar="REF", help="Re-run (--rerun) only the "
               "files added or changed since the merge base of REF and HEAD (git; CI: the "
               "target branch); the others get every other check.")
-@click.option("--check-seconds", type=click.FloatRange(min=1), default=Budget.check_seconds,
+@click.option("--check-seconds", type=FiniteFloat(min=1), default=Budget.check_seconds,
               show_default=True, help="Time budget for rebuilding and checking one "
               "architecture.")
-@click.option("--rerun-seconds", type=click.FloatRange(min=1), default=Budget.rerun_seconds,
+@click.option("--rerun-seconds", type=FiniteFloat(min=1), default=Budget.rerun_seconds,
               show_default=True, help="Time budget for the re-runs of one submission.")
 @click.option("--rerun-max-tokens", type=click.IntRange(min=1), default=None,
               help="Largest run (steps x batch x length) a re-run may train [default: the "
@@ -191,6 +192,10 @@ def agree_command(first, second, root, as_json):
             raise UsageError(f"unknown board {board!r}; boards: {', '.join(BOARDS)}")
     if first == second:
         raise UsageError("name two different boards")
+    missing = [b for b in (first, second) if not (Path(root) / b).is_dir()]
+    if missing:
+        raise UsageError(f"{Path(root) / missing[0]}: no such folder (run from the repository "
+                         "root or pass --root)")
     result = agreement(root, first, second)
     click.echo(json.dumps(result, indent=2) if as_json else agreement_table(result))
 

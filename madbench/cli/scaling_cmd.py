@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError, warn
 from .progress import RunProgress, plural
+from . import FiniteFloat
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench scaling --help` starts fast.
@@ -159,7 +160,7 @@ class _Progress(RunProgress):
               help="Peak learning rate, or 'paper': by model size (Table C.2, interpolated).")
 @click.option("--lr-table", default=None, metavar="N:LR,...", help="With --lr paper: the "
               "(parameters, lr) rows to interpolate instead of the paper's rows on file.")
-@click.option("--grad-clip", default=1.0, show_default=True, type=click.FloatRange(0),
+@click.option("--grad-clip", default=1.0, show_default=True, type=FiniteFloat(0),
               help="Gradient norm clipping (madbench's choice; 0: off).")
 @click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
@@ -178,12 +179,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     from ..scaling.runs import Recipe, plan_runs, run_plans
     from ..scaling.shapes import LADDER, get_family, parse_size
     from ..store import ResultsStore
-    kwargs = None
-    if mixer_kwargs:
-        try:
-            kwargs = json.loads(mixer_kwargs)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--mixer-kwargs is not valid JSON: {exc}") from None
+    from ..architecture import parse_mixer_kwargs
+    kwargs = parse_mixer_kwargs(mixer_kwargs) if mixer_kwargs else None
     family = get_family(arch, striped, kwargs, attention_ratio)
     size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
     lr_rule = batch_rule = None

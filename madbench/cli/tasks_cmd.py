@@ -16,18 +16,7 @@ from ..tasks import IGNORE, SPLITS, all_tasks, generate, get_task, suite_hash
 SPECIAL_LABELS = {"pad": "_", "blank": ".", "insert": "?", "copy": "!", "compression": "#"}
 
 
-class TasksGroup(click.Group):
-    """Reports click's own parameter errors (bad choice, missing option) like madbench's usage
-    errors: one line on stderr, exit code 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise UsageError(exc.format_message()) from None
-
-
-@click.group("tasks", cls=TasksGroup)
+@click.group("tasks")
 def tasks_group() -> None:
     """The MAD tasks: list their settings, show decoded examples, export data."""
 
