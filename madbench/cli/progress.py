@@ -41,17 +41,22 @@ def plural(n: int, word: str) -> str:
 class RunProgress:
     """``enabled=False`` (``--no-progress``) draws no bar and logs no per-run lines."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, console=None):
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
-        self.console = Console(stderr=True)
+        from rich.table import Column
+        self.console = Console(stderr=True) if console is None else console
         self.enabled = enabled
         self.live = enabled and self.console.is_terminal
-        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[current]}"), console=self.console,
-                                 disable=not self.live)
+        # the counts and times keep their width; the run's description takes what is left
+        # and ends in an ellipsis when the terminal is narrow
+        self.progress = Progress(TextColumn("[bold]runs"), BarColumn(bar_width=16),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(),
+                                 TextColumn("{task.fields[current]}", table_column=Column(
+                                     ratio=1, no_wrap=True, overflow="ellipsis")),
+                                 console=self.console, disable=not self.live, expand=True)
         self.task = None
         self.current = ""
         self.total = 0
