@@ -146,8 +146,6 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     seed_list = check_seeds(list(seeds))
     placement = resolve_placement(device, precision, getattr(runner, "name", "local"))
     task_list = select_tasks(tasks)
-    if preflight:
-        preflight()
     spec = arch if isinstance(arch, ArchitectureSpec) else \
         resolve_architecture(arch, channel, striped, mixer_kwargs)
     jobs = plan(spec, task_list, protocol, seed_list, settings)
@@ -157,6 +155,8 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     if not jobs:
         raise UsageError("the sweep is empty: no (task, setting, seed, lr, weight decay) run "
                          "to train")
+    if preflight:              # after every argument is known good: it may create folders
+        preflight()
     if checks is None:
         checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
     return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
