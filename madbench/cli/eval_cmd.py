@@ -126,7 +126,10 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
               metavar="preset|baseline|all|NAME,...", help="Which settings of each task: "
               "'preset' follows --preset; or setting names, e.g. baseline,vocab_size=512 (a "
               "name applies to every selected task that has it; TASK:NAME to one task).")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
+              help="The protocol (docs/protocol.md): paper (the paper's Table B.1, a GPU's "
+              "work), mad-lab (what the reference code does), quick (all settings, shorter), "
+              "smoke (a CPU sanity run that learns little).")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override a protocol field (repeatable), e.g. --set epochs=20.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")

@@ -141,9 +141,9 @@ class _Progress(RunProgress):
 @click.option("--budgets", required=True, help="Comma-separated training FLOP budgets.")
 @click.option("--sizes", default=None, help="Comma-separated WIDTHxDEPTH sizes (default: the "
               "ladder sizes that fit each budget).")
-@click.option("--corpus", default="kjv", show_default=True, help="A registered corpus "
-              "('madbench scaling corpora': kjv, gcide, plugins') or a local file: text or raw "
-              "bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
+@click.option("--corpus", default="kjv", show_default=True, help="A registered corpus (kjv, "
+              "gcide, or a plugin's; 'madbench scaling corpora' lists them) or a local file: "
+              "text or raw bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
 @click.option("--corpus-column", default="text", show_default=True,
               help="Column of a Parquet corpus.")
 @click.option("--vocab-size", default=None, type=click.IntRange(2), help="A token-id corpus "
