@@ -60,5 +60,9 @@ def test_cli_refuses_unknown_and_identical_boards(tmp_path):
     assert bad.exit_code == 2 and "unknown board 'nope'" in bad.output
     same = run(main, ["leaderboard", "agree", "mad-quick", "mad-quick", "--root", str(tmp_path)])
     assert same.exit_code == 2 and "two different boards" in same.output
+    missing = run(main, ["leaderboard", "agree", "--root", str(tmp_path), "--json"])
+    assert missing.exit_code == 2 and "no such folder" in missing.output
+    for board in ("mad-quick", "mad-paper"):
+        (tmp_path / board).mkdir()
     empty = run(main, ["leaderboard", "agree", "--root", str(tmp_path), "--json"])
     assert empty.exit_code == 0 and json.loads(empty.output)["common"] == 0
