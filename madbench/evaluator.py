@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .architecture import ArchitectureSpec, resolve_architecture
-from .errors import UsageError
+from .errors import UsageError, warn
 from .estimate import estimate_sweep
 from .executors import LocalExecutor, local_devices, make_executor
 from .protocol import Protocol, get_protocol
@@ -134,8 +134,9 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
             preflight: Callable[[], None] | None = None,
             checks: dict | None = None) -> Evaluation:
     """Check everything that needs no training and plan the sweep (see ``evaluate`` for the
-    arguments). ``preflight`` runs once the arguments are parsed, before the architecture is
-    built and checked (the CLI checks its output paths there). ``checks``: the architecture
+    arguments). ``preflight`` runs once every argument is known good (the architecture
+    resolved and the sweep planned), before the architecture checks (the CLI checks and
+    creates its output paths there). ``checks``: the architecture
     checks of this architecture already made (an earlier ``prepare``'s), not made again."""
     runner = make_executor(executor, ray_address, runs_per_gpu) \
         if isinstance(executor, str) else executor
@@ -145,6 +146,9 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
         raise UsageError("overrides apply to a preset name, not to a Protocol object")
     seed_list = check_seeds(list(seeds))
     placement = resolve_placement(device, precision, getattr(runner, "name", "local"))
+    if runs_per_gpu > 1 and placement.device == "cpu":
+        warn(f"--runs-per-gpu {runs_per_gpu} is for GPUs; on the CPU runs train one "
+             "process at a time")
     task_list = select_tasks(tasks)
     spec = arch if isinstance(arch, ArchitectureSpec) else \
         resolve_architecture(arch, channel, striped, mixer_kwargs)

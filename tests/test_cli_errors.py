@@ -231,3 +231,10 @@ def test_a_module_that_exits_on_import_is_a_usage_error(tmp_path, monkeypatch):
 def test_channel_aliases_and_registered_names_agree_across_commands():
     for channel in ("sg", "SwiGLU", "moe", "moe-mlp", "mlp", "M"):
         assert cli("arch", "describe", "hyena", "--channel", channel).exit_code == 0, channel
+
+
+def test_runs_per_gpu_on_the_cpu_is_said_to_be_ignored(tmp_path):
+    result = cli("eval", "--arch", "hyena", "--preset", "smoke", "--runs-per-gpu", "4",
+                 "--device", "cpu", "--dry-run", "--run-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "--runs-per-gpu 4 is for GPUs" in result.output
