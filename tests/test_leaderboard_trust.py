@@ -379,12 +379,9 @@ def git(cwd, *args):
                         "HOME": str(cwd), "PATH": __import__("os").environ["PATH"]})
 
 
-def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
-    """A tiny repository with one entry on its base branch and one added by a 'pull
-    request': ``validate --changed-since base --rerun 1`` re-trains the new one only."""
-    from click.testing import CliRunner
-    from madbench.cli import main
-    from madbench.leaderboard.changes import changed_files
+def pull_request(tmp_path, trial):
+    """A tiny repository: ``entries/old.json`` committed on ``main``, then a branch ``pr``
+    checked out. Returns the entries folder."""
     repo = tmp_path / "repo"
     entries = repo / "entries"
     entries.mkdir(parents=True)
@@ -393,6 +390,16 @@ def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "base")
     git(repo, "checkout", "-qb", "pr")
+    return entries
+
+
+def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
+    """A tiny repository with one entry on its base branch and one added by a 'pull
+    request': ``validate --changed-since base --rerun 1`` re-trains the new one only."""
+    from click.testing import CliRunner
+    from madbench.cli import main
+    from madbench.leaderboard.changes import changed_files
+    entries = pull_request(tmp_path, trial)
     (entries / "new.json").write_text(trial[0].read_text())
     assert changed_files([entries], "main") == {(entries / "new.json").resolve()}
     result = CliRunner().invoke(main, ["leaderboard", "validate", str(entries),
@@ -488,14 +495,8 @@ def test_a_link_to_a_device_neither_hangs_nor_escapes(tmp_path):
 
 def test_ci_finds_changed_entries_with_non_ascii_names(tmp_path, trial):
     from madbench.leaderboard.changes import changed_files
-    repo = tmp_path / "repo"
-    entries = repo / "entries"
-    entries.mkdir(parents=True)
-    (entries / "old.json").write_text(trial[0].read_text())
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
-    git(repo, "checkout", "-qb", "pr")
+    entries = pull_request(tmp_path, trial)
+    repo = entries.parent
     (entries / "café.json").write_text(trial[0].read_text())
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pr")
