@@ -8,7 +8,8 @@
 # runs/fidelity itself into a warm machine: a carried path replaces the device's copy.
 # MPS=1 runs them under an NVIDIA MPS daemon (benchmarks/mps.py), so that the arms' kernels can
 # overlap instead of taking turns; if the daemon cannot serve, the log says why and they run
-# without it. GPU_TESTS=1 runs `pytest -m gpu` beside them first. Leaves at most 4 files in $OUT: the logs,
+# without it. GPU_TESTS=1 runs `pytest -m gpu` beside them first. Exits 1 when an arm failed, 3
+# when sweeps are left for the next call, else 0. Leaves at most 4 files in $OUT: the logs,
 # the table and the run directory as a tarball. Needs the reference tree in .ref/madlab.
 #   bash benchmarks/fidelity_gpu.sh "mamba;;selective-copying;1" "hyena,mh-hyena;;all;4"
 set -u
@@ -28,10 +29,12 @@ if [ "${MPS:-0}" = 1 ]; then
   fi
 fi
 D=${DEADLINE:-470}
+pids=()
 for spec in "$@"; do
   IFS=';' read -r pairs arms panel jobs seeds <<< "$spec"
   python3 benchmarks/fidelity.py run --pairs "$pairs" --arms "$arms" --panel "$panel" \
     --jobs "${jobs:-2}" --seeds "${seeds:-0}" --deadline-s "$D" >> "$OUT/fidelity.log" 2>&1 &
+  pids+=($!)
 done
 if [ "${GPU_TESTS:-0}" = 1 ]; then
   # on the time limit, SIGABRT makes faulthandler print every thread's stack into the log
@@ -39,10 +42,16 @@ if [ "${GPU_TESTS:-0}" = 1 ]; then
     > "$OUT/pytest_gpu.log" 2>&1
   echo "pytest exit status $?" >> "$OUT/pytest_gpu.log"
 fi
+status=0   # 1 when an arm failed, else 3 when work is left for the next call, else 0
+for pid in "${pids[@]}"; do
+  wait "$pid"; rc=$?
+  if [ "$rc" = 1 ] || { [ "$rc" != 0 ] && [ "$rc" != 3 ]; }; then status=1
+  elif [ "$rc" = 3 ] && [ "$status" = 0 ]; then status=3; fi
+done
 wait
 [ "${MPS:-0}" = 1 ] && python3 benchmarks/mps.py stop /tmp/fidelity_mps
 python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
 tar -czf "$OUT/fidelity_runs.tgz" runs/fidelity
 grep '^\[' "$OUT/fidelity.log"
 [ -f "$OUT/pytest_gpu.log" ] && tail -n 3 "$OUT/pytest_gpu.log"
-exit 0   # the workers' exits are in the log; an unfinished sweep resumes on the next call
+exit "$status"
