@@ -174,7 +174,22 @@ def built_layer(layer: LayerSpec) -> dict:
         if (p.name != length and p.default is not p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
             kwargs.setdefault(p.name, p.default)
-    return {"mixer": name, "kwargs": kwargs}
+    return {"mixer": name, "kwargs": {k: _as_json(v) for k, v in kwargs.items()}}
+
+
+def _as_json(value: Any) -> Any:
+    """A default as JSON can hold it: containers element by element, a class or function by
+    its qualified name (``act=nn.GELU``), anything else not JSON by its repr
+    (``dtype=torch.float32``)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _as_json(v) for k, v in value.items()}
+    if hasattr(value, "__qualname__") and hasattr(value, "__module__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
 
 
 def model_hash(spec: "ArchitectureSpec") -> str:
@@ -242,9 +257,15 @@ def _shorthand_to_name(part: str) -> str:
 
 
 def channel_mixer_name(channel: str) -> str:
-    """The registered channel mixer ``channel`` names (an alias such as ``moe`` or ``sg``, a
-    registered name or shorthand); a UsageError for anything that is not a channel mixer."""
+    """The channel mixer ``channel`` names (an alias such as ``moe`` or ``sg``, a registered
+    name or shorthand, or ``pkg.module:Class`` of a class whose ``mixer_kind`` is
+    ``"channel"``); a UsageError for anything that is not a channel mixer."""
     reg = get_registry()
+    if ":" in channel:                          # a channel mixer given by its import path
+        if mixer_entry(channel).metadata.get("kind") != "channel":
+            raise UsageError(f"--channel {channel!r} is not a channel mixer (its class has "
+                             "no mixer_kind = 'channel')")
+        return channel
     channels = {n: e for n, e in reg.mixers.items() if e.metadata.get("kind") == "channel"}
     name = CHANNEL_ALIASES.get(channel.lower(), channel)
     name = next((n for n, e in channels.items()

@@ -4,10 +4,11 @@ import re
 import sys
 
 #: control characters (C0, DEL, C1), line and paragraph separators, bidirectional marks,
-#: overrides and isolates, zero-width and other invisible format characters, lone surrogates:
+#: overrides and isolates, the zero-width space and other invisible format characters (not the
+#: zero-width joiners, which emoji and several scripts need), lone surrogates:
 #: shown escaped, never sent to a terminal as they are (the submission schema's ``label``
 #: refuses the same class)
-UNPRINTABLE_CLASS = ("\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e"
+UNPRINTABLE_CLASS = ("\x00-\x1f\x7f-\x9f\u061c\u180e\u200b\u200e\u200f\u2028-\u202e"
                      "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff")
 _UNPRINTABLE = re.compile(f"[{UNPRINTABLE_CLASS}]")
 

@@ -153,12 +153,12 @@ def test_plot_refuses_an_unknown_format_before_reading(tmp_path):
 
 def test_printable_escapes_every_control_character_and_nothing_else():
     """Property against an independent rule (unicodedata categories Cc, Cs, Zl, Zp, the
-    bidi controls and marks, and the invisible format characters: zero-width space and
-    joiners, word joiner and invisible operators, BOM, Mongolian vowel separator): escaped
+    bidi controls and marks, and the invisible format characters: zero-width space, word
+    joiner and invisible operators, BOM, Mongolian vowel separator): escaped
     exactly those characters; everything else is unchanged."""
     import unicodedata
     bidi = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
-    invisible = set(range(0x200B, 0x200E)) | set(range(0x2060, 0x2065)) | {0xFEFF, 0x180E}
+    invisible = {0x200B, 0xFEFF, 0x180E} | set(range(0x2060, 0x2065))   # not ZWNJ/ZWJ
     for cp in list(range(0, 0x3000)) + list(range(0xD800, 0xE000, 7)) + [0xFEFF]:
         ch = chr(cp)
         special = (unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or cp in bidi
@@ -238,3 +238,23 @@ def test_runs_per_gpu_on_the_cpu_is_said_to_be_ignored(tmp_path):
                  "--device", "cpu", "--dry-run", "--run-dir", tmp_path)
     assert result.exit_code == 0, result.output
     assert "--runs-per-gpu 4 is for GPUs" in result.output
+
+
+def test_a_group_called_bare_prints_its_help():
+    result = cli("tasks")
+    assert "tasks [OPTIONS] COMMAND" in result.output and "Error:" not in result.output
+
+
+def test_a_channel_mixer_can_be_given_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "chan.py").write_text(
+        "import torch\nclass Chan(torch.nn.Module):\n    mixer_kind = 'channel'\n"
+        "    def __init__(self, dim):\n        super().__init__()\n"
+        "        self.p = torch.nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n        return self.p(x)\n"
+        "class NotChan(Chan):\n    mixer_kind = 'sequence'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from madbench.architecture import resolve_architecture
+    spec = resolve_architecture("hyena", channel="chan:Chan")
+    assert [l.mixer for l in spec.layers][1::2] == ["chan:Chan", "chan:Chan"]
+    assert_one_line(cli("arch", "describe", "hyena", "--channel", "chan:NotChan"), 2,
+                    "is not a channel mixer")

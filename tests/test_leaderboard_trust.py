@@ -574,3 +574,34 @@ def test_runs_of_another_madbench_version_are_flagged(doc):
     reseal(doc)
     report = validate_submission(doc, allow_nonstandard=True)
     assert any("made by madbench 0.0.1+deadbeef0000" in w for w in report.warnings)
+
+
+def test_model_hash_takes_defaults_json_cannot_hold(tmp_path, monkeypatch):
+    """A third-party layer with ``act=nn.GELU, dtype=torch.float32`` defaults: the model hash
+    names them instead of failing (a valid submission must not be refused over it)."""
+    from madbench.architecture import ArchitectureSpec, LayerSpec, built_layer, model_hash
+    (tmp_path / "toymix.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class WithAct(nn.Module):\n"
+        "    def __init__(self, dim, act=nn.GELU, dtype=torch.float32, fn=torch.tanh):\n"
+        "        super().__init__()\n        self.p = nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n        return self.p(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layer = built_layer(LayerSpec("toymix:WithAct"))
+    assert layer["kwargs"]["act"] == "torch.nn.modules.activation.GELU"
+    assert layer["kwargs"]["dtype"] == "torch.float32"
+    assert layer["kwargs"]["fn"].endswith(".tanh")
+    spec = ArchitectureSpec("x", (LayerSpec("toymix:WithAct"), LayerSpec("swiglu")))
+    assert model_hash(spec) == model_hash(ArchitectureSpec(
+        "y", (LayerSpec("toymix:WithAct", {"dtype": __import__("torch").float32}),
+              LayerSpec("swiglu"))))
+
+
+def test_the_state_measured_flag_is_a_valid_flag(doc):
+    """``submit`` writes ``state-measured`` for a layer that declares no state_size; the
+    schema must take it (it refused every such submission)."""
+    from madbench.leaderboard.schema import schema_errors
+    doc["flags"] = ["state-measured", "param-mismatch"]
+    assert not [e for e in schema_errors(doc) if "flags" in e]
+    doc["flags"] = ["state-invented"]
+    assert [e for e in schema_errors(doc) if "flags" in e]

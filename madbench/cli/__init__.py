@@ -19,6 +19,8 @@ from ..errors import BudgetExceeded, MadbenchError, printable
 from .. import __version__
 
 DEBUG_ENV = "MADBENCH_DEBUG"
+#: raised (click >= 8.2) when a group is called without a subcommand: not an error to reword
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _debugging(ctx: click.Context) -> bool:
@@ -112,7 +114,7 @@ class MadbenchGroup(click.Group):
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            resumes = ctx.invoked_subcommand in ("eval", "scaling")
+            resumes = ctx.invoked_subcommand == "eval"
             click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
                                          if resumes else ""), err=True)
             ctx.exit(130)
@@ -120,6 +122,8 @@ class MadbenchGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)               # no second error while flushing at exit
             ctx.exit(141)
+        except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
+            raise
         except click.UsageError as exc:      # a bad option value, a missing argument...
             click.echo(f"Error: {printable(exc.format_message())}", err=True)
             ctx.exit(exc.exit_code)

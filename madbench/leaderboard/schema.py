@@ -147,7 +147,8 @@ def read_submission(path: str | os.PathLike) -> dict:
     if info.st_size > MAX_BYTES:
         raise InvalidSubmission(f"{path}: {info.st_size:,} bytes, over the "
                                 f"{MAX_BYTES:,}-byte limit; refused before reading")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_BINARY", 0))
     try:              # no symlink swapped in since the check, and nothing that can block
         fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as fh:

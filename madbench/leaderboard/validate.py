@@ -563,7 +563,11 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     if spec.hash != arch["hash"]:
         report.fail("architecture", f"the installed architecture hashes to {spec.hash}")
         return None
-    report.model_hash = model_hash(spec)
+    try:
+        report.model_hash = model_hash(spec)
+    except Exception as exc:  # noqa: BLE001 - only the duplicate rule needs it
+        report.warnings.append(f"the model hash could not be computed ({_first_line(exc)}): "
+                               "duplicates are found by the architecture hash alone")
     deadline = Deadline(budget.check_seconds, "rebuilding and checking the architecture")
     try:
         problem = over_budget(spec, budget, deadline)
@@ -823,12 +827,13 @@ def duplicate_entries(reports: Iterable[Report]) -> None:
         if not report.board or not report.architecture_hash:
             continue
         keys = [(report.board, h) for h in (report.architecture_hash, report.model_hash) if h]
-        earlier = next((seen[k] for k in keys if k in seen), None)
-        if any(k in seen for k in keys):
-            report.fail("duplicate", f"architecture [{report.architecture_hash}] is already on "
-                        f"{report.board} as {earlier}: one entry per architecture (a renamed "
-                        "architecture, or one that writes out its layers' defaults, is the "
-                        "same architecture)")
+        match = next((k for k in keys if k in seen), None)
+        if match is not None:
+            what = "architecture" if match[1] == report.architecture_hash else "model"
+            report.fail("duplicate", f"{what} [{match[1]}] is already on {report.board} as "
+                        f"{seen[match]}: one entry per architecture (a renamed architecture, "
+                        "or one that writes out its layers' defaults, is the same "
+                        "architecture)")
         else:
             seen.update({k: report.path for k in keys})
 
