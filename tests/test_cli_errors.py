@@ -258,3 +258,7 @@ def test_a_channel_mixer_can_be_given_by_import_path(tmp_path, monkeypatch):
     assert [l.mixer for l in spec.layers][1::2] == ["chan:Chan", "chan:Chan"]
     assert_one_line(cli("arch", "describe", "hyena", "--channel", "chan:NotChan"), 2,
                     "is not a channel mixer")
+
+
+def test_an_unknown_top_level_option_is_one_line():
+    assert_one_line(cli("--bogus"), 2, "No such option '--bogus'")

@@ -107,6 +107,16 @@ class MadbenchGroup(click.Group):
             ctx.fail(f"No such command {name!r}.{hint}")
         return super().resolve_command(ctx, args)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        """The top level's own option errors (``madbench --bogus``) as one line too."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as exc:
+            click.echo(f"Error: {printable(exc.format_message())}", err=True)
+            raise SystemExit(exc.exit_code) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
