@@ -76,7 +76,9 @@ def verdict_lines(verdict: dict) -> list[str]:
     """The verdict as printed by ``arch describe`` and ``check``."""
     ratio = verdict["param_ratio"]
     iso = verdict["iso_state"]
-    state = "n/a" if not iso["applies"] else "ok" if iso["ok"] else "MISMATCH"
+    measured = "state-measured" in verdict["flags"]
+    state = ("n/a" if not iso["applies"] else "UNVERIFIED" if measured
+             else "ok" if iso["ok"] else "MISMATCH")
     flag = "  FLAGGED (param-mismatch)" if ratio["flagged"] else ""
     return [f"param ratio vs {ratio['reference']}: {ratio['value']:.2f} "
             f"(tolerance +-{ratio['tolerance']:.0%}){flag}",

@@ -113,6 +113,9 @@ def test_an_undeclared_state_is_measured_and_flagged_not_refused(third_party):
     # a running sum of a width-8 projection carries 8 numbers across any split
     assert "measured by the audit: layer 0" in checks["iso_state"]["message"]
     assert " 8" in checks["iso_state"]["message"]
+    from madbench.verdict import architecture_verdict, verdict_lines
+    line = verdict_lines(architecture_verdict(spec, seq_len=16, vocab_size=8))[1]
+    assert line.startswith("iso-state: UNVERIFIED: state not declared")   # not "ok"
 
 
 def test_a_layer_returning_a_tuple_is_refused_with_a_hint(third_party):
