@@ -262,3 +262,14 @@ def test_a_channel_mixer_can_be_given_by_import_path(tmp_path, monkeypatch):
 
 def test_an_unknown_top_level_option_is_one_line():
     assert_one_line(cli("--bogus"), 2, "No such option '--bogus'")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["tasks", "export", "in-context-recall", "--setting", "baseline", "--split", "test",
+      "--out", "/nonexistent-folder/x.npz"], "--out /nonexistent-folder/x.npz"),
+    (["report", ".", "--html", "/nonexistent-folder/r.html"], "--html /nonexistent-folder"),
+    (["tasks", "export", "in-context-recall", "--setting", "baseline"],
+     "Missing option '--split'. Choose from: train, test"),
+])
+def test_outputs_are_checked_before_any_work(args, text):
+    assert_one_line(cli(*args), 2, text)

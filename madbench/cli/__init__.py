@@ -114,7 +114,7 @@ class MadbenchGroup(click.Group):
         except _NO_ARGS_IS_HELP:
             raise
         except click.UsageError as exc:
-            click.echo(f"Error: {printable(exc.format_message())}", err=True)
+            click.echo(f"Error: {printable(_click_message(exc))}", err=True)
             raise SystemExit(exc.exit_code) from None
 
     def invoke(self, ctx: click.Context):
@@ -135,7 +135,7 @@ class MadbenchGroup(click.Group):
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
             raise
         except click.UsageError as exc:      # a bad option value, a missing argument...
-            click.echo(f"Error: {printable(exc.format_message())}", err=True)
+            click.echo(f"Error: {printable(_click_message(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -146,6 +146,11 @@ class MadbenchGroup(click.Group):
                 "" if _debugging(ctx) else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"),
                 err=True)
             ctx.exit(1)
+
+
+def _click_message(exc: click.UsageError) -> str:
+    """click's message on one line (it lists choices on lines of their own)."""
+    return " ".join(exc.format_message().split())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -232,6 +232,8 @@ def report_command(run_dirs, fmt, html_path):
 
     Several run directories are reported together."""
     from ..results import Results
+    if html_path:
+        writable_file(html_path, "--html")
     groups = _groups(run_dirs)
     if html_path:
         report.write_html(html_path, groups, run_dirs)

@@ -11,6 +11,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError, warn
+from .preflight import writable_dir
 from .progress import RunProgress, plural
 from . import FiniteFloat
 
@@ -205,6 +206,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
                           vocab_size=data.vocab_size, lr_rule=lr_rule, batch_rule=batch_rule)
         raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
+    if not dry_run:
+        writable_dir(run_dir, "--run-dir")
     if dry_run:
         from ..scaling.shapes import attention_fraction
         rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",

@@ -9,7 +9,7 @@ import click
 import numpy as np
 from tabulate import tabulate
 
-from ..errors import UsageError
+from .preflight import writable_file
 from ..tasks import IGNORE, SPLITS, all_tasks, generate, get_task, suite_hash
 
 #: short labels of single special tokens in ``tasks show``
@@ -109,8 +109,7 @@ def export_command(task_name: str, setting_name: str, split: str, seed: int, out
     """Write one split of TASK as FILE.npz: arrays inputs, targets and a JSON string meta."""
     task = get_task(task_name)
     setting = task.setting(setting_name)
-    if not out.parent.is_dir():
-        raise UsageError(f"cannot write {out}: directory {out.parent} does not exist")
+    writable_file(out, "--out")
     data = generate(task, setting, split, seed)
     meta = {"task": task.name, "version": task.version, "setting": setting.name,
             "split": split, "seed": seed, "hash": setting.hash, "data_hash": data.hash,
