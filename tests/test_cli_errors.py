@@ -273,3 +273,12 @@ def test_an_unknown_top_level_option_is_one_line():
 ])
 def test_outputs_are_checked_before_any_work(args, text):
     assert_one_line(cli(*args), 2, text)
+
+
+def test_an_existing_file_given_for_a_folder_is_named_as_such(tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    assert_one_line(cli("eval", "--arch", "hyena", "--preset", "smoke", "--output", existing,
+                        "--dry-run", "--run-dir", tmp_path / "runs"), 2,
+                    "is a file, not a folder")
+    assert existing.read_text() == "keep me"

@@ -37,6 +37,8 @@ def writable_dir(path: str | os.PathLike, option: str) -> Path:
     """``path`` exists (created if needed) and a file can be created in it (probed with a
     temporary file, removed at once)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
