@@ -58,6 +58,8 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
                          "overrides and undecodable bytes are not allowed in a name")
     writable_file(out, "--out")
 
+    click.echo(f"building the submission from {run_dir}: the architecture is rebuilt and its "
+               f"state audited at width {audit_dim} (a minute or more on a CPU)", err=True)
     doc = build_submission(run_dir, name, arch_filter, protocol_filter, command_line,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
@@ -142,11 +144,15 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
         changed = changed_files(paths, changed_since)
     else:
         changed = {f.resolve() for f in files}
-    reports = [validate_file(f, allow_nonstandard=allow_nonstandard,
-                             rerun=rerun if f.resolve() in changed else 0,
-                             rerun_seed=rerun_seed, tolerance=tolerance, audit_dim=audit_dim,
-                             device=device, trust_code=trust_code, budget=budget)
-               for f in files]
+    reports = []
+    for i, f in enumerate(files, 1):     # each file can take minutes (rebuild, audit, re-runs)
+        if not as_json:
+            click.echo(f"[{i}/{len(files)}] validating {printable(str(f))}", err=True)
+        reports.append(validate_file(f, allow_nonstandard=allow_nonstandard,
+                                     rerun=rerun if f.resolve() in changed else 0,
+                                     rerun_seed=rerun_seed, tolerance=tolerance,
+                                     audit_dim=audit_dim, device=device, trust_code=trust_code,
+                                     budget=budget))
     duplicate_entries(reports)
     valid = all(r.valid for r in reports)
     if as_json:
