@@ -20,3 +20,15 @@ def test_the_counts_survive_a_narrow_terminal(width):
     assert len(line) <= width
     assert " 2/6 " in line and "ETA" in line and line.startswith("runs ")
     assert line.endswith("…")
+
+
+def test_the_bar_writes_hyper_parameters_as_the_log_does():
+    from madbench.cli.eval_cmd import _Progress
+    progress = _Progress(enabled=True)
+    progress("start", {"total": 2, "done": 0})
+    progress("run", {"task": "memorization", "setting": "baseline", "lr": 0.001, "wd": 0.0,
+                     "seed": 0})
+    assert progress.current == "memorization baseline lr=1e-3 wd=0 seed=0"
+    progress("run", {"task": "memorization", "setting": "baseline", "lr": "sweep",
+                     "wd": "6 configs", "seed": 0})
+    assert "lr=sweep wd=6 configs" in progress.current

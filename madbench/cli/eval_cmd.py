@@ -58,8 +58,9 @@ class _Progress(RunProgress):
         if event == "start":
             self.start(info["total"], info["done"])
         elif event == "run":
-            self.current = (f"{info['task']} {info['setting']} lr={info['lr']} "
-                            f"wd={info['wd']} seed={info['seed']}")
+            lr, wd = (compact(v) if isinstance(v, (int, float)) else v    # or "sweep"
+                      for v in (info["lr"], info["wd"]))
+            self.current = f"{info['task']} {info['setting']} lr={lr} wd={wd} seed={info['seed']}"
             if "worker" in info:          # one of several local workers
                 self.current = f"[{info['worker']}] {self.current}"
             self.describe(self.current)
