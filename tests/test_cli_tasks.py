@@ -92,3 +92,10 @@ def test_errors_are_one_line_with_exit_code_2(args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_show_piped_keeps_each_line_whole():
+    result = run("show", "in-context-recall", "-n", "1")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.endswith("12800 sequences of 127 tokens")       # not cut at 80 columns

@@ -80,6 +80,7 @@ def show_command(task_name: str, setting_name: str, count: int, split: str, seed
     layout = task.vocabulary(setting.params)
     label = token_labels(layout)
     console = Console(highlight=False)
+    console.soft_wrap = not console.is_terminal     # piped: whole lines, not cut at 80 columns
     console.print(Text(f"{task.name} / {setting.name} / {split} split, seed {seed}: "
                        f"{len(data.inputs)} sequences of {data.inputs.shape[1]} tokens",
                        style="bold"))
