@@ -141,12 +141,18 @@ def length_kwarg(cls: type) -> str | None:
     return None
 
 
+def layer_kwargs(entry: Entry, layer: LayerSpec) -> dict:
+    """The keyword arguments a layer's mixer is built with: its registration's defaults, then
+    the layer's own kwargs."""
+    return {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+
+
 def build_mixer(layer: LayerSpec, dim: int, seq_len: int | None = None) -> nn.Module:
     """Instantiate one layer's mixer as ``cls(dim, **defaults, **kwargs)``; with ``seq_len``,
     a constructor that takes ``max_length`` (or ``seq_len`` / ``l_max``) gets it unless the
     layer's kwargs set it."""
     entry = mixer_entry(layer.mixer)
-    kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    kwargs = layer_kwargs(entry, layer)
     if seq_len is not None:
         name = length_kwarg(entry.obj)
         if name is not None and name not in layer.kwargs:
@@ -164,7 +170,7 @@ def built_layer(layer: LayerSpec) -> dict:
     setting supplies, only when given). Equal ``built_layer`` builds the same module."""
     entry = mixer_entry(layer.mixer)
     name = f"{entry.obj.__module__}:{entry.obj.__qualname__}"
-    kwargs = {**entry.metadata.get("defaults", {}), **dict(layer.kwargs)}
+    kwargs = layer_kwargs(entry, layer)
     try:
         params = list(inspect.signature(entry.obj).parameters.values())[1:]   # after dim
     except (TypeError, ValueError):

@@ -114,8 +114,7 @@ class MadbenchGroup(click.Group):
         except _NO_ARGS_IS_HELP:
             raise
         except click.UsageError as exc:
-            click.echo(f"Error: {printable(_click_message(exc))}", err=True)
-            raise SystemExit(exc.exit_code) from None
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -135,8 +134,7 @@ class MadbenchGroup(click.Group):
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
             raise
         except click.UsageError as exc:      # a bad option value, a missing argument...
-            click.echo(f"Error: {printable(_click_message(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+            _usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the promise: one line, never a traceback
@@ -148,9 +146,11 @@ class MadbenchGroup(click.Group):
             ctx.exit(1)
 
 
-def _click_message(exc: click.UsageError) -> str:
-    """click's message on one line (it lists choices on lines of their own)."""
-    return " ".join(exc.format_message().split())
+def _usage_error(exc: click.UsageError) -> None:
+    """click's usage error as madbench's: one line on stderr (click lists choices on lines of
+    their own), its exit code (2)."""
+    click.echo(f"Error: {printable(' '.join(exc.format_message().split()))}", err=True)
+    raise SystemExit(exc.exit_code)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -100,7 +100,8 @@ class Report:
     architecture_hash: str | None = None
     #: the hash of the model as built (``architecture.model_hash``), when it was rebuilt
     model_hash: str | None = None
-    _counts: dict = field(default_factory=dict, repr=False)
+    _counts: dict = field(default_factory=dict, repr=False)   #: failures per check
+    _more: dict = field(default_factory=dict, repr=False)     #: check -> its count line
 
     @property
     def valid(self) -> bool:
@@ -113,15 +114,12 @@ class Report:
         self._counts[check] = count
         if count <= MAX_FAILURES_PER_CHECK:
             self.failures.append((check, reason))
-        else:
-            more = [i for i, (c, r) in enumerate(self.failures)
-                    if c == check and r.startswith("... and ")]
-            line = (check, f"... and {count - MAX_FAILURES_PER_CHECK} more failures of this "
-                    "check")
-            if more:
-                self.failures[more[0]] = line
-            else:
-                self.failures.append(line)
+            return
+        if count == MAX_FAILURES_PER_CHECK + 1:      # the line that counts the rest, once
+            self._more[check] = len(self.failures)
+            self.failures.append((check, ""))
+        more = count - MAX_FAILURES_PER_CHECK
+        self.failures[self._more[check]] = (check, f"... and {more} more failures of this check")
 
     def to_dict(self) -> dict:
         return {"path": self.path, "name": self.name, "valid": self.valid, "board": self.board,
@@ -547,7 +545,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     try:
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of its code
+    except Exception as exc:  # noqa: BLE001 - any import failure (a sys.exit() included)
         text = (f"architecture not importable here ({_first_line(exc)}): accounting, causality "
                 "and state audit not re-checked")
         if doc["board"]:
