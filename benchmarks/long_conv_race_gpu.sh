@@ -1,0 +1,16 @@
+python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
+export PYTHONUNBUFFERED=1
+R="python3 benchmarks/long_conv_race.py"
+echo "== solo"; $R --iters 100
+echo "== 6 at once, no MPS"; for i in 1 2 3 4 5 6; do $R --iters 60 & done; wait
+if exports=$(python3 benchmarks/mps.py start /tmp/race_mps); then eval "$exports"
+  echo "== 6 at once, MPS"; for i in 1 2 3 4 5 6; do $R --iters 150 & done; wait
+  python3 benchmarks/mps.py stop /tmp/race_mps; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
+S=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+echo "== sanitizer: ${S:-none}"
+if [ -n "$S" ]; then
+  for tool in racecheck initcheck; do echo "-- $tool"
+    timeout 100 $S --tool $tool --print-limit 5 python3 benchmarks/long_conv_race.py --lengths 128,127 --batch 128 --channels 8 --iters 1 2>&1 | tail -15
+  done
+fi
