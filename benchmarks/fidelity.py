@@ -478,6 +478,24 @@ def _accuracy(values: list[float]) -> str:
     return f"{mean:.3f} ({len(values)} seeds, {min(values):.3f}-{max(values):.3f})"
 
 
+def paired_verdict(diffs: list[float], tolerance: float) -> tuple[str, str]:
+    """The mean of per-seed differences (bundled - reference, same seeds) against a tolerance:
+    (text, mark). With one or two seeds the mean is judged as it is (mark "x" beyond the
+    tolerance). From three seeds on, the text carries the half-width of its 95% interval
+    (Student's t over the seeds) and the mark says what the interval shows: "" all of it within
+    the tolerance, "x" all of it beyond, "?" it straddles the tolerance (undecided: more
+    seeds, or a real difference near the tolerance)."""
+    from scipy import stats
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 3:
+        return f"{mean:+.3f}", "" if abs(mean) <= tolerance else "x"
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    mark = "" if abs(mean) + half <= tolerance else "x" if abs(mean) - half > tolerance else "?"
+    return f"{mean:+.3f} ± {half:.3f}", mark
+
+
 def table(args) -> str:
     root = Path(args.run_dir)
     panel = panel_settings("all")
@@ -494,7 +512,7 @@ def table(args) -> str:
         lines += [f"### {pair}: `{ours_arm}` against `{ref_arm}`", "",
                   "| task | setting | bundled | reference | diff | bundled best lr, wd | "
                   "reference best lr, wd |", "| --- | --- | ---: | ---: | ---: | --- | --- |"]
-        diffs, mem, used = [], ([], []), []
+        diffs, marks, mem, used = [], [], {}, []
         for task, setting in panel:
             a, b = ours.get((task, setting), {}), ref.get((task, setting), {})
             seeds = sorted(set(a) & set(b))          # compared on the seeds both sides have
@@ -502,28 +520,35 @@ def table(args) -> str:
                 continue
             va, vb = [a[x]["accuracy"] for x in seeds], [b[x]["accuracy"] for x in seeds]
             used += [a[x] for x in seeds] + [b[x] for x in seeds]
-            diff = sum(va) / len(va) - sum(vb) / len(vb)
-            diffs.append(diff)
+            diffs.append(sum(va) / len(va) - sum(vb) / len(vb))
+            text, mark = paired_verdict([x - y for x, y in zip(va, vb)], TOLERANCE)
+            marks.append(mark)
             if task == "memorization":
-                mem[0].append(sum(va) / len(va))
-                mem[1].append(sum(vb) / len(vb))
-            flag = "" if abs(diff) <= TOLERANCE else " **x**"
+                mem[setting] = {x: (a[x]["accuracy"], b[x]["accuracy"]) for x in seeds}
             first_a, first_b = a[seeds[0]], b[seeds[0]]
             lines.append(f"| {task} | {setting} | {_accuracy(va)} | {_accuracy(vb)} | "
-                         f"{diff:+.3f}{flag} | {first_a['lr']:g}, {first_a['weight_decay']:g} | "
+                         f"{text}{f' **{mark}**' if mark else ''} | "
+                         f"{first_a['lr']:g}, {first_a['weight_decay']:g} | "
                          f"{first_b['lr']:g}, {first_b['weight_decay']:g} |")
         versions = sorted({r["madbench_version"] for r in used})
         lines += ["", f"Training code (run version): {', '.join(versions)}", ""]
-        if len(mem[0]) == 6:
-            m_ours, m_ref = sum(mem[0]) / 6, sum(mem[1]) / 6
-            mem_text = f"{m_ours:.3f} / {m_ref:.3f} / {m_ours - m_ref:+.3f}"
-            mem_ok = abs(m_ours - m_ref) <= SCORE_TOLERANCE
+        # the score per seed that has all six settings on both sides, then paired as above
+        seeds = sorted(set.intersection(*(set(v) for v in mem.values()))) if mem else []
+        if len(mem) == 6 and seeds:
+            s_ours = [sum(mem[s][x][0] for s in mem) / 6 for x in seeds]
+            s_ref = [sum(mem[s][x][1] for s in mem) / 6 for x in seeds]
+            text, mark = paired_verdict([x - y for x, y in zip(s_ours, s_ref)],
+                                        SCORE_TOLERANCE)
+            marks.append(mark)
+            seeds_text = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
+            mem_text = (f"{sum(s_ours) / len(seeds):.3f} / {sum(s_ref) / len(seeds):.3f} / "
+                        f"{text}{f' **{mark}**' if mark else ''}{seeds_text}")
         else:
-            mem_text, mem_ok = f"{len(mem[0])} of 6 settings", True
+            mem_text = f"{len(mem)} of 6 settings"
         worst = max(diffs, key=abs) if diffs else float("nan")
-        ok = mem_ok and all(abs(d) <= TOLERANCE for d in diffs)
+        verdict = "NO" if "x" in marks else "undecided" if "?" in marks else "yes"
         summary.append(f"| {pair} | {mem_text} | {worst:+.3f} ({len(diffs)} settings) | "
-                       f"{'yes' if ok else 'NO'} |")
+                       f"{verdict} |")
     text = "\n".join(summary + [""] + lines
                      + (["Incomplete sweeps:", ""] + [f"- {n}" for n in notes] if notes else []))
     if args.out:

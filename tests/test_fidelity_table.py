@@ -134,3 +134,30 @@ def test_repeat_refuses_bad_arguments_before_training(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         load_fidelity().main(["repeat", *argv])
     assert message in str(exc.value) and str(exc.value).startswith("error:")
+
+
+@pytest.mark.parametrize("diffs,text,mark", [
+    ([0.02, 0.05], "+0.035", "x"),                    # two seeds: the mean as it is
+    ([0.01, -0.01], "+0.000", ""),
+    ([0.01, 0.02, 0.03], "+0.020 ± 0.025", "?"),      # t(0.975, 2) = 4.3027; sd 0.01
+    ([0.10, 0.11, 0.12], "+0.110 ± 0.025", "x"),      # all of the interval beyond 0.03
+    ([0.0, 0.001, -0.001], "+0.000 ± 0.002", ""),
+])
+def test_paired_verdict_uses_a_t_interval_from_three_seeds(diffs, text, mark):
+    assert load_fidelity().paired_verdict(diffs, 0.03) == (text, mark)
+
+
+def test_a_pair_whose_interval_straddles_the_tolerance_is_undecided(tmp_path, monkeypatch):
+    fidelity = load_fidelity()
+    ours = [(0, 0.60), (1, 0.70), (2, 0.50)]
+    theirs = [(0, 0.58), (1, 0.71), (2, 0.45)]         # diffs +0.02, -0.01, +0.05
+    for arm, rows in (("mine", ours), ("theirs", theirs)):
+        store(tmp_path / arm, [("v", "2026-02-01", seed, lr, acc if lr == 1e-4 else 0.0)
+                               for seed, acc in rows for lr in (1e-4, 1e-3)])
+    monkeypatch.setattr(fidelity, "PAIRS", [("p", "mine", "theirs")])
+    monkeypatch.setattr(fidelity, "panel_settings",
+                        lambda which: [("in-context-recall", "num_train_examples=800")])
+    text = fidelity.table(Namespace(run_dir=str(tmp_path), out=None))
+    half = 4.302653 * 0.03 / 3 ** 0.5                  # sd of (0.02, -0.01, 0.05) is 0.03
+    assert f"| +0.020 ± {half:.3f} **?** |" in text
+    assert text.splitlines()[2].endswith("| undecided |")
