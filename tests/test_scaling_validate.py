@@ -182,3 +182,37 @@ def test_stored_frontiers_are_found_from_any_directory(tmp_path, monkeypatch):
     from madbench.scaling.frontiers import CHECKOUT_ROOT, default_root
     monkeypatch.chdir(tmp_path)
     assert default_root() == CHECKOUT_ROOT and CHECKOUT_ROOT.is_dir()
+
+
+def test_validation_imports_no_code_the_submission_names(honest, frontiers, tmp_path,
+                                                          monkeypatch):
+    """A submission whose architecture names a module of the working directory: the module is
+    not imported (its import-time side effect does not happen), the verdict is invalid with
+    the reason, and --trust-code is what imports it."""
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmix.py").write_text(
+        "import pathlib, torch\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "class Mixer(torch.nn.Module):\n"
+        "    def __init__(self, dim, **kw):\n"
+        "        super().__init__(); self.lin = torch.nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.lin(x)\n")
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        r["architecture"]["layers"][0]["mixer"] = "evilmix:Mixer"
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
+                                "runs": rows}))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
+                                   str(frontiers), "--json"])
+    assert res.exit_code == 3 and not marker.exists()
+    reasons = json.loads(res.stdout)["reasons"]
+    assert reasons[0].startswith("not rebuilt (untrusted code): 'evilmix'")
+    assert sum("untrusted" in r for r in reasons) == 1          # said once, not per run
+    monkeypatch.syspath_prepend(str(tmp_path))                   # as PYTHONPATH=. would
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
+                                   str(frontiers), "--json", "--trust-code"])
+    assert marker.exists() and "untrusted" not in res.stdout

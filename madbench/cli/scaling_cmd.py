@@ -444,8 +444,10 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
               type=click.Path(exists=True, file_okay=False), help="Stored frontiers "
               "[default: leaderboards/frontiers here, else the madbench checkout's].")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--trust-code", is_flag=True, help="Import mixers that are neither bundled nor "
+              "from an installed plugin distribution the submission names (runs their code).")
 @click.pass_context
-def validate_cmd(ctx, submission, frontiers_dir, as_json):
+def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
     """Check a scaling SUBMISSION (JSON, a runs table, or a run directory as for 'scaling
     fit'): FLOPs recomputed, convex IsoFLOP curves with interior vertices, frontier against the
     stored ones. Exit 3 when invalid."""
@@ -457,7 +459,7 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json):
         if frontiers_dir is None:
             warn("no stored frontiers (no leaderboards/frontiers here, and madbench does not "
                  "run from a checkout): not compared; give --frontiers DIR")
-    verdict = validate(sub, frontiers_dir)
+    verdict = validate(sub, frontiers_dir, trust_code)
     if as_json:
         click.echo(json.dumps({"submission": str(submission), "arch": sub.arch,
                                **verdict.to_dict()}, indent=2))

@@ -22,6 +22,12 @@ Checks, each failure a reason for an invalid verdict:
    model beats the compute-optimal loss of its own architecture). Frontiers of other
    architectures on the same corpus are compared for information (ratio), without a verdict.
 
+Validation runs no code the submission chooses: a mixer is rebuilt (for FLOPs and parameters)
+only when ``madbench.leaderboard.trust`` trusts it (bundled layers; installed plugin
+distributions named, with their versions, in the submission's ``distributions`` list, as board
+entries name them). An untrusted mixer makes the submission invalid unless ``trust_code`` (the
+CLI's ``--trust-code``); even then nothing is imported from the working directory implicitly.
+
 A warning, not a failure: with 4 or more points in a group, an interior point (not the smallest
 or largest size) more than ``CURVE_TOLERANCE`` away from the parabola through the others is
 *off its IsoFLOP curve*. Real curves are only roughly parabolic at small scale (a one-layer model
@@ -39,6 +45,7 @@ import numpy as np
 
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError
+from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
 from .fits import budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
@@ -79,6 +86,7 @@ class Submission:
     family: str | None = None
     seq_len: int | None = None
     vocab_size: int = VOCAB_SIZE
+    distributions: list = field(default_factory=list)   #: as a board entry names its plugins
 
 
 def load_submission(path: str | Path) -> Submission:
@@ -105,7 +113,8 @@ def load_submission(path: str | Path) -> Submission:
     elif not isinstance(runs, list) or not runs:
         raise UsageError(f"{path}: 'runs' must be a non-empty list or a path to a table")
     return Submission(str(doc["arch"]), doc.get("corpus_sha256"), runs, doc.get("family"),
-                      doc.get("seq_len"), int(doc.get("vocab_size", VOCAB_SIZE)))
+                      doc.get("seq_len"), int(doc.get("vocab_size", VOCAB_SIZE)),
+                      list(doc.get("distributions") or []))
 
 
 def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
@@ -125,9 +134,20 @@ def _params_of(spec: ArchitectureSpec, vocab_size: int) -> int:
     return count_params(model_skeleton(spec, vocab_size))
 
 
-def _check_flops(sub: Submission, verdict: Verdict) -> np.ndarray:
-    """Recomputed FLOPs of every run (and reasons for the runs that disagree)."""
+def _untrusted(spec: ArchitectureSpec, sub: Submission) -> list[str]:
+    """Why the code of ``spec``'s mixers may not be imported here (empty: it may)."""
+    arch = {"spec": spec.to_dict(), "distributions": sub.distributions}
+    try:
+        return [v.reason for v in untrusted_mixers(arch)]
+    except (KeyError, TypeError) as exc:
+        return [f"its 'distributions' list is malformed ({exc!r})"]
+
+
+def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) -> np.ndarray:
+    """Recomputed FLOPs of every run (and reasons for the runs that disagree). Runs whose
+    mixers' code is not trusted keep their declared FLOPs, and make the verdict invalid."""
     cache: dict[tuple, tuple[float, int]] = {}
+    refused: set[str] = set()
     recomputed = []
     for i, run in enumerate(sub.runs):
         seq_len = int(run.get("seq_len") or sub.seq_len or 0)
@@ -135,6 +155,14 @@ def _check_flops(sub: Submission, verdict: Verdict) -> np.ndarray:
             raise UsageError("every run needs a 'seq_len' (or one for the whole submission)")
         vocab = int(run.get("vocab_size") or sub.vocab_size)
         spec = run_spec(run, sub)
+        why = [] if trust_code else _untrusted(spec, sub)
+        if why:
+            if why[0] not in refused:
+                refused.add(why[0])
+                verdict.fail(f"not rebuilt (untrusted code): {why[0]}; FLOPs and parameters "
+                             "of its runs are not recomputed (--trust-code imports it)")
+            recomputed.append(float(run["flops"]))
+            continue
         key = (spec.hash, seq_len, vocab)
         if key not in cache:
             fl = architecture_flops(spec, seq_len, vocab)
@@ -231,8 +259,14 @@ def _check_frontiers(sub, groups, verdict, frontiers_root) -> None:
                              "with the other architectures for information only")
 
 
-def validate(sub: Submission, frontiers_root: str | Path | None) -> Verdict:
+def validate(sub: Submission, frontiers_root: str | Path | None,
+             trust_code: bool = False) -> Verdict:
     """Run every check on a submission; see the module docstring."""
+    with working_directory_excluded():
+        return _validate(sub, frontiers_root, trust_code)
+
+
+def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
     verdict = Verdict()
     for i, run in enumerate(sub.runs):
         for c in ("params", "tokens", "flops", "loss"):
@@ -240,7 +274,7 @@ def validate(sub: Submission, frontiers_root: str | Path | None) -> Verdict:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise UsageError(f"run {i + 1}: {c}={v!r} must be a positive number")
     try:
-        flops = _check_flops(sub, verdict)
+        flops = _check_flops(sub, verdict, trust_code)
     except MadbenchError as exc:
         verdict.fail(f"FLOPs cannot be recomputed: {exc}")
         flops = np.array([float(r["flops"]) for r in sub.runs])
