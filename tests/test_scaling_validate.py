@@ -216,3 +216,15 @@ def test_validation_imports_no_code_the_submission_names(honest, frontiers, tmp_
     res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
                                    str(frontiers), "--json", "--trust-code"])
     assert marker.exists() and "untrusted" not in res.stdout
+
+
+@pytest.mark.parametrize("arch", ["hyena", "striped-hyena"])
+def test_stored_frontier_points_recompute_their_flops_and_parameters(arch):
+    """The stored runs name the layer they ran (the modal-filter Hyena, ``hyena-modal`` since
+    the bundled ``hyena`` became mad-lab's): their FLOPs and parameters recompute. Their one
+    reason is the 1e15 group that is not convex (documented in docs/scaling.md)."""
+    from madbench.scaling.frontiers import CHECKOUT_ROOT
+    from madbench.scaling.validate import load_submission
+    sub = load_submission(CHECKOUT_ROOT / "kjv" / arch / "points.parquet")
+    verdict = validate(sub, None)
+    assert verdict.reasons == ["IsoFLOP group C=1e+15: not convex (loss curve bends down)"]
