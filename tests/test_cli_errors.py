@@ -214,6 +214,17 @@ def test_an_output_folder_where_no_file_can_be_made_is_refused_before_training(t
     (["scaling", "run", "--arch", "hyena", "--budgets", "1e13", "--mixer-kwargs", "[1]",
       "--dry-run"], "--mixer-kwargs must be a JSON object"),
     (["leaderboard", "agree", "--root", "/nonexistent/leaderboards"], "no such folder"),
+    # found by a review of the scaling commands (ninth session)
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--lr", "inf", "--dry-run"],
+     "--lr must be a positive finite number"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--lr", "paper", "--lr-table",
+      "1e3:nan,1e9:1e-3", "--dry-run"], "positive, finite parameter counts"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--sizes", ",", "--dry-run"],
+     "--sizes ',' names no size"),
+    (["scaling", "correlate", "README.md", "--mad", "README.md", "--budget", "nan"],
+     "not a finite number"),
+    (["scaling", "correlate", "README.md", "--mad", "README.md", "--budget", "0"],
+     "not in the range x>0"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(args, text):
     result = cli(*args)

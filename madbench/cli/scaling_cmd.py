@@ -184,6 +184,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     kwargs = parse_mixer_kwargs(mixer_kwargs) if mixer_kwargs else None
     family = get_family(arch, striped, kwargs, attention_ratio)
     size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
+    if sizes is not None and not size_list:
+        raise UsageError(f"--sizes {sizes!r} names no size (give WxD,...)")
     lr_rule = batch_rule = None
     if lr == "paper":
         table = parse_lr_table(lr_table) if lr_table else None
@@ -262,8 +264,8 @@ def _positive(text: str, option: str, kind):
         value = kind(text)
     except ValueError:
         raise UsageError(f"{option} takes a positive number or 'paper', not {text!r}") from None
-    if not value > 0:
-        raise UsageError(f"{option} must be positive")
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{option} must be a positive finite number, not {text!r}")
     return value
 
 
@@ -488,7 +490,8 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
 @click.option("--mad", "mad_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="MAD scores: CSV (arch, mad_score), JSON {arch: score}, or a JSON list of "
               "'madbench report --format json' documents.")
-@click.option("--budget", default=None, type=float, help="Budget of the compute-optimal "
+@click.option("--budget", default=None, type=FiniteFloat(0, min_open=True),
+              help="Budget of the compute-optimal "
               "losses (default: the largest one every architecture has).")
 @click.option("--predict", "predict_scores", multiple=True, type=float,
               help="Predict the compute-optimal loss for this MAD score (repeatable).")

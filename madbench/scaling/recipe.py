@@ -78,6 +78,7 @@ def parse_lr_table(text: str) -> tuple[tuple[float, float], ...]:
     except ValueError:
         raise UsageError(f"--lr-table takes PARAMS:LR pairs such as 8e6:9.77e-4,7e9:2e-4, "
                          f"not {text!r}") from None
-    if not rows or any(n <= 0 or lr <= 0 for n, lr in rows):
-        raise UsageError("--lr-table needs positive parameter counts and learning rates")
+    if not rows or not all(0 < n < math.inf and 0 < lr < math.inf for n, lr in rows):
+        raise UsageError("--lr-table needs positive, finite parameter counts and learning "
+                         "rates")
     return rows
