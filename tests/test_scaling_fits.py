@@ -139,3 +139,17 @@ def test_fit_input_errors():
         state_frontier_fit([0, 1], [1, 2])
     fit = approach2([1, 2, 3], [3, 2, 1], [1, 1, 1], [3, 2, 3], bootstrap=0)
     assert fit.a is None and "need 2" in fit.problem
+
+
+@pytest.mark.parametrize("loss", [2.5, 2.0, 1e-3])
+def test_equal_losses_are_a_flat_group_whatever_their_rounding(loss):
+    """polyfit on equal losses gives a curvature of about +-1e-16, whose sign is rounding: the
+    group is flat, never 'ok' with an invented vertex (2.5 gave one at N = 3198)."""
+    for sizes in ([1000, 2000, 4000], [1000, 3000, 9000]):
+        g = fit_isoflop_group(1e9, sizes, [1e6, 5e5, 2.5e5], [loss] * 3)
+        assert g.problem.startswith("flat") and g.n_opt is None
+
+
+def test_a_small_real_bend_is_still_a_parabola():
+    g = fit_isoflop_group(1e9, [1000, 2000, 4000], [1e6, 5e5, 2.5e5], [2.0, 2.0 - 1e-5, 2.0])
+    assert g.valid and abs(g.n_opt - 2000) < 1

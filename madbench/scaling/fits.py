@@ -167,6 +167,10 @@ class IsoFlopGroup:
                 "n_opt": self.n_opt, "d_opt": self.d_opt, "loss_opt": self.loss_opt}
 
 
+#: a group whose parabola sags less than this fraction of its losses is flat (rounding only)
+FLAT = 1e-9
+
+
 def fit_isoflop_group(budget: float, params, tokens, losses) -> IsoFlopGroup:
     """Parabola of loss in ln N for one budget; ``problem`` says why there is no vertex."""
     params, tokens, losses = (np.asarray(v, dtype=float) for v in (params, tokens, losses))
@@ -177,6 +181,12 @@ def fit_isoflop_group(budget: float, params, tokens, losses) -> IsoFlopGroup:
     x = np.log(params)
     p2, p1, p0 = np.polyfit(x, losses, 2)
     group.coeffs = (float(p0), float(p1), float(p2))
+    # how far the parabola sags below its chord over the sampled sizes: a curvature whose sag is
+    # at the level of floating-point rounding (equal losses) has a sign, but no meaning
+    sag = p2 * (x.max() - x.min()) ** 2 / 4
+    if abs(sag) <= FLAT * float(np.abs(losses).max()):
+        group.problem = "flat (the losses do not change with the model size)"
+        return group
     if p2 <= 0:
         group.problem = "not convex (loss curve bends down)"
         return group
