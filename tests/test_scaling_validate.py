@@ -228,3 +228,15 @@ def test_stored_frontier_points_recompute_their_flops_and_parameters(arch):
     sub = load_submission(CHECKOUT_ROOT / "kjv" / arch / "points.parquet")
     verdict = validate(sub, None)
     assert verdict.reasons == ["IsoFLOP group C=1e+15: not convex (loss curve bends down)"]
+
+
+def test_runs_labelled_with_another_budget_are_rejected(honest, frontiers):
+    """Swapping the budget labels of two groups used to pass (and `fit` then found a loss that
+    rises with compute): a label must lie within the grouping factor of the run's FLOPs."""
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        r["budget"] = {BUDGETS[0]: BUDGETS[2], BUDGETS[2]: BUDGETS[0]}.get(r["budget"],
+                                                                         r["budget"])
+    verdict = validate(submission(rows), frontiers)
+    assert not verdict.valid
+    assert verdict.reasons[0].startswith("budget label: 14 run(s) lie outside 1.25x")

@@ -208,6 +208,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
                           vocab_size=data.vocab_size, lr_rule=lr_rule, batch_rule=batch_rule)
         raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
+    _warn_off_budget(plans)
     if not dry_run:
         writable_dir(run_dir, "--run-dir")
     if dry_run:
@@ -267,6 +268,21 @@ def _positive(text: str, option: str, kind):
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{option} must be a positive finite number, not {text!r}")
     return value
+
+
+def _warn_off_budget(plans) -> None:
+    """One line per budget whose runs' FLOPs miss it by more than the grouping factor (a size
+    given with --sizes whose step at this batch and length is larger than the budget)."""
+    from ..scaling.fits import GROUP_FACTOR
+    for budget in sorted({p.budget for p in plans}):
+        off = [p for p in plans if p.budget == budget
+               and not 1 / GROUP_FACTOR <= p.flops / budget <= GROUP_FACTOR]
+        if off:
+            worst = max(off, key=lambda p: abs(math.log(p.flops / budget)))
+            warn(f"budget {budget:g}: {len(off)} run(s) miss it by more than "
+                 f"{GROUP_FACTOR}x (e.g. {worst.width}x{worst.depth}: {worst.steps} step(s), "
+                 f"{worst.flops:.3g} FLOPs); their records keep the label {budget:g} and "
+                 "'scaling fit' groups by it")
 
 
 def _warn_attention_share(family, plans) -> None:

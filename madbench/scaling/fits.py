@@ -90,8 +90,12 @@ def percentile_interval(values: list[float] | np.ndarray) -> list[float] | None:
 
 
 # -- grouping --------------------------------------------------------------------------------
+#: runs within this factor of a budget (of each other, without labels) form one IsoFLOP group
+GROUP_FACTOR = 1.25
+
+
 def budget_groups(flops: np.ndarray, budgets: np.ndarray | None = None,
-                  factor: float = 1.25) -> np.ndarray:
+                  factor: float = GROUP_FACTOR) -> np.ndarray:
     """The budget each run belongs to: the ``budgets`` column when given, else the median of
     runs whose FLOPs lie within ``factor`` of the smallest run of their group."""
     if budgets is not None:

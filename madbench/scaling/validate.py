@@ -46,7 +46,7 @@ import numpy as np
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError
 from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
-from .fits import budget_groups, fit_isoflop_group
+from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
@@ -184,6 +184,21 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) ->
     return np.array(recomputed)
 
 
+def _check_budgets(sub, flops, verdict) -> None:
+    """Every run labelled with a budget needs FLOPs within the grouping factor of it: the label
+    decides which IsoFLOP curve a run is fitted on."""
+    labels = budgets_of(sub.runs)
+    if labels is None:
+        return
+    ratio = np.asarray(flops, dtype=float) / labels
+    off = np.flatnonzero((ratio < 1 / GROUP_FACTOR) | (ratio > GROUP_FACTOR))
+    if off.size:
+        i = int(off[0])
+        verdict.fail(f"budget label: {off.size} run(s) lie outside {GROUP_FACTOR}x of the budget "
+                     f"they are labelled with (run {i + 1}: C={labels[i]:.3g}, its FLOPs "
+                     f"{flops[i]:.4g})")
+
+
 def _check_curves(sub, flops, verdict) -> list:
     params = np.array([float(r["params"]) for r in sub.runs])
     tokens = np.array([float(r["tokens"]) for r in sub.runs])
@@ -278,6 +293,7 @@ def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
     except MadbenchError as exc:
         verdict.fail(f"FLOPs cannot be recomputed: {exc}")
         flops = np.array([float(r["flops"]) for r in sub.runs])
+    _check_budgets(sub, flops, verdict)
     groups = _check_curves(sub, flops, verdict)
     _check_frontiers(sub, groups, verdict, frontiers_root)
     return verdict
