@@ -111,3 +111,18 @@ def test_the_fig_4_1_variants_build_count_and_train(family):
     train, val = (torch.from_numpy(a) for a in corpus.splits())
     result = train_run(plan, train, val, torch.device("cpu"))
     assert plan.steps >= 10 and result["loss"] < math.log(256) - 1
+
+
+def test_a_stored_familys_variants_keep_its_mixer_and_a_name_of_their_own():
+    """`--arch hyena --striped` or `--mixer-kwargs` used to build the registry's `hyena` (the
+    MAD layer, not the family's modal Hyena) under the family's own name, so its records
+    mixed with the stored frontier's."""
+    from madbench.scaling.shapes import FAMILIES, get_family
+    assert get_family("hyena", striped=True) is FAMILIES["striped-hyena"]
+    variant = get_family("hyena", mixer_kwargs={"filter_order": 8})
+    assert variant.mixer == "hyena-modal" and variant.name.startswith("hyena+")
+    assert variant.mixer_kwargs == {"filter_order": 8}
+    other = get_family("hyena", mixer_kwargs={"filter_order": 16})
+    assert other.name != variant.name
+    striped = get_family("hyena", striped=True, mixer_kwargs={"filter_order": 8})
+    assert striped.attention_share == 0.25 and striped.name.startswith("striped-hyena+")

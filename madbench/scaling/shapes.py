@@ -28,6 +28,7 @@ from fractions import Fraction
 
 from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_kind
 from ..errors import UsageError
+from ..hashing import content_hash
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,17 @@ def get_family(name: str, striped: bool = False, mixer_kwargs: dict | None = Non
 def _get_family(name: str, striped: bool, mixer_kwargs: dict | None) -> Family:
     if name in FAMILIES and not striped and not mixer_kwargs:
         return FAMILIES[name]
+    if name in FAMILIES:           # a stored family's own mixer, never a namesake in the registry
+        base = FAMILIES[name]
+        if striped and not mixer_kwargs and f"striped-{name}" in FAMILIES:
+            return FAMILIES[f"striped-{name}"]
+        # a variant is named apart, so that its records never mix with the stored family's
+        label = ("striped-" if striped and not base.attention_share else "") + name
+        if mixer_kwargs:
+            label += "+" + content_hash(mixer_kwargs, 8)
+        return Family(label, base.mixer, base.channel,
+                      base.attention_share or (0.25 if striped else 0.0),
+                      f"{base.description}, variant", dict(mixer_kwargs or {}))
     try:
         entry = mixer_entry(name)
     except UsageError:
