@@ -240,3 +240,24 @@ def test_runs_labelled_with_another_budget_are_rejected(honest, frontiers):
     verdict = validate(submission(rows), frontiers)
     assert not verdict.valid
     assert verdict.reasons[0].startswith("budget label: 14 run(s) lie outside 1.25x")
+
+
+@pytest.mark.parametrize("arch, corpus, text", [
+    ("..", "toy", "'..' cannot name a frontier folder"),
+    (FAMILY, "..", "'..' cannot name a frontier folder"),
+])
+def test_frontier_folders_stay_inside_the_root(honest, tmp_path, arch, corpus, text):
+    from madbench.errors import UsageError
+    rows = [{**r, "arch": arch, "corpus": corpus} for r in honest]
+    with pytest.raises(UsageError, match=text):
+        write_frontiers(rows, tmp_path / "out" / "deep", bootstrap=2)
+    assert not any((tmp_path / "out").rglob("*.json"))
+
+
+def test_two_architectures_that_clean_to_one_folder_are_refused_before_writing(honest,
+                                                                              tmp_path):
+    from madbench.errors import UsageError
+    rows = [{**r, "arch": "a/b"} for r in honest] + [{**r, "arch": "a_b"} for r in honest]
+    with pytest.raises(UsageError, match="would share the frontier folder"):
+        write_frontiers(rows, tmp_path, bootstrap=2)
+    assert not any(tmp_path.rglob("*.parquet"))

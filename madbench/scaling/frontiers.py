@@ -35,7 +35,12 @@ def default_root() -> Path | None:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    """``name`` as one folder name: other characters become ``_``, and a name of dots only
+    (``.``, ``..``), which would point outside the folder, is refused."""
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    if not safe.strip("."):
+        raise UsageError(f"{name!r} cannot name a frontier folder")
+    return safe
 
 
 def build_frontier(rows: Sequence[dict[str, Any]], arch: str, corpus: str, corpus_sha256: str,
@@ -69,8 +74,8 @@ def write_frontiers(rows: Sequence[dict[str, Any]], root: str | Path,
     comes from the rows' ``corpus`` and ``corpus_sha256`` columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    written = []
-    for arch, arch_rows in sorted(by_arch(rows).items()):
+    places: dict[Path, tuple[str, list, str, str]] = {}   # folder -> arch, rows, corpus, sha
+    for arch, arch_rows in sorted(by_arch(rows).items()):   # all checked before any is written
         shas = {r.get("corpus_sha256") for r in arch_rows}
         if len(shas) != 1 or None in shas:
             raise UsageError(f"runs of {arch!r} must all carry one corpus_sha256 (found "
@@ -78,6 +83,12 @@ def write_frontiers(rows: Sequence[dict[str, Any]], root: str | Path,
         sha = shas.pop()
         name = corpus or str(arch_rows[0].get("corpus") or sha[:12])
         folder = Path(root) / _safe(name) / _safe(arch)
+        if folder in places:
+            raise UsageError(f"architectures {places[folder][0]!r} and {arch!r} would share "
+                             f"the frontier folder {folder}; rename one")
+        places[folder] = (arch, arch_rows, name, sha)
+    written = []
+    for folder, (arch, arch_rows, name, sha) in places.items():
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([encode_row(r) for r in arch_rows]),
                        folder / "points.parquet")
