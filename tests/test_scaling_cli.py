@@ -158,3 +158,18 @@ def test_run_without_a_fitting_size_says_which_budget_is_too_small_or_too_large(
     line = out.output.strip().splitlines()[-1]
     assert out.exit_code == 2 and "1e+15 fits no ladder size" in line
     assert "32x2 to" in line and "over 1,000 tokens" in line and "to 768x16 would train" in line
+
+
+def test_a_corpus_without_a_validation_sequence_is_refused_before_training(tmp_path):
+    """1,200 bytes pass the corpus size check but hold no validation block: the command used
+    to train the run and then fail, storing nothing."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 27)   # 1,215 bytes
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e8",
+                                   "--sizes", "16x1", "--seq-len", "16", "--batch-size", "2",
+                                   "--corpus", str(corpus), "--device", "cpu", "--run-dir",
+                                   str(tmp_path / "run")])
+    assert res.exit_code == 2
+    assert "its validation split (0 tokens) is shorter than one sequence of 17" in res.output
+    assert not list((tmp_path / "run").glob("records/*.parquet"))
+    assert "step" not in res.output.lower().split("error")[0]       # nothing trained first

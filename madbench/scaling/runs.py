@@ -407,6 +407,12 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
                          f"{corpus.name!r} has {corpus.vocab_size}")
     train_np, val_np = (a if a.dtype == np.uint8 else a.astype(np.int32)
                         for a in corpus.splits())
+    longest = max(p.recipe.seq_len for p in todo)     # checked before any run trains
+    for split, size in (("training", train_np.size), ("validation", val_np.size)):
+        if size < longest + 2 - (split == "validation"):
+            raise UsageError(f"corpus {corpus.name!r}: its {split} split ({size:,} tokens) is "
+                             f"shorter than one sequence of {longest + 1}; give a larger "
+                             "corpus or a shorter --seq-len")
     train = torch.from_numpy(train_np).to(dev)
     val = torch.from_numpy(val_np).to(dev)
     prov = provenance(dev)
