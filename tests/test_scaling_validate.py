@@ -261,3 +261,15 @@ def test_two_architectures_that_clean_to_one_folder_are_refused_before_writing(h
     with pytest.raises(UsageError, match="would share the frontier folder"):
         write_frontiers(rows, tmp_path, bootstrap=2)
     assert not any(tmp_path.rglob("*.parquet"))
+
+
+def test_a_submission_outside_the_stored_range_says_it_was_not_compared(honest, frontiers):
+    rows = [r for r in copy.deepcopy(honest) if r["budget"] == BUDGETS[0]]
+    for r in rows:                      # the same runs, labelled and scaled to 100x the budget
+        r["budget"] *= 100
+        r["tokens"] *= 100
+        r["flops"] *= 100
+    verdict = validate(submission(rows), frontiers)
+    assert not [c for c in verdict.comparisons if c["arch"] == FAMILY]
+    assert any(n.startswith(f"no budget of the submission lies inside the stored frontier of "
+                            f"'{FAMILY}'") for n in verdict.notes)
