@@ -273,3 +273,19 @@ def test_a_submission_outside_the_stored_range_says_it_was_not_compared(honest, 
     assert not [c for c in verdict.comparisons if c["arch"] == FAMILY]
     assert any(n.startswith(f"no budget of the submission lies inside the stored frontier of "
                             f"'{FAMILY}'") for n in verdict.notes)
+
+
+def test_runs_of_two_corpora_are_not_fitted_as_one_curve(honest, tmp_path):
+    """A table holding one architecture's runs on two corpora (or sequence lengths) used to be
+    averaged into one set of IsoFLOP curves without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from madbench.errors import UsageError
+    from madbench.scaling.validate import load_submission
+    other = [{**r, "corpus_sha256": "cd" * 32, "loss": r["loss"] * 0.6} for r in honest]
+    rows = [{**r, "architecture": json.dumps(r["architecture"])} for r in honest + other]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mixed.parquet")
+    with pytest.raises(UsageError, match="mix corpus_sha256 values"):
+        load_submission(tmp_path / "mixed.parquet")
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(tmp_path / "mixed.parquet")])
+    assert res.exit_code == 2 and "mix corpus_sha256 values" in res.output

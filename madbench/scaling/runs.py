@@ -490,9 +490,20 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each architecture. One architecture's runs are fitted as one set of curves,
+    so they must share a corpus and a sequence length (where the rows say): a UsageError
+    names the first that mixes them."""
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         out.setdefault(str(row["arch"]), []).append(row)
+    for arch, arch_rows in out.items():
+        for column in ("corpus_sha256", "seq_len"):
+            values = {r.get(column) for r in arch_rows} - {None, ""}
+            if len(values) > 1:
+                shown = ", ".join(sorted(str(v)[:12] for v in values))
+                raise UsageError(f"the runs of {arch!r} mix {column} values ({shown}): one "
+                                 "set of IsoFLOP curves needs one corpus and sequence length; "
+                                 "give them separately")
     return out
 
 

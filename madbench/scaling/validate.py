@@ -50,7 +50,7 @@ from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
-from .runs import VOCAB_SIZE, budgets_of, model_skeleton, read_runs
+from .runs import VOCAB_SIZE, budgets_of, by_arch, model_skeleton, read_runs
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -98,6 +98,7 @@ def load_submission(path: str | Path) -> Submission:
         if len(archs) != 1:
             raise UsageError(f"{path}: a submission covers one architecture, found "
                              f"{', '.join(sorted(archs))}")
+        by_arch(runs)                      # one corpus and sequence length, or a UsageError
         shas = {r.get("corpus_sha256") for r in runs}
         return Submission(archs.pop(), shas.pop() if len(shas) == 1 else None, runs)
     try:
