@@ -225,6 +225,12 @@ def test_an_output_folder_where_no_file_can_be_made_is_refused_before_training(t
      "not a finite number"),
     (["scaling", "correlate", "README.md", "--mad", "README.md", "--budget", "0"],
      "not in the range x>0"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "abc", "--corpus", "/nonexistent"],
+     "--budgets takes comma-separated numbers"),               # before the corpus is read
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--device", "bogus",
+      "--corpus", "/nonexistent"], "--device 'bogus': not a device"),
+    (["scaling", "fit", "leaderboards/frontiers/kjv/hyena/points.parquet", "--plot",
+      "/nonexistent/x.png"], "the folder /nonexistent does not exist"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(args, text):
     result = cli(*args)

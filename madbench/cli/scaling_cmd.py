@@ -11,7 +11,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError, warn
-from .preflight import writable_dir
+from .preflight import writable_dir, writable_file
 from .progress import RunProgress, plural
 from . import FiniteFloat
 
@@ -197,10 +197,13 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         batch_rule, batch_size = paper_batch_size, "1"
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
+    budget_list = _parse_floats(budgets, "--budgets")
+    if not dry_run:
+        from ..trainer import resolve_device
+        resolve_device(device)           # a bad --device fails before the corpus loads
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
     recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
                     grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
-    budget_list = _parse_floats(budgets, "--budgets")
     plans = plan_runs(family, budget_list, size_list, recipe, data.sha256, min_steps=min_steps,
                       vocab_size=data.vocab_size, lr_rule=lr_rule, batch_rule=batch_rule)
     if not plans:
@@ -369,6 +372,8 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
     tokens, flops, loss, optionally budget)."""
     from ..scaling.runs import read_runs
+    if plot_path:
+        writable_file(plot_path, "--plot")   # before the fits, not after them
     rows = read_runs(runs)
     from ..scaling.analysis import fit_runs
     fits = fit_runs(rows, approach, bootstrap, params_column)
@@ -450,6 +455,7 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     from ..scaling.runs import read_runs
     own = f"madbench scaling frontier {shlex.quote(str(runs))} --out {shlex.quote(str(out_dir))}"
     own += (f" --corpus {shlex.quote(corpus)}" if corpus else "") + f" --bootstrap {bootstrap}"
+    writable_dir(out_dir, "--out")           # before the bootstrap fits, not after them
     written = write_frontiers(read_runs(runs), out_dir, [*commands, own], bootstrap, corpus)
     for folder in written:
         click.echo(str(folder))
