@@ -25,7 +25,7 @@ from .store import ResultsStore
 from .sweep import Job, ProgressFn, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
 from .trainer import resolve_device, resolve_precision
-from .verdict import architecture_checks
+from .verdict import architecture_checks, guard_lengths_for
 
 MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
 
@@ -162,7 +162,8 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     if preflight:              # after every argument is known good: it may create folders
         preflight()
     if checks is None:
-        checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance)
+        checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance,
+                                     guard_lengths_for(jobs))
     return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
                       engine)
 

@@ -23,7 +23,7 @@ from .accounting import (PARAM_TOLERANCE, REFERENCE_ARCHITECTURE, STATE_TARGET,
                          check_iso_state, describe_architecture, has_dynamic_state,
                          param_ratio, param_ratio_flagged)
 from .architecture import build_mixer
-from .checks import audit_architecture, guard_architecture
+from .checks import audit_architecture, guard_lengths
 from .errors import CheckFailed, MadbenchError, UsageError
 
 #: where the verdict counts (dynamic state is reported at this length)
@@ -85,10 +85,20 @@ def verdict_lines(verdict: dict) -> list[str]:
             f"iso-state: {state}: {iso['message']}"]
 
 
-def eval_outcome(causal: bool, verdict: dict) -> str:
-    """What ``madbench eval`` does with an architecture: ``refused``, ``flagged <flags>`` or
-    ``runs``."""
-    if not causal or verdict["refusal"]:
+#: the sequence length every causality check runs at; eval adds the longest it trains
+GUARD_LENGTH = 32
+
+
+def guard_lengths_for(jobs) -> set[int]:
+    """The lengths eval checks causality at before training ``jobs``: GUARD_LENGTH and the
+    longest sequence the jobs train on."""
+    return {GUARD_LENGTH, max((job.effective.seq_len for job in jobs), default=GUARD_LENGTH)}
+
+
+def eval_outcome(guard: dict, verdict: dict) -> str:
+    """What ``madbench eval`` does with an architecture, given the causality guard's report:
+    ``refused``, ``flagged <flags>`` or ``runs``."""
+    if not guard["causal"] or not guard["contract_ok"] or verdict["refusal"]:
         return "refused"
     return "flagged " + ", ".join(verdict["flags"]) if verdict["flags"] else "runs"
 
@@ -112,14 +122,16 @@ def check_buildable(spec: Any) -> None:
 
 def architecture_checks(spec: Any, allow_state_mismatch: bool = False,
                         state_target: int = STATE_TARGET,
-                        param_tolerance: float = PARAM_TOLERANCE) -> dict:
+                        param_tolerance: float = PARAM_TOLERANCE,
+                        lengths=(GUARD_LENGTH,)) -> dict:
     """The gate of ``madbench eval``, before any training: every layer builds, the causality
-    guard passes, then ``architecture_verdict``. Returns the checks every record stores.
+    guard passes at every length of ``lengths`` (eval: ``guard_lengths_for`` its sweep), then
+    ``architecture_verdict``. Returns the checks every record stores.
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
     without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
     check_buildable(spec)
-    guard = guard_architecture(spec)
+    guard = guard_lengths(spec, lengths)
     verdict = architecture_verdict(spec, state_target=state_target,
                                    param_tolerance=param_tolerance,
                                    allow_state_mismatch=allow_state_mismatch)

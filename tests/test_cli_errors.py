@@ -299,3 +299,89 @@ def test_an_existing_file_given_for_a_folder_is_named_as_such(tmp_path):
                         "--dry-run", "--run-dir", tmp_path / "runs"), 2,
                     "is a file, not a folder")
     assert existing.read_text() == "keep me"
+
+
+# -- found by a hostile review of eval and check (ninth session) -----------------------------
+HOSTILE = '''
+import torch
+from torch import nn
+
+
+class Base(nn.Module):
+    def __init__(self, dim, **kw):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def causal(self, x):          # a running mean: causal at every length
+        n = torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1)
+        return self.proj(x.cumsum(1) / n)
+
+    def state_size(self, seq_len):
+        return 2048
+
+
+def next_token(x):
+    return torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1)
+
+
+class LeakLong(Base):             # a long-sequence path that sees the next token
+    def forward(self, x):
+        return self.causal(x) + (next_token(x) if x.shape[1] > 64 else 0)
+
+
+class ExitsInTraining(Base):      # passes every check, then exits once training starts
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.shape[0] > 3:
+            raise SystemExit(0)
+        return self.causal(x)
+
+
+class ExitsAlways(Base):
+    def forward(self, x):
+        raise SystemExit(0)
+'''
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    (tmp_path / "hostile_mixers_9.py").write_text(HOSTILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "hostile_mixers_9"
+
+
+def test_eval_checks_causality_at_the_longest_length_it_trains(hostile, tmp_path):
+    """Checked at L = 32 only, a mixer leaking above 64 tokens trained (in-context recall at
+    128) and scored 0.988 against 0.321 for an honest one."""
+    result = cli("eval", "--arch", f"{hostile}:LeakLong", "--preset", "smoke", "--tasks",
+                 "in-context-recall", "--dry-run", "--run-dir", tmp_path / "run")
+    assert_one_line(result, 3, "is not causal")
+    assert "(at sequence length 128)" in result.stderr
+
+
+def test_guard_lengths_names_the_length_that_leaks(hostile):
+    from madbench.architecture import resolve_architecture
+    from madbench.checks import guard_lengths
+    from madbench.errors import CheckFailed
+    spec = resolve_architecture(f"{hostile}:LeakLong")
+    assert guard_lengths(spec, [32])["causal"]                 # honest at short lengths
+    report = guard_lengths(spec, [32, 128], raise_on_failure=False)
+    assert not report["causal"] and report["failures"][0].endswith("(at sequence length 128)")
+    with pytest.raises(CheckFailed, match="at sequence length 128"):
+        guard_lengths(spec, [128, 32])
+
+
+def test_check_says_eval_refuses_a_contract_failure():
+    from madbench.verdict import eval_outcome
+    verdict = {"refusal": None, "flags": []}
+    assert eval_outcome({"causal": True, "contract_ok": False}, verdict) == "refused"
+    assert eval_outcome({"causal": True, "contract_ok": True}, verdict) == "runs"
+
+
+def test_sys_exit_in_a_mixer_is_an_error_not_a_silent_success(hostile, tmp_path):
+    """A forward that calls sys.exit(0) made eval (and check) exit 0 with no output."""
+    result = cli("eval", "--arch", f"{hostile}:ExitsInTraining", *TINY, "--settings",
+                 "baseline", "--run-dir", tmp_path / "run")
+    assert_one_line(result, 1, "code that madbench ran called sys.exit(0)")
+    result = cli("eval", "--arch", f"{hostile}:ExitsAlways", *TINY, "--dry-run",
+                 "--run-dir", tmp_path / "run2")
+    assert_one_line(result, 3, "fails to run on (2, 32, 128) inputs: SystemExit: 0")

@@ -33,7 +33,7 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
             causality = check_causality(block.mixer, spec.dim, seq_len)
         except CheckFailed:
             raise
-        except Exception as exc:  # noqa: BLE001 - a mixer that crashes is refused, in one line
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - refused, in one line
             raise CheckFailed(f"{label} fails to run on (2, {seq_len}, {spec.dim}) inputs: "
                               f"{one_line(exc)}") from None
         layers.append({"index": index, "mixer": layer.mixer,
@@ -61,16 +61,34 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
     return report
 
 
+def guard_lengths(spec: Any, lengths, vocab_size: int = 16,
+                  raise_on_failure: bool = True) -> dict:
+    """:func:`guard_architecture` at each sequence length of ``lengths`` (a mixer may be causal
+    at one length and leak at another, e.g. on a kernel's long-sequence path), shortest first:
+    the first length's report, or the first that fails (``failures`` name their length)."""
+    first = None
+    for length in sorted(set(lengths)):
+        report = guard_architecture(spec, length, vocab_size, raise_on_failure=False)
+        report["failures"] = [f"{f} (at sequence length {length})" for f in report["failures"]]
+        if first is None:
+            first = report
+        if report["failures"]:
+            if raise_on_failure:
+                raise CheckFailed(report["failures"][0])
+            return report
+    return first
+
+
 def _whole_model_causality(spec, model, vocab_size: int, seq_len: int):
     """The causality check of the whole language model, in float64 when it runs there; a
     model that cannot run at all is refused in one line."""
     try:
         return check_model_causality(build_language_model(spec, vocab_size, seq_len).double(),
                                      vocab_size, seq_len)
-    except Exception:  # noqa: BLE001 - a layer that cannot run in float64
+    except (Exception, SystemExit):  # noqa: BLE001 - a layer that cannot run in float64
         pass
     try:
         return check_model_causality(model, vocab_size, seq_len)
-    except Exception as exc:  # noqa: BLE001 - refused in one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - refused in one line
         raise CheckFailed(f"the model ({spec.name}) fails to run on (2, {seq_len}) tokens: "
                           f"{one_line(exc)}") from None

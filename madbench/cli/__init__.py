@@ -137,6 +137,12 @@ class MadbenchGroup(click.Group):
             _usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except _UsageExit:                   # a nested group's usage error, already printed
+            raise
+        except SystemExit as exc:            # code madbench ran (a mixer) called sys.exit()
+            click.echo(f"Error: code that madbench ran called sys.exit({exc.code!r}); nothing "
+                       "after it ran", err=True)
+            ctx.exit(1)
         except Exception as exc:  # noqa: BLE001 - the promise: one line, never a traceback
             if _debugging(ctx):
                 click.echo(traceback.format_exc().rstrip(), err=True)
@@ -146,11 +152,15 @@ class MadbenchGroup(click.Group):
             ctx.exit(1)
 
 
+class _UsageExit(SystemExit):
+    """madbench's own exit after a usage error (any other SystemExit came from code it ran)."""
+
+
 def _usage_error(exc: click.UsageError) -> None:
     """click's usage error as madbench's: one line on stderr (click lists choices on lines of
     their own), its exit code (2)."""
     click.echo(f"Error: {printable(' '.join(exc.format_message().split()))}", err=True)
-    raise SystemExit(exc.exit_code)
+    raise _UsageExit(exc.exit_code)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,10 +9,10 @@ from tabulate import tabulate
 
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET
 from ..architecture import _coerce_layers, resolve_architecture
-from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_architecture, state_failures
+from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_lengths, state_failures
 from ..errors import CheckFailed
 from ..plugins import get_registry
-from ..verdict import architecture_verdict, eval_outcome, verdict_lines
+from ..verdict import architecture_verdict, eval_outcome, guard_lengths_for, verdict_lines
 from . import CHANNEL_HELP, FiniteFloat
 
 
@@ -162,8 +162,13 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
     the same options. The audit is check's own: eval audits only layers that declare no
     state_size (and takes their measured state as a lower bound)."""
     spec = _resolve(arch, channel, striped, mixer_kwargs)
-    guard = guard_architecture(spec, seq_len=seq_len, vocab_size=vocab_size,
-                               raise_on_failure=False)
+    # eval's lengths under its defaults (every task, the paper preset), and --seq-len
+    from ..protocol import get_protocol
+    from ..sweep import plan
+    from ..tasks import all_tasks
+    lengths = sorted(guard_lengths_for(plan(spec, all_tasks(), get_protocol("paper"), [0],
+                                            None)) | {seq_len})
+    guard = guard_lengths(spec, lengths, vocab_size=vocab_size, raise_on_failure=False)
     verdict = architecture_verdict(spec, state_target=state_target,
                                    param_tolerance=param_tolerance,
                                    allow_state_mismatch=allow_state_mismatch)
@@ -172,7 +177,7 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
     layers = [{**l, "audit": audits.get(l["index"])} for l in guard["layers"]]
     failures = guard["failures"] + state_failures(audit) + \
         ([verdict["refusal"]] if verdict["refusal"] else [])
-    eval_verdict = eval_outcome(guard["causal"], verdict)
+    eval_verdict = eval_outcome(guard, verdict)
     report = {"arch": spec.name, "causal": guard["causal"], "contract_ok": guard["contract_ok"],
               "declared_state": audit["declared_state"],
               "measured_state": audit["measured_state"], "state_ok": audit["state_ok"],
@@ -194,7 +199,8 @@ def check_command(arch, seq_len, vocab_size, channel, striped, mixer_kwargs, as_
                          "-" if a is None else ("convention" if a.get("convention") else
                                                 "?" if a["ok"] is None else
                                                 "ok" if a["ok"] else "UNDER-DECLARED")])
-        click.echo(f"{spec.name}  (dim {spec.dim}, causality at L {seq_len})")
+        click.echo(f"{spec.name}  (dim {spec.dim}, causality at L "
+                   f"{', '.join(map(str, lengths))})")
         click.echo(tabulate(rows, headers=["#", "mixer", "causal", "contract",
                                            "declared+cache", "measured", "audit dim",
                                            "state"], disable_numparse=True))
