@@ -97,14 +97,17 @@ class ResultsStore:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, set_aside: bool = True) -> list[dict[str, Any]]:
         """Every stored record, JSON columns decoded; an unreadable file is moved aside (or,
-        in a read-only directory, skipped) with a warning."""
+        in a read-only directory or without ``set_aside``, skipped) with a warning."""
         out = []
         for p in self._files():
             rows, problem = _read_record(p)
             if problem:
-                self._set_aside(p, problem)
+                if set_aside:
+                    self._set_aside(p, problem)
+                else:
+                    warn(f"{p}: {problem}; skipped")
                 continue
             out.extend(rows)
         return out
@@ -215,7 +218,14 @@ def _decode(key: str, value: Any) -> Any:
 
 
 def load_records(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The eval records of ``run_dirs``, for reading only (report, compare, plot): nothing is
+    moved, and a folder of other records (``madbench scaling run``'s) is a usage error."""
     out = []
     for d in run_dirs:
-        out.extend(ResultsStore(d, create=False).records())
+        rows = ResultsStore(d, create=False).records(set_aside=False)
+        if any("protocol_hash" not in r or "task" not in r for r in rows):
+            raise UsageError(f"{d}: its records are not 'madbench eval' records (a "
+                             f"'madbench scaling run' directory? 'madbench scaling fit {d}' "
+                             "reads those)")
+        out.extend(rows)
     return out

@@ -385,3 +385,19 @@ def test_sys_exit_in_a_mixer_is_an_error_not_a_silent_success(hostile, tmp_path)
     result = cli("eval", "--arch", f"{hostile}:ExitsAlways", *TINY, "--dry-run",
                  "--run-dir", tmp_path / "run2")
     assert_one_line(result, 3, "fails to run on (2, 32, 128) inputs: SystemExit: 0")
+
+
+def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_path):
+    """`report` used to move a foreign file of records/ to quarantine/ ("its run will be
+    trained again"), and gave `KeyError: 'protocol_hash'` on a scaling run directory."""
+    run = tmp_path / "foreign"
+    (run / "records").mkdir(parents=True)
+    (run / "records" / "sales_2024.parquet").write_text("not parquet")
+    result = cli("report", run)
+    assert_one_line(result, 2, "no run records in")
+    assert (run / "records" / "sales_2024.parquet").exists()
+    assert not (run / "quarantine").exists()
+    scaling = tmp_path / "scaling"
+    ResultsStore(scaling).append({"run_key": "k1", "kind": "isoflop", "arch": "hyena",
+                                  "loss": 1.0})
+    assert_one_line(cli("report", scaling), 2, "its records are not 'madbench eval' records")
