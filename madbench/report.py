@@ -47,11 +47,25 @@ def _tabulate(rows, headers, markdown: bool, colalign) -> str:
                     tablefmt="github" if markdown else "simple")
 
 
+def json_text(doc: Any) -> str:
+    """``doc`` as standard JSON: a non-finite number (a diverged run's loss) becomes null,
+    which every JSON parser reads (``NaN`` is Python's extension)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(doc), indent=2, allow_nan=False)
+
+
 def render(results: Any, fmt: str) -> str:
     """One result as a per-task table (``table`` or ``markdown``) or ``json``."""
     doc = as_document(results)
     if fmt == "json":
-        return json.dumps(doc, indent=2)
+        return json_text(doc)
     tasks = doc.get("results") or {t: {"score": v} for t, v in doc["tasks"].items()}
     with_stderr = any(r.get("stderr") is not None for r in tasks.values())
     rows = [[task, number(r["score"]), len(r.get("settings") or {}) or "-"] +
@@ -75,7 +89,7 @@ def render_all(results: Sequence[Any], fmt: str) -> str:
     """Several results: one block each, or one JSON list (a single object for one)."""
     docs = [as_document(r) for r in results]
     if fmt == "json":
-        return json.dumps(docs if len(docs) > 1 else docs[0], indent=2)
+        return json_text(docs if len(docs) > 1 else docs[0])
     return "\n\n".join(render(d, fmt) for d in docs)
 
 
@@ -83,9 +97,9 @@ def compare(results: Sequence[Any], fmt: str) -> str:
     """Several results side by side: one column per architecture and protocol."""
     docs = [as_document(r) for r in results]
     if fmt == "json":
-        return json.dumps({f"{d['architecture']['name']} [{d['protocol']['name']}]":
-                           {"mad_score": d["mad_score"], "score_label": label(d),
-                            "tasks": d["tasks"]} for d in docs}, indent=2)
+        return json_text({f"{d['architecture']['name']} [{d['protocol']['name']}]":
+                          {"mad_score": d["mad_score"], "score_label": label(d),
+                           "tasks": d["tasks"]} for d in docs})
     tasks = sorted({t for d in docs for t in d["tasks"]})
     headers = ["task"] + [f"{d['architecture']['name']}\n[{d['protocol']['name']}]"
                           for d in docs]

@@ -145,3 +145,16 @@ def test_scores_keep_three_decimals_and_counts_their_plural():
     text = render(summary, "table")
     assert "1.000" in text and "0.083" in text and "1 run\n" in text and "1 runs" not in text
     assert "mean of 2 tasks" in text
+
+
+def test_json_output_is_standard_json_when_a_run_diverged():
+    """A diverged run's loss is NaN: `--format json` and `--output` wrote `NaN`, which strict
+    JSON parsers (JavaScript's JSON.parse) refuse. Now null."""
+    import json
+    import math
+    from madbench.report import json_text
+    doc = {"loss": math.nan, "runs": [{"loss": math.inf, "accuracy": 0.0}], "ok": (1, -math.inf)}
+    text = json_text(doc)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": None, "runs": [{"loss": None, "accuracy": 0.0}],
+                                "ok": [1, None]}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from .. import figures, report
 from ..errors import UsageError
 from ..protocol import PRESETS
 from ..records import group_records
-from ..report import FORMATS, render
+from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, plural
 from . import CHANNEL_HELP, FiniteFloat
@@ -206,7 +205,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         click.echo(progress.summary(), err=True)
     if output:
         path = results_path(output, evaluation.spec.name)
-        path.write_text(json.dumps(results.to_dict(), indent=2))
+        path.write_text(json_text(results.to_dict()))
         click.echo(f"wrote {path}", err=True)
     click.echo(render(results, fmt))
 
