@@ -82,6 +82,13 @@ def render(results: Any, fmt: str) -> str:
         extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
     if doc.get("flags"):
         extra.append("flags: " + ", ".join(doc["flags"]))
+    grid = len(doc["protocol"].get("lrs") or []) * len(doc["protocol"].get("weight_decays") or [])
+    short = [s for s in doc.get("settings") or [] if grid and s["runs"] < grid]
+    if short:
+        extra.append(f"partial: {len(short)} of {len(doc['settings'])} (setting, seed) sweeps "
+                     f"hold fewer than the protocol's {grid} configurations (e.g. "
+                     f"{short[0]['task']} {short[0]['setting']}: {short[0]['runs']}); their best "
+                     "is over what was trained")
     return "\n".join([title, "", table, *extra])
 
 

@@ -158,3 +158,16 @@ def test_json_output_is_standard_json_when_a_run_diverged():
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"loss": None, "runs": [{"loss": None, "accuracy": 0.0}],
                                 "ok": [1, None]}
+
+
+def test_a_partial_sweep_is_said_to_be_partial(two_runs):
+    """A sweep with configurations missing (a record deleted, a run cut) was reported like a
+    complete one: its best is over what was trained."""
+    import json
+    from madbench.report import render
+    res = CliRunner().invoke(main, ["report", str(two_runs / ARCHS[0]), "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert "partial" not in render(doc, "table")                  # smoke's grid: complete
+    doc["protocol"]["lrs"] = [*doc["protocol"]["lrs"], 1e-2]      # one configuration short
+    text = render(doc, "table")
+    assert "partial: 1 of 1 (setting, seed) sweeps hold fewer than the protocol's 2" in text
