@@ -1,6 +1,7 @@
-"""Checks no mixer can talk its way past: causality (``causality``), the shape contract
+"""Checks measured, not declared: causality (``causality``), the shape contract
 (``contract``), an empirical audit of the state a mixer declares (``state_audit``), and the
-guard of a whole architecture that ``madbench eval`` runs before training (``guard``)."""
+guard of a whole architecture that ``madbench eval`` runs before training (``guard``). They
+run on small batches in eval mode: they find bugs; a mixer written to detect them can pass."""
 from ._common import MixerLike, as_module, default_positions
 from .causality import CAUSALITY_ATOL, CausalityResult, check_causality, check_model_causality
 from .contract import ContractResult, check_contract
