@@ -289,3 +289,23 @@ def test_runs_of_two_corpora_are_not_fitted_as_one_curve(honest, tmp_path):
         load_submission(tmp_path / "mixed.parquet")
     res = CliRunner().invoke(cli, ["scaling", "fit", str(tmp_path / "mixed.parquet")])
     assert res.exit_code == 2 and "mix corpus_sha256 values" in res.output
+
+
+@pytest.mark.parametrize("doc, code, text", [
+    ({"runs": [1, 2, 3]}, 2, "run 1: a run is an object of columns, not int"),
+    ({"family": FAMILY, "runs": [{"width": "abc", "depth": 2}]}, 3,
+     "run 1 is malformed: ValueError"),
+    ({"runs": [{"architecture": "not json"}]}, 3, "run 1 is malformed: JSONDecodeError"),
+    ({"family": FAMILY, "runs": [{"width": 32, "depth": 2, "budget": "abc"}]}, 2,
+     "run 1: budget='abc' must be a positive number"),
+    ({"vocab_size": "big", "runs": [{}]}, 2, "'vocab_size' or 'distributions' is malformed"),
+])
+def test_malformed_submissions_get_a_reason_not_a_python_error(doc, code, text, tmp_path):
+    """They used to end in 'Error: ValueError ...' (or TypeError, AttributeError), exit 1."""
+    numbers = {"params": 1000, "tokens": 1e6, "flops": 1e9, "loss": 2.0}
+    runs = [{**numbers, **r} if isinstance(r, dict) else r for r in doc.pop("runs")]
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps({"arch": "x", "seq_len": SEQ, **doc, "runs": runs}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(path)])
+    assert res.exit_code == code, res.output
+    assert text in res.output and "Traceback" not in res.output

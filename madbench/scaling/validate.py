@@ -113,9 +113,13 @@ def load_submission(path: str | Path) -> Submission:
         runs = read_runs(path.parent / runs)
     elif not isinstance(runs, list) or not runs:
         raise UsageError(f"{path}: 'runs' must be a non-empty list or a path to a table")
+    try:
+        vocab = int(doc.get("vocab_size", VOCAB_SIZE))
+        distributions = list(doc.get("distributions") or [])
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: 'vocab_size' or 'distributions' is malformed: {exc}") from None
     return Submission(str(doc["arch"]), doc.get("corpus_sha256"), runs, doc.get("family"),
-                      doc.get("seq_len"), int(doc.get("vocab_size", VOCAB_SIZE)),
-                      list(doc.get("distributions") or []))
+                      doc.get("seq_len"), vocab, distributions)
 
 
 def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
@@ -151,11 +155,17 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) ->
     refused: set[str] = set()
     recomputed = []
     for i, run in enumerate(sub.runs):
-        seq_len = int(run.get("seq_len") or sub.seq_len or 0)
-        if seq_len < 1:
-            raise UsageError("every run needs a 'seq_len' (or one for the whole submission)")
-        vocab = int(run.get("vocab_size") or sub.vocab_size)
-        spec = run_spec(run, sub)
+        try:
+            seq_len = int(run.get("seq_len") or sub.seq_len or 0)
+            vocab = int(run.get("vocab_size") or sub.vocab_size)
+            spec = run_spec(run, sub)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise UsageError(f"run {i + 1} is malformed: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if seq_len < 1 or vocab < 2:
+            raise UsageError(f"run {i + 1}: seq_len {seq_len} and vocab_size {vocab} must be "
+                             "positive (every run needs a 'seq_len', or one for the whole "
+                             "submission)")
         why = [] if trust_code else _untrusted(spec, sub)
         if why:
             if why[0] not in refused:
@@ -291,9 +301,15 @@ def validate(sub: Submission, frontiers_root: str | Path | None,
 def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
     verdict = Verdict()
     for i, run in enumerate(sub.runs):
-        for c in ("params", "tokens", "flops", "loss"):
+        if not isinstance(run, dict):
+            raise UsageError(f"run {i + 1}: a run is an object of columns, not "
+                             f"{type(run).__name__}")
+        for c in ("params", "tokens", "flops", "loss", "budget"):
             v = run.get(c)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if c == "budget" and v in (None, ""):
+                continue                                    # optional: grouped by FLOPs
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                    not math.isfinite(v) or v <= 0:
                 raise UsageError(f"run {i + 1}: {c}={v!r} must be a positive number")
     try:
         flops = _check_flops(sub, verdict, trust_code)
