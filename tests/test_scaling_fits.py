@@ -153,3 +153,25 @@ def test_equal_losses_are_a_flat_group_whatever_their_rounding(loss):
 def test_a_small_real_bend_is_still_a_parabola():
     g = fit_isoflop_group(1e9, [1000, 2000, 4000], [1e6, 5e5, 2.5e5], [2.0, 2.0 - 1e-5, 2.0])
     assert g.valid and abs(g.n_opt - 2000) < 1
+
+
+def test_approach2_says_how_many_bootstrap_replicates_gave_a_fit():
+    """The interval is over the replicates that gave exponents; a resample that drops a size
+    from a group of three leaves no parabola there. Noise-free parabolas: a replicate fits
+    when at least two groups keep all three sizes (counted here from the same draws)."""
+    sizes, budgets = [1e4, 3e4, 1e5], [1e9, 3e9, 1e10]
+    rows = [(n, c / (6 * n), c, 1 + 0.05 * (math.log(n) - math.log(3e4)) ** 2, c)
+            for c in budgets for n in sizes]
+    params, tokens, flops, losses, labels = (np.array(v) for v in zip(*rows))
+    fit = approach2(params, tokens, flops, losses, labels, bootstrap=40, seed=3)
+    rng = np.random.default_rng(3)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    expected = 0
+    for _ in range(40):
+        whole = [np.unique(rng.choice(ix, ix.size)).size == 3 for ix in groups]
+        expected += sum(whole) >= 2
+    assert fit.bootstrap == 40 and fit.bootstrap_used == expected < 40
+    from madbench.cli.scaling_cmd import _replicates
+    assert _replicates({"bootstrap": 40, "bootstrap_used": 40}) == "bootstrap 40"
+    assert _replicates({"bootstrap": 200, "bootstrap_used": 35}) == (
+        "bootstrap: 35 of 200 replicates usable; too few for a reliable interval")

@@ -340,7 +340,8 @@ def render_fits(fits: dict) -> str:
                 parts.append(f"Approach 2: N* ~ C^{_num(a2['a'])}{_interval(a2['a_interval'])}"
                              f", D* ~ C^{_num(a2['b'])}{_interval(a2['b_interval'])}, "
                              f"L* = {_num(a2['loss_frontier_law']['coef'])} C^"
-                             f"{_num(a2['loss_frontier_law']['exponent'])}")
+                             f"{_num(a2['loss_frontier_law']['exponent'])}"
+                             + (f" ({_replicates(a2)})" if a2.get("bootstrap") else ""))
         a3 = entry.get("approach3")
         if a3:
             if "problem" in a3:
@@ -399,6 +400,16 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
                        f"{len(fit['frontier'])} frontier models")
 
 
+def _replicates(doc: dict) -> str:
+    """``bootstrap N``, or ``bootstrap: U of N replicates usable`` when some gave no fit (the
+    interval is then over U, and under half of N it is not worth much)."""
+    used, asked = doc.get("bootstrap_used", doc["bootstrap"]), doc["bootstrap"]
+    if used == asked:
+        return f"bootstrap {asked}"
+    return (f"bootstrap: {used} of {asked} replicates usable"
+            + ("; too few for a reliable interval" if used < asked / 2 else ""))
+
+
 # -- state-optimal -------------------------------------------------------------------------
 def render_state_optimal(doc: dict) -> str:
     rows = [[m["arch"], _num(m["budget"], ".3g"), _num(m["params"], ".3g"), _num(m["loss"]),
@@ -411,7 +422,7 @@ def render_state_optimal(doc: dict) -> str:
            tabulate(rows, headers=["arch", "budget", head, "L*", "P*", "fixed", "dynamic",
                                    "M", "status"]),
            "", f"ln P* = k[arch] + c ln M: c = {_num(doc['exponent'])}"
-           f"{_interval(doc['exponent_interval'])} (bootstrap {doc['bootstrap']}), rms "
+           f"{_interval(doc['exponent_interval'])} ({_replicates(doc)}), rms "
            f"residual {_num(doc['residual_rms'], '.3g')} in ln P"]
     rows = [[a, _num(o["log_coef"]) + _interval(o["log_coef_interval"]), _num(o["coef"]),
              _num(o["exponent_alone"])] for a, o in doc["offsets"].items()]

@@ -219,13 +219,14 @@ class Approach2Fit:
     b_interval: list[float] | None = None
     loss_bands: dict[float, list[float]] = field(default_factory=dict)
     bootstrap: int = 0
+    bootstrap_used: int = 0     #: replicates that gave exponents (the intervals' sample)
 
     def to_dict(self) -> dict:
         return {"a": self.a, "a_interval": self.a_interval, "b": self.b,
                 "b_interval": self.b_interval,
                 "n_opt_law": _law_dict(self.n_law), "d_opt_law": _law_dict(self.d_law),
                 "loss_frontier_law": _law_dict(self.loss_law), "problem": self.problem,
-                "bootstrap": self.bootstrap,
+                "bootstrap": self.bootstrap, "bootstrap_used": self.bootstrap_used,
                 "groups": [{**g.to_dict(), "loss_band": self.loss_bands.get(g.budget)}
                            for g in self.groups]}
 
@@ -272,6 +273,7 @@ def approach2(params, tokens, flops, losses, budgets=None, bootstrap: int = 200,
             if g.valid:
                 vertex_losses[g.budget].append(g.loss_opt)
     fit.bootstrap = bootstrap
+    fit.bootstrap_used = sum(1 for a in a_s if a is not None and math.isfinite(a))
     fit.a_interval, fit.b_interval = percentile_interval(a_s), percentile_interval(b_s)
     fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := percentile_interval(v))}
     return fit

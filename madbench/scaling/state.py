@@ -125,6 +125,7 @@ class StateOptimalFit:
     exponent_interval: list[float] | None = None
     offset_intervals: dict[str, list[float] | None] = field(default_factory=dict)
     bootstrap: int = 0
+    bootstrap_used: int = 0     #: replicates that gave an exponent
     optimum: str = "vertex"
     state_column: str = DEFAULT_STATE_COLUMN
 
@@ -141,6 +142,7 @@ class StateOptimalFit:
                                 "exponent_alone": self.per_arch_exponent.get(a)}
                             for a, k in self.offsets.items()},
                 "residual_rms": self.residual_rms, "bootstrap": self.bootstrap,
+                "bootstrap_used": self.bootstrap_used,
                 "models": [m.to_dict() for m in self.models]}
 
 
@@ -227,7 +229,7 @@ def state_optimal(rows: Sequence[dict[str, Any]], state_column: str = DEFAULT_ST
             exps.append(rc)
             for a, k in roffs.items():
                 offs[a].append(k)
-        fit.bootstrap = bootstrap
+        fit.bootstrap, fit.bootstrap_used = bootstrap, len(exps)
         fit.exponent_interval = percentile_interval(exps)
         fit.offset_intervals = {a: percentile_interval(v) for a, v in offs.items()}
     return fit
