@@ -175,3 +175,14 @@ def test_approach2_says_how_many_bootstrap_replicates_gave_a_fit():
     assert _replicates({"bootstrap": 40, "bootstrap_used": 40}) == "bootstrap 40"
     assert _replicates({"bootstrap": 200, "bootstrap_used": 35}) == (
         "bootstrap: 35 of 200 replicates usable; too few for a reliable interval")
+
+
+def test_approach3_names_parameters_left_at_the_optimisers_bounds():
+    """On flat losses the exponents sit at the box's 1e-4: reported as fitted until now."""
+    n = np.array([1e4, 3e4, 1e5, 1e4, 3e4, 1e5])
+    d = np.array([1e6, 3e5, 1e5, 3e6, 1e6, 3e5])
+    flat = approach3(n, d, np.full(6, 2.5))
+    assert {"alpha", "beta"} <= set(flat.at_bounds)
+    assert flat.to_dict()["at_bounds"] == flat.at_bounds
+    law = approach3(n, d, 1.5 + 400 / n ** 0.34 + 410 / d ** 0.28)
+    assert law.at_bounds == [] and law.alpha == pytest.approx(0.34, abs=1e-3)

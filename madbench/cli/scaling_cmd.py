@@ -348,6 +348,8 @@ def render_fits(fits: dict) -> str:
                 parts.append(f"Approach 3: {a3['problem']}")
             else:
                 terms = ", ".join(f"{k} {_num(a3[k])}{_interval(a3.get(k + '_interval'))}"
+                                  + (" (at the optimiser's bound, not fitted)"
+                                     if k in a3.get("at_bounds", []) else "")
                                   for k in ("E", "A", "B", "alpha", "beta"))
                 parts.append(f"Approach 3: {terms}; a = {_num(a3['a'])}, b = {_num(a3['b'])}")
         parts.append("")

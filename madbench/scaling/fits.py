@@ -291,6 +291,9 @@ class Approach3Fit:
     points: int
     intervals: dict[str, list[float] | None] = field(default_factory=dict)
     bootstrap: int = 0
+    #: parameters the optimiser left at a bound of its box: their values are the box's, not
+    #: the data's (E at exp(-10), alpha at 1e-4 on flat data)
+    at_bounds: list[str] = field(default_factory=list)
 
     @property
     def a(self) -> float:
@@ -310,7 +313,7 @@ class Approach3Fit:
         for k in list(out):
             out[f"{k}_interval"] = self.intervals.get(k)
         return {**out, "objective": self.objective, "points": self.points,
-                "bootstrap": self.bootstrap}
+                "bootstrap": self.bootstrap, "at_bounds": self.at_bounds}
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
@@ -402,4 +405,8 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
 
 def _approach3_from_theta(theta, objective, points) -> Approach3Fit:
     a, b, e, alpha, beta = (float(v) for v in theta)
-    return Approach3Fit(math.exp(e), math.exp(a), math.exp(b), alpha, beta, objective, points)
+    at_bounds = [name for name, v, (lo, hi) in zip(("A", "B", "E", "alpha", "beta"), theta,
+                                                   _BOUNDS)
+                 if min(v - lo, hi - v) <= 1e-6 * (hi - lo)]
+    return Approach3Fit(math.exp(e), math.exp(a), math.exp(b), alpha, beta, objective, points,
+                        at_bounds=at_bounds)
