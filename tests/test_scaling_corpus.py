@@ -146,3 +146,36 @@ def test_a_scaling_run_on_token_ids(tmp_path):
     from madbench.scaling.shapes import family_spec
     fl = architecture_flops(family_spec("hyena", 16, 1), 16, 50)
     assert row["training_flops_per_token"] == pytest.approx(fl.training_per_token)
+
+
+def _write_bad_corpora(tmp_path):
+    np.save(tmp_path / "floats.npy", np.random.rand(5000))
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x00" * 3000 + b"\x01")
+    pq.write_table(pa.table({"text": list(range(3000))}), tmp_path / "ints.parquet")
+    pq.write_table(pa.table({"text": [[0.5, 1.5]] * 3000}), tmp_path / "float_lists.parquet")
+    pq.write_table(pa.table({"text": ["hello world " * 20] * 50}), tmp_path / "text.pq")
+
+
+@pytest.mark.parametrize("name, kwargs, text", [
+    ("floats.npy", {"vocab_size": 16}, "an array of float64, not integer token ids"),
+    ("odd.bin", {"vocab_size": 16}, "6,001 bytes are not a whole number of uint16 token ids"),
+    ("odd.bin", {"vocab_size": 16, "dtype": "float32"}, "is not a numpy integer type"),
+    ("ints.parquet", {}, "column 'text' is int64"),
+    ("float_lists.parquet", {"vocab_size": 16}, "holds lists of double"),
+    ("text.pq", {"vocab_size": 16}, "--vocab-size applies to token ids"),
+])
+def test_corpus_files_read_wrongly_before_are_refused(tmp_path, name, kwargs, text):
+    """Integers became decimal text, floats were truncated to ids, an odd byte was dropped,
+    and `.pq` was read as raw bytes (read_runs reads it as Parquet)."""
+    from madbench.errors import UsageError
+    from madbench.scaling.corpus import file_corpus
+    _write_bad_corpora(tmp_path)
+    with pytest.raises(UsageError, match=text.replace("(", r"\(")):
+        file_corpus(tmp_path / name, **kwargs)
+
+
+def test_a_pq_file_is_parquet(tmp_path):
+    from madbench.scaling.corpus import file_corpus
+    _write_bad_corpora(tmp_path)
+    corpus = file_corpus(tmp_path / "text.pq")
+    assert len(corpus) == len(b"\n".join([("hello world " * 20).encode()] * 50))

@@ -221,9 +221,19 @@ def _parquet_corpus(path: Path, column: str, vocab_size: int | None) -> Corpus:
         if vocab_size is None:
             raise UsageError(f"{path}: column {column!r} holds token ids; give their "
                              "vocabulary size (--vocab-size)")
+        if not pa.types.is_integer(col.type.value_type):
+            raise UsageError(f"{path}: column {column!r} holds lists of "
+                             f"{col.type.value_type}, not integer token ids")
         ids = np.concatenate([np.asarray(v, dtype=np.int64) for v in col.to_pylist()
                               if v is not None] or [np.zeros(0, np.int64)])
         return Corpus.from_tokens(path.stem, ids, vocab_size, str(path))
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        raise UsageError(f"{path}: column {column!r} is {col.type}; a corpus column is text, "
+                         "bytes, or lists of integer token ids")
+    if vocab_size is not None:
+        raise UsageError(f"{path}: column {column!r} is text; --vocab-size applies to "
+                         "token ids")
     parts = []
     for value in col.to_pylist():
         if value is None:
@@ -240,19 +250,31 @@ def file_corpus(path: str | Path, column: str = "text", vocab_size: int | None =
     if not path.is_file():
         raise UsageError(f"corpus {str(path)!r}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if suffix in (".parquet", ".pq"):
         corpus = _parquet_corpus(path, column, vocab_size)
     elif suffix == ".npy":
         if vocab_size is None:
             raise UsageError(f"{path}: a token-id array needs its vocabulary size "
                              "(--vocab-size)")
-        corpus = Corpus.from_tokens(path.stem, np.load(path, mmap_mode="r"), vocab_size,
-                                    str(path))
+        try:
+            ids = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as exc:   # object arrays, truncated files
+            raise UsageError(f"{path}: not a numpy array of token ids ({exc})"
+                             .splitlines()[0]) from None
+        if ids.dtype.kind not in "iu":
+            raise UsageError(f"{path}: an array of {ids.dtype}, not integer token ids")
+        corpus = Corpus.from_tokens(path.stem, ids, vocab_size, str(path))
     elif vocab_size is not None:
         try:
-            ids = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"))
+            kind = np.dtype(dtype)
         except TypeError:
-            raise UsageError(f"--token-dtype {dtype!r} is not a numpy integer type") from None
+            kind = None
+        if kind is None or kind.kind not in "iu":
+            raise UsageError(f"--token-dtype {dtype!r} is not a numpy integer type")
+        if path.stat().st_size % kind.itemsize:
+            raise UsageError(f"{path}: {path.stat().st_size:,} bytes are not a whole number of "
+                             f"{dtype} token ids ({kind.itemsize} bytes each)")
+        ids = np.fromfile(path, dtype=kind.newbyteorder("<"))
         corpus = Corpus.from_tokens(path.stem, ids, vocab_size, f"{path} ({dtype})")
     else:
         corpus = Corpus.from_bytes(path.stem, path.read_bytes(), str(path))
