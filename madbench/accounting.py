@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from .architecture import as_spec, mixer_entry
-from .errors import MadbenchError
+from .errors import MadbenchError, UsageError
 from .flops import layer_flops
 from .inspection import build_language_model
 
@@ -63,11 +63,27 @@ def active_params(module: torch.nn.Module) -> int:
     return int(method()) if callable(method) else count_params(module)
 
 
+def _declared(mixer: torch.nn.Module, method: str, seq_len: int) -> int:
+    """``mixer.<method>(seq_len)`` as an int (a negative one is left to the state checks,
+    which refuse it); anything else (a string, NaN, a fraction, an exception) is a usage
+    error naming the mixer and the method."""
+    name = type(mixer).__name__
+    try:
+        value = getattr(mixer, method)(seq_len)
+        number = float(value)
+        if not math.isfinite(number) or number != int(number) or isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a count")
+    except Exception as exc:  # noqa: BLE001 - the mixer's own code, of any kind
+        raise UsageError(f"{name}.{method}({seq_len}) must return a whole number of values: "
+                         f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return int(number)
+
+
 def layer_state(mixer: torch.nn.Module, kind: str, seq_len: int) -> dict:
     """``state_kind`` (none, fixed, dynamic, unknown), ``fixed_state``, ``dynamic_state`` at
     ``seq_len`` and ``cache``, for one mixer (see the module docstring for the rules)."""
     cache_method = getattr(mixer, "cache_size", None)
-    cache = int(cache_method(seq_len)) if callable(cache_method) else 0
+    cache = _declared(mixer, "cache_size", seq_len) if callable(cache_method) else 0
     if kind != "sequence":
         return {"state_kind": "none", "fixed_state": 0, "dynamic_state": 0, "cache": cache}
     state_method = getattr(mixer, "state_size", None)
@@ -75,12 +91,12 @@ def layer_state(mixer: torch.nn.Module, kind: str, seq_len: int) -> dict:
         return {"state_kind": "unknown", "fixed_state": None, "dynamic_state": None,
                 "cache": cache}
     first, second = long_lengths(seq_len)
-    at_first, at_second = int(state_method(first)), int(state_method(second))
+    at_first, at_second = (_declared(mixer, "state_size", n) for n in (first, second))
     if at_first == at_second:
         return {"state_kind": "fixed", "fixed_state": at_first, "dynamic_state": 0,
                 "cache": cache}
     return {"state_kind": "dynamic", "fixed_state": 0,
-            "dynamic_state": int(state_method(seq_len)), "cache": cache}
+            "dynamic_state": _declared(mixer, "state_size", seq_len), "cache": cache}
 
 
 def describe_architecture(spec: Any, seq_len: int = 128, vocab_size: int = 16) -> dict:

@@ -339,6 +339,26 @@ class ExitsInTraining(Base):      # passes every check, then exits once training
 class ExitsAlways(Base):
     def forward(self, x):
         raise SystemExit(0)
+
+
+class Honest(Base):
+    def forward(self, x):
+        return self.causal(x)
+
+
+class StateWords(Honest):
+    def state_size(self, seq_len):
+        return "lots"
+
+
+class StateNaN(Honest):
+    def state_size(self, seq_len):
+        return float("nan")
+
+
+class StateRaises(Honest):
+    def state_size(self, seq_len):
+        raise RuntimeError("no idea")
 '''
 
 
@@ -401,3 +421,15 @@ def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_p
     ResultsStore(scaling).append({"run_key": "k1", "kind": "isoflop", "arch": "hyena",
                                   "loss": 1.0})
     assert_one_line(cli("report", scaling), 2, "its records are not 'madbench eval' records")
+
+
+@pytest.mark.parametrize("mixer, why", [("StateWords", "could not convert string"),
+                                        ("StateNaN", "nan is not a count"),
+                                        ("StateRaises", "RuntimeError: no idea")])
+def test_a_state_size_that_is_not_a_count_is_named(hostile, tmp_path, mixer, why):
+    """It used to end in 'Error: ValueError ...' (exit 1) naming neither the layer nor the
+    method."""
+    result = cli("eval", "--arch", f"{hostile}:{mixer}", *TINY, "--dry-run", "--run-dir",
+                 tmp_path / "run")
+    assert_one_line(result, 2, f"{mixer}.state_size(")
+    assert why in result.stderr
