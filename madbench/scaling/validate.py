@@ -152,6 +152,7 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) ->
     """Recomputed FLOPs of every run (and reasons for the runs that disagree). Runs whose
     mixers' code is not trusted keep their declared FLOPs, and make the verdict invalid."""
     cache: dict[tuple, tuple[float, int]] = {}
+    judged: dict[tuple, list[str]] = {}       # mixer names -> why untrusted (once per set)
     refused: set[str] = set()
     recomputed = []
     for i, run in enumerate(sub.runs):
@@ -166,7 +167,10 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) ->
             raise UsageError(f"run {i + 1}: seq_len {seq_len} and vocab_size {vocab} must be "
                              "positive (every run needs a 'seq_len', or one for the whole "
                              "submission)")
-        why = [] if trust_code else _untrusted(spec, sub)
+        mixers = tuple(sorted({layer.mixer for layer in spec.layers}))
+        if mixers not in judged:
+            judged[mixers] = [] if trust_code else _untrusted(spec, sub)
+        why = judged[mixers]
         if why:
             if why[0] not in refused:
                 refused.add(why[0])
