@@ -13,7 +13,7 @@
 # the table and the run directory as a tarball. Needs the reference tree in .ref/madlab.
 #   bash benchmarks/fidelity_gpu.sh "mamba;;selective-copying;1" "hyena,mh-hyena;;all;4"
 set -u
-OUT=${OUT:-/tmp/fidelity_gpu_out}; mkdir -p "$OUT" runs/fidelity
+OUT=${OUT:-/tmp/fidelity_gpu_out}; RUN_DIR=${RUN_DIR:-runs/fidelity}; mkdir -p "$OUT" "$RUN_DIR"
 export PYTHONUNBUFFERED=1 TRITON_ALLOW_NON_CONSTEXPR_GLOBALS=1
 [ -d .ref/madlab/mad ] || { echo "error: no reference tree in .ref/madlab (docs/fidelity.md)" >&2; exit 2; }
 if [ -n "${SEED_RUNS:-}" ]; then
@@ -33,7 +33,7 @@ pids=()
 for spec in "$@"; do
   IFS=';' read -r pairs arms panel jobs seeds <<< "$spec"
   python3 benchmarks/fidelity.py run --pairs "$pairs" --arms "$arms" --panel "$panel" \
-    --jobs "${jobs:-2}" --seeds "${seeds:-0}" --deadline-s "$D" >> "$OUT/fidelity.log" 2>&1 &
+    --jobs "${jobs:-2}" --seeds "${seeds:-0}" --deadline-s "$D" --run-dir "$RUN_DIR" >> "$OUT/fidelity.log" 2>&1 &
   pids+=($!)
 done
 if [ "${GPU_TESTS:-0}" = 1 ]; then
@@ -50,8 +50,8 @@ for pid in "${pids[@]}"; do
 done
 wait
 [ "${MPS:-0}" = 1 ] && python3 benchmarks/mps.py stop /tmp/fidelity_mps
-python3 benchmarks/fidelity.py table --run-dir runs/fidelity > "$OUT/table.md" 2>&1
-tar -czf "$OUT/fidelity_runs.tgz" runs/fidelity
+python3 benchmarks/fidelity.py table --run-dir "$RUN_DIR" > "$OUT/table.md" 2>&1
+tar -czf "$OUT/fidelity_runs.tgz" "$RUN_DIR"
 grep '^\[' "$OUT/fidelity.log"
 [ -f "$OUT/pytest_gpu.log" ] && tail -n 3 "$OUT/pytest_gpu.log"
 exit "$status"
