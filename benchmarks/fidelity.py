@@ -86,6 +86,9 @@ ARMS: dict[str, dict] = {
     "ref-mh-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
                    "kwargs": {**GLA, "num_heads": 8},
                    "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
+    "ref-mh-gla-nudged": {"arch": "madlab_nudged:GatedLinearAttention",
+                          "kwargs": {**GLA, "num_heads": 8},
+                          "env": {"TRITON_ALLOW_NON_CONSTEXPR_GLOBALS": "1"}},
     "gla": {"arch": "gla-swiglu", "allow": True},
     "ref-gla": {"arch": f"{_REF}.attention_gated_linear:GatedLinearAttention",
                 "kwargs": {**GLA, "num_heads": 1}, "allow": True,
@@ -119,6 +122,8 @@ PAIRS = [
     ("mamba (no conv bias)", "mamba-no-conv-bias", "ref-mamba"),
     ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
     ("mh-gla", "mh-gla", "ref-mh-gla"),
+    ("mh-gla reference against itself, weights nudged one ulp (a control)",
+     "ref-mh-gla-nudged", "ref-mh-gla"),
     ("gla", "gla", "ref-gla-standard-strides"),
     ("gla (against mad-lab's layer as it is: one head mixes sequences)", "gla", "ref-gla"),
     ("swiglu", "swiglu", "ref-swiglu"),
@@ -556,6 +561,55 @@ def table(args) -> str:
     return text
 
 
+def reruns(args) -> str:
+    """Arms trained twice with the same seeds and code (``--run-dir``, then ``--again``, e.g.
+    ``RUN_DIR=runs/fidelity_repeat`` for ``fidelity_gpu.sh``): per arm and setting, how far the
+    second run moved from the first (the arm against itself, paired over seeds, judged against
+    the same tolerance as a pair), and per pair the bundled-minus-reference difference over
+    both runs (per seed, the mean of its two runs on each side)."""
+    first_root, again_root = Path(args.run_dir), Path(args.again)
+    panel = panel_settings("all")
+    arms = sorted(p.name for p in again_root.iterdir() if p.is_dir()) \
+        if again_root.is_dir() else []
+    both = {arm: (best_per_setting(first_root / arm)[0], best_per_setting(again_root / arm)[0])
+            for arm in arms}
+
+    def runs_of(arm: str, key) -> dict[int, tuple[float, float]]:
+        first, again = (side.get(key, {}) for side in both[arm])
+        return {seed: (first[seed]["accuracy"], again[seed]["accuracy"])
+                for seed in sorted(set(first) & set(again))}
+    lines = ["| arm | task | setting | seeds | best of sweep identical | second - first | "
+             "largest move |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for arm in arms:
+        for task, setting in panel:
+            runs = runs_of(arm, (task, setting))
+            if not runs:
+                continue
+            moves = [b - a for a, b in runs.values()]
+            text, mark = paired_verdict(moves, TOLERANCE)
+            lines.append(f"| {arm} | {task} | {setting} | {len(runs)} | "
+                         f"{sum(m == 0 for m in moves)} | {text}{f' **{mark}**' if mark else ''} "
+                         f"| {max(moves, key=abs):+.3f} |")
+    pooled = ["| pair | task | setting | seeds | bundled - reference, both runs |",
+              "| --- | --- | --- | ---: | ---: |"]
+    for pair, ours_arm, ref_arm in PAIRS:
+        if ours_arm not in both or ref_arm not in both:
+            continue
+        for task, setting in panel:
+            ours, ref = runs_of(ours_arm, (task, setting)), runs_of(ref_arm, (task, setting))
+            seeds = sorted(set(ours) & set(ref))
+            if not seeds:
+                continue
+            diffs = [sum(ours[x]) / 2 - sum(ref[x]) / 2 for x in seeds]
+            text, mark = paired_verdict(diffs, TOLERANCE)
+            pooled.append(f"| {pair} | {task} | {setting} | {len(seeds)} | "
+                          f"{text}{f' **{mark}**' if mark else ''} |")
+    text = "\n".join(lines + ([""] + pooled if len(pooled) > 2 else []))
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return text
+
+
 # -- copied weights, same outputs ------------------------------------------------------------
 def input_grad(layer, x, g):
     """The gradient of ``(layer(x) * g).sum()`` with respect to ``x``, in fp32."""
@@ -740,6 +794,11 @@ def main(argv=None) -> int:
     t = sub.add_parser("table", help="write the per-setting table from stored runs")
     t.add_argument("--run-dir", default="runs/fidelity")
     t.add_argument("--out", default=None)
+    a = sub.add_parser("reruns", help="the same arms trained again with the same seeds: "
+                       "how far each arm moves against itself")
+    a.add_argument("--run-dir", default="runs/fidelity", help="the first runs")
+    a.add_argument("--again", required=True, help="the run directory of the second runs")
+    a.add_argument("--out", default=None)
     e = sub.add_parser("equivalence", help="copied weights: do the outputs agree?")
     e.add_argument("--ref", default=".ref/madlab")
     e.add_argument("--out", default=None)
@@ -768,6 +827,9 @@ def main(argv=None) -> int:
         return run(args)
     if args.command == "table":
         print(table(args))
+        return 0
+    if args.command == "reruns":
+        print(reruns(args))
         return 0
     return equivalence(args)
 

@@ -22,7 +22,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
   nvidia-smi -L
   python3 -c "import torch, triton; from madbench.code_identity import run_version; print('commit', '$(git rev-parse --short HEAD 2>/dev/null)', '| run version', run_version(), '| torch', torch.__version__, '| triton', triton.__version__)"
   echo "== 1. the reference's train(), in-context recall baseline, hyena,swiglu,hyena,swiglu"
-  timeout 200 python3 .ref/tools/madlab_time.py .ref/madlab hyena,swiglu,hyena,swiglu \
+  PYTHONPATH="$PWD/benchmarks/reference_shims" timeout 200 python3 .ref/tools/madlab_time.py .ref/madlab hyena,swiglu,hyena,swiglu \
     in-context-recall 2 7 2>&1 | grep -v -i "warn\|lightning\|^ *$" | tail -8
   echo "== 2. madbench, graphed engine: one run and the six-configuration sweep"
   timeout 330 python3 benchmarks/bench_training.py --parts one,sweep --archs hyena-swiglu 2>&1 \

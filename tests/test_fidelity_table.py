@@ -161,3 +161,61 @@ def test_a_pair_whose_interval_straddles_the_tolerance_is_undecided(tmp_path, mo
     half = 4.302653 * 0.03 / 3 ** 0.5                  # sd of (0.02, -0.01, 0.05) is 0.03
     assert f"| +0.020 ± {half:.3f} **?** |" in text
     assert text.splitlines()[2].endswith("| undecided |")
+
+
+def test_reruns_pair_each_arm_with_itself_and_pool_both_runs(tmp_path, monkeypatch):
+    """Two run directories, the same arms and seeds trained twice: each arm's second run
+    against its first (paired over seeds), and the pair's difference with both runs averaged
+    per seed and side; computed here by hand."""
+    fidelity = load_fidelity()
+    first = {"mine": [0.60, 0.70, 0.50], "theirs": [0.58, 0.71, 0.45]}
+    again = {"mine": [0.60, 0.74, 0.44], "theirs": [0.60, 0.66, 0.45]}
+    for root, values in (("first", first), ("again", again)):
+        for arm, accs in values.items():
+            store(tmp_path / root / arm, [("v", "2026-02-01", seed, lr, acc if lr == 1e-4 else 0.0)
+                                          for seed, acc in enumerate(accs) for lr in (1e-4, 1e-3)])
+    monkeypatch.setattr(fidelity, "PAIRS", [("p", "mine", "theirs")])
+    monkeypatch.setattr(fidelity, "panel_settings",
+                        lambda which: [("in-context-recall", "num_train_examples=800")])
+    text = fidelity.reruns(Namespace(run_dir=str(tmp_path / "first"),
+                                     again=str(tmp_path / "again"), out=None))
+    t2 = 4.302653                                       # Student's t, 0.975, 2 d.o.f.
+
+    def interval(values):
+        mean = sum(values) / 3
+        sd = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+        return f"{mean:+.3f} ± {t2 * sd / 3 ** 0.5:.3f}"
+    mine = next(line for line in text.splitlines() if line.startswith("| mine |"))
+    assert f"| 3 | 1 | {interval([0.0, 0.04, -0.06])} **?** | -0.060 |" in mine
+    theirs = next(line for line in text.splitlines() if line.startswith("| theirs |"))
+    assert "| 3 | 1 |" in theirs and theirs.endswith("| -0.050 |")
+    pooled = [(a + b) / 2 - (c + d) / 2 for a, b, c, d in
+              zip(first["mine"], again["mine"], first["theirs"], again["theirs"])]
+    assert f"| p | in-context-recall | num_train_examples=800 | 3 | {interval(pooled)}" in text
+
+
+def test_the_nudged_reference_moves_every_weight_by_one_ulp(monkeypatch):
+    """The control arm's shim: every parameter moves to the next float32 towards +inf (checked
+    with numpy's nextafter), and nothing else about the module changes."""
+    import sys
+    import types
+
+    import numpy as np
+    import torch
+    fake = types.ModuleType("mad.model.layers.attention_gated_linear")
+    fake.GatedLinearAttention = torch.nn.Linear       # stands in for mad-lab's layer
+    for name in ("mad", "mad.model", "mad.model.layers"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    spec = importlib.util.spec_from_file_location(
+        "madlab_nudged", ROOT / "benchmarks" / "reference_shims" / "madlab_nudged.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(4, 3)
+    torch.manual_seed(0)
+    nudged = shim.GatedLinearAttention(4, 3)
+    for a, b in zip(plain.parameters(), nudged.parameters()):
+        expected = np.nextafter(a.detach().numpy(), np.float32(np.inf))
+        assert np.array_equal(b.detach().numpy(), expected)
+        assert not torch.equal(a, b)
