@@ -122,7 +122,7 @@ PAIRS = [
     ("mamba (no conv bias)", "mamba-no-conv-bias", "ref-mamba"),
     ("mamba (PyTorch scan)", "mamba-reference-scan", "ref-mamba"),
     ("mh-gla", "mh-gla", "ref-mh-gla"),
-    ("mh-gla reference against itself, weights nudged one ulp (a control)",
+    ("mh-gla reference against itself with weights nudged one ulp (a control)",
      "ref-mh-gla-nudged", "ref-mh-gla"),
     ("gla", "gla", "ref-gla-standard-strides"),
     ("gla (against mad-lab's layer as it is: one head mixes sequences)", "gla", "ref-gla"),
