@@ -24,7 +24,7 @@ variant() {   # NAME RUN_DIR [eval options]: one timed variant, its records coun
   # shellcheck disable=SC2086
   timeout "$LIMIT" madbench eval "${work[@]}" ${EXTRA:-} --run-dir "$dir" "$@" > "$dir.json" 2> "$dir.err"
   local rc=$?
-  grep -E '^\[[0-9]+/' "$dir.err" | tail -3
+  grep -E '^training |^\[[0-9]+\/' "$dir.err" | sed -n '1p;$p'
   echo "$name: exit $rc, wall $((SECONDS - start)) s, $(ls "$dir/records" 2>/dev/null | wc -l) records"
 }
 {

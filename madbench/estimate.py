@@ -1,8 +1,10 @@
 """How long a sweep will take, before it starts: the training tokens of every run not yet
 stored (steps x batch x sequence length, from the protocol and each setting's sizes) times a
-time per token measured on the device by a few training steps of the architecture at the
-first pending setting's shape. A rough figure (longer sequences cost attention more per token,
-compiled and batched engines less), printed so that nobody starts a day of CPU work unaware."""
+time per token measured on the device at the first pending group's shape, with the engine the
+sweep will use (on CUDA the graphed engine, its configurations side by side). The probe times
+two step counts and takes the difference, so start-up, capture and evaluation costs drop out.
+A rough figure (longer sequences cost attention more per token), printed so that nobody starts
+a day of CPU work unaware. Workers that share one device are not counted as faster together."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -14,14 +16,14 @@ from .architecture import ArchitectureSpec
 from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
-from .sweep import Job
+from .sweep import Job, choose_engine
 from .tasks import Setting
 from .trainer import resolve_device, resolve_precision, train
 
 #: protocols sized for a GPU: starting one on CPU warns
 GPU_PROTOCOLS = ("paper", "mad-lab", "quick")
-PROBE_STEPS = 3
-PROBE_TOKENS = 2048
+PROBE_STEPS = 4
+PROBE_TOKENS = 2048          #: tokens per probe step on CPU (a GPU probes the protocol's batch)
 PROBE_SECONDS = 1.0
 
 
@@ -31,10 +33,11 @@ class SweepEstimate:
     stored: int                  #: runs already in the run directory
     tokens: int                  #: training tokens of the runs to train
     seconds: float | None        #: estimated wall time (None when nothing is left to train)
-    step_seconds: float | None   #: measured time of one training step of the probe shape
+    step_seconds: float | None   #: measured time of one run's training step at the probe shape
     probe_shape: tuple[int, int] | None   #: (batch, seq_len) of the probe
     device: str
-    workers: int = 1
+    workers: int = 1             #: processes training at once
+    devices: int = 1             #: distinct devices they train on (what the time is divided by)
 
     @property
     def pending(self) -> int:
@@ -53,49 +56,79 @@ def run_tokens(job: Job, protocol: Protocol) -> int:
     return setting_tokens(job.effective, protocol)
 
 
-def step_seconds(spec: ArchitectureSpec, job: Job, protocol: Protocol, device: torch.device,
-                 precision: str, steps: int = PROBE_STEPS) -> float:
-    """Seconds per training step of ``spec`` at ``job``'s shape, measured on at most
-    ``PROBE_TOKENS`` tokens a step and scaled to the protocol's batch (random tokens, the plain
-    trainer). One warm-up step first (the process's one-off start-up costs are not a run's),
-    then ``steps`` timed ones, or one when the warm-up took over ``PROBE_SECONDS``."""
-    eff = job.effective
-    batch = max(1, min(protocol.batch_size, PROBE_TOKENS // eff.seq_len))
+def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
+                 device: torch.device, precision: str, engine: str = "auto",
+                 steps: int = PROBE_STEPS) -> float:
+    """Seconds per training step of one run of ``group`` (one setting and seed), trained as
+    the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
+    configurations together. Random tokens; on CPU at most ``PROBE_TOKENS`` a step, scaled to
+    the protocol's batch. A warm-up call, then one step and ``1 + steps`` steps (one step
+    again when the warm-up took over ``PROBE_SECONDS``): their difference per step, divided
+    by the runs trained together. An engine that cannot train the probe is timed plain."""
+    from .batched import train_batched
+    from .graphed import train_graphed
+    first = group[0]
+    eff = first.effective
+    batch = protocol.batch_size
+    if device.type != "cuda":
+        batch = max(1, min(batch, PROBE_TOKENS // eff.seq_len))
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
                     early_stop_accuracy=None, batch_size=batch)
-    with torch.random.fork_rng(devices=[]):
+    chosen = choose_engine(engine, probe, device, len(group))
+    configs = [(job.lr, job.weight_decay) for job in group]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        tokens = torch.randint(0, eff.vocab_size, (batch * steps, eff.seq_len), device=device)
-        model = build_model(spec, eff.vocab_size, eff.seq_len, job.task.model).to(device)
+        tokens = torch.randint(0, eff.vocab_size, (batch * (1 + steps), eff.seq_len),
+                               device=device)
         test = (tokens[:1], tokens[:1])
 
-        def timed(n: int):
-            data = tokens[:batch * n]
-            return train(model, (data, data), test, eff.vocab_size, job.lr, job.weight_decay,
-                         probe, 0, precision)
+        def make_model():
+            return build_model(spec, eff.vocab_size, eff.seq_len, first.task.model)
 
-        warm = timed(1)
-        result = timed(1 if warm.seconds > PROBE_SECONDS else steps)
-    return result.seconds / max(result.steps, 1) * protocol.batch_size / batch
+        def timed(n: int, how: str) -> float:
+            data = (tokens[:batch * n], tokens[:batch * n])
+            if how == "plain":
+                return train(make_model().to(device), data, test, eff.vocab_size, first.lr,
+                             first.weight_decay, probe, 0, precision).seconds
+            trainer = train_batched if how == "batched" else train_graphed
+            return trainer(make_model, data, test, eff.vocab_size, configs, probe, 0,
+                           precision)[0].seconds
+
+        try:
+            warm = timed(1, chosen)
+        except Exception:  # noqa: BLE001 - the sweep falls back likewise; time the plain step
+            chosen = "plain"
+            warm = timed(1, chosen)
+        more = 1 if warm > PROBE_SECONDS else steps
+        one, many = timed(1, chosen), timed(1 + more, chosen)
+    together = 1 if chosen == "plain" else len(configs)
+    per_step = max(many - one, 0.0) / more
+    if per_step <= 0.0:              # noise larger than the steps: the whole call, per step
+        per_step = many / (1 + more)
+    return per_step / together * protocol.batch_size / batch
 
 
 def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequence[Job],
                    protocol: Protocol, device: str = "auto", precision: str = "auto",
-                   workers: int = 1) -> SweepEstimate:
+                   workers: int = 1, devices: int = 1, engine: str = "auto") -> SweepEstimate:
     """The runs left, their training tokens and, when any are left, the estimated time on
-    ``device`` with ``precision``, both resolved here when Ray left them open (``auto``,
-    ``cuda``; ``workers`` training in parallel)."""
+    ``device`` with ``precision`` and ``engine``, both resolved here when Ray left them open
+    (``auto``, ``cuda``); the time is divided by ``devices``, the distinct devices the
+    ``workers`` train on."""
     if device in ("auto", "cuda") or precision == "auto":     # as Ray leaves them
         resolved = resolve_device(device)
         device, precision = str(resolved), resolve_precision(resolved, precision)
     dev = torch.device(device)
     tokens = sum(run_tokens(job, protocol) for job in pending)
     if not pending:
-        return SweepEstimate(len(jobs), len(jobs), 0, None, None, None, str(dev), workers)
+        return SweepEstimate(len(jobs), len(jobs), 0, None, None, None, str(dev), workers,
+                             devices)
     first = pending[0]
+    group = [job for job in pending
+             if (job.effective.hash, job.seed) == (first.effective.hash, first.seed)]
     eff = first.effective
-    per_step = step_seconds(spec, first, protocol, dev, precision)
+    per_step = step_seconds(spec, group, protocol, dev, precision, engine)
     per_token = per_step / (protocol.batch_size * eff.seq_len)
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,
-                         tokens * per_token / max(workers, 1), per_step,
-                         (protocol.batch_size, eff.seq_len), str(dev), workers)
+                         tokens * per_token / max(devices, 1), per_step,
+                         (protocol.batch_size, eff.seq_len), str(dev), workers, devices)

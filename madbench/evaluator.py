@@ -94,20 +94,22 @@ class Evaluation:
         return [job for group in pending_groups(self.jobs, store)
                 for job in group]
 
-    def workers(self) -> int:
-        """How many runs train at once here (local worker processes; 1 on Ray)."""
+    def workers(self) -> list[str]:
+        """The devices of the processes that train at once here, one entry per process
+        (local worker processes; one on Ray)."""
         if isinstance(self.executor, LocalExecutor):
-            return len(self.executor.devices or
-                       local_devices(self.placement.device, self.executor.runs_per_gpu))
-        return 1
+            return list(self.executor.devices or
+                        local_devices(self.placement.device, self.executor.runs_per_gpu))
+        return [self.placement.device]
 
     def estimate(self, pending: Sequence[Job] | None = None):
         """The estimated time of the pending runs (``madbench.estimate.SweepEstimate``),
-        from a few training steps measured on the device."""
+        from a few training steps measured on the device with the sweep's engine."""
         pending = self.pending() if pending is None else pending
+        workers = self.workers()
         return estimate_sweep(self.spec, self.jobs, pending, self.protocol,
                               self.placement.device, self.placement.precision,
-                              self.workers())
+                              len(workers), len(set(workers)), self.engine)
 
     def run(self, progress: ProgressFn | None = None) -> Results:
         """Train every run not yet stored (each record stored as it finishes; a re-run

@@ -226,7 +226,7 @@ def test_a_log_gets_one_line_per_run_a_resume_line_and_a_results_folder(tmp_path
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     err = first.stderr
-    assert "training 2 runs (" in err and " s per step of 32 x " in err
+    assert "training 2 runs (" in err and " s per run-step of 32 x " in err
     lines = [line for line in err.splitlines() if line.startswith("[")]
     assert [line.split(" lr=")[0] for line in lines] == [
         "[1/2] memorization baseline", "[2/2] memorization vocab_size=512"]

@@ -99,13 +99,16 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
         lines.append(f"nothing to train: all {plural(estimate.total, 'run')} are stored in "
                      f"{run_dir}")
         return lines
-    where = estimate.device + (f" x {estimate.workers} workers" if estimate.workers > 1 else "")
+    where = estimate.device + (f" x {estimate.devices} devices" if estimate.devices > 1 else "")
+    if estimate.workers > estimate.devices:
+        where += (f" ({estimate.workers} workers; those sharing a device are not counted as "
+                  "faster together)")
     if executor == "ray":
         where = f"{estimate.device} (one worker; Ray divides it by the workers it gets)"
     batch, seq_len = estimate.probe_shape
     lines.append(f"training {plural(estimate.pending, 'run')} ({estimate.tokens:.3g} training "
                  f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
-                 f"{estimate.step_seconds:.3g} s per step of {batch} x {seq_len} tokens")
+                 f"{estimate.step_seconds:.3g} s per run-step of {batch} x {seq_len} tokens")
     if estimate.device.startswith("cpu") and protocol.name in GPU_PROTOCOLS:
         lines.append(f"Warning: protocol {protocol.name!r} is sized for a GPU; on CPU its "
                      f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."

@@ -1,0 +1,77 @@
+"""The sweep's time estimate: the probe times the engine the sweep will use, on the first
+pending group, by the difference of two step counts (so fixed costs drop out), per run, and
+divides by distinct devices, not by workers sharing one."""
+import pytest
+
+from madbench import estimate as est
+from madbench.architecture import resolve_architecture
+from madbench.evaluator import select_tasks
+from madbench.loop import RunResult
+from madbench.protocol import get_protocol
+from madbench.sweep import plan
+
+
+def result(seconds: float) -> RunResult:
+    return RunResult(1.0, 1.0, 0.0, 0.0, False, 1, 1, seconds, 1)
+
+
+def fake_engine(fixed: float, per_step: float, calls: list):
+    """A trainer whose loop takes ``fixed + per_step * steps * configurations`` seconds."""
+    def trainer(make_model, train_data, test_data, num_classes, configs, protocol, seed,
+                precision):
+        steps = -(-train_data[0].shape[0] // protocol.batch_size)
+        calls.append((len(configs), steps))
+        return [result(fixed + per_step * steps * len(configs)) for _ in configs]
+    return trainer
+
+
+@pytest.fixture
+def sweep():
+    spec = resolve_architecture("mh-attention")
+    protocol = get_protocol("smoke", {"lrs": "1e-3,5e-4,1e-4", "weight_decays": "0,0.1"})
+    return spec, protocol, plan(spec, select_tasks("memorization"), protocol, [0], "baseline")
+
+
+def test_the_probe_times_the_batched_group_by_difference(sweep, monkeypatch):
+    spec, protocol, jobs = sweep
+    calls = []
+    monkeypatch.setattr("madbench.batched.train_batched", fake_engine(0.3, 0.02, calls))
+    import torch
+    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32")
+    # six configurations at once: 0.02 s per configuration-step, whatever the fixed 0.3 s
+    assert seconds == pytest.approx(0.02 * protocol.batch_size / min(
+        protocol.batch_size, est.PROBE_TOKENS // jobs[0].effective.seq_len))
+    assert {c for c, _ in calls} == {6} and sorted({s for _, s in calls}) == [1, 1 + est.PROBE_STEPS]
+
+
+def test_an_engine_that_cannot_train_the_probe_is_timed_plain(sweep, monkeypatch):
+    spec, protocol, jobs = sweep
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no batching rule")
+    plain = []
+
+    def fake_train(model, train_data, test_data, num_classes, lr, wd, protocol, seed,
+                   precision):
+        steps = -(-train_data[0].shape[0] // protocol.batch_size)
+        plain.append(steps)
+        return result(1.0 + 0.05 * steps)
+    monkeypatch.setattr("madbench.batched.train_batched", refuse)
+    monkeypatch.setattr(est, "train", fake_train)
+    import torch
+    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32")
+    scale = protocol.batch_size / min(protocol.batch_size,
+                                      est.PROBE_TOKENS // jobs[0].effective.seq_len)
+    assert seconds == pytest.approx(0.05 * scale) and plain     # one run at a time: not / 6
+
+
+def test_workers_sharing_a_device_do_not_divide_the_time(sweep, monkeypatch):
+    spec, protocol, jobs = sweep
+    monkeypatch.setattr(est, "step_seconds", lambda *a, **k: 0.01)
+    one = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32", workers=1, devices=1)
+    shared = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32", workers=4, devices=1)
+    two = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32", workers=4, devices=2)
+    tokens = sum(est.run_tokens(j, protocol) for j in jobs)
+    assert one.seconds == pytest.approx(tokens * 0.01 / (protocol.batch_size *
+                                                         jobs[0].effective.seq_len))
+    assert shared.seconds == one.seconds and two.seconds == pytest.approx(one.seconds / 2)
