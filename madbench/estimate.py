@@ -62,9 +62,9 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     """Seconds per training step of one run of ``group`` (one setting and seed), trained as
     the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
     configurations together. Random tokens; on CPU at most ``PROBE_TOKENS`` a step, scaled to
-    the protocol's batch. A warm-up call, then one step and ``1 + steps`` steps (one step
-    again when the warm-up took over ``PROBE_SECONDS``): their difference per step, divided
-    by the runs trained together. An engine that cannot train the probe is timed plain."""
+    the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
+    (when the warm-up took over ``PROBE_SECONDS``, it serves as the one-step call and the
+    other takes two): their difference per step, divided by the runs trained together. An engine that cannot train the probe is timed plain."""
     from .batched import train_batched
     from .graphed import train_graphed
     first = group[0]
@@ -99,8 +99,11 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
         except Exception:  # noqa: BLE001 - the sweep falls back likewise; time the plain step
             chosen = "plain"
             warm = timed(1, chosen)
-        more = 1 if warm > PROBE_SECONDS else steps
-        one, many = timed(1, chosen), timed(1 + more, chosen)
+        if warm > PROBE_SECONDS:     # a slow step: the warm-up serves as the one-step call
+            one, more = warm, 1
+        else:
+            one, more = timed(1, chosen), steps
+        many = timed(1 + more, chosen)
     together = 1 if chosen == "plain" else len(configs)
     per_step = max(many - one, 0.0) / more
     if per_step <= 0.0:              # noise larger than the steps: the whole call, per step
