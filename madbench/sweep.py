@@ -153,12 +153,10 @@ def pending_groups(jobs: Sequence[Job], store: ResultsStore
 def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> str:
     """The engine that trains a group: ``plain`` (one run at a time), ``batched`` (the
     configurations as one vmapped model) or ``graphed`` (the configurations side by side, each
-    step a CUDA graph). ``auto``: graphed on CUDA; on CPU batched for groups of several
-    configurations (it needs no per-epoch evaluation), else plain."""
+    step a CUDA graph). ``auto``: graphed on CUDA, plain on CPU (where batched measured
+    1.0-2.2x slower than plain, docs/protocol.md)."""
     if engine == "auto":
-        if dev.type == "cuda":
-            return "graphed"
-        engine = "batched" if group_size > 1 else "plain"
+        return "graphed" if dev.type == "cuda" else "plain"
     if engine == "batched" and evaluates_every_epoch(protocol):
         return "plain"
     return engine

@@ -37,7 +37,7 @@ def test_the_probe_times_the_batched_group_by_difference(sweep, monkeypatch):
     calls = []
     monkeypatch.setattr("madbench.batched.train_batched", fake_engine(0.3, 0.02, calls))
     import torch
-    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32")
+    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32", "batched")
     # six configurations at once: 0.02 s per configuration-step, whatever the fixed 0.3 s
     assert seconds == pytest.approx(0.02 * protocol.batch_size / min(
         protocol.batch_size, est.PROBE_TOKENS // jobs[0].effective.seq_len))
@@ -59,7 +59,7 @@ def test_an_engine_that_cannot_train_the_probe_is_timed_plain(sweep, monkeypatch
     monkeypatch.setattr("madbench.batched.train_batched", refuse)
     monkeypatch.setattr(est, "train", fake_train)
     import torch
-    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32")
+    seconds = est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32", "batched")
     scale = protocol.batch_size / min(protocol.batch_size,
                                       est.PROBE_TOKENS // jobs[0].effective.seq_len)
     assert seconds == pytest.approx(0.05 * scale) and plain     # one run at a time: not / 6

@@ -164,7 +164,8 @@ def test_groups_trained_together_are_handed_out_whole_and_others_as_single_runs(
     groups = [jobs[:2], jobs[2:]]
     singles = [[j] for j in jobs]
     assert handout_groups(groups, protocol, "batched", "cuda:0") == groups
-    assert handout_groups(groups, protocol, "auto", "cpu") == groups
+    assert handout_groups(groups, protocol, "batched", "cpu") == groups
+    assert handout_groups(groups, protocol, "auto", "cpu") == singles     # plain on CPU
     assert handout_groups(groups, protocol, "auto", "cuda") == groups      # graphed on CUDA
     assert handout_groups(groups, get_protocol("mad-lab"), "auto", "cuda") == groups
     assert handout_groups(groups, protocol, "plain", "cpu") == singles

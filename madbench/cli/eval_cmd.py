@@ -156,7 +156,7 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
 @click.option("--engine", type=click.Choice(["auto", "graphed", "batched", "plain"]),
               default="auto", show_default=True, help="graphed: a setting's lr x wd "
               "configurations side by side, each step one CUDA graph (auto on CUDA); batched: "
-              "the configurations as one vmapped model (auto on CPU); plain: one run at a time.")
+              "the configurations as one vmapped model; plain: one run at a time (auto on CPU).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="local: one worker process per visible GPU (in this "
               "process on CPU or one GPU); ray: each setting's runs as a Ray task.")
