@@ -16,7 +16,7 @@ from .architecture import ArchitectureSpec
 from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
-from .sweep import Job, choose_engine
+from .sweep import Job, choose_engine, group_key
 from .tasks import Setting
 from .trainer import resolve_device, resolve_precision, train
 
@@ -64,7 +64,8 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     configurations together. Random tokens; on CPU at most ``PROBE_TOKENS`` a step, scaled to
     the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
     (when the warm-up took over ``PROBE_SECONDS``, it serves as the one-step call and the
-    other takes two): their difference per step, divided by the runs trained together. An engine that cannot train the probe is timed plain."""
+    other takes two): their difference per step, divided by the runs trained together. An
+    engine that cannot train the probe is timed plain."""
     from .batched import train_batched
     from .graphed import train_graphed
     first = group[0]
@@ -74,7 +75,7 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
         batch = max(1, min(batch, PROBE_TOKENS // eff.seq_len))
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
                     early_stop_accuracy=None, batch_size=batch)
-    chosen = choose_engine(engine, probe, device, len(group))
+    chosen = choose_engine(engine, probe, device)
     configs = [(job.lr, job.weight_decay) for job in group]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -127,8 +128,7 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
         return SweepEstimate(len(jobs), len(jobs), 0, None, None, None, str(dev), workers,
                              devices)
     first = pending[0]
-    group = [job for job in pending
-             if (job.effective.hash, job.seed) == (first.effective.hash, first.seed)]
+    group = [job for job in pending if group_key(job) == group_key(first)]
     eff = first.effective
     per_step = step_seconds(spec, group, protocol, dev, precision, engine)
     per_token = per_step / (protocol.batch_size * eff.seq_len)

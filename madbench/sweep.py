@@ -136,6 +136,11 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
+def group_key(job: Job) -> tuple[str, int]:
+    """What the runs of one group share: the setting as trained and the seed."""
+    return job.effective.hash, job.seed
+
+
 def pending_groups(jobs: Sequence[Job], store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
@@ -145,12 +150,11 @@ def pending_groups(jobs: Sequence[Job], store: ResultsStore
     groups: dict[tuple[str, int], list[Job]] = {}
     for job in jobs:
         if not store.has(job.key):
-            key = (job.effective.hash, job.seed)
-            groups.setdefault(key, []).append(job)
+            groups.setdefault(group_key(job), []).append(job)
     return list(groups.values())
 
 
-def choose_engine(engine: str, protocol: Protocol, dev: torch.device, group_size: int) -> str:
+def choose_engine(engine: str, protocol: Protocol, dev: torch.device) -> str:
     """The engine that trains a group: ``plain`` (one run at a time), ``batched`` (the
     configurations as one vmapped model) or ``graphed`` (the configurations side by side, each
     step a CUDA graph). ``auto``: graphed on CUDA, plain on CPU (where batched measured
@@ -197,7 +201,7 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                               "seconds": result.seconds,
                               "together": 1 if chosen == "plain" else len(group)})
 
-    chosen = choose_engine(engine, protocol, dev, len(group))
+    chosen = choose_engine(engine, protocol, dev)
     if chosen == "batched" and ("batched", spec.hash) not in verdicts:
         reason = supports_batching(make_model, data[0])
         verdicts[("batched", spec.hash)] = reason is None

@@ -211,7 +211,7 @@ def test_a_convergence_stop_ends_a_run_at_the_first_epoch_that_reaches_it():
     (graphed,) = train_graphed(Lookup, data, test, 8, [(1e-2, 0.0)], proto, 3)
     assert same(fields(graphed), want)
     assert PRESETS["paper"].early_stop_accuracy is None
-    assert choose_engine("auto", proto, torch.device("cpu"), 6) == "plain"
+    assert choose_engine("auto", proto, torch.device("cpu")) == "plain"
     with pytest.raises(ValueError, match="evaluates once"):
         train_batched(Lookup, data, test, 8, CONFIGS, proto, 3)
 

@@ -84,7 +84,7 @@ def handout_groups(groups: list[list[Job]], protocol: Protocol, engine: str, dev
     runs, so that its runs train in parallel (each such run generates its data again; cheap)."""
     dev = torch.device(device)
     handed = [part for group in groups for part in
-              ([group] if choose_engine(engine, protocol, dev, len(group)) != "plain"
+              ([group] if choose_engine(engine, protocol, dev) != "plain"
                else [[job] for job in group])]
     # longest first: with few groups of unequal length (the long-sequence settings dominate),
     # handing out the long ones first keeps a GPU from finishing alone on the last long group
