@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Issue #20's board entries in time-limited GPU calls that resume: every architecture's
-# `madbench eval --preset $PRESET` (default quick) runs in its own process, all at once (under
-# an NVIDIA MPS daemon with MPS=1), into runs/boards/<arch>. Each is stopped with SIGINT at
-# DEADLINE seconds (default 500): finished groups are stored, a group in progress is lost and
-# trained again by the next call. To resume on a fresh machine, carry the previous call's
+# `madbench eval --preset $PRESET` (default quick), one after another (several at once on one
+# GPU measured no faster, benchmarks/RESULTS.md), into runs/boards/<arch>, all within DEADLINE
+# seconds (default 500): the architecture running then is stopped with SIGINT (finished groups
+# are stored, the group in progress is lost and trained again by the next call) and the later
+# ones wait for the next call. To resume on a fresh machine, carry the previous call's
 # boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
 # validated at once. Leaves boards.log, boards_runs.tgz and the new submissions in $OUT.
-#   MPS=1 DEADLINE=500 ARCHS=mh-attention-swiglu,hyena-swiglu bash benchmarks/boards_gpu.sh
+#   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick.tgz ARCHS=hyena-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards
 LOG="$OUT/boards.log"
@@ -19,27 +20,18 @@ if [ -n "${SEED_RUNS:-}" ]; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
 { nvidia-smi -L 2>/dev/null; python3 -c "import torch; from madbench.code_identity import run_version; print('run version', run_version(), '| torch', torch.__version__)"; } > "$LOG" 2>&1
-if [ "${MPS:-0}" = 1 ]; then
-  if exports=$(python3 benchmarks/mps.py start /tmp/boards_mps 2>> "$LOG"); then
-    eval "$exports"; echo "MPS: on" >> "$LOG"
-  else
-    echo "MPS: off (above)" >> "$LOG"; MPS=0
-  fi
-fi
 IFS=',' read -r -a archs <<< "$ARCHS"
-pids=()
+start=$SECONDS
 for arch in "${archs[@]}"; do
+  left=$((D - (SECONDS - start)))
+  if [ "$left" -lt 30 ]; then echo "$arch: not started (deadline), resume with SEED_RUNS" >> "$LOG"; continue; fi
   # shellcheck disable=SC2086
-  timeout -s INT -k 60 "$D" madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} \
+  timeout -s INT -k 60 "$left" madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} \
     --run-dir "runs/boards/$arch" --format json > "runs/boards/$arch.json" \
-    2> "runs/boards/$arch.err" &
-  pids+=($!)
+    2> "runs/boards/$arch.err"
+  rc=$?
+  echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "runs/boards/$arch.err" | tr '\n' ' ')" >> "$LOG"
 done
-for i in "${!archs[@]}"; do
-  wait "${pids[$i]}"; rc=$?
-  echo "${archs[$i]}: exit $rc; $(grep -E '^training |^trained |already stored' "runs/boards/${archs[$i]}.err" | tr '\n' ' ')" >> "$LOG"
-done
-[ "${MPS:-0}" = 1 ] && python3 benchmarks/mps.py stop /tmp/boards_mps
 mkdir -p "$BOARD"
 for i in "${!archs[@]}"; do
   arch=${archs[$i]}
