@@ -1,0 +1,81 @@
+"""Triton short causal depthwise convolution against a sum of shifted products written here
+(float64): outputs and the three gradients, with and without bias, widths 3 and 4, lengths and
+channel counts that are not a multiple of the tile, an input read through a transposed view,
+the dispatcher's errors. Without CUDA the kernel runs under the Triton interpreter at tiny
+shapes."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
+pytest.importorskip("triton")
+
+from madbench.errors import UsageError  # noqa: E402
+from madbench_layers.ops.short_conv import reference, short_causal_conv  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = 1e-5 if DEVICE == "cpu" else 1e-4
+
+
+def naive(x, w, b):
+    """y[b, c, t] = bias[c] + sum_k w[c, k] x[b, c, t - K + 1 + k], zeros before t = 0."""
+    K, L = w.shape[1], x.shape[-1]
+    y = torch.zeros_like(x) if b is None else b[None, :, None].expand_as(x).clone()
+    for k in range(K):
+        shift = K - 1 - k
+        y[..., shift:] += w[None, :, k, None] * x[..., :L - shift]
+    return y
+
+
+def grads(fn, x, w, b, gy):
+    x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    b = None if b is None else b.clone().requires_grad_()
+    y = fn(x, w, b)
+    y.backward(gy)
+    return y.detach(), x.grad, w.grad, None if b is None else b.grad
+
+
+@pytest.mark.parametrize("K,C,L,bias,transposed", [
+    (3, 5, 7, True, False), (4, 40, 70, True, True), (3, 33, 65, False, True), (4, 3, 2, False, False)])
+def test_kernel_matches_shifted_sums(K, C, L, bias, transposed):
+    g = torch.Generator().manual_seed(K * 100 + C + L)
+    B = 2
+    x = torch.randn(B, L, C, generator=g).transpose(1, 2) if transposed else torch.randn(B, C, L, generator=g)
+    w, gy = torch.randn(C, K, generator=g), torch.randn(B, C, L, generator=g)
+    b = torch.randn(C, generator=g) if bias else None
+    want = grads(naive, *[None if t is None else t.double() for t in (x, w, b, gy)])
+    dev = [None if t is None else t.to(DEVICE) for t in (x, w, b, gy)]
+    got = grads(lambda *a: short_causal_conv(*a, backend="triton"), *dev)
+    for name, a, e in zip(("y", "grad x", "grad weight", "grad bias"), got, want):
+        if e is None:
+            assert a is None, name
+            continue
+        torch.testing.assert_close(a.double().cpu(), e, atol=TOL * (1 + L * B), rtol=TOL, msg=name)
+
+
+def test_reference_is_nn_conv1d_as_the_layers_write_it():
+    conv = torch.nn.Conv1d(6, 6, 3, groups=6, padding=2)
+    x = torch.randn(2, 6, 9)
+    torch.testing.assert_close(reference(x, conv.weight, conv.bias), conv(x)[..., :9])
+    torch.testing.assert_close(naive(x, conv.weight[:, 0], conv.bias), conv(x)[..., :9])
+
+
+def test_shapes_that_do_not_fit_are_refused_in_one_line():
+    with pytest.raises(UsageError, match=r"are not \(B, C, L\)"):
+        short_causal_conv(torch.randn(2, 4, 5), torch.randn(3, 3))
+    with pytest.raises(UsageError, match="unknown kernel backend"):
+        short_causal_conv(torch.randn(2, 4, 5), torch.randn(4, 3), backend="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_at_hyena_shape_is_close_to_float32_reference():
+    u = torch.randn(8, 128, 1536, device="cuda")
+    w, b = torch.randn(1536, 3, device="cuda") / 3, torch.randn(1536, device="cuda")
+    want = reference(u.transpose(1, 2), w, b)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = short_causal_conv(u.transpose(1, 2), w, b, backend="triton")
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=2e-2)
