@@ -64,9 +64,11 @@ def bootstrap_interval(best: dict[tuple[str, str, int], dict], metric: str = "ac
                        samples: int = 2000, level: float = 0.95, seed: int = 0
                        ) -> tuple[float, float] | None:
     """Percentile interval of the MAD score when each setting's seeds are resampled with
-    replacement; None with fewer than two seeds."""
+    replacement; None with fewer than two seeds. The same for any order of ``best`` (each
+    setting's seeds are taken in seed order, so a submission and its validator, which read
+    the runs in different orders, draw the same resamples)."""
     per_setting: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for (task, setting, _seed), r in best.items():
+    for (task, setting, _seed), r in sorted(best.items(), key=lambda kv: kv[0]):
         per_setting[(task, setting)].append(float(r[metric]))
     if not per_setting or max(len(v) for v in per_setting.values()) < 2:
         return None
