@@ -495,3 +495,33 @@ def test_the_stored_command_reproduces_the_entry_exactly(tmp_path):
     again = cli(*args[1:], "--no-progress")
     assert again.exit_code == 0, again.output
     assert ResultsStore(tmp_path / "again").keys() == ResultsStore(first).keys()
+
+
+def test_submit_tasks_leaves_an_incomplete_task_out_and_warns_without_it(tmp_path):
+    """A run directory with one task complete and one missing a run: without --tasks the file
+    is written with a one-line warning that validate will refuse it; --tasks keeps the
+    complete task only; an unknown task is a one-line usage error."""
+    import pyarrow.parquet as pq
+    run_dir = tmp_path / "run"
+    result = cli("eval", "--arch", "mh-attention", "--tasks", "memorization,compression",
+                 "--preset", "smoke", "--set", "epochs=1", "--set", "lrs=0.001,0.0005",
+                 "--set", "max_train=64", "--set", "max_test=32", "--run-dir", run_dir,
+                 "--device", "cpu", "--engine", "plain", "--no-progress")
+    assert result.exit_code == 0, result.output
+    files = sorted((run_dir / "records").iterdir())
+    dropped = next(f for f in files if pq.read_table(f).column("task")[0].as_py() == "compression")
+    dropped.unlink()
+    whole = cli("leaderboard", "submit", run_dir, "--name", "x", "--out", tmp_path / "a.json")
+    assert whole.exit_code == 0, whole.output
+    assert "warning: 1 runs of the protocol's sweep are missing: compression/" in whole.output
+    assert "validate will refuse" in whole.output
+    part = cli("leaderboard", "submit", run_dir, "--name", "x", "--out", tmp_path / "b.json",
+               "--tasks", "memorization")
+    assert part.exit_code == 0 and "warning" not in part.output, part.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert {r["task"] for r in doc["runs"]} == {"memorization"} and len(doc["runs"]) == 2
+    assert list(doc["scores"]) == ["overall", "memorization"]
+    bad = cli("leaderboard", "submit", run_dir, "--name", "x", "--out", tmp_path / "c.json",
+              "--tasks", "memorisation")
+    assert bad.exit_code == 2 and "memorization" in bad.output      # did you mean
+    assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "c.json").exists()

@@ -48,7 +48,10 @@ def leaderboard_group() -> None:
 @click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
               help="Width of the state audit (validate re-runs it at 32 and compares the "
               "numbers when the widths agree).")
-def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim):
+@click.option("--tasks", "task_names", default=None, help="Only these tasks' runs "
+              "(comma-separated): a partial entry from a run directory that holds more.")
+def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim,
+                   task_names):
     """Build a submission from the run records in RUN_DIR."""
     from ..leaderboard.boards import describe_protocol
     from ..leaderboard.submit import build_submission
@@ -57,16 +60,28 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
                          "overrides and undecodable bytes are not allowed in a name")
     writable_file(out, "--out")
+    tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
+    if task_names is not None and not tasks:
+        raise UsageError("--tasks: give at least one task name")
+    from ..tasks import get_task
+    tasks = [get_task(t).name for t in tasks] if tasks else None     # unknown: a usage error
 
     click.echo(f"building the submission from {run_dir}: the architecture is rebuilt and its "
                f"state audited at width {audit_dim} (a minute or more on a CPU)", err=True)
     doc = build_submission(run_dir, name, arch_filter, protocol_filter, command_line,
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
-                           if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim)
+                           if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim,
+                           tasks=tasks)
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")
     from ..scoring import score_label
+    from ..leaderboard.boards import suite_tasks
+    from ..leaderboard.validate import coverage_problems
+    for _check, why in coverage_problems(doc, {t.name: t for t in suite_tasks()},
+                                         Protocol.from_dict(doc["protocol"])):
+        click.echo(f"warning: {why}; validate will refuse this file (train the rest, or leave "
+                   "those tasks out with --tasks)", err=True)
     tasks = [t for t in doc["scores"] if t != "overall"]
     click.echo(f"wrote {out}: {printable(doc['name'])} — {doc['architecture']['name']}, {where}, "
                f"{plural(len(doc['runs']), 'run')}, {score_label(tasks)} "

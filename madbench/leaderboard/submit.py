@@ -193,14 +193,20 @@ def eval_command_line(spec: ArchitectureSpec, protocol, tasks: Sequence[str],
 def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
                      protocol_filter: str | None = None, command: str | None = None,
                      submit_command: str | None = None, audit_dim: int | None = None,
-                     audit_max_size: int | None = None) -> dict[str, Any]:
-    """The submission document of the runs in ``run_dir`` (see the package schema).
+                     audit_max_size: int | None = None,
+                     tasks: Sequence[str] | None = None) -> dict[str, Any]:
+    """The submission document of the runs in ``run_dir`` (see the package schema), of
+    ``tasks`` only when given (a partial entry from a run directory that holds more).
 
     Refuses (MadbenchError) runs made by another madbench version or by architecture code
     that differs from the code installed here (the architecture hash would not match)."""
     records = ResultsStore(run_dir, create=False).records()
+    if tasks:
+        names = {get_task(t).name for t in tasks}
+        records = [r for r in records if r["task"] in names]
     if not records:
-        raise UsageError(f"{run_dir}: no run records")
+        raise UsageError(f"{run_dir}: no run records"
+                         + (f" of {', '.join(sorted(names))}" if tasks else ""))
     group = select_group(records, arch_filter, protocol_filter)
     first = group[0]
     versions = sorted({r["madbench_version"] for r in group})

@@ -244,7 +244,7 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
     return out
 
 
-def _coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
+def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
     """Duplicated runs, and runs of the protocol's sweep that are missing (every setting the
     protocol selects x seed x (lr, wd), of every task the entry has runs of)."""
     out = []
@@ -350,7 +350,7 @@ def check_runs(doc: dict, report: Report, protocol: Protocol,
     except BudgetExceeded as exc:
         report.fail("budget", str(exc))
         scored = []
-    for kind, text in (_coverage_problems(doc, tasks, protocol) + _copied_seed_problems(doc)
+    for kind, text in (coverage_problems(doc, tasks, protocol) + _copied_seed_problems(doc)
                        + scored):
         problems.setdefault(kind, []).append(text)
     for kind, texts in problems.items():        # one line per kind of per-run problem
