@@ -1,7 +1,9 @@
 """Benchmark: the short causal depthwise convolution, Triton kernel against the layers' path.
 
-The layers' path is ``nn.Conv1d(groups=C, padding=K - 1)`` on the transposed projection, its
-first ``L`` outputs (what Hyena and Mamba run today, PyTorch's depthwise kernels). On CUDA it
+The layers' path is the projection repeated over its tied groups (Hyena: 384 channels 4
+times), then ``nn.Conv1d(groups=C, padding=K - 1)`` on the transposed copy, its first ``L``
+outputs (what Hyena and Mamba run today, PyTorch's depthwise kernels); the kernel reads the
+projection in place. On CUDA it
 times forward and forward+backward under bf16 autocast at the MAD shapes (batch 128, L 128 to
 1,024; Hyena's 3 x 512 channels of width 3, Mamba's 256 of width 4) with
 ``triton.testing.do_bench`` (median, ms), and checks the kernel's output and gradients against
@@ -24,7 +26,7 @@ import torch  # noqa: E402
 
 from madbench_layers.ops.short_conv import reference, short_causal_conv  # noqa: E402
 
-CASES = [("hyena", 1536, 3), ("mamba", 256, 4)]
+CASES = [("hyena", 1536, 3, 4), ("mamba", 256, 4, 1)]     # channels, width, tied groups
 
 
 def run(fn, x, w, b, backward: bool):
@@ -43,18 +45,18 @@ def main() -> None:
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: needs a CUDA device (or --cpu-smoke)")
     batch, lengths = (2, [16]) if CPU_SMOKE else (128, [128, 256, 512, 1024])
-    rows = ["| layer | channels x width | L | layers' path fwd / fwd+bwd (ms) | kernel fwd / "
+    rows = ["| layer | channels x width (tied groups) | L | layers' path fwd / fwd+bwd (ms) | kernel fwd / "
             "fwd+bwd (ms) | speed-up fwd+bwd | largest relative error (y, gx, gw, gb) |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    for name, channels, width in CASES:
+    for name, channels, width, groups in CASES:
         if CPU_SMOKE:
             channels = 8
         for length in lengths:
             g = torch.Generator(device="cpu").manual_seed(length)
-            u = torch.randn(batch, length, channels, generator=g).to(device)
+            u = torch.randn(batch, length, channels // groups, generator=g).to(device)
             w = (torch.randn(channels, width, generator=g) / width).to(device).requires_grad_()
             b = torch.randn(channels, generator=g).to(device).requires_grad_()
-            x = u.transpose(1, 2).requires_grad_()       # the layers' transposed projection
+            x = u.transpose(1, 2).requires_grad_()       # the transposed projection
 
             def kernel(x, w, b):
                 return short_causal_conv(x, w, b, backend="triton")
@@ -79,7 +81,7 @@ def main() -> None:
                     else:
                         from triton.testing import do_bench
                         times.append(do_bench(step, warmup=25, rep=200))
-            rows.append(f"| {name} | {channels} x {width} | {length} | {times[0]:.3f} / {times[1]:.3f} "
+            rows.append(f"| {name} | {channels} x {width} ({groups}) | {length} | {times[0]:.3f} / {times[1]:.3f} "
                         f"| {times[2]:.3f} / {times[3]:.3f} | {times[1] / times[3]:.1f}x | "
                         + ", ".join(f"{e:.1e}" for e in errs) + " |")
             print(rows[-1], flush=True)

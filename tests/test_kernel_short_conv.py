@@ -1,7 +1,8 @@
 """Triton short causal depthwise convolution against a sum of shifted products written here
 (float64): outputs and the three gradients, with and without bias, widths 3 and 4, lengths and
 channel counts that are not a multiple of the tile, an input read through a transposed view,
-the dispatcher's errors. Without CUDA the kernel runs under the Triton interpreter at tiny
+channels repeated (Hyena's tied projection: the input's gradient sums over the copies), the
+dispatcher's errors. Without CUDA the kernel runs under the Triton interpreter at tiny
 shapes."""
 import os
 
@@ -20,8 +21,9 @@ TOL = 1e-5 if DEVICE == "cpu" else 1e-4
 
 
 def naive(x, w, b):
-    """y[b, c, t] = bias[c] + sum_k w[c, k] x[b, c, t - K + 1 + k], zeros before t = 0."""
+    """y[b, c, t] = bias[c] + sum_k w[c, k] x[b, c % C_in, t - K + 1 + k], zeros before t = 0."""
     K, L = w.shape[1], x.shape[-1]
+    x = torch.cat([x] * (w.shape[0] // x.shape[1]), dim=1)
     y = torch.zeros_like(x) if b is None else b[None, :, None].expand_as(x).clone()
     for k in range(K):
         shift = K - 1 - k
@@ -37,12 +39,14 @@ def grads(fn, x, w, b, gy):
     return y.detach(), x.grad, w.grad, None if b is None else b.grad
 
 
-@pytest.mark.parametrize("K,C,L,bias,transposed", [
-    (3, 5, 7, True, False), (4, 40, 70, True, True), (3, 33, 65, False, True), (4, 3, 2, False, False)])
-def test_kernel_matches_shifted_sums(K, C, L, bias, transposed):
+@pytest.mark.parametrize("K,C,L,bias,transposed,repeat", [
+    (3, 5, 7, True, False, 1), (4, 40, 70, True, True, 1), (3, 33, 65, False, True, 1),
+    (4, 3, 2, False, False, 1), (3, 12, 9, True, True, 4), (3, 34, 66, True, False, 2)])
+def test_kernel_matches_shifted_sums(K, C, L, bias, transposed, repeat):
     g = torch.Generator().manual_seed(K * 100 + C + L)
-    B = 2
-    x = torch.randn(B, L, C, generator=g).transpose(1, 2) if transposed else torch.randn(B, C, L, generator=g)
+    B, C_in = 2, C // repeat
+    x = (torch.randn(B, L, C_in, generator=g).transpose(1, 2) if transposed
+         else torch.randn(B, C_in, L, generator=g))
     w, gy = torch.randn(C, K, generator=g), torch.randn(B, C, L, generator=g)
     b = torch.randn(C, generator=g) if bias else None
     want = grads(naive, *[None if t is None else t.double() for t in (x, w, b, gy)])
@@ -60,11 +64,14 @@ def test_reference_is_nn_conv1d_as_the_layers_write_it():
     x = torch.randn(2, 6, 9)
     torch.testing.assert_close(reference(x, conv.weight, conv.bias), conv(x)[..., :9])
     torch.testing.assert_close(naive(x, conv.weight[:, 0], conv.bias), conv(x)[..., :9])
+    u = torch.randn(2, 9, 3)                       # Hyena: a projection tied over 2 groups
+    want = conv(u.repeat(1, 1, 2).transpose(1, 2))[..., :9]
+    torch.testing.assert_close(reference(u.transpose(1, 2), conv.weight, conv.bias), want)
 
 
 def test_shapes_that_do_not_fit_are_refused_in_one_line():
-    with pytest.raises(UsageError, match=r"are not \(B, C, L\)"):
-        short_causal_conv(torch.randn(2, 4, 5), torch.randn(3, 3))
+    with pytest.raises(UsageError, match="with C a multiple of C_in"):
+        short_causal_conv(torch.randn(2, 4, 5), torch.randn(6, 3))
     with pytest.raises(UsageError, match="unknown kernel backend"):
         short_causal_conv(torch.randn(2, 4, 5), torch.randn(4, 3), backend="cuda")
 

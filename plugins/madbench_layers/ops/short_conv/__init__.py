@@ -1,8 +1,10 @@
 """Short causal depthwise convolution (Hyena's and Mamba's width-3/4 convolutions).
 
-``short_causal_conv(x, weight, bias)``: ``y[b, c, t] = bias[c] + sum_k weight[c, k] x[b, c, t - K + 1 + k]``
+``short_causal_conv(x, weight, bias)``: ``y[b, c, t] = bias[c] + sum_k weight[c, k] x'[b, c, t - K + 1 + k]``
 (zeros before the start), i.e. ``nn.Conv1d(C, C, K, groups=C, padding=K - 1)`` and its first ``L``
-outputs, as the layers write it. ``backend="auto"`` runs the Triton kernel (``triton_kernel.py``,
+outputs, as the layers write it, where ``x'`` is ``x`` repeated along its channels to ``C``
+(``x.repeat(1, C // C_in, 1)``: Hyena's projection tied over groups; the kernel reads the
+copies in place). ``backend="auto"`` runs the Triton kernel (``triton_kernel.py``,
 imported on first use) for CUDA tensors when triton imports, else the PyTorch reference
 (``reference``, ``F.conv1d``); ``"reference"`` and ``"triton"`` force one, and
 ``MADBENCH_KERNELS=reference`` forces the reference everywhere. Under autocast the kernel takes
@@ -25,22 +27,26 @@ __all__ = ["short_causal_conv", "reference"]
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The PyTorch form: a grouped ``F.conv1d`` padded by ``K - 1``, its first ``L`` outputs."""
+    """The PyTorch form: the channels repeated, a grouped ``F.conv1d`` padded by ``K - 1``,
+    its first ``L`` outputs."""
     channels, width = weight.shape[0], weight.shape[-1]
+    if channels != x.shape[1]:
+        x = x.repeat(1, channels // x.shape[1], 1)
     return F.conv1d(x, weight.reshape(channels, 1, width), bias, padding=width - 1,
                     groups=channels)[..., :x.shape[-1]]
 
 
 def short_causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                       backend: str = "auto") -> torch.Tensor:
-    """x: (B, C, L); weight: (C, K) (or nn.Conv1d's (C, 1, K)); bias: (C,) or None."""
+    """x: (B, C_in, L); weight: (C, K) (or nn.Conv1d's (C, 1, K)), C a multiple of C_in;
+    bias: (C,) or None. Returns (B, C, L)."""
     if weight.ndim == 3:
         weight = weight.reshape(weight.shape[0], weight.shape[-1])
-    if x.ndim != 3 or weight.ndim != 2 or x.shape[1] != weight.shape[0] \
+    if x.ndim != 3 or weight.ndim != 2 or x.shape[1] == 0 or weight.shape[0] % x.shape[1] \
             or (bias is not None and bias.shape != (weight.shape[0],)):
         raise UsageError(f"short_causal_conv: shapes x {tuple(x.shape)}, weight "
                          f"{tuple(weight.shape)}, bias {None if bias is None else tuple(bias.shape)}"
-                         " are not (B, C, L), (C, K), (C,)")
+                         " are not (B, C_in, L), (C, K), (C,) with C a multiple of C_in")
     if resolve_backend(backend, x) == "reference":
         return reference(x, weight, bias)
     if torch.is_autocast_enabled(x.device.type):

@@ -1,10 +1,13 @@
 """Triton kernels for the short causal depthwise convolution, forward and backward.
 
-Per program one batch row and a tile of ``BC`` channels x ``BL`` time steps; the ``K`` taps are
-a static loop of shifted, masked loads (the shifted rows stay in cache). Backward: the input
-gradient is the same loop with the shifts reversed, ``gx[s] = sum_k w[k] gy[s + K - 1 - k]``; the
-weight and bias gradients are summed per tile into a float32 buffer of partial sums, then over
-the tiles by PyTorch (no atomics: the same result on every run).
+Output channel ``c`` convolves input channel ``c % C_in`` (``repeat = C / C_in`` copies of the
+input: Hyena's projection tied over groups, without materialising the copies). Per program one
+batch row and a tile of ``BC`` channels x ``BL`` time steps; the ``K`` taps are a static loop of
+shifted, masked loads (the shifted rows stay in cache). Backward, per tile of input channels:
+the input gradient sums, over the ``repeat`` output channels that read each input channel, the
+same loop with the shifts reversed, ``gx[s] = sum_k w[k] gy[s + K - 1 - k]``; the weight and
+bias gradients are summed per tile into a float32 buffer of partial sums, then over the tiles by
+PyTorch (no atomics: the same result on every run).
 """
 from __future__ import annotations
 
@@ -16,14 +19,14 @@ BC, BL = 32, 64
 
 
 @triton.jit
-def _forward(x, w, b, y, C, L, sxb, sxc, sxl, HAS_BIAS: tl.constexpr, K: tl.constexpr,
+def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, HAS_BIAS: tl.constexpr, K: tl.constexpr,
              BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_b = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     t = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
     cm = c < C
     acc = tl.zeros((BLOCK_C, BLOCK_L), dtype=tl.float32)
-    base = x + tl.cast(pid_b, tl.int64) * sxb + c[:, None] * sxc
+    base = x + tl.cast(pid_b, tl.int64) * sxb + (c % C_in)[:, None] * sxc
     for k in tl.static_range(K):
         src = t + (k - (K - 1))
         m = cm[:, None] & (src[None, :] >= 0) & (src[None, :] < L)
@@ -37,39 +40,45 @@ def _forward(x, w, b, y, C, L, sxb, sxc, sxl, HAS_BIAS: tl.constexpr, K: tl.cons
 
 
 @triton.jit
-def _backward(x, w, gy, gx, partial, C, L, sxb, sxc, sxl, sgb, sgc, sgl, sdb, sdc, sdl,
-              K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+def _backward(x, w, gy, gx, partial, C_in, L, sxb, sxc, sxl, sgb, sgc, sgl, sdb, sdc, sdl,
+              K: tl.constexpr, R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(2)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ci = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)      # input channels
     t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    cm = c < C
+    cm = ci < C_in
     tm = t < L
-    xb = x + tl.cast(pid_b, tl.int64) * sxb + c[:, None] * sxc
-    gb = gy + tl.cast(pid_b, tl.int64) * sgb + c[:, None] * sgc
-    g_here = tl.load(gb + t[None, :] * sgl, mask=cm[:, None] & tm[None, :], other=0.0).to(tl.float32)
+    xb = x + tl.cast(pid_b, tl.int64) * sxb + ci[:, None] * sxc
     acc = tl.zeros((BLOCK_C, BLOCK_L), dtype=tl.float32)
-    # partial sums for this (batch row, time tile): [K weight taps, then the bias] per channel
-    row = partial + ((tl.cast(pid_b, tl.int64) * tl.num_programs(2) + pid_l) * C + c) * (K + 1)
-    for k in tl.static_range(K):
-        wk = tl.load(w + c * K + k, mask=cm, other=0.0).to(tl.float32)
-        dst = t + ((K - 1) - k)                        # gx[t] takes w[k] gy[t + K - 1 - k]
-        gm = cm[:, None] & (dst[None, :] < L) & tm[None, :]
-        acc += wk[:, None] * tl.load(gb + dst[None, :] * sgl, mask=gm, other=0.0).to(tl.float32)
-        src = t + (k - (K - 1))                        # gw[k] = sum_t gy[t] x[t - K + 1 + k]
-        xm = cm[:, None] & (src[None, :] >= 0) & tm[None, :]
-        xv = tl.load(xb + src[None, :] * sxl, mask=xm, other=0.0).to(tl.float32)
-        tl.store(row + k, tl.sum(g_here * xv, axis=1), mask=cm)
-    tl.store(row + K, tl.sum(g_here, axis=1), mask=cm)
-    out = gx + tl.cast(pid_b, tl.int64) * sdb + c[:, None] * sdc + t[None, :] * sdl
+    for r in tl.static_range(R):
+        c = ci + r * C_in                                         # the output channels
+        gb = gy + tl.cast(pid_b, tl.int64) * sgb + c[:, None] * sgc
+        g_here = tl.load(gb + t[None, :] * sgl, mask=cm[:, None] & tm[None, :],
+                         other=0.0).to(tl.float32)
+        # partial sums for this (batch row, time tile): [K weight taps, then the bias]
+        row = partial + ((tl.cast(pid_b, tl.int64) * tl.num_programs(2) + pid_l) * (C_in * R)
+                         + c) * (K + 1)
+        for k in tl.static_range(K):
+            wk = tl.load(w + c * K + k, mask=cm, other=0.0).to(tl.float32)
+            dst = t + ((K - 1) - k)                    # gx[t] takes w[k] gy[t + K - 1 - k]
+            gm = cm[:, None] & (dst[None, :] < L) & tm[None, :]
+            acc += wk[:, None] * tl.load(gb + dst[None, :] * sgl, mask=gm, other=0.0).to(tl.float32)
+            src = t + (k - (K - 1))                    # gw[k] = sum_t gy[t] x[t - K + 1 + k]
+            xm = cm[:, None] & (src[None, :] >= 0) & tm[None, :]
+            xv = tl.load(xb + src[None, :] * sxl, mask=xm, other=0.0).to(tl.float32)
+            tl.store(row + k, tl.sum(g_here * xv, axis=1), mask=cm)
+        tl.store(row + K, tl.sum(g_here, axis=1), mask=cm)
+    out = gx + tl.cast(pid_b, tl.int64) * sdb + ci[:, None] * sdc + t[None, :] * sdl
     tl.store(out, acc.to(gx.dtype.element_ty), mask=cm[:, None] & tm[None, :])
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    B, C, L = x.shape
+    """x: (B, C_in, L), any strides; weight: (C, K) with C a multiple of C_in -> (B, C, L)."""
+    B, C_in, L = x.shape
+    C = weight.shape[0]
     y = torch.empty((B, C, L), device=x.device, dtype=x.dtype)
     grid = (B, triton.cdiv(C, BC), triton.cdiv(L, BL))
-    _forward[grid](x, weight.contiguous(), bias if bias is not None else weight, y, C, L,
+    _forward[grid](x, weight.contiguous(), bias if bias is not None else weight, y, C_in, C, L,
                    *x.stride(), HAS_BIAS=bias is not None, K=weight.shape[1],
                    BLOCK_C=BC, BLOCK_L=BL)
     return y
@@ -78,16 +87,16 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad x in x's layout, grad weight (C, K) and grad bias (C,) in float32)."""
-    B, C, L = x.shape
-    K = weight.shape[1]
+    B, C_in, L = x.shape
+    C, K = weight.shape
     gx = torch.empty_like(x)
     if gx.stride() != x.stride():      # a non-dense view: write a contiguous gradient
         gx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     tiles = triton.cdiv(L, BL)
     partial = torch.empty((B, tiles, C, K + 1), device=x.device, dtype=torch.float32)
-    grid = (B, triton.cdiv(C, BC), tiles)
-    _backward[grid](x, weight.contiguous(), gy, gx, partial, C, L, *x.stride(), *gy.stride(),
-                    *gx.stride(), K=K, BLOCK_C=BC, BLOCK_L=BL)
+    grid = (B, triton.cdiv(C_in, BC), tiles)
+    _backward[grid](x, weight.contiguous(), gy, gx, partial, C_in, L, *x.stride(),
+                    *gy.stride(), *gx.stride(), K=K, R=C // C_in, BLOCK_C=BC, BLOCK_L=BL)
     sums = partial.sum(dim=(0, 1))
     return gx, sums[:, :K], sums[:, K]
 
