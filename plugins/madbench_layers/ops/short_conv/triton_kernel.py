@@ -102,14 +102,37 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
 
 
 class ShortConvFunction(torch.autograd.Function):
+    """Autograd wrapper of the kernels. Under ``vmap`` (the batched engine's configurations)
+    an input batch shared by every configuration's weights is folded into the batch; weights
+    that differ per configuration run one kernel call per configuration."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(x, weight, bias):
+        return forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias = inputs
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return forward(x, weight, bias)
 
     @staticmethod
     def backward(ctx, gy):
         x, weight = ctx.saved_tensors
         gx, gw, gb = backward(gy, x, weight)
         return gx, gw.to(weight.dtype), gb.to(weight.dtype) if ctx.has_bias else None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias):
+        size = info.batch_size
+        x_dim, w_dim, b_dim = in_dims
+        if w_dim is None and b_dim is None:          # shared weights: fold into the batch
+            x = x.movedim(x_dim, 0)
+            y = ShortConvFunction.apply(x.reshape(size * x.shape[1], *x.shape[2:]), weight, bias)
+            return y.unflatten(0, (size, -1)), 0
+
+        def pick(t, dim, i):
+            return t if t is None or dim is None else t.select(dim, i)
+        return torch.stack([ShortConvFunction.apply(pick(x, x_dim, i), pick(weight, w_dim, i),
+                                                    pick(bias, b_dim, i))
+                            for i in range(size)]), 0
