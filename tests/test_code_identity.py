@@ -112,8 +112,12 @@ def test_every_bundled_source_file_is_reached_by_some_mixer():
     modules = {e.obj.__module__ for e in get_registry().mixers.values()
                if e.obj.__module__.startswith("madbench_layers.")}
     reached = {p for m in modules for p in import_closure(m)}
-    missing = {p.relative_to(root).as_posix() for p in source_files(root)} - \
-        {p.relative_to(root).as_posix() for p in reached} - {"__init__.py", "architectures.py"}
+    # kernels staged for a layer, measured before any layer uses them (issue #15): reached by
+    # no mixer yet, so no record depends on them; a layer that starts using one imports it
+    staged = {"ops/short_conv/__init__.py", "ops/short_conv/triton_kernel.py"}
+    files = {p.relative_to(root).as_posix() for p in source_files(root)}
+    missing = files - {p.relative_to(root).as_posix() for p in reached} - \
+        {"__init__.py", "architectures.py"} - staged
     assert not missing
     hyena = {mixer_source_id(l.mixer).split("@")[1] for l in resolve_architecture("hyena").layers
              if l.mixer == "hyena"}
