@@ -79,6 +79,18 @@ def sync():
         torch.cuda.synchronize()
 
 
+def progress(label: str):
+    """An ``on_epoch`` that prints elapsed time every tenth of the run (flushed), so a run cut
+    by a time limit still shows its rate."""
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        if epoch == epochs or epoch % max(1, epochs // 10) == 0:
+            print(f"  [{label}] epoch {epoch}/{epochs}: {time.perf_counter() - start:.1f} s, "
+                  f"loss {loss:.3f}", flush=True)
+    return on_epoch
+
+
 def bench_one_and_sweep(arch: str, device, parts, eager_epochs: int, epochs: int) -> None:
     spec = resolve_architecture(arch)
     task, setting, (x, y, tx, ty) = data_for("in-context-recall", "baseline", device)
@@ -102,7 +114,8 @@ def bench_one_and_sweep(arch: str, device, parts, eager_epochs: int, epochs: int
     full = dataclasses.replace(paper, epochs=epochs)
     if "one" in parts:
         t = time.perf_counter()
-        (res,) = fast(make, (x, y), (tx, ty), setting.vocab_size, [(1e-3, 0.0)], full, 0, PREC)
+        (res,) = fast(make, (x, y), (tx, ty), setting.vocab_size, [(1e-3, 0.0)], full, 0, PREC,
+                      on_epoch=progress(f"{arch} one run"))
         sync()
         wall = time.perf_counter() - t
         row(f"{ENGINE} engine, one {epochs}-epoch run (measured, wall incl. "
@@ -113,7 +126,7 @@ def bench_one_and_sweep(arch: str, device, parts, eager_epochs: int, epochs: int
     if "sweep" in parts:
         t = time.perf_counter()
         results = fast(make, (x, y), (tx, ty), setting.vocab_size, paper.configs(), full, 0,
-                       PREC)
+                       PREC, on_epoch=progress(f"{arch} sweep"))
         sync()
         wall = time.perf_counter() - t
         best = max(r.accuracy for r in results)
