@@ -7,7 +7,7 @@
 # ones wait for the next call. To resume on a fresh machine, carry the previous call's
 # boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
-# validated at once. Leaves boards.log, boards_runs.tgz and the new submissions in $OUT.
+# validated at once, with RERUN (default 6) settings re-trained on the GPU. Leaves boards.log, boards_runs.tgz and the new submissions in $OUT.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick.tgz ARCHS=hyena-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards
@@ -40,7 +40,7 @@ for i in "${!archs[@]}"; do
        --dry-run 2>&1 | grep -q "nothing to train"; then
     madbench leaderboard submit "runs/boards/$arch" --name "$arch" --out "$BOARD/$arch.json" \
       --command "madbench eval --arch $arch --preset $PRESET" >> "$LOG" 2>&1 \
-      && madbench leaderboard validate "$BOARD/$arch.json" >> "$LOG" 2>&1
+      && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" >> "$LOG" 2>&1
     echo "$arch: submission $BOARD/$arch.json, exit $?" >> "$LOG"
     cp "$BOARD/$arch.json" "$OUT/" 2>/dev/null
   else
