@@ -7,7 +7,8 @@
 # ones wait for the next call. To resume on a fresh machine, carry the previous call's
 # boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
-# validated at once, with RERUN (default 6) settings re-trained on the GPU. Leaves boards.log, boards_runs.tgz and the new submissions in $OUT.
+# validated at once, with RERUN (default 6) settings re-trained on the GPU. Leaves boards.log,
+# boards_runs.tgz and the new submissions in $OUT.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick.tgz ARCHS=hyena-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards

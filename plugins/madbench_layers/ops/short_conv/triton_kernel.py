@@ -114,13 +114,13 @@ class ShortConvFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias = inputs
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
 
     @staticmethod
     def backward(ctx, gy):
         x, weight = ctx.saved_tensors
         gx, gw, gb = backward(gy, x, weight)
-        return gx, gw.to(weight.dtype), gb.to(weight.dtype) if ctx.has_bias else None
+        return gx, gw.to(weight.dtype), None if ctx.bias_dtype is None else gb.to(ctx.bias_dtype)
 
     @staticmethod
     def vmap(info, in_dims, x, weight, bias):
