@@ -114,7 +114,7 @@ def test_every_bundled_source_file_is_reached_by_some_mixer():
     reached = {p for m in modules for p in import_closure(m)}
     # kernels staged for a layer, measured before any layer uses them (issue #15): reached by
     # no mixer yet, so no record depends on them; a layer that starts using one imports it
-    staged = {"ops/short_conv/__init__.py", "ops/short_conv/triton_kernel.py"}
+    staged: set[str] = set()
     files = {p.relative_to(root).as_posix() for p in source_files(root)}
     missing = files - {p.relative_to(root).as_posix() for p in reached} - \
         {"__init__.py", "architectures.py"} - staged

@@ -50,6 +50,7 @@ from madbench.errors import UsageError
 
 from .implicit_filter import STATE_CONVENTION, ImplicitFilter
 from .ops.long_conv import gated_long_conv, multihead_long_conv
+from .ops.short_conv import short_causal_conv
 
 DEFAULT_MAX_LENGTH = 1280  #: the reference's default when no sequence length is given
 
@@ -110,10 +111,10 @@ class _ImplicitHyena(nn.Module):
         length = x.shape[1]
         if length > self.max_length:
             raise ValueError(f"sequence length {length} exceeds max_length {self.max_length}")
-        u = self.in_proj(x)
-        if self.proj_groups > 1:
-            u = u.repeat(1, 1, self.proj_groups)
-        return self.short_conv(u.transpose(1, 2))[..., :length].split(self.inner, dim=1)
+        # the tied copies (proj_groups) are read in place by the kernel, not materialised
+        u = short_causal_conv(self.in_proj(x).transpose(1, 2), self.short_conv.weight,
+                              self.short_conv.bias)
+        return u.split(self.inner, dim=1)
 
     def long_filters(self, length: int) -> torch.Tensor:
         return with_direct_term(self.filter(length), self.direct)
