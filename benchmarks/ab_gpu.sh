@@ -32,8 +32,8 @@ PY
 {
   nvidia-smi -L; echo "commit $(git rev-parse --short HEAD 2>/dev/null), against $BASE for: $PATHS"
   variant B
-  git show "$BASE:$PATHS" > /dev/null 2>&1 || { echo "error: $PATHS not in $BASE"; exit 2; }
-  for p in $PATHS; do git show "$BASE:$p" > "$p"; done
+  for p in $PATHS; do git show "$BASE:$p" > "/tmp/ab_base_file" && cp /tmp/ab_base_file "$p" \
+    || { echo "error: $p is not in $BASE"; cp -r "$keep"/. .; exit 2; }; done
   variant A
   cp -r "$keep"/. .
 } >> "$LOG" 2>&1
