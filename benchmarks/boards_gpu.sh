@@ -9,7 +9,7 @@
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
 # validated at once, with RERUN (default 6) settings re-trained on the GPU. Leaves boards.log,
 # boards_runs.tgz and the new submissions in $OUT.
-#   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick.tgz ARCHS=hyena-swiglu,mamba bash benchmarks/boards_gpu.sh
+#   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards
 LOG="$OUT/boards.log"

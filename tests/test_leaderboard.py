@@ -256,6 +256,19 @@ def test_select_group_needs_a_filter_when_the_run_dir_holds_several():
     assert select_group(records, arch_filter="aaaa")[0]["arch_name"] == "hyena"
 
 
+def test_the_choice_names_the_code_and_date_of_each_group():
+    """Old records of the same architecture under an older key: the error tells them apart."""
+    records = [{"arch_hash": h, "protocol_hash": "p" * 16, "arch_name": "hyena",
+                "protocol_name": "paper", "madbench_version": v, "created_at": t}
+               for h, v, t in (("a" * 16, "0.1.0+old", "2026-12-02T10:00:00+00:00"),
+                               ("b" * 16, "0.1.0+new", "2026-12-03T09:00:00+00:00"))]
+    with pytest.raises(UsageError) as err:
+        select_group(records)
+    assert "[" + "a" * 16 + "] under paper" in str(err.value)
+    assert "(run version 0.1.0+old, last 2026-12-02)" in str(err.value)
+    assert "(run version 0.1.0+new, last 2026-12-03)" in str(err.value)
+
+
 # -- malformed input -----------------------------------------------------------------------
 MALFORMED = {
     "not-json": (b"{ this is not json", "not valid JSON"),

@@ -135,8 +135,12 @@ def select_group(records: Sequence[dict], arch_filter: str | None = None,
         chosen[(arch_hash, proto_hash)] = group
 
     def describe(items):
+        def made(g):   # which code made them, and when: tells a stale group from today's
+            versions = sorted({r.get("madbench_version") or "?" for r in g})
+            newest = max((str(r.get("created_at") or "")[:10] for r in g), default="")
+            return f"run version {', '.join(versions)}" + (f", last {newest}" if newest else "")
         return "; ".join(f"{g[0]['arch_name']} [{a}] under {g[0]['protocol_name']} [{p}]: "
-                         f"{len(g)} runs" for (a, p), g in items)
+                         f"{len(g)} runs ({made(g)})" for (a, p), g in items)
 
     if not chosen:
         raise UsageError("no run records match the filters (the run directory holds: "
