@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Issue #15's parity and convergence-stop figures in one GPU call (about 9 minutes for
+# hyena-swiglu). Part 1, parity: each task's baseline under `quick` (TASKS, default memorization,
+# compression, in-context-recall) trained by the plain eager step, by the graphed engine, and by
+# the graphed engine again (the same seed: its run-to-run noise), each into a fresh run
+# directory; a table per task gives every configuration's test accuracy under the three, the
+# largest |plain - graphed| against the largest |graphed - graphed again|, and best of sweep.
+# Part 2, the convergence stop: a whole task (STOP_TASK, default memorization, all settings,
+# under STOP_PRESET, default paper) with and without `--set early_stop_accuracy=0.999`: wall
+# time, the task score and each setting's best. PRESET (default quick) is part 1's preset,
+# EXTRA more `madbench eval` arguments for every run (a CPU try-out: PRESET=smoke
+# STOP_PRESET=smoke TASKS=memorization EXTRA="--device cpu"). Logs to $OUT/engines.log.
+#   ARCH=hyena-swiglu bash benchmarks/engines_gpu.sh
+set -u
+OUT=${OUT:-/tmp/engines_gpu_out}; mkdir -p "$OUT"; LOG="$OUT/engines.log"
+ARCH=${ARCH:-hyena-swiglu}; TASKS=${TASKS:-memorization,compression,in-context-recall}
+STOP_TASK=${STOP_TASK:-memorization}; STOP_PRESET=${STOP_PRESET:-paper}; PRESET=${PRESET:-quick}
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
+W=/tmp/engines_runs; rm -rf "$W"; mkdir -p "$W"
+ev() {   # $1: label, rest: madbench eval arguments; prints wall time and the training line
+  local label=$1; shift; local s=$SECONDS
+  # shellcheck disable=SC2086
+  madbench eval --arch "$ARCH" --seeds 0 --run-dir "$W/$label" --format json ${EXTRA:-} "$@" \
+    > "$W/$label.json" 2> "$W/$label.err"
+  echo "$label: exit $?, $((SECONDS - s)) s wall; $(grep -E '^training ' "$W/$label.err")"
+}
+compare() {   # $@: run directory labels, the first is the reference column
+  python3 - "$W" "$@" <<'PY'
+import sys
+from madbench.store import load_records
+root, labels = sys.argv[1], sys.argv[2:]
+runs = {l: {(r["setting"], r["lr"], r["weight_decay"]): r for r in load_records([f"{root}/{l}"])}
+        for l in labels}
+keys = sorted(set().union(*runs.values()))
+print("| setting | lr, wd | " + " | ".join(labels) + " |")
+print("| --- | --- | " + " | ".join("---:" for _ in labels) + " |")
+for k in keys:
+    cells = [f"{runs[l][k]['accuracy']:.4f}" if k in runs[l] else "-" for l in labels]
+    print(f"| {k[0]} | {k[1]:g}, {k[2]:g} | " + " | ".join(cells) + " |")
+def gap(a, b):
+    common = [k for k in keys if k in runs[a] and k in runs[b]]
+    return max((abs(runs[a][k]["accuracy"] - runs[b][k]["accuracy"]) for k in common), default=float("nan"))
+for a, b in zip(labels, labels[1:]):
+    print(f"largest per-run |{a} - {b}|: {gap(a, b):.4f}")
+for l in labels:
+    best = {}
+    for (setting, _, _), r in runs[l].items():
+        best[setting] = max(best.get(setting, 0.0), r["accuracy"])
+    secs = sum(r["seconds"] for r in runs[l].values())
+    print(f"{l}: best of sweep " + ", ".join(f"{s} {v:.4f}" for s, v in sorted(best.items()))
+          + f"; mean over settings {sum(best.values()) / max(len(best), 1):.4f}; "
+          + f"epochs trained {sum(r['epochs'] for r in runs[l].values())}; summed run seconds {secs:.0f}")
+PY
+}
+{
+  nvidia-smi -L
+  python3 -c "import torch, triton; from madbench.code_identity import run_version; print('commit', '$(git rev-parse --short HEAD 2>/dev/null)', '| run version', run_version(), '| torch', torch.__version__, '| triton', triton.__version__)"
+  IFS=',' read -r -a tasks <<< "$TASKS"
+  for t in "${tasks[@]}"; do
+    echo "== parity: $t baseline, $PRESET, $ARCH"
+    ev "$t-plain" --preset "$PRESET" --tasks "$t" --settings baseline --engine plain
+    ev "$t-graphed" --preset "$PRESET" --tasks "$t" --settings baseline --engine graphed
+    ev "$t-graphed-again" --preset "$PRESET" --tasks "$t" --settings baseline --engine graphed
+    compare "$t-plain" "$t-graphed" "$t-graphed-again"
+  done
+  echo "== convergence stop: $STOP_TASK, all settings, $STOP_PRESET, $ARCH"
+  ev stop-off --preset "$STOP_PRESET" --tasks "$STOP_TASK"
+  ev stop-0.999 --preset "$STOP_PRESET" --tasks "$STOP_TASK" --set early_stop_accuracy=0.999
+  compare stop-off stop-0.999
+} >> "$LOG" 2>&1
+cat "$LOG"
