@@ -413,6 +413,23 @@ def test_ci_reruns_only_new_or_changed_entries(tmp_path, trial):
     assert bad.exit_code == 2 and "Traceback" not in bad.output
 
 
+def test_validate_reports_each_rerun_as_it_goes(tmp_path, trial):
+    """Re-runs can take many minutes: each one is announced, then its outcome, on stderr."""
+    from click.testing import CliRunner
+    from madbench.cli import main
+    doc = json.loads(trial[0].read_text())
+    result = CliRunner().invoke(main, ["leaderboard", "validate", str(trial[0]),
+                                       "--allow-nonstandard", "--rerun", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    start = [l for l in lines if l.startswith("  re-training 1 of 1: ")]
+    assert len(start) == 1 and "(cpu, fp32)" in start[0]
+    assert any(l.strip().startswith("rebuilding the architecture") for l in lines)
+    claimed = {f"{r['accuracy']:.4f}" for r in doc["runs"]}
+    end = [l for l in lines if l.startswith("    accuracy ")]
+    assert len(end) == 1 and ": ok (" in end[0] and end[0].split("claimed ")[1][:6] in claimed
+
+
 # -- found by a hostile review (eighth session) -----------------------------------------------
 @pytest.mark.parametrize("mixer, claim", [
     ("madbench.__main__:Mixer", None),                      # runs madbench's CLI when imported

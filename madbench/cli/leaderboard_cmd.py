@@ -109,6 +109,10 @@ def _print_report(report) -> None:
         say("  checked: " + "; ".join(report.checks))
 
 
+def _progress_line(line: str) -> None:
+    click.echo(line, err=True)
+
+
 @leaderboard_group.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--rerun", type=click.IntRange(min=0), default=0, show_default=True,
@@ -167,7 +171,8 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
                                      rerun=rerun if f.resolve() in changed else 0,
                                      rerun_seed=rerun_seed, tolerance=tolerance,
                                      audit_dim=audit_dim, device=device, trust_code=trust_code,
-                                     budget=budget))
+                                     budget=budget,
+                                     progress=None if as_json else _progress_line))
     duplicate_entries(reports)
     valid = all(r.valid for r in reports)
     if as_json:

@@ -673,7 +673,8 @@ def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
 
 def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                  seed: int | None, tolerance: float, device: str,
-                 budget: Budget = Budget()) -> None:
+                 budget: Budget = Budget(),
+                 progress: Callable[[str], None] | None = None) -> None:
     if spec is None:
         report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
                     "or not installed code, or code that differs from the submission's)")
@@ -699,9 +700,13 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
             deadline.check()
 
     gate = None                               # the architecture checks, made once
-    for run in runs:
+    for i, run in enumerate(runs, 1):
         precision = run["precision"] if dev.startswith("cuda") else "fp32"
         start = time.perf_counter()
+        if progress:
+            progress(f"  re-training {i} of {len(runs)}: {run['task']}/{run['setting']} seed "
+                     f"{run['seed']}, lr {run['lr']:g}, wd {run['weight_decay']:g} "
+                     f"({dev}, {precision})")
         with tempfile.TemporaryDirectory(prefix="madbench-rerun-") as tmp:
             # the run's one cell of the sweep, as madbench eval trains it (the gate passes
             # state mismatches: the claim re-checked here is the accuracy)
@@ -723,6 +728,9 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
             fresh = results.settings[0]["best"]
         delta = abs(fresh["accuracy"] - run["accuracy"])
         ok = delta <= tolerance and bool(fresh["diverged"]) == run["diverged"]
+        if progress:
+            progress(f"    accuracy {fresh['accuracy']:.4f}, claimed {run['accuracy']:.4f}: "
+                     f"{'ok' if ok else 'MISMATCH'} ({time.perf_counter() - start:.0f} s)")
         report.reruns.append({"task": run["task"], "setting": run["setting"],
                               "seed": run["seed"], "lr": run["lr"],
                               "weight_decay": run["weight_decay"],
@@ -766,10 +774,12 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
                         rerun_seed: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
                         audit_dim: int = VALIDATE_AUDIT_DIM, device: str = "auto",
                         rebuild: bool = True, trust_code: bool = False,
-                        budget: Budget = Budget()) -> Report:
+                        budget: Budget = Budget(),
+                        progress: Callable[[str], None] | None = None) -> Report:
     """Every check of this module on one parsed submission. ``rebuild=False`` skips the
     checks that build the architecture (6, beyond the hash) and the re-runs; ``trust_code``
-    imports mixers that ``trust`` does not vouch for (code the submission names)."""
+    imports mixers that ``trust`` does not vouch for (code the submission names);
+    ``progress`` gets a line as each slow step (the rebuild, each re-run) starts and ends."""
     path = Path(path) if path is not None else None
     report = Report(str(path) if path else None)
     errors = schema_errors(doc)
@@ -793,13 +803,16 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
     spec = None
     with working_directory_excluded():
         if rebuild:
+            if progress:
+                progress(f"  rebuilding the architecture and auditing its state at width "
+                         f"{audit_dim}")
             spec = _guarded(report, "architecture",
                             lambda: check_architecture(doc, report, audit_dim, trust_code,
                                                        budget))
         if rerun and protocol is not None:
             _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
                                                            rerun_seed, tolerance, device,
-                                                           budget))
+                                                           budget, progress))
     return report
 
 
