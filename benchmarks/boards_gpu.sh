@@ -7,8 +7,10 @@
 # ones wait for the next call. To resume on a fresh machine, carry the previous call's
 # boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
-# validated at once, with RERUN (default 6) settings re-trained on the GPU. Leaves boards.log,
-# boards_runs.tgz and the new submissions in $OUT.
+# validated at once, with RERUN (default 6) settings re-trained on the GPU. EXTRA adds
+# `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
+# makes partial entries of one task. Leaves boards.log, boards_runs.tgz and the new
+# submissions in $OUT.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards
@@ -32,15 +34,18 @@ for arch in "${archs[@]}"; do
     2> "runs/boards/$arch.err"
   rc=$?
   echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "runs/boards/$arch.err" | tr '\n' ' ')" >> "$LOG"
+  case $rc in 0|124|130) ;; *) grep -E '^Error' "runs/boards/$arch.err" | tail -1 >> "$LOG" ;; esac
 done
 mkdir -p "$BOARD"
+tasks=$(sed -n 's/.*--tasks[ =]\([^ ]*\).*/\1/p' <<< "${EXTRA:-}")   # a partial entry's tasks
 for i in "${!archs[@]}"; do
   arch=${archs[$i]}
   # complete: a second eval over the same run directory finds nothing to train
   if madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} --run-dir "runs/boards/$arch" \
        --dry-run 2>&1 | grep -q "nothing to train"; then
-    madbench leaderboard submit "runs/boards/$arch" --name "$arch" --out "$BOARD/$arch.json" \
-      --command "madbench eval --arch $arch --preset $PRESET" >> "$LOG" 2>&1 \
+    # shellcheck disable=SC2086
+    madbench leaderboard submit "runs/boards/$arch" --name "$arch" --out "$BOARD/$arch.json" ${tasks:+--tasks $tasks} \
+      --command "madbench eval --arch $arch --preset $PRESET${EXTRA:+ $EXTRA}" >> "$LOG" 2>&1 \
       && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" >> "$LOG" 2>&1
     echo "$arch: submission $BOARD/$arch.json, exit $?" >> "$LOG"
     cp "$BOARD/$arch.json" "$OUT/" 2>/dev/null
