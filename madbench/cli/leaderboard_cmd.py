@@ -110,7 +110,7 @@ def _print_report(report) -> None:
 
 
 def _progress_line(line: str) -> None:
-    click.echo(line, err=True)
+    click.echo(printable(line), err=True)     # names in it come from the submission
 
 
 @leaderboard_group.command("validate")
