@@ -2,8 +2,10 @@
 # One change timed against the code before it, in the same GPU call: `madbench eval $EVAL` into a
 # fresh run directory with the working tree as it is (B), then with the files in PATHS restored
 # from commit BASE (A), then the working tree put back. Prints each variant's wall time, its
-# `training ...` line and the six configurations' accuracies (parity), and, with PROFILE set, the
-# profile of that architecture's step (profile_step.py) for both. Logs to $OUT/ab.log.
+# `training ...` line and, with PROFILE set, the profile of that architecture's step
+# (profile_step.py), then both variants' per-run accuracies side by side (parity,
+# compare_runs.py). The commit it prints is the copy's git HEAD, which on a device machine may
+# lag the working tree it runs. Logs to $OUT/ab.log.
 #   BASE=70d88bb PATHS=plugins/madbench_layers/hyena.py PROFILE=hyena-swiglu \
 #   EVAL="--arch hyena-swiglu --preset quick --tasks in-context-recall --settings baseline --seeds 0" \
 #   bash benchmarks/ab_gpu.sh
@@ -21,13 +23,6 @@ variant() {   # $1: label
   # shellcheck disable=SC2086
   madbench eval $EVAL --run-dir "/tmp/ab_$1" --format json > "/tmp/ab_$1.json" 2> "/tmp/ab_$1.err"
   echo "$1: exit $?, $((SECONDS - s)) s wall; $(grep -E '^training ' "/tmp/ab_$1.err")"
-  python3 - "/tmp/ab_$1" <<'PY'
-import sys
-from madbench.store import load_records
-for r in sorted(load_records([sys.argv[1]]), key=lambda r: (r["lr"], r["weight_decay"])):
-    print(f"  lr {r['lr']:g} wd {r['weight_decay']:g}: test accuracy {r['accuracy']:.4f}, "
-          f"{r['seconds']:.1f} s, engine {r['engine']}")
-PY
 }
 {
   nvidia-smi -L; echo "commit $(git rev-parse --short HEAD 2>/dev/null), against $BASE for: $PATHS"
@@ -36,5 +31,6 @@ PY
     || { echo "error: $p is not in $BASE"; cp -r "$keep"/. .; exit 2; }; done
   variant A
   cp -r "$keep"/. .
+  python3 benchmarks/compare_runs.py /tmp/ab_B /tmp/ab_A      # per-run accuracies (parity)
 } >> "$LOG" 2>&1
 cat "$LOG"

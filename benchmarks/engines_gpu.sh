@@ -26,32 +26,7 @@ ev() {   # $1: label, rest: madbench eval arguments; prints wall time and the tr
   echo "$label: exit $?, $((SECONDS - s)) s wall; $(grep -E '^training ' "$W/$label.err")"
 }
 compare() {   # $@: run directory labels, the first is the reference column
-  python3 - "$W" "$@" <<'PY'
-import sys
-from madbench.store import load_records
-root, labels = sys.argv[1], sys.argv[2:]
-runs = {l: {(r["setting"], r["lr"], r["weight_decay"]): r for r in load_records([f"{root}/{l}"])}
-        for l in labels}
-keys = sorted(set().union(*runs.values()))
-print("| setting | lr, wd | " + " | ".join(labels) + " |")
-print("| --- | --- | " + " | ".join("---:" for _ in labels) + " |")
-for k in keys:
-    cells = [f"{runs[l][k]['accuracy']:.4f}" if k in runs[l] else "-" for l in labels]
-    print(f"| {k[0]} | {k[1]:g}, {k[2]:g} | " + " | ".join(cells) + " |")
-def gap(a, b):
-    common = [k for k in keys if k in runs[a] and k in runs[b]]
-    return max((abs(runs[a][k]["accuracy"] - runs[b][k]["accuracy"]) for k in common), default=float("nan"))
-for a, b in zip(labels, labels[1:]):
-    print(f"largest per-run |{a} - {b}|: {gap(a, b):.4f}")
-for l in labels:
-    best = {}
-    for (setting, _, _), r in runs[l].items():
-        best[setting] = max(best.get(setting, 0.0), r["accuracy"])
-    secs = sum(r["seconds"] for r in runs[l].values())
-    print(f"{l}: best of sweep " + ", ".join(f"{s} {v:.4f}" for s, v in sorted(best.items()))
-          + f"; mean over settings {sum(best.values()) / max(len(best), 1):.4f}; "
-          + f"epochs trained {sum(r['epochs'] for r in runs[l].values())}; summed run seconds {secs:.0f}")
-PY
+  python3 benchmarks/compare_runs.py "${@/#/$W/}"
 }
 {
   nvidia-smi -L
