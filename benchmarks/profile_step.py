@@ -2,12 +2,19 @@
 (same kernels a captured graph replays) on the in-context-recall baseline; prints kernels per
 step, summed kernel time per step and the top kernels.
 
-Usage: python benchmarks/profile_step.py [ARCH,...] [--steps 10] [--rows 25]
+Usage: python benchmarks/profile_step.py [ARCH,...] [--steps 10] [--rows 25] [--trace DIR]
+
+``--trace DIR`` also records the operators' input shapes and writes each architecture's
+Chrome trace to ``DIR/ARCH.json.gz`` (every kernel linked to the operator that launched it:
+which tensor a slow kernel works on can then be read off the CPU).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
+import shutil
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +33,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--setting", default="baseline")
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--trace", default=None, help="write ARCH.json.gz Chrome traces here")
     args = ap.parse_args()
     task = get_task("in-context-recall")
     tr, _ = generate_splits(task, task.setting(args.setting), 0)
@@ -48,7 +56,8 @@ def main() -> None:
         for _ in range(5):
             step()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.trace else [])
+        with profile(activities=activities, record_shapes=bool(args.trace)) as prof:
             for _ in range(args.steps):
                 step()
             torch.cuda.synchronize()
@@ -58,6 +67,13 @@ def main() -> None:
               f"{total_us / 1e3:.3f} ms summed kernel time/step", flush=True)
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows,
                                         max_name_column_width=70), flush=True)
+        if args.trace:
+            trace = Path(args.trace) / f"{arch}.json"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            prof.export_chrome_trace(str(trace))
+            with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            trace.unlink()
 
 
 if __name__ == "__main__":
