@@ -17,7 +17,7 @@ from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
 from .sweep import Job, choose_engine, group_key
-from .tasks import Setting
+from .tasks import Setting, model_length
 from .trainer import resolve_device, resolve_precision, train
 
 #: protocols sized for a GPU: starting one on CPU warns
@@ -61,8 +61,9 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
                  steps: int = PROBE_STEPS) -> float:
     """Seconds per training step of one run of ``group`` (one setting and seed), trained as
     the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
-    configurations together. Random tokens; on CPU at most ``PROBE_TOKENS`` a step, scaled to
-    the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
+    configurations together. Random tokens, as many per sequence as the model reads (the
+    recall tasks' seq_len - 1: some kernels are slower at odd lengths); on CPU at most
+    ``PROBE_TOKENS`` a step, scaled to the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
     (when the warm-up took over ``PROBE_SECONDS``, it serves as the one-step call and the
     other takes two): their difference per step, divided by the runs trained together. An
     engine that cannot train the probe is timed plain."""
@@ -70,16 +71,17 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     from .graphed import train_graphed
     first = group[0]
     eff = first.effective
+    length = model_length(first.task, eff)     # what the model reads (recall: seq_len - 1)
     batch = protocol.batch_size
     if device.type != "cuda":
-        batch = max(1, min(batch, PROBE_TOKENS // eff.seq_len))
+        batch = max(1, min(batch, PROBE_TOKENS // length))
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
                     early_stop_accuracy=None, batch_size=batch)
     chosen = choose_engine(engine, probe, device)
     configs = [(job.lr, job.weight_decay) for job in group]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        tokens = torch.randint(0, eff.vocab_size, (batch * (1 + steps), eff.seq_len),
+        tokens = torch.randint(0, eff.vocab_size, (batch * (1 + steps), length),
                                device=device)
         test = (tokens[:1], tokens[:1])
 
@@ -131,7 +133,8 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
     group = [job for job in pending if group_key(job) == group_key(first)]
     eff = first.effective
     per_step = step_seconds(spec, group, protocol, dev, precision, engine)
-    per_token = per_step / (protocol.batch_size * eff.seq_len)
+    length = model_length(first.task, eff)
+    per_token = per_step / (protocol.batch_size * length)
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,
                          tokens * per_token / max(devices, 1), per_step,
-                         (protocol.batch_size, eff.seq_len), str(dev), workers, devices)
+                         (protocol.batch_size, length), str(dev), workers, devices)

@@ -191,6 +191,14 @@ def _sample(task: Task, setting: Setting, num: int, split: str, rng: np.random.G
     return inputs, targets
 
 
+def model_length(task: Task, setting: Setting) -> int:
+    """The length of the sequences the model reads on ``setting`` (the recall tasks give it
+    ``seq_len - 1`` tokens): one test sequence is drawn to find out."""
+    inputs, _ = _sample(task, setting, 1, "test", split_rng(setting, "test", 0),
+                        shared_data(task, setting, 0))
+    return int(np.shape(inputs)[1])
+
+
 def generate_splits(task: Task, setting: Setting | str, seed: int = 0) -> tuple[Dataset, Dataset]:
     """Both splits of one setting, (train, test), generating the train split only once."""
     train = generate(task, setting, "train", seed)

@@ -75,3 +75,27 @@ def test_workers_sharing_a_device_do_not_divide_the_time(sweep, monkeypatch):
     assert one.seconds == pytest.approx(tokens * 0.01 / (protocol.batch_size *
                                                          jobs[0].effective.seq_len))
     assert shared.seconds == one.seconds and two.seconds == pytest.approx(one.seconds / 2)
+
+
+@pytest.mark.parametrize("task,length", [("in-context-recall", 127), ("memorization", 32)])
+def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatch):
+    """The recall tasks give the model seq_len - 1 tokens (127 of 128): the probe trains at
+    that length, as the sweep will (an odd length is slower for some kernels), and the estimate
+    names it."""
+    import torch
+    from madbench.tasks import generate, get_task
+    spec = resolve_architecture("mh-attention")
+    protocol = get_protocol("smoke")
+    jobs = plan(spec, select_tasks(task), protocol, [0], "baseline")
+    data = generate(get_task(task), "baseline", "test", 0)       # what training reads
+    assert data.inputs.shape[1] == length
+    lengths = []
+
+    def trainer(make_model, train_data, *args):
+        lengths.append(train_data[0].shape[1])
+        return [result(0.1 * train_data[0].shape[0]) for _ in args[2]]
+    monkeypatch.setattr("madbench.batched.train_batched", trainer)
+    est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32", "batched")
+    assert lengths and set(lengths) == {length}
+    monkeypatch.setattr(est, "step_seconds", lambda *a, **k: 0.01)
+    assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probe_shape[1] == length
