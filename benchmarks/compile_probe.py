@@ -1,0 +1,113 @@
+"""Where does torch.compile change a training step? (issue #15: compiled models trained to wrong
+accuracies, cause not found.)
+
+Builds the same model twice from one seed, compiles the second (the whole model, every block,
+every mixer, or only the mixers of one kind: ``--scope``), and trains both with madbench's own
+step (``trainer.Step``: gather, forward under autocast, cross-entropy, backward, AdamW) on the
+same in-context-recall batches, plain (no CUDA graphs). Prints the first step's logits and the
+parameters whose gradients differ most, then both losses step by step, and the first step
+whose losses differ by more than ``--tol`` (relative). Bisect with ``--scope``: the smallest
+scope that still differs holds the cause.
+
+    python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 20 --scope model
+    python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --scope mixer:mh-hyena
+    python3 benchmarks/compile_probe.py --arch mh-attention --device cpu --steps 2   # try-out
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+
+import torch
+
+from madbench.architecture import resolve_architecture
+from madbench.model import build_model
+from madbench.protocol import get_protocol
+from madbench.tasks import generate, get_task
+from madbench.trainer import Step
+
+
+def compile_scope(model: torch.nn.Module, spec, scope: str) -> torch.nn.Module:
+    """``model`` with the parts named by ``scope`` compiled; the returned module trains the
+    same parameter tensors."""
+    if scope == "model":
+        return torch.compile(model, dynamic=False)
+    blocks = model.encoder.blocks
+    for block, layer in zip(blocks, spec.layers):
+        if scope == "blocks":
+            block.forward = torch.compile(block.forward, dynamic=False)
+        elif scope == "mixers" or scope == f"mixer:{layer.mixer}":
+            block.mixer = torch.compile(block.mixer, dynamic=False)
+    return model
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="mH-Sg-mA-Sg")
+    ap.add_argument("--scope", default="model",
+                    help="model, blocks, mixers or mixer:NAME (what is compiled)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tol", type=float, default=0.02)
+    args = ap.parse_args()
+    if not (args.scope in ("model", "blocks", "mixers") or args.scope.startswith("mixer:")):
+        print(f"error: --scope {args.scope!r} is not model, blocks, mixers or mixer:NAME",
+              file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    spec = resolve_architecture(args.arch)
+    task = get_task("in-context-recall")
+    data = generate(task, "baseline", "train", 0)
+    vocab, length = data.setting.params["vocab_size"], data.inputs.shape[1]
+    protocol = get_protocol("paper")
+    batch = 128 if device.type == "cuda" else 8
+    n = batch * args.steps
+    train = (torch.from_numpy(data.inputs[:n]).to(device),
+             torch.from_numpy(data.targets[:n]).to(device))
+    torch.manual_seed(0)
+    eager = build_model(spec, vocab, data.setting.params["seq_len"]).to(device)
+    other = copy.deepcopy(eager)
+    compiled = compile_scope(other, spec, args.scope)
+    runs = [Step(m, train, args.lr, 0.1, protocol, args.steps, precision)
+            for m in (eager, compiled)]
+    print(f"{args.arch}, scope {args.scope}, {device}, {precision}, batch {batch} x {length}, "
+          f"torch {torch.__version__}", flush=True)
+    losses = [[], []]
+    first_bad = None
+    for step in range(args.steps):
+        idx = torch.arange(step * batch, (step + 1) * batch, device=device)
+        for run, out in zip(runs, losses):
+            before = run.loss_sum.item()
+            run.set_lr(run.lrs[step])
+            run(idx)
+            out.append(run.loss_sum.item() - before)
+        if step == 0:
+            params = dict(eager.named_parameters())
+            diffs = sorted(((relative(p.grad, params[name].grad), name)
+                            for name, p in ((k.replace("_orig_mod.", ""), v)
+                                            for k, v in other.named_parameters())
+                            if p.grad is not None and params[name].grad is not None),
+                           reverse=True)
+            print("first step, largest relative gradient differences (compiled vs eager):")
+            for d, name in diffs[:8]:
+                print(f"  {d:.2e}  {name}")
+        a, b = losses[0][-1], losses[1][-1]
+        bad = abs(a - b) > args.tol * abs(a)
+        if bad and first_bad is None:
+            first_bad = step + 1
+        print(f"step {step + 1}: loss eager {a:.5f}, compiled {b:.5f}{'  <-' if bad else ''}",
+              flush=True)
+    print(f"first step differing by more than {args.tol:g} (relative): "
+          f"{first_bad if first_bad else 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
