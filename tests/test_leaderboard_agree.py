@@ -66,3 +66,28 @@ def test_cli_refuses_unknown_and_identical_boards(tmp_path):
         (tmp_path / board).mkdir()
     empty = run(main, ["leaderboard", "agree", "--root", str(tmp_path), "--json"])
     assert empty.exit_code == 0 and json.loads(empty.output)["common"] == 0
+
+
+def test_the_table_lists_each_architectures_two_scores_and_differing_seeds(tmp_path, trial):
+    """Below the summary, each measured task's scores per architecture, the first board's then
+    the second's, and the seeds when the two entries were trained on different ones."""
+    doc = trial[1]
+    for i, (name, q, p, seeds) in enumerate([("a", 0.91, 0.93, [0]), ("b", 0.5, 0.25,
+                                                                      [1, 2, 3, 5])]):
+        write(tmp_path, "mad-quick", entry(doc, name, f"{i:016x}", {"memorization": q}))
+        e = entry(doc, name, f"{i:016x}", {"memorization": p})
+        e["seeds"] = seeds
+        write(tmp_path, "mad-paper", e)
+    run = CliRunner().invoke
+    out = run(main, ["leaderboard", "agree", "--root", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    at = lines.index("memorization:")
+    assert lines[at + 2:at + 6] == ["| architecture | `mad-quick` | `mad-paper` |",
+                                    "| --- | ---: | ---: |", "| a | 0.910 | 0.930 |",
+                                    "| b (seeds 0 / 1-3, 5) | 0.500 | 0.250 |"]
+    assert "compression:" not in lines                      # nothing measured there
+    data = json.loads(run(main, ["leaderboard", "agree", "--root", str(tmp_path),
+                                 "--json"]).output)
+    assert data["rows"]["memorization"]["scores"] == [[0.91, 0.93], [0.5, 0.25]]
+    assert data["seeds"] == {"a": [[0], [0]], "b": [[0], [1, 2, 3, 5]]}

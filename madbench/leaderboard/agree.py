@@ -21,7 +21,7 @@ def _by_architecture(root: Path, board: str) -> dict[str, dict]:
 def _row(pairs: list[tuple[str, float, float]]) -> dict:
     from scipy import stats
     row = {"architectures": len(pairs), "names": [name for name, _, _ in pairs],
-           "spearman": None, "mean_abs_diff": None}
+           "scores": [[a, b] for _, a, b in pairs], "spearman": None, "mean_abs_diff": None}
     if pairs:
         row["mean_abs_diff"] = sum(abs(a - b) for _, a, b in pairs) / len(pairs)
     a, b = [p[1] for p in pairs], [p[2] for p in pairs]
@@ -32,8 +32,9 @@ def _row(pairs: list[tuple[str, float, float]]) -> dict:
 
 def agreement(root: str | Path, first: str, second: str) -> dict:
     """Per task and for the MAD score (only over entries that cover every task on both
-    boards): {"architectures", "names", "spearman" (None under 3 or no spread),
-    "mean_abs_diff" (``first`` minus ``second``, absolute)}."""
+    boards): {"architectures", "names", "scores" ([first, second] per name), "spearman" (None
+    under 3 or no spread), "mean_abs_diff" (``first`` minus ``second``, absolute)}; and the
+    seeds of each architecture's two entries."""
     root = Path(root)
     a, b = _by_architecture(root, first), _by_architecture(root, second)
     common = sorted(set(a) & set(b), key=lambda h: a[h]["architecture"]["name"])
@@ -47,11 +48,14 @@ def agreement(root: str | Path, first: str, second: str) -> dict:
     complete = [h for h in common if covered(a[h], tasks) == covered(b[h], tasks) == len(tasks)]
     rows[OVERALL] = _row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
                            b[h]["scores"]["overall"]) for h in complete])
-    return {"first": first, "second": second, "common": len(common), "rows": rows}
+    seeds = {a[h]["architecture"]["name"]: [a[h]["seeds"], b[h]["seeds"]] for h in common}
+    return {"first": first, "second": second, "common": len(common), "rows": rows,
+            "seeds": seeds}
 
 
 def agreement_table(result: dict) -> str:
-    """Markdown: one row per task and one for the MAD score."""
+    """Markdown: one row per task and one for the MAD score, then each measured task's scores
+    per architecture (with the seeds where the boards' entries differ)."""
     lines = [f"`{result['first']}` against `{result['second']}`: {result['common']} "
              "architectures on both boards.", "",
              "| task | architectures | Spearman | mean abs. difference |",
@@ -60,4 +64,27 @@ def agreement_table(result: dict) -> str:
         rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
         diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
         lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} |")
+    for task, row in result["rows"].items():
+        if not row["architectures"]:
+            continue
+        lines += ["", f"{task}:", "",
+                  f"| architecture | `{result['first']}` | `{result['second']}` |",
+                  "| --- | ---: | ---: |"]
+        for name, (a, b) in zip(row["names"], row["scores"]):
+            sa, sb = result["seeds"][name]
+            note = "" if sa == sb else f" (seeds {_seeds(sa)} / {_seeds(sb)})"
+            lines.append(f"| {name}{note} | {a:.3f} | {b:.3f} |")
     return "\n".join(lines)
+
+
+def _seeds(seeds: list[int]) -> str:
+    """1, 2, 3, 5 -> '1-3, 5'."""
+    runs, out = [], []
+    for s in sorted(seeds):
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    for lo, hi in runs:
+        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    return ", ".join(out)
