@@ -56,6 +56,23 @@ def run_tokens(job: Job, protocol: Protocol) -> int:
     return setting_tokens(job.effective, protocol)
 
 
+def costly_stops(pending: Sequence[Job], protocol: Protocol) -> list[str]:
+    """The pending settings ("task setting") where a convergence stop
+    (``early_stop_accuracy``) evaluates a test set of at least as many batches as an epoch has
+    steps: evaluating every epoch may then cost more time than stopping saves (memorization
+    under ``paper``: 1.4x the time, docs/protocol.md). Empty without a convergence stop."""
+    if protocol.early_stop_accuracy is None or protocol.eval_every_epoch:
+        return []
+    names = []
+    for job in pending:
+        eff = job.effective
+        steps, _ = epoch_plan(eff.num_train, protocol)
+        name = f"{job.task.name} {eff.name}"
+        if -(-eff.num_test // protocol.batch_size) >= steps and name not in names:
+            names.append(name)
+    return names
+
+
 def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                  device: torch.device, precision: str, engine: str = "auto",
                  steps: int = PROBE_STEPS) -> float:

@@ -99,3 +99,22 @@ def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatc
     assert lengths and set(lengths) == {length}
     monkeypatch.setattr(est, "step_seconds", lambda *a, **k: 0.01)
     assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probe_shape[1] == length
+
+
+def test_a_convergence_stop_is_flagged_where_evaluation_outweighs_an_epoch():
+    """early_stop_accuracy evaluates the test set every epoch: flagged on the settings whose
+    test set has at least as many batches as an epoch has steps (memorization under paper:
+    256 training sequences, 2 steps; 1,280 test sequences, 10 batches), not on in-context
+    recall (100 steps against 10 batches); nothing without the stop, and the plan says so."""
+    from madbench.cli.eval_cmd import describe_plan
+    spec = resolve_architecture("mh-attention")
+    stop = get_protocol("paper", {"early_stop_accuracy": "0.99"})
+    jobs = plan(spec, select_tasks("memorization,in-context-recall"), stop, [0], "baseline")
+    assert est.costly_stops(jobs, stop) == ["memorization baseline"]
+    assert est.costly_stops(jobs, get_protocol("paper")) == []
+    estimate = est.SweepEstimate(len(jobs), 0, 10, 1.0, 0.1, (128, 32), "cuda:0")
+    lines = describe_plan(estimate, stop, "runs/x", "local", jobs)
+    assert lines[-1].startswith("Note: early_stop_accuracy evaluates every epoch; on 1 of the "
+                                "pending settings (memorization baseline)")
+    assert not any(l.startswith("Note:") for l in describe_plan(estimate, get_protocol("paper"),
+                                                               "runs/x", "local", jobs))

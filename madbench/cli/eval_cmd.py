@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Sequence
 
 import click
 
@@ -87,10 +88,12 @@ def run_line(info: dict) -> str:
             f"wd={compact(info['wd'])}{seed} {acc} {duration(info['seconds'])}{together}{where}")
 
 
-def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
-    """What is about to run, before it runs: stored and pending runs, the estimated time; and a
-    warning when a protocol sized for a GPU starts on CPU."""
-    from ..estimate import GPU_PROTOCOLS
+def describe_plan(estimate, protocol, run_dir: str, executor: str,
+                  pending: Sequence = ()) -> list[str]:
+    """What is about to run, before it runs: stored and pending runs, the estimated time; a
+    warning when a protocol sized for a GPU starts on CPU, and a note when a convergence stop
+    is set where evaluating every epoch costs more than an epoch (``pending``: the jobs)."""
+    from ..estimate import GPU_PROTOCOLS, costly_stops
     lines = []
     if estimate.stored:
         lines.append(f"{estimate.stored:,} of {plural(estimate.total, 'run')} already stored in "
@@ -114,6 +117,13 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str) -> list[str]:
                      f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."
                      " '--preset smoke' checks all six tasks in minutes. Ctrl-C stops; finished "
                      "runs are kept and the same command resumes.")
+    costly = costly_stops(pending, protocol)
+    if costly:
+        lines.append(f"Note: early_stop_accuracy evaluates every epoch; on {len(costly)} of the "
+                     f"pending settings ({costly[0]}{', ...' if len(costly) > 1 else ''}) the "
+                     "test set has as many batches as an epoch has steps or more, so stopping "
+                     "early may cost more time than it saves (memorization under paper: 1.4x "
+                     "the time; docs/protocol.md).")
     return lines
 
 
@@ -198,7 +208,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
         preflight=check_paths)
     estimate = evaluation.estimate()
-    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor):
+    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor,
+                              evaluation.pending()):
         click.echo(line, err=True)
     if dry_run:
         return
