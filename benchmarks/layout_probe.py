@@ -1,6 +1,6 @@
-"""Does an odd sequence length slow the (B, C, L)-layout kernels down? The recall tasks train at
-L = seq_len - 1 (127, 255, ...), so rows of L bf16 values start at addresses Triton cannot
-assume 16-byte aligned; the kernel benchmarks ran at L = 128.
+"""Does an odd sequence length slow the (B, C, L)-layout kernels down? In-context and noisy
+recall train at L = seq_len - 1 (127, 255, ...), so rows of L bf16 values start at addresses
+Triton cannot assume 16-byte aligned; the kernel benchmarks ran at L = 128.
 
 Times, on CUDA (``triton.testing.do_bench``, median ms, L2 flushed), forward and
 forward+backward of the Hyena layer's two convolutions at the faithful Hyena's shapes (batch

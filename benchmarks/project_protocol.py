@@ -26,15 +26,7 @@ from madbench.errors import UsageError
 from madbench.protocol import get_protocol
 from madbench.scaling.flops import architecture_flops
 from madbench.store import ResultsStore
-from madbench.tasks import all_tasks
-
-SHIFTED = {"in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall"}
-
-
-def model_length(task: str, seq_len: int) -> int:
-    """The length the model sees: the recall tasks drop the last token (inputs, next token)."""
-    return seq_len - (task in SHIFTED)
-
+from madbench.tasks import all_tasks, model_length
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,11 +52,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
     arch = archs.pop()
+    lengths_of = {(task.name, s.name): model_length(task, s)       # what the model reads
+                  for task in all_tasks() for s in task.settings()}
     per_step = collections.defaultdict(list)       # L -> seconds per six-configuration step
-    for (task, _), g in groups.items():
-        params = g[0]["setting_params"]
-        per_step[model_length(task, params["seq_len"])].append(
-            max(r["seconds"] for r in g) / g[0]["steps"])
+    for key, g in groups.items():
+        per_step[lengths_of[key]].append(max(r["seconds"] for r in g) / g[0]["steps"])
     lengths = sorted(per_step)
     rates = [float(np.median(per_step[L])) for L in lengths]
     totals = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
@@ -73,7 +65,7 @@ def main() -> int:
     for task in all_tasks():
         for setting in task.settings():
             p = setting.params
-            L = model_length(task.name, p["seq_len"])
+            L = lengths_of[(task.name, setting.name)]
             spe = -(-p["num_train_examples"] // quick.batch_size)
             q_steps, p_steps = spe * quick.epochs_for(spe), spe * paper.epochs_for(spe)
             g = groups.get((task.name, setting.name))

@@ -79,7 +79,7 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     """Seconds per training step of one run of ``group`` (one setting and seed), trained as
     the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
     configurations together. Random tokens, as many per sequence as the model reads (the
-    recall tasks' seq_len - 1: some kernels are slower at odd lengths); on CPU at most
+    in-context and noisy recall: seq_len - 1; some kernels are slower at odd lengths); on CPU at most
     ``PROBE_TOKENS`` a step, scaled to the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
     (when the warm-up took over ``PROBE_SECONDS``, it serves as the one-step call and the
     other takes two): their difference per step, divided by the runs trained together. An
@@ -88,7 +88,7 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     from .graphed import train_graphed
     first = group[0]
     eff = first.effective
-    length = model_length(first.task, eff)     # what the model reads (recall: seq_len - 1)
+    length = model_length(first.task, eff)     # what the model reads (e.g. 127 of 128)
     batch = protocol.batch_size
     if device.type != "cuda":
         batch = max(1, min(batch, PROBE_TOKENS // length))

@@ -192,8 +192,8 @@ def _sample(task: Task, setting: Setting, num: int, split: str, rng: np.random.G
 
 
 def model_length(task: Task, setting: Setting) -> int:
-    """The length of the sequences the model reads on ``setting`` (the recall tasks give it
-    ``seq_len - 1`` tokens): one test sequence is drawn to find out."""
+    """The length of the sequences the model reads on ``setting`` (in-context and noisy recall
+    give it ``seq_len - 1`` tokens): one test sequence is drawn to find out."""
     inputs, _ = _sample(task, setting, 1, "test", split_rng(setting, "test", 0),
                         shared_data(task, setting, 0))
     return int(np.shape(inputs)[1])
