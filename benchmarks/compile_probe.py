@@ -28,18 +28,21 @@ from madbench.tasks import generate, get_task
 from madbench.trainer import Step
 
 
-def compile_scope(model: torch.nn.Module, spec, scope: str) -> torch.nn.Module:
-    """``model`` with the parts named by ``scope`` compiled; the returned module trains the
-    same parameter tensors."""
+def compile_scope(model: torch.nn.Module, spec, scope: str) -> tuple[torch.nn.Module, int]:
+    """``model`` with the parts named by ``scope`` compiled (the returned module trains the
+    same parameter tensors), and how many parts that is."""
     if scope == "model":
-        return torch.compile(model, dynamic=False)
-    blocks = model.encoder.blocks
-    for block, layer in zip(blocks, spec.layers):
+        return torch.compile(model, dynamic=False), 1
+    parts = 0
+    for block, layer in zip(model.encoder.blocks, spec.layers):
         if scope == "blocks":
             block.forward = torch.compile(block.forward, dynamic=False)
         elif scope == "mixers" or scope == f"mixer:{layer.mixer}":
             block.mixer = torch.compile(block.mixer, dynamic=False)
-    return model
+        else:
+            continue
+        parts += 1
+    return model, parts
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,11 +77,16 @@ def main() -> int:
     torch.manual_seed(0)
     eager = build_model(spec, vocab, data.setting.params["seq_len"]).to(device)
     other = copy.deepcopy(eager)
-    compiled = compile_scope(other, spec, args.scope)
+    compiled, parts = compile_scope(other, spec, args.scope)
+    if not parts:
+        names = sorted({layer.mixer for layer in spec.layers})
+        print(f"error: no mixer {args.scope[6:]!r} in {args.arch} (its mixers: "
+              f"{', '.join(names)})", file=sys.stderr)
+        return 2
     runs = [Step(m, train, args.lr, 0.1, protocol, args.steps, precision)
             for m in (eager, compiled)]
-    print(f"{args.arch}, scope {args.scope}, {device}, {precision}, batch {batch} x {length}, "
-          f"torch {torch.__version__}", flush=True)
+    print(f"{args.arch}, scope {args.scope} ({parts} compiled), {device}, {precision}, batch "
+          f"{batch} x {length}, torch {torch.__version__}", flush=True)
     losses = [[], []]
     first_bad = None
     for step in range(args.steps):
