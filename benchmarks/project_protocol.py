@@ -1,15 +1,16 @@
 """What the `quick` and `paper` protocols cost one architecture, from its stored `quick` runs.
 
-Reads a run directory (``madbench eval --preset quick`` records, e.g. a board sweep's, whole
-or partial). A setting whose group is stored counts its measured seconds (the six
-configurations side by side: the records' ``seconds``); a setting not stored is estimated
-from the measured time per six-configuration step at its length (interpolated linearly in L
-between the measured lengths; outside them, in proportion to L, and said so). `paper` scales each setting by its steps under `paper` over its
-steps under `quick` (200 epochs against 20, or against the epochs `quick`'s 500-step floor
-sets). Evaluation, capture and the process's start are inside a group's seconds or left out.
-Also prints, per measured setting, the training FLOPs per second in the paper's convention
-(``madbench.scaling.flops``: 3 x forward, attention's L^2 not halved by the causal mask;
-embedding lookups left out, the output head counted).
+Reads a run directory (``madbench eval --preset quick`` records, e.g. a board sweep's, whole or
+partial). A setting whose group is stored counts its measured seconds (the six configurations
+side by side: the records' ``seconds``); a setting not stored is estimated from the measured
+time per six-configuration step at its length (interpolated linearly in L between the measured
+lengths; outside them, in proportion to L, and said so). `paper` scales each setting by its
+steps under `paper` over its steps under `quick` (200 epochs against 20, or against the epochs
+`quick`'s 500-step floor sets). Evaluation, capture and the process's start are inside a
+group's seconds or left out. With ``--flops`` it also prints, per measured setting, the
+training FLOPs per second in the paper's convention (``madbench.scaling.flops``: 3 x forward,
+attention's L^2 not halved by the causal mask; embedding lookups left out, the output head
+counted).
 
     python3 benchmarks/project_protocol.py runs/boards/mh-attention-swiglu
 """

@@ -11,7 +11,6 @@ kernel, or the forward call). Prints the operators by summed kernel time per ste
 from __future__ import annotations
 
 import argparse
-import bisect
 import collections
 import gzip
 import json
@@ -41,26 +40,31 @@ def attribute(events: list[dict]) -> list[tuple[str, str, str, float]]:
             launches[e["args"]["correlation"]] = e
         elif cat == "kernel":
             kernels.append(e)
-    starts = {}
-    for key, spans in ops.items():
-        spans.sort(key=lambda s: (s[0], -s[1]))
-        starts[key] = [s[0] for s in spans]
-    out = []
-    for k in kernels:
-        launch = launches.get(k.get("args", {}).get("correlation"))
-        inner = outer = "?"
-        if launch is not None:
-            key = (launch["pid"], launch["tid"])
-            spans = ops.get(key, [])
-            i = bisect.bisect_right(starts.get(key, []), launch["ts"])
-            enclosing = [s for s in spans[:i] if s[1] >= launch["ts"]]
-            if enclosing:
-                e = enclosing[-1][2]
+    # each launch's enclosing operators, by one sweep per thread over the operators in start
+    # order with a stack of those still open (operators on one thread nest)
+    by_thread = collections.defaultdict(list)
+    for launch in launches.values():
+        by_thread[(launch["pid"], launch["tid"])].append(launch)
+    names = {}                                          # correlation -> (inner, outer)
+    for key, thread_launches in by_thread.items():
+        spans = sorted(ops.get(key, []), key=lambda s: (s[0], -s[1]))
+        stack, j = [], 0
+        for launch in sorted(thread_launches, key=lambda e: e["ts"]):
+            t = launch["ts"]
+            while j < len(spans) and spans[j][0] <= t:
+                while stack and stack[-1][1] < spans[j][0]:
+                    stack.pop()
+                stack.append(spans[j])
+                j += 1
+            while stack and stack[-1][1] < t:
+                stack.pop()
+            if stack:
+                e = stack[-1][2]
                 dims = e.get("args", {}).get("Input Dims")
-                inner = e["name"] + (f" {dims}" if dims else "")
-                outer = enclosing[0][2]["name"]
-        out.append((k["name"], inner, outer, float(k.get("dur", 0))))
-    return out
+                names[launch["args"]["correlation"]] = (e["name"] + (f" {dims}" if dims else ""),
+                                                        stack[0][2]["name"])
+    return [(k["name"], *names.get(k.get("args", {}).get("correlation"), ("?", "?")),
+             float(k.get("dur", 0))) for k in kernels]
 
 
 def main() -> int:

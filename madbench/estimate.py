@@ -78,12 +78,13 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
                  steps: int = PROBE_STEPS) -> float:
     """Seconds per training step of one run of ``group`` (one setting and seed), trained as
     the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
-    configurations together. Random tokens, as many per sequence as the model reads (the
-    in-context and noisy recall: seq_len - 1; some kernels are slower at odd lengths); on CPU at most
-    ``PROBE_TOKENS`` a step, scaled to the protocol's batch. A warm-up call of one step, then one step and ``1 + steps`` steps
-    (when the warm-up took over ``PROBE_SECONDS``, it serves as the one-step call and the
-    other takes two): their difference per step, divided by the runs trained together. An
-    engine that cannot train the probe is timed plain."""
+    configurations together. Random tokens, as many per sequence as the model reads
+    (in-context and noisy recall: seq_len - 1; some kernels are slower at odd lengths); on CPU
+    at most ``PROBE_TOKENS`` a step, scaled to the protocol's batch. A warm-up call of one
+    step, then one step and ``1 + steps`` steps (when the warm-up took over
+    ``PROBE_SECONDS``, it serves as the one-step call and the other takes two): their
+    difference per step, divided by the runs trained together. An engine that cannot train
+    the probe is timed plain."""
     from .batched import train_batched
     from .graphed import train_graphed
     first = group[0]

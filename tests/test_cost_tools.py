@@ -59,7 +59,8 @@ def test_projection_sums_stored_groups_and_scales_them_to_paper(tmp_path, capsys
         q_total += sec
         p_total += sec * ps / qs
     row = next(line for line in out.splitlines() if line.startswith("| in-context-recall |"))
-    assert row == f"| in-context-recall | 2 of 11 | {q_total / 60:.1f} min | {p_total / 3600:.2f} h |"
+    assert row == (f"| in-context-recall | 2 of 11 | {q_total / 60:.1f} min | "
+                   f"{p_total / 3600:.2f} h |")
     assert "extrapolated in proportion to L" in out
 
 
@@ -76,6 +77,8 @@ def test_trace_kernels_attributes_each_kernel_to_the_innermost_enclosing_operato
     ev = [
         {"ph": "X", "cat": "cpu_op", "name": "autograd: MulBackward0", "pid": 1, "tid": 2,
          "ts": 100, "dur": 50},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::empty", "pid": 1, "tid": 2, "ts": 101,
+         "dur": 5},                                      # ended before the launch: a sibling
         {"ph": "X", "cat": "cpu_op", "name": "aten::mul", "pid": 1, "tid": 2, "ts": 110,
          "dur": 20, "args": {"Input Dims": [[4, 127], [4, 127]]}},
         {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 2,

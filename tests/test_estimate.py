@@ -79,9 +79,9 @@ def test_workers_sharing_a_device_do_not_divide_the_time(sweep, monkeypatch):
 
 @pytest.mark.parametrize("task,length", [("in-context-recall", 127), ("memorization", 32)])
 def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatch):
-    """In-context and noisy recall give the model seq_len - 1 tokens (127 of 128): the probe trains at
-    that length, as the sweep will (an odd length is slower for some kernels), and the estimate
-    names it."""
+    """In-context and noisy recall give the model seq_len - 1 tokens (127 of 128): the probe
+    trains at that length, as the sweep will (an odd length is slower for some kernels), and
+    the estimate names it."""
     import torch
     from madbench.tasks import generate, get_task
     spec = resolve_architecture("mh-attention")

@@ -207,9 +207,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         state_target=state_target, param_tolerance=param_tolerance, engine=engine,
         executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
         preflight=check_paths)
-    estimate = evaluation.estimate()
-    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor,
-                              evaluation.pending()):
+    pending = evaluation.pending()           # read once: the estimate and the plan's note
+    estimate = evaluation.estimate(pending)
+    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor, pending):
         click.echo(line, err=True)
     if dry_run:
         return
