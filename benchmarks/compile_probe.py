@@ -5,12 +5,16 @@ Builds the same model twice from one seed, compiles the second (the whole model,
 every mixer, or only the mixers of one kind: ``--scope``), and trains both with madbench's own
 step (``trainer.Step``: gather, forward under autocast, cross-entropy, backward, AdamW) on the
 same in-context-recall batches, plain (no CUDA graphs). Prints the first step's logits and the
-parameters whose gradients differ most, then both losses step by step, and the first step
-whose losses differ by more than ``--tol`` (relative). Bisect with ``--scope``: the smallest
-scope that still differs holds the cause.
+parameters whose gradients differ most, then both losses (every step, or every ``--every``
+steps), the first step whose losses differ by more than ``--tol`` (relative), and both
+models' test accuracy at the end (the symptom issue #5 saw). Steps past one epoch (100 at
+batch 128) go round the training set again in order, so ``--steps 20000`` is a whole
+200-epoch run's count of steps. Bisect with ``--scope``: the smallest scope that still
+differs holds the cause.
 
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 20 --scope model
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --scope mixer:mh-hyena
+    python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 2000 --every 100
     python3 benchmarks/compile_probe.py --arch mh-attention --device cpu --steps 2   # try-out
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from madbench.architecture import resolve_architecture
 from madbench.model import build_model
 from madbench.protocol import get_protocol
 from madbench.tasks import generate, get_task
-from madbench.trainer import Step
+from madbench.trainer import Step, evaluate_model
 
 
 def compile_scope(model: torch.nn.Module, spec, scope: str) -> tuple[torch.nn.Module, int]:
@@ -58,7 +62,14 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tol", type=float, default=0.02)
+    ap.add_argument("--every", type=int, default=0,
+                    help="print the losses every K steps (default: every step up to 50 "
+                         "steps, else 20 lines)")
     args = ap.parse_args()
+    if args.steps < 1 or args.every < 0:
+        print("error: --steps must be at least 1 and --every at least 0", file=sys.stderr)
+        return 2
+    every = args.every or (1 if args.steps <= 50 else max(1, args.steps // 20))
     if not (args.scope in ("model", "blocks", "mixers") or args.scope.startswith("mixer:")):
         print(f"error: --scope {args.scope!r} is not model, blocks, mixers or mixer:NAME",
               file=sys.stderr)
@@ -71,9 +82,9 @@ def main() -> int:
     vocab, length = data.setting.params["vocab_size"], data.inputs.shape[1]
     protocol = get_protocol("paper")
     batch = 128 if device.type == "cuda" else 8
-    n = batch * args.steps
-    train = (torch.from_numpy(data.inputs[:n]).to(device),
-             torch.from_numpy(data.targets[:n]).to(device))
+    train = (torch.from_numpy(data.inputs).to(device),
+             torch.from_numpy(data.targets).to(device))
+    per_epoch = train[0].shape[0] // batch
     torch.manual_seed(0)
     eager = build_model(spec, vocab, data.setting.params["seq_len"]).to(device)
     other = copy.deepcopy(eager)
@@ -90,7 +101,8 @@ def main() -> int:
     losses = [[], []]
     first_bad = None
     for step in range(args.steps):
-        idx = torch.arange(step * batch, (step + 1) * batch, device=device)
+        start = (step % per_epoch) * batch
+        idx = torch.arange(start, start + batch, device=device)
         for run, out in zip(runs, losses):
             before = run.loss_sum.item()
             run.set_lr(run.lrs[step])
@@ -110,10 +122,17 @@ def main() -> int:
         bad = abs(a - b) > args.tol * abs(a)
         if bad and first_bad is None:
             first_bad = step + 1
-        print(f"step {step + 1}: loss eager {a:.5f}, compiled {b:.5f}{'  <-' if bad else ''}",
-              flush=True)
+        if (step + 1) % every == 0 or step + 1 == args.steps or (bad and first_bad == step + 1):
+            print(f"step {step + 1}: loss eager {a:.5f}, compiled {b:.5f}"
+                  f"{'  <-' if bad else ''}", flush=True)
     print(f"first step differing by more than {args.tol:g} (relative): "
           f"{first_bad if first_bad else 'none'}")
+    test = generate(task, "baseline", "test", 0)
+    inputs, targets = (torch.from_numpy(test.inputs).to(device),
+                       torch.from_numpy(test.targets).to(device))
+    accs = [evaluate_model(m, inputs, targets, vocab, batch, precision)["accuracy"]
+            for m in (eager, compiled)]
+    print(f"test accuracy after {args.steps} steps: eager {accs[0]:.4f}, compiled {accs[1]:.4f}")
     return 0
 
 
