@@ -1,10 +1,11 @@
-"""How long a sweep will take, before it starts: the training tokens of every run not yet
-stored (steps x batch x sequence length, from the protocol and each setting's sizes) times a
-time per token measured on the device at the first pending group's shape, with the engine the
-sweep will use (on CUDA the graphed engine, its configurations side by side). The probe times
-two step counts and takes the difference, so start-up, capture and evaluation costs drop out.
-A rough figure (longer sequences cost attention more per token), printed so that nobody starts
-a day of CPU work unaware. Workers that share one device are not counted as faster together."""
+"""How long a sweep will take, before it starts: the training steps of every run not yet
+stored (from the protocol and each setting's sizes) times a time per step measured on the
+device, with the engine the sweep will use (on CUDA the graphed engine, its configurations
+side by side), at the shortest and the longest length the pending runs' models read, and
+taken linear in length between the two (a step is not linear in tokens: at L 32 fixed costs
+dominate it). The probe times two step counts and takes the difference, so start-up, capture
+and evaluation costs drop out. A rough figure, printed so that nobody starts a day of CPU
+work unaware. Workers that share one device are not counted as faster together."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -33,8 +34,10 @@ class SweepEstimate:
     stored: int                  #: runs already in the run directory
     tokens: int                  #: training tokens of the runs to train
     seconds: float | None        #: estimated wall time (None when nothing is left to train)
-    step_seconds: float | None   #: measured time of one run's training step at the probe shape
-    probe_shape: tuple[int, int] | None   #: (batch, seq_len) of the probe
+    #: (length the model reads, measured seconds per training step of one run at the protocol's
+    #: batch), shortest first: one probe, or two (the pending runs' shortest and longest)
+    probes: tuple[tuple[int, float], ...]
+    batch: int | None            #: the protocol's batch (sequences per step)
     device: str
     workers: int = 1             #: processes training at once
     devices: int = 1             #: distinct devices they train on (what the time is divided by)
@@ -44,11 +47,24 @@ class SweepEstimate:
         return self.total - self.stored
 
 
-def setting_tokens(setting: Setting, protocol: Protocol) -> int:
-    """Training tokens of one run on ``setting`` (as trained, the protocol's caps applied):
-    steps x batch x sequence length."""
+def setting_steps(setting: Setting, protocol: Protocol) -> int:
+    """Training steps of one run on ``setting`` (as trained, the protocol's caps applied)."""
     steps_per_epoch, epochs = epoch_plan(setting.num_train, protocol)
-    return steps_per_epoch * epochs * protocol.batch_size * setting.seq_len
+    return steps_per_epoch * epochs
+
+
+def setting_tokens(setting: Setting, protocol: Protocol) -> int:
+    """Training tokens of one run on ``setting``: steps x batch x sequence length."""
+    return setting_steps(setting, protocol) * protocol.batch_size * setting.seq_len
+
+
+def seconds_at(length: int, probes: Sequence[tuple[int, float]]) -> float:
+    """Seconds per step at ``length``: the line through the first and last probe (the
+    probe's own figure when there is one)."""
+    (short, first), (long, last) = probes[0], probes[-1]
+    if long == short:
+        return first
+    return first + (last - first) * (length - short) / (long - short)
 
 
 def run_tokens(job: Job, protocol: Protocol) -> int:
@@ -145,14 +161,18 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
     dev = torch.device(device)
     tokens = sum(run_tokens(job, protocol) for job in pending)
     if not pending:
-        return SweepEstimate(len(jobs), len(jobs), 0, None, None, None, str(dev), workers,
+        return SweepEstimate(len(jobs), len(jobs), 0, None, (), None, str(dev), workers,
                              devices)
-    first = pending[0]
-    group = [job for job in pending if group_key(job) == group_key(first)]
-    eff = first.effective
-    per_step = step_seconds(spec, group, protocol, dev, precision, engine)
-    length = model_length(first.task, eff)
-    per_token = per_step / (protocol.batch_size * length)
+    groups: dict = {}                        # pending order: the first group comes first
+    for job in pending:
+        groups.setdefault(group_key(job), []).append(job)
+    lengths = {key: model_length(group[0].task, group[0].effective)
+               for key, group in groups.items()}
+    ends = dict.fromkeys((min(groups, key=lengths.get), max(groups, key=lengths.get)))
+    probes = tuple((lengths[key], step_seconds(spec, groups[key], protocol, dev, precision,
+                                               engine)) for key in ends)
+    seconds = sum(setting_steps(group[0].effective, protocol) * len(group)
+                  * seconds_at(lengths[key], probes) for key, group in groups.items())
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,
-                         tokens * per_token / max(devices, 1), per_step,
-                         (protocol.batch_size, length), str(dev), workers, devices)
+                         seconds / max(devices, 1), probes, protocol.batch_size, str(dev),
+                         workers, devices)

@@ -1,6 +1,8 @@
 """The sweep's time estimate: the probe times the engine the sweep will use, on the first
 pending group, by the difference of two step counts (so fixed costs drop out), per run, and
 divides by distinct devices, not by workers sharing one."""
+import math
+
 import pytest
 
 from madbench import estimate as est
@@ -98,7 +100,35 @@ def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatc
     est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32", "batched")
     assert lengths and set(lengths) == {length}
     monkeypatch.setattr(est, "step_seconds", lambda *a, **k: 0.01)
-    assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probe_shape[1] == length
+    assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probes == ((length, 0.01),)
+
+
+def test_runs_of_several_lengths_are_timed_at_both_ends_and_linear_between(monkeypatch):
+    """A step is not linear in tokens (fixed costs dominate short sequences): the pending
+    runs' shortest and longest lengths are probed and each run's steps are charged the line
+    through the two, computed here by hand from the settings' sizes; the plan names both."""
+    from madbench.cli.eval_cmd import describe_plan
+    spec = resolve_architecture("mh-attention")
+    protocol = get_protocol("quick")
+    jobs = plan(spec, select_tasks("compression"), protocol, [0],
+                ["seq_len=64", "baseline", "seq_len=256"])
+    probed = []
+
+    def step_seconds(spec, group, protocol, device, precision, engine):
+        probed.append(group[0].effective.seq_len)
+        return {32: 0.004, 64: 0.007, 256: 0.019}[group[0].effective.seq_len]
+    monkeypatch.setattr(est, "step_seconds", step_seconds)
+    estimate = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32")
+    assert sorted(probed) == [32, 256] and estimate.probes == ((32, 0.004), (256, 0.019))
+    expected = 0.0
+    for job in jobs:                 # steps of each run x the line through (32, .004), (256, .019)
+        eff = job.effective
+        per_epoch = math.ceil(eff.num_train / protocol.batch_size)
+        steps = per_epoch * max(protocol.epochs, math.ceil(protocol.min_steps / per_epoch))
+        expected += steps * (0.004 + (0.019 - 0.004) * (eff.seq_len - 32) / (256 - 32))
+    assert estimate.seconds == pytest.approx(expected)
+    line = describe_plan(estimate, protocol, "runs/x", "local", jobs)[0]
+    assert "0.004 s per run-step of 128 x 32 tokens and 0.019 s at 128 x 256" in line
 
 
 def test_a_convergence_stop_is_flagged_where_evaluation_outweighs_an_epoch():
@@ -112,7 +142,7 @@ def test_a_convergence_stop_is_flagged_where_evaluation_outweighs_an_epoch():
     jobs = plan(spec, select_tasks("memorization,in-context-recall"), stop, [0], "baseline")
     assert est.costly_stops(jobs, stop) == ["memorization baseline"]
     assert est.costly_stops(jobs, get_protocol("paper")) == []
-    estimate = est.SweepEstimate(len(jobs), 0, 10, 1.0, 0.1, (128, 32), "cuda:0")
+    estimate = est.SweepEstimate(len(jobs), 0, 10, 1.0, ((32, 0.1),), 128, "cuda:0")
     lines = describe_plan(estimate, stop, "runs/x", "local", jobs)
     assert lines[-1].startswith("Note: early_stop_accuracy evaluates every epoch; on 1 of the "
                                 "pending settings (memorization baseline)")

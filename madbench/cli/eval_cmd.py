@@ -108,10 +108,14 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
                   "faster together)")
     if executor == "ray":
         where = f"{estimate.device} (one worker; Ray divides it by the workers it gets)"
-    batch, seq_len = estimate.probe_shape
+    (short, first), (long, last) = estimate.probes[0], estimate.probes[-1]
+    measured = f"{first:.3g} s per run-step of {estimate.batch} x {short} tokens"
+    if long != short:
+        measured += (f" and {last:.3g} s at {estimate.batch} x {long} (linear in length "
+                     "between)")
     lines.append(f"training {plural(estimate.pending, 'run')} ({estimate.tokens:.3g} training "
                  f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
-                 f"{estimate.step_seconds:.3g} s per run-step of {batch} x {seq_len} tokens")
+                 f"{measured}")
     if estimate.device.startswith("cpu") and protocol.name in GPU_PROTOCOLS:
         lines.append(f"Warning: protocol {protocol.name!r} is sized for a GPU; on CPU its "
                      f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."
