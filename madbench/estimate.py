@@ -1,9 +1,9 @@
 """How long a sweep will take, before it starts: the training steps of every run not yet
 stored (from the protocol and each setting's sizes) times a time per step measured on the
 device, with the engine the sweep will use (on CUDA the graphed engine, its configurations
-side by side), at the shortest and the longest length the pending runs' models read, and
-taken linear in length between the two (a step is not linear in tokens: at L 32 fixed costs
-dominate it). The probe times two step counts and takes the difference, so start-up, capture
+side by side), at the shortest, the middle and the longest of the lengths the pending runs'
+models read, and taken piecewise linear in length between them (a step is not linear in
+tokens: at L 32 fixed costs dominate it). The probe times two step counts and takes the difference, so start-up, capture
 and evaluation costs drop out. A rough figure, printed so that nobody starts a day of CPU
 work unaware. Workers that share one device are not counted as faster together."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .architecture import ArchitectureSpec
@@ -35,7 +36,8 @@ class SweepEstimate:
     tokens: int                  #: training tokens of the runs to train
     seconds: float | None        #: estimated wall time (None when nothing is left to train)
     #: (length the model reads, measured seconds per training step of one run at the protocol's
-    #: batch), shortest first: one probe, or two (the pending runs' shortest and longest)
+    #: batch), shortest first: one probe per distinct length, at most three (the pending runs'
+    #: shortest, middle and longest)
     probes: tuple[tuple[int, float], ...]
     batch: int | None            #: the protocol's batch (sequences per step)
     device: str
@@ -59,12 +61,8 @@ def setting_tokens(setting: Setting, protocol: Protocol) -> int:
 
 
 def seconds_at(length: int, probes: Sequence[tuple[int, float]]) -> float:
-    """Seconds per step at ``length``: the line through the first and last probe (the
-    probe's own figure when there is one)."""
-    (short, first), (long, last) = probes[0], probes[-1]
-    if long == short:
-        return first
-    return first + (last - first) * (length - short) / (long - short)
+    """Seconds per step at ``length``: piecewise linear through the probes (shortest first)."""
+    return float(np.interp(length, [p[0] for p in probes], [p[1] for p in probes]))
 
 
 def run_tokens(job: Job, protocol: Protocol) -> int:
@@ -168,9 +166,11 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
         groups.setdefault(group_key(job), []).append(job)
     lengths = {key: model_length(group[0].task, group[0].effective)
                for key, group in groups.items()}
-    ends = dict.fromkeys((min(groups, key=lengths.get), max(groups, key=lengths.get)))
-    probes = tuple((lengths[key], step_seconds(spec, groups[key], protocol, dev, precision,
-                                               engine)) for key in ends)
+    distinct = sorted(set(lengths.values()))
+    picks = sorted({distinct[0], distinct[len(distinct) // 2], distinct[-1]})
+    first_at = {length: next(k for k in groups if lengths[k] == length) for length in picks}
+    probes = tuple((length, step_seconds(spec, groups[key], protocol, dev, precision, engine))
+                   for length, key in first_at.items())
     seconds = sum(setting_steps(group[0].effective, protocol) * len(group)
                   * seconds_at(lengths[key], probes) for key, group in groups.items())
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,

@@ -103,32 +103,38 @@ def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatc
     assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probes == ((length, 0.01),)
 
 
-def test_runs_of_several_lengths_are_timed_at_both_ends_and_linear_between(monkeypatch):
+def test_runs_of_several_lengths_are_timed_at_three_lengths_and_linear_between(monkeypatch):
     """A step is not linear in tokens (fixed costs dominate short sequences): the pending
-    runs' shortest and longest lengths are probed and each run's steps are charged the line
-    through the two, computed here by hand from the settings' sizes; the plan names both."""
+    runs' shortest, middle and longest lengths are probed and each run's steps are charged the
+    broken line through them, computed here by hand from the settings' sizes; the plan names
+    the probes."""
     from madbench.cli.eval_cmd import describe_plan
     spec = resolve_architecture("mh-attention")
     protocol = get_protocol("quick")
     jobs = plan(spec, select_tasks("compression"), protocol, [0],
-                ["seq_len=64", "baseline", "seq_len=256"])
+                ["seq_len=64", "baseline", "seq_len=256", "seq_len=128"])
     probed = []
+    measured = {32: 0.004, 64: 0.5, 128: 0.010, 256: 0.019}   # 64 is never probed
 
     def step_seconds(spec, group, protocol, device, precision, engine):
         probed.append(group[0].effective.seq_len)
-        return {32: 0.004, 64: 0.007, 256: 0.019}[group[0].effective.seq_len]
+        return measured[group[0].effective.seq_len]
     monkeypatch.setattr(est, "step_seconds", step_seconds)
     estimate = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32")
-    assert sorted(probed) == [32, 256] and estimate.probes == ((32, 0.004), (256, 0.019))
+    assert sorted(probed) == [32, 128, 256]
+    assert estimate.probes == ((32, 0.004), (128, 0.010), (256, 0.019))
+    per_step = {32: 0.004, 64: 0.004 + (0.010 - 0.004) * (64 - 32) / (128 - 32),
+                128: 0.010, 256: 0.019}
     expected = 0.0
-    for job in jobs:                 # steps of each run x the line through (32, .004), (256, .019)
+    for job in jobs:
         eff = job.effective
         per_epoch = math.ceil(eff.num_train / protocol.batch_size)
         steps = per_epoch * max(protocol.epochs, math.ceil(protocol.min_steps / per_epoch))
-        expected += steps * (0.004 + (0.019 - 0.004) * (eff.seq_len - 32) / (256 - 32))
+        expected += steps * per_step[eff.seq_len]
     assert estimate.seconds == pytest.approx(expected)
     line = describe_plan(estimate, protocol, "runs/x", "local", jobs)[0]
-    assert "0.004 s per run-step of 128 x 32 tokens and 0.019 s at 128 x 256" in line
+    assert ("0.004 s per run-step of 128 x 32 tokens, 0.01 s at 128, 0.019 s at 256 "
+            "(linear in length between)") in line
 
 
 def test_a_convergence_stop_is_flagged_where_evaluation_outweighs_an_epoch():

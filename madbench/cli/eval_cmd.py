@@ -108,11 +108,11 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
                   "faster together)")
     if executor == "ray":
         where = f"{estimate.device} (one worker; Ray divides it by the workers it gets)"
-    (short, first), (long, last) = estimate.probes[0], estimate.probes[-1]
+    (short, first), *rest = estimate.probes
     measured = f"{first:.3g} s per run-step of {estimate.batch} x {short} tokens"
-    if long != short:
-        measured += (f" and {last:.3g} s at {estimate.batch} x {long} (linear in length "
-                     "between)")
+    if rest:
+        measured += "".join(f", {t:.3g} s at {length}" for length, t in rest)
+        measured += " (linear in length between)"
     lines.append(f"training {plural(estimate.pending, 'run')} ({estimate.tokens:.3g} training "
                  f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
                  f"{measured}")
