@@ -15,6 +15,14 @@ differs holds the cause.
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 20 --scope model
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --scope mixer:mh-hyena
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 2000 --every 100
+    python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --whole-runs 30   # the engine
+
+``--whole-runs E`` is the next difference: madbench's graphed engine itself (CUDA graphs on a
+GPU) trains the in-context-recall baseline's six configurations for E epochs under ``paper``
+(its cosine schedule over E epochs), once with eager models and once with compiled ones
+(``--scope`` as above), and prints each configuration's test accuracy and wall time (the
+compiled one's includes compilation): issue #5 saw wrong accuracies exactly there.
+``--train-sequences N`` trains on the first N sequences only (a CPU try-out).
     python3 benchmarks/compile_probe.py --arch mh-attention --device cpu --steps 2   # try-out
 """
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -53,6 +62,44 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
 
 
+def whole_runs(args, spec, device: torch.device, precision: str) -> int:
+    """Eager against compiled models, trained by the graphed engine as a sweep trains them."""
+    from madbench.graphed import train_graphed
+    from madbench.tasks import generate_splits
+    task = get_task("in-context-recall")
+    train, test = generate_splits(task, "baseline", 0)
+    protocol = get_protocol("paper", {"epochs": str(args.whole_runs)})
+    if device.type != "cuda":
+        protocol = replace(protocol, batch_size=8)
+    n = args.train_sequences or train.inputs.shape[0]
+    to = (lambda a: torch.from_numpy(a).to(device))
+    train_data = (to(train.inputs[:n]), to(train.targets[:n]))
+    test_data = (to(test.inputs), to(test.targets))
+    vocab, seq_len = train.setting.params["vocab_size"], train.setting.params["seq_len"]
+
+    def make_model():
+        return build_model(spec, vocab, seq_len, task.model)
+
+    configs = protocol.configs()
+    print(f"{args.arch}, whole runs: {args.whole_runs} epochs of {n} sequences, "
+          f"{len(configs)} configurations, graphed engine, scope {args.scope}, {device}, "
+          f"{precision}, torch {torch.__version__}", flush=True)
+    results = {}
+    for name, build in (("eager", make_model),
+                        ("compiled", lambda: compile_scope(make_model(), spec, args.scope)[0])):
+        results[name] = train_graphed(build, train_data, test_data, vocab, configs, protocol, 0,
+                                      precision)
+    print("| lr | wd | accuracy eager | accuracy compiled | seconds eager | seconds compiled |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (lr, wd), a, b in zip(configs, results["eager"], results["compiled"]):
+        print(f"| {lr:g} | {wd:g} | {a.accuracy:.4f} | {b.accuracy:.4f} | {a.seconds:.1f} | "
+              f"{b.seconds:.1f} |")
+    worst = max(abs(a.accuracy - b.accuracy)
+                for a, b in zip(results["eager"], results["compiled"]))
+    print(f"largest accuracy difference: {worst:.4f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="mH-Sg-mA-Sg")
@@ -65,9 +112,14 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=0,
                     help="print the losses every K steps (default: every step up to 50 "
                          "steps, else 20 lines)")
+    ap.add_argument("--whole-runs", type=int, default=0, metavar="EPOCHS",
+                    help="train whole runs with the graphed engine instead (see above)")
+    ap.add_argument("--train-sequences", type=int, default=0,
+                    help="with --whole-runs: the first N training sequences only")
     args = ap.parse_args()
-    if args.steps < 1 or args.every < 0:
-        print("error: --steps must be at least 1 and --every at least 0", file=sys.stderr)
+    if args.steps < 1 or args.every < 0 or args.whole_runs < 0 or args.train_sequences < 0:
+        print("error: --steps must be at least 1, --every, --whole-runs and --train-sequences "
+              "at least 0", file=sys.stderr)
         return 2
     every = args.every or (1 if args.steps <= 50 else max(1, args.steps // 20))
     if not (args.scope in ("model", "blocks", "mixers") or args.scope.startswith("mixer:")):
@@ -77,6 +129,8 @@ def main() -> int:
     device = torch.device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     spec = resolve_architecture(args.arch)
+    if args.whole_runs:
+        return whole_runs(args, spec, device, precision)
     task = get_task("in-context-recall")
     data = generate(task, "baseline", "train", 0)
     vocab, length = data.setting.params["vocab_size"], data.inputs.shape[1]
