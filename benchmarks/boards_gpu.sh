@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #20's board entries in time-limited GPU calls that resume: every architecture's
 # `madbench eval --preset $PRESET` (default quick), one after another (several at once on one
-# GPU measured no faster, benchmarks/RESULTS.md), into runs/boards/<arch>, all within DEADLINE
+# GPU measured no faster, benchmarks/RESULTS.md), into $RUNS/<arch>, all within DEADLINE
 # seconds (default 500): the architecture running then is stopped with SIGINT (finished groups
 # are stored, the group in progress is lost and trained again by the next call) and the later
 # ones wait for the next call. To resume on a fresh machine, carry the previous call's
@@ -9,11 +9,13 @@
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
 # validated at once, with RERUN (default 6) settings re-trained on the GPU. EXTRA adds
 # `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
-# makes partial entries of one task. Leaves boards.log, boards_runs.tgz and the new
-# submissions in $OUT.
+# makes partial entries of one task. RUNS (default runs/boards) is where the run directories
+# go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
+# boards_runs.tgz (RUNS packed) and the new submissions in $OUT.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
-OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" runs/boards
+RUNS=${RUNS:-runs/boards}
+OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" "$RUNS"
 LOG="$OUT/boards.log"
 ARCHS=${ARCHS:-mh-attention-swiglu,hyena-swiglu,mh-hyena-swiglu,mamba,mh-gla-swiglu}
 PRESET=${PRESET:-quick}; BOARD=${BOARD:-leaderboards/mad-quick}; D=${DEADLINE:-500}
@@ -30,21 +32,21 @@ for arch in "${archs[@]}"; do
   if [ "$left" -lt 30 ]; then echo "$arch: not started (deadline), resume with SEED_RUNS" >> "$LOG"; continue; fi
   # shellcheck disable=SC2086
   timeout -s INT -k 60 "$left" madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} \
-    --run-dir "runs/boards/$arch" --format json > "runs/boards/$arch.json" \
-    2> "runs/boards/$arch.err"
+    --run-dir "$RUNS/$arch" --format json > "$RUNS/$arch.json" \
+    2> "$RUNS/$arch.err"
   rc=$?
-  echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "runs/boards/$arch.err" | tr '\n' ' ')" >> "$LOG"
-  case $rc in 0|124|130) ;; *) grep -E '^Error' "runs/boards/$arch.err" | tail -1 >> "$LOG" ;; esac
+  echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "$RUNS/$arch.err" | tr '\n' ' ')" >> "$LOG"
+  case $rc in 0|124|130) ;; *) grep -E '^Error' "$RUNS/$arch.err" | tail -1 >> "$LOG" ;; esac
 done
 mkdir -p "$BOARD"
 tasks=$(sed -n 's/.*--tasks[ =]\([^ ]*\).*/\1/p' <<< "${EXTRA:-}")   # a partial entry's tasks
 for i in "${!archs[@]}"; do
   arch=${archs[$i]}
   # complete: a second eval over the same run directory finds nothing to train
-  if madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} --run-dir "runs/boards/$arch" \
+  if madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} --run-dir "$RUNS/$arch" \
        --dry-run 2>&1 | grep -q "nothing to train"; then
     # shellcheck disable=SC2086
-    madbench leaderboard submit "runs/boards/$arch" --name "$arch" --out "$BOARD/$arch.json" ${tasks:+--tasks $tasks} \
+    madbench leaderboard submit "$RUNS/$arch" --name "$arch" --out "$BOARD/$arch.json" ${tasks:+--tasks $tasks} \
       --command "madbench eval --arch $arch --preset $PRESET${EXTRA:+ $EXTRA}" >> "$LOG" 2>&1 \
       && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" >> "$LOG" 2>&1
     echo "$arch: submission $BOARD/$arch.json, exit $?" >> "$LOG"
@@ -53,5 +55,5 @@ for i in "${!archs[@]}"; do
     echo "$arch: not complete, resume with SEED_RUNS" >> "$LOG"
   fi
 done
-tar -czf "$OUT/boards_runs.tgz" runs/boards
+tar -czf "$OUT/boards_runs.tgz" "$RUNS"
 cat "$LOG"
