@@ -16,6 +16,7 @@ differs holds the cause.
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --scope mixer:mh-hyena
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --steps 2000 --every 100
     python3 benchmarks/compile_probe.py --arch mH-Sg-mA-Sg --whole-runs 30   # the engine
+    python3 benchmarks/compile_probe.py --arch mh-attention --device cpu --steps 2   # try-out
 
 ``--whole-runs E`` is the next difference: madbench's graphed engine itself (CUDA graphs on a
 GPU) trains the in-context-recall baseline's six configurations for E epochs under ``paper``
@@ -23,7 +24,6 @@ GPU) trains the in-context-recall baseline's six configurations for E epochs und
 (``--scope`` as above), and prints each configuration's test accuracy and wall time (the
 compiled one's includes compilation): issue #5 saw wrong accuracies exactly there.
 ``--train-sequences N`` trains on the first N sequences only (a CPU try-out).
-    python3 benchmarks/compile_probe.py --arch mh-attention --device cpu --steps 2   # try-out
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@ stored (from the protocol and each setting's sizes) times a time per step measur
 device, with the engine the sweep will use (on CUDA the graphed engine, its configurations
 side by side), at the shortest, the middle and the longest of the lengths the pending runs'
 models read, and taken piecewise linear in length between them (a step is not linear in
-tokens: at L 32 fixed costs dominate it). The probe times two step counts and takes the difference, so start-up, capture
-and evaluation costs drop out. A rough figure, printed so that nobody starts a day of CPU
-work unaware. Workers that share one device are not counted as faster together."""
+tokens: at L 32 fixed costs dominate it). The probe times two step counts and takes the
+difference, so start-up, capture and evaluation costs drop out. A rough figure, printed so
+that nobody starts a day of CPU work unaware. Workers that share one device are not counted
+as faster together."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,6 +1,7 @@
-"""The sweep's time estimate: the probe times the engine the sweep will use, on the first
-pending group, by the difference of two step counts (so fixed costs drop out), per run, and
-divides by distinct devices, not by workers sharing one."""
+"""The sweep's time estimate: the probe times the engine the sweep will use, at up to three of
+the pending lengths (shortest, middle, longest), by the difference of two step counts (so
+fixed costs drop out), per run, and divides by distinct devices, not by workers sharing
+one."""
 import math
 
 import pytest
@@ -100,7 +101,8 @@ def test_the_probe_trains_at_the_length_the_model_reads(task, length, monkeypatc
     est.step_seconds(spec, jobs, protocol, torch.device("cpu"), "fp32", "batched")
     assert lengths and set(lengths) == {length}
     monkeypatch.setattr(est, "step_seconds", lambda *a, **k: 0.01)
-    assert est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32").probes == ((length, 0.01),)
+    estimate = est.estimate_sweep(spec, jobs, jobs, protocol, "cpu", "fp32")
+    assert estimate.probes == ((length, 0.01),)
 
 
 def test_runs_of_several_lengths_are_timed_at_three_lengths_and_linear_between(monkeypatch):
