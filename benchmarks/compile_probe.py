@@ -24,6 +24,14 @@ GPU) trains the in-context-recall baseline's six configurations for E epochs und
 (``--scope`` as above), and prints each configuration's test accuracy and wall time (the
 compiled one's includes compilation): issue #5 saw wrong accuracies exactly there.
 ``--train-sequences N`` trains on the first N sequences only (a CPU try-out).
+
+``--variants STEPS`` takes the differences between the two paths one at a time, for one
+configuration (``--lr``, weight decay 0.1) over STEPS steps in a fixed batch order: the eager
+model with the plain step (the reference); the compiled model with the plain step; with the
+capturable optimiser (learning rate in a device tensor) but no graph; captured in a CUDA graph
+on a side stream and replayed (as the graphed engine does); and the eager model captured.
+Prints each variant's loss at a few steps and its final test accuracy (on a CPU, a try-out
+without the captured variants).
 """
 from __future__ import annotations
 
@@ -100,6 +108,69 @@ def whole_runs(args, spec, device: torch.device, precision: str) -> int:
     return 0
 
 
+def variants(args, spec, device: torch.device, precision: str) -> int:
+    """One difference at a time between the plain compiled step and the graphed engine's."""
+    from madbench.cuda_graphs import capture_step
+    task = get_task("in-context-recall")
+    data = generate(task, "baseline", "train", 0)
+    test = generate(task, "baseline", "test", 0)
+    vocab = data.setting.params["vocab_size"]
+    train = (torch.from_numpy(data.inputs).to(device), torch.from_numpy(data.targets).to(device))
+    protocol = get_protocol("paper")
+    batch = 128 if device.type == "cuda" else 8
+    per_epoch = train[0].shape[0] // batch
+    torch.manual_seed(0)
+    base = build_model(spec, vocab, data.setting.params["seq_len"]).to(device)
+    marks = sorted(m for m in {1, 10, 50, 100, args.variants // 2, args.variants}
+                   if 1 <= m <= args.variants)
+    print(f"{args.arch}, variants over {args.variants} steps, lr {args.lr:g}, scope "
+          f"{args.scope}, {device}, {precision}, torch {torch.__version__}", flush=True)
+    print("| variant | " + " | ".join(f"loss @{m}" for m in marks) + " | accuracy |")
+    print("| --- | " + " | ".join("---:" for _ in marks) + " | ---: |")
+    for name, compiled, capturable, graph in (
+            ("eager, plain step", False, False, False),
+            ("compiled, plain step", True, False, False),
+            ("compiled, capturable optimiser", True, True, False),
+            ("compiled, captured", True, True, True),
+            ("eager, captured", False, True, True)):
+        if graph and device.type != "cuda":
+            continue                            # a CPU try-out: no graphs
+        model = copy.deepcopy(base)
+        if compiled:
+            model = compile_scope(model, spec, args.scope)[0]
+        step = Step(model, train, args.lr, 0.1, protocol, args.variants, precision,
+                    capturable=capturable)
+        idx = torch.zeros(batch, dtype=torch.long, device=device)
+        run = (lambda: step(idx))
+        if graph:
+            stream = torch.cuda.Stream(device)
+            g = capture_step(run, [*model.parameters(), step.loss_sum], stream, None, step.opt)
+            run = g.replay
+        losses = {}
+        for i in range(args.variants):
+            start = (i % per_epoch) * batch
+            idx.copy_(torch.arange(start, start + batch, device=device))
+            before = step.loss_sum.clone()
+            step.set_lr(step.lrs[i])
+            if graph:                           # the batch and lr are written on the main stream
+                stream.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(stream):
+                    run()
+                torch.cuda.current_stream(device).wait_stream(stream)
+            else:
+                if capturable:                  # a replay writes the gradients afresh
+                    step.opt.zero_grad(set_to_none=True)
+                run()
+            if i + 1 in marks:
+                losses[i + 1] = (step.loss_sum - before).item()
+        acc = evaluate_model(model, torch.from_numpy(test.inputs).to(device),
+                             torch.from_numpy(test.targets).to(device), vocab, batch,
+                             precision)["accuracy"]
+        print(f"| {name} | " + " | ".join(f"{losses[m]:.4f}" for m in marks)
+              + f" | {acc:.4f} |", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="mH-Sg-mA-Sg")
@@ -114,10 +185,12 @@ def main() -> int:
                          "steps, else 20 lines)")
     ap.add_argument("--whole-runs", type=int, default=0, metavar="EPOCHS",
                     help="train whole runs with the graphed engine instead (see above)")
+    ap.add_argument("--variants", type=int, default=0, metavar="STEPS",
+                    help="take the differences to the graphed engine one at a time (see above)")
     ap.add_argument("--train-sequences", type=int, default=0,
                     help="with --whole-runs: the first N training sequences only")
     args = ap.parse_args()
-    if args.steps < 1 or args.every < 0 or args.whole_runs < 0 or args.train_sequences < 0:
+    if args.steps < 1 or args.every < 0 or args.whole_runs < 0 or args.train_sequences < 0 or args.variants < 0:
         print("error: --steps must be at least 1, --every, --whole-runs and --train-sequences "
               "at least 0", file=sys.stderr)
         return 2
@@ -131,6 +204,8 @@ def main() -> int:
     spec = resolve_architecture(args.arch)
     if args.whole_runs:
         return whole_runs(args, spec, device, precision)
+    if args.variants:
+        return variants(args, spec, device, precision)
     task = get_task("in-context-recall")
     data = generate(task, "baseline", "train", 0)
     vocab, length = data.setting.params["vocab_size"], data.inputs.shape[1]
