@@ -25,6 +25,10 @@ that is ``dv`` times the output, less than the FFT reference holds. With one fil
 (H, He: ``G == 1``) the forward kernel also writes ``u = x1 * v`` and the input-gradient kernel
 ``gc = gy * x2``, so that the filter gradient streams two tensors instead of four.
 
+Inputs are read, and outputs and gradients written, with row strides that are multiples of 16
+elements (``..rows``): at the recall tasks' odd lengths (L = 127, ...) contiguous rows would make
+every tile access scalar.
+
 Float32 inputs use tf32 tensor-core products (relative error about 1e-3); the filter gradient is
 slower there (about 5x bf16 at L = 1024), probably because Hopper's tf32 products take only
 K-major operands and both of its operands are contracted along the (strided) batch axis.
@@ -37,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import last_axis_contiguous
+from ..rows import aligned, empty_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -357,17 +361,17 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
     M = N * R
-    v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
+    v, x1, x2 = (aligned(x) for x in (v, x1, x2))
     cfg = block_config("forward", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
-    y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    y = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
     if x2 is not None:
-        c = torch.empty((K, N, Cv, G, R, L), dtype=v.dtype, device=v.device)
+        c = empty_rows((K, N, Cv, G, R, L), v.dtype, v.device)
         c_strides = c.stride()[:5]
     else:
         c, c_strides = y.new_empty((K, 0)), (0,) * 5
     store_u = G == 1 and x1 is not None
-    u = torch.empty_like(y) if store_u else y.new_empty((K, 0))
+    u = empty_rows(tuple(y.shape), v.dtype, v.device) if store_u else y.new_empty((K, 0))
     grid = (triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)
     _forward_kernel[grid](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, y, y if x2 is None else c,
@@ -390,11 +394,11 @@ def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
     M = N * R
     cfg = block_config("inputs", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
-    gv = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    gv = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
     gshape = (K, N, Cv, G, L)
-    gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
-    gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
-    gc = torch.empty_like(gv) if G == 1 and x2 is not None else None
+    gx1 = None if x1 is None else empty_rows(gshape, v.dtype, v.device)
+    gx2 = None if x2 is None else empty_rows(gshape, v.dtype, v.device)
+    gc = empty_rows(tuple(gv.shape), v.dtype, v.device) if G == 1 and x2 is not None else None
     _backward_inputs_kernel[(triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, gy,
         gv if x2 is None else c, gv, gv if gx1 is None else gx1, gv if gx2 is None else gx2,
@@ -454,8 +458,8 @@ class LongConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, _gc, _gu, _gtaps):
         v, x1, x2, c, u, taps = ctx.saved_tensors
-        v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
-        gy = last_axis_contiguous(gy.to(v.dtype))
+        v, x1, x2 = (aligned(x) for x in (v, x1, x2))
+        gy = aligned(gy.to(v.dtype))
         needs = ctx.needs_input_grad
         gv, gx1, gx2, gc = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
         gh = None
