@@ -1,11 +1,12 @@
 """Row layout for the kernels that tile along the sequence axis (the Hyena convolutions).
 
 Triton vectorises a tile's loads and stores only when it can prove every row 16-byte aligned,
-which it infers from strides that are multiples of 16 elements. The recall tasks train at
-odd lengths (``L = seq_len - 1``: 127, 255, ...), so a contiguous ``(..., L)`` tensor has rows
-at stride ``L`` and every access is scalar. These helpers keep rows at a stride of ``L``
-rounded up to a multiple of ``ROW_ALIGN``: the tensor is a view of a slightly wider buffer
-whose extra columns are never read. The values are those of the contiguous layout.
+which it infers from strides that are multiples of 16 elements. In-context and noisy recall
+train at odd lengths (``L = seq_len - 1``: 127, 255, ...), so a contiguous ``(..., L)``
+tensor has rows at stride ``L`` and every access is scalar. These helpers keep rows at a
+stride of ``L`` rounded up to a multiple of ``ROW_ALIGN``: the tensor is a view of a slightly
+wider buffer whose extra columns are never read. The values are those of the contiguous
+layout.
 """
 from __future__ import annotations
 

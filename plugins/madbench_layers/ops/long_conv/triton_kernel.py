@@ -26,8 +26,8 @@ that is ``dv`` times the output, less than the FFT reference holds. With one fil
 ``gc = gy * x2``, so that the filter gradient streams two tensors instead of four.
 
 Inputs are read, and outputs and gradients written, with row strides that are multiples of 16
-elements (``..rows``): at the recall tasks' odd lengths (L = 127, ...) contiguous rows would make
-every tile access scalar.
+elements (``..rows``): at in-context and noisy recall's odd lengths (L = 127, ...) contiguous
+rows would make every tile access scalar.
 
 Float32 inputs use tf32 tensor-core products (relative error about 1e-3); the filter gradient is
 slower there (about 5x bf16 at L = 1024), probably because Hopper's tf32 products take only

@@ -8,8 +8,8 @@ the input gradient sums, over the ``repeat`` output channels that read each inpu
 same loop with the shifts reversed, ``gx[s] = sum_k w[k] gy[s + K - 1 - k]``; the weight and
 bias gradients are summed per tile into a float32 buffer of partial sums, then over the tiles by
 PyTorch (no atomics: the same result on every run). The output, and the output gradient it
-reads, have rows at strides that are multiples of 16 elements (``..rows``: at the recall tasks'
-odd lengths contiguous rows would make every access scalar).
+reads, have rows at strides that are multiples of 16 elements (``..rows``: at in-context and
+noisy recall's odd lengths contiguous rows would make every access scalar).
 """
 from __future__ import annotations
 
