@@ -57,6 +57,6 @@ def short_causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         if backend == "triton":
             raise UsageError(f"short_causal_conv triton kernel: dtypes {x.dtype}, {weight.dtype}")
         return reference(x, weight, bias)
-    from .triton_kernel import ShortConvFunction
+    from .triton_kernel import short_conv_op
     with torch.autocast(x.device.type, enabled=False):
-        return ShortConvFunction.apply(x, weight, bias)
+        return short_conv_op(x, weight, bias)

@@ -107,38 +107,66 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return gx, sums[:, :K], sums[:, K]
 
 
-class ShortConvFunction(torch.autograd.Function):
-    """Autograd wrapper of the kernels. Under ``vmap`` (the batched engine's configurations)
-    an input batch shared by every configuration's weights is folded into the batch; weights
-    that differ per configuration run one kernel call per configuration."""
+# -- registered as custom operators (torch.compile calls them opaquely; see long_conv) -------
+@torch.library.custom_op("madbench::short_conv", mutates_args=())
+def short_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """``forward``: (B, C_in, L), (C, K), (C,) or None -> (B, C, L), rows aligned."""
+    return forward(x, weight, bias)
 
-    @staticmethod
-    def forward(x, weight, bias):
-        return forward(x, weight, bias)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, bias = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.bias_dtype = None if bias is None else bias.dtype
+@short_conv_op.register_fake
+def _(x, weight, bias):
+    return empty_rows((x.shape[0], weight.shape[0], x.shape[2]), x.dtype, x.device)
 
-    @staticmethod
-    def backward(ctx, gy):
-        x, weight = ctx.saved_tensors
-        gx, gw, gb = backward(gy, x, weight)
-        return gx, gw.to(weight.dtype), None if ctx.bias_dtype is None else gb.to(ctx.bias_dtype)
 
-    @staticmethod
-    def vmap(info, in_dims, x, weight, bias):
-        size = info.batch_size
-        x_dim, w_dim, b_dim = in_dims
-        if w_dim is None and b_dim is None:          # shared weights: fold into the batch
-            x = x.movedim(x_dim, 0)
-            y = ShortConvFunction.apply(x.reshape(size * x.shape[1], *x.shape[2:]), weight, bias)
-            return y.unflatten(0, (size, -1)), 0
+@torch.library.custom_op("madbench::short_conv_backward", mutates_args=())
+def short_conv_backward_op(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``backward``: the gradients of x (in x's layout, or contiguous), weight and bias
+    (float32)."""
+    gx, gw, gb = backward(gy, x, weight)
+    return gx, gw.contiguous(), gb.contiguous()     # views of one buffer: two fresh outputs
 
-        def pick(t, dim, i):
-            return t if t is None or dim is None else t.select(dim, i)
-        return torch.stack([ShortConvFunction.apply(pick(x, x_dim, i), pick(weight, w_dim, i),
-                                                    pick(bias, b_dim, i))
-                            for i in range(size)]), 0
+
+@short_conv_backward_op.register_fake
+def _(gy, x, weight):
+    gx = torch.empty_like(x)
+    if gx.stride() != x.stride():
+        gx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    C, K = weight.shape
+    return (gx, weight.new_empty((C, K), dtype=torch.float32),
+            weight.new_empty((C,), dtype=torch.float32))
+
+
+def _autograd_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _autograd_backward(ctx, gy):
+    x, weight = ctx.saved_tensors
+    gx, gw, gb = short_conv_backward_op(gy, x, weight)
+    return gx, gw.to(weight.dtype), None if ctx.bias_dtype is None else gb.to(ctx.bias_dtype)
+
+
+short_conv_op.register_autograd(_autograd_backward, setup_context=_autograd_setup)
+
+
+@short_conv_op.register_vmap
+def _(info, in_dims, x, weight, bias):
+    """Under ``vmap`` (the batched engine's configurations) an input batch shared by every
+    configuration's weights is folded into the batch; weights that differ per configuration
+    run one call per configuration."""
+    size = info.batch_size
+    x_dim, w_dim, b_dim = in_dims
+    if w_dim is None and b_dim is None:          # shared weights: fold into the batch
+        x = x.movedim(x_dim, 0)
+        y = short_conv_op(x.reshape(size * x.shape[1], *x.shape[2:]), weight, bias)
+        return y.unflatten(0, (size, -1)), 0
+
+    def pick(t, dim, i):
+        return t if t is None or dim is None else t.select(dim, i)
+    return torch.stack([short_conv_op(pick(x, x_dim, i), pick(weight, w_dim, i),
+                                      pick(bias, b_dim, i)) for i in range(size)]), 0

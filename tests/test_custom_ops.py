@@ -1,0 +1,69 @@
+"""The Hyena convolution kernels as registered custom operators (``madbench::long_conv``,
+``madbench::short_conv`` and their backward ops): ``torch.library.opcheck`` (schema, the fake
+implementation's shapes and strides against the real outputs', the autograd registration,
+AOT dispatch), and a compiled function (AOT autograd, run eagerly) gives eager's outputs and
+gradients. Without CUDA the kernels run under the Triton interpreter at tiny shapes."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
+pytest.importorskip("triton")
+
+from madbench_layers.ops.long_conv import gated_long_conv, multihead_long_conv  # noqa: E402
+from madbench_layers.ops.long_conv import triton_kernel as long_kernel  # noqa: E402
+from madbench_layers.ops.short_conv import short_causal_conv  # noqa: E402
+from madbench_layers.ops.short_conv import triton_kernel as short_kernel  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+PRECISION = "ieee" if DEVICE == "cpu" else "tf32"
+
+
+def leaf(*shape, seed):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    return torch.randn(*shape, generator=g, device=DEVICE).requires_grad_()
+
+
+@pytest.mark.parametrize("gates,G,R", [(True, 1, 1), (False, 1, 1), (True, 2, 4)])
+def test_long_conv_op_passes_opcheck(gates, G, R):
+    K, N, Cv, L = 1, 2, 3, 19               # odd L: the outputs' rows are padded to 32
+    v = leaf(K, N, Cv, R, L, seed=0)
+    x1 = leaf(K, N, Cv, G, L, seed=1) if gates else None
+    x2 = leaf(K, N, Cv, G, L, seed=2) if gates else None
+    h = leaf(K, Cv, G, L, seed=3)
+    torch.library.opcheck(long_kernel.long_conv_op, (v, x1, x2, h, PRECISION))
+
+
+@pytest.mark.parametrize("bias,repeat", [(True, 1), (False, 4)])
+def test_short_conv_op_passes_opcheck(bias, repeat):
+    x = leaf(2, 13, 3, seed=4).transpose(1, 2)      # (B, C_in, L) as the layers read it
+    w = leaf(3 * repeat, 3, seed=5)
+    b = leaf(3 * repeat, seed=6) if bias else None
+    torch.library.opcheck(short_kernel.short_conv_op, (x, w, b))
+
+
+def test_a_compiled_hyena_stream_equals_eager():
+    """Short convolution, split, gated and multi-head long convolutions, as the layers chain
+    them at an odd length: compiled (AOT autograd, the ops called opaquely) and eager agree,
+    outputs and every gradient."""
+    def fn(xp, w, b, h, hm):
+        u = short_causal_conv(xp.transpose(1, 2), w, b, backend="triton")
+        x0, x1, v = u.split(4, dim=1)
+        y = gated_long_conv(v, x1, x0, h, backend="triton")
+        q, vv, k = (s.reshape(2, 2, 2, 21) for s in (x0, x1, v))
+        return y.sum(1) + multihead_long_conv(q, k, vv, hm, backend="triton").sum((1, 2))
+
+    inputs = [leaf(2, 21, 12, seed=7), leaf(12, 3, seed=8), leaf(12, seed=9),
+              leaf(4, 21, seed=10), leaf(2, 2, 21, seed=11)]
+    grad = torch.randn(2, 21, device=DEVICE)
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    results = []
+    for f in (fn, compiled):
+        out = f(*inputs)
+        results.append((out.detach(), torch.autograd.grad(out, inputs, grad)))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(b, a)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y)
