@@ -1,8 +1,9 @@
-"""The Hyena convolution kernels as registered custom operators (``madbench::long_conv``,
-``madbench::short_conv`` and their backward ops): ``torch.library.opcheck`` (schema, the fake
-implementation's shapes and strides against the real outputs', the autograd registration,
-AOT dispatch), and a compiled function (AOT autograd, run eagerly) gives eager's outputs and
-gradients. Without CUDA the kernels run under the Triton interpreter at tiny shapes."""
+"""The Triton kernels as registered custom operators (``madbench::long_conv``,
+``madbench::short_conv``, ``madbench::selective_scan`` and their backward ops):
+``torch.library.opcheck`` (schema, the fake implementation's shapes and strides against the
+real outputs', the autograd registration, AOT dispatch), and a compiled function (AOT autograd,
+run eagerly) gives eager's outputs and gradients. Without CUDA the kernels run under the Triton
+interpreter at tiny shapes."""
 import os
 
 import pytest
@@ -14,6 +15,8 @@ pytest.importorskip("triton")
 
 from madbench_layers.ops.long_conv import gated_long_conv, multihead_long_conv  # noqa: E402
 from madbench_layers.ops.long_conv import triton_kernel as long_kernel  # noqa: E402
+from madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
+from madbench_layers.ops.selective_scan import triton_kernel as scan_kernel  # noqa: E402
 from madbench_layers.ops.short_conv import short_causal_conv  # noqa: E402
 from madbench_layers.ops.short_conv import triton_kernel as short_kernel  # noqa: E402
 
@@ -64,6 +67,34 @@ def test_a_compiled_hyena_stream_equals_eager():
         out = f(*inputs)
         results.append((out.detach(), torch.autograd.grad(out, inputs, grad)))
     (a, ga), (b, gb) = results
+    torch.testing.assert_close(b, a)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y)
+
+
+def scan_inputs(groups=0):
+    batch, L, d, n = 2, 21, 8, 4
+    a_shape = (groups, d, n) if groups else (d, n)
+    return [leaf(batch, L, d, seed=12), torch.nn.functional.softplus(leaf(batch, L, d, seed=13)),
+            -torch.exp(leaf(*a_shape, seed=14)), leaf(batch, L, n, seed=15),
+            leaf(batch, L, n, seed=16), leaf(*a_shape[:-1], seed=17)]
+
+
+@pytest.mark.parametrize("store_states", [True, False])
+def test_selective_scan_op_passes_opcheck(store_states):
+    args = [x.detach().requires_grad_() for x in scan_inputs()]
+    torch.library.opcheck(scan_kernel.selective_scan_op, (*args, store_states))
+
+
+def test_a_compiled_scan_equals_eager():
+    inputs = [x.detach().requires_grad_() for x in scan_inputs()]
+    grad = torch.randn(2, 21, 8, device=DEVICE)
+
+    def fn(*a):
+        return selective_scan(*a, backend="triton")
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
+                        for out in (fn(*inputs), compiled(*inputs))]
     torch.testing.assert_close(b, a)
     for x, y in zip(gb, ga):
         torch.testing.assert_close(x, y)
