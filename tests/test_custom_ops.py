@@ -1,5 +1,6 @@
 """The Triton kernels as registered custom operators (``madbench::long_conv``,
-``madbench::short_conv``, ``madbench::selective_scan`` and their backward ops):
+``madbench::short_conv``, ``madbench::selective_scan``, ``madbench::chunk_gla`` and their
+backward ops):
 ``torch.library.opcheck`` (schema, the fake implementation's shapes and strides against the
 real outputs', the autograd registration, AOT dispatch), and a compiled function (AOT autograd,
 run eagerly) gives eager's outputs and gradients. Without CUDA the kernels run under the Triton
@@ -13,6 +14,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
 pytest.importorskip("triton")
 
+from madbench_layers.ops.gla import triton_kernel as gla_kernel  # noqa: E402
 from madbench_layers.ops.long_conv import gated_long_conv, multihead_long_conv  # noqa: E402
 from madbench_layers.ops.long_conv import triton_kernel as long_kernel  # noqa: E402
 from madbench_layers.ops.selective_scan import selective_scan  # noqa: E402
@@ -92,6 +94,34 @@ def test_a_compiled_scan_equals_eager():
 
     def fn(*a):
         return selective_scan(*a, backend="triton")
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
+                        for out in (fn(*inputs), compiled(*inputs))]
+    torch.testing.assert_close(b, a)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("store_states", [True, False])
+def test_chunk_gla_op_passes_opcheck(store_states):
+    """Token-major inputs (batch, heads, seq_len, d) as the layer gives them; decays in log
+    space below zero."""
+    def token_major(*shape, seed):
+        x = leaf(shape[0], shape[2], shape[1], shape[3], seed=seed).detach().transpose(1, 2)
+        return x.requires_grad_()
+    q, k = token_major(2, 2, 21, 16, seed=18), token_major(2, 2, 21, 16, seed=19)
+    v = token_major(2, 2, 21, 16, seed=20)
+    g = (-torch.nn.functional.softplus(token_major(2, 2, 21, 16, seed=21))).detach()
+    torch.library.opcheck(gla_kernel.chunk_gla_op,
+                          (q, k, v, g.requires_grad_(), "", store_states))
+
+
+def test_a_compiled_gla_equals_eager():
+    q, k, v = (leaf(2, 2, 21, 16, seed=s) for s in (22, 23, 24))
+    g = (-torch.nn.functional.softplus(leaf(2, 2, 21, 16, seed=25))).detach().requires_grad_()
+    inputs = [q, k, v, g]
+    grad = torch.randn(2, 2, 21, 16, device=DEVICE)
+    fn = gla_kernel.chunk_gla_triton
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
                         for out in (fn(*inputs), compiled(*inputs))]
