@@ -112,8 +112,9 @@ def test_absent_gates_give_the_plain_convolution():
 def test_streams_split_from_one_tensor_at_odd_length():
     """The layer's layout: v, x1, x2 are views of one (B, 3C, L) tensor at an odd L (the
     recall tasks' seq_len - 1), the output gradient a transposed view. Output and gradients
-    equal the Toeplitz sum's, and the output's rows start at multiples of 16 elements."""
-    from madbench_layers.ops.rows import rows_aligned
+    equal the Toeplitz sum's, and the output's rows start where ``ops.rows`` puts them (at
+    multiples of ROW_ALIGN elements)."""
+    from madbench_layers.ops.rows import padded_length, rows_aligned
     batch, channels, length = 2, 3, 37
     base = draw(batch, 3 * channels, length, seed=5)
     h = draw(channels, length, seed=6) / length**0.5
@@ -124,7 +125,7 @@ def test_streams_split_from_one_tensor_at_odd_length():
     got = with_grads(split(triton_gated), (base, h), grad)
     expected = with_grads(split(naive_gated), (base, h), grad, torch.float64)
     assert_close_to(got, expected, TOL)
-    assert got[0].stride(-2) == 48 and rows_aligned(got[0])
+    assert got[0].stride(-2) == padded_length(length) and rows_aligned(got[0])
 
 
 def test_multihead_forward_and_gradients_equal_toeplitz_sum():

@@ -6,6 +6,12 @@ import torch
 from madbench_layers.ops.rows import aligned, empty_rows, padded_length, rows_aligned
 
 
+@pytest.fixture(autouse=True)
+def sixteen(monkeypatch):
+    """The padded layout under test (the module's default keeps rows contiguous)."""
+    monkeypatch.setattr("madbench_layers.ops.rows.ROW_ALIGN", 16)
+
+
 @pytest.mark.parametrize("length,padded", [(1, 16), (16, 16), (31, 32), (127, 128), (128, 128),
                                            (1023, 1024)])
 def test_padded_length_rounds_up_to_sixteen(length, padded):

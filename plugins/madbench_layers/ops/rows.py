@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import torch
 
-ROW_ALIGN = 16   #: elements; Triton's divisibility hint for integer arguments
+#: elements. 1 keeps rows contiguous, as on main: the layout probe found no consistent gain
+#: from 16 (Triton's divisibility hint; benchmarks/RESULTS.md, issue #15, fourteenth session).
+#: The helpers read it at call time, so 16 can be tried without other changes.
+ROW_ALIGN = 1
 
 
 def padded_length(length: int) -> int:
