@@ -109,6 +109,25 @@ def test_absent_gates_give_the_plain_convolution():
     assert_close_to(got, expected, TOL)
 
 
+def test_streams_split_from_one_tensor_at_odd_length():
+    """The layer's layout: v, x1, x2 are views of one (B, 3C, L) tensor at an odd L (the
+    recall tasks' seq_len - 1), the output gradient a transposed view. Output and gradients
+    equal the Toeplitz sum's, and the output's rows start where ``ops.rows`` puts them (at
+    multiples of ROW_ALIGN elements)."""
+    from madbench_layers.ops.rows import padded_length, rows_aligned
+    batch, channels, length = 2, 3, 37
+    base = draw(batch, 3 * channels, length, seed=5)
+    h = draw(channels, length, seed=6) / length**0.5
+    grad = draw(batch, length, channels, seed=7).transpose(1, 2)
+
+    def split(fn):
+        return lambda b, f: fn(*b.split(channels, dim=1), f)
+    got = with_grads(split(triton_gated), (base, h), grad)
+    expected = with_grads(split(naive_gated), (base, h), grad, torch.float64)
+    assert_close_to(got, expected, TOL)
+    assert got[0].stride(-2) == padded_length(length) and rows_aligned(got[0])
+
+
 def test_multihead_forward_and_gradients_equal_toeplitz_sum():
     """Property: per head, sum_i q_i * (h_i * (k_i v_j)) and all four gradients equal the
     explicit sum (dk = 2 filters summed per output, dv = 4 rows sharing each filter)."""

@@ -57,6 +57,8 @@ def test_kernel_matches_shifted_sums(K, C, L, bias, transposed, repeat):
             assert a is None, name
             continue
         torch.testing.assert_close(a.double().cpu(), e, atol=TOL * (1 + L * B), rtol=TOL, msg=name)
+    from madbench_layers.ops.rows import padded_length
+    assert got[0].stride() == (C * padded_length(L), padded_length(L), 1)   # ops.rows' layout
 
 
 def test_reference_is_nn_conv1d_as_the_layers_write_it():

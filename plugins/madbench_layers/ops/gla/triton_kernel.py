@@ -1,4 +1,4 @@
-"""Gated linear attention in Triton: chunked forward and backward, as a torch.autograd.Function.
+"""Gated linear attention in Triton: chunked forward and backward, as a registered custom operator.
 
 One program walks the chunks of one (batch, head) in order, holding a block of the state
 ``S`` (dk x dv, fp32) in registers. Per chunk of ``BT`` steps, with ``b`` the log decays
@@ -29,6 +29,7 @@ the interpreter (``TRITON_INTERPRET=1``) runs the same code as the GPU. tl.dot r
 """
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -342,39 +343,74 @@ def gla_backward(q, k, v, g, states, do, config: dict | None = None):
     return dq.to(q.dtype), dk_.to(k.dtype), dv_.to(v.dtype), dg.to(g.dtype)
 
 
-class ChunkGLAFunction(torch.autograd.Function):
-    """Triton GLA with its backward. Outputs o and the chunk states (saved for the backward
-    pass when ``store_states``; not differentiable). vmap folds the vmapped axis into the
-    batch axis."""
+# -- registered as custom operators (torch.compile calls them opaquely; see long_conv) -------
+def _config(config_json: str) -> dict | None:
+    """The launch configuration an op was given (JSON, "" for ``launch_config``'s)."""
+    return json.loads(config_json) if config_json else None
 
-    @staticmethod
-    def forward(q, k, v, log_alpha, config, store_states):
-        return gla_forward(q, k, v, log_alpha, config, store_states)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:4], output[1])
-        ctx.mark_non_differentiable(output[1])
-        ctx.config = inputs[4]
+@torch.library.custom_op("madbench::chunk_gla", mutates_args=())
+def chunk_gla_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_alpha: torch.Tensor,
+                 config_json: str, store_states: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gla_forward`` on token-major inputs: o (token-major) and the chunk states."""
+    o, states = gla_forward(q, k, v, log_alpha, _config(config_json), store_states)
+    return o, states
 
-    @staticmethod
-    def backward(ctx, do, _d_states):
-        q, k, v, log_alpha, states = ctx.saved_tensors
-        grads = gla_backward(q, k, v, log_alpha, states, token_major(do), ctx.config)
-        return *grads, None, None
 
-    @staticmethod
-    def vmap(info, in_dims, q, k, v, log_alpha, config, store_states):
-        size = info.batch_size
+@chunk_gla_op.register_fake
+def _(q, k, v, log_alpha, config_json, store_states):
+    batch, heads, seq_len, dk = q.shape
+    dv = v.shape[-1]
+    cfg = _config(config_json) or launch_config(int(dk), int(dv))
+    chunks = triton.cdiv(int(seq_len), cfg["BT"])
+    states = q.new_empty((batch * heads, chunks, dk, dv) if store_states else (0,),
+                         dtype=torch.float32)
+    return _empty(1, v, q.dtype)[0], states
 
-        def fold(x, dim):
-            x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
-            return token_major(x.reshape(size * x.shape[1], *x.shape[2:]))
 
-        o, states = ChunkGLAFunction.apply(*(fold(x, d) for x, d in zip(
-            (q, k, v, log_alpha), in_dims)), config, store_states)
-        return (o.reshape(size, -1, *o.shape[1:]),
-                states.reshape(size, -1, *states.shape[1:])), (0, 0)
+@torch.library.custom_op("madbench::chunk_gla_backward", mutates_args=())
+def chunk_gla_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          log_alpha: torch.Tensor, states: torch.Tensor, do: torch.Tensor,
+                          config_json: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``gla_backward``: (dq, dk, dv, dlog_alpha), each token-major and typed like its input."""
+    grads = gla_backward(q, k, v, log_alpha, states, do, _config(config_json))
+    return tuple(token_major(g) for g in grads)
+
+
+@chunk_gla_backward_op.register_fake
+def _(q, k, v, log_alpha, states, do, config_json):
+    return tuple(_empty(1, x, x.dtype)[0] for x in (q, k, v, log_alpha))
+
+
+def _autograd_setup(ctx, inputs, output):
+    q, k, v, log_alpha, config_json, _ = inputs
+    ctx.save_for_backward(q, k, v, log_alpha, output[1])
+    ctx.config_json = config_json
+
+
+def _autograd_backward(ctx, do, _d_states):
+    q, k, v, log_alpha, states = ctx.saved_tensors
+    grads = chunk_gla_backward_op(q, k, v, log_alpha, states, token_major(do), ctx.config_json)
+    return *grads, None, None
+
+
+chunk_gla_op.register_autograd(_autograd_backward, setup_context=_autograd_setup)
+
+
+@chunk_gla_op.register_vmap
+def _(info, in_dims, q, k, v, log_alpha, config_json, store_states):
+    """vmap folds the vmapped axis into the batch axis."""
+    size = info.batch_size
+
+    def fold(x, dim):
+        x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
+        return token_major(x.reshape(size * x.shape[1], *x.shape[2:]))
+
+    o, states = chunk_gla_op(*(fold(x, d) for x, d in zip((q, k, v, log_alpha), in_dims)),
+                             config_json, store_states)
+    return (o.reshape(size, -1, *o.shape[1:]),
+            states.reshape(size, -1, *states.shape[1:])), (0, 0)
 
 
 def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -388,4 +424,4 @@ def chunk_gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v, log_alpha = (token_major(x) for x in (q, k, v, log_alpha))
     # not ``requires_grad``: under vmap (the batched engine) the unwrapped inputs never say so
     needs_grad = torch.is_grad_enabled()
-    return ChunkGLAFunction.apply(q, k, v, log_alpha, config, needs_grad)[0]
+    return chunk_gla_op(q, k, v, log_alpha, json.dumps(config) if config else "", needs_grad)[0]

@@ -25,6 +25,10 @@ that is ``dv`` times the output, less than the FFT reference holds. With one fil
 (H, He: ``G == 1``) the forward kernel also writes ``u = x1 * v`` and the input-gradient kernel
 ``gc = gy * x2``, so that the filter gradient streams two tensors instead of four.
 
+Inputs are read, and outputs and gradients written, with row strides that are multiples of 16
+elements (``..rows``): at in-context and noisy recall's odd lengths (L = 127, ...) contiguous
+rows would make every tile access scalar.
+
 Float32 inputs use tf32 tensor-core products (relative error about 1e-3); the filter gradient is
 slower there (about 5x bf16 at L = 1024), probably because Hopper's tf32 products take only
 K-major operands and both of its operands are contracted along the (strided) batch axis.
@@ -37,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import last_axis_contiguous
+from ..rows import aligned, empty_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -357,17 +361,17 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     K, N, Cv, R, L = v.shape
     G = taps.shape[2]
     M = N * R
-    v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
+    v, x1, x2 = (aligned(x) for x in (v, x1, x2))
     cfg = block_config("forward", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
-    y = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    y = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
     if x2 is not None:
-        c = torch.empty((K, N, Cv, G, R, L), dtype=v.dtype, device=v.device)
+        c = empty_rows((K, N, Cv, G, R, L), v.dtype, v.device)
         c_strides = c.stride()[:5]
     else:
         c, c_strides = y.new_empty((K, 0)), (0,) * 5
     store_u = G == 1 and x1 is not None
-    u = torch.empty_like(y) if store_u else y.new_empty((K, 0))
+    u = empty_rows(tuple(y.shape), v.dtype, v.device) if store_u else y.new_empty((K, 0))
     grid = (triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)
     _forward_kernel[grid](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, y, y if x2 is None else c,
@@ -390,11 +394,11 @@ def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
     M = N * R
     cfg = block_config("inputs", L, M, R, v.element_size())
     BM, BT = cfg["BM"], cfg["BT"]
-    gv = torch.empty((K, N, Cv, R, L), dtype=v.dtype, device=v.device)
+    gv = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
     gshape = (K, N, Cv, G, L)
-    gx1 = None if x1 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
-    gx2 = None if x2 is None else torch.empty(gshape, dtype=v.dtype, device=v.device)
-    gc = torch.empty_like(gv) if G == 1 and x2 is not None else None
+    gx1 = None if x1 is None else empty_rows(gshape, v.dtype, v.device)
+    gx2 = None if x2 is None else empty_rows(gshape, v.dtype, v.device)
+    gc = empty_rows(tuple(gv.shape), v.dtype, v.device) if G == 1 and x2 is not None else None
     _backward_inputs_kernel[(triton.cdiv(L, BT) * triton.cdiv(M, BM), K * Cv)](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, gy,
         gv if x2 is None else c, gv, gv if gx1 is None else gx1, gv if gx2 is None else gx2,
@@ -428,61 +432,106 @@ def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
     return parts.sum(0)[..., :L]
 
 
-class LongConvFunction(torch.autograd.Function):
-    """Autograd wrapper of the kernels on the canonical layout (see the module docstring).
+# -- registered as custom operators -------------------------------------------------------
+# torch.compile treats a custom operator as one opaque call whose outputs it knows from the
+# fake implementation (shapes and strides, the padded rows included), instead of tracing into
+# the kernels' launches.
+def _forward_fake(v, x1, x2, h):
+    """Outputs of ``forward`` without computing them: the same shapes, dtypes and strides."""
+    K, N, Cv, R, L = v.shape
+    G = h.shape[2]
+    y = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
+    c = (empty_rows((K, N, Cv, G, R, L), v.dtype, v.device) if x2 is not None
+         else v.new_empty((K, 0)))
+    u = empty_rows((K, N, Cv, R, L), v.dtype, v.device) if G == 1 and x1 is not None \
+        else v.new_empty((K, 0))
+    return y, c, u, padded_taps(h, v.dtype)
 
-    ``apply(v, x1, x2, h, precision)`` returns ``(y, c, u, taps)``; all but ``y`` are internal
-    (kept for the backward pass) and not differentiable. The vmap rule folds the vmapped axis
-    into ``K``.
-    """
 
-    @staticmethod
-    def forward(v, x1, x2, h, precision):
-        taps = padded_taps(h, v.dtype)
-        y, c, u = forward(v, x1, x2, taps, precision)
-        return y, c, u, taps
+@torch.library.custom_op("madbench::long_conv", mutates_args=())
+def long_conv_op(v: torch.Tensor, x1: torch.Tensor | None, x2: torch.Tensor | None,
+                 h: torch.Tensor, precision: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, c, u, taps)`` on the canonical layout: the output, and what the backward pass
+    keeps (see ``forward`` and ``padded_taps``)."""
+    taps = padded_taps(h, v.dtype)
+    y, c, u = forward(v, x1, x2, taps, precision)
+    return y, c, u, taps
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        v, x1, x2, h, precision = inputs
-        _, c, u, taps = output
-        ctx.mark_non_differentiable(c, u, taps)
-        ctx.save_for_backward(v, x1, x2, c, u, taps)
-        ctx.h_dtype = h.dtype
-        ctx.precision = precision
 
-    @staticmethod
-    def backward(ctx, gy, _gc, _gu, _gtaps):
-        v, x1, x2, c, u, taps = ctx.saved_tensors
-        v, x1, x2 = (last_axis_contiguous(x) for x in (v, x1, x2))
-        gy = last_axis_contiguous(gy.to(v.dtype))
-        needs = ctx.needs_input_grad
-        gv, gx1, gx2, gc = backward_inputs(gy, v, x1, x2, taps, c, ctx.precision)
-        gh = None
-        if needs[3]:   # from the products kept by the kernels where there are (G == 1)
-            if u.numel():
-                v, x1 = u, None
-            if gc is not None:
-                gy, x2 = gc, None
-            gh = backward_filter(gy, v, x1, x2, taps.shape[2], ctx.precision).to(ctx.h_dtype)
-        return (gv if needs[0] else None, gx1 if needs[1] else None,
-                gx2 if needs[2] else None, gh, None)
+@long_conv_op.register_fake
+def _(v, x1, x2, h, precision):
+    return _forward_fake(v, x1, x2, h)
 
-    @staticmethod
-    def vmap(info, in_dims, v, x1, x2, h, precision):
-        size = info.batch_size
 
-        def fold(x, dim):
-            if x is None:
-                return None
-            x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
-            return x.reshape(size * x.shape[1], *x.shape[2:])
+@torch.library.custom_op("madbench::long_conv_backward", mutates_args=())
+def long_conv_backward_op(gy: torch.Tensor, v: torch.Tensor, x1: torch.Tensor | None,
+                          x2: torch.Tensor | None, c: torch.Tensor, u: torch.Tensor,
+                          taps: torch.Tensor, filter_grad: bool, h_dtype: torch.dtype,
+                          precision: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(gv, gx1, gx2, gh)``; an absent gate's gradient, and ``gh`` without
+    ``filter_grad``, are empty tensors."""
+    v, x1, x2 = (aligned(x) for x in (v, x1, x2))
+    gy = aligned(gy.to(v.dtype))
+    gv, gx1, gx2, gc = backward_inputs(gy, v, x1, x2, taps, c, precision)
+    gh = v.new_empty((0,), dtype=h_dtype)
+    if filter_grad:    # from the products kept by the kernels where there are (G == 1)
+        if u.numel():
+            v, x1 = u, None
+        if gc is not None:
+            gy, x2 = gc, None
+        gh = backward_filter(gy, v, x1, x2, taps.shape[2], precision).to(h_dtype).contiguous()
+    return (gv, v.new_empty((0,)) if gx1 is None else gx1,
+            v.new_empty((0,)) if gx2 is None else gx2, gh)
 
-        outputs = LongConvFunction.apply(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims)),
-                                         precision)
-        return tuple(o.unflatten(0, (size, -1)) for o in outputs), (0, 0, 0, 0)
+
+@long_conv_backward_op.register_fake
+def _(gy, v, x1, x2, c, u, taps, filter_grad, h_dtype, precision):
+    K, Cv, G = taps.shape[:3]
+    gx1 = v.new_empty((0,)) if x1 is None else empty_rows(tuple(x1.shape), v.dtype, v.device)
+    gx2 = v.new_empty((0,)) if x2 is None else empty_rows(tuple(x2.shape), v.dtype, v.device)
+    gh = (v.new_empty((K, Cv, G, v.shape[-1]), dtype=h_dtype) if filter_grad
+          else v.new_empty((0,), dtype=h_dtype))
+    return empty_rows(tuple(v.shape), v.dtype, v.device), gx1, gx2, gh
+
+
+def _autograd_setup(ctx, inputs, output):
+    v, x1, x2, h, precision = inputs
+    _, c, u, taps = output
+    ctx.save_for_backward(v, x1, x2, c, u, taps)
+    ctx.h_dtype = h.dtype
+    ctx.precision = precision
+
+
+def _autograd_backward(ctx, gy, _gc, _gu, _gtaps):
+    v, x1, x2, c, u, taps = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    gv, gx1, gx2, gh = long_conv_backward_op(gy, v, x1, x2, c, u, taps, needs[3],
+                                             ctx.h_dtype, ctx.precision)
+    return (gv if needs[0] else None, gx1 if needs[1] and x1 is not None else None,
+            gx2 if needs[2] and x2 is not None else None, gh if needs[3] else None, None)
+
+
+long_conv_op.register_autograd(_autograd_backward, setup_context=_autograd_setup)
+
+
+@long_conv_op.register_vmap
+def _(info, in_dims, v, x1, x2, h, precision):
+    """The vmapped axis folded into ``K``."""
+    size = info.batch_size
+
+    def fold(x, dim):
+        if x is None:
+            return None
+        x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
+        return x.reshape(size * x.shape[1], *x.shape[2:])
+
+    outputs = long_conv_op(*(fold(x, d) for x, d in zip((v, x1, x2, h), in_dims[:4])),
+                           precision)
+    return tuple(o.unflatten(0, (size, -1)) for o in outputs), (0, 0, 0, 0)
 
 
 def long_conv(v, x1, x2, h, precision: str | None = None) -> torch.Tensor:
     """The op on the canonical layout, differentiable: returns ``y`` (K, N, Cv, R, L)."""
-    return LongConvFunction.apply(v, x1, x2, h, precision)[0]
+    return long_conv_op(v, x1, x2, h, precision or _default_precision())[0]

@@ -279,50 +279,89 @@ def scan_backward(u, delta, A, B, C, D, states, dy, config: dict | None = None):
     return du, ddelta, dAD[..., :d_state], dB, dC, dAD[..., d_state]
 
 
-class SelectiveScanFn(torch.autograd.Function):
-    """The fused scan as an autograd op (A and D with or without a group axis); vmap folds the
-    vmapped axis into the batch axis and the group axis."""
+# -- registered as custom operators (torch.compile calls them opaquely; see long_conv) -------
+@torch.library.custom_op("madbench::selective_scan", mutates_args=())
+def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor, D: torch.Tensor, store_states: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scan_forward``: y and the chunk-end states (empty without ``store_states``)."""
+    return scan_forward(u, delta, A, B, C, D, store_states)
 
-    @staticmethod
-    def forward(u, delta, A, B, C, D, store_states):
-        return scan_forward(u, delta, A, B, C, D, store_states)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        u, delta, A, B, C, D, _ = inputs
-        _, states = output
-        ctx.mark_non_differentiable(states)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for the states
-        ctx.save_for_backward(u, delta, A, B, C, D, states)
+@selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, store_states):
+    batch, seq_len, d_inner = u.shape
+    d_state = A.shape[-1]
+    f32 = torch.float32
+    if store_states:
+        # the chunk length depends on the sizes: specialised on them (a guard when symbolic)
+        config = kernel_config(int(seq_len), int(d_inner), int(d_state))
+        n_chunks = triton.cdiv(int(seq_len), config["block_t"])
+        states = u.new_empty((batch, n_chunks, d_state, d_inner), dtype=f32)
+    else:
+        states = u.new_empty((batch, 0), dtype=f32)
+    return u.new_empty((batch, seq_len, d_inner)), states
 
-    @staticmethod
-    def backward(ctx, dy, _dstates):
-        if dy is None:
-            return (None,) * 7
-        u, delta, A, B, C, D, states = ctx.saved_tensors
-        dy = last_axis_contiguous(dy)
-        if states.numel() == 0 and u.shape[1] > 0:    # forward ran without checkpoints
-            _, states = scan_forward(u, delta, A, B, C, D, True)
-        grads = scan_backward(u, delta, A, B, C, D, states, dy)
-        inputs = (u, delta, A, B, C, D)
-        out = tuple(None if not need else g if g.dtype == x.dtype else g.to(x.dtype)
-                    for g, x, need in zip(grads, inputs, ctx.needs_input_grad))
-        return (*out, None)
 
-    @staticmethod
-    def vmap(info, in_dims, u, delta, A, B, C, D, store_states):
-        size = info.batch_size
+@torch.library.custom_op("madbench::selective_scan_backward", mutates_args=())
+def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                               B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
+                               states: torch.Tensor, dy: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                          torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 (du, ddelta, dA, dB, dC, dD); the states are recomputed when the forward pass
+    stored none."""
+    if states.numel() == 0 and u.shape[1] > 0:    # forward ran without checkpoints
+        _, states = scan_forward(u, delta, A, B, C, D, True)
+    du, ddelta, dA, dB, dC, dD = scan_backward(u, delta, A, B, C, D, states, dy)
+    return du, ddelta, dA.clone(), dB.clone(), dC.clone(), dD.clone()   # views of shared sums
 
-        def fold(x, dim, trailing):
-            """Put the vmapped axis first and merge it with the next (batch or group) axis."""
-            x = x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
-            return x.reshape(-1, *x.shape[x.dim() - trailing:])
 
-        trailing = (2, 2, 2, 2, 2, 1)  # u, delta, B, C: (seq_len, -); A: (d_inner, d_state); D
-        args = [fold(x, dim, k) for x, dim, k in zip((u, delta, A, B, C, D), in_dims, trailing)]
-        y, states = _apply(*args, store_states)
-        unfold = lambda x: x.reshape(size, x.shape[0] // size, *x.shape[1:])  # noqa: E731
-        return (unfold(y), unfold(states)), (0, 0)
+@selective_scan_backward_op.register_fake
+def _(u, delta, A, B, C, D, states, dy):
+    f32 = torch.float32
+    batch, seq_len, _ = u.shape
+    d_state = A.shape[-1]
+    return (u.new_empty(u.shape, dtype=f32), u.new_empty(u.shape, dtype=f32),
+            A.new_empty(A.shape, dtype=f32), u.new_empty((batch, seq_len, d_state), dtype=f32),
+            u.new_empty((batch, seq_len, d_state), dtype=f32), D.new_empty(D.shape, dtype=f32))
+
+
+def _autograd_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, _ = inputs
+    _, states = output
+    ctx.save_for_backward(u, delta, A, B, C, D, states)
+
+
+def _autograd_backward(ctx, dy, _dstates):
+    if dy is None:
+        return (None,) * 7
+    u, delta, A, B, C, D, states = ctx.saved_tensors
+    grads = selective_scan_backward_op(u, delta, A, B, C, D, states, last_axis_contiguous(dy))
+    inputs = (u, delta, A, B, C, D)
+    out = tuple(None if not need else g if g.dtype == x.dtype else g.to(x.dtype)
+                for g, x, need in zip(grads, inputs, ctx.needs_input_grad))
+    return (*out, None)
+
+
+selective_scan_op.register_autograd(_autograd_backward, setup_context=_autograd_setup)
+
+
+@selective_scan_op.register_vmap
+def _(info, in_dims, u, delta, A, B, C, D, store_states):
+    """vmap folds the vmapped axis into the batch axis and the group axis."""
+    size = info.batch_size
+
+    def fold(x, dim, trailing):
+        """Put the vmapped axis first and merge it with the next (batch or group) axis."""
+        x = x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+        return x.reshape(-1, *x.shape[x.dim() - trailing:])
+
+    trailing = (2, 2, 2, 2, 2, 1)  # u, delta, B, C: (seq_len, -); A: (d_inner, d_state); D
+    args = [fold(x, dim, k) for x, dim, k in zip((u, delta, A, B, C, D), in_dims, trailing)]
+    y, states = _apply(*args, store_states)
+    unfold = lambda x: x.reshape(size, x.shape[0] // size, *x.shape[1:])  # noqa: E731
+    return (unfold(y), unfold(states)), (0, 0)
 
 
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
@@ -333,7 +372,7 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
 
 
 def _apply(u, delta, A, B, C, D, store_states):
-    """SelectiveScanFn on channel-contiguous u and delta (so that the saved copies are too)."""
-    return SelectiveScanFn.apply(last_axis_contiguous(u), last_axis_contiguous(delta),
-                                 A, B, C, D, store_states)
+    """The scan op on channel-contiguous u and delta (so that the saved copies are too)."""
+    return selective_scan_op(last_axis_contiguous(u), last_axis_contiguous(delta),
+                             A, B, C, D, store_states)
 

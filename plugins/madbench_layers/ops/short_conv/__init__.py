@@ -11,8 +11,8 @@ imported on first use) for CUDA tensors when triton imports, else the PyTorch re
 the autocast dtype, as ``F.conv1d`` does.
 
 The kernel reads ``x`` with any strides (a ``(B, L, C)`` projection's transposed view needs no
-copy), accumulates in float32, writes ``y`` as a contiguous ``(B, C, L)``, and reduces the
-weight and bias gradients without atomics (the same result on every run).
+copy), accumulates in float32, writes ``y`` as ``(B, C, L)`` with aligned rows (``..rows``),
+and reduces the weight and bias gradients without atomics (the same result on every run).
 """
 from __future__ import annotations
 
@@ -57,6 +57,6 @@ def short_causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         if backend == "triton":
             raise UsageError(f"short_causal_conv triton kernel: dtypes {x.dtype}, {weight.dtype}")
         return reference(x, weight, bias)
-    from .triton_kernel import ShortConvFunction
+    from .triton_kernel import short_conv_op
     with torch.autocast(x.device.type, enabled=False):
-        return ShortConvFunction.apply(x, weight, bias)
+        return short_conv_op(x, weight, bias)

@@ -7,7 +7,9 @@ shifted, masked loads (the shifted rows stay in cache). Backward, per tile of in
 the input gradient sums, over the ``repeat`` output channels that read each input channel, the
 same loop with the shifts reversed, ``gx[s] = sum_k w[k] gy[s + K - 1 - k]``; the weight and
 bias gradients are summed per tile into a float32 buffer of partial sums, then over the tiles by
-PyTorch (no atomics: the same result on every run).
+PyTorch (no atomics: the same result on every run). The output, and the output gradient it
+reads, have rows at strides that are multiples of 16 elements (``..rows``: at in-context and
+noisy recall's odd lengths contiguous rows would make every access scalar).
 """
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ..rows import aligned, empty_rows
+
 BC, BL = 32, 64
 
 
 @triton.jit
-def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, HAS_BIAS: tl.constexpr, K: tl.constexpr,
-             BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, syb, syc, HAS_BIAS: tl.constexpr,
+             K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_b = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     t = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -35,7 +39,7 @@ def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, HAS_BIAS: tl.constexpr, K: t
         acc += wk[:, None] * xv
     if HAS_BIAS:
         acc += tl.load(b + c, mask=cm, other=0.0).to(tl.float32)[:, None]
-    out = y + tl.cast(pid_b, tl.int64) * C * L + c[:, None] * L + t[None, :]
+    out = y + tl.cast(pid_b, tl.int64) * syb + c[:, None] * syc + t[None, :]
     tl.store(out, acc.to(y.dtype.element_ty), mask=cm[:, None] & (t[None, :] < L))
 
 
@@ -73,13 +77,14 @@ def _backward(x, w, gy, gx, partial, C_in, L, sxb, sxc, sxl, sgb, sgc, sgl, sdb,
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x: (B, C_in, L), any strides; weight: (C, K) with C a multiple of C_in -> (B, C, L)."""
+    """x: (B, C_in, L), any strides; weight: (C, K) with C a multiple of C_in -> (B, C, L)
+    (rows aligned, ``..rows``)."""
     B, C_in, L = x.shape
     C = weight.shape[0]
-    y = torch.empty((B, C, L), device=x.device, dtype=x.dtype)
+    y = empty_rows((B, C, L), x.dtype, x.device)
     grid = (B, triton.cdiv(C, BC), triton.cdiv(L, BL))
     _forward[grid](x, weight.contiguous(), bias if bias is not None else weight, y, C_in, C, L,
-                   *x.stride(), HAS_BIAS=bias is not None, K=weight.shape[1],
+                   *x.stride(), *y.stride()[:2], HAS_BIAS=bias is not None, K=weight.shape[1],
                    BLOCK_C=BC, BLOCK_L=BL)
     return y
 
@@ -89,6 +94,7 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     """(grad x in x's layout, grad weight (C, K) and grad bias (C,) in float32)."""
     B, C_in, L = x.shape
     C, K = weight.shape
+    gy = aligned(gy)
     gx = torch.empty_like(x)
     if gx.stride() != x.stride():      # a non-dense view: write a contiguous gradient
         gx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
@@ -101,38 +107,66 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return gx, sums[:, :K], sums[:, K]
 
 
-class ShortConvFunction(torch.autograd.Function):
-    """Autograd wrapper of the kernels. Under ``vmap`` (the batched engine's configurations)
-    an input batch shared by every configuration's weights is folded into the batch; weights
-    that differ per configuration run one kernel call per configuration."""
+# -- registered as custom operators (torch.compile calls them opaquely; see long_conv) -------
+@torch.library.custom_op("madbench::short_conv", mutates_args=())
+def short_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """``forward``: (B, C_in, L), (C, K), (C,) or None -> (B, C, L), rows aligned."""
+    return forward(x, weight, bias)
 
-    @staticmethod
-    def forward(x, weight, bias):
-        return forward(x, weight, bias)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, bias = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.bias_dtype = None if bias is None else bias.dtype
+@short_conv_op.register_fake
+def _(x, weight, bias):
+    return empty_rows((x.shape[0], weight.shape[0], x.shape[2]), x.dtype, x.device)
 
-    @staticmethod
-    def backward(ctx, gy):
-        x, weight = ctx.saved_tensors
-        gx, gw, gb = backward(gy, x, weight)
-        return gx, gw.to(weight.dtype), None if ctx.bias_dtype is None else gb.to(ctx.bias_dtype)
 
-    @staticmethod
-    def vmap(info, in_dims, x, weight, bias):
-        size = info.batch_size
-        x_dim, w_dim, b_dim = in_dims
-        if w_dim is None and b_dim is None:          # shared weights: fold into the batch
-            x = x.movedim(x_dim, 0)
-            y = ShortConvFunction.apply(x.reshape(size * x.shape[1], *x.shape[2:]), weight, bias)
-            return y.unflatten(0, (size, -1)), 0
+@torch.library.custom_op("madbench::short_conv_backward", mutates_args=())
+def short_conv_backward_op(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``backward``: the gradients of x (in x's layout, or contiguous), weight and bias
+    (float32)."""
+    gx, gw, gb = backward(gy, x, weight)
+    return gx, gw.contiguous(), gb.contiguous()     # views of one buffer: two fresh outputs
 
-        def pick(t, dim, i):
-            return t if t is None or dim is None else t.select(dim, i)
-        return torch.stack([ShortConvFunction.apply(pick(x, x_dim, i), pick(weight, w_dim, i),
-                                                    pick(bias, b_dim, i))
-                            for i in range(size)]), 0
+
+@short_conv_backward_op.register_fake
+def _(gy, x, weight):
+    gx = torch.empty_like(x)
+    if gx.stride() != x.stride():
+        gx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    C, K = weight.shape
+    return (gx, weight.new_empty((C, K), dtype=torch.float32),
+            weight.new_empty((C,), dtype=torch.float32))
+
+
+def _autograd_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _autograd_backward(ctx, gy):
+    x, weight = ctx.saved_tensors
+    gx, gw, gb = short_conv_backward_op(gy, x, weight)
+    return gx, gw.to(weight.dtype), None if ctx.bias_dtype is None else gb.to(ctx.bias_dtype)
+
+
+short_conv_op.register_autograd(_autograd_backward, setup_context=_autograd_setup)
+
+
+@short_conv_op.register_vmap
+def _(info, in_dims, x, weight, bias):
+    """Under ``vmap`` (the batched engine's configurations) an input batch shared by every
+    configuration's weights is folded into the batch; weights that differ per configuration
+    run one call per configuration."""
+    size = info.batch_size
+    x_dim, w_dim, b_dim = in_dims
+    if w_dim is None and b_dim is None:          # shared weights: fold into the batch
+        x = x.movedim(x_dim, 0)
+        y = short_conv_op(x.reshape(size * x.shape[1], *x.shape[2:]), weight, bias)
+        return y.unflatten(0, (size, -1)), 0
+
+    def pick(t, dim, i):
+        return t if t is None or dim is None else t.select(dim, i)
+    return torch.stack([short_conv_op(pick(x, x_dim, i), pick(weight, w_dim, i),
+                                      pick(bias, b_dim, i)) for i in range(size)]), 0
