@@ -14,13 +14,15 @@
         in-context-recall baseline at --parity-epochs.
 
 Usage: python benchmarks/bench_training.py [--parts probe,one,sweep,project,parity]
-       [--archs ...] [--engine graphed|batched]
+       [--archs ...] [--engine graphed|compiled|batched]
+(``compiled``: the graphed engine with torch.compile'd models; compilation is in its times)
 Prints a markdown table; writes JSON and markdown to $OUT when set.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -41,7 +43,8 @@ from madbench.trainer import train
 
 ROWS: list[dict] = []
 PREC = "bf16" if torch.cuda.is_available() else "fp32"
-ENGINES = {"graphed": train_graphed, "batched": train_batched}
+ENGINES = {"graphed": train_graphed, "batched": train_batched,
+           "compiled": functools.partial(train_graphed, compile_models=True)}
 ENGINE = "graphed"
 
 

@@ -99,7 +99,8 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     step, then one step and ``1 + steps`` steps (when the warm-up took over
     ``PROBE_SECONDS``, it serves as the one-step call and the other takes two): their
     difference per step, divided by the runs trained together. An engine that cannot train
-    the probe is timed plain."""
+    the probe is timed plain; ``compiled`` is timed as graphed (compiling for a probe would
+    cost more than the probe measures)."""
     from .batched import train_batched
     from .graphed import train_graphed
     first = group[0]

@@ -10,6 +10,14 @@ batch order and epochs (``madbench.loop``). Without CUDA (or with ``capture=Fals
 configurations run through the plain engine (``trainer.Eager``), one after the other within
 each step.
 
+``compile_models`` (the ``compiled`` engine) trains ``torch.compile``'d models the same way.
+Each compiled model is first checked against its eager self on one training batch, in training
+mode and in evaluation mode: a model whose compiled outputs differ raises
+:class:`CompileMismatch` (the sweep then trains the group uncompiled). Compilation fuses the
+step's small norm, residual and activation kernels; a layer whose Triton kernels Dynamo
+traces instead of calling them as opaque operators can compile to wrong numbers (the bundled
+kernels are registered as ``torch.library`` custom operators for this reason).
+
 Under a protocol that evaluates at every epoch (``eval_every_epoch``, ``early_stop_accuracy``)
 each configuration's evaluation is captured too, at its first use, on the configuration's
 stream: the C evaluations then run concurrently and the host reads their counts once. An
@@ -26,7 +34,36 @@ from .cuda_graphs import CaptureError, capture_enabled, capture_step
 from .loop import RunResult, epoch_plan, evaluates_every_epoch, train_protocol
 from .metrics import summarize
 from .protocol import Protocol
-from .trainer import Eager, Step, evaluation_counts
+from .trainer import Eager, Step, autocast, evaluation_counts
+
+
+#: torch.compile backend of the ``compiled`` engine (tests use a cheaper one)
+COMPILE_BACKEND = "inductor"
+
+
+class CompileMismatch(RuntimeError):
+    """A compiled model's outputs differ from its eager self's; train it uncompiled."""
+
+
+def compile_checked(model: nn.Module, inputs: torch.Tensor, precision: str) -> nn.Module:
+    """``torch.compile(model)``, after checking that it gives the eager model's logits on
+    ``inputs`` in training mode (with gradients, the graph the step uses) and in evaluation
+    mode (without, as evaluation runs); relative tolerance 2e-2 under bf16, 1e-3 in fp32.
+    Raises :class:`CompileMismatch` otherwise. Leaves ``model`` in training mode."""
+    compiled = torch.compile(model, backend=COMPILE_BACKEND, dynamic=False)
+    tol = 2e-2 if precision == "bf16" else 1e-3
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        with torch.set_grad_enabled(mode == "train"), autocast(inputs.device, precision):
+            eager, other = model(inputs).float(), compiled(inputs).float()
+        scale = eager.abs().max().clamp_min(1e-6)
+        worst = ((other - eager).abs().max() / scale).item()
+        if not worst <= tol:                    # NaN too
+            model.train()
+            raise CompileMismatch(f"compiled logits differ from eager in {mode} mode by "
+                                  f"{worst:.2g} (relative; tolerance {tol:g})")
+    model.train()
+    return compiled
 
 
 class Graphed(Eager):
@@ -125,12 +162,14 @@ def train_graphed(make_model: Callable[[], nn.Module],
                   configs: Sequence[tuple[float, float]], protocol: Protocol, seed: int,
                   precision: str = "fp32",
                   on_epoch: Callable[[int, int, float], None] | None = None,
-                  capture: bool | None = None) -> list[RunResult]:
+                  capture: bool | None = None,
+                  compile_models: bool = False) -> list[RunResult]:
     """Train one model per (lr, weight decay) configuration, side by side; one RunResult each,
     with the plain trainer's semantics (divergence, ``eval_every_epoch``, early stop).
 
     ``capture`` (default: on for CUDA unless MADBENCH_CUDA_GRAPHS=0) captures each step in a
-    CUDA graph."""
+    CUDA graph. ``compile_models`` trains ``compile_checked`` models (may raise
+    :class:`CompileMismatch` before any training)."""
     inputs = train_data[0]
     device = inputs.device
     capture = capture_enabled(device, capture)
@@ -141,6 +180,8 @@ def train_graphed(make_model: Callable[[], nn.Module],
         torch.manual_seed(seed)
         model = make_model().to(device)
         model.train()
+        if compile_models:
+            model = compile_checked(model, inputs[:bs], precision)
         steps.append(Step(model, train_data, lr, wd, protocol, epochs * steps_per_epoch,
                           precision, capturable=capture))
     rest = (test_data, num_classes, bs, precision)

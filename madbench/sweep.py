@@ -23,7 +23,7 @@ from .suggest import did_you_mean
 from .tasks import Setting, Task, generate_splits, get_task
 from .batched import supports_batching, train_batched
 from .cuda_graphs import CaptureError, capture_enabled, warn_uncapturable
-from .graphed import train_graphed
+from .graphed import CompileMismatch, train_graphed
 from .loop import evaluates_every_epoch
 from .trainer import resolve_device, resolve_precision, train
 
@@ -172,10 +172,11 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
               verdicts: dict | None = None) -> None:
     """Train one group of jobs (one setting and seed) and store each record as it finishes.
 
-    ``engine``: ``plain``, ``batched``, ``graphed`` or ``auto`` (see ``choose_engine``).
-    Models that cannot be vmapped train plain instead of batched, and models whose step cannot
-    be captured (host synchronisation, e.g. data-dependent routing) train graphed without
-    graphs; ``verdicts`` caches both per (engine, architecture)."""
+    ``engine``: ``plain``, ``batched``, ``graphed``, ``compiled`` or ``auto`` (see
+    ``choose_engine``). Models that cannot be vmapped train plain instead of batched, models
+    whose compiled outputs differ from eager train graphed, and models whose step cannot be
+    captured (host synchronisation, e.g. data-dependent routing) train graphed without graphs;
+    ``verdicts`` caches each per (engine, architecture)."""
     verdicts = {} if verdicts is None else verdicts
     prov = provenance(dev)
     first = group[0]
@@ -210,7 +211,9 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                  "configuration at a time")
     if chosen == "batched" and not verdicts[("batched", spec.hash)]:
         chosen = "plain"
-    if chosen in ("batched", "graphed"):
+    if chosen == "compiled" and not verdicts.get(("compiled", spec.hash), True):
+        chosen = "graphed"
+    if chosen in ("batched", "graphed", "compiled"):
         if progress:
             progress("run", {"task": first.task.name, "setting": first.setting.name,
                              "lr": "sweep", "wd": f"{len(group)} configs", "seed": first.seed})
@@ -221,15 +224,23 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
         if chosen == "batched":
             results = train_batched(*args)
         else:
+            compiled = chosen == "compiled"
             capture = capture_enabled(dev, verdicts.get(("graphed", spec.hash)))
             try:
-                results = train_graphed(*args, capture=capture)
+                try:
+                    results = train_graphed(*args, capture=capture, compile_models=compiled)
+                except CompileMismatch as exc:
+                    warn(f"{spec.name}: not compiled ({exc}); training it with the graphed "
+                         "engine")
+                    verdicts[("compiled", spec.hash)] = compiled = False
+                    used = "graphed"
+                    results = train_graphed(*args, capture=capture)
             except CaptureError as exc:
                 warn_uncapturable(spec.name, exc)
                 verdicts[("graphed", spec.hash)] = capture = False
-                results = train_graphed(*args, capture=False)
+                results = train_graphed(*args, capture=False, compile_models=compiled)
             if not capture:
-                used = "graphed-eager"
+                used = f"{used}-eager"
         for job, result in zip(group, results):
             finished(job, result, used)
         return

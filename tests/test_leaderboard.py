@@ -77,7 +77,8 @@ def test_trial_submission_is_valid_and_its_scores_are_the_best_of_its_sweep(tria
     assert "madbench eval --arch mh-attention" in doc["command"]
 
 
-@pytest.mark.parametrize("engine", ["plain", "batched", "graphed", "graphed-eager"])
+@pytest.mark.parametrize("engine", ["plain", "batched", "graphed", "graphed-eager", "compiled",
+                                    "compiled-eager"])
 def test_runs_of_every_training_engine_can_be_submitted(doc, engine):
     """Records say which engine trained them (graphed is the default on CUDA); each label the
     evaluator writes must pass the submission schema."""

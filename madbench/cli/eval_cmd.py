@@ -167,10 +167,12 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
 @click.option("--param-tolerance", default=0.2, show_default=True,
               type=FiniteFloat(min=0), help="Flag non-embedding parameters more than this "
               "fraction away from the mA-Sg-mA-Sg baseline.")
-@click.option("--engine", type=click.Choice(["auto", "graphed", "batched", "plain"]),
+@click.option("--engine", type=click.Choice(["auto", "graphed", "compiled", "batched", "plain"]),
               default="auto", show_default=True, help="graphed: a setting's lr x wd "
-              "configurations side by side, each step one CUDA graph (auto on CUDA); batched: "
-              "the configurations as one vmapped model; plain: one run at a time (auto on CPU).")
+              "configurations side by side, each step one CUDA graph (auto on CUDA); compiled: "
+              "graphed with torch.compile'd models, each checked against eager first "
+              "(experimental); batched: the configurations as one vmapped model; plain: one run "
+              "at a time (auto on CPU).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="local: one worker process per visible GPU (in this "
               "process on CPU or one GPU); ray: each setting's runs as a Ray task.")
