@@ -176,6 +176,8 @@ def train_graphed(make_model: Callable[[], nn.Module],
     n, bs = inputs.shape[0], protocol.batch_size
     steps_per_epoch, epochs = epoch_plan(n, protocol)
     steps = []
+    if compile_models:      # a fresh compiler cache per group: no group meets the recompile limit
+        torch._dynamo.reset()
     for lr, wd in configs:
         torch.manual_seed(seed)
         model = make_model().to(device)
