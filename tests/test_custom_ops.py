@@ -31,6 +31,17 @@ def leaf(*shape, seed):
     return torch.randn(*shape, generator=g, device=DEVICE).requires_grad_()
 
 
+def assert_compiled_equals_eager(fn, inputs, grad):
+    """``fn`` compiled (AOT autograd, one graph: the ops called opaquely) and eager give the
+    same output and the same gradients of every input."""
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
+                        for out in (fn(*inputs), compiled(*inputs))]
+    torch.testing.assert_close(b, a)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y)
+
+
 @pytest.mark.parametrize("gates,G,R", [(True, 1, 1), (False, 1, 1), (True, 2, 4)])
 def test_long_conv_op_passes_opcheck(gates, G, R):
     K, N, Cv, L = 1, 2, 3, 19               # odd L: the outputs' rows are padded to 32
@@ -62,16 +73,7 @@ def test_a_compiled_hyena_stream_equals_eager():
 
     inputs = [leaf(2, 21, 12, seed=7), leaf(12, 3, seed=8), leaf(12, seed=9),
               leaf(4, 21, seed=10), leaf(2, 2, 21, seed=11)]
-    grad = torch.randn(2, 21, device=DEVICE)
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    results = []
-    for f in (fn, compiled):
-        out = f(*inputs)
-        results.append((out.detach(), torch.autograd.grad(out, inputs, grad)))
-    (a, ga), (b, gb) = results
-    torch.testing.assert_close(b, a)
-    for x, y in zip(gb, ga):
-        torch.testing.assert_close(x, y)
+    assert_compiled_equals_eager(fn, inputs, torch.randn(2, 21, device=DEVICE))
 
 
 def scan_inputs(groups=0):
@@ -94,12 +96,7 @@ def test_a_compiled_scan_equals_eager():
 
     def fn(*a):
         return selective_scan(*a, backend="triton")
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
-                        for out in (fn(*inputs), compiled(*inputs))]
-    torch.testing.assert_close(b, a)
-    for x, y in zip(gb, ga):
-        torch.testing.assert_close(x, y)
+    assert_compiled_equals_eager(fn, inputs, grad)
 
 
 @pytest.mark.parametrize("store_states", [True, False])
@@ -121,10 +118,4 @@ def test_a_compiled_gla_equals_eager():
     g = (-torch.nn.functional.softplus(leaf(2, 2, 21, 16, seed=25))).detach().requires_grad_()
     inputs = [q, k, v, g]
     grad = torch.randn(2, 2, 21, 16, device=DEVICE)
-    fn = gla_kernel.chunk_gla_triton
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    (a, ga), (b, gb) = [(out.detach(), torch.autograd.grad(out, inputs, grad))
-                        for out in (fn(*inputs), compiled(*inputs))]
-    torch.testing.assert_close(b, a)
-    for x, y in zip(gb, ga):
-        torch.testing.assert_close(x, y)
+    assert_compiled_equals_eager(gla_kernel.chunk_gla_triton, inputs, grad)
