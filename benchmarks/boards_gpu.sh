@@ -5,7 +5,9 @@
 # seconds (default 500): the architecture running then is stopped with SIGINT (finished groups
 # are stored, the group in progress is lost and trained again by the next call) and the later
 # ones wait for the next call. To resume on a fresh machine, carry the previous call's
-# boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself). An architecture whose
+# boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself); records that today's
+# code would not submit (another run version or layer code) are first moved to $RUNS/stale/
+# (benchmarks/set_aside_stale.py). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
 # validated at once, with RERUN (default 6) settings re-trained on the GPU. EXTRA adds
 # `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
@@ -26,6 +28,8 @@ fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
 { nvidia-smi -L 2>/dev/null; python3 -c "import torch; from madbench.code_identity import run_version; print('run version', run_version(), '| torch', torch.__version__)"; } > "$LOG" 2>&1
 IFS=',' read -r -a archs <<< "$ARCHS"
+# records of older code (another run version or layer code) would block the submission
+python3 benchmarks/set_aside_stale.py "$RUNS" "${archs[@]}" >> "$LOG" 2>&1
 start=$SECONDS
 for arch in "${archs[@]}"; do
   left=$((D - (SECONDS - start)))
