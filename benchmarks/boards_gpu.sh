@@ -13,7 +13,8 @@
 # `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
 # makes partial entries of one task. RUNS (default runs/boards) is where the run directories
 # go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
-# boards_runs.tgz (RUNS packed) and the new submissions in $OUT.
+# boards_runs.tgz (RUNS packed once training stops, and again at the end) and the new
+# submissions in $OUT.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 RUNS=${RUNS:-runs/boards}
@@ -42,6 +43,10 @@ for arch in "${archs[@]}"; do
   echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "$RUNS/$arch.err" | tr '\n' ' ')" >> "$LOG"
   case $rc in 0|124|130) ;; *) grep -E '^Error' "$RUNS/$arch.err" | tail -1 >> "$LOG" ;; esac
 done
+# packed now, before the submissions and re-runs, so a call cut short still brings the runs back
+# (written aside and renamed: a kill mid-write leaves the previous tarball whole)
+pack() { tar -czf "$OUT/boards_runs.partial" "$RUNS" && mv "$OUT/boards_runs.partial" "$OUT/boards_runs.tgz"; }
+pack
 mkdir -p "$BOARD"
 tasks=$(sed -n 's/.*--tasks[ =]\([^ ]*\).*/\1/p' <<< "${EXTRA:-}")   # a partial entry's tasks
 for i in "${!archs[@]}"; do
@@ -59,5 +64,5 @@ for i in "${!archs[@]}"; do
     echo "$arch: not complete, resume with SEED_RUNS" >> "$LOG"
   fi
 done
-tar -czf "$OUT/boards_runs.tgz" "$RUNS"
+pack
 cat "$LOG"
