@@ -57,9 +57,9 @@ for i in "${!archs[@]}"; do
     # shellcheck disable=SC2086
     madbench leaderboard submit "$RUNS/$arch" --name "$arch" --out "$BOARD/$arch.json" ${tasks:+--tasks $tasks} \
       --command "madbench eval --arch $arch --preset $PRESET${EXTRA:+ $EXTRA}" >> "$LOG" 2>&1 \
+      && cp "$BOARD/$arch.json" "$OUT/" \
       && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" >> "$LOG" 2>&1
     echo "$arch: submission $BOARD/$arch.json, exit $?" >> "$LOG"
-    cp "$BOARD/$arch.json" "$OUT/" 2>/dev/null
   else
     echo "$arch: not complete, resume with SEED_RUNS" >> "$LOG"
   fi
