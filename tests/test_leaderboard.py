@@ -93,11 +93,22 @@ def test_a_nonstandard_protocol_is_invalid_for_a_board(trial):
     assert "a non-standard protocol is invalid for a board" in result.output
 
 
-def test_rerun_of_an_honest_run_agrees(doc):
+@pytest.mark.parametrize("engine,trained_by", [("auto", "plain"), ("graphed", "graphed"),
+                                               ("plain", "plain")])
+def test_rerun_of_an_honest_run_agrees(doc, engine, trained_by):
+    """The claims were trained plain on the CPU; a re-run with any engine (auto: plain on a
+    CPU; graphed without CUDA: its uncaptured steps) reproduces them and says which it used."""
     report = validate_submission(doc, allow_nonstandard=True, rerun=1, rerun_seed=0,
-                                 device="cpu")
+                                 device="cpu", rerun_engine=engine)
     assert report.valid, report.failures
     assert len(report.reruns) == 1 and report.reruns[0]["difference"] <= 1e-6
+    assert report.reruns[0]["engine"] == trained_by
+    assert any(f"({trained_by} engine)" in c for c in report.checks)
+
+
+def test_an_unknown_rerun_engine_is_refused_before_anything_runs(trial):
+    result = cli("leaderboard", "validate", trial[0], "--rerun", "1", "--rerun-engine", "fast")
+    assert result.exit_code == 2 and "'fast' is not one of" in result.output
 
 
 # -- tampering -----------------------------------------------------------------------------

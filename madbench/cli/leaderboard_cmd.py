@@ -104,7 +104,8 @@ def _print_report(report) -> None:
     for run in report.reruns:
         say(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
             f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-            f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s)")
+            f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s, "
+            f"{run['engine']} engine)")
     if report.valid:
         say("  checked: " + "; ".join(report.checks))
 
@@ -127,6 +128,10 @@ def _progress_line(line: str) -> None:
 @click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
               "no board's (a trial run) instead of refusing it.")
 @click.option("--device", default="auto", show_default=True, help="Device for --rerun.")
+@click.option("--rerun-engine", type=click.Choice(["auto", "graphed", "plain"]), default="auto",
+              show_default=True, help="Engine of the re-runs: auto trains as `madbench eval` "
+              "does (graphed on CUDA, plain on CPU); plain: the reference step, one run at a "
+              "time (several times slower on a GPU).")
 @click.option("--trust-code", is_flag=True, help="Import mixers that are neither bundled nor "
               "from an installed plugin distribution named in the submission with its "
               "version (code the submission names runs here; never from the working "
@@ -145,8 +150,8 @@ def _progress_line(line: str) -> None:
               "largest run of a board's protocol].")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
-                     trust_code, changed_since, check_seconds, rerun_seconds, rerun_max_tokens,
-                     as_json):
+                     rerun_engine, trust_code, changed_since, check_seconds, rerun_seconds,
+                     rerun_max_tokens, as_json):
     """Validate submission files (directories: every *.json below). Exit 3 when one is
     invalid, with a reason for every failure. Nothing the submission names is imported unless
     it is a bundled layer or comes from an installed plugin distribution named with its
@@ -171,7 +176,7 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
                                      rerun=rerun if f.resolve() in changed else 0,
                                      rerun_seed=rerun_seed, tolerance=tolerance,
                                      audit_dim=audit_dim, device=device, trust_code=trust_code,
-                                     budget=budget,
+                                     budget=budget, rerun_engine=rerun_engine,
                                      progress=None if as_json else _progress_line))
     duplicate_entries(reports)
     valid = all(r.valid for r in reports)

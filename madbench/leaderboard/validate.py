@@ -65,7 +65,7 @@ from ..model import LanguageModel
 from ..protocol import PRESETS, Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import run_key
-from ..sweep import effective_setting, select_settings
+from ..sweep import choose_engine, effective_setting, select_settings
 from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
                      preset_with_overrides, suite_tasks)
@@ -674,7 +674,10 @@ def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
 def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                  seed: int | None, tolerance: float, device: str,
                  budget: Budget = Budget(),
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 engine: str = "auto") -> None:
+    """Re-train K sampled cells with ``engine`` (``auto``: graphed on CUDA, as ``madbench
+    eval`` trains, plain on CPU; ``plain``: the reference step) and compare accuracies."""
     if spec is None:
         report.fail("rerun", "cannot re-run: the architecture was not rebuilt here (untrusted "
                     "or not installed code, or code that differs from the submission's)")
@@ -692,7 +695,10 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         report.fail("rerun", f"no setting can be re-run within the budget of {max_tokens:,} "
                     f"tokens per run ({sample['over_budget']} of {sample['cells']} over it)")
         return
+    import torch
+
     dev = resolve_placement(device).device
+    chosen = choose_engine(engine, trained, torch.device(dev))
     deadline = Deadline(budget.rerun_seconds, f"re-running {len(runs)} settings")
 
     def on_progress(event: str, info: dict) -> None:
@@ -706,7 +712,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         if progress:
             progress(f"  re-training {i} of {len(runs)}: {run['task']}/{run['setting']} seed "
                      f"{run['seed']}, lr {run['lr']:g}, wd {run['weight_decay']:g} "
-                     f"({dev}, {precision})")
+                     f"({dev}, {precision}, {chosen} engine)")
         with tempfile.TemporaryDirectory(prefix="madbench-rerun-") as tmp:
             # the run's one cell of the sweep, as madbench eval trains it (the gate passes
             # state mismatches: the claim re-checked here is the accuracy)
@@ -714,7 +720,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                                  seeds=[run["seed"]],
                                  settings=[f"{run['task']}:{run['setting']}"],
                                  configs=[(run["lr"], run["weight_decay"])], run_dir=tmp,
-                                 device=dev, precision=precision, engine="plain",
+                                 device=dev, precision=precision, engine=chosen,
                                  executor=LocalExecutor(devices=[dev]),
                                  allow_state_mismatch=True, checks=gate)
             gate = evaluation.checks
@@ -736,7 +742,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                               "weight_decay": run["weight_decay"],
                               "claimed": run["accuracy"], "measured": fresh["accuracy"],
                               "difference": delta, "ok": ok, "device": str(dev),
-                              "precision": precision,
+                              "precision": precision, "engine": chosen,
                               "seconds": round(time.perf_counter() - start, 2)})
         if not ok:
             report.fail("rerun", f"{run['task']}/{run['setting']} seed {run['seed']} lr "
@@ -745,7 +751,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                         f"{delta:.4f} > tolerance {tolerance:g})")
     report.checks.append(
         f"re-ran {len(runs)} settings of {sample['tasks']} tasks under "
-        f"{describe_protocol(trained)}, sampled uniformly per task from {sample['eligible']} of "
+        f"{describe_protocol(trained)} ({chosen} engine), sampled uniformly per task from {sample['eligible']} of "
         f"{sample['cells']} cells ({sample['over_budget']} over the {max_tokens:,}-token "
         f"budget; sample seed {seed}, tolerance {tolerance:g})")
 
@@ -775,9 +781,11 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
                         audit_dim: int = VALIDATE_AUDIT_DIM, device: str = "auto",
                         rebuild: bool = True, trust_code: bool = False,
                         budget: Budget = Budget(),
-                        progress: Callable[[str], None] | None = None) -> Report:
+                        progress: Callable[[str], None] | None = None,
+                        rerun_engine: str = "auto") -> Report:
     """Every check of this module on one parsed submission. ``rebuild=False`` skips the
-    checks that build the architecture (6, beyond the hash) and the re-runs; ``trust_code``
+    checks that build the architecture (6, beyond the hash) and the re-runs (trained with
+    ``rerun_engine``, see ``check_reruns``); ``trust_code``
     imports mixers that ``trust`` does not vouch for (code the submission names);
     ``progress`` gets a line as each slow step (the rebuild, each re-run) starts and ends."""
     path = Path(path) if path is not None else None
@@ -812,7 +820,7 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
         if rerun and protocol is not None:
             _guarded(report, "rerun", lambda: check_reruns(doc, report, spec, protocol, rerun,
                                                            rerun_seed, tolerance, device,
-                                                           budget, progress))
+                                                           budget, progress, rerun_engine))
     return report
 
 
