@@ -423,7 +423,7 @@ def test_validate_reports_each_rerun_as_it_goes(tmp_path, trial):
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     start = [l for l in lines if l.startswith("  re-training 1 of 1: ")]
-    assert len(start) == 1 and "(cpu, fp32)" in start[0]
+    assert len(start) == 1 and "(cpu, fp32, plain engine)" in start[0]
     assert any(l.strip().startswith("rebuilding the architecture") for l in lines)
     claimed = {f"{r['accuracy']:.4f}" for r in doc["runs"]}
     end = [l for l in lines if l.startswith("    accuracy ")]
