@@ -550,3 +550,18 @@ def test_submit_tasks_leaves_an_incomplete_task_out_and_warns_without_it(tmp_pat
               "--tasks", "memorisation")
     assert bad.exit_code == 2 and "memorization" in bad.output      # did you mean
     assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.gpu
+def test_a_board_entry_re_runs_graphed_on_cuda_and_agrees():
+    """On a GPU, re-runs train as ``madbench eval`` does (the graphed engine): a cheap cell of
+    the repository's H200-trained hyena-swiglu paper entry re-trains to its claim."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    entry = REPO / "leaderboards" / "mad-paper" / "hyena-swiglu.json"
+    report = validate_file(entry, rerun=1, device="cuda",
+                           budget=Budget(rerun_max_tokens=2 * 2**20, rerun_seconds=300))
+    assert report.valid, report.failures
+    assert [r["engine"] for r in report.reruns] == ["graphed"]
+    assert report.reruns[0]["difference"] <= 0.05
