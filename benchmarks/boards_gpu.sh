@@ -9,7 +9,9 @@
 # code would not submit (another run version or layer code) are first moved to $RUNS/stale/
 # (benchmarks/set_aside_stale.py). An architecture whose
 # sweep is complete gets its submission, $BOARD/<arch>.json (default leaderboards/mad-quick),
-# validated at once, with RERUN (default 6) settings re-trained on the GPU. EXTRA adds
+# validated at once, with RERUN (default 6) settings re-trained on the GPU within what is left
+# of CALL_SECONDS (default 590, from the script's start; a re-run cut short fails that
+# validation with a budget message, and the entry is still in $OUT). EXTRA adds
 # `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
 # makes partial entries of one task. RUNS (default runs/boards) is where the run directories
 # go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
@@ -22,6 +24,7 @@ OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" "$RUNS"
 LOG="$OUT/boards.log"
 ARCHS=${ARCHS:-mh-attention-swiglu,hyena-swiglu,mh-hyena-swiglu,mamba,mh-gla-swiglu}
 PRESET=${PRESET:-quick}; BOARD=${BOARD:-leaderboards/mad-quick}; D=${DEADLINE:-500}
+CALL=${CALL_SECONDS:-590}   # the device call's limit: re-runs stop (and say so) before it
 export PYTHONUNBUFFERED=1
 if [ -n "${SEED_RUNS:-}" ]; then
   tar -xzf "$SEED_RUNS" --skip-old-files || { echo "error: cannot unpack SEED_RUNS=$SEED_RUNS" >&2; exit 2; }
@@ -58,7 +61,8 @@ for i in "${!archs[@]}"; do
     madbench leaderboard submit "$RUNS/$arch" --name "$arch" --out "$BOARD/$arch.json" ${tasks:+--tasks $tasks} \
       --command "madbench eval --arch $arch --preset $PRESET${EXTRA:+ $EXTRA}" >> "$LOG" 2>&1 \
       && cp "$BOARD/$arch.json" "$OUT/" \
-      && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" >> "$LOG" 2>&1
+      && madbench leaderboard validate "$BOARD/$arch.json" --rerun "${RERUN:-6}" \
+           --rerun-seconds "$(( CALL - SECONDS > 60 ? CALL - SECONDS - 30 : 30 ))" >> "$LOG" 2>&1
     echo "$arch: submission $BOARD/$arch.json, exit $?" >> "$LOG"
   else
     echo "$arch: not complete, resume with SEED_RUNS" >> "$LOG"
