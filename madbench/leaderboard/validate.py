@@ -64,7 +64,7 @@ from ..loop import epoch_plan
 from ..model import LanguageModel
 from ..protocol import PRESETS, Protocol
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
-from ..store import run_key
+from ..store import ResultsStore, run_key
 from ..sweep import choose_engine, effective_setting, select_settings
 from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
@@ -732,6 +732,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                             f"{exc}")
                 return
             fresh = results.settings[0]["best"]
+            trained_by = ResultsStore(tmp).records()[0]["engine"]   # e.g. graphed-eager
         delta = abs(fresh["accuracy"] - run["accuracy"])
         ok = delta <= tolerance and bool(fresh["diverged"]) == run["diverged"]
         if progress:
@@ -742,7 +743,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                               "weight_decay": run["weight_decay"],
                               "claimed": run["accuracy"], "measured": fresh["accuracy"],
                               "difference": delta, "ok": ok, "device": str(dev),
-                              "precision": precision, "engine": chosen,
+                              "precision": precision, "engine": trained_by,
                               "seconds": round(time.perf_counter() - start, 2)})
         if not ok:
             report.fail("rerun", f"{run['task']}/{run['setting']} seed {run['seed']} lr "
@@ -751,8 +752,8 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                         f"{delta:.4f} > tolerance {tolerance:g})")
     report.checks.append(
         f"re-ran {len(runs)} settings of {sample['tasks']} tasks under "
-        f"{describe_protocol(trained)} ({chosen} engine), sampled uniformly per task from {sample['eligible']} of "
-        f"{sample['cells']} cells ({sample['over_budget']} over the {max_tokens:,}-token "
+        f"{describe_protocol(trained)} ({chosen} engine), sampled uniformly per task from "
+        f"{sample['eligible']} of {sample['cells']} cells ({sample['over_budget']} over the {max_tokens:,}-token "
         f"budget; sample seed {seed}, tolerance {tolerance:g})")
 
 
