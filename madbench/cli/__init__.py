@@ -12,6 +12,7 @@ import importlib
 import math
 import os
 import traceback
+import warnings
 
 import click
 
@@ -19,6 +20,10 @@ from ..errors import BudgetExceeded, MadbenchError, printable
 from .. import __version__
 
 DEBUG_ENV = "MADBENCH_DEBUG"
+# torch warns on every use of its sync debug mode, which the graphed engine turns on to refuse
+# host syncs before a capture (madbench/cuda_graphs.py): noise in every GPU eval's output
+warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype feature",
+                        category=UserWarning)
 #: raised (click >= 8.2) when a group is called without a subcommand: not an error to reword
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
