@@ -17,6 +17,8 @@
 # go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
 # boards_runs.tgz (RUNS packed once training stops, and again at the end) and the new
 # submissions in $OUT.
+# Without a submission to validate, a call takes about DEADLINE + 50 s (unpacking, install,
+# the stop, packing, the completeness check's dry run): 518 s at DEADLINE=470 on an H200.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
 set -u
 RUNS=${RUNS:-runs/boards}
