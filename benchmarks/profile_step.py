@@ -48,9 +48,7 @@ def main() -> None:
     lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else [None]
     if args.lengths and (len(lengths) != 2 or min(lengths) < 1):
         ap.error("--lengths takes two positive lengths, e.g. 127,128")
-    task = get_task("in-context-recall")
-    tr, _ = generate_splits(task, task.setting(args.setting), 0)
-    baseline = (torch.from_numpy(tr.inputs[:128]).cuda(), torch.from_numpy(tr.targets[:128]).cuda())
+    baseline = None if args.lengths else baseline_batch(args.setting)
     for arch in args.archs.split(","):
         per_length = {}
         for length in lengths:
@@ -59,6 +57,13 @@ def main() -> None:
             per_length[length] = profile_one(arch, name, x, y, args)
         if args.lengths:
             compare(arch, lengths, per_length, args.rows)
+
+
+def baseline_batch(setting: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 128 training sequences of an in-context-recall setting."""
+    task = get_task("in-context-recall")
+    tr, _ = generate_splits(task, task.setting(setting), 0)
+    return torch.from_numpy(tr.inputs[:128]).cuda(), torch.from_numpy(tr.targets[:128]).cuda()
 
 
 def random_batch(length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import torch
+
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
 from ..architecture import ArchitectureSpec, architecture_hash, model_hash
 from ..budget import Budget, BudgetExceeded, Deadline, over
@@ -426,8 +428,6 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
 def meta_param_count(spec, vocab_size: int) -> int | None:
     """Parameters of the language model, counted without allocating them (meta device);
     None when a mixer cannot be built there."""
-    import torch
-
     try:
         with torch.device("meta"):
             model = LanguageModel(spec, vocab_size)
@@ -695,8 +695,6 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         report.fail("rerun", f"no setting can be re-run within the budget of {max_tokens:,} "
                     f"tokens per run ({sample['over_budget']} of {sample['cells']} over it)")
         return
-    import torch
-
     dev = resolve_placement(device).device
     chosen = choose_engine(engine, trained, torch.device(dev))
     deadline = Deadline(budget.rerun_seconds, f"re-running {len(runs)} settings")
@@ -753,8 +751,8 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
     report.checks.append(
         f"re-ran {len(runs)} settings of {sample['tasks']} tasks under "
         f"{describe_protocol(trained)} ({chosen} engine), sampled uniformly per task from "
-        f"{sample['eligible']} of {sample['cells']} cells ({sample['over_budget']} over the {max_tokens:,}-token "
-        f"budget; sample seed {seed}, tolerance {tolerance:g})")
+        f"{sample['eligible']} of {sample['cells']} cells ({sample['over_budget']} over the "
+        f"{max_tokens:,}-token budget; sample seed {seed}, tolerance {tolerance:g})")
 
 
 # -- entry points --------------------------------------------------------------------------
