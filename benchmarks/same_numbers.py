@@ -4,9 +4,10 @@ layers' code identity and so their board entries' architecture hashes; this show
 numbers moved.)
 
 ``save FILE`` builds each architecture (seed 0, in-context-recall baseline shapes: vocab 16,
-length 128), runs one training step's forward and backward on a fixed batch (bf16 autocast on
-CUDA, fp32 on a CPU), then evaluates it in eval mode without gradients, and saves the logits,
-the loss, every gradient and the evaluation logits. Run it once per version (with the other
+length 128, or ``--length``: the recall tasks train at odd ones, 127, ...), runs one training
+step's forward and backward on a fixed batch (bf16 autocast on CUDA, fp32 on a CPU), then
+evaluates it in eval mode without gradients, and saves the logits, the loss, every gradient
+and the evaluation logits. Run it once per version (with the other
 version's ``plugins`` first on ``PYTHONPATH``), then ``compare A B`` prints, per architecture,
 the largest difference of each kind and whether all are bitwise equal.
 
@@ -28,15 +29,15 @@ from madbench.trainer import autocast
 ARCHS = ("hyena-swiglu", "mh-hyena-swiglu", "mamba", "mh-gla-swiglu", "mh-attention-swiglu")
 
 
-def save(path: str, device: torch.device, archs: list[str]) -> None:
+def save(path: str, device: torch.device, archs: list[str], length: int = 128) -> None:
     precision = "bf16" if device.type == "cuda" else "fp32"
-    out = {"device": str(device), "precision": precision}
+    out = {"device": str(device), "precision": precision, "length": length}
     gen = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 16, (8, 128), generator=gen).to(device)
-    y = torch.randint(0, 16, (8, 128), generator=gen).to(device)
+    x = torch.randint(0, 16, (8, length), generator=gen).to(device)
+    y = torch.randint(0, 16, (8, length), generator=gen).to(device)
     for arch in archs:
         torch.manual_seed(0)
-        model = build_model(resolve_architecture(arch), 16, 128).to(device).train()
+        model = build_model(resolve_architecture(arch), 16, length).to(device).train()
         with autocast(device, precision):
             logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, 16), y.reshape(-1))
@@ -54,12 +55,13 @@ def save(path: str, device: torch.device, archs: list[str]) -> None:
 
 def compare(a_path: str, b_path: str) -> int:
     a, b = torch.load(a_path), torch.load(b_path)
-    print(f"{a_path} against {b_path} ({a['device']}, {a['precision']})")
+    print(f"{a_path} against {b_path} ({a['device']}, {a['precision']}, "
+          f"L {a.get('length', 128)})")
     print("| architecture | logits | eval logits | loss | largest gradient difference | "
           "bitwise equal |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     differ = 0
-    for arch in (k for k in a if k not in ("device", "precision")):
+    for arch in (k for k in a if k not in ("device", "precision", "length")):
         x, y = a[arch], b[arch]
         diffs = [(x[k] - y[k]).abs().max().item() for k in ("logits", "eval", "loss")]
         grad = max((x["grads"][n] - y["grads"][n]).abs().max().item() for n in x["grads"])
@@ -79,12 +81,13 @@ def main() -> int:
     s.add_argument("file")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--archs", default=",".join(ARCHS))
+    s.add_argument("--length", type=int, default=128)
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
     args = ap.parse_args()
     if args.cmd == "save":
-        save(args.file, torch.device(args.device), args.archs.split(","))
+        save(args.file, torch.device(args.device), args.archs.split(","), args.length)
         return 0
     return compare(args.a, args.b)
 
