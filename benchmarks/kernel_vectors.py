@@ -72,26 +72,35 @@ def ptx_accesses(kernel, args: tuple, meta: dict) -> collections.Counter:
     return counts
 
 
+KERNELS = ((long_conv, ("_forward_kernel", "_backward_inputs_kernel", "_backward_filter_kernel")),
+           (short_conv, ("_forward", "_backward")))
+
+
 def hyena_launches(length: int, multihead: bool, batch: int = 32, channels: int = 16):
     """Every kernel launch of one forward and backward pass of the Hyena convolutions."""
     calls: list = []
-    for module, names in ((long_conv, ("_forward_kernel", "_backward_inputs_kernel",
-                                       "_backward_filter_kernel")),
-                          (short_conv, ("_forward", "_backward"))):
-        for name in names:
-            setattr(module, name, Capture(getattr(module, name), calls))
+    originals = [(m, n, getattr(m, n)) for m, names in KERNELS for n in names]
+    for module, name, kernel in originals:
+        setattr(module, name, Capture(kernel, calls))
+    try:
+        run_hyena(length, multihead, batch, channels)
+    finally:
+        for module, name, kernel in originals:
+            setattr(module, name, kernel)
+    return calls
+
+
+def run_hyena(length: int, multihead: bool, batch: int, channels: int) -> None:
+    """The launchers as the layer calls them, on CPU tensors laid out as it lays them out."""
     dtype = torch.bfloat16
     proj = torch.randn(batch, length, 3 * channels).to(dtype)          # (B, L, 3C)
     weight = torch.randn(3 * channels, 3).to(dtype)
     u = short_conv.forward(proj.transpose(1, 2), weight, weight[:, 0])   # (B, 3C, L)
-    v, x1, x2 = u.split(channels, dim=1)
-    if multihead:
-        heads, dk = channels // 4, 4
-        shape, filters = (1, batch, heads, dk, length), (1, heads, dk, length)
-        v, x1, x2 = (t.reshape(shape) for t in (v, x1, x2))   # dv = dk = 4: R = G = 4
+    if multihead:                                # 4-wide heads: R = G = 4
+        shape, filters = (1, batch, channels // 4, 4, length), (1, channels // 4, 4, length)
     else:
         shape, filters = (1, batch, channels, 1, length), (1, channels, 1, length)
-        v, x1, x2 = (t.reshape(shape) for t in (v, x1, x2))
+    v, x1, x2 = (t.reshape(shape) for t in u.split(channels, dim=1))
     taps = long_conv.padded_taps(torch.randn(filters), dtype)
     y, c, kept_u = long_conv.forward(v, x1, x2, taps)
     gy = aligned(torch.randn(batch, length, v.shape[2] * v.shape[3]).to(dtype)
@@ -105,7 +114,6 @@ def hyena_launches(length: int, multihead: bool, batch: int = 32, channels: int 
         long_conv.backward_filter(gy, v, x1, x2, taps.shape[2])
     short_conv.backward(torch.randn(batch, 3 * channels, length).to(dtype),
                         proj.transpose(1, 2), weight)
-    return calls
 
 
 def main() -> None:
@@ -116,16 +124,11 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     print("| kernel | L | loads vector / scalar | stores vector / scalar |")
     print("| --- | ---: | ---: | ---: |")
-    originals = {m: {n: getattr(m, n) for n in dir(m)} for m in (long_conv, short_conv)}
     for length in lengths:
         for kernel, launch_args, meta in hyena_launches(length, args.multihead):
             n = ptx_accesses(kernel, launch_args, meta)
             print(f"| {kernel.fn.__name__} | {length} | {n['ld vector']} / {n['ld scalar']} | "
                   f"{n['st vector']} / {n['st scalar']} |")
-        for module, attrs in originals.items():
-            for name, value in attrs.items():
-                setattr(module, name, value)
-
 
 if __name__ == "__main__":
     main()

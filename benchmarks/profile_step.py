@@ -7,9 +7,9 @@ Usage: python benchmarks/profile_step.py [ARCH,...] [--steps 10] [--rows 25] [--
 
 ``--lengths A,B`` profiles each architecture at sequence lengths A and B instead (random tokens
 of the baseline's vocabulary, the model built for that length: one difference at a time) and
-then lists the kernels whose time per step differs most between them; in-context, noisy and
-fuzzy recall train at odd lengths (127, 255, ...) where Hyena's step was measured 1.3-1.4x
-slower than at even ones (benchmarks/RESULTS.md, eighteenth session).
+then lists the kernels whose time per step differs most between them; in-context and noisy
+recall train at odd lengths (127, 255, ...), where Hyena's step was measured 1.5-1.7x slower
+than at even ones (benchmarks/RESULTS.md, eighteenth and nineteenth sessions).
 
 ``--trace DIR`` also records the operators' input shapes and writes each architecture's
 Chrome trace to ``DIR/ARCH.json.gz`` (every kernel linked to the operator that launched it:
