@@ -128,6 +128,40 @@ def test_streams_split_from_one_tensor_at_odd_length():
     assert got[0].stride(-2) == padded_length(length) and rows_aligned(got[0])
 
 
+def test_what_lies_past_the_length_changes_nothing():
+    """Hostile layout: the streams and the output gradient are views of rows padded past L (as
+    ``ops.rows`` lays them out) whose extra columns hold NaN. The kernels read those columns
+    (their masks run to the padded length, so that Triton can vectorise), and must zero them:
+    the output and every gradient are finite and equal, bit for bit, to those of the same values
+    in contiguous tensors. Hyena's gated form and the multi-head form."""
+    from madbench_layers.ops.rows import padded_length, rows_aligned
+    length = 37
+
+    def nan_tailed(x):
+        wide = torch.full((*x.shape[:-1], padded_length(length)), float("nan"), device=DEVICE)
+        wide[..., :length] = x
+        assert rows_aligned(wide[..., :length])
+        return wide[..., :length]
+
+    base = draw(2, 9, length, seed=5)
+    h = draw(3, length, seed=6) / length**0.5
+    grad = draw(2, 3, length, seed=7)
+
+    def hyena(b, f):
+        return triton_gated(*b.split(3, dim=1), f)
+    clean = with_grads(hyena, (base, h), grad)
+    dirty = with_grads(hyena, (nan_tailed(base), h), nan_tailed(grad))
+    q, k, v = (draw(2, 2, 2, length, seed=s) for s in (1, 2, 3))    # 2 heads, dk = dv = 2
+    hm = draw(2, 2, length, seed=4) / length**0.5
+    grad_mh = draw(2, 2, 2, length, seed=8)
+    clean_mh = with_grads(triton_multihead, (q, k, v, hm), grad_mh)
+    dirty_mh = with_grads(triton_multihead, (*map(nan_tailed, (q, k, v)), hm),
+                          nan_tailed(grad_mh))
+    for got, want in ((dirty, clean), (dirty_mh, clean_mh)):
+        for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+            assert torch.isfinite(a).all() and torch.equal(a, b)
+
+
 def test_multihead_forward_and_gradients_equal_toeplitz_sum():
     """Property: per head, sum_i q_i * (h_i * (k_i v_j)) and all four gradients equal the
     explicit sum (dk = 2 filters summed per output, dv = 4 rows sharing each filter)."""

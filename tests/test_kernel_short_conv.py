@@ -61,6 +61,27 @@ def test_kernel_matches_shifted_sums(K, C, L, bias, transposed, repeat):
     assert got[0].stride() == (C * padded_length(L), padded_length(L), 1)   # ops.rows' layout
 
 
+def test_what_lies_past_the_length_changes_nothing():
+    """Hostile layout: the output gradient is a view of rows padded past L (as ``ops.rows``
+    lays them out) whose extra columns hold NaN. The backward kernel reads those columns (its
+    masks run to the padded length) and must zero them: the gradients are finite and equal, bit
+    for bit, to those of the same values in a contiguous tensor."""
+    from madbench_layers.ops.rows import padded_length, rows_aligned
+    g = torch.Generator().manual_seed(3)
+    B, C, L = 2, 12, 37
+    x = torch.randn(B, L, C // 4, generator=g).transpose(1, 2).to(DEVICE)   # tied over 4 groups
+    w, b = torch.randn(C, 3, generator=g).to(DEVICE), torch.randn(C, generator=g).to(DEVICE)
+    gy = torch.randn(B, C, L, generator=g).to(DEVICE)
+    wide = torch.full((B, C, padded_length(L)), float("nan"), device=DEVICE)
+    wide[..., :L] = gy
+    assert rows_aligned(wide[..., :L])
+
+    def run(grad):
+        return grads(lambda *a: short_causal_conv(*a, backend="triton"), x, w, b, grad)
+    for got, want in zip(run(wide[..., :L]), run(gy)):
+        assert torch.isfinite(got).all() and torch.equal(got, want)
+
+
 def test_reference_is_nn_conv1d_as_the_layers_write_it():
     conv = torch.nn.Conv1d(6, 6, 3, groups=6, padding=2)
     x = torch.randn(2, 6, 9)

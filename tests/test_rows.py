@@ -1,15 +1,11 @@
 """The row layout of the sequence-axis kernels (``madbench_layers.ops.rows``): rows at strides
-that are multiples of 16 elements, the values those of the contiguous tensor."""
+that are multiples of 16 elements, the values those of the contiguous tensor, and storage that
+extends to the padded end of every row (the kernels read there)."""
 import pytest
 import torch
 
-from madbench_layers.ops.rows import aligned, empty_rows, padded_length, rows_aligned
-
-
-@pytest.fixture(autouse=True)
-def sixteen(monkeypatch):
-    """The padded layout under test (the module's default keeps rows contiguous)."""
-    monkeypatch.setattr("madbench_layers.ops.rows.ROW_ALIGN", 16)
+from madbench_layers.ops.rows import (aligned, empty_rows, kernel_strides, padded_length,
+                                      rows_aligned)
 
 
 @pytest.mark.parametrize("length,padded", [(1, 16), (16, 16), (31, 32), (127, 128), (128, 128),
@@ -42,3 +38,19 @@ def test_aligned_keeps_an_aligned_tensor_and_copies_the_others():
 def test_axes_of_size_one_do_not_count():
     x = torch.randn(1, 4, 32)[:, :1, :20]                     # stride 128, 32, 1; sizes 1, 1
     assert rows_aligned(x)
+
+
+def test_a_row_whose_padding_is_outside_the_storage_is_not_aligned():
+    """Hostile layout: strides are multiples of 16 but the storage ends where the last row
+    does, so a kernel reading to the padded length would read past it; ``aligned`` copies."""
+    flat = torch.randn(128 + 127)
+    x = flat.as_strided((2, 127), (128, 1))
+    assert x.stride() == (128, 1) and not rows_aligned(x)
+    y = aligned(x)
+    assert y is not x and rows_aligned(y) and torch.equal(y, x)
+
+
+def test_kernel_strides_zero_the_axes_of_size_one():
+    x = torch.randn(1, 4, 1, 127)                    # strides (508, 127, 127, 1)
+    assert kernel_strides(x, 3) == (0, 127, 0)
+    assert kernel_strides(None, 4) == (0, 0, 0, 0)

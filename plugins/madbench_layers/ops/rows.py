@@ -1,21 +1,25 @@
 """Row layout for the kernels that tile along the sequence axis (the Hyena convolutions).
 
-Triton vectorises a tile's loads and stores only when it can prove every row 16-byte aligned,
-which it infers from strides that are multiples of 16 elements. In-context and noisy recall
-train at odd lengths (``L = seq_len - 1``: 127, 255, ...), so a contiguous ``(..., L)``
-tensor has rows at stride ``L`` and every access is scalar. These helpers keep rows at a
-stride of ``L`` rounded up to a multiple of ``ROW_ALIGN``: the tensor is a view of a slightly
-wider buffer whose extra columns are never read. The values are those of the contiguous
-layout.
+Triton vectorises a tile's loads and stores only when it can prove that every row starts
+16-byte aligned (from strides that are multiples of 16 elements) and that the mask is constant
+over runs of 16 positions (from a length bound that is a multiple of 16). In-context and noisy
+recall train at odd lengths (``L = seq_len - 1``: 127, 255, ...), where contiguous rows and a
+``t < L`` mask make every access scalar (the PTX of the long convolution's forward kernel then
+has no vector load or store at all; benchmarks/RESULTS.md, nineteenth session).
+
+So the kernels' tensors keep rows at a stride of ``padded_length(L)`` (``L`` rounded up to a
+multiple of ROW_ALIGN): each is a view of a slightly wider buffer. The kernels mask loads and
+stores by the padded length, so they read and write the columns past ``L`` too: what they read
+there is garbage and is replaced by zeros (``tl.where``) before use, and what they write there
+is never read as data. The values in the first ``L`` columns are those of the contiguous layout,
+bit for bit.
 """
 from __future__ import annotations
 
 import torch
 
-#: elements. 1 keeps rows contiguous, as on main: the layout probe found no consistent gain
-#: from 16 (Triton's divisibility hint; benchmarks/RESULTS.md, issue #15, fourteenth session).
-#: The helpers read it at call time, so 16 can be tried without other changes.
-ROW_ALIGN = 1
+#: elements: rows start every multiple of it, and the kernels' masks run to the padded length.
+ROW_ALIGN = 16
 
 
 def padded_length(length: int) -> int:
@@ -31,10 +35,17 @@ def empty_rows(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
 
 
 def rows_aligned(x: torch.Tensor) -> bool:
-    """Whether ``x``'s last axis is contiguous and its other strides are multiples of
-    ROW_ALIGN (axes of size 1 do not count), with a 16-byte aligned start."""
-    return x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(
-        s % ROW_ALIGN == 0 for s, n in zip(x.stride()[:-1], x.shape[:-1]) if n > 1)
+    """Whether ``x``'s last axis is contiguous, its other strides are multiples of ROW_ALIGN
+    (axes of size 1 do not count), its start is 16-byte aligned, and its storage extends to the
+    padded end of its last row (the kernels read up to ``padded_length``)."""
+    if x.stride(-1) != 1 or x.data_ptr() % 16 or not all(
+            s % ROW_ALIGN == 0 for s, n in zip(x.stride()[:-1], x.shape[:-1]) if n > 1):
+        return False
+    if x.numel() == 0:
+        return True
+    last = x.storage_offset() + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
+    end = last + 1 + padded_length(x.shape[-1]) - x.shape[-1]
+    return end * x.element_size() <= x.untyped_storage().nbytes()
 
 
 def aligned(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -44,3 +55,13 @@ def aligned(x: torch.Tensor | None) -> torch.Tensor | None:
     out = empty_rows(tuple(x.shape), x.dtype, x.device)
     out.copy_(x)
     return out
+
+
+def kernel_strides(x: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    """The first ``ndim`` strides of ``x`` for a kernel's arguments, 0 for an axis of size 1 (its
+    index is always 0; a stride such as ``L = 127`` there would keep Triton from proving the
+    rows aligned); all 0 for None."""
+    if x is None:
+        return (0,) * ndim
+    return tuple(0 if n == 1 else s for n, s in zip(x.shape[:ndim], x.stride()[:ndim]))
+

@@ -25,9 +25,11 @@ that is ``dv`` times the output, less than the FFT reference holds. With one fil
 (H, He: ``G == 1``) the forward kernel also writes ``u = x1 * v`` and the input-gradient kernel
 ``gc = gy * x2``, so that the filter gradient streams two tensors instead of four.
 
-Inputs are read, and outputs and gradients written, with row strides that are multiples of 16
-elements (``..rows``): at in-context and noisy recall's odd lengths (L = 127, ...) contiguous
-rows would make every tile access scalar.
+Inputs are read, and outputs and gradients written, in rows at strides that are multiples of 16
+elements, with masks that run to the padded length ``LP`` (``..rows``): at in-context and noisy
+recall's odd lengths (L = 127, ...) contiguous rows and a ``t < L`` mask made every tile access
+scalar. A tile read past ``L`` is zeroed there (``tl.where``) before use, so the results are
+those of a ``t < L`` mask, bit for bit.
 
 Float32 inputs use tf32 tensor-core products (relative error about 1e-3); the filter gradient is
 slower there (about 5x bf16 at L = 1024), probably because Hopper's tf32 products take only
@@ -41,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..rows import aligned, empty_rows
+from ..rows import aligned, empty_rows, kernel_strides, padded_length
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DOT_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -101,7 +103,7 @@ def _sum_groups(x, BM: tl.constexpr, BT: tl.constexpr, R: tl.constexpr):
 
 
 @triton.jit
-def _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L,
+def _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L, LP,
                 HAS_X1: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BM: tl.constexpr, BT: tl.constexpr):
     """acc[m, t] = sum_{s<=t} h[t - s] u[m, s] for t in time block ``tb``; u = x1 * v.
@@ -110,17 +112,18 @@ def _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L,
     acc = tl.zeros((BM, BT), dtype=tl.float32)
     for sb in range(0, tb + 1):
         s = sb * BT + tl.arange(0, BT)
-        mask = row_ok[:, None] & (s < L)[None, :]
+        mask = row_ok[:, None] & (s < LP)[None, :]
         u = tl.load(v_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
         if HAS_X1:
             u = u * tl.load(x1_rows[:, None] + s[None, :], mask=mask, other=0.0).to(tl.float32)
+        u = tl.where((s < L)[None, :], u, 0.0)
         taps = tl.load(taps_row + (t[None, :] - s[:, None]))          # (BT s, BT t)
         acc = _dot(u, taps, acc, DOT, PRECISION)
     return acc
 
 
 @triton.jit
-def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L,
+def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L, LP,
                 HAS_X2: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                 BM: tl.constexpr, BT: tl.constexpr):
     """acc[m, s] = sum_{t>=s} h[t - s] gc[m, t] for s in time block ``sb``; gc = gy * x2."""
@@ -128,10 +131,11 @@ def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L,
     acc = tl.zeros((BM, BT), dtype=tl.float32)
     for tb in range(sb, tl.cdiv(L, BT)):
         t = tb * BT + tl.arange(0, BT)
-        mask = row_ok[:, None] & (t < L)[None, :]
+        mask = row_ok[:, None] & (t < LP)[None, :]
         gc = tl.load(gy_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
         if HAS_X2:
             gc = gc * tl.load(x2_rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        gc = tl.where((t < L)[None, :], gc, 0.0)
         taps = tl.load(taps_row + (t[:, None] - s[None, :]))          # (BT t, BT s)
         acc = _dot(gc, taps, acc, DOT, PRECISION)
     return acc
@@ -141,7 +145,7 @@ def _corr_block(gy_rows, x2_rows, taps_row, row_ok, sb, L,
 @triton.jit
 def _forward_kernel(
         v_ptr, x1_ptr, x2_ptr, taps_ptr, y_ptr, c_ptr, u_ptr,
-        M, L, Cv, G,
+        M, L, LP, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
         x2_sk, x2_sn, x2_sc, x2_sg,
@@ -164,7 +168,7 @@ def _forward_kernel(
     n = tl.cast(rows // R, tl.int64)
     r = tl.cast(rows % R, tl.int64)
     t = tb * BT + tl.arange(0, BT)
-    mask = row_ok[:, None] & (t < L)[None, :]
+    mask = row_ok[:, None] & (t < LP)[None, :]     # columns past L: written, never read
 
     v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
     y_off = k * y_sk + cv * y_sc + n * y_sn + r * y_sr
@@ -174,8 +178,8 @@ def _forward_kernel(
         g64 = tl.cast(g, tl.int64)
         taps_row = taps_ptr + k * h_sk + cv * h_sc + g64 * h_sg
         x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
-        acc = _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L, HAS_X1, DOT, PRECISION,
-                          BM, BT)
+        acc = _conv_block(v_rows, x1_rows, taps_row, row_ok, tb, L, LP, HAS_X1, DOT,
+                          PRECISION, BM, BT)
         if HAS_X2:
             tl.store(c_ptr + g64 * c_sg + c_off[:, None] + t[None, :], acc, mask=mask)
             x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
@@ -193,7 +197,7 @@ def _forward_kernel(
 @triton.jit
 def _backward_inputs_kernel(
         v_ptr, x1_ptr, x2_ptr, taps_ptr, gy_ptr, c_ptr, gv_ptr, gx1_ptr, gx2_ptr, gc_ptr,
-        M, L, Cv, G,
+        M, L, LP, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
         x2_sk, x2_sn, x2_sc, x2_sg,
@@ -218,7 +222,7 @@ def _backward_inputs_kernel(
     n = tl.cast(rows // R, tl.int64)
     r = tl.cast(rows % R, tl.int64)
     p = tb * BT + tl.arange(0, BT)
-    p_ok = p < L
+    p_ok = p < LP                                   # columns past L: written, never read
     mask = row_ok[:, None] & p_ok[None, :]
     nq = mb * (BM // R) + tl.arange(0, BM // R)     # rows n of the tiles summed over r
     q_mask = (nq < M // R)[:, None] & p_ok[None, :]
@@ -235,8 +239,8 @@ def _backward_inputs_kernel(
         x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g64 * x1_sg + n * x1_sn
         x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g64 * x2_sg + n * x2_sn
         gx_off = k * gx_sk + cv * gx_sc + g64 * gx_sg + nq * gx_sn
-        gu = _corr_block(gy_rows, x2_rows, taps_row, row_ok, tb, L, HAS_X2, DOT, PRECISION,
-                         BM, BT)
+        gu = _corr_block(gy_rows, x2_rows, taps_row, row_ok, tb, L, LP, HAS_X2, DOT,
+                         PRECISION, BM, BT)
         # the tiles at p are loaded after the loop, so they do not hold registers during it
         if HAS_X1:
             v_here = tl.load(v_rows[:, None] + p[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -261,7 +265,7 @@ def _backward_inputs_kernel(
 @triton.jit
 def _backward_filter_kernel(
         v_ptr, x1_ptr, x2_ptr, gy_ptr, gh_ptr,
-        M, L, Cv, G,
+        M, L, LP, Cv, G,
         v_sk, v_sn, v_sc, v_sr,
         x1_sk, x1_sn, x1_sc, x1_sg,
         x2_sk, x2_sn, x2_sc, x2_sg,
@@ -282,8 +286,8 @@ def _backward_filter_kernel(
     for tb in range(d, n_tb):
         t = tb * BT + tl.arange(0, BT)
         s = t - d * BT
-        t_ok = t < L
-        s_ok = s < L
+        t_ok = t < LP
+        s_ok = s < LP
         for mb in range(0, n_mb):
             rows = mb * BM + tl.arange(0, BM)
             row_ok = rows < M
@@ -297,12 +301,14 @@ def _backward_filter_kernel(
                 x2_rows = x2_ptr + k * x2_sk + cv * x2_sc + g * x2_sg + n * x2_sn
                 gc = gc * tl.load(x2_rows[:, None] + t[None, :], mask=t_mask,
                                   other=0.0).to(tl.float32)
+            gc = tl.where((t < L)[None, :], gc, 0.0)
             v_rows = v_ptr + k * v_sk + cv * v_sc + n * v_sn + r * v_sr
             u = tl.load(v_rows[:, None] + s[None, :], mask=s_mask, other=0.0).to(tl.float32)
             if HAS_X1:
                 x1_rows = x1_ptr + k * x1_sk + cv * x1_sc + g * x1_sg + n * x1_sn
                 u = u * tl.load(x1_rows[:, None] + s[None, :], mask=s_mask,
                                 other=0.0).to(tl.float32)
+            u = tl.where((s < L)[None, :], u, 0.0)
             q = _dot(tl.trans(gc), u, q, DOT, PRECISION)          # q[i, j]: lag d*BT + i - j
     i = tl.arange(0, BT)[:, None]
     x = tl.arange(0, BT)[None, :]
@@ -321,10 +327,6 @@ def _backward_filter_kernel(
 
 
 # -- launchers -----------------------------------------------------------------------------
-def _strides(x: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
-    return (0,) * ndim if x is None else tuple(x.stride()[:ndim])
-
-
 def _dot_kind(dtype: torch.dtype) -> str:
     if dtype not in _DOT_DTYPES:
         raise TypeError(f"long_conv triton kernel: unsupported dtype {dtype}")
@@ -367,7 +369,7 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     y = empty_rows((K, N, Cv, R, L), v.dtype, v.device)
     if x2 is not None:
         c = empty_rows((K, N, Cv, G, R, L), v.dtype, v.device)
-        c_strides = c.stride()[:5]
+        c_strides = kernel_strides(c, 5)
     else:
         c, c_strides = y.new_empty((K, 0)), (0,) * 5
     store_u = G == 1 and x1 is not None
@@ -376,9 +378,9 @@ def forward(v, x1, x2, taps, precision: str | None = None):
     _forward_kernel[grid](
         v, v if x1 is None else x1, v if x2 is None else x2, taps, y, y if x2 is None else c,
         u if store_u else y,
-        M, L, Cv, G,
-        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
-        *_strides(y, 4), *c_strides,
+        M, L, padded_length(L), Cv, G,
+        *kernel_strides(v, 4), *kernel_strides(x1, 4), *kernel_strides(x2, 4),
+        *kernel_strides(taps, 3), *kernel_strides(y, 4), *c_strides,
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, STORE_U=store_u,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
@@ -403,10 +405,11 @@ def backward_inputs(gy, v, x1, x2, taps, c, precision: str | None = None):
         v, v if x1 is None else x1, v if x2 is None else x2, taps, gy,
         gv if x2 is None else c, gv, gv if gx1 is None else gx1, gv if gx2 is None else gx2,
         gv if gc is None else gc,
-        M, L, Cv, G,
-        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(taps, 3),
-        *_strides(gy, 4), *_strides(gv, 4), *_strides(None if x2 is None else c, 5),
-        *_strides(gx1 if gx1 is not None else gx2, 4),
+        M, L, padded_length(L), Cv, G,
+        *kernel_strides(v, 4), *kernel_strides(x1, 4), *kernel_strides(x2, 4),
+        *kernel_strides(taps, 3), *kernel_strides(gy, 4), *kernel_strides(gv, 4),
+        *kernel_strides(None if x2 is None else c, 5),
+        *kernel_strides(gx1 if gx1 is not None else gx2, 4),
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None, STORE_GC=gc is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))
@@ -423,9 +426,9 @@ def backward_filter(gy, v, x1, x2, G: int, precision: str | None = None):
     parts = torch.empty((2, K, Cv, G, n_tb * BT), dtype=torch.float32, device=v.device)
     _backward_filter_kernel[(n_tb, K * Cv * G)](
         v, v if x1 is None else x1, v if x2 is None else x2, gy, parts,
-        M, L, Cv, G,
-        *_strides(v, 4), *_strides(x1, 4), *_strides(x2, 4), *_strides(gy, 4),
-        *_strides(parts, 4),
+        M, L, padded_length(L), Cv, G,
+        *kernel_strides(v, 4), *kernel_strides(x1, 4), *kernel_strides(x2, 4),
+        *kernel_strides(gy, 4), *kernel_strides(parts, 4),
         R=R, HAS_X1=x1 is not None, HAS_X2=x2 is not None,
         DOT=_dot_kind(v.dtype), PRECISION=precision or _default_precision(), BM=BM, BT=BT,
         **_launch_settings(cfg))

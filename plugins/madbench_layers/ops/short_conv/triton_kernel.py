@@ -8,8 +8,10 @@ the input gradient sums, over the ``repeat`` output channels that read each inpu
 same loop with the shifts reversed, ``gx[s] = sum_k w[k] gy[s + K - 1 - k]``; the weight and
 bias gradients are summed per tile into a float32 buffer of partial sums, then over the tiles by
 PyTorch (no atomics: the same result on every run). The output, and the output gradient it
-reads, have rows at strides that are multiples of 16 elements (``..rows``: at in-context and
-noisy recall's odd lengths contiguous rows would make every access scalar).
+reads, have rows at strides that are multiples of 16 elements and are accessed with masks that
+run to the padded length ``LP`` (``..rows``: at in-context and noisy recall's odd lengths
+contiguous rows and a ``t < L`` mask would make every access scalar); the output gradient read
+past ``L`` is zeroed there before use.
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ..rows import aligned, empty_rows
+from ..rows import aligned, empty_rows, padded_length
 
 BC, BL = 32, 64
 
 
 @triton.jit
-def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, syb, syc, HAS_BIAS: tl.constexpr,
+def _forward(x, w, b, y, C_in, C, L, LP, sxb, sxc, sxl, syb, syc, HAS_BIAS: tl.constexpr,
              K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_b = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -40,11 +42,11 @@ def _forward(x, w, b, y, C_in, C, L, sxb, sxc, sxl, syb, syc, HAS_BIAS: tl.const
     if HAS_BIAS:
         acc += tl.load(b + c, mask=cm, other=0.0).to(tl.float32)[:, None]
     out = y + tl.cast(pid_b, tl.int64) * syb + c[:, None] * syc + t[None, :]
-    tl.store(out, acc.to(y.dtype.element_ty), mask=cm[:, None] & (t[None, :] < L))
+    tl.store(out, acc.to(y.dtype.element_ty), mask=cm[:, None] & (t[None, :] < LP))
 
 
 @triton.jit
-def _backward(x, w, gy, gx, partial, C_in, L, sxb, sxc, sxl, sgb, sgc, sgl, sdb, sdc, sdl,
+def _backward(x, w, gy, gx, partial, C_in, L, LP, sxb, sxc, sxl, sgb, sgc, sgl, sdb, sdc, sdl,
               K: tl.constexpr, R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(2)
@@ -57,16 +59,17 @@ def _backward(x, w, gy, gx, partial, C_in, L, sxb, sxc, sxl, sgb, sgc, sgl, sdb,
     for r in tl.static_range(R):
         c = ci + r * C_in                                         # the output channels
         gb = gy + tl.cast(pid_b, tl.int64) * sgb + c[:, None] * sgc
-        g_here = tl.load(gb + t[None, :] * sgl, mask=cm[:, None] & tm[None, :],
+        g_here = tl.load(gb + t[None, :] * sgl, mask=cm[:, None] & (t < LP)[None, :],
                          other=0.0).to(tl.float32)
+        g_here = tl.where(tm[None, :], g_here, 0.0)
         # partial sums for this (batch row, time tile): [K weight taps, then the bias]
         row = partial + ((tl.cast(pid_b, tl.int64) * tl.num_programs(2) + pid_l) * (C_in * R)
                          + c) * (K + 1)
         for k in tl.static_range(K):
             wk = tl.load(w + c * K + k, mask=cm, other=0.0).to(tl.float32)
             dst = t + ((K - 1) - k)                    # gx[t] takes w[k] gy[t + K - 1 - k]
-            gm = cm[:, None] & (dst[None, :] < L) & tm[None, :]
-            acc += wk[:, None] * tl.load(gb + dst[None, :] * sgl, mask=gm, other=0.0).to(tl.float32)
+            g = tl.load(gb + dst[None, :] * sgl, mask=cm[:, None] & (dst < LP)[None, :], other=0.0)
+            acc += wk[:, None] * tl.where((dst < L)[None, :] & tm[None, :], g.to(tl.float32), 0.0)
             src = t + (k - (K - 1))                    # gw[k] = sum_t gy[t] x[t - K + 1 + k]
             xm = cm[:, None] & (src[None, :] >= 0) & tm[None, :]
             xv = tl.load(xb + src[None, :] * sxl, mask=xm, other=0.0).to(tl.float32)
@@ -84,8 +87,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     y = empty_rows((B, C, L), x.dtype, x.device)
     grid = (B, triton.cdiv(C, BC), triton.cdiv(L, BL))
     _forward[grid](x, weight.contiguous(), bias if bias is not None else weight, y, C_in, C, L,
-                   *x.stride(), *y.stride()[:2], HAS_BIAS=bias is not None, K=weight.shape[1],
-                   BLOCK_C=BC, BLOCK_L=BL)
+                   padded_length(L), *x.stride(), *y.stride()[:2], HAS_BIAS=bias is not None,
+                   K=weight.shape[1], BLOCK_C=BC, BLOCK_L=BL)
     return y
 
 
@@ -101,8 +104,9 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     tiles = triton.cdiv(L, BL)
     partial = torch.empty((B, tiles, C, K + 1), device=x.device, dtype=torch.float32)
     grid = (B, triton.cdiv(C_in, BC), tiles)
-    _backward[grid](x, weight.contiguous(), gy, gx, partial, C_in, L, *x.stride(),
-                    *gy.stride(), *gx.stride(), K=K, R=C // C_in, BLOCK_C=BC, BLOCK_L=BL)
+    _backward[grid](x, weight.contiguous(), gy, gx, partial, C_in, L, padded_length(L),
+                    *x.stride(), *gy.stride(), *gx.stride(), K=K, R=C // C_in, BLOCK_C=BC,
+                    BLOCK_L=BL)
     sums = partial.sum(dim=(0, 1))
     return gx, sums[:, :K], sums[:, K]
 
