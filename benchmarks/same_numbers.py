@@ -58,19 +58,21 @@ def compare(a_path: str, b_path: str) -> int:
     print(f"{a_path} against {b_path} ({a['device']}, {a['precision']}, "
           f"L {a.get('length', 128)})")
     print("| architecture | logits | eval logits | loss | largest gradient difference | "
-          "bitwise equal |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+          "relative to that gradient's largest entry | bitwise equal |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     differ = 0
     for arch in (k for k in a if k not in ("device", "precision", "length")):
         x, y = a[arch], b[arch]
         diffs = [(x[k] - y[k]).abs().max().item() for k in ("logits", "eval", "loss")]
-        grad = max((x["grads"][n] - y["grads"][n]).abs().max().item() for n in x["grads"])
+        grad, name = max(((x["grads"][n] - y["grads"][n]).abs().max().item(), n)
+                         for n in x["grads"])
+        rel = grad / max(x["grads"][name].abs().max().item(), 1e-30)
         same = (all(torch.equal(x[k], y[k]) for k in ("logits", "eval", "loss"))
                 and x["grads"].keys() == y["grads"].keys()
                 and all(torch.equal(x["grads"][n], y["grads"][n]) for n in x["grads"]))
         differ += not same
-        print(f"| {arch} | {diffs[0]:.3g} | {diffs[1]:.3g} | {diffs[2]:.3g} | {grad:.3g} | "
-              f"{'yes' if same else 'no'} |")
+        print(f"| {arch} | {diffs[0]:.3g} | {diffs[1]:.3g} | {diffs[2]:.3g} | {grad:.3g} "
+              f"({name}) | {rel:.3g} | {'yes' if same else 'no'} |")
     return 1 if differ else 0
 
 
