@@ -7,13 +7,16 @@ numbers moved.)
 length 128, or ``--length``: the recall tasks train at odd ones, 127, ...), runs one training
 step's forward and backward on a fixed batch (bf16 autocast on CUDA, fp32 on a CPU), then
 evaluates it in eval mode without gradients, and saves the logits, the loss, every gradient
-and the evaluation logits. Run it once per version (with the other
-version's ``plugins`` first on ``PYTHONPATH``), then ``compare A B`` prints, per architecture,
-the largest difference of each kind and whether all are bitwise equal.
+and the evaluation logits. ``save FILE --kernels`` saves the Hyena family's three Triton
+operators alone instead (tiny shapes; on a CPU under ``TRITON_INTERPRET=1``, where L 1,023
+takes about 8 minutes). Run it once per version (with the other version's ``plugins`` first
+on ``PYTHONPATH``), then ``compare A B`` prints, per architecture or operator, the largest
+output and gradient differences and whether all are bitwise equal.
 
     python3 benchmarks/same_numbers.py save /tmp/new.pt
     PYTHONPATH=.wt-old/plugins python3 benchmarks/same_numbers.py save /tmp/old.pt
     python3 benchmarks/same_numbers.py compare /tmp/old.pt /tmp/new.pt
+    TRITON_INTERPRET=1 python3 benchmarks/same_numbers.py save /tmp/k.pt --kernels --length 1023
 """
 from __future__ import annotations
 
@@ -45,34 +48,77 @@ def save(path: str, device: torch.device, archs: list[str], length: int = 128) -
         model.eval()
         with torch.no_grad(), autocast(device, precision):
             evaluated = model(x)
-        out[arch] = {"logits": logits.detach().float().cpu(), "loss": loss.detach().cpu(),
-                     "eval": evaluated.float().cpu(),
-                     "grads": {n: p.grad.float().cpu() for n, p in model.named_parameters()
+        out[arch] = {"outputs": {"logits": logits.detach(), "loss": loss.detach(),
+                                 "eval logits": evaluated},
+                     "grads": {n: p.grad for n, p in model.named_parameters()
                                if p.grad is not None}}
-    torch.save(out, path)
+    torch.save(_to_cpu(out), path)
     print(f"saved {len(archs)} architectures ({device}, {precision}) to {path}")
+
+
+def save_kernels(path: str, device: torch.device, length: int) -> None:
+    """The Hyena family's three Triton operators alone, at tiny shapes, in float32 and bf16:
+    the multi-head and the gated long convolution and the short convolution over a transposed
+    input (as the layers call them), output and every input's gradient. On a CPU run it under
+    ``TRITON_INTERPRET=1``: a deterministic executor, so only the kernels' arithmetic counts."""
+    from madbench_layers.ops.long_conv import gated_long_conv, multihead_long_conv
+    from madbench_layers.ops.short_conv import short_causal_conv
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen) * scale
+
+    out = {"device": str(device), "precision": "fp32 and bf16", "length": length}
+    for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        cases = {
+            "multihead_long_conv": (multihead_long_conv, [
+                rand(2, 2, 4, length), rand(2, 2, 4, length), rand(2, 2, 4, length),
+                rand(2, 4, length, scale=length ** -0.5)], ("q", "k", "v", "h")),
+            "gated_long_conv": (gated_long_conv, [
+                rand(2, 8, length), rand(2, 8, length), rand(2, 8, length),
+                rand(8, length, scale=length ** -0.5)], ("v", "x1", "x2", "h")),
+            "short_causal_conv": (short_causal_conv, [
+                rand(2, length, 8).transpose(1, 2), rand(24, 3), rand(24)], ("x", "w", "b")),
+        }
+        for name, (op, inputs, names) in cases.items():
+            leaves = [t.to(device, dtype).requires_grad_() for t in inputs]
+            result = op(*leaves, backend="triton")
+            result.backward(rand(*result.shape).to(device, dtype))
+            out[f"{name} {tag}"] = {"outputs": {"output": result.detach()},
+                                    "grads": dict(zip(names, (t.grad for t in leaves)))}
+    torch.save(_to_cpu(out), path)
+    print(f"saved the Hyena kernels ({device}, L {length}) to {path}")
+
+
+def _to_cpu(out: dict) -> dict:
+    return {k: v if not isinstance(v, dict) else
+            {part: {n: t.float().cpu() for n, t in tensors.items()} for part, tensors in v.items()}
+            for k, v in out.items()}
+
+
+def _largest(x: dict, y: dict) -> tuple[float, str]:
+    return max(((x[n] - y[n]).abs().max().item(), n) for n in x)
 
 
 def compare(a_path: str, b_path: str) -> int:
     a, b = torch.load(a_path), torch.load(b_path)
     print(f"{a_path} against {b_path} ({a['device']}, {a['precision']}, "
           f"L {a.get('length', 128)})")
-    print("| architecture | logits | eval logits | loss | largest gradient difference | "
+    print("| case | largest output difference | largest gradient difference | "
           "relative to that gradient's largest entry | bitwise equal |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | ---: | ---: | ---: | --- |")
     differ = 0
-    for arch in (k for k in a if k not in ("device", "precision", "length")):
-        x, y = a[arch], b[arch]
-        diffs = [(x[k] - y[k]).abs().max().item() for k in ("logits", "eval", "loss")]
-        grad, name = max(((x["grads"][n] - y["grads"][n]).abs().max().item(), n)
-                         for n in x["grads"])
+    for case in (k for k in a if k not in ("device", "precision", "length")):
+        x, y = a[case], b[case]
+        out_diff, out_name = _largest(x["outputs"], y["outputs"])
+        grad, name = _largest(x["grads"], y["grads"])
         rel = grad / max(x["grads"][name].abs().max().item(), 1e-30)
-        same = (all(torch.equal(x[k], y[k]) for k in ("logits", "eval", "loss"))
-                and x["grads"].keys() == y["grads"].keys()
-                and all(torch.equal(x["grads"][n], y["grads"][n]) for n in x["grads"]))
+        same = all(x[part].keys() == y[part].keys()
+                   and all(torch.equal(x[part][n], y[part][n]) for n in x[part])
+                   for part in ("outputs", "grads"))
         differ += not same
-        print(f"| {arch} | {diffs[0]:.3g} | {diffs[1]:.3g} | {diffs[2]:.3g} | {grad:.3g} "
-              f"({name}) | {rel:.3g} | {'yes' if same else 'no'} |")
+        print(f"| {case} | {out_diff:.3g} ({out_name}) | {grad:.3g} ({name}) | {rel:.3g} | "
+              f"{'yes' if same else 'no'} |")
     return 1 if differ else 0
 
 
@@ -84,10 +130,15 @@ def main() -> int:
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--archs", default=",".join(ARCHS))
     s.add_argument("--length", type=int, default=128)
+    s.add_argument("--kernels", action="store_true",
+                   help="the Hyena family's Triton operators alone, not the architectures")
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
     args = ap.parse_args()
+    if args.cmd == "save" and args.kernels:
+        save_kernels(args.file, torch.device(args.device), args.length)
+        return 0
     if args.cmd == "save":
         save(args.file, torch.device(args.device), args.archs.split(","), args.length)
         return 0
