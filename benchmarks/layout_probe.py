@@ -8,7 +8,10 @@ forward+backward of the Hyena layer's two convolutions at the faithful Hyena's s
 projection), the streams laid out as the layer lays them out (split views of one
 ``(B, 3C, L)`` tensor; the output gradients likewise), at three layouts: L = 128; L = 127
 (rows at stride 127); L = 127 in rows of a 128-wide buffer (stride 128, the last column
-unused). Also the multi-head form. (The ops' own outputs are contiguous in all three.)
+unused). Also the multi-head form. Written for the kernels of the fourteenth session, whose
+outputs were contiguous; since the odd-length fix (twentieth session, benchmarks/RESULTS.md) the
+ops write rows at strides rounded up to 16 and copy inputs that are not so laid out, so the
+stride-127 layout now times that copy.
 
     python benchmarks/layout_probe.py            # CUDA
     python benchmarks/layout_probe.py --cpu-smoke   # the Triton interpreter, tiny shapes
