@@ -2,9 +2,11 @@
 # Issue #20's board entries in time-limited GPU calls that resume: every architecture's
 # `madbench eval --preset $PRESET` (default quick), one after another (several at once on one
 # GPU measured no faster, benchmarks/RESULTS.md), into $RUNS/<arch>, all within DEADLINE
-# seconds (default 500): the architecture running then is stopped with SIGINT (finished groups
-# are stored, the group in progress is lost and trained again by the next call) and the later
-# ones wait for the next call. To resume on a fresh machine, carry the previous call's
+# seconds (default 500): each eval gets `--time-limit` (what is left of DEADLINE, less 5 s), so
+# it starts no group that would not finish by then (exit 4) and the next architecture gets the
+# time that is left; a group that overruns its estimate is stopped at DEADLINE with SIGINT (the
+# finished groups are stored, that one is trained again by the next call). What is not
+# trained waits for the next call. To resume on a fresh machine, carry the previous call's
 # boards_runs.tgz and name it in SEED_RUNS (never carry runs/ itself); records that today's
 # code would not submit (another run version or layer code) are first moved to $RUNS/stale/
 # (benchmarks/set_aside_stale.py). An architecture whose
@@ -39,17 +41,19 @@ IFS=',' read -r -a archs <<< "$ARCHS"
 # records of older code (another run version or layer code) would block the submission
 python3 benchmarks/set_aside_stale.py "$RUNS" "${archs[@]}" >> "$LOG" 2>&1
 start=$SECONDS
-declare -A stopped   # architectures stopped at the deadline: incomplete, no dry run needed
+declare -A stopped   # architectures stopped by the deadline: incomplete, no dry run needed
 for arch in "${archs[@]}"; do
   left=$((D - (SECONDS - start)))
-  if [ "$left" -lt 30 ]; then echo "$arch: not started (deadline), resume with SEED_RUNS" >> "$LOG"; continue; fi
+  if [ "$left" -lt 30 ]; then
+    echo "$arch: not started (deadline), resume with SEED_RUNS" >> "$LOG"; stopped[$arch]=1; continue
+  fi
   # shellcheck disable=SC2086
   timeout -s INT -k 60 "$left" madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} \
-    --run-dir "$RUNS/$arch" --format json > "$RUNS/$arch.json" \
+    --time-limit "$((left - 5))" --run-dir "$RUNS/$arch" --format json > "$RUNS/$arch.json" \
     2> "$RUNS/$arch.err"
   rc=$?
-  echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored' "$RUNS/$arch.err" | tr '\n' ' ')" >> "$LOG"
-  case $rc in 0) ;; 124|130) stopped[$arch]=1 ;; *) grep -E '^Error' "$RUNS/$arch.err" | tail -1 >> "$LOG" ;; esac
+  echo "$arch: exit $rc; $(grep -E '^training |^trained |already stored|^--time-limit|^stopped' "$RUNS/$arch.err" | tr '\n' ' ')" >> "$LOG"
+  case $rc in 0) ;; 4|124|130) stopped[$arch]=1 ;; *) grep -E '^Error' "$RUNS/$arch.err" | tail -1 >> "$LOG" ;; esac
 done
 # packed now, before the submissions and re-runs, so a call cut short still brings the runs back
 # (written aside and renamed: a kill mid-write leaves the previous tarball whole)

@@ -66,6 +66,15 @@ def seconds_at(length: int, probes: Sequence[tuple[int, float]]) -> float:
     return float(np.interp(length, [p[0] for p in probes], [p[1] for p in probes]))
 
 
+def group_seconds(group: Sequence[Job], protocol: Protocol,
+                  probes: Sequence[tuple[int, float]]) -> float:
+    """Estimated training seconds of one group (one setting and seed): its runs' steps times
+    the probed seconds per run-step at the length its model reads."""
+    first = group[0]
+    return (setting_steps(first.effective, protocol) * len(group)
+            * seconds_at(model_length(first.task, first.effective), probes))
+
+
 def run_tokens(job: Job, protocol: Protocol) -> int:
     """Training tokens of one run: steps x batch x sequence length."""
     return setting_tokens(job.effective, protocol)
@@ -173,8 +182,7 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
     first_at = {length: next(k for k in groups if lengths[k] == length) for length in picks}
     probes = tuple((length, step_seconds(spec, groups[key], protocol, dev, precision, engine))
                    for length, key in first_at.items())
-    seconds = sum(setting_steps(group[0].effective, protocol) * len(group)
-                  * seconds_at(lengths[key], probes) for key, group in groups.items())
+    seconds = sum(group_seconds(group, protocol, probes) for group in groups.values())
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,
                          seconds / max(devices, 1), probes, protocol.batch_size, str(dev),
                          workers, devices)

@@ -17,13 +17,14 @@ from typing import Any, Callable, Sequence
 
 from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError, warn
-from .estimate import estimate_sweep
+from .estimate import estimate_sweep, group_seconds
 from .executors import LocalExecutor, local_devices, make_executor
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
+from .time_limit import TimeLimit, TimeLimitReached
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
 
@@ -111,13 +112,36 @@ class Evaluation:
                               self.placement.device, self.placement.precision,
                               len(workers), len(set(workers)), self.engine)
 
-    def run(self, progress: ProgressFn | None = None) -> Results:
+    def time_limit(self, seconds: float, estimate=None, started: float | None = None
+                   ) -> TimeLimit:
+        """A ``TimeLimit`` of ``seconds`` from ``started`` (default now) for this sweep's
+        groups, priced by ``estimate`` (a ``SweepEstimate``; default: probed now). Only the
+        local executor can keep one."""
+        if not isinstance(self.executor, LocalExecutor):
+            raise UsageError("--time-limit needs the local executor (Ray schedules every group "
+                             "at once; bound a Ray job with the cluster's own limits)")
+        estimate = self.estimate() if estimate is None else estimate
+        probes = estimate.probes
+        return TimeLimit(seconds, lambda group: group_seconds(group, self.protocol, probes),
+                         started)
+
+    def run(self, progress: ProgressFn | None = None,
+            time_limit: TimeLimit | None = None) -> Results:
         """Train every run not yet stored (each record stored as it finishes; a re-run
-        resumes), then score the sweep's records."""
+        resumes), then score the sweep's records. With ``time_limit`` (``self.time_limit``),
+        groups that would not finish in time are left untrained, and ``TimeLimitReached``
+        says how many runs are left."""
         store = ResultsStore(self.run_dir)
         self.executor.run(self.spec, list(self.jobs), self.protocol, store,
                           self.placement.device, self.placement.precision, self.checks,
-                          progress, self.engine)
+                          progress, self.engine,
+                          **({"time_limit": time_limit} if time_limit is not None else {}))
+        left = self.pending() if time_limit is not None else []
+        if left:
+            raise TimeLimitReached(
+                f"stopped at the time limit ({time_limit.seconds:g} s): "
+                f"{len(left):,} of {len(self.jobs):,} runs left untrained in {self.run_dir}; "
+                "the same command resumes")
         keys = {job.key for job in self.jobs}
         records = [r for r in store.records() if r["run_key"] in keys]
         return Results.from_records(records, checks=self.checks)

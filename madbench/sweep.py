@@ -3,6 +3,7 @@ then train the runs not yet stored, one group (setting and seed) at a time, each
 as it finishes. A second process on the same run directory trains each run once (claims)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ from .records import run_record
 from .store import ResultsStore, run_key
 from .suggest import did_you_mean
 from .tasks import Setting, Task, generate_splits, get_task
+from .time_limit import TimeLimit
 from .batched import supports_batching, train_batched
 from .cuda_graphs import CaptureError, capture_enabled, warn_uncapturable
 from .graphed import CompileMismatch, train_graphed
@@ -257,10 +259,12 @@ def run_group(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
 def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
               store: ResultsStore, device: str = "auto", precision: str = "auto",
               checks: dict | None = None, progress: ProgressFn | None = None,
-              engine: str = "auto", verdicts: dict | None = None) -> int:
+              engine: str = "auto", verdicts: dict | None = None,
+              time_limit: TimeLimit | None = None) -> int:
     """Train every job not yet in the store, in this process; returns how many were trained.
     ``verdicts`` (which engines this architecture's steps fit, learnt while training) may be
-    shared by several calls for one architecture, so that a refused capture is tried once."""
+    shared by several calls for one architecture, so that a refused capture is tried once.
+    With ``time_limit``, a group that would not finish in time is left untrained."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     groups = pending_groups(jobs, store)
@@ -269,16 +273,25 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})
     verdicts = {} if verdicts is None else verdicts
     trained, deferred = 0, []
-    for group in groups:             # groups another process holds are left for the end
+
+    def train_one(group, wait):
+        if time_limit is not None and not time_limit.fits(group):
+            return 0
+        started = time.monotonic()
         n = train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
-                          progress, verdicts, wait=False)
+                          progress, verdicts, wait)
+        if n and time_limit is not None:
+            time_limit.trained(group, time.monotonic() - started)
+        return n
+
+    for group in groups:             # groups another process holds are left for the end
+        n = train_one(group, wait=False)
         if n is None:
             deferred.append(group)
         else:
             trained += n
     for group in deferred:           # wait for their holder; train what it did not store
-        trained += train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
-                                 progress, verdicts, wait=True)
+        trained += train_one(group, wait=True)
     return trained
 
 

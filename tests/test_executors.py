@@ -17,6 +17,7 @@ from madbench.executors import (LocalExecutor, RayExecutor, local_devices, sweep
 from madbench.protocol import Protocol, get_protocol
 from madbench.store import ResultsStore
 from madbench.tasks import get_task
+from madbench.time_limit import TimeLimit
 
 try:
     import ray
@@ -302,3 +303,60 @@ def test_an_unreachable_ray_address_fails_fast():
         _check_reachable(f"127.0.0.1:{port}")
     for left_to_ray in (None, "auto", "ray://head:10001"):
         _check_reachable(left_to_ray)
+
+
+# -- a time limit: groups that would not finish in time are not started ------------------------
+def seed_one_is_long(group):
+    """An estimate (seconds) under which the seed-1 runs can never fit a 100 s limit."""
+    return 1000.0 if group[0].seed == 1 else 1.0
+
+
+def test_in_process_sweep_leaves_the_group_that_would_overrun(sweep, reference, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    limit = TimeLimit(100, seed_one_is_long)
+    assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain", time_limit=limit) == 2
+    assert {r["seed"] for r in store.records()} == {0}
+    assert limit.estimated == 1.0 and limit.measured > 0      # the seed-0 group was timed
+    assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain") == 2   # resumes
+    assert outcome(store) == reference
+
+
+def test_worker_pool_hands_out_only_what_fits_and_stops(sweep, reference, tmp_path):
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1).run(
+        spec, jobs, protocol, store, "cpu", engine="plain",
+        time_limit=TimeLimit(100, seed_one_is_long))
+    assert {r["run_key"] for r in store.records()} == {j.key for j in jobs if j.seed == 0}
+    assert outcome(store) == {k: v for k, v in reference.items() if v[1] == 0}
+
+
+def test_time_limit_cli_exits_4_with_the_runs_left_and_resumes(tmp_path):
+    run_dir = str(tmp_path / "runs")
+    args = ["eval", "--arch", "madbench_test_crash:CrashOnce", *CLI_SWEEP, "--run-dir", run_dir]
+    result = CliRunner().invoke(main, args + ["--time-limit", "0.001s"])
+    assert result.exit_code == 4, result.output
+    assert "4 of 4 runs left untrained" in result.output and "same command resumes" in result.output
+    assert not ResultsStore(tmp_path / "runs").records()
+    result = CliRunner().invoke(main, args + ["--time-limit", "1h"])
+    assert result.exit_code == 0, result.output
+    assert "all of them fit" in result.output
+    assert len(ResultsStore(tmp_path / "runs").records()) == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "5x", "nan", "inf", "1e400", ""])
+def test_a_bad_time_limit_is_refused_before_anything_runs(value, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--arch", "hyena", "--preset", "smoke",
+                                       "--run-dir", str(tmp_path / "r"), "--time-limit", value])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "--time-limit takes a positive duration" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_time_limit_on_ray_is_refused_before_anything_runs(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--arch", "hyena", "--preset", "smoke",
+                                       "--executor", "ray", "--time-limit", "5m",
+                                       "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--time-limit needs --executor local" in result.output
+    assert not (tmp_path / "r").exists()

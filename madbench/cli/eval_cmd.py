@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -89,10 +90,11 @@ def run_line(info: dict) -> str:
 
 
 def describe_plan(estimate, protocol, run_dir: str, executor: str,
-                  pending: Sequence = ()) -> list[str]:
-    """What is about to run, before it runs: stored and pending runs, the estimated time; a
-    warning when a protocol sized for a GPU starts on CPU, and a note when a convergence stop
-    is set where evaluating every epoch costs more than an epoch (``pending``: the jobs)."""
+                  pending: Sequence = (), limit=None) -> list[str]:
+    """What is about to run, before it runs: stored and pending runs, the estimated time (and
+    what fits a ``TimeLimit``); a warning when a protocol sized for a GPU starts on CPU, and a
+    note when a convergence stop is set where evaluating every epoch costs more than an epoch
+    (``pending``: the jobs)."""
     from ..estimate import GPU_PROTOCOLS, costly_stops
     lines = []
     if estimate.stored:
@@ -116,6 +118,18 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     lines.append(f"training {plural(estimate.pending, 'run')} ({estimate.tokens:.3g} training "
                  f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
                  f"{measured}")
+    if limit is not None:
+        from ..sweep import group_key
+        groups: dict = {}
+        for job in pending:
+            groups.setdefault(group_key(job), []).append(job)
+        fit = sum(len(g) for g in limit.planned(list(groups.values()), estimate.devices))
+        fits = ("all of them fit" if fit == estimate.pending else
+                f"about {fit:,} of them {'fits' if fit == 1 else 'fit'}; the rest are left "
+                "for the same command")
+        left = duration(max(limit.left(), 0))
+        lines.append(f"--time-limit {duration(limit.seconds)}, {left} left: by the estimate, "
+                     f"{fits}")
     if estimate.device.startswith("cpu") and protocol.name in GPU_PROTOCOLS:
         lines.append(f"Warning: protocol {protocol.name!r} is sized for a GPU; on CPU its "
                      f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."
@@ -180,20 +194,31 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help="Groups of runs trained at once on each GPU.")
+@click.option("--time-limit", "time_limit_text", default=None, metavar="DURATION",
+              help="Start no group of runs that would not finish within DURATION of the "
+              "command's start (500, 90s, 8m, 2.5h), by its estimated time corrected by the "
+              "groups trained so far; exit 4 with the runs left, which the same command "
+              "resumes. Local executor only.")
 @click.option("--no-progress", is_flag=True, help="No progress bar, and no line per finished "
               "run when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
                  overrides, seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
                  state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
-                 no_progress, dry_run):
+                 time_limit_text, no_progress, dry_run):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
-    scores."""
+    scores (exit 4 instead when --time-limit left runs untrained)."""
+    started = time.monotonic()
     from ..evaluator import prepare
     from ..sweep import parse_settings
+    from ..time_limit import TimeLimitReached, parse_duration
+    limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
+    if limit_seconds is not None and executor != "local":
+        raise UsageError("--time-limit needs --executor local (Ray schedules every group at "
+                         "once; bound a Ray job with the cluster's own limits)")
 
     def check_paths():
         if output:      # a .json file must have an existing folder; a directory is created
@@ -215,12 +240,21 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         preflight=check_paths)
     pending = evaluation.pending()           # read once: the estimate and the plan's note
     estimate = evaluation.estimate(pending)
-    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor, pending):
+    limit = None
+    if limit_seconds is not None and estimate.pending:
+        limit = evaluation.time_limit(limit_seconds, estimate, started)
+    for line in describe_plan(estimate, evaluation.protocol, run_dir, executor, pending,
+                              limit):
         click.echo(line, err=True)
     if dry_run:
         return
     with _Progress(enabled=not no_progress) as progress:
-        results = evaluation.run(progress)
+        try:
+            results = evaluation.run(progress, limit)
+        except TimeLimitReached as stop:      # a planned stop, not an error: no "Error:"
+            click.echo(progress.summary(), err=True)
+            click.echo(str(stop), err=True)
+            click.get_current_context().exit(stop.exit_code)
     if estimate.pending:
         click.echo(progress.summary(), err=True)
     if output:

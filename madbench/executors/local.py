@@ -5,6 +5,7 @@ nothing is lost or trained twice."""
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ..errors import MadbenchError, UsageError, warn
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
+from ..time_limit import TimeLimit
 from ..trainer import resolve_device
 from .payload import (describe_group, error_from_worker, handout_groups, sweep_payload,
                       train_shipped_group)
@@ -71,6 +73,7 @@ class _Worker:
     inbox: Any
     outbox: Any                   #: the driver's end of the worker's pipe
     group: int | None = None      #: the group it trains now
+    assigned: float = 0.0         #: when it was handed that group (time.monotonic)
 
 
 class LocalExecutor:
@@ -95,15 +98,16 @@ class LocalExecutor:
     def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
             store: ResultsStore, device: str = "auto", precision: str = "auto",
             checks: dict | None = None, progress: ProgressFn | None = None,
-            engine: str = "auto") -> int:
-        """Train every job not yet in the store; returns how many were trained."""
+            engine: str = "auto", time_limit: TimeLimit | None = None) -> int:
+        """Train every job not yet in the store; returns how many were handed out. With
+        ``time_limit``, a group that would not finish in time is not started."""
         devices = self.devices or local_devices(device, self.runs_per_gpu)
         if len(devices) == 1:
             dev = torch.device(devices[0])
             if dev.type == "cuda" and dev.index is not None:
                 torch.cuda.set_device(dev)    # streams and kernels made on the current device
             return run_sweep(spec, jobs, protocol, store, devices[0], precision, checks,
-                             progress, engine)
+                             progress, engine, time_limit=time_limit)
         groups = pending_groups(jobs, store)
         todo = sum(len(g) for g in groups)
         if progress:
@@ -112,7 +116,7 @@ class LocalExecutor:
         if handed:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
-                        self.max_retries, progress).run(handed)
+                        self.max_retries, progress, time_limit).run(handed)
         return todo
 
     def _threads(self, workers: int) -> int:
@@ -122,11 +126,12 @@ class LocalExecutor:
 
 
 class _WorkerPool:
-    """The driver's side of LocalExecutor: start workers, hand out groups, forward progress,
-    replace dead workers and retry their group."""
+    """The driver's side of LocalExecutor: start workers, hand out groups (with a time limit,
+    the first queued one that fits), forward progress, replace dead workers and retry their
+    group."""
 
     def __init__(self, devices: Sequence[str], payload: dict, threads: int, max_retries: int,
-                 progress: ProgressFn | None):
+                 progress: ProgressFn | None, time_limit: TimeLimit | None = None):
         import torch.multiprocessing as mp
         self.ctx = mp.get_context("spawn")
         self.devices = list(devices)
@@ -134,6 +139,7 @@ class _WorkerPool:
         self.threads = threads
         self.max_retries = max_retries
         self.progress = progress
+        self.time_limit = time_limit
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
 
@@ -151,24 +157,27 @@ class _WorkerPool:
         return worker
 
     def _assign(self, worker: _Worker) -> None:
-        if self.queue:
-            worker.group = self.queue.popleft()
-            worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]]))
-        else:
-            worker.group = None
+        """Hand ``worker`` the next group (None: stop)."""
+        limit = self.time_limit
+        worker.group = next((g for g in self.queue
+                             if limit is None or limit.fits(self.groups[g])), None)
+        if worker.group is None:
             worker.inbox.put(None)
+            return
+        self.queue.remove(worker.group)
+        worker.assigned = time.monotonic()
+        worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]]))
 
     def run(self, groups: list[list[Job]]) -> None:
         self.groups = groups
         self.queue = deque(range(len(groups)))
         attempts = [0] * len(groups)
         reported = [0] * len(groups)      #: runs reported done, by any worker
-        remaining = len(groups)
         try:
             for slot, device in enumerate(self.devices):
                 shared = self.devices.count(device) > 1
                 self._assign(self._start(device, f"{device}#{slot}" if shared else device))
-            while remaining:
+            while any(w.group is not None for w in self.workers.values()):
                 by_channel = {w.outbox: w for w in self.workers.values()}
                 for channel in wait(list(by_channel), timeout=0.5):
                     worker = by_channel[channel]
@@ -177,15 +186,15 @@ class _WorkerPool:
                     except (EOFError, OSError):   # the worker is gone (maybe mid-message)
                         self._replace(worker, attempts)
                         continue
-                    remaining -= self._handle(message, worker, reported)
+                    self._handle(message, worker, reported)
                 for worker in list(self.workers.values()):
                     if not worker.process.is_alive() and not worker.outbox.poll():
                         self._replace(worker, attempts)
         finally:
             self._stop()
 
-    def _handle(self, message: tuple, worker: _Worker, reported: list[int]) -> int:
-        """Act on one worker message; returns 1 when a group is finished."""
+    def _handle(self, message: tuple, worker: _Worker, reported: list[int]) -> None:
+        """Act on one worker message."""
         kind = message[0]
         if kind == "progress" and self.progress:
             group, event, info = message[2:5]
@@ -195,12 +204,13 @@ class _WorkerPool:
             for _ in range(len(self.groups[worker.group]) - reported[worker.group]
                            if self.progress else 0):   # stored by a dead worker
                 self.progress("done", {"accuracy": None})
+            if self.time_limit is not None:
+                self.time_limit.trained(self.groups[worker.group],
+                                        time.monotonic() - worker.assigned)
             self._assign(worker)
-            return 1
         elif kind == "error":
             name, text, trace = message[2:5]
             raise error_from_worker(name, text, trace, worker.label)
-        return 0
 
     def _replace(self, worker: _Worker, attempts: list[int]) -> None:
         """Drop a dead worker; retry its group, if any, in a new worker on its device."""

@@ -1,0 +1,80 @@
+"""``madbench eval --time-limit``: start no group of runs that would not finish within the limit,
+so that a sweep given a fixed allocation (a batch job, a device lease) stops cleanly between
+groups instead of being killed in one, and the same command resumes.
+
+A group's time is its estimate (``madbench.estimate.group_seconds``, from the steps probed
+before training) times how the groups trained so far compared with their estimates (the
+estimate is rough: it leaves out data generation, graph capture and evaluation), with a 10%
+margin. Groups that do not fit are skipped, and later, shorter ones may still fit.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Callable, Sequence
+
+from .errors import MadbenchError, UsageError
+
+MARGIN = 1.1          #: a group starts only if 1.1x its predicted time fits in what is left
+_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``--time-limit``'s value: seconds, or a number with ``s``, ``m``/``min`` or ``h``
+    (``500``, ``90s``, ``8m``, ``2.5h``); positive and finite."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|m|min|h)?\s*",
+                         str(text))
+    seconds = float(match[1]) * _UNITS[match[2] or ""] if match else math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--time-limit takes a positive duration (500, 90s, 8m, 2.5h), not "
+                         f"{text!r}")
+    return seconds
+
+
+class TimeLimitReached(MadbenchError):
+    """The time limit left runs untrained (``madbench eval`` exits 4); those stored are kept
+    and the same command resumes."""
+
+    exit_code = 4
+
+
+class TimeLimit:
+    """A wall-clock limit from ``started`` (default: now), and the groups' estimated
+    seconds (``estimate(group)``)."""
+
+    def __init__(self, seconds: float, estimate: Callable[[Sequence], float],
+                 started: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.estimate, self.clock = seconds, estimate, clock
+        self.started = clock() if started is None else started
+        self.measured = self.estimated = 0.0     #: over the groups trained so far
+
+    def ratio(self) -> float:
+        """Measured over estimated seconds of the groups trained so far (1 before any)."""
+        return self.measured / self.estimated if self.estimated > 0 else 1.0
+
+    def left(self) -> float:
+        """Seconds left (negative once past the limit)."""
+        return self.seconds - (self.clock() - self.started)
+
+    def fits(self, group: Sequence) -> bool:
+        """Whether ``group``, started now, should finish within the limit."""
+        return MARGIN * self.estimate(group) * self.ratio() <= self.left()
+
+    def trained(self, group: Sequence, seconds: float) -> None:
+        """``group`` took ``seconds``: the later predictions are scaled by it."""
+        self.measured += seconds
+        self.estimated += self.estimate(group)
+
+    def planned(self, groups: Sequence[Sequence], devices: int = 1) -> list[Sequence]:
+        """The groups that fit by the estimate alone, taken in order, each started on the
+        device that frees first (what a dry run can say before anything trains)."""
+        free = [0.0] * max(devices, 1)
+        fitting = []
+        for group in groups:
+            k = min(range(len(free)), key=free.__getitem__)
+            end = free[k] + MARGIN * self.estimate(group)
+            if end <= self.left():
+                free[k] = end
+                fitting.append(group)
+        return fitting
