@@ -264,7 +264,8 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     """Train every job not yet in the store, in this process; returns how many were trained.
     ``verdicts`` (which engines this architecture's steps fit, learnt while training) may be
     shared by several calls for one architecture, so that a refused capture is tried once.
-    With ``time_limit``, a group that would not finish in time is left untrained."""
+    With ``time_limit``, a group that would not finish in time is left untrained, and so is
+    a group another process holds (its holder may store it)."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     groups = pending_groups(jobs, store)
@@ -291,7 +292,8 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         else:
             trained += n
     for group in deferred:           # wait for their holder; train what it did not store
-        trained += train_one(group, wait=True)
+        if time_limit is None:       # (with a limit, not: the holder may take any time)
+            trained += train_one(group, wait=True)
     return trained
 
 
