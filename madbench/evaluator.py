@@ -11,6 +11,8 @@ runs not yet stored in ``run_dir`` and scores them (``madbench.results.Results``
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -197,7 +199,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
 def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] = "all",
              protocol: str | Protocol = "paper", seeds: Sequence[int] = (0,),
              run_dir: str | Path = "runs", progress: ProgressFn | None = None,
-             **options: Any) -> Results:
+             time_limit: float | None = None, **options: Any) -> Results:
     """Evaluate an architecture on the MAD tasks with the standardized sweep, as
     ``madbench eval`` does, and return its ``Results``.
 
@@ -210,6 +212,8 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
     :param run_dir: where run records are stored; runs already stored there are not trained
         again.
     :param progress: called with ``(event, info)`` as runs start and finish.
+    :param time_limit: seconds from this call: start no group of runs that would not finish
+        in time (as ``madbench eval --time-limit``); local executor only.
     :param options: ``settings`` (None: the protocol's; ``all``, ``baseline`` or setting
         names), ``configs`` (a subset of the protocol's (lr, weight decay) grid), ``device``,
         ``precision``, ``engine``, ``executor``, ``ray_address``, ``runs_per_gpu``,
@@ -217,9 +221,18 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
         ``state_target``, ``param_tolerance`` (as the options of ``madbench eval``).
     :raises CheckFailed: the architecture is refused (not causal, or off the state target).
     :raises UsageError: an argument is invalid; nothing was trained.
+    :raises TimeLimitReached: ``time_limit`` left runs untrained (those trained are stored;
+        the same call resumes).
     """
-    return prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
-                   **options).run(progress)
+    started = time.monotonic()
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise UsageError(f"time_limit must be a positive number of seconds, not {time_limit!r}")
+    evaluation = prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
+                         **options)
+    limit = None
+    if time_limit is not None and evaluation.pending():
+        limit = evaluation.time_limit(time_limit, started=started)
+    return evaluation.run(progress, limit)
 
 
 __all__ = ["Evaluation", "Placement", "evaluate", "prepare", "resolve_placement"]

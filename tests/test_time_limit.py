@@ -49,3 +49,16 @@ def test_a_dry_run_plans_by_the_estimate_on_each_device():
     assert limit.planned([[50], [40], [10], [0.5]]) == [[50], [40], [0.5]]
     # two devices: 50 and 40 side by side, then 10 after 40 (44 + 11), 80 nowhere
     assert limit.planned([[50], [40], [10], [80]], devices=2) == [[50], [40], [10]]
+
+
+def test_the_library_call_stops_with_the_runs_left_and_resumes(tmp_path):
+    import madbench
+    from madbench.time_limit import TimeLimitReached
+    kwargs = dict(tasks=["memorization", "compression"], protocol="smoke", run_dir=tmp_path,
+                  overrides={"epochs": "1", "max_train": "64", "max_test": "32"})
+    with pytest.raises(TimeLimitReached, match="2 of 2 runs left untrained"):
+        madbench.evaluate("hyena", time_limit=1e-6, **kwargs)
+    assert madbench.evaluate("hyena", time_limit=3600, **kwargs).task_scores.keys() == {
+        "memorization", "compression"}
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        madbench.evaluate("hyena", time_limit=float("nan"), **kwargs)
