@@ -338,9 +338,9 @@ def test_with_a_time_limit_a_group_another_process_holds_is_not_waited_for(sweep
 def test_worker_pool_hands_out_only_what_fits_and_stops(sweep, reference, tmp_path):
     spec, protocol, jobs = sweep
     store = ResultsStore(tmp_path)
-    LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1).run(
+    assert LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1).run(
         spec, jobs, protocol, store, "cpu", engine="plain",
-        time_limit=TimeLimit(100, seed_one_is_long))
+        time_limit=TimeLimit(100, seed_one_is_long)) == 2
     assert {r["run_key"] for r in store.records()} == {j.key for j in jobs if j.seed == 0}
     assert outcome(store) == {k: v for k, v in reference.items() if v[1] == 0}
 

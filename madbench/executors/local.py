@@ -99,7 +99,8 @@ class LocalExecutor:
             store: ResultsStore, device: str = "auto", precision: str = "auto",
             checks: dict | None = None, progress: ProgressFn | None = None,
             engine: str = "auto", time_limit: TimeLimit | None = None) -> int:
-        """Train every job not yet in the store; returns how many were handed out. With
+        """Train every job not yet in the store; returns how many were trained (with worker
+        processes: how many of those pending are stored when it returns). With
         ``time_limit``, a group that would not finish in time is not started."""
         devices = self.devices or local_devices(device, self.runs_per_gpu)
         if len(devices) == 1:
@@ -117,7 +118,7 @@ class LocalExecutor:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
                         self.max_retries, progress, time_limit).run(handed)
-        return todo
+        return todo - sum(len(g) for g in pending_groups(jobs, store))
 
     def _threads(self, workers: int) -> int:
         if self.threads_per_worker:
