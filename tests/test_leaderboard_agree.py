@@ -1,6 +1,6 @@
-"""`madbench leaderboard agree`: rank correlation and mean absolute difference of two boards'
-scores over the architectures on both, checked against hand-computed values; tasks an entry
-does not cover are left out; bad board names are one-line usage errors."""
+"""`madbench leaderboard agree`: rank correlation, mean absolute and mean signed difference of
+two boards' scores over the architectures on both, checked against hand-computed values; tasks
+an entry does not cover are left out; bad board names are one-line usage errors."""
 import copy
 import json
 
@@ -47,6 +47,7 @@ def test_agreement_against_hand_computed_ranks(tmp_path, trial):
     # Spearman by hand: ranks (1,2,3,4) vs (1,3,2,4): d^2 = 0+1+1+0 = 2; 1 - 6*2/(4*15) = 0.8
     assert abs(mem["spearman"] - 0.8) < 1e-12
     assert abs(mem["mean_abs_diff"] - (0.05 + 0.2 + 0.2 + 0.1) / 4) < 1e-12
+    assert abs(mem["mean_diff"] - (0.05 - 0.2 + 0.2 + 0.1) / 4) < 1e-12       # paper - quick
     # d's paper entry covers memorization only: left out of the other tasks and the MAD score
     assert result["rows"]["compression"]["architectures"] == 3
     assert result["rows"]["compression"]["spearman"] is None      # no spread: all 0.5

@@ -213,8 +213,8 @@ def render_command(root, check):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def agree_command(first, second, root, as_json):
     """How well one board predicts another (default: mad-quick against mad-paper): per task
-    and on the MAD score, over the architectures on both, the Spearman rank correlation and
-    the mean absolute score difference."""
+    and on the MAD score, over the architectures on both, the Spearman rank correlation, the
+    mean absolute score difference and the mean difference (SECOND minus FIRST)."""
     from ..leaderboard.agree import agreement, agreement_table
     from ..leaderboard.boards import BOARDS
 

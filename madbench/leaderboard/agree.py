@@ -1,6 +1,7 @@
 """Do two boards agree? For the architectures on both (matched by architecture hash), per task
-and on the MAD score: how many, the Spearman rank correlation of their scores and the mean
-absolute difference. Tasks an entry does not cover are left out, never filled in."""
+and on the MAD score: how many, the Spearman rank correlation of their scores, the mean
+absolute difference and the mean difference (second minus first: a board that reads a task
+higher or lower throughout). Tasks an entry does not cover are left out, never filled in."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +22,11 @@ def _by_architecture(root: Path, board: str) -> dict[str, dict]:
 def _row(pairs: list[tuple[str, float, float]]) -> dict:
     from scipy import stats
     row = {"architectures": len(pairs), "names": [name for name, _, _ in pairs],
-           "scores": [[a, b] for _, a, b in pairs], "spearman": None, "mean_abs_diff": None}
+           "scores": [[a, b] for _, a, b in pairs], "spearman": None, "mean_abs_diff": None,
+           "mean_diff": None}
     if pairs:
         row["mean_abs_diff"] = sum(abs(a - b) for _, a, b in pairs) / len(pairs)
+        row["mean_diff"] = sum(b - a for _, a, b in pairs) / len(pairs)
     a, b = [p[1] for p in pairs], [p[2] for p in pairs]
     if len(pairs) >= 3 and len(set(a)) > 1 and len(set(b)) > 1:   # a rank needs some spread
         row["spearman"] = float(stats.spearmanr(a, b).statistic)
@@ -33,8 +36,9 @@ def _row(pairs: list[tuple[str, float, float]]) -> dict:
 def agreement(root: str | Path, first: str, second: str) -> dict:
     """Per task and for the MAD score (only over entries that cover every task on both
     boards): {"architectures", "names", "scores" ([first, second] per name), "spearman" (None
-    under 3 or no spread), "mean_abs_diff" (``first`` minus ``second``, absolute)}; and the
-    seeds of each architecture's two entries."""
+    under 3 or no spread), "mean_abs_diff" (``first`` minus ``second``, absolute),
+    "mean_diff" (``second`` minus ``first``)}; and the seeds of each architecture's two
+    entries."""
     root = Path(root)
     a, b = _by_architecture(root, first), _by_architecture(root, second)
     common = sorted(set(a) & set(b), key=lambda h: a[h]["architecture"]["name"])
@@ -58,12 +62,14 @@ def agreement_table(result: dict) -> str:
     per architecture (with the seeds where the boards' entries differ)."""
     lines = [f"`{result['first']}` against `{result['second']}`: {result['common']} "
              "architectures on both boards.", "",
-             "| task | architectures | Spearman | mean abs. difference |",
-             "| --- | ---: | ---: | ---: |"]
+             f"| task | architectures | Spearman | mean abs. difference | mean difference "
+             f"(`{result['second']}` - `{result['first']}`) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for task, row in result["rows"].items():
         rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
         diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
-        lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} |")
+        shift = "—" if row["mean_diff"] is None else f"{row['mean_diff']:+.3f}"
+        lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} | {shift} |")
     for task, row in result["rows"].items():
         if not row["architectures"]:
             continue
