@@ -97,6 +97,11 @@ class ResultsStore:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The stored record of run ``key``, or None when there is none that reads."""
+        rows, problem = _read_record(self.path(key)) if self.has(key) else ([], "absent")
+        return None if problem else rows[0]
+
     def records(self, set_aside: bool = True) -> list[dict[str, Any]]:
         """Every stored record, JSON columns decoded; an unreadable file is moved aside (or,
         in a read-only directory or without ``set_aside``, skipped) with a warning."""

@@ -282,7 +282,8 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         n = train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
                           progress, verdicts, wait)
         if n and time_limit is not None:
-            time_limit.trained(group, time.monotonic() - started)
+            time_limit.trained(group, time.monotonic() - started,
+                               training_seconds(store, group))
         return n
 
     for group in groups:             # groups another process holds are left for the end
@@ -295,6 +296,18 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
         if time_limit is None:       # (with a limit, not: the holder may take any time)
             trained += train_one(group, wait=True)
     return trained
+
+
+def training_seconds(store: ResultsStore, group: Sequence[Job]) -> float | None:
+    """Seconds the stored runs of ``group`` spent training, by their records: shared by the
+    configurations trained side by side, each run's own on the plain engine (summed); None
+    when no record of the group reads."""
+    records = [r for r in (store.record(job.key) for job in group) if r is not None]
+    if not records:
+        return None
+    plain = [r["seconds"] for r in records if r["engine"] == "plain"]
+    together = [r["seconds"] for r in records if r["engine"] != "plain"]
+    return sum(plain) + max(together, default=0.0)
 
 
 def group_claim(arch_hash: str, protocol: Protocol, group: Sequence[Job]) -> str:

@@ -2,10 +2,11 @@
 so that a sweep given a fixed allocation (a batch job, a device lease) stops cleanly between
 groups instead of being killed in one, and the same command resumes.
 
-A group's time is its estimate (``madbench.estimate.group_seconds``, from the steps probed
-before training) times how the groups trained so far compared with their estimates (the
-estimate is rough: it leaves out data generation, graph capture and evaluation), with a 10%
-margin. Groups that do not fit are skipped, and later, shorter ones may still fit.
+A group's predicted time is its estimate (``madbench.estimate.group_seconds``, from the steps
+probed before training) times how the training of the groups so far compared with their
+estimates, plus their mean time outside training (data generation, graph capture, evaluation:
+what the estimate leaves out, and what dominates a short group), with a 10% margin. Groups
+that do not fit are skipped, and later, shorter ones may still fit.
 """
 from __future__ import annotations
 
@@ -47,11 +48,18 @@ class TimeLimit:
                  started: float | None = None, clock: Callable[[], float] = time.monotonic):
         self.seconds, self.estimate, self.clock = seconds, estimate, clock
         self.started = clock() if started is None else started
-        self.measured = self.estimated = 0.0     #: over the groups trained so far
+        self.measured = self.estimated = 0.0     #: training seconds of the groups so far
+        self.overhead, self.groups = 0.0, 0      #: their seconds outside training
 
     def ratio(self) -> float:
-        """Measured over estimated seconds of the groups trained so far (1 before any)."""
+        """Measured over estimated training seconds of the groups so far (1 before any)."""
         return self.measured / self.estimated if self.estimated > 0 else 1.0
+
+    def predict(self, group: Sequence) -> float:
+        """Seconds ``group`` should take: its estimate times ``ratio``, plus the mean time
+        outside training."""
+        overhead = self.overhead / self.groups if self.groups else 0.0
+        return self.estimate(group) * self.ratio() + overhead
 
     def left(self) -> float:
         """Seconds left (negative once past the limit)."""
@@ -59,12 +67,16 @@ class TimeLimit:
 
     def fits(self, group: Sequence) -> bool:
         """Whether ``group``, started now, should finish within the limit."""
-        return MARGIN * self.estimate(group) * self.ratio() <= self.left()
+        return MARGIN * self.predict(group) <= self.left()
 
-    def trained(self, group: Sequence, seconds: float) -> None:
-        """``group`` took ``seconds``: the later predictions are scaled by it."""
-        self.measured += seconds
+    def trained(self, group: Sequence, seconds: float, training: float | None = None) -> None:
+        """``group`` took ``seconds``, ``training`` of them training (None: all of them, as
+        far as is known): the later predictions follow."""
+        training = seconds if training is None else min(training, seconds)
+        self.measured += training
         self.estimated += self.estimate(group)
+        self.overhead += seconds - training
+        self.groups += 1
 
     def planned(self, groups: Sequence[Sequence], devices: int = 1) -> list[Sequence]:
         """The groups that fit by the estimate alone, taken in order, each started on the

@@ -317,7 +317,11 @@ def test_in_process_sweep_leaves_the_group_that_would_overrun(sweep, reference, 
     limit = TimeLimit(100, seed_one_is_long)
     assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain", time_limit=limit) == 2
     assert {r["seed"] for r in store.records()} == {0}
-    assert limit.estimated == 1.0 and limit.measured > 0      # the seed-0 group was timed
+    assert limit.groups == 1 and limit.estimated == 1.0       # the seed-0 group was timed:
+    # its training by its records (plain engine: each run's own seconds, summed), the rest of
+    # its wall time apart
+    assert limit.measured == pytest.approx(sum(r["seconds"] for r in store.records()))
+    assert limit.overhead >= 0
     assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain") == 2   # resumes
     assert outcome(store) == reference
 
@@ -373,3 +377,15 @@ def test_a_time_limit_on_ray_is_refused_before_anything_runs(tmp_path):
                                        "--run-dir", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--time-limit needs --executor local" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_training_seconds_of_a_group_trained_side_by_side_are_counted_once(sweep, tmp_path):
+    from madbench.sweep import pending_groups, training_seconds
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    group = next(g for g in pending_groups(jobs, store) if g[0].seed == 0)
+    run_sweep(spec, group, protocol, store, "cpu", engine="batched")
+    records = store.records()
+    assert len(records) == 2 and {r["engine"] for r in records} == {"batched"}
+    assert records[0]["seconds"] == records[1]["seconds"] == training_seconds(store, group)
+    assert training_seconds(store, [j for j in jobs if j.seed == 1]) is None   # none stored

@@ -43,6 +43,21 @@ def test_a_group_starts_only_if_its_prediction_with_margin_fits_what_is_left():
     assert limit.fits([67]) and not limit.fits([68])      # 64.5 <= 65 < 65.45
 
 
+def test_time_outside_training_is_added_per_group_not_scaled():
+    """A short group whose wall time is mostly outside training (capture, evaluation) must
+    not make a long group look many times longer than it is."""
+    clock = Clock()
+    limit = TimeLimit(100, lambda group: group[0], clock=clock)
+    limit.trained([10], 12, training=2)          # ratio 2/10, 10 s outside training
+    clock.now = 12                                # 88 s left
+    assert limit.predict([100]) == pytest.approx(30)      # 100 x 0.2 + 10
+    assert limit.fits([350]) and not limit.fits([360])    # 1.1 x 80 = 88 <= 88 < 1.1 x 82
+    limit.trained([50], 40, training=30)          # ratio 32/60, outside 10 + 10 over 2 groups
+    assert limit.predict([90]) == pytest.approx(90 * 32 / 60 + 10)
+    limit.trained([1], 1, training=5)             # a record claiming more than the wall time
+    assert limit.overhead == 20 and limit.measured == 33
+
+
 def test_a_dry_run_plans_by_the_estimate_on_each_device():
     limit = TimeLimit(100, lambda group: group[0], clock=Clock())
     # one device: 50 (55 s with margin), 40 (44: 99 in all), then 10 does not fit, 0.5 does

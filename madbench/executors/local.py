@@ -18,7 +18,7 @@ from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, warn
 from ..protocol import Protocol
 from ..store import ResultsStore
-from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
+from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep, training_seconds
 from ..time_limit import TimeLimit
 from ..trainer import resolve_device
 from .payload import (describe_group, error_from_worker, handout_groups, sweep_payload,
@@ -117,7 +117,7 @@ class LocalExecutor:
         if handed:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
-                        self.max_retries, progress, time_limit).run(handed)
+                        self.max_retries, progress, time_limit, store).run(handed)
         return todo - sum(len(g) for g in pending_groups(jobs, store))
 
     def _threads(self, workers: int) -> int:
@@ -132,7 +132,8 @@ class _WorkerPool:
     group."""
 
     def __init__(self, devices: Sequence[str], payload: dict, threads: int, max_retries: int,
-                 progress: ProgressFn | None, time_limit: TimeLimit | None = None):
+                 progress: ProgressFn | None, time_limit: TimeLimit | None = None,
+                 store: ResultsStore | None = None):
         import torch.multiprocessing as mp
         self.ctx = mp.get_context("spawn")
         self.devices = list(devices)
@@ -140,7 +141,7 @@ class _WorkerPool:
         self.threads = threads
         self.max_retries = max_retries
         self.progress = progress
-        self.time_limit = time_limit
+        self.time_limit, self.store = time_limit, store     # the store: what groups trained
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
 
@@ -206,8 +207,9 @@ class _WorkerPool:
                            if self.progress else 0):   # stored by a dead worker
                 self.progress("done", {"accuracy": None})
             if self.time_limit is not None:
-                self.time_limit.trained(self.groups[worker.group],
-                                        time.monotonic() - worker.assigned)
+                group = self.groups[worker.group]
+                self.time_limit.trained(group, time.monotonic() - worker.assigned,
+                                        self.store and training_seconds(self.store, group))
             self._assign(worker)
         elif kind == "error":
             name, text, trace = message[2:5]
