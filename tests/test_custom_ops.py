@@ -60,6 +60,8 @@ def test_short_conv_op_passes_opcheck(bias, repeat):
     torch.library.opcheck(short_kernel.short_conv_op, (x, w, b))
 
 
+# dynamo traces through ops.backend's cached triton check, and says so: the check has no state
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
 def test_a_compiled_hyena_stream_equals_eager():
     """Short convolution, split, gated and multi-head long convolutions, as the layers chain
     them at an odd length: compiled (AOT autograd, the ops called opaquely) and eager agree,

@@ -14,6 +14,8 @@ def test_the_bundled_mixers_are_all_listed():
 
 
 @pytest.mark.parametrize("name", BUNDLED)
+# torch's note that an rms_norm with a float32 weight on bf16 input takes its unfused path
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
 def test_a_bundled_mixer_runs_forward_and_backward_under_bf16_autocast(name):
     torch.manual_seed(0)
     layer = get_registry().mixers[name].obj(32)
