@@ -156,3 +156,16 @@ def test_a_convergence_stop_is_flagged_where_evaluation_outweighs_an_epoch():
                                 "pending settings (memorization baseline)")
     assert not any(l.startswith("Note:") for l in describe_plan(estimate, get_protocol("paper"),
                                                                "runs/x", "local", jobs))
+
+
+def test_a_groups_seconds_are_its_runs_steps_at_the_interpolated_step_time(sweep):
+    """By hand: the smoke memorization baseline, 6 runs of epochs x ceil(examples / batch)
+    steps each, at the step time read off the line through (16, 0.1 s) and (64, 0.4 s) at the
+    length the model reads (memorization reads every token)."""
+    spec, protocol, jobs = sweep
+    setting = jobs[0].effective                    # as trained: the protocol's caps applied
+    per_epoch = -(-setting.num_train // protocol.batch_size)
+    steps = per_epoch * protocol.epochs_for(per_epoch)
+    per_step = 0.1 + (setting.seq_len - 16) * (0.4 - 0.1) / (64 - 16)
+    assert est.group_seconds(jobs, protocol, ((16, 0.1), (64, 0.4))) == pytest.approx(
+        6 * steps * per_step)

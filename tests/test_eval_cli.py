@@ -252,6 +252,12 @@ def test_the_paper_protocol_on_cpu_is_estimated_and_warned_about(tmp_path):
     assert res.exit_code == 0, res.output
     assert "training 396 runs" in res.stderr and "sized for a GPU" in res.stderr
     assert not (tmp_path / "r").exists()                 # a dry run writes nothing
+    # the breakdown by task: the paper's settings x 6 (lr, weight decay) configurations each
+    by_task = res.stderr.split("by task:\n")[1].splitlines()
+    assert [line.split()[:2] for line in by_task] == [
+        ["in-context-recall", "66"], ["noisy-in-context-recall", "84"],
+        ["fuzzy-in-context-recall", "66"], ["memorization", "36"], ["compression", "66"],
+        ["selective-copying", "78"]]
 
 
 @pytest.mark.parametrize("args, needle", [

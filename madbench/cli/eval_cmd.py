@@ -145,6 +145,26 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     return lines
 
 
+def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
+    """A dry run's breakdown of the estimate: per task, its pending runs and their time (the
+    same probes and rule as the total)."""
+    from ..estimate import group_seconds
+    from ..sweep import group_key
+    if not estimate.pending:
+        return []
+    groups: dict = {}
+    for job in pending:
+        groups.setdefault(group_key(job), []).append(job)
+    tasks: dict[str, list] = {}
+    for group in groups.values():
+        runs_seconds = tasks.setdefault(group[0].task.name, [0, 0.0])
+        runs_seconds[0] += len(group)
+        runs_seconds[1] += group_seconds(group, protocol, estimate.probes) / estimate.devices
+    width = max(map(len, tasks))
+    return ["by task:"] + [f"  {name:<{width}}  {plural(n, 'run'):>9}  about {duration(t)}"
+                           for name, (n, t) in tasks.items()]
+
+
 @click.command("eval")
 @click.option("--arch", required=True, help="Registered architecture or mixer, pkg.module:Class, "
               "or a shorthand such as mH-Sg-mA-Sg.")
@@ -247,6 +267,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
                               limit):
         click.echo(line, err=True)
     if dry_run:
+        for line in describe_tasks(estimate, evaluation.protocol, pending):
+            click.echo(line, err=True)
         return
     with _Progress(enabled=not no_progress) as progress:
         try:
