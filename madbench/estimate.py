@@ -19,7 +19,7 @@ from .architecture import ArchitectureSpec
 from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
-from .sweep import Job, choose_engine, group_key
+from .sweep import Job, choose_engine, group_jobs
 from .tasks import Setting, model_length
 from .trainer import resolve_device, resolve_precision, train
 
@@ -172,17 +172,14 @@ def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequenc
     if not pending:
         return SweepEstimate(len(jobs), len(jobs), 0, None, (), None, str(dev), workers,
                              devices)
-    groups: dict = {}                        # pending order: the first group comes first
-    for job in pending:
-        groups.setdefault(group_key(job), []).append(job)
-    lengths = {key: model_length(group[0].task, group[0].effective)
-               for key, group in groups.items()}
-    distinct = sorted(set(lengths.values()))
+    groups = group_jobs(pending)             # pending order: the first group comes first
+    lengths = [model_length(group[0].task, group[0].effective) for group in groups]
+    distinct = sorted(set(lengths))
     picks = sorted({distinct[0], distinct[len(distinct) // 2], distinct[-1]})
-    first_at = {length: next(k for k in groups if lengths[k] == length) for length in picks}
-    probes = tuple((length, step_seconds(spec, groups[key], protocol, dev, precision, engine))
-                   for length, key in first_at.items())
-    seconds = sum(group_seconds(group, protocol, probes) for group in groups.values())
+    first_at = {length: groups[lengths.index(length)] for length in picks}
+    probes = tuple((length, step_seconds(spec, group, protocol, dev, precision, engine))
+                   for length, group in first_at.items())
+    seconds = sum(group_seconds(group, protocol, probes) for group in groups)
     return SweepEstimate(len(jobs), len(jobs) - len(pending), tokens,
                          seconds / max(devices, 1), probes, protocol.batch_size, str(dev),
                          workers, devices)

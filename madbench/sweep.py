@@ -143,17 +143,21 @@ def group_key(job: Job) -> tuple[str, int]:
     return job.effective.hash, job.seed
 
 
-def pending_groups(jobs: Sequence[Job], store: ResultsStore
-                   ) -> list[list[Job]]:
-    """The jobs not yet stored, grouped by (setting, seed): a group shares its data and is
-    what an executor hands out. The store is healed first (unreadable records
-    moved aside, so that their runs count as not stored)."""
-    store.heal()
+def group_jobs(jobs: Sequence[Job]) -> list[list[Job]]:
+    """``jobs`` grouped by (setting, seed), in their order: a group shares its data and is
+    what an executor hands out."""
     groups: dict[tuple[str, int], list[Job]] = {}
     for job in jobs:
-        if not store.has(job.key):
-            groups.setdefault(group_key(job), []).append(job)
+        groups.setdefault(group_key(job), []).append(job)
     return list(groups.values())
+
+
+def pending_groups(jobs: Sequence[Job], store: ResultsStore
+                   ) -> list[list[Job]]:
+    """The jobs not yet stored, grouped (``group_jobs``). The store is healed first
+    (unreadable records moved aside, so that their runs count as not stored)."""
+    store.heal()
+    return group_jobs([job for job in jobs if not store.has(job.key)])
 
 
 def choose_engine(engine: str, protocol: Protocol, dev: torch.device) -> str:

@@ -119,11 +119,8 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
                  f"tokens): about {duration(estimate.seconds)} on {where}, from a measured "
                  f"{measured}")
     if limit is not None:
-        from ..sweep import group_key
-        groups: dict = {}
-        for job in pending:
-            groups.setdefault(group_key(job), []).append(job)
-        fit = sum(len(g) for g in limit.planned(list(groups.values()), estimate.devices))
+        from ..sweep import group_jobs
+        fit = sum(len(g) for g in limit.planned(group_jobs(pending), estimate.devices))
         fits = ("all of them fit" if fit == estimate.pending else
                 f"about {fit:,} of them {'fits' if fit == 1 else 'fit'}; the rest are left "
                 "for the same command")
@@ -149,14 +146,11 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
     """A dry run's breakdown of the estimate: per task, its pending runs and their time (the
     same probes and rule as the total)."""
     from ..estimate import group_seconds
-    from ..sweep import group_key
+    from ..sweep import group_jobs
     if not estimate.pending:
         return []
-    groups: dict = {}
-    for job in pending:
-        groups.setdefault(group_key(job), []).append(job)
     tasks: dict[str, list] = {}
-    for group in groups.values():
+    for group in group_jobs(pending):
         runs_seconds = tasks.setdefault(group[0].task.name, [0, 0.0])
         runs_seconds[0] += len(group)
         runs_seconds[1] += group_seconds(group, protocol, estimate.probes) / estimate.devices
