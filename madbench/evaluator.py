@@ -24,7 +24,7 @@ from .executors import LocalExecutor, local_devices, make_executor
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
-from .sweep import Job, ProgressFn, pending_groups, plan
+from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
 from .time_limit import TimeLimit, TimeLimitReached
 from .trainer import resolve_device, resolve_precision
@@ -140,10 +140,15 @@ class Evaluation:
                           **({"time_limit": time_limit} if time_limit is not None else {}))
         left = self.pending() if time_limit is not None else []
         if left:
+            hint, groups = "", group_jobs(left)
+            if not time_limit.groups and not any(map(time_limit.fits, groups)):
+                shortest = min(map(time_limit.predict, groups))   # none trained, none fits
+                hint = (f"; no group fitted: the shortest left needs about {shortest:.0f} s by "
+                        "the estimate")
             raise TimeLimitReached(
                 f"stopped at the time limit ({time_limit.seconds:g} s): "
                 f"{len(left):,} of {len(self.jobs):,} runs left untrained in {self.run_dir}; "
-                "the same command resumes")
+                f"the same command resumes{hint}")
         keys = {job.key for job in self.jobs}
         records = [r for r in store.records() if r["run_key"] in keys]
         return Results.from_records(records, checks=self.checks)

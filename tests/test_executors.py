@@ -355,6 +355,7 @@ def test_time_limit_cli_exits_4_with_the_runs_left_and_resumes(tmp_path):
     result = CliRunner().invoke(main, args + ["--time-limit", "0.001s"])
     assert result.exit_code == 4, result.output
     assert "4 of 4 runs left untrained" in result.output and "same command resumes" in result.output
+    assert "no group fitted: the shortest left needs about" in result.output
     assert not ResultsStore(tmp_path / "runs").records()
     result = CliRunner().invoke(main, args + ["--time-limit", "1h"])
     assert result.exit_code == 0, result.output
