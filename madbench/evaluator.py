@@ -26,7 +26,7 @@ from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
-from .time_limit import TimeLimit, TimeLimitReached
+from .time_limit import TimeLimit, TimeLimitReached, require_local
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
 
@@ -119,9 +119,7 @@ class Evaluation:
         """A ``TimeLimit`` of ``seconds`` from ``started`` (default now) for this sweep's
         groups, priced by ``estimate`` (a ``SweepEstimate``; default: probed now). Only the
         local executor can keep one."""
-        if not isinstance(self.executor, LocalExecutor):
-            raise UsageError("--time-limit needs the local executor (Ray schedules every group "
-                             "at once; bound a Ray job with the cluster's own limits)")
+        require_local(self.executor)
         estimate = self.estimate() if estimate is None else estimate
         probes = estimate.probes
         return TimeLimit(seconds, lambda group: group_seconds(group, self.protocol, probes),
@@ -138,7 +136,9 @@ class Evaluation:
                           self.placement.device, self.placement.precision, self.checks,
                           progress, self.engine,
                           **({"time_limit": time_limit} if time_limit is not None else {}))
-        left = self.pending() if time_limit is not None else []
+        records = store.records()
+        stored = {r["run_key"] for r in records}
+        left = [job for job in self.jobs if job.key not in stored] if time_limit else []
         if left:
             hint, groups = "", group_jobs(left)
             if not time_limit.groups and not any(map(time_limit.fits, groups)):
@@ -150,8 +150,8 @@ class Evaluation:
                 f"{len(left):,} of {len(self.jobs):,} runs left untrained in {self.run_dir}; "
                 f"the same command resumes{hint}")
         keys = {job.key for job in self.jobs}
-        records = [r for r in store.records() if r["run_key"] in keys]
-        return Results.from_records(records, checks=self.checks)
+        return Results.from_records([r for r in records if r["run_key"] in keys],
+                                    checks=self.checks)
 
 
 def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] = "all",
@@ -235,8 +235,10 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
     evaluation = prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
                          **options)
     limit = None
-    if time_limit is not None and evaluation.pending():
-        limit = evaluation.time_limit(time_limit, started=started)
+    if time_limit is not None:
+        estimate = evaluation.estimate()
+        if estimate.pending:
+            limit = evaluation.time_limit(time_limit, estimate, started)
     return evaluation.run(progress, limit)
 
 

@@ -228,11 +228,10 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     started = time.monotonic()
     from ..evaluator import prepare
     from ..sweep import parse_settings
-    from ..time_limit import TimeLimitReached, parse_duration
+    from ..time_limit import TimeLimitReached, parse_duration, require_local
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
-    if limit_seconds is not None and executor != "local":
-        raise UsageError("--time-limit needs --executor local (Ray schedules every group at "
-                         "once; bound a Ray job with the cluster's own limits)")
+    if limit_seconds is not None:
+        require_local(executor)
 
     def check_paths():
         if output:      # a .json file must have an existing folder; a directory is created

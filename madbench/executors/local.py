@@ -118,7 +118,7 @@ class LocalExecutor:
             payload = sweep_payload(spec, protocol, store, precision, checks, engine)
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
                         self.max_retries, progress, time_limit, store).run(handed)
-        return todo - sum(len(g) for g in pending_groups(jobs, store))
+        return sum(store.has(job.key) for group in groups for job in group)
 
     def _threads(self, workers: int) -> int:
         if self.threads_per_worker:
