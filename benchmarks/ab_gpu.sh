@@ -14,6 +14,9 @@ OUT=${OUT:-/tmp/ab_gpu_out}; mkdir -p "$OUT"; LOG="$OUT/ab.log"
 export PYTHONUNBUFFERED=1
 : "${BASE:?BASE=<commit>}" "${PATHS:?PATHS=<files>}" "${EVAL:?EVAL=<madbench eval arguments>}"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /dev/null 2>&1
+for p in $PATHS; do   # before any training: a base the copy's git lacks would waste variant B
+  git cat-file -e "$BASE:$p" 2>/dev/null || { echo "error: $p is not in $BASE here" | tee -a "$LOG"; exit 2; }
+done
 keep=$(mktemp -d); cp --parents $PATHS "$keep"/
 variant() {   # $1: label
   python3 -c "from madbench.code_identity import run_version; print('$1: run version', run_version())"
@@ -27,8 +30,7 @@ variant() {   # $1: label
 {
   nvidia-smi -L; echo "commit $(git rev-parse --short HEAD 2>/dev/null), against $BASE for: $PATHS"
   variant B
-  for p in $PATHS; do git show "$BASE:$p" > "/tmp/ab_base_file" && cp /tmp/ab_base_file "$p" \
-    || { echo "error: $p is not in $BASE"; cp -r "$keep"/. .; exit 2; }; done
+  for p in $PATHS; do git show "$BASE:$p" > "$p"; done
   variant A
   cp -r "$keep"/. .
   python3 benchmarks/compare_runs.py /tmp/ab_B /tmp/ab_A      # per-run accuracies (parity)
