@@ -11,7 +11,6 @@ runs not yet stored in ``run_dir`` and scores them (``madbench.results.Results``
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
-from .time_limit import TimeLimit, TimeLimitReached, require_local
+from .time_limit import TimeLimit, TimeLimitReached, positive_seconds, require_local
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
 
@@ -230,7 +229,7 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
         the same call resumes).
     """
     started = time.monotonic()
-    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+    if time_limit is not None and not positive_seconds(time_limit):
         raise UsageError(f"time_limit must be a positive number of seconds, not {time_limit!r}")
     evaluation = prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
                          **options)

@@ -77,3 +77,5 @@ def test_the_library_call_stops_with_the_runs_left_and_resumes(tmp_path):
         "memorization", "compression"}
     with pytest.raises(UsageError, match="positive number of seconds"):
         madbench.evaluate("hyena", time_limit=float("nan"), **kwargs)
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        madbench.evaluate("hyena", time_limit="500", **kwargs)     # a string: not seconds
