@@ -4,8 +4,9 @@
 # by side, budget by budget, on the stored frontiers' recipe (corpus kjv, sequence length 256,
 # batch 128) with the stored frontiers' sizes per budget (the 1:11 experts family at depth 12,
 # where its ratio is exact; 1e15 is not stored for these four: its ladders are a first guess).
-# Every finished run is stored; at DEADLINE seconds (default 500) the running ones stop, and the
-# same call with the returned records resumes (SEED_RUNS=tarball: merged into runs/scaling,
+# Every finished run is stored; no run starts that would not finish by DEADLINE seconds (default
+# 500; `scaling run --time-limit`, which exits 4 then), one that overruns is killed 30 s past it,
+# and the same call with the returned records resumes (SEED_RUNS=tarball: merged into runs/scaling,
 # nothing there overwritten; never carry runs/scaling itself into a warm machine). Leaves in $OUT:
 # frontiers.log and scaling_runs.tgz. Then, on any machine, per family F: `madbench scaling fit
 # runs/scaling/F` and `madbench scaling frontier runs/scaling/F/isoflop.parquet --command "<the
@@ -49,7 +50,7 @@ for f in $FAMILIES; do
       left=$((end - SECONDS)); [ "$left" -gt 10 ] || break
       cmd="madbench scaling run --arch $f --budgets $b --sizes $(sizes "$f" "$b") --batch-size 128 --device ${DEVICE:-cuda} --run-dir runs/scaling/$f"
       echo "[$f] $cmd" >> "$LOG"
-      timeout "$left" $cmd >> "$OUT/$f.part.log" 2>&1
+      timeout "$((left + 30))" $cmd --time-limit "$left" >> "$OUT/$f.part.log" 2>&1
       echo "[$f] budget $b: exit $? after $((SECONDS)) s" >> "$LOG"
     done
   ) &

@@ -10,7 +10,7 @@ as faster together."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -104,10 +104,8 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     the sweep will train it: ``engine`` chosen as ``run_group`` chooses it, the group's
     configurations together. Random tokens, as many per sequence as the model reads
     (in-context and noisy recall: seq_len - 1; some kernels are slower at odd lengths); on CPU
-    at most ``PROBE_TOKENS`` a step, scaled to the protocol's batch. A warm-up call of one
-    step, then one step and ``1 + steps`` steps (when the warm-up took over
-    ``PROBE_SECONDS``, it serves as the one-step call and the other takes two): their
-    difference per step, divided by the runs trained together. An engine that cannot train
+    at most ``PROBE_TOKENS`` a step, scaled to the protocol's batch. Seconds per step by
+    ``differenced``, divided by the runs trained together. An engine that cannot train
     the probe is timed plain; ``compiled`` is timed as graphed (compiling for a probe would
     cost more than the probe measures)."""
     from .batched import train_batched
@@ -145,16 +143,26 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
         except Exception:  # noqa: BLE001 - the sweep falls back likewise; time the plain step
             chosen = "plain"
             warm = timed(1, chosen)
-        if warm > PROBE_SECONDS:     # a slow step: the warm-up serves as the one-step call
-            one, more = warm, 1
-        else:
-            one, more = timed(1, chosen), steps
-        many = timed(1 + more, chosen)
+        per_step = differenced(lambda n: timed(n, chosen), steps, warm)
     together = 1 if chosen == "plain" else len(configs)
-    per_step = max(many - one, 0.0) / more
-    if per_step <= 0.0:              # noise larger than the steps: the whole call, per step
-        per_step = many / (1 + more)
     return per_step / together * protocol.batch_size / batch
+
+
+def differenced(timed: Callable[[int], float], steps: int = PROBE_STEPS,
+                warm: float | None = None) -> float:
+    """Seconds per step from ``timed(n)``, the seconds of a call that trains ``n`` steps: a
+    warm-up call of one step (``warm``: its time, when the caller made it), then one step and
+    ``1 + steps`` steps (when the warm-up took over ``PROBE_SECONDS``, it serves as the
+    one-step call and the other takes two): their difference per step, so that start-up costs
+    drop out; the whole longer call per step when noise outweighs the difference."""
+    warm = timed(1) if warm is None else warm
+    if warm > PROBE_SECONDS:         # a slow step: the warm-up serves as the one-step call
+        one, more = warm, 1
+    else:
+        one, more = timed(1), steps
+    many = timed(1 + more)
+    per_step = max(many - one, 0.0) / more
+    return per_step if per_step > 0.0 else many / (1 + more)
 
 
 def estimate_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequence[Job],

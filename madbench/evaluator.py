@@ -25,7 +25,7 @@ from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
-from .time_limit import TimeLimit, TimeLimitReached, positive_seconds, require_local
+from .time_limit import TimeLimit, positive_seconds, require_local
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
 
@@ -139,15 +139,8 @@ class Evaluation:
         stored = {r["run_key"] for r in records}
         left = [job for job in self.jobs if job.key not in stored] if time_limit else []
         if left:
-            hint, groups = "", group_jobs(left)
-            if not time_limit.groups and not any(map(time_limit.fits, groups)):
-                shortest = min(map(time_limit.predict, groups))   # none trained, none fits
-                hint = (f"; no group fitted: the shortest left needs about {shortest:.0f} s by "
-                        "the estimate")
-            raise TimeLimitReached(
-                f"stopped at the time limit ({time_limit.seconds:g} s): "
-                f"{len(left):,} of {len(self.jobs):,} runs left untrained in {self.run_dir}; "
-                f"the same command resumes{hint}")
+            raise time_limit.stopped(group_jobs(left), len(left), len(self.jobs), "group",
+                                     self.run_dir)
         keys = {job.key for job in self.jobs}
         return Results.from_records([r for r in records if r["run_key"] in keys],
                                     checks=self.checks)

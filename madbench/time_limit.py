@@ -1,12 +1,14 @@
-"""``madbench eval --time-limit``: start no group of runs that would not finish within the limit,
-so that a sweep given a fixed allocation (a batch job, a device lease) stops cleanly between
-groups instead of being killed in one, and the same command resumes.
+"""``--time-limit`` (``madbench eval``, ``madbench scaling run``): start no group of runs (a
+scaling run: one run) that would not finish within the limit, so that a sweep given a fixed
+allocation (a batch job, a device lease) stops cleanly between groups instead of being killed
+in one, and the same command resumes.
 
-A group's predicted time is its estimate (``madbench.estimate.group_seconds``, from the steps
-probed before training) times how the training of the groups so far compared with their
-estimates, plus their mean time outside training (data generation, graph capture, evaluation:
-what the estimate leaves out, and what dominates a short group), with a 10% margin. Groups
-that do not fit are skipped, and later, shorter ones may still fit.
+A group's predicted time is its estimate (``madbench.estimate.group_seconds``;
+``madbench.scaling.estimate`` for scaling runs: from steps probed before training) times how
+the training of the groups so far compared with their estimates, plus their mean time outside
+training (data generation, graph capture, evaluation: what the estimate leaves out, and what
+dominates a short group), with a 10% margin. Groups that do not fit are skipped, and later,
+shorter ones may still fit.
 """
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ def require_local(executor) -> None:
 
 
 class TimeLimitReached(MadbenchError):
-    """The time limit left runs untrained (``madbench eval`` exits 4); those stored are kept
-    and the same command resumes."""
+    """The time limit left runs untrained (the command exits 4); those stored are kept and
+    the same command resumes."""
 
     exit_code = 4
 
@@ -92,6 +94,19 @@ class TimeLimit:
         self.estimated += self.estimate(group)
         self.overhead += seconds - training
         self.groups += 1
+
+    def stopped(self, left: Sequence[Sequence], runs_left: int, runs: int, unit: str,
+                where) -> TimeLimitReached:
+        """The stop to raise when the ``left`` groups (``unit``: what one is called), holding
+        ``runs_left`` of ``runs`` runs, stayed untrained in run directory ``where``."""
+        hint = ""
+        if not self.groups and not any(map(self.fits, left)):     # none trained, none fits
+            shortest = min(map(self.predict, left))
+            figure = f"{shortest:,.0f}" if shortest >= 1 else f"{shortest:.2g}"
+            hint = f"; no {unit} fitted: the shortest left needs about {figure} s by the estimate"
+        return TimeLimitReached(f"stopped at the time limit ({self.seconds:g} s): "
+                                f"{runs_left:,} of {runs:,} runs left untrained in {where}; "
+                                f"the same command resumes{hint}")
 
     def planned(self, groups: Sequence[Sequence], devices: int = 1) -> list[Sequence]:
         """The groups that fit by the estimate alone, taken in order, each started on the

@@ -1,9 +1,9 @@
 """The ``madbench`` command line. Each command group lives in its own module, imported only
 when its command runs (so that ``madbench --help`` does not import torch).
 
-Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check, 4 runs left by ``eval
---time-limit``, 130 interrupted. Every error is one line on stderr; an unexpected exception too
-(its traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
+Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check, 4 runs left by
+``--time-limit`` (``eval``, ``scaling run``), 130 interrupted. Every error is one line on
+stderr; an unexpected exception too (its traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
 """
 from __future__ import annotations
 

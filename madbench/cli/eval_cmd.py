@@ -15,7 +15,7 @@ from ..protocol import PRESETS
 from ..records import group_records
 from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
-from .progress import RunProgress, compact, duration, plural
+from .progress import RunProgress, compact, duration, limit_line, plural
 from . import CHANNEL_HELP, FiniteFloat
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
@@ -121,12 +121,7 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     if limit is not None:
         from ..sweep import group_jobs
         fit = sum(len(g) for g in limit.planned(group_jobs(pending), estimate.devices))
-        fits = ("all of them fit" if fit == estimate.pending else
-                f"about {fit:,} of them {'fits' if fit == 1 else 'fit'}; the rest are left "
-                "for the same command")
-        left = duration(max(limit.left(), 0))
-        lines.append(f"--time-limit {duration(limit.seconds)}, {left} left: by the estimate, "
-                     f"{fits}")
+        lines.append(limit_line(limit, fit, estimate.pending))
     if estimate.device.startswith("cpu") and protocol.name in GPU_PROTOCOLS:
         lines.append(f"Warning: protocol {protocol.name!r} is sized for a GPU; on CPU its "
                      f"{plural(estimate.pending, 'run')} take about {duration(estimate.seconds)}."

@@ -38,6 +38,16 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+def limit_line(limit, fit: int, pending: int) -> str:
+    """What ``--time-limit`` (a ``madbench.time_limit.TimeLimit``) leaves of the command's
+    time, and how many of the ``pending`` runs (``fit`` of them) fit by the estimate."""
+    fits = ("all of them fit" if fit == pending else
+            f"about {fit:,} of them {'fits' if fit == 1 else 'fit'}; the rest are left for "
+            "the same command")
+    return (f"--time-limit {duration(limit.seconds)}, {duration(max(limit.left(), 0))} left: "
+            f"by the estimate, {fits}")
+
+
 class RunProgress:
     """``enabled=False`` (``--no-progress``) draws no bar and logs no per-run lines."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import time
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError, warn
 from .preflight import writable_dir, writable_file
-from .progress import RunProgress, plural
+from .progress import RunProgress, duration, limit_line, plural
 from . import FiniteFloat
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
@@ -170,11 +171,20 @@ class _Progress(RunProgress):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
-@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--time-limit", "time_limit_text", default=None, metavar="DURATION",
+              help="Start no run that would not finish within DURATION of the command's "
+              "start (500, 90s, 8m, 2.5h), by a few steps of each model timed first, "
+              "corrected by the runs trained so far; exit 4 with the runs left, which the "
+              "same command resumes.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop (with --time-limit: "
+              "after timing the steps and saying how many runs fit).")
 def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
             vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
-            eval_tokens, seed, min_steps, device, precision, dry_run):
+            eval_tokens, seed, min_steps, device, precision, time_limit_text, dry_run):
     """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
+    started = time.monotonic()
+    from ..time_limit import TimeLimitReached, parse_duration
+    limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
     from ..scaling.corpus import load_corpus
     from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
     from ..scaling.runs import Recipe, plan_runs, run_plans
@@ -198,7 +208,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
     budget_list = _parse_floats(budgets, "--budgets")
-    if not dry_run:
+    if not dry_run or limit_seconds is not None:
         from ..trainer import resolve_device
         resolve_device(device)           # a bad --device fails before the corpus loads
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
@@ -224,12 +234,46 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "attention",
                                            "lr", "batch", "steps", "tokens", "epochs",
                                            "flops"]))
+    limit = None
+    if limit_seconds is not None:
+        limit = _time_limit(plans, run_dir, device, precision, limit_seconds, started)
+    if dry_run:
         return
     store = ResultsStore(run_dir)
     with _Progress() as progress:
-        trained = run_plans(plans, data, store, device, precision, progress)
+        try:
+            trained = run_plans(plans, data, store, device, precision, progress, limit)
+        except TimeLimitReached as stop:      # a planned stop, not an error: no "Error:"
+            click.echo(progress.summary(), err=True)
+            click.echo(str(stop), err=True)
+            click.get_current_context().exit(stop.exit_code)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _time_limit(plans, run_dir, device, precision, seconds, started):
+    """The ``TimeLimit`` of ``--time-limit`` for the runs of ``plans`` not yet stored in
+    ``run_dir`` (None when none is left), their steps timed on the device first; prints the
+    estimate and how many runs fit."""
+    from ..scaling.estimate import plan_seconds
+    from ..store import ResultsStore
+    from ..time_limit import TimeLimit
+    from ..trainer import resolve_device, resolve_precision
+    try:
+        stored = ResultsStore(run_dir, create=False).keys()
+    except UsageError:                   # no run directory yet: nothing stored
+        stored = set()
+    todo = [p for p in plans if p.key not in stored]
+    if not todo:
+        return None
+    dev = resolve_device(device)
+    estimate = plan_seconds(todo, dev, resolve_precision(dev, precision))
+    limit = TimeLimit(seconds, lambda plan: estimate[plan.key], started)
+    models = len({p.spec.hash for p in todo})
+    click.echo(f"training {plural(len(todo), 'run')}: about {duration(sum(estimate.values()))} "
+               f"on {dev}, from steps timed on {plural(models, 'model')}", err=True)
+    click.echo(limit_line(limit, len(limit.planned(todo)), len(todo)), err=True)
+    return limit
 
 
 def _why_no_size(every: list, budgets: list[float], min_steps: int) -> str:

@@ -43,6 +43,7 @@ from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
 from ..store import ResultsStore, encode_row
+from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
 from .corpus import Corpus
 from .fits import budget_groups
@@ -312,6 +313,19 @@ def random_windows(train: torch.Tensor, plan: RunPlan, every: int,
 _UNCAPTURABLE: set[str] = set()
 
 
+def run_engine(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
+               precision: str, capture: bool | None = None) -> _Engine:
+    """The engine that trains ``plan``: its step captured in a CUDA graph where ``train_run``
+    would capture it; a step that cannot be captured warns once and trains eagerly."""
+    capture = capture_enabled(device, capture) and plan.spec.hash not in _UNCAPTURABLE
+    try:
+        return _Engine(plan, train, val, device, precision, capture)
+    except CaptureError as exc:     # e.g. a layer that reads a count back on the host
+        warn_uncapturable(plan.family, exc)
+        _UNCAPTURABLE.add(plan.spec.hash)
+        return _Engine(plan, train, val, device, precision, False)
+
+
 def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: torch.device,
               precision: str = "fp32",
               on_step: Callable[[int, int, float], None] | None = None,
@@ -327,13 +341,7 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
     if train.numel() <= r.seq_len + 1:
         raise UsageError(f"the training split ({train.numel()} bytes) is shorter than one "
                          f"sequence of {r.seq_len + 1}")
-    capture = capture_enabled(device, capture) and plan.spec.hash not in _UNCAPTURABLE
-    try:
-        engine = _Engine(plan, train, val, device, precision, capture)
-    except CaptureError as exc:     # e.g. a layer that reads a count back on the host
-        warn_uncapturable(plan.family, exc)
-        _UNCAPTURABLE.add(plan.spec.hash)
-        engine = _Engine(plan, train, val, device, precision, False)
+    engine = run_engine(plan, train, val, device, precision, capture)
     every = max(1, plan.steps // 50)
 
     def on_period(period, periods, loss):
@@ -391,9 +399,11 @@ def record_for(plan: RunPlan, corpus: Corpus, result: dict, device: torch.device
 
 def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
               device: str = "auto", precision: str = "auto",
-              progress: ProgressFn | None = None) -> int:
+              progress: ProgressFn | None = None, time_limit: TimeLimit | None = None) -> int:
     """Train every plan not yet in ``store``; returns how many were trained. Rewrites
-    ``isoflop.parquet`` beside the records after each run."""
+    ``isoflop.parquet`` beside the records after each run. With ``time_limit`` (its estimate
+    taking a plan: ``madbench.scaling.estimate``), a run that would not finish in time is not
+    started, later shorter ones may be, and ``TimeLimitReached`` says how many are left."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     todo = [p for p in plans if not store.has(p.key)]
@@ -416,7 +426,11 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
     train = torch.from_numpy(train_np).to(dev)
     val = torch.from_numpy(val_np).to(dev)
     prov = provenance(dev)
+    left = []
     for plan in todo:
+        if time_limit is not None and not time_limit.fits(plan):
+            left.append(plan)
+            continue
         if progress:
             progress("run", {"plan": plan})
 
@@ -424,11 +438,16 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
             if progress:
                 progress("step", {"step": step, "steps": steps, "loss": loss})
 
+        started = time.monotonic()
         result = train_run(plan, train, val, dev, precision, on_step)
         store.append(record_for(plan, corpus, result, dev, precision, prov))
         export_table(store, store.root / "isoflop.parquet")
+        if time_limit is not None:
+            time_limit.trained(plan, time.monotonic() - started, result["seconds"])
         if progress:
             progress("done", {"plan": plan, "loss": result["loss"]})
+    if left:
+        raise time_limit.stopped(left, len(left), len(plans), "run", store.root)
     return len(todo)
 
 

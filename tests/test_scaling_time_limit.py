@@ -1,0 +1,103 @@
+"""``madbench scaling run --time-limit``: runs that would not finish are not started, the
+command exits 4 with the runs left and resumes; the step estimate against a run's own
+measured training time."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from madbench.cli import MadbenchGroup
+from madbench.cli.scaling_cmd import scaling_group
+from madbench.scaling.corpus import file_corpus
+from madbench.scaling.estimate import plan_seconds
+from madbench.scaling.runs import Recipe, plan_runs, run_plans, train_run
+from madbench.store import ResultsStore
+from madbench.time_limit import TimeLimit, TimeLimitReached
+
+torch.set_num_threads(1)
+cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "noise.dat"           # 20,000 random bytes: a byte corpus
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8)))
+    return path
+
+
+def _run(corpus_file, run_dir, *extra):
+    return CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e9",
+                                    "--sizes", "16x1,32x1", "--seq-len", "16",
+                                    "--batch-size", "4", "--eval-tokens", "256",
+                                    "--corpus", str(corpus_file), "--device", "cpu",
+                                    "--run-dir", str(run_dir), *extra])
+
+
+def _stored(run_dir) -> int:
+    return len(list((run_dir / "records").glob("*.parquet")))
+
+
+def test_the_command_stops_with_the_runs_left_and_the_same_command_resumes(corpus_file,
+                                                                           tmp_path):
+    run_dir = tmp_path / "runs"
+    res = _run(corpus_file, run_dir, "--time-limit", "1h", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "training 2 runs: about" in res.output and "from steps timed on 2 models" in res.output
+    assert "by the estimate, all of them fit" in res.output
+    assert not run_dir.exists()                          # a dry run writes nothing
+    res = _run(corpus_file, run_dir, "--time-limit", "0.001")
+    assert res.exit_code == 4, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("stopped at the time limit (0.001 s): 2 of 2 runs left untrained")
+    assert "the same command resumes; no run fitted" in last and "Error" not in res.output
+    assert _stored(run_dir) == 0
+    res = _run(corpus_file, run_dir, "--time-limit", "1h")
+    assert res.exit_code == 0, res.output
+    assert _stored(run_dir) == 2
+    res = _run(corpus_file, run_dir, "--time-limit", "0.001")  # nothing left: nothing to stop
+    assert res.exit_code == 0 and "0 run(s) trained, 2 already stored" in res.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_limit_is_one_usage_line_before_anything_runs(corpus_file, tmp_path, value):
+    res = _run(corpus_file, tmp_path / "runs", "--time-limit", value)
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"Error: --time-limit takes a positive duration (500, 90s, 8m, 2.5h), not '{value}'"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_would_not_fit_is_skipped_and_a_later_one_trains(corpus_file, tmp_path):
+    """By hand-set estimates: the middle run needs far more than the limit, the others
+    nothing; the store then holds exactly the first and the last."""
+    corpus = file_corpus(corpus_file)
+    recipe = Recipe(seq_len=16, batch_size=4, eval_tokens=256)
+    plans = plan_runs("hyena", [1e9], [(16, 1), (32, 1), (24, 1)], recipe, corpus.sha256)
+    assert len(plans) == 3
+    need = {plans[0].key: 0.0, plans[1].key: 1e9, plans[2].key: 0.0}
+    limit = TimeLimit(3600, lambda plan: need[plan.key])
+    store = ResultsStore(tmp_path / "runs")
+    with pytest.raises(TimeLimitReached, match="1 of 3 runs left untrained"):
+        run_plans(plans, corpus, store, "cpu", "fp32", time_limit=limit)
+    assert [store.has(p.key) for p in plans] == [True, False, True]
+    assert limit.groups == 2
+
+
+@pytest.mark.parametrize("batch,budget", [(8, 3e10), (64, 1.2e11)])
+def test_the_estimate_is_near_the_measured_training_time(corpus_file, batch, budget):
+    """The probe's estimate of a run against the run itself (training plus a small
+    validation), within a factor of three, at a batch the CPU probe takes whole and at one it
+    cuts to 2,048 tokens and scales; the probe leaves the global generator as it was."""
+    corpus = file_corpus(corpus_file)
+    recipe = Recipe(seq_len=64, batch_size=batch, eval_tokens=64)
+    (plan,) = plan_runs("hyena", [budget], [(64, 2)], recipe, corpus.sha256, min_steps=1)
+    state = torch.random.get_rng_state()
+    estimate = plan_seconds([plan], torch.device("cpu"), "fp32")[plan.key]
+    assert torch.equal(state, torch.random.get_rng_state())
+    train, val = (torch.from_numpy(a.astype(np.int64)) for a in corpus.splits())
+    started = time.perf_counter()
+    measured = train_run(plan, train, val, torch.device("cpu"))["seconds"]
+    assert measured <= time.perf_counter() - started
+    assert plan.steps >= 30 and measured / 3 <= estimate <= 3 * measured, (estimate, measured)
