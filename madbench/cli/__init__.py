@@ -68,6 +68,17 @@ CHANNEL_HELP = ("Channel mixer of the standard model (a single sequence mixer on
                 "(default), moe, mlp, or a plugin's channel mixer.")
 
 
+def time_limit_option(unit: str, units: str, by: str, extra: str = ""):
+    """``--time-limit DURATION`` (eval, scaling run): start no ``unit`` (plural ``units``)
+    that would not finish in time, ``by`` what estimate; parsed by
+    ``madbench.time_limit.parse_duration``."""
+    return click.option("--time-limit", "time_limit_text", default=None, metavar="DURATION",
+                        help=f"Start no {unit} that would not finish within DURATION of the "
+                        f"command's start (500, 90s, 8m, 2.5h), by {by} corrected by the "
+                        f"{units} trained so far; exit 4 with the runs left, which the same "
+                        f"command resumes.{extra}")
+
+
 class FiniteFloat(click.FloatRange):
     """``click.FloatRange`` that also refuses nan and inf (which compare False against any
     bound, so a range alone lets them through)."""

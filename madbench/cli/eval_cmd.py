@@ -16,7 +16,7 @@ from ..records import group_records
 from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, limit_line, plural
-from . import CHANNEL_HELP, FiniteFloat
+from . import CHANNEL_HELP, FiniteFloat, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench eval --help` starts fast.
@@ -203,11 +203,7 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help="Groups of runs trained at once on each GPU.")
-@click.option("--time-limit", "time_limit_text", default=None, metavar="DURATION",
-              help="Start no group of runs that would not finish within DURATION of the "
-              "command's start (500, 90s, 8m, 2.5h), by its estimated time corrected by the "
-              "groups trained so far; exit 4 with the runs left, which the same command "
-              "resumes. Local executor only.")
+@time_limit_option("group of runs", "groups", "its estimated time", " Local executor only.")
 @click.option("--no-progress", is_flag=True, help="No progress bar, and no line per finished "
               "run when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
@@ -261,10 +257,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     with _Progress(enabled=not no_progress) as progress:
         try:
             results = evaluation.run(progress, limit)
-        except TimeLimitReached as stop:      # a planned stop, not an error: no "Error:"
-            click.echo(progress.summary(), err=True)
-            click.echo(str(stop), err=True)
-            click.get_current_context().exit(stop.exit_code)
+        except TimeLimitReached as stop:
+            progress.stop(stop)
     if estimate.pending:
         click.echo(progress.summary(), err=True)
     if output:

@@ -98,6 +98,13 @@ class RunProgress:
         if self.enabled and not self.live:
             click.echo(f"[{self.done}/{self.total}] {text}", err=True)
 
+    def stop(self, reached) -> None:
+        """End the command at ``--time-limit`` (``TimeLimitReached``): the summary and the
+        runs left on stderr, its exit code; a planned stop, not an error (no "Error:")."""
+        click.echo(self.summary(), err=True)
+        click.echo(str(reached), err=True)
+        click.get_current_context().exit(reached.exit_code)
+
     def summary(self) -> str:
         trained = self.done - self.stored
         text = f"trained {plural(trained, 'run')} in {duration(time.monotonic() - self.started)}"

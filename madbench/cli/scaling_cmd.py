@@ -14,7 +14,7 @@ from tabulate import tabulate
 from ..errors import UsageError, warn
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, duration, limit_line, plural
-from . import FiniteFloat
+from . import FiniteFloat, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench scaling --help` starts fast.
@@ -171,11 +171,7 @@ class _Progress(RunProgress):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
-@click.option("--time-limit", "time_limit_text", default=None, metavar="DURATION",
-              help="Start no run that would not finish within DURATION of the command's "
-              "start (500, 90s, 8m, 2.5h), by a few steps of each model timed first, "
-              "corrected by the runs trained so far; exit 4 with the runs left, which the "
-              "same command resumes.")
+@time_limit_option("run", "runs", "a few steps of each model timed first,")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop (with --time-limit: "
               "after timing the steps and saying how many runs fit).")
 def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
@@ -243,10 +239,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     with _Progress() as progress:
         try:
             trained = run_plans(plans, data, store, device, precision, progress, limit)
-        except TimeLimitReached as stop:      # a planned stop, not an error: no "Error:"
-            click.echo(progress.summary(), err=True)
-            click.echo(str(stop), err=True)
-            click.get_current_context().exit(stop.exit_code)
+        except TimeLimitReached as stop:
+            progress.stop(stop)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
 
