@@ -447,3 +447,28 @@ def test_the_graphed_engines_sync_debug_warning_is_not_printed_by_the_cli():
                          check=True)
     assert "Synchronization debug mode" not in out.stderr
     assert "another warning" in out.stderr          # other warnings still show
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("command,target", [
+    (["eval", "--arch", "hyena", *TINY], "madbench.evaluator.Evaluation.run"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e8", "--sizes", "16x1",
+      "--seq-len", "16", "--batch-size", "4", "--device", "cpu"],
+     "madbench.scaling.runs.train_run"),
+    (["tasks", "list"], "madbench.cli.tasks_cmd.all_tasks")])
+def test_an_interrupt_exits_130_and_says_whether_the_command_resumes(tmp_path, monkeypatch,
+                                                                     command, target):
+    """Ctrl-C mid-training: exit 130, one line; the commands that store runs as they finish
+    (eval, scaling run) add that the same command resumes, any other command does not."""
+    monkeypatch.setattr(target, _interrupt)
+    res = CliRunner().invoke(main, [*command, *(["--run-dir", str(tmp_path)]
+                                                if "--arch" in command else [])])
+    assert res.exit_code == 130
+    last = res.output.strip().splitlines()[-1]
+    if "--arch" in command:
+        assert last == "Interrupted. Finished runs are kept; the same command resumes."
+    else:
+        assert last == "Interrupted."

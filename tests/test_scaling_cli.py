@@ -173,3 +173,14 @@ def test_a_corpus_without_a_validation_sequence_is_refused_before_training(tmp_p
     assert "its validation split (0 tokens) is shorter than one sequence of 17" in res.output
     assert not list((tmp_path / "run").glob("records/*.parquet"))
     assert "step" not in res.output.lower().split("error")[0]       # nothing trained first
+
+
+def test_run_help_names_every_family_and_the_ratio_refusal_every_striped_one():
+    from madbench.scaling.shapes import FAMILIES, get_family
+    from madbench.errors import UsageError
+    text = next(p.help for p in scaling_group.commands["run"].params if p.name == "arch")
+    assert [name for name in FAMILIES if f"{name}," not in text and f"{name})" not in text] == []
+    with pytest.raises(UsageError) as refused:
+        get_family("hyena", False, None, "1:3")
+    striped = [name for name, f in FAMILIES.items() if f.name.startswith("striped-")]
+    assert len(striped) == 5 and all(f"{name}," in str(refused.value) for name in striped)

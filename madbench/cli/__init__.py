@@ -1,9 +1,10 @@
 """The ``madbench`` command line. Each command group lives in its own module, imported only
 when its command runs (so that ``madbench --help`` does not import torch).
 
-Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check, 4 runs left by
-``--time-limit`` (``eval``, ``scaling run``), 130 interrupted. Every error is one line on
-stderr; an unexpected exception too (its traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
+Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check (or an invalid
+submission), 4 runs left by ``--time-limit`` (``eval``, ``scaling run``), 130 interrupted, 141
+the output's reader gone. Every error is one line on stderr; an unexpected exception too (its
+traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
 """
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ COMMANDS = {
     "tasks": ("tasks_cmd", "tasks_group",
               "The MAD tasks: list their settings, show decoded examples, export data."),
 }
+
+
+_RESUMES = "madbench.resumes"
+
+
+def resumes() -> None:
+    """Mark the running command as one that stores runs as they finish and resumes (eval,
+    scaling run): an interrupt says so."""
+    click.get_current_context().meta[_RESUMES] = True
 
 
 #: the help of ``--channel`` (eval, arch describe, check)
@@ -139,9 +149,8 @@ class MadbenchGroup(click.Group):
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            resumes = ctx.invoked_subcommand == "eval"
             click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
-                                         if resumes else ""), err=True)
+                                         if ctx.meta.get(_RESUMES) else ""), err=True)
             ctx.exit(130)
         except BrokenPipeError:               # `madbench ... | head`: the reader has gone
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -16,7 +16,7 @@ from ..records import group_records
 from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, limit_line, plural
-from . import CHANNEL_HELP, FiniteFloat, time_limit_option
+from . import CHANNEL_HELP, FiniteFloat, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench eval --help` starts fast.
@@ -217,6 +217,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     (setting, lr, weight decay, seed) run not yet stored in --run-dir, and prints per-task
     scores (exit 4 instead when --time-limit left runs untrained)."""
     started = time.monotonic()
+    resumes()
     from ..evaluator import prepare
     from ..sweep import parse_settings
     from ..time_limit import TimeLimitReached, parse_duration, require_local

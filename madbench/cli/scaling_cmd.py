@@ -14,7 +14,7 @@ from tabulate import tabulate
 from ..errors import UsageError, warn
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, duration, limit_line, plural
-from . import FiniteFloat, time_limit_option
+from . import FiniteFloat, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench scaling --help` starts fast.
@@ -130,7 +130,7 @@ class _Progress(RunProgress):
 
 @scaling_group.command("run")
 @click.option("--arch", required=True, help="Scaling family (transformer++, hyena, mh-hyena, "
-              "striped-hyena, mamba, striped-mamba, striped-hyena-moe, "
+              "striped-hyena, striped-mh-hyena, mamba, striped-mamba, striped-hyena-moe, "
               "striped-hyena-experts-moe), or a sequence mixer (registered or "
               "pkg.module:Class) to scale with SwiGLU.")
 @click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
@@ -179,6 +179,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
             eval_tokens, seed, min_steps, device, precision, time_limit_text, dry_run):
     """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
     started = time.monotonic()
+    resumes()
     from ..time_limit import TimeLimitReached, parse_duration
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
     from ..scaling.corpus import load_corpus

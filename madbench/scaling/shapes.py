@@ -157,8 +157,8 @@ def with_attention_ratio(family: Family, ratio: str | float | Fraction) -> Famil
     name of its own (``striped-hyena-1to11``) so that records and frontiers do not mix."""
     share = ratio if isinstance(ratio, Fraction) else parse_attention_ratio(str(ratio))
     if family.attention_share in (0.0, 1.0):
-        raise UsageError(f"--attention-ratio applies to striped families (striped-hyena, "
-                         f"striped-mamba, striped-hyena-moe, striped-hyena-experts-moe, or a "
+        striped = ", ".join(name for name, f in FAMILIES.items() if 0 < f.attention_share < 1)
+        raise UsageError(f"--attention-ratio applies to striped families ({striped}, or a "
                          f"mixer with --striped), not {family.name!r}")
     if share == 1:
         raise UsageError("an attention ratio of 1 leaves no other sequence mixer; use "
