@@ -40,6 +40,23 @@ STALE_SECONDS = 6 * 3600
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
+def write_table(table: pa.Table, path: Path, prefix: str) -> None:
+    """Write ``table`` to ``path`` as Parquet atomically: a temporary file of its own beside
+    it (``prefix``, then random), fsync, rename; nothing is left when the write fails."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".parquet", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600 would hide it from the group
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def run_key(arch_hash: str, setting_hash: str, protocol_hash: str, lr: float,
             weight_decay: float, seed: int, madbench_version: str) -> str:
     """The content key of one run: everything that determines its outcome."""
@@ -78,24 +95,13 @@ class ResultsStore:
         key = record["run_key"]
         if self.has(key):
             return
-        table = pa.Table.from_pylist([encode_row(record)])
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_HOST}-{os.getpid()}-",
-                                       suffix=".parquet", dir=self.dir)
-            os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600 would hide it from the group
-            with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path(key))
+            write_table(pa.Table.from_pylist([encode_row(record)]), self.path(key),
+                        f"{TMP_PREFIX}{_HOST}-{os.getpid()}-")
         except OSError as exc:
             raise MadbenchError(f"cannot write the record of run {key} under {self.dir}: "
                                 f"{exc.strerror or exc}; the runs stored so far are kept"
                                 ) from None
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The stored record of run ``key``, or None when there is none that reads."""

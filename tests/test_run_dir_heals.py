@@ -144,3 +144,46 @@ def test_two_concurrent_sweeps_on_one_run_directory_train_each_run_once(tmp_path
     assert len(set(trained)) == 2                       # the work was shared
     records = ResultsStore(tmp_path).records()
     assert sorted(r["run_key"] for r in records) == sorted(j.key for j in jobs)
+
+
+def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tmp_path,
+                                                                              monkeypatch):
+    """As for sweeps: two ``run_plans`` on one run directory split its runs (claims), every
+    run stored once, the table beside them whole."""
+    import numpy as np
+    from madbench.scaling import runs
+    from madbench.scaling.corpus import file_corpus
+    path = tmp_path / "noise.dat"
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8)))
+    corpus = file_corpus(path)
+    plans = runs.plan_runs("hyena", [1e9, 2e9], [(16, 1), (24, 1)],
+                           runs.Recipe(seq_len=16, batch_size=4, eval_tokens=256), corpus.sha256)
+    assert len(plans) == 4
+    trained = []
+    real_train = runs.train_run
+
+    def counting_train(*args, **kwargs):
+        trained.append(threading.get_ident())
+        time.sleep(0.2)                                 # make the two overlap
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "train_run", counting_train)
+    counts, errors = [], []
+
+    def one():
+        try:
+            counts.append(runs.run_plans(plans, corpus, ResultsStore(tmp_path / "r"), "cpu"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert len(trained) == 4 == sum(counts) and len(set(trained)) == 2
+    keys = sorted(p.key for p in plans)
+    assert sorted(r["run_key"] for r in ResultsStore(tmp_path / "r").records()) == keys
+    assert sorted(runs.read_runs(tmp_path / "r" / "isoflop.parquet")[i]["run_key"]
+                  for i in range(4)) == keys

@@ -122,10 +122,14 @@ class _Progress(RunProgress):
             self.describe(f"{self.current} step {info['step']}/{info['steps']} "
                           f"loss {info['loss']:.3f}")
         elif event == "done":
-            self.advance()
             p = info["plan"]
-            self.log(f"{p.family} {p.width}x{p.depth} C={p.budget:.3g}: {p.steps} steps, "
-                     f"loss {info['loss']:.4f}")
+            what = f"{p.family} {p.width}x{p.depth} C={p.budget:.3g}"
+            self.advance()
+            if info["loss"] is None:      # another process sharing the run directory
+                self.stored += 1
+                self.log(f"{what}: stored by another process")
+            else:
+                self.log(f"{what}: {p.steps} steps, loss {info['loss']:.4f}")
 
 
 @scaling_group.command("run")

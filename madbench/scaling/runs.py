@@ -35,6 +35,7 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
+from ..claims import claim
 from ..cuda_graphs import (CaptureError, adamw, capture_enabled, capture_step,
                            warn_uncapturable)
 from ..errors import UsageError
@@ -42,7 +43,7 @@ from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
-from ..store import ResultsStore, encode_row
+from ..store import ResultsStore, encode_row, write_table
 from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
 from .corpus import Corpus
@@ -401,9 +402,12 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
               device: str = "auto", precision: str = "auto",
               progress: ProgressFn | None = None, time_limit: TimeLimit | None = None) -> int:
     """Train every plan not yet in ``store``; returns how many were trained. Rewrites
-    ``isoflop.parquet`` beside the records after each run. With ``time_limit`` (its estimate
-    taking a plan: ``madbench.scaling.estimate``), a run that would not finish in time is not
-    started, later shorter ones may be, and ``TimeLimitReached`` says how many are left."""
+    ``isoflop.parquet`` beside the records after each run. Each run is trained holding its
+    claim (``madbench.claims``): processes sharing a run directory train each run once, a run
+    another process holds is left for the end and then waited for. With ``time_limit`` (its
+    estimate taking a plan: ``madbench.scaling.estimate``), a run that would not finish in
+    time is not started, later shorter ones may be, a run another process holds is not waited
+    for, and ``TimeLimitReached`` says how many are left."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     todo = [p for p in plans if not store.has(p.key)]
@@ -426,29 +430,50 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
     train = torch.from_numpy(train_np).to(dev)
     val = torch.from_numpy(val_np).to(dev)
     prov = provenance(dev)
-    left = []
-    for plan in todo:
-        if time_limit is not None and not time_limit.fits(plan):
-            left.append(plan)
-            continue
+
+    def on_step(step, steps, loss):
         if progress:
-            progress("run", {"plan": plan})
+            progress("step", {"step": step, "steps": steps, "loss": loss})
 
-        def on_step(step, steps, loss):
+    def train_claimed(plan: RunPlan, wait: bool) -> int | None:
+        """Train ``plan`` holding its claim: 1 if trained here, 0 if another process stored
+        it, None if another process holds it and ``wait`` is False."""
+        with claim(store.root, f"scaling-{plan.key}", wait) as held:
+            if not held:
+                return None
+            if store.has(plan.key):
+                if progress:
+                    progress("done", {"plan": plan, "loss": None})
+                return 0
             if progress:
-                progress("step", {"step": step, "steps": steps, "loss": loss})
-
-        started = time.monotonic()
-        result = train_run(plan, train, val, dev, precision, on_step)
-        store.append(record_for(plan, corpus, result, dev, precision, prov))
-        export_table(store, store.root / "isoflop.parquet")
+                progress("run", {"plan": plan})
+            started = time.monotonic()
+            result = train_run(plan, train, val, dev, precision, on_step)
+            store.append(record_for(plan, corpus, result, dev, precision, prov))
+            with claim(store.root, "isoflop-table"):     # the last writer reads every record
+                export_table(store, store.root / "isoflop.parquet")
         if time_limit is not None:
             time_limit.trained(plan, time.monotonic() - started, result["seconds"])
         if progress:
             progress("done", {"plan": plan, "loss": result["loss"]})
-    if left:
+        return 1
+
+    trained, held_elsewhere = 0, []
+    for plan in todo:
+        if time_limit is not None and not time_limit.fits(plan):
+            continue
+        n = train_claimed(plan, wait=False)
+        if n is None:
+            held_elsewhere.append(plan)
+        else:
+            trained += n
+    if time_limit is None:             # with a limit, not: the holder may take any time
+        for plan in held_elsewhere:
+            trained += train_claimed(plan, wait=True)
+    left = [plan for plan in todo if not store.has(plan.key)]
+    if left and time_limit is not None:
         raise time_limit.stopped(left, len(left), len(plans), "run", store.root)
-    return len(todo)
+    return trained
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -459,12 +484,9 @@ def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
 def export_table(store: ResultsStore, path: str | Path) -> Path:
     """All scaling records of ``store`` as one Parquet table (JSON columns as text)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     rows = [encode_row(r) for r in scaling_records(store)]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    tmp.replace(path)
+    path = Path(path)            # atomic, and safe with processes sharing the folder
+    write_table(pa.Table.from_pylist(rows), path, f".{path.name}.")
     return path
 
 
