@@ -109,6 +109,34 @@ def test_a_claim_is_exclusive_and_dies_with_its_holder(tmp_path):
         assert held
 
 
+def twice_at_once(monkeypatch, module, name: str, pause: float, work):
+    """Run ``work()`` in two threads at once, ``module.name`` (what trains) wrapped to note
+    the calling thread and pause first so that the two overlap; returns the threads of the
+    calls and what each ``work()`` returned."""
+    trained, counts, errors = [], [], []
+    real = getattr(module, name)
+
+    def counting(*args, **kwargs):
+        trained.append(threading.get_ident())
+        time.sleep(pause)
+        return real(*args, **kwargs)
+
+    def one():
+        try:
+            counts.append(work())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    monkeypatch.setattr(module, name, counting)
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    return trained, counts
+
+
 def test_two_concurrent_sweeps_on_one_run_directory_train_each_run_once(tmp_path,
                                                                         monkeypatch):
     spec = resolve_architecture("mh-attention")
@@ -116,30 +144,8 @@ def test_two_concurrent_sweeps_on_one_run_directory_train_each_run_once(tmp_path
                                       "max_test": "16"})
     tasks = [get_task("memorization"), get_task("in-context-recall")]
     jobs = plan(spec, tasks, protocol, [0, 1])          # 4 groups of 2 runs
-    trained = []
-    real_train = sweep.train
-
-    def counting_train(*args, **kwargs):
-        trained.append(threading.get_ident())
-        time.sleep(0.05)                                # make the sweeps overlap
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(sweep, "train", counting_train)
-    counts, errors = [], []
-
-    def one_sweep():
-        try:
-            counts.append(run_sweep(spec, jobs, protocol, ResultsStore(tmp_path), "cpu",
-                                    engine="plain"))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one_sweep) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
+    trained, counts = twice_at_once(monkeypatch, sweep, "train", 0.05, lambda: run_sweep(
+        spec, jobs, protocol, ResultsStore(tmp_path), "cpu", engine="plain"))
     assert len(trained) == len(jobs) == 8 == sum(counts)
     assert len(set(trained)) == 2                       # the work was shared
     records = ResultsStore(tmp_path).records()
@@ -159,29 +165,8 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
     plans = runs.plan_runs("hyena", [1e9, 2e9], [(16, 1), (24, 1)],
                            runs.Recipe(seq_len=16, batch_size=4, eval_tokens=256), corpus.sha256)
     assert len(plans) == 4
-    trained = []
-    real_train = runs.train_run
-
-    def counting_train(*args, **kwargs):
-        trained.append(threading.get_ident())
-        time.sleep(0.2)                                 # make the two overlap
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(runs, "train_run", counting_train)
-    counts, errors = [], []
-
-    def one():
-        try:
-            counts.append(runs.run_plans(plans, corpus, ResultsStore(tmp_path / "r"), "cpu"))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
+    trained, counts = twice_at_once(monkeypatch, runs, "train_run", 0.2, lambda: runs.run_plans(
+        plans, corpus, ResultsStore(tmp_path / "r"), "cpu"))
     assert len(trained) == 4 == sum(counts) and len(set(trained)) == 2
     keys = sorted(p.key for p in plans)
     assert sorted(r["run_key"] for r in ResultsStore(tmp_path / "r").records()) == keys
