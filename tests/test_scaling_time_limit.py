@@ -1,6 +1,6 @@
 """``madbench scaling run --time-limit``: runs that would not finish are not started, the
 command exits 4 with the runs left and resumes; the step estimate against a run's own
-measured training time."""
+measured training time; ``--no-progress``."""
 import time
 
 import numpy as np
@@ -101,3 +101,13 @@ def test_the_estimate_is_near_the_measured_training_time(corpus_file, batch, bud
     measured = train_run(plan, train, val, torch.device("cpu"))["seconds"]
     assert measured <= time.perf_counter() - started
     assert plan.steps >= 30 and measured / 3 <= estimate <= 3 * measured, (estimate, measured)
+
+
+def test_no_progress_drops_the_line_per_run(corpus_file, tmp_path):
+    logged = _run(corpus_file, tmp_path / "a")
+    quiet = _run(corpus_file, tmp_path / "b", "--no-progress")
+    assert logged.exit_code == quiet.exit_code == 0
+    assert [line[:5] for line in logged.output.splitlines() if line.startswith("[")] == [
+        "[1/2]", "[2/2]"]
+    assert quiet.output.strip().splitlines() == [logged.output.strip().splitlines()[-1].replace(
+        str(tmp_path / "a"), str(tmp_path / "b"))]

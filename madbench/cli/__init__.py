@@ -78,6 +78,11 @@ CHANNEL_HELP = ("Channel mixer of the standard model (a single sequence mixer on
                 "(default), moe, mlp, or a plugin's channel mixer.")
 
 
+#: ``--no-progress`` (eval, scaling run)
+no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bar, and no "
+                                  "line per finished run when stderr is not a terminal.")
+
+
 def time_limit_option(unit: str, units: str, by: str, extra: str = ""):
     """``--time-limit DURATION`` (eval, scaling run): start no ``unit`` (plural ``units``)
     that would not finish in time, ``by`` what estimate; parsed by

@@ -16,7 +16,7 @@ from ..records import group_records
 from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, compact, duration, limit_line, plural
-from . import CHANNEL_HELP, FiniteFloat, resumes, time_limit_option
+from . import CHANNEL_HELP, FiniteFloat, no_progress_option, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench eval --help` starts fast.
@@ -204,8 +204,7 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help="Groups of runs trained at once on each GPU.")
 @time_limit_option("group of runs", "groups", "its estimated time", " Local executor only.")
-@click.option("--no-progress", is_flag=True, help="No progress bar, and no line per finished "
-              "run when stderr is not a terminal.")
+@no_progress_option
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
                  overrides, seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,

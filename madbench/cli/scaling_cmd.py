@@ -14,7 +14,7 @@ from tabulate import tabulate
 from ..errors import UsageError, warn
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, duration, limit_line, plural
-from . import FiniteFloat, resumes, time_limit_option
+from . import FiniteFloat, no_progress_option, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
 # use them, so that `madbench scaling --help` starts fast.
@@ -176,11 +176,13 @@ class _Progress(RunProgress):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
 @time_limit_option("run", "runs", "a few steps of each model timed first,")
+@no_progress_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop (with --time-limit: "
               "after timing the steps and saying how many runs fit).")
 def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
             vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
-            eval_tokens, seed, min_steps, device, precision, time_limit_text, dry_run):
+            eval_tokens, seed, min_steps, device, precision, time_limit_text, no_progress,
+            dry_run):
     """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
     started = time.monotonic()
     resumes()
@@ -241,7 +243,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     if dry_run:
         return
     store = ResultsStore(run_dir)
-    with _Progress() as progress:
+    with _Progress(enabled=not no_progress) as progress:
         try:
             trained = run_plans(plans, data, store, device, precision, progress, limit)
         except TimeLimitReached as stop:
