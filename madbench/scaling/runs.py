@@ -15,7 +15,8 @@ The loss of a run is the mean cross-entropy in nats per token (per byte for byte
 the validation split (a fixed set of windows, ``eval_tokens`` tokens), after training.
 
 Records go to ``RUN_DIR/records/`` through :class:`madbench.store.ResultsStore` (one Parquet
-file per run, keyed by a content hash), so an interrupted ``madbench scaling run`` resumes;
+file per run, keyed by a content hash), so an interrupted ``madbench scaling run`` resumes, and
+processes sharing the directory split its runs (a claim per run, ``madbench.claims``);
 ``RUN_DIR/isoflop.parquet`` is rewritten after every run with all of them as one table.
 """
 from __future__ import annotations
