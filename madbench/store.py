@@ -40,12 +40,15 @@ STALE_SECONDS = 6 * 3600
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
-def write_table(table: pa.Table, path: Path, prefix: str) -> None:
-    """Write ``table`` to ``path`` as Parquet atomically: a temporary file of its own beside
-    it (``prefix``, then random), fsync, rename; nothing is left when the write fails."""
+def write_table(table: pa.Table, path: Path, folder: Path | None = None) -> None:
+    """Write ``table`` to ``path`` as Parquet atomically: a temporary file of its own in
+    ``folder`` (default: beside ``path``; on the same file system), named by host and process
+    so that ``heal`` removes it once its writer is gone, fsync, rename; nothing is left when
+    the write fails."""
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".parquet", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_HOST}-{os.getpid()}-",
+                                   suffix=".parquet", dir=folder or path.parent)
         os.fchmod(fd, 0o666 & ~_umask())     # mkstemp's 0600 would hide it from the group
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
@@ -96,8 +99,7 @@ class ResultsStore:
         if self.has(key):
             return
         try:
-            write_table(pa.Table.from_pylist([encode_row(record)]), self.path(key),
-                        f"{TMP_PREFIX}{_HOST}-{os.getpid()}-")
+            write_table(pa.Table.from_pylist([encode_row(record)]), self.path(key))
         except OSError as exc:
             raise MadbenchError(f"cannot write the record of run {key} under {self.dir}: "
                                 f"{exc.strerror or exc}; the runs stored so far are kept"

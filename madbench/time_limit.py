@@ -96,11 +96,15 @@ class TimeLimit:
         self.groups += 1
 
     def stopped(self, left: Sequence[Sequence], runs_left: int, runs: int, unit: str,
-                where) -> TimeLimitReached:
+                where, held: int = 0) -> TimeLimitReached:
         """The stop to raise when the ``left`` groups (``unit``: what one is called), holding
-        ``runs_left`` of ``runs`` runs, stayed untrained in run directory ``where``."""
+        ``runs_left`` of ``runs`` runs, stayed untrained in run directory ``where``, ``held``
+        of those groups by another process when the time ran out."""
         hint = ""
-        if not self.groups and not any(map(self.fits, left)):     # none trained, none fits
+        if held:
+            hint = (f"; {held:,} of them held by another process sharing the run directory, "
+                    "which may yet store them")
+        elif not self.groups and not any(map(self.fits, left)):     # none trained, none fits
             shortest = min(map(self.predict, left))
             figure = f"{shortest:,.0f}" if shortest >= 1 else f"{shortest:.2g}"
             hint = f"; no {unit} fitted: the shortest left needs about {figure} s by the estimate"

@@ -1,6 +1,7 @@
 """``madbench scaling run --time-limit``: runs that would not finish are not started, the
 command exits 4 with the runs left and resumes; the step estimate against a run's own
 measured training time; ``--no-progress``."""
+import threading
 import time
 
 import numpy as np
@@ -8,11 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from madbench.claims import claim
 from madbench.cli import MadbenchGroup
 from madbench.cli.scaling_cmd import scaling_group
 from madbench.scaling.corpus import file_corpus
 from madbench.scaling.estimate import plan_seconds
-from madbench.scaling.runs import Recipe, plan_runs, run_plans, train_run
+from madbench.scaling import runs as runs_module
+from madbench.scaling.runs import Recipe, plan_runs, read_runs, run_plans, train_run
 from madbench.store import ResultsStore
 from madbench.time_limit import TimeLimit, TimeLimitReached
 
@@ -83,6 +86,9 @@ def test_a_run_that_would_not_fit_is_skipped_and_a_later_one_trains(corpus_file,
         run_plans(plans, corpus, store, "cpu", "fp32", time_limit=limit)
     assert [store.has(p.key) for p in plans] == [True, False, True]
     assert limit.groups == 2
+    records = store.records()         # the limit learns training alone, validation apart
+    assert limit.measured == pytest.approx(sum(r["training_seconds"] for r in records))
+    assert all(0 < r["training_seconds"] < r["seconds"] for r in records)
 
 
 @pytest.mark.parametrize("batch,budget", [(8, 3e10), (64, 1.2e11)])
@@ -111,3 +117,65 @@ def test_no_progress_drops_the_line_per_run(corpus_file, tmp_path):
         "[1/2]", "[2/2]"]
     assert quiet.output.strip().splitlines() == [logged.output.strip().splitlines()[-1].replace(
         str(tmp_path / "a"), str(tmp_path / "b"))]
+
+
+def _two_plans(corpus_file):
+    corpus = file_corpus(corpus_file)
+    plans = plan_runs("hyena", [1e9], [(16, 1), (24, 1)],
+                      Recipe(seq_len=16, batch_size=4, eval_tokens=256), corpus.sha256)
+    assert len(plans) == 2
+    return corpus, plans
+
+
+def _held(store, plan, release_after: float | None):
+    """Hold ``plan``'s claim from another thread (a lock of its own, as another process has)
+    until released (``release_after`` seconds, or by the caller: the event returned)."""
+    release, taken = threading.Event(), threading.Event()
+
+    def hold():
+        with claim(store.root, f"scaling-{plan.key}"):
+            taken.set()
+            release.wait(release_after or 60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait()
+    return release, thread
+
+
+def test_a_run_another_process_holds_is_waited_for_while_time_is_left(corpus_file, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(runs_module, "HELD_POLL_SECONDS", 0.05)
+    corpus, plans = _two_plans(corpus_file)
+    store = ResultsStore(tmp_path / "held")           # held past the limit: named in the stop
+    release, thread = _held(store, plans[0], None)
+    started = time.monotonic()
+    with pytest.raises(TimeLimitReached, match=r"1 of 2 runs left untrained .*; 1 of them held "
+                       "by another process"):
+        run_plans(plans, corpus, store, "cpu", "fp32", time_limit=TimeLimit(1.5, lambda p: 0.0))
+    assert time.monotonic() - started >= 1.4          # it waited for the holder
+    assert [store.has(p.key) for p in plans] == [False, True]
+    release.set()
+    thread.join()
+    store = ResultsStore(tmp_path / "freed")          # released unstored: trained here
+    _, thread = _held(store, plans[0], 0.5)
+    assert run_plans(plans, corpus, store, "cpu", "fp32",
+                     time_limit=TimeLimit(3600, lambda p: 0.0)) == 2
+    thread.join()
+    assert all(store.has(p.key) for p in plans)
+
+
+def test_a_scaling_run_directory_heals_before_planning(corpus_file, tmp_path):
+    """A truncated record is moved aside and its run trained again; a temporary file whose
+    writer is gone is removed (as for a sweep)."""
+    from madbench.store import _HOST
+    corpus, plans = _two_plans(corpus_file)
+    store = ResultsStore(tmp_path / "r")
+    run_plans(plans, corpus, store, "cpu", "fp32")
+    broken = store.path(plans[0].key)
+    broken.write_bytes(broken.read_bytes()[:100])
+    stale = store.dir / f".tmp-{_HOST}-999999999-abc.parquet"     # no such process
+    stale.write_bytes(b"half a table")
+    assert run_plans(plans, corpus, store, "cpu", "fp32") == 1
+    assert not stale.exists() and len(list((tmp_path / "r" / "quarantine").iterdir())) == 1
+    assert len(read_runs(tmp_path / "r" / "isoflop.parquet")) == 2

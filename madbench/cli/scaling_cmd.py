@@ -257,19 +257,28 @@ def _time_limit(plans, run_dir, device, precision, seconds, started):
     ``run_dir`` (None when none is left), their steps timed on the device first; prints the
     estimate and how many runs fit."""
     from ..scaling.estimate import plan_seconds
+    from ..scaling.runs import pending_plans
     from ..store import ResultsStore
     from ..time_limit import TimeLimit
     from ..trainer import resolve_device, resolve_precision
     try:
-        stored = ResultsStore(run_dir, create=False).keys()
+        todo = pending_plans(plans, ResultsStore(run_dir, create=False))
     except UsageError:                   # no run directory yet: nothing stored
-        stored = set()
-    todo = [p for p in plans if p.key not in stored]
+        todo = list(plans)
     if not todo:
+        click.echo(f"nothing to train: all {plural(len(plans), 'run')} are stored in "
+                   f"{run_dir}", err=True)
         return None
     dev = resolve_device(device)
-    estimate = plan_seconds(todo, dev, resolve_precision(dev, precision))
-    limit = TimeLimit(seconds, lambda plan: estimate[plan.key], started)
+    precision = resolve_precision(dev, precision)
+    estimate = plan_seconds(todo, dev, precision)
+
+    def seconds_of(plan) -> float:      # a run left since (another process lost its record)
+        if plan.key not in estimate:
+            estimate.update(plan_seconds([plan], dev, precision))
+        return estimate[plan.key]
+
+    limit = TimeLimit(seconds, seconds_of, started)
     models = len({p.spec.hash for p in todo})
     click.echo(f"training {plural(len(todo), 'run')}: about {duration(sum(estimate.values()))} "
                f"on {dev}, from steps timed on {plural(models, 'model')}", err=True)

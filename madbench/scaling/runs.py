@@ -53,6 +53,7 @@ from .flops import architecture_flops
 from .shapes import LADDER, Family, attention_fraction, family_spec
 
 VOCAB_SIZE = 256
+HELD_POLL_SECONDS = 2.0   #: with a time limit, how often runs another process holds are polled
 STATE_SEQ_LEN = 8192   #: the paper measures state at sequence length 8k (Finding 8)
 REQUIRED_COLUMNS = ("arch", "params", "tokens", "flops", "loss")
 
@@ -351,8 +352,8 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
             on_step(min(period * every, plan.steps), plan.steps, loss)
 
     start = time.perf_counter()
-    (run,), _ = train_epochs(engine, random_windows(train, plan, every, device),
-                             -(-plan.steps // every), on_epoch=on_period)
+    (run,), training = train_epochs(engine, random_windows(train, plan, every, device),
+                                    -(-plan.steps // every), on_epoch=on_period)
     train_loss = run.epoch_loss
     val_loss = engine.evaluate([0])[0]["loss"]
     seconds = time.perf_counter() - start
@@ -370,7 +371,8 @@ def train_run(plan: RunPlan, train: torch.Tensor, val: torch.Tensor, device: tor
             "loss": val_loss, "bits_per_token": val_loss / math.log(2),
             "train_loss": train_loss, "diverged": not math.isfinite(train_loss),
             "fixed_state": fixed, "dynamic_state": dynamic,
-            "total_state_8k": fixed + dynamic_8k, "seconds": seconds}
+            "total_state_8k": fixed + dynamic_8k, "seconds": seconds,
+            "training_seconds": training}
 
 
 # -- driving ---------------------------------------------------------------------------------
@@ -402,16 +404,17 @@ def record_for(plan: RunPlan, corpus: Corpus, result: dict, device: torch.device
 def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
               device: str = "auto", precision: str = "auto",
               progress: ProgressFn | None = None, time_limit: TimeLimit | None = None) -> int:
-    """Train every plan not yet in ``store``; returns how many were trained. Rewrites
-    ``isoflop.parquet`` beside the records after each run. Each run is trained holding its
-    claim (``madbench.claims``): processes sharing a run directory train each run once, a run
-    another process holds is left for the end and then waited for. With ``time_limit`` (its
-    estimate taking a plan: ``madbench.scaling.estimate``), a run that would not finish in
-    time is not started, later shorter ones may be, a run another process holds is not waited
-    for, and ``TimeLimitReached`` says how many are left."""
+    """Train every plan not yet in ``store`` (``pending_plans``); returns how many were
+    trained. Rewrites ``isoflop.parquet`` beside the records after each run. Each run is
+    trained holding its claim (``madbench.claims``): processes sharing a run directory train
+    each run once, a run another process holds is left for the end and then waited for. With
+    ``time_limit`` (its estimate taking a plan: ``madbench.scaling.estimate``), a run that
+    would not finish in time is not started, later shorter ones may be, a run another process
+    holds is waited for only while time is left, and ``TimeLimitReached`` says how many are
+    left."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
-    todo = [p for p in plans if not store.has(p.key)]
+    todo = pending_plans(plans, store)
     if progress:
         progress("start", {"total": len(plans), "done": len(plans) - len(todo)})
     if not todo:
@@ -436,16 +439,18 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
         if progress:
             progress("step", {"step": step, "steps": steps, "loss": loss})
 
-    def train_claimed(plan: RunPlan, wait: bool) -> int | None:
-        """Train ``plan`` holding its claim: 1 if trained here, 0 if another process stored
-        it, None if another process holds it and ``wait`` is False."""
-        with claim(store.root, f"scaling-{plan.key}", wait) as held:
-            if not held:
-                return None
+    def attempt(plan: RunPlan, wait: bool) -> str:
+        """Train ``plan`` holding its claim: "trained"; "stored" by another process; "held"
+        by another process (``wait`` False); "late": it would not finish in time."""
+        with claim(store.root, f"scaling-{plan.key}", wait) as free:
+            if not free:
+                return "held"
             if store.has(plan.key):
                 if progress:
                     progress("done", {"plan": plan, "loss": None})
-                return 0
+                return "stored"
+            if time_limit is not None and not time_limit.fits(plan):
+                return "late"
             if progress:
                 progress("run", {"plan": plan})
             started = time.monotonic()
@@ -454,27 +459,33 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
             with claim(store.root, "isoflop-table"):     # the last writer reads every record
                 export_table(store, store.root / "isoflop.parquet")
         if time_limit is not None:
-            time_limit.trained(plan, time.monotonic() - started, result["seconds"])
+            time_limit.trained(plan, time.monotonic() - started, result["training_seconds"])
         if progress:
             progress("done", {"plan": plan, "loss": result["loss"]})
-        return 1
+        return "trained"
 
-    trained, held_elsewhere = 0, []
-    for plan in todo:
-        if time_limit is not None and not time_limit.fits(plan):
-            continue
-        n = train_claimed(plan, wait=False)
-        if n is None:
-            held_elsewhere.append(plan)
-        else:
-            trained += n
-    if time_limit is None:             # with a limit, not: the holder may take any time
-        for plan in held_elsewhere:
-            trained += train_claimed(plan, wait=True)
+    outcomes = [attempt(plan, wait=False) for plan in todo]
+    held = [plan for plan, outcome in zip(todo, outcomes) if outcome == "held"]
+    if time_limit is None:
+        outcomes += [attempt(plan, wait=True) for plan in held]
+        held = []
+    while held and time_limit.left() > 0:     # their holders may store them in time
+        time.sleep(min(HELD_POLL_SECONDS, max(time_limit.left(), 0.0)))
+        polled = [attempt(plan, wait=False) for plan in held]
+        outcomes += polled
+        held = [plan for plan, outcome in zip(held, polled) if outcome == "held"]
     left = [plan for plan in todo if not store.has(plan.key)]
     if left and time_limit is not None:
-        raise time_limit.stopped(left, len(left), len(plans), "run", store.root)
-    return trained
+        raise time_limit.stopped(left, len(left), len(plans), "run", store.root,
+                                 held=len(held))
+    return outcomes.count("trained")
+
+
+def pending_plans(plans: Sequence[RunPlan], store: ResultsStore) -> list[RunPlan]:
+    """The plans not yet stored, in order; the store healed first (an unreadable record moved
+    aside, so that its run counts as not stored, as for a sweep)."""
+    store.heal()
+    return [plan for plan in plans if not store.has(plan.key)]
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -486,8 +497,8 @@ def export_table(store: ResultsStore, path: str | Path) -> Path:
     """All scaling records of ``store`` as one Parquet table (JSON columns as text)."""
     import pyarrow as pa
     rows = [encode_row(r) for r in scaling_records(store)]
-    path = Path(path)            # atomic, and safe with processes sharing the folder
-    write_table(pa.Table.from_pylist(rows), path, f".{path.name}.")
+    path = Path(path)            # atomic; its temporary file where the store heals them
+    write_table(pa.Table.from_pylist(rows), path, store.dir)
     return path
 
 
