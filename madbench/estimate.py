@@ -113,9 +113,7 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
     first = group[0]
     eff = first.effective
     length = model_length(first.task, eff)     # what the model reads (e.g. 127 of 128)
-    batch = protocol.batch_size
-    if device.type != "cuda":
-        batch = max(1, min(batch, PROBE_TOKENS // length))
+    batch = probe_batch(protocol.batch_size, length, device)
     probe = replace(protocol, epochs=1, min_steps=0, eval_every_epoch=False,
                     early_stop_accuracy=None, batch_size=batch)
     chosen = choose_engine(engine, probe, device)
@@ -146,6 +144,12 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
         per_step = differenced(lambda n: timed(n, chosen), steps, warm)
     together = 1 if chosen == "plain" else len(configs)
     return per_step / together * protocol.batch_size / batch
+
+
+def probe_batch(batch: int, length: int, device: torch.device) -> int:
+    """The batch a probe times: ``batch`` on a GPU; on CPU at most ``PROBE_TOKENS`` tokens of
+    ``length`` (the caller scales the step back to ``batch``)."""
+    return batch if device.type == "cuda" else max(1, min(batch, PROBE_TOKENS // length))
 
 
 def differenced(timed: Callable[[int], float], steps: int = PROBE_STEPS,

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..estimate import PROBE_STEPS, PROBE_TOKENS, differenced
+from ..estimate import PROBE_STEPS, differenced, probe_batch
 from ..loop import train_epochs
 from .runs import RunPlan, random_windows, run_engine
 
@@ -23,9 +23,7 @@ def step_seconds(plan: RunPlan, device: torch.device, precision: str,
     1 and ``1 + steps`` steps timed (``differenced``); on CPU at most ``PROBE_TOKENS`` a step,
     scaled to the run's batch."""
     r = plan.recipe
-    batch = r.batch_size
-    if device.type != "cuda":
-        batch = max(1, min(batch, PROBE_TOKENS // r.seq_len))
+    batch = probe_batch(r.batch_size, r.seq_len, device)
     plan = replace(plan, recipe=replace(r, batch_size=batch))
     probe = replace(plan, steps=2 + steps)           # the learning-rate schedule's length
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
