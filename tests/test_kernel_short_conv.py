@@ -61,6 +61,25 @@ def test_kernel_matches_shifted_sums(K, C, L, bias, transposed, repeat):
     assert got[0].stride() == (C * padded_length(L), padded_length(L), 1)   # ops.rows' layout
 
 
+def test_kernel_reads_mambas_half_of_the_projection_in_place():
+    """Mamba convolves the first half of its (B, L, 2C) input projection, transposed: rows at
+    a stride of 2C. The gradient reaches that half only, and the other half's is zero."""
+    g = torch.Generator().manual_seed(7)
+    B, C, L = 2, 24, 19
+    proj = torch.randn(B, L, 2 * C, generator=g)
+    w, b = torch.randn(C, 4, generator=g), torch.randn(C, generator=g)
+    gy = torch.randn(B, C, L, generator=g)
+    want = grads(naive, proj[..., :C].transpose(1, 2).double(), w.double(), b.double(), gy.double())
+    p, w, b = (t.to(DEVICE).requires_grad_() for t in (proj, w, b))
+    xs, _ = p.chunk(2, dim=-1)
+    y = short_causal_conv(xs.transpose(1, 2), w, b, backend="triton")
+    y.backward(gy.to(DEVICE))
+    got = (y.detach(), p.grad[..., :C].transpose(1, 2), w.grad, b.grad)
+    for name, a, e in zip(("y", "grad x", "grad weight", "grad bias"), got, want):
+        torch.testing.assert_close(a.double().cpu(), e, atol=TOL * (1 + L * B), rtol=TOL, msg=name)
+    assert not p.grad[..., C:].any()
+
+
 def test_what_lies_past_the_length_changes_nothing():
     """Hostile layout: the output gradient is a view of rows padded past L (as ``ops.rows``
     lays them out) whose extra columns hold NaN. The backward kernel reads those columns (its

@@ -24,10 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops.selective_scan import selective_scan, selective_scan_naive  # noqa: F401
+from .ops.short_conv import short_causal_conv
 
 
 class Mamba(nn.Module):
-    """Mamba mixer: gated selective SSM with a causal depthwise short convolution."""
+    """Mamba mixer: gated selective SSM with a causal depthwise short convolution (the weights
+    of ``self.conv``, applied by ``ops.short_conv``: a Triton kernel on CUDA)."""
 
     def __init__(self, dim: int, d_state: int = 4, d_conv: int = 4, expand: float = 2,
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
@@ -60,9 +62,9 @@ class Mamba(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq_len = x.shape[1]
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        xs = self.conv(xs.transpose(1, 2))[..., :seq_len].transpose(1, 2)  # causal: drop the tail
+        # self.conv's first seq_len outputs (causal), read from the projection in place
+        xs = short_causal_conv(xs.transpose(1, 2), self.conv.weight, self.conv.bias).transpose(1, 2)
         xs = F.silu(xs)
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dtype = torch.promote_types(x.dtype, torch.float32)  # the scan runs in fp32 at least
