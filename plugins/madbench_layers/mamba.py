@@ -63,9 +63,10 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        # self.conv's first seq_len outputs (causal), read from the projection in place
-        xs = short_causal_conv(xs.transpose(1, 2), self.conv.weight, self.conv.bias).transpose(1, 2)
-        xs = F.silu(xs)
+        # self.conv's first seq_len outputs (causal), read from the projection in place; made
+        # channel-contiguous once, as x_proj and the scan read it (each would copy it)
+        xs = short_causal_conv(xs.transpose(1, 2), self.conv.weight, self.conv.bias)
+        xs = F.silu(xs).transpose(1, 2).contiguous()
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dtype = torch.promote_types(x.dtype, torch.float32)  # the scan runs in fp32 at least
         # The step bias is added after the projection, in fp32 (as mamba-ssm and mad-lab do):
