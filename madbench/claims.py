@@ -6,17 +6,21 @@ when its holder exits, however it exits (kill -9 included), so a claim never out
 process and nothing waits on a dead one. The lock files themselves stay (empty). On a
 filesystem without ``flock`` (some network filesystems), or a run directory where the claim
 cannot be made, the claim is granted: work may then be done twice, never lost (records are
-atomic and keyed by run).
+atomic and keyed by run). ``contend`` does a list of claimed work: what another process
+holds is left for the end, then waited for (or, under a time limit, polled while time is left).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 CLAIMS = ".claims"
+HELD = object()           #: what ``contend``'s attempt returns for work another process holds
+HELD_POLL_SECONDS = 2.0   #: under a time limit, how often held work is tried again
 
 
 @contextlib.contextmanager
@@ -41,3 +45,24 @@ def claim(run_dir: str | os.PathLike, name: str, wait: bool = True) -> Iterator[
         yield True
     finally:
         os.close(fd)                        # releases the lock
+
+
+def contend(items: Sequence, attempt: Callable, time_limit=None) -> list:
+    """Do ``items`` through ``attempt(item, wait)``, which holds the item's claim and returns
+    its outcome, or ``HELD`` when another process holds it and ``wait`` is False. Each is tried
+    without waiting first; the held ones are then waited for, or, under ``time_limit`` (a
+    ``madbench.time_limit.TimeLimit``: their holder may take any time), tried again every
+    ``HELD_POLL_SECONDS`` while time is left, and those still held then are kept as
+    ``time_limit.held``. Returns the outcomes other than ``HELD``."""
+    outcomes = [attempt(item, False) for item in items]
+    held = [item for item, outcome in zip(items, outcomes) if outcome is HELD]
+    outcomes = [outcome for outcome in outcomes if outcome is not HELD]
+    if time_limit is None:
+        return outcomes + [attempt(item, True) for item in held]
+    while held and time_limit.left() > 0:
+        time.sleep(min(HELD_POLL_SECONDS, max(time_limit.left(), 0.0)))
+        polled = [attempt(item, False) for item in held]
+        held = [item for item, outcome in zip(held, polled) if outcome is HELD]
+        outcomes += [outcome for outcome in polled if outcome is not HELD]
+    time_limit.held = held
+    return outcomes

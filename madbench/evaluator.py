@@ -139,8 +139,9 @@ class Evaluation:
         stored = {r["run_key"] for r in records}
         left = [job for job in self.jobs if job.key not in stored] if time_limit else []
         if left:
+            held = {job.key for group in time_limit.held for job in group}
             raise time_limit.stopped(group_jobs(left), len(left), len(self.jobs), "group",
-                                     self.run_dir)
+                                     self.run_dir, held=sum(job.key in held for job in left))
         keys = {job.key for job in self.jobs}
         return Results.from_records([r for r in records if r["run_key"] in keys],
                                     checks=self.checks)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .architecture import ArchitectureSpec
-from .claims import claim
+from .claims import HELD, claim, contend
 from .code_identity import run_version
 from .errors import UsageError, warn
 from .hashing import content_hash
@@ -268,8 +268,9 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     """Train every job not yet in the store, in this process; returns how many were trained.
     ``verdicts`` (which engines this architecture's steps fit, learnt while training) may be
     shared by several calls for one architecture, so that a refused capture is tried once.
-    With ``time_limit``, a group that would not finish in time is left untrained, and so is
-    a group another process holds (its holder may store it)."""
+    A group another process holds is left for the end, then waited for (``claims.contend``;
+    under ``time_limit``, only while time is left). With ``time_limit``, a group that would
+    not finish in time is left untrained."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     groups = pending_groups(jobs, store)
@@ -277,29 +278,17 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     if progress:
         progress("start", {"total": len(jobs), "done": len(jobs) - todo})
     verdicts = {} if verdicts is None else verdicts
-    trained, deferred = 0, []
 
     def train_one(group, wait):
-        if time_limit is not None and not time_limit.fits(group):
-            return 0
         started = time.monotonic()
         n = train_claimed(spec, group, protocol, store, dev, precision, checks, engine,
-                          progress, verdicts, wait)
+                          progress, verdicts, wait, time_limit)
         if n and time_limit is not None:
             time_limit.trained(group, time.monotonic() - started,
                                training_seconds(store, group))
-        return n
+        return HELD if n is None else n
 
-    for group in groups:             # groups another process holds are left for the end
-        n = train_one(group, wait=False)
-        if n is None:
-            deferred.append(group)
-        else:
-            trained += n
-    for group in deferred:           # wait for their holder; train what it did not store
-        if time_limit is None:       # (with a limit, not: the holder may take any time)
-            trained += train_one(group, wait=True)
-    return trained
+    return sum(contend(groups, train_one, time_limit))
 
 
 def training_seconds(store: ResultsStore, group: Sequence[Job]) -> float | None:
@@ -325,16 +314,19 @@ def group_claim(arch_hash: str, protocol: Protocol, group: Sequence[Job]) -> str
 def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                   store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
                   engine: str, progress: ProgressFn | None, verdicts: dict,
-                  wait: bool = True) -> int | None:
+                  wait: bool = True, time_limit: TimeLimit | None = None) -> int | None:
     """Holding the group's claim (``madbench.claims``), train its jobs that no process has
     stored yet; returns how many were trained, or None when another process holds the claim
-    and ``wait`` is False. Two processes on one run directory thus train each run once."""
+    and ``wait`` is False. Two processes on one run directory thus train each run once. With
+    ``time_limit``, jobs left that would not finish in time are not trained (0)."""
     with claim(store.root, group_claim(spec.hash, protocol, group), wait) as held:
         if not held:
             return None
         todo = [job for job in group if not store.has(job.key)]
         for _ in range(len(group) - len(todo) if progress else 0):   # stored by another
-            progress("done", {"accuracy": None})
+            progress("done", {"accuracy": None, "stored": True})
+        if todo and time_limit is not None and not time_limit.fits(todo):
+            return 0
         if todo:
             run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,
                       verdicts)

@@ -67,6 +67,7 @@ class TimeLimit:
         self.started = clock() if started is None else started
         self.measured = self.estimated = 0.0     #: training seconds of the groups so far
         self.overhead, self.groups = 0.0, 0      #: their seconds outside training
+        self.held: list = []     #: what another process held when the time ran out (claims.contend)
 
     def ratio(self) -> float:
         """Measured over estimated training seconds of the groups so far (1 before any)."""
@@ -99,7 +100,7 @@ class TimeLimit:
                 where, held: int = 0) -> TimeLimitReached:
         """The stop to raise when the ``left`` groups (``unit``: what one is called), holding
         ``runs_left`` of ``runs`` runs, stayed untrained in run directory ``where``, ``held``
-        of those groups by another process when the time ran out."""
+        of those runs in groups another process held when the time ran out."""
         hint = ""
         if held:
             hint = (f"; {held:,} of them held by another process sharing the run directory, "

@@ -326,17 +326,23 @@ def test_in_process_sweep_leaves_the_group_that_would_overrun(sweep, reference, 
     assert outcome(store) == reference
 
 
-def test_with_a_time_limit_a_group_another_process_holds_is_not_waited_for(sweep, tmp_path):
-    """Without a limit the sweep would wait for the holder; with one it leaves the group."""
-    from madbench.claims import claim
+def test_with_a_time_limit_a_group_another_process_holds_is_waited_for_while_time_is_left(
+        sweep, tmp_path, monkeypatch):
+    """Without a limit the sweep would wait for the holder as long as it takes; with one, only
+    until the limit, and the limit keeps the group still held then (for the stop's message)."""
+    from madbench import claims
     from madbench.sweep import group_claim, pending_groups
+    monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.05)
     spec, protocol, jobs = sweep
     store = ResultsStore(tmp_path)
     held = next(g for g in pending_groups(jobs, store) if g[0].seed == 1)
-    with claim(store.root, group_claim(spec.hash, protocol, held)):
+    limit = TimeLimit(3.0, lambda group: 0.0)
+    with claims.claim(store.root, group_claim(spec.hash, protocol, held)):
         assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain",
-                         time_limit=TimeLimit(1000, lambda group: 1.0)) == 2
+                         time_limit=limit) == 2
+        assert limit.left() <= 0                   # it waited until the limit
     assert {r["seed"] for r in store.records()} == {0}
+    assert limit.held == [held]
 
 
 def test_worker_pool_hands_out_only_what_fits_and_stops(sweep, reference, tmp_path):

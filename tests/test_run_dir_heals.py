@@ -10,6 +10,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
 from madbench import sweep
@@ -172,3 +173,84 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
     assert sorted(r["run_key"] for r in ResultsStore(tmp_path / "r").records()) == keys
     assert sorted(runs.read_runs(tmp_path / "r" / "isoflop.parquet")[i]["run_key"]
                   for i in range(4)) == keys
+
+
+def _tiny_evaluation(run_dir):
+    """The sweep of ``TINY`` (two tasks: two groups of two runs), as the library plans it."""
+    from madbench.evaluator import prepare
+    return prepare("mh-attention", tasks=["memorization", "in-context-recall"],
+                   protocol="smoke", overrides={"epochs": "1", "lrs": "0.001,0.0005",
+                                                "max_train": "32", "max_test": "16"},
+                   run_dir=run_dir, device="cpu", engine="plain")
+
+
+def _hold_group(ev, group, release_after, store_it=False):
+    """Hold ``group``'s claim from another thread (a lock of its own, as another process has),
+    training and storing it there first when ``store_it``, until ``release_after`` seconds or
+    the event returned is set."""
+    release, taken = threading.Event(), threading.Event()
+    ev.run_dir.mkdir(parents=True, exist_ok=True)      # as the other process made it
+
+    def hold():
+        name = sweep.group_claim(ev.spec.hash, ev.protocol, group)
+        with claim(ev.run_dir, name):
+            taken.set()
+            if store_it:          # once this process has trained the other group
+                keys = [j.key for j in ev.jobs if j not in group]
+                deadline = time.monotonic() + 120
+                while (not all(map(ResultsStore(ev.run_dir).has, keys))
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
+                sweep.run_group(ev.spec, group, ev.protocol, ResultsStore(ev.run_dir),
+                                torch.device("cpu"), "fp32", ev.checks, "plain")
+            release.wait(release_after or 60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait()
+    return release, thread
+
+
+def test_eval_under_a_time_limit_waits_for_a_group_another_process_holds(tmp_path,
+                                                                         monkeypatch):
+    """Held past the limit: the stop names the held runs (before, eval stopped at once and
+    said nothing of them); released unstored within the limit: trained here."""
+    from madbench import claims
+    from madbench.sweep import group_jobs
+    from madbench.time_limit import TimeLimit, TimeLimitReached
+    monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.05)
+    ev = _tiny_evaluation(tmp_path / "held")
+    first, second = group_jobs(ev.jobs)
+    release, thread = _hold_group(ev, first, None)
+    started = time.monotonic()
+    with pytest.raises(TimeLimitReached, match=r"2 of 4 runs left untrained .*; 2 of them held "
+                       "by another process"):
+        ev.run(time_limit=TimeLimit(2.0, lambda group: 0.0))
+    assert time.monotonic() - started >= 1.9                   # it waited for the holder
+    store = ResultsStore(ev.run_dir)
+    assert [store.has(j.key) for j in first + second] == [False, False, True, True]
+    release.set()
+    thread.join()
+    ev = _tiny_evaluation(tmp_path / "freed")
+    _, thread = _hold_group(ev, first, 0.5)
+    results = ev.run(time_limit=TimeLimit(3600, lambda group: 0.0))
+    thread.join()
+    assert set(results.task_scores) == {"memorization", "in-context-recall"}
+
+
+def test_eval_counts_runs_another_process_stored_as_stored_not_trained(tmp_path):
+    """The summary and the log line of a group that another process trained while this one
+    waited for it (before: "trained 4 runs")."""
+    from madbench.sweep import group_jobs
+    run_dir = tmp_path / "shared"
+    ev = _tiny_evaluation(run_dir)
+    first, _ = group_jobs(ev.jobs)
+    _, thread = _hold_group(ev, first, 0.1, store_it=True)
+    args = ["eval", "--arch", "mh-attention", "--tasks", "memorization,in-context-recall",
+            "--run-dir", run_dir, *[a for a in TINY if a != "--no-progress"]]
+    result = cli(*args)
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert "a run stored by another process" in result.output
+    assert "trained 2 runs in" in result.output and "2 already stored" in result.output
+    assert len(ResultsStore(run_dir).records()) == 4

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from madbench import claims
 from madbench.claims import claim
 from madbench.cli import MadbenchGroup
 from madbench.cli.scaling_cmd import scaling_group
 from madbench.scaling.corpus import file_corpus
 from madbench.scaling.estimate import plan_seconds
-from madbench.scaling import runs as runs_module
 from madbench.scaling.runs import Recipe, plan_runs, read_runs, run_plans, train_run
 from madbench.store import ResultsStore
 from madbench.time_limit import TimeLimit, TimeLimitReached
@@ -145,7 +145,7 @@ def _held(store, plan, release_after: float | None):
 
 def test_a_run_another_process_holds_is_waited_for_while_time_is_left(corpus_file, tmp_path,
                                                                      monkeypatch):
-    monkeypatch.setattr(runs_module, "HELD_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.05)
     corpus, plans = _two_plans(corpus_file)
     store = ResultsStore(tmp_path / "held")           # held past the limit: named in the stop
     release, thread = _held(store, plans[0], None)

@@ -72,13 +72,15 @@ class _Progress(RunProgress):
             self.describe(info["text"])
         elif event == "done":
             self.advance()
+            self.stored += bool(info.get("stored"))     # by another process: not trained here
             self.log(run_line(info))
 
 
 def run_line(info: dict) -> str:
     """A finished run in one line: ``memorization baseline lr=1e-3 wd=0 acc=0.998 41 s``."""
-    if info.get("task") is None:          # stored by a worker that died, or by Ray
-        return "a run stored by another worker" + (f" [{info['worker']}]" if "worker" in info
+    if info.get("task") is None:   # stored by another process, a worker that died, or Ray
+        who = "process" if info.get("stored") else "worker"
+        return f"a run stored by another {who}" + (f" [{info['worker']}]" if "worker" in info
                                                    else "")
     seed = f" seed={info['seed']}" if info.get("seed") else ""
     acc = "DIVERGED" if info.get("diverged") else f"acc={info['accuracy']:.3f}"

@@ -36,7 +36,7 @@ from torch import nn
 from .. import __version__
 from ..accounting import count_params, layer_state
 from ..architecture import ArchitectureSpec, mixer_kind
-from ..claims import claim
+from ..claims import HELD, claim, contend
 from ..cuda_graphs import (CaptureError, adamw, capture_enabled, capture_step,
                            warn_uncapturable)
 from ..errors import UsageError
@@ -53,7 +53,6 @@ from .flops import architecture_flops
 from .shapes import LADDER, Family, attention_fraction, family_spec
 
 VOCAB_SIZE = 256
-HELD_POLL_SECONDS = 2.0   #: with a time limit, how often runs another process holds are polled
 STATE_SEQ_LEN = 8192   #: the paper measures state at sequence length 8k (Finding 8)
 REQUIRED_COLUMNS = ("arch", "params", "tokens", "flops", "loss")
 
@@ -439,12 +438,12 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
         if progress:
             progress("step", {"step": step, "steps": steps, "loss": loss})
 
-    def attempt(plan: RunPlan, wait: bool) -> str:
-        """Train ``plan`` holding its claim: "trained"; "stored" by another process; "held"
+    def attempt(plan: RunPlan, wait: bool):
+        """Train ``plan`` holding its claim: "trained"; "stored" by another process; ``HELD``
         by another process (``wait`` False); "late": it would not finish in time."""
         with claim(store.root, f"scaling-{plan.key}", wait) as free:
             if not free:
-                return "held"
+                return HELD
             if store.has(plan.key):
                 if progress:
                     progress("done", {"plan": plan, "loss": None})
@@ -464,20 +463,11 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
             progress("done", {"plan": plan, "loss": result["loss"]})
         return "trained"
 
-    outcomes = [attempt(plan, wait=False) for plan in todo]
-    held = [plan for plan, outcome in zip(todo, outcomes) if outcome == "held"]
-    if time_limit is None:
-        outcomes += [attempt(plan, wait=True) for plan in held]
-        held = []
-    while held and time_limit.left() > 0:     # their holders may store them in time
-        time.sleep(min(HELD_POLL_SECONDS, max(time_limit.left(), 0.0)))
-        polled = [attempt(plan, wait=False) for plan in held]
-        outcomes += polled
-        held = [plan for plan, outcome in zip(held, polled) if outcome == "held"]
+    outcomes = contend(todo, attempt, time_limit)
     left = [plan for plan in todo if not store.has(plan.key)]
     if left and time_limit is not None:
         raise time_limit.stopped(left, len(left), len(plans), "run", store.root,
-                                 held=len(held))
+                                 held=len(time_limit.held))
     return outcomes.count("trained")
 
 
