@@ -51,18 +51,19 @@ def contend(items: Sequence, attempt: Callable, time_limit=None) -> list:
     """Do ``items`` through ``attempt(item, wait)``, which holds the item's claim and returns
     its outcome, or ``HELD`` when another process holds it and ``wait`` is False. Each is tried
     without waiting first; the held ones are then waited for, or, under ``time_limit`` (a
-    ``madbench.time_limit.TimeLimit``: their holder may take any time), tried again every
-    ``HELD_POLL_SECONDS`` while time is left, and those still held then are kept as
-    ``time_limit.held``. Returns the outcomes other than ``HELD``."""
+    ``madbench.time_limit.TimeLimit`` whose estimate takes an item: their holder may take any
+    time), tried again every ``HELD_POLL_SECONDS`` while one of them would still fit, and
+    those still held then are kept as ``time_limit.held``. Returns the outcomes other than
+    ``HELD``."""
     outcomes = [attempt(item, False) for item in items]
     held = [item for item, outcome in zip(items, outcomes) if outcome is HELD]
     outcomes = [outcome for outcome in outcomes if outcome is not HELD]
     if time_limit is None:
         return outcomes + [attempt(item, True) for item in held]
-    while held and time_limit.left() > 0:
+    while waiting := [item for item in held if time_limit.fits(item)]:
         time.sleep(min(HELD_POLL_SECONDS, max(time_limit.left(), 0.0)))
-        polled = [attempt(item, False) for item in held]
-        held = [item for item, outcome in zip(held, polled) if outcome is HELD]
-        outcomes += [outcome for outcome in polled if outcome is not HELD]
+        polled = dict(zip(map(id, waiting), (attempt(item, False) for item in waiting)))
+        outcomes += [outcome for outcome in polled.values() if outcome is not HELD]
+        held = [item for item in held if polled.get(id(item), HELD) is HELD]
     time_limit.held = held
     return outcomes

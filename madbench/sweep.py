@@ -318,14 +318,14 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
     """Holding the group's claim (``madbench.claims``), train its jobs that no process has
     stored yet; returns how many were trained, or None when another process holds the claim
     and ``wait`` is False. Two processes on one run directory thus train each run once. With
-    ``time_limit``, jobs left that would not finish in time are not trained (0)."""
+    ``time_limit``, a group that would not finish in time is not trained (0)."""
     with claim(store.root, group_claim(spec.hash, protocol, group), wait) as held:
         if not held:
             return None
         todo = [job for job in group if not store.has(job.key)]
         for _ in range(len(group) - len(todo) if progress else 0):   # stored by another
             progress("done", {"accuracy": None, "stored": True})
-        if todo and time_limit is not None and not time_limit.fits(todo):
+        if todo and time_limit is not None and not time_limit.fits(group):
             return 0
         if todo:
             run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,

@@ -329,7 +329,8 @@ def test_in_process_sweep_leaves_the_group_that_would_overrun(sweep, reference, 
 def test_with_a_time_limit_a_group_another_process_holds_is_waited_for_while_time_is_left(
         sweep, tmp_path, monkeypatch):
     """Without a limit the sweep would wait for the holder as long as it takes; with one, only
-    until the limit, and the limit keeps the group still held then (for the stop's message)."""
+    while the group would still fit, and the limit keeps the group still held then (for the
+    stop's message)."""
     from madbench import claims
     from madbench.sweep import group_claim, pending_groups
     monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.05)
@@ -340,7 +341,7 @@ def test_with_a_time_limit_a_group_another_process_holds_is_waited_for_while_tim
     with claims.claim(store.root, group_claim(spec.hash, protocol, held)):
         assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain",
                          time_limit=limit) == 2
-        assert limit.left() <= 0                   # it waited until the limit
+        assert not limit.fits(held)                # it waited until the group no longer fit
     assert {r["seed"] for r in store.records()} == {0}
     assert limit.held == [held]
 
