@@ -1,5 +1,6 @@
-"""Claims on the groups of a run directory, so that processes sharing one run directory
-share its work instead of each doing all of it.
+"""Claims on the runs of a run directory, so that processes sharing one run directory share
+its work instead of each doing all of it (a group of runs trained together holds the claims of
+all its runs: ``claim_all``).
 
 A claim is an exclusive ``flock`` on ``RUN_DIR/.claims/<name>.lock``. The kernel releases it
 when its holder exits, however it exits (kill -9 included), so a claim never outlives its
@@ -45,6 +46,22 @@ def claim(run_dir: str | os.PathLike, name: str, wait: bool = True) -> Iterator[
         yield True
     finally:
         os.close(fd)                        # releases the lock
+
+
+@contextlib.contextmanager
+def claim_all(run_dir: str | os.PathLike, names: Sequence[str], wait: bool = True
+              ) -> Iterator[bool]:
+    """Hold every claim of ``names`` (taken in sorted order, so that two holders of
+    overlapping sets never wait for each other in a cycle) for the ``with`` block. Yields True
+    when all are held; with ``wait=False``, False at once (holding none) when another process
+    holds any."""
+    with contextlib.ExitStack() as stack:
+        for name in sorted(set(names)):
+            if not stack.enter_context(claim(run_dir, name, wait)):
+                stack.close()
+                yield False
+                return
+        yield True
 
 
 def contend(items: Sequence, attempt: Callable, time_limit=None) -> list:

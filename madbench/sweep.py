@@ -11,10 +11,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .architecture import ArchitectureSpec
-from .claims import HELD, claim, contend
+from .claims import HELD, claim_all, contend
 from .code_identity import run_version
 from .errors import UsageError, warn
-from .hashing import content_hash
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -303,23 +302,16 @@ def training_seconds(store: ResultsStore, group: Sequence[Job]) -> float | None:
     return sum(plain) + max(together, default=0.0)
 
 
-def group_claim(arch_hash: str, protocol: Protocol, group: Sequence[Job]) -> str:
-    """The name of a group's claim: its architecture, protocol, setting and seed (the same in
-    every process, whatever each has already stored)."""
-    job = group[0]
-    return content_hash({"arch": arch_hash, "protocol": protocol.hash, "seed": job.seed,
-                         "setting": job.effective.hash})
-
-
 def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,
                   store: ResultsStore, dev: torch.device, precision: str, checks: dict | None,
                   engine: str, progress: ProgressFn | None, verdicts: dict,
                   wait: bool = True, time_limit: TimeLimit | None = None) -> int | None:
-    """Holding the group's claim (``madbench.claims``), train its jobs that no process has
-    stored yet; returns how many were trained, or None when another process holds the claim
-    and ``wait`` is False. Two processes on one run directory thus train each run once. With
-    ``time_limit``, a group that would not finish in time is not trained (0)."""
-    with claim(store.root, group_claim(spec.hash, protocol, group), wait) as held:
+    """Holding the claims of the group's runs (``madbench.claims``; a part of a split group
+    claims only its own, so that the parts train in parallel), train its jobs that no process
+    has stored yet; returns how many were trained, or None when another process holds one of
+    the claims and ``wait`` is False. Two processes on one run directory thus train each run
+    once. With ``time_limit``, a group that would not finish in time is not trained (0)."""
+    with claim_all(store.root, [job.key for job in group], wait) as held:
         if not held:
             return None
         todo = [job for job in group if not store.has(job.key)]

@@ -332,13 +332,13 @@ def test_with_a_time_limit_a_group_another_process_holds_is_waited_for_while_tim
     while the group would still fit, and the limit keeps the group still held then (for the
     stop's message)."""
     from madbench import claims
-    from madbench.sweep import group_claim, pending_groups
+    from madbench.sweep import pending_groups
     monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.05)
     spec, protocol, jobs = sweep
     store = ResultsStore(tmp_path)
     held = next(g for g in pending_groups(jobs, store) if g[0].seed == 1)
     limit = TimeLimit(3.0, lambda group: 0.0)
-    with claims.claim(store.root, group_claim(spec.hash, protocol, held)):
+    with claims.claim_all(store.root, [job.key for job in held]):
         assert run_sweep(spec, jobs, protocol, store, "cpu", engine="plain",
                          time_limit=limit) == 2
         assert not limit.fits(held)                # it waited until the group no longer fit

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from madbench import sweep
 from madbench.architecture import resolve_architecture
-from madbench.claims import claim
+from madbench.claims import claim, claim_all
 from madbench.cli import main
 from madbench.sweep import plan, run_sweep
 from madbench.protocol import get_protocol
@@ -110,6 +110,30 @@ def test_a_claim_is_exclusive_and_dies_with_its_holder(tmp_path):
         assert held
 
 
+
+def test_a_group_holds_its_runs_claims_so_split_parts_train_in_parallel(tmp_path):
+    """A group trained whole holds every run's claim; a part of a split group (the plain
+    engine's single runs, handed to several workers) only its own. Before, every part of a
+    group took the group's one claim, so the workers queued on it one after another."""
+    from madbench.executors.payload import handout_groups
+    from madbench.sweep import group_jobs
+    ev = _tiny_evaluation(tmp_path / "r")
+    ev.run_dir.mkdir(parents=True)
+    group = group_jobs(ev.jobs)[0]
+    parts = [p for p in handout_groups([group], ev.protocol, "plain", "cpu")]
+    assert sorted(len(p) for p in parts) == [1, 1]              # split: one run each
+    first, second = ([job.key for job in part] for part in parts)
+    with claim_all(ev.run_dir, first):
+        with claim_all(ev.run_dir, second, wait=False) as other_part:
+            assert other_part                                 # in parallel
+        with claim_all(ev.run_dir, first + second, wait=False) as whole:
+            assert whole is False                             # a whole group waits for it
+        with claim_all(ev.run_dir, second, wait=False) as after:
+            assert after                                      # nothing left held by the try
+    with claim_all(ev.run_dir, first + second):
+        with claim_all(ev.run_dir, second, wait=False) as part:
+            assert part is False
+
 def twice_at_once(monkeypatch, module, name: str, pause: float, work):
     """Run ``work()`` in two threads at once, ``module.name`` (what trains) wrapped to note
     the calling thread and pause first so that the two overlap; returns the threads of the
@@ -192,8 +216,7 @@ def _hold_group(ev, group, release_after, store_it=False):
     ev.run_dir.mkdir(parents=True, exist_ok=True)      # as the other process made it
 
     def hold():
-        name = sweep.group_claim(ev.spec.hash, ev.protocol, group)
-        with claim(ev.run_dir, name):
+        with claim_all(ev.run_dir, [job.key for job in group]):
             taken.set()
             if store_it:          # once this process has trained the other group
                 keys = [j.key for j in ev.jobs if j not in group]
