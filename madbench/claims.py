@@ -8,7 +8,7 @@ process and nothing waits on a dead one. The lock files themselves stay (empty).
 filesystem without ``flock`` (some network filesystems), or a run directory where the claim
 cannot be made, the claim is granted: work may then be done twice, never lost (records are
 atomic and keyed by run). ``contend`` does a list of claimed work: what another process
-holds is left for the end, then waited for (or, under a time limit, polled while time is left).
+holds is left for the end, then waited for (or, under a time limit, polled while it would fit).
 """
 from __future__ import annotations
 

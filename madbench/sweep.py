@@ -268,7 +268,7 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
     ``verdicts`` (which engines this architecture's steps fit, learnt while training) may be
     shared by several calls for one architecture, so that a refused capture is tried once.
     A group another process holds is left for the end, then waited for (``claims.contend``;
-    under ``time_limit``, only while time is left). With ``time_limit``, a group that would
+    under ``time_limit``, only while it would still fit). With ``time_limit``, a group that would
     not finish in time is left untrained."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
