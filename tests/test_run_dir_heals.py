@@ -199,13 +199,13 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
                   for i in range(4)) == keys
 
 
-def _tiny_evaluation(run_dir):
+def _tiny_evaluation(run_dir, **options):
     """The sweep of ``TINY`` (two tasks: two groups of two runs), as the library plans it."""
     from madbench.evaluator import prepare
     return prepare("mh-attention", tasks=["memorization", "in-context-recall"],
                    protocol="smoke", overrides={"epochs": "1", "lrs": "0.001,0.0005",
                                                 "max_train": "32", "max_test": "16"},
-                   run_dir=run_dir, device="cpu", engine="plain")
+                   run_dir=run_dir, device="cpu", engine="plain", **options)
 
 
 def _hold_group(ev, group, release_after, store_it=False):
@@ -261,6 +261,37 @@ def test_eval_under_a_time_limit_waits_for_a_group_another_process_holds(tmp_pat
     thread.join()
     assert set(results.task_scores) == {"memorization", "in-context-recall"}
 
+
+def test_worker_processes_under_a_time_limit_hand_back_a_group_another_process_holds(
+        tmp_path, monkeypatch):
+    """Several worker processes (the plain engine hands out each run of a group alone): a
+    held run is handed back and retried while it would fit, so the command stops near its limit and
+    names the held runs (before, its worker waited for the holder however long it took);
+    released unstored, it is trained."""
+    from madbench import claims
+    from madbench.executors.local import LocalExecutor
+    from madbench.sweep import group_jobs
+    from madbench.time_limit import TimeLimit, TimeLimitReached
+    monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.2)
+
+    def pool():
+        return LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1)
+
+    ev = _tiny_evaluation(tmp_path / "held", executor=pool())
+    first, _ = group_jobs(ev.jobs)
+    release, thread = _hold_group(ev, first, 90)
+    started = time.monotonic()
+    with pytest.raises(TimeLimitReached, match=r"2 of 4 runs left untrained .*; 2 of them held "
+                       "by another process"):
+        ev.run(time_limit=TimeLimit(10.0, lambda group: 0.0))
+    assert time.monotonic() - started < 20                  # not the holder's 90 s
+    release.set()
+    thread.join()
+    ev = _tiny_evaluation(tmp_path / "freed", executor=pool())
+    _, thread = _hold_group(ev, first, 1.0)
+    results = ev.run(time_limit=TimeLimit(3600, lambda group: 0.0))
+    thread.join()
+    assert set(results.task_scores) == {"memorization", "in-context-recall"}
 
 def test_eval_counts_runs_another_process_stored_as_stored_not_trained(tmp_path):
     """The summary and the log line of a group that another process trained while this one

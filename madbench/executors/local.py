@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import claims
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, warn
 from ..protocol import Protocol
@@ -52,9 +53,10 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
 
     try:
         while (item := inbox.get()) is not None:
-            group_id, job_dicts = item
+            group_id, job_dicts, wait_for_holder = item
             try:
-                trained = train_shipped_group(payload, job_dicts, device, progress, verdicts)
+                trained = train_shipped_group(payload, job_dicts, device, progress, verdicts,
+                                              wait_for_holder)
             except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
                 outbox.send(("error", worker_id, type(exc).__name__, str(exc),
                              traceback.format_exc()))
@@ -74,6 +76,7 @@ class _Worker:
     outbox: Any                   #: the driver's end of the worker's pipe
     group: int | None = None      #: the group it trains now
     assigned: float = 0.0         #: when it was handed that group (time.monotonic)
+    idle: bool = False            #: waiting, without a group, for a held one's retry to fall due
 
 
 class LocalExecutor:
@@ -128,8 +131,9 @@ class LocalExecutor:
 
 class _WorkerPool:
     """The driver's side of LocalExecutor: start workers, hand out groups (with a time limit,
-    the first queued one that fits), forward progress, replace dead workers and retry their
-    group."""
+    the first queued one that fits; a group another process holds comes back and is handed out
+    again every ``claims.HELD_POLL_SECONDS`` while it would fit), forward progress, replace
+    dead workers and retry their group."""
 
     def __init__(self, devices: Sequence[str], payload: dict, threads: int, max_retries: int,
                  progress: ProgressFn | None, time_limit: TimeLimit | None = None,
@@ -159,27 +163,39 @@ class _WorkerPool:
         return worker
 
     def _assign(self, worker: _Worker) -> None:
-        """Hand ``worker`` the next group (None: stop)."""
-        limit = self.time_limit
-        worker.group = next((g for g in self.queue
-                             if limit is None or limit.fits(self.groups[g])), None)
-        if worker.group is None:
-            worker.inbox.put(None)
-            return
-        self.queue.remove(worker.group)
-        worker.assigned = time.monotonic()
-        worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]]))
+        """Hand ``worker`` the next group: the first queued one that fits, else (under a time
+        limit) one that another process held whose retry is due. The worker idles while such
+        a group would still fit but is not due, and is stopped (None) when none would."""
+        limit, now = self.time_limit, time.monotonic()
+        fits = [g for g in self.queue if limit is None or limit.fits(self.groups[g])]
+        if fits:
+            worker.group = fits[0]
+            self.queue.remove(worker.group)
+        else:                             # held groups: polled while they would fit (contend)
+            waiting = [g for g in self.held if limit.fits(self.groups[g])] if limit else []
+            due = [g for g in waiting if self.held[g] <= now]
+            worker.group, worker.idle = (due[0] if due else None), bool(waiting) and not due
+            if worker.group is None:
+                if not worker.idle:
+                    worker.inbox.put(None)
+                return
+            del self.held[worker.group]
+        worker.idle, worker.assigned = False, now
+        # without a limit a worker waits for a held group's holder; with one it hands it back
+        worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]],
+                          limit is None))
 
     def run(self, groups: list[list[Job]]) -> None:
         self.groups = groups
         self.queue = deque(range(len(groups)))
+        self.held: dict[int, float] = {}  #: groups another process held: when to retry each
         attempts = [0] * len(groups)
         reported = [0] * len(groups)      #: runs reported done, by any worker
         try:
             for slot, device in enumerate(self.devices):
                 shared = self.devices.count(device) > 1
                 self._assign(self._start(device, f"{device}#{slot}" if shared else device))
-            while any(w.group is not None for w in self.workers.values()):
+            while any(w.group is not None or w.idle for w in self.workers.values()):
                 by_channel = {w.outbox: w for w in self.workers.values()}
                 for channel in wait(list(by_channel), timeout=0.5):
                     worker = by_channel[channel]
@@ -192,6 +208,10 @@ class _WorkerPool:
                 for worker in list(self.workers.values()):
                     if not worker.process.is_alive() and not worker.outbox.poll():
                         self._replace(worker, attempts)
+                    elif worker.idle:
+                        self._assign(worker)
+            if self.time_limit is not None:
+                self.time_limit.held = [self.groups[g] for g in self.held]
         finally:
             self._stop()
 
@@ -202,6 +222,9 @@ class _WorkerPool:
             group, event, info = message[2:5]
             reported[group] += event == "done"
             self.progress(event, {**info, "worker": worker.label})
+        elif kind == "finished" and worker.group == message[2] and message[3] is None:
+            self.held[worker.group] = time.monotonic() + claims.HELD_POLL_SECONDS
+            self._assign(worker)
         elif kind == "finished" and worker.group == message[2]:
             for _ in range(len(self.groups[worker.group]) - reported[worker.group]
                            if self.progress else 0):   # stored by a dead worker

@@ -54,9 +54,10 @@ def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, Results
 
 def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
                         progress: ProgressFn | None = None,
-                        verdicts: dict | None = None) -> int:
+                        verdicts: dict | None = None, wait: bool = True) -> int | None:
     """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
-    died), train the rest on ``device`` and store them. Returns how many were trained."""
+    died), train the rest on ``device`` and store them. Returns how many were trained, or None
+    when another process holds the group and ``wait`` is False."""
     spec, protocol, store = _resolve_payload(payload)
     jobs = [job_from_dict(d, protocol) for d in job_dicts]
     for job in jobs:
@@ -74,7 +75,8 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
         torch.cuda.set_device(dev)
     precision = resolve_precision(dev, payload["precision"])
     return train_claimed(spec, jobs, protocol, store, dev, precision, payload["checks"],
-                         payload["engine"], progress, {} if verdicts is None else verdicts)
+                         payload["engine"], progress, {} if verdicts is None else verdicts,
+                         wait)
 
 
 def handout_groups(groups: list[list[Job]], protocol: Protocol, engine: str, device: str
