@@ -409,8 +409,8 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
     each run once, a run another process holds is left for the end and then waited for. With
     ``time_limit`` (its estimate taking a plan: ``madbench.scaling.estimate``), a run that
     would not finish in time is not started, later shorter ones may be, a run another process
-    holds is waited for only while time is left, and ``TimeLimitReached`` says how many are
-    left."""
+    holds is waited for only while it would still fit (``claims.contend``), and
+    ``TimeLimitReached`` says how many are left."""
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
     todo = pending_plans(plans, store)
