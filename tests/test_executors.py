@@ -52,8 +52,12 @@ CRASH_MODULE = textwrap.dedent('''
                 fh.write(f"{os.getpid()}\\n")
 
         def forward(self, x):
-            if os.path.exists(ARMED):
-                records = open(ARMED).read().strip()
+            try:                      # a worker firing at this moment renames the file away
+                with open(ARMED) as fh:
+                    records = fh.read().strip()
+            except FileNotFoundError:
+                records = None
+            if records:
                 if any(n.endswith(".parquet") and not n.startswith(".")
                        for n in os.listdir(records)):
                     try:
