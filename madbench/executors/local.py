@@ -7,21 +7,20 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Sequence
 
 import torch
 
-from .. import claims
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, warn
 from ..protocol import Protocol
 from ..store import ResultsStore
-from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep, training_seconds
+from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
 from ..time_limit import TimeLimit
 from ..trainer import resolve_device
+from .dispatch import Dispatch
 from .payload import (describe_group, error_from_worker, handout_groups, sweep_payload,
                       train_shipped_group)
 
@@ -130,10 +129,9 @@ class LocalExecutor:
 
 
 class _WorkerPool:
-    """The driver's side of LocalExecutor: start workers, hand out groups (with a time limit,
-    the first queued one that fits; a group another process holds comes back and is handed out
-    again every ``claims.HELD_POLL_SECONDS`` while it would fit), forward progress, replace
-    dead workers and retry their group."""
+    """The driver's side of LocalExecutor: start workers, hand out groups (``Dispatch``: under
+    a time limit only those that fit), forward progress, replace dead workers and retry their
+    group."""
 
     def __init__(self, devices: Sequence[str], payload: dict, threads: int, max_retries: int,
                  progress: ProgressFn | None, time_limit: TimeLimit | None = None,
@@ -163,32 +161,21 @@ class _WorkerPool:
         return worker
 
     def _assign(self, worker: _Worker) -> None:
-        """Hand ``worker`` the next group: the first queued one that fits, else (under a time
-        limit) one that another process held whose retry is due. The worker idles while such
-        a group would still fit but is not due, and is stopped (None) when none would."""
-        limit, now = self.time_limit, time.monotonic()
-        fits = [g for g in self.queue if limit is None or limit.fits(self.groups[g])]
-        if fits:
-            worker.group = fits[0]
-            self.queue.remove(worker.group)
-        else:                             # held groups: polled while they would fit (contend)
-            waiting = [g for g in self.held if limit.fits(self.groups[g])] if limit else []
-            due = [g for g in waiting if self.held[g] <= now]
-            worker.group, worker.idle = (due[0] if due else None), bool(waiting) and not due
-            if worker.group is None:
-                if not worker.idle:
-                    worker.inbox.put(None)
-                return
-            del self.held[worker.group]
-        worker.idle, worker.assigned = False, now
+        """Hand ``worker`` the next group (``Dispatch.next``). The worker idles while a held
+        group would still fit but is not due, and is stopped (None) when nothing is left."""
+        worker.group, worker.idle = self.dispatch.next()
+        if worker.group is None:
+            if not worker.idle:
+                worker.inbox.put(None)
+            return
+        worker.assigned = time.monotonic()
         # without a limit a worker waits for a held group's holder; with one it hands it back
         worker.inbox.put((worker.group, [job_to_dict(j) for j in self.groups[worker.group]],
-                          limit is None))
+                          self.time_limit is None))
 
     def run(self, groups: list[list[Job]]) -> None:
         self.groups = groups
-        self.queue = deque(range(len(groups)))
-        self.held: dict[int, float] = {}  #: groups another process held: when to retry each
+        self.dispatch = Dispatch(groups, self.time_limit, self.store)
         attempts = [0] * len(groups)
         reported = [0] * len(groups)      #: runs reported done, by any worker
         try:
@@ -210,8 +197,7 @@ class _WorkerPool:
                         self._replace(worker, attempts)
                     elif worker.idle:
                         self._assign(worker)
-            if self.time_limit is not None:
-                self.time_limit.held = [self.groups[g] for g in self.held]
+            self.dispatch.close()
         finally:
             self._stop()
 
@@ -223,16 +209,13 @@ class _WorkerPool:
             reported[group] += event == "done"
             self.progress(event, {**info, "worker": worker.label})
         elif kind == "finished" and worker.group == message[2] and message[3] is None:
-            self.held[worker.group] = time.monotonic() + claims.HELD_POLL_SECONDS
+            self.dispatch.hand_back(worker.group)
             self._assign(worker)
         elif kind == "finished" and worker.group == message[2]:
             for _ in range(len(self.groups[worker.group]) - reported[worker.group]
                            if self.progress else 0):   # stored by a dead worker
                 self.progress("done", {"accuracy": None})
-            if self.time_limit is not None:
-                group = self.groups[worker.group]
-                self.time_limit.trained(group, time.monotonic() - worker.assigned,
-                                        self.store and training_seconds(self.store, group))
+            self.dispatch.finished(worker.group, time.monotonic() - worker.assigned)
             self._assign(worker)
         elif kind == "error":
             name, text, trace = message[2:5]
@@ -255,7 +238,7 @@ class _WorkerPool:
                                 "so far are kept: re-run to resume")
         warn(f"a worker died (exit code {worker.process.exitcode}) training {where}; "
              "retrying the group in a new worker")
-        self.queue.appendleft(group)
+        self.dispatch.retry(group)
         self._assign(self._start(worker.device, worker.label))
 
     def _stop(self) -> None:
