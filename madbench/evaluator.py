@@ -25,7 +25,7 @@ from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
 from .tasks import Task, all_tasks, get_task
-from .time_limit import TimeLimit, positive_seconds, require_local
+from .time_limit import TimeLimit, positive_seconds
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
 
@@ -116,9 +116,7 @@ class Evaluation:
     def time_limit(self, seconds: float, estimate=None, started: float | None = None
                    ) -> TimeLimit:
         """A ``TimeLimit`` of ``seconds`` from ``started`` (default now) for this sweep's
-        groups, priced by ``estimate`` (a ``SweepEstimate``; default: probed now). Only the
-        local executor can keep one."""
-        require_local(self.executor)
+        groups, priced by ``estimate`` (a ``SweepEstimate``; default: probed now)."""
         estimate = self.estimate() if estimate is None else estimate
         probes = estimate.probes
         return TimeLimit(seconds, lambda group: group_seconds(group, self.protocol, probes),
@@ -211,7 +209,7 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
         again.
     :param progress: called with ``(event, info)`` as runs start and finish.
     :param time_limit: seconds from this call: start no group of runs that would not finish
-        in time (as ``madbench eval --time-limit``); local executor only.
+        in time (as ``madbench eval --time-limit``).
     :param options: ``settings`` (None: the protocol's; ``all``, ``baseline`` or setting
         names), ``configs`` (a subset of the protocol's (lr, weight decay) grid), ``device``,
         ``precision``, ``engine``, ``executor``, ``ray_address``, ``runs_per_gpu``,

@@ -41,15 +41,6 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def require_local(executor) -> None:
-    """Refuse a time limit on any executor but the local one (named, or an executor object):
-    Ray schedules every group at once."""
-    name = executor if isinstance(executor, str) else getattr(executor, "name", None)
-    if name != "local":
-        raise UsageError("--time-limit needs --executor local (Ray schedules every group at "
-                         "once; bound a Ray job with the cluster's own limits)")
-
-
 class TimeLimitReached(MadbenchError):
     """The time limit left runs untrained (the command exits 4); those stored are kept and
     the same command resumes."""

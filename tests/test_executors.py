@@ -383,12 +383,75 @@ def test_a_bad_time_limit_is_refused_before_anything_runs(value, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_time_limit_on_ray_is_refused_before_anything_runs(tmp_path):
-    result = CliRunner().invoke(main, ["eval", "--arch", "hyena", "--preset", "smoke",
-                                       "--executor", "ray", "--time-limit", "5m",
-                                       "--run-dir", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "--time-limit needs --executor local" in result.output
-    assert not (tmp_path / "r").exists()
+@needs_ray
+def test_ray_cli_under_a_time_limit_trains_the_sweep(reference, ray_instance, tmp_path):
+    """``--time-limit`` on Ray (it used to be refused): a limit everything fits trains the
+    sweep of the in-process run."""
+    res = CliRunner().invoke(main, ["eval", "--arch", "madbench_test_crash:CrashOnce",
+                                    "--allow-state-mismatch", *CLI_SWEEP, "--executor", "ray",
+                                    "--time-limit", "10m", "--run-dir", str(tmp_path)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert outcome(ResultsStore(tmp_path)) == reference
+
+
+@needs_ray
+def test_ray_under_a_time_limit_starts_only_groups_that_fit(sweep, reference, ray_instance,
+                                                            tmp_path):
+    """Seed 1's runs priced past the limit: Ray trains seed 0's only, as the in-process sweep
+    trained them, and the limit learns from both."""
+    spec, protocol, jobs = sweep
+    store = ResultsStore(tmp_path)
+    limit = TimeLimit(300, lambda group: 1000.0 if group[0].seed else 0.0)
+    assert RayExecutor().run(spec, jobs, protocol, store, "cpu", engine="plain",
+                             time_limit=limit) == 2
+    assert outcome(store) == {k: v for k, v in reference.items() if v[1] == 0}
+    assert limit.groups == 2 and limit.held == []
+
+
+@needs_ray
+def test_ray_under_a_time_limit_hands_back_a_group_another_process_holds(
+        sweep, ray_instance, tmp_path, monkeypatch):
+    """Seed 0's runs held by another process past the limit: their tasks come back at once
+    and are submitted again while they would fit, then the limit records them as held (the
+    command's stop names them); held for a second only, they are trained."""
+    import threading
+    import time
+    from madbench import claims
+    monkeypatch.setattr(claims, "HELD_POLL_SECONDS", 0.2)
+    spec, protocol, jobs = sweep
+    seed0 = [job.key for job in jobs if job.seed == 0]
+
+    def hold(store, seconds):
+        taken, release = threading.Event(), threading.Event()
+
+        def holder():
+            with claims.claim_all(store.root, seed0):
+                taken.set()
+                release.wait(seconds)
+        thread = threading.Thread(target=holder)
+        thread.start()
+        taken.wait()
+        return release, thread
+
+    store = ResultsStore(tmp_path / "held")
+    release, thread = hold(store, 90)
+    limit = TimeLimit(15, lambda group: 0.0)
+    started = time.monotonic()
+    try:
+        assert RayExecutor().run(spec, jobs, protocol, store, "cpu", engine="plain",
+                                 time_limit=limit) == 2
+        assert time.monotonic() - started < 45                   # not the holder's 90 s
+        assert sorted(job.key for group in limit.held for job in group) == sorted(seed0)
+        assert not any(map(store.has, seed0))
+    finally:
+        release.set()
+        thread.join()
+    store = ResultsStore(tmp_path / "freed")
+    _, thread = hold(store, 1.0)
+    assert RayExecutor().run(spec, jobs, protocol, store, "cpu", engine="plain",
+                             time_limit=TimeLimit(3600, lambda group: 0.0)) == 4
+    thread.join()
 
 
 def test_training_seconds_of_a_group_trained_side_by_side_are_counted_once(sweep, tmp_path):

@@ -293,6 +293,7 @@ def test_worker_processes_under_a_time_limit_hand_back_a_group_another_process_h
     thread.join()
     assert set(results.task_scores) == {"memorization", "in-context-recall"}
 
+
 def test_eval_counts_runs_another_process_stored_as_stored_not_trained(tmp_path):
     """The summary and the log line of a group that another process trained while this one
     waited for it (before: "trained 4 runs")."""

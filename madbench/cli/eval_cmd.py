@@ -205,7 +205,7 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help="Groups of runs trained at once on each GPU.")
-@time_limit_option("group of runs", "groups", "its estimated time", " Local executor only.")
+@time_limit_option("group of runs", "groups", "its estimated time")
 @no_progress_option
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
@@ -221,10 +221,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     resumes()
     from ..evaluator import prepare
     from ..sweep import parse_settings
-    from ..time_limit import TimeLimitReached, parse_duration, require_local
+    from ..time_limit import TimeLimitReached, parse_duration
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
-    if limit_seconds is not None:
-        require_local(executor)
 
     def check_paths():
         if output:      # a .json file must have an existing folder; a directory is created

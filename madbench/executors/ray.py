@@ -3,6 +3,7 @@ a GPU, retried when its worker dies. Every node must see the run directory and h
 madbench and plugins installed."""
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -12,17 +13,21 @@ from ..errors import MadbenchError, UsageError
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups
+from ..time_limit import TimeLimit
 from ..trainer import resolve_precision
+from .dispatch import Dispatch
 from .payload import describe_group, handout_groups, sweep_payload, train_shipped_group
 
 
 _RAY_VERDICTS: dict = {}     #: per Ray worker process: engine verdicts (vmappable, capturable)
 
 
-def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads: int) -> int:
-    """The body of one Ray task: one group, trained in the Ray worker process."""
+def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads: int,
+                     wait: bool = True) -> int | None:
+    """The body of one Ray task: one group, trained in the Ray worker process (None: another
+    process held it and ``wait`` is False)."""
     torch.set_num_threads(threads)
-    return train_shipped_group(payload, job_dicts, device, None, _RAY_VERDICTS)
+    return train_shipped_group(payload, job_dicts, device, None, _RAY_VERDICTS, wait)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -67,8 +72,10 @@ class RayExecutor:
     def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
             store: ResultsStore, device: str = "auto", precision: str = "auto",
             checks: dict | None = None, progress: ProgressFn | None = None,
-            engine: str = "auto") -> int:
-        """Train every job not yet in the store on the Ray cluster; returns how many."""
+            engine: str = "auto", time_limit: TimeLimit | None = None) -> int:
+        """Train every job not yet in the store on the Ray cluster; returns how many of those
+        pending are stored when it returns. With ``time_limit``, only as many tasks as the
+        cluster runs at once are submitted, each only if its group would finish in time."""
         ray = _import_ray()
         if device not in ("auto", "cuda", "cpu"):
             raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
@@ -92,14 +99,14 @@ class RayExecutor:
                                     .splitlines()[0]) from None
         try:
             self._run_groups(ray, groups, spec, protocol, store, device, precision, checks,
-                             progress, engine)
+                             progress, engine, time_limit)
         finally:
             if started:
                 ray.shutdown()
-        return todo
+        return sum(store.has(job.key) for group in groups for job in group)
 
     def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
-                    progress, engine) -> None:
+                    progress, engine, time_limit) -> None:
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         if device == "cuda" and not has_gpus:
             raise UsageError("--device cuda: the Ray cluster has no GPUs")
@@ -109,31 +116,60 @@ class RayExecutor:
             max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
         payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
         device = "cuda" if use_gpu else "cpu"
-        pending = {task.remote(payload, [job_to_dict(j) for j in group], device,
-                               self.cpus_per_run): group
-                   for group in handout_groups(groups, protocol, engine, device)}
+        handed = handout_groups(groups, protocol, engine, device)
+        dispatch = Dispatch(handed, time_limit, store)
+        # without a limit every task is submitted at once and Ray queues them; with one, only
+        # what the cluster runs at once, so that each group's fit is judged when it starts
+        slots = len(handed) if time_limit is None else self._slots(ray, use_gpu)
+        pending: dict = {}          #: task -> (group index, when it was submitted)
         try:
-            while pending:
+            while True:
+                waiting = False
+                while len(pending) < slots:
+                    index, waiting = dispatch.next()
+                    if index is None:
+                        break
+                    ref = task.remote(payload, [job_to_dict(j) for j in handed[index]],
+                                      device, self.cpus_per_run, time_limit is None)
+                    pending[ref] = (index, time.monotonic())
+                if not pending and not waiting:
+                    break
                 if progress:
                     n = len(pending)
                     progress("status", {"text": f"{n} task{'s' * (n != 1)} queued or "
                                                 "training on Ray"})
+                if not pending:     # a held group falls due soon
+                    time.sleep(0.5)
+                    continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    group = pending.pop(ref)
-                    self._collect(ray, ref, group, store)
+                    index, submitted = pending.pop(ref)
+                    group = handed[index]
+                    if self._collect(ray, ref, group, store) is None:
+                        dispatch.hand_back(index)
+                        continue
+                    dispatch.finished(index, time.monotonic() - submitted)
                     for _ in range(len(group) if progress else 0):
                         progress("done", {"accuracy": None})
+            dispatch.close()
             if progress:
                 progress("status", {"text": ""})
         finally:
             for ref in pending:
                 ray.cancel(ref)
 
-    def _collect(self, ray, ref, group: Sequence[Job], store: ResultsStore) -> None:
-        """Wait for one finished task; raise its error as madbench would have raised it."""
+    def _slots(self, ray, use_gpu: bool) -> int:
+        """How many tasks the cluster runs at once."""
+        resources = ray.cluster_resources()
+        if use_gpu:
+            return max(1, int(resources.get("GPU", 0) * self.runs_per_gpu))
+        return max(1, int(resources.get("CPU", 1) // self.cpus_per_run))
+
+    def _collect(self, ray, ref, group: Sequence[Job], store: ResultsStore) -> int | None:
+        """One finished task's result (None: another process held its group); its error
+        raised as madbench would have raised it."""
         try:
-            ray.get(ref)
+            trained = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, MadbenchError):
@@ -144,8 +180,8 @@ class RayExecutor:
             raise MadbenchError(f"Ray could not train {describe_group(group)} "
                                 f"({type(exc).__name__}, {self.max_retries} retries); the "
                                 "runs stored so far are kept: re-run to resume") from None
-        missing = [j for j in group if not store.has(j.key)]
-        if missing:
+        if trained is not None and not all(store.has(j.key) for j in group):
             raise MadbenchError(f"a Ray worker trained {describe_group(group)} but its records "
                                 f"are not in {store.root}: --run-dir must be on a filesystem "
                                 "every Ray node shares")
+        return trained
