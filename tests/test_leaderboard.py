@@ -19,6 +19,7 @@ from madbench.errors import UsageError
 from madbench.leaderboard.boards import BOARDS, current_suite_hash, suite_tasks
 from madbench.leaderboard.changes import changed_files
 from madbench.leaderboard.render import render
+from madbench.protocol import PRESETS
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
 from madbench.leaderboard.submit import select_group
@@ -404,6 +405,44 @@ def _board_copy(tmp_path):
     return root
 
 
+def _as_quick_entry(doc):
+    """The smoke trial dressed as a mad-quick entry (render reads, it does not re-validate)."""
+    entry = copy.deepcopy(doc)
+    entry["board"], entry["protocol"]["hash"] = "mad-quick", PRESETS["quick"].hash
+    return entry
+
+
+def test_render_and_agree_refuse_a_file_of_another_protocol_in_a_board_folder(tmp_path, doc):
+    """A smoke run's entry copied into leaderboards/mad-quick/ is neither ranked by render nor
+    compared by agree (before, render ranked it and agree took it for its architecture)."""
+    root = _board_copy(tmp_path)
+    for board in BOARDS:
+        (root / board).mkdir()
+    (root / "mad-quick" / "smoke.json").write_text(json.dumps(doc))
+    for args in (("render", "--root", root), ("agree", "--root", root)):
+        result = cli("leaderboard", *args)
+        assert result.exit_code == 3, result.output
+        assert "smoke.json: not a valid submission (its protocol 'smoke'" in result.output
+    assert "smoke.json" not in (root / "README.md").read_text()
+
+
+def test_submit_refuses_an_empty_name_and_another_protocol_in_a_board_folder(tmp_path, trial):
+    """Nothing written that its own validator would reject: an empty name (before: written,
+    then 'FAIL schema'), a smoke entry under leaderboards/mad-quick/ (before: written)."""
+    run_dir = trial[0].parent / "run"
+    empty = cli("leaderboard", "submit", run_dir, "--name", "", "--out", tmp_path / "e.json")
+    assert empty.exit_code == 2 and empty.output.strip() == (
+        "Error: --name '': shorter than 1 characters"), empty.output
+    board = tmp_path / "leaderboards" / "mad-quick"
+    board.mkdir(parents=True)
+    placed = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", board / "t.json",
+                 "--audit-dim", "32")
+    assert placed.exit_code == 2, placed.output
+    assert "mad-quick ranks runs of protocol quick without overrides, and these runs are of " \
+           "smoke (overrides: " in placed.output
+    assert not (tmp_path / "e.json").exists() and not list(board.iterdir())
+
+
 def test_render_check_catches_a_stale_table(tmp_path, doc):
     root = _board_copy(tmp_path)
     render(root)
@@ -411,7 +450,7 @@ def test_render_check_catches_a_stale_table(tmp_path, doc):
     (root / "mad-quick").mkdir()
     tasks = [t.name for t in suite_tasks()]
     for name, score in (("second", 0.5), ("first", 0.75), ("a-partial", 0.99)):
-        entry = copy.deepcopy(doc)
+        entry = _as_quick_entry(doc)
         entry["name"], entry["scores"]["overall"] = name, score
         if name != "a-partial":      # scores for every task: a complete entry
             entry["scores"].update({t: score for t in tasks})

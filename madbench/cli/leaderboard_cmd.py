@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ..budget import Budget
-from ..errors import UsageError, printable
+from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
 from .preflight import writable_file
@@ -53,13 +53,18 @@ def leaderboard_group() -> None:
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim,
                    task_names):
     """Build a submission from the run records in RUN_DIR."""
-    from ..leaderboard.boards import describe_protocol
+    from ..leaderboard.boards import BOARDS, describe_protocol
+    from ..leaderboard.schema import load_schema, schema_errors
     from ..leaderboard.submit import build_submission
 
     if printable(name) != name:
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
                          "overrides and undecodable bytes are not allowed in a name")
+    schema = load_schema()
+    for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
+        raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
+    folder = Path(out).resolve().parent.name     # leaderboards/<board>/: that board's entries
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:
         raise UsageError("--tasks: give at least one task name")
@@ -72,6 +77,14 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim,
                            tasks=tasks)
+    if folder in BOARDS and doc["board"] != folder:
+        raise UsageError(f"--out {out}: {folder} ranks runs of protocol {BOARDS[folder]} "
+                         "without overrides, and these runs are of "
+                         f"{describe_protocol(Protocol.from_dict(doc['protocol']))}; nothing "
+                         "written (write it outside the board's folder)")
+    for problem in schema_errors(doc, schema):
+        raise CheckFailed(f"the submission built from {run_dir} breaks the schema "
+                          f"({problem}); nothing written")
     Path(out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     where = (f"board {doc['board']}" if doc["board"] else "no board (protocol "
              f"{describe_protocol(Protocol.from_dict(doc['protocol']))} is not a board's)")

@@ -17,12 +17,17 @@ END = "<!-- leaderboard {board}: end -->"
 
 def board_entries(root: Path, board: str) -> list[tuple[Path, dict]]:
     """The submissions of one board (``root/board/*.json``), each checked against the schema
-    (run ``madbench leaderboard validate`` for the full checks)."""
+    and for the board's protocol (run ``madbench leaderboard validate`` for the full
+    checks)."""
     folder = root / board
     entries = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         doc = read_submission(path)
         errors = schema_errors(doc)
+        if not errors and (doc["board"] != board
+                           or doc["protocol"]["hash"] != PRESETS[BOARDS[board]].hash):
+            errors = [f"its protocol {printable(doc['protocol']['name'])!r} "
+                      f"({doc['protocol']['hash']}) is not this board's"]
         if errors:
             raise CheckFailed(f"{path}: not a valid submission ({errors[0]}); run 'madbench "
                               "leaderboard validate'")
