@@ -359,6 +359,11 @@ class StateNaN(Honest):
 class StateRaises(Honest):
     def state_size(self, seq_len):
         raise RuntimeError("no idea")
+
+
+class Boom(nn.Module):
+    def __init__(self, dim):
+        raise RuntimeError("constructor exploded")
 '''
 
 
@@ -388,6 +393,18 @@ def test_guard_lengths_names_the_length_that_leaks(hostile):
     assert not report["causal"] and report["failures"][0].endswith("(at sequence length 128)")
     with pytest.raises(CheckFailed, match="at sequence length 128"):
         guard_lengths(spec, [128, 32])
+
+
+@pytest.mark.parametrize("command", [("eval", "--dry-run", "--preset", "smoke", "--arch"),
+                                     ("check", "--arch"), ("arch", "describe")])
+def test_a_constructor_that_raises_is_the_same_usage_error_everywhere(hostile, command,
+                                                                    tmp_path):
+    """eval, check and arch describe name the layer (before, check and describe printed only
+    the exception and exited 1)."""
+    result = cli(*command, f"{hostile}:Boom", *(("--run-dir", tmp_path / "r")
+                                                if command[0] == "eval" else ()))
+    assert_one_line(result, 2, f"layer 0 ({hostile}:Boom) cannot be built with kwargs {{}}: "
+                    "RuntimeError: constructor exploded")
 
 
 def test_check_says_eval_refuses_a_contract_failure():

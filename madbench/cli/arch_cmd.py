@@ -12,7 +12,8 @@ from ..architecture import _coerce_layers, resolve_architecture
 from ..checks import AUDIT_MAX_SIZE, audit_architecture, guard_lengths, state_failures
 from ..errors import CheckFailed
 from ..plugins import get_registry
-from ..verdict import architecture_verdict, eval_outcome, guard_lengths_for, verdict_lines
+from ..verdict import (architecture_verdict, check_buildable, eval_outcome, guard_lengths_for,
+                       verdict_lines)
 from . import CHANNEL_HELP, FiniteFloat
 
 
@@ -53,8 +54,12 @@ def _layer_list(layers) -> str:
 
 
 def _resolve(arch, channel, striped, mixer_kwargs):
-    return resolve_architecture(arch, channel=channel, striped=striped,
+    """The architecture, every layer built once (a constructor that raises: eval's one-line
+    usage error naming the layer)."""
+    spec = resolve_architecture(arch, channel=channel, striped=striped,
                                 mixer_kwargs=mixer_kwargs)
+    check_buildable(spec)
+    return spec
 
 
 @click.group("arch")
