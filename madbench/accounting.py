@@ -64,14 +64,14 @@ def active_params(module: torch.nn.Module) -> int:
 
 
 def _declared(mixer: torch.nn.Module, method: str, seq_len: int) -> int:
-    """``mixer.<method>(seq_len)`` as an int (a negative one is left to the state checks,
-    which refuse it); anything else (a string, NaN, a fraction, an exception) is a usage
-    error naming the mixer and the method."""
+    """``mixer.<method>(seq_len)`` as an int; anything else (a string, NaN, a fraction, a
+    negative number, an exception) is a usage error naming the mixer and the method."""
     name = type(mixer).__name__
     try:
         value = getattr(mixer, method)(seq_len)
         number = float(value)
-        if not math.isfinite(number) or number != int(number) or isinstance(value, bool):
+        if (not math.isfinite(number) or number != int(number) or number < 0
+                or isinstance(value, bool)):
             raise ValueError(f"{value!r} is not a count")
     except Exception as exc:  # noqa: BLE001 - the mixer's own code, of any kind
         raise UsageError(f"{name}.{method}({seq_len}) must return a whole number of values: "

@@ -356,6 +356,11 @@ class StateNaN(Honest):
         return float("nan")
 
 
+class StateNegative(Honest):
+    def state_size(self, seq_len):
+        return -10
+
+
 class StateRaises(Honest):
     def state_size(self, seq_len):
         raise RuntimeError("no idea")
@@ -442,6 +447,7 @@ def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_p
 
 @pytest.mark.parametrize("mixer, why", [("StateWords", "could not convert string"),
                                         ("StateNaN", "nan is not a count"),
+                                        ("StateNegative", "-10 is not a count"),
                                         ("StateRaises", "RuntimeError: no idea")])
 def test_a_state_size_that_is_not_a_count_is_named(hostile, tmp_path, mixer, why):
     """It used to end in 'Error: ValueError ...' (exit 1) naming neither the layer nor the
