@@ -137,7 +137,8 @@ class RayExecutor:
                 if progress:
                     n = len(pending)
                     progress("status", {"text": f"{n} task{'s' * (n != 1)} queued or "
-                                                "training on Ray"})
+                                        "training on Ray" if n else "waiting for groups "
+                                        "another process holds"})
                 if not pending:     # a held group falls due soon
                     time.sleep(0.5)
                     continue
