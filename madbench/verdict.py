@@ -12,8 +12,9 @@ submit``, so that the four never disagree:
   mA-Sg-mA-Sg baseline are flagged ``param-mismatch`` (never refused).
 
 Causality (``madbench.checks.guard_architecture``) is a separate check that refuses on its own;
-``architecture_checks`` is the gate ``madbench eval`` passes before training: buildable, causal,
-then this verdict.
+``architecture_checks`` is the gate ``madbench eval`` passes before training: buildable, causal
+(``causality_gate``, which ``madbench scaling run`` and ``scaling validate`` apply too), then
+this verdict.
 """
 from __future__ import annotations
 
@@ -120,6 +121,15 @@ def check_buildable(spec: Any) -> None:
                              .splitlines()[0]) from None
 
 
+def causality_gate(spec: Any, lengths=(GUARD_LENGTH,)) -> dict:
+    """Every layer builds (else UsageError), then the causality guard and the mixer contract
+    pass at every length of ``lengths`` (else CheckFailed naming the first failure); returns
+    the guard's report. Eval's gate before its verdict; ``madbench scaling run`` and ``scaling
+    validate`` apply it alone."""
+    check_buildable(spec)
+    return guard_lengths(spec, lengths)
+
+
 def architecture_checks(spec: Any, allow_state_mismatch: bool = False,
                         state_target: int = STATE_TARGET,
                         param_tolerance: float = PARAM_TOLERANCE,
@@ -130,8 +140,7 @@ def architecture_checks(spec: Any, allow_state_mismatch: bool = False,
 
     Raises CheckFailed when the architecture leaks future tokens, or misses the state target
     without ``allow_state_mismatch`` (then the result is flagged ``state-mismatch``)."""
-    check_buildable(spec)
-    guard = guard_lengths(spec, lengths)
+    guard = causality_gate(spec, lengths)
     verdict = architecture_verdict(spec, state_target=state_target,
                                    param_tolerance=param_tolerance,
                                    allow_state_mismatch=allow_state_mismatch)

@@ -110,6 +110,37 @@ def test_frontier_command_records_its_commands(tmp_path):
     assert doc["corpus_sha256"] == "ef" * 32 and len(doc["budgets"]) == 4
 
 
+def test_frontier_warns_about_budgets_without_a_vertex(tmp_path):
+    """Losses that bend down with size at every budget (concave: no vertex) used to give a
+    frontier with every budget invalid and only its path printed; now one warning line,
+    exit 0. The honest runs of the same grid give none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    honest = [{**r, "arch": "a", "corpus": "toy", "corpus_sha256": "ef" * 32} for r in runs()]
+    concave = [{**r, "arch": "b", "loss": 2 * honest[0]["loss"] - r["loss"]} for r in honest
+               if r["flops"] <= 1e19] + [{**r, "arch": "b"} for r in honest if r["flops"] > 1e19]
+    for name, rows in (("honest", honest), ("bent", concave)):
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{name}.parquet")
+    out = ["--out", str(tmp_path / "fr"), "--bootstrap", "5"]
+    res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "honest.parquet"),
+                                   *out])
+    assert res.exit_code == 0 and res.stderr == "", res.output
+    res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "bent.parquet"), *out])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "fr" / "toy" / "b" / "frontier.json").read_text())
+    assert [b["valid"] for b in doc["budgets"]] == [False, False, True, True]
+    assert res.stderr == (
+        f"Warning: {tmp_path / 'fr' / 'toy' / 'b'}: 2 of 4 budgets invalid (C=1e+18: not "
+        "convex (loss curve bends down); C=1e+19: not convex (loss curve bends down))\n")
+    only = [r for r in concave if r["flops"] == 1e18]         # every budget invalid
+    pq.write_table(pa.Table.from_pylist(only), tmp_path / "all.parquet")
+    res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "all.parquet"), *out])
+    assert res.exit_code == 0 and res.stderr.count("\n") == 1, res.output
+    assert "1 of 1 budget invalid (C=1e+18: not convex" in res.stderr
+    assert res.stderr.endswith("; Approach 2: 0 budget group(s) with an interior vertex; the "
+                               "power laws need 2\n")
+
+
 def test_flops_command_prints_terms():
     res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size", "32x1",
                                    "--seq-len", "64", "--json"])

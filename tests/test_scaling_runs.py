@@ -139,3 +139,97 @@ def test_read_runs_names_missing_columns_and_bad_values(tmp_path):
     neg.write_text("arch,params,tokens,flops,loss\nx,-1,2,3,1.5\n")
     with pytest.raises(Exception, match="params must be a positive number"):
         read_runs(neg)
+
+
+MIXERS = '''
+import torch
+from torch import nn
+
+
+class PeekNext(nn.Module):
+    """Leaks the next token: output[t] = proj(x[t + 1])."""
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1))
+
+
+class CumMean(nn.Module):
+    """Causal: proj of the running mean."""
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)
+        return self.proj(x.cumsum(1) / n[None, :, None])
+
+
+class LeakLong(CumMean):
+    """Causal up to 40 tokens; longer inputs are reversed (a long-sequence path that leaks)."""
+    def forward(self, x):
+        return super().forward(x.flip(1) if x.shape[1] > 40 else x)
+'''
+
+
+def leaks(mixer, length: int) -> bool:
+    """Whether output 0 moves when only the inputs after position 0 change (independent of
+    madbench's checks)."""
+    x = torch.randn(1, length, 16)
+    y = x.clone()
+    y[:, 1:] += 1.0
+    with torch.no_grad():
+        return not torch.allclose(mixer(x)[:, 0], mixer(y)[:, 0])
+
+
+@pytest.fixture
+def mixers(tmp_path, monkeypatch):
+    (tmp_path / "scalemix.py").write_text(MIXERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    return importlib.import_module("scalemix")
+
+
+def tiny_run(tmp_path, arch, seq_len=16, *extra):
+    text = tmp_path / "corpus.txt"
+    text.write_bytes(bytes(np.random.default_rng(0).integers(97, 102, 4000, dtype=np.uint8)))
+    return CliRunner().invoke(cli, [
+        "scaling", "run", "--arch", arch, "--budgets", "1e8", "--sizes", "16x1,16x2",
+        "--corpus", str(text), "--run-dir", str(tmp_path / "runs"), "--seq-len", str(seq_len),
+        "--batch-size", "4", "--eval-tokens", "128", "--device", "cpu", *extra])
+
+
+def test_scaling_run_refuses_a_leaking_mixer_before_writing_anything(tmp_path, mixers):
+    """As `madbench eval` does: one line naming the layer and the first leaking position,
+    exit 3, no run directory (before, the leak trained to an implausibly low loss)."""
+    assert leaks(mixers.PeekNext(16), 16)
+    res = tiny_run(tmp_path, "scalemix:PeekNext")
+    assert res.exit_code == 3, res.output
+    errors = [l for l in res.stderr.splitlines() if l.startswith("Error")]
+    assert errors == [res.stderr.splitlines()[-1]] and errors[0].startswith(
+        "Error: layer 0 (scalemix:PeekNext) is not causal: output at position 0 changed when "
+        "only inputs after position 0 were perturbed")
+    assert errors[0].endswith("(at sequence length 16)") and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_scaling_run_checks_causality_at_its_own_sequence_length(tmp_path, mixers):
+    """A mixer that leaks only above 40 tokens passes at --seq-len 16 (and 32) and is refused
+    at --seq-len 48, where it would train."""
+    assert not leaks(mixers.LeakLong(16), 32) and leaks(mixers.LeakLong(16), 48)
+    ok = tiny_run(tmp_path, "scalemix:LeakLong", 16, "--dry-run")
+    assert ok.exit_code == 0, ok.output
+    refused = tiny_run(tmp_path, "scalemix:LeakLong", 48, "--dry-run")
+    assert refused.exit_code == 3, refused.output
+    assert refused.stderr.splitlines()[-1].startswith("Error: layer 0 (scalemix:LeakLong) is "
+                                                      "not causal")
+    assert "(at sequence length 48)" in refused.stderr
+
+
+def test_scaling_run_trains_an_honest_mixer(tmp_path, mixers):
+    assert not leaks(mixers.CumMean(16), 64)
+    res = tiny_run(tmp_path, "scalemix:CumMean")
+    assert res.exit_code == 0, res.output
+    assert "2 run(s) trained" in res.stdout and len(read_runs(tmp_path / "runs")) == 2

@@ -218,6 +218,36 @@ def test_validation_imports_no_code_the_submission_names(honest, frontiers, tmp_
     assert marker.exists() and "untrusted" not in res.stdout
 
 
+def test_trusted_code_that_leaks_is_invalid(honest, frontiers, tmp_path, monkeypatch):
+    """--trust-code rebuilds the mixer: one that leaks the next token (checked here by hand)
+    fails eval's causality check, as 'scaling run' would have refused to train it."""
+    (tmp_path / "peekmix.py").write_text(
+        "import torch\n"
+        "class Peek(torch.nn.Module):\n"
+        "    def __init__(self, dim, **kw):\n"
+        "        super().__init__(); self.lin = torch.nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.lin(torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from peekmix import Peek
+    x = torch.randn(1, 8, 32)
+    y = x.clone()
+    y[:, 1] += 1
+    assert not torch.allclose(Peek(32)(x)[:, 0], Peek(32)(y)[:, 0])     # it leaks
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        r["architecture"]["layers"][0]["mixer"] = "peekmix:Peek"
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
+                                "runs": rows}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
+                                   str(frontiers), "--json", "--trust-code"])
+    assert res.exit_code == 3, res.output
+    causal = [r for r in json.loads(res.stdout)["reasons"] if r.startswith("causality")]
+    assert len(causal) == 1 and causal[0].startswith(
+        "causality: layer 0 (peekmix:Peek) is not causal: output at position 0 changed")
+
+
 @pytest.mark.parametrize("arch", ["hyena", "striped-hyena"])
 def test_stored_frontier_points_recompute_their_flops_and_parameters(arch):
     """The stored runs name the layer they ran (the modal-filter Hyena, ``hyena-modal`` since

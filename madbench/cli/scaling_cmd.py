@@ -183,14 +183,17 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
             vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
             eval_tokens, seed, min_steps, device, precision, time_limit_text, no_progress,
             dry_run):
-    """Train small language models at fixed FLOP budgets (IsoFLOP runs)."""
+    """Train small language models at fixed FLOP budgets (IsoFLOP runs).
+
+    First, as 'madbench eval' does, causality and the mixer contract at 32 tokens and
+    --seq-len (exit 3 when refused, nothing written); not iso-state: the sizes vary state."""
     started = time.monotonic()
     resumes()
     from ..time_limit import TimeLimitReached, parse_duration
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
     from ..scaling.corpus import load_corpus
     from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
-    from ..scaling.runs import Recipe, plan_runs, run_plans
+    from ..scaling.runs import Recipe, check_causal, plan_runs, run_plans
     from ..scaling.shapes import LADDER, get_family, parse_size
     from ..store import ResultsStore
     from ..architecture import parse_mixer_kwargs
@@ -225,6 +228,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
     _warn_off_budget(plans)
+    check_causal([p.spec for p in plans], [seq_len])   # before anything is written or timed
     if not dry_run:
         writable_dir(run_dir, "--run-dir")
     if dry_run:
@@ -517,7 +521,8 @@ def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
 @click.option("--corpus", default=None, help="Corpus folder name (default: the runs' corpus).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(1))
 def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
-    """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json."""
+    """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json (a
+    warning on stderr names the budgets without an interior vertex, and why)."""
     from ..scaling.frontiers import write_frontiers
     from ..scaling.runs import read_runs
     own = f"madbench scaling frontier {shlex.quote(str(runs))} --out {shlex.quote(str(out_dir))}"
@@ -526,6 +531,18 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     written = write_frontiers(read_runs(runs), out_dir, [*commands, own], bootstrap, corpus)
     for folder in written:
         click.echo(str(folder))
+        _warn_invalid_budgets(folder, json.loads((folder / "frontier.json").read_text()))
+
+
+def _warn_invalid_budgets(folder, doc: dict) -> None:
+    """One line on stderr when budgets of the frontier ``doc`` have no vertex: how many, why,
+    and the Approach 2 fit's problem, if any ('scaling validate' compares no such budget)."""
+    bad = [b for b in doc["budgets"] if not b["valid"]]
+    if bad:
+        why = "; ".join(f"C={b['budget']:.3g}: {b['problem']}" for b in bad)
+        problem = doc["approach2"].get("problem")
+        warn(f"{folder}: {len(bad)} of {plural(len(doc['budgets']), 'budget')} invalid ({why})"
+             + (f"; Approach 2: {problem}" if problem else ""))
 
 
 # -- validate ------------------------------------------------------------------------------

@@ -176,6 +176,24 @@ def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tu
     return plans
 
 
+def check_causal(specs: Iterable[ArchitectureSpec], lengths: Iterable[int]) -> None:
+    """``madbench eval``'s causality gate (``verdict.causality_gate``: every layer builds, is
+    causal and keeps the mixer contract at 32 tokens and each of ``lengths``) on the smallest
+    of ``specs`` (width, then depth) with each set of mixers; raises CheckFailed (UsageError:
+    a layer cannot be built). Only that part of eval's verdict: a scaling family's state and
+    parameters change with its size on purpose, so iso-state and the parameter ratio do not
+    apply. A layer that leaks only at larger widths is not caught."""
+    from ..verdict import GUARD_LENGTH, causality_gate
+    smallest: dict[frozenset, ArchitectureSpec] = {}
+    for spec in specs:
+        mixers = frozenset(layer.mixer for layer in spec.layers)
+        other = smallest.get(mixers)
+        if other is None or (spec.dim, len(spec.layers)) < (other.dim, len(other.layers)):
+            smallest[mixers] = spec
+    for spec in smallest.values():
+        causality_gate(spec, {GUARD_LENGTH, *lengths})
+
+
 def model_skeleton(spec: ArchitectureSpec, vocab_size: int = VOCAB_SIZE) -> LanguageModel:
     """The language model built on the meta device (no memory, no initialisation), or on the
     CPU for a mixer whose constructor needs real tensors."""

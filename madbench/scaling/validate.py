@@ -13,7 +13,8 @@ Checks, each failure a reason for an invalid verdict:
 
 1. **FLOPs**: declared FLOPs against 3 x the analytic forward FLOPs per token of the declared
    architecture x tokens; a declared count more than ``flops_tolerance`` below is *understated*
-   (above: *overstated*). Total parameters are recounted the same way.
+   (above: *overstated*). Total parameters are recounted the same way. Every architecture
+   rebuilt here passes ``madbench scaling run``'s causality check (``runs.check_causal``).
 2. **IsoFLOP curves**: every budget group needs 3 or more sizes, a convex parabola in ln N and
    its vertex inside the sampled sizes.
 3. **Stored frontiers** (same corpus hash and architecture name): at every budget inside the
@@ -50,7 +51,7 @@ from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
-from .runs import VOCAB_SIZE, budgets_of, by_arch, model_skeleton, read_runs
+from .runs import VOCAB_SIZE, budgets_of, by_arch, check_causal, model_skeleton, read_runs
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -148,9 +149,11 @@ def _untrusted(spec: ArchitectureSpec, sub: Submission) -> list[str]:
         return [f"its 'distributions' list is malformed ({exc!r})"]
 
 
-def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) -> np.ndarray:
+def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False,
+                 rebuilt: list | None = None) -> np.ndarray:
     """Recomputed FLOPs of every run (and reasons for the runs that disagree). Runs whose
-    mixers' code is not trusted keep their declared FLOPs, and make the verdict invalid."""
+    mixers' code is not trusted keep their declared FLOPs, and make the verdict invalid;
+    the (spec, seq_len) of the others go to ``rebuilt``."""
     cache: dict[tuple, tuple[float, int]] = {}
     judged: dict[tuple, list[str]] = {}       # mixer names -> why untrusted (once per set)
     refused: set[str] = set()
@@ -179,6 +182,8 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False) ->
             recomputed.append(float(run["flops"]))
             continue
         key = (spec.hash, seq_len, vocab)
+        if rebuilt is not None:
+            rebuilt.append((spec, seq_len))
         if key not in cache:
             fl = architecture_flops(spec, seq_len, vocab)
             cache[key] = (fl.training_per_token, _params_of(spec, vocab))
@@ -315,11 +320,16 @@ def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or \
                     not math.isfinite(v) or v <= 0:
                 raise UsageError(f"run {i + 1}: {c}={v!r} must be a positive number")
+    rebuilt: list = []
     try:
-        flops = _check_flops(sub, verdict, trust_code)
+        flops = _check_flops(sub, verdict, trust_code, rebuilt)
     except MadbenchError as exc:
         verdict.fail(f"FLOPs cannot be recomputed: {exc}")
         flops = np.array([float(r["flops"]) for r in sub.runs])
+    try:                                 # the mixers rebuilt here: eval's causality gate
+        check_causal([spec for spec, _ in rebuilt], {n for _, n in rebuilt})
+    except MadbenchError as exc:
+        verdict.fail(f"causality: {exc}")
     _check_budgets(sub, flops, verdict)
     groups = _check_curves(sub, flops, verdict)
     _check_frontiers(sub, groups, verdict, frontiers_root)
