@@ -306,8 +306,7 @@ def report_command(run_dirs, fmt, html_path):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    from ..results import Results
-    click.echo(report.compare([Results.from_records(g) for g in _groups(run_dirs)], fmt))
+    click.echo(report.compare(_groups(run_dirs), fmt))
 
 
 @click.command("plot")
