@@ -54,7 +54,8 @@ def resolve_placement(device: str = "auto", precision: str = "auto",
 
 
 def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
-    """``all``, or task names (a comma-separated string or a list), or Task objects."""
+    """``all``, or task names (a comma-separated string or a list), or Task objects; each
+    task once, in the order first given."""
     if isinstance(tasks, str):
         if tasks == "all":
             return all_tasks()
@@ -62,8 +63,9 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
         if not names:
             raise UsageError(f"--tasks {tasks!r} names no task ('all' or comma-separated "
                              "names)")
-        return [get_task(name) for name in names]
-    return [t if isinstance(t, Task) else get_task(t) for t in tasks]
+        tasks = names
+    chosen = [t if isinstance(t, Task) else get_task(t) for t in tasks]
+    return list({t.name: t for t in chosen}.values())
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -93,6 +93,20 @@ def test_smoke_eval_of_a_bundled_architecture(tmp_path):
     assert json.loads(rep.output)["mad_score"] == doc["mad_score"]
 
 
+def test_a_task_or_learning_rate_given_twice_is_one_run(tmp_path):
+    """--tasks memorization,memorization --set lrs=1e-3,1e-3 trained one run twice, said
+    '2 of 2 runs already stored' on a resume and warned of a partial sweep; it is one run."""
+    args = ["eval", "--arch", "mh-attention", "--tasks", "memorization,memorization",
+            "--preset", "smoke", "--set", "epochs=1", "--set", "lrs=1e-3,1e-3", "--set",
+            "max_train=32", "--set", "max_test=16", "--no-progress", "--run-dir",
+            str(tmp_path)]
+    first = run(args)
+    assert first.exit_code == 0 and "partial" not in first.output, first.output
+    assert len(ResultsStore(tmp_path).records()) == 1
+    again = run(args)
+    assert again.exit_code == 0 and "1 of 1 run already stored" in again.output
+
+
 def test_eval_of_a_mixer_given_by_import_path(thirdparty, tmp_path):
     res = run(["eval", "--arch", "thirdparty:DecayMixer", *FAST, "--format", "json",
                "--run-dir", str(tmp_path / "runs")])
