@@ -158,9 +158,7 @@ class MadbenchGroup(click.Group):
                                          if ctx.meta.get(_RESUMES) else ""), err=True)
             ctx.exit(130)
         except BrokenPipeError:               # `madbench ... | head`: the reader has gone
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)               # no second error while flushing at exit
-            ctx.exit(141)
+            _reader_gone(ctx)
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
             raise
         except click.UsageError as exc:      # a bad option value, a missing argument...
@@ -170,6 +168,8 @@ class MadbenchGroup(click.Group):
         except _UsageExit:                   # a nested group's usage error, already printed
             raise
         except SystemExit as exc:            # code madbench ran (a mixer) called sys.exit()
+            if isinstance(exc.__context__, BrokenPipeError):   # rich's exit on a broken pipe
+                _reader_gone(ctx)
             click.echo(f"Error: code that madbench ran called sys.exit({exc.code!r}); nothing "
                        "after it ran", err=True)
             ctx.exit(1)
@@ -180,6 +180,14 @@ class MadbenchGroup(click.Group):
                 "" if _debugging(ctx) else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"),
                 err=True)
             ctx.exit(1)
+
+
+def _reader_gone(ctx: click.Context) -> None:
+    """The output's reader has gone (``madbench ... | head``): exit 141, as a shell reports
+    SIGPIPE, with nothing more said."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)                       # no second error while flushing at exit
+    ctx.exit(141)
 
 
 class _UsageExit(SystemExit):
