@@ -11,22 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UsageError
+from .records import series_labels
 from .scoring import best_of_sweep
 from .tasks import get_task
 
 BASELINE = "baseline"
-
-
-def series_labels(groups: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
-    """How each group (one architecture under one protocol) is named in a figure:
-    ``hyena [smoke]``, with the protocol's and then the architecture's hash prefix added where
-    two groups would share a name (the same preset with other overrides, edited code)."""
-    labels = [f"{g[0]['arch_name']} [{g[0]['protocol_name']}]" for g in groups]
-    for key in ("protocol_hash", "arch_hash"):
-        clash = {label for label in labels if labels.count(label) > 1}
-        labels = [f"{label} {g[0][key][:6]}" if label in clash else label
-                  for label, g in zip(labels, groups)]
-    return labels
 
 
 def split_setting(name: str) -> tuple[str, str] | None:

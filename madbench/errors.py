@@ -47,6 +47,13 @@ class BudgetExceeded(BaseException):
     exit_code = 3
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, ``docker stop``, ``timeout``), raised where Ctrl-C raises
+    ``KeyboardInterrupt`` and handled as it is: exit code 143 (128 + 15)."""
+
+    exit_code = 143
+
+
 class PluginConflictError(MadbenchError):
     """Two plugins registered the same name."""
 

@@ -54,7 +54,8 @@ def resolve_placement(device: str = "auto", precision: str = "auto",
 
 
 def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
-    """``all``, or task names (a comma-separated string or a list), or Task objects."""
+    """``all``, or task names (a comma-separated string or a list), or Task objects; each
+    task once, in the order first given."""
     if isinstance(tasks, str):
         if tasks == "all":
             return all_tasks()
@@ -62,8 +63,9 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
         if not names:
             raise UsageError(f"--tasks {tasks!r} names no task ('all' or comma-separated "
                              "names)")
-        return [get_task(name) for name in names]
-    return [t if isinstance(t, Task) else get_task(t) for t in tasks]
+        tasks = names
+    chosen = [t if isinstance(t, Task) else get_task(t) for t in tasks]
+    return list({t.name: t for t in chosen}.values())
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -88,13 +90,24 @@ class Evaluation:
     executor: Any
     engine: str = "auto"
 
-    def pending(self) -> list[Job]:
-        """The runs not yet stored in ``run_dir`` (reading it creates nothing)."""
+    def pending(self, heal: bool = True) -> list[Job]:
+        """The runs not yet stored in ``run_dir`` (reading it creates nothing). The store is
+        healed first (``ResultsStore.heal``); without ``heal`` nothing is changed and an
+        unreadable record counts as not stored."""
         if not Path(self.run_dir, "records").is_dir():
             return list(self.jobs)
         store = ResultsStore(self.run_dir)
-        return [job for group in pending_groups(self.jobs, store)
-                for job in group]
+        if heal:
+            return [job for group in pending_groups(self.jobs, store) for job in group]
+        bad = {path.stem for path in self.unreadable()}
+        return [job for group in group_jobs(self.jobs) for job in group
+                if job.key in bad or not store.has(job.key)]
+
+    def unreadable(self) -> list[Path]:
+        """The files under ``run_dir/records`` that healing would move aside (none moved)."""
+        if not Path(self.run_dir, "records").is_dir():
+            return []
+        return [path for path, _ in ResultsStore(self.run_dir).problems()]
 
     def workers(self) -> list[str]:
         """The devices of the processes that train at once here, one entry per process

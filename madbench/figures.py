@@ -28,8 +28,8 @@ def pyplot():
 
 def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str],
                 mean_label: str):
-    """Per-task scores, one bar per architecture and protocol (named by ``names``, default
-    ``arch [protocol]``), plus the mean of the tasks, labelled ``mean_label``
+    """Per-task scores, one bar per architecture and protocol (named by ``names``,
+    ``madbench.records.series_labels``), plus the mean of the tasks, labelled ``mean_label``
     (``madbench.report.common_label``)."""
     import numpy as np
     plt = pyplot()
@@ -40,8 +40,7 @@ def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str],
     for i, s in enumerate(summaries):
         values = [s["tasks"].get(t, np.nan) for t in tasks] + [s["mad_score"]]
         ax.bar(np.arange(len(labels)) + i * width - 0.4 + width / 2, values, width,
-               label=names[i] if names else
-               f"{s['architecture']['name']} [{s['protocol']['name']}]")
+               label=names[i])
     ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
     ax.set_ylabel(f"score ({summaries[0]['metric']})")
     ax.set_ylim(0, 1)

@@ -104,14 +104,14 @@ def _provenance_section(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[
     return "".join(parts)
 
 
-def html_page(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[str],
-              figures: dict[str, str], mean_label: str, note: str | None = None) -> str:
+def html_page(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
+              run_dirs: Sequence[str], figures: dict[str, str], mean_label: str,
+              note: str | None = None) -> str:
     """The page of result documents (each with its ``score_label``), as ``madbench.report``
-    hands them: ``mean_label`` names the mean row side by side
-    (``madbench.report.common_label``); ``figures``: title -> inline SVG (empty when
-    matplotlib is absent, ``note`` then says so)."""
-    names = ", ".join(f"{s['architecture']['name']} [{s['protocol']['name']}]"
-                      for s in summaries)
+    hands them, named by ``labels`` (``madbench.records.series_labels``): ``mean_label`` names
+    the mean row side by side (``madbench.report.common_label``); ``figures``: title -> inline
+    SVG (empty when matplotlib is absent, ``note`` then says so)."""
+    names = ", ".join(labels)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     sections = []
     if len(summaries) > 1:
@@ -119,8 +119,7 @@ def html_page(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[str],
         rows = [[t] + [s["tasks"].get(t) for s in summaries] for t in tasks]
         rows.append([mean_label] + [s["mad_score"] for s in summaries])
         sections.append("<h2>Side by side</h2>" + _table(
-            ["task"] + [f"{s['architecture']['name']} [{s['protocol']['name']}]"
-                        for s in summaries], rows,
+            ["task", *labels], rows,
             [False] + [True] * len(summaries), total_last=True))
     for title, svg in figures.items():
         sections.append(f"<h2>{escape(title)}</h2><figure>{svg}</figure>")

@@ -103,7 +103,9 @@ def _parse_value(field_name: str, current: Any, text: str) -> Any:
                 raise ValueError(text)
             return text.lower() in ("true", "1", "yes")
         if isinstance(current, tuple):
-            return tuple(float(v) for v in text.split(",") if v.strip())
+            values = tuple(float(v) for v in text.split(",") if v.strip())
+            # a sweep list holds each value once (as --seeds does); betas are a pair
+            return values if field_name == "betas" else tuple(dict.fromkeys(values))
         if field_name in ("max_train", "max_test", "early_stop_accuracy") and \
                 text.lower() in ("none", ""):
             return None

@@ -34,3 +34,21 @@ def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[d
     for r in records:
         groups.setdefault((r["arch_hash"], r["protocol_hash"]), []).append(r)
     return groups
+
+
+def series_labels(groups) -> list[str]:
+    """How each record group (one architecture under one protocol) is named wherever several
+    are shown together (compare, plot, the HTML page): ``hyena [smoke]``, ``(non-standard)``
+    after an overridden protocol's name, then the protocol's and then the architecture's hash
+    prefix added where groups sharing a name differ in it (other overrides; other mixer kwargs,
+    edited code)."""
+    labels = [f"{g[0]['arch_name']} [{g[0]['protocol_name']}"
+              f"{'' if g[0].get('standard_protocol', True) else ' (non-standard)'}]"
+              for g in groups]
+    for key in ("protocol_hash", "arch_hash"):
+        values: dict[str, set[str]] = {}
+        for label, g in zip(labels, groups):
+            values.setdefault(label, set()).add(g[0][key])
+        labels = [f"{label} {g[0][key][:6]}" if len(values[label]) > 1 else label
+                  for label, g in zip(labels, groups)]
+    return labels

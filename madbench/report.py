@@ -12,6 +12,7 @@ from . import figures as fg
 from .errors import UsageError
 from .cli.progress import plural
 from .html_report import html_page
+from .records import series_labels
 
 # scoring, curves and results (numpy) are imported where they are used: the CLI imports this
 # module at start-up (`madbench eval --help`).
@@ -100,16 +101,23 @@ def render_all(results: Sequence[Any], fmt: str) -> str:
     return "\n\n".join(render(d, fmt) for d in docs)
 
 
-def compare(results: Sequence[Any], fmt: str) -> str:
-    """Several results side by side: one column per architecture and protocol."""
-    docs = [as_document(r) for r in results]
+def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
+    """The record ``groups`` side by side: one column per architecture and protocol, named by
+    ``series_labels`` (as plot names them), which JSON keys by."""
+    from .results import Results
+    docs = [Results.from_records(g).to_dict() for g in groups]
+    labels = series_labels(groups)
     if fmt == "json":
-        return json_text({f"{d['architecture']['name']} [{d['protocol']['name']}]":
-                          {"mad_score": d["mad_score"], "score_label": label(d),
-                           "tasks": d["tasks"]} for d in docs})
+        return json_text({name: {"mad_score": d["mad_score"], "score_label": label(d),
+                                 "tasks": d["tasks"],
+                                 "architecture": {k: d["architecture"][k] for k in
+                                                  ("name", "hash")},
+                                 "protocol": {k: d["protocol"].get(k) for k in
+                                              ("name", "hash", "standard", "overrides")}}
+                          for name, d in zip(labels, docs)})
     tasks = sorted({t for d in docs for t in d["tasks"]})
-    headers = ["task"] + [f"{d['architecture']['name']}\n[{d['protocol']['name']}]"
-                          for d in docs]
+    headers = ["task"] + [name if fmt == "markdown" else name.replace(" [", "\n[", 1)
+                          for name in labels]     # a markdown header is one line
     rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
     return _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
@@ -119,30 +127,30 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
                run_dirs: Sequence[str]) -> None:
     """A self-contained page of the record ``groups`` (one per architecture and protocol):
     tables, bars and difficulty curves (when matplotlib is installed), provenance."""
-    from .curves import difficulty_curves, series_labels
+    from .curves import difficulty_curves
     from .results import Results
     docs = [Results.from_records(g).to_dict() for g in groups]
+    labels = series_labels(groups)
     figures, note = {}, None
     try:
-        figures["Scores per task"] = fg.svg(fg.bars_figure(docs, series_labels(groups),
-                                                           common_label(docs)))
+        figures["Scores per task"] = fg.svg(fg.bars_figure(docs, labels, common_label(docs)))
         curves = difficulty_curves(groups)
         if curves:
             figures["Difficulty curves"] = fg.svg(fg.curves_figure(
-                curves, docs[0]["metric"], series_labels(groups)))
+                curves, docs[0]["metric"], labels))
         else:
             note = ("No difficulty curves: only baseline settings are stored (evaluate with "
                     "--settings all, or setting names such as vocab_size=512).")
     except UsageError as exc:
         note = f"No figures: {exc}"
-    Path(path).write_text(html_page(docs, [str(d) for d in run_dirs], figures,
+    Path(path).write_text(html_page(docs, labels, [str(d) for d in run_dirs], figures,
                                     common_label(docs), note), encoding="utf-8")
 
 
 def plot(path: str | Path, groups: Sequence[Sequence[dict]], kind: str = "bars") -> None:
     """``bars`` (per-task scores per architecture, the paper's Fig. 3.7) or ``curves`` (its
     difficulty curves, Figs. B.2-B.7) of the record ``groups``, written as an image."""
-    from .curves import difficulty_curves, series_labels
+    from .curves import difficulty_curves
     from .results import Results
     if kind == "bars":
         docs = [Results.from_records(g).to_dict() for g in groups]

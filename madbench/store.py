@@ -130,21 +130,22 @@ class ResultsStore:
         """Remove stale temporary files and move aside every file under ``records/`` that is
         not a readable record of the key it is named by; returns how many were moved aside.
         Their runs are no longer stored, so a sweep trains them again."""
-        moved = 0
+        for p in self.dir.glob(f"{TMP_PREFIX}*"):
+            if _stale_temporary(p):
+                _unlink_quietly(p)
+        return sum(self._set_aside(p, problem) for p, problem in self.problems())
+
+    def problems(self) -> list[tuple[Path, str]]:
+        """The files under ``records/`` that ``heal`` moves aside, with why; nothing moved."""
+        out = []
         for p in sorted(self.dir.iterdir()):
-            if p.name.startswith(TMP_PREFIX):
-                if _stale_temporary(p):
-                    _unlink_quietly(p)
-                continue
             if p.name.startswith("."):
                 continue
             if not p.is_file() or not RECORD_NAME.match(p.name):
-                problem = "not a madbench record"
-            else:
-                problem = _read_record(p)[1]
-            if problem:
-                moved += self._set_aside(p, problem)
-        return moved
+                out.append((p, "not a madbench record"))
+            elif (problem := _read_record(p)[1]):
+                out.append((p, problem))
+        return out
 
     def _set_aside(self, path: Path, problem: str) -> bool:
         """Move ``path`` to ``RUN_DIR/quarantine/`` (one warning line); False when it cannot

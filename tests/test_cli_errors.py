@@ -495,3 +495,19 @@ def test_an_interrupt_exits_130_and_says_whether_the_command_resumes(tmp_path, m
         assert last == "Interrupted. Finished runs are kept; the same command resumes."
     else:
         assert last == "Interrupted."
+
+
+def test_a_reader_that_went_away_is_exit_141_and_no_message_under_rich_too():
+    """`madbench tasks show ... | head`: rich's console meets the broken pipe and calls
+    sys.exit(1), which was reported as an error with exit 1; it now exits 141 with nothing on
+    stderr, as click's output (`arch list | head`) does and the README says."""
+    import subprocess
+    import sys
+    read, write = os.pipe()
+    os.close(read)                                   # the reader is gone before any output
+    proc = subprocess.Popen([sys.executable, "-m", "madbench", "tasks", "show", "memorization"],
+                            stdout=write, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    os.close(write)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (141, "")

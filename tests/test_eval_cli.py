@@ -93,6 +93,20 @@ def test_smoke_eval_of_a_bundled_architecture(tmp_path):
     assert json.loads(rep.output)["mad_score"] == doc["mad_score"]
 
 
+def test_a_task_or_learning_rate_given_twice_is_one_run(tmp_path):
+    """--tasks memorization,memorization --set lrs=1e-3,1e-3 trained one run twice, said
+    '2 of 2 runs already stored' on a resume and warned of a partial sweep; it is one run."""
+    args = ["eval", "--arch", "mh-attention", "--tasks", "memorization,memorization",
+            "--preset", "smoke", "--set", "epochs=1", "--set", "lrs=1e-3,1e-3", "--set",
+            "max_train=32", "--set", "max_test=16", "--no-progress", "--run-dir",
+            str(tmp_path)]
+    first = run(args)
+    assert first.exit_code == 0 and "partial" not in first.output, first.output
+    assert len(ResultsStore(tmp_path).records()) == 1
+    again = run(args)
+    assert again.exit_code == 0 and "1 of 1 run already stored" in again.output
+
+
 def test_eval_of_a_mixer_given_by_import_path(thirdparty, tmp_path):
     res = run(["eval", "--arch", "thirdparty:DecayMixer", *FAST, "--format", "json",
                "--run-dir", str(tmp_path / "runs")])
@@ -213,6 +227,34 @@ def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(thirdparty, tmp_pa
     assert len(resumed) == 4 == len({r["run_key"] for r in resumed})
     metric = lambda recs: sorted((r["run_key"], r["accuracy"], r["loss"]) for r in recs)  # noqa: E731
     assert metric(resumed) == metric(clean)
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_with_exit_143(thirdparty, tmp_path):
+    """SIGTERM (Slurm, docker stop) after the first stored run: exit 143 and the interrupt's
+    line (before: killed silently by the signal); the stored records read, no temporary file
+    is left, and the same command resumes with what is missing."""
+    sweep = ["eval", "--arch", "thirdparty:DecayMixer", "--tasks", "memorization", "--preset",
+             "smoke", "--set", "epochs=2", "--set", "lrs=1e-3,5e-4,1e-4", "--engine", "plain",
+             "--no-progress", "--run-dir", str(tmp_path)]
+    env = {**os.environ,
+           "PYTHONPATH": f"{thirdparty}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "madbench", *sweep], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    records, deadline = tmp_path / "records", time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not (
+            records.is_dir() and any(not p.name.startswith(".") for p in records.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("Interrupted. Finished runs are kept; the same "
+                                            "command resumes.")
+    store = ResultsStore(tmp_path)
+    stored = len(store.records(set_aside=False))
+    assert 1 <= stored < 3 and stored == len(list(records.iterdir()))   # no .tmp- left
+    resumed = run(sweep)
+    assert resumed.exit_code == 0 and f"{stored} of 3 runs already stored" in resumed.output
+    assert len({r["run_key"] for r in store.records()}) == 3
 
 
 def test_a_log_gets_one_line_per_run_a_resume_line_and_a_results_folder(tmp_path):

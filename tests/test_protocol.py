@@ -26,6 +26,17 @@ def test_hashes_are_stable_distinct_and_follow_content():
     assert get_protocol("paper", {"epochs": "200"}).hash == PRESETS["paper"].hash
 
 
+def test_a_sweep_list_holds_each_value_once_in_the_order_given():
+    """--set lrs=1e-3,1e-3 trained the same run twice; a repeated value now counts once (as
+    --seeds 0,0 does). betas are a pair, not a list: equal betas stay two."""
+    p = get_protocol("paper", {"lrs": "1e-3,5e-4,0.001", "weight_decays": "0.1,0,0.1",
+                               "betas": "0.9,0.9"})
+    assert (p.lrs, p.weight_decays, p.betas) == ((1e-3, 5e-4), (0.1, 0.0), (0.9, 0.9))
+    assert p.configs() == [(1e-3, 0.1), (1e-3, 0.0), (5e-4, 0.1), (5e-4, 0.0)]
+    assert p.hash == get_protocol("paper", {"lrs": "1e-3,5e-4", "weight_decays": "0.1,0",
+                                            "betas": "0.9,0.9"}).hash
+
+
 @pytest.mark.parametrize("overrides", [{"nope": "1"}, {"epochs": "x"}, {"schedule": "linear"},
                                        {"betas": "0.9"}, {"epochs": "0"}, {"name": "x"}])
 def test_bad_overrides_are_usage_errors(overrides):

@@ -36,7 +36,8 @@ def test_compare_shows_each_architecture_with_its_stored_score(two_runs):
     doc = json.loads(res.output)
     for d, arch in zip(dirs, ("mh-attention", "mh-gated-linear-attention")):
         (record,) = ResultsStore(d).records()
-        assert doc[f"{arch} [smoke]"]["tasks"]["memorization"] == record["accuracy"]
+        assert doc[f"{arch} [smoke (non-standard)]"]["tasks"]["memorization"] == \
+            record["accuracy"]
     table = CliRunner().invoke(main, ["compare", *dirs]).output
     assert "mean of 1 task" in table and "MAD score" not in table and "mh-attention" in table
 
@@ -77,7 +78,7 @@ def test_difficulty_curves_are_the_stored_accuracies_against_the_variable(curve_
     baseline_vocab = get_task("memorization").baseline["vocab_size"]
     for run_dir, arch in zip(curve_runs, ("mh-attention", "mh-gated-linear-attention")):
         stored = {r["setting"]: r["accuracy"] for r in ResultsStore(run_dir).records()}
-        assert curves["memorization"]["vocab_size"][f"{arch} [smoke]"] == sorted(
+        assert curves["memorization"]["vocab_size"][f"{arch} [smoke (non-standard)]"] == sorted(
             [(float(baseline_vocab), stored["baseline"]), (512.0, stored["vocab_size=512"])])
 
 
@@ -127,13 +128,41 @@ def test_html_report_renders_in_a_headless_browser(curve_runs, tmp_path):
 def test_two_runs_of_one_architecture_under_other_overrides_stay_two_curves(two_runs,
                                                                            curve_runs):
     """Same name, same preset, other overrides: two series, told apart by protocol hash."""
-    from madbench.curves import series_labels
-    from madbench.records import group_records
+    from madbench.records import group_records, series_labels
     from madbench.store import load_records
     groups = list(group_records(load_records([two_runs / "mh-attention",
                                               curve_runs[0]])).values())
     labels = series_labels(groups)
-    assert len(set(labels)) == 2 and all(l.startswith("mh-attention [smoke] ") for l in labels)
+    assert sorted(labels) == sorted(
+        f"mh-attention [smoke (non-standard)] {g[0]['protocol_hash'][:6]}" for g in groups)
+
+
+def test_compare_tells_apart_runs_of_one_name_and_keeps_each_in_json(two_runs, tmp_path):
+    """One name, three results: the standard preset, an overridden one, and the overridden one
+    with other mixer kwargs. compare labelled all three 'mh-attention [smoke]' (JSON kept
+    one); now each has its own label, as plot names it, non-standard ones marked."""
+    dirs = [two_runs / "mh-attention", tmp_path / "heads2", tmp_path / "standard"]
+    for run_dir, args in ((dirs[1], [*FAST, "--mixer-kwargs", '{"num_heads": 2}']),
+                          (dirs[2], ["--tasks", "memorization", "--preset", "smoke",
+                                     "--no-progress"])):
+        res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", *args, "--run-dir",
+                                        str(run_dir)])
+        assert res.exit_code == 0, res.output
+    (r16,), (r2,), (std,) = (ResultsStore(d).records() for d in dirs)
+    assert r16["arch_hash"] != r2["arch_hash"] and r16["protocol_hash"] == r2["protocol_hash"]
+    expected = {f"mh-attention [smoke (non-standard)] {r16['arch_hash'][:6]}": r16,
+                f"mh-attention [smoke (non-standard)] {r2['arch_hash'][:6]}": r2,
+                "mh-attention [smoke]": std}
+    res = CliRunner().invoke(main, ["compare", *map(str, dirs), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert set(doc) == set(expected)
+    for name, record in expected.items():
+        assert doc[name]["tasks"]["memorization"] == record["accuracy"]
+        assert doc[name]["architecture"]["hash"] == record["arch_hash"]
+    table = CliRunner().invoke(main, ["compare", *map(str, dirs), "--format", "markdown"])
+    header = table.output.splitlines()[0]
+    assert all(name in header for name in expected), table.output
 
 
 def test_scores_keep_three_decimals_and_counts_their_plural():

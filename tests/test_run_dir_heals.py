@@ -76,6 +76,32 @@ def test_bad_record_files_are_moved_aside_and_their_runs_retrained(tmp_path):
     assert len(store.records()) == 2
 
 
+def test_a_dry_run_changes_nothing_and_counts_an_unreadable_record_as_not_stored(tmp_path):
+    """--dry-run moved corrupt records to quarantine (and removed stale temporary files); now
+    the run directory is left byte for byte, the plan counts such a run as pending and says
+    how many files eval would set aside."""
+    run_dir = tmp_path / "run"
+    args = ["eval", "--arch", "mh-attention", "--tasks", "memorization", "--run-dir", run_dir,
+            *TINY]
+    assert cli(*args).exit_code == 0
+    store = ResultsStore(run_dir)
+    truncated = sorted(store.dir.glob("*.parquet"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    (store.dir / "notes.txt").write_text("not a record")
+    (store.dir / f".tmp-{_HOST}-{dead_pid()}-abc.parquet").write_bytes(b"half")
+
+    def snapshot():
+        return {p.relative_to(run_dir): p.read_bytes() if p.is_file() else None
+                for p in run_dir.rglob("*")}
+
+    before = snapshot()
+    dry = cli(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert snapshot() == before and not (run_dir / QUARANTINE).exists()
+    assert "1 of 2 runs already stored" in dry.output and "training 1 run " in dry.output
+    assert "2 files under" in dry.output and "would move them" in dry.output
+
+
 def test_a_read_only_store_reads_around_a_bad_file(tmp_path, capsys):
     store = ResultsStore(tmp_path)
     (store.dir / ("c" * 24 + ".parquet")).write_bytes(b"junk")

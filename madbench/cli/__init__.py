@@ -2,9 +2,9 @@
 when its command runs (so that ``madbench --help`` does not import torch).
 
 Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 refused by a check (or an invalid
-submission), 4 runs left by ``--time-limit`` (``eval``, ``scaling run``), 130 interrupted, 141
-the output's reader gone. Every error is one line on stderr; an unexpected exception too (its
-traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
+submission), 4 runs left by ``--time-limit`` (``eval``, ``scaling run``), 130 interrupted (143
+by SIGTERM), 141 the output's reader gone. Every error is one line on stderr; an unexpected
+exception too (its traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
 """
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import difflib
 import importlib
 import math
 import os
+import signal
+import threading
 import traceback
 import warnings
 
 import click
 
-from ..errors import BudgetExceeded, MadbenchError, printable
+from ..errors import BudgetExceeded, MadbenchError, Terminated, printable
 from .. import __version__
 
 DEBUG_ENV = "MADBENCH_DEBUG"
@@ -148,19 +150,18 @@ class MadbenchGroup(click.Group):
             _usage_error(exc)
 
     def invoke(self, ctx: click.Context):
+        previous = _terminate_as_interrupt()
         try:
             return super().invoke(ctx)
         except (MadbenchError, BudgetExceeded) as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:     # Ctrl-C, or SIGTERM (Terminated)
             click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
                                          if ctx.meta.get(_RESUMES) else ""), err=True)
-            ctx.exit(130)
+            ctx.exit(getattr(exc, "exit_code", 130))
         except BrokenPipeError:               # `madbench ... | head`: the reader has gone
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)               # no second error while flushing at exit
-            ctx.exit(141)
+            _reader_gone(ctx)
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
             raise
         except click.UsageError as exc:      # a bad option value, a missing argument...
@@ -170,6 +171,8 @@ class MadbenchGroup(click.Group):
         except _UsageExit:                   # a nested group's usage error, already printed
             raise
         except SystemExit as exc:            # code madbench ran (a mixer) called sys.exit()
+            if isinstance(exc.__context__, BrokenPipeError):   # rich's exit on a broken pipe
+                _reader_gone(ctx)
             click.echo(f"Error: code that madbench ran called sys.exit({exc.code!r}); nothing "
                        "after it ran", err=True)
             ctx.exit(1)
@@ -180,6 +183,28 @@ class MadbenchGroup(click.Group):
                 "" if _debugging(ctx) else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"),
                 err=True)
             ctx.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt():
+    """From now on SIGTERM raises ``Terminated``, a ``KeyboardInterrupt``, as Ctrl-C raises
+    its own (main thread only); returns the handler it replaced, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, terminated)
+
+
+def _reader_gone(ctx: click.Context) -> None:
+    """The output's reader has gone (``madbench ... | head``): exit 141, as a shell reports
+    SIGPIPE, with nothing more said."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)                       # no second error while flushing at exit
+    ctx.exit(141)
 
 
 class _UsageExit(SystemExit):

@@ -242,7 +242,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         state_target=state_target, param_tolerance=param_tolerance, engine=engine,
         executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
         preflight=check_paths)
-    pending = evaluation.pending()           # read once: the estimate and the plan's note
+    pending = evaluation.pending(heal=not dry_run)   # read once: the estimate, the plan's note
     estimate = evaluation.estimate(pending)
     limit = None
     if limit_seconds is not None and estimate.pending:
@@ -250,9 +250,14 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     for line in describe_plan(estimate, evaluation.protocol, run_dir, executor, pending,
                               limit):
         click.echo(line, err=True)
-    if dry_run:
+    if dry_run:           # a dry run changes nothing in the run directory
         for line in describe_tasks(estimate, evaluation.protocol, pending):
             click.echo(line, err=True)
+        unreadable = evaluation.unreadable()
+        if unreadable:
+            click.echo(f"{plural(len(unreadable), 'file')} under {run_dir}/records cannot be "
+                       f"read as records (e.g. {unreadable[0].name}): eval would move them to "
+                       f"{run_dir}/quarantine; their runs count as not stored", err=True)
         return
     with _Progress(enabled=not no_progress) as progress:
         try:
@@ -306,8 +311,7 @@ def report_command(run_dirs, fmt, html_path):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    from ..results import Results
-    click.echo(report.compare([Results.from_records(g) for g in _groups(run_dirs)], fmt))
+    click.echo(report.compare(_groups(run_dirs), fmt))
 
 
 @click.command("plot")
