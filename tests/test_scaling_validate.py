@@ -184,6 +184,17 @@ def test_stored_frontiers_are_found_from_any_directory(tmp_path, monkeypatch):
     assert default_root() == CHECKOUT_ROOT and CHECKOUT_ROOT.is_dir()
 
 
+def _with_mixer(honest, mixer, tmp_path):
+    """The honest submission with its first layer's mixer replaced, as a file."""
+    rows = copy.deepcopy(honest)
+    for r in rows:
+        r["architecture"]["layers"][0]["mixer"] = mixer
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
+                                "runs": rows}))
+    return path
+
+
 def test_validation_imports_no_code_the_submission_names(honest, frontiers, tmp_path,
                                                           monkeypatch):
     """A submission whose architecture names a module of the working directory: the module is
@@ -198,12 +209,7 @@ def test_validation_imports_no_code_the_submission_names(honest, frontiers, tmp_
         "        super().__init__(); self.lin = torch.nn.Linear(dim, dim)\n"
         "    def forward(self, x):\n"
         "        return self.lin(x)\n")
-    rows = copy.deepcopy(honest)
-    for r in rows:
-        r["architecture"]["layers"][0]["mixer"] = "evilmix:Mixer"
-    path = tmp_path / "sub.json"
-    path.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
-                                "runs": rows}))
+    path = _with_mixer(honest, "evilmix:Mixer", tmp_path)
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
                                    str(frontiers), "--json"])
@@ -234,12 +240,7 @@ def test_trusted_code_that_leaks_is_invalid(honest, frontiers, tmp_path, monkeyp
     y = x.clone()
     y[:, 1] += 1
     assert not torch.allclose(Peek(32)(x)[:, 0], Peek(32)(y)[:, 0])     # it leaks
-    rows = copy.deepcopy(honest)
-    for r in rows:
-        r["architecture"]["layers"][0]["mixer"] = "peekmix:Peek"
-    path = tmp_path / "sub.json"
-    path.write_text(json.dumps({"arch": FAMILY, "corpus_sha256": SHA, "seq_len": SEQ,
-                                "runs": rows}))
+    path = _with_mixer(honest, "peekmix:Peek", tmp_path)
     res = CliRunner().invoke(cli, ["scaling", "validate", str(path), "--frontiers",
                                    str(frontiers), "--json", "--trust-code"])
     assert res.exit_code == 3, res.output
