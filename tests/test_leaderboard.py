@@ -19,11 +19,12 @@ from madbench.errors import UsageError
 from madbench.leaderboard.boards import BOARDS, current_suite_hash, suite_tasks
 from madbench.leaderboard.changes import changed_files
 from madbench.leaderboard.render import render
-from madbench.protocol import PRESETS
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
 from madbench.leaderboard.submit import select_group
 from madbench.leaderboard.validate import submission_files, validate_file, validate_submission
+
+from helpers import as_board_entry
 
 if "leaderboard" not in main.commands:     # until the lead wires the group into the CLI
     main.add_command(leaderboard_group)
@@ -405,13 +406,6 @@ def _board_copy(tmp_path):
     return root
 
 
-def _as_quick_entry(doc):
-    """The smoke trial dressed as a mad-quick entry (render reads, it does not re-validate)."""
-    entry = copy.deepcopy(doc)
-    entry["board"], entry["protocol"]["hash"] = "mad-quick", PRESETS["quick"].hash
-    return entry
-
-
 def test_render_and_agree_refuse_a_file_of_another_protocol_in_a_board_folder(tmp_path, doc):
     """A smoke run's entry copied into leaderboards/mad-quick/ is neither ranked by render nor
     compared by agree (before, render ranked it and agree took it for its architecture)."""
@@ -450,7 +444,7 @@ def test_render_check_catches_a_stale_table(tmp_path, doc):
     (root / "mad-quick").mkdir()
     tasks = [t.name for t in suite_tasks()]
     for name, score in (("second", 0.5), ("first", 0.75), ("a-partial", 0.99)):
-        entry = _as_quick_entry(doc)
+        entry = as_board_entry(doc, "mad-quick")
         entry["name"], entry["scores"]["overall"] = name, score
         if name != "a-partial":      # scores for every task: a complete entry
             entry["scores"].update({t: score for t in tasks})

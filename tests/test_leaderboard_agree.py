@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from madbench.cli import main
 from madbench.leaderboard.agree import OVERALL, agreement
 
+from helpers import as_board_entry
+
 TASKS = ["in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall",
          "memorization", "compression", "selective-copying"]
 
@@ -23,7 +25,7 @@ def entry(doc, name, arch_hash, scores):
 
 def write(root, board, e):
     (root / board).mkdir(exist_ok=True)
-    (root / board / f"{e['name']}.json").write_text(json.dumps(e))
+    (root / board / f"{e['name']}.json").write_text(json.dumps(as_board_entry(e, board)))
 
 
 def test_agreement_against_hand_computed_ranks(tmp_path, trial):
