@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .architecture import ArchitectureSpec
+from .errors import MadbenchError
 from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
@@ -140,7 +141,13 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
             warm = timed(1, chosen)
         except Exception:  # noqa: BLE001 - the sweep falls back likewise; time the plain step
             chosen = "plain"
-            warm = timed(1, chosen)
+            try:
+                warm = timed(1, chosen)
+            except Exception as exc:  # noqa: BLE001 - named in the one-line error
+                if not isinstance(exc, MadbenchError):
+                    exc.add_note(f"while timing a training step of {first.task.name} "
+                                 f"{eff.name} for the time estimate")
+                raise
         per_step = differenced(lambda n: timed(n, chosen), steps, warm)
     together = 1 if chosen == "plain" else len(configs)
     return per_step / together * protocol.batch_size / batch

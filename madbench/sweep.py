@@ -13,7 +13,7 @@ import torch
 from .architecture import ArchitectureSpec
 from .claims import HELD, claim_all, contend
 from .code_identity import run_version
-from .errors import UsageError, warn
+from .errors import MadbenchError, UsageError, warn
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -320,6 +320,14 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
         if todo and time_limit is not None and not time_limit.fits(group):
             return 0
         if todo:
-            run_group(spec, todo, protocol, store, dev, precision, checks, engine, progress,
-                      verdicts)
+            try:
+                run_group(spec, todo, protocol, store, dev, precision, checks, engine,
+                          progress, verdicts)
+            except Exception as exc:  # noqa: BLE001 - named with its run in the one-line error
+                if not isinstance(exc, MadbenchError):
+                    job = todo[0]
+                    exc.add_note(f"while training {job.task.name} {job.setting.name} seed "
+                                 f"{job.seed}" + (f" lr {job.lr} wd {job.weight_decay}"
+                                                  if len(todo) == 1 else ""))
+                raise
         return len(todo)

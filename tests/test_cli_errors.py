@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from madbench.cli import main
-from madbench.errors import printable
+from madbench.errors import MadbenchError, printable
 from madbench.store import ResultsStore
 
 TINY = ["--tasks", "memorization", "--preset", "smoke", "--set", "epochs=1", "--set",
@@ -336,6 +336,13 @@ class ExitsInTraining(Base):      # passes every check, then exits once training
         return self.causal(x)
 
 
+class RaisesInTraining(Base):    # passes every check, then fails once training starts
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.shape[0] > 3:
+            raise RuntimeError("boom in training step")
+        return self.causal(x)
+
+
 class ExitsAlways(Base):
     def forward(self, x):
         raise SystemExit(0)
@@ -417,6 +424,25 @@ def test_check_says_eval_refuses_a_contract_failure():
     verdict = {"refusal": None, "flags": []}
     assert eval_outcome({"causal": True, "contract_ok": False}, verdict) == "refused"
     assert eval_outcome({"causal": True, "contract_ok": True}, verdict) == "runs"
+
+
+def test_an_error_in_training_names_the_run(hostile, tmp_path):
+    """In eval's time estimate, which trains a few steps first, and in a sweep's worker process
+    (before: only 'RuntimeError: boom in training step', no task, setting or seed)."""
+    from madbench.evaluator import prepare
+    from madbench.executors.local import LocalExecutor
+    result = cli("eval", "--arch", f"{hostile}:RaisesInTraining", *TINY, "--settings",
+                 "baseline", "--run-dir", tmp_path / "run")
+    assert_one_line(result, 1, "RuntimeError: boom in training step (while timing a training "
+                    "step of memorization baseline for the time estimate)")
+    ev = prepare(f"{hostile}:RaisesInTraining", tasks="memorization", protocol="smoke",
+                 overrides={"epochs": "1", "max_train": "32", "max_test": "16"},
+                 settings="baseline", run_dir=tmp_path / "pool", device="cpu",
+                 engine="plain", executor=LocalExecutor(devices=["cpu", "cpu"],
+                                                        threads_per_worker=1))
+    with pytest.raises(MadbenchError, match=r"failed: RuntimeError: boom in training step "
+                       r"\(while training memorization baseline seed 0 lr "):
+        ev.run()
 
 
 def test_sys_exit_in_a_mixer_is_an_error_not_a_silent_success(hostile, tmp_path):

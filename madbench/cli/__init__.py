@@ -220,12 +220,14 @@ def _usage_error(exc: click.UsageError) -> None:
 
 def _one_line(exc: BaseException) -> str:
     """An exception as one line: an OS error as its message and file, else its type and first
-    line."""
+    line; then its first note, in brackets (e.g. the run it was training)."""
+    notes = getattr(exc, "__notes__", None)
+    note = f" ({notes[0]})" if notes else ""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        return f"{exc.strerror}{where}{note}"
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__) + note
 
 
 @click.group(cls=MadbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

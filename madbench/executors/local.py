@@ -57,7 +57,10 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
                 trained = train_shipped_group(payload, job_dicts, device, progress, verdicts,
                                               wait_for_holder)
             except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
-                outbox.send(("error", worker_id, type(exc).__name__, str(exc),
+                first, *rest = str(exc).split("\n")   # its note (the run) on the first line
+                note = "".join(f" ({n})" for n in getattr(exc, "__notes__", ())[:1])
+                text = "\n".join([first + note, *rest])
+                outbox.send(("error", worker_id, type(exc).__name__, text,
                              traceback.format_exc()))
                 return
             outbox.send(("finished", worker_id, group_id, trained))
