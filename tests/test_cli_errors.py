@@ -393,6 +393,10 @@ def test_eval_checks_causality_at_the_longest_length_it_trains(hostile, tmp_path
                  "in-context-recall", "--dry-run", "--run-dir", tmp_path / "run")
     assert_one_line(result, 3, "is not causal")
     assert "(at sequence length 128)" in result.stderr
+    result = cli("eval", "--arch", f"{hostile}:LeakLong", "--preset", "smoke", "--tasks",
+                 "in-context-recall", "--run-dir", tmp_path / "new" / "run")
+    assert_one_line(result, 3, "is not causal")
+    assert not (tmp_path / "new").exists()      # refused: no folder left behind (it was)
 
 
 def test_guard_lengths_names_the_length_that_leaks(hostile):

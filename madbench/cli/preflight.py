@@ -34,11 +34,12 @@ def writable_file(path: str | os.PathLike, option: str) -> Path:
 
 
 def writable_dir(path: str | os.PathLike, option: str) -> Path:
-    """``path`` exists (created if needed) and a file can be created in it (probed with a
-    temporary file, removed at once)."""
+    """A file can be created in folder ``path`` (probed with a temporary file, removed at
+    once, as are the folders made for the probe: a command refused later leaves nothing)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: is a file, not a folder")
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
@@ -46,4 +47,10 @@ def writable_dir(path: str | os.PathLike, option: str) -> Path:
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write there "
                          f"({exc.strerror or type(exc).__name__})") from None
+    finally:
+        for folder in made:          # innermost first; one another process filled stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return path
