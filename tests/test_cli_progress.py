@@ -32,3 +32,9 @@ def test_the_bar_writes_hyper_parameters_as_the_log_does():
     progress("run", {"task": "memorization", "setting": "baseline", "lr": "sweep",
                      "wd": "6 configs", "seed": 0})
     assert "lr=sweep wd=6 configs" in progress.current
+
+
+def test_nothing_to_train_reads_well_for_one_run_and_for_many():
+    from madbench.cli.progress import all_stored
+    assert all_stored(1, "runs/x") == "nothing to train: the 1 run is stored in runs/x"
+    assert all_stored(1234, "d") == "nothing to train: all 1,234 runs are stored in d"

@@ -15,7 +15,7 @@ from ..protocol import PRESETS
 from ..records import group_records
 from ..report import FORMATS, json_text, render
 from .preflight import writable_dir, writable_file
-from .progress import RunProgress, compact, duration, limit_line, plural
+from .progress import RunProgress, all_stored, compact, duration, limit_line, plural
 from . import CHANNEL_HELP, FiniteFloat, no_progress_option, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
@@ -103,8 +103,7 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
         lines.append(f"{estimate.stored:,} of {plural(estimate.total, 'run')} already stored in "
                      f"{run_dir}")
     if not estimate.pending:
-        lines.append(f"nothing to train: all {plural(estimate.total, 'run')} are stored in "
-                     f"{run_dir}")
+        lines.append(all_stored(estimate.total, run_dir))
         return lines
     where = estimate.device + (f" x {estimate.devices} devices" if estimate.devices > 1 else "")
     if estimate.workers > estimate.devices:

@@ -38,6 +38,12 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+def all_stored(n: int, where) -> str:
+    """``nothing to train: all 3 runs are stored in DIR`` (``the 1 run is``)."""
+    held = "the 1 run is" if n == 1 else f"all {plural(n, 'run')} are"
+    return f"nothing to train: {held} stored in {where}"
+
+
 def limit_line(limit, fit: int, pending: int) -> str:
     """What ``--time-limit`` (a ``madbench.time_limit.TimeLimit``) leaves of the command's
     time, and how many of the ``pending`` runs (``fit`` of them) fit by the estimate."""

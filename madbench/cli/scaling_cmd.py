@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError, warn
 from .preflight import writable_dir, writable_file
-from .progress import RunProgress, duration, limit_line, plural
+from .progress import RunProgress, all_stored, duration, limit_line, plural
 from . import FiniteFloat, no_progress_option, resumes, time_limit_option
 
 # madbench modules that load torch, numpy or pyarrow are imported inside the commands that
@@ -270,8 +270,7 @@ def _time_limit(plans, run_dir, device, precision, seconds, started):
     except UsageError:                   # no run directory yet: nothing stored
         todo = list(plans)
     if not todo:
-        click.echo(f"nothing to train: all {plural(len(plans), 'run')} are stored in "
-                   f"{run_dir}", err=True)
+        click.echo(all_stored(len(plans), run_dir), err=True)
         return None
     dev = resolve_device(device)
     precision = resolve_precision(dev, precision)
