@@ -191,6 +191,17 @@ def test_run_without_a_fitting_size_says_which_budget_is_too_small_or_too_large(
     assert "32x2 to" in line and "over 1,000 tokens" in line and "to 768x16 would train" in line
 
 
+def test_a_budget_or_size_given_twice_is_planned_once(tmp_path):
+    """As eval's lists: 1e10,1e10 with 32x1,32x1,32x2 plans two runs (before: eight rows)."""
+    out = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e10,1e10",
+                                   "--sizes", "32x1,32x1,32x2", "--seq-len", "64",
+                                   "--batch-size", "8", "--device", "cpu", "--run-dir",
+                                   str(tmp_path / "r"), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    rows = [line.split() for line in out.output.splitlines() if line.strip().startswith("1e+10")]
+    assert [row[1] for row in rows] == ["32x1", "32x2"]
+
+
 def test_a_corpus_without_a_validation_sequence_is_refused_before_training(tmp_path):
     """1,200 bytes pass the corpus size check but hold no validation block: the command used
     to train the run and then fail, storing nothing."""

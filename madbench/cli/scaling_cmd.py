@@ -199,7 +199,9 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     from ..architecture import parse_mixer_kwargs
     kwargs = parse_mixer_kwargs(mixer_kwargs) if mixer_kwargs else None
     family = get_family(arch, striped, kwargs, attention_ratio)
-    size_list = [parse_size(s) for s in sizes.split(",") if s.strip()] if sizes else None
+    # each size and budget once, in the order given (as eval's --seeds and --set lists)
+    size_list = list(dict.fromkeys(parse_size(s) for s in sizes.split(",") if s.strip())) \
+        if sizes else None
     if sizes is not None and not size_list:
         raise UsageError(f"--sizes {sizes!r} names no size (give WxD,...)")
     lr_rule = batch_rule = None
@@ -213,7 +215,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         batch_rule, batch_size = paper_batch_size, "1"
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
-    budget_list = _parse_floats(budgets, "--budgets")
+    budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
     if not dry_run or limit_seconds is not None:
         from ..trainer import resolve_device
         resolve_device(device)           # a bad --device fails before the corpus loads
