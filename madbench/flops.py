@@ -432,6 +432,9 @@ def measured_layer_flops(mixer: str, dim: int, seq_len: int,
                         f"{type(error).__name__}: {error}".splitlines()[0])
 
 
+_WARNED: set[str] = set()      #: mixers whose FlopCounterMode fallback was said
+
+
 def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | None = None,
                 fallback: str = "flopcounter", warn: bool = True) -> LayerFlops:
     """Forward FLOPs of one mixer on one sequence: built-in formula, else the
@@ -454,7 +457,8 @@ def layer_flops(mixer: str, dim: int, seq_len: int, kwargs: Mapping[str, Any] | 
     if measured <= 0:
         raise MadbenchError(f"no FLOP formula for mixer {mixer!r} and FlopCounterMode counts 0 "
                             "(custom or Triton ops): implement the madbench_flops hook")
-    if warn:
+    if warn and mixer not in _WARNED:          # once per mixer and process
+        _WARNED.add(mixer)
         one_line_warning(f"no FLOP formula for mixer {mixer!r}: using FlopCounterMode's count, "
                          "a lower bound (matrix products and convolutions only)")
     return LayerFlops(mixer, "flopcounter", {"measured": measured})

@@ -157,7 +157,9 @@ def test_hook_supplies_formulas_for_third_party_mixers(toy_plugin):
     assert architecture_flops(spec, 10, 256).method == "hook"
 
 
-def test_without_formula_or_hook_flopcounter_is_the_fallback(toy_plugin, capsys):
+def test_without_formula_or_hook_flopcounter_is_the_fallback(toy_plugin, capsys, monkeypatch):
+    import madbench.flops
+    monkeypatch.setattr(madbench.flops, "_WARNED", set())     # as in a fresh process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lf = layer_flops("toy-matmul", 16, 10)
@@ -166,6 +168,8 @@ def test_without_formula_or_hook_flopcounter_is_the_fallback(toy_plugin, capsys)
     err = capsys.readouterr().err
     assert err.startswith("Warning: no FLOP formula for mixer 'toy-matmul'")
     assert "lower bound" in err and err.count("\n") == 1 and not caught
+    layer_flops("toy-matmul", 32, 10)                 # said once per mixer (it was per call)
+    assert capsys.readouterr().err == ""
     with pytest.raises(MadbenchError, match="madbench_flops hook"):
         layer_flops("toy-matmul", 16, 10, fallback="error")
 
