@@ -78,6 +78,12 @@ def test_correlate_ranks_and_predicts(tmp_path):
     doc = json.loads(res.stdout)
     assert doc["budget"] == 1e21
     assert doc["spearman"] == pytest.approx(-1.0)
+    # 4 points in order: 2 of the 24 orderings rank as perfectly (p 0 before, by the t
+    # approximation); scipy's own exact permutation test gives the same
+    from scipy import stats
+    exact = stats.permutation_test((doc["losses"],), lambda a: stats.spearmanr(
+        doc["mad_scores"], a).statistic, permutation_type="pairings", n_resamples=np.inf)
+    assert doc["spearman_p"] == pytest.approx(2 / 24) == exact.pvalue
     assert doc["pearson"] == pytest.approx(-1.0)
     assert doc["fit"]["slope"] == pytest.approx(-0.5, rel=1e-6)
     base = doc["losses"][doc["archs"].index("w")]

@@ -626,7 +626,8 @@ def correlate_cmd(runs, mad_path, budget, predict_scores, as_json):
     click.echo(tabulate(table, headers=["arch", "MAD score", "loss"]))
     click.echo(f"\nSpearman {result.spearman:.3f} (p {result.spearman_p:.2g}), Pearson "
                f"{result.pearson:.3f} (p {result.pearson_p:.2g}); loss = "
-               f"{result.intercept:.4g} + {result.slope:.4g} x MAD score")
+               f"{result.intercept:.4g} {'-' if result.slope < 0 else '+'} "
+               f"{abs(result.slope):.4g} x MAD score")
     for p in predictions:
         click.echo(f"MAD score {p['mad_score']:.3f} -> predicted loss "
                    f"{p['predicted_loss']:.4g}")
