@@ -62,3 +62,8 @@ def warn(message: str) -> None:
     """A warning as one line on stderr, ``Warning: ...`` (never a Python warning with a file
     path); outside text is escaped."""
     print(f"Warning: {printable(message)}", file=sys.stderr)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, on Python 3.10 too (which has ``__notes__`` only by convention)."""
+    exc.__notes__ = [*getattr(exc, "__notes__", ()), note]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .architecture import ArchitectureSpec
-from .errors import MadbenchError
+from .errors import MadbenchError, add_note
 from .loop import epoch_plan
 from .model import build_model
 from .protocol import Protocol
@@ -145,8 +145,8 @@ def step_seconds(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoco
                 warm = timed(1, chosen)
             except Exception as exc:  # noqa: BLE001 - named in the one-line error
                 if not isinstance(exc, MadbenchError):
-                    exc.add_note(f"while timing a training step of {first.task.name} "
-                                 f"{eff.name} for the time estimate")
+                    add_note(exc, f"while timing a training step of {first.task.name} "
+                                  f"{eff.name} for the time estimate")
                 raise
         per_step = differenced(lambda n: timed(n, chosen), steps, warm)
     together = 1 if chosen == "plain" else len(configs)

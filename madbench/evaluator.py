@@ -23,7 +23,7 @@ from .executors import LocalExecutor, local_devices, make_executor
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
-from .sweep import Job, ProgressFn, group_jobs, pending_groups, plan
+from .sweep import Job, ProgressFn, group_jobs, plan
 from .tasks import Task, all_tasks, get_task
 from .time_limit import TimeLimit, positive_seconds
 from .trainer import resolve_device, resolve_precision
@@ -96,12 +96,8 @@ class Evaluation:
         unreadable record counts as not stored."""
         if not Path(self.run_dir, "records").is_dir():
             return list(self.jobs)
-        store = ResultsStore(self.run_dir)
-        if heal:
-            return [job for group in pending_groups(self.jobs, store) for job in group]
-        bad = {path.stem for path in self.unreadable()}
-        return [job for group in group_jobs(self.jobs) for job in group
-                if job.key in bad or not store.has(job.key)]
+        missing = ResultsStore(self.run_dir).missing([job.key for job in self.jobs], heal)
+        return [job for group in group_jobs(self.jobs) for job in group if job.key in missing]
 
     def unreadable(self) -> list[Path]:
         """The files under ``run_dir/records`` that healing would move aside (none moved)."""

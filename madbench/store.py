@@ -85,6 +85,15 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         return self.path(key).exists()
 
+    def missing(self, keys, heal: bool = True) -> set[str]:
+        """Those of ``keys`` without a readable record. The store is healed first (``heal``);
+        without it nothing is changed (a dry run) and an unreadable record counts as missing."""
+        if heal:
+            self.heal()
+            return {key for key in keys if not self.has(key)}
+        bad = {path.stem for path, _ in self.problems()}
+        return {key for key in keys if key in bad or not self.has(key)}
+
     def _files(self) -> list[Path]:
         """Finished record files (temporary files of an interrupted write start with '.')."""
         return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))

@@ -13,7 +13,7 @@ import torch
 from .architecture import ArchitectureSpec
 from .claims import HELD, claim_all, contend
 from .code_identity import run_version
-from .errors import MadbenchError, UsageError, warn
+from .errors import MadbenchError, UsageError, add_note, warn
 from .model import build_model
 from .protocol import Protocol
 from .provenance import provenance
@@ -155,8 +155,8 @@ def pending_groups(jobs: Sequence[Job], store: ResultsStore
                    ) -> list[list[Job]]:
     """The jobs not yet stored, grouped (``group_jobs``). The store is healed first
     (unreadable records moved aside, so that their runs count as not stored)."""
-    store.heal()
-    return group_jobs([job for job in jobs if not store.has(job.key)])
+    missing = store.missing([job.key for job in jobs])
+    return group_jobs([job for job in jobs if job.key in missing])
 
 
 def choose_engine(engine: str, protocol: Protocol, dev: torch.device) -> str:
@@ -326,8 +326,8 @@ def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protoc
             except Exception as exc:  # noqa: BLE001 - named with its run in the one-line error
                 if not isinstance(exc, MadbenchError):
                     job = todo[0]
-                    exc.add_note(f"while training {job.task.name} {job.setting.name} seed "
-                                 f"{job.seed}" + (f" lr {job.lr} wd {job.weight_decay}"
-                                                  if len(todo) == 1 else ""))
+                    add_note(exc, f"while training {job.task.name} {job.setting.name} seed "
+                                  f"{job.seed}" + (f" lr {job.lr} wd {job.weight_decay}"
+                                                   if len(todo) == 1 else ""))
                 raise
         return len(todo)

@@ -435,6 +435,12 @@ def test_submit_refuses_an_empty_name_and_another_protocol_in_a_board_folder(tmp
     assert "mad-quick ranks runs of protocol quick without overrides, and these runs are of " \
            "smoke (overrides: " in placed.output
     assert not (tmp_path / "e.json").exists() and not list(board.iterdir())
+    # a folder named like a board but outside leaderboards/ is no board, for validate too
+    loose = tmp_path / "elsewhere" / "mad-quick"
+    loose.mkdir(parents=True)
+    written = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", loose / "t.json",
+                  "--audit-dim", "32")
+    assert written.exit_code == 0 and (loose / "t.json").exists(), written.output
 
 
 def test_render_check_catches_a_stale_table(tmp_path, doc):

@@ -167,6 +167,16 @@ class CumMean(nn.Module):
         return self.proj(x.cumsum(1) / n[None, :, None])
 
 
+class Maybe(CumMean):
+    """Leaks the next token when its switch ``leak`` is on."""
+    def __init__(self, dim, leak=False):
+        super().__init__(dim)
+        self.leak = leak
+
+    def forward(self, x):
+        return super().forward(torch.cat([x[:, 1:], x[:, :1]], 1) if self.leak else x)
+
+
 class LeakLong(CumMean):
     """Causal up to 40 tokens; longer inputs are reversed (a long-sequence path that leaks)."""
     def forward(self, x):
@@ -233,3 +243,20 @@ def test_scaling_run_trains_an_honest_mixer(tmp_path, mixers):
     res = tiny_run(tmp_path, "scalemix:CumMean")
     assert res.exit_code == 0, res.output
     assert "2 run(s) trained" in res.stdout and len(read_runs(tmp_path / "runs")) == 2
+
+
+def test_the_causality_check_covers_each_switch_setting_not_only_the_smallest_model(mixers):
+    """A submission whose small model has ``leak=False`` and larger one ``leak=True`` (before,
+    only the smallest model per mixer was checked, so the leak passed); integer kwargs that
+    grow with width (heads) do not multiply the checks."""
+    from madbench.architecture import ArchitectureSpec, LayerSpec
+    from madbench.errors import CheckFailed
+    from madbench.scaling.runs import check_causal
+    assert leaks(mixers.Maybe(16, leak=True), 16) and not leaks(mixers.Maybe(16), 16)
+
+    def spec(dim, leak):
+        return ArchitectureSpec(f"m{dim}", (LayerSpec("scalemix:Maybe", {"leak": leak}),
+                                            LayerSpec("swiglu", {"inner": 2 * dim})), dim)
+    check_causal([spec(16, False), spec(32, False)], [16])
+    with pytest.raises(CheckFailed, match="scalemix:Maybe.* is not causal"):
+        check_causal([spec(16, False), spec(32, True)], [16])

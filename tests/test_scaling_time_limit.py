@@ -63,6 +63,20 @@ def test_the_command_stops_with_the_runs_left_and_the_same_command_resumes(corpu
     assert res.exit_code == 0 and "0 run(s) trained, 2 already stored" in res.output
 
 
+def test_a_dry_run_with_a_time_limit_leaves_an_unreadable_record_where_it_is(corpus_file,
+                                                                              tmp_path):
+    """Its estimate reads the run directory without healing it (before, the junk file was
+    moved to quarantine/ by a dry run)."""
+    run_dir = tmp_path / "runs"
+    (run_dir / "records").mkdir(parents=True)
+    junk = run_dir / "records" / "0123456789abcdef01234567.parquet"
+    junk.write_text("not parquet")
+    res = _run(corpus_file, run_dir, "--time-limit", "1h", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "training 2 runs" in res.output
+    assert junk.read_text() == "not parquet" and not (run_dir / "quarantine").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
 def test_a_bad_limit_is_one_usage_line_before_anything_runs(corpus_file, tmp_path, value):
     res = _run(corpus_file, tmp_path / "runs", "--time-limit", value)

@@ -79,3 +79,18 @@ def test_the_library_call_stops_with_the_runs_left_and_resumes(tmp_path):
         madbench.evaluate("hyena", time_limit=float("nan"), **kwargs)
     with pytest.raises(UsageError, match="positive number of seconds"):
         madbench.evaluate("hyena", time_limit="500", **kwargs)     # a string: not seconds
+
+
+def test_a_group_stored_by_another_process_does_not_teach_the_limit():
+    """A worker that found its group stored returns at once (0 trained): before, that return
+    counted as the group's training, the ratio fell to 0.003 and groups that cannot finish
+    started."""
+    from madbench.executors.dispatch import Dispatch
+    limit = TimeLimit(500.0, lambda group: 100.0 * len(group), clock=lambda: 0.0)
+    dispatch = Dispatch([["a"], ["b"] * 9], limit)
+    first, _ = dispatch.next()
+    dispatch.finished(first, 0.3, trained=0)
+    assert limit.groups == 0 and limit.ratio() == 1.0
+    assert dispatch.next() == (None, False)             # 900 s still does not fit 500 s
+    dispatch.finished(first, 50.0, trained=1)           # a group trained: the limit learns
+    assert limit.groups == 1 and limit.ratio() == 0.5

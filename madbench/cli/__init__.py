@@ -156,10 +156,11 @@ class MadbenchGroup(click.Group):
         except (MadbenchError, BudgetExceeded) as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt as exc:     # Ctrl-C, or SIGTERM (Terminated)
+        except KeyboardInterrupt:            # Ctrl-C, or SIGTERM (Terminated)
             click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
                                          if ctx.meta.get(_RESUMES) else ""), err=True)
-            ctx.exit(getattr(exc, "exit_code", 130))
+            # by SIGTERM even where a library re-raised it as a plain KeyboardInterrupt (Ray)
+            ctx.exit(Terminated.exit_code if _SIGTERM.is_set() else 130)
         except BrokenPipeError:               # `madbench ... | head`: the reader has gone
             _reader_gone(ctx)
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
@@ -188,6 +189,9 @@ class MadbenchGroup(click.Group):
                 signal.signal(signal.SIGTERM, previous)
 
 
+_SIGTERM = threading.Event()      #: SIGTERM arrived during the command
+
+
 def _terminate_as_interrupt():
     """From now on SIGTERM raises ``Terminated``, a ``KeyboardInterrupt``, as Ctrl-C raises
     its own (main thread only); returns the handler it replaced, or None."""
@@ -195,7 +199,9 @@ def _terminate_as_interrupt():
         return None
 
     def terminated(signum, frame):
+        _SIGTERM.set()
         raise Terminated()
+    _SIGTERM.clear()
     return signal.signal(signal.SIGTERM, terminated)
 
 

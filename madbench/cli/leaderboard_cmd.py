@@ -56,6 +56,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     from ..leaderboard.boards import BOARDS, describe_protocol
     from ..leaderboard.schema import load_schema, schema_errors
     from ..leaderboard.submit import build_submission
+    from ..leaderboard.validate import board_of_folder
 
     if printable(name) != name:
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
@@ -64,7 +65,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
-    folder = Path(out).resolve().parent.name     # leaderboards/<board>/: that board's entries
+    folder, _ = board_of_folder(Path(out))     # under leaderboards/<board>/: its entries
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:
         raise UsageError("--tasks: give at least one task name")
@@ -77,7 +78,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
                            shlex.join(["madbench", "leaderboard", "submit", *sys.argv[3:]])
                            if sys.argv[1:3] == ["leaderboard", "submit"] else None, audit_dim,
                            tasks=tasks)
-    if folder in BOARDS and doc["board"] != folder:
+    if folder is not None and doc["board"] != folder:
         raise UsageError(f"--out {out}: {folder} ranks runs of protocol {BOARDS[folder]} "
                          "without overrides, and these runs are of "
                          f"{describe_protocol(Protocol.from_dict(doc['protocol']))}; nothing "

@@ -41,9 +41,14 @@ def writable_dir(path: str | os.PathLike, option: str) -> Path:
         raise UsageError(f"{option} {path}: is a file, not a folder")
     made = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-            pass
+        for attempt in range(5):     # another process's probe may remove the folder between
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+                    break
+            except (FileNotFoundError, FileExistsError):
+                if attempt == 4:
+                    raise
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write there "
                          f"({exc.strerror or type(exc).__name__})") from None

@@ -245,7 +245,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
                                            "flops"]))
     limit = None
     if limit_seconds is not None:
-        limit = _time_limit(plans, run_dir, device, precision, limit_seconds, started)
+        limit = _time_limit(plans, run_dir, device, precision, limit_seconds, started,
+                            heal=not dry_run)
     if dry_run:
         return
     store = ResultsStore(run_dir)
@@ -258,17 +259,18 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
                f"{Path(run_dir) / 'isoflop.parquet'}")
 
 
-def _time_limit(plans, run_dir, device, precision, seconds, started):
+def _time_limit(plans, run_dir, device, precision, seconds, started, heal=True):
     """The ``TimeLimit`` of ``--time-limit`` for the runs of ``plans`` not yet stored in
     ``run_dir`` (None when none is left), their steps timed on the device first; prints the
-    estimate and how many runs fit."""
+    estimate and how many runs fit. Without ``heal`` (a dry run) the run directory is left
+    as it is."""
     from ..scaling.estimate import plan_seconds
     from ..scaling.runs import pending_plans
     from ..store import ResultsStore
     from ..time_limit import TimeLimit
     from ..trainer import resolve_device, resolve_precision
     try:
-        todo = pending_plans(plans, ResultsStore(run_dir, create=False))
+        todo = pending_plans(plans, ResultsStore(run_dir, create=False), heal)
     except UsageError:                   # no run directory yet: nothing stored
         todo = list(plans)
     if not todo:

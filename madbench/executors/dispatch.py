@@ -45,9 +45,11 @@ class Dispatch:
         """``group``'s worker died: hand it out next."""
         self.queue.appendleft(group)
 
-    def finished(self, group: int, seconds: float) -> None:
-        """``group`` trained in ``seconds`` (wall): the time limit's later predictions follow."""
-        if self.limit is not None:
+    def finished(self, group: int, seconds: float, trained: int) -> None:
+        """``group``'s worker returned after ``seconds`` (wall), having trained ``trained``
+        runs: the time limit's later predictions follow (not a group another process had
+        stored: its quick return says nothing of training time)."""
+        if self.limit is not None and trained:
             runs = self.groups[group]
             self.limit.trained(runs, seconds, self.store and training_seconds(self.store, runs))
 

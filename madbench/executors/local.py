@@ -218,7 +218,8 @@ class _WorkerPool:
             for _ in range(len(self.groups[worker.group]) - reported[worker.group]
                            if self.progress else 0):   # stored by a dead worker
                 self.progress("done", {"accuracy": None})
-            self.dispatch.finished(worker.group, time.monotonic() - worker.assigned)
+            self.dispatch.finished(worker.group, time.monotonic() - worker.assigned,
+                                   message[3])
             self._assign(worker)
         elif kind == "error":
             name, text, trace = message[2:5]

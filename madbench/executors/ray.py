@@ -3,6 +3,8 @@ a GPU, retried when its worker dies. Every node must see the run directory and h
 madbench and plugins installed."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from typing import Sequence
 
@@ -92,11 +94,15 @@ class RayExecutor:
         if started:
             _check_reachable(self.address)
             options = {"include_dashboard": False, **self.init_options}
+            ours = signal.getsignal(signal.SIGTERM)
             try:
                 ray.init(address=self.address, **options)
             except (ConnectionError, ValueError) as exc:
                 raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
                                     .splitlines()[0]) from None
+            finally:      # ray.init installs a SIGTERM handler that exits 1: keep the CLI's
+                if threading.current_thread() is threading.main_thread() and ours is not None:
+                    signal.signal(signal.SIGTERM, ours)
         try:
             self._run_groups(ray, groups, spec, protocol, store, device, precision, checks,
                              progress, engine, time_limit)
@@ -146,10 +152,11 @@ class RayExecutor:
                 for ref in ready:
                     index, submitted = pending.pop(ref)
                     group = handed[index]
-                    if self._collect(ray, ref, group, store) is None:
+                    trained = self._collect(ray, ref, group, store)
+                    if trained is None:
                         dispatch.hand_back(index)
                         continue
-                    dispatch.finished(index, time.monotonic() - submitted)
+                    dispatch.finished(index, time.monotonic() - submitted, trained)
                     for _ in range(len(group) if progress else 0):
                         progress("done", {"accuracy": None})
             dispatch.close()

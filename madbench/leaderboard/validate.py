@@ -135,7 +135,7 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def _board_of_folder(path: Path | None) -> tuple[str | None, bool]:
+def board_of_folder(path: Path | None) -> tuple[str | None, bool]:
     """(``mad-quick``, True) for a file directly in ``.../leaderboards/mad-quick/``; (board,
     False) for one in a folder below a board folder; (None, False) elsewhere. The path is
     taken as written (made absolute, symbolic links not followed: a link's target does not
@@ -182,7 +182,7 @@ def check_protocol(doc: dict, report: Report, path: Path | None,
         report.fail("protocol", f"protocol {describe_protocol(protocol)} is not a board's "
                     f"protocol ({boards}, without overrides): a non-standard protocol is "
                     "invalid for a board (--allow-nonstandard checks the rest anyway)")
-    folder, direct = _board_of_folder(path)
+    folder, direct = board_of_folder(path)
     if folder is not None and not direct:
         report.fail("protocol", f"the file is in a folder below leaderboards/{folder}/; board "
                     "entries go directly in the board's folder")

@@ -179,14 +179,17 @@ def plan_runs(family: str | Family, budgets: Sequence[float], sizes: Sequence[tu
 def check_causal(specs: Iterable[ArchitectureSpec], lengths: Iterable[int]) -> None:
     """``madbench eval``'s causality gate (``verdict.causality_gate``: every layer builds, is
     causal and keeps the mixer contract at 32 tokens and each of ``lengths``) on the smallest
-    of ``specs`` (width, then depth) with each set of mixers; raises CheckFailed (UsageError:
+    of ``specs`` (width, then depth) with each set of mixers and their kwargs other than
+    integers (sizes, which vary with width); raises CheckFailed (UsageError:
     a layer cannot be built). Only that part of eval's verdict: a scaling family's state and
     parameters change with its size on purpose, so iso-state and the parameter ratio do not
     apply. A layer that leaks only at larger widths is not caught."""
     from ..verdict import GUARD_LENGTH, causality_gate
     smallest: dict[frozenset, ArchitectureSpec] = {}
-    for spec in specs:
-        mixers = frozenset(layer.mixer for layer in spec.layers)
+    for spec in specs:      # integer kwargs are sizes (heads, widths); any other is a switch
+        mixers = frozenset((layer.mixer, *sorted(
+            (k, repr(v)) for k, v in layer.kwargs.items()
+            if isinstance(v, bool) or not isinstance(v, int))) for layer in spec.layers)
         other = smallest.get(mixers)
         if other is None or (spec.dim, len(spec.layers)) < (other.dim, len(other.layers)):
             smallest[mixers] = spec
@@ -489,11 +492,13 @@ def run_plans(plans: Sequence[RunPlan], corpus: Corpus, store: ResultsStore,
     return outcomes.count("trained")
 
 
-def pending_plans(plans: Sequence[RunPlan], store: ResultsStore) -> list[RunPlan]:
+def pending_plans(plans: Sequence[RunPlan], store: ResultsStore,
+                  heal: bool = True) -> list[RunPlan]:
     """The plans not yet stored, in order; the store healed first (an unreadable record moved
-    aside, so that its run counts as not stored, as for a sweep)."""
-    store.heal()
-    return [plan for plan in plans if not store.has(plan.key)]
+    aside, so that its run counts as not stored, as for a sweep). Without ``heal`` nothing is
+    changed and an unreadable record counts as not stored."""
+    missing = store.missing([plan.key for plan in plans], heal)
+    return [plan for plan in plans if plan.key in missing]
 
 
 # -- tables ----------------------------------------------------------------------------------
