@@ -67,3 +67,9 @@ def warn(message: str) -> None:
 def add_note(exc: BaseException, note: str) -> None:
     """``exc.add_note(note)``, on Python 3.10 too (which has ``__notes__`` only by convention)."""
     exc.__notes__ = [*getattr(exc, "__notes__", ()), note]
+
+
+def note_suffix(exc: BaseException) -> str:
+    """`` (its first note)``, as a one-line error shows it (the run it was training), or ``""``."""
+    notes = getattr(exc, "__notes__", None)
+    return f" ({notes[0]})" if notes else ""

@@ -77,6 +77,7 @@ def as_board_entry(doc, board):
 
     from madbench.leaderboard.boards import BOARDS
     from madbench.protocol import PRESETS
+    preset = PRESETS[BOARDS[board]]
     entry = copy.deepcopy(doc)
-    entry["board"], entry["protocol"]["hash"] = board, PRESETS[BOARDS[board]].hash
+    entry["board"], entry["protocol"] = board, {**preset.to_dict(), "hash": preset.hash}
     return entry

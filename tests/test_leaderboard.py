@@ -19,6 +19,7 @@ from madbench.errors import UsageError
 from madbench.leaderboard.boards import BOARDS, current_suite_hash, suite_tasks
 from madbench.leaderboard.changes import changed_files
 from madbench.leaderboard.render import render
+from madbench.protocol import PRESETS
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
 from madbench.leaderboard.submit import select_group
@@ -418,6 +419,10 @@ def test_render_and_agree_refuse_a_file_of_another_protocol_in_a_board_folder(tm
         assert result.exit_code == 3, result.output
         assert "smoke.json: not a valid submission (its protocol 'smoke'" in result.output
     assert "smoke.json" not in (root / "README.md").read_text()
+    forged = copy.deepcopy(doc)       # the board's name and hash on smoke's fields: still not
+    forged["board"], forged["protocol"]["hash"] = "mad-quick", PRESETS["quick"].hash
+    (root / "mad-quick" / "smoke.json").write_text(json.dumps(forged))
+    assert cli("leaderboard", "render", "--root", root).exit_code == 3
 
 
 def test_submit_refuses_an_empty_name_and_another_protocol_in_a_board_folder(tmp_path, trial):

@@ -19,7 +19,7 @@ import warnings
 
 import click
 
-from ..errors import BudgetExceeded, MadbenchError, Terminated, printable
+from ..errors import BudgetExceeded, MadbenchError, Terminated, note_suffix, printable
 from .. import __version__
 
 DEBUG_ENV = "MADBENCH_DEBUG"
@@ -227,8 +227,7 @@ def _usage_error(exc: click.UsageError) -> None:
 def _one_line(exc: BaseException) -> str:
     """An exception as one line: an OS error as its message and file, else its type and first
     line; then its first note, in brackets (e.g. the run it was training)."""
-    notes = getattr(exc, "__notes__", None)
-    note = f" ({notes[0]})" if notes else ""
+    note = note_suffix(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}{note}"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from ..architecture import ArchitectureSpec
-from ..errors import MadbenchError, UsageError, warn
+from ..errors import MadbenchError, UsageError, note_suffix, warn
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
@@ -58,8 +58,7 @@ def _local_worker(worker_id: int, device: str, payload: dict, threads: int, inbo
                                               wait_for_holder)
             except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
                 first, *rest = str(exc).split("\n")   # its note (the run) on the first line
-                note = "".join(f" ({n})" for n in getattr(exc, "__notes__", ())[:1])
-                text = "\n".join([first + note, *rest])
+                text = "\n".join([first + note_suffix(exc), *rest])
                 outbox.send(("error", worker_id, type(exc).__name__, text,
                              traceback.format_exc()))
                 return

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from ..errors import CheckFailed, MadbenchError, UsageError, printable
-from ..protocol import PRESETS
-from .boards import BOARDS, current_suite_hash, suite_tasks
+from ..protocol import PRESETS, Protocol
+from .boards import BOARDS, board_for, current_suite_hash, suite_tasks
 from .schema import read_submission, schema_errors
 
 README = "README.md"
@@ -24,8 +24,7 @@ def board_entries(root: Path, board: str) -> list[tuple[Path, dict]]:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         doc = read_submission(path)
         errors = schema_errors(doc)
-        if not errors and (doc["board"] != board
-                           or doc["protocol"]["hash"] != PRESETS[BOARDS[board]].hash):
+        if not errors and (doc["board"] != board or _board_of(doc["protocol"]) != board):
             errors = [f"its protocol {printable(doc['protocol']['name'])!r} "
                       f"({doc['protocol']['hash']}) is not this board's"]
         if errors:
@@ -33,6 +32,14 @@ def board_entries(root: Path, board: str) -> list[tuple[Path, dict]]:
                               "leaderboard validate'")
         entries.append((path, doc))
     return entries
+
+
+def _board_of(protocol: dict) -> str | None:
+    """The board whose preset the protocol's fields are (``board_for``), else None."""
+    try:
+        return board_for(Protocol.from_dict(protocol))
+    except (ValueError, TypeError):
+        return None
 
 
 def _score(value) -> str:
