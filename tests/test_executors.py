@@ -4,6 +4,7 @@ the middle of a run is replaced, its group retried, with nothing lost or trained
 import os
 import sys
 import textwrap
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -37,6 +38,7 @@ CLI_SWEEP = ["--tasks", "memorization", "--preset", "smoke", "--seeds", "0,1", "
 # file holds a record: a worker dies in the middle of a run, after some runs were stored.
 CRASH_MODULE = textwrap.dedent('''
     import os
+    import time
     import torch
     from torch import nn
 
@@ -66,7 +68,17 @@ CRASH_MODULE = textwrap.dedent('''
                         pass
                     else:
                         os._exit(17)
+            try:                      # exactly one process takes the hang and waits
+                os.rename(ARMED + ".hang", ARMED + ".hung")
+            except OSError:
+                pass
+            else:
+                with open(ARMED + ".hung", "w") as fh:
+                    fh.write(str(os.getpid()))
+                time.sleep(120)
             if os.path.exists(ARMED + ".raise"):
+                while os.path.exists(ARMED + ".hang"):     # until the hang is taken
+                    time.sleep(0.05)
                 from madbench.errors import CheckFailed
                 raise CheckFailed("refused inside a worker")
             counts = torch.arange(1, x.shape[1] + 1, dtype=x.dtype, device=x.device)[:, None]
@@ -282,6 +294,52 @@ def test_ray_raises_a_worker_error_as_madbench_raised_it(sweep, crash_module, ra
                               engine="plain")
     finally:
         (crash_module / "armed.raise").unlink()
+
+
+@needs_ray
+def test_ray_kills_the_worker_of_a_task_it_cancels(sweep, crash_module, ray_instance, tmp_path):
+    """One group fails while the other trains: the other task is cancelled and its worker
+    killed, not interrupted and reused (an interrupt in the middle of an import, torch's first
+    optimizer step imports sympy, left workers whose later tasks all failed)."""
+    spec, protocol, jobs = sweep
+    ray_idle()                # Ray's cancel is best effort: a task an earlier test cancelled
+    (crash_module / "armed.hang").write_text("")    # can still start, and take the hang
+    (crash_module / "armed.raise").write_text("")
+    try:
+        with pytest.raises(CheckFailed, match="^refused inside a worker$"):
+            RayExecutor().run(spec, jobs, protocol, ResultsStore(tmp_path), "cpu",
+                              engine="plain")
+        pid = int((crash_module / "armed.hung").read_text())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+        assert not pid_alive(pid), "the cancelled task's worker is still alive"
+    finally:
+        for name in ("armed.raise", "armed.hang", "armed.hung"):
+            (crash_module / name).unlink(missing_ok=True)
+        ray_idle()           # leave no cancelled task starting in a later test
+
+
+def ray_idle(quiet: float = 2.0, limit: float = 60.0) -> None:
+    """Wait until every CPU of the test's Ray instance has been free for ``quiet`` seconds."""
+    total = ray.cluster_resources()["CPU"]
+    deadline, free_since = time.monotonic() + limit, time.monotonic()
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) < total:
+            free_since = time.monotonic()
+        elif time.monotonic() - free_since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"Ray was still busy after {limit:.0f} s")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process lives (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # -- options -------------------------------------------------------------------------------

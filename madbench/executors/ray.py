@@ -162,9 +162,9 @@ class RayExecutor:
             dispatch.close()
             if progress:
                 progress("status", {"text": ""})
-        finally:
-            for ref in pending:
-                ray.cancel(ref)
+        finally:   # force: an interrupted task can leave a half-imported module in its
+            for ref in pending:   # worker (sympy, triton), and Ray would reuse that worker
+                ray.cancel(ref, force=True)
 
     def _slots(self, ray, use_gpu: bool) -> int:
         """How many tasks the cluster runs at once."""
