@@ -105,21 +105,18 @@ class Evaluation:
             return []
         return [path for path, _ in ResultsStore(self.run_dir).problems()]
 
-    def workers(self) -> list[str]:
-        """The devices of the processes that train at once here, one entry per process
-        (local worker processes; one on Ray)."""
-        if isinstance(self.executor, LocalExecutor):
-            return list(self.executor.devices or
-                        local_devices(self.placement.device, self.executor.runs_per_gpu))
-        return [self.placement.device]
-
     def estimate(self, pending: Sequence[Job] | None = None):
         """The estimated time of the pending runs (``madbench.estimate.SweepEstimate``),
-        from a few training steps measured on the device with the sweep's engine."""
+        from a few training steps measured with the sweep's engine on the device (on Ray, in
+        a Ray task on a worker), divided by the devices that train at once."""
         pending = self.pending() if pending is None else pending
-        workers = self.workers()
-        return estimate_sweep(self.spec, self.jobs, pending, self.protocol,
-                              self.placement.device, self.placement.precision,
+        device, precision = self.placement.device, self.placement.precision
+        if not isinstance(self.executor, LocalExecutor):
+            return self.executor.estimate(self.spec, self.jobs, pending, self.protocol,
+                                          str(self.run_dir), device, precision, self.engine)
+        workers = list(self.executor.devices or
+                       local_devices(device, self.executor.runs_per_gpu))
+        return estimate_sweep(self.spec, self.jobs, pending, self.protocol, device, precision,
                               len(workers), len(set(workers)), self.engine)
 
     def time_limit(self, seconds: float, estimate=None, started: float | None = None

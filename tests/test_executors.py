@@ -159,7 +159,7 @@ def test_a_shipped_group_skips_the_runs_already_stored(sweep, reference, tmp_pat
     first, second = jobs[:2]                                # one group: seed 0, two lrs
     assert (first.seed, second.seed) == (0, 0)
     run_sweep(spec, [first], protocol, store, "cpu", engine="plain")
-    payload = sweep_payload(spec, protocol, store, "fp32", None, "plain")
+    payload = sweep_payload(spec, protocol, store.root, "fp32", None, "plain")
     shipped = [job_to_dict(first), job_to_dict(second)]
     assert train_shipped_group(payload, shipped, "cpu") == 1
     assert train_shipped_group(payload, shipped, "cpu") == 0
@@ -168,7 +168,7 @@ def test_a_shipped_group_skips_the_runs_already_stored(sweep, reference, tmp_pat
 
 def test_a_worker_with_other_mixer_code_refuses_the_work(sweep, tmp_path):
     spec, protocol, jobs = sweep
-    payload = sweep_payload(spec, protocol, ResultsStore(tmp_path), "fp32", None, "plain")
+    payload = sweep_payload(spec, protocol, tmp_path, "fp32", None, "plain")
     with pytest.raises(MadbenchError, match="hashes differently on a worker"):
         train_shipped_group({**payload, "arch_hash": "0" * 16}, [job_to_dict(jobs[0])], "cpu")
     with pytest.raises(MadbenchError, match="different data"):
@@ -451,6 +451,27 @@ def test_ray_cli_under_a_time_limit_trains_the_sweep(reference, ray_instance, tm
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert outcome(ResultsStore(tmp_path)) == reference
+
+
+@needs_ray
+def test_ray_estimate_is_probed_on_a_ray_worker(crash_module, ray_instance, tmp_path):
+    """The estimate (and the time limit priced by it) is timed in a Ray task, not on the
+    driver (which builds models only for its checks): models are built in another process
+    although nothing trains. A dry run creates no run
+    directory, and ``--device cuda`` asks the cluster for GPUs, not the driver."""
+    ray_idle()
+    log = crash_module / "constructions.log"
+    log.unlink(missing_ok=True)
+    run_dir = tmp_path / "runs"
+    base = ["eval", "--arch", "madbench_test_crash:CrashOnce", "--allow-state-mismatch",
+            *CLI_SWEEP, "--executor", "ray", "--run-dir", str(run_dir)]
+    res = CliRunner().invoke(main, [*base, "--dry-run"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "training 4 runs" in res.output and "probed on a Ray worker" in res.output
+    assert set(log.read_text().split()) - {str(os.getpid())}, "no model was built off the driver"
+    assert not run_dir.exists()
+    res = CliRunner().invoke(main, [*base, "--dry-run", "--device", "cuda"])
+    assert res.exit_code == 2 and "the Ray cluster has no GPUs" in res.output
 
 
 @needs_ray

@@ -109,8 +109,13 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     if estimate.workers > estimate.devices:
         where += (f" ({estimate.workers} workers; those sharing a device are not counted as "
                   "faster together)")
-    if executor == "ray":
-        where = f"{estimate.device} (one worker; Ray divides it by the workers it gets)"
+    if executor == "ray" and estimate.device.startswith("cuda"):
+        where = (f"the Ray cluster's {plural(estimate.devices, 'GPU')} (probed on a Ray worker"
+                 + (f"; {estimate.workers} runs at once, those sharing a GPU not counted as "
+                    "faster together)" if estimate.workers > estimate.devices else ")"))
+    elif executor == "ray":
+        where = (f"cpu (probed on a Ray worker; the cluster runs {estimate.workers} at once, "
+                 "not counted as faster together)")
     (short, first), *rest = estimate.probes
     measured = f"{first:.3g} s per run-step of {estimate.batch} x {short} tokens"
     if rest:

@@ -119,7 +119,7 @@ class LocalExecutor:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})
         handed = handout_groups(groups, protocol, engine, devices[0])
         if handed:
-            payload = sweep_payload(spec, protocol, store, precision, checks, engine)
+            payload = sweep_payload(spec, protocol, store.root, precision, checks, engine)
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
                         self.max_retries, progress, time_limit, store).run(handed)
         return sum(store.has(job.key) for group in groups for job in group)

@@ -13,23 +13,23 @@ from .. import __version__, errors
 from ..architecture import ArchitectureSpec
 from ..code_identity import run_version
 from ..errors import MadbenchError, UsageError
-from ..estimate import run_tokens
+from ..estimate import SweepEstimate, estimate_sweep, run_tokens
 from ..protocol import Protocol
 from ..store import ResultsStore, run_key
 from ..sweep import Job, ProgressFn, choose_engine, job_from_dict, train_claimed
 from ..trainer import resolve_precision
 
 
-def sweep_payload(spec: ArchitectureSpec, protocol: Protocol, store: ResultsStore,
+def sweep_payload(spec: ArchitectureSpec, protocol: Protocol, run_dir: str | os.PathLike,
                   precision: str, checks: dict | None, engine: str) -> dict[str, Any]:
     """What every worker needs besides its jobs, as plain data, with the driver's hashes."""
     return {"spec": spec.to_dict(), "spec_flags": list(spec.flags), "arch_hash": spec.hash,
             "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
-            "run_dir": str(store.root.resolve()), "precision": precision, "checks": checks,
+            "run_dir": os.path.realpath(run_dir), "precision": precision, "checks": checks,
             "engine": engine, "sys_path": list(sys.path), "madbench_version": __version__}
 
 
-def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, ResultsStore]:
+def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol]:
     for path in payload["sys_path"]:      # import-path mixers the driver could import
         if path not in sys.path and os.path.isdir(path or "."):
             sys.path.append(path)
@@ -49,7 +49,30 @@ def _resolve_payload(payload: dict) -> tuple[ArchitectureSpec, Protocol, Results
     protocol = Protocol.from_dict(payload["protocol"])
     if protocol.hash != payload["protocol_hash"]:
         raise MadbenchError("the protocol hashes differently on a worker")
-    return spec, protocol, ResultsStore(payload["run_dir"])
+    return spec, protocol
+
+
+def _shipped_jobs(spec: ArchitectureSpec, protocol: Protocol,
+                  job_dicts: Sequence[dict]) -> list[Job]:
+    """The jobs re-resolved here, each checked to have the driver's run key."""
+    jobs = [job_from_dict(d, protocol) for d in job_dicts]
+    for job in jobs:
+        if run_key(spec.hash, job.effective.hash, protocol.hash, job.lr, job.weight_decay,
+                   job.seed, run_version()) != job.key:
+            raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
+                                "different data (another task version): install the same "
+                                "plugins everywhere")
+    return jobs
+
+
+def estimate_shipped(payload: dict, job_dicts: Sequence[dict], device: str, workers: int,
+                     devices: int) -> SweepEstimate:
+    """The worker's side of an estimate: the shipped (pending) jobs' training time, probed on
+    this worker's ``device`` (``total`` and ``stored`` count the shipped jobs only)."""
+    spec, protocol = _resolve_payload(payload)
+    jobs = _shipped_jobs(spec, protocol, job_dicts)
+    return estimate_sweep(spec, jobs, jobs, protocol, device, payload["precision"], workers,
+                          devices, payload["engine"])
 
 
 def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
@@ -58,14 +81,9 @@ def train_shipped_group(payload: dict, job_dicts: Sequence[dict], device: str,
     """The worker's side: re-resolve the group, skip the jobs already stored (by a worker that
     died), train the rest on ``device`` and store them. Returns how many were trained, or None
     when another process holds the group and ``wait`` is False."""
-    spec, protocol, store = _resolve_payload(payload)
-    jobs = [job_from_dict(d, protocol) for d in job_dicts]
-    for job in jobs:
-        if run_key(spec.hash, job.effective.hash, protocol.hash, job.lr, job.weight_decay,
-                   job.seed, run_version()) != job.key:
-            raise MadbenchError(f"{job.task.name} {job.setting.name}: a worker generates "
-                                "different data (another task version): install the same "
-                                "plugins everywhere")
+    spec, protocol = _resolve_payload(payload)
+    jobs = _shipped_jobs(spec, protocol, job_dicts)
+    store = ResultsStore(payload["run_dir"])
     if all(store.has(job.key) for job in jobs):
         return 0
     dev = torch.device(device)

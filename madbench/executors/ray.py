@@ -6,11 +6,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 
 from ..architecture import ArchitectureSpec
+from ..estimate import SweepEstimate
 from ..errors import MadbenchError, UsageError
 from ..protocol import Protocol
 from ..store import ResultsStore
@@ -18,7 +20,8 @@ from ..sweep import Job, ProgressFn, job_to_dict, pending_groups
 from ..time_limit import TimeLimit
 from ..trainer import resolve_precision
 from .dispatch import Dispatch
-from .payload import describe_group, handout_groups, sweep_payload, train_shipped_group
+from .payload import (describe_group, estimate_shipped, handout_groups, sweep_payload,
+                      train_shipped_group)
 
 
 _RAY_VERDICTS: dict = {}     #: per Ray worker process: engine verdicts (vmappable, capturable)
@@ -30,6 +33,13 @@ def _ray_train_group(payload: dict, job_dicts: list[dict], device: str, threads:
     process held it and ``wait`` is False)."""
     torch.set_num_threads(threads)
     return train_shipped_group(payload, job_dicts, device, None, _RAY_VERDICTS, wait)
+
+
+def _ray_estimate(payload: dict, job_dicts: list[dict], device: str, threads: int,
+                  workers: int, devices: int) -> SweepEstimate:
+    """The body of the estimate's Ray task: the probe timed in a Ray worker."""
+    torch.set_num_threads(threads)
+    return estimate_shipped(payload, job_dicts, device, workers, devices)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -70,6 +80,7 @@ class RayExecutor:
         self.max_retries = max_retries
         self.cpus_per_run = cpus_per_run
         self.init_options = init_options or {}
+        self._owned = False          #: this executor started the Ray connection
 
     def run(self, spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
             store: ResultsStore, device: str = "auto", precision: str = "auto",
@@ -79,48 +90,88 @@ class RayExecutor:
         pending are stored when it returns. With ``time_limit``, only as many tasks as the
         cluster runs at once are submitted, each only if its group would finish in time."""
         ray = _import_ray()
-        if device not in ("auto", "cuda", "cpu"):
-            raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
-                             "(Ray assigns the GPUs)")
-        if device == "cpu":
-            resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
+        self._check_device(device, precision)
         groups = pending_groups(jobs, store)
         todo = sum(len(g) for g in groups)
         if progress:
             progress("start", {"total": len(jobs), "done": len(jobs) - todo})
         if not groups:
             return 0
-        started = not ray.is_initialized()
-        if started:
-            _check_reachable(self.address)
-            options = {"include_dashboard": False, **self.init_options}
-            ours = signal.getsignal(signal.SIGTERM)
-            try:
-                ray.init(address=self.address, **options)
-            except (ConnectionError, ValueError) as exc:
-                raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
-                                    .splitlines()[0]) from None
-            finally:      # ray.init installs a SIGTERM handler that exits 1: keep the CLI's
-                if threading.current_thread() is threading.main_thread() and ours is not None:
-                    signal.signal(signal.SIGTERM, ours)
+        self._connect(ray)
         try:
             self._run_groups(ray, groups, spec, protocol, store, device, precision, checks,
                              progress, engine, time_limit)
         finally:
-            if started:
+            if self._owned:
+                self._owned = False
                 ray.shutdown()
         return sum(store.has(job.key) for group in groups for job in group)
 
-    def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
-                    progress, engine, time_limit) -> None:
+    def estimate(self, spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequence[Job],
+                 protocol: Protocol, run_dir: str, device: str = "auto",
+                 precision: str = "auto", engine: str = "auto") -> SweepEstimate:
+        """The estimate of the pending runs (``madbench.estimate.SweepEstimate``), probed in a
+        Ray task on a worker like those that train (a whole GPU when the cluster has GPUs), not
+        on this driver; the time is divided by the cluster's GPUs (one device on a CPU-only
+        cluster). A connection opened here stays open for ``run``, which closes it."""
+        self._check_device(device, precision)
+        if not pending:
+            return SweepEstimate(len(jobs), len(jobs), 0, None, (), None, device)
+        ray = _import_ray()
+        self._connect(ray)
+        use_gpu = self._use_gpu(ray, device)
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 1
+        task = ray.remote(_ray_estimate).options(
+            num_gpus=1 if use_gpu else 0, num_cpus=self.cpus_per_run,
+            max_retries=self.max_retries, retry_exceptions=False, name="madbench-estimate")
+        payload = sweep_payload(spec, protocol, run_dir, precision, None, engine)
+        ref = task.remote(payload, [job_to_dict(j) for j in pending],
+                          "cuda" if use_gpu else "cpu", self.cpus_per_run,
+                          self._slots(ray, use_gpu), max(gpus, 1))
+        estimate = self._get(ray, ref, "time a training step for the estimate")
+        return replace(estimate, total=len(jobs), stored=len(jobs) - len(pending))
+
+    @staticmethod
+    def _check_device(device: str, precision: str) -> None:
+        if device not in ("auto", "cuda", "cpu"):
+            raise UsageError(f"--device {device}: with --executor ray use auto, cuda or cpu "
+                             "(Ray assigns the GPUs)")
+        if device == "cpu":
+            resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
+
+    def _connect(self, ray) -> None:
+        """Join (or start) the cluster unless this process is connected already; ``run``
+        closes a connection opened here."""
+        if ray.is_initialized():
+            return
+        _check_reachable(self.address)
+        options = {"include_dashboard": False, **self.init_options}
+        ours = signal.getsignal(signal.SIGTERM)
+        try:
+            ray.init(address=self.address, **options)
+        except (ConnectionError, ValueError) as exc:
+            raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
+                                .splitlines()[0]) from None
+        finally:      # ray.init installs a SIGTERM handler that exits 1: keep the CLI's
+            if threading.current_thread() is threading.main_thread() and ours is not None:
+                signal.signal(signal.SIGTERM, ours)
+        self._owned = True
+
+    @staticmethod
+    def _use_gpu(ray, device: str) -> bool:
+        """Whether the runs train on the cluster's GPUs (``--device cuda`` needs some)."""
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         if device == "cuda" and not has_gpus:
             raise UsageError("--device cuda: the Ray cluster has no GPUs")
-        use_gpu = has_gpus and device != "cpu"
+        return has_gpus and device != "cpu"
+
+    def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
+                    progress, engine, time_limit) -> None:
+        use_gpu = self._use_gpu(ray, device)
         task = ray.remote(_ray_train_group).options(
             num_gpus=1 / self.runs_per_gpu if use_gpu else 0, num_cpus=self.cpus_per_run,
             max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
-        payload = ray.put(sweep_payload(spec, protocol, store, precision, checks, engine))
+        payload = ray.put(sweep_payload(spec, protocol, store.root, precision, checks, engine))
         device = "cuda" if use_gpu else "cpu"
         handed = handout_groups(groups, protocol, engine, device)
         dispatch = Dispatch(handed, time_limit, store)
@@ -166,6 +217,21 @@ class RayExecutor:
             for ref in pending:   # worker (sympy, triton), and Ray would reuse that worker
                 ray.cancel(ref, force=True)
 
+    def _get(self, ray, ref, what: str):
+        """A finished task's value; its error raised as madbench would have raised it."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MadbenchError):
+                raise type(cause)(str(cause)) from None
+            raise
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.TaskUnschedulableError) as exc:
+            raise MadbenchError(f"Ray could not {what} ({type(exc).__name__}, "
+                                f"{self.max_retries} retries); the runs stored so far are "
+                                "kept: re-run to resume") from None
+
     def _slots(self, ray, use_gpu: bool) -> int:
         """How many tasks the cluster runs at once."""
         resources = ray.cluster_resources()
@@ -176,18 +242,7 @@ class RayExecutor:
     def _collect(self, ray, ref, group: Sequence[Job], store: ResultsStore) -> int | None:
         """One finished task's result (None: another process held its group); its error
         raised as madbench would have raised it."""
-        try:
-            trained = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, MadbenchError):
-                raise type(cause)(str(cause)) from None
-            raise
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.TaskUnschedulableError) as exc:
-            raise MadbenchError(f"Ray could not train {describe_group(group)} "
-                                f"({type(exc).__name__}, {self.max_retries} retries); the "
-                                "runs stored so far are kept: re-run to resume") from None
+        trained = self._get(ray, ref, f"train {describe_group(group)}")
         if trained is not None and not all(store.has(j.key) for j in group):
             raise MadbenchError(f"a Ray worker trained {describe_group(group)} but its records "
                                 f"are not in {store.root}: --run-dir must be on a filesystem "
