@@ -295,6 +295,7 @@ def test_worker_processes_under_a_time_limit_hand_back_a_group_another_process_h
     names the held runs (before, its worker waited for the holder however long it took);
     released unstored, it is trained."""
     from madbench import claims
+    from madbench.executors import group_cost
     from madbench.executors.local import LocalExecutor
     from madbench.sweep import group_jobs
     from madbench.time_limit import TimeLimit, TimeLimitReached
@@ -304,7 +305,9 @@ def test_worker_processes_under_a_time_limit_hand_back_a_group_another_process_h
         return LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1)
 
     ev = _tiny_evaluation(tmp_path / "held", executor=pool())
-    first, _ = group_jobs(ev.jobs)
+    # the group handed out first (longest first): held from the start, not left untried when
+    # a loaded machine's first runs take most of the limit
+    first = max(group_jobs(ev.jobs), key=lambda group: group_cost(group, ev.protocol))
     release, thread = _hold_group(ev, first, 90)
     started = time.monotonic()
     with pytest.raises(TimeLimitReached, match=r"2 of 4 runs left untrained .*; 2 of them held "
