@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 
 from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError, warn
-from .estimate import estimate_sweep, group_seconds
-from .executors import LocalExecutor, local_devices, make_executor
+from .estimate import group_seconds
+from .executors import make_executor
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
@@ -110,14 +110,9 @@ class Evaluation:
         from a few training steps measured with the sweep's engine on the device (on Ray, in
         a Ray task on a worker), divided by the devices that train at once."""
         pending = self.pending() if pending is None else pending
-        device, precision = self.placement.device, self.placement.precision
-        if not isinstance(self.executor, LocalExecutor):
-            return self.executor.estimate(self.spec, self.jobs, pending, self.protocol,
-                                          str(self.run_dir), device, precision, self.engine)
-        workers = list(self.executor.devices or
-                       local_devices(device, self.executor.runs_per_gpu))
-        return estimate_sweep(self.spec, self.jobs, pending, self.protocol, device, precision,
-                              len(workers), len(set(workers)), self.engine)
+        return self.executor.estimate(self.spec, self.jobs, pending, self.protocol,
+                                      str(self.run_dir), self.placement.device,
+                                      self.placement.precision, self.engine)
 
     def time_limit(self, seconds: float, estimate=None, started: float | None = None
                    ) -> TimeLimit:

@@ -15,6 +15,7 @@ import torch
 
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, note_suffix, warn
+from ..estimate import SweepEstimate, estimate_sweep
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
@@ -123,6 +124,15 @@ class LocalExecutor:
             _WorkerPool(devices[:len(handed)], payload, self._threads(len(devices)),
                         self.max_retries, progress, time_limit, store).run(handed)
         return sum(store.has(job.key) for group in groups for job in group)
+
+    def estimate(self, spec: ArchitectureSpec, jobs: Sequence[Job], pending: Sequence[Job],
+                 protocol: Protocol, run_dir: str, device: str = "auto",
+                 precision: str = "auto", engine: str = "auto") -> SweepEstimate:
+        """The estimate of the pending runs (``madbench.estimate.SweepEstimate``), probed on
+        ``device`` here, divided by the distinct devices the worker processes train on."""
+        workers = self.devices or local_devices(device, self.runs_per_gpu)
+        return estimate_sweep(spec, jobs, pending, protocol, device, precision, len(workers),
+                              len(set(workers)), engine)
 
     def _threads(self, workers: int) -> int:
         if self.threads_per_worker:
