@@ -248,8 +248,8 @@ def test_a_file_in_a_board_folder_must_be_that_boards_entry(tmp_path, doc):
     path = folder / "trial.json"
     path.write_text(json.dumps(doc))
     report = validate_file(path, allow_nonstandard=True)
-    assert ("protocol", "the file is in leaderboards/mad-quick/ but the submission is for no "
-            "board") in report.failures
+    assert ("protocol", f"the file is in a mad-quick board folder ({folder}/) but the "
+            "submission is for no board") in report.failures
 
 
 def test_the_cli_names_every_failure_and_exits_3(tmp_path, doc):
@@ -440,11 +440,34 @@ def test_submit_refuses_an_empty_name_and_another_protocol_in_a_board_folder(tmp
     assert "mad-quick ranks runs of protocol quick without overrides, and these runs are of " \
            "smoke (overrides: " in placed.output
     assert not (tmp_path / "e.json").exists() and not list(board.iterdir())
-    # a folder named like a board but outside leaderboards/ is no board, for validate too
-    loose = tmp_path / "elsewhere" / "mad-quick"
-    loose.mkdir(parents=True)
-    written = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", loose / "t.json",
-                  "--audit-dim", "32")
+
+
+def test_a_board_folder_is_known_by_its_name_wherever_it_is(tmp_path, trial, doc):
+    """`render --root lb2` and `agree --root lb2` rank lb2/mad-quick/*.json, so lb2/mad-quick/
+    is a board's folder too: submit refuses a smoke entry there (before: written, rc 0, and
+    render and agree then stopped at it with exit 3), and validate holds a file there to the
+    board; a folder of another name is no board."""
+    run_dir = trial[0].parent / "run"
+    board = tmp_path / "lb2" / "mad-quick"
+    board.mkdir(parents=True)
+    placed = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", board / "t.json")
+    assert placed.exit_code == 2, placed.output
+    assert "mad-quick ranks runs of protocol quick without overrides" in placed.output
+    assert not list(board.iterdir())
+    shutil.copy(REPO / "leaderboards" / "README.md", tmp_path / "lb2" / "README.md")
+    (tmp_path / "lb2" / "mad-paper").mkdir()
+    for args in (("render", "--root", tmp_path / "lb2"), ("agree", "--root", tmp_path / "lb2")):
+        assert cli("leaderboard", *args).exit_code == 0         # nothing there to stop at
+    (board / "trial.json").write_text(json.dumps(doc))
+    assert any(c == "protocol" and "mad-quick board folder" in r
+               for c, r in validate_file(board / "trial.json", allow_nonstandard=True).failures)
+    (board / "sub").mkdir()
+    (board / "sub" / "trial.json").write_text(json.dumps(doc))
+    assert any(c == "protocol" and "below a mad-quick board folder" in r for c, r in
+               validate_file(board / "sub" / "trial.json", allow_nonstandard=True).failures)
+    loose = tmp_path / "lb2" / "trials"
+    loose.mkdir()
+    written = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", loose / "t.json")
     assert written.exit_code == 0 and (loose / "t.json").exists(), written.output
 
 

@@ -53,10 +53,9 @@ def leaderboard_group() -> None:
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim,
                    task_names):
     """Build a submission from the run records in RUN_DIR."""
-    from ..leaderboard.boards import BOARDS, describe_protocol
+    from ..leaderboard.boards import BOARDS, board_of_folder, describe_protocol
     from ..leaderboard.schema import load_schema, schema_errors
     from ..leaderboard.submit import build_submission
-    from ..leaderboard.validate import board_of_folder
 
     if printable(name) != name:
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
@@ -65,7 +64,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
-    folder, _ = board_of_folder(Path(out))     # under leaderboards/<board>/: its entries
+    folder, _ = board_of_folder(out)     # in a folder named after a board: its entry
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:
         raise UsageError("--tasks: give at least one task name")

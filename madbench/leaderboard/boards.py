@@ -1,6 +1,9 @@
 """The boards: one per standard protocol, all on the bundled MAD suite (the six tasks)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..errors import MadbenchError, UsageError
 from ..plugins import get_registry
 from ..protocol import PRESETS, Protocol, apply_overrides
@@ -20,6 +23,23 @@ def suite_tasks() -> list[Task]:
         raise MadbenchError(f"the bundled MAD tasks (plugin {SUITE_PLUGIN!r}) are not loaded; "
                             "check MADBENCH_DISABLE_PLUGINS / MADBENCH_LOAD_PLUGINS")
     return tasks
+
+
+def board_of_folder(path: str | os.PathLike | None) -> tuple[str | None, bool]:
+    """(``mad-quick``, True) for a file directly in a board's folder; (board, False) for one in
+    a folder below a board's folder; (None, False) elsewhere.
+
+    A board's folder is a folder named after a board, wherever it is: ``render --root ROOT``
+    and ``agree --root ROOT`` rank ``ROOT/<board>/*.json`` for any ROOT, so a file in
+    ``lb2/mad-quick/`` is a mad-quick entry as much as one in ``leaderboards/mad-quick/``. The
+    path is taken as written (made absolute, symbolic links not followed: a link's target does
+    not choose the board)."""
+    if path is None:
+        return None, False
+    for depth, folder in enumerate(Path(os.path.abspath(path)).parents):
+        if folder.name in BOARDS:
+            return folder.name, depth == 0
+    return None, False
 
 
 def current_suite_hash() -> str:

@@ -6,8 +6,8 @@ Checks, in order (each failure names its check and gives the reason):
 1. ``input``/``schema``: the file parses safely (see ``schema``) and matches the schema.
 2. ``protocol``: the protocol's hash matches its fields; the fields are madbench's preset with
    the declared overrides; the ``board`` is the one the protocol makes it eligible for (a
-   non-standard protocol is invalid for a board), and the file's folder under
-   ``leaderboards/`` is that board.
+   non-standard protocol is invalid for a board), and a file in a board's folder (a folder
+   named after a board, ``boards.board_of_folder``) is that board's entry.
 3. ``suite``: the suite hash is madbench's own (the bundled six tasks and their settings).
 4. ``runs``: each run's setting hash, grid membership, seed and ``run_key`` are recomputed from
    its fields; its ``scored_positions`` are counted on the test data generated here and its
@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import random
 import secrets
 import tempfile
@@ -69,8 +68,8 @@ from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
 from ..store import ResultsStore, run_key
 from ..sweep import choose_engine, effective_setting, select_settings
 from ..tasks import IGNORE, generate_splits
-from .boards import (BOARDS, board_for, current_suite_hash, describe_protocol,
-                     preset_with_overrides, suite_tasks)
+from .boards import (BOARDS, board_for, board_of_folder, current_suite_hash,
+                     describe_protocol, preset_with_overrides, suite_tasks)
 from .schema import InvalidSubmission, read_submission, schema_errors
 from .submit import (ACCOUNTING_FIELDS, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE,
                      architecture_claims, source_ids)
@@ -135,20 +134,6 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
-def board_of_folder(path: Path | None) -> tuple[str | None, bool]:
-    """(``mad-quick``, True) for a file directly in ``.../leaderboards/mad-quick/``; (board,
-    False) for one in a folder below a board folder; (None, False) elsewhere. The path is
-    taken as written (made absolute, symbolic links not followed: a link's target does not
-    choose the board)."""
-    if path is None:
-        return None, False
-    parents = Path(os.path.abspath(path)).parents
-    for depth, folder in enumerate(parents):
-        if folder.name in BOARDS and folder.parent.name == "leaderboards":
-            return folder.name, depth == 0
-    return None, False
-
-
 # -- 2. protocol ---------------------------------------------------------------------------
 def check_protocol(doc: dict, report: Report, path: Path | None,
                    allow_nonstandard: bool) -> Protocol | None:
@@ -184,11 +169,11 @@ def check_protocol(doc: dict, report: Report, path: Path | None,
                     "invalid for a board (--allow-nonstandard checks the rest anyway)")
     folder, direct = board_of_folder(path)
     if folder is not None and not direct:
-        report.fail("protocol", f"the file is in a folder below leaderboards/{folder}/; board "
-                    "entries go directly in the board's folder")
+        report.fail("protocol", f"the file is in a folder below a {folder} board folder; "
+                    "board entries go directly in the board's folder")
     elif folder is not None and folder != doc["board"]:
-        report.fail("protocol", f"the file is in leaderboards/{folder}/ but the submission is "
-                    f"for {doc['board'] or 'no board'}")
+        report.fail("protocol", f"the file is in a {folder} board folder ({path.parent}/) but "
+                    f"the submission is for {doc['board'] or 'no board'}")
     report.checks.append(f"protocol {describe_protocol(protocol)} [{protocol.hash}]")
     return protocol
 
