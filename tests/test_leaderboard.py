@@ -115,6 +115,46 @@ def test_an_unknown_rerun_engine_is_refused_before_anything_runs(trial):
     assert result.exit_code == 2 and "'fast' is not one of" in result.output
 
 
+@pytest.mark.parametrize("args,text", [
+    (["--device", "gpu"], "--device 'gpu': not a device"),
+    (["--device", "cuda:99"], "--device cuda:99: "),       # no CUDA, or not that many devices
+    (["--rerun-max-tokens", "1"], "a re-run budget of 1 tokens per run admits none of its runs"),
+    (["--rerun-max-tokens", "0"], "0 is not in the range x>=1"),
+    (["--rerun-max-tokens", "nan"], "'nan' is not a valid integer"),
+])
+def test_bad_rerun_options_are_usage_errors_before_any_work(trial, args, text):
+    """Before: the file was read, rebuilt and audited, then marked INVALID ('FAIL rerun'), exit
+    3: a misconfigured CI run failed every entry. Now: one line, exit 2, nothing validated."""
+    result = cli("leaderboard", "validate", trial[0], "--allow-nonstandard", "--rerun", "1",
+                 *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0] and "validating" not in result.output, lines
+
+
+def test_the_rerun_budget_is_the_validators_usage_error_only_when_the_default_admits_a_run(doc):
+    """Independent computation: the entry's one setting trains epochs x steps per epoch x batch
+    x length tokens; a budget one token short of that admits no run (a usage error of the
+    call), one at it admits the run; with the entry's own protocol larger than any board's
+    (the default budget) the entry itself fails, as before (test_a_million_epoch_protocol...)."""
+    from madbench.leaderboard.validate import rerun_budget_problem
+    from madbench.protocol import Protocol
+    from madbench.sweep import effective_setting
+    from madbench.tasks import get_task
+    protocol = Protocol.from_dict(doc["protocol"])
+    setting = effective_setting(get_task("memorization").setting(doc["runs"][0]["setting"]),
+                                protocol)
+    tokens = doc["runs"][0]["steps"] * protocol.batch_size * setting.seq_len
+    assert rerun_budget_problem(doc, Budget(rerun_max_tokens=tokens)) is None
+    assert rerun_budget_problem(doc, Budget()) is None
+    problem = rerun_budget_problem(doc, Budget(rerun_max_tokens=tokens - 1))
+    assert f"the cheapest trains {tokens:,}" in problem
+    with pytest.raises(UsageError, match="admits none of its runs"):
+        validate_submission(doc, rerun=1, device="cpu", budget=Budget(rerun_max_tokens=1))
+    with pytest.raises(UsageError, match="not a device"):
+        validate_submission(doc, rerun=1, device="gpu")
+
+
 # -- tampering -----------------------------------------------------------------------------
 def _edit_overall(d):
     d["scores"]["overall"] = min(1.0, d["scores"]["overall"] + 0.1)

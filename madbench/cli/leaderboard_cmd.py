@@ -140,7 +140,8 @@ def _progress_line(line: str) -> None:
               help="Width the state audit is re-run at (reduced to stay fast).")
 @click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
               "no board's (a trial run) instead of refusing it.")
-@click.option("--device", default="auto", show_default=True, help="Device for --rerun.")
+@click.option("--device", default="auto", show_default=True, help="Device for --rerun: auto, "
+              "cpu, cuda or cuda:N (checked as madbench eval checks it, before any work).")
 @click.option("--rerun-engine", type=click.Choice(["auto", "graphed", "plain"]), default="auto",
               show_default=True, help="Engine of the re-runs: auto trains as `madbench eval` "
               "does (graphed on CUDA, plain on CPU); plain: the reference step, one run at a "
@@ -160,7 +161,8 @@ def _progress_line(line: str) -> None:
               show_default=True, help="Time budget for the re-runs of one submission.")
 @click.option("--rerun-max-tokens", type=click.IntRange(min=1), default=None,
               help="Largest run (steps x batch x length) a re-run may train [default: the "
-              "largest run of a board's protocol].")
+              "largest run of a board's protocol]. A budget that admits none of an entry's "
+              "runs, where the default admits one, is a usage error (exit 2, before any work).")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
                      rerun_engine, trust_code, changed_since, check_seconds, rerun_seconds,
@@ -169,18 +171,31 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     invalid, with a reason for every failure. Nothing the submission names is imported unless
     it is a bundled layer or comes from an installed plugin distribution named with its
     version (see --trust-code)."""
-    from ..leaderboard.validate import duplicate_entries, submission_files, validate_file
+    from ..evaluator import resolve_placement
+    from ..leaderboard.schema import InvalidSubmission, read_submission
+    from ..leaderboard.validate import (duplicate_entries, rerun_budget_problem,
+                                        submission_files, validate_file)
 
     files = submission_files(paths)
     if not files:
         raise UsageError(f"no submissions (*.json) under {', '.join(paths)}: nothing was "
                          "validated")
+    resolve_placement(device)          # checked as madbench eval checks it, before any work
     budget = Budget(check_seconds=check_seconds, rerun_seconds=rerun_seconds,
                     rerun_max_tokens=rerun_max_tokens)
     if rerun and changed_since and files:
         changed = changed_files(paths, changed_since)
     else:
         changed = {f.resolve() for f in files}
+    # a token budget too small for an entry is this command's usage error, found before any
+    # file is validated, not a failure of the entry (see rerun_budget_problem)
+    for f in (f for f in files if rerun and f.resolve() in changed):
+        try:
+            problem = rerun_budget_problem(read_submission(f), budget)
+        except (InvalidSubmission, UsageError):   # unreadable: its validation says why
+            continue
+        if problem:
+            raise UsageError(f"{printable(str(f))}: {problem}; nothing was validated")
     reports = []
     for i, f in enumerate(files, 1):     # each file can take minutes (rebuild, audit, re-runs)
         if not as_json:

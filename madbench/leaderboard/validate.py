@@ -627,6 +627,36 @@ def default_rerun_tokens() -> int:
                for setting in task.settings())
 
 
+def cheapest_rerun(doc: dict, protocol: Protocol) -> int | None:
+    """Tokens of the cheapest run among ``doc``'s settings of the suite's tasks under
+    ``protocol`` (None: it has none)."""
+    tasks = {t.name: t for t in suite_tasks()}
+    cells = {(r["task"], r["setting"]) for r in doc["runs"] if r["task"] in tasks}
+    return min((rerun_cost(tasks[t], s, protocol) for t, s in cells), default=None)
+
+
+def rerun_budget_problem(doc: Any, budget: Budget) -> str | None:
+    """Why ``budget.rerun_max_tokens`` admits no run of ``doc`` when the default budget (the
+    largest run of a board's protocol) admits one: then the budget the validator was given is
+    too small for this entry, a usage error of the validator's invocation (exit 2, before any
+    work), never a failure of the entry. None when a run fits; when no budget was given; when
+    not even the default admits one (the entry's own protocol is too large: it fails
+    ``rerun``); or when the file is too malformed to tell (its validation says why)."""
+    if budget.rerun_max_tokens is None:
+        return None
+    try:
+        cheapest = cheapest_rerun(doc, rerun_protocol(doc, Protocol.from_dict(doc["protocol"])))
+    except Exception:  # noqa: BLE001 - untrusted input: the checks report what is wrong
+        return None
+    largest = default_rerun_tokens()
+    if cheapest is None or not over(cheapest, budget.rerun_max_tokens) or over(cheapest, largest):
+        return None
+    return (f"a re-run budget of {budget.rerun_max_tokens:,} tokens per run admits none of its "
+            f"runs (the cheapest trains {cheapest:,}; the default budget, the largest run of a "
+            f"board's protocol, is {largest:,}): raise --rerun-max-tokens, or validate it "
+            "without --rerun")
+
+
 def pick_reruns(doc: dict, protocol: Protocol, k: int, rng: random.Random,
                 max_tokens: int | None = None) -> tuple[list[dict], dict]:
     """K best-of-sweep runs to re-train, stratified over the tasks: the tasks in a random
@@ -773,6 +803,11 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
     imports mixers that ``trust`` does not vouch for (code the submission names);
     ``progress`` gets a line as each slow step (the rebuild, each re-run) starts and ends."""
     path = Path(path) if path is not None else None
+    if rerun:         # the caller's arguments: usage errors before any check, never a failure
+        resolve_placement(device)                 # of the entry (as madbench eval's --device)
+        problem = rerun_budget_problem(doc, budget)
+        if problem:
+            raise UsageError(f"{path or 'the submission'}: {problem}")
     report = Report(str(path) if path else None)
     errors = schema_errors(doc)
     if errors:
