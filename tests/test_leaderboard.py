@@ -428,12 +428,13 @@ def test_the_hand_written_validator_agrees_with_jsonschema(doc):
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     reference = jsonschema.Draft202012Validator(schema)
-    broken = [copy.deepcopy(doc) for _ in range(5)]
+    broken = [copy.deepcopy(doc) for _ in range(6)]
     broken[0]["runs"][0]["accuracy"] = 1.5
     broken[1]["architecture"]["unexpected"] = 1
     del broken[2]["suite_hash"]
     broken[3]["board"] = "mad-smoke"
     broken[4]["runs"][0]["run_key"] = "XYZ"
+    broken[5]["name"] = "a <b>"                    # entry_name: label's rule plus its own
     for d in [doc, *broken]:
         assert bool(schema_errors(d)) == bool(list(reference.iter_errors(d)))
     assert schema_errors(doc) == []
@@ -509,6 +510,80 @@ def test_a_board_folder_is_known_by_its_name_wherever_it_is(tmp_path, trial, doc
     loose.mkdir()
     written = cli("leaderboard", "submit", run_dir, "--name", "t", "--out", loose / "t.json")
     assert written.exit_code == 0 and (loose / "t.json").exists(), written.output
+
+
+MARKUP_NAME = "a|b <img src=x onerror=alert(1)> [x](http://e.vil)"
+
+
+def test_a_name_with_markup_is_refused_by_submit_validate_and_render(tmp_path, trial, doc):
+    """One rule (the schema's entry_name): before, such a name passed validate and render
+    wrote its HTML and link into README.md (only '|' escaped)."""
+    run_dir = trial[0].parent / "run"
+    for bad in (MARKUP_NAME, "x`y", "back\\slash", "a]b"):
+        result = cli("leaderboard", "submit", run_dir, "--name", bad, "--out",
+                     tmp_path / "s.json")
+        assert result.exit_code == 2 and "an entry's name is plain text" in result.output, bad
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s.json").exists()
+    doc["name"] = MARKUP_NAME
+    assert_fails(doc, "schema", "an entry's name is plain text")
+    root = _board_copy(tmp_path)
+    (root / "mad-quick").mkdir()
+    (root / "mad-quick" / "x.json").write_text(json.dumps(as_board_entry(doc, "mad-quick")))
+    result = cli("leaderboard", "render", "--root", root)
+    assert result.exit_code == 3 and "an entry's name is plain text" in result.output
+    assert "<img" not in (root / "README.md").read_text()
+
+
+def test_render_shows_names_and_file_names_as_written_never_as_markup(tmp_path, doc):
+    """Against an independent markdown parser (markdown-it, CommonMark with GitHub's tables):
+    each cell's text is exactly the entry's name and architecture name, and the page holds no
+    element the names spell (an image, a link to e.vil, emphasis), nor a broken table."""
+    markdown_it = pytest.importorskip("markdown_it")
+    root = _board_copy(tmp_path)
+    (root / "mad-quick").mkdir()
+    entry = as_board_entry(doc, "mad-quick")
+    entry["name"] = "*not bold* & _x_ ~y~ !(z) &lt;img&gt;"         # allowed: shown as written
+    entry["architecture"]["name"] = "``q` | " + MARKUP_NAME        # a label: any printable text
+    (root / "mad-quick" / "<img src=x>.json").write_text(json.dumps(entry))
+    render(root)
+    text = (root / "README.md").read_text()
+    begin = text.index("<!-- leaderboard mad-quick: begin")
+    block = text[begin:text.index("<!-- leaderboard mad-quick: end")]
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(
+        block.split("\n", 1)[1])
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells, self.tags, self.links, self.cell = [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "a":
+                self.links.append(dict(attrs)["href"])
+            if tag == "td":
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self.cells.append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parsed = Cells()
+    parsed.feed(html)
+    parsed.close()
+    header = [l for l in block.splitlines() if l.startswith("| #")][0]
+    assert len(parsed.cells) == header.count("|") - 1              # one row, no cell split off
+    assert parsed.cells[1] == entry["name"]
+    assert parsed.cells[2] == f"{entry['architecture']['name']} ({entry['architecture']['hash'][:8]})"
+    assert set(parsed.tags) <= {"p", "table", "thead", "tbody", "tr", "th", "td", "a", "code"}
+    assert parsed.links == ["mad-quick/%3Cimg%20src%3Dx%3E.json"]
 
 
 def test_render_check_catches_a_stale_table(tmp_path, doc):

@@ -61,7 +61,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
         raise UsageError(f"--name {printable(name)}: control characters, bidirectional "
                          "overrides and undecodable bytes are not allowed in a name")
     schema = load_schema()
-    for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
+    for problem in schema_errors(name, {"$ref": "#/$defs/entry_name", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
     folder, _ = board_of_folder(out)     # in a folder named after a board: its entry

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .boards import suite_tasks
-from .render import board_entries, covered
+from .render import board_entries, covered, markdown_text
 
 OVERALL = "MAD score"
 
@@ -79,7 +79,7 @@ def agreement_table(result: dict) -> str:
         for name, (a, b) in zip(row["names"], row["scores"]):
             sa, sb = result["seeds"][name]
             note = "" if sa == sb else f" (seeds {_seeds(sa)} / {_seeds(sb)})"
-            lines.append(f"| {name}{note} | {a:.3f} | {b:.3f} |")
+            lines.append(f"| {markdown_text(name)}{note} | {a:.3f} | {b:.3f} |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import CheckFailed, MadbenchError, UsageError, printable
 from ..protocol import PRESETS, Protocol
@@ -50,8 +51,25 @@ def _count(value) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def _cell(text: str) -> str:
-    return printable(text).replace("|", "\\|")
+#: characters that make markup inside a markdown table cell (GitHub's): HTML and entities,
+#: links and images, code, emphasis, escapes; each is written backslash-escaped, so that text
+#: from a submission shows as written (the schema already refuses the worst in entry names)
+_MARKUP = re.compile(r"([\\`*_~\[\]<>&!|])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` for a markdown table cell: one printable line whose markup characters are
+    escaped (shown literally: no HTML, link, emphasis or cell break)."""
+    return _MARKUP.sub(r"\\\1", printable(text))
+
+
+def markdown_code(text: str) -> str:
+    """``text`` as a code span in a markdown table cell: fenced by more backticks than it
+    holds in a row, with ``|`` escaped (a table splits cells before it parses code)."""
+    text = printable(text).replace("|", "\\|")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def covered(doc: dict, tasks: list[str]) -> int:
@@ -84,10 +102,11 @@ def board_table(board: str, entries: list[tuple[Path, dict]], root: Path) -> str
     ranked += sorted(partial, key=lambda e: (e[1]["name"], e[0].name))   # no rank, no mean
     for rank, (path, doc) in enumerate(ranked, start=1):
         acc = doc["accounting"]
-        link = path.relative_to(root).as_posix()
+        link = quote(path.relative_to(root).as_posix())
         n = covered(doc, tasks)
-        row = [str(rank) if n == len(tasks) else "—", f"[{_cell(doc['name'])}]({link})",
-               f"`{_cell(doc['architecture']['name'])}` ({doc['architecture']['hash'][:8]})",
+        row = [str(rank) if n == len(tasks) else "—", f"[{markdown_text(doc['name'])}]({link})",
+               f"{markdown_code(doc['architecture']['name'])} "
+               f"({doc['architecture']['hash'][:8]})",
                _score(doc["scores"]["overall"]) if n == len(tasks)
                else f"partial ({n} of {len(tasks)} tasks)",
                *[_score(doc["scores"].get(t)) for t in tasks],

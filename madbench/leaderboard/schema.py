@@ -259,7 +259,8 @@ def _check(value: Any, schema: dict, root: dict, path: str) -> Iterator[str]:
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             yield f"at {where}: longer than {schema['maxLength']} characters"
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            yield f"at {where}: {_show(value)} does not match {schema['pattern']}"
+            why = f" ({schema['description']})" if "description" in schema else ""
+            yield f"at {where}: {_show(value)} does not match {schema['pattern']}{why}"
     elif kind == "array":
         if "minItems" in schema and len(value) < schema["minItems"]:
             yield f"at {where}: fewer than {schema['minItems']} items"
