@@ -285,6 +285,10 @@ def test_an_unknown_top_level_option_is_one_line():
     (["tasks", "export", "in-context-recall", "--setting", "baseline", "--split", "test",
       "--out", "/nonexistent-folder/x.npz"], "--out /nonexistent-folder/x.npz"),
     (["report", ".", "--html", "/nonexistent-folder/r.html"], "--html /nonexistent-folder"),
+    # an empty path was ignored: report printed its table, rc 0 (plot --out '' was refused)
+    (["report", ".", "--html", ""], "--html '': an empty path names no file or folder"),
+    (["eval", "--arch", "hyena", "--preset", "smoke", "--output", "", "--dry-run"],
+     "--output '': an empty path"),
     (["tasks", "export", "in-context-recall", "--setting", "baseline"],
      "Missing option '--split'. Choose from: train, test"),
 ])

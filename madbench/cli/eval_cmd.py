@@ -229,7 +229,8 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
 
     def check_paths():
-        if output:      # a .json file must have an existing folder; a directory is created
+        if output is not None:   # a .json file must have an existing folder; a directory is
+            # created ('' is refused, never ignored)
             if Path(output).suffix.lower() == ".json" and not Path(output).is_dir():
                 writable_file(output, "--output")
             else:
@@ -270,7 +271,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
             progress.stop(stop)
     if estimate.pending:
         click.echo(progress.summary(), err=True)
-    if output:
+    if output is not None:
         path = results_path(output, evaluation.spec.name)
         path.write_text(json_text(results.to_dict()))
         click.echo(f"wrote {path}", err=True)
@@ -299,10 +300,10 @@ def report_command(run_dirs, fmt, html_path):
 
     Several run directories are reported together."""
     from ..results import Results
-    if html_path:
+    if html_path is not None:          # '' too: an empty path is refused, never ignored
         writable_file(html_path, "--html")
     groups = _groups(run_dirs)
-    if html_path:
+    if html_path is not None:
         report.write_html(html_path, groups, run_dirs)
         click.echo(f"wrote {html_path}")
         return

@@ -11,11 +11,18 @@ from pathlib import Path
 from ..errors import UsageError
 
 
+def _named(path: str | os.PathLike, option: str) -> None:
+    """An empty path names nothing (``Path('')`` would be the current folder)."""
+    if not os.fspath(path):
+        raise UsageError(f"{option} '': an empty path names no file or folder")
+
+
 def writable_file(path: str | os.PathLike, option: str) -> Path:
     """``path`` can be created or overwritten: its folder exists and a file can be created in
     it (probed with a temporary file, removed at once: permission bits do not tell, e.g. for
     root or on a read-only or virtual file system), and it is not a folder. ``path`` itself is
     not touched."""
+    _named(path, option)
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -36,6 +43,7 @@ def writable_file(path: str | os.PathLike, option: str) -> Path:
 def writable_dir(path: str | os.PathLike, option: str) -> Path:
     """A file can be created in folder ``path`` (probed with a temporary file, removed at
     once, as are the folders made for the probe: a command refused later leaves nothing)."""
+    _named(path, option)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: is a file, not a folder")
