@@ -62,8 +62,10 @@ def json_text(doc: Any) -> str:
     return json.dumps(clean(doc), indent=2, allow_nan=False)
 
 
-def render(results: Any, fmt: str) -> str:
-    """One result as a per-task table (``table`` or ``markdown``) or ``json``."""
+def render(results: Any, fmt: str, name: str | None = None) -> str:
+    """One result as a per-task table (``table`` or ``markdown``) or ``json``; ``name`` (as
+    ``series_labels`` names a record group) heads the table instead of the architecture's
+    and protocol's names."""
     doc = as_document(results)
     if fmt == "json":
         return json_text(doc)
@@ -72,9 +74,10 @@ def render(results: Any, fmt: str) -> str:
     rows = [[task, number(r["score"]), len(r.get("settings") or {}) or "-"] +
             ([number(r.get("stderr"))] if with_stderr else []) for task, r in tasks.items()]
     rows.append([label(doc), number(doc["mad_score"]), ""] + ([""] if with_stderr else []))
-    title = (f"{doc['architecture']['name']} — protocol {doc['protocol']['name']}"
-             f"{'' if doc['protocol'].get('standard', True) else ' (non-standard)'}"
-             f", metric {doc['metric']}, {plural(doc['runs'], 'run')}")
+    title = (f"{name} —" if name is not None else
+             f"{doc['architecture']['name']} — protocol {doc['protocol']['name']}"
+             f"{'' if doc['protocol'].get('standard', True) else ' (non-standard)'},") + \
+        f" metric {doc['metric']}, {plural(doc['runs'], 'run')}"
     table = _tabulate(rows, ["task", "score", "settings"] + (["stderr"] if with_stderr else []),
                       fmt == "markdown", ("left", "right", "right", "right"))
     extra = []
@@ -93,12 +96,23 @@ def render(results: Any, fmt: str) -> str:
     return "\n".join([title, "", table, *extra])
 
 
-def render_all(results: Sequence[Any], fmt: str) -> str:
-    """Several results: one block each, or one JSON list (a single object for one)."""
+def render_all(results: Sequence[Any], fmt: str,
+               names: Sequence[str] | None = None) -> str:
+    """Several results: one block each (headed by ``names`` when given), or one JSON list (a
+    single object for one)."""
     docs = [as_document(r) for r in results]
     if fmt == "json":
         return json_text(docs if len(docs) > 1 else docs[0])
-    return "\n\n".join(render(d, fmt) for d in docs)
+    return "\n\n".join(render(d, fmt, name)
+                       for d, name in zip(docs, names or [None] * len(docs)))
+
+
+def render_groups(groups: Sequence[Sequence[dict]], fmt: str) -> str:
+    """The record ``groups`` one block each (``render_all``), each headed by the name that
+    ``series_labels`` gives it, as compare, plot and the HTML page name it: results of one
+    architecture under two protocols are told apart."""
+    from .results import Results
+    return render_all([Results.from_records(g) for g in groups], fmt, series_labels(groups))
 
 
 def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:

@@ -165,6 +165,24 @@ def test_compare_tells_apart_runs_of_one_name_and_keeps_each_in_json(two_runs, t
     assert all(name in header for name in expected), table.output
 
 
+def test_report_heads_each_result_with_the_name_compare_gives_it(two_runs, curve_runs):
+    """One architecture under two protocols (smoke with other overrides): report printed two
+    identical headers 'mh-attention — protocol smoke (non-standard)'; now each block is headed
+    by its compare label, which carries the protocol hash of its own records."""
+    from madbench.store import load_records
+    dirs = [str(two_runs / "mh-attention"), str(curve_runs[0])]
+    hashes = {r["protocol_hash"][:6] for r in load_records(dirs)}
+    assert len(hashes) == 2
+    res = CliRunner().invoke(main, ["report", *dirs])
+    assert res.exit_code == 0, res.output
+    titles = [l.split(" — ")[0] for l in res.output.splitlines()
+              if l.startswith("mh-attention")]
+    assert sorted(titles) == sorted(f"mh-attention [smoke (non-standard)] {h}" for h in hashes)
+    compare = json.loads(CliRunner().invoke(main, ["compare", *dirs, "--format",
+                                                   "json"]).output)
+    assert set(titles) == set(compare)
+
+
 def test_scores_keep_three_decimals_and_counts_their_plural():
     """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
     from madbench.report import render

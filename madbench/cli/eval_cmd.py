@@ -299,7 +299,6 @@ def report_command(run_dirs, fmt, html_path):
     write them as an HTML page.
 
     Several run directories are reported together."""
-    from ..results import Results
     if html_path is not None:          # '' too: an empty path is refused, never ignored
         writable_file(html_path, "--html")
     groups = _groups(run_dirs)
@@ -307,7 +306,7 @@ def report_command(run_dirs, fmt, html_path):
         report.write_html(html_path, groups, run_dirs)
         click.echo(f"wrote {html_path}")
         return
-    click.echo(report.render_all([Results.from_records(g) for g in groups], fmt))
+    click.echo(report.render_groups(groups, fmt))
 
 
 @click.command("compare")
