@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from madbench.cli import main
-from madbench.leaderboard.agree import OVERALL, agreement
+from madbench.leaderboard.agree import OVERALL, agreement, agreement_table
 
 from helpers import as_board_entry
 
@@ -94,3 +94,23 @@ def test_the_table_lists_each_architectures_two_scores_and_differing_seeds(tmp_p
                                  "--json"]).output)
     assert data["rows"]["memorization"]["scores"] == [[0.91, 0.93], [0.5, 0.25]]
     assert data["seeds"] == {"a": [[0], [0]], "b": [[0], [1, 2, 3, 5]]}
+
+
+def test_the_mean_difference_keeps_its_sign_when_it_rounds_to_zero(tmp_path, trial):
+    """The mean difference of (0.5 -> 0.49976) and (0.3 -> 0.3) is -0.00012: it printed
+    +0.000, the wrong direction; a board reading lower shows -0.000, an equal one +0.000. An
+    architecture's name is escaped in the per-architecture rows (markdown_text)."""
+    doc = trial[1]
+    write(tmp_path, "mad-quick", entry(doc, "a", "0" * 16, {"memorization": 0.5}))
+    write(tmp_path, "mad-paper", entry(doc, "a", "0" * 16, {"memorization": 0.49976}))
+    write(tmp_path, "mad-quick", entry(doc, "b", "1" * 16, {"memorization": 0.3}))
+    write(tmp_path, "mad-paper", entry(doc, "b", "1" * 16, {"memorization": 0.3}))
+    result = agreement(tmp_path, "mad-quick", "mad-paper")
+    assert abs(result["rows"]["memorization"]["mean_diff"] - (-0.00024 / 2)) < 1e-12
+    table = agreement_table(result)
+    assert "| memorization | 2 | — | 0.000 | -0.000 |" in table.splitlines()
+    result["rows"]["memorization"]["mean_diff"] = 0.0
+    assert "| memorization | 2 | — | 0.000 | +0.000 |" in agreement_table(result).splitlines()
+    result["rows"]["memorization"]["names"][0] = "a|<b>"
+    result["seeds"]["a|<b>"] = result["seeds"]["a"]
+    assert "| a\\|\\<b\\> | 0.500 | 0.500 |" in agreement_table(result).splitlines()

@@ -68,7 +68,8 @@ def agreement_table(result: dict) -> str:
     for task, row in result["rows"].items():
         rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
         diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
-        shift = "—" if row["mean_diff"] is None else f"{round(row['mean_diff'], 3) + 0.0:+.3f}"
+        # the sign as measured: a mean below zero by less than 0.0005 reads -0.000
+        shift = "—" if row["mean_diff"] is None else f"{row['mean_diff']:+.3f}"
         lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} | {shift} |")
     for task, row in result["rows"].items():
         if not row["architectures"]:
