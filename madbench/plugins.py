@@ -6,6 +6,9 @@ Environment variables:
 - ``MADBENCH_DISABLE_PLUGINS=a,b`` blocks the named plugins (entry-point names).
 - ``MADBENCH_LOAD_PLUGINS=a,b`` loads only the bundled plugins plus the named ones; set and
   empty, it loads only the bundled plugins.
+
+A name in either that no plugin has (a typo) is warned about once, in one line that lists
+the plugins there are.
 """
 from __future__ import annotations
 
@@ -98,7 +101,8 @@ def _own_version() -> str | None:
         return None
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _load_entry_points(pm: pluggy.PluginManager) -> set[str]:
+    """Load the entry points that the switches allow; returns the names of all of them."""
     disabled = set(_env_list("MADBENCH_DISABLE_PLUGINS") or [])
     allow = _env_list("MADBENCH_LOAD_PLUGINS")
     seen: set[tuple[str | None, str]] = set()
@@ -123,6 +127,16 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             _warn(f"plugin {ep.name!r} ({dist or 'unknown distribution'}) failed to load: {err}")
             continue
         _dist_of[ep.name] = (dist, version, bundled)
+    return {name for _, name in seen}
+
+
+def _warn_unknown_names(known: set[str]) -> None:
+    """One warning per switch that names a plugin no one has (the switch does nothing)."""
+    for var in ("MADBENCH_DISABLE_PLUGINS", "MADBENCH_LOAD_PLUGINS"):
+        unknown = [name for name in _env_list(var) or [] if name not in known]
+        if unknown:
+            _warn(f"{var}: no plugin is named {', '.join(map(repr, unknown))}; it has no "
+                  f"effect (plugins: {', '.join(sorted(known)) or 'none'})")
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -132,7 +146,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm = pluggy.PluginManager("madbench")
         pm.add_hookspecs(hookspecs)
         _load_core_plugins(pm)
-        _load_entry_points(pm)
+        entry_points = _load_entry_points(pm)
+        _warn_unknown_names(entry_points | {name for name, _ in CORE_PLUGINS})
         pm.check_pending()
         _pm = pm
     return _pm

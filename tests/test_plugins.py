@@ -155,3 +155,25 @@ def test_load_plugins_empty_loads_only_the_bundled_ones(broken_distribution, mon
 def test_load_plugins_names_the_extra_ones_to_load(broken_distribution, monkeypatch):
     monkeypatch.setenv("MADBENCH_LOAD_PLUGINS", "broken")
     assert [f["name"] for f in plugins_json()["failed"]] == ["broken"]
+
+
+@pytest.mark.parametrize("var", ["MADBENCH_DISABLE_PLUGINS", "MADBENCH_LOAD_PLUGINS"])
+def test_a_switch_naming_no_plugin_is_warned_about_once(fresh_plugins, monkeypatch, capsys,
+                                                       var):
+    """MADBENCH_DISABLE_PLUGINS=nosuch was silently ignored (a typo disables nothing). Now one
+    line, once per process, naming the plugins there are; a real name is not warned about."""
+    monkeypatch.setenv(var, "mad-tasks,nosuch")
+    plugins.get_registry()
+    plugins.get_registry()
+    plugins.register_plugin(ToyPlugin(), "toy")           # a rebuilt registry: no new warning
+    plugins.get_registry()
+    plugins.unregister_plugin("toy")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: {var}: no plugin is named "
+                                                   "'nosuch'"), lines
+    assert "'mad-tasks'" not in lines[0]
+    assert all(name in lines[0] for name in ("mad-tasks", "reference-layers", "scaling-corpora"))
+    plugins.reset()
+    monkeypatch.setenv(var, "mad-tasks")
+    plugins.get_registry()
+    assert capsys.readouterr().err == ""
