@@ -5,10 +5,11 @@ command skips every run whose key is already stored.
 
 A run directory heals (``heal``, run before a sweep plans its work): a file under ``records/``
 that is not a readable record of the key it is named by (truncated, emptied, junk, another
-program's file) is moved to ``RUN_DIR/quarantine/`` with a one-line warning, so its run is
-trained again; a temporary file whose writer is gone (its process no longer runs on this host,
-or it is older than ``STALE_SECONDS``) is removed. ``records`` skips, and moves aside, an
-unreadable file the same way instead of failing."""
+program's file, a row without the shape of a record: ``madbench.records.shape_problem``) is
+moved to ``RUN_DIR/quarantine/`` with a one-line warning, so its run is trained again; a
+temporary file whose writer is gone (its process no longer runs on this host, or it is older
+than ``STALE_SECONDS``) is removed. ``records`` skips, and moves aside, an unreadable file the
+same way instead of failing."""
 from __future__ import annotations
 
 import errno
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 
 from .errors import MadbenchError, UsageError, warn
 from .hashing import content_hash
+from .records import JSON_FIELDS, shape_problem
 
 RECORDS = "records"
 QUARANTINE = "quarantine"
@@ -186,9 +188,11 @@ def _read_record(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     if len(rows) != 1 or rows[0].get("run_key") != path.stem:
         return [], "not a record of the run it is named by"
     try:
-        return [{k: _decode(k, v) for k, v in rows[0].items()}], None
+        row = {k: _decode(k, v) for k, v in rows[0].items()}
     except ValueError as exc:
         return [], f"unreadable (a JSON column: {exc})"
+    problem = shape_problem(row)
+    return ([], problem) if problem else ([row], None)
 
 
 def _stale_temporary(path: Path) -> bool:
@@ -226,16 +230,13 @@ def _umask() -> int:
     return mask
 
 
-_JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}
-
-
 def encode_row(record: dict[str, Any]) -> dict[str, Any]:
     """A record as a flat Parquet row: dict and list values as JSON text."""
     return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
 
 
 def _decode(key: str, value: Any) -> Any:
-    if key in _JSON_COLUMNS and isinstance(value, str):
+    if key in JSON_FIELDS and isinstance(value, str):
         return json.loads(value)
     return value
 
