@@ -1,5 +1,6 @@
 """Reading a run directory: a record file without the shape of a record is unreadable (eval
-moves it aside and trains its run again, report and compare skip it)."""
+moves it aside and trains its run again, the other commands skip it), and only the commands
+that train change a run directory."""
 import json
 import shutil
 
@@ -94,3 +95,26 @@ def test_a_scaling_record_with_a_list_for_a_mapping_is_skipped(tmp_path, capsys)
     store.append({**good, "run_key": "b" * 24, "protocol": [1, 2]})
     assert store.records() == [good]
     assert "'protocol' is list" in capsys.readouterr().err
+
+
+JUNK = "0123456789abcdef01234567.parquet"
+
+
+@pytest.mark.parametrize("command", [
+    ["scaling", "validate", "{dir}"], ["scaling", "fit", "{dir}"],
+    ["scaling", "state-optimal", "{dir}"],
+    ["scaling", "frontier", "{dir}", "--out", "{tmp}/frontiers"],
+    ["leaderboard", "submit", "{dir}", "--name", "x", "--out", "{tmp}/x.json"],
+    ["report", "{dir}"], ["compare", "{dir}"]])
+def test_reading_commands_skip_an_unreadable_record_and_move_nothing(tmp_path, command):
+    """`scaling validate`, `fit`, `state-optimal`, `frontier` and `leaderboard submit` used to
+    move it to quarantine/ ("its run will be trained again") though they train nothing."""
+    run_dir = tmp_path / "run"
+    (run_dir / "records").mkdir(parents=True)
+    (run_dir / "records" / JUNK).write_text("junk")
+    result = cli(*[a.format(dir=run_dir, tmp=tmp_path) for a in command])
+    assert "Traceback" not in result.output and result.exit_code == 2, result.output
+    assert f"{JUNK}: unreadable" in result.stderr and "skipped" in result.stderr
+    assert "trained again" not in result.stderr
+    assert (run_dir / "records" / JUNK).read_text() == "junk"
+    assert not (run_dir / QUARANTINE).exists()
