@@ -240,14 +240,16 @@ def _decode(key: str, value: Any) -> Any:
 
 
 def load_records(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """The eval records of ``run_dirs``, for reading only (report, compare, plot): a folder of
-    other records (``madbench scaling run``'s) is a usage error."""
-    out = []
+    """The eval records of ``run_dirs`` (report, compare, plot), each run once: a run key
+    stored in several of them (a directory given twice, a copy) is read from the first. A
+    folder of other records (``madbench scaling run``'s) is a usage error."""
+    out: dict[str, dict[str, Any]] = {}
     for d in run_dirs:
         rows = ResultsStore(d, create=False).records()
         if any("protocol_hash" not in r or "task" not in r for r in rows):
             raise UsageError(f"{d}: its records are not 'madbench eval' records (a "
                              f"'madbench scaling run' directory? 'madbench scaling fit {d}' "
                              "reads those)")
-        out.extend(rows)
-    return out
+        for r in rows:
+            out.setdefault(r["run_key"], r)
+    return list(out.values())

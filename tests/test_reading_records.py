@@ -1,6 +1,6 @@
 """Reading a run directory: a record file without the shape of a record is unreadable (eval
-moves it aside and trains its run again, the other commands skip it), and only the commands
-that train change a run directory."""
+moves it aside and trains its run again, the other commands skip it), only the commands that
+train change a run directory, and a run stored in several directories given counts once."""
 import json
 import shutil
 
@@ -8,9 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import eval_record
 
 from madbench.cli import main
-from madbench.store import QUARANTINE, ResultsStore
+from madbench.store import QUARANTINE, ResultsStore, load_records
 
 TINY = ["--preset", "smoke", "--set", "epochs=1", "--set", "lrs=0.001,0.0005", "--set",
         "weight_decays=0.0", "--set", "max_train=32", "--set", "max_test=16", "--device", "cpu",
@@ -118,3 +119,21 @@ def test_reading_commands_skip_an_unreadable_record_and_move_nothing(tmp_path, c
     assert "trained again" not in result.stderr
     assert (run_dir / "records" / JUNK).read_text() == "junk"
     assert not (run_dir / QUARANTINE).exists()
+
+
+def test_a_run_counts_once_however_many_times_its_directory_is_given(stored, tmp_path):
+    """`report r r` counted every run twice ("4 runs" of 2)."""
+    other = copy(stored, tmp_path, "copy")
+    assert json_runs(stored) == 2
+    assert json_runs(stored, stored) == 2
+    assert json_runs(stored, other) == 2                # a copy: the same run keys
+    assert "metric accuracy, 2 runs" in cli("report", stored, f"{stored}/.").stdout
+
+
+def test_load_records_reads_a_run_key_from_the_first_directory_that_has_it(tmp_path):
+    first, second = ResultsStore(tmp_path / "a"), ResultsStore(tmp_path / "b")
+    first.append(eval_record(run_key="k1", accuracy=0.5))
+    second.append(eval_record(run_key="k1", accuracy=0.9))
+    second.append(eval_record(run_key="k2", accuracy=0.1))
+    rows = load_records([tmp_path / "a", tmp_path / "b", tmp_path / "a"])
+    assert sorted((r["run_key"], r["accuracy"]) for r in rows) == [("k1", 0.5), ("k2", 0.1)]
