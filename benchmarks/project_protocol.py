@@ -37,7 +37,7 @@ def main() -> int:
     quick, paper = get_protocol("quick"), get_protocol("paper")
     groups: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
     try:
-        records = ResultsStore(args.run_dir, create=False).records(set_aside=False)
+        records = ResultsStore(args.run_dir, create=False).records()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,22 @@ from typing import Any
 
 from .code_identity import run_version
 
+#: The shape of a stored eval record (``run_record``'s): each field it has, with its type. A
+#: stored row without one of them, or with a value of another type there (a null, a list for a
+#: mapping), is not a record: the store counts it as unreadable (``madbench.store``).
+RECORD_FIELDS: dict[str, type] = {
+    "run_key": str, "arch_name": str, "arch_hash": str, "task": str, "task_version": int,
+    "setting": str, "setting_hash": str, "protocol_name": str, "protocol_hash": str,
+    "standard_protocol": bool, "selection": str, "lr": float, "weight_decay": float,
+    "seed": int, "accuracy": float, "macro_accuracy": float, "loss": float,
+    "train_loss": float, "diverged": bool, "epochs": int, "steps": int, "seconds": float,
+    "scored_positions": int, "device": str, "precision": str, "engine": str,
+    "madbench_version": str, "created_at": str, "flags": str, "architecture": dict,
+    "protocol": dict, "setting_params": dict, "checks": dict, "provenance": dict,
+}
+#: the fields stored as JSON text (``madbench.store.encode_row``); a mapping in every record
+JSON_FIELDS = frozenset(k for k, t in RECORD_FIELDS.items() if t is dict)
+
 
 def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | None,
                prov: dict, engine: str) -> dict[str, Any]:
@@ -26,6 +42,35 @@ def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | 
         "architecture": spec.to_dict(), "protocol": protocol.to_dict(),
         "setting_params": dict(eff.params), "checks": checks or {}, "provenance": prov,
     }
+
+
+def shape_problem(row: dict[str, Any]) -> str | None:
+    """Why the stored ``row`` (JSON fields decoded) is not a record, or None. An eval record
+    has every field of ``RECORD_FIELDS``, typed; a record of another kind (a ``kind`` field:
+    ``madbench scaling run``'s) is only checked for mappings in the ``JSON_FIELDS`` it has."""
+    if row.get("kind") is None:
+        fields = RECORD_FIELDS
+    else:
+        fields = {k: dict for k in JSON_FIELDS if k in row}
+    for name, kind in fields.items():
+        if name not in row:
+            return f"not a record (no {name!r} field)"
+        if not _typed(row[name], kind):
+            return (f"not a record ({name!r} is {_describe(row[name])}, not "
+                    f"{'a mapping' if kind is dict else kind.__name__})")
+    return None
+
+
+def _typed(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):                      # bool is an int, not a number here
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _describe(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
 
 
 def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:

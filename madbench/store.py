@@ -3,12 +3,14 @@ the run's content key and written atomically (temporary file, fsync, rename). A 
 loses at most the run in flight; a record is never half-written or duplicated, and re-running a
 command skips every run whose key is already stored.
 
-A run directory heals (``heal``, run before a sweep plans its work): a file under ``records/``
-that is not a readable record of the key it is named by (truncated, emptied, junk, another
-program's file) is moved to ``RUN_DIR/quarantine/`` with a one-line warning, so its run is
-trained again; a temporary file whose writer is gone (its process no longer runs on this host,
-or it is older than ``STALE_SECONDS``) is removed. ``records`` skips, and moves aside, an
-unreadable file the same way instead of failing."""
+A file under ``records/`` that is not a readable record of the key it is named by (truncated,
+emptied, junk, another program's file, a row without the shape of a record:
+``madbench.records.shape_problem``) is unreadable. Only a command that trains heals a run
+directory (``heal``, run before it plans its work): such a file is moved to
+``RUN_DIR/quarantine/`` with a one-line warning, so its run is trained again, and a temporary
+file whose writer is gone (its process no longer runs on this host, or it is older than
+``STALE_SECONDS``) is removed. Reading (``records``, ``load_records``) changes nothing: it skips
+an unreadable file with a warning."""
 from __future__ import annotations
 
 import errno
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from .errors import MadbenchError, UsageError, warn
 from .hashing import content_hash
+from .records import JSON_FIELDS, shape_problem
 
 RECORDS = "records"
 QUARANTINE = "quarantine"
@@ -119,17 +122,14 @@ class ResultsStore:
         rows, problem = _read_record(self.path(key)) if self.has(key) else ([], "absent")
         return None if problem else rows[0]
 
-    def records(self, set_aside: bool = True) -> list[dict[str, Any]]:
-        """Every stored record, JSON columns decoded; an unreadable file is moved aside (or,
-        in a read-only directory or without ``set_aside``, skipped) with a warning."""
+    def records(self) -> list[dict[str, Any]]:
+        """Every stored record, JSON columns decoded; an unreadable file is skipped with a
+        warning (nothing is moved: ``heal`` does that, for the commands that train)."""
         out = []
         for p in self._files():
             rows, problem = _read_record(p)
             if problem:
-                if set_aside:
-                    self._set_aside(p, problem)
-                else:
-                    warn(f"{p}: {problem}; skipped")
+                warn(f"{p}: {problem}; skipped")
                 continue
             out.extend(rows)
         return out
@@ -186,9 +186,11 @@ def _read_record(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     if len(rows) != 1 or rows[0].get("run_key") != path.stem:
         return [], "not a record of the run it is named by"
     try:
-        return [{k: _decode(k, v) for k, v in rows[0].items()}], None
+        row = {k: _decode(k, v) for k, v in rows[0].items()}
     except ValueError as exc:
         return [], f"unreadable (a JSON column: {exc})"
+    problem = shape_problem(row)
+    return ([], problem) if problem else ([row], None)
 
 
 def _stale_temporary(path: Path) -> bool:
@@ -226,29 +228,28 @@ def _umask() -> int:
     return mask
 
 
-_JSON_COLUMNS = {"provenance", "architecture", "protocol", "checks", "setting_params"}
-
-
 def encode_row(record: dict[str, Any]) -> dict[str, Any]:
     """A record as a flat Parquet row: dict and list values as JSON text."""
     return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
 
 
 def _decode(key: str, value: Any) -> Any:
-    if key in _JSON_COLUMNS and isinstance(value, str):
+    if key in JSON_FIELDS and isinstance(value, str):
         return json.loads(value)
     return value
 
 
 def load_records(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """The eval records of ``run_dirs``, for reading only (report, compare, plot): nothing is
-    moved, and a folder of other records (``madbench scaling run``'s) is a usage error."""
-    out = []
+    """The eval records of ``run_dirs`` (report, compare, plot), each run once: a run key
+    stored in several of them (a directory given twice, a copy) is read from the first. A
+    folder of other records (``madbench scaling run``'s) is a usage error."""
+    out: dict[str, dict[str, Any]] = {}
     for d in run_dirs:
-        rows = ResultsStore(d, create=False).records(set_aside=False)
+        rows = ResultsStore(d, create=False).records()
         if any("protocol_hash" not in r or "task" not in r for r in rows):
             raise UsageError(f"{d}: its records are not 'madbench eval' records (a "
                              f"'madbench scaling run' directory? 'madbench scaling fit {d}' "
                              "reads those)")
-        out.extend(rows)
-    return out
+        for r in rows:
+            out.setdefault(r["run_key"], r)
+    return list(out.values())

@@ -81,3 +81,11 @@ def as_board_entry(doc, board):
     entry = copy.deepcopy(doc)
     entry["board"], entry["protocol"] = board, {**preset.to_dict(), "hash": preset.hash}
     return entry
+
+
+def eval_record(**fields):
+    """A stored eval record of the shape the store reads (``madbench.records.RECORD_FIELDS``):
+    each field an empty value of its type, ``fields`` over them; for tests of tools that read
+    a few fields of hand-made records."""
+    from madbench.records import RECORD_FIELDS
+    return {**{name: kind() for name, kind in RECORD_FIELDS.items()}, **fields}

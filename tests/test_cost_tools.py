@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import eval_record
 
 from madbench.protocol import get_protocol
 from madbench.store import ResultsStore
@@ -26,9 +27,9 @@ def load(name):
 
 def record(task, setting, seconds, steps, lr):
     params = dict(get_task(task).setting(setting).params)
-    return {"run_key": f"{task}-{setting}-{lr}", "arch_name": "a", "task": task,
-            "setting": setting, "setting_params": params, "seconds": seconds, "steps": steps,
-            "protocol_hash": get_protocol("quick").hash, "lr": lr}
+    return eval_record(run_key=f"{task}-{setting}-{lr}", arch_name="a", task=task,
+                       setting=setting, setting_params=params, seconds=seconds, steps=steps,
+                       protocol_hash=get_protocol("quick").hash, lr=lr)
 
 
 def test_projection_sums_stored_groups_and_scales_them_to_paper(tmp_path, capsys, monkeypatch):

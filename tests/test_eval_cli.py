@@ -250,7 +250,7 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_with_exit_143(thirdparty, tmp_path
     assert err.strip().splitlines()[-1] == ("Interrupted. Finished runs are kept; the same "
                                             "command resumes.")
     store = ResultsStore(tmp_path)
-    stored = len(store.records(set_aside=False))
+    stored = len(store.records())
     assert 1 <= stored < 3 and stored == len(list(records.iterdir()))   # no .tmp- left
     resumed = run(sweep)
     assert resumed.exit_code == 0 and f"{stored} of 3 runs already stored" in resumed.output

@@ -6,6 +6,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from helpers import eval_record
 
 from madbench.store import ResultsStore
 
@@ -23,11 +24,11 @@ def load_fidelity():
 def store(path, rows, arch_hash="a1"):
     s = ResultsStore(path)
     for n, (version, created, seed, lr, accuracy) in enumerate(rows):
-        s.append({"run_key": f"{path.name}{arch_hash}{n}", "task": "in-context-recall",
-                  "setting": "num_train_examples=800", "seed": seed, "lr": lr,
-                  "weight_decay": 0.0, "accuracy": accuracy, "loss": 1.0 - accuracy,
-                  "madbench_version": version, "created_at": created, "protocol": GRID,
-                  "arch_hash": arch_hash})
+        s.append(eval_record(
+            run_key=f"{path.name}{arch_hash}{n}", task="in-context-recall",
+            setting="num_train_examples=800", seed=seed, lr=lr, weight_decay=0.0,
+            accuracy=accuracy, loss=1.0 - accuracy, madbench_version=version,
+            created_at=created, protocol=GRID, arch_hash=arch_hash))
 
 
 def test_newest_version_wins_and_incomplete_sweeps_are_left_out(tmp_path):
@@ -52,11 +53,10 @@ def test_records_of_older_layer_code_do_not_mix_with_the_newest(tmp_path):
     store(tmp_path / "arm", [("v", "2026-02-01", 0, 1e-3, 0.10)], arch_hash="new-layer")
     best, notes = load_fidelity().best_per_setting(tmp_path / "arm")
     assert best == {} and "seed 0, 1 of 2 configurations" in notes[0]
-    ResultsStore(tmp_path / "arm").append(
-        {"run_key": "n2", "task": "in-context-recall", "setting": "num_train_examples=800",
-         "seed": 0, "lr": 1e-4, "weight_decay": 0.0, "accuracy": 0.2, "loss": 0.8,
-         "madbench_version": "v", "created_at": "2026-02-02", "protocol": GRID,
-         "arch_hash": "new-layer"})
+    ResultsStore(tmp_path / "arm").append(eval_record(
+        run_key="n2", task="in-context-recall", setting="num_train_examples=800", seed=0,
+        lr=1e-4, weight_decay=0.0, accuracy=0.2, loss=0.8, madbench_version="v",
+        created_at="2026-02-02", protocol=GRID, arch_hash="new-layer"))
     best, _ = load_fidelity().best_per_setting(tmp_path / "arm")
     (only,) = best.values()
     assert only[0]["accuracy"] == 0.2 and only[0]["arch_hash"] == "new-layer"
@@ -89,9 +89,9 @@ def test_a_sweep_that_would_end_after_the_deadline_is_not_started(tmp_path, monk
     icr = ("in-context-recall", "num_train_examples=800")
     comp = ("compression", "num_train_examples=800")
     monkeypatch.setattr(fidelity, "panel_settings", lambda which: [icr, comp])
-    ResultsStore(tmp_path / "mh-attention").append(
-        {"run_key": "old", "task": icr[0], "setting": icr[1], "seconds": 900.0,
-         "protocol_name": "paper", "engine": "graphed"})
+    ResultsStore(tmp_path / "mh-attention").append(eval_record(
+        run_key="old", task=icr[0], setting=icr[1], seconds=900.0, protocol_name="paper",
+        engine="graphed"))
     trained = []
     monkeypatch.setattr(madbench.sweep, "run_sweep", lambda spec, group, *a: trained.append(
         (group[0].task.name, group[0].setting.name)) or len(group))

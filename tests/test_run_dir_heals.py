@@ -59,7 +59,7 @@ def test_bad_record_files_are_moved_aside_and_their_runs_retrained(tmp_path):
     live = store.dir / f".tmp-{_HOST}-{os.getpid()}-abc.parquet"        # a writer in flight
     live.write_bytes(b"half")
 
-    report = cli("report", run_dir)                   # reading skips and moves aside
+    report = cli("report", run_dir)                   # reading skips, moves nothing
     assert report.exit_code == 0, report.output
     assert "Traceback" not in report.output and "Warning:" in report.output
     result = cli(*args)                               # eval retrains the truncated run

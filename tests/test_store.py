@@ -1,11 +1,13 @@
 """The results store: atomic one-file-per-run records, idempotent by run key."""
+from helpers import eval_record
+
 from madbench.store import ResultsStore, run_key
 
 
 def test_append_is_idempotent_and_round_trips(tmp_path):
     store = ResultsStore(tmp_path)
     key = run_key("a", "s", "p", 1e-3, 0.0, 0, "0.1.0")
-    rec = {"run_key": key, "accuracy": 0.5, "provenance": {"torch": "x"}, "task": "t"}
+    rec = eval_record(run_key=key, accuracy=0.5, provenance={"torch": "x"}, task="t")
     store.append(rec)
     store.append({**rec, "accuracy": 0.9})          # same key: the first record stays
     assert store.keys() == {key}
