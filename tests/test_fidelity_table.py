@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = {"lrs": [1e-4, 1e-3], "weight_decays": [0.0]}       # two configurations
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """``fidelity.worker`` sets torch's thread count for its process; here that process is
+    pytest's, and later tests compare losses with other processes to the last digits."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def load_fidelity():
     spec = importlib.util.spec_from_file_location("fidelity", ROOT / "benchmarks" / "fidelity.py")
     module = importlib.util.module_from_spec(spec)
