@@ -38,7 +38,7 @@ def write_csv(path, rows_by_arch):
 def test_fit_json_gives_both_approaches_per_architecture(tmp_path):
     path = tmp_path / "runs.csv"
     write_csv(path, {"a": runs(), "b": runs(offset=0.1)})
-    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--json", "--bootstrap", "10"])
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--json", "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert set(doc["archs"]) == {"a", "b"}
@@ -59,7 +59,7 @@ def test_fit_table_and_plot(tmp_path):
     write_csv(path, {"a": runs()})
     png = tmp_path / "fit.png"
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
-                                   "--bootstrap", "5", "--plot", str(png)])
+                                   "--bootstrap", "20", "--plot", str(png)])
     assert res.exit_code == 0, res.output
     assert "Approach 2: N* ~ C^0.51" in res.stdout and "Approach 3" not in res.stdout
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
@@ -105,14 +105,14 @@ def test_frontier_command_records_its_commands(tmp_path):
     import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "isoflop.parquet")
     res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "isoflop.parquet"),
-                                   "--out", str(tmp_path / "fr"), "--bootstrap", "5",
+                                   "--out", str(tmp_path / "fr"), "--bootstrap", "20",
                                    "--command", "madbench scaling run --arch a"])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "fr" / "toy" / "a" / "frontier.json").read_text())
     assert doc["commands"] == [
         "madbench scaling run --arch a",
         f"madbench scaling frontier {tmp_path / 'isoflop.parquet'} --out {tmp_path / 'fr'} "
-        "--bootstrap 5"]
+        "--bootstrap 20"]
     assert doc["corpus_sha256"] == "ef" * 32 and len(doc["budgets"]) == 4
 
 
@@ -127,7 +127,7 @@ def test_frontier_warns_about_budgets_without_a_vertex(tmp_path):
                if r["flops"] <= 1e19] + [{**r, "arch": "b"} for r in honest if r["flops"] > 1e19]
     for name, rows in (("honest", honest), ("bent", concave)):
         pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{name}.parquet")
-    out = ["--out", str(tmp_path / "fr"), "--bootstrap", "5"]
+    out = ["--out", str(tmp_path / "fr"), "--bootstrap", "20"]
     res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "honest.parquet"),
                                    *out])
     assert res.exit_code == 0 and res.stderr == "", res.output
@@ -169,7 +169,7 @@ def test_fit_state_frontier_option_recovers_the_frontier_exponent(tmp_path):
                 w.writerow([f"arch{k}", 1e6, c / 6e6, c, np.log(400 * m ** -0.28), m])
                 w.writerow([f"arch{k}", 2e6, c / 12e6, c, np.log(400 * m ** -0.28) + 0.1, m])
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
-                                   "--bootstrap", "5", "--state-frontier", "state", "--json"])
+                                   "--bootstrap", "20", "--state-frontier", "state", "--json"])
     assert res.exit_code == 0, res.output
     states = json.loads(res.stdout)["state_frontier"]
     assert set(states) == {"1e+18", "1e+19"}
@@ -232,3 +232,23 @@ def test_run_help_names_every_family_and_the_ratio_refusal_every_striped_one():
         get_family("hyena", False, None, "1:3")
     striped = [name for name, f in FAMILIES.items() if f.name.startswith("striped-")]
     assert len(striped) == 5 and all(f"{name}," in str(refused.value) for name in striped)
+
+
+@pytest.mark.parametrize("command", ["fit", "frontier", "state-optimal"])
+def test_too_few_bootstrap_replicates_are_refused_before_any_fit(tmp_path, command):
+    """--bootstrap 5 gave a frontier band that missed its own vertex: below the minimum the
+    commands refuse, in one line, before reading the runs; 0 (no intervals) stays for fit and
+    state-optimal. Each command's help states the minimum the code enforces."""
+    from madbench.scaling.fits import MIN_BOOTSTRAP
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()})
+    out = ["--out", str(tmp_path / "fr")] if command == "frontier" else []
+    res = CliRunner().invoke(cli, ["scaling", command, str(path), *out, "--bootstrap",
+                                   str(MIN_BOOTSTRAP - 1)])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert f"needs at least {MIN_BOOTSTRAP} replicates" in res.stderr
+    assert not (tmp_path / "fr").exists()
+    help_text = CliRunner().invoke(cli, ["scaling", command, "--help"]).stdout
+    assert f"at least {MIN_BOOTSTRAP}" in " ".join(help_text.split())
+    zero = CliRunner().invoke(cli, ["scaling", command, str(path), *out, "--bootstrap", "0"])
+    assert ("'--bootstrap'" in zero.stderr) == (command == "frontier"), zero.output

@@ -41,6 +41,26 @@ def _parse_floats(text: str, what: str) -> list[float]:
     return values
 
 
+def _bootstrap_option(none_allowed: bool):
+    """``--bootstrap N``: replicates for the percentile intervals, at least
+    ``fits.MIN_BOOTSTRAP`` (fewer give bands that miss their own estimate); 0, no intervals,
+    where ``none_allowed``."""
+
+    def check(ctx, param, value):
+        from ..scaling.fits import MIN_BOOTSTRAP
+        if value < MIN_BOOTSTRAP and not (none_allowed and value == 0):
+            raise click.BadParameter(
+                f"{value} is too few: a percentile interval needs at least {MIN_BOOTSTRAP} "
+                "replicates (fewer give bands that miss their own estimate)"
+                + ("; 0 gives no intervals" if none_allowed else ""), ctx, param)
+        return value
+
+    return click.option("--bootstrap", default=200, show_default=True,
+                        type=click.IntRange(0), callback=check,
+                        help="Bootstrap replicates for the intervals: at least 20"
+                        + ("; 0: none" if none_allowed else "") + ".")
+
+
 @click.group("scaling")
 def scaling_group() -> None:
     """IsoFLOP runs, scaling-law fits, stored frontiers and submission validation."""
@@ -421,8 +441,7 @@ def render_fits(fits: dict) -> str:
 @click.argument("runs", type=click.Path(exists=True))
 @click.option("--approach", type=click.Choice(["2", "3", "both"]), default="both",
               show_default=True)
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0),
-              help="Bootstrap replicates for the intervals (Approach 3 uses at most 100).")
+@_bootstrap_option(none_allowed=True)
 @click.option("--params-column", default="params", show_default=True,
               help="N for the fits: params or non_embedding_params.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
@@ -434,7 +453,8 @@ def render_fits(fits: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, as_json):
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
-    tokens, flops, loss, optionally budget)."""
+    tokens, flops, loss, optionally budget). Approach 3 takes at most 100 of the --bootstrap
+    replicates."""
     from ..scaling.runs import read_runs
     if plot_path:
         writable_file(plot_path, "--plot")   # before the fits, not after them
@@ -500,7 +520,7 @@ def render_state_optimal(doc: dict) -> str:
 @click.option("--optimum", type=click.Choice(["vertex", "best"]), default="vertex",
               show_default=True, help="Compute-optimal model: the IsoFLOP parabola's vertex "
               "(state read at the vertex) or the group's best trained run.")
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0))
+@_bootstrap_option(none_allowed=True)
 @click.option("--json", "as_json", is_flag=True)
 def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
     """The paper's state-optimal scaling (Finding 8): per architecture and budget the
@@ -522,7 +542,7 @@ def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
               help="A command that produced the runs, recorded beside them (repeatable); "
               "this frontier command is recorded too.")
 @click.option("--corpus", default=None, help="Corpus folder name (default: the runs' corpus).")
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(1))
+@_bootstrap_option(none_allowed=False)
 def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json (a
     warning on stderr names the budgets without an interior vertex, and why)."""
