@@ -252,3 +252,54 @@ def test_too_few_bootstrap_replicates_are_refused_before_any_fit(tmp_path, comma
     assert f"at least {MIN_BOOTSTRAP}" in " ".join(help_text.split())
     zero = CliRunner().invoke(cli, ["scaling", command, str(path), *out, "--bootstrap", "0"])
     assert ("'--bootstrap'" in zero.stderr) == (command == "frontier"), zero.output
+
+
+@pytest.mark.parametrize("command", ["fit", "state-optimal", "frontier", "correlate"])
+@pytest.mark.parametrize("name, content, text", [
+    ("empty.csv", b"", "not a readable CSV table: Empty CSV file"),
+    ("binary.csv", b"\x00\xff\xfe,\x01\n\x89PNG,\x1b[2J,\x00\n", "not a readable CSV table"),
+    ("cut.parquet", b"PAR1\x15\x04", "not a readable Parquet table"),
+])
+def test_a_runs_table_that_does_not_parse_is_a_usage_error(tmp_path, command, name, content,
+                                                           text):
+    """It fell to the generic handler: 'Error: ArrowInvalid: Empty CSV file', exit 1."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    mad = tmp_path / "mad.json"
+    mad.write_text('{"a": 0.5, "b": 0.6, "c": 0.7}')
+    extra = {"frontier": ["--out", str(tmp_path / "fr")], "correlate": ["--mad", str(mad)]}
+    res = CliRunner().invoke(cli, ["scaling", command, str(path), *extra.get(command, [])])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "\x1b" not in res.output
+
+
+@pytest.mark.parametrize("scores, text", [
+    ('{"w": 0.6, "x": NaN, "y": 0.4}', "the MAD score of 'x' is nan"),
+    ('{"w": 0.6, "x": Infinity, "y": 0.4}', "the MAD score of 'x' is inf"),
+    ('{"w": "high", "x": 0.5, "y": 0.4}', "the MAD score of 'w' is 'high'"),
+    ('{"w": true, "x": 0.5, "y": 0.4}', "the MAD score of 'w' is True"),
+    ('[{"arch": "w", "mad_score": "0.5"}]', "the MAD score of 'w' is '0.5'"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_correlate_refuses_a_mad_score_that_is_not_a_finite_number(tmp_path, scores, text):
+    """NaN or Infinity ended in six LAPACK lines and 'LinAlgError: SVD did not converge', a
+    string in 'ValueError: could not convert', both exit 1."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in {"w": 0.0, "x": 0.05, "y": 0.1}.items()})
+    mad = tmp_path / "mad.json"
+    mad.write_text(scores)
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad)])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf"])
+def test_correlate_refuses_a_prediction_for_a_score_that_is_not_finite(tmp_path, score):
+    """--predict nan printed 'predicted loss nan'."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in {"w": 0.0, "x": 0.05, "y": 0.1}.items()})
+    mad = tmp_path / "mad.json"
+    mad.write_text('{"w": 0.9, "x": 0.8, "y": 0.7}')
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad),
+                                   "--predict", score])
+    assert res.exit_code == 2 and "is not a finite number" in res.stderr, res.output

@@ -581,7 +581,8 @@ def _warn_invalid_budgets(folder, doc: dict) -> None:
 def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
     """Check a scaling SUBMISSION (JSON, a runs table, or a run directory as for 'scaling
     fit'): FLOPs recomputed, convex IsoFLOP curves with interior vertices, frontier against the
-    stored ones. Exit 3 when invalid."""
+    stored ones. Exit 3 when invalid, malformed input included (not JSON, NaN, deep nesting, a
+    table that does not parse); 2 when SUBMISSION cannot be opened."""
     from ..scaling.frontiers import default_root
     from ..scaling.validate import load_submission, validate
     sub = load_submission(submission)
@@ -617,12 +618,12 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
 @scaling_group.command("correlate")
 @click.argument("runs", type=click.Path(exists=True))
 @click.option("--mad", "mad_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="MAD scores: CSV (arch, mad_score), JSON {arch: score}, or a JSON list of "
-              "'madbench report --format json' documents.")
+              help="MAD scores (finite numbers): CSV (arch, mad_score), JSON {arch: score}, or "
+              "a JSON list of 'madbench report --format json' documents.")
 @click.option("--budget", default=None, type=FiniteFloat(0, min_open=True),
               help="Budget of the compute-optimal "
               "losses (default: the largest one every architecture has).")
-@click.option("--predict", "predict_scores", multiple=True, type=float,
+@click.option("--predict", "predict_scores", multiple=True, type=FiniteFloat(),
               help="Predict the compute-optimal loss for this MAD score (repeatable).")
 @click.option("--json", "as_json", is_flag=True)
 def correlate_cmd(runs, mad_path, budget, predict_scores, as_json):
