@@ -239,7 +239,7 @@ def test_too_few_bootstrap_replicates_are_refused_before_any_fit(tmp_path, comma
     """--bootstrap 5 gave a frontier band that missed its own vertex: below the minimum the
     commands refuse, in one line, before reading the runs; 0 (no intervals) stays for fit and
     state-optimal. Each command's help states the minimum the code enforces."""
-    from madbench.scaling.fits import MIN_BOOTSTRAP
+    from madbench.scaling.limits import MIN_BOOTSTRAP
     path = tmp_path / "runs.csv"
     write_csv(path, {"a": runs()})
     out = ["--out", str(tmp_path / "fr")] if command == "frontier" else []
@@ -303,3 +303,29 @@ def test_correlate_refuses_a_prediction_for_a_score_that_is_not_finite(tmp_path,
     res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad),
                                    "--predict", score])
     assert res.exit_code == 2 and "is not a finite number" in res.stderr, res.output
+
+
+def test_sizes_and_lengths_out_of_bounds_are_refused_up_front(tmp_path):
+    """'flops --size 100000000x100000000' counted one layer at a time until killed (64x100000:
+    12 s), and 'run --seq-len 100000000 --dry-run' exited 3 (refused by a check) with an
+    out-of-memory message from the causality check. The bounds (scaling.limits) are refused in
+    one line with exit 2, before anything is planned or written; the bounds themselves pass."""
+    from madbench.scaling.limits import MAX_DEPTH, MAX_SEQ_LEN, MAX_WIDTH
+    for size in (f"64x{MAX_DEPTH + 1}", f"{MAX_WIDTH + 1}x2", "4x2", "64x0"):
+        res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size", size])
+        assert res.exit_code == 2 and f"model size {size} is out of bounds" in res.stderr
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size",
+                                   f"{MAX_WIDTH}x{MAX_DEPTH}", "--seq-len", str(MAX_SEQ_LEN),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["layers"]) == 2 * MAX_DEPTH
+    # every Hyena layer's FFT term, 10 L log2(L) D, as docs/scaling.md gives it
+    assert doc["layers"][0]["terms"]["fft_conv"] == 10 * MAX_SEQ_LEN * 17 * MAX_WIDTH
+    for args in (["--seq-len", str(MAX_SEQ_LEN + 1)], ["--sizes", f"32x{MAX_DEPTH + 1}"]):
+        res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e11",
+                                       "--run-dir", str(tmp_path / "r"), "--dry-run", *args])
+        assert res.exit_code == 2 and "out of bounds" in res.stderr + res.stdout \
+            or "not in the range" in res.stderr, res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -364,3 +364,18 @@ def test_a_malformed_submission_file_is_invalid_in_one_line(name, content, text,
     assert "Traceback" not in res.output and "\x1b" not in res.output
     res = CliRunner().invoke(cli, ["scaling", "validate", str(tmp_path / "absent.json")])
     assert res.exit_code == 2
+
+
+def test_a_run_whose_size_or_length_is_out_of_bounds_is_invalid_before_anything_is_built(
+        honest, frontiers):
+    """A declared size or sequence length beyond scaling.limits is the submission's fault: one
+    reason, and no model of that size built for FLOPs, parameters or causality."""
+    from madbench.scaling.limits import MAX_DEPTH, MAX_SEQ_LEN
+    for change, text in (({"depth": MAX_DEPTH + 1}, f"model size 32x{MAX_DEPTH + 1} is out of"),
+                         ({"seq_len": MAX_SEQ_LEN + 1}, "seq_len 131,073 is out of bounds")):
+        rows = copy.deepcopy(honest)
+        rows[0].pop("architecture")
+        rows[0].update(change)
+        verdict = validate(submission(rows), frontiers)
+        assert not verdict.valid
+        assert [r for r in verdict.reasons if text in r], verdict.reasons

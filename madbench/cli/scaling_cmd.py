@@ -12,6 +12,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError, warn
+from ..scaling.limits import MAX_SEQ_LEN, MIN_BOOTSTRAP
 from .preflight import writable_dir, writable_file
 from .progress import RunProgress, all_stored, duration, limit_line, plural
 from . import FiniteFloat, no_progress_option, resumes, time_limit_option
@@ -42,12 +43,11 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 
 def _bootstrap_option(none_allowed: bool):
-    """``--bootstrap N``: replicates for the percentile intervals, at least
-    ``fits.MIN_BOOTSTRAP`` (fewer give bands that miss their own estimate); 0, no intervals,
-    where ``none_allowed``."""
+    """``--bootstrap N``: replicates for the percentile intervals, at least ``MIN_BOOTSTRAP``
+    (fewer give bands that miss their own estimate; ``scaling.limits``); 0, no intervals, where
+    ``none_allowed``."""
 
     def check(ctx, param, value):
-        from ..scaling.fits import MIN_BOOTSTRAP
         if value < MIN_BOOTSTRAP and not (none_allowed and value == 0):
             raise click.BadParameter(
                 f"{value} is too few: a percentile interval needs at least {MIN_BOOTSTRAP} "
@@ -57,7 +57,7 @@ def _bootstrap_option(none_allowed: bool):
 
     return click.option("--bootstrap", default=200, show_default=True,
                         type=click.IntRange(0), callback=check,
-                        help="Bootstrap replicates for the intervals: at least 20"
+                        help=f"Bootstrap replicates for the intervals: at least {MIN_BOOTSTRAP}"
                         + ("; 0: none" if none_allowed else "") + ".")
 
 
@@ -73,7 +73,7 @@ def scaling_group() -> None:
 @click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
               "attention:other sequence mixers (1:1, 1:3, 1:11) or a share (0.25).")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1, MAX_SEQ_LEN))
 @click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
               "head.")
@@ -178,7 +178,8 @@ class _Progress(RunProgress):
               "(with --vocab-size): its integer type.")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(2))
+@click.option("--seq-len", default=256, show_default=True,
+              type=click.IntRange(2, MAX_SEQ_LEN))
 @click.option("--batch-size", default="32", show_default=True, metavar="N|paper",
               help="Sequences per batch, or 'paper': the paper's tokens per batch by budget "
               "(Table C.1, interpolated) over --seq-len.")

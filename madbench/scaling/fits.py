@@ -82,13 +82,6 @@ def single_threaded_blas():
         lib.scipy_openblas_set_num_threads(before)
 
 
-#: the fewest bootstrap replicates the commands take (0, no intervals, aside): measured on
-#: simulated IsoFLOP groups of 3 to 7 sizes (2% and 10% noise, 100 groups each), 5 or 10
-#: replicates gave loss bands that miss their own vertex in up to 11% of the groups (a few
-#: usable replicates, all on one side of it), 15 or more none; 20 leaves a margin
-MIN_BOOTSTRAP = 20
-
-
 def percentile_interval(values: list[float] | np.ndarray,
                         point: float | None = None) -> list[float] | None:
     """The (2.5%, 97.5%) percentile interval of the finite ``values`` (None for fewer than 2),

@@ -29,6 +29,7 @@ from fractions import Fraction
 from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_kind
 from ..errors import UsageError
 from ..hashing import content_hash
+from .limits import check_size
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,7 @@ def _get_family(name: str, striped: bool, mixer_kwargs: dict | None) -> Family:
 def family_spec(family: str | Family, width: int, depth: int) -> ArchitectureSpec:
     """The language-model spec of ``family`` at ``width`` with ``depth`` sequence-mixer blocks."""
     fam = family if isinstance(family, Family) else get_family(family)
-    if width < 8 or depth < 1:
-        raise UsageError(f"need width >= 8 and depth >= 1, got {width}x{depth}")
+    check_size(width, depth)
     attention = attention_positions(depth, fam.attention_share)
     seq, channel = _sequence_layer(fam, width), _channel_layer(fam, width)
     attn = _attention_layer(width) if attention else None
@@ -246,13 +246,15 @@ def attention_fraction(spec: ArchitectureSpec) -> float:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``WIDTHxDEPTH`` (e.g. ``64x2``) -> (64, 2)."""
+    """``WIDTHxDEPTH`` (e.g. ``64x2``) -> (64, 2), within ``limits``' bounds."""
     try:
         w, d = text.lower().split("x")
-        return int(w), int(d)
+        width, depth = int(w), int(d)
     except ValueError:
         raise UsageError(f"model size must look like WIDTHxDEPTH (e.g. 64x2), not {text!r}") \
             from None
+    check_size(width, depth)
+    return width, depth
 
 
 def striping(family, spec, depth: int) -> dict:

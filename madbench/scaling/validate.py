@@ -54,6 +54,7 @@ from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
 from .runs import (VOCAB_SIZE, MalformedTable, budgets_of, by_arch, check_causal,
                    model_skeleton, read_runs)
+from .limits import check_seq_len, check_size
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -186,6 +187,8 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False,
             raise UsageError(f"run {i + 1}: seq_len {seq_len} and vocab_size {vocab} must be "
                              "positive (every run needs a 'seq_len', or one for the whole "
                              "submission)")
+        check_seq_len(seq_len, f"run {i + 1}: seq_len")
+        check_size(spec.dim, -(-len(spec.layers) // 2), f"run {i + 1}: model size")
         mixers = tuple(sorted({layer.mixer for layer in spec.layers}))
         if mixers not in judged:
             judged[mixers] = [] if trust_code else _untrusted(spec, sub)
