@@ -72,7 +72,7 @@ def scaling_group() -> None:
               "or any --arch that 'madbench eval' accepts (MAD models).")
 @click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
-              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share (0.25).")
+              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share in (0, 1) (0.25).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1, MAX_SEQ_LEN))
 @click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
@@ -160,7 +160,7 @@ class _Progress(RunProgress):
 @click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="Striped families: "
               "attention:other sequence mixers, 1:1, 1:3 or 1:11 as in the paper, or a share "
-              "(0.25); a ratio other than the family's own names the family "
+              "in (0, 1) (0.25); a ratio other than the family's own names the family "
               "(striped-hyena-1to11).")
 @click.option("--mixer-kwargs", default=None, help="With a mixer --arch: JSON constructor "
               "arguments.")

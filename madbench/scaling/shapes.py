@@ -127,24 +127,29 @@ def _channel_layer(family: Family, width: int) -> LayerSpec | None:
     return LayerSpec(family.channel, {"inner": inner})
 
 
-def parse_attention_ratio(text: str) -> Fraction:
+def parse_attention_ratio(text: str | float | Fraction) -> Fraction:
     """The share of attention among sequence mixers, from ``A:B`` (attention:other, e.g.
-    ``1:3`` -> 1/4), a fraction in (0, 1] (``0.25``) or a percentage (``25%``)."""
+    ``1:3`` -> 1/4, with A and B at least 1), a share in (0, 1) (``0.25``) or a percentage
+    (``25%``). A share of 1 leaves no other sequence mixer (that is ``transformer++``)."""
     t = str(text).strip().replace(" ", "")
     try:
         if ":" in t:
             a, b = (int(v) for v in t.split(":"))
             if a < 1 or b < 0:
                 raise ValueError
-            return Fraction(a, a + b)
-        share = Fraction(t[:-1]) / 100 if t.endswith("%") else Fraction(t)
-        share = share.limit_denominator(1000)
+            share = Fraction(a, a + b)
+        else:
+            share = Fraction(t[:-1]) / 100 if t.endswith("%") else Fraction(t)
+            share = share.limit_denominator(1000)
         if not 0 < share <= 1:
             raise ValueError
-        return share
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--attention-ratio takes A:B (attention:other sequence mixers, e.g. "
-                         f"1:3), a share in (0, 1] or a percentage, not {text!r}") from None
+                         f"1:3), a share in (0, 1) or a percentage, not {text!r}") from None
+    if share == 1:
+        raise UsageError(f"--attention-ratio {text}: a share of 1 leaves no other sequence "
+                         "mixer; use transformer++ (a striped family takes a share in (0, 1))")
+    return share
 
 
 def ratio_label(share: float) -> str:
@@ -156,14 +161,11 @@ def ratio_label(share: float) -> str:
 def with_attention_ratio(family: Family, ratio: str | float | Fraction) -> Family:
     """``family`` with another attention share; a share other than the family's own gets a
     name of its own (``striped-hyena-1to11``) so that records and frontiers do not mix."""
-    share = ratio if isinstance(ratio, Fraction) else parse_attention_ratio(str(ratio))
+    share = parse_attention_ratio(ratio)
     if family.attention_share in (0.0, 1.0):
         striped = ", ".join(name for name, f in FAMILIES.items() if 0 < f.attention_share < 1)
         raise UsageError(f"--attention-ratio applies to striped families ({striped}, or a "
                          f"mixer with --striped), not {family.name!r}")
-    if share == 1:
-        raise UsageError("an attention ratio of 1 leaves no other sequence mixer; use "
-                         "transformer++")
     if math.isclose(float(share), family.attention_share):
         return family
     label = ratio_label(share).replace(":", "to")
