@@ -17,7 +17,7 @@ from ..budget import Budget
 from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
-from .preflight import writable_file
+from .preflight import run_dir_of, writable_file
 from .progress import plural
 from . import FiniteFloat
 
@@ -65,6 +65,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
+    run_dir_of(run_dir, "eval", "RUN_DIR")     # a scaling run directory makes no entry
     folder, _ = board_of_folder(Path(out))     # under leaderboards/<board>/: its entries
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:

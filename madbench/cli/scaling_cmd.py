@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError, warn
 from ..scaling.limits import MAX_SEQ_LEN, MIN_BOOTSTRAP
-from .preflight import writable_dir, writable_file
+from .preflight import run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, duration, limit_line, plural
 from . import FiniteFloat, no_progress_option, resumes, time_limit_option
 
@@ -237,6 +237,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
     budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
+    run_dir_of(run_dir, "scaling", "--run-dir")     # not among 'madbench eval' records
     if not dry_run or limit_seconds is not None:
         from ..trainer import resolve_device
         resolve_device(device)           # a bad --device fails before the corpus loads

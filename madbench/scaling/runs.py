@@ -44,6 +44,7 @@ from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
+from ..records import record_kind
 from ..store import ResultsStore, encode_row, write_table
 from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
@@ -503,7 +504,7 @@ def pending_plans(plans: Sequence[RunPlan], store: ResultsStore,
 
 # -- tables ----------------------------------------------------------------------------------
 def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
-    return [r for r in store.records() if r.get("kind") == "scaling"]
+    return [r for r in store.records() if record_kind(r) == "scaling"]
 
 
 def export_table(store: ResultsStore, path: str | Path) -> Path:
