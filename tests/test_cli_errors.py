@@ -569,6 +569,8 @@ def test_eval_and_scaling_run_refuse_each_other_s_run_directory(tmp_path):
                         tmp_path / "x.json"), 2, "its records are 'madbench scaling run'")
     assert {d: sorted((d / "records").iterdir()) for d in (evals, scaling)} == before
     assert not (tmp_path / "x.json").exists()
+    assert_one_line(cli("scaling", "fit", evals), 2, "its records are not 'madbench scaling "
+                    "run' records (a 'madbench eval' directory?")
     assert cli("report", evals).exit_code == 0                  # each still reads as before
     assert cli("scaling", "fit", scaling, "--approach", "2").exit_code == 0
     assert cli(*run, "--run-dir", scaling).exit_code == 0       # its own kind: resumes

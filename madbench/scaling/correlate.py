@@ -157,6 +157,6 @@ def _score(value: Any, arch: Any, path: Path) -> float:
     """A MAD score as a float: a finite number (not a string, a boolean, NaN or infinity)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value):
-        raise UsageError(f"{path}: the MAD score of {str(arch)!r} is {value!r}; a score must "
-                         "be a finite number")
+        raise UsageError(f"{path}: the MAD score of {str(arch)[:60]!r} is {repr(value)[:60]}; a "
+                         "score must be a finite number")
     return float(value)

@@ -550,7 +550,12 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     the columns every fit needs (a :class:`MalformedTable` names the first problem)."""
     path = Path(path)
     if path.is_dir():
-        rows = scaling_records(ResultsStore(path, create=False))
+        stored = ResultsStore(path, create=False).records()
+        rows = [r for r in stored if record_kind(r) == "scaling"]
+        if stored and not rows:
+            raise MalformedTable(f"{path}: its records are not 'madbench scaling run' records "
+                                 f"(a 'madbench eval' directory? 'madbench report {path}' "
+                                 "reads those)")
     elif not path.is_file():
         raise UsageError(f"{path}: no such file or run directory")
     elif path.suffix.lower() in (".csv", ".parquet", ".pq"):
