@@ -65,13 +65,13 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     for problem in schema_errors(name, {"$ref": "#/$defs/label", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
-    run_dir_of(run_dir, "eval", "RUN_DIR")     # a scaling run directory makes no entry
     folder, _ = board_of_folder(Path(out))     # under leaderboards/<board>/: its entries
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:
         raise UsageError("--tasks: give at least one task name")
     from ..tasks import get_task
     tasks = [get_task(t).name for t in tasks] if tasks else None     # unknown: a usage error
+    run_dir_of(run_dir, "eval", "RUN_DIR")     # a scaling run directory makes no entry
 
     click.echo(f"building the submission from {run_dir}: the architecture is rebuilt and its "
                f"state audited at width {audit_dim} (a minute or more on a CPU)", err=True)
