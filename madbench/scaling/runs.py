@@ -552,10 +552,11 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     if path.is_dir():
         stored = ResultsStore(path, create=False).records()
         rows = [r for r in stored if record_kind(r) == "scaling"]
-        if stored and not rows:
-            raise MalformedTable(f"{path}: its records are not 'madbench scaling run' records "
-                                 f"(a 'madbench eval' directory? 'madbench report {path}' "
-                                 "reads those)")
+        if stored and not rows:         # the wrong folder (a usage error), not a bad table
+            raise UsageError(f"{path}: its records are not 'madbench scaling run' records (a "
+                             f"'madbench eval' directory? 'madbench report {path}' reads those)")
+        if not rows:
+            raise UsageError(f"{path}: no runs")
     elif not path.is_file():
         raise UsageError(f"{path}: no such file or run directory")
     elif path.suffix.lower() in (".csv", ".parquet", ".pq"):
