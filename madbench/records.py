@@ -97,3 +97,14 @@ def series_labels(groups) -> list[str]:
         labels = [f"{label} {g[0][key][:6]}" if len(values[label]) > 1 else label
                   for label, g in zip(labels, groups)]
     return labels
+
+
+#: the command that writes each kind of record (``record_kind``)
+RECORD_COMMANDS = {"eval": "madbench eval", "scaling": "madbench scaling run"}
+
+
+def record_kind(row: dict[str, Any]) -> str:
+    """Which command's record a stored row is: its ``kind`` field (``"scaling"``: ``madbench
+    scaling run``'s), ``"eval"`` where it has none (``run_record``'s). A run directory holds
+    one kind: each command refuses a directory of the other's (``cli.preflight.run_dir_of``)."""
+    return str(row.get("kind") or "eval")

@@ -545,3 +545,37 @@ def test_a_reader_that_went_away_is_exit_141_and_no_message_under_rich_too():
     os.close(write)
     _, err = proc.communicate(timeout=120)
     assert (proc.returncode, err) == (141, "")
+
+
+def test_eval_and_scaling_run_refuse_each_other_s_run_directory(tmp_path):
+    """`scaling run --run-dir` on an eval directory trained and stored its runs there, after
+    which `report` refused the directory; `eval --run-dir` on a scaling directory was accepted
+    the same way; `leaderboard submit` on a scaling directory gave `KeyError:
+    'protocol_hash'`. Each refuses the other's directory up front (exit 2, one line), and
+    nothing is trained or written there."""
+    evals, scaling = tmp_path / "eval", tmp_path / "scaling"
+    assert cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", evals).exit_code == 0
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"and the evening and the morning were the first day\n" * 80)
+    run = ["scaling", "run", "--arch", "hyena", "--budgets", "1e8", "--sizes", "16x1",
+           "--corpus", corpus, "--seq-len", "16", "--batch-size", "4", "--eval-tokens", "128",
+           "--device", "cpu", "--no-progress"]
+    assert cli(*run, "--run-dir", scaling).exit_code == 0
+    before = {d: sorted((d / "records").iterdir()) for d in (evals, scaling)}
+
+    assert_one_line(cli(*run, "--run-dir", evals), 2,
+                    "its records are 'madbench eval' records, not 'madbench scaling run' ones")
+    for dry in ([], ["--dry-run"]):
+        assert_one_line(cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", scaling,
+                            *dry), 2, "its records are 'madbench scaling run' records, not "
+                        "'madbench eval' ones")
+    assert_one_line(cli("leaderboard", "submit", scaling, "--name", "x", "--out",
+                        tmp_path / "x.json"), 2, "its records are 'madbench scaling run'")
+    assert {d: sorted((d / "records").iterdir()) for d in (evals, scaling)} == before
+    assert not (tmp_path / "x.json").exists()
+    assert_one_line(cli("scaling", "fit", evals), 2, "its records are not 'madbench scaling "
+                    "run' records (a 'madbench eval' directory?")
+    assert cli("report", evals).exit_code == 0                  # each still reads as before
+    assert cli("scaling", "fit", scaling, "--approach", "2").exit_code == 0
+    assert cli(*run, "--run-dir", scaling).exit_code == 0       # its own kind: resumes
+    assert cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", evals).exit_code == 0

@@ -38,7 +38,7 @@ def write_csv(path, rows_by_arch):
 def test_fit_json_gives_both_approaches_per_architecture(tmp_path):
     path = tmp_path / "runs.csv"
     write_csv(path, {"a": runs(), "b": runs(offset=0.1)})
-    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--json", "--bootstrap", "10"])
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--json", "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert set(doc["archs"]) == {"a", "b"}
@@ -59,7 +59,7 @@ def test_fit_table_and_plot(tmp_path):
     write_csv(path, {"a": runs()})
     png = tmp_path / "fit.png"
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
-                                   "--bootstrap", "5", "--plot", str(png)])
+                                   "--bootstrap", "20", "--plot", str(png)])
     assert res.exit_code == 0, res.output
     assert "Approach 2: N* ~ C^0.51" in res.stdout and "Approach 3" not in res.stdout
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
@@ -105,14 +105,14 @@ def test_frontier_command_records_its_commands(tmp_path):
     import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "isoflop.parquet")
     res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "isoflop.parquet"),
-                                   "--out", str(tmp_path / "fr"), "--bootstrap", "5",
+                                   "--out", str(tmp_path / "fr"), "--bootstrap", "20",
                                    "--command", "madbench scaling run --arch a"])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "fr" / "toy" / "a" / "frontier.json").read_text())
     assert doc["commands"] == [
         "madbench scaling run --arch a",
         f"madbench scaling frontier {tmp_path / 'isoflop.parquet'} --out {tmp_path / 'fr'} "
-        "--bootstrap 5"]
+        "--bootstrap 20"]
     assert doc["corpus_sha256"] == "ef" * 32 and len(doc["budgets"]) == 4
 
 
@@ -127,7 +127,7 @@ def test_frontier_warns_about_budgets_without_a_vertex(tmp_path):
                if r["flops"] <= 1e19] + [{**r, "arch": "b"} for r in honest if r["flops"] > 1e19]
     for name, rows in (("honest", honest), ("bent", concave)):
         pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{name}.parquet")
-    out = ["--out", str(tmp_path / "fr"), "--bootstrap", "5"]
+    out = ["--out", str(tmp_path / "fr"), "--bootstrap", "20"]
     res = CliRunner().invoke(cli, ["scaling", "frontier", str(tmp_path / "honest.parquet"),
                                    *out])
     assert res.exit_code == 0 and res.stderr == "", res.output
@@ -169,7 +169,7 @@ def test_fit_state_frontier_option_recovers_the_frontier_exponent(tmp_path):
                 w.writerow([f"arch{k}", 1e6, c / 6e6, c, np.log(400 * m ** -0.28), m])
                 w.writerow([f"arch{k}", 2e6, c / 12e6, c, np.log(400 * m ** -0.28) + 0.1, m])
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "2",
-                                   "--bootstrap", "5", "--state-frontier", "state", "--json"])
+                                   "--bootstrap", "20", "--state-frontier", "state", "--json"])
     assert res.exit_code == 0, res.output
     states = json.loads(res.stdout)["state_frontier"]
     assert set(states) == {"1e+18", "1e+19"}
@@ -232,3 +232,100 @@ def test_run_help_names_every_family_and_the_ratio_refusal_every_striped_one():
         get_family("hyena", False, None, "1:3")
     striped = [name for name, f in FAMILIES.items() if f.name.startswith("striped-")]
     assert len(striped) == 5 and all(f"{name}," in str(refused.value) for name in striped)
+
+
+@pytest.mark.parametrize("command", ["fit", "frontier", "state-optimal"])
+def test_too_few_bootstrap_replicates_are_refused_before_any_fit(tmp_path, command):
+    """--bootstrap 5 gave a frontier band that missed its own vertex: below the minimum the
+    commands refuse, in one line, before reading the runs; 0 (no intervals) stays for fit and
+    state-optimal. Each command's help states the minimum the code enforces."""
+    from madbench.scaling.limits import MIN_BOOTSTRAP
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()})
+    out = ["--out", str(tmp_path / "fr")] if command == "frontier" else []
+    res = CliRunner().invoke(cli, ["scaling", command, str(path), *out, "--bootstrap",
+                                   str(MIN_BOOTSTRAP - 1)])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert f"needs at least {MIN_BOOTSTRAP} replicates" in res.stderr
+    assert not (tmp_path / "fr").exists()
+    help_text = CliRunner().invoke(cli, ["scaling", command, "--help"]).stdout
+    assert f"at least {MIN_BOOTSTRAP}" in " ".join(help_text.split())
+    zero = CliRunner().invoke(cli, ["scaling", command, str(path), *out, "--bootstrap", "0"])
+    assert ("'--bootstrap'" in zero.stderr) == (command == "frontier"), zero.output
+
+
+@pytest.mark.parametrize("command", ["fit", "state-optimal", "frontier", "correlate"])
+@pytest.mark.parametrize("name, content, text", [
+    ("empty.csv", b"", "not a readable CSV table: Empty CSV file"),
+    ("binary.csv", b"\x00\xff\xfe,\x01\n\x89PNG,\x1b[2J,\x00\n", "not a readable CSV table"),
+    ("cut.parquet", b"PAR1\x15\x04", "not a readable Parquet table"),
+])
+def test_a_runs_table_that_does_not_parse_is_a_usage_error(tmp_path, command, name, content,
+                                                           text):
+    """It fell to the generic handler: 'Error: ArrowInvalid: Empty CSV file', exit 1."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    mad = tmp_path / "mad.json"
+    mad.write_text('{"a": 0.5, "b": 0.6, "c": 0.7}')
+    extra = {"frontier": ["--out", str(tmp_path / "fr")], "correlate": ["--mad", str(mad)]}
+    res = CliRunner().invoke(cli, ["scaling", command, str(path), *extra.get(command, [])])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "\x1b" not in res.output
+
+
+@pytest.mark.parametrize("scores, text", [
+    ('{"w": 0.6, "x": NaN, "y": 0.4}', "the MAD score of 'x' is nan"),
+    ('{"w": 0.6, "x": Infinity, "y": 0.4}', "the MAD score of 'x' is inf"),
+    ('{"w": "high", "x": 0.5, "y": 0.4}', "the MAD score of 'w' is 'high'"),
+    ('{"w": true, "x": 0.5, "y": 0.4}', "the MAD score of 'w' is True"),
+    ('[{"arch": "w", "mad_score": "0.5"}]', "the MAD score of 'w' is '0.5'"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_correlate_refuses_a_mad_score_that_is_not_a_finite_number(tmp_path, scores, text):
+    """NaN or Infinity ended in six LAPACK lines and 'LinAlgError: SVD did not converge', a
+    string in 'ValueError: could not convert', both exit 1."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in {"w": 0.0, "x": 0.05, "y": 0.1}.items()})
+    mad = tmp_path / "mad.json"
+    mad.write_text(scores)
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad)])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf"])
+def test_correlate_refuses_a_prediction_for_a_score_that_is_not_finite(tmp_path, score):
+    """--predict nan printed 'predicted loss nan'."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in {"w": 0.0, "x": 0.05, "y": 0.1}.items()})
+    mad = tmp_path / "mad.json"
+    mad.write_text('{"w": 0.9, "x": 0.8, "y": 0.7}')
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad),
+                                   "--predict", score])
+    assert res.exit_code == 2 and "is not a finite number" in res.stderr, res.output
+
+
+def test_sizes_and_lengths_out_of_bounds_are_refused_up_front(tmp_path):
+    """'flops --size 100000000x100000000' counted one layer at a time until killed (64x100000:
+    12 s), and 'run --seq-len 100000000 --dry-run' exited 3 (refused by a check) with an
+    out-of-memory message from the causality check. The bounds (scaling.limits) are refused in
+    one line with exit 2, before anything is planned or written; the bounds themselves pass."""
+    from madbench.scaling.limits import MAX_DEPTH, MAX_SEQ_LEN, MAX_WIDTH
+    for size in (f"64x{MAX_DEPTH + 1}", f"{MAX_WIDTH + 1}x2", "4x2", "64x0"):
+        res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size", size])
+        assert res.exit_code == 2 and f"model size {size} is out of bounds" in res.stderr
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--size",
+                                   f"{MAX_WIDTH}x{MAX_DEPTH}", "--seq-len", str(MAX_SEQ_LEN),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["layers"]) == 2 * MAX_DEPTH
+    # every Hyena layer's FFT term, 10 L log2(L) D, as docs/scaling.md gives it
+    assert doc["layers"][0]["terms"]["fft_conv"] == 10 * MAX_SEQ_LEN * 17 * MAX_WIDTH
+    for args in (["--seq-len", str(MAX_SEQ_LEN + 1)], ["--sizes", f"32x{MAX_DEPTH + 1}"]):
+        res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e11",
+                                       "--run-dir", str(tmp_path / "r"), "--dry-run", *args])
+        assert res.exit_code == 2 and "out of bounds" in res.stderr + res.stdout \
+            or "not in the range" in res.stderr, res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

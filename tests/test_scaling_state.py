@@ -115,7 +115,7 @@ def test_cli_state_optimal(tmp_path):
     cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})
     path = tmp_path / "runs.csv"
     _write(path, simulated_runs())
-    res = CliRunner().invoke(cli, ["scaling", "state-optimal", str(path), "--bootstrap", "10",
+    res = CliRunner().invoke(cli, ["scaling", "state-optimal", str(path), "--bootstrap", "20",
                                    "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

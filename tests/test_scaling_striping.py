@@ -126,3 +126,20 @@ def test_a_stored_familys_variants_keep_its_mixer_and_a_name_of_their_own():
     assert other.name != variant.name
     striped = get_family("hyena", striped=True, mixer_kwargs={"filter_order": 8})
     assert striped.attention_share == 0.25 and striped.name.startswith("striped-hyena+")
+
+
+def test_the_ratio_help_and_the_code_agree_on_the_range_of_a_share():
+    """The help and the parse error said 'a share in (0, 1]', but 1 was then refused: the range
+    is (0, 1) everywhere, and 1 (also as 1:0 or 100%) is refused at parsing with the reason."""
+    for one in ("1", "1:0", "100%", "1.0"):
+        with pytest.raises(UsageError, match="a share of 1 leaves no other sequence mixer"):
+            parse_attention_ratio(one)
+    assert parse_attention_ratio("0.9") == Fraction(9, 10)
+    with pytest.raises(UsageError, match=r"a share in \(0, 1\) or a percentage"):
+        parse_attention_ratio("1.5")
+    for command in ("run", "flops"):
+        help_text = " ".join(CliRunner().invoke(cli, ["scaling", command, "--help"]).stdout.split())
+        assert "(0, 1)" in help_text and "(0, 1]" not in help_text
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
+                                   "--attention-ratio", "1", "--size", "64x4"])
+    assert res.exit_code == 2 and "use transformer++" in res.stderr

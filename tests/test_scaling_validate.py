@@ -173,7 +173,7 @@ def test_validate_command_exit_codes_and_json(honest, frontiers, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
     res = CliRunner().invoke(cli, ["scaling", "validate", str(broken)])
-    assert res.exit_code == 2 and "at least 'arch' and 'runs'" in res.stderr
+    assert res.exit_code == 3 and "at least 'arch' and 'runs'" in res.stderr
 
 
 def test_stored_frontiers_are_found_from_any_directory(tmp_path, monkeypatch):
@@ -311,28 +311,30 @@ def test_runs_of_two_corpora_are_not_fitted_as_one_curve(honest, tmp_path):
     averaged into one set of IsoFLOP curves without a word."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from madbench.errors import UsageError
+    from madbench.leaderboard.schema import InvalidSubmission
     from madbench.scaling.validate import load_submission
     other = [{**r, "corpus_sha256": "cd" * 32, "loss": r["loss"] * 0.6} for r in honest]
     rows = [{**r, "architecture": json.dumps(r["architecture"])} for r in honest + other]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mixed.parquet")
-    with pytest.raises(UsageError, match="mix corpus_sha256 values"):
+    with pytest.raises(InvalidSubmission, match="mix corpus_sha256 values"):
         load_submission(tmp_path / "mixed.parquet")
     res = CliRunner().invoke(cli, ["scaling", "fit", str(tmp_path / "mixed.parquet")])
     assert res.exit_code == 2 and "mix corpus_sha256 values" in res.output
 
 
 @pytest.mark.parametrize("doc, code, text", [
-    ({"runs": [1, 2, 3]}, 2, "run 1: a run is an object of columns, not int"),
+    ({"runs": [1, 2, 3]}, 3, "run 1: a run is an object of columns, not int"),
     ({"family": FAMILY, "runs": [{"width": "abc", "depth": 2}]}, 3,
      "run 1 is malformed: ValueError"),
     ({"runs": [{"architecture": "not json"}]}, 3, "run 1 is malformed: JSONDecodeError"),
-    ({"family": FAMILY, "runs": [{"width": 32, "depth": 2, "budget": "abc"}]}, 2,
+    ({"family": FAMILY, "runs": [{"width": 32, "depth": 2, "budget": "abc"}]}, 3,
      "run 1: budget='abc' must be a positive number"),
-    ({"vocab_size": "big", "runs": [{}]}, 2, "'vocab_size' or 'distributions' is malformed"),
+    ({"vocab_size": "big", "runs": [{}]}, 3, "'vocab_size' or 'distributions' is malformed"),
 ])
 def test_malformed_submissions_get_a_reason_not_a_python_error(doc, code, text, tmp_path):
-    """They used to end in 'Error: ValueError ...' (or TypeError, AttributeError), exit 1."""
+    """They used to end in 'Error: ValueError ...' (or TypeError, AttributeError), exit 1; then
+    some in exit 2, though a malformed submission is an invalid one (exit 3, as for
+    'leaderboard validate')."""
     numbers = {"params": 1000, "tokens": 1e6, "flops": 1e9, "loss": 2.0}
     runs = [{**numbers, **r} if isinstance(r, dict) else r for r in doc.pop("runs")]
     path = tmp_path / "sub.json"
@@ -340,3 +342,40 @@ def test_malformed_submissions_get_a_reason_not_a_python_error(doc, code, text, 
     res = CliRunner().invoke(cli, ["scaling", "validate", str(path)])
     assert res.exit_code == code, res.output
     assert text in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("name, content, text", [
+    ("deep.json", "[" * 100_000, "nested more than"),
+    ("nan.json", '{"arch": "x", "runs": [{"loss": NaN}]}', "NaN is not a JSON number"),
+    ("text.json", "not json", "not valid JSON"),
+    ("empty.csv", "", "not a readable CSV table: Empty CSV file"),
+    ("binary.csv", b"\x00\xff\xfe,\x01\n\x89PNG,\x1b[2J,\x00\n", "not a readable CSV table"),
+    ("cut.parquet", b"PAR1\x15\x04", "not a readable Parquet table"),
+    ("header.csv", "arch,params,tokens,flops,loss\n", "no runs"),
+])
+def test_a_malformed_submission_file_is_invalid_in_one_line(name, content, text, tmp_path):
+    """Deep nesting ended in RecursionError and a table that does not parse in 'Error:
+    ArrowInvalid', both exit 1; a missing file stays a usage error (exit 2)."""
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(path)])
+    assert res.exit_code == 3, res.output
+    assert text in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output and "\x1b" not in res.output
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(tmp_path / "absent.json")])
+    assert res.exit_code == 2
+
+
+def test_a_run_whose_size_or_length_is_out_of_bounds_is_invalid_before_anything_is_built(
+        honest, frontiers):
+    """A declared size or sequence length beyond scaling.limits is the submission's fault: one
+    reason, and no model of that size built for FLOPs, parameters or causality."""
+    from madbench.scaling.limits import MAX_DEPTH, MAX_SEQ_LEN
+    for change, text in (({"depth": MAX_DEPTH + 1}, f"model size 32x{MAX_DEPTH + 1} is out of"),
+                         ({"seq_len": MAX_SEQ_LEN + 1}, "seq_len 131,073 is out of bounds")):
+        rows = copy.deepcopy(honest)
+        rows[0].pop("architecture")
+        rows[0].update(change)
+        verdict = validate(submission(rows), frontiers)
+        assert not verdict.valid
+        assert [r for r in verdict.reasons if text in r], verdict.reasons

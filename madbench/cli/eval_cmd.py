@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..protocol import PRESETS
 from ..records import group_records
 from ..report import FORMATS, json_text, render
-from .preflight import writable_dir, writable_file
+from .preflight import run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, compact, duration, limit_line, plural
 from . import CHANNEL_HELP, FiniteFloat, no_progress_option, resumes, time_limit_option
 
@@ -237,6 +237,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
                 writable_dir(output, "--output")
         if not dry_run:
             writable_dir(run_dir, "--run-dir")
+        run_dir_of(run_dir, "eval", "--run-dir")
 
     # every argument is checked before the first run trains (one line, exit 2 or 3)
     evaluation = prepare(

@@ -17,7 +17,7 @@ from ..budget import Budget
 from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
-from .preflight import writable_file
+from .preflight import run_dir_of, writable_file
 from .progress import plural
 from . import FiniteFloat
 
@@ -70,6 +70,7 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
         raise UsageError("--tasks: give at least one task name")
     from ..tasks import get_task
     tasks = [get_task(t).name for t in tasks] if tasks else None     # unknown: a usage error
+    run_dir_of(run_dir, "eval", "RUN_DIR")     # a scaling run directory makes no entry
 
     click.echo(f"building the submission from {run_dir}: the architecture is rebuilt and its "
                f"state audited at width {audit_dim} (a minute or more on a CPU)", err=True)

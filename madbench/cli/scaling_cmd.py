@@ -12,7 +12,8 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError, warn
-from .preflight import writable_dir, writable_file
+from ..scaling.limits import MAX_SEQ_LEN, MIN_BOOTSTRAP
+from .preflight import run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, duration, limit_line, plural
 from . import FiniteFloat, no_progress_option, resumes, time_limit_option
 
@@ -41,6 +42,25 @@ def _parse_floats(text: str, what: str) -> list[float]:
     return values
 
 
+def _bootstrap_option(none_allowed: bool):
+    """``--bootstrap N``: replicates for the percentile intervals, at least ``MIN_BOOTSTRAP``
+    (fewer give bands that miss their own estimate; ``scaling.limits``); 0, no intervals, where
+    ``none_allowed``."""
+
+    def check(ctx, param, value):
+        if value < MIN_BOOTSTRAP and not (none_allowed and value == 0):
+            raise click.BadParameter(
+                f"{value} is too few: a percentile interval needs at least {MIN_BOOTSTRAP} "
+                "replicates (fewer give bands that miss their own estimate)"
+                + ("; 0 gives no intervals" if none_allowed else ""), ctx, param)
+        return value
+
+    return click.option("--bootstrap", default=200, show_default=True,
+                        type=click.IntRange(0), callback=check,
+                        help=f"Bootstrap replicates for the intervals: at least {MIN_BOOTSTRAP}"
+                        + ("; 0: none" if none_allowed else "") + ".")
+
+
 @click.group("scaling")
 def scaling_group() -> None:
     """IsoFLOP runs, scaling-law fits, stored frontiers and submission validation."""
@@ -52,8 +72,8 @@ def scaling_group() -> None:
               "or any --arch that 'madbench eval' accepts (MAD models).")
 @click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
-              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share (0.25).")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1))
+              "attention:other sequence mixers (1:1, 1:3, 1:11) or a share in (0, 1) (0.25).")
+@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1, MAX_SEQ_LEN))
 @click.option("--vocab-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--no-embeddings", is_flag=True, help="Leave out the 4 L D V of embedding and "
               "head.")
@@ -140,7 +160,7 @@ class _Progress(RunProgress):
 @click.option("--striped", is_flag=True, help="With a mixer --arch: 25% attention.")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="Striped families: "
               "attention:other sequence mixers, 1:1, 1:3 or 1:11 as in the paper, or a share "
-              "(0.25); a ratio other than the family's own names the family "
+              "in (0, 1) (0.25); a ratio other than the family's own names the family "
               "(striped-hyena-1to11).")
 @click.option("--mixer-kwargs", default=None, help="With a mixer --arch: JSON constructor "
               "arguments.")
@@ -158,7 +178,8 @@ class _Progress(RunProgress):
               "(with --vocab-size): its integer type.")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
-@click.option("--seq-len", default=256, show_default=True, type=click.IntRange(2))
+@click.option("--seq-len", default=256, show_default=True,
+              type=click.IntRange(2, MAX_SEQ_LEN))
 @click.option("--batch-size", default="32", show_default=True, metavar="N|paper",
               help="Sequences per batch, or 'paper': the paper's tokens per batch by budget "
               "(Table C.1, interpolated) over --seq-len.")
@@ -216,6 +237,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
     budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
+    run_dir_of(run_dir, "scaling", "--run-dir")     # not among 'madbench eval' records
     if not dry_run or limit_seconds is not None:
         from ..trainer import resolve_device
         resolve_device(device)           # a bad --device fails before the corpus loads
@@ -421,8 +443,7 @@ def render_fits(fits: dict) -> str:
 @click.argument("runs", type=click.Path(exists=True))
 @click.option("--approach", type=click.Choice(["2", "3", "both"]), default="both",
               show_default=True)
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0),
-              help="Bootstrap replicates for the intervals (Approach 3 uses at most 100).")
+@_bootstrap_option(none_allowed=True)
 @click.option("--params-column", default="params", show_default=True,
               help="N for the fits: params or non_embedding_params.")
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
@@ -434,7 +455,8 @@ def render_fits(fits: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, as_json):
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
-    tokens, flops, loss, optionally budget)."""
+    tokens, flops, loss, optionally budget). Approach 3 takes at most 100 of the --bootstrap
+    replicates."""
     from ..scaling.runs import read_runs
     if plot_path:
         writable_file(plot_path, "--plot")   # before the fits, not after them
@@ -500,7 +522,7 @@ def render_state_optimal(doc: dict) -> str:
 @click.option("--optimum", type=click.Choice(["vertex", "best"]), default="vertex",
               show_default=True, help="Compute-optimal model: the IsoFLOP parabola's vertex "
               "(state read at the vertex) or the group's best trained run.")
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(0))
+@_bootstrap_option(none_allowed=True)
 @click.option("--json", "as_json", is_flag=True)
 def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
     """The paper's state-optimal scaling (Finding 8): per architecture and budget the
@@ -522,7 +544,7 @@ def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
               help="A command that produced the runs, recorded beside them (repeatable); "
               "this frontier command is recorded too.")
 @click.option("--corpus", default=None, help="Corpus folder name (default: the runs' corpus).")
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(1))
+@_bootstrap_option(none_allowed=False)
 def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json (a
     warning on stderr names the budgets without an interior vertex, and why)."""
@@ -561,7 +583,8 @@ def _warn_invalid_budgets(folder, doc: dict) -> None:
 def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
     """Check a scaling SUBMISSION (JSON, a runs table, or a run directory as for 'scaling
     fit'): FLOPs recomputed, convex IsoFLOP curves with interior vertices, frontier against the
-    stored ones. Exit 3 when invalid."""
+    stored ones. Exit 3 when invalid, malformed input included (not JSON, NaN, deep nesting, a
+    table that does not parse); 2 when SUBMISSION cannot be opened."""
     from ..scaling.frontiers import default_root
     from ..scaling.validate import load_submission, validate
     sub = load_submission(submission)
@@ -597,12 +620,12 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
 @scaling_group.command("correlate")
 @click.argument("runs", type=click.Path(exists=True))
 @click.option("--mad", "mad_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="MAD scores: CSV (arch, mad_score), JSON {arch: score}, or a JSON list of "
-              "'madbench report --format json' documents.")
+              help="MAD scores (finite numbers): CSV (arch, mad_score), JSON {arch: score}, or "
+              "a JSON list of 'madbench report --format json' documents.")
 @click.option("--budget", default=None, type=FiniteFloat(0, min_open=True),
               help="Budget of the compute-optimal "
               "losses (default: the largest one every architecture has).")
-@click.option("--predict", "predict_scores", multiple=True, type=float,
+@click.option("--predict", "predict_scores", multiple=True, type=FiniteFloat(),
               help="Predict the compute-optimal loss for this MAD score (repeatable).")
 @click.option("--json", "as_json", is_flag=True)
 def correlate_cmd(runs, mad_path, budget, predict_scores, as_json):

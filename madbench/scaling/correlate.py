@@ -18,7 +18,7 @@ from scipy import stats
 
 from ..errors import UsageError
 from .fits import fit_isoflop_group
-from .runs import arch_budget_groups, columns
+from .runs import arch_budget_groups, columns, read_table
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
@@ -123,27 +123,40 @@ def correlate(mad_scores: Mapping[str, float], losses: Mapping[str, float],
 def read_mad_scores(path: str | Path) -> dict[str, float]:
     """MAD scores: a CSV with columns ``arch`` and ``mad_score``; a JSON object
     ``{arch: score}``; or a JSON list of ``madbench report --format json`` documents (or of
-    ``{"arch", "mad_score"}`` objects)."""
+    ``{"arch", "mad_score"}`` objects). Every score must be a finite number (UsageError)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
-        import pyarrow.csv as pacsv
-        rows = pacsv.read_csv(path).to_pylist()
+        rows = read_table(path)
         if not rows or not {"arch", "mad_score"} <= set(rows[0]):
             raise UsageError(f"{path}: needs columns arch and mad_score")
-        return {str(r["arch"]): float(r["mad_score"]) for r in rows}
+        return {str(r["arch"]): _score(r["mad_score"], r["arch"], path) for r in rows}
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from None
+    except ValueError as exc:         # not JSON, not UTF-8, an integer of 5,000 digits
+        raise UsageError(f"{path}: not valid JSON: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid JSON: nested too deeply") from None
     if isinstance(doc, dict) and "mad_score" not in doc:
-        return {str(k): float(v) for k, v in doc.items()}
+        return {str(k): _score(v, k, path) for k, v in doc.items()}
     items = doc if isinstance(doc, list) else [doc]
     out = {}
     for item in items:
-        name = item.get("arch") or (item.get("architecture") or {}).get("name")
+        if not isinstance(item, dict):
+            raise UsageError(f"{path}: every entry needs an architecture name and a mad_score")
+        spec = item.get("architecture")
+        name = item.get("arch") or (spec.get("name") if isinstance(spec, dict) else None)
         if name is None or item.get("mad_score") is None:
             raise UsageError(f"{path}: every entry needs an architecture name and a mad_score")
-        out[str(name)] = float(item["mad_score"])
+        out[str(name)] = _score(item["mad_score"], name, path)
     return out
+
+
+def _score(value: Any, arch: Any, path: Path) -> float:
+    """A MAD score as a float: a finite number (not a string, a boolean, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise UsageError(f"{path}: the MAD score of {str(arch)[:60]!r} is {repr(value)[:60]}; a "
+                         "score must be a finite number")
+    return float(value)

@@ -19,7 +19,8 @@ State against perplexity (the paper's Finding 8, and the all-runs state frontier
 :mod:`madbench.scaling.state`.
 
 Bootstrap intervals are percentile intervals (2.5%, 97.5%): Approach 2 resamples runs within
-each budget group; Approach 3 resamples runs.
+each budget group (its intervals widened to the full-data estimate where they miss it, and a
+loss band only for a group with a vertex); Approach 3 resamples runs.
 """
 from __future__ import annotations
 
@@ -81,12 +82,19 @@ def single_threaded_blas():
         lib.scipy_openblas_set_num_threads(before)
 
 
-def percentile_interval(values: list[float] | np.ndarray) -> list[float] | None:
+def percentile_interval(values: list[float] | np.ndarray,
+                        point: float | None = None) -> list[float] | None:
+    """The (2.5%, 97.5%) percentile interval of the finite ``values`` (None for fewer than 2),
+    widened to ``point``, the full-data estimate, where it misses it: a band is never reported
+    beside an estimate it excludes (all usable replicates on one side of it, or equal to it but
+    for rounding)."""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if values.size < 2:
         return None
-    lo, hi = np.percentile(values, QUANTILES)
-    return [float(lo), float(hi)]
+    lo, hi = (float(q) for q in np.percentile(values, QUANTILES))
+    if point is not None and math.isfinite(point):
+        lo, hi = min(lo, point), max(hi, point)
+    return [lo, hi]
 
 
 # -- grouping --------------------------------------------------------------------------------
@@ -197,13 +205,19 @@ def fit_isoflop_group(budget: float, params, tokens, losses) -> IsoFlopGroup:
     vertex = -p1 / (2 * p2)
     if not x.min() <= vertex <= x.max():
         side = "below the smallest" if vertex < x.min() else "above the largest"
-        group.problem = f"vertex at N={math.exp(vertex):.3g}, {side} sampled size"
+        group.problem = f"vertex at N={_exp_text(vertex)}, {side} sampled size"
         return group
     slope, intercept = np.polyfit(x, np.log(tokens), 1)
     group.n_opt = float(math.exp(vertex))
     group.d_opt = float(math.exp(intercept + slope * vertex))
     group.loss_opt = float(p0 + p1 * vertex + p2 * vertex * vertex)
     return group
+
+
+def _exp_text(x: float) -> str:
+    """``exp(x)`` for a message, as ``e^x`` where it would overflow a float (the vertex of a
+    nearly flat parabola lies far outside any size)."""
+    return f"{math.exp(x):.3g}" if x < 700 else f"e^{x:.4g}"
 
 
 @dataclass
@@ -274,8 +288,11 @@ def approach2(params, tokens, flops, losses, budgets=None, bootstrap: int = 200,
                 vertex_losses[g.budget].append(g.loss_opt)
     fit.bootstrap = bootstrap
     fit.bootstrap_used = sum(1 for a in a_s if a is not None and math.isfinite(a))
-    fit.a_interval, fit.b_interval = percentile_interval(a_s), percentile_interval(b_s)
-    fit.loss_bands = {c: band for c, v in vertex_losses.items() if (band := percentile_interval(v))}
+    fit.a_interval = percentile_interval(a_s, fit.a)
+    fit.b_interval = percentile_interval(b_s, fit.b)
+    # a band only where the full data give a vertex: no band beside a group without a point
+    fit.loss_bands = {g.budget: band for g in fit.groups if g.valid
+                      and (band := percentile_interval(vertex_losses[g.budget], g.loss_opt))}
     return fit
 
 

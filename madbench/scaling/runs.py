@@ -39,11 +39,12 @@ from ..architecture import ArchitectureSpec, mixer_kind
 from ..claims import HELD, claim, contend
 from ..cuda_graphs import (CaptureError, adamw, capture_enabled, capture_step,
                            warn_uncapturable)
-from ..errors import UsageError
+from ..errors import UsageError, printable
 from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
+from ..records import record_kind
 from ..store import ResultsStore, encode_row, write_table
 from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
@@ -503,7 +504,7 @@ def pending_plans(plans: Sequence[RunPlan], store: ResultsStore,
 
 # -- tables ----------------------------------------------------------------------------------
 def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
-    return [r for r in store.records() if r.get("kind") == "scaling"]
+    return [r for r in store.records() if record_kind(r) == "scaling"]
 
 
 def export_table(store: ResultsStore, path: str | Path) -> Path:
@@ -515,28 +516,59 @@ def export_table(store: ResultsStore, path: str | Path) -> Path:
     return path
 
 
+class MalformedTable(UsageError):
+    """A table whose content is not runs (not CSV or Parquet, empty, a column missing, a value
+    that is not a positive number): a usage error (exit 2) for the commands that read runs, an
+    invalid submission (exit 3) for ``scaling validate``."""
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a CSV (``.csv``) or Parquet (``.parquet``, ``.pq``) file; a file that
+    cannot be parsed is a :class:`MalformedTable`, one that cannot be opened a UsageError."""
+    path = Path(path)
+    kind = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"{path}: a table must be a .parquet or .csv file")
+    try:
+        if kind == "CSV":
+            import pyarrow.csv as pacsv
+            return pacsv.read_csv(path).to_pylist()
+        import pyarrow.parquet as pq
+        return pq.read_table(path).to_pylist()
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (ValueError, OSError, TypeError) as exc:   # pyarrow's ArrowInvalid is a ValueError
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if why.startswith("CSV parse error:"):      # the offending row, often binary, left out
+            why = ":".join(why.split(":")[:2])
+        raise MalformedTable(f"{path}: not a readable {kind} table: "
+                             f"{printable(why[:120])}") from None
+
+
 def read_runs(path: str | Path) -> list[dict[str, Any]]:
     """Runs from a Parquet file, a CSV file or a run directory (its ``records/``), checked for
-    the columns every fit needs."""
+    the columns every fit needs (a :class:`MalformedTable` names the first problem)."""
     path = Path(path)
     if path.is_dir():
-        rows = scaling_records(ResultsStore(path, create=False))
+        stored = ResultsStore(path, create=False).records()
+        rows = [r for r in stored if record_kind(r) == "scaling"]
+        if stored and not rows:         # the wrong folder (a usage error), not a bad table
+            raise UsageError(f"{path}: its records are not 'madbench scaling run' records (a "
+                             f"'madbench eval' directory? 'madbench report {path}' reads those)")
+        if not rows:
+            raise UsageError(f"{path}: no runs")
     elif not path.is_file():
         raise UsageError(f"{path}: no such file or run directory")
-    elif path.suffix.lower() == ".csv":
-        import pyarrow.csv as pacsv
-        rows = pacsv.read_csv(path).to_pylist()
-    elif path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-        rows = pq.read_table(path).to_pylist()
+    elif path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        rows = read_table(path)
     else:
         raise UsageError(f"{path}: runs must be a .parquet or .csv file or a run directory")
     if not rows:
-        raise UsageError(f"{path}: no runs")
+        raise MalformedTable(f"{path}: no runs")
     missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
     if missing:
-        raise UsageError(f"{path}: missing column(s) {', '.join(missing)} (need "
-                         f"{', '.join(REQUIRED_COLUMNS)})")
+        raise MalformedTable(f"{path}: missing column(s) {', '.join(missing)} (need "
+                             f"{', '.join(REQUIRED_COLUMNS)})")
     kept = [r for r in rows if not r.get("diverged") and isinstance(r.get("loss"), (int, float))
             and math.isfinite(r["loss"])]
     if len(kept) < len(rows):
@@ -545,13 +577,13 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
               "left out", file=sys.stderr)
     rows = kept
     if not rows:
-        raise UsageError(f"{path}: every run diverged")
+        raise MalformedTable(f"{path}: every run diverged")
     for i, row in enumerate(rows):
         for c in REQUIRED_COLUMNS[1:]:
             v = row.get(c)
             if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise UsageError(f"{path}: row {i + 1} has {c}={v!r}; {c} must be a positive "
-                                 "number")
+                raise MalformedTable(f"{path}: row {i + 1} has {c}={v!r}; {c} must be a "
+                                     "positive number")
     return rows
 
 
@@ -567,9 +599,9 @@ def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
             values = {r.get(column) for r in arch_rows} - {None, ""}
             if len(values) > 1:
                 shown = ", ".join(sorted(str(v)[:12] for v in values))
-                raise UsageError(f"the runs of {arch!r} mix {column} values ({shown}): one "
-                                 "set of IsoFLOP curves needs one corpus and sequence length; "
-                                 "give them separately")
+                raise MalformedTable(f"the runs of {arch!r} mix {column} values ({shown}): "
+                                     "one set of IsoFLOP curves needs one corpus and sequence "
+                                     "length; give them separately")
     return out
 
 

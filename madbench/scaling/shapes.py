@@ -29,6 +29,7 @@ from fractions import Fraction
 from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_kind
 from ..errors import UsageError
 from ..hashing import content_hash
+from .limits import check_size
 
 
 @dataclass(frozen=True)
@@ -126,24 +127,29 @@ def _channel_layer(family: Family, width: int) -> LayerSpec | None:
     return LayerSpec(family.channel, {"inner": inner})
 
 
-def parse_attention_ratio(text: str) -> Fraction:
+def parse_attention_ratio(text: str | float | Fraction) -> Fraction:
     """The share of attention among sequence mixers, from ``A:B`` (attention:other, e.g.
-    ``1:3`` -> 1/4), a fraction in (0, 1] (``0.25``) or a percentage (``25%``)."""
+    ``1:3`` -> 1/4, with A and B at least 1), a share in (0, 1) (``0.25``) or a percentage
+    (``25%``). A share of 1 leaves no other sequence mixer (that is ``transformer++``)."""
     t = str(text).strip().replace(" ", "")
     try:
         if ":" in t:
             a, b = (int(v) for v in t.split(":"))
             if a < 1 or b < 0:
                 raise ValueError
-            return Fraction(a, a + b)
-        share = Fraction(t[:-1]) / 100 if t.endswith("%") else Fraction(t)
-        share = share.limit_denominator(1000)
+            share = Fraction(a, a + b)
+        else:
+            share = Fraction(t[:-1]) / 100 if t.endswith("%") else Fraction(t)
+            share = share.limit_denominator(1000)
         if not 0 < share <= 1:
             raise ValueError
-        return share
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--attention-ratio takes A:B (attention:other sequence mixers, e.g. "
-                         f"1:3), a share in (0, 1] or a percentage, not {text!r}") from None
+                         f"1:3), a share in (0, 1) or a percentage, not {text!r}") from None
+    if share == 1:
+        raise UsageError(f"--attention-ratio {text}: a share of 1 leaves no other sequence "
+                         "mixer; use transformer++ (a striped family takes a share in (0, 1))")
+    return share
 
 
 def ratio_label(share: float) -> str:
@@ -155,14 +161,11 @@ def ratio_label(share: float) -> str:
 def with_attention_ratio(family: Family, ratio: str | float | Fraction) -> Family:
     """``family`` with another attention share; a share other than the family's own gets a
     name of its own (``striped-hyena-1to11``) so that records and frontiers do not mix."""
-    share = ratio if isinstance(ratio, Fraction) else parse_attention_ratio(str(ratio))
+    share = parse_attention_ratio(ratio)
     if family.attention_share in (0.0, 1.0):
         striped = ", ".join(name for name, f in FAMILIES.items() if 0 < f.attention_share < 1)
         raise UsageError(f"--attention-ratio applies to striped families ({striped}, or a "
                          f"mixer with --striped), not {family.name!r}")
-    if share == 1:
-        raise UsageError("an attention ratio of 1 leaves no other sequence mixer; use "
-                         "transformer++")
     if math.isclose(float(share), family.attention_share):
         return family
     label = ratio_label(share).replace(":", "to")
@@ -222,8 +225,7 @@ def _get_family(name: str, striped: bool, mixer_kwargs: dict | None) -> Family:
 def family_spec(family: str | Family, width: int, depth: int) -> ArchitectureSpec:
     """The language-model spec of ``family`` at ``width`` with ``depth`` sequence-mixer blocks."""
     fam = family if isinstance(family, Family) else get_family(family)
-    if width < 8 or depth < 1:
-        raise UsageError(f"need width >= 8 and depth >= 1, got {width}x{depth}")
+    check_size(width, depth)
     attention = attention_positions(depth, fam.attention_share)
     seq, channel = _sequence_layer(fam, width), _channel_layer(fam, width)
     attn = _attention_layer(width) if attention else None
@@ -246,13 +248,15 @@ def attention_fraction(spec: ArchitectureSpec) -> float:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``WIDTHxDEPTH`` (e.g. ``64x2``) -> (64, 2)."""
+    """``WIDTHxDEPTH`` (e.g. ``64x2``) -> (64, 2), within ``limits``' bounds."""
     try:
         w, d = text.lower().split("x")
-        return int(w), int(d)
+        width, depth = int(w), int(d)
     except ValueError:
         raise UsageError(f"model size must look like WIDTHxDEPTH (e.g. 64x2), not {text!r}") \
             from None
+    check_size(width, depth)
+    return width, depth
 
 
 def striping(family, spec, depth: int) -> dict:

@@ -46,12 +46,15 @@ import numpy as np
 
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError
+from ..leaderboard.schema import InvalidSubmission, read_submission
 from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
 from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
-from .runs import VOCAB_SIZE, budgets_of, by_arch, check_causal, model_skeleton, read_runs
+from .runs import (VOCAB_SIZE, MalformedTable, budgets_of, by_arch, check_causal,
+                   model_skeleton, read_runs)
+from .limits import check_seq_len, check_size
 from .shapes import family_spec
 
 FLOPS_TOLERANCE = 0.02
@@ -91,36 +94,50 @@ class Submission:
 
 
 def load_submission(path: str | Path) -> Submission:
-    """A submission JSON file, or a runs table (Parquet / CSV) standing for one."""
+    """A submission JSON file, or a runs table (Parquet / CSV, or a run directory) standing for
+    one. A file that cannot be opened is a UsageError (exit 2); one that is not a well-formed
+    submission (not JSON, NaN, deep nesting, a table that does not parse, a column missing) is
+    an ``InvalidSubmission`` (exit 3), read as ``leaderboard validate`` reads its files."""
     path = Path(path)
     if path.suffix.lower() != ".json":
-        runs = read_runs(path)
+        runs = _submitted_runs(path)
         archs = {str(r["arch"]) for r in runs}
         if len(archs) != 1:
-            raise UsageError(f"{path}: a submission covers one architecture, found "
-                             f"{', '.join(sorted(archs))}")
-        by_arch(runs)                      # one corpus and sequence length, or a UsageError
+            raise InvalidSubmission(f"{path}: a submission covers one architecture, found "
+                                    f"{', '.join(sorted(archs))}")
         shas = {r.get("corpus_sha256") for r in runs}
         return Submission(archs.pop(), shas.pop() if len(shas) == 1 else None, runs)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the submission: {exc}") from None
-    if not isinstance(doc, dict) or "runs" not in doc or "arch" not in doc:
-        raise UsageError(f"{path}: a submission is a JSON object with at least 'arch' and "
-                         "'runs'")
+    doc = read_submission(path)            # size, nesting, NaN refused in one line (exit 3)
+    if "runs" not in doc or "arch" not in doc:
+        raise InvalidSubmission(f"{path}: a submission is a JSON object with at least 'arch' "
+                                "and 'runs'")
     runs = doc["runs"]
     if isinstance(runs, str):
-        runs = read_runs(path.parent / runs)
+        runs = _submitted_runs(path.parent / runs, table_only=True)
     elif not isinstance(runs, list) or not runs:
-        raise UsageError(f"{path}: 'runs' must be a non-empty list or a path to a table")
+        raise InvalidSubmission(f"{path}: 'runs' must be a non-empty list or a path to a table")
     try:
         vocab = int(doc.get("vocab_size", VOCAB_SIZE))
         distributions = list(doc.get("distributions") or [])
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{path}: 'vocab_size' or 'distributions' is malformed: {exc}") from None
+        raise InvalidSubmission(f"{path}: 'vocab_size' or 'distributions' is malformed: "
+                                f"{exc}") from None
     return Submission(str(doc["arch"]), doc.get("corpus_sha256"), runs, doc.get("family"),
                       doc.get("seq_len"), vocab, distributions)
+
+
+def _submitted_runs(path: Path, table_only: bool = False) -> list[dict[str, Any]]:
+    """``read_runs`` (one corpus and sequence length per architecture), its complaints about
+    the table's content as an invalid submission; ``table_only``: the table a submission names,
+    whose absence is the submission's fault too."""
+    try:
+        if table_only and not path.is_file():
+            raise MalformedTable(f"{path}: the runs table the submission names is not a file")
+        runs = read_runs(path)
+        by_arch(runs)
+    except MalformedTable as exc:
+        raise InvalidSubmission(str(exc)) from None
+    return runs
 
 
 def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
@@ -170,6 +187,8 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False,
             raise UsageError(f"run {i + 1}: seq_len {seq_len} and vocab_size {vocab} must be "
                              "positive (every run needs a 'seq_len', or one for the whole "
                              "submission)")
+        check_seq_len(seq_len, f"run {i + 1}: seq_len")
+        check_size(spec.dim, -(-len(spec.layers) // 2), f"run {i + 1}: model size")
         mixers = tuple(sorted({layer.mixer for layer in spec.layers}))
         if mixers not in judged:
             judged[mixers] = [] if trust_code else _untrusted(spec, sub)
@@ -311,15 +330,15 @@ def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
     verdict = Verdict()
     for i, run in enumerate(sub.runs):
         if not isinstance(run, dict):
-            raise UsageError(f"run {i + 1}: a run is an object of columns, not "
-                             f"{type(run).__name__}")
+            raise InvalidSubmission(f"run {i + 1}: a run is an object of columns, not "
+                                    f"{type(run).__name__}")
         for c in ("params", "tokens", "flops", "loss", "budget"):
             v = run.get(c)
             if c == "budget" and v in (None, ""):
                 continue                                    # optional: grouped by FLOPs
             if isinstance(v, bool) or not isinstance(v, (int, float)) or \
                     not math.isfinite(v) or v <= 0:
-                raise UsageError(f"run {i + 1}: {c}={v!r} must be a positive number")
+                raise InvalidSubmission(f"run {i + 1}: {c}={v!r} must be a positive number")
     rebuilt: list = []
     try:
         flops = _check_flops(sub, verdict, trust_code, rebuilt)
