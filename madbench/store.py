@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from .errors import MadbenchError, UsageError, warn
 from .hashing import content_hash
-from .records import JSON_FIELDS, shape_problem
+from .records import JSON_FIELDS, record_kind, shape_problem
 
 RECORDS = "records"
 QUARANTINE = "quarantine"
@@ -246,7 +246,7 @@ def load_records(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for d in run_dirs:
         rows = ResultsStore(d, create=False).records()
-        if any("protocol_hash" not in r or "task" not in r for r in rows):
+        if any(record_kind(r) != "eval" for r in rows):
             raise UsageError(f"{d}: its records are not 'madbench eval' records (a "
                              f"'madbench scaling run' directory? 'madbench scaling fit {d}' "
                              "reads those)")
