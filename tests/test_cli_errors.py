@@ -289,6 +289,7 @@ def test_an_unknown_top_level_option_is_one_line():
     (["report", ".", "--html", ""], "--html '': an empty path names no file or folder"),
     (["eval", "--arch", "hyena", "--preset", "smoke", "--output", "", "--dry-run"],
      "--output '': an empty path"),
+    (["scaling", "fit", ".", "--plot", ""], "--plot '': an empty path"),
     (["tasks", "export", "in-context-recall", "--setting", "baseline"],
      "Missing option '--split'. Choose from: train, test"),
 ])

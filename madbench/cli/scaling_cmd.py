@@ -458,7 +458,7 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     tokens, flops, loss, optionally budget). Approach 3 takes at most 100 of the --bootstrap
     replicates."""
     from ..scaling.runs import read_runs
-    if plot_path:
+    if plot_path is not None:   # '' too: refused, never ignored
         writable_file(plot_path, "--plot")   # before the fits, not after them
     rows = read_runs(runs)
     from ..scaling.analysis import fit_runs
@@ -466,7 +466,7 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     from ..scaling.state import state_frontiers_by_budget
     states = (state_frontiers_by_budget(rows, state_column, bootstrap) if state_column
               else None)
-    if plot_path:
+    if plot_path is not None:
         from ..scaling.plots import plot_fits
         plot_fits(rows, fits, params_column, plot_path)
     if as_json:
