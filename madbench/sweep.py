@@ -97,7 +97,7 @@ def parse_settings(text: str) -> str | tuple[str, ...] | None:
 
 def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
     """Every name must select a setting of some task: a misspelling is an error, not an
-    empty sweep."""
+    empty sweep. A selected task that no name selects a setting of is named in a warning."""
     by_task = {t.name: [s.name for s in t.settings()] for t in tasks}
     for name in names:
         task_name, sep, setting = name.partition(":")
@@ -114,6 +114,13 @@ def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
             verb = "has no" if sep else "has a"
             raise UsageError(f"--settings: {where} {verb} setting {setting!r} "
                              f"({did_you_mean(setting, candidates)}see 'madbench tasks list')")
+    empty = [t.name for t in tasks if not select_settings(t, names)]
+    if empty:        # a name applies only to the tasks that have it: say who got nothing
+        kept = [t.name for t in tasks if t.name not in empty]
+        warn(f"--settings {','.join(names)} selects no setting of {len(empty)} of the "
+             f"{len(tasks)} selected tasks ({', '.join(empty)}): they get no runs, and the "
+             f"score is over {', '.join(kept)} only ('madbench tasks list' shows each task's "
+             "settings; --tasks narrows the selection)")
 
 
 def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,

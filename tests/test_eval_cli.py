@@ -315,6 +315,26 @@ def test_misspelled_names_get_a_suggestion(args, needle, tmp_path):
     assert res.exit_code == 2 and needle in res.stderr and res.stderr.count("\n") == 1
 
 
+def test_a_selected_task_that_no_setting_name_selects_is_named_in_a_warning(tmp_path):
+    """vocab_size=512 is a setting of memorization only: compression, selected too, gets no
+    runs, and says so in one line before anything trains; a name no selected task has is an
+    error (exit 2), and a selection that leaves every task a setting warns of nothing."""
+    base = ["eval", "--arch", "mh-attention", "--tasks", "memorization,compression",
+            "--preset", "smoke", "--dry-run", "--run-dir", str(tmp_path)]
+    res = CliRunner().invoke(main, [*base, "--settings", "vocab_size=512"])
+    assert res.exit_code == 0, res.output
+    (warning,) = [l for l in res.stderr.splitlines() if l.startswith("Warning:")]
+    assert "1 of the 2 selected tasks (compression): they get no runs" in warning
+    assert "score is over memorization only" in warning
+    by_task = res.stderr.split("by task:\n")[1].splitlines()
+    assert [line.split()[0] for line in by_task] == ["memorization"]
+    both = CliRunner().invoke(main, [*base, "--settings", "baseline,vocab_size=512"])
+    assert both.exit_code == 0 and "Warning" not in both.stderr, both.output
+    none = CliRunner().invoke(main, [*base, "--tasks", "compression", "--settings",
+                                     "vocab_size=512"])
+    assert none.exit_code == 2 and "no selected task has a setting" in none.stderr
+
+
 def test_a_terminal_gets_the_progress_bar_not_log_lines(tmp_path):
     """On a terminal (a pseudo-terminal here) stderr shows rich's bar with its ETA; the
     one-line-per-run log format is for redirected stderr."""

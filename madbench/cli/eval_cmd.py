@@ -171,7 +171,8 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
 @click.option("--settings", "settings_text", default="preset", show_default=True,
               metavar="preset|baseline|all|NAME,...", help="Which settings of each task: "
               "'preset' follows --preset; or setting names, e.g. baseline,vocab_size=512 (a "
-              "name applies to every selected task that has it; TASK:NAME to one task).")
+              "name applies to every selected task that has it; TASK:NAME to one task; a selected "
+              "task left with no setting is named in a warning).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
               help="The protocol (docs/protocol.md): paper (the paper's Table B.1, a GPU's "
               "work), mad-lab (what the reference code does), quick (all settings, shorter), "
