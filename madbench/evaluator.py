@@ -20,6 +20,7 @@ from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError, warn
 from .estimate import group_seconds
 from .executors import make_executor
+from .limits import MAX_SEED
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
@@ -28,8 +29,6 @@ from .tasks import Task, all_tasks, get_task
 from .time_limit import TimeLimit, positive_seconds
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, guard_lengths_for
-
-MAX_SEED = 2**63 - 1        #: seeds are stored as 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,14 @@ class Placement:
 def resolve_placement(device: str = "auto", precision: str = "auto",
                       executor: str = "local") -> Placement:
     """``--device`` and ``--precision`` resolved on this machine (a usage error when it has no
-    such device, or for bf16 off CUDA)."""
+    such device, for an indexed cpu such as ``cpu:1``, or for bf16 off CUDA)."""
     if executor == "ray":
         if device == "cpu":
             return Placement("cpu", resolve_precision(resolve_device("cpu"), precision))
         return Placement(device, precision)
     dev = resolve_device(device)
+    if dev.type == "cpu" and dev.index is not None:     # torch takes it; it names nothing more
+        raise UsageError(f"--device {device!r}: the cpu takes no index (use --device cpu)")
     return Placement(str(dev), resolve_precision(dev, precision))
 
 

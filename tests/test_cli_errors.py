@@ -62,6 +62,12 @@ BAD_ARGUMENTS = [
     (["--set", "batch_size=0"], 2, "batch_size must be in [1"),
     (["--seeds", "18446744073709551616"], 2, "a seed is at most"),
     (["--device", "gpu"], 2, "not a device"),
+    (["--device", "cpu:1"], 2, "--device 'cpu:1': the cpu takes no index"),
+    (["--device", "cpu:0"], 2, "the cpu takes no index"),
+    (["--device", "cuda:-1"], 2, "--device 'cuda:-1'"),
+    (["--device", "cuda:abc"], 2, "--device 'cuda:abc'"),
+    (["--runs-per-gpu", "65"], 2, "--runs-per-gpu 65 is out of bounds: 1 to 64"),
+    (["--runs-per-gpu", "1000000000000"], 2, "out of bounds"),
     (["--output", "/nonexistent/dir/x.json"], 2, "does not exist"),
     (["--arch", "attention", "--mixer-kwargs", '{"num_heads": 3}'], 2,
      "dim 128 is not divisible by num_heads 3"),
@@ -231,6 +237,18 @@ def test_an_output_folder_where_no_file_can_be_made_is_refused_before_training(t
       "--corpus", "/nonexistent"], "--device 'bogus': not a device"),
     (["scaling", "fit", "leaderboards/frontiers/kjv/hyena/points.parquet", "--plot",
       "/nonexistent/x.png"], "the folder /nonexistent does not exist"),
+    # before the corpus is read: an absurd batch failed at its first step (8 TB), a seed past
+    # 64 bits after training, when its record was stored; a cpu has no index
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--seq-len", "32",
+      "--batch-size", "1000000000000", "--corpus", "/nonexistent"],
+     "--batch-size 1,000,000,000,000 at sequence length 32 is 32,000,000,000,000 tokens per "
+     "batch, out of bounds: at most 4,194,304"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--batch-size", "16385",
+      "--corpus", "/nonexistent"], "out of bounds: at most 4,194,304"),   # 16,385 x 256
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--seed", str(2**63),
+      "--corpus", "/nonexistent"], "0<=x<=9223372036854775807"),
+    (["scaling", "run", "--arch", "hyena", "--budgets", "1e9", "--device", "cpu:1",
+      "--corpus", "/nonexistent"], "--device 'cpu:1': the cpu takes no index"),
 ])
 def test_bad_option_values_are_one_line_and_exit_2(args, text):
     result = cli(*args)

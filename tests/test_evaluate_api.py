@@ -51,3 +51,16 @@ def test_import_madbench_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_an_indexed_cpu_is_not_a_placement():
+    """torch takes cpu:1 (and stored it as each record's device); there is one cpu."""
+    from madbench.evaluator import resolve_placement
+    assert resolve_placement("cpu").device == "cpu"
+    for device in ("cpu:0", "cpu:1"):
+        try:
+            resolve_placement(device)
+        except UsageError as exc:
+            assert str(exc) == f"--device {device!r}: the cpu takes no index (use --device cpu)"
+        else:
+            raise AssertionError(f"{device} was accepted")

@@ -229,6 +229,20 @@ def test_local_devices_spread_over_every_gpu(monkeypatch):
     assert local_devices("cuda:1", runs_per_gpu=2) == ["cuda:1", "cuda:1"]
 
 
+def test_runs_per_gpu_is_bounded_before_any_device_list_is_built(monkeypatch):
+    """64 workers a GPU at most, both executors, checked when the executor is made: 10**12
+    used to build a list of 10**12 device names (MemoryError under a 3 GB cap, after 15 s)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert len(local_devices("cuda", LocalExecutor(runs_per_gpu=64).runs_per_gpu)) == 64
+    for executor in (LocalExecutor, RayExecutor):
+        for bad in (0, 65, 10**12):
+            with pytest.raises(UsageError, match=f"--runs-per-gpu {bad} is out of bounds: 1 "
+                                                 "to 64"):
+                executor(runs_per_gpu=bad)
+
+
 # -- local worker processes ----------------------------------------------------------------
 def test_local_workers_match_in_process_and_survive_a_killed_worker(sweep, reference,
                                                                     crash_module, tmp_path):

@@ -190,8 +190,9 @@ def test_run_without_a_fitting_size_says_which_budget_is_too_small_or_too_large(
     assert "1e+99 is too large for the size ladder" in line and "over 1,000" in line
     assert not (tmp_path / "r").exists()                  # refused before anything is written
     # a budget between the limits: small sizes see too many tokens, large ones too few steps
+    # (a batch at the bound on tokens per batch, 16,384 x 256)
     out = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e15",
-                                   "--batch-size", "100000", "--dry-run"])
+                                   "--batch-size", "16384", "--min-steps", "100", "--dry-run"])
     line = out.output.strip().splitlines()[-1]
     assert out.exit_code == 2 and "1e+15 fits no ladder size" in line
     assert "32x2 to" in line and "over 1,000 tokens" in line and "to 768x16 would train" in line

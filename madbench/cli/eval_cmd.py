@@ -11,6 +11,7 @@ import click
 
 from .. import figures, report
 from ..errors import UsageError
+from ..limits import MAX_RUNS_PER_GPU
 from ..protocol import PRESETS
 from ..records import group_records
 from ..report import FORMATS, json_text, render
@@ -209,7 +210,7 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
 @click.option("--ray-address", default=None, metavar="ADDR", help="Ray cluster to join "
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Groups of runs trained at once on each GPU.")
+              help=f"Groups of runs trained at once on each GPU (at most {MAX_RUNS_PER_GPU}).")
 @time_limit_option("group of runs", "groups", "its estimated time")
 @no_progress_option
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")

@@ -12,7 +12,8 @@ import click
 from tabulate import tabulate
 
 from ..errors import UsageError, warn
-from ..scaling.limits import MAX_SEQ_LEN, MIN_BOOTSTRAP
+from ..limits import MAX_SEED
+from ..scaling.limits import MAX_BATCH_TOKENS, MAX_SEQ_LEN, MIN_BOOTSTRAP, check_batch
 from .preflight import run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, duration, limit_line, plural
 from . import FiniteFloat, no_progress_option, resumes, time_limit_option
@@ -182,7 +183,8 @@ class _Progress(RunProgress):
               type=click.IntRange(2, MAX_SEQ_LEN))
 @click.option("--batch-size", default="32", show_default=True, metavar="N|paper",
               help="Sequences per batch, or 'paper': the paper's tokens per batch by budget "
-              "(Table C.1, interpolated) over --seq-len.")
+              f"(Table C.1, interpolated) over --seq-len; at most {MAX_BATCH_TOKENS:,} tokens per "
+              "batch.")
 @click.option("--lr", default="1e-3", show_default=True, metavar="LR|paper",
               help="Peak learning rate, or 'paper': by model size (Table C.2, interpolated).")
 @click.option("--lr-table", default=None, metavar="N:LR,...", help="With --lr paper: the "
@@ -190,7 +192,7 @@ class _Progress(RunProgress):
 @click.option("--grad-clip", default=1.0, show_default=True, type=FiniteFloat(0),
               help="Gradient norm clipping (madbench's choice; 0: off).")
 @click.option("--eval-tokens", default=65536, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED))
 @click.option("--min-steps", default=20, show_default=True, type=click.IntRange(1),
               help="Without --sizes: skip sizes with fewer steps.")
 @click.option("--device", default="auto", show_default=True)
@@ -236,11 +238,12 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         batch_rule, batch_size = paper_batch_size, "1"
     fixed_lr, fixed_batch = _positive(lr, "--lr", float), _positive(batch_size, "--batch-size",
                                                                    int)
+    check_batch(fixed_batch, seq_len)
     budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
     run_dir_of(run_dir, "scaling", "--run-dir")     # not among 'madbench eval' records
     if not dry_run or limit_seconds is not None:
-        from ..trainer import resolve_device
-        resolve_device(device)           # a bad --device fails before the corpus loads
+        from ..evaluator import resolve_placement
+        resolve_placement(device)        # as eval checks it, before the corpus loads
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
     recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
                     grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)

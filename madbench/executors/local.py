@@ -16,6 +16,7 @@ import torch
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, note_suffix, warn
 from ..estimate import SweepEstimate, estimate_sweep
+from ..limits import check_runs_per_gpu
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups, run_sweep
@@ -93,9 +94,7 @@ class LocalExecutor:
 
     def __init__(self, runs_per_gpu: int = 1, devices: Sequence[str] | None = None,
                  max_retries: int = 2, threads_per_worker: int | None = None):
-        if runs_per_gpu < 1:
-            raise UsageError("--runs-per-gpu must be at least 1")
-        self.runs_per_gpu = runs_per_gpu
+        self.runs_per_gpu = check_runs_per_gpu(runs_per_gpu)
         self.devices = list(devices) if devices is not None else None
         self.max_retries = max_retries
         self.threads_per_worker = threads_per_worker

@@ -14,6 +14,7 @@ import torch
 from ..architecture import ArchitectureSpec
 from ..estimate import SweepEstimate
 from ..errors import MadbenchError, UsageError
+from ..limits import check_runs_per_gpu
 from ..protocol import Protocol
 from ..store import ResultsStore
 from ..sweep import Job, ProgressFn, job_to_dict, pending_groups
@@ -73,10 +74,8 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, runs_per_gpu: int = 1, max_retries: int = 3,
                  cpus_per_run: int = 1, init_options: dict | None = None):
-        if runs_per_gpu < 1:
-            raise UsageError("--runs-per-gpu must be at least 1")
         self.address = address
-        self.runs_per_gpu = runs_per_gpu
+        self.runs_per_gpu = check_runs_per_gpu(runs_per_gpu)
         self.max_retries = max_retries
         self.cpus_per_run = cpus_per_run
         self.init_options = init_options or {}

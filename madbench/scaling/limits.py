@@ -11,6 +11,10 @@ any work (no torch or numpy here, so that the command line reads them without a 
   models. ``scaling run`` checks causality at its length before anything else (``--dry-run``
   too): on a 2-core CPU that check of the smallest Transformer++ took 36 s at 8,192 and
   350 s at 32,768, growing with the square of the length; at 100,000,000 it ran out of memory.
+- **Tokens per batch** (``--batch-size`` times ``--seq-len``): at most ``MAX_BATCH_TOKENS``,
+  4,194,304, twice the paper's largest batch (2,097,152 tokens at 2e21, Table C.1;
+  ``--batch-size paper`` stays below it). ``--batch-size 1000000000000`` passed the plan and
+  the causality check, then failed at its first step allocating 8 TB.
 - **Bootstrap replicates**: at least ``MIN_BOOTSTRAP`` (0 for none where the command offers
   it). On simulated IsoFLOP groups of 3 to 7 sizes (2% and 10% noise, 100 groups each), 5 or 10
   replicates gave loss bands that missed their own vertex in up to 11% of the groups (a few
@@ -24,6 +28,7 @@ MIN_WIDTH = 8
 MAX_WIDTH = 16_384
 MAX_DEPTH = 256
 MAX_SEQ_LEN = 131_072
+MAX_BATCH_TOKENS = 4_194_304
 MIN_BOOTSTRAP = 20
 
 
@@ -39,3 +44,11 @@ def check_seq_len(seq_len: int, what: str = "sequence length") -> None:
     if not 1 <= seq_len <= MAX_SEQ_LEN:
         raise UsageError(f"{what} {seq_len:,} is out of bounds: 1 to {MAX_SEQ_LEN:,} "
                          "(docs/scaling.md, 'Limits')")
+
+
+def check_batch(batch_size: int, seq_len: int, what: str = "--batch-size") -> None:
+    """UsageError unless ``batch_size * seq_len <= MAX_BATCH_TOKENS``."""
+    if batch_size * seq_len > MAX_BATCH_TOKENS:
+        raise UsageError(f"{what} {batch_size:,} at sequence length {seq_len:,} is "
+                         f"{batch_size * seq_len:,} tokens per batch, out of bounds: at most "
+                         f"{MAX_BATCH_TOKENS:,} (docs/scaling.md, 'Limits')")

@@ -1,0 +1,27 @@
+"""Bounds that more than one command applies to its numeric inputs, each with its reason;
+checked before any work (no torch here, so that a command line reads them without a slow
+import). ``madbench scaling``'s own bounds are in ``madbench.scaling.limits``.
+
+- **Seeds** (``eval --seeds``, ``scaling run --seed``): 0 to ``MAX_SEED``, 2**63 - 1. Records
+  store a seed as a 64-bit integer: ``scaling run --seed 2**63`` trained its run and then
+  failed to store it.
+- **Runs per GPU** (``eval --runs-per-gpu``): 1 to ``MAX_RUNS_PER_GPU``. Each local worker is a
+  process of its own with its own CUDA context; on one H200 eight at once finished no group in
+  140 s (docs/distributed.md), and 10**12 built a list of 10**12 device names before any worker
+  started. 64 leaves room for Ray's fractions of a GPU (1/64 each).
+"""
+from __future__ import annotations
+
+from .errors import UsageError
+
+MAX_SEED = 2**63 - 1
+MAX_RUNS_PER_GPU = 64
+
+
+def check_runs_per_gpu(runs_per_gpu: int) -> int:
+    """UsageError unless ``1 <= runs_per_gpu <= MAX_RUNS_PER_GPU``."""
+    if not 1 <= runs_per_gpu <= MAX_RUNS_PER_GPU:
+        raise UsageError(f"--runs-per-gpu {runs_per_gpu} is out of bounds: 1 to "
+                         f"{MAX_RUNS_PER_GPU} (each is a worker process on the GPU; "
+                         "docs/distributed.md)")
+    return runs_per_gpu
