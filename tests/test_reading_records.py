@@ -216,3 +216,17 @@ def test_a_directory_of_the_other_kind_gets_one_message_from_every_command(tmp_p
         result = cli(*command)
         assert (result.exit_code, result.stderr) == (2, f"Error: {expected}\n"), command
 
+
+def test_a_directory_given_twice_is_read_warned_about_and_listed_once(stored, tmp_path):
+    """`report --html out.html r r` listed r twice among the run directories, and an
+    unreadable record in it was warned about once per mention."""
+    run_dir = copy(stored, tmp_path)
+    (run_dir / "records" / JUNK).write_text("junk")
+    page = tmp_path / "out.html"
+    result = cli("report", "--html", page, run_dir, run_dir, f"{run_dir}/.")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count(f"{JUNK}: unreadable") == 1
+    assert f"run directories: <code>{run_dir}</code></p>" in page.read_text()
+    for command in (["compare", run_dir, run_dir], ["report", run_dir, f"{run_dir}/."]):
+        result = cli(*command)
+        assert result.exit_code == 0 and result.stderr.count(f"{JUNK}: unreadable") == 1
