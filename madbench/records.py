@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 from typing import Any
 
+import numpy as np
+
 from .code_identity import run_version
+from .errors import UsageError, warn
 
 #: The shape of a stored eval record (``run_record``'s): each field it has, with its type. A
 #: stored row without one of them, or with a value of another type there (a null, a list for a
@@ -21,6 +25,18 @@ RECORD_FIELDS: dict[str, type] = {
 }
 #: the fields stored as JSON text (``madbench.store.encode_row``); a mapping in every record
 JSON_FIELDS = frozenset(k for k, t in RECORD_FIELDS.items() if t is dict)
+#: The shape of a stored scaling record (``madbench.scaling.runs.record_for``'s), checked as
+#: ``RECORD_FIELDS`` is: the fields every scaling record has had, with their types (the
+#: others, e.g. ``bits_per_byte``, null for a token corpus, or the state columns, are read
+#: where present).
+SCALING_FIELDS: dict[str, type] = {
+    "run_key": str, "kind": str, "arch": str, "arch_name": str, "arch_hash": str,
+    "width": int, "depth": int, "budget": float, "flops": float, "tokens": int, "steps": int,
+    "params": int, "loss": float, "train_loss": float, "diverged": bool, "seq_len": int,
+    "batch_size": int, "lr": float, "seed": int, "corpus": str, "corpus_sha256": str,
+    "vocab_size": int, "madbench_version": str, "created_at": str, "architecture": dict,
+    "protocol": dict, "provenance": dict,
+}
 
 
 def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | None,
@@ -45,13 +61,12 @@ def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | 
 
 
 def shape_problem(row: dict[str, Any]) -> str | None:
-    """Why the stored ``row`` (JSON fields decoded) is not a record, or None. An eval record
-    has every field of ``RECORD_FIELDS``, typed; a record of another kind (a ``kind`` field:
-    ``madbench scaling run``'s) is only checked for mappings in the ``JSON_FIELDS`` it has."""
-    if row.get("kind") is None:
-        fields = RECORD_FIELDS
-    else:
-        fields = {k: dict for k in JSON_FIELDS if k in row}
+    """Why the stored ``row`` (JSON fields decoded) is not a record, or None: the one rule for
+    reading and writing (``madbench.store``). A record has every field of its kind
+    (``record_kind``: ``RECORD_FIELDS``, ``SCALING_FIELDS``), typed; one of another kind only
+    a ``run_key``. Each ``JSON_FIELDS`` field it has is a mapping."""
+    fields = _KIND_FIELDS.get(record_kind(row), {"run_key": str})
+    fields = {**fields, **{k: dict for k in JSON_FIELDS if k in row and k not in fields}}
     for name, kind in fields.items():
         if name not in row:
             return f"not a record (no {name!r} field)"
@@ -62,10 +77,13 @@ def shape_problem(row: dict[str, Any]) -> str | None:
 
 
 def _typed(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):                      # bool is an int, not a number here
+    """``value`` is of ``kind``: a bool only for bool (it is an int, not a number here); for
+    int an integer, for float an integer or float (NumPy's too, which a record being written
+    may hold: they are stored as Python's)."""
+    if isinstance(value, (bool, np.bool_)):
         return kind is bool
-    if kind is float:
-        return isinstance(value, (int, float))
+    if kind in (int, float):
+        return isinstance(value, numbers.Integral if kind is int else numbers.Real)
     return isinstance(value, kind)
 
 
@@ -99,12 +117,41 @@ def series_labels(groups) -> list[str]:
     return labels
 
 
-#: the command that writes each kind of record (``record_kind``)
+#: the command that writes each kind of record (``record_kind``), and the one that reads them
 RECORD_COMMANDS = {"eval": "madbench eval", "scaling": "madbench scaling run"}
+READ_COMMANDS = {"eval": "madbench report", "scaling": "madbench scaling fit"}
 
 
 def record_kind(row: dict[str, Any]) -> str:
     """Which command's record a stored row is: its ``kind`` field (``"scaling"``: ``madbench
     scaling run``'s), ``"eval"`` where it has none (``run_record``'s). A run directory holds
-    one kind: each command refuses a directory of the other's (``cli.preflight.run_dir_of``)."""
+    one kind: each command refuses a directory of the other's (``cli.preflight.run_dir_of``,
+    ``of_kind``)."""
     return str(row.get("kind") or "eval")
+
+
+_KIND_FIELDS = {"eval": RECORD_FIELDS, "scaling": SCALING_FIELDS}
+
+
+def wrong_kind(path: Any, found: str, wanted: str, option: str = "") -> str:
+    """The one message for run directory ``path`` (named by ``option``, if any), whose records
+    are of kind ``found``, given to a command that needs records of kind ``wanted``."""
+    theirs = (f"'{RECORD_COMMANDS[found]}' records" if found in RECORD_COMMANDS
+              else f"records of kind {found!r}")
+    reader = f" ('{READ_COMMANDS[found]} {path}' reads them)" if found in READ_COMMANDS else ""
+    where = f"{option} {path}" if option else f"{path}"
+    return f"{where}: its records are {theirs}, not '{RECORD_COMMANDS[wanted]}' ones{reader}"
+
+
+def of_kind(rows: list[dict[str, Any]], kind: str, path: Any) -> list[dict[str, Any]]:
+    """The records of ``kind`` among ``rows``, those of run directory ``path``: the one rule of
+    the commands that read one. A directory of records of another kind only is a UsageError
+    (``wrong_kind``); in a mixed one (made before each command refused the other's directory)
+    the others are skipped with a warning."""
+    mine = [r for r in rows if record_kind(r) == kind]
+    if rows and not mine:
+        raise UsageError(wrong_kind(path, record_kind(rows[0]), kind))
+    if len(mine) < len(rows):
+        warn(f"{path}: {len(rows) - len(mine)} record(s) not of '{RECORD_COMMANDS[kind]}' "
+             "skipped")
+    return mine

@@ -10,7 +10,8 @@ directory (``heal``, run before it plans its work): such a file is moved to
 ``RUN_DIR/quarantine/`` with a one-line warning, so its run is trained again, and a temporary
 file whose writer is gone (its process no longer runs on this host, or it is older than
 ``STALE_SECONDS``) is removed. Reading (``records``, ``load_records``) changes nothing: it skips
-an unreadable file with a warning."""
+an unreadable file with a warning. Writing (``append``) refuses a record without that shape, so
+that the store never holds one it would not read."""
 from __future__ import annotations
 
 import errno
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from .errors import MadbenchError, UsageError, warn
 from .hashing import content_hash
-from .records import JSON_FIELDS, record_kind, shape_problem
+from .records import JSON_FIELDS, of_kind, shape_problem
 
 RECORDS = "records"
 QUARANTINE = "quarantine"
@@ -106,7 +107,13 @@ class ResultsStore:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record atomically; a record with the same key is left as it is. A write
-        that fails (read-only directory, full disk) raises one line and leaves no file."""
+        that fails (read-only directory, full disk) raises one line and leaves no file. A
+        record without the shape that reading checks (``shape_problem``) is a programming
+        error: a ValueError, nothing written."""
+        problem = shape_problem(record)
+        if problem:
+            raise ValueError(f"not writing a record of run {record.get('run_key')!r} under "
+                             f"{self.dir}: {problem}")
         key = record["run_key"]
         if self.has(key):
             return
@@ -241,15 +248,10 @@ def _decode(key: str, value: Any) -> Any:
 
 def load_records(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """The eval records of ``run_dirs`` (report, compare, plot), each run once: a run key
-    stored in several of them (a directory given twice, a copy) is read from the first. A
-    folder of other records (``madbench scaling run``'s) is a usage error."""
+    stored in several of them (a copy) is read from the first. A folder of other records
+    (``madbench scaling run``'s) is a usage error (``madbench.records.of_kind``)."""
     out: dict[str, dict[str, Any]] = {}
     for d in run_dirs:
-        rows = ResultsStore(d, create=False).records()
-        if any(record_kind(r) != "eval" for r in rows):
-            raise UsageError(f"{d}: its records are not 'madbench eval' records (a "
-                             f"'madbench scaling run' directory? 'madbench scaling fit {d}' "
-                             "reads those)")
-        for r in rows:
+        for r in of_kind(ResultsStore(d, create=False).records(), "eval", d):
             out.setdefault(r["run_key"], r)
     return list(out.values())

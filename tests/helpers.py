@@ -89,3 +89,11 @@ def eval_record(**fields):
     a few fields of hand-made records."""
     from madbench.records import RECORD_FIELDS
     return {**{name: kind() for name, kind in RECORD_FIELDS.items()}, **fields}
+
+
+def scaling_record(**fields):
+    """A stored scaling record of the shape the store reads (``SCALING_FIELDS``), as
+    ``eval_record`` makes an eval one."""
+    from madbench.records import SCALING_FIELDS
+    return {**{name: kind() for name, kind in SCALING_FIELDS.items()}, "kind": "scaling",
+            **fields}

@@ -495,7 +495,8 @@ def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_p
     scaling = tmp_path / "scaling"
     ResultsStore(scaling).append({"run_key": "k1", "kind": "isoflop", "arch": "hyena",
                                   "loss": 1.0})
-    assert_one_line(cli("report", scaling), 2, "its records are not 'madbench eval' records")
+    assert_one_line(cli("report", scaling), 2, "its records are records of kind 'isoflop', "
+                    "not 'madbench eval' ones")
 
 
 @pytest.mark.parametrize("mixer, why", [("StateWords", "could not convert string"),
@@ -592,8 +593,8 @@ def test_eval_and_scaling_run_refuse_each_other_s_run_directory(tmp_path):
                         tmp_path / "x.json"), 2, "its records are 'madbench scaling run'")
     assert {d: sorted((d / "records").iterdir()) for d in (evals, scaling)} == before
     assert not (tmp_path / "x.json").exists()
-    assert_one_line(cli("scaling", "fit", evals), 2, "its records are not 'madbench scaling "
-                    "run' records (a 'madbench eval' directory?")
+    assert_one_line(cli("scaling", "fit", evals), 2, "its records are 'madbench eval' records, "
+                    f"not 'madbench scaling run' ones ('madbench report {evals}' reads them)")
     assert cli("report", evals).exit_code == 0                  # each still reads as before
     assert cli("scaling", "fit", scaling, "--approach", "2").exit_code == 0
     assert cli(*run, "--run-dir", scaling).exit_code == 0       # its own kind: resumes

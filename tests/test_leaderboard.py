@@ -132,6 +132,38 @@ def test_bad_rerun_options_are_usage_errors_before_any_work(trial, args, text):
     assert len(lines) == 1 and text in lines[0] and "validating" not in result.output, lines
 
 
+def test_validate_rerun_reads_each_file_once_and_validates_what_it_checked(tmp_path,
+                                                                          monkeypatch):
+    """`validate --rerun` read each file twice: once to check the re-run budget, again to
+    validate it; a file replaced in between was validated unchecked. A file that changes after
+    each read shows it: the budget check and the validation must see one document, the first
+    content."""
+    from madbench.leaderboard import schema, validate
+    from madbench.leaderboard.validate import Report
+    path = tmp_path / "entry.json"
+    path.write_text('{"name": "first"}')
+    real, reads, seen = schema.read_submission, [], []
+
+    def read_then_replace(p):
+        reads.append(p)
+        doc = real(p)
+        Path(p).write_text('{"name": "replaced"}')
+        return doc
+
+    for module in (schema, validate):
+        monkeypatch.setattr(module, "read_submission", read_then_replace)
+    monkeypatch.setattr(validate, "rerun_budget_problem",
+                        lambda doc, budget: seen.append(("budget", doc)))
+    monkeypatch.setattr(validate, "validate_submission",
+                        lambda doc, path, **options: seen.append(("validated", doc)) or
+                        Report(str(path)))
+    result = cli("leaderboard", "validate", path, "--rerun", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1
+    (first, budget_doc), (second, validated_doc) = seen
+    assert (first, second) == ("budget", "validated") and budget_doc is validated_doc
+    assert validated_doc == {"name": "first"}
+
 def test_the_rerun_budget_is_the_validators_usage_error_only_when_the_default_admits_a_run(doc):
     """Independent computation: the entry's one setting trains epochs x steps per epoch x batch
     x length tokens; a budget one token short of that admits no run (a usage error of the

@@ -16,8 +16,8 @@ from madbench.model import LanguageModel
 from madbench.scaling import corpus as corpus_mod
 from madbench.scaling.corpus import load_corpus, split_bytes
 from madbench.scaling.flops import architecture_flops
-from madbench.scaling.runs import (Recipe, recipe_lr_at, non_embedding_params, plan_runs,
-                                   read_runs)
+from madbench.scaling.runs import (MalformedTable, Recipe, recipe_lr_at, non_embedding_params,
+                                   plan_runs, read_runs)
 from madbench.scaling.shapes import (FAMILIES, attention_fraction, attention_positions,
                                      family_spec, ffn_width)
 
@@ -140,6 +140,41 @@ def test_read_runs_names_missing_columns_and_bad_values(tmp_path):
     with pytest.raises(Exception, match="params must be a positive number"):
         read_runs(neg)
 
+
+
+RUNS = "arch,params,tokens,flops,loss\nx,10,20,1200,{}\nx,20,20,2400,2.0\nx,30,20,3600,{}\n"
+
+
+@pytest.mark.parametrize("first, third, row, value", [
+    ("abc", "1.9", 1, "'abc'"), ("2.1", "abc", 3, "'abc'"), ("2.1", "true", 3, "'true'")])
+def test_a_loss_that_is_no_number_makes_a_table_malformed_not_a_diverged_run(
+        tmp_path, first, third, row, value):
+    """`abc` for a loss used to count every run of the table as diverged ("every run
+    diverged"): one word of text makes pyarrow read the whole column as text. The row named is
+    the one whose text is no number."""
+    path = tmp_path / "runs.csv"
+    path.write_text(RUNS.format(first, third))
+    with pytest.raises(MalformedTable, match=f"row {row} has loss={value}; loss must be a "
+                       "number"):
+        read_runs(path)
+
+
+def test_a_text_loss_in_parquet_is_malformed_and_a_nan_or_inf_float_is_a_diverged_run(
+        tmp_path, capsys):
+    table = {"arch": ["x"] * 4, "params": [10, 20, 30, 40], "tokens": [20] * 4,
+             "flops": [1200.0, 2400.0, 3600.0, 4800.0]}
+    text = tmp_path / "text.parquet"
+    pq.write_table(pa.table({**table, "loss": ["2.1", "nan", "1.9", "1.8"]}), text)
+    with pytest.raises(MalformedTable, match="row 1 has loss='2.1'; loss must be a number"):
+        read_runs(text)
+    floats = tmp_path / "floats.parquet"
+    pq.write_table(pa.table({**table, "loss": [2.1, math.nan, math.inf, 1.8]}), floats)
+    assert [r["params"] for r in read_runs(floats)] == [10, 40]
+    assert "2 diverged run(s) (non-finite loss) left out" in capsys.readouterr().err
+    zero = tmp_path / "zero.parquet"            # the row number counts the diverged rows too
+    pq.write_table(pa.table({**table, "loss": [math.nan, 2.0, 1.9, 0.0]}), zero)
+    with pytest.raises(MalformedTable, match="row 4 has loss=0.0; loss must be a positive"):
+        read_runs(zero)
 
 MIXERS = '''
 import torch

@@ -1,5 +1,9 @@
 """The results store: atomic one-file-per-run records, idempotent by run key."""
-from helpers import eval_record
+import math
+
+import numpy as np
+import pytest
+from helpers import eval_record, scaling_record
 
 from madbench.store import ResultsStore, run_key
 
@@ -40,7 +44,7 @@ def test_records_are_readable_as_the_umask_allows(tmp_path):
         store_module._umask.cache_clear()
         store = ResultsStore(tmp_path)
         key = run_key("a", "s", "p", 1e-3, 0.0, 0, "0.1.0")
-        store.append({"run_key": key, "accuracy": 0.5})
+        store.append(eval_record(run_key=key, accuracy=0.5))
         assert stat.S_IMODE(store.path(key).stat().st_mode) == 0o664
     finally:
         os.umask(old)
@@ -64,3 +68,23 @@ def test_run_keys_follow_the_training_code(monkeypatch):
     before = {j.key for j in sweep.plan(spec, [task], proto, [0])}
     monkeypatch.setattr(sweep, "run_version", lambda: version + "-edited")
     assert before.isdisjoint({j.key for j in sweep.plan(spec, [task], proto, [0])})
+
+
+@pytest.mark.parametrize("record, why", [
+    (eval_record(run_key="a" * 24, accuracy=None), "'accuracy' is null"),
+    ({k: v for k, v in eval_record(run_key="a" * 24).items() if k != "loss"}, "no 'loss'"),
+    (scaling_record(run_key="a" * 24, loss="nan"), "'loss' is str 'nan'"),
+    (scaling_record(run_key="a" * 24, architecture=[1]), "'architecture' is list")])
+def test_a_record_without_its_shape_is_refused_on_write_not_only_on_read(tmp_path, record, why):
+    """It used to be written, and only every later read skipped it ("not a record")."""
+    store = ResultsStore(tmp_path)
+    with pytest.raises(ValueError, match=f"not writing a record of run 'a{{24}}'.*{why}"):
+        store.append(record)
+    assert list(store.dir.iterdir()) == []
+    store.append(scaling_record(run_key="b" * 24, loss=float("nan"), diverged=True))
+    store.append(scaling_record(run_key="c" * 24, params=np.int64(10), flops=np.int64(1200),
+                                loss=np.float32(2.5), diverged=np.bool_(False)))
+    diverged, numpy = store.records()                # NaN and NumPy numbers: numbers, stored
+    assert diverged["diverged"] is True and math.isnan(diverged["loss"])
+    assert (numpy["params"], numpy["flops"], numpy["loss"], numpy["diverged"]) == (
+        10, 1200, 2.5, False)

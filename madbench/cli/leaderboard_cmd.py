@@ -173,9 +173,8 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     it is a bundled layer or comes from an installed plugin distribution named with its
     version (see --trust-code)."""
     from ..evaluator import resolve_placement
-    from ..leaderboard.schema import InvalidSubmission, read_submission
-    from ..leaderboard.validate import (duplicate_entries, rerun_budget_problem,
-                                        submission_files, validate_file)
+    from ..leaderboard.validate import (Report, duplicate_entries, read_file,
+                                        rerun_budget_problem, submission_files, validate_file)
 
     files = submission_files(paths)
     if not files:
@@ -189,19 +188,25 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     else:
         changed = {f.resolve() for f in files}
     # a token budget too small for an entry is this command's usage error, found before any
-    # file is validated, not a failure of the entry (see rerun_budget_problem)
+    # file is validated, not a failure of the entry (see rerun_budget_problem); each file so
+    # looked at is read once: what was looked at is what is validated
+    read = {}
     for f in (f for f in files if rerun and f.resolve() in changed):
         try:
-            problem = rerun_budget_problem(read_submission(f), budget)
-        except (InvalidSubmission, UsageError):   # unreadable: its validation says why
+            read[f] = read_file(f)
+        except UsageError:           # gone since it was listed: its validation says so
             continue
+        if isinstance(read[f], Report):  # unreadable: its validation says why
+            continue
+        problem = rerun_budget_problem(read[f], budget)
         if problem:
             raise UsageError(f"{printable(str(f))}: {problem}; nothing was validated")
     reports = []
     for i, f in enumerate(files, 1):     # each file can take minutes (rebuild, audit, re-runs)
         if not as_json:
             click.echo(f"[{i}/{len(files)}] validating {printable(str(f))}", err=True)
-        reports.append(validate_file(f, allow_nonstandard=allow_nonstandard,
+        reports.append(validate_file(f, read.pop(f, None),
+                                     allow_nonstandard=allow_nonstandard,
                                      rerun=rerun if f.resolve() in changed else 0,
                                      rerun_seed=rerun_seed, tolerance=tolerance,
                                      audit_dim=audit_dim, device=device, trust_code=trust_code,

@@ -74,7 +74,7 @@ def run_dir_of(path: str | os.PathLike, kind: str, option: str) -> None:
     (``madbench.records.record_kind``): one command's runs never land among another's, where
     its reports cannot read them. Cheap: one readable record is read (a directory holds one
     kind, since every command that writes one checks this)."""
-    from ..records import RECORD_COMMANDS, record_kind
+    from ..records import record_kind, wrong_kind
     from ..store import RECORDS, ResultsStore
     if not Path(path, RECORDS).is_dir():
         return
@@ -83,11 +83,6 @@ def run_dir_of(path: str | os.PathLike, kind: str, option: str) -> None:
         row = store.record(key)
         if row is None:                 # unreadable: the command that heals says so
             continue
-        found = record_kind(row)
-        if found != kind:
-            theirs = (f"'{RECORD_COMMANDS[found]}' records" if found in RECORD_COMMANDS
-                      else f"records of kind {found!r}")
-            raise UsageError(f"{option} {path}: its records are {theirs}, not "
-                             f"'{RECORD_COMMANDS[kind]}' ones; give a run directory of its "
-                             "own")
+        if record_kind(row) != kind:
+            raise UsageError(wrong_kind(path, record_kind(row), kind, option))
         return

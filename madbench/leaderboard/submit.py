@@ -17,7 +17,7 @@ from ..errors import MadbenchError, UsageError
 from ..plugins import get_registry
 from ..records import group_records
 from ..scoring import best_of_sweep, bootstrap_interval, mad_score, task_scores
-from ..store import ResultsStore
+from ..store import load_records
 from ..protocol import Protocol
 from ..sweep import select_settings
 from ..tasks import get_task
@@ -204,7 +204,7 @@ def build_submission(run_dir: str, name: str, arch_filter: str | None = None,
 
     Refuses (MadbenchError) runs made by another madbench version or by architecture code
     that differs from the code installed here (the architecture hash would not match)."""
-    records = ResultsStore(run_dir, create=False).records()
+    records = load_records([run_dir])          # its eval records (records.of_kind)
     if tasks:
         names = {get_task(t).name for t in tasks}
         records = [r for r in records if r["task"] in names]

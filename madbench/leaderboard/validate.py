@@ -843,15 +843,23 @@ def validate_submission(doc: Any, path: str | Path | None = None, *,
     return report
 
 
-def validate_file(path: str | Path, **options) -> Report:
-    """Read (safely) and validate one submission file."""
+def read_file(path: str | Path) -> dict | Report:
+    """One submission file read (safely) and parsed, or the failed report of a file that is
+    none (``read_submission``'s reason)."""
     try:
-        doc = read_submission(path)
+        return read_submission(path)
     except InvalidSubmission as exc:
         report = Report(str(path))
         report.fail("input", str(exc))
         return report
-    return validate_submission(doc, path, **options)
+
+
+def validate_file(path: str | Path, doc: dict | Report | None = None, **options) -> Report:
+    """Validate one submission file: ``doc``, what ``read_file`` read of it (read here when
+    None). A caller that looks at a file before validating it passes what it read, so that
+    the file is read once and the content it looked at is the content validated."""
+    doc = read_file(path) if doc is None else doc
+    return doc if isinstance(doc, Report) else validate_submission(doc, path, **options)
 
 
 def duplicate_entries(reports: Iterable[Report]) -> None:

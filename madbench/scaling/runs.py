@@ -44,7 +44,7 @@ from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
-from ..records import record_kind
+from ..records import of_kind
 from ..store import ResultsStore, encode_row, write_table
 from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
@@ -504,7 +504,9 @@ def pending_plans(plans: Sequence[RunPlan], store: ResultsStore,
 
 # -- tables ----------------------------------------------------------------------------------
 def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
-    return [r for r in store.records() if record_kind(r) == "scaling"]
+    """The scaling records of ``store`` (``madbench.records.of_kind``: a directory of other
+    records is a UsageError); an unreadable or misshapen one is skipped with a warning."""
+    return of_kind(store.records(), "scaling", store.root)
 
 
 def export_table(store: ResultsStore, path: str | Path) -> Path:
@@ -546,15 +548,14 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_runs(path: str | Path) -> list[dict[str, Any]]:
-    """Runs from a Parquet file, a CSV file or a run directory (its ``records/``), checked for
-    the columns every fit needs (a :class:`MalformedTable` names the first problem)."""
+    """Runs from a Parquet file, a CSV file or a run directory (its scaling records,
+    ``scaling_records``), checked for the columns every fit needs (a :class:`MalformedTable`
+    names the first problem). A run whose loss is NaN or infinite (or null: a CSV's ``nan``
+    or empty cell) or that is marked ``diverged`` is left out with a warning; a loss that is
+    no number (text) makes the table malformed."""
     path = Path(path)
     if path.is_dir():
-        stored = ResultsStore(path, create=False).records()
-        rows = [r for r in stored if record_kind(r) == "scaling"]
-        if stored and not rows:         # the wrong folder (a usage error), not a bad table
-            raise UsageError(f"{path}: its records are not 'madbench scaling run' records (a "
-                             f"'madbench eval' directory? 'madbench report {path}' reads those)")
+        rows = scaling_records(ResultsStore(path, create=False))
         if not rows:
             raise UsageError(f"{path}: no runs")
     elif not path.is_file():
@@ -569,22 +570,41 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     if missing:
         raise MalformedTable(f"{path}: missing column(s) {', '.join(missing)} (need "
                              f"{', '.join(REQUIRED_COLUMNS)})")
-    kept = [r for r in rows if not r.get("diverged") and isinstance(r.get("loss"), (int, float))
-            and math.isfinite(r["loss"])]
+    numbered = list(enumerate(rows, 1))
+    bad = [(i, r.get("loss")) for i, r in numbered
+           if r.get("loss") is not None and not _number(r["loss"])]
+    if bad:         # a CSV column with one value that is no number is read as text whole
+        i, v = next((b for b in bad if not _spells_number(b[1])), bad[0])
+        raise MalformedTable(f"{path}: row {i} has loss={printable(repr(v))}; loss must be "
+                             "a number (NaN or inf for a diverged run)")
+    kept = [(i, r) for i, r in numbered
+            if not r.get("diverged") and r.get("loss") is not None and math.isfinite(r["loss"])]
     if len(kept) < len(rows):
         import sys
         print(f"Warning: {path}: {len(rows) - len(kept)} diverged run(s) (non-finite loss) "
               "left out", file=sys.stderr)
-    rows = kept
-    if not rows:
+    if not kept:
         raise MalformedTable(f"{path}: every run diverged")
-    for i, row in enumerate(rows):
+    for i, row in kept:
         for c in REQUIRED_COLUMNS[1:]:
             v = row.get(c)
-            if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise MalformedTable(f"{path}: row {i + 1} has {c}={v!r}; {c} must be a "
-                                     "positive number")
-    return rows
+            if not _number(v) or not math.isfinite(v) or v <= 0:
+                raise MalformedTable(f"{path}: row {i} has {c}={printable(repr(v))}; {c} "
+                                     "must be a positive number")
+    return [r for _, r in kept]
+
+
+def _number(value: Any) -> bool:
+    """An int or a float, not a bool (True is no loss or count)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _spells_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
