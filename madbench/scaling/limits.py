@@ -8,9 +8,10 @@ any work (no torch or numpy here, so that the command line reads them without a 
   100000000x100000000 (whose FLOP count, one layer at a time, ran until killed) is refused.
 - **Sequence length**: 1 (``flops``; ``run`` needs 2) to ``MAX_SEQ_LEN``, 128k tokens, 16 times
   the 8k at which the paper measures state (Finding 8) and the context of today's long-context
-  models. ``scaling run`` checks causality at its length before anything else (``--dry-run``
-  too): on a 2-core CPU that check of the smallest Transformer++ took 36 s at 8,192 and
-  350 s at 32,768, growing with the square of the length; at 100,000,000 it ran out of memory.
+  models. ``scaling run`` checks causality at its length before anything else: on a 2-core CPU
+  that check of the smallest Transformer++ took 36 s at 8,192 and 350 s at 32,768, growing
+  with the square of the length; at 100,000,000 it ran out of memory. A dry run leaves a length
+  over 1,024 to the run (``verdict.dry_run_lengths``, as eval's dry run does).
 - **Bootstrap replicates**: at least ``MIN_BOOTSTRAP`` (0 for none where the command offers
   it). On simulated IsoFLOP groups of 3 to 7 sizes (2% and 10% noise, 100 groups each), 5 or 10
   replicates gave loss bands that missed their own vertex in up to 11% of the groups (a few
