@@ -4,7 +4,15 @@ all its runs: ``claim_all``).
 
 A claim is an exclusive ``flock`` on ``RUN_DIR/.claims/<name>.lock``. The kernel releases it
 when its holder exits, however it exits (kill -9 included), so a claim never outlives its
-process and nothing waits on a dead one. The lock files themselves stay (empty). On a
+process and nothing waits on a dead one. The lock files stay (empty, one per name ever
+claimed; ``.claims`` may be deleted while no process uses the run directory): a lock is on the
+file, not its name, so a holder that removed its file on release would let a process that had
+opened the file already take the lock on the removed file while a third creates a new file of
+that name and takes its lock, two holders of one claim. Checking, once locked, that the name
+still leads to the locked file closes that race on a local filesystem but not on a network
+one, where processes on several machines share a run directory: NFS renames a removed file
+that another process holds open to ``.nfs*`` (clutter again), or answers another machine's
+process with a stale handle, which ``claim`` would take for a filesystem without locks. On a
 filesystem without ``flock`` (some network filesystems), or a run directory where the claim
 cannot be made, the claim is granted: work may then be done twice, never lost (records are
 atomic and keyed by run). ``contend`` does a list of claimed work: what another process
@@ -45,7 +53,7 @@ def claim(run_dir: str | os.PathLike, name: str, wait: bool = True) -> Iterator[
             pass
         yield True
     finally:
-        os.close(fd)                        # releases the lock
+        os.close(fd)                        # releases the lock; the file stays (module doc)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from .sweep import Job, ProgressFn, group_jobs, plan
 from .tasks import Task, all_tasks, get_task
 from .time_limit import TimeLimit, positive_seconds
 from .trainer import resolve_device, resolve_precision
-from .verdict import architecture_checks, guard_lengths_for
+from .verdict import architecture_checks, causality_gate, dry_run_lengths, guard_lengths_for
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ class Evaluation:
     placement: Placement
     executor: Any
     engine: str = "auto"
+    #: sequence lengths a dry run's ``prepare`` left unchecked; ``run`` checks them first
+    unchecked: tuple[int, ...] = ()
 
     def pending(self, heal: bool = True) -> list[Job]:
         """The runs not yet stored in ``run_dir`` (reading it creates nothing). The store is
@@ -130,6 +132,8 @@ class Evaluation:
         resumes), then score the sweep's records. With ``time_limit`` (``self.time_limit``),
         groups that would not finish in time are left untrained, and ``TimeLimitReached``
         says how many runs are left."""
+        if self.unchecked:                 # prepared for a dry run: checked before training
+            causality_gate(self.spec, self.unchecked)
         store = ResultsStore(self.run_dir)
         self.executor.run(self.spec, list(self.jobs), self.protocol, store,
                           self.placement.device, self.placement.precision, self.checks,
@@ -158,12 +162,14 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
             executor: str | Any = "local", ray_address: str | None = None,
             runs_per_gpu: int = 1,
             preflight: Callable[[], None] | None = None,
-            checks: dict | None = None) -> Evaluation:
+            checks: dict | None = None, dry_run: bool = False) -> Evaluation:
     """Check everything that needs no training and plan the sweep (see ``evaluate`` for the
     arguments). ``preflight`` runs once every argument is known good (the architecture
     resolved and the sweep planned), before the architecture checks (the CLI checks and
     creates its output paths there). ``checks``: the architecture
-    checks of this architecture already made (an earlier ``prepare``'s), not made again."""
+    checks of this architecture already made (an earlier ``prepare``'s), not made again.
+    ``dry_run``: causality is checked only at the lengths a dry run checks
+    (``verdict.dry_run_lengths``); the others are kept in ``Evaluation.unchecked``."""
     runner = make_executor(executor, ray_address, runs_per_gpu) \
         if isinstance(executor, str) else executor
     if isinstance(protocol, str):
@@ -187,11 +193,14 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
                          "to train")
     if preflight:              # after every argument is known good: it may create folders
         preflight()
+    lengths, unchecked = guard_lengths_for(jobs), set()
+    if dry_run:
+        lengths, unchecked = dry_run_lengths(lengths)
     if checks is None:
         checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance,
-                                     guard_lengths_for(jobs))
+                                     lengths)
     return Evaluation(spec, protocol, tuple(jobs), checks, Path(run_dir), placement, runner,
-                      engine)
+                      engine, tuple(sorted(unchecked)))
 
 
 def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] = "all",

@@ -96,6 +96,28 @@ def guard_lengths_for(jobs) -> set[int]:
     return {GUARD_LENGTH, max((job.effective.seq_len for job in jobs), default=GUARD_LENGTH)}
 
 
+#: the longest sequence a dry run checks causality at (the longest of the MAD tasks: eval's dry
+#: run checks every length its run does). The check grows with the square of the length (36 s
+#: at 8,192 tokens for the smallest Transformer++ on a 2-core CPU), so a longer one is left to
+#: the run, which checks it before it trains.
+DRY_RUN_MAX_LENGTH = 1024
+
+
+def dry_run_lengths(lengths) -> tuple[set[int], set[int]]:
+    """``lengths`` split into those a dry run checks causality at (up to
+    ``DRY_RUN_MAX_LENGTH``) and those it leaves to the run (``not_checked_line``)."""
+    lengths = set(lengths)
+    checked = {n for n in lengths if n <= DRY_RUN_MAX_LENGTH}
+    return checked, lengths - checked
+
+
+def not_checked_line(lengths) -> str:
+    """What a dry run says of the ``lengths`` it did not check causality at."""
+    at = ", ".join(f"{n:,}" for n in sorted(lengths))
+    return (f"dry run: causality and the mixer contract not checked at {at} tokens (a dry run "
+            f"checks up to {DRY_RUN_MAX_LENGTH:,}): the run checks there before it trains")
+
+
 def eval_outcome(guard: dict, verdict: dict) -> str:
     """What ``madbench eval`` does with an architecture, given the causality guard's report:
     ``refused``, ``flagged <flags>`` or ``runs``."""

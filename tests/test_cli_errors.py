@@ -422,6 +422,30 @@ def test_eval_checks_causality_at_the_longest_length_it_trains(hostile, tmp_path
     assert not (tmp_path / "new").exists()      # refused: no folder left behind (it was)
 
 
+def test_a_dry_run_leaves_causality_beyond_its_longest_length_to_the_run(hostile, tmp_path,
+                                                                        monkeypatch):
+    """eval's dry run follows scaling run's rule (``verdict.dry_run_lengths``): a length over
+    DRY_RUN_MAX_LENGTH (here 64, which the MAD tasks pass) is not checked, and the dry run says
+    so; the Evaluation it prepared checks that length before it trains anything."""
+    from madbench import verdict
+    from madbench.errors import CheckFailed
+    from madbench.evaluator import prepare
+    monkeypatch.setattr(verdict, "DRY_RUN_MAX_LENGTH", 64)
+    args = ["--arch", f"{hostile}:LeakLong", "--preset", "smoke", "--tasks",
+            "in-context-recall", "--settings", "baseline", "--run-dir", tmp_path / "run"]
+    dry = cli("eval", *args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "causality and the mixer contract not checked at 128 tokens (a dry run checks up " \
+           "to 64)" in dry.stderr
+    assert_one_line(cli("eval", *args), 3, "(at sequence length 128)")
+    ev = prepare(f"{hostile}:LeakLong", tasks="in-context-recall", protocol="smoke",
+                 settings="baseline", run_dir=tmp_path / "api", device="cpu", dry_run=True)
+    assert ev.unchecked == (128,)
+    with pytest.raises(CheckFailed, match="at sequence length 128"):
+        ev.run()
+    assert not (tmp_path / "api").exists()
+
+
 def test_guard_lengths_names_the_length_that_leaks(hostile):
     from madbench.architecture import resolve_architecture
     from madbench.checks import guard_lengths

@@ -257,6 +257,85 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_with_exit_143(thirdparty, tmp_path
     assert len({r["run_key"] for r in store.records()}) == 3
 
 
+HELD_IN_NATIVE = textwrap.dedent('''
+    import hashlib, os, pathlib
+    from torch import nn
+
+    class HeldInNative(nn.Module):
+        """Causal, but each forward first spends about a minute in one native call, where
+        Python runs no bytecode and so no signal handler."""
+
+        def __init__(self, dim, **kw):
+            super().__init__()
+            self.proj = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            pathlib.Path(os.environ["HELD_MARK"]).touch()
+            hashlib.pbkdf2_hmac("sha256", b"x", b"y", 200_000_000)
+            return self.proj(x.cumsum(1))
+''')
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_command_held_in_native_code_within_seconds(tmp_path, signum, code):
+    """SIGTERM or Ctrl-C during the causality check's forward, inside one long native call
+    (attention over 32,768 tokens: 5 s on a CPU), waited for the call to return (about a
+    minute here): Python runs a handler between bytecodes only. Now the command ends
+    INTERRUPT_GRACE_SECONDS (1 s) after the signal, with the interrupt's line and code."""
+    (tmp_path / "heldmix.py").write_text(HELD_IN_NATIVE)
+    mark = tmp_path / "in-forward"
+    env = {**os.environ, "HELD_MARK": str(mark),
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "madbench", "eval", "--arch", "heldmix:HeldInNative",
+         "--preset", "smoke", "--tasks", "memorization", "--dry-run", "--run-dir",
+         str(tmp_path / "run")], env=env, text=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,    # Ctrl-C's handler even where the tests run in the background
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while proc.poll() is None and not mark.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)                       # inside the native call
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("still running 10 s after the signal")
+    assert time.monotonic() - sent < 4, err
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == ("Interrupted. Finished runs are kept; the same "
+                                            "command resumes.")
+    assert "Traceback" not in err
+
+
+def test_a_signal_to_a_forked_child_does_not_end_the_command(monkeypatch):
+    """A child forked during a command (a mixer's pool) inherits the signal wakeup fd: its own
+    SIGTERM must not read as the command's, which the watch would end after the grace."""
+    import click
+
+    import madbench.cli as cli_module
+    ended = []
+    monkeypatch.setattr(cli_module, "_exit_now", lambda ctx, sigterm: ended.append(sigterm))
+    monkeypatch.setattr(cli_module, "INTERRUPT_GRACE_SECONDS", 0.2)
+    interrupts = cli_module._Interrupts(click.Context(main))
+    try:
+        pid = os.fork()
+        if pid == 0:                                      # the child ends itself by SIGTERM
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.6)                                   # past the grace
+    finally:
+        interrupts.close()
+    assert ended == []
+
+
 def test_a_log_gets_one_line_per_run_a_resume_line_and_a_results_folder(tmp_path):
     """stderr that is not a terminal (CliRunner's, like nohup or Slurm) gets a line per
     finished run, the plan before it, a summary; the re-run says what was stored; --output

@@ -273,6 +273,23 @@ def test_scaling_run_checks_causality_at_its_own_sequence_length(tmp_path, mixer
     assert "(at sequence length 48)" in refused.stderr
 
 
+def test_a_dry_run_leaves_causality_beyond_the_mad_lengths_to_the_run(tmp_path, mixers):
+    """A dry run checks causality up to 1,024 tokens and says what it left (before, it ran
+    the check at --seq-len: 36 s at 8,192 for the smallest Transformer++); the run itself still
+    refuses a leak at --seq-len before it writes anything."""
+    from madbench.verdict import DRY_RUN_MAX_LENGTH
+    seq_len = DRY_RUN_MAX_LENGTH + 16
+    assert leaks(mixers.LeakLong(16), seq_len)
+    dry = tiny_run(tmp_path, "scalemix:LeakLong", seq_len, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert (f"not checked at {seq_len:,} tokens (a dry run checks up to "
+            f"{DRY_RUN_MAX_LENGTH:,})") in dry.stderr
+    refused = tiny_run(tmp_path, "scalemix:LeakLong", seq_len)
+    assert refused.exit_code == 3, refused.output
+    assert refused.stderr.splitlines()[-1].endswith(f"(at sequence length {seq_len})")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_scaling_run_trains_an_honest_mixer(tmp_path, mixers):
     assert not leaks(mixers.CumMean(16), 64)
     res = tiny_run(tmp_path, "scalemix:CumMean")

@@ -8,11 +8,13 @@ exception too (its traceback with ``--debug`` or ``MADBENCH_DEBUG=1``).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import math
 import os
 import signal
+import sys
 import threading
 import traceback
 import warnings
@@ -150,17 +152,17 @@ class MadbenchGroup(click.Group):
             _usage_error(exc)
 
     def invoke(self, ctx: click.Context):
-        previous = _terminate_as_interrupt()
+        interrupts = _Interrupts(ctx)
         try:
             return super().invoke(ctx)
         except (MadbenchError, BudgetExceeded) as exc:
             click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:            # Ctrl-C, or SIGTERM (Terminated)
-            click.echo("Interrupted." + (" Finished runs are kept; the same command resumes."
-                                         if ctx.meta.get(_RESUMES) else ""), err=True)
             # by SIGTERM even where a library re-raised it as a plain KeyboardInterrupt (Ray)
-            ctx.exit(Terminated.exit_code if _SIGTERM.is_set() else 130)
+            line, code = _interruption(ctx, _SIGTERM.is_set())
+            click.echo(line, err=True)
+            ctx.exit(code)
         except BrokenPipeError:               # `madbench ... | head`: the reader has gone
             _reader_gone(ctx)
         except _NO_ARGS_IS_HELP:             # a group called bare: its help, as click prints
@@ -185,24 +187,124 @@ class MadbenchGroup(click.Group):
                 err=True)
             ctx.exit(1)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            interrupts.close()
 
 
 _SIGTERM = threading.Event()      #: SIGTERM arrived during the command
+#: seconds the main thread has to act on SIGTERM or Ctrl-C before the process exits without
+#: it: Python runs a signal's handler between bytecodes only, so one long native call holds it
+#: (attention over 32,768 tokens in the causality check: 5 s on a CPU; a C extension: any time)
+INTERRUPT_GRACE_SECONDS = 1.0
 
 
-def _terminate_as_interrupt():
-    """From now on SIGTERM raises ``Terminated``, a ``KeyboardInterrupt``, as Ctrl-C raises
-    its own (main thread only); returns the handler it replaced, or None."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+def _interruption(ctx: click.Context, sigterm: bool) -> tuple[str, int]:
+    """The line and exit code of an interrupted command: 143 by SIGTERM, else 130."""
+    line = "Interrupted." + (" Finished runs are kept; the same command resumes."
+                             if ctx.meta.get(_RESUMES) else "")
+    return line, Terminated.exit_code if sigterm else 130
 
-    def terminated(signum, frame):
-        _SIGTERM.set()
-        raise Terminated()
-    _SIGTERM.clear()
-    return signal.signal(signal.SIGTERM, terminated)
+
+class _Interrupts:
+    """For one command (main thread only): SIGTERM raises ``Terminated``, a
+    ``KeyboardInterrupt``, as Ctrl-C raises its own, and ``invoke`` handles both. A thread
+    sees each signal as it arrives (``signal.set_wakeup_fd``); when the main thread, held in
+    native code, has not acted on it within ``INTERRUPT_GRACE_SECONDS``, the thread prints
+    invoke's line and exits with its code (``os._exit``). That loses nothing a ``kill -9``
+    would not: records are written atomically and claims are the kernel's locks. ``close``
+    puts everything back."""
+
+    active = False       #: a watch is on in this process (a forked child drops it)
+
+    def __init__(self, ctx: click.Context):
+        self.previous: dict = {}
+        self.thread = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.acted = threading.Semaphore(0)     # one release per signal the main thread took
+        self.stopping = threading.Event()
+
+        def terminated(signum, frame):
+            _SIGTERM.set()
+            self.acted.release()
+            raise Terminated()
+
+        def interrupted(signum, frame):
+            self.acted.release()
+            raise KeyboardInterrupt()
+
+        _SIGTERM.clear()
+        self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, terminated)
+        # Ctrl-C where Python's own handler has it (not where it is ignored: a background job)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupted)
+        self.ours = {terminated, interrupted}
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.write, False)
+        before = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        if before != -1:            # another reader (an event loop) has the signals: keep it
+            signal.set_wakeup_fd(before)
+            os.close(self.read)
+            os.close(self.write)
+            return
+        _Interrupts.active = True
+        self.thread = threading.Thread(target=self._watch, args=(ctx,), daemon=True,
+                                       name="madbench-interrupts")
+        self.thread.start()
+
+    def _watch(self, ctx: click.Context) -> None:
+        while not self.stopping.is_set():
+            for signum in os.read(self.read, 64):
+                if (signum in (signal.SIGTERM, signal.SIGINT)
+                        and signal.getsignal(signum) in self.ours
+                        and not self.acted.acquire(timeout=INTERRUPT_GRACE_SECONDS)
+                        and not self.stopping.is_set()):
+                    _exit_now(ctx, signum == signal.SIGTERM)
+
+    def close(self) -> None:
+        if self.thread is not None:
+            signal.set_wakeup_fd(-1)
+            _Interrupts.active = False
+            self.stopping.set()
+            self.acted.release()                # a watch waiting on a signal ends now,
+            os.write(self.write, b"\0")         # one waiting to read too
+            self.thread.join()
+            os.close(self.read)
+            os.close(self.write)
+        for signum, handler in self.previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _forget_watch() -> None:
+    """In a child forked during a command: its signals are its own, not the watch's."""
+    if _Interrupts.active:
+        _Interrupts.active = False
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(-1)
+
+
+os.register_at_fork(after_in_child=_forget_watch)
+
+
+def _exit_now(ctx: click.Context, sigterm: bool) -> None:
+    """End the process from another thread than the main one (held in native code): what
+    the command printed flushed (in a thread of its own: the main thread may hold a stream's
+    lock), invoke's line, its exit code."""
+    flush = threading.Thread(target=_flush_output, daemon=True)
+    flush.start()
+    flush.join(0.5)
+    line, code = _interruption(ctx, sigterm)
+    with contextlib.suppress(OSError):         # the cursor shown again (a progress bar's)
+        os.write(2, (("\x1b[?25h" if os.isatty(2) else "") + line + "\n").encode())
+    os._exit(code)
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream: nothing more to keep
+            pass
 
 
 def _reader_gone(ctx: click.Context) -> None:

@@ -213,7 +213,9 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
               help=f"Groups of runs trained at once on each GPU (at most {MAX_RUNS_PER_GPU}).")
 @time_limit_option("group of runs", "groups", "its estimated time")
 @no_progress_option
-@click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train nothing.")
+@click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train "
+              "nothing (causality at a length longer than the MAD tasks' is left to the run, "
+              "which checks it before it trains).")
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
                  overrides, seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
                  state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
@@ -249,7 +251,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         mixer_kwargs=mixer_kwargs, allow_state_mismatch=allow_state_mismatch,
         state_target=state_target, param_tolerance=param_tolerance, engine=engine,
         executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
-        preflight=check_paths)
+        preflight=check_paths, dry_run=dry_run)
     pending = evaluation.pending(heal=not dry_run)   # read once: the estimate, the plan's note
     estimate = evaluation.estimate(pending)
     limit = None
@@ -261,6 +263,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     if dry_run:           # a dry run changes nothing in the run directory
         for line in describe_tasks(estimate, evaluation.protocol, pending):
             click.echo(line, err=True)
+        if evaluation.unchecked:
+            from ..verdict import not_checked_line
+            click.echo(not_checked_line(evaluation.unchecked), err=True)
         unreadable = evaluation.unreadable()
         if unreadable:
             click.echo(f"{plural(len(unreadable), 'file')} under {run_dir}/records cannot be "

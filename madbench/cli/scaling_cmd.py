@@ -201,7 +201,9 @@ class _Progress(RunProgress):
 @time_limit_option("run", "runs", "a few steps of each model timed first,")
 @no_progress_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop (with --time-limit: "
-              "after timing the steps and saying how many runs fit).")
+              "after timing the steps and saying how many runs fit); causality at a --seq-len "
+              "longer than the MAD tasks' is left to the run, which checks it before it "
+              "trains.")
 def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus, corpus_column,
             vocab_size, token_dtype, run_dir, seq_len, batch_size, lr, lr_table, grad_clip,
             eval_tokens, seed, min_steps, device, precision, time_limit_text, no_progress,
@@ -209,7 +211,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     """Train small language models at fixed FLOP budgets (IsoFLOP runs).
 
     First, as 'madbench eval' does, causality and the mixer contract at 32 tokens and
-    --seq-len (exit 3 when refused, nothing written); not iso-state: the sizes vary state."""
+    --seq-len (exit 3 when refused, nothing written; a dry run, as eval's, checks no length
+    beyond the MAD tasks'); not iso-state: the sizes vary state."""
     started = time.monotonic()
     resumes()
     from ..time_limit import TimeLimitReached, parse_duration
@@ -255,7 +258,13 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
     _warn_off_budget(plans)
-    check_causal([p.spec for p in plans], [seq_len])   # before anything is written or timed
+    lengths, unchecked = {seq_len}, set()
+    if dry_run:
+        from ..verdict import dry_run_lengths, not_checked_line
+        lengths, unchecked = dry_run_lengths(lengths)
+    check_causal([p.spec for p in plans], lengths)   # before anything is written or timed
+    if unchecked:
+        click.echo(not_checked_line(unchecked), err=True)
     if not dry_run:
         writable_dir(run_dir, "--run-dir")
     if dry_run:

@@ -8,9 +8,10 @@ any work (no torch or numpy here, so that the command line reads them without a 
   100000000x100000000 (whose FLOP count, one layer at a time, ran until killed) is refused.
 - **Sequence length**: 1 (``flops``; ``run`` needs 2) to ``MAX_SEQ_LEN``, 128k tokens, 16 times
   the 8k at which the paper measures state (Finding 8) and the context of today's long-context
-  models. ``scaling run`` checks causality at its length before anything else (``--dry-run``
-  too): on a 2-core CPU that check of the smallest Transformer++ took 36 s at 8,192 and
-  350 s at 32,768, growing with the square of the length; at 100,000,000 it ran out of memory.
+  models. ``scaling run`` checks causality at its length before anything else: on a 2-core CPU
+  that check of the smallest Transformer++ took 36 s at 8,192 and 350 s at 32,768, growing
+  with the square of the length; at 100,000,000 it ran out of memory. A dry run leaves a length
+  over 1,024 to the run (``verdict.dry_run_lengths``, as eval's dry run does).
 - **Tokens per batch** (``--batch-size`` times ``--seq-len``): at most ``MAX_BATCH_TOKENS``,
   4,194,304, twice the paper's largest batch (2,097,152 tokens at 2e21, Table C.1;
   ``--batch-size paper`` stays below it). ``--batch-size 1000000000000`` passed the plan and
