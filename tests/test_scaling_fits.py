@@ -235,3 +235,48 @@ def test_a_vertex_far_outside_the_sizes_is_a_problem_not_an_overflow():
     losses = 2 + 1e-7 * (x - 1000) ** 2 - 1e-7 * (x[0] - 1000) ** 2   # vertex at ln N = 1000
     g = fit_isoflop_group(1e9, np.exp(x), [1e5] * 3, losses)
     assert g.problem.startswith("vertex at N=e^1000") and "above the largest" in g.problem
+
+
+def _shifted_after_first(real, shift):
+    """``real``, whose first call (the full-data fit) passes through and whose later calls
+    (bootstrap replicates) come back moved by ``shift(result, i)``, i = 1, 2, ...: every
+    replicate lies on one side of the full-data estimate."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(None)
+        return out if len(calls) == 1 else shift(out, len(calls) - 1)
+    return wrapped
+
+
+def test_approach3_intervals_hold_their_own_estimates(monkeypatch):
+    """Approach 3's intervals were the raw percentiles of the replicates: with every replicate's
+    alpha above the full-data one, the alpha band excluded its own estimate (as do a and b,
+    which move with alpha). They follow percentile_interval's rule, as Approach 2's do."""
+    import madbench.scaling.fits as fits
+    n, d, _c, loss = simulate(**EPOCH, budgets=[1e18, 1e19], points=4)
+    monkeypatch.setattr(fits, "_approach3_point", _shifted_after_first(
+        fits._approach3_point, lambda out, i: (out[0] + [0, 0, 0, 0.01 * i, 0], out[1])))
+    fit = approach3(n, d, loss, top_starts=2, bootstrap=20)
+    alphas = fit.alpha + 0.01 * np.arange(1, 21)
+    assert np.percentile(alphas, 2.5) > fit.alpha                   # the raw band misses it
+    assert fit.intervals["alpha"] == pytest.approx([fit.alpha, np.percentile(alphas, 97.5)])
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
+        lo, hi = fit.intervals[k]
+        assert lo <= getattr(fit, k) <= hi, k
+
+
+def test_state_frontier_interval_holds_its_own_exponent(monkeypatch):
+    """The state frontier's exponent interval was the raw percentiles of the replicates: with
+    every replicate steeper than the full-data fit, it excluded its own exponent."""
+    import madbench.scaling.state as state
+    from madbench.scaling.fits import PowerLaw
+    monkeypatch.setattr(state, "fit_power_law", _shifted_after_first(
+        state.fit_power_law, lambda law, i: PowerLaw(law.coef, law.exponent - 0.01 * i)))
+    m = np.geomspace(1e3, 1e7, 6)
+    fit = state_frontier_fit(m, 40 * m ** -0.28, bootstrap=20)
+    assert fit.law.exponent == pytest.approx(-0.28)
+    exps = fit.law.exponent - 0.01 * np.arange(1, 21)
+    assert np.percentile(exps, 97.5) < fit.law.exponent              # the raw band misses it
+    assert fit.exponent_interval == pytest.approx([np.percentile(exps, 2.5), fit.law.exponent])

@@ -131,3 +131,32 @@ def test_cli_state_optimal(tmp_path):
     assert res.exit_code == 1 and "two different states" in res.stderr
     res = CliRunner().invoke(cli, ["scaling", "state-optimal", str(path), "--state", "nope"])
     assert res.exit_code == 2 and "nope" in res.stderr
+
+
+def test_the_intervals_hold_their_own_estimates(monkeypatch):
+    """The exponent and offset intervals were the raw percentiles of the replicates. On
+    noise-free runs every replicate gives the planted values but for rounding, and with 7 sizes
+    the raw bands missed the estimates by 1e-14; with every replicate's exponent and offsets
+    above the full-data fit they miss it by far. Both follow percentile_interval's rule now."""
+    fit = state_optimal(simulated_runs(sizes=7), bootstrap=20, seed=0)
+    bands = [(fit.exponent, fit.exponent_interval)] + [
+        (k, fit.offset_intervals[a]) for a, k in fit.offsets.items()]
+    assert all(lo <= x <= hi for x, (lo, hi) in bands), bands
+
+    import madbench.scaling.state as state
+    calls = []
+
+    def shifted(models):
+        c, offsets, rms = real(models)
+        calls.append(None)
+        i = len(calls) - 1          # 0: the full-data fit; 1, 2, ...: the replicates
+        return c + 0.01 * i, {a: k + 0.01 * i for a, k in offsets.items()}, rms
+    real = state._fit_models
+    monkeypatch.setattr(state, "_fit_models", shifted)
+    fit = state_optimal(simulated_runs(sizes=5), bootstrap=20, seed=0)
+    moved = 0.01 * np.arange(1, 21)
+    assert np.percentile(fit.exponent + moved, 2.5) > fit.exponent   # the raw band misses it
+    assert fit.exponent_interval == pytest.approx(
+        [fit.exponent, np.percentile(fit.exponent + moved, 97.5)])
+    for arch, k in fit.offsets.items():
+        assert fit.offset_intervals[arch] == pytest.approx([k, np.percentile(k + moved, 97.5)])

@@ -18,9 +18,10 @@ bootstrap intervals.
 State against perplexity (the paper's Finding 8, and the all-runs state frontier) is in
 :mod:`madbench.scaling.state`.
 
-Bootstrap intervals are percentile intervals (2.5%, 97.5%): Approach 2 resamples runs within
-each budget group (its intervals widened to the full-data estimate where they miss it, and a
-loss band only for a group with a vertex); Approach 3 resamples runs.
+Bootstrap intervals are percentile intervals (2.5%, 97.5%), each widened to its full-data
+estimate where it misses it (``percentile_interval``, here and in :mod:`.state`): Approach 2
+resamples runs within each budget group (a loss band only for a group with a vertex);
+Approach 3 resamples runs.
 """
 from __future__ import annotations
 
@@ -415,7 +416,7 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
             rep = _approach3_from_theta(t, rf, params.size)
             for k in reps:
                 reps[k].append(getattr(rep, k))
-        fit.intervals = {k: percentile_interval(v) for k, v in reps.items()}
+        fit.intervals = {k: percentile_interval(v, getattr(fit, k)) for k, v in reps.items()}
         fit.bootstrap = bootstrap
     return fit
 

@@ -15,7 +15,8 @@ vertex of the IsoFLOP parabola (``optimum="vertex"``, as Approach 2: its loss is
 its state read off the group's line of ln M against ln N at the vertex, exact when M is a
 power of N along the group, as D* is) or the best trained run of the group (``"best"``:
 a real model, its own state). Intervals: percentile bootstrap, resampling runs within each
-(architecture, budget) group and rebuilding the optima.
+(architecture, budget) group and rebuilding the optima, widened to the estimate where they
+miss it (``fits.percentile_interval``, as every interval of the scaling fits).
 
 **State frontier over all runs** (``state_frontier_fit``; ``madbench scaling fit
 --state-frontier COLUMN``). Per budget, across every run of every architecture, keep the
@@ -230,8 +231,8 @@ def state_optimal(rows: Sequence[dict[str, Any]], state_column: str = DEFAULT_ST
             for a, k in roffs.items():
                 offs[a].append(k)
         fit.bootstrap, fit.bootstrap_used = bootstrap, len(exps)
-        fit.exponent_interval = percentile_interval(exps)
-        fit.offset_intervals = {a: percentile_interval(v) for a, v in offs.items()}
+        fit.exponent_interval = percentile_interval(exps, c)
+        fit.offset_intervals = {a: percentile_interval(v, offsets[a]) for a, v in offs.items()}
     return fit
 
 
@@ -283,7 +284,8 @@ def state_frontier_fit(state, perplexity, bootstrap: int = 200,
             f = state_frontier(state[idx], perplexity[idx])
             if np.unique(state[idx][f]).size >= 2:
                 exps.append(fit_power_law(state[idx][f], perplexity[idx][f]).exponent)
-        fit.exponent_interval, fit.bootstrap = percentile_interval(exps), bootstrap
+        fit.exponent_interval = percentile_interval(exps, fit.law.exponent)
+        fit.bootstrap = bootstrap
     return fit
 
 
