@@ -99,15 +99,20 @@ def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[d
     return groups
 
 
+def series_name(arch: str, protocol: str, standard: bool = True) -> str:
+    """An architecture under a protocol, before ``series_labels`` tells apart groups that share
+    it: ``hyena [smoke]``, ``hyena [smoke (non-standard)]``."""
+    return f"{arch} [{protocol}{'' if standard else ' (non-standard)'}]"
+
+
 def series_labels(groups) -> list[str]:
     """How each record group (one architecture under one protocol) is named wherever several
     are shown together (compare, plot, the HTML page): ``hyena [smoke]``, ``(non-standard)``
     after an overridden protocol's name, then the protocol's and then the architecture's hash
     prefix added where groups sharing a name differ in it (other overrides; other mixer kwargs,
     edited code)."""
-    labels = [f"{g[0]['arch_name']} [{g[0]['protocol_name']}"
-              f"{'' if g[0].get('standard_protocol', True) else ' (non-standard)'}]"
-              for g in groups]
+    labels = [series_name(g[0]['arch_name'], g[0]['protocol_name'],
+                          g[0].get('standard_protocol', True)) for g in groups]
     for key in ("protocol_hash", "arch_hash"):
         values: dict[str, set[str]] = {}
         for label, g in zip(labels, groups):

@@ -12,7 +12,7 @@ from . import figures as fg
 from .errors import UsageError
 from .cli.progress import plural
 from .html_report import html_page
-from .records import series_labels
+from .records import series_labels, series_name
 
 # scoring, curves and results (numpy) are imported where they are used: the CLI imports this
 # module at start-up (`madbench eval --help`).
@@ -63,9 +63,9 @@ def json_text(doc: Any) -> str:
 
 
 def render(results: Any, fmt: str, name: str | None = None) -> str:
-    """One result as a per-task table (``table`` or ``markdown``) or ``json``; ``name`` (as
-    ``series_labels`` names a record group) heads the table instead of the architecture's
-    and protocol's names."""
+    """One result as a per-task table (``table`` or ``markdown``) or ``json``, headed by
+    ``name`` (as ``series_labels`` names its record group among others; ``label_among``), else
+    by ``series_name`` of its architecture and protocol."""
     doc = as_document(results)
     if fmt == "json":
         return json_text(doc)
@@ -74,10 +74,10 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
     rows = [[task, number(r["score"]), len(r.get("settings") or {}) or "-"] +
             ([number(r.get("stderr"))] if with_stderr else []) for task, r in tasks.items()]
     rows.append([label(doc), number(doc["mad_score"]), ""] + ([""] if with_stderr else []))
-    title = (f"{name} —" if name is not None else
-             f"{doc['architecture']['name']} — protocol {doc['protocol']['name']}"
-             f"{'' if doc['protocol'].get('standard', True) else ' (non-standard)'},") + \
-        f" metric {doc['metric']}, {plural(doc['runs'], 'run')}"
+    if name is None:
+        name = series_name(doc["architecture"]["name"], doc["protocol"]["name"],
+                           doc["protocol"].get("standard", True))
+    title = f"{name} — metric {doc['metric']}, {plural(doc['runs'], 'run')}"
     table = _tabulate(rows, ["task", "score", "settings"] + (["stderr"] if with_stderr else []),
                       fmt == "markdown", ("left", "right", "right", "right"))
     extra = []
@@ -105,6 +105,15 @@ def render_all(results: Sequence[Any], fmt: str,
         return json_text(docs if len(docs) > 1 else docs[0])
     return "\n\n".join(render(d, fmt, name)
                        for d, name in zip(docs, names or [None] * len(docs)))
+
+
+def label_among(results: Any, groups: Sequence[Sequence[dict]]) -> str | None:
+    """The name ``series_labels`` gives the group of ``results`` (by architecture and protocol
+    hash) among the record ``groups``: what ``render_groups`` heads it with. None if absent."""
+    doc = as_document(results)
+    key = (doc["architecture"]["hash"], doc["protocol"]["hash"])
+    return next((name for g, name in zip(groups, series_labels(groups))
+                 if (g[0]["arch_hash"], g[0]["protocol_hash"]) == key), None)
 
 
 def render_groups(groups: Sequence[Sequence[dict]], fmt: str) -> str:

@@ -218,3 +218,30 @@ def test_a_partial_sweep_is_said_to_be_partial(two_runs):
     doc["protocol"]["lrs"] = [*doc["protocol"]["lrs"], 1e-2]      # one configuration short
     text = render(doc, "table")
     assert "partial: 1 of 1 (setting, seed) sweeps hold fewer than the protocol's 2" in text
+
+
+def test_eval_heads_its_result_with_the_name_report_gives_it(two_runs, curve_runs, tmp_path):
+    """eval headed its table 'mh-attention — protocol smoke (non-standard),' where report,
+    compare and plot name the same runs 'mh-attention [smoke (non-standard)]' (with the
+    protocol's hash where the run directory holds another group of that name). Now eval names
+    its result as 'report RUN_DIR' does (stored runs: nothing is trained here)."""
+    import shutil
+
+    def titles(res):
+        assert res.exit_code == 0, res.output
+        return [line.split(" — metric ")[0] for line in res.stdout.splitlines()
+                if line.startswith("mh-attention")]
+
+    run_dir = tmp_path / "runs"
+    shutil.copytree(two_runs / "mh-attention", run_dir)
+    evaluate = ["eval", "--arch", "mh-attention", *FAST, "--run-dir", str(run_dir)]
+    alone = titles(CliRunner().invoke(main, evaluate))
+    assert alone == titles(CliRunner().invoke(main, ["report", str(run_dir)])) == [
+        "mh-attention [smoke (non-standard)]"]
+    # the same architecture under other overrides in the same run directory
+    for path in (curve_runs[0] / "records").iterdir():
+        shutil.copy(path, run_dir / "records")
+    (mine,) = ResultsStore(two_runs / "mh-attention").records()
+    beside = titles(CliRunner().invoke(main, evaluate))
+    assert beside == [f"mh-attention [smoke (non-standard)] {mine['protocol_hash'][:6]}"]
+    assert beside[0] in titles(CliRunner().invoke(main, ["report", str(run_dir)]))

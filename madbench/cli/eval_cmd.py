@@ -283,7 +283,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         path = results_path(output, evaluation.spec.name)
         path.write_text(json_text(results.to_dict()))
         click.echo(f"wrote {path}", err=True)
-    click.echo(render(results, fmt))
+    # headed as 'madbench report RUN_DIR' heads it: named among the run directory's groups
+    name = None if fmt == "json" else report.label_among(results, _groups([run_dir]))
+    click.echo(render(results, fmt, name))
 
 
 def _distinct(run_dirs) -> list[str]:
