@@ -110,13 +110,18 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     if estimate.workers > estimate.devices:
         where += (f" ({estimate.workers} workers; those sharing a device are not counted as "
                   "faster together)")
+    probed, cluster = "probed on a Ray worker", "the Ray cluster"
+    if estimate.local_stand_in:
+        probed = ("probed here: no Ray cluster is running and a dry run starts none, so this "
+                  "machine stands in for the local instance eval would start")
+        cluster = "that instance"
     if executor == "ray" and estimate.device.startswith("cuda"):
-        where = (f"the Ray cluster's {plural(estimate.devices, 'GPU')} (probed on a Ray worker"
+        where = (f"{cluster}'s {plural(estimate.devices, 'GPU')} ({probed}"
                  + (f"; {estimate.workers} runs at once, those sharing a GPU not counted as "
                     "faster together)" if estimate.workers > estimate.devices else ")"))
     elif executor == "ray":
-        where = (f"cpu (probed on a Ray worker; the cluster runs {estimate.workers} at once, "
-                 "not counted as faster together)")
+        where = (f"cpu ({probed}; {cluster} runs {estimate.workers} at once, not counted as "
+                 "faster together)")
     (short, first), *rest = estimate.probes
     measured = f"{first:.3g} s per run-step of {estimate.batch} x {short} tokens"
     if rest:
