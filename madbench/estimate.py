@@ -45,6 +45,8 @@ class SweepEstimate:
     device: str
     workers: int = 1             #: processes training at once
     devices: int = 1             #: distinct devices they train on (what the time is divided by)
+    #: Ray: probed on the driver for the local Ray instance that a dry run did not start
+    local_stand_in: bool = False
 
     @property
     def pending(self) -> int:

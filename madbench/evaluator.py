@@ -169,8 +169,9 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     creates its output paths there). ``checks``: the architecture
     checks of this architecture already made (an earlier ``prepare``'s), not made again.
     ``dry_run``: causality is checked only at the lengths a dry run checks
-    (``verdict.dry_run_lengths``); the others are kept in ``Evaluation.unchecked``."""
-    runner = make_executor(executor, ray_address, runs_per_gpu) \
+    (``verdict.dry_run_lengths``); the others are kept in ``Evaluation.unchecked``; a Ray
+    executor named by its name estimates without starting a Ray instance."""
+    runner = make_executor(executor, ray_address, runs_per_gpu, dry_run) \
         if isinstance(executor, str) else executor
     if isinstance(protocol, str):
         protocol = get_protocol(protocol, overrides)

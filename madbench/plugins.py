@@ -8,10 +8,13 @@ Environment variables:
   empty, it loads only the bundled plugins.
 
 A name in either that no plugin has (a typo) is warned about once, in one line that lists
-the plugins there are.
+the plugins there are. Each plugin warning is given once per command: the worker processes a
+command starts (local workers, a local Ray instance's) inherit ``MADBENCH_PLUGIN_WARNINGS``,
+which lists the warnings given, and load the plugins again without repeating them.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ CATEGORIES = ("tasks", "mixers", "architectures", "corpora")
 #: plugins inside the madbench package itself, registered before the entry points (name, module)
 CORE_PLUGINS = (("scaling-corpora", "madbench.scaling.corpus"),)
 _HOOKS = {c: f"madbench_register_{c}" for c in CATEGORIES}
+#: short hashes of the plugin warnings this process, or the one that started it, gave
+WARNED_ENV = "MADBENCH_PLUGIN_WARNINGS"
 
 
 @dataclass
@@ -84,6 +89,16 @@ def _env_list(var: str) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _warn_once(message: str) -> None:
+    """``warn``, unless this process or the process that started it gave the same warning
+    (``WARNED_ENV``, which worker processes inherit)."""
+    key = hashlib.sha256(message.encode()).hexdigest()[:12]
+    given = _env_list(WARNED_ENV) or []
+    if key not in given:
+        _warn(message)
+        os.environ[WARNED_ENV] = ",".join([*given, key])
+
+
 def _load_core_plugins(pm: pluggy.PluginManager) -> None:
     import importlib
     disabled = set(_env_list("MADBENCH_DISABLE_PLUGINS") or [])
@@ -124,7 +139,8 @@ def _load_entry_points(pm: pluggy.PluginManager) -> set[str]:
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
             err = f"{type(exc).__name__}: {exc}".splitlines()[0]
             _failures.append(Failure(ep.name, dist, err))
-            _warn(f"plugin {ep.name!r} ({dist or 'unknown distribution'}) failed to load: {err}")
+            _warn_once(f"plugin {ep.name!r} ({dist or 'unknown distribution'}) failed to load: "
+                       f"{err}")
             continue
         _dist_of[ep.name] = (dist, version, bundled)
     return {name for _, name in seen}
@@ -135,8 +151,8 @@ def _warn_unknown_names(known: set[str]) -> None:
     for var in ("MADBENCH_DISABLE_PLUGINS", "MADBENCH_LOAD_PLUGINS"):
         unknown = [name for name in _env_list(var) or [] if name not in known]
         if unknown:
-            _warn(f"{var}: no plugin is named {', '.join(map(repr, unknown))}; it has no "
-                  f"effect (plugins: {', '.join(sorted(known)) or 'none'})")
+            _warn_once(f"{var}: no plugin is named {', '.join(map(repr, unknown))}; it has no "
+                       f"effect (plugins: {', '.join(sorted(known)) or 'none'})")
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -170,8 +186,10 @@ def unregister_plugin(name: str) -> None:
 
 
 def reset() -> None:
-    """Forget the manager and registry; the next call reloads entry points."""
+    """Forget the manager, the registry and the warnings given; the next call reloads entry
+    points."""
     global _pm, _registry
+    os.environ.pop(WARNED_ENV, None)
     _pm = None
     _registry = None
     _dist_of.clear()
@@ -227,7 +245,7 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                     target.pop(name, None)
                 err = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 reg.failures.append(Failure(plugin_name, dist, f"{hook_name}: {err}"))
-                _warn(f"plugin {plugin_name!r} failed in {hook_name}: {err}")
+                _warn_once(f"plugin {plugin_name!r} failed in {hook_name}: {err}")
                 names = []
             info.registered[category] = names
         reg.plugins.append(info)

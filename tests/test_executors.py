@@ -371,6 +371,33 @@ def test_executor_options_are_checked(tmp_path, monkeypatch):
     assert not ResultsStore(tmp_path).keys()
 
 
+def test_a_ray_dry_run_starts_no_ray_instance(tmp_path, monkeypatch):
+    """`eval --executor ray --dry-run` started a local Ray instance (ray.init with no
+    address) to probe the estimate on. Now it joins a running cluster only (Ray's "auto",
+    which starts none) and, with none running, probes here for the instance eval would start:
+    this machine's CPUs, no GPU. A fake ``ray`` records the calls; no cluster is running."""
+    import types
+    calls = []
+
+    def init(address=None, **options):
+        calls.append(address)
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    fake = types.ModuleType("ray")
+    fake.is_initialized, fake.init = (lambda: False), init
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    run_dir = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", *CLI_SWEEP, "--executor",
+                                    "ray", "--device", "cpu", "--dry-run", "--run-dir",
+                                    str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert calls == ["auto"]                      # never None: that starts an instance
+    assert "training 4 runs" in res.output and "a dry run starts none" in res.output
+    assert "that instance runs 3 at once" in res.output and not run_dir.exists()
+
+
 def test_an_unreachable_ray_address_fails_fast():
     import socket
     with socket.socket() as sock:                # a port that nobody listens on

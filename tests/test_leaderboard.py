@@ -164,6 +164,42 @@ def test_validate_rerun_reads_each_file_once_and_validates_what_it_checked(tmp_p
     assert (first, second) == ("budget", "validated") and budget_doc is validated_doc
     assert validated_doc == {"name": "first"}
 
+def test_a_file_named_twice_is_validated_once_and_a_second_file_is_still_a_duplicate(
+        tmp_path, monkeypatch):
+    """`validate a.json a.json` (or `a.json ./a.json`, or a folder and a file in it) read the
+    file twice and failed the second copy as a duplicate of itself. Each file is now validated
+    once; a different file carrying the same architecture, or a link to the file (no
+    submission), still fails."""
+    from madbench.leaderboard import validate
+    from madbench.leaderboard.validate import Report
+    board = tmp_path / "mad-quick"
+    board.mkdir()
+    a, b = board / "a.json", board / "b.json"
+    a.write_text('{"name": "x"}')
+    validated = []
+    monkeypatch.setattr(validate, "validate_submission",
+                        lambda doc, path, **options: validated.append(str(path)) or
+                        Report(str(path), board="mad-quick", architecture_hash="h"))
+    monkeypatch.chdir(tmp_path)
+    for paths, first in (([a, a], a), ([a, "./mad-quick/a.json"], a), ([board, a], a),
+                         (["mad-quick/a.json", f"{board}/../mad-quick/a.json"],
+                          "mad-quick/a.json")):    # the spelling given first is the one shown
+        validated.clear()
+        result = cli("leaderboard", "validate", *paths)
+        assert (result.exit_code, validated) == (0, [str(first)]), (paths, result.output)
+        assert result.stdout.endswith("1 valid, 0 invalid\n")
+    b.write_text(a.read_text())
+    validated.clear()
+    result = cli("leaderboard", "validate", board, b)
+    assert result.exit_code == 3 and validated == [str(a), str(b)], result.output
+    assert f"FAIL duplicate: architecture [h] is already on mad-quick as {a}" in result.stdout
+    assert result.stdout.endswith("1 valid, 1 invalid\n")
+    b.unlink()
+    b.symlink_to(a)
+    result = cli("leaderboard", "validate", a, b)
+    assert result.exit_code == 3 and f"{b}: a symbolic link" in result.stdout, result.output
+
+
 def test_the_rerun_budget_is_the_validators_usage_error_only_when_the_default_admits_a_run(doc):
     """Independent computation: the entry's one setting trains epochs x steps per epoch x batch
     x length tokens; a budget one token short of that admits no run (a usage error of the

@@ -177,3 +177,20 @@ def test_a_switch_naming_no_plugin_is_warned_about_once(fresh_plugins, monkeypat
     monkeypatch.setenv(var, "mad-tasks")
     plugins.get_registry()
     assert capsys.readouterr().err == ""
+
+
+def test_a_plugin_warning_is_not_repeated_by_the_processes_a_command_starts(
+        fresh_plugins, monkeypatch, capsys):
+    """Each worker process of a command (local workers, Ray's) loads the plugins again and
+    repeated the command's warning about MADBENCH_DISABLE_PLUGINS=nosuch, once per process. A
+    process started after it, inheriting the environment as workers do, now stays quiet about
+    it, and still warns about what only it finds."""
+    monkeypatch.setenv("MADBENCH_DISABLE_PLUGINS", "nosuch")
+    plugins.get_registry()
+    assert capsys.readouterr().err.count("no plugin is named 'nosuch'") == 1
+    child = [sys.executable, "-c", "from madbench import plugins; plugins.get_registry()"]
+    assert subprocess.run(child, capture_output=True, text=True, timeout=120).stderr == ""
+    env = dict(os.environ, MADBENCH_LOAD_PLUGINS="other")
+    err = subprocess.run(child, capture_output=True, text=True, env=env, timeout=120).stderr
+    assert err.startswith("Warning: MADBENCH_LOAD_PLUGINS: no plugin is named 'other'")
+    assert err.count("Warning:") == 1, err

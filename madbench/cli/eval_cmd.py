@@ -15,7 +15,7 @@ from ..limits import MAX_RUNS_PER_GPU
 from ..protocol import PRESETS
 from ..records import group_records
 from ..report import FORMATS, json_text, render
-from .preflight import run_dir_of, writable_dir, writable_file
+from .preflight import distinct_paths, run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, compact, duration, limit_line, plural
 from . import CHANNEL_HELP, FiniteFloat, no_progress_option, resumes, time_limit_option
 
@@ -110,13 +110,18 @@ def describe_plan(estimate, protocol, run_dir: str, executor: str,
     if estimate.workers > estimate.devices:
         where += (f" ({estimate.workers} workers; those sharing a device are not counted as "
                   "faster together)")
+    probed, cluster = "probed on a Ray worker", "the Ray cluster"
+    if estimate.local_stand_in:
+        probed = ("probed here: no Ray cluster is running and a dry run starts none, so this "
+                  "machine stands in for the local instance eval would start")
+        cluster = "that instance"
     if executor == "ray" and estimate.device.startswith("cuda"):
-        where = (f"the Ray cluster's {plural(estimate.devices, 'GPU')} (probed on a Ray worker"
+        where = (f"{cluster}'s {plural(estimate.devices, 'GPU')} ({probed}"
                  + (f"; {estimate.workers} runs at once, those sharing a GPU not counted as "
                     "faster together)" if estimate.workers > estimate.devices else ")"))
     elif executor == "ray":
-        where = (f"cpu (probed on a Ray worker; the cluster runs {estimate.workers} at once, "
-                 "not counted as faster together)")
+        where = (f"cpu ({probed}; {cluster} runs {estimate.workers} at once, not counted as "
+                 "faster together)")
     (short, first), *rest = estimate.probes
     measured = f"{first:.3g} s per run-step of {estimate.batch} x {short} tokens"
     if rest:
@@ -288,15 +293,6 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     click.echo(render(results, fmt, name))
 
 
-def _distinct(run_dirs) -> list[str]:
-    """``run_dirs`` each once (the same folder by its resolved path), as first given: a folder
-    given twice is read, warned about and listed once."""
-    seen: dict[Path, str] = {}
-    for d in run_dirs:
-        seen.setdefault(Path(d).resolve(), d)
-    return list(seen.values())
-
-
 def _groups(run_dirs) -> list[list[dict]]:
     """The stored records of ``run_dirs``, one group per architecture and protocol."""
     from ..store import load_records
@@ -320,7 +316,7 @@ def report_command(run_dirs, fmt, html_path):
     Several run directories are reported together."""
     if html_path is not None:          # '' too: an empty path is refused, never ignored
         writable_file(html_path, "--html")
-    run_dirs = _distinct(run_dirs)
+    run_dirs = distinct_paths(run_dirs)
     groups = _groups(run_dirs)
     if html_path is not None:
         report.write_html(html_path, groups, run_dirs)
@@ -335,7 +331,7 @@ def report_command(run_dirs, fmt, html_path):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    click.echo(report.compare(_groups(_distinct(run_dirs)), fmt))
+    click.echo(report.compare(_groups(distinct_paths(run_dirs)), fmt))
 
 
 @click.command("plot")
@@ -359,7 +355,7 @@ def plot_command(run_dirs, out, kind):
                          f"{' files' if suffix else 'suffix'} (use one of: "
                          f"{', '.join(sorted(formats))})")
     writable_file(out, "--out")
-    report.plot(out, _groups(_distinct(run_dirs)), kind)
+    report.plot(out, _groups(distinct_paths(run_dirs)), kind)
     click.echo(f"wrote {out}")
 
 

@@ -17,7 +17,7 @@ from ..budget import Budget
 from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
-from .preflight import run_dir_of, writable_file
+from .preflight import distinct_paths, run_dir_of, writable_file
 from .progress import plural
 from . import FiniteFloat
 
@@ -168,15 +168,15 @@ def _progress_line(line: str) -> None:
 def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonstandard, device,
                      rerun_engine, trust_code, changed_since, check_seconds, rerun_seconds,
                      rerun_max_tokens, as_json):
-    """Validate submission files (directories: every *.json below). Exit 3 when one is
-    invalid, with a reason for every failure. Nothing the submission names is imported unless
-    it is a bundled layer or comes from an installed plugin distribution named with its
-    version (see --trust-code)."""
+    """Validate submission files (directories: every *.json below; a file named twice is
+    validated once). Exit 3 when one is invalid, with a reason for every failure. Nothing the
+    submission names is imported unless it is a bundled layer or comes from an installed
+    plugin distribution named with its version (see --trust-code)."""
     from ..evaluator import resolve_placement
     from ..leaderboard.validate import (Report, duplicate_entries, read_file,
                                         rerun_budget_problem, submission_files, validate_file)
 
-    files = submission_files(paths)
+    files = distinct_paths(submission_files(paths), follow_links=False)   # each file once
     if not files:
         raise UsageError(f"no submissions (*.json) under {', '.join(paths)}: nothing was "
                          "validated")

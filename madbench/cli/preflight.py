@@ -69,6 +69,20 @@ def writable_dir(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
+def distinct_paths(paths, follow_links: bool = True) -> list:
+    """``paths`` each once (the same file or folder by its resolved path), as first given: a
+    path given twice (``r r``, ``r ./r``, ``r r/.``, a folder and a file listed under it) is
+    read, warned about and reported once. With ``follow_links`` false a symbolic link is kept
+    apart from its target (``leaderboard validate`` fails a link, never drops it)."""
+    seen: dict[Path, object] = {}
+    for p in paths:
+        path = Path(p)
+        key = (path.parent.resolve() / path.name if not follow_links and path.is_symlink()
+               else path.resolve())
+        seen.setdefault(key, p)
+    return list(seen.values())
+
+
 def run_dir_of(path: str | os.PathLike, kind: str, option: str) -> None:
     """``path``, if it is a run directory already, holds records of ``kind``
     (``madbench.records.record_kind``): one command's runs never land among another's, where

@@ -24,14 +24,16 @@ from .ray import RayExecutor, _check_reachable
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int = 1):
-    """The executor the CLI names: ``local`` or ``ray``."""
+def make_executor(name: str, ray_address: str | None = None, runs_per_gpu: int = 1,
+                  dry_run: bool = False):
+    """The executor the CLI names: ``local`` or ``ray`` (for a dry run: one whose estimate
+    starts no Ray instance)."""
     if name == "local":
         if ray_address:
             raise UsageError("--ray-address needs --executor ray")
         return LocalExecutor(runs_per_gpu)
     if name == "ray":
-        return RayExecutor(ray_address, runs_per_gpu)
+        return RayExecutor(ray_address, runs_per_gpu, estimate_starts_ray=not dry_run)
     raise UsageError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
 
 

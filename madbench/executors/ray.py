@@ -3,6 +3,7 @@ a GPU, retried when its worker dies. Every node must see the run directory and h
 madbench and plugins installed."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Sequence
 import torch
 
 from ..architecture import ArchitectureSpec
-from ..estimate import SweepEstimate
+from ..estimate import SweepEstimate, estimate_sweep
 from ..errors import MadbenchError, UsageError
 from ..limits import check_runs_per_gpu
 from ..protocol import Protocol
@@ -68,13 +69,17 @@ class RayExecutor:
     instance, or joins the one ``RAY_ADDRESS`` names). A task holds ``1/runs_per_gpu`` of a GPU
     (none on CPU) and ``cpus_per_run`` CPUs; a task whose worker dies is retried up to
     ``max_retries`` times. Every node must see ``--run-dir`` (a shared filesystem) and have the
-    same madbench and plugins installed."""
+    same madbench and plugins installed. With ``estimate_starts_ray`` false (a dry run),
+    ``estimate`` joins a running cluster only: with none, it starts no Ray instance and probes
+    here, for the local instance ``run`` would start."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, runs_per_gpu: int = 1, max_retries: int = 3,
-                 cpus_per_run: int = 1, init_options: dict | None = None):
+                 cpus_per_run: int = 1, init_options: dict | None = None,
+                 estimate_starts_ray: bool = True):
         self.address = address
+        self.estimate_starts_ray = estimate_starts_ray
         self.runs_per_gpu = check_runs_per_gpu(runs_per_gpu)
         self.max_retries = max_retries
         self.cpus_per_run = cpus_per_run
@@ -112,21 +117,30 @@ class RayExecutor:
         """The estimate of the pending runs (``madbench.estimate.SweepEstimate``), probed in a
         Ray task on a worker like those that train (a whole GPU when the cluster has GPUs), not
         on this driver; the time is divided by the cluster's GPUs (one device on a CPU-only
-        cluster). A connection opened here stays open for ``run``, which closes it."""
+        cluster). A connection opened here stays open for ``run``, which closes it. Without
+        ``estimate_starts_ray`` and no running cluster to join, probed here instead, with the
+        resources of the local instance ``run`` would start (``SweepEstimate.local_stand_in``)."""
         self._check_device(device, precision)
         if not pending:
             return SweepEstimate(len(jobs), len(jobs), 0, None, (), None, device)
         ray = _import_ray()
-        self._connect(ray)
-        use_gpu = self._use_gpu(ray, device)
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 1
+        if not self._connect(ray, start=self.estimate_starts_ray):
+            resources = self._local_resources()
+            use_gpu = self._use_gpu(resources, device)
+            estimate = estimate_sweep(spec, jobs, pending, protocol, "cuda" if use_gpu else "cpu",
+                                      precision, self._slots(resources, use_gpu),
+                                      max(int(resources["GPU"]), 1) if use_gpu else 1, engine)
+            return replace(estimate, local_stand_in=True)
+        resources = ray.cluster_resources()
+        use_gpu = self._use_gpu(resources, device)
+        gpus = int(resources.get("GPU", 0)) if use_gpu else 1
         task = ray.remote(_ray_estimate).options(
             num_gpus=1 if use_gpu else 0, num_cpus=self.cpus_per_run,
             max_retries=self.max_retries, retry_exceptions=False, name="madbench-estimate")
         payload = sweep_payload(spec, protocol, run_dir, precision, None, engine)
         ref = task.remote(payload, [job_to_dict(j) for j in pending],
                           "cuda" if use_gpu else "cpu", self.cpus_per_run,
-                          self._slots(ray, use_gpu), max(gpus, 1))
+                          self._slots(resources, use_gpu), max(gpus, 1))
         estimate = self._get(ray, ref, "time a training step for the estimate")
         return replace(estimate, total=len(jobs), stored=len(jobs) - len(pending))
 
@@ -138,35 +152,49 @@ class RayExecutor:
         if device == "cpu":
             resolve_precision(torch.device("cpu"), precision)   # refuses bf16 on CPU
 
-    def _connect(self, ray) -> None:
+    def _connect(self, ray, start: bool = True) -> bool:
         """Join (or start) the cluster unless this process is connected already; ``run``
-        closes a connection opened here."""
+        closes a connection opened here. Without ``start`` and no address given, only a
+        running cluster is joined (Ray's ``auto``: ``RAY_ADDRESS``, else the latest one
+        started on this machine); False when there is none."""
         if ray.is_initialized():
-            return
-        _check_reachable(self.address)
+            return True
+        address = "auto" if self.address is None and not start else self.address
+        _check_reachable(address)
         options = {"include_dashboard": False, **self.init_options}
         ours = signal.getsignal(signal.SIGTERM)
         try:
-            ray.init(address=self.address, **options)
+            ray.init(address=address, **options)
         except (ConnectionError, ValueError) as exc:
+            if address != self.address:         # no cluster running: none is started
+                return False
             raise MadbenchError(f"cannot connect to Ray at {self.address}: {exc}"
                                 .splitlines()[0]) from None
         finally:      # ray.init installs a SIGTERM handler that exits 1: keep the CLI's
             if threading.current_thread() is threading.main_thread() and ours is not None:
                 signal.signal(signal.SIGTERM, ours)
         self._owned = True
+        return True
+
+    def _local_resources(self) -> dict:
+        """The GPUs and CPUs of the local Ray instance ``run`` would start: this machine's
+        (as torch sees them), or those ``init_options`` name."""
+        return {"GPU": self.init_options.get("num_gpus", torch.cuda.device_count()),
+                "CPU": self.init_options.get("num_cpus", os.cpu_count() or 1)}
 
     @staticmethod
-    def _use_gpu(ray, device: str) -> bool:
-        """Whether the runs train on the cluster's GPUs (``--device cuda`` needs some)."""
-        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    def _use_gpu(resources: dict, device: str) -> bool:
+        """Whether the runs train on the cluster's GPUs (``resources``, Ray's
+        ``cluster_resources``; ``--device cuda`` needs some)."""
+        has_gpus = resources.get("GPU", 0) > 0
         if device == "cuda" and not has_gpus:
             raise UsageError("--device cuda: the Ray cluster has no GPUs")
         return has_gpus and device != "cpu"
 
     def _run_groups(self, ray, groups, spec, protocol, store, device, precision, checks,
                     progress, engine, time_limit) -> None:
-        use_gpu = self._use_gpu(ray, device)
+        resources = ray.cluster_resources()
+        use_gpu = self._use_gpu(resources, device)
         task = ray.remote(_ray_train_group).options(
             num_gpus=1 / self.runs_per_gpu if use_gpu else 0, num_cpus=self.cpus_per_run,
             max_retries=self.max_retries, retry_exceptions=False, name="madbench-group")
@@ -176,7 +204,7 @@ class RayExecutor:
         dispatch = Dispatch(handed, time_limit, store)
         # without a limit every task is submitted at once and Ray queues them; with one, only
         # what the cluster runs at once, so that each group's fit is judged when it starts
-        slots = len(handed) if time_limit is None else self._slots(ray, use_gpu)
+        slots = len(handed) if time_limit is None else self._slots(resources, use_gpu)
         pending: dict = {}          #: task -> (group index, when it was submitted)
         try:
             while True:
@@ -231,9 +259,8 @@ class RayExecutor:
                                 f"{self.max_retries} retries); the runs stored so far are "
                                 "kept: re-run to resume") from None
 
-    def _slots(self, ray, use_gpu: bool) -> int:
-        """How many tasks the cluster runs at once."""
-        resources = ray.cluster_resources()
+    def _slots(self, resources: dict, use_gpu: bool) -> int:
+        """How many tasks a cluster of ``resources`` runs at once."""
         if use_gpu:
             return max(1, int(resources.get("GPU", 0) * self.runs_per_gpu))
         return max(1, int(resources.get("CPU", 1) // self.cpus_per_run))
