@@ -39,6 +39,7 @@ already on its board under another file.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import random
@@ -129,9 +130,12 @@ class Report:
                 "architecture_hash": self.architecture_hash}
 
 
-def _listed(items: list[str]) -> str:
+def _listed(items: list[str], total: int | None = None) -> str:
+    """The first ``MAX_LISTED`` of ``items``, and how many more of ``total`` (default: all
+    of ``items``) there are."""
+    total = len(items) if total is None else total
     shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+    return shown + (f" and {total - MAX_LISTED} more" if total > MAX_LISTED else "")
 
 
 # -- 2. protocol ---------------------------------------------------------------------------
@@ -233,7 +237,9 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
 
 def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
     """Duplicated runs, and runs of the protocol's sweep that are missing (every setting the
-    protocol selects x seed x (lr, wd), of every task the entry has runs of)."""
+    protocol selects x seed x (lr, wd), of every task the entry has runs of). The missing runs
+    are counted, and the first few named, in time that grows with the runs, never with the
+    sweep a protocol declares (100 seeds of a 100 x 100 grid are 66 million runs)."""
     out = []
     cells = Counter((r["task"], r["setting"], r["seed"], r["lr"], r["weight_decay"])
                     for r in doc["runs"])
@@ -244,15 +250,21 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
         out.append(("duplicate", "duplicate runs: " + _listed(dupes)))
     elif max(keys.values()) > 1:
         out.append(("duplicate", "two runs share a run_key"))
-    declared = {r["task"] for r in doc["runs"]} & set(tasks)
-    missing = [f"{name}/{setting.name} seed {seed} lr {lr:g} wd {wd:g}"
-               for name in sorted(declared)
-               for setting in select_settings(tasks[name], protocol.settings)
-               for seed in doc["seeds"] for lr, wd in protocol.configs()
-               if (name, setting.name, seed, lr, wd) not in cells]
-    if missing:
-        out.append(("missing", f"{len(missing)} runs of the protocol's sweep are missing: "
-                    + _listed(missing)))
+    declared = sorted({r["task"] for r in doc["runs"]} & set(tasks))
+    settings = [(name, s.name) for name in declared
+                for s in select_settings(tasks[name], protocol.settings)]
+    seeds, configs = list(dict.fromkeys(doc["seeds"])), list(dict.fromkeys(protocol.configs()))
+    in_sweep = set(settings), set(seeds), set(configs)
+    present = sum((t, s) in in_sweep[0] and seed in in_sweep[1] and (lr, wd) in in_sweep[2]
+                  for t, s, seed, lr, wd in cells)
+    missing = len(settings) * len(seeds) * len(configs) - present
+    if missing:    # the scan stops at the last one named: at most present + 3 cells
+        sweep = ((t, s, seed, lr, wd) for t, s in settings for seed in seeds
+                 for lr, wd in configs)
+        first = itertools.islice((c for c in sweep if c not in cells), min(missing, MAX_LISTED))
+        out.append(("missing", f"{missing} runs of the protocol's sweep are missing: "
+                    + _listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
+                               for t, s, seed, lr, wd in first], missing)))
     run_seeds = sorted({r["seed"] for r in doc["runs"]})
     if doc["seeds"] != run_seeds:
         out.append(("seed", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
@@ -400,12 +412,18 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
     if not math.isfinite(overall) or _differs(doc["scores"]["overall"], overall):
         report.fail("scores", f"scores.overall is {doc['scores']['overall']!r}, but the runs "
                     f"give {overall!r} (mean of the task scores)")
-    interval = bootstrap_interval(best, metric)
     given = doc["confidence_interval"]
-    if (interval is None) != (given is None) or (
-            interval is not None and any(_differs(a, b) for a, b in zip(given, interval))):
-        report.fail("scores", f"confidence_interval is {given}, but the runs give "
-                    f"{list(interval) if interval else None}")
+    suite = {(t.name, s.name) for t in suite_tasks() for s in t.settings()}
+    foreign = {cell[:2] for cell in best} - suite
+    if foreign:    # the bootstrap's cost grows with the settings: only the suite's are taken
+        report.fail("scores", f"confidence_interval not recomputed: {len(foreign)} (task, "
+                    "setting) pairs of the runs are no settings of the MAD suite")
+    else:
+        interval = bootstrap_interval(best, metric)
+        if (interval is None) != (given is None) or (
+                interval is not None and any(_differs(a, b) for a, b in zip(given, interval))):
+            report.fail("scores", f"confidence_interval is {given}, but the runs give "
+                        f"{list(interval) if interval else None}")
     report.checks.append("aggregates (best of sweep, task scores, overall, interval)")
 
 
