@@ -723,3 +723,36 @@ def test_runs_of_invented_settings_do_not_keep_the_bootstrap_busy(doc):
     found = failures(doc, rebuild=False)
     assert time.perf_counter() - start < 5
     assert has_failure(found, "runs", "is not a task of the MAD suite")
+
+
+@pytest.mark.parametrize("marker", ["end", "begin"])
+@pytest.mark.parametrize("board", ["mad-quick", "mad-paper"])
+def test_an_architecture_named_after_a_marker_leaves_the_readme_as_rendered(tmp_path, doc,
+                                                                           marker, board):
+    """An architecture's name (a label: `<`, `>` and backticks allowed, shown in a code span)
+    spelling a board's marker: render is idempotent and --check passes after it, and the
+    README keeps one pair of markers per board. Before, a name spelling mad-quick's end
+    marker made every render append a stray copy of the row's tail (--check never passed),
+    and one spelling mad-paper's begin marker deleted the markers between them."""
+    import shutil
+
+    from helpers import as_board_entry
+    from madbench.leaderboard.render import BEGIN, END, render
+    root = tmp_path / "leaderboards"
+    root.mkdir()
+    shutil.copy(REPO / "leaderboards" / "README.md", root / "README.md")
+    for b in ("mad-quick", "mad-paper"):
+        (root / b).mkdir()
+    entry = as_board_entry(doc, "mad-quick")
+    spelled = (BEGIN if marker == "begin" else END).format(board=board)
+    entry["architecture"]["name"] = entry["architecture"]["spec"]["name"] = f"x {spelled} y"
+    (root / "mad-quick" / "e.json").write_text(json.dumps(entry))
+    assert render(root) is True
+    first = (root / "README.md").read_text()
+    assert render(root) is False and render(root, check=True) is False
+    assert (root / "README.md").read_text() == first
+    lines = first.splitlines()
+    for b in ("mad-quick", "mad-paper"):
+        assert lines.count(BEGIN.format(board=b)) == lines.count(END.format(board=b)) == 1
+    rows = [line for line in lines if spelled in line and line != spelled]
+    assert len(rows) == 1 and rows[0].startswith("| — | [trial](mad-quick/e.json) | `")
