@@ -756,3 +756,33 @@ def test_an_architecture_named_after_a_marker_leaves_the_readme_as_rendered(tmp_
         assert lines.count(BEGIN.format(board=b)) == lines.count(END.format(board=b)) == 1
     rows = [line for line in lines if spelled in line and line != spelled]
     assert len(rows) == 1 and rows[0].startswith("| — | [trial](mad-quick/e.json) | `")
+
+
+#: names that pass the schema and read as 'hyena-swiglu' on a board
+LOOKALIKES = ["Hyena-SwiGLU", "\uff48\uff59\uff45\uff4e\uff41-swiglu", "hyena\u00ad-swiglu",
+              "hyena\u2010swiglu", "hyena-swiglu ", "hyena\ufe0f-swiglu",
+              "hyena-swiglu\U000e0041", "hyena\u3164-swiglu"]
+
+
+def test_a_name_that_reads_as_another_entrys_is_a_duplicate(doc):
+    """Case, full-width letters, a soft hyphen, another dash, a trailing space, a variation
+    selector, a tag character, a Hangul filler: each passes the schema, and each was allowed
+    on a board beside 'hyena-swiglu' (another architecture under the same name as read).
+    Now each is a duplicate on that board, not on another, and names a reader can tell
+    apart are not."""
+    from madbench.leaderboard.schema import schema_errors
+    from madbench.leaderboard.validate import Report, duplicate_entries
+    distinct = ["hyena-swiglu-2", "hyena swiglu", "hyena_swiglu"]
+    for name in LOOKALIKES + distinct:
+        assert schema_errors(dict(doc, name=name)) == [], name
+    reports = [Report(f"mad-quick/{i:02d}.json", board="mad-quick", name=name,
+                      architecture_hash=f"{i:016x}")
+               for i, name in enumerate(["hyena-swiglu", *LOOKALIKES, *distinct])]
+    reports.append(Report("mad-paper/x.json", board="mad-paper", name="Hyena-SwiGLU",
+                          architecture_hash="f" * 16))
+    duplicate_entries(reports)
+    assert [r.name for r in reports if r.failures] == LOOKALIKES
+    assert all(r.failures == [("duplicate", f"name {r.name!r} reads as 'hyena-swiglu', the "
+                               "name of mad-quick/00.json on mad-quick (names are told apart "
+                               "regardless of case, width, dashes, spacing and invisible "
+                               "characters): one entry per name")] for r in reports[1:9])

@@ -33,8 +33,8 @@ Checks, in order (each failure names its check and gives the reason):
    board's preset; never the submission's fields) within a time budget; accuracy must agree
    within ``tolerance``.
 
-Beyond single files, ``duplicate_entries`` fails a board entry whose architecture (by hash) is
-already on its board under another file.
+Beyond single files, ``duplicate_entries`` fails a board entry whose architecture (by hash) or
+name (as a reader tells names apart) is already on its board under another file.
 """
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ import itertools
 import json
 import math
 import random
+import re
 import secrets
 import tempfile
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -880,16 +882,44 @@ def validate_file(path: str | Path, doc: dict | Report | None = None, **options)
     return doc if isinstance(doc, Report) else validate_submission(doc, path, **options)
 
 
+#: default-ignorable code points (Unicode's DerivedCoreProperties.txt): never drawn, so a name
+#: that holds one reads as the name without it
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f"
+                        "\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
+def name_key(name: str) -> str:
+    """An entry's name as a reader of the board tells names apart: compatibility forms folded
+    (NFKC: full-width letters, ligatures), case folded, invisible characters dropped, every
+    dash a hyphen, runs of spaces one space, none at the ends."""
+    text = _IGNORABLE.sub("", unicodedata.normalize("NFKC", name).casefold())
+    text = "".join("-" if unicodedata.category(c) == "Pd" else c
+                   for c in unicodedata.normalize("NFKC", text))
+    return " ".join(text.split())
+
+
 def duplicate_entries(reports: Iterable[Report]) -> None:
     """Fail each board entry whose architecture hash or model hash an earlier file (by path)
     on the same board already carries: the hash covers the layers, not the display name, so
     a renamed copy of an entry is the same architecture and cannot rank twice; the model hash
     (when the architecture was rebuilt) also equates spellings of the same model, e.g. a
-    layer's default written out or a registered class named by its import path."""
+    layer's default written out or a registered class named by its import path. Fail, too,
+    each whose name reads as an earlier one's on that board (``name_key``): one name, one
+    entry."""
     seen: dict[tuple[str, str], str | None] = {}
+    names: dict[tuple[str, str], Report] = {}
     for report in sorted(reports, key=lambda r: r.path or ""):
         if not report.board or not report.architecture_hash:
             continue
+        if report.name is not None:
+            first = names.setdefault((report.board, name_key(report.name)), report)
+            if first is not report:
+                report.fail("duplicate", f"name {report.name!r} reads as {first.name!r}, the "
+                            f"name of {first.path} on {report.board} (names are told apart "
+                            "regardless of case, width, dashes, spacing and invisible "
+                            "characters): one entry per name")
         keys = [(report.board, h) for h in (report.architecture_hash, report.model_hash) if h]
         match = next((k for k in keys if k in seen), None)
         if match is not None:
