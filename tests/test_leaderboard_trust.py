@@ -786,3 +786,22 @@ def test_a_name_that_reads_as_another_entrys_is_a_duplicate(doc):
                                "name of mad-quick/00.json on mad-quick (names are told apart "
                                "regardless of case, width, dashes, spacing and invisible "
                                "characters): one entry per name")] for r in reports[1:9])
+
+
+def test_a_board_entry_cannot_pick_its_luckiest_seeds(doc):
+    """Seeds trained 0..9, the entry keeps seed 7 (or 3 and 7), everything recomputed: a
+    board entry's seeds are 0 to n - 1. Before, nothing tied the seeds kept to those trained,
+    and re-runs re-train the seeds claimed, so the pick passed. A trial entry keeps any."""
+    from helpers import as_board_entry
+    entry = json.loads(json.dumps(as_board_entry(doc, "mad-quick")))
+    assert not has_failure(failures(entry, rebuild=False), "runs", "seeds are 0 to n - 1")
+    for seeds in ([7], [3, 7], [1, 2]):
+        picked = copy.deepcopy(entry)
+        picked["runs"] = [dict(r, seed=s, loss=r["loss"] + s, train_loss=r["train_loss"] + s)
+                          for s in seeds for r in entry["runs"]]
+        reseal(picked)
+        found = failures(picked, rebuild=False)
+        assert has_failure(found, "runs", "a board entry's seeds are 0 to n - 1, not "
+                           + ", ".join(map(str, seeds))), found
+        picked["board"] = None                        # a trial: any seeds
+        assert not has_failure(failures(reseal(picked), rebuild=False), "runs", "0 to n - 1")

@@ -12,7 +12,8 @@ Checks, in order (each failure names its check and gives the reason):
 4. ``runs``: each run's setting hash, grid membership, seed and ``run_key`` are recomputed from
    its fields; its ``scored_positions`` are counted on the test data generated here and its
    accuracy is a whole number of them; its epochs and steps are what the protocol trains; no
-   run is duplicated, no seed is a copy of another, and none of the sweep is missing: every
+   run is duplicated, no seed is a copy of another, a board entry's seeds are 0 to n - 1 (not
+   the luckiest of more seeds trained), and none of the sweep is missing: every
    task an entry has runs of is complete (a board entry may leave whole tasks out; the board
    then lists it as partial, without a MAD score or a rank).
 5. ``best``/``scores``: best of sweep per (task, setting, seed), task means, the overall score
@@ -267,6 +268,10 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
         out.append(("missing", f"{missing} runs of the protocol's sweep are missing: "
                     + _listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
                                for t, s, seed, lr, wd in first], missing)))
+    if doc["board"] and doc["seeds"] != list(range(len(doc["seeds"]))):
+        out.append(("seed", f"a board entry's seeds are 0 to n - 1, not "
+                    f"{_listed([str(s) for s in doc['seeds']])}: the seeds of an entry are "
+                    "not picked among more that were trained"))
     run_seeds = sorted({r["seed"] for r in doc["runs"]})
     if doc["seeds"] != run_seeds:
         out.append(("seed", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
