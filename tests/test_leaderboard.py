@@ -23,7 +23,8 @@ from madbench.protocol import PRESETS
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
 from madbench.leaderboard.submit import select_group
-from madbench.leaderboard.validate import submission_files, validate_file, validate_submission
+from madbench.leaderboard.validate import (duplicate_entries, submission_files, validate_file,
+                                           validate_submission)
 
 from helpers import as_board_entry
 
@@ -703,13 +704,49 @@ def test_the_repository_readme_is_up_to_date():
     assert render(REPO / "leaderboards", check=True) is False
 
 
+def board_reports(root, **options):
+    """Every submission under ``root`` validated as ``madbench leaderboard validate ROOT``
+    validates them: each file, then the rules across a board's files (``duplicate_entries``:
+    one entry per architecture and per name)."""
+    reports = {path: validate_file(path, **options) for path in submission_files([root])}
+    duplicate_entries(reports.values())
+    return reports
+
+
+@pytest.fixture(scope="module")
+def repository_reports():
+    return board_reports(REPO / "leaderboards")
+
+
 @pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])
-def test_every_repository_submission_validates(path):
-    """Without --trust-code: a pull request's entry runs no code it names here."""
+def test_every_repository_submission_validates(path, repository_reports):
+    """Without --trust-code: a pull request's entry runs no code it names here. Each file is
+    held to the rules across its board too (before, each was validated alone, so that CI,
+    which runs this test, let a renamed copy of an entry onto its board)."""
     if path is None:
         pytest.skip("the boards hold no submissions yet")
-    report = validate_file(path)
+    report = repository_reports[path]
     assert report.valid, report.failures
+
+
+def test_the_board_test_refuses_a_second_entry_of_an_architecture_or_a_name(tmp_path):
+    """The repository's board test on a board holding a renamed copy of an entry and another
+    architecture under that entry's name in capitals: both fail as duplicates, the original
+    passes."""
+    board = tmp_path / "leaderboards" / "mad-quick"
+    board.mkdir(parents=True)
+    original = json.loads((REPO / "leaderboards" / "mad-quick" / "mamba.json").read_text())
+    (board / "mamba.json").write_text(json.dumps(original))
+    (board / "my-mamba.json").write_text(json.dumps({**original, "name": "my mamba"}))
+    other = json.loads((REPO / "leaderboards" / "mad-quick" / "hyena-swiglu.json").read_text())
+    (board / "other.json").write_text(json.dumps({**other, "name": "MAMBA"}))
+    reports = board_reports(tmp_path / "leaderboards", rebuild=False)
+    assert reports[board / "mamba.json"].failures == []
+    assert [c for c, _ in reports[board / "my-mamba.json"].failures] == ["duplicate"]
+    assert reports[board / "other.json"].failures == [(
+        "duplicate", f"name 'MAMBA' reads as 'mamba', the name of {board / 'mamba.json'} on "
+        "mad-quick (names are told apart regardless of case, width, dashes, spacing and "
+        "invisible characters): one entry per name")]
 
 
 #: CI's bounded re-run (a CPU machine with 2 cores, the whole CI well under 30 minutes): one

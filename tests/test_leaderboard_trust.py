@@ -27,9 +27,10 @@ class Mixer(torch.nn.Module):
 '''
 
 
-def reseal(doc):
+def reseal(doc, interval=True):
     """What a forger does after editing: recompute the architecture hash, every run key, the
-    best-of-sweep entries and the aggregates, so that every static consistency check holds."""
+    best-of-sweep entries and the aggregates (the bootstrap interval unless not ``interval``),
+    so that every static consistency check holds."""
     arch = doc["architecture"]
     arch["hash"] = architecture_hash(arch["spec"], arch["sources"])
     for run in doc["runs"]:
@@ -42,8 +43,9 @@ def reseal(doc):
                    for (t, s, seed), r in sorted(best.items())]
     scores = task_scores(best, metric)
     doc["scores"] = {"overall": mad_score(scores), **scores}
-    interval = bootstrap_interval(best, metric)
-    doc["confidence_interval"] = list(interval) if interval else None
+    if interval:
+        interval = bootstrap_interval(best, metric)
+        doc["confidence_interval"] = list(interval) if interval else None
     doc["seeds"] = sorted({r["seed"] for r in doc["runs"]})
     return doc
 
@@ -622,3 +624,184 @@ def test_the_state_measured_flag_is_a_valid_flag(doc):
     assert not [e for e in schema_errors(doc) if "flags" in e]
     doc["flags"] = ["state-invented"]
     assert [e for e in schema_errors(doc) if "flags" in e]
+
+
+# -- 5. a second hostile pass: cost, render, names, seeds ---------------------------------
+def test_a_declared_sweep_of_millions_of_runs_is_counted_in_milliseconds(doc):
+    """A trial protocol declaring a 40 x 40 grid, all settings and 100 seeds (10.6 million
+    runs) with one run per task: the missing runs are counted (the sweep's size less the runs
+    present), not listed one by one (before: 6 s and 1.8 GB of strings; a 100 x 100 grid took
+    95 s and 8.4 GB from an 8 kB file)."""
+    import time
+
+    from madbench.leaderboard.boards import suite_tasks
+    from madbench.leaderboard.validate import coverage_problems
+    from madbench.protocol import Protocol
+    lrs = [round(1e-4 * (i + 1), 6) for i in range(40)]
+    _declare_override(doc, "lrs", lrs)
+    _declare_override(doc, "weight_decays", [round(0.01 * i, 4) for i in range(40)])
+    _declare_override(doc, "settings", "all")
+    run = doc["runs"][0]
+    tasks = suite_tasks()
+    doc["runs"] = [dict(run, task=t.name, setting=t.settings()[0].name) for t in tasks]
+    doc["seeds"] = list(range(100))
+    start = time.perf_counter()
+    found = coverage_problems(doc, {t.name: t for t in tasks}, Protocol.from_dict(doc["protocol"]))
+    assert time.perf_counter() - start < 2
+    sweep = sum(len(t.settings()) for t in tasks) * 100 * 40 * 40
+    assert run["lr"] in lrs and run["weight_decay"] == 0     # each task's one run is in it
+    missing = [text for kind, text in found if kind == "missing"]
+    assert missing == [f"{sweep - len(tasks)} runs of the protocol's sweep are missing: "
+                       f"compression/{tasks_first(tasks, 'compression')} seed 0 lr 0.0001 wd 0, "
+                       f"compression/{tasks_first(tasks, 'compression')} seed 0 lr 0.0001 wd "
+                       f"0.01, compression/{tasks_first(tasks, 'compression')} seed 0 lr 0.0001 "
+                       f"wd 0.02 and {sweep - len(tasks) - 3} more"]
+
+
+def tasks_first(tasks, name):
+    return next(t for t in tasks if t.name == name).settings()[0].name
+
+
+def test_missing_runs_are_counted_as_a_naive_walk_of_the_sweep_counts_them(doc):
+    """Property over random subsets of a small sweep (two tasks, 2 seeds, 3 x 2 grid): the
+    count and the first runs named are those of a walk over every cell of the sweep, tasks in
+    name order."""
+    import random
+
+    from madbench.leaderboard.boards import suite_tasks
+    from madbench.leaderboard.validate import coverage_problems
+    from madbench.protocol import Protocol
+    from madbench.sweep import select_settings
+    _declare_override(doc, "lrs", [0.001, 0.0005, 0.0001])
+    _declare_override(doc, "weight_decays", [0.0, 0.1])
+    doc["seeds"] = [0, 1]
+    protocol = Protocol.from_dict(doc["protocol"])
+    tasks = {t.name: t for t in suite_tasks()}
+    sweep = [(t, s.name, seed, lr, wd) for t in ("compression", "memorization")
+             for s in select_settings(tasks[t], protocol.settings)
+             for seed in (0, 1) for lr in (0.001, 0.0005, 0.0001) for wd in (0.0, 0.1)]
+    rng = random.Random(0)
+    run = doc["runs"][0]
+    for trial in range(30):
+        keep = [0.5, 0.97, 1.0][trial % 3]
+        kept = [c for c in sweep if c[0] == "compression" and c[1] == sweep[0][1] or
+                rng.random() < keep]
+        doc["runs"] = [dict(run, task=t, setting=s, seed=seed, lr=lr, weight_decay=wd,
+                            run_key=f"{i:024x}") for i, (t, s, seed, lr, wd) in enumerate(kept)]
+        gone = [c for c in sweep if c not in kept]
+        found = dict(coverage_problems(doc, tasks, protocol))
+        if not gone:
+            assert "missing" not in found
+            continue
+        names = [f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}" for t, s, seed, lr, wd in gone[:3]]
+        more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        assert found["missing"] == (f"{len(gone)} runs of the protocol's sweep are missing: "
+                                    + ", ".join(names) + more)
+
+
+def test_runs_of_invented_settings_do_not_keep_the_bootstrap_busy(doc):
+    """600 invented (task, setting) pairs of 2 seeds each: the bootstrap interval (2,000
+    resamples of every setting) is not recomputed over settings that are not the suite's, the
+    runs check has failed them already (before: 14 s for these; a 4 MB file of 4,500 pairs
+    took 3 minutes)."""
+    import time
+
+    from madbench.leaderboard.validate import Report, check_aggregates
+    run = doc["runs"][0]
+    doc["runs"] = [dict(run, task=f"t{i}", setting="s", setting_hash=f"{i:016x}", seed=seed,
+                        accuracy=0.5 * seed)
+                   for i in range(600) for seed in (0, 1)]
+    reseal(doc, interval=False)
+    report = Report(None)
+    start = time.perf_counter()
+    check_aggregates(doc, report, None)
+    assert time.perf_counter() - start < 3
+    assert report.failures == [("scores", "confidence_interval not recomputed: 600 (task, "
+                                "setting) pairs of the runs are no settings of the MAD suite")]
+    doc["scores"] = {"overall": doc["scores"]["overall"]}      # the schema's 65 keys at most
+    start = time.perf_counter()
+    found = failures(doc, rebuild=False)
+    assert time.perf_counter() - start < 5
+    assert has_failure(found, "runs", "is not a task of the MAD suite")
+
+
+@pytest.mark.parametrize("marker", ["end", "begin"])
+@pytest.mark.parametrize("board", ["mad-quick", "mad-paper"])
+def test_an_architecture_named_after_a_marker_leaves_the_readme_as_rendered(tmp_path, doc,
+                                                                           marker, board):
+    """An architecture's name (a label: `<`, `>` and backticks allowed, shown in a code span)
+    spelling a board's marker: render is idempotent and --check passes after it, and the
+    README keeps one pair of markers per board. Before, a name spelling mad-quick's end
+    marker made every render append a stray copy of the row's tail (--check never passed),
+    and one spelling mad-paper's begin marker deleted the markers between them."""
+    import shutil
+
+    from helpers import as_board_entry
+    from madbench.leaderboard.render import BEGIN, END, render
+    root = tmp_path / "leaderboards"
+    root.mkdir()
+    shutil.copy(REPO / "leaderboards" / "README.md", root / "README.md")
+    for b in ("mad-quick", "mad-paper"):
+        (root / b).mkdir()
+    entry = as_board_entry(doc, "mad-quick")
+    spelled = (BEGIN if marker == "begin" else END).format(board=board)
+    entry["architecture"]["name"] = entry["architecture"]["spec"]["name"] = f"x {spelled} y"
+    (root / "mad-quick" / "e.json").write_text(json.dumps(entry))
+    assert render(root) is True
+    first = (root / "README.md").read_text()
+    assert render(root) is False and render(root, check=True) is False
+    assert (root / "README.md").read_text() == first
+    lines = first.splitlines()
+    for b in ("mad-quick", "mad-paper"):
+        assert lines.count(BEGIN.format(board=b)) == lines.count(END.format(board=b)) == 1
+    rows = [line for line in lines if spelled in line and line != spelled]
+    assert len(rows) == 1 and rows[0].startswith("| — | [trial](mad-quick/e.json) | `")
+
+
+#: names that pass the schema and read as 'hyena-swiglu' on a board
+LOOKALIKES = ["Hyena-SwiGLU", "\uff48\uff59\uff45\uff4e\uff41-swiglu", "hyena\u00ad-swiglu",
+              "hyena\u2010swiglu", "hyena-swiglu ", "hyena\ufe0f-swiglu",
+              "hyena-swiglu\U000e0041", "hyena\u3164-swiglu"]
+
+
+def test_a_name_that_reads_as_another_entrys_is_a_duplicate(doc):
+    """Case, full-width letters, a soft hyphen, another dash, a trailing space, a variation
+    selector, a tag character, a Hangul filler: each passes the schema, and each was allowed
+    on a board beside 'hyena-swiglu' (another architecture under the same name as read).
+    Now each is a duplicate on that board, not on another, and names a reader can tell
+    apart are not."""
+    from madbench.leaderboard.schema import schema_errors
+    from madbench.leaderboard.validate import Report, duplicate_entries
+    distinct = ["hyena-swiglu-2", "hyena swiglu", "hyena_swiglu"]
+    for name in LOOKALIKES + distinct:
+        assert schema_errors(dict(doc, name=name)) == [], name
+    reports = [Report(f"mad-quick/{i:02d}.json", board="mad-quick", name=name,
+                      architecture_hash=f"{i:016x}")
+               for i, name in enumerate(["hyena-swiglu", *LOOKALIKES, *distinct])]
+    reports.append(Report("mad-paper/x.json", board="mad-paper", name="Hyena-SwiGLU",
+                          architecture_hash="f" * 16))
+    duplicate_entries(reports)
+    assert [r.name for r in reports if r.failures] == LOOKALIKES
+    assert all(r.failures == [("duplicate", f"name {r.name!r} reads as 'hyena-swiglu', the "
+                               "name of mad-quick/00.json on mad-quick (names are told apart "
+                               "regardless of case, width, dashes, spacing and invisible "
+                               "characters): one entry per name")] for r in reports[1:9])
+
+
+def test_a_board_entry_cannot_pick_its_luckiest_seeds(doc):
+    """Seeds trained 0..9, the entry keeps seed 7 (or 3 and 7), everything recomputed: a
+    board entry's seeds are 0 to n - 1. Before, nothing tied the seeds kept to those trained,
+    and re-runs re-train the seeds claimed, so the pick passed. A trial entry keeps any."""
+    from helpers import as_board_entry
+    entry = json.loads(json.dumps(as_board_entry(doc, "mad-quick")))
+    assert not has_failure(failures(entry, rebuild=False), "runs", "seeds are 0 to n - 1")
+    for seeds in ([7], [3, 7], [1, 2]):
+        picked = copy.deepcopy(entry)
+        picked["runs"] = [dict(r, seed=s, loss=r["loss"] + s, train_loss=r["train_loss"] + s)
+                          for s in seeds for r in entry["runs"]]
+        reseal(picked)
+        found = failures(picked, rebuild=False)
+        assert has_failure(found, "runs", "a board entry's seeds are 0 to n - 1, not "
+                           + ", ".join(map(str, seeds))), found
+        picked["board"] = None                        # a trial: any seeds
+        assert not has_failure(failures(reseal(picked), rebuild=False), "runs", "0 to n - 1")

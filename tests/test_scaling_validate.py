@@ -326,7 +326,19 @@ def test_runs_of_two_corpora_are_not_fitted_as_one_curve(honest, tmp_path):
     ({"runs": [1, 2, 3]}, 3, "run 1: a run is an object of columns, not int"),
     ({"family": FAMILY, "runs": [{"width": "abc", "depth": 2}]}, 3,
      "run 1 is malformed: ValueError"),
-    ({"runs": [{"architecture": "not json"}]}, 3, "run 1 is malformed: JSONDecodeError"),
+    ({"runs": [{"architecture": "not json"}]}, 3, "run 1: architecture: not valid JSON"),
+    # a table's architecture column is JSON text, read as a submission file is: before,
+    # 'Error: RecursionError' (exit 1), and NaN and a duplicate key passed
+    ({"runs": [{"architecture": "[" * 100_000}]}, 3,
+     "run 1: architecture: nested more than 32 levels deep"),
+    ({"runs": [{"architecture": '{"dim": 64, "layers": [{"mixer": "swiglu", "kwargs": '
+                                '{"inner": NaN}}]}'}]}, 3, "NaN is not a JSON number"),
+    ({"runs": [{"architecture": '{"dim": 64, "layers": [{"mixer": "os:system", "kwargs": {}}],'
+                                ' "layers": [{"mixer": "swiglu", "kwargs": {}}]}'}]}, 3,
+     "run 1: architecture: refused: duplicate key 'layers'"),
+    # the spec checked as a board entry's (before: 'Error: TypeError: unhashable type', exit 1)
+    ({"runs": [{"architecture": {"dim": 64, "layers": [{"mixer": ["a"], "kwargs": {}}]}}]}, 3,
+     "run 1: architecture at layers[0].mixer: expected string, got array"),
     ({"family": FAMILY, "runs": [{"width": 32, "depth": 2, "budget": "abc"}]}, 3,
      "run 1: budget='abc' must be a positive number"),
     ({"vocab_size": "big", "runs": [{}]}, 3, "'vocab_size' or 'distributions' is malformed"),
@@ -364,6 +376,31 @@ def test_a_malformed_submission_file_is_invalid_in_one_line(name, content, text,
     assert "Traceback" not in res.output and "\x1b" not in res.output
     res = CliRunner().invoke(cli, ["scaling", "validate", str(tmp_path / "absent.json")])
     assert res.exit_code == 2
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "link", "linked-folder"])
+def test_the_runs_table_a_submission_names_is_a_file_of_its_own_folder(where, tmp_path):
+    """A submission naming a table outside its folder (an absolute path, '..', a symbolic
+    link, a linked folder) is invalid in one line, and nothing of that file is read. Before,
+    any CSV of the machine was read, and the validator printed a cell of it."""
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("arch,params,tokens,flops,loss\nx,1,1,1,TOPSECRET\n")
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    name = {"absolute": str(secret), "parent": "../elsewhere/secret.csv", "link": "runs.csv",
+            "linked-folder": "tables/secret.csv"}[where]
+    (folder / "runs.csv").symlink_to(secret)
+    (folder / "tables").symlink_to(secret.parent)
+    (folder / "sub.json").write_text(json.dumps({"arch": "x", "runs": name}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(folder / "sub.json")])
+    assert res.exit_code == 3, res.output
+    assert "which is not a file in the submission's folder" in res.stderr
+    assert "TOPSECRET" not in res.output and len(res.stderr.strip().splitlines()) == 1
+    (folder / "own.csv").write_text("arch,params,tokens,flops,loss\nx,1,1,1,TOPSECRET\n")
+    (folder / "own.json").write_text(json.dumps({"arch": "x", "runs": "own.csv"}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(folder / "own.json")])
+    assert res.exit_code == 3 and "row 1 has loss='TOPSECRET'" in res.stderr  # its own: read
 
 
 def test_a_run_whose_size_or_length_is_out_of_bounds_is_invalid_before_anything_is_built(

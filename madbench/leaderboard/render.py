@@ -118,10 +118,12 @@ def board_table(board: str, entries: list[tuple[Path, dict]], root: Path) -> str
 
 
 def render_readme(text: str, root: Path) -> str:
-    """``text`` with every board's block regenerated between its markers."""
+    """``text`` with every board's block regenerated between its markers. A marker counts
+    only as a whole line: a table row always starts with ``|`` and holds no line break, so the
+    text of an entry (an architecture named after a marker) is never taken for one."""
     for board in BOARDS:
         begin, end = BEGIN.format(board=board), END.format(board=board)
-        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        pattern = re.compile(f"^{re.escape(begin)}$.*?^{re.escape(end)}$", re.S | re.M)
         if len(pattern.findall(text)) != 1:
             raise MadbenchError(f"{root / README}: needs exactly one pair of markers for board "
                                 f"{board}:\n{begin}\n{end}")

@@ -12,7 +12,8 @@ Checks, in order (each failure names its check and gives the reason):
 4. ``runs``: each run's setting hash, grid membership, seed and ``run_key`` are recomputed from
    its fields; its ``scored_positions`` are counted on the test data generated here and its
    accuracy is a whole number of them; its epochs and steps are what the protocol trains; no
-   run is duplicated, no seed is a copy of another, and none of the sweep is missing: every
+   run is duplicated, no seed is a copy of another, a board entry's seeds are 0 to n - 1 (not
+   the luckiest of more seeds trained), and none of the sweep is missing: every
    task an entry has runs of is complete (a board entry may leave whole tasks out; the board
    then lists it as partial, without a MAD score or a rank).
 5. ``best``/``scores``: best of sweep per (task, setting, seed), task means, the overall score
@@ -33,18 +34,21 @@ Checks, in order (each failure names its check and gives the reason):
    board's preset; never the submission's fields) within a time budget; accuracy must agree
    within ``tolerance``.
 
-Beyond single files, ``duplicate_entries`` fails a board entry whose architecture (by hash) is
-already on its board under another file.
+Beyond single files, ``duplicate_entries`` fails a board entry whose architecture (by hash) or
+name (as a reader tells names apart) is already on its board under another file.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import random
+import re
 import secrets
 import tempfile
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +133,12 @@ class Report:
                 "architecture_hash": self.architecture_hash}
 
 
-def _listed(items: list[str]) -> str:
+def _listed(items: list[str], total: int | None = None) -> str:
+    """The first ``MAX_LISTED`` of ``items``, and how many more of ``total`` (default: all
+    of ``items``) there are."""
+    total = len(items) if total is None else total
     shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+    return shown + (f" and {total - MAX_LISTED} more" if total > MAX_LISTED else "")
 
 
 # -- 2. protocol ---------------------------------------------------------------------------
@@ -233,7 +240,9 @@ def _run_problems(run: dict, task, protocol: Protocol, doc: dict) -> list[tuple[
 
 def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[str, str]]:
     """Duplicated runs, and runs of the protocol's sweep that are missing (every setting the
-    protocol selects x seed x (lr, wd), of every task the entry has runs of)."""
+    protocol selects x seed x (lr, wd), of every task the entry has runs of). The missing runs
+    are counted, and the first few named, in time that grows with the runs, never with the
+    sweep a protocol declares (100 seeds of a 100 x 100 grid are 66 million runs)."""
     out = []
     cells = Counter((r["task"], r["setting"], r["seed"], r["lr"], r["weight_decay"])
                     for r in doc["runs"])
@@ -244,15 +253,25 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
         out.append(("duplicate", "duplicate runs: " + _listed(dupes)))
     elif max(keys.values()) > 1:
         out.append(("duplicate", "two runs share a run_key"))
-    declared = {r["task"] for r in doc["runs"]} & set(tasks)
-    missing = [f"{name}/{setting.name} seed {seed} lr {lr:g} wd {wd:g}"
-               for name in sorted(declared)
-               for setting in select_settings(tasks[name], protocol.settings)
-               for seed in doc["seeds"] for lr, wd in protocol.configs()
-               if (name, setting.name, seed, lr, wd) not in cells]
-    if missing:
-        out.append(("missing", f"{len(missing)} runs of the protocol's sweep are missing: "
-                    + _listed(missing)))
+    declared = sorted({r["task"] for r in doc["runs"]} & set(tasks))
+    settings = [(name, s.name) for name in declared
+                for s in select_settings(tasks[name], protocol.settings)]
+    seeds, configs = list(dict.fromkeys(doc["seeds"])), list(dict.fromkeys(protocol.configs()))
+    in_sweep = set(settings), set(seeds), set(configs)
+    present = sum((t, s) in in_sweep[0] and seed in in_sweep[1] and (lr, wd) in in_sweep[2]
+                  for t, s, seed, lr, wd in cells)
+    missing = len(settings) * len(seeds) * len(configs) - present
+    if missing:    # the scan stops at the last one named: at most present + 3 cells
+        sweep = ((t, s, seed, lr, wd) for t, s in settings for seed in seeds
+                 for lr, wd in configs)
+        first = itertools.islice((c for c in sweep if c not in cells), min(missing, MAX_LISTED))
+        out.append(("missing", f"{missing} runs of the protocol's sweep are missing: "
+                    + _listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
+                               for t, s, seed, lr, wd in first], missing)))
+    if doc["board"] and doc["seeds"] != list(range(len(doc["seeds"]))):
+        out.append(("seed", f"a board entry's seeds are 0 to n - 1, not "
+                    f"{_listed([str(s) for s in doc['seeds']])}: the seeds of an entry are "
+                    "not picked among more that were trained"))
     run_seeds = sorted({r["seed"] for r in doc["runs"]})
     if doc["seeds"] != run_seeds:
         out.append(("seed", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
@@ -400,12 +419,18 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
     if not math.isfinite(overall) or _differs(doc["scores"]["overall"], overall):
         report.fail("scores", f"scores.overall is {doc['scores']['overall']!r}, but the runs "
                     f"give {overall!r} (mean of the task scores)")
-    interval = bootstrap_interval(best, metric)
     given = doc["confidence_interval"]
-    if (interval is None) != (given is None) or (
-            interval is not None and any(_differs(a, b) for a, b in zip(given, interval))):
-        report.fail("scores", f"confidence_interval is {given}, but the runs give "
-                    f"{list(interval) if interval else None}")
+    suite = {(t.name, s.name) for t in suite_tasks() for s in t.settings()}
+    foreign = {cell[:2] for cell in best} - suite
+    if foreign:    # the bootstrap's cost grows with the settings: only the suite's are taken
+        report.fail("scores", f"confidence_interval not recomputed: {len(foreign)} (task, "
+                    "setting) pairs of the runs are no settings of the MAD suite")
+    else:
+        interval = bootstrap_interval(best, metric)
+        if (interval is None) != (given is None) or (
+                interval is not None and any(_differs(a, b) for a, b in zip(given, interval))):
+            report.fail("scores", f"confidence_interval is {given}, but the runs give "
+                        f"{list(interval) if interval else None}")
     report.checks.append("aggregates (best of sweep, task scores, overall, interval)")
 
 
@@ -862,16 +887,44 @@ def validate_file(path: str | Path, doc: dict | Report | None = None, **options)
     return doc if isinstance(doc, Report) else validate_submission(doc, path, **options)
 
 
+#: default-ignorable code points (Unicode's DerivedCoreProperties.txt): never drawn, so a name
+#: that holds one reads as the name without it
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f"
+                        "\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
+def name_key(name: str) -> str:
+    """An entry's name as a reader of the board tells names apart: compatibility forms folded
+    (NFKC: full-width letters, ligatures), case folded, invisible characters dropped, every
+    dash a hyphen, runs of spaces one space, none at the ends."""
+    text = _IGNORABLE.sub("", unicodedata.normalize("NFKC", name).casefold())
+    text = "".join("-" if unicodedata.category(c) == "Pd" else c
+                   for c in unicodedata.normalize("NFKC", text))
+    return " ".join(text.split())
+
+
 def duplicate_entries(reports: Iterable[Report]) -> None:
     """Fail each board entry whose architecture hash or model hash an earlier file (by path)
     on the same board already carries: the hash covers the layers, not the display name, so
     a renamed copy of an entry is the same architecture and cannot rank twice; the model hash
     (when the architecture was rebuilt) also equates spellings of the same model, e.g. a
-    layer's default written out or a registered class named by its import path."""
+    layer's default written out or a registered class named by its import path. Fail, too,
+    each whose name reads as an earlier one's on that board (``name_key``): one name, one
+    entry."""
     seen: dict[tuple[str, str], str | None] = {}
+    names: dict[tuple[str, str], Report] = {}
     for report in sorted(reports, key=lambda r: r.path or ""):
         if not report.board or not report.architecture_hash:
             continue
+        if report.name is not None:
+            first = names.setdefault((report.board, name_key(report.name)), report)
+            if first is not report:
+                report.fail("duplicate", f"name {report.name!r} reads as {first.name!r}, the "
+                            f"name of {first.path} on {report.board} (names are told apart "
+                            "regardless of case, width, dashes, spacing and invisible "
+                            "characters): one entry per name")
         keys = [(report.board, h) for h in (report.architecture_hash, report.model_hash) if h]
         match = next((k for k in keys if k in seen), None)
         if match is not None:

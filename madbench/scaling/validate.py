@@ -7,7 +7,9 @@ A submission is a JSON file ``{"arch": NAME, "corpus": NAME, "corpus_sha256": HE
 run needs ``params``, ``tokens``, ``flops``, ``loss`` and its architecture: an
 ``architecture`` spec (``{"name", "dim", "layers": [{"mixer", "kwargs"}]}``, the records'
 column) or ``width`` and ``depth`` of the submission's ``family``; ``seq_len`` per run or for
-the whole submission; ``budget`` optional (else runs are grouped by FLOPs).
+the whole submission; ``budget`` optional (else runs are grouped by FLOPs). A table named by
+the JSON file is one of the submission's folder (``_table_beside``); a spec, or its JSON text,
+is read and checked as a board entry's (``run_spec``).
 
 Checks, each failure a reason for an invalid verdict:
 
@@ -36,7 +38,6 @@ next to a two-layer one), so this flags a point for a look rather than refusing 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,9 @@ from typing import Any
 import numpy as np
 
 from ..architecture import ArchitectureSpec
-from ..errors import MadbenchError, UsageError
-from ..leaderboard.schema import InvalidSubmission, read_submission
+from ..errors import MadbenchError, UsageError, printable
+from ..leaderboard.schema import (InvalidSubmission, load_schema, parse_submission_text,
+                                  read_submission, schema_errors)
 from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
 from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
@@ -113,7 +115,7 @@ def load_submission(path: str | Path) -> Submission:
                                 "and 'runs'")
     runs = doc["runs"]
     if isinstance(runs, str):
-        runs = _submitted_runs(path.parent / runs, table_only=True)
+        runs = _submitted_runs(_table_beside(path, runs), table_only=True)
     elif not isinstance(runs, list) or not runs:
         raise InvalidSubmission(f"{path}: 'runs' must be a non-empty list or a path to a table")
     try:
@@ -124,6 +126,18 @@ def load_submission(path: str | Path) -> Submission:
                                 f"{exc}") from None
     return Submission(str(doc["arch"]), doc.get("corpus_sha256"), runs, doc.get("family"),
                       doc.get("seq_len"), vocab, distributions)
+
+
+def _table_beside(path: Path, name: str) -> Path:
+    """The runs table that the submission ``path`` names: a file in the submission's folder or
+    below it, and no symbolic link, so that a submission reads no other file of the machine
+    that validates it (an absolute path, '..' or a link out would show a cell of any CSV)."""
+    folder, table = path.parent.resolve(), path.parent / name
+    if table.is_symlink() or folder not in table.resolve().parents:
+        raise InvalidSubmission(f"{path}: 'runs' names {printable(name)!r}, which is not a "
+                                "file in the submission's folder (an absolute path, '..' out "
+                                "of it or a symbolic link is refused)")
+    return table
 
 
 def _submitted_runs(path: Path, table_only: bool = False) -> list[dict[str, Any]]:
@@ -140,12 +154,26 @@ def _submitted_runs(path: Path, table_only: bool = False) -> list[dict[str, Any]
     return runs
 
 
-def run_spec(run: dict[str, Any], sub: Submission) -> ArchitectureSpec:
+def _spec_schema() -> dict:
+    """The submission schema's architecture spec, as a schema of its own."""
+    schema = load_schema()
+    return {"$ref": "#/$defs/spec", "$defs": {
+        **schema["$defs"], "spec": schema["properties"]["architecture"]["properties"]["spec"]}}
+
+
+def run_spec(run: dict[str, Any], sub: Submission, where: str = "run") -> ArchitectureSpec:
+    """The architecture of one run: its ``architecture`` spec (a table's JSON text is read as
+    a submission file is, and the spec checked as a board entry's is), else its family's at
+    its width and depth."""
     arch = run.get("architecture")
     if isinstance(arch, str):
-        arch = json.loads(arch)
+        arch = parse_submission_text(arch, f"{where}: architecture")
     if isinstance(arch, dict):
-        return ArchitectureSpec.from_dict({"name": sub.arch, **arch})
+        data = {"name": sub.arch, **arch}
+        errors = schema_errors(data, _spec_schema())
+        if errors:
+            raise InvalidSubmission(f"{where}: architecture {errors[0]}")
+        return ArchitectureSpec.from_dict(data)
     family = run.get("family") or sub.family
     if family and run.get("width") and run.get("depth"):
         return family_spec(family, int(run["width"]), int(run["depth"]))
@@ -179,7 +207,7 @@ def _check_flops(sub: Submission, verdict: Verdict, trust_code: bool = False,
         try:
             seq_len = int(run.get("seq_len") or sub.seq_len or 0)
             vocab = int(run.get("vocab_size") or sub.vocab_size)
-            spec = run_spec(run, sub)
+            spec = run_spec(run, sub, f"run {i + 1}")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise UsageError(f"run {i + 1} is malformed: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
