@@ -555,7 +555,7 @@ def _interrupt(*args, **kwargs):
 
 
 @pytest.mark.parametrize("command,target", [
-    (["eval", "--arch", "hyena", *TINY], "madbench.evaluator.Evaluation.run"),
+    (["eval", "--arch", "hyena", *TINY], "madbench.evaluator.Evaluation.train"),
     (["scaling", "run", "--arch", "hyena", "--budgets", "1e8", "--sizes", "16x1",
       "--seq-len", "16", "--batch-size", "4", "--device", "cpu"],
      "madbench.scaling.runs.train_run"),
