@@ -205,9 +205,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
                          "to train")
     if preflight:              # after every argument is known good: it may create folders
         preflight()
-    lengths, unchecked = guard_lengths_for(jobs), set()
-    if dry_run:
-        lengths, unchecked = dry_run_lengths(lengths)
+    lengths, unchecked = dry_run_lengths(guard_lengths_for(jobs), dry_run)
     if checks is None:
         checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance,
                                      lengths)
