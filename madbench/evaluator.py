@@ -128,10 +128,17 @@ class Evaluation:
 
     def run(self, progress: ProgressFn | None = None,
             time_limit: TimeLimit | None = None) -> Results:
+        """Train every run not yet stored (``train``), then score the sweep's records
+        (``results``)."""
+        return self.results(self.train(progress, time_limit))
+
+    def train(self, progress: ProgressFn | None = None,
+              time_limit: TimeLimit | None = None) -> list[dict[str, Any]]:
         """Train every run not yet stored (each record stored as it finishes; a re-run
-        resumes), then score the sweep's records. With ``time_limit`` (``self.time_limit``),
-        groups that would not finish in time are left untrained, and ``TimeLimitReached``
-        says how many runs are left."""
+        resumes) and return every record in ``run_dir`` then, read once: the sweep's for
+        ``results``, the others for ``madbench eval`` to name it among them. With
+        ``time_limit`` (``self.time_limit``), groups that would not finish in time are left
+        untrained, and ``TimeLimitReached`` says how many runs are left."""
         if self.unchecked:                 # prepared for a dry run: checked before training
             causality_gate(self.spec, self.unchecked)
         store = ResultsStore(self.run_dir)
@@ -146,6 +153,10 @@ class Evaluation:
             held = {job.key for group in time_limit.held for job in group}
             raise time_limit.stopped(group_jobs(left), len(left), len(self.jobs), "group",
                                      self.run_dir, held=sum(job.key in held for job in left))
+        return records
+
+    def results(self, records: Sequence[dict[str, Any]]) -> Results:
+        """The sweep's records among ``records`` (``train``'s), scored."""
         keys = {job.key for job in self.jobs}
         return Results.from_records([r for r in records if r["run_key"] in keys],
                                     checks=self.checks)
@@ -194,9 +205,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
                          "to train")
     if preflight:              # after every argument is known good: it may create folders
         preflight()
-    lengths, unchecked = guard_lengths_for(jobs), set()
-    if dry_run:
-        lengths, unchecked = dry_run_lengths(lengths)
+    lengths, unchecked = dry_run_lengths(guard_lengths_for(jobs), dry_run)
     if checks is None:
         checks = architecture_checks(spec, allow_state_mismatch, state_target, param_tolerance,
                                      lengths)

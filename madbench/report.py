@@ -12,7 +12,7 @@ from . import figures as fg
 from .errors import UsageError
 from .cli.progress import plural
 from .html_report import html_page
-from .records import series_labels, series_name
+from .records import group_records, series_labels, series_name
 
 # scoring, curves and results (numpy) are imported where they are used: the CLI imports this
 # module at start-up (`madbench eval --help`).
@@ -107,9 +107,11 @@ def render_all(results: Sequence[Any], fmt: str,
                        for d, name in zip(docs, names or [None] * len(docs)))
 
 
-def label_among(results: Any, groups: Sequence[Sequence[dict]]) -> str | None:
+def label_among(results: Any, records: Sequence[dict]) -> str | None:
     """The name ``series_labels`` gives the group of ``results`` (by architecture and protocol
-    hash) among the record ``groups``: what ``render_groups`` heads it with. None if absent."""
+    hash) among the groups of the eval ``records`` (``group_records``): what ``render_groups``
+    heads it with. None if absent."""
+    groups = list(group_records(records).values())
     doc = as_document(results)
     key = (doc["architecture"]["hash"], doc["protocol"]["hash"])
     return next((name for g, name in zip(groups, series_labels(groups))

@@ -103,11 +103,11 @@ def guard_lengths_for(jobs) -> set[int]:
 DRY_RUN_MAX_LENGTH = 1024
 
 
-def dry_run_lengths(lengths) -> tuple[set[int], set[int]]:
-    """``lengths`` split into those a dry run checks causality at (up to
-    ``DRY_RUN_MAX_LENGTH``) and those it leaves to the run (``not_checked_line``)."""
+def dry_run_lengths(lengths, dry_run: bool) -> tuple[set[int], set[int]]:
+    """``lengths`` split into those causality is checked at now and those left to the run
+    (``not_checked_line``): a dry run checks up to ``DRY_RUN_MAX_LENGTH``, a run all."""
     lengths = set(lengths)
-    checked = {n for n in lengths if n <= DRY_RUN_MAX_LENGTH}
+    checked = {n for n in lengths if not dry_run or n <= DRY_RUN_MAX_LENGTH}
     return checked, lengths - checked
 
 

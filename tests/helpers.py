@@ -97,3 +97,17 @@ def scaling_record(**fields):
     from madbench.records import SCALING_FIELDS
     return {**{name: kind() for name, kind in SCALING_FIELDS.items()}, "kind": "scaling",
             **fields}
+
+
+def assert_causal_prefixes(layer, x, cuts):
+    """The causality property of a sequence mixer, checked without madbench: for each t in
+    ``cuts``, new random inputs after position t leave the outputs up to t unchanged (to
+    1e-12) and change those after it. Returns ``layer(x)``."""
+    y = layer(x)
+    for t in cuts:
+        x2 = x.clone()
+        x2[:, t + 1:] = torch.randn_like(x2[:, t + 1:])
+        y2 = layer(x2)
+        torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], rtol=0, atol=1e-12)
+        assert not torch.allclose(y2[:, t + 1:], y[:, t + 1:])
+    return y

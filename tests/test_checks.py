@@ -500,3 +500,17 @@ def test_bundled_sequence_mixer_is_causal_and_declares_enough_state(name):
         return
     assert audit.ok, audit.message
     assert audit.informative or "attention" in name and "sliding" not in name
+
+
+def test_the_layer_tests_causality_oracle_catches_a_leak_and_a_layer_that_ignores_input():
+    """``helpers.assert_causal_prefixes``, the property the layer tests share (independent of
+    madbench.checks): a mixer whose output at t is the input at t + 1 fails it, as does one
+    whose later outputs do not move when later inputs do; a running sum passes."""
+    from helpers import assert_causal_prefixes
+    x = torch.randn(2, 8, 4, dtype=torch.float64)
+    with pytest.raises(AssertionError):
+        assert_causal_prefixes(lambda x: torch.roll(x, -1, dims=1), x, (3,))
+    with pytest.raises(AssertionError):
+        assert_causal_prefixes(torch.zeros_like, x, (3,))
+    torch.testing.assert_close(assert_causal_prefixes(lambda x: x.cumsum(1), x, (0, 3, 6)),
+                               x.cumsum(1))

@@ -446,6 +446,16 @@ def test_a_dry_run_leaves_causality_beyond_its_longest_length_to_the_run(hostile
     assert not (tmp_path / "api").exists()
 
 
+def test_dry_run_lengths_splits_for_a_dry_run_and_checks_all_for_a_run():
+    """The one split eval and scaling run use (each one line: ``dry_run_lengths(lengths,
+    dry_run)``; they repeated 'if dry_run: split' before): a dry run leaves a length over
+    DRY_RUN_MAX_LENGTH to the run, a run checks every length now."""
+    from madbench.verdict import DRY_RUN_MAX_LENGTH, dry_run_lengths
+    short, long = DRY_RUN_MAX_LENGTH, DRY_RUN_MAX_LENGTH + 1
+    assert dry_run_lengths([short, long, short], True) == ({short}, {long})
+    assert dry_run_lengths([short, long], False) == ({short, long}, set())
+
+
 def test_guard_lengths_names_the_length_that_leaks(hostile):
     from madbench.architecture import resolve_architecture
     from madbench.checks import guard_lengths
@@ -555,7 +565,7 @@ def _interrupt(*args, **kwargs):
 
 
 @pytest.mark.parametrize("command,target", [
-    (["eval", "--arch", "hyena", *TINY], "madbench.evaluator.Evaluation.run"),
+    (["eval", "--arch", "hyena", *TINY], "madbench.evaluator.Evaluation.train"),
     (["scaling", "run", "--arch", "hyena", "--budgets", "1e8", "--sizes", "16x1",
       "--seq-len", "16", "--batch-size", "4", "--device", "cpu"],
      "madbench.scaling.runs.train_run"),

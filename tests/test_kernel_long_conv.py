@@ -14,7 +14,7 @@ pytest.importorskip("triton")
 
 from madbench.errors import UsageError  # noqa: E402
 from madbench_layers.ops.long_conv import (causal_conv, gated_long_conv,  # noqa: E402
-                                           multihead_long_conv, reference, resolve_backend)
+                                           multihead_long_conv, reference)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -194,17 +194,7 @@ def test_vmap_over_configurations_equals_a_loop():
     assert_close_to(with_grads(vmapped, (v, x1, x2, h), grad), expected, TOL)
 
 
-# -- dispatcher ----------------------------------------------------------------------------
-def test_backend_resolution_and_override(monkeypatch):
-    cpu = torch.zeros(1)
-    assert resolve_backend("auto", cpu) == "reference"
-    assert resolve_backend("triton", cpu) == "triton"
-    monkeypatch.setenv("MADBENCH_KERNELS", "reference")
-    assert resolve_backend("triton", cpu) == "reference"
-    with pytest.raises(UsageError, match="unknown kernel backend"):
-        resolve_backend("cuda", cpu)
-
-
+# -- dispatcher (resolve_backend itself: test_kernel_backend.py) ----------------------------
 def test_shapes_the_kernel_does_not_cover():
     """A filter that broadcasts along batch axes, or a non power-of-two head size: the reference
     under "auto" (on any device), a UsageError when the kernel is forced."""

@@ -11,7 +11,6 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 triton = pytest.importorskip("triton")
 
-from madbench.errors import UsageError  # noqa: E402
 from madbench_layers.ops.selective_scan import (  # noqa: E402
     resolve_backend, selective_scan, selective_scan_naive, selective_scan_reference)
 
@@ -94,20 +93,6 @@ def test_vmap_over_configurations_matches_loop_per_configuration():
             torch.testing.assert_close(g[k].cpu().double(), g_loop, rtol=1e-4, atol=1e-5)
         dB_total = dB_total + loop_grads[3]
     torch.testing.assert_close(grads[5].cpu().double(), dB_total, rtol=1e-4, atol=1e-5)
-
-
-def test_backend_resolution(monkeypatch):
-    """auto picks the reference for CPU tensors; MADBENCH_KERNELS=reference forces it; an unknown
-    backend is a usage error."""
-    monkeypatch.delenv("MADBENCH_KERNELS", raising=False)
-    cpu = torch.zeros(1, 1, 1)
-    assert resolve_backend("auto", cpu) == "reference"
-    assert resolve_backend("auto", cpu.double()) == "reference"
-    assert resolve_backend("triton", cpu) == "triton"
-    monkeypatch.setenv("MADBENCH_KERNELS", "reference")
-    assert resolve_backend("triton", cpu) == "reference"
-    with pytest.raises(UsageError, match="unknown kernel backend"):
-        resolve_backend("cuda", cpu)
 
 
 def test_auto_on_cpu_is_the_reference():

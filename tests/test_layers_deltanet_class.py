@@ -226,6 +226,17 @@ def rel_err(a, b):
     return float((a.double() - b.double()).abs().max()) / max(float(b.abs().max()), 1e-12)
 
 
+def assert_matches_reference(out, ref, args, ref_args, fwd_tol=1e-2, grad_tol=2e-2):
+    """A kernel's output ``out`` of ``args`` against the reference's ``ref`` of ``ref_args``
+    (their float64 copies): the outputs, then the gradients of their sums, within ``rel_err``
+    tolerances."""
+    assert rel_err(out, ref) < fwd_tol
+    out.float().sum().backward()
+    ref.sum().backward()
+    for a, b in zip(args, ref_args):
+        assert rel_err(a.grad, b.grad) < grad_tol
+
+
 def _fla_or_skip():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
@@ -250,11 +261,7 @@ def test_delta_rule_fla_kernel_matches_reference(gated):
     ref_args = [t.detach().double().requires_grad_() for t in args]
     out = delta_rule(*args, la, 0.5, backend="fla")
     ref = delta_rule(*ref_args, None if la is None else la.double(), 0.5, backend="reference")
-    assert rel_err(out, ref) < fwd_tol
-    out.float().sum().backward()
-    ref.sum().backward()
-    for a, b in zip(args, ref_args):
-        assert rel_err(a.grad, b.grad) < grad_tol
+    assert_matches_reference(out, ref, args, ref_args, fwd_tol, grad_tol)
 
 
 @pytest.mark.gpu
@@ -358,12 +365,7 @@ def test_rwkv7_fla_kernel_matches_reference():
     args = [t.float().cuda().requires_grad_() for t in rwkv7_inputs(100, seed=4, dk=16, dv=16)]
     ref_args = [t.detach().double().requires_grad_() for t in args]
     out = rwkv7(*args, backend="fla", w_lower_bound=-0.6065306597126334)
-    ref = rwkv7(*ref_args, backend="reference")
-    assert rel_err(out, ref) < 1e-2
-    out.sum().backward()
-    ref.sum().backward()
-    for a, b in zip(args, ref_args):
-        assert rel_err(a.grad, b.grad) < 2e-2
+    assert_matches_reference(out, rwkv7(*ref_args, backend="reference"), args, ref_args)
 
 
 @pytest.mark.gpu
@@ -372,13 +374,8 @@ def test_ssd_kernel_matches_reference():
         pytest.skip("needs CUDA")
     args = [t.float().cuda().requires_grad_() for t in ssd_inputs(100, seed=5, dk=8, dv=32)]
     ref_args = [t.detach().double().requires_grad_() for t in args]
-    out = ssd(*args, backend="triton")
-    ref = ssd_recurrent(*ref_args)
-    assert rel_err(out, ref) < 1e-2
-    out.sum().backward()
-    ref.sum().backward()
-    for a, b in zip(args, ref_args):
-        assert rel_err(a.grad, b.grad) < 2e-2
+    assert_matches_reference(ssd(*args, backend="triton"), ssd_recurrent(*ref_args), args,
+                             ref_args)
 
 
 @pytest.mark.gpu

@@ -245,3 +245,25 @@ def test_eval_heads_its_result_with_the_name_report_gives_it(two_runs, curve_run
     beside = titles(CliRunner().invoke(main, evaluate))
     assert beside == [f"mh-attention [smoke (non-standard)] {mine['protocol_hash'][:6]}"]
     assert beside[0] in titles(CliRunner().invoke(main, ["report", str(run_dir)]))
+
+
+def test_eval_names_its_result_from_the_records_it_read_once(two_runs, curve_runs, tmp_path,
+                                                             monkeypatch):
+    """eval read its whole run directory a second time at the end only to name its result
+    (0.5 s at 396 records); it names it from the records it read after training, beside
+    another group of the same name as before (stored runs: nothing is trained here)."""
+    import shutil
+    run_dir = tmp_path / "runs"
+    shutil.copytree(two_runs / "mh-attention", run_dir)
+    for path in (curve_runs[0] / "records").iterdir():
+        shutil.copy(path, run_dir / "records")
+    (mine,) = ResultsStore(two_runs / "mh-attention").records()
+    reads, records = [], ResultsStore.records
+    monkeypatch.setattr(ResultsStore, "records",
+                        lambda self: reads.append(self.root) or records(self))
+    res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", *FAST,
+                                    "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith(
+        f"mh-attention [smoke (non-standard)] {mine['protocol_hash'][:6]} — metric")
+    assert len(reads) == 1

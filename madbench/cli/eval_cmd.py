@@ -13,7 +13,7 @@ from .. import figures, report
 from ..errors import UsageError
 from ..limits import MAX_RUNS_PER_GPU
 from ..protocol import PRESETS
-from ..records import group_records
+from ..records import group_records, of_kind
 from ..report import FORMATS, json_text, render
 from .preflight import distinct_paths, run_dir_of, writable_dir, writable_file
 from .progress import RunProgress, all_stored, compact, duration, limit_line, plural
@@ -279,9 +279,10 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         return
     with _Progress(enabled=not no_progress) as progress:
         try:
-            results = evaluation.run(progress, limit)
+            records = evaluation.train(progress, limit)
         except TimeLimitReached as stop:
             progress.stop(stop)
+    results = evaluation.results(records)
     if estimate.pending:
         click.echo(progress.summary(), err=True)
     if output is not None:
@@ -289,7 +290,9 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         path.write_text(json_text(results.to_dict()))
         click.echo(f"wrote {path}", err=True)
     # headed as 'madbench report RUN_DIR' heads it: named among the run directory's groups
-    name = None if fmt == "json" else report.label_among(results, _groups([run_dir]))
+    # (its records as training left them, already read: not read again)
+    name = None if fmt == "json" else report.label_among(results,
+                                                         of_kind(records, "eval", run_dir))
     click.echo(render(results, fmt, name))
 
 

@@ -97,6 +97,7 @@ def run_dir_of(path: str | os.PathLike, kind: str, option: str) -> None:
         row = store.record(key)
         if row is None:                 # unreadable: the command that heals says so
             continue
-        if record_kind(row) != kind:
-            raise UsageError(wrong_kind(path, record_kind(row), kind, option))
+        found = record_kind(row)
+        if found != kind:
+            raise UsageError(wrong_kind(path, found, kind, option))
         return

@@ -223,6 +223,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     from ..scaling.shapes import LADDER, get_family, parse_size
     from ..store import ResultsStore
     from ..architecture import parse_mixer_kwargs
+    from ..verdict import dry_run_lengths, not_checked_line
     kwargs = parse_mixer_kwargs(mixer_kwargs) if mixer_kwargs else None
     family = get_family(arch, striped, kwargs, attention_ratio)
     # each size and budget once, in the order given (as eval's --seeds and --set lists)
@@ -258,10 +259,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         raise UsageError(_why_no_size(every, budget_list, min_steps))
     _warn_attention_share(family, plans)
     _warn_off_budget(plans)
-    lengths, unchecked = {seq_len}, set()
-    if dry_run:
-        from ..verdict import dry_run_lengths, not_checked_line
-        lengths, unchecked = dry_run_lengths(lengths)
+    lengths, unchecked = dry_run_lengths({seq_len}, dry_run)
     check_causal([p.spec for p in plans], lengths)   # before anything is written or timed
     if unchecked:
         click.echo(not_checked_line(unchecked), err=True)

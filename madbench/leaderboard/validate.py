@@ -523,6 +523,13 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     """Returns the rebuilt ArchitectureSpec when the installed code matches, else None.
     Nothing the submission names is imported unless ``trust`` judges it trusted (or
     ``trust_code``)."""
+    def not_checked(text: str) -> None:
+        """The architecture cannot be checked here: a failure on a board, else a warning."""
+        if doc["board"]:
+            report.fail("architecture", text)
+        else:
+            report.warnings.append(text)
+
     arch = doc["architecture"]
     if arch["spec"]["name"] != arch["name"]:
         report.fail("architecture", "architecture.name differs from architecture.spec.name")
@@ -547,21 +554,14 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
                 + ". Only bundled layers and installed plugin distributions named in the "
                 "submission with their versions are imported; accounting, causality, state "
                 "audit and re-runs are not checked (--trust-code imports it)")
-        if doc["board"]:
-            report.fail("architecture", text)
-        else:
-            report.warnings.append(text)
+        not_checked(text)
         return None
     try:
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
     except Exception as exc:  # noqa: BLE001 - any import failure (a sys.exit() included)
-        text = (f"architecture not importable here ({_first_line(exc)}): accounting, causality "
-                "and state audit not re-checked")
-        if doc["board"]:
-            report.fail("architecture", text)
-        else:
-            report.warnings.append(text)
+        not_checked(f"architecture not importable here ({_first_line(exc)}): accounting, "
+                    "causality and state audit not re-checked")
         return None
     if installed != sorted(set(arch["sources"])):
         diff = sorted(set(installed) ^ set(arch["sources"]))
