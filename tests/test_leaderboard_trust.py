@@ -3,6 +3,7 @@ entry cannot pass, and validation is bounded. Submissions are forged the way a f
 every hash, run key and aggregate recomputed (``reseal``)."""
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -805,3 +806,30 @@ def test_a_board_entry_cannot_pick_its_luckiest_seeds(doc):
                            + ", ".join(map(str, seeds))), found
         picked["board"] = None                        # a trial: any seeds
         assert not has_failure(failures(reseal(picked), rebuild=False), "runs", "0 to n - 1")
+
+
+# -- text a submission shows: rendered, compared, printed ------------------------------------
+def test_report_and_compare_print_no_control_character_of_a_record(tmp_path, trial):
+    """A run directory is text from whoever made it: an architecture named with a terminal
+    title sequence, a carriage return and a line break in its records. Before, `report` and
+    `compare` printed it as it is (the title rewritten, a forged line); now escaped."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from madbench.cli import main
+    run_dir = tmp_path / "run"
+    shutil.copytree(trial[0].parent / "run", run_dir)
+    for f in (run_dir / "records").glob("*.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        for r in rows:
+            r["arch_name"] = "mh-attention\x1b]0;owned\x07\r\nFORGED: all valid"
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(f)), f)
+    for command in ("report", "compare"):
+        result = CliRunner().invoke(main, [command, str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f]", result.output), result.output
+        assert "FORGED" in result.output
+        assert not any(line.startswith("FORGED") for line in result.output.splitlines())
