@@ -21,6 +21,12 @@ def printable(text: object) -> str:
                             str(text))
 
 
+def printable_lines(text: object) -> str:
+    """``printable`` for each line of ``text`` (a table): its line breaks kept, every other
+    control character escaped."""
+    return "\n".join(map(printable, str(text).split("\n")))
+
+
 class MadbenchError(Exception):
     """A user-facing error: printed as one line, exit code 1."""
 

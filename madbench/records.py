@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .code_identity import run_version
-from .errors import UsageError, warn
+from .errors import UsageError, printable, warn
 
 #: The shape of a stored eval record (``run_record``'s): each field it has, with its type. A
 #: stored row without one of them, or with a value of another type there (a null, a list for a
@@ -101,8 +101,9 @@ def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[d
 
 def series_name(arch: str, protocol: str, standard: bool = True) -> str:
     """An architecture under a protocol, before ``series_labels`` tells apart groups that share
-    it: ``hyena [smoke]``, ``hyena [smoke (non-standard)]``."""
-    return f"{arch} [{protocol}{'' if standard else ' (non-standard)'}]"
+    it: ``hyena [smoke]``, ``hyena [smoke (non-standard)]``. The names are a record's text,
+    shown escaped (``printable``): one line, whoever wrote the record."""
+    return f"{printable(arch)} [{printable(protocol)}{'' if standard else ' (non-standard)'}]"
 
 
 def series_labels(groups) -> list[str]:

@@ -745,8 +745,9 @@ def test_the_board_test_refuses_a_second_entry_of_an_architecture_or_a_name(tmp_
     assert [c for c, _ in reports[board / "my-mamba.json"].failures] == ["duplicate"]
     assert reports[board / "other.json"].failures == [(
         "duplicate", f"name 'MAMBA' reads as 'mamba', the name of {board / 'mamba.json'} on "
-        "mad-quick (names are told apart regardless of case, width, dashes, spacing and "
-        "invisible characters): one entry per name")]
+        "mad-quick (names are told apart regardless of case, width, dashes, spacing, "
+        "invisible characters and Cyrillic or Greek lookalikes of Latin letters): one entry "
+        "per name")]
 
 
 #: CI's bounded re-run (a CPU machine with 2 cores, the whole CI well under 30 minutes): one

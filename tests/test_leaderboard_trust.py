@@ -3,6 +3,7 @@ entry cannot pass, and validation is bounded. Submissions are forged the way a f
 every hash, run key and aggregate recomputed (``reseal``)."""
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -550,7 +551,7 @@ def test_invisible_characters_in_a_name_are_schema_failures(doc):
     """A zero-width space makes 'hyena\\u200b-swiglu' look like another entry's name."""
     from madbench.errors import UNPRINTABLE_CLASS, printable
     pattern = json.loads((REPO / "madbench/leaderboard/submission.schema.json").read_text()
-                         )["$defs"]["label"]["pattern"]
+                         )["$defs"]["printable"]["pattern"]
     assert pattern == f"^[^{UNPRINTABLE_CLASS.encode('unicode_escape').decode()}]*$" \
         .replace("\\x", "\\u00")                          # one character class, two spellings
     for ch in ("\u200b", "\u200e", "\u2060", "\ufeff", "\u061c"):
@@ -784,8 +785,9 @@ def test_a_name_that_reads_as_another_entrys_is_a_duplicate(doc):
     assert [r.name for r in reports if r.failures] == LOOKALIKES
     assert all(r.failures == [("duplicate", f"name {r.name!r} reads as 'hyena-swiglu', the "
                                "name of mad-quick/00.json on mad-quick (names are told apart "
-                               "regardless of case, width, dashes, spacing and invisible "
-                               "characters): one entry per name")] for r in reports[1:9])
+                               "regardless of case, width, dashes, spacing, invisible "
+                               "characters and Cyrillic or Greek lookalikes of Latin letters): "
+                               "one entry per name")] for r in reports[1:9])
 
 
 def test_a_board_entry_cannot_pick_its_luckiest_seeds(doc):
@@ -805,3 +807,191 @@ def test_a_board_entry_cannot_pick_its_luckiest_seeds(doc):
                            + ", ".join(map(str, seeds))), found
         picked["board"] = None                        # a trial: any seeds
         assert not has_failure(failures(reseal(picked), rebuild=False), "runs", "0 to n - 1")
+
+
+# -- text a submission shows: rendered, compared, printed ------------------------------------
+#: what GitHub makes of a run of rendered text outside code (found after markdown, so a
+#: backslash escape does not hide it): math, an emoji shortcode, a mention, an e-mail or URL
+GITHUB_TEXT_FEATURES = re.compile(r"\$[^$]*\$|:[a-z0-9_+-]+:|(?<![\w.])@\w|\w@\w|https?:")
+GITHUB_NAME = "$x^2$ $$E=mc^2$$ :rocket: @octocat me@evil.example https://evil.example"
+
+
+def test_a_name_renders_on_github_as_written_never_as_math_emoji_or_mention(tmp_path):
+    """A name GitHub would draw as math, an emoji, a mention or a link: each is plain text
+    for the schema, and before, `render` wrote `$x^2$ :rocket:` into the table as it is (a
+    backslash escape would not help: GitHub finds these in the rendered text). Parsed by an
+    independent CommonMark parser, the cell reads as the name, and no run of its text holds
+    anything GitHub would turn into something else."""
+    import shutil
+    from html.parser import HTMLParser
+
+    from madbench.leaderboard.render import render
+    from madbench.leaderboard.schema import schema_errors
+    markdown_it = pytest.importorskip("markdown_it")
+    root = tmp_path / "leaderboards"
+    root.mkdir()
+    shutil.copy(REPO / "leaderboards" / "README.md", root / "README.md")
+    for board in ("mad-quick", "mad-paper"):
+        (root / board).mkdir()
+    entry = json.loads((REPO / "leaderboards" / "mad-quick" / "mamba.json").read_text())
+    entry["name"] = GITHUB_NAME
+    assert schema_errors(entry) == []
+    (root / "mad-quick" / "mamba.json").write_text(json.dumps(entry))
+    render(root)
+    row = next(line for line in (root / "README.md").read_text().splitlines()
+               if "(mad-quick/mamba.json)" in line)
+    header = "| " + " | ".join(["x"] * (row.count(" | ") + 1)) + " |"
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(
+        "\n".join([header, "|" + "---|" * (row.count(" | ") + 1), row]))
+
+    class Runs(HTMLParser):
+        """The text of the second cell, one item per run of text between tags."""
+        def __init__(self):
+            super().__init__()
+            self.cells, self.inside, self.runs, self.tags = 0, False, [], set()
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            if tag == "td":
+                self.cells, self.inside = self.cells + 1, True
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "td"
+
+        def handle_data(self, data):
+            if self.inside and self.cells == 2:
+                self.runs.append(data)
+
+    parsed = Runs()
+    parsed.feed(html)
+    parsed.close()
+    assert "".join(parsed.runs) == GITHUB_NAME
+    assert [r for r in parsed.runs if GITHUB_TEXT_FEATURES.search(r)] == []
+    assert parsed.tags <= {"table", "thead", "tbody", "tr", "th", "td", "a", "code", "span"}
+    assert GITHUB_TEXT_FEATURES.search(GITHUB_NAME)       # the pattern finds them unescaped
+
+
+#: Cyrillic and Greek letters and the Latin letter each is drawn like (the task's list,
+#: written out here apart from validate's table)
+LATIN_LOOKALIKES = [*zip("авекмнорстухіјѕԁԛԝ", "abekmhopctyxijsdqw"),
+                    *zip("АВЕКМНОРСТУХІЈЅ", "ABEKMHOPCTYXIJS"),
+                    *zip("αορντικ", "aopvtik"), *zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX")]
+
+
+def test_a_name_spelled_with_cyrillic_or_greek_lookalikes_is_a_duplicate():
+    """'mаmba' with a Cyrillic а (U+0430) had another key than 'mamba', so a lookalike entry
+    could sit beside the real one. Each letter of the list, put for the Latin letter it is
+    drawn like, now gives the same key (in either case); a Greek or Cyrillic name that reads
+    as no Latin one keeps its own, and Greek small nu reads v, its capital N."""
+    from madbench.leaderboard.validate import Report, duplicate_entries, name_key
+    for other, latin in LATIN_LOOKALIKES:
+        assert name_key(f"q{other}q-Swiglu") == name_key(f"q{latin}q-swiglu"), other
+    assert name_key("mambё") == name_key("mambë") != name_key("mambe")   # accents kept
+    assert name_key("Νame") == "name" and name_key("νame") == "vame"
+    assert name_key("λ-mixer") != name_key("l-mixer")
+    reports = [Report(f"mad-quick/{i}.json", board="mad-quick", name=name,
+                      architecture_hash=f"{i:016x}")
+               for i, name in enumerate(["mamba", "mаmba", "МАМВА", "ΜΑΜΒΑ", "мамва",
+                                         "мамба", "mamba-2"])]
+    duplicate_entries(reports)
+    assert [r.name for r in reports if r.failures] == ["mаmba", "МАМВА", "ΜΑΜΒΑ", "мамва"]
+    assert "Cyrillic or Greek lookalikes" in reports[1].failures[0][1]
+
+
+#: provenance a forger might write, and the schema path each is refused at
+HOSTILE_PROVENANCE = [
+    (("environment", "device_name"), "H200\x1b[2J\x1b]0;owned\x07"),
+    (("environment", "torch"), "2.5\rFORGED"),
+    (("environment", "torch"), "2.5\n"),                 # Python's $ matched before it
+    (("environment", "plugins"), [42]),
+    (("environment", "plugins"), [{"name": 7, "distribution": None, "version": None}]),
+    (("environment", "plugins"), [{"name": "x" * 100_000, "distribution": None,
+                                   "version": None}]),
+    (("environment", "notes"), "y" * 1_000_000),
+    (("environment", "notes"), {"deep": [[[{"a": 1}]]]}),
+    (("madbench_version",), "0.1.0\x1b[2J"),
+    (("created_at",), "yesterday"),
+    (("command",), "madbench eval\x1b[2J --arch mamba"),
+    (("submit_command",), "madbench leaderboard submit\r\x1b[1A"),
+    (("name",), "mamba\n"),
+]
+
+
+def test_provenance_is_printable_bounded_and_typed():
+    """Each of these passed the schema (environment and its plugins were hardly checked, a
+    pattern's $ matched before a final line break). Now each is refused with one line at its
+    path; the entries on the boards still pass."""
+    from madbench.leaderboard.schema import schema_errors
+    entry = json.loads((REPO / "leaderboards" / "mad-quick" / "mamba.json").read_text())
+    assert schema_errors(entry) == []
+    for path, value in HOSTILE_PROVENANCE:
+        forged = copy.deepcopy(entry)
+        node = forged
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        errors = schema_errors(forged)
+        where = ".".join(path)
+        assert errors and all(e.startswith(f"at {where}") and "\n" not in e
+                              and "\x1b" not in e and len(e) < 400 for e in errors), \
+            (where, errors)
+
+
+def test_validate_prints_no_control_character_of_a_submission(tmp_path):
+    """A submission's text in validate's report (its name, its madbench version in a
+    warning, the schema's reasons) never reaches the terminal as control characters."""
+    from click.testing import CliRunner
+
+    from madbench.cli import main
+    entry = json.loads((REPO / "leaderboards" / "mad-quick" / "mamba.json").read_text())
+    entry["name"] = "mamba\x1b[2J\rFORGED: valid"
+    entry["madbench_version"] = "0.1.0\x1b]0;owned\x07"
+    entry["environment"]["device_name"] = "\x1b[31mH200"
+    (tmp_path / "e.json").write_text(json.dumps(entry))
+    result = CliRunner().invoke(main, ["leaderboard", "validate", str(tmp_path / "e.json")])
+    assert result.exit_code == 3, result.output
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f]", result.output), result.output
+    for where in ("name", "madbench_version", "environment.device_name"):
+        assert f"FAIL schema: at {where}:" in result.output
+
+
+def test_report_and_compare_print_no_control_character_of_a_record(tmp_path, trial):
+    """A run directory is text from whoever made it: an architecture named with a terminal
+    title sequence, a carriage return and a line break in its records. Before, `report` and
+    `compare` printed it as it is (the title rewritten, a forged line); now escaped."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from madbench.cli import main
+    run_dir = tmp_path / "run"
+    shutil.copytree(trial[0].parent / "run", run_dir)
+    for f in (run_dir / "records").glob("*.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        for r in rows:
+            r["arch_name"] = "mh-attention\x1b]0;owned\x07\r\nFORGED: all valid"
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(f)), f)
+    for command in ("report", "compare"):
+        result = CliRunner().invoke(main, [command, str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f]", result.output), result.output
+        assert "FORGED" in result.output
+        assert not any(line.startswith("FORGED") for line in result.output.splitlines())
+
+
+def test_submit_refuses_a_command_that_is_not_one_printable_line(tmp_path, trial):
+    """--command is checked by the schema's rule before anything is built: a pasted
+    multi-line command is a usage error (exit 2, one line), not a file the schema refuses
+    after the rebuild."""
+    from click.testing import CliRunner
+
+    from madbench.cli import main
+    result = CliRunner().invoke(main, [
+        "leaderboard", "submit", str(trial[0].parent / "run"), "--name", "t", "--out",
+        str(tmp_path / "t.json"), "--command", "madbench eval \\\n  --arch mh-attention"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: --command:") and "printable text" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "t.json").exists()

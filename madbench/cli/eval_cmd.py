@@ -10,7 +10,7 @@ from typing import Sequence
 import click
 
 from .. import figures, report
-from ..errors import UsageError
+from ..errors import UsageError, printable_lines
 from ..limits import MAX_RUNS_PER_GPU
 from ..protocol import PRESETS
 from ..records import group_records, of_kind
@@ -325,7 +325,7 @@ def report_command(run_dirs, fmt, html_path):
         report.write_html(html_path, groups, run_dirs)
         click.echo(f"wrote {html_path}")
         return
-    click.echo(report.render_groups(groups, fmt))
+    click.echo(printable_lines(report.render_groups(groups, fmt)))   # the records' text
 
 
 @click.command("compare")
@@ -334,7 +334,7 @@ def report_command(run_dirs, fmt, html_path):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def compare_command(run_dirs, fmt):
     """Show several architectures side by side: one column per architecture and protocol."""
-    click.echo(report.compare(_groups(distinct_paths(run_dirs)), fmt))
+    click.echo(printable_lines(report.compare(_groups(distinct_paths(run_dirs)), fmt)))
 
 
 @click.command("plot")

@@ -63,6 +63,9 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
     schema = load_schema()
     for problem in schema_errors(name, {"$ref": "#/$defs/entry_name", "$defs": schema["$defs"]}):
         raise UsageError(f"--name {name!r}: {problem.split(': ', 1)[-1]}")
+    for problem in ([] if command_line is None else schema_errors(
+            command_line, {**schema["properties"]["command"], "$defs": schema["$defs"]})):
+        raise UsageError(f"--command: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
     folder, _ = board_of_folder(out)     # in a folder named after a board: its entry
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None

@@ -55,12 +55,19 @@ def _count(value) -> str:
 #: links and images, code, emphasis, escapes; each is written backslash-escaped, so that text
 #: from a submission shows as written (the schema already refuses the worst in entry names)
 _MARKUP = re.compile(r"([\\`*_~\[\]<>&!|])")
+#: characters GitHub gives a meaning beyond markdown: ``$`` (math), ``:`` (``:rocket:``
+#: emoji, ``https:`` autolinks), ``@`` (mentions, e-mail autolinks). Math, emoji and mentions
+#: are found in the rendered text, where a backslash escape or an entity is already gone, so
+#: each is written in an element of its own (``<span>$</span>``, as GitHub's math documentation
+#: advises): no run of text holds a pair
+_SPANNED = re.compile(r"[$:@]")
 
 
 def markdown_text(text: str) -> str:
     """``text`` for a markdown table cell: one printable line whose markup characters are
-    escaped (shown literally: no HTML, link, emphasis or cell break)."""
-    return _MARKUP.sub(r"\\\1", printable(text))
+    escaped (shown literally: no HTML, link, emphasis, cell break, math, emoji or mention)."""
+    text = _MARKUP.sub(r"\\\1", printable(text))
+    return _SPANNED.sub(lambda m: f"<span>{m.group()}</span>", text)
 
 
 def markdown_code(text: str) -> str:

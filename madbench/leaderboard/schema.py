@@ -8,8 +8,9 @@ floats and duplicate keys are refused. Every problem is one line (``InvalidSubmi
 exit code 3).
 
 The validator follows JSON Schema semantics (keywords apply only to instances of their type;
-booleans are not numbers) with one stricter rule: ``integer`` means a JSON number written
-without a fraction or exponent (``1.0`` is not an integer here).
+booleans are not numbers; a pattern's ``$`` is the end of the text, as in ECMA-262, never
+before a final line break as in Python) with one stricter rule: ``integer`` means a JSON number
+written without a fraction or exponent (``1.0`` is not an integer here).
 """
 from __future__ import annotations
 
@@ -219,6 +220,29 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@functools.lru_cache(maxsize=None)
+def _regex(pattern: str) -> re.Pattern:
+    """``pattern`` as JSON Schema reads it (ECMA-262): ``$`` is the end of the text. Python's
+    ``$`` also matches before a final line break, which let ``"name\\n"`` pass
+    ``^[^\\n]*$``; here it is ``\\Z``."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":                                  # an escape: kept as written
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = r"\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
 def schema_errors(doc: Any, schema: dict | None = None) -> list[str]:
     """Every violation of ``schema`` (default: the submission schema) by ``doc``, as
     ``"at <path>: <problem>"`` lines, at most ``MAX_SCHEMA_ERRORS``."""
@@ -258,7 +282,7 @@ def _check(value: Any, schema: dict, root: dict, path: str) -> Iterator[str]:
             yield f"at {where}: shorter than {schema['minLength']} characters"
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             yield f"at {where}: longer than {schema['maxLength']} characters"
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _regex(schema["pattern"]).search(value):
             why = f" ({schema['description']})" if "description" in schema else ""
             yield f"at {where}: {_show(value)} does not match {schema['pattern']}{why}"
     elif kind == "array":

@@ -895,11 +895,24 @@ _IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180
                         "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 
 
+#: Cyrillic and Greek letters drawn like a Latin letter (Unicode's confusables.txt, those
+#: two scripts), each to that letter in its own case: Greek capital nu reads N, small nu v
+_LOOKALIKES = str.maketrans(
+    "АВСЕНІЈКМОРЅТУХҮԚԜ" "авсеніјкморѕтухүһԁԛԝ"         # Cyrillic
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧϹ" "αικνορτυχγϲϳ",                   # Greek
+    "ABCEHIJKMOPSTYXYQW" "abcehijkmopstyxyhdqw"
+    "ABEZHIKMNOPTYXC" "aikvoptuxycj")
+
+
 def name_key(name: str) -> str:
     """An entry's name as a reader of the board tells names apart: compatibility forms folded
-    (NFKC: full-width letters, ligatures), case folded, invisible characters dropped, every
-    dash a hyphen, runs of spaces one space, none at the ends."""
-    text = _IGNORABLE.sub("", unicodedata.normalize("NFKC", name).casefold())
+    (NFKC: full-width letters, ligatures), Cyrillic and Greek letters drawn like Latin ones
+    folded to those (``_LOOKALIKES``: 'mаmba' with a Cyrillic а is 'mamba'; accents kept, on
+    the Latin letter), case folded, invisible characters dropped, every dash a hyphen, runs of
+    spaces one space, none at the ends. Lookalikes fold before and after case folding, so
+    that a capital folds as the Latin capital it is drawn like."""
+    text = unicodedata.normalize("NFKD", name).translate(_LOOKALIKES)
+    text = _IGNORABLE.sub("", text.casefold().translate(_LOOKALIKES))
     text = "".join("-" if unicodedata.category(c) == "Pd" else c
                    for c in unicodedata.normalize("NFKC", text))
     return " ".join(text.split())
@@ -923,8 +936,9 @@ def duplicate_entries(reports: Iterable[Report]) -> None:
             if first is not report:
                 report.fail("duplicate", f"name {report.name!r} reads as {first.name!r}, the "
                             f"name of {first.path} on {report.board} (names are told apart "
-                            "regardless of case, width, dashes, spacing and invisible "
-                            "characters): one entry per name")
+                            "regardless of case, width, dashes, spacing, invisible characters "
+                            "and Cyrillic or Greek lookalikes of Latin letters): one entry "
+                            "per name")
         keys = [(report.board, h) for h in (report.architecture_hash, report.model_hash) if h]
         match = next((k for k in keys if k in seen), None)
         if match is not None:
