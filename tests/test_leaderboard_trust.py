@@ -521,8 +521,10 @@ def test_ci_finds_changed_entries_with_non_ascii_names(tmp_path, trial):
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pr")
     (entries / "naïve.json").write_text(trial[0].read_text())      # untracked
+    odd = not_utf8_file(entries, trial[0].read_bytes())            # before: UnicodeDecodeError
     assert changed_files([entries], "main") == {(entries / "café.json").resolve(),
-                                                (entries / "naïve.json").resolve()}
+                                                (entries / "naïve.json").resolve(),
+                                                odd.resolve()}
 
 
 def test_a_check_failing_for_every_run_is_counted_not_listed():
@@ -995,3 +997,88 @@ def test_submit_refuses_a_command_that_is_not_one_printable_line(tmp_path, trial
     assert result.output.startswith("Error: --command:") and "printable text" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "t.json").exists()
+
+def boards_root(tmp_path):
+    """A leaderboards folder with the repository's README and an empty mad-paper board."""
+    import shutil
+    root = tmp_path / "leaderboards"
+    (root / "mad-paper").mkdir(parents=True)
+    shutil.copy(REPO / "leaderboards" / "README.md", root / "README.md")
+    return root
+
+
+def lb(*args):
+    from click.testing import CliRunner
+    from madbench.cli import main
+    return CliRunner().invoke(main, ["leaderboard", *map(str, args)])
+
+
+def one_line_error(result, text):
+    assert result.exit_code == 3, result.output
+    assert text in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_linked_board_folder_is_refused_not_followed(tmp_path, doc):
+    """A pull request that makes ``mad-quick`` (or a folder in a board) a symbolic link to a
+    folder outside the checkout: validate, render and agree refuse the link in one line and
+    read nothing behind it. Before, all three read the files there as the board's entries
+    (validate passed this one, render ranked it, agree compared it)."""
+    from helpers import as_board_entry
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "entry.json").write_text(json.dumps(as_board_entry(doc, "mad-quick")))
+    root = boards_root(tmp_path)
+    (root / "mad-quick").symlink_to(outside)
+    (root / "mad-paper" / "sub").symlink_to(outside)               # a link inside a board
+    result = lb("validate", root, "--json")
+    assert result.exit_code == 3, result.output
+    files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
+    assert sorted(files) == [str(root / "mad-paper" / "sub"), str(root / "mad-quick")]
+    assert all("a symbolic link" in f["failures"][0]["reason"] for f in files.values())
+    for command in (["render", "--root", root], ["agree", "--root", root]):
+        one_line_error(lb(*command), "mad-quick: a symbolic link, not followed")
+    assert "entry.json" not in (root / "README.md").read_text()
+
+
+def test_a_checkout_under_a_linked_folder_is_read_as_usual(tmp_path, doc):
+    """Only links below the folder named count: a checkout reached through a link (/tmp on
+    macOS) renders and lists its entries."""
+    from helpers import as_board_entry
+    from madbench.leaderboard.render import render
+    from madbench.leaderboard.validate import submission_files
+    root = boards_root(tmp_path / "real")
+    (root / "mad-quick").mkdir()
+    (root / "mad-quick" / "e.json").write_text(json.dumps(as_board_entry(doc, "mad-quick")))
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    alias = tmp_path / "alias" / "leaderboards"
+    assert render(alias) is True and "(mad-quick/e.json)" in (root / "README.md").read_text()
+    assert submission_files([alias]) == [alias / "mad-quick" / "e.json"]
+
+
+def not_utf8_file(folder, content):
+    """``folder/\\xff.json`` holding ``content`` (skipped where names must be UTF-8)."""
+    import os
+    name = os.fsencode(folder) + b"/\xff.json"
+    try:
+        with open(name, "wb") as fh:
+            fh.write(content)
+    except OSError:
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    return Path(os.fsdecode(name))
+
+
+def test_a_file_name_that_is_not_utf8_is_an_invalid_board_file(tmp_path, doc):
+    """A board entry named by the byte 0xff: render, agree and validate refuse it in one line
+    (exit 3), the name shown as bytes. Before, render ended in 'Error: UnicodeEncodeError'
+    (exit 1; the README link cannot hold the name), agree ranked it and validate passed it."""
+    from helpers import as_board_entry
+    root = boards_root(tmp_path)
+    (root / "mad-quick").mkdir()
+    not_utf8_file(root / "mad-quick", json.dumps(as_board_entry(doc, "mad-quick")).encode())
+    text = "the file name b'\\xff.json' is not UTF-8 text"
+    for command in (["render", "--root", root], ["agree", "--root", root]):
+        one_line_error(lb(*command), text)
+    result = lb("validate", root / "mad-quick")
+    assert result.exit_code == 3 and f"FAIL input: {root}/mad-quick/\\udcff.json: {text}" \
+        in result.stdout, result.output

@@ -416,3 +416,42 @@ def test_a_run_whose_size_or_length_is_out_of_bounds_is_invalid_before_anything_
         verdict = validate(submission(rows), frontiers)
         assert not verdict.valid
         assert [r for r in verdict.reasons if text in r], verdict.reasons
+
+
+@pytest.mark.parametrize("content, text", [
+    ("[" * 100_000, "nested more than 32 levels deep"),          # before: RecursionError, exit 1
+    ('{"arch": "x", "corpus_sha256": "ab", "budgets": [{"budget": 1e12, "valid": true, '
+     '"loss_opt": NaN, "loss_band": [NaN, NaN]}]}', "NaN is not a JSON number"),   # was read
+    ('{"arch": "x", "corpus_sha256": "ab", "arch": "y", "budgets": []}',
+     "duplicate key 'arch'"),                                    # the last 'arch' was read
+    (b'{"arch": "\xff"}', "not UTF-8 text (byte 10)"),          # before: UnicodeDecodeError
+    (None, "over the 4,194,304-byte limit; refused before reading"),   # read whole before
+    ("link", "reached through the symbolic link"),             # read what the link points at
+], ids=["deep", "nan", "duplicate-key", "not-utf8", "huge", "linked-folder"])
+def test_a_malformed_stored_frontier_is_refused_in_one_line(content, text, tmp_path):
+    """A pull request may add or edit a stored frontier: it is read as a submission file is
+    (madbench.leaderboard.schema), and a malformed one stops 'scaling validate' in one line,
+    exit 3 (as render stops at a malformed board file)."""
+    from madbench.leaderboard.schema import MAX_BYTES
+    root = tmp_path / "frontiers"
+    folder = root / "c" / "a"
+    folder.mkdir(parents=True)
+    if content == "link":                             # a corpus folder linked out of root
+        (tmp_path / "outside" / "a").mkdir(parents=True)
+        (tmp_path / "outside" / "a" / "frontier.json").write_text('{"arch": "x"}')
+        (root / "elsewhere").symlink_to(tmp_path / "outside")
+    elif content is None:
+        with open(folder / "frontier.json", "wb") as fh:         # sparse: nothing written
+            fh.truncate(MAX_BYTES + 1)
+    else:
+        (folder / "frontier.json").write_bytes(
+            content if isinstance(content, bytes) else content.encode())
+    sub = tmp_path / "sub.json"
+    sub.write_text(json.dumps({"arch": FAMILY, "family": FAMILY, "seq_len": SEQ,
+                               "corpus_sha256": "ab", "runs": [
+                                   {"width": 32, "depth": 2, "params": 1000, "tokens": 1e6,
+                                    "flops": 1e9, "loss": 2.0}]}))
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(sub), "--frontiers", str(root)])
+    assert res.exit_code == 3, res.output
+    assert res.stderr.startswith("Error: stored frontier ") and text in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not res.stdout

@@ -4,6 +4,7 @@ so that CI re-runs only the new or changed entries."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -12,8 +13,9 @@ from ..errors import UsageError
 
 def _git(cwd: Path, *args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60,
+                             encoding=sys.getfilesystemencoding(),   # names as os.listdir
+                             errors=sys.getfilesystemencodeerrors())  # decodes them
     except (OSError, subprocess.SubprocessError) as exc:
         raise UsageError(f"git {' '.join(args)}: {exc}") from None
     if out.returncode != 0:

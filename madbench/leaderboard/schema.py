@@ -132,8 +132,24 @@ def parse_submission_text(text: str, source: str = "input") -> dict:
     return doc
 
 
+def unlinked(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """``path``, if none of its components below ``root`` is a symbolic link (``root`` and the
+    folders above it are not looked at: a checkout may live under a linked folder, such as /tmp
+    on macOS); else an ``InvalidSubmission`` naming the first link, which is not followed."""
+    part = Path(root)
+    for name in Path(path).relative_to(root).parts:
+        part = part / name
+        if part.is_symlink():
+            link = ("a symbolic link" if part == Path(path)
+                    else f"reached through the symbolic link {part}")
+            raise InvalidSubmission(f"{path}: {link}, not followed (it may lead out of "
+                                    f"{root})")
+    return Path(path)
+
+
 def read_submission(path: str | os.PathLike) -> dict:
-    """Read and parse one submission file (size checked before reading)."""
+    """Read and parse one submission file (size checked before reading): a plain file whose
+    name is UTF-8 text."""
     path = Path(path)
     try:
         info = path.lstat()
@@ -145,6 +161,11 @@ def read_submission(path: str | os.PathLike) -> dict:
         raise InvalidSubmission(f"{path}: a symbolic link; a submission is a plain file")
     if not stat.S_ISREG(info.st_mode):
         raise InvalidSubmission(f"{path}: not a regular file")
+    try:                        # git, README links and other systems need the name as text
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSubmission(f"{path}: the file name {os.fsencode(path.name)!r} is not "
+                                "UTF-8 text") from None
     if info.st_size > MAX_BYTES:
         raise InvalidSubmission(f"{path}: {info.st_size:,} bytes, over the "
                                 f"{MAX_BYTES:,}-byte limit; refused before reading")

@@ -43,6 +43,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import random
 import re
 import secrets
@@ -52,7 +53,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -954,14 +955,26 @@ def duplicate_entries(reports: Iterable[Report]) -> None:
 def submission_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files named, plus every ``*.json`` under directories named (sorted); in a
     leaderboards folder (one holding board folders) only the board folders are searched, so
-    that other data there (``frontiers/``) is not taken for submissions."""
+    that other data there (``frontiers/``) is not taken for submissions. A symbolic link to a
+    folder below a directory named is listed, not followed (it fails as no submission)."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            roots = [p / b for b in BOARDS if (p / b).is_dir()] or [p]
-            out.extend(sorted(q for r in roots for q in r.rglob("*.json") if q.is_file()))
+            out.extend(sorted(_json_below(p)))
         elif p.exists() or p.is_symlink():
             out.append(p)
         else:
             raise UsageError(f"{p}: no such file or directory")
     return out
+
+
+def _json_below(folder: Path) -> Iterator[Path]:
+    """``*.json`` files and links to folders below ``folder`` (its board folders only, if it
+    has any); a link is listed, never followed."""
+    boards = [b for b in BOARDS if (folder / b).is_dir()]
+    for where, folders, files in os.walk(folder):
+        here = Path(where)
+        if here == folder and boards:
+            folders[:], files = boards, []
+        yield from (here / f for f in folders if (here / f).is_symlink())
+        yield from (here / f for f in files if f.endswith(".json"))

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MadbenchError, UsageError
+from ..leaderboard.schema import InvalidSubmission, read_submission, unlinked
 from ..store import encode_row
 from .fits import approach2, approach3
 from .runs import budgets_of, by_arch, columns
@@ -99,14 +100,17 @@ def write_frontiers(rows: Sequence[dict[str, Any]], root: str | Path,
 
 
 def load_frontiers(root: str | Path) -> list[dict[str, Any]]:
-    """Every ``frontier.json`` under ``root`` (none when the folder does not exist)."""
+    """Every ``frontier.json`` under ``root`` (none when the folder does not exist), read as
+    ``leaderboard validate`` reads a submission (a pull request may add or edit one): a plain
+    file of at most 4 MiB, nested at most 32 levels, no NaN or duplicate keys, and no symbolic
+    link on the way from ``root``."""
     root = Path(root)
     out = []
     for path in sorted(root.glob("*/*/frontier.json")) if root.is_dir() else []:
         try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise MadbenchError(f"{path}: not valid JSON: {exc}") from None
+            doc = read_submission(unlinked(path, root))
+        except InvalidSubmission as exc:            # exit 3, as render's for a board file
+            raise InvalidSubmission(f"stored frontier {exc}") from None
         doc["path"] = str(path)
         out.append(doc)
     return out
