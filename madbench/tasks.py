@@ -8,6 +8,7 @@ both splits (memorization's fact table) comes from a third stream, ``shared``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -241,6 +242,29 @@ def _check_tokens(where: str, inputs: np.ndarray, targets: np.ndarray, vocab_siz
             bad = ids.min() if ids.min() < 0 else ids.max()
             raise MadbenchError(f"{where}: {kind} hold token {bad}, outside [0, {vocab_size}) "
                                 f"(vocab_size {vocab_size}; unscored targets are {IGNORE})")
+
+
+def vocabulary_layout(task: Task, setting: Setting) -> dict[str, Any]:
+    """``task.vocabulary`` at ``setting``, checked: each name maps to a token id or a
+    ``[start, stop)`` range within ``[0, vocab_size)``; else a one-line error naming the task."""
+    layout = task.vocabulary(setting.params)
+    size = setting.vocab_size
+
+    def is_id(x: Any) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    def fits(where: Any) -> bool:
+        if is_id(where):
+            return 0 <= where < size
+        return (isinstance(where, (list, tuple)) and len(where) == 2 and all(map(is_id, where))
+                and 0 <= where[0] <= where[1] <= size)
+    if isinstance(layout, Mapping) and all(isinstance(k, str) and k and fits(w)
+                                           for k, w in layout.items()):
+        return dict(layout)
+    text = repr(layout)
+    raise MadbenchError(f"task {task.name!r} ({setting.name}): vocabulary() returned "
+                        f"{text if len(text) <= 80 else text[:77] + '...'}; expected a dict of "
+                        f"name -> token id or [start, stop) range within [0, {size})")
 
 
 def model_length(task: Task, setting: Setting) -> int:
