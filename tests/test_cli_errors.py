@@ -652,3 +652,15 @@ def test_eval_and_scaling_run_refuse_each_other_s_run_directory(tmp_path):
     assert cli("scaling", "fit", scaling, "--approach", "2").exit_code == 0
     assert cli(*run, "--run-dir", scaling).exit_code == 0       # its own kind: resumes
     assert cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", evals).exit_code == 0
+
+
+@pytest.mark.parametrize("command,text", [
+    ("list", "No such command 'list'. Did you mean 'madbench arch list' or 'madbench tasks "
+     "list'?"),
+    ("describe", "No such command 'describe'. Did you mean 'madbench arch describe'?"),
+    ("validate", "Did you mean 'madbench leaderboard validate' or 'madbench scaling "
+     "validate'?"),
+])
+def test_a_group_s_command_given_alone_names_its_group(command, text):
+    """`madbench list` said only "No such command 'list'."."""
+    assert_one_line(CliRunner().invoke(main, [command], prog_name="madbench"), 2, text)
