@@ -532,7 +532,7 @@ def test_sys_exit_in_a_mixer_is_an_error_not_a_silent_success(hostile, tmp_path)
     assert_one_line(result, 1, "code that madbench ran called sys.exit(0)")
     result = cli("eval", "--arch", f"{hostile}:ExitsAlways", *TINY, "--dry-run",
                  "--run-dir", tmp_path / "run2")
-    assert_one_line(result, 3, "fails to run on (2, 32, 128) inputs: SystemExit: 0")
+    assert_one_line(result, 3, "fails to run on (batch, 32, 128) inputs: SystemExit: 0")
 
 
 def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_path):
