@@ -102,7 +102,10 @@ def _import_path(path: str) -> type:
             classes = _module_classes(module)
             there = (f"{did_you_mean(attr, classes)}nn.Module classes there: "
                      f"{', '.join(classes)}" if classes else "it holds no nn.Module class")
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r} ({there})")
+            where = getattr(module, "__file__", None)      # which of two same-named modules
+            where = f" ({where})" if where else ""
+            raise UsageError(f"module {module_name!r}{where} has no attribute {attr!r} "
+                             f"({there})")
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise UsageError(f"{path!r} is not an nn.Module class")
     return obj

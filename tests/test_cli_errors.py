@@ -85,7 +85,7 @@ BAD_ARGUMENTS = [
     (["--arch", "bad_mixers:Raises"], 2, "boom in init"),
     (["--arch", "bad_mixers:Wrong"], 3, "breaks the mixer contract: output shape"),
     # a slip in an import path or a constructor argument: named, with the nearest name
-    (["--arch", "bad_mixers:Sizd"], 2, "module 'bad_mixers' has no attribute 'Sizd' (did you "
+    (["--arch", "bad_mixers:Sizd"], 2, "bad_mixers.py) has no attribute 'Sizd' (did you "
      "mean 'Sized'? nn.Module classes there: NoDim, Raises, Sized, Wrong)"),
     (["--arch", "bad_mixers.Sized"], 2, "(did you mean 'bad_mixers:Sized'? an import path puts "
      "':' before the class)"),
