@@ -187,7 +187,7 @@ def kwargs_problem(cls: type, kwargs: Mapping[str, Any]) -> str | None:
     """Why ``cls(dim, **kwargs)`` cannot work, read from its signature before it runs, or
     None: an argument it does not take (unless it takes ``**kwargs``), or a value of the wrong
     kind: against a plain annotation (``int``, ``float | None``), else a string where the
-    default is a number or the reverse (``--mixer-kwargs '{"heads": "8"}'``)."""
+    default is a number (``--mixer-kwargs '{"heads": "8"}'``)."""
     try:
         params = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
@@ -216,9 +216,10 @@ def kwargs_problem(cls: type, kwargs: Mapping[str, Any]) -> str | None:
         if allowed is not None and not _value_fits(value, allowed):
             expected = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
             return f"{name}={value!r} is a {type(value).__name__}; {name} is annotated {expected}"
-        kinds = {_kind(value), _kind(param.default)}
-        if allowed is None and value is not None and "a string" in kinds and kinds & {
-                "a number", "a boolean"}:
+        # a string where the default is a number; not the reverse: a default of "auto"
+        # commonly takes a number too (mamba-ssm's dt_rank)
+        if allowed is None and isinstance(value, str) and _kind(param.default) in (
+                "a number", "a boolean"):
             return (f"{name}={value!r} is {_kind(value)}; {name} takes "
                     f"{_kind(param.default)} (its default is {param.default!r})")
     return None
