@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import numbers
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -96,10 +99,24 @@ def _import_path(path: str) -> type:
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
+            classes = _module_classes(module)
+            there = (f"{did_you_mean(attr, classes)}nn.Module classes there: "
+                     f"{', '.join(classes)}" if classes else "it holds no nn.Module class")
+            where = getattr(module, "__file__", None)      # which of two same-named modules
+            where = f" ({where})" if where else ""
+            raise UsageError(f"module {module_name!r}{where} has no attribute {attr!r} "
+                             f"({there})")
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise UsageError(f"{path!r} is not an nn.Module class")
     return obj
+
+
+def _module_classes(module) -> list[str]:
+    """The public nn.Module classes a module holds, torch's own left out: what an import path
+    into it can name."""
+    return sorted(name for name, obj in vars(module).items()
+                  if not name.startswith("_") and isinstance(obj, type)
+                  and issubclass(obj, nn.Module) and not obj.__module__.startswith("torch"))
 
 
 def mixer_entry(name: str) -> Entry:
@@ -157,10 +174,95 @@ def build_mixer(layer: LayerSpec, dim: int, seq_len: int | None = None) -> nn.Mo
         name = length_kwarg(entry.obj)
         if name is not None and name not in layer.kwargs:
             kwargs[name] = int(seq_len)
+    problem = kwargs_problem(entry.obj, kwargs)
+    if problem:
+        raise UsageError(f"cannot build mixer {layer.mixer!r}: {problem}")
     try:
         return entry.obj(dim, **kwargs)
     except TypeError as exc:
         raise UsageError(f"cannot build mixer {layer.mixer!r} with {kwargs}: {exc}") from None
+
+
+def kwargs_problem(cls: type, kwargs: Mapping[str, Any]) -> str | None:
+    """Why ``cls(dim, **kwargs)`` cannot work, read from its signature before it runs, or
+    None: an argument it does not take (unless it takes ``**kwargs``), or a value of the wrong
+    kind: against a plain annotation (``int``, ``float | None``), else a string where the
+    default is a number (``--mixer-kwargs '{"heads": "8"}'``)."""
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: not judged
+        hints = {}
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
+                                            params[0].POSITIONAL_OR_KEYWORD,
+                                            params[0].VAR_POSITIONAL):
+        return "its constructor takes no dim (a mixer is built as Cls(dim, **kwargs))"
+    params = params[1:]
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = [k for k in kwargs if k not in named]
+        if unknown:
+            takes = (f"{did_you_mean(unknown[0], named)}its arguments: {', '.join(named)}"
+                     if named else "it takes only dim")
+            return f"it takes no argument {unknown[0]!r} ({takes})"
+    for name, value in kwargs.items():
+        param = named.get(name)
+        if param is None:
+            continue
+        allowed = _plain_types(hints.get(name))
+        if allowed is not None and not _value_fits(value, allowed):
+            expected = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            return f"{name}={value!r} is a {type(value).__name__}; {name} is annotated {expected}"
+        # a string where the default is a number; not the reverse: a default of "auto"
+        # commonly takes a number too (mamba-ssm's dt_rank)
+        if allowed is None and isinstance(value, str) and _kind(param.default) in (
+                "a number", "a boolean"):
+            return (f"{name}={value!r} is {_kind(value)}; {name} takes "
+                    f"{_kind(param.default)} (its default is {param.default!r})")
+    return None
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_types(hint: Any) -> tuple | None:
+    """The types a plain annotation allows (``int``, ``float | None``, ``Optional[str]``);
+    None for no annotation or any other."""
+    if hint is None:
+        return None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
+    return allowed if all(t in _PLAIN for t in allowed) else None
+
+
+def _value_fits(value: Any, allowed: tuple) -> bool:
+    """Whether ``value`` is one of the plain types ``allowed`` (an integer fits ``float``; a
+    value of no plain type is not judged)."""
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, numbers.Integral):
+        return int in allowed or float in allowed
+    if isinstance(value, numbers.Real):
+        return float in allowed
+    if isinstance(value, str):
+        return str in allowed
+    return True
+
+
+def _kind(value: Any) -> str:
+    """``a string``, ``a boolean``, ``a number``, or the type's name with an article."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, numbers.Real):
+        return "a number"
+    return f"a {type(value).__name__}"
 
 
 def built_layer(layer: LayerSpec) -> dict:
@@ -357,6 +459,9 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
                                  "mixer, not to a shorthand architecture")
             return ArchitectureSpec(arch, layers, dim)
     hint = did_you_mean(arch, [*reg.architectures, *reg.mixers]).strip()
+    module, dot, cls = arch.rpartition(".")
+    if not hint and dot and module and cls.isidentifier() and ":" not in arch:
+        hint = f"did you mean {f'{module}:{cls}'!r}? an import path puts ':' before the class"
     raise UsageError(f"unknown architecture {arch!r}{f' ({hint})' if hint else ''}: not a "
                      "registered architecture or mixer (see 'madbench arch list'), an import "
                      f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}")

@@ -25,10 +25,12 @@ Register = Callable[..., None]
 def madbench_register_tasks(register: Register) -> None:
     """Register tasks (since 0.1).
 
-    Call ``register(name, task, **metadata)`` once per task. ``task`` is an instance of
-    :class:`madbench.tasks.Task` (a name, a version, a baseline setting, one-at-a-time changes
-    and a vectorised generator). Names are global: two plugins registering the same name is an
-    error that names both.
+    Call ``register(task.name, task, **metadata)`` once per task (and return nothing).
+    ``task`` is an instance of :class:`madbench.tasks.Task` (a name, a version, a baseline
+    setting with ``madbench.tasks.TASK_PARAMS``, one-at-a-time changes of its variables and a
+    vectorised generator), checked as it is registered (``madbench.tasks.task_problem``): a
+    slip fails this plugin's hook, with a warning. Names are global: two plugins registering the
+    same name is an error that names both.
 
     :param register: ``register(name: str, task: Task, **metadata)``.
     """
@@ -39,7 +41,7 @@ def madbench_register_mixers(register: Register) -> None:
     """Register mixer classes (since 0.1).
 
     Call ``register(name, cls, kind="sequence", **metadata)``. ``cls`` is an ``nn.Module`` class
-    built as ``cls(dim, **kwargs)`` whose ``forward(x)`` maps (batch, seq_len, dim) to the same
+    (the class, not an instance: checked as it is registered) built as ``cls(dim, **kwargs)`` whose ``forward(x)`` maps (batch, seq_len, dim) to the same
     shape. ``kind`` is ``"sequence"`` (causal sequence mixer, the default) or ``"channel"``
     (position-wise channel mixer). Useful metadata: ``shorthand`` (mad-lab's short label, e.g.
     ``"H"``), ``defaults`` (dict of constructor kwargs applied by default), ``description``,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +203,40 @@ def _own_hook(pm: pluggy.PluginManager, hook_name: str, plugin: Any):
     return pm.subset_hook_caller(hook_name, remove_plugins=others)
 
 
+def registration_problem(category: str, name: str, obj: Any, metadata: dict) -> str | None:
+    """Why ``register(name, obj, **metadata)`` from a ``category`` hook is refused, or None: a
+    corpus loader must be callable, a mixer an ``nn.Module`` class of a known kind, a task a
+    ``madbench.tasks.Task`` instance (``madbench.tasks.task_problem``)."""
+    if category == "corpora" and not callable(obj):
+        return f"corpus {name!r}: the loader must be callable"
+    if category == "mixers":
+        # an nn.Module subclass exists only once torch.nn is imported: no import needed here
+        nn = sys.modules.get("torch.nn")
+        if not (isinstance(obj, type) and nn is not None and issubclass(obj, nn.Module)):
+            what = (f"an instance of {type(obj).__name__} (register the class itself)"
+                    if nn is not None and isinstance(obj, nn.Module) else _short_repr(obj))
+            return f"mixer {name!r} must be an nn.Module class, not {what}"
+        if metadata["kind"] not in ("sequence", "channel"):
+            return (f"mixer {name!r}: kind must be 'sequence' or 'channel', not "
+                    f"{metadata['kind']!r}")
+    if category == "tasks":
+        # likewise a Task instance exists only once madbench.tasks is imported (which imports
+        # this module, so it cannot be imported here)
+        tasks = sys.modules.get("madbench.tasks")
+        if tasks is None:
+            return f"task {name!r} must be a madbench.tasks.Task instance, not {_short_repr(obj)}"
+        return tasks.task_problem(name, obj)
+    return None
+
+
+def _short_repr(obj: Any) -> str:
+    """``obj`` named in a few words: a class by name, anything else by type and a short repr."""
+    if isinstance(obj, type):
+        return f"the class {obj.__name__}"
+    text = repr(obj)
+    return f"{type(obj).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def _collect(pm: pluggy.PluginManager) -> Registry:
     reg = Registry(failures=list(_failures))
     for plugin_name, plugin in pm.list_name_plugin():
@@ -225,19 +260,22 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
                         f"{_c[:-1]} {name!r} is registered by both plugin "
                         f"{_t[name].plugin!r} and plugin {_p!r}; block one with "
                         f"MADBENCH_DISABLE_PLUGINS={_p} (or uninstall it)")
-                if _c == "corpora" and not callable(obj):
-                    raise TypeError(f"corpus {name!r}: the loader must be callable")
                 if _c == "mixers":
                     metadata.setdefault("kind", "sequence")
-                    if metadata["kind"] not in ("sequence", "channel"):
-                        raise PluginConflictError(
-                            f"mixer {name!r} from plugin {_p!r}: kind must be 'sequence' or "
-                            f"'channel', not {metadata['kind']!r}")
+                problem = registration_problem(_c, name, obj, metadata)
+                if problem:       # the hook fails: its plugin is warned about, the rest works
+                    raise TypeError(problem)
                 _t[name] = Entry(name, obj, _p, metadata)
                 _n.append(name)
+            register.__qualname__ = "register"   # as a wrong call's TypeError names it
 
             try:      # through pluggy, restricted to this plugin: its registrations are its own
-                _own_hook(pm, hook_name, plugin)(register=register)
+                returned = [r for r in _own_hook(pm, hook_name, plugin)(register=register)
+                            if r is not None]
+                if returned:      # e.g. `return [MyTask()]`: nothing would be registered
+                    _warn_once(f"plugin {plugin_name!r}: {hook_name} returned "
+                               f"{_short_repr(returned[0])}, which is ignored; a hook registers "
+                               f"each item by calling register(name, obj) and returns None")
             except PluginConflictError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a broken hook must not break the rest

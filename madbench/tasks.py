@@ -8,6 +8,7 @@ both splits (memorization's fact table) comes from a third stream, ``shared``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -21,6 +22,8 @@ from .suggest import did_you_mean
 
 IGNORE = -100  #: target value of a position that is not scored
 SPLITS = ("train", "test")
+#: the parameters every task's baseline sets (``Setting`` reads them)
+TASK_PARAMS = ("vocab_size", "seq_len", "num_train_examples", "num_test_examples")
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ class Task:
     """Base class for tasks. Subclasses set the class attributes and implement ``sample``.
 
     - ``name``, ``version`` (bump when the generated data change), ``description``;
-    - ``baseline``: dict with at least ``vocab_size``, ``seq_len``, ``num_train_examples``,
-      ``num_test_examples``;
+    - ``baseline``: dict with at least ``TASK_PARAMS``: ``vocab_size``, ``seq_len``,
+      ``num_train_examples``, ``num_test_examples``;
     - ``changes``: ordered dict ``variable -> tuple of values``, each varied alone;
     - ``model``: ``"lm"`` (language-model backbone) or ``"autoencoder"`` (compression decoder).
     """
@@ -125,6 +128,29 @@ class Task:
         names = [s.name for s in self.settings()]
         raise UsageError(f"task {self.name!r} has no setting {name!r} "
                          f"({did_you_mean(name, names)}choose from: {', '.join(names)})")
+
+
+def task_problem(name: str, task: Any) -> str | None:
+    """Why ``task`` cannot be registered as ``name``, or None: it must be a ``Task`` instance
+    named ``name``, its baseline must set ``TASK_PARAMS`` and each change a baseline variable
+    (checked when a plugin registers it, so that a slip is one warning naming the plugin)."""
+    if isinstance(task, type):
+        return (f"task {name!r} is the class {task.__name__}; register an instance: "
+                f"register({name!r}, {task.__name__}())")
+    if not isinstance(task, Task):
+        return f"task {name!r} must be a madbench.tasks.Task instance, not a {type(task).__name__}"
+    if task.name != name:
+        return f"task {task.name!r} is registered as {name!r}; register it under its name"
+    missing = [p for p in TASK_PARAMS if p not in task.baseline]
+    if missing:
+        return (f"task {name!r}: its baseline lacks {', '.join(missing)} (every baseline sets "
+                f"{', '.join(TASK_PARAMS)})")
+    unknown = [v for v in task.changes if v not in task.baseline]
+    if unknown:
+        return (f"task {name!r}: changes vary {', '.join(map(repr, unknown))}, which the "
+                f"baseline does not set ({did_you_mean(unknown[0], task.baseline)}baseline: "
+                f"{', '.join(task.baseline)})")
+    return None
 
 
 def split_rng(setting: Setting, split: str, seed: int) -> np.random.Generator:
@@ -180,15 +206,65 @@ def _sample(task: Task, setting: Setting, num: int, split: str, rng: np.random.G
             shared: Any) -> tuple[np.ndarray, np.ndarray]:
     """``task.sample``; ``shared`` is passed only when the task has any, so that tasks written
     as ``sample(params, num, split, rng)`` keep working."""
-    if shared is None:
-        inputs, targets = task.sample(setting.params, num, split, rng)
-    else:
-        inputs, targets = task.sample(setting.params, num, split, rng, shared)
+    where = f"task {task.name!r} ({setting.name}, {split} split)"
+    try:
+        if shared is None:
+            returned = task.sample(setting.params, num, split, rng)
+        else:
+            returned = task.sample(setting.params, num, split, rng, shared)
+    except MadbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's generator: named in the one line
+        raise MadbenchError(f"{where} failed to sample: {type(exc).__name__}: {exc}"
+                            .splitlines()[0]) from exc
+    if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
+        size = f" of {len(returned)}" if isinstance(returned, (tuple, list)) else ""
+        raise MadbenchError(f"{where}: sample returned {type(returned).__name__}{size}; "
+                            "expected a pair (inputs, targets)")
+    inputs, targets = returned
     if np.ndim(inputs) != 2 or np.shape(inputs) != np.shape(targets) or len(inputs) != num:
         raise MadbenchError(f"task {task.name!r} returned inputs {np.shape(inputs)} and targets "
                             f"{np.shape(targets)} for {num} sequences; expected two equal "
                             "[num, length] arrays")
+    _check_tokens(where, np.asarray(inputs), np.asarray(targets), setting.vocab_size)
     return inputs, targets
+
+
+def _check_tokens(where: str, inputs: np.ndarray, targets: np.ndarray, vocab_size: int) -> None:
+    """Token ids are integers in [0, vocab_size), targets too where not IGNORE: the model's
+    embedding and head have vocab_size rows (else an index error in the middle of training)."""
+    for kind, ids in (("inputs", inputs), ("targets", targets)):
+        if ids.size and ids.dtype.kind not in "iu":
+            raise MadbenchError(f"{where}: {kind} are {ids.dtype}; expected integer token ids")
+    scored = targets[targets != IGNORE]
+    for kind, ids in (("inputs", inputs), ("targets", scored)):
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise MadbenchError(f"{where}: {kind} hold token {bad}, outside [0, {vocab_size}) "
+                                f"(vocab_size {vocab_size}; unscored targets are {IGNORE})")
+
+
+def vocabulary_layout(task: Task, setting: Setting) -> dict[str, Any]:
+    """``task.vocabulary`` at ``setting``, checked: each name maps to a token id or a
+    ``[start, stop)`` range within ``[0, vocab_size)``; else a one-line error naming the task."""
+    layout = task.vocabulary(setting.params)
+    size = setting.vocab_size
+
+    def is_id(x: Any) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    def fits(where: Any) -> bool:
+        if is_id(where):
+            return 0 <= where < size
+        return (isinstance(where, (list, tuple)) and len(where) == 2 and all(map(is_id, where))
+                and 0 <= where[0] <= where[1] <= size)
+    if isinstance(layout, Mapping) and all(isinstance(k, str) and k and fits(w)
+                                           for k, w in layout.items()):
+        return dict(layout)
+    text = repr(layout)
+    raise MadbenchError(f"task {task.name!r} ({setting.name}): vocabulary() returned "
+                        f"{text if len(text) <= 80 else text[:77] + '...'}; expected a dict of "
+                        f"name -> token id or [start, stop) range within [0, {size})")
 
 
 def model_length(task: Task, setting: Setting) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .checks import (AuditResult, CausalityResult, MixerLike, as_module, audit_state,
                      check_causality, check_contract, declared_state)
+from .checks._common import one_line
 
 
 def _name(mixer: MixerLike) -> str:
@@ -26,10 +27,20 @@ def _name(mixer: MixerLike) -> str:
     return getattr(cls, "__qualname__", repr(mixer))
 
 
+def _contract(mixer: MixerLike, module, dim: int, seq_len: int):
+    """``check_contract`` of the built ``module``; a forward that raises (a wrong signature,
+    a shape it cannot take) is an AssertionError naming the call, as eval's check names it."""
+    try:
+        return check_contract(module, dim, seq_len)
+    except Exception as exc:  # noqa: BLE001 - any failure of the forward is the finding
+        raise AssertionError(f"{_name(mixer)} fails to run forward(x) on a float32 (batch, "
+                             f"{seq_len}, {dim}) input: {one_line(exc)}") from exc
+
+
 def assert_contract(mixer: MixerLike, dim: int = 16, seq_len: int = 16,
                     mixer_kwargs: dict | None = None) -> None:
     """Output shape and dtype equal the input's, outputs finite, batch elements independent."""
-    result = check_contract(mixer, dim, seq_len, mixer_kwargs=mixer_kwargs)
+    result = _contract(mixer, as_module(mixer, dim, mixer_kwargs), dim, seq_len)
     assert result.ok, f"{_name(mixer)} breaks the mixer contract: {result.message}"
 
 
@@ -66,7 +77,7 @@ def check_mixer(mixer: MixerLike, dim: int = 16, seq_len: int = 16,
     or a module of width ``dim``); raise AssertionError on the first failure. Returns the
     results: ``{"contract", "causality", "audit"}`` as dicts."""
     module = as_module(mixer, dim, mixer_kwargs)
-    contract = check_contract(module, dim, seq_len)
+    contract = _contract(mixer, module, dim, seq_len)
     assert contract.ok, f"{_name(mixer)} breaks the mixer contract: {contract.message}"
     causality = assert_causal(module, dim, seq_len)
     audit = assert_state_declared(module, dim)

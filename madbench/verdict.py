@@ -86,6 +86,19 @@ def verdict_lines(verdict: dict) -> list[str]:
             f"iso-state: {state}: {iso['message']}"]
 
 
+def flags_note(checks: dict) -> str | None:
+    """What ``madbench eval`` says before training an architecture its gate flags (the
+    ``checks`` of ``architecture_checks``), or None: the flags a result will carry, known
+    before the runs rather than after them."""
+    if not checks["flags"]:
+        return None
+    named = [f"param-mismatch (non-embedding parameters {checks['param_ratio']:.2f}x those of "
+             f"{REFERENCE_ARCHITECTURE}, beyond +-{checks['param_tolerance']:.0%})"
+             if flag == "param-mismatch" else flag for flag in checks["flags"]]
+    return (f"Note: the results will be flagged {', '.join(named)}; flags inform, they do not "
+            "stop the run ('madbench check' with the same options explains them)")
+
+
 #: the sequence length every causality check runs at; eval adds the longest it trains
 GUARD_LENGTH = 32
 

@@ -452,6 +452,27 @@ def test_conformance_helpers_raise_assertion_errors():
         check_mixer(PeekAhead, dim=4, k=0)
 
 
+class NeedsMask(nn.Module):
+    """A forward with the wrong signature: forward(x, mask)."""
+
+    def __init__(self, dim):
+        super().__init__()
+
+    def forward(self, x, mask):
+        return x
+
+
+def test_a_forward_that_cannot_be_called_is_an_assertion_error_too():
+    """check_mixer's docs promise AssertionError; forward(x, mask) raised a bare TypeError."""
+    from madbench.testing import assert_contract
+    for helper in (check_mixer, assert_contract):
+        with pytest.raises(AssertionError) as caught:
+            helper(NeedsMask, dim=4)
+        assert str(caught.value) == (
+            "NeedsMask fails to run forward(x) on a float32 (batch, 16, 4) input: TypeError: "
+            "NeedsMask.forward() missing 1 required positional argument: 'mask'")
+
+
 def test_testing_module_does_not_import_pytest():
     code = "import sys, madbench.testing; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -29,6 +29,17 @@ class Raises(torch.nn.Module):
         raise RuntimeError("boom in init")
     def forward(self, x):
         return x
+class Sized(torch.nn.Module):
+    def __init__(self, dim, kernel_size=4, heads: int = 2, scale: "float | None" = None):
+        super().__init__()
+        self.p = torch.nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.p(x)
+class NoDim(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+    def forward(self, x):
+        return x
 '''
 
 
@@ -73,6 +84,24 @@ BAD_ARGUMENTS = [
      "dim 128 is not divisible by num_heads 3"),
     (["--arch", "bad_mixers:Raises"], 2, "boom in init"),
     (["--arch", "bad_mixers:Wrong"], 3, "breaks the mixer contract: output shape"),
+    # a slip in an import path or a constructor argument: named, with the nearest name
+    (["--arch", "bad_mixers:Sizd"], 2, "bad_mixers.py) has no attribute 'Sizd' (did you "
+     "mean 'Sized'? nn.Module classes there: NoDim, Raises, Sized, Wrong)"),
+    (["--arch", "bad_mixers.Sized"], 2, "(did you mean 'bad_mixers:Sized'? an import path puts "
+     "':' before the class)"),
+    (["--arch", "bad_mixers:NoDim"], 2, "cannot build mixer 'bad_mixers:NoDim': its "
+     "constructor takes no dim (a mixer is built as Cls(dim, **kwargs))"),
+    (["--arch", "bad_mixers:Sized", "--mixer-kwargs", '{"kernal_size": 3}'], 2,
+     "cannot build mixer 'bad_mixers:Sized': it takes no argument 'kernal_size' (did you mean "
+     "'kernel_size'? its arguments: kernel_size, heads, scale)"),
+    (["--arch", "bad_mixers:Sized", "--mixer-kwargs", '{"kernel_size": "3"}'], 2,
+     "kernel_size='3' is a string; kernel_size takes a number (its default is 4)"),
+    (["--arch", "bad_mixers:Sized", "--mixer-kwargs", '{"heads": 2.5}'], 2,
+     "heads=2.5 is a float; heads is annotated int"),
+    (["--arch", "bad_mixers:Sized", "--mixer-kwargs", '{"heads": true}'], 2,
+     "heads=True is a bool; heads is annotated int"),
+    (["--arch", "bad_mixers:Sized", "--mixer-kwargs", '{"scale": "big"}'], 2,
+     "scale='big' is a str; scale is annotated float or None"),
 ]
 
 
@@ -513,7 +542,7 @@ def test_sys_exit_in_a_mixer_is_an_error_not_a_silent_success(hostile, tmp_path)
     assert_one_line(result, 1, "code that madbench ran called sys.exit(0)")
     result = cli("eval", "--arch", f"{hostile}:ExitsAlways", *TINY, "--dry-run",
                  "--run-dir", tmp_path / "run2")
-    assert_one_line(result, 3, "fails to run on (2, 32, 128) inputs: SystemExit: 0")
+    assert_one_line(result, 3, "fails to run on (batch, 32, 128) inputs: SystemExit: 0")
 
 
 def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_path):
@@ -633,3 +662,15 @@ def test_eval_and_scaling_run_refuse_each_other_s_run_directory(tmp_path):
     assert cli("scaling", "fit", scaling, "--approach", "2").exit_code == 0
     assert cli(*run, "--run-dir", scaling).exit_code == 0       # its own kind: resumes
     assert cli("eval", "--arch", "mh-attention", *TINY, "--run-dir", evals).exit_code == 0
+
+
+@pytest.mark.parametrize("command,text", [
+    ("list", "No such command 'list'. Did you mean 'madbench arch list' or 'madbench tasks "
+     "list'?"),
+    ("describe", "No such command 'describe'. Did you mean 'madbench arch describe'?"),
+    ("validate", "Did you mean 'madbench leaderboard validate' or 'madbench scaling "
+     "validate'?"),
+])
+def test_a_group_s_command_given_alone_names_its_group(command, text):
+    """`madbench list` said only "No such command 'list'."."""
+    assert_one_line(CliRunner().invoke(main, [command], prog_name="madbench"), 2, text)

@@ -99,3 +99,50 @@ def test_show_piped_keeps_each_line_whole():
     assert result.exit_code == 0, result.output
     first = result.stdout.splitlines()[0]
     assert first.endswith("12800 sequences of 127 tokens")       # not cut at 80 columns
+
+
+def test_every_bundled_vocabulary_layout_passes_its_check():
+    from madbench.tasks import all_tasks, vocabulary_layout
+    for task in all_tasks():
+        for setting in task.settings():
+            assert vocabulary_layout(task, setting) == task.vocabulary(setting.params)
+
+
+@pytest.mark.parametrize("layout", [{"none": None}, ["data", 0, 4], {"data": [0, 99]},
+                                    {"pad": 4}, {"data": [2, 1]}])
+@pytest.mark.parametrize("command", [("show", "toy-layout"), ("export", "toy-layout",
+                                                              "--setting", "baseline",
+                                                              "--split", "test")])
+def test_a_malformed_vocabulary_layout_is_one_line_naming_the_task(register_plugin, tmp_path,
+                                                                    layout, command):
+    """A plugin task whose vocabulary() returned {'none': None} or a list made `tasks show`
+    print `TypeError: int() argument must be ...` (exit 1, no task named); a range past the
+    vocabulary was shown as if it held tokens."""
+    import madbench
+    from madbench.tasks import Task
+
+    class Layout(Task):
+        name = "toy-layout"
+        baseline = {"vocab_size": 4, "seq_len": 8, "num_train_examples": 8,
+                    "num_test_examples": 4}
+
+        def vocabulary(self, params):
+            return layout
+
+        def sample(self, params, num, split, rng):
+            x = rng.integers(0, 4, (num, 8))
+            return x, x.copy()
+
+    class Plugin:
+        @madbench.hookimpl
+        def madbench_register_tasks(self, register):
+            register("toy-layout", Layout())
+
+    register_plugin(Plugin(), "toy-layout-plugin")
+    out = ["--out", str(tmp_path / "x.npz")] if command[0] == "export" else []
+    result = run(*command, *out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (f"Error: task 'toy-layout' (baseline): vocabulary() returned "
+                             f"{layout!r}; expected a dict of name -> token id or [start, "
+                             "stop) range within [0, 4)\n")
+    assert not (tmp_path / "x.npz").exists()

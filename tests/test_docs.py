@@ -6,7 +6,6 @@ smoke size (one task, 32 sequences, one epoch) or, for the GPU-sized ones, as ``
 (checks, plan and time estimate, no training)."""
 import re
 import shlex
-import textwrap
 from pathlib import Path
 
 import click
@@ -22,29 +21,13 @@ DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "leaderboards" / "R
 SHORT = ["--tasks", "memorization", "--set", "max_train=32", "--set", "max_test=32",
          "--set", "epochs=1", "--no-progress"]
 
-MYPKG = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    class MyMixer(nn.Module):
-        """A causal linear recurrence with 16 decaying modes per channel: state 16 * dim."""
-
-        def __init__(self, dim, heads=1):
-            super().__init__()
-            self.heads = heads
-            self.proj = nn.Linear(dim, dim, bias=False)
-            self.out = nn.Linear(dim, dim, bias=False)
-            self.rates = torch.linspace(0.1, 0.95, 16)
-
-        def forward(self, x):
-            t = torch.arange(x.shape[1], dtype=x.dtype, device=x.device)
-            lag = (t[:, None] - t[None, :]).clamp(min=0)
-            kernel = (self.rates.to(x)[:, None, None] ** lag).tril().sum(0) / 16
-            return self.out(kernel @ self.proj(x))
-
-        def state_size(self, seq_len):
-            return 16 * self.proj.out_features
-''')
+def readme_example(path: str) -> str:
+    """The README's python block that starts ``# <path>``: the example mixer its commands
+    run with."""
+    for lang, body in fenced_blocks((REPO / "README.md").read_text()):
+        if lang == "python" and body.startswith(f"# {path}\n"):
+            return body
+    raise AssertionError(f"README.md has no python block for {path}")
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -154,7 +137,7 @@ def test_the_readme_install_steps_come_in_order():
 def test_readme_commands_run_as_written_at_smoke_size(command, tmp_path, monkeypatch):
     (tmp_path / "mypkg").mkdir()
     (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "layers.py").write_text(MYPKG)
+    (tmp_path / "mypkg" / "layers.py").write_text(readme_example("mypkg/layers.py"))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     args = shlex.split(command)[1:]

@@ -440,3 +440,18 @@ def test_a_terminal_gets_the_progress_bar_not_log_lines(tmp_path):
     err = b"".join(chunks).decode(errors="replace")
     assert "runs" in err and "ETA" in err and "1/1" in err
     assert "[1/1] memorization" not in err
+
+
+def test_a_flag_is_said_before_the_runs_not_only_after_them(tmp_path):
+    """A mixer with 8.76x the baseline's parameters trained its whole sweep before the table
+    said param-mismatch; the plan now says so first (flags never stop a run)."""
+    base = ["eval", "--arch", "mh-attention", "--channel", "moe", "--tasks", "memorization",
+            "--preset", "smoke", "--dry-run", "--run-dir", str(tmp_path)]
+    res = CliRunner().invoke(main, base)
+    assert res.exit_code == 0, res.output
+    # mA-MoE-mA-MoE: 232,960 non-embedding parameters against 525,824 (docs/layers.md)
+    assert ("Note: the results will be flagged param-mismatch (non-embedding parameters 0.44x "
+            "those of mA-Sg-mA-Sg, beyond +-20%); flags inform, they do not stop the run"
+            in res.stderr)
+    res = CliRunner().invoke(main, [*base, "--param-tolerance", "0.6"])
+    assert res.exit_code == 0 and "flagged" not in res.stderr

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 
 import pytest
 from click.testing import CliRunner
@@ -194,3 +194,142 @@ def test_a_plugin_warning_is_not_repeated_by_the_processes_a_command_starts(
     err = subprocess.run(child, capture_output=True, text=True, env=env, timeout=120).stderr
     assert err.startswith("Warning: MADBENCH_LOAD_PLUGINS: no plugin is named 'other'")
     assert err.count("Warning:") == 1, err
+
+
+def OneRegistration(hook: str, *args, returns: bool = False, **kwargs):
+    """A plugin whose ``hook`` calls ``register(*args, **kwargs)`` once, or returns ``args``
+    (``returns=True``) as a hook written by mistake would."""
+    def impl(register):
+        if returns:
+            return list(args)
+        register(*args, **kwargs)
+    module = ModuleType("slip_plugin")          # a plugin module, as an entry point loads
+    setattr(module, hook, madbench.hookimpl(impl))
+    return module
+
+
+class NoNumTest(ToyCopy):
+    baseline = MappingProxyType({"vocab_size": 4, "seq_len": 8, "num_train_examples": 16})
+
+
+class ChangesTypo(ToyCopy):
+    changes = MappingProxyType({"seq_lne": (16,)})
+
+
+class NotAModule:
+    def __init__(self, dim):
+        pass
+
+
+TASKS, MIXERS = "madbench_register_tasks", "madbench_register_mixers"
+SLIPS = [
+    ((TASKS, "toy-copy", ToyCopy), "task 'toy-copy' is the class ToyCopy; register an instance: "
+     "register('toy-copy', ToyCopy())"),
+    ((TASKS, "toy-copy", "not a task"), "must be a madbench.tasks.Task instance, not a str"),
+    ((TASKS, "toy-copy2", ToyCopy()), "task 'toy-copy' is registered as 'toy-copy2'"),
+    ((TASKS, "toy-copy", NoNumTest()), "its baseline lacks num_test_examples"),
+    ((TASKS, "toy-copy", ChangesTypo()), "changes vary 'seq_lne', which the baseline does not "
+     "set (did you mean 'seq_len'?"),
+    ((MIXERS, "toy-mixer", None), "must be an nn.Module class, not NoneType None"),
+    ((MIXERS, "toy-mixer", NotAModule), "must be an nn.Module class, not the class NotAModule"),
+    ((TASKS, "toy-copy"), "TypeError: register() missing 1 required positional argument: "
+     "'obj'"),
+]
+
+
+@pytest.mark.parametrize("call,text", SLIPS, ids=[s[1][:40] for s in SLIPS])
+def test_a_registration_slip_is_the_plugin_s_failure_named_in_one_line(register_plugin, call,
+                                                                      text):
+    """A task class instead of an instance, a task under another name, a baseline without
+    num_test_examples, a mixer that is no nn.Module class: each failed later as a bare
+    TypeError or KeyError (exit 1) in whatever command used it, or (another name) was trained
+    under the wrong name. Now the plugin's hook fails at registration, named in `madbench
+    plugins`, and everything else keeps working."""
+    register_plugin(OneRegistration(*call), "slip")
+    report = plugins_json()
+    (failure,) = [f for f in report["failed"] if f["name"] == "slip"]
+    assert failure["error"].startswith(f"{call[0]}: TypeError: "), failure
+    assert text in failure["error"], failure
+    assert len(all_tasks()) == 6 and "slip" not in str(
+        [p["registered"] for p in report["plugins"]])
+
+
+def test_a_mixer_of_an_unknown_kind_no_longer_stops_every_command(register_plugin):
+    """kind='seq' raised PluginConflictError: every command, `madbench plugins` too, exited 1."""
+    from torch import nn
+    register_plugin(OneRegistration(MIXERS, "toy-mixer", nn.Linear, kind="seq"), "slip")
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "mixer 'toy-mixer': kind must be 'sequence' or 'channel', not 'seq'" in result.stdout
+    assert "toy-mixer" not in plugins.get_registry().mixers
+
+
+def test_a_mixer_instance_is_refused_and_its_class_is_named(register_plugin):
+    from torch import nn
+    register_plugin(OneRegistration(MIXERS, "toy-mixer", nn.Linear(2, 2)), "slip")
+    (failure,) = plugins.get_registry().failures
+    assert failure.error.endswith("mixer 'toy-mixer' must be an nn.Module class, not an "
+                                  "instance of Linear (register the class itself)")
+
+
+def test_a_hook_that_returns_what_it_should_register_is_warned_about(register_plugin, capsys):
+    """`return [MyTask()]` registered nothing, silently: the task was then 'unknown'."""
+    register_plugin(OneRegistration(TASKS, ToyCopy(), returns=True), "returner")
+    plugins.get_registry()
+    err = capsys.readouterr().err
+    assert err.startswith("Warning: plugin 'returner': madbench_register_tasks returned list [")
+    assert "which is ignored; a hook registers each item by calling register(name, obj)" in err
+    assert len(all_tasks()) == 6
+
+
+class Returns(ToyCopy):
+    """ToyCopy whose sample returns ``make(x)`` (x: the inputs it would return)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def sample(self, params, num, split, rng):
+        return self.make(super().sample(params, num, split, rng)[0])
+
+
+BAD_SAMPLES = [
+    (lambda x: x, "sample returned ndarray; expected a pair (inputs, targets)"),
+    (lambda x: None, "sample returned NoneType; expected a pair"),
+    (lambda x: (x, x, x), "sample returned tuple of 3; expected a pair"),
+    (lambda x: (x + 4, x), "inputs hold token 7, outside [0, 4) (vocab_size 4; unscored "
+     "targets are -100)"),
+    (lambda x: (x, x - 1), "targets hold token -1, outside [0, 4)"),
+    (lambda x: (x * 0.5, x), "inputs are float64; expected integer token ids"),
+    (lambda x: 1 / 0, "failed to sample: ZeroDivisionError: division by zero"),
+]
+
+
+@pytest.mark.parametrize("make,text", BAD_SAMPLES, ids=[t for _, t in BAD_SAMPLES])
+def test_a_task_that_returns_bad_data_is_named_in_one_line(make, text):
+    """A sample that returned one array or None was an unpacking error naming no task; a token
+    outside the vocabulary an IndexError in the middle of training; float ids were truncated."""
+    from madbench.errors import MadbenchError
+    from madbench.tasks import generate
+    with pytest.raises(MadbenchError) as caught:
+        generate(Returns(make), "baseline", "train")
+    assert str(caught.value).startswith("task 'toy-copy' (baseline, train split)")
+    assert text in str(caught.value)
+
+
+def test_a_task_s_bad_tokens_are_refused_before_anything_trains(register_plugin, tmp_path):
+    register_plugin(OneRegistration(TASKS, "toy-copy", Returns(lambda x: (x, x + 1))), "oov")
+    result = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", "--tasks", "toy-copy",
+                                       "--preset", "smoke", "--device", "cpu", "--run-dir",
+                                       str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == (
+        "Error: task 'toy-copy' (baseline, test split): targets hold token 4, outside [0, 4) "
+        "(vocab_size 4; unscored targets are -100)")
+    assert not list(tmp_path.glob("run/records/*.parquet"))
+
+
+def test_lists_and_integer_arrays_of_any_width_still_work():
+    from madbench.tasks import generate
+    for make in (lambda x: (x.tolist(), x.tolist()), lambda x: (x.astype("int32"), x)):
+        data = generate(Returns(make), "baseline", "train")
+        assert data.inputs.dtype == "int64" and data.inputs.shape == (16, 8)

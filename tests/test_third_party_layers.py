@@ -122,3 +122,21 @@ def test_a_layer_returning_a_tuple_is_refused_with_a_hint(third_party):
     spec = ArchitectureSpec("t", (LayerSpec(f"{third_party}:Tuple"), LayerSpec("swiglu")), 8)
     with pytest.raises(CheckFailed, match="returns a tuple, not a tensor.*first element"):
         guard_architecture(spec)
+
+
+class Annotated(nn.Module):
+    def __init__(self, dim, heads: int = 2, scale: float | None = None, act="silu", window=32,
+                 dt_rank="auto"):
+        super().__init__()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"heads": 3}, {"scale": 1}, {"scale": 0.5},
+                                    {"scale": None}, {"act": "gelu"}, {"window": None},
+                                    {"window": 16.0}, {"heads": torch.tensor(3).item()},
+                                    {"dt_rank": 8}])
+def test_constructor_arguments_that_fit_the_signature_are_not_refused(kwargs):
+    """The signature check (``kwargs_problem``) refuses only what cannot fit: an integer for a
+    float, None for an unannotated default, a float for an int default all pass."""
+    from madbench.architecture import kwargs_problem
+    assert kwargs_problem(Annotated, kwargs) is None
+    assert kwargs_problem(CatchAll, {"anything": "goes"}) is None      # it takes **kwargs

@@ -34,7 +34,7 @@ def guard_architecture(spec: Any, seq_len: int = 32, vocab_size: int = 16,
         except CheckFailed:
             raise
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - refused, in one line
-            raise CheckFailed(f"{label} fails to run on (2, {seq_len}, {spec.dim}) inputs: "
+            raise CheckFailed(f"{label} fails to run on (batch, {seq_len}, {spec.dim}) inputs: "
                               f"{one_line(exc)}") from None
         layers.append({"index": index, "mixer": layer.mixer,
                        "kind": mixer_entry(layer.mixer).metadata.get("kind", "sequence"),

@@ -138,9 +138,18 @@ class MadbenchGroup(click.Group):
         name = click.utils.make_str(args[0]) if args else ""
         if args and not name.startswith("-") and self.get_command(ctx, name) is None:
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f" Did you mean {close[0]!r}?" if close else self._in_groups(ctx, name)
             ctx.fail(f"No such command {name!r}.{hint}")
         return super().resolve_command(ctx, args)
+
+    def _in_groups(self, ctx: click.Context, name: str) -> str:
+        """`` Did you mean 'madbench arch list' or 'madbench tasks list'?`` for a command of
+        a group given at the top (``madbench list``), or ``""``."""
+        groups = [group for group in self.list_commands(ctx)
+                  if isinstance(self.get_command(ctx, group), click.Group)
+                  and name in self.get_command(ctx, group).list_commands(ctx)]
+        found = " or ".join(f"'{ctx.command_path} {group} {name}'" for group in groups)
+        return f" Did you mean {found}?" if found else ""
 
     def make_context(self, info_name, args, parent=None, **extra):
         """The top level's own option errors (``madbench --bogus``) as one line too."""

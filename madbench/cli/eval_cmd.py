@@ -265,6 +265,10 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
     for line in describe_plan(estimate, evaluation.protocol, run_dir, executor, pending,
                               limit):
         click.echo(line, err=True)
+    from ..verdict import flags_note
+    note = flags_note(evaluation.checks)
+    if note and estimate.pending:
+        click.echo(note, err=True)
     if dry_run:           # a dry run changes nothing in the run directory
         for line in describe_tasks(estimate, evaluation.protocol, pending):
             click.echo(line, err=True)

@@ -10,7 +10,8 @@ import numpy as np
 from tabulate import tabulate
 
 from .preflight import writable_file
-from ..tasks import IGNORE, SPLITS, all_tasks, generate, get_task, suite_hash
+from ..tasks import (IGNORE, SPLITS, all_tasks, generate, get_task, suite_hash,
+                     vocabulary_layout)
 
 #: short labels of single special tokens in ``tasks show``
 SPECIAL_LABELS = {"pad": "_", "blank": ".", "insert": "?", "copy": "!", "compression": "#"}
@@ -77,7 +78,7 @@ def show_command(task_name: str, setting_name: str, count: int, split: str, seed
     task = get_task(task_name)
     setting = task.setting(setting_name)
     data = generate(task, setting, split, seed)
-    layout = task.vocabulary(setting.params)
+    layout = vocabulary_layout(task, setting)
     label = token_labels(layout)
     console = Console(highlight=False)
     console.soft_wrap = not console.is_terminal     # piped: whole lines, not cut at 80 columns
@@ -115,7 +116,7 @@ def export_command(task_name: str, setting_name: str, split: str, seed: int, out
     meta = {"task": task.name, "version": task.version, "setting": setting.name,
             "split": split, "seed": seed, "hash": setting.hash, "data_hash": data.hash,
             "params": dict(setting.params), "model": task.model,
-            "vocabulary": task.vocabulary(setting.params),
+            "vocabulary": vocabulary_layout(task, setting),
             "shape": list(data.inputs.shape), "ignore_index": IGNORE}
     with open(out, "wb") as f:   # a file object: numpy would append .npz to a bare name
         np.savez_compressed(f, inputs=data.inputs, targets=data.targets,
