@@ -427,7 +427,17 @@ def test_a_run_whose_size_or_length_is_out_of_bounds_is_invalid_before_anything_
     (b'{"arch": "\xff"}', "not UTF-8 text (byte 10)"),          # before: UnicodeDecodeError
     (None, "over the 4,194,304-byte limit; refused before reading"),   # read whole before
     ("link", "reached through the symbolic link"),             # read what the link points at
-], ids=["deep", "nan", "duplicate-key", "not-utf8", "huge", "linked-folder"])
+    # well-formed JSON of the wrong shape (before: TypeError or KeyError, exit 1)
+    ('{"arch": "x", "corpus_sha256": "ab", "budgets": 5}', "'budgets' is not a list"),
+    ('{"corpus_sha256": "ab", "budgets": []}', "'arch' is missing"),
+    ('{"arch": "x", "corpus_sha256": "ab", "budgets": [{"budget": 1e12, "valid": true, '
+     '"loss_opt": 1.0, "loss_band": [1]}]}', "budgets[0].loss_band is not two numbers"),
+    ('{"arch": "x", "corpus_sha256": "ab", "budgets": [{"budget": 1e12, "valid": true, '
+     '"loss_opt": "low", "loss_band": [0.9, 1.1]}]}', "budgets[0].loss_opt is not a number"),
+    ('{"arch": "x", "corpus_sha256": "ab", "budgets": [{"budget": -1, "valid": true}]}',
+     "budgets[0].budget is not a positive number"),
+], ids=["deep", "nan", "duplicate-key", "not-utf8", "huge", "linked-folder", "budgets-int",
+        "no-arch", "short-band", "text-loss", "negative-budget"])
 def test_a_malformed_stored_frontier_is_refused_in_one_line(content, text, tmp_path):
     """A pull request may add or edit a stored frontier: it is read as a submission file is
     (madbench.leaderboard.schema), and a malformed one stops 'scaling validate' in one line,

@@ -111,9 +111,47 @@ def load_frontiers(root: str | Path) -> list[dict[str, Any]]:
             doc = read_submission(unlinked(path, root))
         except InvalidSubmission as exc:            # exit 3, as render's for a board file
             raise InvalidSubmission(f"stored frontier {exc}") from None
+        problem = frontier_problem(doc)
+        if problem:
+            raise InvalidSubmission(f"stored frontier {path}: {problem}")
         doc["path"] = str(path)
         out.append(doc)
     return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def frontier_problem(doc: Any) -> str | None:
+    """What a stored frontier lacks of what ``scaling validate`` reads (``arch`` and
+    ``corpus_sha256`` strings; ``budgets``, each a positive ``budget``, ``valid`` a boolean,
+    and where a ``loss_band`` is given, a ``loss_opt`` number and two numbers low <= high), or
+    None."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    for key in ("arch", "corpus_sha256"):
+        if not isinstance(doc.get(key), str):
+            return f"{key!r} is {'missing' if key not in doc else 'not a string'}"
+    if not isinstance(doc.get("budgets"), list):
+        return "'budgets' is not a list"
+    for i, group in enumerate(doc["budgets"]):
+        where = f"budgets[{i}]"
+        if not isinstance(group, dict):
+            return f"{where} is not an object"
+        if not (_number(group.get("budget")) and group["budget"] > 0):
+            return f"{where}.budget is not a positive number"
+        if not isinstance(group.get("valid"), bool):
+            return f"{where}.valid is not true or false"
+        band = group.get("loss_band")
+        if band is None:
+            continue
+        if not (isinstance(band, list) and len(band) == 2 and all(map(_number, band))
+                and band[0] <= band[1]):
+            return f"{where}.loss_band is not two numbers, low <= high"
+        if not _number(group.get("loss_opt")):
+            return f"{where}.loss_opt is not a number"
+    return None
 
 
 def band_at(frontier: dict[str, Any], budget: float) -> tuple[float, float, float] | None:
