@@ -704,18 +704,23 @@ def test_the_repository_readme_is_up_to_date():
     assert render(REPO / "leaderboards", check=True) is False
 
 
-def board_reports(root, **options):
-    """Every submission under ``root`` validated as ``madbench leaderboard validate ROOT``
-    validates them: each file, then the rules across a board's files (``duplicate_entries``:
-    one entry per architecture and per name)."""
+def board_reports(root, changed=None, **options):
+    """Every submission under ``root`` validated as ``madbench leaderboard validate ROOT
+    [--changed-since BASE]`` validates them: each file, then the rules across a board's files
+    (``duplicate_entries``: one entry per architecture and per name, a duplicate blamed on the
+    file in ``changed``)."""
     reports = {path: validate_file(path, **options) for path in submission_files([root])}
-    duplicate_entries(reports.values())
+    duplicate_entries(reports.values(), changed)
     return reports
 
 
 @pytest.fixture(scope="module")
 def repository_reports():
-    return board_reports(REPO / "leaderboards")
+    try:
+        changed = changed_files([REPO / "leaderboards"], CI_BASE)
+    except UsageError:
+        changed = None                              # no base known: blamed by path
+    return board_reports(REPO / "leaderboards", changed)
 
 
 @pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])

@@ -513,6 +513,35 @@ def test_a_link_to_a_device_neither_hangs_nor_escapes(tmp_path):
         assert not report.valid and len(report.failures) == 1, report.failures
 
 
+def test_a_duplicate_is_blamed_on_the_file_the_pull_request_adds(tmp_path, monkeypatch):
+    """A pull request copies a board entry under a name that sorts first ('a-copy.json'
+    beside 'mamba.json'): by path alone the entry already on the board was failed as the
+    duplicate; with --changed-since, the added file is, and the established one stays valid."""
+    from click.testing import CliRunner
+    from madbench.cli import main
+    repo = tmp_path / "repo"
+    board = repo / "leaderboards" / "mad-quick"
+    board.mkdir(parents=True)
+    entry = (REPO / "leaderboards" / "mad-quick" / "mamba.json").read_text()
+    (board / "mamba.json").write_text(entry)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "pr")
+    (board / "a-copy.json").write_text(json.dumps({**json.loads(entry), "name": "a copy"}))
+
+    def blamed(*options):
+        res = CliRunner().invoke(main, ["leaderboard", "validate", str(board), "--json",
+                                        *options])
+        assert res.exit_code == 3, res.output
+        files = json.loads(res.stdout)["files"]
+        return [Path(f["path"]).name for f in files
+                if any(x["check"] == "duplicate" for x in f["failures"])]
+    assert blamed() == ["mamba.json"]                       # by path: the wrong one
+    monkeypatch.chdir(repo)                                 # git runs where the boards are
+    assert blamed("--changed-since", "main") == ["a-copy.json"]
+
+
 def test_ci_finds_changed_entries_with_non_ascii_names(tmp_path, trial):
     from madbench.leaderboard.changes import changed_files
     entries = pull_request(tmp_path, trial)

@@ -157,7 +157,8 @@ def _progress_line(line: str) -> None:
               "is reported as not rebuilt (untrusted code).")
 @click.option("--changed-since", default=None, metavar="REF", help="Re-run (--rerun) only the "
               "files added or changed since the merge base of REF and HEAD (git; CI: the "
-              "target branch); the others get every other check.")
+              "target branch); the others get every other check. A duplicate of an entry "
+              "already there is blamed on the added or changed file.")
 @click.option("--check-seconds", type=FiniteFloat(min=1), default=Budget.check_seconds,
               show_default=True, help="Time budget for rebuilding and checking one "
               "architecture.")
@@ -186,10 +187,10 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     resolve_placement(device)          # checked as madbench eval checks it, before any work
     budget = Budget(check_seconds=check_seconds, rerun_seconds=rerun_seconds,
                     rerun_max_tokens=rerun_max_tokens)
-    if rerun and changed_since and files:
-        changed = changed_files(paths, changed_since)
-    else:
-        changed = {f.resolve() for f in files}
+    # the files a pull request adds or changes: the only ones re-run, and the ones blamed for
+    # a duplicate of an entry already there
+    since = changed_files(paths, changed_since) if changed_since and files else None
+    changed = since if rerun and since is not None else {f.resolve() for f in files}
     # a token budget too small for an entry is this command's usage error, found before any
     # file is validated, not a failure of the entry (see rerun_budget_problem); each file so
     # looked at is read once: what was looked at is what is validated
@@ -215,7 +216,7 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
                                      audit_dim=audit_dim, device=device, trust_code=trust_code,
                                      budget=budget, rerun_engine=rerun_engine,
                                      progress=None if as_json else _progress_line))
-    duplicate_entries(reports)
+    duplicate_entries(reports, since)
     valid = all(r.valid for r in reports)
     if as_json:
         click.echo(json.dumps({"valid": valid, "files": [r.to_dict() for r in reports]},

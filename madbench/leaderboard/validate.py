@@ -53,7 +53,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 import torch
 
@@ -919,9 +919,10 @@ def name_key(name: str) -> str:
     return " ".join(text.split())
 
 
-def duplicate_entries(reports: Iterable[Report]) -> None:
-    """Fail each board entry whose architecture hash or model hash an earlier file (by path)
-    on the same board already carries: the hash covers the layers, not the display name, so
+def duplicate_entries(reports: Iterable[Report], changed: Collection[Path] | None = None) -> None:
+    """Fail each board entry whose architecture hash or model hash an earlier file on the same
+    board already carries (earlier: a file not in ``changed``, the files added or changed by
+    the pull request, before one in it, so that the newcomer is blamed; then by path): the hash covers the layers, not the display name, so
     a renamed copy of an entry is the same architecture and cannot rank twice; the model hash
     (when the architecture was rebuilt) also equates spellings of the same model, e.g. a
     layer's default written out or a registered class named by its import path. Fail, too,
@@ -929,7 +930,12 @@ def duplicate_entries(reports: Iterable[Report]) -> None:
     entry."""
     seen: dict[tuple[str, str], str | None] = {}
     names: dict[tuple[str, str], Report] = {}
-    for report in sorted(reports, key=lambda r: r.path or ""):
+    changed = None if changed is None else {Path(p).resolve() for p in changed}
+
+    def order(report: Report) -> tuple[bool, str]:
+        new = changed is not None and bool(report.path) and Path(report.path).resolve() in changed
+        return new, report.path or ""
+    for report in sorted(reports, key=order):
         if not report.board or not report.architecture_hash:
             continue
         if report.name is not None:
