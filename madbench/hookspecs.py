@@ -41,9 +41,10 @@ def madbench_register_mixers(register: Register) -> None:
     """Register mixer classes (since 0.1).
 
     Call ``register(name, cls, kind="sequence", **metadata)``. ``cls`` is an ``nn.Module`` class
-    (the class, not an instance: checked as it is registered) built as ``cls(dim, **kwargs)`` whose ``forward(x)`` maps (batch, seq_len, dim) to the same
-    shape. ``kind`` is ``"sequence"`` (causal sequence mixer, the default) or ``"channel"``
-    (position-wise channel mixer). Useful metadata: ``shorthand`` (mad-lab's short label, e.g.
+    (the class, not an instance: checked as it is registered) built as ``cls(dim, **kwargs)``
+    whose ``forward(x)`` maps (batch, seq_len, dim) to the same shape. ``kind`` is
+    ``"sequence"`` (causal sequence mixer, the default) or ``"channel"`` (position-wise channel
+    mixer). Useful metadata: ``shorthand`` (mad-lab's short label, e.g.
     ``"H"``), ``defaults`` (dict of constructor kwargs applied by default), ``description``,
     ``mixes_channels=True`` for a sequence mixer that needs no channel mixer (Mamba), and
     ``standard_kwargs`` (kwargs used in the standard MAD model).

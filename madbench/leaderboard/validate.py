@@ -919,22 +919,24 @@ def name_key(name: str) -> str:
     return " ".join(text.split())
 
 
-def duplicate_entries(reports: Iterable[Report], changed: Collection[Path] | None = None) -> None:
+def duplicate_entries(reports: Iterable[Report],
+                      changed: Collection[Path] | None = None) -> None:
     """Fail each board entry whose architecture hash or model hash an earlier file on the same
     board already carries (earlier: a file not in ``changed``, the files added or changed by
-    the pull request, before one in it, so that the newcomer is blamed; then by path): the hash covers the layers, not the display name, so
-    a renamed copy of an entry is the same architecture and cannot rank twice; the model hash
-    (when the architecture was rebuilt) also equates spellings of the same model, e.g. a
-    layer's default written out or a registered class named by its import path. Fail, too,
-    each whose name reads as an earlier one's on that board (``name_key``): one name, one
-    entry."""
+    the pull request, before one in it, so that the newcomer is blamed; then by path): the
+    hash covers the layers, not the display name, so a renamed copy of an entry is the same
+    architecture and cannot rank twice; the model hash (when the architecture was rebuilt)
+    also equates spellings of the same model, e.g. a layer's default written out or a
+    registered class named by its import path. Fail, too, each whose name reads as an earlier
+    one's on that board (``name_key``): one name, one entry."""
     seen: dict[tuple[str, str], str | None] = {}
     names: dict[tuple[str, str], Report] = {}
     changed = None if changed is None else {Path(p).resolve() for p in changed}
 
     def order(report: Report) -> tuple[bool, str]:
-        new = changed is not None and bool(report.path) and Path(report.path).resolve() in changed
-        return new, report.path or ""
+        """Files already on the board first, then the added or changed ones; each by path."""
+        path = report.path or ""
+        return changed is not None and bool(path) and Path(path).resolve() in changed, path
     for report in sorted(reports, key=order):
         if not report.board or not report.architecture_hash:
             continue
