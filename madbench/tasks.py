@@ -198,6 +198,9 @@ def generate(task: Task, setting: Setting | str, split: str, seed: int = 0,
                                    split_rng(setting, "train", seed), shared)[0]
         inputs, targets = _resample_overlap(task, setting, inputs, targets, seed, train_inputs,
                                             shared)
+    if len(targets) and not np.any(np.asarray(targets) != IGNORE):
+        raise MadbenchError(f"task {task.name!r} ({setting.name}, {split} split): every target "
+                            f"is {IGNORE} (unscored), so nothing would be trained or scored")
     return Dataset(np.ascontiguousarray(inputs, dtype=np.int64),
                    np.ascontiguousarray(targets, dtype=np.int64), setting, split, seed)
 

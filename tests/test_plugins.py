@@ -301,6 +301,8 @@ BAD_SAMPLES = [
     (lambda x: (x, x - 1), "targets hold token -1, outside [0, 4)"),
     (lambda x: (x * 0.5, x), "inputs are float64; expected integer token ids"),
     (lambda x: 1 / 0, "failed to sample: ZeroDivisionError: division by zero"),
+    (lambda x: (x, x * 0 - 100), "every target is -100 (unscored), so nothing would be "
+     "trained or scored"),
 ]
 
 
