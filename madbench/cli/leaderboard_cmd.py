@@ -189,7 +189,7 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
                     rerun_max_tokens=rerun_max_tokens)
     # the files a pull request adds or changes: the only ones re-run, and the ones blamed for
     # a duplicate of an entry already there
-    since = changed_files(paths, changed_since) if changed_since and files else None
+    since = changed_files(paths, changed_since) if changed_since else None
     changed = since if rerun and since is not None else {f.resolve() for f in files}
     # a token budget too small for an entry is this command's usage error, found before any
     # file is validated, not a failure of the entry (see rerun_budget_problem); each file so
