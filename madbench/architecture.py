@@ -136,7 +136,7 @@ def mixer_entry(name: str) -> Entry:
         return Entry(name, cls, plugin="<import path>", metadata=metadata)
     known = ", ".join(sorted(reg.mixers))
     raise UsageError(f"unknown mixer {name!r} ({did_you_mean(name, reg.mixers)}registered: "
-                     f"{known}; or give pkg.module:Class)")
+                     f"{known}; or give pkg.module:Class){reg.failure_note()}")
 
 
 #: Constructor arguments that receive the setting's sequence length unless the user gives one
@@ -464,7 +464,8 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
         hint = f"did you mean {f'{module}:{cls}'!r}? an import path puts ':' before the class"
     raise UsageError(f"unknown architecture {arch!r}{f' ({hint})' if hint else ''}: not a "
                      "registered architecture or mixer (see 'madbench arch list'), an import "
-                     f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}")
+                     f"path pkg.module:Class, or a shorthand like mH-Sg-mA-Sg{shorthand_problem}"
+                     f"{reg.failure_note()}")
 
 
 def arch_arguments(spec: ArchitectureSpec) -> list[str] | None:

@@ -76,6 +76,16 @@ class Registry:
     def category(self, name: str) -> dict[str, Entry]:
         return getattr(self, name)
 
+    def failure_note(self) -> str:
+        """For an 'unknown name' error: which plugins failed to load (what they register is
+        missing), or ''."""
+        names = sorted({f.name for f in self.failures})
+        if not names:
+            return ""
+        return (f"; plugin {', '.join(map(repr, names))} failed to load, so what "
+                f"{'it registers' if len(names) == 1 else 'they register'} is missing "
+                "('madbench plugins' says why)")
+
 
 _pm: pluggy.PluginManager | None = None
 _registry: Registry | None = None

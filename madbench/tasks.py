@@ -327,11 +327,12 @@ def suite_hash(tasks: list[Task]) -> str:
 
 def get_task(name: str) -> Task:
     """The registered task called ``name`` (bundled or from a plugin)."""
-    tasks = get_registry().tasks
+    reg = get_registry()
+    tasks = reg.tasks
     if name not in tasks:
         known = ", ".join(tasks) or "none"
         raise UsageError(f"unknown task {name!r} ({did_you_mean(name, tasks)}known tasks: "
-                         f"{known})")
+                         f"{known}){reg.failure_note()}")
     return tasks[name].obj
 
 

@@ -254,6 +254,27 @@ def test_a_registration_slip_is_the_plugin_s_failure_named_in_one_line(register_
         [p["registered"] for p in report["plugins"]])
 
 
+@pytest.mark.parametrize("args,unknown", [
+    (["eval", "--arch", "toy-mixer"], "unknown architecture 'toy-mixer'"),
+    (["eval", "--arch", "toy-mixer", "--channel", "mlp", "--dry-run"], "unknown architecture"),
+    (["arch", "describe", "mH-toy"], "unknown architecture 'mH-toy'"),
+    (["eval", "--arch", "hyena", "--tasks", "toy-copy"], "unknown task 'toy-copy'")])
+def test_an_unknown_name_says_which_plugin_failed_to_load(broken_distribution, args, unknown):
+    """A name that a plugin which failed to load would have given was only 'unknown', with
+    the bundled names listed: the failure warning scrolled away, the cause went unsaid."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert unknown in last
+    assert last.endswith("; plugin 'broken' failed to load, so what it registers is missing "
+                         "('madbench plugins' says why)")
+
+
+def test_an_unknown_name_says_nothing_of_plugins_when_none_failed():
+    result = CliRunner().invoke(main, ["eval", "--arch", "toy-mixer"])
+    assert result.exit_code == 2 and "failed to load" not in result.stderr
+
+
 def test_a_mixer_of_an_unknown_kind_no_longer_stops_every_command(register_plugin):
     """kind='seq' raised PluginConflictError: every command, `madbench plugins` too, exited 1."""
     from torch import nn
