@@ -156,7 +156,7 @@ def test_a_scaling_record_with_a_text_loss_or_without_a_field_is_skipped(tmp_pat
     """A loss stored as text ("nan", "abc") used to be read as a diverged run, and a record
     without `params` ended the read in a KeyError or "missing column(s)": each is now skipped
     with a warning, as any record without the shape of its kind."""
-    from madbench.scaling.runs import read_runs
+    from madbench.scaling.table import read_runs
     run_dir = scaling_dir(tmp_path / "runs", **{"a" * 24: {}, "b" * 24: {"loss": "nan"},
                                                 "c" * 24: {"loss": "abc"},
                                                 "d" * 24: {"params": None}})
@@ -172,7 +172,7 @@ def test_each_reader_takes_its_own_kind_from_a_mixed_run_directory(tmp_path, cap
     """A directory holding both kinds (written before each command refused the other's):
     `report` refused it whole while `scaling fit` silently took its scaling records. One rule
     now (records.of_kind): each takes its own, saying how many others it skipped."""
-    from madbench.scaling.runs import read_runs
+    from madbench.scaling.table import read_runs
     run_dir = scaling_dir(tmp_path / "runs", **{"a" * 24: {}})
     ResultsStore(run_dir).append(eval_record(run_key="e" * 24, accuracy=0.5))
     assert [r["run_key"] for r in load_records([run_dir])] == ["e" * 24]

@@ -210,6 +210,7 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
     import numpy as np
     from madbench.scaling import runs
     from madbench.scaling.corpus import file_corpus
+    from madbench.scaling.table import read_runs
     path = tmp_path / "noise.dat"
     path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8)))
     corpus = file_corpus(path)
@@ -221,7 +222,7 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
     assert len(trained) == 4 == sum(counts) and len(set(trained)) == 2
     keys = sorted(p.key for p in plans)
     assert sorted(r["run_key"] for r in ResultsStore(tmp_path / "r").records()) == keys
-    assert sorted(runs.read_runs(tmp_path / "r" / "isoflop.parquet")[i]["run_key"]
+    assert sorted(read_runs(tmp_path / "r" / "isoflop.parquet")[i]["run_key"]
                   for i in range(4)) == keys
 
 

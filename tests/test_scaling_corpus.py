@@ -15,7 +15,7 @@ from madbench.cli import MadbenchGroup
 from madbench.cli.scaling_cmd import scaling_group
 from madbench.errors import UsageError
 from madbench.scaling.corpus import Corpus, file_corpus, load_corpus, registered_corpora
-from madbench.scaling.runs import read_runs
+from madbench.scaling.table import read_runs
 
 torch.set_num_threads(1)
 cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})

@@ -16,10 +16,10 @@ from madbench.model import LanguageModel
 from madbench.scaling import corpus as corpus_mod
 from madbench.scaling.corpus import load_corpus, split_bytes
 from madbench.scaling.flops import architecture_flops
-from madbench.scaling.runs import (MalformedTable, Recipe, recipe_lr_at, non_embedding_params,
-                                   plan_runs, read_runs)
+from madbench.scaling.runs import Recipe, recipe_lr_at, non_embedding_params, plan_runs
 from madbench.scaling.shapes import (FAMILIES, attention_fraction, attention_positions,
                                      family_spec, ffn_width)
+from madbench.scaling.table import MalformedTable, read_runs
 
 torch.set_num_threads(1)
 cli = MadbenchGroup(name="madbench", commands={"scaling": scaling_group})

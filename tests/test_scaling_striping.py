@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from madbench.cli import MadbenchGroup
 from madbench.cli.scaling_cmd import scaling_group
 from madbench.errors import UsageError
-from madbench.scaling.runs import read_runs
+from madbench.scaling.table import read_runs
 from madbench.scaling.shapes import (FAMILIES, attention_fraction, exact_depths, family_spec,
                                      get_family, layer_order, parse_attention_ratio)
 

@@ -467,7 +467,7 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     """Fit Approach 2 and/or 3 to RUNS (Parquet, CSV or a run directory; columns arch, params,
     tokens, flops, loss, optionally budget). Approach 3 takes at most 100 of the --bootstrap
     replicates."""
-    from ..scaling.runs import read_runs
+    from ..scaling.table import read_runs
     if plot_path is not None:   # '' too: refused, never ignored
         writable_file(plot_path, "--plot")   # before the fits, not after them
     rows = read_runs(runs)
@@ -538,8 +538,8 @@ def state_optimal_cmd(runs, state_column, optimum, bootstrap, as_json):
     """The paper's state-optimal scaling (Finding 8): per architecture and budget the
     compute-optimal model, its state M and perplexity P*; P* = exp(k[arch]) M^c with one
     exponent c shared by the architectures."""
-    from ..scaling.runs import read_runs
     from ..scaling.state import state_optimal
+    from ..scaling.table import read_runs
     fit = state_optimal(read_runs(runs), state_column, optimum, bootstrap)
     doc = {"runs": str(runs), **fit.to_dict()}
     click.echo(json.dumps(doc, indent=2) if as_json else render_state_optimal(doc))
@@ -559,7 +559,7 @@ def frontier_cmd(runs, out_dir, commands, corpus, bootstrap):
     """Store RUNS as frontiers: OUT/<corpus>/<arch>/points.parquet and frontier.json (a
     warning on stderr names the budgets without an interior vertex, and why)."""
     from ..scaling.frontiers import write_frontiers
-    from ..scaling.runs import read_runs
+    from ..scaling.table import read_runs
     own = f"madbench scaling frontier {shlex.quote(str(runs))} --out {shlex.quote(str(out_dir))}"
     own += (f" --corpus {shlex.quote(corpus)}" if corpus else "") + f" --bootstrap {bootstrap}"
     writable_dir(out_dir, "--out")           # before the bootstrap fits, not after them
@@ -641,7 +641,7 @@ def validate_cmd(ctx, submission, frontiers_dir, as_json, trust_code):
 def correlate_cmd(runs, mad_path, budget, predict_scores, as_json):
     """Rank and linear correlation between MAD scores and compute-optimal loss."""
     from ..scaling.correlate import compute_optimal_losses, correlate, read_mad_scores
-    from ..scaling.runs import read_runs
+    from ..scaling.table import read_runs
     rows = read_runs(runs)
     scores = read_mad_scores(mad_path)
     archs = sorted({str(r["arch"]) for r in rows} & set(scores))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import MadbenchError, UsageError
 from .fits import approach2, approach3
-from .runs import budgets_of, by_arch, columns
+from .table import budgets_of, by_arch, columns
 
 
 def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:

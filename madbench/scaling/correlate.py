@@ -18,7 +18,7 @@ from scipy import stats
 
 from ..errors import UsageError
 from .fits import fit_isoflop_group
-from .runs import arch_budget_groups, columns, read_table
+from .table import arch_budget_groups, columns, read_table
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:

@@ -17,7 +17,7 @@ from ..errors import MadbenchError, UsageError
 from ..leaderboard.schema import InvalidSubmission, read_submission, unlinked
 from ..store import encode_row
 from .fits import approach2, approach3
-from .runs import budgets_of, by_arch, columns
+from .table import budgets_of, by_arch, columns
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("leaderboards") / "frontiers"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..figures import pyplot
-from .runs import by_arch
+from .table import by_arch
 
 
 def plot_fits(rows, fits: dict, params_column: str, path: str) -> None:

@@ -1,15 +1,17 @@
-"""Scaling runs: small causal language models trained at fixed FLOP budgets.
+"""Scaling runs: small causal language models trained at fixed FLOP budgets, planned
+(``plan_runs``), trained (``train_run``) and driven over a run directory (``run_plans``).
 
 For each budget C and model size (family, width, depth), the run trains
 ``madbench.model.LanguageModel`` (the corpus's vocabulary: 256 for bytes) for
 ``steps = round(C / (F B L))`` steps of ``B`` sequences of ``L`` tokens, where ``F`` is the
 analytic training FLOPs per token (``flops.py``: 3 x forward, embeddings in). The run's FLOPs
-are ``F x tokens`` (within one step of the budget; both are recorded). The paper's recipe (App. C.1): AdamW, betas (0.9, 0.95),
-weight decay 0.1 on matrices except in Hyena layers (0 there), no dropout, cosine schedule with
-1% linear warm-up decaying to 10% of the peak learning rate; bf16 on CUDA (the Hyena and Mamba
-recurrences run in fp32 inside the layers), fp32 on CPU. Peak learning rate and batch size are
-either fixed or set per run by the paper's tables (``recipe.py``: lr by model size, batch by
-budget). Gradients are clipped at norm 1 (madbench's choice, not the paper's).
+are ``F x tokens`` (within one step of the budget; both are recorded). The paper's recipe
+(App. C.1): AdamW, betas (0.9, 0.95), weight decay 0.1 on matrices except in Hyena layers (0
+there), no dropout, cosine schedule with 1% linear warm-up decaying to 10% of the peak learning
+rate; bf16 on CUDA (the Hyena and Mamba recurrences run in fp32 inside the layers), fp32 on
+CPU. Peak learning rate and batch size are either fixed or set per run by the paper's tables
+(``recipe.py``: lr by model size, batch by budget). Gradients are clipped at norm 1
+(madbench's choice, not the paper's).
 
 The loss of a run is the mean cross-entropy in nats per token (per byte for byte corpora) on
 the validation split (a fixed set of windows, ``eval_tokens`` tokens), after training.
@@ -17,7 +19,8 @@ the validation split (a fixed set of windows, ``eval_tokens`` tokens), after tra
 Records go to ``RUN_DIR/records/`` through :class:`madbench.store.ResultsStore` (one Parquet
 file per run, keyed by a content hash), so an interrupted ``madbench scaling run`` resumes, and
 processes sharing the directory split its runs (a claim per run, ``madbench.claims``);
-``RUN_DIR/isoflop.parquet`` is rewritten after every run with all of them as one table.
+``RUN_DIR/isoflop.parquet`` is rewritten after every run with all of them as one table
+(``table.export_table``; ``table.py`` reads and shapes it).
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import math
 from dataclasses import replace as dc_replace
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -39,23 +41,21 @@ from ..architecture import ArchitectureSpec, mixer_kind
 from ..claims import HELD, claim, contend
 from ..cuda_graphs import (CaptureError, adamw, capture_enabled, capture_step,
                            warn_uncapturable)
-from ..errors import UsageError, printable
+from ..errors import UsageError
 from ..hashing import content_hash
 from ..loop import Engine, train_epochs
 from ..model import LanguageModel
 from ..provenance import provenance
-from ..records import of_kind
-from ..store import ResultsStore, encode_row, write_table
+from ..store import ResultsStore
 from ..time_limit import TimeLimit
 from ..trainer import autocast, parameter_groups, resolve_device, resolve_precision
 from .corpus import Corpus
-from .fits import budget_groups
 from .flops import architecture_flops
 from .shapes import LADDER, Family, attention_fraction, family_spec
+from .table import export_table
 
 VOCAB_SIZE = 256
 STATE_SEQ_LEN = 8192   #: the paper measures state at sequence length 8k (Finding 8)
-REQUIRED_COLUMNS = ("arch", "params", "tokens", "flops", "loss")
 
 
 @dataclass(frozen=True)
@@ -500,150 +500,3 @@ def pending_plans(plans: Sequence[RunPlan], store: ResultsStore,
     changed and an unreadable record counts as not stored."""
     missing = store.missing([plan.key for plan in plans], heal)
     return [plan for plan in plans if plan.key in missing]
-
-
-# -- tables ----------------------------------------------------------------------------------
-def scaling_records(store: ResultsStore) -> list[dict[str, Any]]:
-    """The scaling records of ``store`` (``madbench.records.of_kind``: a directory of other
-    records is a UsageError); an unreadable or misshapen one is skipped with a warning."""
-    return of_kind(store.records(), "scaling", store.root)
-
-
-def export_table(store: ResultsStore, path: str | Path) -> Path:
-    """All scaling records of ``store`` as one Parquet table (JSON columns as text)."""
-    import pyarrow as pa
-    rows = [encode_row(r) for r in scaling_records(store)]
-    path = Path(path)            # atomic; its temporary file where the store heals them
-    write_table(pa.Table.from_pylist(rows), path, store.dir)
-    return path
-
-
-class MalformedTable(UsageError):
-    """A table whose content is not runs (not CSV or Parquet, empty, a column missing, a value
-    that is not a positive number): a usage error (exit 2) for the commands that read runs, an
-    invalid submission (exit 3) for ``scaling validate``."""
-
-
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a CSV (``.csv``) or Parquet (``.parquet``, ``.pq``) file; a file that
-    cannot be parsed is a :class:`MalformedTable`, one that cannot be opened a UsageError."""
-    path = Path(path)
-    kind = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"{path}: a table must be a .parquet or .csv file")
-    try:
-        if kind == "CSV":
-            import pyarrow.csv as pacsv
-            return pacsv.read_csv(path).to_pylist()
-        import pyarrow.parquet as pq
-        return pq.read_table(path).to_pylist()
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (ValueError, OSError, TypeError) as exc:   # pyarrow's ArrowInvalid is a ValueError
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if why.startswith("CSV parse error:"):      # the offending row, often binary, left out
-            why = ":".join(why.split(":")[:2])
-        raise MalformedTable(f"{path}: not a readable {kind} table: "
-                             f"{printable(why[:120])}") from None
-
-
-def read_runs(path: str | Path) -> list[dict[str, Any]]:
-    """Runs from a Parquet file, a CSV file or a run directory (its scaling records,
-    ``scaling_records``), checked for the columns every fit needs (a :class:`MalformedTable`
-    names the first problem). A run whose loss is NaN or infinite (or null: a CSV's ``nan``
-    or empty cell) or that is marked ``diverged`` is left out with a warning; a loss that is
-    no number (text) makes the table malformed."""
-    path = Path(path)
-    if path.is_dir():
-        rows = scaling_records(ResultsStore(path, create=False))
-        if not rows:
-            raise UsageError(f"{path}: no runs")
-    elif not path.is_file():
-        raise UsageError(f"{path}: no such file or run directory")
-    elif path.suffix.lower() in (".csv", ".parquet", ".pq"):
-        rows = read_table(path)
-    else:
-        raise UsageError(f"{path}: runs must be a .parquet or .csv file or a run directory")
-    if not rows:
-        raise MalformedTable(f"{path}: no runs")
-    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
-    if missing:
-        raise MalformedTable(f"{path}: missing column(s) {', '.join(missing)} (need "
-                             f"{', '.join(REQUIRED_COLUMNS)})")
-    numbered = list(enumerate(rows, 1))
-    bad = [(i, r.get("loss")) for i, r in numbered
-           if r.get("loss") is not None and not _number(r["loss"])]
-    if bad:         # a CSV column with one value that is no number is read as text whole
-        i, v = next((b for b in bad if not _spells_number(b[1])), bad[0])
-        raise MalformedTable(f"{path}: row {i} has loss={printable(repr(v))}; loss must be "
-                             "a number (NaN or inf for a diverged run)")
-    kept = [(i, r) for i, r in numbered
-            if not r.get("diverged") and r.get("loss") is not None and math.isfinite(r["loss"])]
-    if len(kept) < len(rows):
-        import sys
-        print(f"Warning: {path}: {len(rows) - len(kept)} diverged run(s) (non-finite loss) "
-              "left out", file=sys.stderr)
-    if not kept:
-        raise MalformedTable(f"{path}: every run diverged")
-    for i, row in kept:
-        for c in REQUIRED_COLUMNS[1:]:
-            v = row.get(c)
-            if not _number(v) or not math.isfinite(v) or v <= 0:
-                raise MalformedTable(f"{path}: row {i} has {c}={printable(repr(v))}; {c} "
-                                     "must be a positive number")
-    return [r for _, r in kept]
-
-
-def _number(value: Any) -> bool:
-    """An int or a float, not a bool (True is no loss or count)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _spells_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def by_arch(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each architecture. One architecture's runs are fitted as one set of curves,
-    so they must share a corpus and a sequence length (where the rows say): a UsageError
-    names the first that mixes them."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        out.setdefault(str(row["arch"]), []).append(row)
-    for arch, arch_rows in out.items():
-        for column in ("corpus_sha256", "seq_len"):
-            values = {r.get(column) for r in arch_rows} - {None, ""}
-            if len(values) > 1:
-                shown = ", ".join(sorted(str(v)[:12] for v in values))
-                raise MalformedTable(f"the runs of {arch!r} mix {column} values ({shown}): "
-                                     "one set of IsoFLOP curves needs one corpus and sequence "
-                                     "length; give them separately")
-    return out
-
-
-def columns(rows: Sequence[dict[str, Any]], *names: str) -> list[np.ndarray]:
-    return [np.array([float(r[n]) for r in rows]) for n in names]
-
-
-def arch_budget_groups(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, list[int]]]:
-    """Row indices per architecture and budget (the ``budget`` column, else FLOPs within a
-    factor 1.25: :func:`madbench.scaling.fits.budget_groups`), budgets in increasing order."""
-    out: dict[str, dict[float, list[int]]] = {}
-    for arch in sorted({str(r["arch"]) for r in rows}):
-        idx = [i for i, r in enumerate(rows) if str(r["arch"]) == arch]
-        sub = [rows[i] for i in idx]
-        labels = budget_groups(columns(sub, "flops")[0], budgets_of(sub))
-        out[arch] = {float(c): [idx[j] for j in np.flatnonzero(labels == c)]
-                     for c in np.unique(labels)}
-    return out
-
-
-def budgets_of(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:
-    """The rows' ``budget`` column, or None (group by FLOPs) unless every row has one."""
-    if all(r.get("budget") for r in rows):
-        return columns(rows, "budget")[0]
-    return None

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import MadbenchError, UsageError
 from .fits import PowerLaw, budget_groups, fit_isoflop_group, fit_power_law, percentile_interval
-from .runs import arch_budget_groups, budgets_of, columns
+from .table import arch_budget_groups, budgets_of, columns
 
 DEFAULT_STATE_COLUMN = "total_state_8k"
 OPTIMA = ("vertex", "best")

@@ -54,10 +54,10 @@ from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
-from .runs import (VOCAB_SIZE, MalformedTable, budgets_of, by_arch, check_causal,
-                   model_skeleton, read_runs)
+from .runs import VOCAB_SIZE, check_causal, model_skeleton
 from .limits import check_seq_len, check_size
 from .shapes import family_spec
+from .table import MalformedTable, budgets_of, by_arch, read_runs
 
 FLOPS_TOLERANCE = 0.02
 PARAMS_TOLERANCE = 0.01
