@@ -18,13 +18,13 @@ from madbench.budget import Budget
 from madbench.errors import UsageError
 from madbench.leaderboard.boards import BOARDS, current_suite_hash, suite_tasks
 from madbench.leaderboard.changes import changed_files
+from madbench.leaderboard.duplicates import duplicate_entries
 from madbench.leaderboard.render import render
 from madbench.protocol import PRESETS
 from madbench.leaderboard.schema import (ANNOTATIONS, MAX_BYTES, MAX_DEPTH, SUPPORTED_KEYWORDS,
                                          load_schema, nesting_depth, schema_errors)
 from madbench.leaderboard.submit import select_group
-from madbench.leaderboard.validate import (duplicate_entries, submission_files, validate_file,
-                                           validate_submission)
+from madbench.leaderboard.validate import submission_files, validate_file, validate_submission
 
 from helpers import as_board_entry
 
@@ -139,8 +139,8 @@ def test_validate_rerun_reads_each_file_once_and_validates_what_it_checked(tmp_p
     validate it; a file replaced in between was validated unchecked. A file that changes after
     each read shows it: the budget check and the validation must see one document, the first
     content."""
-    from madbench.leaderboard import schema, validate
-    from madbench.leaderboard.validate import Report
+    from madbench.leaderboard import reruns, schema, validate
+    from madbench.leaderboard.report import Report
     path = tmp_path / "entry.json"
     path.write_text('{"name": "first"}')
     real, reads, seen = schema.read_submission, [], []
@@ -153,7 +153,7 @@ def test_validate_rerun_reads_each_file_once_and_validates_what_it_checked(tmp_p
 
     for module in (schema, validate):
         monkeypatch.setattr(module, "read_submission", read_then_replace)
-    monkeypatch.setattr(validate, "rerun_budget_problem",
+    monkeypatch.setattr(reruns, "rerun_budget_problem",
                         lambda doc, budget: seen.append(("budget", doc)))
     monkeypatch.setattr(validate, "validate_submission",
                         lambda doc, path, **options: seen.append(("validated", doc)) or
@@ -172,7 +172,7 @@ def test_a_file_named_twice_is_validated_once_and_a_second_file_is_still_a_dupli
     once; a different file carrying the same architecture, or a link to the file (no
     submission), still fails."""
     from madbench.leaderboard import validate
-    from madbench.leaderboard.validate import Report
+    from madbench.leaderboard.report import Report
     board = tmp_path / "mad-quick"
     board.mkdir()
     a, b = board / "a.json", board / "b.json"
@@ -206,7 +206,7 @@ def test_the_rerun_budget_is_the_validators_usage_error_only_when_the_default_ad
     x length tokens; a budget one token short of that admits no run (a usage error of the
     call), one at it admits the run; with the entry's own protocol larger than any board's
     (the default budget) the entry itself fails, as before (test_a_million_epoch_protocol...)."""
-    from madbench.leaderboard.validate import rerun_budget_problem
+    from madbench.leaderboard.reruns import rerun_budget_problem
     from madbench.protocol import Protocol
     from madbench.sweep import effective_setting
     from madbench.tasks import get_task

@@ -241,7 +241,8 @@ def test_a_copied_seed_with_run_keys_recomputed_fails(doc):
 def test_a_renamed_architecture_is_the_same_entry(doc, trial):
     """Renaming keeps the hash (the name is not part of it), so a renamed copy on a board is
     caught as a duplicate of the original."""
-    from madbench.leaderboard.validate import Report, duplicate_entries
+    from madbench.leaderboard.duplicates import duplicate_entries
+    from madbench.leaderboard.report import Report
     renamed = copy.deepcopy(doc)
     renamed["architecture"]["name"] = renamed["architecture"]["spec"]["name"] = "my-new-arch"
     reseal(renamed)
@@ -269,7 +270,7 @@ def test_reruns_are_stratified_over_all_tasks_and_reach_every_setting():
     """Property over 200 sample seeds: each sample of 6 holds 6 different tasks, and together
     they reach all 66 settings (the old sampler reached 17, all among the cheapest)."""
     import random
-    from madbench.leaderboard.validate import pick_reruns, rerun_cost
+    from madbench.leaderboard.reruns import pick_reruns, rerun_cost
     from madbench.protocol import PRESETS
     from madbench.tasks import get_task
     doc = synthetic_board_doc()
@@ -288,7 +289,7 @@ def test_reruns_are_stratified_over_all_tasks_and_reach_every_setting():
 
 
 def test_a_board_entry_is_rerun_with_the_boards_preset_only(doc):
-    from madbench.leaderboard.validate import rerun_protocol
+    from madbench.leaderboard.reruns import rerun_protocol
     from madbench.protocol import PRESETS, Protocol
     quick = {**PRESETS["quick"].to_dict(), "hash": PRESETS["quick"].hash}
     assert rerun_protocol({"board": "mad-quick"}, Protocol.from_dict(quick)) is PRESETS["quick"]
@@ -557,7 +558,7 @@ def test_ci_finds_changed_entries_with_non_ascii_names(tmp_path, trial):
 
 
 def test_a_check_failing_for_every_run_is_counted_not_listed():
-    from madbench.leaderboard.validate import MAX_FAILURES_PER_CHECK, Report
+    from madbench.leaderboard.report import MAX_FAILURES_PER_CHECK, Report
     report = Report(None)
     for i in range(MAX_FAILURES_PER_CHECK + 500):
         report.fail("best", f"no best entry for cell {i}")
@@ -569,12 +570,12 @@ def test_a_check_failing_for_every_run_is_counted_not_listed():
 def test_unknown_flops_are_refused_by_the_budget_with_a_reason(monkeypatch):
     from madbench.architecture import resolve_architecture
     from madbench.budget import Budget, Deadline
-    from madbench.leaderboard import validate
-    real = validate.describe_architecture
-    monkeypatch.setattr(validate, "describe_architecture",
+    from madbench.leaderboard import rebuild
+    real = rebuild.describe_architecture
+    monkeypatch.setattr(rebuild, "describe_architecture",
                         lambda *a, **k: {**real(*a, **k), "flops_per_token": None})
     spec = resolve_architecture("mh-attention-swiglu")
-    reason = validate.over_budget(spec, Budget(), Deadline(60, "test"))
+    reason = rebuild.over_budget(spec, Budget(), Deadline(60, "test"))
     assert reason.startswith("forward FLOPs per token unknown")
 
 
@@ -596,7 +597,7 @@ def test_writing_out_a_default_does_not_make_a_new_entry(doc):
     """The same model spelled differently (a layer's default kwarg written out, the class
     named by its import path): a new architecture hash, the same model hash, one entry."""
     from madbench.architecture import mixer_entry
-    from madbench.leaderboard.validate import duplicate_entries
+    from madbench.leaderboard.duplicates import duplicate_entries
     spelled = copy.deepcopy(doc)
     layer = spelled["architecture"]["spec"]["layers"][0]
     entry = mixer_entry(layer["mixer"])
@@ -738,7 +739,8 @@ def test_runs_of_invented_settings_do_not_keep_the_bootstrap_busy(doc):
     took 3 minutes)."""
     import time
 
-    from madbench.leaderboard.validate import Report, check_aggregates
+    from madbench.leaderboard.report import Report
+    from madbench.leaderboard.validate import check_aggregates
     run = doc["runs"][0]
     doc["runs"] = [dict(run, task=f"t{i}", setting="s", setting_hash=f"{i:016x}", seed=seed,
                         accuracy=0.5 * seed)
@@ -803,7 +805,8 @@ def test_a_name_that_reads_as_another_entrys_is_a_duplicate(doc):
     Now each is a duplicate on that board, not on another, and names a reader can tell
     apart are not."""
     from madbench.leaderboard.schema import schema_errors
-    from madbench.leaderboard.validate import Report, duplicate_entries
+    from madbench.leaderboard.duplicates import duplicate_entries
+    from madbench.leaderboard.report import Report
     distinct = ["hyena-swiglu-2", "hyena swiglu", "hyena_swiglu"]
     for name in LOOKALIKES + distinct:
         assert schema_errors(dict(doc, name=name)) == [], name
@@ -914,7 +917,8 @@ def test_a_name_spelled_with_cyrillic_or_greek_lookalikes_is_a_duplicate():
     could sit beside the real one. Each letter of the list, put for the Latin letter it is
     drawn like, now gives the same key (in either case); a Greek or Cyrillic name that reads
     as no Latin one keeps its own, and Greek small nu reads v, its capital N."""
-    from madbench.leaderboard.validate import Report, duplicate_entries, name_key
+    from madbench.leaderboard.duplicates import duplicate_entries, name_key
+    from madbench.leaderboard.report import Report
     for other, latin in LATIN_LOOKALIKES:
         assert name_key(f"q{other}q-Swiglu") == name_key(f"q{latin}q-swiglu"), other
     assert name_key("mambё") == name_key("mambë") != name_key("mambe")   # accents kept

@@ -177,8 +177,10 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
     submission names is imported unless it is a bundled layer or comes from an installed
     plugin distribution named with its version (see --trust-code)."""
     from ..evaluator import resolve_placement
-    from ..leaderboard.validate import (Report, duplicate_entries, read_file,
-                                        rerun_budget_problem, submission_files, validate_file)
+    from ..leaderboard.duplicates import duplicate_entries
+    from ..leaderboard.report import Report
+    from ..leaderboard.reruns import rerun_budget_problem
+    from ..leaderboard.validate import read_file, submission_files, validate_file
 
     files = distinct_paths(submission_files(paths), follow_links=False)   # each file once
     if not files:
