@@ -1,5 +1,7 @@
 """Budgets of validation: how large an architecture may be, and how long a check may run,
-before ``madbench leaderboard validate`` refuses it with a reason instead of working on it.
+before ``madbench leaderboard validate`` refuses it with a reason instead of working on it;
+and validation's two fixed settings, the re-runs' tolerance and the state audit's width (the
+command line shows them as defaults without importing torch).
 
 Sizes are checked before anything runs (parameters counted on the meta device, then forward
 FLOPs per token and state from the accounting); time is bounded by ``deadline``, which
@@ -19,7 +21,14 @@ from typing import Iterator
 
 from .errors import BudgetExceeded
 
-__all__ = ["Budget", "BudgetExceeded", "Deadline", "over"]
+__all__ = ["Budget", "BudgetExceeded", "DEFAULT_TOLERANCE", "Deadline", "VALIDATE_AUDIT_DIM",
+           "over"]
+
+#: accuracy agreement a re-run must reach (absolute); GPU bf16 against CPU fp32 differs
+DEFAULT_TOLERANCE = 0.05
+#: the width the state audit is run at by ``submit`` and re-run at by ``validate`` (the model
+#: width would make it slow)
+VALIDATE_AUDIT_DIM = 32
 
 @dataclass(frozen=True)
 class Budget:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..budget import Budget
+from ..budget import DEFAULT_TOLERANCE, VALIDATE_AUDIT_DIM, Budget
 from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
@@ -45,9 +45,10 @@ def leaderboard_group() -> None:
               "directory holds several.")
 @click.option("--command", "command_line", default=None, help="The madbench eval command that "
               "produced the runs (default: rebuilt from the records).")
-@click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Width of the state audit (validate re-runs it at 32 and compares the "
-              "numbers when the widths agree).")
+@click.option("--audit-dim", type=click.IntRange(min=1), default=VALIDATE_AUDIT_DIM,
+              show_default=True,
+              help=f"Width of the state audit (validate re-runs it at {VALIDATE_AUDIT_DIM} and "
+              "compares the numbers when the widths agree).")
 @click.option("--tasks", "task_names", default=None, help="Only these tasks' runs "
               "(comma-separated): a partial entry from a run directory that holds more.")
 def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_line, audit_dim,
@@ -138,9 +139,11 @@ def _progress_line(line: str) -> None:
               "uniformly within the token budget, with madbench's own protocol.")
 @click.option("--rerun-seed", type=click.IntRange(min=0), default=None,
               help="Seed of the re-run sample (default: random, printed).")
-@click.option("--tolerance", type=FiniteFloat(min=0), default=0.05, show_default=True,
+@click.option("--tolerance", type=FiniteFloat(min=0), default=DEFAULT_TOLERANCE,
+              show_default=True,
               help="Largest accepted |accuracy difference| of a re-run.")
-@click.option("--audit-dim", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--audit-dim", type=click.IntRange(min=1), default=VALIDATE_AUDIT_DIM,
+              show_default=True,
               help="Width the state audit is re-run at (reduced to stay fast).")
 @click.option("--allow-nonstandard", is_flag=True, help="Check a submission whose protocol is "
               "no board's (a trial run) instead of refusing it.")

@@ -12,7 +12,7 @@ import torch
 
 from ..accounting import PARAM_TOLERANCE, STATE_TARGET, describe_architecture
 from ..architecture import ArchitectureSpec, architecture_hash, model_hash
-from ..budget import Budget, BudgetExceeded, Deadline, over
+from ..budget import VALIDATE_AUDIT_DIM, Budget, BudgetExceeded, Deadline, over
 from ..errors import MadbenchError
 from ..hashing import canonical_json
 from ..model import LanguageModel
@@ -21,8 +21,6 @@ from .submit import (ACCOUNTING_FIELDS, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZ
                      architecture_claims, source_ids)
 from .trust import untrusted_mixers
 
-#: the width the state audit is re-run at (submissions record it at the model width)
-VALIDATE_AUDIT_DIM = 32
 #: the Jacobian cap when a layer cannot be built at ``VALIDATE_AUDIT_DIM``
 FALLBACK_AUDIT_MAX_SIZE = 1024
 

@@ -23,9 +23,6 @@ from ..sweep import choose_engine, effective_setting
 from .boards import BOARDS, describe_protocol, preset_with_overrides, suite_tasks
 from .report import Report
 
-#: accuracy agreement a re-run must reach (absolute); GPU bf16 against CPU fp32 differs
-DEFAULT_TOLERANCE = 0.05
-
 
 def rerun_cost(task, setting_name: str, protocol: Protocol) -> int:
     """Tokens a run of this setting trains on (steps x batch x length), for ranking cost."""

@@ -48,7 +48,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..budget import Budget, BudgetExceeded, Deadline
+from ..budget import DEFAULT_TOLERANCE, VALIDATE_AUDIT_DIM, Budget, BudgetExceeded, Deadline
 from ..code_identity import run_version
 from ..errors import MadbenchError, UsageError
 from ..evaluator import resolve_placement
@@ -61,9 +61,9 @@ from ..sweep import effective_setting, select_settings
 from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, board_of_folder, current_suite_hash,
                      describe_protocol, preset_with_overrides, suite_tasks)
-from .rebuild import VALIDATE_AUDIT_DIM, check_architecture
+from .rebuild import check_architecture
 from .report import MAX_LISTED, Report, _differs, _first_line, _listed
-from .reruns import DEFAULT_TOLERANCE, check_reruns, rerun_budget_problem
+from .reruns import check_reruns, rerun_budget_problem
 from .schema import InvalidSubmission, read_submission, schema_errors
 from .trust import working_directory_excluded
 
