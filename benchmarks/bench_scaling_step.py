@@ -17,7 +17,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from madbench.scaling.corpus import load_corpus
-from madbench.scaling.runs import Recipe, plan_runs, train_run
+from madbench.scaling.plan import Recipe, plan_runs
+from madbench.scaling.runs import train_run
 
 
 def main() -> None:

@@ -137,9 +137,9 @@ def test_batched_engine_follows_the_reference_loop_per_epoch(name):
 
 
 def test_a_scaling_run_equals_the_reference_loop_bit_for_bit():
-    from madbench.scaling.runs import (Recipe, recipe_lr_at as scaling_lr,
-                                       recipe_parameter_groups as groups)
-    from madbench.scaling.runs import plan_runs, train_run
+    from madbench.scaling.plan import Recipe, plan_runs
+    from madbench.scaling.runs import (recipe_lr_at as scaling_lr,
+                                       recipe_parameter_groups as groups, train_run)
     rng = np.random.default_rng(0)
     data = torch.from_numpy(rng.integers(97, 101, 6000).astype(np.uint8))
     train_split, val = data[:5000], data[5000:]
@@ -223,10 +223,11 @@ def test_a_scaling_run_whose_step_cannot_be_captured_trains_eagerly_with_one_war
     numbers as a run that never tried), not stop the ladder."""
     from madbench.cuda_graphs import CaptureError
     from madbench.scaling import runs
+    from madbench.scaling.plan import Recipe, plan_runs
     rng = np.random.default_rng(1)
     data = torch.from_numpy(rng.integers(97, 101, 3000).astype(np.uint8))
-    recipe = runs.Recipe(seq_len=16, batch_size=4, eval_tokens=64, lr=3e-3, seed=2)
-    plans = runs.plan_runs("hyena", [2e8], [(16, 1)], recipe, "x")
+    recipe = Recipe(seq_len=16, batch_size=4, eval_tokens=64, lr=3e-3, seed=2)
+    plans = plan_runs("hyena", [2e8], [(16, 1)], recipe, "x")
     plain = runs.train_run(plans[0], data[:2500], data[2500:], torch.device("cpu"),
                            capture=False)
     tries = []

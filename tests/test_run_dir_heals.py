@@ -210,12 +210,13 @@ def test_two_concurrent_scaling_runs_on_one_run_directory_train_each_run_once(tm
     import numpy as np
     from madbench.scaling import runs
     from madbench.scaling.corpus import file_corpus
+    from madbench.scaling.plan import Recipe, plan_runs
     from madbench.scaling.table import read_runs
     path = tmp_path / "noise.dat"
     path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8)))
     corpus = file_corpus(path)
-    plans = runs.plan_runs("hyena", [1e9, 2e9], [(16, 1), (24, 1)],
-                           runs.Recipe(seq_len=16, batch_size=4, eval_tokens=256), corpus.sha256)
+    plans = plan_runs("hyena", [1e9, 2e9], [(16, 1), (24, 1)],
+                      Recipe(seq_len=16, batch_size=4, eval_tokens=256), corpus.sha256)
     assert len(plans) == 4
     trained, counts = twice_at_once(monkeypatch, runs, "train_run", 0.2, lambda: runs.run_plans(
         plans, corpus, ResultsStore(tmp_path / "r"), "cpu"))

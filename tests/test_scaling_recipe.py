@@ -7,7 +7,7 @@ import pytest
 from madbench.errors import UsageError
 from madbench.scaling.recipe import (lr_for_size, paper_batch_size, paper_batch_tokens,
                                      parse_lr_table)
-from madbench.scaling.runs import Recipe, plan_runs
+from madbench.scaling.plan import Recipe, plan_runs
 
 
 def test_batch_follows_table_c1_at_its_budgets():
@@ -49,7 +49,7 @@ def test_plan_runs_applies_the_rules_per_run():
     plans = plan_runs("hyena", [1e12, 1e13], [(16, 1), (64, 2)], recipe, "x",
                       lr_rule=lambda n: lr_for_size(n, table), batch_rule=paper_batch_size)
     from madbench.accounting import count_params
-    from madbench.scaling.runs import model_skeleton
+    from madbench.scaling.plan import model_skeleton
     for p in plans:
         total = count_params(model_skeleton(p.spec))
         assert p.recipe.lr == pytest.approx(lr_for_size(total, table))

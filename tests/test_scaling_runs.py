@@ -16,7 +16,8 @@ from madbench.model import LanguageModel
 from madbench.scaling import corpus as corpus_mod
 from madbench.scaling.corpus import load_corpus, split_bytes
 from madbench.scaling.flops import architecture_flops
-from madbench.scaling.runs import Recipe, recipe_lr_at, non_embedding_params, plan_runs
+from madbench.scaling.plan import Recipe, non_embedding_params, plan_runs
+from madbench.scaling.runs import recipe_lr_at
 from madbench.scaling.shapes import (FAMILIES, attention_fraction, attention_positions,
                                      family_spec, ffn_width)
 from madbench.scaling.table import MalformedTable, read_runs
@@ -303,7 +304,7 @@ def test_the_causality_check_covers_each_switch_setting_not_only_the_smallest_mo
     grow with width (heads) do not multiply the checks."""
     from madbench.architecture import ArchitectureSpec, LayerSpec
     from madbench.errors import CheckFailed
-    from madbench.scaling.runs import check_causal
+    from madbench.scaling.plan import check_causal
     assert leaks(mixers.Maybe(16, leak=True), 16) and not leaks(mixers.Maybe(16), 16)
 
     def spec(dim, leak):

@@ -102,7 +102,8 @@ def test_the_fig_4_1_variants_build_count_and_train(family):
     steps that lower the loss on a repeated string (a CPU smoke check, not a frontier)."""
     from madbench.scaling.corpus import Corpus
     from madbench.scaling.flops import architecture_flops
-    from madbench.scaling.runs import Recipe, plan_runs, train_run
+    from madbench.scaling.plan import Recipe, plan_runs
+    from madbench.scaling.runs import train_run
     spec = family_spec(family, 16, 4)
     assert architecture_flops(spec, 16).method == "analytic"
     corpus = Corpus.from_bytes("t", b"abcdefgh" * 600)

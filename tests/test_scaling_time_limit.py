@@ -15,7 +15,8 @@ from madbench.cli import MadbenchGroup
 from madbench.cli.scaling_cmd import scaling_group
 from madbench.scaling.corpus import file_corpus
 from madbench.scaling.estimate import plan_seconds
-from madbench.scaling.runs import Recipe, plan_runs, run_plans, train_run
+from madbench.scaling.plan import Recipe, plan_runs
+from madbench.scaling.runs import run_plans, train_run
 from madbench.scaling.table import read_runs
 from madbench.store import ResultsStore
 from madbench.time_limit import TimeLimit, TimeLimitReached

@@ -219,7 +219,8 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     limit_seconds = None if time_limit_text is None else parse_duration(time_limit_text)
     from ..scaling.corpus import load_corpus
     from ..scaling.recipe import lr_for_size, paper_batch_size, parse_lr_table
-    from ..scaling.runs import Recipe, check_causal, plan_runs, run_plans
+    from ..scaling.plan import Recipe, check_causal, plan_runs
+    from ..scaling.runs import run_plans
     from ..scaling.shapes import LADDER, get_family, parse_size
     from ..store import ResultsStore
     from ..architecture import parse_mixer_kwargs
@@ -329,7 +330,7 @@ def _why_no_size(every: list, budgets: list[float], min_steps: int) -> str:
     """Why the size ladder has no run for any of ``budgets``, per budget, from the unfiltered
     plans ``every``: which ladder sizes miss which of ``plan_runs``'s limits (at least
     ``min_steps`` steps, ``TOKENS_PER_PARAM`` tokens per non-embedding parameter)."""
-    from ..scaling.runs import TOKENS_PER_PARAM
+    from ..scaling.plan import TOKENS_PER_PARAM
     low, high = TOKENS_PER_PARAM
 
     def sizes(runs):

@@ -14,7 +14,8 @@ import torch
 
 from ..estimate import PROBE_STEPS, differenced, probe_batch
 from ..loop import train_epochs
-from .runs import RunPlan, random_windows, run_engine
+from .plan import RunPlan
+from .runs import random_windows, run_engine
 
 
 def step_seconds(plan: RunPlan, device: torch.device, precision: str,

@@ -16,7 +16,7 @@ Checks, each failure a reason for an invalid verdict:
 1. **FLOPs**: declared FLOPs against 3 x the analytic forward FLOPs per token of the declared
    architecture x tokens; a declared count more than ``flops_tolerance`` below is *understated*
    (above: *overstated*). Total parameters are recounted the same way. Every architecture
-   rebuilt here passes ``madbench scaling run``'s causality check (``runs.check_causal``).
+   rebuilt here passes ``madbench scaling run``'s causality check (``plan.check_causal``).
 2. **IsoFLOP curves**: every budget group needs 3 or more sizes, a convex parabola in ln N and
    its vertex inside the sampled sizes.
 3. **Stored frontiers** (same corpus hash and architecture name): at every budget inside the
@@ -54,8 +54,8 @@ from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from ..accounting import count_params
-from .runs import VOCAB_SIZE, check_causal, model_skeleton
 from .limits import check_seq_len, check_size
+from .plan import VOCAB_SIZE, check_causal, model_skeleton
 from .shapes import family_spec
 from .table import MalformedTable, budgets_of, by_arch, read_runs
 
