@@ -93,7 +93,30 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
                      f"hold fewer than the protocol's {grid} configurations (e.g. "
                      f"{short[0]['task']} {short[0]['setting']}: {short[0]['runs']}); their best "
                      "is over what was trained")
+    fewer = settings_shortfall(doc)
+    if fewer:
+        extra.append(f"partial: fewer settings than the protocol's grid ({', '.join(fewer)}); "
+                     "a task's score is the mean over the settings trained")
     return "\n".join([title, "", table, *extra])
+
+
+def settings_shortfall(doc: dict[str, Any]) -> list[str]:
+    """``TASK N of M`` for each task of ``doc`` holding fewer settings than its protocol's
+    grid (``all`` or ``baseline``) of that task; tasks not registered here are not looked at."""
+    from .plugins import get_registry
+    from .sweep import select_settings
+    which = doc["protocol"].get("settings") or "all"
+    held: dict[str, set[str]] = {}
+    for s in doc.get("settings") or []:
+        held.setdefault(s["task"], set()).add(s["setting"])
+    tasks = get_registry().tasks
+    out = []
+    for name, names in held.items():
+        if name in tasks:
+            grid = {s.name for s in select_settings(tasks[name].obj, which)}
+            if grid - names:
+                out.append(f"{name} {len(names & grid)} of {len(grid)}")
+    return out
 
 
 def render_all(results: Sequence[Any], fmt: str,

@@ -267,3 +267,25 @@ def test_eval_names_its_result_from_the_records_it_read_once(two_runs, curve_run
     assert res.stdout.splitlines()[0].startswith(
         f"mh-attention [smoke (non-standard)] {mine['protocol_hash'][:6]} — metric")
     assert len(reads) == 1
+
+
+def test_a_task_with_fewer_settings_than_the_protocol_s_grid_is_said_to_be_partial(tmp_path):
+    """A sweep stopped early (or narrowed with --settings) scored a task over the settings it
+    held with nothing said: 0.277 read as fuzzy recall's score over 1 of 11 settings."""
+    args = ["--tasks", "memorization", "--settings", "baseline", "--preset", "smoke", "--set",
+            "settings=all", "--set", "epochs=1", "--set", "max_train=32", "--set",
+            "max_test=32", "--no-progress", "--run-dir", str(tmp_path / "run")]
+    res = CliRunner().invoke(main, ["eval", "--arch", "mh-attention", *args])
+    assert res.exit_code == 0, res.output
+    # memorization's grid in the paper: the baseline and five other vocabulary sizes
+    line = ("partial: fewer settings than the protocol's grid (memorization 1 of 6); a task's "
+            "score is the mean over the settings trained")
+    assert line in res.stdout.splitlines()
+    report = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert line in report.stdout.splitlines()
+
+
+def test_a_whole_grid_is_not_called_partial(curve_runs):
+    """smoke's grid is each task's baseline: memorization at 256 and 512 covers it."""
+    res = CliRunner().invoke(main, ["report", str(curve_runs[0])])
+    assert res.exit_code == 0 and "partial" not in res.stdout
