@@ -16,7 +16,7 @@ from ..budget import VALIDATE_AUDIT_DIM, Budget, BudgetExceeded, Deadline, over
 from ..errors import MadbenchError
 from ..hashing import canonical_json
 from ..model import LanguageModel
-from .report import Report, _differs, _first_line, _listed
+from .report import Report, differs, first_line, listed
 from .submit import (ACCOUNTING_FIELDS, ACCOUNTING_SEQ_LEN, ACCOUNTING_VOCAB_SIZE,
                      architecture_claims, source_ids)
 from .trust import untrusted_mixers
@@ -150,13 +150,13 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
         spec = ArchitectureSpec.from_dict(arch["spec"])
         installed = source_ids(spec)
     except Exception as exc:  # noqa: BLE001 - any import failure (a sys.exit() included)
-        not_checked(f"architecture not importable here ({_first_line(exc)}): accounting, "
+        not_checked(f"architecture not importable here ({first_line(exc)}): accounting, "
                     "causality and state audit not re-checked")
         return None
     if installed != sorted(set(arch["sources"])):
         diff = sorted(set(installed) ^ set(arch["sources"]))
         report.fail("architecture", "the installed mixer code differs from the submission's "
-                    f"({_listed(diff)}); install the version the runs were made with")
+                    f"({listed(diff)}); install the version the runs were made with")
         return None
     if spec.hash != arch["hash"]:
         report.fail("architecture", f"the installed architecture hashes to {spec.hash}")
@@ -164,7 +164,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
     try:
         report.model_hash = model_hash(spec)
     except Exception as exc:  # noqa: BLE001 - only the duplicate rule needs it
-        report.warnings.append(f"the model hash could not be computed ({_first_line(exc)}): "
+        report.warnings.append(f"the model hash could not be computed ({first_line(exc)}): "
                                "duplicates are found by the architecture hash alone")
     deadline = Deadline(budget.check_seconds, "rebuilding and checking the architecture")
     try:
@@ -191,7 +191,7 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
             if acc[key] != mine[key]:
                 report.fail("accounting", f"accounting.{key} claims {acc[key]}, the "
                             f"architecture built here has {mine[key]}")
-        if _differs(acc["param_ratio"], mine["param_ratio"]):
+        if differs(acc["param_ratio"], mine["param_ratio"]):
             report.fail("accounting", f"accounting.param_ratio claims {acc['param_ratio']!r}, "
                         f"recomputed {mine['param_ratio']!r}")
         if acc["iso_state_ok"] != mine["iso_state_ok"]:

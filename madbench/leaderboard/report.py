@@ -54,7 +54,7 @@ class Report:
                 "architecture_hash": self.architecture_hash}
 
 
-def _listed(items: list[str], total: int | None = None) -> str:
+def listed(items: list[str], total: int | None = None) -> str:
     """The first ``MAX_LISTED`` of ``items``, and how many more of ``total`` (default: all
     of ``items``) there are."""
     total = len(items) if total is None else total
@@ -62,10 +62,10 @@ def _listed(items: list[str], total: int | None = None) -> str:
     return shown + (f" and {total - MAX_LISTED} more" if total > MAX_LISTED else "")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _differs(claimed: float, recomputed: float) -> bool:
+def differs(claimed: float, recomputed: float) -> bool:
     return not (abs(claimed - recomputed) <= AGGREGATE_TOLERANCE)

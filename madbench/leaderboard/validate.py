@@ -62,7 +62,7 @@ from ..tasks import IGNORE, generate_splits
 from .boards import (BOARDS, board_for, board_of_folder, current_suite_hash,
                      describe_protocol, preset_with_overrides, suite_tasks)
 from .rebuild import check_architecture
-from .report import MAX_LISTED, Report, _differs, _first_line, _listed
+from .report import MAX_LISTED, Report, differs, first_line, listed
 from .reruns import check_reruns, rerun_budget_problem
 from .schema import InvalidSubmission, read_submission, schema_errors
 from .trust import working_directory_excluded
@@ -177,7 +177,7 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
     dupes = [f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
              for (t, s, seed, lr, wd), count in cells.items() if count > 1]
     if dupes:
-        out.append(("duplicate", "duplicate runs: " + _listed(dupes)))
+        out.append(("duplicate", "duplicate runs: " + listed(dupes)))
     elif max(keys.values()) > 1:
         out.append(("duplicate", "two runs share a run_key"))
     declared = sorted({r["task"] for r in doc["runs"]} & set(tasks))
@@ -193,11 +193,11 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
                  for lr, wd in configs)
         first = itertools.islice((c for c in sweep if c not in cells), min(missing, MAX_LISTED))
         out.append(("missing", f"{missing} runs of the protocol's sweep are missing: "
-                    + _listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
+                    + listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
                                for t, s, seed, lr, wd in first], missing)))
     if doc["board"] and doc["seeds"] != list(range(len(doc["seeds"]))):
         out.append(("seed", f"a board entry's seeds are 0 to n - 1, not "
-                    f"{_listed([str(s) for s in doc['seeds']])}: the seeds of an entry are "
+                    f"{listed([str(s) for s in doc['seeds']])}: the seeds of an entry are "
                     "not picked among more that were trained"))
     run_seeds = sorted({r["seed"] for r in doc["runs"]})
     if doc["seeds"] != run_seeds:
@@ -335,11 +335,11 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
             report.fail("scores", f"no score for task {task}, which has runs")
         elif task not in scores:
             report.fail("scores", f"scores.{task} is claimed, but no run of {task} exists")
-        elif _differs(claimed[task], scores[task]):
+        elif differs(claimed[task], scores[task]):
             report.fail("scores", f"scores.{task} is {claimed[task]!r}, but its runs give "
                         f"{scores[task]!r}")
     overall = mad_score(scores)
-    if not math.isfinite(overall) or _differs(doc["scores"]["overall"], overall):
+    if not math.isfinite(overall) or differs(doc["scores"]["overall"], overall):
         report.fail("scores", f"scores.overall is {doc['scores']['overall']!r}, but the runs "
                     f"give {overall!r} (mean of the task scores)")
     given = doc["confidence_interval"]
@@ -351,7 +351,7 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
     else:
         interval = bootstrap_interval(best, metric)
         if (interval is None) != (given is None) or (
-                interval is not None and any(_differs(a, b) for a, b in zip(given, interval))):
+                interval is not None and any(differs(a, b) for a, b in zip(given, interval))):
             report.fail("scores", f"confidence_interval is {given}, but the runs give "
                         f"{list(interval) if interval else None}")
     report.checks.append("aggregates (best of sweep, task scores, overall, interval)")
@@ -367,7 +367,7 @@ def _guarded(report: Report, check: str, fn: Callable[[], Any]) -> Any:
         report.fail(check, str(exc))
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - SystemExit: code that exits
         report.fail(check, f"check could not run on this input: {type(exc).__name__}: "
-                    f"{_first_line(exc)}")
+                    f"{first_line(exc)}")
     return None
 
 
