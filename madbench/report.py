@@ -168,7 +168,13 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
                           for name in labels]     # a markdown header is one line
     rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
-    return _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
+    table = _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
+    fewer = [f"{name}: {', '.join(short)}" for name, d in zip(labels, docs)
+             if (short := settings_shortfall(d))]
+    if fewer:
+        table += ("\n\npartial, fewer settings than the protocol's grid (a task's score is the "
+                  "mean over the settings trained): " + "; ".join(fewer))
+    return table
 
 
 def write_html(path: str | Path, groups: Sequence[Sequence[dict]],

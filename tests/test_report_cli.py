@@ -283,9 +283,13 @@ def test_a_task_with_fewer_settings_than_the_protocol_s_grid_is_said_to_be_parti
     assert line in res.stdout.splitlines()
     report = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert line in report.stdout.splitlines()
+    last = CliRunner().invoke(main, ["compare", str(tmp_path / "run")]).stdout.splitlines()[-1]
+    assert last.startswith("partial, fewer settings than the protocol's grid")
+    assert last.endswith(": memorization 1 of 6")
 
 
 def test_a_whole_grid_is_not_called_partial(curve_runs):
     """smoke's grid is each task's baseline: memorization at 256 and 512 covers it."""
-    res = CliRunner().invoke(main, ["report", str(curve_runs[0])])
-    assert res.exit_code == 0 and "partial" not in res.stdout
+    for command in ("report", "compare"):
+        res = CliRunner().invoke(main, [command, *map(str, curve_runs)])
+        assert res.exit_code == 0 and "partial" not in res.stdout
