@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ..accounting import count_params
 from ..architecture import ArchitectureSpec
 from ..errors import MadbenchError, UsageError, printable
 from ..leaderboard.schema import (InvalidSubmission, load_schema, parse_submission_text,
@@ -53,7 +54,6 @@ from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
 from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
-from ..accounting import count_params
 from .limits import check_seq_len, check_size
 from .plan import VOCAB_SIZE, check_causal, model_skeleton
 from .shapes import family_spec
