@@ -93,11 +93,17 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
                      f"hold fewer than the protocol's {grid} configurations (e.g. "
                      f"{short[0]['task']} {short[0]['setting']}: {short[0]['runs']}); their best "
                      "is over what was trained")
-    fewer = settings_shortfall(doc)
-    if fewer:
-        extra.append(f"partial: fewer settings than the protocol's grid ({', '.join(fewer)}); "
-                     "a task's score is the mean over the settings trained")
+    if shortfall_note(doc):
+        extra.append(f"partial: {shortfall_note(doc)}")
     return "\n".join([title, "", table, *extra])
+
+
+def shortfall_note(doc: dict[str, Any]) -> str | None:
+    """What ``report``, ``compare``, ``eval`` and the HTML page say of a result whose tasks
+    hold fewer settings than the protocol's grid (``settings_shortfall``), or None."""
+    fewer = settings_shortfall(doc)
+    return (f"fewer settings than the protocol's grid ({', '.join(fewer)}); a task's score is "
+            "the mean over the settings trained") if fewer else None
 
 
 def settings_shortfall(doc: dict[str, Any]) -> list[str]:
@@ -169,12 +175,9 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
     rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
     table = _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
-    fewer = [f"{name}: {', '.join(short)}" for name, d in zip(labels, docs)
-             if (short := settings_shortfall(d))]
-    if fewer:
-        table += ("\n\npartial, fewer settings than the protocol's grid (a task's score is the "
-                  "mean over the settings trained): " + "; ".join(fewer))
-    return table
+    notes = [f"partial: {name}: {note}" for name, d in zip(labels, docs)
+             if (note := shortfall_note(d))]
+    return "\n\n".join([table, "\n".join(notes)]) if notes else table
 
 
 def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
@@ -183,7 +186,9 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
     tables, bars and difficulty curves (when matplotlib is installed), provenance."""
     from .curves import difficulty_curves
     from .results import Results
-    docs = [Results.from_records(g).to_dict() for g in groups]
+    docs = [{**Results.from_records(g).to_dict(), "partial": None} for g in groups]
+    for d in docs:
+        d["partial"] = shortfall_note(d)
     labels = series_labels(groups)
     figures, note = {}, None
     try:

@@ -284,12 +284,19 @@ def test_a_task_with_fewer_settings_than_the_protocol_s_grid_is_said_to_be_parti
     report = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert line in report.stdout.splitlines()
     last = CliRunner().invoke(main, ["compare", str(tmp_path / "run")]).stdout.splitlines()[-1]
-    assert last.startswith("partial, fewer settings than the protocol's grid")
-    assert last.endswith(": memorization 1 of 6")
+    assert last.startswith("partial: mh-attention [") and last.endswith(line[len("partial"):])
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--html",
+                                     str(page)]).exit_code == 0
+    assert "partial: fewer settings than the protocol&#x27;s grid (memorization 1 of 6)" in \
+        page.read_text()
 
 
-def test_a_whole_grid_is_not_called_partial(curve_runs):
+def test_a_whole_grid_is_not_called_partial(curve_runs, tmp_path):
     """smoke's grid is each task's baseline: memorization at 256 and 512 covers it."""
     for command in ("report", "compare"):
         res = CliRunner().invoke(main, [command, *map(str, curve_runs)])
         assert res.exit_code == 0 and "partial" not in res.stdout
+    page = tmp_path / "report.html"
+    CliRunner().invoke(main, ["report", *map(str, curve_runs), "--html", str(page)])
+    assert "partial" not in page.read_text()
