@@ -93,8 +93,9 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
                      f"hold fewer than the protocol's {grid} configurations (e.g. "
                      f"{short[0]['task']} {short[0]['setting']}: {short[0]['runs']}); their best "
                      "is over what was trained")
-    if shortfall_note(doc):
-        extra.append(f"partial: {shortfall_note(doc)}")
+    partial = shortfall_note(doc)
+    if partial:
+        extra.append(f"partial: {partial}")
     return "\n".join([title, "", table, *extra])
 
 
@@ -186,9 +187,8 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
     tables, bars and difficulty curves (when matplotlib is installed), provenance."""
     from .curves import difficulty_curves
     from .results import Results
-    docs = [{**Results.from_records(g).to_dict(), "partial": None} for g in groups]
-    for d in docs:
-        d["partial"] = shortfall_note(d)
+    docs = [Results.from_records(g).to_dict() for g in groups]
+    docs = [{**d, "partial": shortfall_note(d)} for d in docs]
     labels = series_labels(groups)
     figures, note = {}, None
     try:
