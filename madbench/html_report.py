@@ -59,8 +59,8 @@ def _summary_section(s: dict[str, Any]) -> str:
         f' <span class="flag">non-standard: {escape(_overrides(proto))}</span>'
     flags = (f'<p class="flag">flags: {escape(", ".join(s["flags"]))}</p>'
              if s.get("flags") else "")
-    if s.get("partial"):
-        flags += f'<p class="flag">partial: {escape(s["partial"])}</p>'
+    flags += "".join(f'<p class="flag">partial: {escape(note)}</p>'
+                     for note in (s.get("partial") or {}).get("notes", []))
     interval = ""
     if s.get("confidence_interval"):
         lo, hi = s["confidence_interval"]

@@ -21,8 +21,10 @@ FORMATS = ("table", "json", "markdown")
 
 
 def as_document(results: Any) -> dict[str, Any]:
-    """The JSON form of a result (a ``Results``, or a document already in that form)."""
-    return results if isinstance(results, dict) else results.to_dict()
+    """The JSON form of a result (a ``Results``, or a document already in that form), with
+    ``partial`` computed afresh: what it lacks of its protocol (``partial``), null if nothing."""
+    doc = results if isinstance(results, dict) else results.to_dict()
+    return {**doc, "partial": partial(doc)}
 
 
 def number(x) -> str:
@@ -86,30 +88,40 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
         extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
     if doc.get("flags"):
         extra.append("flags: " + ", ".join(doc["flags"]))
-    grid = len(doc["protocol"].get("lrs") or []) * len(doc["protocol"].get("weight_decays") or [])
-    short = [s for s in doc.get("settings") or [] if grid and s["runs"] < grid]
-    if short:
-        extra.append(f"partial: {len(short)} of {len(doc['settings'])} (setting, seed) sweeps "
-                     f"hold fewer than the protocol's {grid} configurations (e.g. "
-                     f"{short[0]['task']} {short[0]['setting']}: {short[0]['runs']}); their best "
-                     "is over what was trained")
-    partial = shortfall_note(doc)
-    if partial:
-        extra.append(f"partial: {partial}")
+    extra += [f"partial: {note}" for note in (doc["partial"] or {}).get("notes", [])]
     return "\n".join([title, "", table, *extra])
 
 
-def shortfall_note(doc: dict[str, Any]) -> str | None:
-    """What ``report``, ``compare``, ``eval`` and the HTML page say of a result whose tasks
-    hold fewer settings than the protocol's grid (``settings_shortfall``), or None."""
+def partial(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What a result lacks of its protocol, as its JSON's ``partial`` holds it; None if
+    nothing. ``sweeps``: how many (setting, seed) sweeps hold fewer than the protocol's lrs x
+    weight decays (their best is over what was trained); ``settings``: task -> settings
+    trained and in the protocol's grid (``settings_shortfall``); ``notes``: the lines that
+    ``report``, ``eval``, ``compare`` and the HTML page print (after ``partial:``)."""
+    proto = doc["protocol"]
+    grid = len(proto.get("lrs") or []) * len(proto.get("weight_decays") or [])
+    short = [s for s in doc.get("settings") or [] if grid and s["runs"] < grid]
     fewer = settings_shortfall(doc)
-    return (f"fewer settings than the protocol's grid ({', '.join(fewer)}); a task's score is "
-            "the mean over the settings trained") if fewer else None
+    if not short and not fewer:
+        return None
+    notes = []
+    if short:
+        notes.append(f"{len(short)} of {len(doc['settings'])} (setting, seed) sweeps hold "
+                     f"fewer than the protocol's {grid} configurations (e.g. {short[0]['task']} "
+                     f"{short[0]['setting']}: {short[0]['runs']}); their best is over what was "
+                     "trained")
+    if fewer:
+        notes.append("fewer settings than the protocol's grid (" + ", ".join(
+            f"{t} {n['trained']} of {n['grid']}" for t, n in fewer.items())
+            + "); a task's score is the mean over the settings trained")
+    return {"sweeps": {"short": len(short), "of": len(doc["settings"]), "configurations": grid},
+            "settings": fewer, "notes": notes}
 
 
-def settings_shortfall(doc: dict[str, Any]) -> list[str]:
-    """``TASK N of M`` for each task of ``doc`` holding fewer settings than its protocol's
-    grid (``all`` or ``baseline``) of that task; tasks not registered here are not looked at."""
+def settings_shortfall(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """``{task: {"trained": N, "grid": M}}`` for each task of ``doc`` holding fewer settings
+    than its protocol's grid (``all`` or ``baseline``) of that task; tasks not registered here
+    are not looked at."""
     from .plugins import get_registry
     from .sweep import select_settings
     which = doc["protocol"].get("settings") or "all"
@@ -117,12 +129,12 @@ def settings_shortfall(doc: dict[str, Any]) -> list[str]:
     for s in doc.get("settings") or []:
         held.setdefault(s["task"], set()).add(s["setting"])
     tasks = get_registry().tasks
-    out = []
+    out = {}
     for name, names in held.items():
         if name in tasks:
             grid = {s.name for s in select_settings(tasks[name].obj, which)}
             if grid - names:
-                out.append(f"{name} {len(names & grid)} of {len(grid)}")
+                out[name] = {"trained": len(names & grid), "grid": len(grid)}
     return out
 
 
@@ -160,11 +172,11 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
     """The record ``groups`` side by side: one column per architecture and protocol, named by
     ``series_labels`` (as plot names them), which JSON keys by."""
     from .results import Results
-    docs = [Results.from_records(g).to_dict() for g in groups]
+    docs = [as_document(Results.from_records(g)) for g in groups]
     labels = series_labels(groups)
     if fmt == "json":
         return json_text({name: {"mad_score": d["mad_score"], "score_label": label(d),
-                                 "tasks": d["tasks"],
+                                 "tasks": d["tasks"], "partial": d["partial"],
                                  "architecture": {k: d["architecture"][k] for k in
                                                   ("name", "hash")},
                                  "protocol": {k: d["protocol"].get(k) for k in
@@ -177,7 +189,7 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
     table = _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
     notes = [f"partial: {name}: {note}" for name, d in zip(labels, docs)
-             if (note := shortfall_note(d))]
+             for note in (d["partial"] or {}).get("notes", [])]
     return "\n\n".join([table, "\n".join(notes)]) if notes else table
 
 
@@ -187,8 +199,7 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
     tables, bars and difficulty curves (when matplotlib is installed), provenance."""
     from .curves import difficulty_curves
     from .results import Results
-    docs = [Results.from_records(g).to_dict() for g in groups]
-    docs = [{**d, "partial": shortfall_note(d)} for d in docs]
+    docs = [as_document(Results.from_records(g)) for g in groups]
     labels = series_labels(groups)
     figures, note = {}, None
     try:

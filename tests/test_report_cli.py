@@ -292,6 +292,38 @@ def test_a_task_with_fewer_settings_than_the_protocol_s_grid_is_said_to_be_parti
         page.read_text()
 
 
+def test_json_says_what_a_partial_result_lacks(tmp_path):
+    """A script reading `--format json` (report, compare, eval) or eval's `--output` could not
+    tell 1 of memorization's 6 settings from all 6: the text said partial, the JSON nothing."""
+    run_dir, out = tmp_path / "run", tmp_path / "result.json"
+    res = CliRunner().invoke(main, [
+        "eval", "--arch", "mh-attention", "--tasks", "memorization", "--settings", "baseline",
+        "--preset", "smoke", "--set", "settings=all", "--set", "epochs=1", "--set",
+        "max_train=32", "--set", "max_test=32", "--no-progress", "--run-dir", str(run_dir),
+        "--format", "json", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    # the paper's memorization grid: six vocabulary sizes; one trained, one lr and wd (smoke)
+    want = {"memorization": {"trained": 1, "grid": 6}}
+    for doc in (json.loads(res.stdout), json.loads(out.read_text()), json.loads(
+            CliRunner().invoke(main, ["report", str(run_dir), "--format", "json"]).stdout)):
+        assert doc["partial"]["settings"] == want
+        assert doc["partial"]["sweeps"] == {"short": 0, "of": 1, "configurations": 1}
+        assert doc["partial"]["notes"] == [
+            "fewer settings than the protocol's grid (memorization 1 of 6); a task's score is "
+            "the mean over the settings trained"]
+    (column,) = json.loads(CliRunner().invoke(main, ["compare", str(run_dir), "--format",
+                                                     "json"]).stdout).values()
+    assert column["partial"]["settings"] == want
+
+
+def test_json_of_a_whole_grid_has_partial_null(curve_runs):
+    for command in ("report", "compare"):
+        res = CliRunner().invoke(main, [command, str(curve_runs[0]), "--format", "json"])
+        doc = json.loads(res.stdout)
+        doc = doc if command == "report" else next(iter(doc.values()))
+        assert "partial" in doc and doc["partial"] is None
+
+
 def test_a_whole_grid_is_not_called_partial(curve_runs, tmp_path):
     """smoke's grid is each task's baseline: memorization at 256 and 512 covers it."""
     for command in ("report", "compare"):

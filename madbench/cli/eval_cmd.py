@@ -291,7 +291,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         click.echo(progress.summary(), err=True)
     if output is not None:
         path = results_path(output, evaluation.spec.name)
-        path.write_text(json_text(results.to_dict()))
+        path.write_text(json_text(report.as_document(results)))
         click.echo(f"wrote {path}", err=True)
     # headed as 'madbench report RUN_DIR' heads it: named among the run directory's groups
     # (its records as training left them, already read: not read again)
