@@ -64,24 +64,20 @@ def bootstrap_interval(best: dict[tuple[str, str, int], dict], metric: str = "ac
                        samples: int = 2000, level: float = 0.95, seed: int = 0
                        ) -> tuple[float, float] | None:
     """Percentile interval of the MAD score when each setting's seeds are resampled with
-    replacement; None with fewer than two seeds. The same for any order of ``best`` (each
-    setting's seeds are taken in seed order, so a submission and its validator, which read
-    the runs in different orders, draw the same resamples)."""
+    replacement; None with fewer than two seeds. The same for any order of ``best`` (settings
+    are drawn in sorted order, each setting's seeds in seed order, so a submission and its
+    validator, which read the runs in different orders, draw the same resamples)."""
     per_setting: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (task, setting, _seed), r in sorted(best.items(), key=lambda kv: kv[0]):
         per_setting[(task, setting)].append(float(r[metric]))
     if not per_setting or max(len(v) for v in per_setting.values()) < 2:
         return None
     rng = np.random.default_rng(seed)
-    keys = sorted(per_setting)
-    tasks = sorted({t for t, _ in keys})
-    draws = np.empty(samples)
-    for i in range(samples):
-        per_task: dict[str, list[float]] = defaultdict(list)
-        for k in keys:
-            v = np.asarray(per_setting[k])
-            per_task[k[0]].append(float(rng.choice(v, size=len(v)).mean()))
-        draws[i] = np.mean([np.mean(per_task[t]) for t in tasks])
+    per_task: dict[str, list[np.ndarray]] = defaultdict(list)
+    for (task, _setting), values in sorted(per_setting.items()):
+        v = np.asarray(values)          # all resamples of this setting at once: samples x seeds
+        per_task[task].append(v[rng.integers(0, len(v), size=(samples, len(v)))].mean(axis=1))
+    draws = np.mean([np.mean(per_task[t], axis=0) for t in sorted(per_task)], axis=0)
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
