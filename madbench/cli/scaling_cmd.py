@@ -102,10 +102,11 @@ def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, a
         return
     if order:
         click.echo(render_striping(order) + "\n")
-    rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ".4e"), ""]]
+    # whole FLOPs with separators: tabulate reads "5.2429e+05" as a number and prints 524290
+    rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ",.0f"), ""]]
     for i, layer in enumerate(fl.layers):
         terms = ", ".join(f"{k} {v:.3g}" for k, v in layer.terms.items())
-        rows.append([f"{i} {layer.mixer}", layer.method, _num(layer.total, ".4e"), terms])
+        rows.append([f"{i} {layer.mixer}", layer.method, _num(layer.total, ",.0f"), terms])
     click.echo(f"{spec.name}: forward, one sequence of {seq_len} (multiply-add = 2 FLOPs)\n")
     click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
     click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
@@ -270,7 +271,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         from ..scaling.shapes import attention_fraction
         rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",
                  f"{attention_fraction(p.spec):.0%}", f"{p.recipe.lr:.3g}", p.recipe.batch_size,
-                 p.steps, f"{p.tokens:.3g}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
+                 p.steps, f"{p.tokens:,}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
                 for p in plans]
         click.echo(f"corpus {data.describe()}")
         click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "attention",
@@ -471,6 +472,8 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     from ..scaling.table import read_runs
     if plot_path is not None:   # '' too: refused, never ignored
         writable_file(plot_path, "--plot")   # before the fits, not after them
+        from ..figures import image_path
+        image_path(plot_path, "--plot")
     rows = read_runs(runs)
     from ..scaling.analysis import fit_runs
     fits = fit_runs(rows, approach, bootstrap, params_column)
