@@ -421,3 +421,16 @@ def test_correlate_refuses_two_scores_for_one_architecture(tmp_path, name, score
     res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad)])
     assert res.exit_code == 2 and text in res.stderr, res.output
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_flops_lists_exact_depths_up_to_the_largest_depth_a_size_may_have():
+    """1:11 printed 'exact at depths 12, 24, 36, 48', as if no deeper model held the ratio:
+    the list stopped at 48, and a short list got no '...'."""
+    from madbench.scaling.limits import MAX_DEPTH
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
+                                   "--attention-ratio", "1:11", "--size", "64x12", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["striping"]["exact_depths"] == list(range(12, MAX_DEPTH + 1, 12))
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
+                                   "--attention-ratio", "1:11", "--size", "64x12"])
+    assert "exact at depths 12, 24, 36, 48, 60, 72, ..." in res.stdout.splitlines()[0]
