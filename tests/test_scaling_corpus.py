@@ -179,3 +179,13 @@ def test_a_pq_file_is_parquet(tmp_path):
     _write_bad_corpora(tmp_path)
     corpus = file_corpus(tmp_path / "text.pq")
     assert len(corpus) == len(b"\n".join([("hello world " * 20).encode()] * 50))
+
+
+def test_a_parquet_corpus_without_the_column_names_its_columns(tmp_path):
+    """'No match for FieldRef.Name(body) in text: string' (pyarrow's words) became a line
+    that names the option and the columns the file has."""
+    pq.write_table(pa.table({"text": ["a b c"] * 10, "title": ["t"] * 10}), tmp_path / "c.parquet")
+    with pytest.raises(UsageError) as refused:
+        file_corpus(tmp_path / "c.parquet", column="body")
+    assert str(refused.value) == (f"{tmp_path / 'c.parquet'}: no column 'body' "
+                                  "(--corpus-column; its columns: 'text', 'title')")

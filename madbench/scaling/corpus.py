@@ -212,6 +212,14 @@ def _parquet_corpus(path: Path, column: str, vocab_size: int | None) -> Corpus:
     import pyarrow as pa
     import pyarrow.parquet as pq
     try:
+        names = pq.read_schema(path).names
+    except Exception:  # noqa: BLE001    (not Parquet: the read below says why)
+        names = None
+    if names is not None and column not in names:
+        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        raise UsageError(f"{path}: no column {column!r} (--corpus-column; its columns: "
+                         f"{shown or 'none'})")
+    try:
         table = pq.read_table(path, columns=[column])
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"{path}: cannot read column {column!r} from Parquet: "
