@@ -172,12 +172,12 @@ class _Progress(RunProgress):
 @click.option("--corpus", default="kjv", show_default=True, help="A registered corpus (kjv, "
               "gcide, or a plugin's; 'madbench scaling corpora' lists them) or a local file: "
               "text or raw bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
-@click.option("--corpus-column", default="text", show_default=True,
-              help="Column of a Parquet corpus.")
+@click.option("--corpus-column", default=None,
+              help="Column of a Parquet corpus (default: text).")
 @click.option("--vocab-size", default=None, type=click.IntRange(2), help="A token-id corpus "
               "file: its vocabulary size.")
-@click.option("--token-dtype", default="uint16", show_default=True, help="A raw token-id file "
-              "(with --vocab-size): its integer type.")
+@click.option("--token-dtype", default=None, help="A raw token-id file (with --vocab-size): "
+              "its integer type (default: uint16).")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
 @click.option("--seq-len", default=256, show_default=True,
