@@ -434,3 +434,12 @@ def test_flops_lists_exact_depths_up_to_the_largest_depth_a_size_may_have():
     res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
                                    "--attention-ratio", "1:11", "--size", "64x12"])
     assert "exact at depths 12, 24, 36, 48, 60, 72, ..." in res.stdout.splitlines()[0]
+
+
+def test_approach3_with_too_few_runs_says_so_once(tmp_path):
+    """'Approach 3: Approach 3 has 5 parameters and needs at least 5 runs, got 2'."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()[:2]})
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "3"])
+    assert res.exit_code == 0, res.output
+    assert "Approach 3: its 5 parameters need at least 5 runs, got 2" in res.stdout.splitlines()
