@@ -443,3 +443,11 @@ def test_approach3_with_too_few_runs_says_so_once(tmp_path):
     res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "3"])
     assert res.exit_code == 0, res.output
     assert "Approach 3: its 5 parameters need at least 5 runs, got 2" in res.stdout.splitlines()
+
+
+def test_flops_help_states_the_size_it_counts_without_size():
+    """Without --size, 'scaling flops' counted 128x4 and no help or doc said so."""
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["name"] == "hyena@128x4", res.output
+    help_text = " ".join(CliRunner().invoke(cli, ["scaling", "flops", "--help"]).stdout.split())
+    assert "(default: 128x4, the paper's smallest model)" in help_text

@@ -71,7 +71,8 @@ def scaling_group() -> None:
 @scaling_group.command("flops")
 @click.option("--arch", required=True, help="A scaling family (transformer++, hyena, ...), "
               "or any --arch that 'madbench eval' accepts (MAD models).")
-@click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
+@click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family "
+              "(default: 128x4, the paper's smallest model).")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
               "attention:other sequence mixers (1:1, 1:3, 1:11) or a share in (0, 1) (0.25).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1, MAX_SEQ_LEN))
