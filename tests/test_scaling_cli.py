@@ -451,3 +451,28 @@ def test_flops_help_states_the_size_it_counts_without_size():
     assert res.exit_code == 0 and json.loads(res.stdout)["name"] == "hyena@128x4", res.output
     help_text = " ".join(CliRunner().invoke(cli, ["scaling", "flops", "--help"]).stdout.split())
     assert "(default: 128x4, the paper's smallest model)" in help_text
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--device", "cpu", "--precision", "bf16"], "--precision bf16 needs a CUDA device"),
+    (["--device", "cpu", "--precision", "bf16", "--dry-run"], "--precision bf16 needs a CUDA"),
+    (["--device", "nope", "--dry-run"], "--device 'nope': not a device"),
+    (["--device", "mps", "--dry-run"], "--device 'mps': madbench trains on cpu or cuda"),
+])
+def test_device_and_precision_are_checked_before_the_corpus_loads(tmp_path, args, text):
+    """bf16 on the CPU failed only after the corpus loaded and the causality check ran
+    (22 s), leaving the run directory made; a dry run took any --device at all. The corpus
+    named here does not exist: the placement is refused first."""
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e8",
+                                   "--sizes", "16x1", "--corpus", str(tmp_path / "none.txt"),
+                                   "--run-dir", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_dry_run_may_plan_for_a_cuda_device_this_machine_lacks(tmp_path):
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e8",
+                                   "--sizes", "16x1", "--corpus", str(tmp_path / "none.txt"),
+                                   "--run-dir", str(tmp_path / "r"), "--device", "cuda:7",
+                                   "--precision", "bf16", "--dry-run"])
+    assert res.exit_code == 2 and "corpus" in res.stderr and "none.txt" in res.stderr, res.output

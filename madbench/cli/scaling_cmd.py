@@ -248,9 +248,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     check_batch(fixed_batch, seq_len)
     budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
     run_dir_of(run_dir, "scaling", "--run-dir")     # not among 'madbench eval' records
-    if not dry_run or limit_seconds is not None:
-        from ..evaluator import resolve_placement
-        resolve_placement(device)        # as eval checks it, before the corpus loads
+    _check_placement(device, precision, plan_only=dry_run and limit_seconds is None)
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
     recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
                     grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
@@ -292,6 +290,21 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
             progress.stop(stop)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _check_placement(device: str, precision: str, plan_only: bool) -> None:
+    """``--device`` and ``--precision`` as eval checks them, before the corpus loads (bf16 on
+    the CPU failed after the causality check, with the run directory made); a plan alone
+    (``--dry-run`` without ``--time-limit``) may name a CUDA device this machine lacks."""
+    import torch
+    from ..evaluator import resolve_placement
+    if plan_only and device.startswith("cuda"):
+        try:
+            if torch.device(device).type == "cuda":
+                return
+        except (RuntimeError, TypeError, ValueError):
+            pass                         # not a device: resolve_placement says so
+    resolve_placement(device, precision)
 
 
 def _time_limit(plans, run_dir, device, precision, seconds, started, heal=True):
