@@ -477,3 +477,19 @@ def test_a_stored_frontier_without_a_valid_budget_is_named_so(honest, tmp_path):
     verdict = validate(submission(rows), tmp_path)
     assert any(n == f"the stored frontier of '{FAMILY}' has no valid budget (none with an "
                "interior vertex and a band): not compared" for n in verdict.notes), verdict.notes
+
+
+def test_a_text_budget_cell_is_named_by_its_row(honest, tmp_path):
+    """A CSV whose budget column one text cell made text was refused as 'run 1:
+    budget='3e+11' must be a positive number', naming a good cell."""
+    import csv
+    rows = [{k: r[k] for k in ("arch", "params", "tokens", "flops", "loss", "budget")}
+            for r in honest]
+    rows[3]["budget"] = "x"
+    with open(tmp_path / "t.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(tmp_path / "t.csv")])
+    assert res.exit_code == 3 and "row 4 has budget='x'" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
