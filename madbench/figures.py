@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
@@ -24,6 +25,19 @@ def pyplot():
     except ImportError:
         raise UsageError(f"plotting needs matplotlib: {INSTALL_HINT}") from None
     return plt
+
+
+def image_path(path: str, option: str) -> None:
+    """A usage error unless matplotlib can write ``path`` (its suffix names a format it
+    writes); checked before any work, so that a bad name never costs the work before it."""
+    plt = pyplot()
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"{option} {path}: matplotlib cannot write "
+                         f"{suffix or 'a file without a '}{' files' if suffix else 'suffix'} "
+                         f"(use one of: {', '.join(sorted(formats))})")
 
 
 def bars_figure(summaries: Sequence[dict[str, Any]], names: Sequence[str],

@@ -330,3 +330,149 @@ def test_sizes_and_lengths_out_of_bounds_are_refused_up_front(tmp_path):
             or "not in the range" in res.stderr, res.output
         assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_flops_table_prints_each_count_whole():
+    """The table printed 524290 for the 524,288 FLOPs of embedding and head (a '.4e' string
+    that tabulate read back as a number): every count is printed whole."""
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "transformer++", "--size",
+                                   "32x1", "--seq-len", "16"])
+    assert res.exit_code == 0, res.output
+    d, length, vocab, inner, heads = 32, 16, 256, 32, 2      # head size 16: half the width
+    attention = (6 * length * d * inner + 4 * length ** 2 * inner + 2 * heads * length ** 2
+                 + 2 * length * inner * d)
+    glu = 6 * length * d * 80                                # 8d/3 to a multiple of 16
+    lines = {line.split("  ")[0]: line for line in res.stdout.splitlines()}
+    assert f" {4 * length * d * vocab:,} " in lines["embedding + head"] + " "
+    assert f" {attention:,} " in lines["0 mh-attention"] and attention == 164_864
+    assert f" {glu:,} " in lines["1 swiglu"] + " "
+
+
+def test_dry_run_prints_the_tokens_each_run_trains(tmp_path):
+    """The plan printed 13200 tokens for a run of 103 steps of 4 x 32 (13,184)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(bytes(range(256)) * 400)
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "transformer++", "--budgets",
+                                   "1e9", "--sizes", "16x1", "--seq-len", "32", "--batch-size",
+                                   "4", "--corpus", str(corpus), "--device", "cpu",
+                                   "--run-dir", str(tmp_path / "r"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    row = next(line.split() for line in res.stdout.splitlines() if line.strip()[:5] == "1e+09")
+    steps = int(row[6])
+    assert row[7] == f"{steps * 4 * 32:,}" and steps == 103
+
+
+@pytest.mark.parametrize("name", ["fit.txt", "fit"])
+def test_fit_refuses_a_plot_file_matplotlib_cannot_write_before_fitting(tmp_path, name):
+    """'--plot fit.txt' fitted every architecture and then failed in matplotlib: 'Error:
+    ValueError: Format 'txt' is not supported', exit 1."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()})
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--plot", str(tmp_path / name)])
+    assert res.exit_code == 2 and "matplotlib cannot write" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stdout == ""
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("command, column, cell, text", [
+    (["fit", "--params-column", "arch"], "arch", None, "has arch='a'; arch must be a positive"),
+    (["fit", "--params-column", "nep"], "nep", "0", "has nep=0.0; nep must be a positive"),
+    (["fit", "--state-frontier", "state"], "state", "big", "has state='big'; state must be"),
+    (["state-optimal", "--state", "state"], "state", "big", "has state='big'; state must be"),
+    (["fit"], "budget", "x", "row 3 has budget='x'; budget must be a positive number"),
+    (["state-optimal", "--state", "state"], "budget", "-1", "row 3 has budget=-1"),
+])
+def test_a_column_a_fit_reads_that_is_no_positive_number_is_a_usage_error(
+        tmp_path, command, column, cell, text):
+    """A text cell in --params-column, a state column or budget ended in 'ValueError: could
+    not convert string to float' (exit 1), a 0 in LAPACK lines and 'LinAlgError'; a negative
+    budget was fitted as a group of its own. One line, exit 2, naming the cell (in a column
+    that one text cell made text, that cell, not the first)."""
+    rows = [{"arch": "a", **r, "budget": r["flops"], "nep": r["params"], "state": r["params"]}
+            for r in runs()]
+    if cell is not None:
+        rows[2][column] = cell
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    res = CliRunner().invoke(cli, ["scaling", command[0], str(path), "--bootstrap", "0",
+                                   *command[1:]])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, scores, text", [
+    ("mad.csv", "arch,mad_score\nw,0.9\nx,0.8\ny,0.7\nw,0.1\n", "'w' has more than one"),
+    ("mad.json", '{"w": 0.9, "x": 0.8, "y": 0.7, "w": 0.1}', "holds the key 'w' twice"),
+    ("mad.json", '[{"arch": "w", "mad_score": 0.9}, {"arch": "w", "mad_score": 0.1}]',
+     "'w' has more than one"),
+    ("mad.csv", "arch,mad_score\nw,0.9\nx,high\ny,0.7\n", "the MAD score of 'x' is 'high'"),
+])
+def test_correlate_refuses_two_scores_for_one_architecture(tmp_path, name, scores, text):
+    """A second score for an architecture silently replaced the first; a CSV cell that is no
+    number was reported as the first row's (the column is then text whole)."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {a: runs(offset=o) for a, o in {"w": 0.0, "x": 0.05, "y": 0.1}.items()})
+    mad = tmp_path / name
+    mad.write_text(scores)
+    res = CliRunner().invoke(cli, ["scaling", "correlate", str(path), "--mad", str(mad)])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_flops_lists_exact_depths_up_to_the_largest_depth_a_size_may_have():
+    """1:11 printed 'exact at depths 12, 24, 36, 48', as if no deeper model held the ratio:
+    the list stopped at 48, and a short list got no '...'."""
+    from madbench.scaling.limits import MAX_DEPTH
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
+                                   "--attention-ratio", "1:11", "--size", "64x12", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["striping"]["exact_depths"] == list(range(12, MAX_DEPTH + 1, 12))
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "striped-hyena",
+                                   "--attention-ratio", "1:11", "--size", "64x12"])
+    assert "exact at depths 12, 24, 36, 48, 60, 72, ..." in res.stdout.splitlines()[0]
+
+
+def test_approach3_with_too_few_runs_says_so_once(tmp_path):
+    """'Approach 3: Approach 3 has 5 parameters and needs at least 5 runs, got 2'."""
+    path = tmp_path / "runs.csv"
+    write_csv(path, {"a": runs()[:2]})
+    res = CliRunner().invoke(cli, ["scaling", "fit", str(path), "--approach", "3"])
+    assert res.exit_code == 0, res.output
+    assert "Approach 3: its 5 parameters need at least 5 runs, got 2" in res.stdout.splitlines()
+
+
+def test_flops_help_states_the_size_it_counts_without_size():
+    """Without --size, 'scaling flops' counted 128x4 and no help or doc said so."""
+    res = CliRunner().invoke(cli, ["scaling", "flops", "--arch", "hyena", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["name"] == "hyena@128x4", res.output
+    help_text = " ".join(CliRunner().invoke(cli, ["scaling", "flops", "--help"]).stdout.split())
+    assert "(default: 128x4, the paper's smallest model)" in help_text
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--device", "cpu", "--precision", "bf16"], "--precision bf16 needs a CUDA device"),
+    (["--device", "cpu", "--precision", "bf16", "--dry-run"], "--precision bf16 needs a CUDA"),
+    (["--device", "nope", "--dry-run"], "--device 'nope': not a device"),
+    (["--device", "mps", "--dry-run"], "--device 'mps': madbench trains on cpu or cuda"),
+])
+def test_device_and_precision_are_checked_before_the_corpus_loads(tmp_path, args, text):
+    """bf16 on the CPU failed only after the corpus loaded and the causality check ran
+    (22 s), leaving the run directory made; a dry run took any --device at all. The corpus
+    named here does not exist: the placement is refused first."""
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e8",
+                                   "--sizes", "16x1", "--corpus", str(tmp_path / "none.txt"),
+                                   "--run-dir", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2 and text in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_dry_run_may_plan_for_a_cuda_device_this_machine_lacks(tmp_path):
+    res = CliRunner().invoke(cli, ["scaling", "run", "--arch", "hyena", "--budgets", "1e8",
+                                   "--sizes", "16x1", "--corpus", str(tmp_path / "none.txt"),
+                                   "--run-dir", str(tmp_path / "r"), "--device", "cuda:7",
+                                   "--precision", "bf16", "--dry-run"])
+    assert res.exit_code == 2 and "corpus" in res.stderr and "none.txt" in res.stderr, res.output

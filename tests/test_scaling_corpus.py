@@ -179,3 +179,35 @@ def test_a_pq_file_is_parquet(tmp_path):
     _write_bad_corpora(tmp_path)
     corpus = file_corpus(tmp_path / "text.pq")
     assert len(corpus) == len(b"\n".join([("hello world " * 20).encode()] * 50))
+
+
+def test_a_parquet_corpus_without_the_column_names_its_columns(tmp_path):
+    """'No match for FieldRef.Name(body) in text: string' (pyarrow's words) became a line
+    that names the option and the columns the file has."""
+    pq.write_table(pa.table({"text": ["a b c"] * 10, "title": ["t"] * 10}), tmp_path / "c.parquet")
+    with pytest.raises(UsageError) as refused:
+        file_corpus(tmp_path / "c.parquet", column="body")
+    assert str(refused.value) == (f"{tmp_path / 'c.parquet'}: no column 'body' "
+                                  "(--corpus-column; its columns: 'text', 'title')")
+
+
+@pytest.mark.parametrize("name, kwargs, text", [
+    ("c.txt", {"dtype": "int8"}, "--token-dtype applies to a raw token-id file read with "
+     "--vocab-size, not 'c.txt' without it"),
+    ("c.txt", {"column": "body"}, "--corpus-column applies to a Parquet corpus"),
+    ("ids.npy", {"dtype": "int32", "vocab_size": 8}, "--token-dtype applies to a raw"),
+    ("kjv", {"column": "text"}, "--corpus-column applies to a Parquet corpus, not to the "
+     "registered corpus 'kjv'"),
+    ("kjv", {"dtype": "uint16"}, "--token-dtype applies to a raw token-id file, not to"),
+])
+def test_a_corpus_option_the_corpus_does_not_use_is_refused(tmp_path, monkeypatch, name,
+                                                            kwargs, text):
+    """--token-dtype int8 on a text file (or without --vocab-size), --corpus-column on a file
+    that is not Parquet: ignored without a word, the run trained on the bytes."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_bytes(bytes(range(256)) * 40)
+    np.save(tmp_path / "ids.npy", np.arange(5000) % 8)
+    with pytest.raises(UsageError) as refused:
+        load_corpus(name, **kwargs)
+    assert str(refused.value).startswith(text) or text in str(refused.value)
+    assert load_corpus("c.txt").vocab_size == 256          # the defaults still read it

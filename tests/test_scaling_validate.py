@@ -2,6 +2,7 @@
 reason."""
 import copy
 import json
+import math
 
 import numpy as np
 import pytest
@@ -465,3 +466,30 @@ def test_a_malformed_stored_frontier_is_refused_in_one_line(content, text, tmp_p
     assert res.exit_code == 3, res.output
     assert res.stderr.startswith("Error: stored frontier ") and text in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not res.stdout
+
+
+def test_a_stored_frontier_without_a_valid_budget_is_named_so(honest, tmp_path):
+    """The note said 'no budget of the submission lies inside the stored frontier (1e+09 to
+    3e+09)' for a submission at exactly those budgets, when none of them was valid there."""
+    rows = copy.deepcopy(honest)
+    flat = [{**r, "loss": 2.0 - 0.01 * math.log(r["params"]) ** 2} for r in rows]   # concave
+    write_frontiers(flat, tmp_path, bootstrap=20)
+    verdict = validate(submission(rows), tmp_path)
+    assert any(n == f"the stored frontier of '{FAMILY}' has no valid budget (none with an "
+               "interior vertex and a band): not compared" for n in verdict.notes), verdict.notes
+
+
+def test_a_text_budget_cell_is_named_by_its_row(honest, tmp_path):
+    """A CSV whose budget column one text cell made text was refused as 'run 1:
+    budget='3e+11' must be a positive number', naming a good cell."""
+    import csv
+    rows = [{k: r[k] for k in ("arch", "params", "tokens", "flops", "loss", "budget")}
+            for r in honest]
+    rows[3]["budget"] = "x"
+    with open(tmp_path / "t.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    res = CliRunner().invoke(cli, ["scaling", "validate", str(tmp_path / "t.csv")])
+    assert res.exit_code == 3 and "row 4 has budget='x'" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1

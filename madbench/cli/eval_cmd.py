@@ -353,14 +353,7 @@ def plot_command(run_dirs, out, kind):
     """Per-task bars, or the paper's difficulty curves, from stored runs.
 
     Give one run directory per architecture (or one holding several)."""
-    plt = figures.pyplot()      # a usage error naming the install command, before any work
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
-    suffix = Path(out).suffix.lstrip(".").lower()
-    if suffix not in formats:
-        raise UsageError(f"--out {out}: matplotlib cannot write {suffix or 'a file without a '}"
-                         f"{' files' if suffix else 'suffix'} (use one of: "
-                         f"{', '.join(sorted(formats))})")
+    figures.image_path(out, "--out")     # usage errors (matplotlib, format) before any work
     writable_file(out, "--out")
     report.plot(out, _groups(distinct_paths(run_dirs)), kind)
     click.echo(f"wrote {out}")

@@ -71,7 +71,8 @@ def scaling_group() -> None:
 @scaling_group.command("flops")
 @click.option("--arch", required=True, help="A scaling family (transformer++, hyena, ...), "
               "or any --arch that 'madbench eval' accepts (MAD models).")
-@click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family.")
+@click.option("--size", default=None, metavar="WIDTHxDEPTH", help="Size, for a family "
+              "(default: 128x4, the paper's smallest model).")
 @click.option("--attention-ratio", default=None, metavar="A:B", help="For a striped family: "
               "attention:other sequence mixers (1:1, 1:3, 1:11) or a share in (0, 1) (0.25).")
 @click.option("--seq-len", default=256, show_default=True, type=click.IntRange(1, MAX_SEQ_LEN))
@@ -102,10 +103,11 @@ def flops_cmd(arch, size, attention_ratio, seq_len, vocab_size, no_embeddings, a
         return
     if order:
         click.echo(render_striping(order) + "\n")
-    rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ".4e"), ""]]
+    # whole FLOPs with separators: tabulate reads "5.2429e+05" as a number and prints 524290
+    rows = [["embedding + head", "analytic", _num(fl.embedding + fl.head, ",.0f"), ""]]
     for i, layer in enumerate(fl.layers):
         terms = ", ".join(f"{k} {v:.3g}" for k, v in layer.terms.items())
-        rows.append([f"{i} {layer.mixer}", layer.method, _num(layer.total, ".4e"), terms])
+        rows.append([f"{i} {layer.mixer}", layer.method, _num(layer.total, ",.0f"), terms])
     click.echo(f"{spec.name}: forward, one sequence of {seq_len} (multiply-add = 2 FLOPs)\n")
     click.echo(tabulate(rows, headers=["layer", "method", "FLOPs", "terms"]))
     click.echo(f"\nforward per sequence {fl.forward:.4e}; per token {fl.forward_per_token:.4e};"
@@ -171,12 +173,12 @@ class _Progress(RunProgress):
 @click.option("--corpus", default="kjv", show_default=True, help="A registered corpus (kjv, "
               "gcide, or a plugin's; 'madbench scaling corpora' lists them) or a local file: "
               "text or raw bytes, Parquet, or token ids (.npy, or any file with --vocab-size).")
-@click.option("--corpus-column", default="text", show_default=True,
-              help="Column of a Parquet corpus.")
+@click.option("--corpus-column", default=None,
+              help="Column of a Parquet corpus (default: text).")
 @click.option("--vocab-size", default=None, type=click.IntRange(2), help="A token-id corpus "
               "file: its vocabulary size.")
-@click.option("--token-dtype", default="uint16", show_default=True, help="A raw token-id file "
-              "(with --vocab-size): its integer type.")
+@click.option("--token-dtype", default=None, help="A raw token-id file (with --vocab-size): "
+              "its integer type (default: uint16).")
 @click.option("--run-dir", default="runs/scaling", show_default=True,
               type=click.Path(file_okay=False), help="Where records go; re-running resumes.")
 @click.option("--seq-len", default=256, show_default=True,
@@ -246,9 +248,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
     check_batch(fixed_batch, seq_len)
     budget_list = list(dict.fromkeys(_parse_floats(budgets, "--budgets")))
     run_dir_of(run_dir, "scaling", "--run-dir")     # not among 'madbench eval' records
-    if not dry_run or limit_seconds is not None:
-        from ..evaluator import resolve_placement
-        resolve_placement(device)        # as eval checks it, before the corpus loads
+    _check_placement(device, precision, plan_only=dry_run and limit_seconds is None)
     data = load_corpus(corpus, corpus_column, vocab_size, token_dtype)
     recipe = Recipe(seq_len=seq_len, batch_size=fixed_batch, lr=fixed_lr,
                     grad_clip=grad_clip, eval_tokens=eval_tokens, seed=seed)
@@ -270,7 +270,7 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
         from ..scaling.shapes import attention_fraction
         rows = [[f"{p.budget:.3g}", f"{p.width}x{p.depth}", f"{p.non_embedding_params:,}",
                  f"{attention_fraction(p.spec):.0%}", f"{p.recipe.lr:.3g}", p.recipe.batch_size,
-                 p.steps, f"{p.tokens:.3g}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
+                 p.steps, f"{p.tokens:,}", f"{p.tokens / len(data):.2g}", f"{p.flops:.3g}"]
                 for p in plans]
         click.echo(f"corpus {data.describe()}")
         click.echo(tabulate(rows, headers=["budget", "size", "non-emb params", "attention",
@@ -290,6 +290,21 @@ def run_cmd(arch, striped, attention_ratio, mixer_kwargs, budgets, sizes, corpus
             progress.stop(stop)
     click.echo(f"{trained} run(s) trained, {len(plans) - trained} already stored; table: "
                f"{Path(run_dir) / 'isoflop.parquet'}")
+
+
+def _check_placement(device: str, precision: str, plan_only: bool) -> None:
+    """``--device`` and ``--precision`` as eval checks them, before the corpus loads (bf16 on
+    the CPU failed after the causality check, with the run directory made); a plan alone
+    (``--dry-run`` without ``--time-limit``) may name a CUDA device this machine lacks."""
+    import torch
+    from ..evaluator import resolve_placement
+    if plan_only and device.startswith("cuda"):
+        try:
+            if torch.device(device).type == "cuda":
+                return
+        except (RuntimeError, TypeError, ValueError):
+            pass                         # not a device: resolve_placement says so
+    resolve_placement(device, precision)
 
 
 def _time_limit(plans, run_dir, device, precision, seconds, started, heal=True):
@@ -471,6 +486,8 @@ def fit_cmd(runs, approach, bootstrap, params_column, plot_path, state_column, a
     from ..scaling.table import read_runs
     if plot_path is not None:   # '' too: refused, never ignored
         writable_file(plot_path, "--plot")   # before the fits, not after them
+        from ..figures import image_path
+        image_path(plot_path, "--plot")
     rows = read_runs(runs)
     from ..scaling.analysis import fit_runs
     fits = fit_runs(rows, approach, bootstrap, params_column)

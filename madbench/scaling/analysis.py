@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import MadbenchError, UsageError
 from .fits import approach2, approach3
-from .table import budgets_of, by_arch, columns
+from .table import budgets_of, by_arch, columns, require_numbers
 
 
 def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
@@ -13,6 +13,7 @@ def fit_runs(rows, approach: str, bootstrap: int, params_column: str) -> dict:
     for arch, arch_rows in sorted(by_arch(rows).items()):
         if params_column not in arch_rows[0]:
             raise UsageError(f"no column {params_column!r} in the runs")
+        require_numbers(arch_rows, params_column, f"--params-column {params_column}")
         params, tokens, flops, losses = columns(arch_rows, params_column, "tokens", "flops",
                                                 "loss")
         budgets = budgets_of(arch_rows)

@@ -212,6 +212,14 @@ def _parquet_corpus(path: Path, column: str, vocab_size: int | None) -> Corpus:
     import pyarrow as pa
     import pyarrow.parquet as pq
     try:
+        names = pq.read_schema(path).names
+    except Exception:  # noqa: BLE001    (not Parquet: the read below says why)
+        names = None
+    if names is not None and column not in names:
+        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        raise UsageError(f"{path}: no column {column!r} (--corpus-column; its columns: "
+                         f"{shown or 'none'})")
+    try:
         table = pq.read_table(path, columns=[column])
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"{path}: cannot read column {column!r} from Parquet: "
@@ -242,14 +250,24 @@ def _parquet_corpus(path: Path, column: str, vocab_size: int | None) -> Corpus:
     return Corpus.from_bytes(path.stem, b"\n".join(parts), str(path))
 
 
-def file_corpus(path: str | Path, column: str = "text", vocab_size: int | None = None,
-                dtype: str = "uint16") -> Corpus:
-    """A corpus from a local file: text or raw bytes; a Parquet column; token ids from a
-    ``.npy`` array or, with ``vocab_size``, a raw array of ``dtype``."""
+def file_corpus(path: str | Path, column: str | None = None, vocab_size: int | None = None,
+                dtype: str | None = None) -> Corpus:
+    """A corpus from a local file: text or raw bytes; a Parquet ``column`` (default ``text``);
+    token ids from a ``.npy`` array or, with ``vocab_size``, a raw array of ``dtype`` (default
+    uint16). A ``column`` or ``dtype`` given for a file that does not use it is a UsageError
+    (it was ignored)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"corpus {str(path)!r}: no such file")
     suffix = path.suffix.lower()
+    if column is not None and suffix not in (".parquet", ".pq"):
+        raise UsageError(f"--corpus-column applies to a Parquet corpus (.parquet, .pq), not "
+                         f"{path.name!r}")
+    if dtype is not None and (suffix in (".parquet", ".pq", ".npy") or vocab_size is None):
+        raise UsageError(f"--token-dtype applies to a raw token-id file read with --vocab-size, "
+                         f"not {path.name!r}" + ("" if suffix in (".parquet", ".pq", ".npy")
+                                                 else " without it"))
+    column, dtype = column or "text", dtype or "uint16"
     if suffix in (".parquet", ".pq"):
         corpus = _parquet_corpus(path, column, vocab_size)
     elif suffix == ".npy":
@@ -290,15 +308,19 @@ def registered_corpora() -> dict:
     return dict(get_registry().corpora)
 
 
-def load_corpus(source: str | None = None, column: str = "text", vocab_size: int | None = None,
-                dtype: str = "uint16") -> Corpus:
+def load_corpus(source: str | None = None, column: str | None = None,
+                vocab_size: int | None = None, dtype: str | None = None) -> Corpus:
     """A registered corpus by name (``None``: the default, ``kjv``), else a local file
     (:func:`file_corpus`)."""
     source = source or DEFAULT_CORPUS
     entries = registered_corpora()
     if source in entries:
-        if vocab_size is not None:
-            raise UsageError(f"--vocab-size applies to a token-id file, not to the registered "
+        given = [(o, f) for o, v, f in (("--vocab-size", vocab_size, "a token-id file"),
+                                        ("--corpus-column", column, "a Parquet corpus"),
+                                        ("--token-dtype", dtype, "a raw token-id file"))
+                 if v is not None]
+        if given:
+            raise UsageError(f"{given[0][0]} applies to {given[0][1]}, not to the registered "
                              f"corpus {source!r}")
         loader: Callable[[], Corpus] = entries[source].obj
         corpus = loader()

@@ -18,7 +18,7 @@ from scipy import stats
 
 from ..errors import UsageError
 from .fits import fit_isoflop_group
-from .table import arch_budget_groups, columns, read_table
+from .table import arch_budget_groups, columns, first_bad, read_table
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
@@ -131,17 +131,23 @@ def read_mad_scores(path: str | Path) -> dict[str, float]:
         rows = read_table(path)
         if not rows or not {"arch", "mad_score"} <= set(rows[0]):
             raise UsageError(f"{path}: needs columns arch and mad_score")
-        return {str(r["arch"]): _score(r["mad_score"], r["arch"], path) for r in rows}
+        bad = first_bad([(r["arch"], r["mad_score"]) for r in rows], _finite)
+        if bad:     # a column that one cell made text names that cell, not the first
+            _score(bad[1], bad[0], path)
+        return _unique([(r["arch"], _score(r["mad_score"], r["arch"], path)) for r in rows],
+                       path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(), object_pairs_hook=_object)
+    except UsageError as exc:         # a duplicate key (_object)
+        raise UsageError(f"{path}: {exc}") from None
     except ValueError as exc:         # not JSON, not UTF-8, an integer of 5,000 digits
         raise UsageError(f"{path}: not valid JSON: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise UsageError(f"{path}: not valid JSON: nested too deeply") from None
     if isinstance(doc, dict) and "mad_score" not in doc:
-        return {str(k): _score(v, k, path) for k, v in doc.items()}
+        return _unique([(k, _score(v, k, path)) for k, v in doc.items()], path)
     items = doc if isinstance(doc, list) else [doc]
-    out = {}
+    out = []
     for item in items:
         if not isinstance(item, dict):
             raise UsageError(f"{path}: every entry needs an architecture name and a mad_score")
@@ -149,14 +155,38 @@ def read_mad_scores(path: str | Path) -> dict[str, float]:
         name = item.get("arch") or (spec.get("name") if isinstance(spec, dict) else None)
         if name is None or item.get("mad_score") is None:
             raise UsageError(f"{path}: every entry needs an architecture name and a mad_score")
-        out[str(name)] = _score(item["mad_score"], name, path)
+        out.append((name, _score(item["mad_score"], name, path)))
+    return _unique(out, path)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is a UsageError (JSON would keep one silently)."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        dup = next(k for k, _ in pairs if sum(k == j for j, _ in pairs) > 1)
+        raise UsageError(f"a JSON object holds the key {dup[:60]!r} twice")
     return out
 
 
+def _unique(scores: list[tuple[Any, float]], path: Path) -> dict[str, float]:
+    """``{arch: score}``; an architecture given two scores is a UsageError (one would be lost)."""
+    out: dict[str, float] = {}
+    for arch, score in scores:
+        if str(arch) in out:
+            raise UsageError(f"{path}: {str(arch)[:60]!r} has more than one MAD score")
+        out[str(arch)] = score
+    return out
+
+
+def _finite(value: Any) -> bool:
+    """A finite number (not a string, a boolean, NaN or infinity)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value)
+
+
 def _score(value: Any, arch: Any, path: Path) -> float:
-    """A MAD score as a float: a finite number (not a string, a boolean, NaN or infinity)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value):
+    """A MAD score as a float (``_finite``, else a UsageError)."""
+    if not _finite(value):
         raise UsageError(f"{path}: the MAD score of {str(arch)[:60]!r} is {repr(value)[:60]}; a "
                          "score must be a finite number")
     return float(value)

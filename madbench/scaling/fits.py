@@ -396,10 +396,9 @@ def approach3(params, tokens, losses, delta: float = HUBER_DELTA,
     optimum."""
     params, tokens, losses = (np.asarray(v, dtype=float) for v in (params, tokens, losses))
     if params.size < 5:
-        raise MadbenchError(f"Approach 3 has 5 parameters and needs at least 5 runs, got "
-                            f"{params.size}")
+        raise MadbenchError(f"its 5 parameters need at least 5 runs, got {params.size}")
     if np.any(params <= 0) or np.any(tokens <= 0) or np.any(losses <= 0):
-        raise MadbenchError("Approach 3 needs positive params, tokens and losses")
+        raise MadbenchError("needs positive params, tokens and losses")
     log_n, log_d, log_l = np.log(params), np.log(tokens), np.log(losses)
     g = {**DEFAULT_GRID, **(grid or {})}
     points = np.array(list(itertools.product(g["a"], g["b"], g["e"], g["alpha"], g["beta"])))

@@ -29,7 +29,7 @@ from fractions import Fraction
 from ..architecture import ArchitectureSpec, LayerSpec, mixer_entry, mixer_kind
 from ..errors import UsageError
 from ..hashing import content_hash
-from .limits import check_size
+from .limits import MAX_DEPTH, check_size
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,9 @@ def with_attention_ratio(family: Family, ratio: str | float | Fraction) -> Famil
                    description=f"{family.description}; attention:other {ratio_label(share)}")
 
 
-def exact_depths(share: float, up_to: int = 48) -> list[int]:
-    """Depths at which the family holds exactly ``share`` attention."""
+def exact_depths(share: float, up_to: int = MAX_DEPTH) -> list[int]:
+    """Depths at which the family holds exactly ``share`` attention (up to the largest depth a
+    size may have)."""
     return [d for d in range(1, up_to + 1)
             if math.isclose(len(attention_positions(d, share)) / d, share)]
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import MadbenchError, UsageError
 from .fits import PowerLaw, budget_groups, fit_isoflop_group, fit_power_law, percentile_interval
-from .table import arch_budget_groups, budgets_of, columns
+from .table import arch_budget_groups, budgets_of, columns, require_numbers
 
 DEFAULT_STATE_COLUMN = "total_state_8k"
 OPTIMA = ("vertex", "best")
@@ -200,11 +200,11 @@ def state_optimal(rows: Sequence[dict[str, Any]], state_column: str = DEFAULT_ST
     ``budget`` and ``fixed_state``)."""
     if optimum not in OPTIMA:
         raise UsageError(f"optimum must be one of {', '.join(OPTIMA)}, not {optimum!r}")
-    missing = [c for c in (state_column,) if any(r.get(c) is None for r in rows)]
-    if missing:
-        raise UsageError(f"the state-optimal fit needs the column {state_column!r} in every run")
+    require_numbers(rows, state_column, "the state-optimal fit")
     split = state_column == DEFAULT_STATE_COLUMN and all(
         r.get("fixed_state") is not None for r in rows)
+    if split:
+        require_numbers(rows, "fixed_state", "the state-optimal fit", zero=True)
     groups = _groups(rows, state_column, split)
     models = _optima(groups, optimum)
     c, offsets, rms = _fit_models(models)
@@ -293,8 +293,7 @@ def state_frontiers_by_budget(rows: Sequence[dict[str, Any]], column: str,
                               bootstrap: int) -> dict[str, dict]:
     """Per budget, across every run of every architecture: the state frontier fit
     (perplexity = exp(loss)), or the problem that prevents it."""
-    if any(r.get(column) is None for r in rows):
-        raise UsageError(f"the state frontier needs the column {column!r} in every run")
+    require_numbers(rows, column, "the state frontier")
     flops = np.array([float(r["flops"]) for r in rows])
     labels = budget_groups(flops, budgets_of(rows))
     state = np.array([float(r[column]) for r in rows])

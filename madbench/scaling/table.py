@@ -90,10 +90,10 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
         raise MalformedTable(f"{path}: missing column(s) {', '.join(missing)} (need "
                              f"{', '.join(REQUIRED_COLUMNS)})")
     numbered = list(enumerate(rows, 1))
-    bad = [(i, r.get("loss")) for i, r in numbered
-           if r.get("loss") is not None and not _number(r["loss"])]
-    if bad:         # a CSV column with one value that is no number is read as text whole
-        i, v = next((b for b in bad if not _spells_number(b[1])), bad[0])
+    bad = first_bad([(i, r.get("loss")) for i, r in numbered if r.get("loss") is not None],
+                     _number)
+    if bad:
+        i, v = bad
         raise MalformedTable(f"{path}: row {i} has loss={printable(repr(v))}; loss must be "
                              "a number (NaN or inf for a diverged run)")
     kept = [(i, r) for i, r in numbered
@@ -104,13 +104,39 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
               "left out", file=sys.stderr)
     if not kept:
         raise MalformedTable(f"{path}: every run diverged")
-    for i, row in kept:
-        for c in REQUIRED_COLUMNS[1:]:
-            v = row.get(c)
-            if not _number(v) or not math.isfinite(v) or v <= 0:
-                raise MalformedTable(f"{path}: row {i} has {c}={printable(repr(v))}; {c} "
-                                     "must be a positive number")
+    for c in REQUIRED_COLUMNS[1:] + ("budget",):       # budget: optional, checked where given
+        bad = first_bad([(i, r.get(c)) for i, r in kept if c != "budget" or
+                          r.get(c) is not None], _positive)
+        if bad:
+            raise MalformedTable(f"{path}: row {bad[0]} has {c}={printable(repr(bad[1]))}; {c} "
+                                 "must be a positive number")
     return [r for _, r in kept]
+
+
+def require_numbers(rows: Sequence[dict[str, Any]], column: str, purpose: str,
+                    zero: bool = False) -> None:
+    """Every run's ``column`` is a finite positive number (or zero with ``zero``), for a
+    column a fit reads beyond the required ones (``--params-column``, a state column): a
+    :class:`MalformedTable` names the first run that breaks it."""
+    if any(row.get(column) is None for row in rows):
+        raise MalformedTable(f"{purpose} needs the column {column!r} in every run")
+    bad = first_bad([(row["arch"], row[column]) for row in rows],
+                     lambda v: _positive(v) or (zero and _number(v) and v == 0))
+    if bad:
+        raise MalformedTable(f"{purpose}: a run of {printable(repr(bad[0]))} has "
+                             f"{column}={printable(repr(bad[1]))}; {column} must be a "
+                             f"{'non-negative' if zero else 'positive'} number")
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and math.isfinite(value) and value > 0
+
+
+def first_bad(labelled: list[tuple[Any, Any]], ok) -> tuple[Any, Any] | None:
+    """The first (label, value) that is not ``ok``; in a CSV column that one cell made text
+    (every cell is then a string), the first cell that does not spell a number."""
+    bad = [b for b in labelled if not ok(b[1])]
+    return next((b for b in bad if not _spells_number(b[1])), bad[0]) if bad else None
 
 
 def _number(value: Any) -> bool:

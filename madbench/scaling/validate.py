@@ -340,11 +340,14 @@ def _check_frontiers(sub, groups, verdict, frontiers_root) -> None:
         verdict.notes.append(f"no stored frontier of {sub.arch!r} on this corpus: compared "
                              "with the other architectures for information only")
     elif not any(c["arch"] == sub.arch for c in verdict.comparisons):
-        budgets = [b["budget"] for f in own for b in f.get("budgets", [])]
+        # the range band_at compares within: budgets with a vertex and a band
+        budgets = [b["budget"] for f in own for b in f.get("budgets", [])
+                   if b.get("valid") and b.get("loss_band")]
         verdict.notes.append(f"no budget of the submission lies inside the stored frontier of "
                              f"{sub.arch!r} ({min(budgets):.3g} to {max(budgets):.3g}): not "
                              "compared with it" if budgets else
-                             f"the stored frontier of {sub.arch!r} has no budgets: not compared")
+                             f"the stored frontier of {sub.arch!r} has no valid budget (none "
+                             "with an interior vertex and a band): not compared")
 
 
 def validate(sub: Submission, frontiers_root: str | Path | None,
