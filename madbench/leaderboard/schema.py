@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, UsageError, printable
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "submission.schema.json"
@@ -149,7 +149,7 @@ def unlinked(path: str | os.PathLike, root: str | os.PathLike) -> Path:
 
 def read_submission(path: str | os.PathLike) -> dict:
     """Read and parse one submission file (size checked before reading): a plain file whose
-    name is UTF-8 text."""
+    name is UTF-8 text without control characters or bidirectional overrides."""
     path = Path(path)
     try:
         info = path.lstat()
@@ -166,6 +166,9 @@ def read_submission(path: str | os.PathLike) -> dict:
     except UnicodeEncodeError:
         raise InvalidSubmission(f"{path}: the file name {os.fsencode(path.name)!r} is not "
                                 "UTF-8 text") from None
+    if printable(path.name) != path.name:    # a PR's file list would show another name
+        raise InvalidSubmission(f"{path}: the file name holds control characters or "
+                                "bidirectional overrides (shown escaped); name it in plain text")
     if info.st_size > MAX_BYTES:
         raise InvalidSubmission(f"{path}: {info.st_size:,} bytes, over the "
                                 f"{MAX_BYTES:,}-byte limit; refused before reading")

@@ -461,12 +461,13 @@ def submission_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _json_below(folder: Path) -> Iterator[Path]:
-    """``*.json`` files and links to folders below ``folder`` (its board folders only, if it
-    has any); a link is listed, never followed."""
+    """``*.json`` files, links to folders and folders named ``*.json`` below ``folder`` (its
+    board folders only, if it has any); a link is listed, never followed, and what is not a
+    file fails as no submission (as ``render`` stops at it)."""
     boards = [b for b in BOARDS if (folder / b).is_dir()]
     for where, folders, files in os.walk(folder):
         here = Path(where)
         if here == folder and boards:
             folders[:], files = boards, []
-        yield from (here / f for f in folders if (here / f).is_symlink())
+        yield from (here / f for f in folders if (here / f).is_symlink() or f.endswith(".json"))
         yield from (here / f for f in files if f.endswith(".json"))
