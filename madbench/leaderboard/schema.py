@@ -114,6 +114,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def parse_submission_text(text: str, source: str = "input") -> dict:
     """Parse JSON text of a submission, refusing hostile input in one line."""
+    if text.startswith("\ufeff"):           # JSON text has no byte-order mark (RFC 8259)
+        raise InvalidSubmission(f"{source}: starts with a byte-order mark (BOM); save it as "
+                                "UTF-8 without one")
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
         raise InvalidSubmission(f"{source}: nested more than {MAX_DEPTH} levels deep; refused "
