@@ -1115,6 +1115,17 @@ def test_a_file_name_with_control_characters_is_refused(tmp_path, name):
         text not in lb("validate", root / "mad-quick" / "plain name.json").output
 
 
+def test_submit_refuses_to_write_below_a_board_folder(tmp_path, trial):
+    """A file in a folder below a board's folder fails validate whatever it holds, so submit
+    refuses that --out before building anything (it wrote the file)."""
+    out = tmp_path / "leaderboards" / "mad-quick" / "sub" / "e.json"
+    out.parent.mkdir(parents=True)
+    result = lb("submit", trial[0].parent / "run", "--name", "t", "--out", out)
+    assert result.exit_code == 2 and "in a folder below the mad-quick board folder" in \
+        result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists()
+
+
 def test_submit_refuses_to_write_a_file_name_with_control_characters(tmp_path, trial):
     """submit stops at such an --out before building anything (exit 2, one line), rather than
     writing a file that validate and render refuse."""
