@@ -351,6 +351,43 @@ def test_a_consistently_edited_accuracy_is_caught_by_a_rerun(doc):
     assert_fails(doc, "rerun", "re-trained here", rerun=1, rerun_seed=0, device="cpu")
 
 
+def test_the_checked_line_says_whether_the_audit_numbers_were_compared(doc):
+    """The submission's audit ran at width 32: validated at 32 its numbers are compared (an
+    edited one fails), and the checked line says so; at 16 only the verdict is, with a warning.
+    The line said "its verdict is compared, not its numbers" in both cases."""
+    report = validate_submission(doc, allow_nonstandard=True)
+    assert report.valid and any("width 32" in c and c.endswith(": its numbers compared")
+                                for c in report.checks), report.checks
+    other = validate_submission(doc, allow_nonstandard=True, audit_dim=16)
+    assert other.valid and any(c.endswith("its verdict compared, not its numbers")
+                               for c in other.checks), other.checks
+    assert any("are not compared" in w for w in other.warnings)
+    doc["checks"]["state_audit"]["measured_state"] += 1
+    assert_fails(doc, "state_audit", "checks.state_audit.measured_state claims")
+
+
+def test_declared_seeds_are_named_as_such_not_counted_as_runs(doc):
+    """Two problems of the declared seeds are two reasons, never '2 runs fail the seed check'
+    (the seeds list is no run)."""
+    doc["seeds"], doc["board"] = [0, 0], "mad-quick"     # a board entry: its seeds 0 to n - 1
+    found = [r for c, r in failures(doc) if c == "runs"]
+    assert "seeds [0, 0] are not the sorted seeds of the runs [0]" in found, found
+    assert any(r.startswith("a board entry's seeds are 0 to n - 1, not 0, 0") for r in found)
+    assert not any("runs fail the seed" in r for r in found), found
+
+
+def test_a_best_entry_beaten_on_the_tie_says_the_loss_decided(doc):
+    """Two runs of equal accuracy: the best is the lower test loss, and the failure says so
+    (it read 'accuracy 0.5 ... but the best ... is X (accuracy 0.5)')."""
+    low, high = sorted(doc["runs"], key=lambda r: r["loss"])
+    high["accuracy"] = low["accuracy"]                   # a whole number of positions still
+    doc["best"][0]["run_key"] = high["run_key"]
+    found = [r for c, r in failures(doc) if c == "best"]
+    assert len(found) == 1 and found[0].endswith(
+        f"(accuracy {low['accuracy']:.6g}, the lower test loss ({low['loss']!r} against "
+        f"{high['loss']!r}) breaking the tie)"), found
+
+
 def test_a_file_in_a_board_folder_must_be_that_boards_entry(tmp_path, doc):
     folder = tmp_path / "leaderboards" / "mad-quick"
     folder.mkdir(parents=True)
@@ -405,6 +442,7 @@ MALFORMED = {
     "deep": (b"[" * 200_000 + b"]" * 200_000, f"nested more than {MAX_DEPTH} levels"),
     "duplicate-key": (b'{"name": "a", "name": "b"}', "duplicate key 'name'"),
     "not-utf8": (b'{"name": "\xff"}', "not UTF-8"),
+    "bom": (b'\xef\xbb\xbf{"name": "a"}', "starts with a byte-order mark (BOM)"),
     "wrong-types": (b'{"schema_version": "1", "runs": {}}', "expected array, got object"),
 }
 

@@ -1070,8 +1070,70 @@ def test_a_linked_board_folder_is_refused_not_followed(tmp_path, doc):
     assert sorted(files) == [str(root / "mad-paper" / "sub"), str(root / "mad-quick")]
     assert all("a symbolic link" in f["failures"][0]["reason"] for f in files.values())
     for command in (["render", "--root", root], ["agree", "--root", root]):
-        one_line_error(lb(*command), "mad-quick: a symbolic link, not followed")
+        one_line_error(lb(*command), ": a symbolic link, not followed")
     assert "entry.json" not in (root / "README.md").read_text()
+
+
+def test_a_link_or_a_folder_in_a_board_folder_stops_render_and_agree_as_validate_fails_it(
+        tmp_path, doc):
+    """What validate fails in a board folder, render and agree stop at (one line, exit 3):
+    a link to a folder, whatever its name (render and agree ignored ``mad-quick/sub`` while
+    validate failed it), and a folder named ``*.json`` (validate found no submission, exit 2,
+    while render stopped at it)."""
+    from helpers import as_board_entry
+    root = boards_root(tmp_path)
+    (root / "mad-quick").mkdir()
+    (root / "mad-quick" / "e.json").write_text(json.dumps(as_board_entry(doc, "mad-quick")))
+    (root / "mad-quick" / "sub").symlink_to(tmp_path)
+    for command in (["render", "--root", root], ["agree", "--root", root]):
+        one_line_error(lb(*command), "mad-quick/sub: a symbolic link, not followed")
+    (root / "mad-quick" / "sub").unlink()
+    (root / "mad-quick" / "e.json").unlink()
+    (root / "mad-quick" / "d.json").mkdir()
+    result = lb("validate", root)
+    assert result.exit_code == 3 and "d.json: not a regular file" in result.stdout, \
+        result.output
+    one_line_error(lb("render", "--root", root), "d.json: not a regular file")
+
+
+@pytest.mark.parametrize("name", ["new\nline.json", "evil\u202enosj.json", "esc\x1b[2Jx.json"])
+def test_a_file_name_with_control_characters_is_refused(tmp_path, name):
+    """A name that a pull request's file list, a terminal or a log shows as another (a line
+    break, a right-to-left override, an escape sequence) is refused by validate, render and
+    agree in one line, the name shown escaped; before, all three took it as an entry."""
+    root = boards_root(tmp_path)
+    (root / "mad-quick").mkdir()
+    (root / "mad-quick" / name).write_text("{}")
+    shown = name.encode("unicode_escape").decode("ascii")
+    text = "the file name holds control characters or bidirectional overrides"
+    for command in (["render", "--root", root], ["agree", "--root", root]):
+        one_line_error(lb(*command), text)
+    result = lb("validate", root / "mad-quick")
+    assert result.exit_code == 3 and f"FAIL input: {root}/mad-quick/{shown}: {text}" \
+        in result.stdout, result.output
+    assert (root / "mad-quick" / "plain name.json").write_text("{}") and \
+        text not in lb("validate", root / "mad-quick" / "plain name.json").output
+
+
+def test_submit_refuses_to_write_below_a_board_folder(tmp_path, trial):
+    """A file in a folder below a board's folder fails validate whatever it holds, so submit
+    refuses that --out before building anything (it wrote the file)."""
+    out = tmp_path / "leaderboards" / "mad-quick" / "sub" / "e.json"
+    out.parent.mkdir(parents=True)
+    result = lb("submit", trial[0].parent / "run", "--name", "t", "--out", out)
+    assert result.exit_code == 2 and "in a folder below the mad-quick board folder" in \
+        result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists()
+
+
+def test_submit_refuses_to_write_a_file_name_with_control_characters(tmp_path, trial):
+    """submit stops at such an --out before building anything (exit 2, one line), rather than
+    writing a file that validate and render refuse."""
+    out = tmp_path / "a\nb.json"
+    result = lb("submit", trial[0].parent / "run", "--name", "t", "--out", out)
+    assert result.exit_code == 2 and result.output.startswith(f"Error: --out {tmp_path}/a\\nb"), \
+        result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_a_checkout_under_a_linked_folder_is_read_as_usual(tmp_path, doc):

@@ -68,7 +68,13 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
             command_line, {**schema["properties"]["command"], "$defs": schema["$defs"]})):
         raise UsageError(f"--command: {problem.split(': ', 1)[-1]}")
     writable_file(out, "--out")
-    folder, _ = board_of_folder(out)     # in a folder named after a board: its entry
+    if printable(Path(out).name) != Path(out).name:     # validate and render refuse the file
+        raise UsageError(f"--out {printable(out)}: the file name holds control characters or "
+                         "bidirectional overrides; name it in plain text")
+    folder, direct = board_of_folder(out)     # in a folder named after a board: its entry
+    if folder is not None and not direct:     # validate fails any file below one
+        raise UsageError(f"--out {printable(out)}: in a folder below the {folder} board "
+                         "folder; board entries go directly in the board's folder")
     tasks = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
     if task_names is not None and not tasks:
         raise UsageError("--tasks: give at least one task name")

@@ -43,7 +43,7 @@ def _rebuild_claims(spec_json: str, audit_dim: int) -> dict:
     try:
         return {**architecture_claims(spec, audit_dim=audit_dim), "audit_note":
                 f"state audit re-run at width {audit_dim} (reduced from the model width "
-                f"{spec.dim} to stay fast; its verdict is compared, not its numbers)"}
+                f"{spec.dim} to stay fast)"}
     except MadbenchError as exc:
         if "cannot be audited at width" not in str(exc):
             raise
@@ -82,9 +82,10 @@ def over_budget(spec, budget: Budget, deadline: Deadline) -> str | None:
     return None
 
 
-def _compare_audit(claimed: dict, measured: dict, report: Report) -> None:
+def _compare_audit(claimed: dict, measured: dict, report: Report) -> bool:
     """The submission's state-audit numbers against the audit re-run here, when both ran with
-    the same width and Jacobian cap; otherwise only the verdict is compared (said so)."""
+    the same width and Jacobian cap; otherwise only the verdict is compared (said so).
+    Returns whether the numbers were compared."""
     same = (claimed["audit_dim"], claimed["max_size"]) == (measured["audit_dim"],
                                                            measured["max_size"])
     if not same:
@@ -93,7 +94,7 @@ def _compare_audit(claimed: dict, measured: dict, report: Report) -> None:
             f"(cap {claimed['max_size']}) are not compared with the re-run at width "
             f"{measured['audit_dim'] or 'of the model'} (cap {measured['max_size']}); its "
             "verdict is")
-        return
+        return False
     for key in ("declared_state", "measured_state"):
         if claimed[key] != measured[key]:
             report.fail("state_audit", f"checks.state_audit.{key} claims {claimed[key]}, the "
@@ -106,6 +107,7 @@ def _compare_audit(claimed: dict, measured: dict, report: Report) -> None:
         report.fail("state_audit", "checks.state_audit.layers differ from the audit re-run "
                     f"here (index, declared, measured, ok): claimed {theirs[:2]}, re-run "
                     f"{mine[:2]}")
+    return True
 
 
 def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDIT_DIM,
@@ -205,12 +207,14 @@ def check_architecture(doc: dict, report: Report, audit_dim: int = VALIDATE_AUDI
         report.fail("causality", "causality guard re-run here: " +
                     (guard["failures"][0] if guard["failures"] else "failed"))
     rerun_audit = claims["checks"]["state_audit"]
-    _compare_audit(audit, rerun_audit, report)
+    compared = _compare_audit(audit, rerun_audit, report)
     if not rerun_audit["state_ok"]:
         bad = [l for l in rerun_audit["layers"] if l["ok"] is False]
         report.fail("state_audit", "state audit re-run here: " +
                     (f"layer {bad[0]['index']} ({bad[0]['mixer']}): {bad[0]['message']}"
                      if bad else "failed"))
     report.checks += ["architecture hash and sources", "accounting recounted",
-                      "causality guard re-run", claims["audit_note"]]
+                      "causality guard re-run", claims["audit_note"] + (
+                          ": its numbers compared" if compared else
+                          ": its verdict compared, not its numbers")]
     return spec

@@ -17,12 +17,15 @@ END = "<!-- leaderboard {board}: end -->"
 
 
 def board_entries(root: Path, board: str) -> list[tuple[Path, dict]]:
-    """The submissions of one board (``root/board/*.json``, the board folder no symbolic link),
-    each checked against the schema and for the board's protocol (run ``madbench leaderboard
-    validate`` for the full checks)."""
+    """The submissions of one board (``root/board/*.json``, the board folder no symbolic link
+    and none in it, as ``validate`` fails them), each checked against the schema and for the
+    board's protocol (run ``madbench leaderboard validate`` for the full checks)."""
     folder = unlinked(root / board, root)      # a linked board folder may lead anywhere
     entries = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        unlinked(path, root)                   # a link in it, of any name: stop, never follow
+        if not path.name.endswith(".json"):
+            continue
         doc = read_submission(path)
         errors = schema_errors(doc)
         if not errors and (doc["board"] != board or _board_of(doc["protocol"]) != board):

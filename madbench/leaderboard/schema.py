@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, UsageError, printable
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "submission.schema.json"
@@ -114,6 +114,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def parse_submission_text(text: str, source: str = "input") -> dict:
     """Parse JSON text of a submission, refusing hostile input in one line."""
+    if text.startswith("\ufeff"):           # JSON text has no byte-order mark (RFC 8259)
+        raise InvalidSubmission(f"{source}: starts with a byte-order mark (BOM); save it as "
+                                "UTF-8 without one")
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
         raise InvalidSubmission(f"{source}: nested more than {MAX_DEPTH} levels deep; refused "
@@ -149,7 +152,7 @@ def unlinked(path: str | os.PathLike, root: str | os.PathLike) -> Path:
 
 def read_submission(path: str | os.PathLike) -> dict:
     """Read and parse one submission file (size checked before reading): a plain file whose
-    name is UTF-8 text."""
+    name is UTF-8 text without control characters or bidirectional overrides."""
     path = Path(path)
     try:
         info = path.lstat()
@@ -166,6 +169,9 @@ def read_submission(path: str | os.PathLike) -> dict:
     except UnicodeEncodeError:
         raise InvalidSubmission(f"{path}: the file name {os.fsencode(path.name)!r} is not "
                                 "UTF-8 text") from None
+    if printable(path.name) != path.name:    # a PR's file list would show another name
+        raise InvalidSubmission(f"{path}: the file name holds control characters or "
+                                "bidirectional overrides (shown escaped); name it in plain text")
     if info.st_size > MAX_BYTES:
         raise InvalidSubmission(f"{path}: {info.st_size:,} bytes, over the "
                                 f"{MAX_BYTES:,}-byte limit; refused before reading")

@@ -196,12 +196,12 @@ def coverage_problems(doc: dict, tasks: dict, protocol: Protocol) -> list[tuple[
                     + listed([f"{t}/{s} seed {seed} lr {lr:g} wd {wd:g}"
                                for t, s, seed, lr, wd in first], missing)))
     if doc["board"] and doc["seeds"] != list(range(len(doc["seeds"]))):
-        out.append(("seed", f"a board entry's seeds are 0 to n - 1, not "
+        out.append(("seeds", f"a board entry's seeds are 0 to n - 1, not "
                     f"{listed([str(s) for s in doc['seeds']])}: the seeds of an entry are "
                     "not picked among more that were trained"))
     run_seeds = sorted({r["seed"] for r in doc["runs"]})
     if doc["seeds"] != run_seeds:
-        out.append(("seed", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
+        out.append(("seeds", f"seeds {doc['seeds']} are not the sorted seeds of the runs "
                     f"{run_seeds}"))
     return out
 
@@ -287,7 +287,7 @@ def check_runs(doc: dict, report: Report, protocol: Protocol,
                        + scored):
         problems.setdefault(kind, []).append(text)
     for kind, texts in problems.items():        # one line per kind of per-run problem
-        if len(texts) == 1 or kind in ("missing", "duplicate"):
+        if len(texts) == 1 or kind in ("missing", "duplicate", "seeds"):   # not per run
             for text in texts:
                 report.fail("runs", text)
         else:
@@ -325,9 +325,11 @@ def check_aggregates(doc: dict, report: Report, protocol: Protocol | None) -> No
             report.fail("best", f"best entry for {where} names run {claimed_best[cell]}, "
                         "which is not one of its runs")
         elif (chosen[metric], chosen["loss"]) != (top[metric], top["loss"]):
+            tie = (f", the lower test loss ({top['loss']!r} against {chosen['loss']!r}) breaking "
+                   "the tie" if chosen[metric] == top[metric] else "")
             report.fail("best", f"best entry for {where} is run {chosen['run_key']} "
                         f"({metric} {chosen[metric]:.6g}), but the best of its sweep is "
-                        f"{top['run_key']} ({metric} {top[metric]:.6g})")
+                        f"{top['run_key']} ({metric} {top[metric]:.6g}{tie})")
     scores = task_scores(best, metric)
     claimed = {k: v for k, v in doc["scores"].items() if k != "overall"}
     for task in sorted(set(scores) | set(claimed)):
@@ -461,12 +463,13 @@ def submission_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _json_below(folder: Path) -> Iterator[Path]:
-    """``*.json`` files and links to folders below ``folder`` (its board folders only, if it
-    has any); a link is listed, never followed."""
+    """``*.json`` files, links to folders and folders named ``*.json`` below ``folder`` (its
+    board folders only, if it has any); a link is listed, never followed, and what is not a
+    file fails as no submission (as ``render`` stops at it)."""
     boards = [b for b in BOARDS if (folder / b).is_dir()]
     for where, folders, files in os.walk(folder):
         here = Path(where)
         if here == folder and boards:
             folders[:], files = boards, []
-        yield from (here / f for f in folders if (here / f).is_symlink())
+        yield from (here / f for f in folders if (here / f).is_symlink() or f.endswith(".json"))
         yield from (here / f for f in files if f.endswith(".json"))
