@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..budget import Budget, BudgetExceeded, Deadline, over
+from ..cli.progress import plural
 from ..estimate import setting_tokens
 from ..evaluator import prepare, resolve_placement
 from ..executors import LocalExecutor
@@ -134,7 +135,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
         return
     dev = resolve_placement(device).device
     chosen = choose_engine(engine, trained, torch.device(dev))
-    deadline = Deadline(budget.rerun_seconds, f"re-running {len(runs)} settings")
+    deadline = Deadline(budget.rerun_seconds, f"re-running {plural(len(runs), 'setting')}")
 
     def on_progress(event: str, info: dict) -> None:
         if event == "epoch":
@@ -186,7 +187,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                         f"{fresh['accuracy']:.4f}, claimed {run['accuracy']:.4f} (difference "
                         f"{delta:.4f} > tolerance {tolerance:g})")
     report.checks.append(
-        f"re-ran {len(runs)} settings of {sample['tasks']} tasks under "
+        f"re-ran {plural(len(runs), 'setting')} of {plural(sample['tasks'], 'task')} under "
         f"{describe_protocol(trained)} ({chosen} engine), sampled uniformly per task from "
         f"{sample['eligible']} of {sample['cells']} cells ({sample['over_budget']} over the "
         f"{max_tokens:,}-token budget; sample seed {seed}, tolerance {tolerance:g})")
