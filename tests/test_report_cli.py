@@ -183,6 +183,25 @@ def test_report_heads_each_result_with_the_name_compare_gives_it(two_runs, curve
     assert set(titles) == set(compare)
 
 
+def test_html_page_heads_each_result_with_the_name_compare_gives_it(two_runs, curve_runs,
+                                                                   tmp_path):
+    """One architecture under two protocols: the page's per-result sections and provenance
+    were both headed 'mh-attention [smoke]', telling the two apart nowhere but in the table
+    side by side; now each is headed by its own label, the protocol hash included."""
+    from html import unescape
+    import re
+    from madbench.store import load_records
+    dirs = [str(two_runs / "mh-attention"), str(curve_runs[0])]
+    hashes = {r["protocol_hash"][:6] for r in load_records(dirs)}
+    page = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", *dirs, "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    heads = [re.sub(r"<[^>]+>", "", unescape(h))
+             for h in re.findall(r"<h[23]>(.*?)</h[23]>", page.read_text())]
+    expected = sorted(f"mh-attention [smoke (non-standard)] {h}" for h in hashes)
+    assert sorted(h for h in heads if h.startswith("mh-attention")) == sorted(expected * 2)
+
+
 def test_scores_keep_three_decimals_and_counts_their_plural():
     """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
     from madbench.report import render
