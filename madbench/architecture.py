@@ -13,6 +13,8 @@ import json
 import numbers
 import os
 import sys
+import sysconfig
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,7 +96,8 @@ def _import_path(path: str) -> type:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a script's sys.exit() too
         raise UsageError(f"cannot import {module_name!r} for {path!r}: "
-                         f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+                         f"{type(exc).__name__}: {exc}".splitlines()[0]
+                         + _raised_at(exc)) from None
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
@@ -109,6 +112,22 @@ def _import_path(path: str) -> type:
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise UsageError(f"{path!r} is not an nn.Module class")
     return obj
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` (file, line N)`` of the line that raised ``exc`` while a module was imported: the
+    innermost frame outside importlib and the installed libraries (else outside importlib),
+    since the error is one line, without a traceback. Empty for a SyntaxError (its message
+    says where) or when every frame is importlib's (a module that is not there)."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    importlib_dir = os.path.dirname(importlib.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]      # [0]: the caller
+              if not f.filename.startswith("<") and not f.filename.startswith(importlib_dir)]
+    libraries = tuple({sysconfig.get_path(k) for k in ("stdlib", "purelib", "platlib")})
+    own = [f for f in frames if not f.filename.startswith(libraries)]
+    where = (own or frames)[-1:]
+    return f" ({where[0].filename}, line {where[0].lineno})" if where else ""
 
 
 def _module_classes(module) -> list[str]:
