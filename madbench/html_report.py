@@ -55,7 +55,7 @@ def _heading(label: str) -> str:
     return escape(name) + (f' <span class="muted">[{escape(rest)}</span>' if bracket else "")
 
 
-def _summary_section(s: dict[str, Any], label: str) -> str:
+def _summary_section(s: dict[str, Any], label: str, notes: Sequence[str]) -> str:
     results = s.get("results") or {t: {"score": v} for t, v in s["tasks"].items()}
     rows = [[t, r["score"], r.get("stderr"), len(r.get("settings") or {}), r.get("version")]
             for t, r in results.items()]
@@ -65,8 +65,7 @@ def _summary_section(s: dict[str, Any], label: str) -> str:
         f' <span class="flag">non-standard: {escape(_overrides(proto))}</span>'
     flags = (f'<p class="flag">flags: {escape(", ".join(s["flags"]))}</p>'
              if s.get("flags") else "")
-    flags += "".join(f'<p class="flag">partial: {escape(note)}</p>'
-                     for note in (s.get("partial") or {}).get("notes", []))
+    flags += "".join(f'<p class="flag">{escape(line)}</p>' for line in notes)
     interval = ""
     if s.get("confidence_interval"):
         lo, hi = s["confidence_interval"]
@@ -112,10 +111,11 @@ def _provenance_section(summaries: Sequence[dict[str, Any]], labels: Sequence[st
 
 
 def html_page(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
-              run_dirs: Sequence[str], figures: dict[str, str], mean_label: str,
-              note: str | None = None) -> str:
+              notes: Sequence[Sequence[str]], run_dirs: Sequence[str], figures: dict[str, str],
+              mean_label: str, note: str | None = None) -> str:
     """The page of result documents (each with its ``score_label``), as ``madbench.report``
-    hands them, named by ``labels`` (``madbench.records.series_labels``): ``mean_label`` names
+    hands them, named by ``labels`` (``madbench.records.series_labels``), each with the lines
+    said under it (``notes``, ``madbench.report.notes``): ``mean_label`` names
     the mean row side by side (``madbench.report.common_label``); ``figures``: title -> inline
     SVG (empty when matplotlib is absent, ``note`` then says so)."""
     names = ", ".join(labels)
@@ -132,7 +132,8 @@ def html_page(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
         sections.append(f"<h2>{escape(title)}</h2><figure>{svg}</figure>")
     if note:
         sections.append(f'<p class="muted">{escape(note)}</p>')
-    sections += [_summary_section(s, name) for s, name in zip(summaries, labels)]
+    sections += [_summary_section(s, name, lines)
+                 for s, name, lines in zip(summaries, labels, notes)]
     sections.append(_provenance_section(summaries, labels, run_dirs))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>madbench report: {escape(names)}</title><style>{STYLE}</style></head>"

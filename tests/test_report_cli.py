@@ -351,3 +351,50 @@ def test_a_whole_grid_is_not_called_partial(curve_runs, tmp_path):
     page = tmp_path / "report.html"
     CliRunner().invoke(main, ["report", *map(str, curve_runs), "--html", str(page)])
     assert "partial" not in page.read_text()
+
+
+DIVERGES = '''
+import torch
+from torch import nn
+
+
+class Diverges(nn.Module):
+    """Causal and finite when checked (eval mode); NaN in training, so every run diverges."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y * float("nan") if self.training else y
+
+    def state_size(self, seq_len):
+        return 2048
+'''
+
+
+def test_a_sweep_whose_every_run_diverged_is_said_to_have_diverged(tmp_path, monkeypatch):
+    """Every run diverged and the table read 'memorization 0.000' with nothing else said
+    (the DIVERGED progress lines aside, which --no-progress hides); now a line says so."""
+    (tmp_path / "diverging_mixer.py").write_text(DIVERGES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(main, ["eval", "--arch", "diverging_mixer:Diverges",
+                                    "--tasks", "memorization", "--preset", "smoke", "--set",
+                                    "epochs=1", "--set", "max_train=32", "--set", "max_test=32",
+                                    "--no-progress", "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    records = ResultsStore(run_dir).records()
+    assert records and all(r["diverged"] for r in records)
+    line = (f"diverged: every run of 1 of 1 (setting, seed) sweeps diverged (memorization "
+            "baseline); each scores 0")
+    assert line in res.stdout.splitlines()
+    assert line in CliRunner().invoke(main, ["report", str(run_dir)]).stdout.splitlines()
+    last = CliRunner().invoke(main, ["compare", str(run_dir)]).stdout.splitlines()[-1]
+    assert last.startswith("diverged: diverging_mixer:Diverges [") and \
+        last.endswith(line[len("diverged"):])
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", str(run_dir), "--html",
+                                     str(page)]).exit_code == 0
+    assert f'<p class="flag">{line}</p>' in page.read_text()
