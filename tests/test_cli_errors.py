@@ -428,6 +428,11 @@ class StateWords(Honest):
         return "lots"
 
 
+class StateDigits(Honest):
+    def state_size(self, seq_len):
+        return "2048"
+
+
 class StateNaN(Honest):
     def state_size(self, seq_len):
         return float("nan")
@@ -580,7 +585,8 @@ def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_p
                     "not 'madbench eval' ones")
 
 
-@pytest.mark.parametrize("mixer, why", [("StateWords", "could not convert string"),
+@pytest.mark.parametrize("mixer, why", [("StateWords", "'lots' is not a count"),
+                                        ("StateDigits", "'2048' is not a count"),
                                         ("StateNaN", "nan is not a count"),
                                         ("StateNegative", "-10 is not a count"),
                                         ("StateRaises", "RuntimeError: no idea")])
