@@ -398,3 +398,16 @@ def test_a_sweep_whose_every_run_diverged_is_said_to_have_diverged(tmp_path, mon
     assert CliRunner().invoke(main, ["report", str(run_dir), "--html",
                                      str(page)]).exit_code == 0
     assert f'<p class="flag">{line}</p>' in page.read_text()
+
+
+def test_report_refuses_a_format_it_would_ignore_beside_html(two_runs, tmp_path):
+    """`report --format json --html page.html` wrote the page and printed 'wrote page.html'
+    where the JSON was asked for; now it is a usage error, and nothing is written."""
+    page = tmp_path / "page.html"
+    res = CliRunner().invoke(main, ["report", str(two_runs / "mh-attention"), "--format",
+                                    "json", "--html", str(page)])
+    assert res.exit_code == 2 and "--format json and --html" in res.output
+    assert not page.exists()
+    res = CliRunner().invoke(main, ["report", str(two_runs / "mh-attention"), "--html",
+                                    str(page)])
+    assert res.exit_code == 0 and page.read_text().startswith("<!DOCTYPE html>")
