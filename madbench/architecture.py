@@ -458,7 +458,14 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
         if channel or striped or mixer_kwargs:
             raise UsageError(f"{arch!r} is a named architecture; --channel, --striped and "
                              "--mixer-kwargs apply to a single mixer")
-        layers = _coerce_layers(reg.architectures[arch].obj)
+        entry = reg.architectures[arch]
+        try:                            # a plugin's slip is named as its own, not the user's
+            layers = _coerce_layers(entry.obj)
+            for layer in layers:
+                if ":" not in layer.mixer:      # import paths are imported where they are built
+                    mixer_entry(layer.mixer)
+        except UsageError as exc:
+            raise UsageError(f"architecture {arch!r} of plugin {entry.plugin!r}: {exc}") from None
         return ArchitectureSpec(arch, layers, dim)
     is_mixer = arch in reg.mixers or (":" in arch and "-" not in arch) or any(
         e.metadata.get("shorthand") == arch for e in reg.mixers.values())
