@@ -71,8 +71,11 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     """The seeds, sorted and unique: at least one, each in 0 .. 2**63 - 1."""
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError("--seeds needs at least one non-negative integer")
+    if not seeds:
+        raise UsageError("--seeds needs at least one seed (a non-negative integer)")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise UsageError(f"--seeds: a seed is a non-negative integer, not {negative[0]}")
     if any(s > MAX_SEED for s in seeds):
         raise UsageError(f"--seeds: a seed is at most {MAX_SEED} (2**63 - 1)")
     return sorted(set(int(s) for s in seeds))

@@ -72,6 +72,8 @@ BAD_ARGUMENTS = [
     (["--set", "lrs=nan"], 2, "lrs must be in (0, 10]"),
     (["--set", "batch_size=0"], 2, "batch_size must be in [1"),
     (["--seeds", "18446744073709551616"], 2, "a seed is at most"),
+    # it said "needs at least one non-negative integer" of a list holding one
+    (["--seeds=0,-1"], 2, "--seeds: a seed is a non-negative integer, not -1"),
     (["--device", "gpu"], 2, "not a device"),
     (["--device", "cpu:1"], 2, "--device 'cpu:1': the cpu takes no index"),
     (["--device", "cpu:0"], 2, "the cpu takes no index"),
