@@ -21,6 +21,7 @@ from .errors import UsageError, warn
 from .estimate import group_seconds
 from .executors import make_executor
 from .limits import MAX_SEED
+from .plugins import get_registry
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
@@ -59,6 +60,11 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
     task once, in the order first given."""
     if isinstance(tasks, str):
         if tasks == "all":
+            if not all_tasks():         # else "the sweep is empty", with no reason given
+                raise UsageError("--tasks all: no task is registered (a task plugin blocked "
+                                 "by MADBENCH_DISABLE_PLUGINS or MADBENCH_LOAD_PLUGINS? "
+                                 "'madbench plugins' lists what loaded)"
+                                 + get_registry().failure_note())
             return all_tasks()
         names = [name.strip() for name in tasks.split(",") if name.strip()]
         if not names:

@@ -376,3 +376,17 @@ def test_a_plugin_architecture_naming_an_unknown_mixer_names_the_plugin(register
         (line,) = [l for l in res.output.splitlines() if l.startswith("Error:")]
         assert line.startswith("Error: architecture 'slipped-arch' of plugin 'slipping-archs': "
                                "unknown mixer 'no-such-mixer'"), line
+
+
+def test_eval_with_every_task_plugin_blocked_says_no_task_is_registered(fresh_plugins,
+                                                                       monkeypatch):
+    """It said 'the sweep is empty: no (task, setting, seed, lr, weight decay) run to
+    train', which names no cause."""
+    monkeypatch.setenv("MADBENCH_DISABLE_PLUGINS", "mad-tasks")
+    assert all_tasks() == []
+    res = CliRunner().invoke(main, ["eval", "--arch", "hyena", "--preset", "smoke",
+                                    "--dry-run"])
+    assert res.exit_code == 2, res.output
+    (line,) = [l for l in res.output.splitlines() if l.startswith("Error:")]
+    assert line.startswith("Error: --tasks all: no task is registered (a task plugin blocked "
+                           "by MADBENCH_DISABLE_PLUGINS")
