@@ -13,8 +13,6 @@ import json
 import numbers
 import os
 import sys
-import sysconfig
-import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from .code_identity import code_identity
-from .errors import UsageError
+from .errors import UsageError, raised_at
 from .fla_adapter import fla_entry
 from .hashing import content_hash
 from .plugins import Entry, get_registry
@@ -97,7 +95,7 @@ def _import_path(path: str) -> type:
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a script's sys.exit() too
         raise UsageError(f"cannot import {module_name!r} for {path!r}: "
                          f"{type(exc).__name__}: {exc}".splitlines()[0]
-                         + _raised_at(exc)) from None
+                         + raised_at(exc)) from None
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
@@ -112,22 +110,6 @@ def _import_path(path: str) -> type:
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise UsageError(f"{path!r} is not an nn.Module class")
     return obj
-
-
-def _raised_at(exc: BaseException) -> str:
-    """`` (file, line N)`` of the line that raised ``exc`` while a module was imported: the
-    innermost frame outside importlib and the installed libraries (else outside importlib),
-    since the error is one line, without a traceback. Empty for a SyntaxError (its message
-    says where) or when every frame is importlib's (a module that is not there)."""
-    if isinstance(exc, SyntaxError):
-        return ""
-    importlib_dir = os.path.dirname(importlib.__file__)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]      # [0]: the caller
-              if not f.filename.startswith("<") and not f.filename.startswith(importlib_dir)]
-    libraries = tuple({sysconfig.get_path(k) for k in ("stdlib", "purelib", "platlib")})
-    own = [f for f in frames if not f.filename.startswith(libraries)]
-    where = (own or frames)[-1:]
-    return f" ({where[0].filename}, line {where[0].lineno})" if where else ""
 
 
 def _module_classes(module) -> list[str]:

@@ -390,3 +390,12 @@ def test_eval_with_every_task_plugin_blocked_says_no_task_is_registered(fresh_pl
     (line,) = [l for l in res.output.splitlines() if l.startswith("Error:")]
     assert line.startswith("Error: --tasks all: no task is registered (a task plugin blocked "
                            "by MADBENCH_DISABLE_PLUGINS")
+
+
+def test_a_plugin_that_raises_at_import_says_where(broken_distribution):
+    """The warning said 'ImportError: ...' with no file or line: there is no traceback."""
+    module = broken_distribution / f"{BROKEN_MODULE}.py"
+    module.write_text("import os\n\nraise RuntimeError('half-written plugin')\n")
+    (failure,) = plugins_json()["failed"]
+    assert failure["name"] == "broken"
+    assert failure["error"] == f"RuntimeError: half-written plugin ({module}, line 3)"
