@@ -69,9 +69,10 @@ def _declared(mixer: torch.nn.Module, method: str, seq_len: int) -> int:
     name = type(mixer).__name__
     try:
         value = getattr(mixer, method)(seq_len)
+        if isinstance(value, (str, bytes, bool)):        # float() would read "2048"
+            raise ValueError(f"{value!r} is not a count")
         number = float(value)
-        if (not math.isfinite(number) or number != int(number) or number < 0
-                or isinstance(value, bool)):
+        if not math.isfinite(number) or number != int(number) or number < 0:
             raise ValueError(f"{value!r} is not a count")
     except Exception as exc:  # noqa: BLE001 - the mixer's own code, of any kind
         raise UsageError(f"{name}.{method}({seq_len}) must return a whole number of values: "

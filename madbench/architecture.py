@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from .code_identity import code_identity
-from .errors import UsageError
+from .errors import UsageError, raised_at
 from .fla_adapter import fla_entry
 from .hashing import content_hash
 from .plugins import Entry, get_registry
@@ -94,7 +94,8 @@ def _import_path(path: str) -> type:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a script's sys.exit() too
         raise UsageError(f"cannot import {module_name!r} for {path!r}: "
-                         f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+                         f"{type(exc).__name__}: {exc}".splitlines()[0]
+                         + raised_at(exc)) from None
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
@@ -439,7 +440,14 @@ def resolve_architecture(arch: str, channel: str | None = None, striped: bool = 
         if channel or striped or mixer_kwargs:
             raise UsageError(f"{arch!r} is a named architecture; --channel, --striped and "
                              "--mixer-kwargs apply to a single mixer")
-        layers = _coerce_layers(reg.architectures[arch].obj)
+        entry = reg.architectures[arch]
+        try:                            # a plugin's slip is named as its own, not the user's
+            layers = _coerce_layers(entry.obj)
+            for layer in layers:
+                if ":" not in layer.mixer:      # import paths are imported where they are built
+                    mixer_entry(layer.mixer)
+        except UsageError as exc:
+            raise UsageError(f"architecture {arch!r} of plugin {entry.plugin!r}: {exc}") from None
         return ArchitectureSpec(arch, layers, dim)
     is_mixer = arch in reg.mixers or (":" in arch and "-" not in arch) or any(
         e.metadata.get("shorthand") == arch for e in reg.mixers.values())

@@ -1,7 +1,11 @@
 """Exceptions that the CLI turns into one clear line and an exit code, the one-line warning,
-and ``printable``, which every line built from outside text goes through."""
+``printable``, which every line built from outside text goes through, and ``raised_at``."""
+import importlib
+import os
 import re
 import sys
+import sysconfig
+import traceback
 
 #: control characters (C0, DEL, C1), line and paragraph separators, bidirectional marks,
 #: overrides and isolates, the zero-width space and other invisible format characters (not the
@@ -79,3 +83,19 @@ def note_suffix(exc: BaseException) -> str:
     """`` (its first note)``, as a one-line error shows it (the run it was training), or ``""``."""
     notes = getattr(exc, "__notes__", None)
     return f" ({notes[0]})" if notes else ""
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (file, line N)`` of the line that raised ``exc`` while a module was imported (the
+    innermost frame after the catching one, outside importlib and the installed libraries, else
+    outside importlib), since the error is one line, without a traceback. Empty for a
+    SyntaxError (its message says where) or when every frame is importlib's (no such module)."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    importlib_dir = os.path.dirname(importlib.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]     # [0]: the catcher
+              if not f.filename.startswith(("<", importlib_dir))]
+    libraries = tuple({sysconfig.get_path(k) for k in ("stdlib", "purelib", "platlib")})
+    own = [f for f in frames if not f.filename.startswith(libraries)]
+    where = (own or frames)[-1:]
+    return f" ({where[0].filename}, line {where[0].lineno})" if where else ""

@@ -21,6 +21,7 @@ from .errors import UsageError, warn
 from .estimate import group_seconds
 from .executors import make_executor
 from .limits import MAX_SEED
+from .plugins import get_registry
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
@@ -59,6 +60,11 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
     task once, in the order first given."""
     if isinstance(tasks, str):
         if tasks == "all":
+            if not all_tasks():         # else "the sweep is empty", with no reason given
+                raise UsageError("--tasks all: no task is registered (a task plugin blocked "
+                                 "by MADBENCH_DISABLE_PLUGINS or MADBENCH_LOAD_PLUGINS? "
+                                 "'madbench plugins' lists what loaded)"
+                                 + get_registry().failure_note())
             return all_tasks()
         names = [name.strip() for name in tasks.split(",") if name.strip()]
         if not names:
@@ -71,8 +77,11 @@ def select_tasks(tasks: str | Sequence[str | Task]) -> list[Task]:
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     """The seeds, sorted and unique: at least one, each in 0 .. 2**63 - 1."""
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError("--seeds needs at least one non-negative integer")
+    if not seeds:
+        raise UsageError("--seeds needs at least one seed (a non-negative integer)")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise UsageError(f"--seeds: a seed is a non-negative integer, not {negative[0]}")
     if any(s > MAX_SEED for s in seeds):
         raise UsageError(f"--seeds: a seed is at most {MAX_SEED} (2**63 - 1)")
     return sorted(set(int(s) for s in seeds))

@@ -49,7 +49,13 @@ def _overrides(protocol: dict[str, Any]) -> str:
                      for k, v in protocol.get("overrides") or [])
 
 
-def _summary_section(s: dict[str, Any]) -> str:
+def _heading(label: str) -> str:
+    """A result's name (``series_labels``), its bracketed protocol part muted."""
+    name, bracket, rest = label.partition(" [")
+    return escape(name) + (f' <span class="muted">[{escape(rest)}</span>' if bracket else "")
+
+
+def _summary_section(s: dict[str, Any], label: str, notes: Sequence[str]) -> str:
     results = s.get("results") or {t: {"score": v} for t, v in s["tasks"].items()}
     rows = [[t, r["score"], r.get("stderr"), len(r.get("settings") or {}), r.get("version")]
             for t, r in results.items()]
@@ -59,8 +65,7 @@ def _summary_section(s: dict[str, Any]) -> str:
         f' <span class="flag">non-standard: {escape(_overrides(proto))}</span>'
     flags = (f'<p class="flag">flags: {escape(", ".join(s["flags"]))}</p>'
              if s.get("flags") else "")
-    flags += "".join(f'<p class="flag">partial: {escape(note)}</p>'
-                     for note in (s.get("partial") or {}).get("notes", []))
+    flags += "".join(f'<p class="flag">{escape(line)}</p>' for line in notes)
     interval = ""
     if s.get("confidence_interval"):
         lo, hi = s["confidence_interval"]
@@ -68,8 +73,7 @@ def _summary_section(s: dict[str, Any]) -> str:
     best = [[x["task"], x["setting"], x["seed"], x["best"]["lr"], x["best"]["weight_decay"],
              x["best"]["accuracy"], x["best"]["macro_accuracy"], x["runs"]]
             for x in s.get("settings", [])]
-    return (f"<h2>{escape(s['architecture']['name'])} "
-            f"<span class=\"muted\">[{escape(proto['name'])}]</span></h2>"
+    return (f"<h2>{_heading(label)}</h2>"
             f"<p>metric {escape(s['metric'])}, {s['runs']:,} run{'s' * (s['runs'] != 1)}, "
             f"protocol hash <code>{escape(str(proto.get('hash')))}</code>{standard}</p>"
             + _table(["task", "score", "stderr", "settings", "version"], rows,
@@ -82,11 +86,12 @@ def _summary_section(s: dict[str, Any]) -> str:
             + "</details>")
 
 
-def _provenance_section(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[str]) -> str:
+def _provenance_section(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
+                        run_dirs: Sequence[str]) -> str:
     parts = ["<h2>Provenance</h2>",
              f"<p>run directories: {', '.join(f'<code>{escape(d)}</code>' for d in run_dirs)}"
              "</p>"]
-    for s in summaries:
+    for s, label in zip(summaries, labels):
         p = s.get("provenance") or {}
         rows = [["madbench", p.get("madbench_version")], ["git commit", p.get("git_commit")],
                 ["python", p.get("python")], ["torch", p.get("torch")],
@@ -98,8 +103,7 @@ def _provenance_section(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[
         spec = json.dumps({"architecture": s["architecture"].get("spec"),
                            "checks": s["architecture"].get("checks"),
                            "protocol": s["protocol"]}, indent=2, default=str)
-        parts.append(f"<h3>{escape(s['architecture']['name'])} "
-                     f"[{escape(s['protocol']['name'])}]</h3>"
+        parts.append(f"<h3>{escape(label)}</h3>"
                      + _table(["", ""], rows, [False, False])
                      + "<details><summary>architecture, checks and protocol as stored</summary>"
                      f"<pre>{escape(spec)}</pre></details>")
@@ -107,10 +111,11 @@ def _provenance_section(summaries: Sequence[dict[str, Any]], run_dirs: Sequence[
 
 
 def html_page(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
-              run_dirs: Sequence[str], figures: dict[str, str], mean_label: str,
-              note: str | None = None) -> str:
+              notes: Sequence[Sequence[str]], run_dirs: Sequence[str], figures: dict[str, str],
+              mean_label: str, note: str | None = None) -> str:
     """The page of result documents (each with its ``score_label``), as ``madbench.report``
-    hands them, named by ``labels`` (``madbench.records.series_labels``): ``mean_label`` names
+    hands them, named by ``labels`` (``madbench.records.series_labels``), each with the lines
+    said under it (``notes``, ``madbench.report.notes``): ``mean_label`` names
     the mean row side by side (``madbench.report.common_label``); ``figures``: title -> inline
     SVG (empty when matplotlib is absent, ``note`` then says so)."""
     names = ", ".join(labels)
@@ -127,8 +132,9 @@ def html_page(summaries: Sequence[dict[str, Any]], labels: Sequence[str],
         sections.append(f"<h2>{escape(title)}</h2><figure>{svg}</figure>")
     if note:
         sections.append(f'<p class="muted">{escape(note)}</p>')
-    sections += [_summary_section(s) for s in summaries]
-    sections.append(_provenance_section(summaries, run_dirs))
+    sections += [_summary_section(s, name, lines)
+                 for s, name, lines in zip(summaries, labels, notes)]
+    sections.append(_provenance_section(summaries, labels, run_dirs))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>madbench report: {escape(names)}</title><style>{STYLE}</style></head>"
             f"<body><h1>madbench report</h1><p class=\"muted\">{escape(names)} — generated "

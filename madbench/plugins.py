@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginConflictError, warn as _warn
+from .errors import PluginConflictError, raised_at, warn as _warn
 
 BUNDLED_DISTRIBUTION = "madbench"
 CATEGORIES = ("tasks", "mixers", "architectures", "corpora")
@@ -148,7 +148,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> set[str]:
             module = ep.load()
             pm.register(module, name=ep.name)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
-            err = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            err = f"{type(exc).__name__}: {exc}".splitlines()[0] + raised_at(exc)
             _failures.append(Failure(ep.name, dist, err))
             _warn_once(f"plugin {ep.name!r} ({dist or 'unknown distribution'}) failed to load: "
                        f"{err}")

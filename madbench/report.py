@@ -88,8 +88,24 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
         extra.append(f"95% bootstrap interval over seeds: [{lo:.3f}, {hi:.3f}]")
     if doc.get("flags"):
         extra.append("flags: " + ", ".join(doc["flags"]))
-    extra += [f"partial: {note}" for note in (doc["partial"] or {}).get("notes", [])]
+    extra += notes(doc)
     return "\n".join([title, "", table, *extra])
+
+
+def notes(doc: dict[str, Any]) -> list[str]:
+    """The lines said under a result (``report``, ``eval``, ``compare``, the HTML page): what
+    it lacks of its protocol (``partial: ...``), and the sweeps whose every run diverged (their
+    best run is a diverged one, scored 0: ``diverged: ...``)."""
+    lines = [f"partial: {note}" for note in (doc["partial"] or {}).get("notes", [])]
+    settings = doc.get("settings") or []
+    gone = [s for s in settings if s["best"].get("diverged")]
+    if gone:
+        seeds = len({s["seed"] for s in settings}) > 1
+        named = ", ".join(f"{s['task']} {s['setting']}" + (f" seed {s['seed']}" if seeds else "")
+                          for s in gone[:3]) + (", ..." if len(gone) > 3 else "")
+        lines.append(f"diverged: every run of {len(gone)} of {len(settings)} (setting, seed) "
+                     f"sweeps diverged ({named}); each scores 0")
+    return lines
 
 
 def partial(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,9 +204,9 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
     rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
     table = _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
-    notes = [f"partial: {name}: {note}" for name, d in zip(labels, docs)
-             for note in (d["partial"] or {}).get("notes", [])]
-    return "\n\n".join([table, "\n".join(notes)]) if notes else table
+    said = [f"{kind}: {name}: {rest}" for name, d in zip(labels, docs)
+            for kind, _, rest in (line.partition(": ") for line in notes(d))]
+    return "\n\n".join([table, "\n".join(said)]) if said else table
 
 
 def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
@@ -213,8 +229,9 @@ def write_html(path: str | Path, groups: Sequence[Sequence[dict]],
                     "--settings all, or setting names such as vocab_size=512).")
     except UsageError as exc:
         note = f"No figures: {exc}"
-    Path(path).write_text(html_page(docs, labels, [str(d) for d in run_dirs], figures,
-                                    common_label(docs), note), encoding="utf-8")
+    Path(path).write_text(html_page(docs, labels, [notes(d) for d in docs],
+                                    [str(d) for d in run_dirs], figures, common_label(docs),
+                                    note), encoding="utf-8")
 
 
 def plot(path: str | Path, groups: Sequence[Sequence[dict]], kind: str = "bars") -> None:

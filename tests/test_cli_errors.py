@@ -72,6 +72,8 @@ BAD_ARGUMENTS = [
     (["--set", "lrs=nan"], 2, "lrs must be in (0, 10]"),
     (["--set", "batch_size=0"], 2, "batch_size must be in [1"),
     (["--seeds", "18446744073709551616"], 2, "a seed is at most"),
+    # it said "needs at least one non-negative integer" of a list holding one
+    (["--seeds=0,-1"], 2, "--seeds: a seed is a non-negative integer, not -1"),
     (["--device", "gpu"], 2, "not a device"),
     (["--device", "cpu:1"], 2, "--device 'cpu:1': the cpu takes no index"),
     (["--device", "cpu:0"], 2, "the cpu takes no index"),
@@ -292,6 +294,24 @@ def test_a_module_that_exits_on_import_is_a_usage_error(tmp_path, monkeypatch):
                     "cannot import 'exits_on_import' for 'exits_on_import:X': SystemExit: 3")
 
 
+def test_an_import_error_says_which_line_of_the_user_s_code_raised(tmp_path, monkeypatch):
+    """The one-line error of a module that raises at import said what, not where: with no
+    traceback, 'RuntimeError: kaboom' left the user to guess the file and line."""
+    pkg = tmp_path / "raising_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import os\n\nimport no_such_dependency_xyz\n")
+    (tmp_path / "raises_on_import.py").write_text("x = 1\nraise RuntimeError('kaboom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert_one_line(cli("eval", "--arch", "raises_on_import:X", "--dry-run"), 2,
+                    f"RuntimeError: kaboom ({tmp_path / 'raises_on_import.py'}, line 2)")
+    assert_one_line(cli("eval", "--arch", "raising_pkg.sub:X", "--dry-run"), 2,
+                    "No module named 'no_such_dependency_xyz' "
+                    f"({pkg / '__init__.py'}, line 3)")
+    missing = cli("eval", "--arch", "no_such_module_xyz:X", "--dry-run")   # nothing to point at
+    assert_one_line(missing, 2, "No module named 'no_such_module_xyz'")
+    assert missing.output.rstrip().endswith("'no_such_module_xyz'")
+
+
 def test_channel_aliases_and_registered_names_agree_across_commands():
     for channel in ("sg", "SwiGLU", "moe", "moe-mlp", "mlp", "M"):
         assert cli("arch", "describe", "hyena", "--channel", channel).exit_code == 0, channel
@@ -408,6 +428,11 @@ class Honest(Base):
 class StateWords(Honest):
     def state_size(self, seq_len):
         return "lots"
+
+
+class StateDigits(Honest):
+    def state_size(self, seq_len):
+        return "2048"
 
 
 class StateNaN(Honest):
@@ -562,7 +587,8 @@ def test_report_reads_only_it_never_moves_files_and_names_a_scaling_folder(tmp_p
                     "not 'madbench eval' ones")
 
 
-@pytest.mark.parametrize("mixer, why", [("StateWords", "could not convert string"),
+@pytest.mark.parametrize("mixer, why", [("StateWords", "'lots' is not a count"),
+                                        ("StateDigits", "'2048' is not a count"),
                                         ("StateNaN", "nan is not a count"),
                                         ("StateNegative", "-10 is not a count"),
                                         ("StateRaises", "RuntimeError: no idea")])

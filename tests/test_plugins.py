@@ -356,3 +356,46 @@ def test_lists_and_integer_arrays_of_any_width_still_work():
     for make in (lambda x: (x.tolist(), x.tolist()), lambda x: (x.astype("int32"), x)):
         data = generate(Returns(make), "baseline", "train")
         assert data.inputs.dtype == "int64" and data.inputs.shape == (16, 8)
+
+
+def test_a_plugin_architecture_naming_an_unknown_mixer_names_the_plugin(register_plugin):
+    """`--arch j2-arch` said only "unknown mixer 'nonexistent-mixer'", a name the user never
+    typed; the error now says which architecture, of which plugin, holds it."""
+    import madbench
+
+    class Archs:
+        @madbench.hookimpl
+        def madbench_register_architectures(self, register):
+            register("slipped-arch", ["hyena", "swiglu", "no-such-mixer", "swiglu"])
+
+    register_plugin(Archs(), "slipping-archs")
+    for args in (["arch", "describe", "slipped-arch"],
+                 ["eval", "--arch", "slipped-arch", "--dry-run"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        (line,) = [l for l in res.output.splitlines() if l.startswith("Error:")]
+        assert line.startswith("Error: architecture 'slipped-arch' of plugin 'slipping-archs': "
+                               "unknown mixer 'no-such-mixer'"), line
+
+
+def test_eval_with_every_task_plugin_blocked_says_no_task_is_registered(fresh_plugins,
+                                                                       monkeypatch):
+    """It said 'the sweep is empty: no (task, setting, seed, lr, weight decay) run to
+    train', which names no cause."""
+    monkeypatch.setenv("MADBENCH_DISABLE_PLUGINS", "mad-tasks")
+    assert all_tasks() == []
+    res = CliRunner().invoke(main, ["eval", "--arch", "hyena", "--preset", "smoke",
+                                    "--dry-run"])
+    assert res.exit_code == 2, res.output
+    (line,) = [l for l in res.output.splitlines() if l.startswith("Error:")]
+    assert line.startswith("Error: --tasks all: no task is registered (a task plugin blocked "
+                           "by MADBENCH_DISABLE_PLUGINS")
+
+
+def test_a_plugin_that_raises_at_import_says_where(broken_distribution):
+    """The warning said 'ImportError: ...' with no file or line: there is no traceback."""
+    module = broken_distribution / f"{BROKEN_MODULE}.py"
+    module.write_text("import os\n\nraise RuntimeError('half-written plugin')\n")
+    (failure,) = plugins_json()["failed"]
+    assert failure["name"] == "broken"
+    assert failure["error"] == f"RuntimeError: half-written plugin ({module}, line 3)"

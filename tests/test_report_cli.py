@@ -183,6 +183,25 @@ def test_report_heads_each_result_with_the_name_compare_gives_it(two_runs, curve
     assert set(titles) == set(compare)
 
 
+def test_html_page_heads_each_result_with_the_name_compare_gives_it(two_runs, curve_runs,
+                                                                   tmp_path):
+    """One architecture under two protocols: the page's per-result sections and provenance
+    were both headed 'mh-attention [smoke]', telling the two apart nowhere but in the table
+    side by side; now each is headed by its own label, the protocol hash included."""
+    from html import unescape
+    import re
+    from madbench.store import load_records
+    dirs = [str(two_runs / "mh-attention"), str(curve_runs[0])]
+    hashes = {r["protocol_hash"][:6] for r in load_records(dirs)}
+    page = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", *dirs, "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    heads = [re.sub(r"<[^>]+>", "", unescape(h))
+             for h in re.findall(r"<h[23]>(.*?)</h[23]>", page.read_text())]
+    expected = sorted(f"mh-attention [smoke (non-standard)] {h}" for h in hashes)
+    assert sorted(h for h in heads if h.startswith("mh-attention")) == sorted(expected * 2)
+
+
 def test_scores_keep_three_decimals_and_counts_their_plural():
     """1.0 prints as 1.000 beside 0.083 (not as 1), and one run is '1 run'."""
     from madbench.report import render
@@ -332,3 +351,63 @@ def test_a_whole_grid_is_not_called_partial(curve_runs, tmp_path):
     page = tmp_path / "report.html"
     CliRunner().invoke(main, ["report", *map(str, curve_runs), "--html", str(page)])
     assert "partial" not in page.read_text()
+
+
+DIVERGES = '''
+import torch
+from torch import nn
+
+
+class Diverges(nn.Module):
+    """Causal and finite when checked (eval mode); NaN in training, so every run diverges."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y * float("nan") if self.training else y
+
+    def state_size(self, seq_len):
+        return 2048
+'''
+
+
+def test_a_sweep_whose_every_run_diverged_is_said_to_have_diverged(tmp_path, monkeypatch):
+    """Every run diverged and the table read 'memorization 0.000' with nothing else said
+    (the DIVERGED progress lines aside, which --no-progress hides); now a line says so."""
+    (tmp_path / "diverging_mixer.py").write_text(DIVERGES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(main, ["eval", "--arch", "diverging_mixer:Diverges",
+                                    "--tasks", "memorization", "--preset", "smoke", "--set",
+                                    "epochs=1", "--set", "max_train=32", "--set", "max_test=32",
+                                    "--no-progress", "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    records = ResultsStore(run_dir).records()
+    assert records and all(r["diverged"] for r in records)
+    line = (f"diverged: every run of 1 of 1 (setting, seed) sweeps diverged (memorization "
+            "baseline); each scores 0")
+    assert line in res.stdout.splitlines()
+    assert line in CliRunner().invoke(main, ["report", str(run_dir)]).stdout.splitlines()
+    last = CliRunner().invoke(main, ["compare", str(run_dir)]).stdout.splitlines()[-1]
+    assert last.startswith("diverged: diverging_mixer:Diverges [") and \
+        last.endswith(line[len("diverged"):])
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", str(run_dir), "--html",
+                                     str(page)]).exit_code == 0
+    assert f'<p class="flag">{line}</p>' in page.read_text()
+
+
+def test_report_refuses_a_format_it_would_ignore_beside_html(two_runs, tmp_path):
+    """`report --format json --html page.html` wrote the page and printed 'wrote page.html'
+    where the JSON was asked for; now it is a usage error, and nothing is written."""
+    page = tmp_path / "page.html"
+    res = CliRunner().invoke(main, ["report", str(two_runs / "mh-attention"), "--format",
+                                    "json", "--html", str(page)])
+    assert res.exit_code == 2 and "--format json and --html" in res.output
+    assert not page.exists()
+    res = CliRunner().invoke(main, ["report", str(two_runs / "mh-attention"), "--html",
+                                    str(page)])
+    assert res.exit_code == 0 and page.read_text().startswith("<!DOCTYPE html>")

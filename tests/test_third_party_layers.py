@@ -124,6 +124,28 @@ def test_a_layer_returning_a_tuple_is_refused_with_a_hint(third_party):
         guard_architecture(spec)
 
 
+def test_a_layer_returning_no_tensor_and_no_tuple_gets_no_tuple_hint():
+    """forward returning None read 'returns a NoneType ... e.g. the first element of the
+    NoneType': advice for tuples, given where there is nothing to take an element of."""
+    from madbench.checks.contract import check_contract
+
+    class Returns(nn.Module):
+        def __init__(self, dim, value=None):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return self.value
+
+    (none,) = check_contract(Returns(8), 8).problems
+    assert none == ("forward returns None, not a tensor (forward must return the output "
+                    "tensor, of the input's shape)")
+    (number,) = check_contract(Returns(8, 3.0), 8).problems
+    assert number.startswith("forward returns a float, not a tensor (") and "element" not in number
+    (pair,) = check_contract(Returns(8, [1, 2]), 8).problems
+    assert pair.endswith("e.g. the first element of the list)")
+
+
 class Annotated(nn.Module):
     def __init__(self, dim, heads: int = 2, scale: float | None = None, act="silu", window=32,
                  dt_rank="auto"):

@@ -45,9 +45,11 @@ def check_contract(module: MixerLike, dim: int, seq_len: int = 32, batch: int = 
         y = copy.deepcopy(module).float().eval()(x)
     if not isinstance(y, torch.Tensor):
         kind = type(y).__name__
+        hint = (f"madbench needs the output tensor alone: wrap the layer so that forward returns "
+                f"it, e.g. the first element of the {kind}" if isinstance(y, (tuple, list))
+                else "forward must return the output tensor, of the input's shape")
         return ContractResult(False, False, False, False, [
-            f"forward returns a {kind}, not a tensor (madbench needs the output tensor alone: "
-            f"wrap the layer so that forward returns it, e.g. the first element of the {kind})"])
+            f"forward returns {'None' if y is None else 'a ' + kind}, not a tensor ({hint})"])
     shape_ok = tuple(y.shape) == tuple(x.shape)
     dtype_ok = y.dtype == x.dtype
     finite = bool(torch.isfinite(y).all()) if shape_ok else False

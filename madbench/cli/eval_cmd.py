@@ -322,6 +322,9 @@ def report_command(run_dirs, fmt, html_path):
 
     Several run directories are reported together."""
     if html_path is not None:          # '' too: an empty path is refused, never ignored
+        source = click.get_current_context().get_parameter_source("fmt")
+        if source is not click.core.ParameterSource.DEFAULT:    # it would be ignored
+            raise UsageError(f"--format {fmt} and --html: the page is HTML; give one of them")
         writable_file(html_path, "--html")
     run_dirs = distinct_paths(run_dirs)
     groups = _groups(run_dirs)
