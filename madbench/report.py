@@ -21,10 +21,13 @@ FORMATS = ("table", "json", "markdown")
 
 
 def as_document(results: Any) -> dict[str, Any]:
-    """The JSON form of a result (a ``Results``, or a document already in that form), with
-    ``partial`` computed afresh: what it lacks of its protocol (``partial``), null if nothing."""
-    doc = results if isinstance(results, dict) else results.to_dict()
-    return {**doc, "partial": partial(doc)}
+    """The JSON form of a result: a ``Results``'s ``to_dict``, or a document already in that
+    form with its ``partial`` computed afresh (``results.partial``: the document may have been
+    edited since it was written)."""
+    if not isinstance(results, dict):
+        return results.to_dict()
+    from .results import partial
+    return {**results, "partial": partial(results)}
 
 
 def number(x) -> str:
@@ -106,52 +109,6 @@ def notes(doc: dict[str, Any]) -> list[str]:
         lines.append(f"diverged: every run of {len(gone)} of {len(settings)} (setting, seed) "
                      f"sweeps diverged ({named}); each scores 0")
     return lines
-
-
-def partial(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """What a result lacks of its protocol, as its JSON's ``partial`` holds it; None if
-    nothing. ``sweeps``: how many (setting, seed) sweeps hold fewer than the protocol's lrs x
-    weight decays (their best is over what was trained); ``settings``: task -> settings
-    trained and in the protocol's grid (``settings_shortfall``); ``notes``: the lines that
-    ``report``, ``eval``, ``compare`` and the HTML page print (after ``partial:``)."""
-    proto = doc["protocol"]
-    grid = len(proto.get("lrs") or []) * len(proto.get("weight_decays") or [])
-    short = [s for s in doc.get("settings") or [] if grid and s["runs"] < grid]
-    fewer = settings_shortfall(doc)
-    if not short and not fewer:
-        return None
-    notes = []
-    if short:
-        notes.append(f"{len(short)} of {len(doc['settings'])} (setting, seed) sweeps hold "
-                     f"fewer than the protocol's {grid} configurations (e.g. {short[0]['task']} "
-                     f"{short[0]['setting']}: {short[0]['runs']}); their best is over what was "
-                     "trained")
-    if fewer:
-        notes.append("fewer settings than the protocol's grid (" + ", ".join(
-            f"{t} {n['trained']} of {n['grid']}" for t, n in fewer.items())
-            + "); a task's score is the mean over the settings trained")
-    return {"sweeps": {"short": len(short), "of": len(doc["settings"]), "configurations": grid},
-            "settings": fewer, "notes": notes}
-
-
-def settings_shortfall(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """``{task: {"trained": N, "grid": M}}`` for each task of ``doc`` holding fewer settings
-    than its protocol's grid (``all`` or ``baseline``) of that task; tasks not registered here
-    are not looked at."""
-    from .plugins import get_registry
-    from .sweep import select_settings
-    which = doc["protocol"].get("settings") or "all"
-    held: dict[str, set[str]] = {}
-    for s in doc.get("settings") or []:
-        held.setdefault(s["task"], set()).add(s["setting"])
-    tasks = get_registry().tasks
-    out = {}
-    for name, names in held.items():
-        if name in tasks:
-            grid = {s.name for s in select_settings(tasks[name].obj, which)}
-            if grid - names:
-                out[name] = {"trained": len(names & grid), "grid": len(grid)}
-    return out
 
 
 def render_all(results: Sequence[Any], fmt: str,

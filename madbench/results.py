@@ -1,8 +1,8 @@
 """The result document of one architecture under one protocol, scored from its run records.
 
 ``Results.from_records`` is the one place it is built (by ``madbench.scoring``); ``to_dict`` is
-the JSON that ``madbench eval --output`` writes and ``madbench report --format json`` prints;
-``madbench.report`` renders it.
+the JSON that ``madbench eval --output`` writes and ``madbench report --format json`` prints,
+with what the result lacks of its protocol (``partial``); ``madbench.report`` renders it.
 """
 from __future__ import annotations
 
@@ -122,6 +122,53 @@ class Results:
             "runs": self.runs,
             "provenance": self.provenance,
         }
+        doc["partial"] = partial(doc)
         if self.checks is not None:
             doc["checks"] = self.checks
         return doc
+
+
+def partial(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What a result lacks of its protocol, as its JSON's ``partial`` holds it; None if
+    nothing. ``sweeps``: how many (setting, seed) sweeps hold fewer than the protocol's lrs x
+    weight decays (their best is over what was trained); ``settings``: task -> settings
+    trained and in the protocol's grid (``settings_shortfall``); ``notes``: the lines that
+    ``report``, ``eval``, ``compare`` and the HTML page print (after ``partial:``)."""
+    proto = doc["protocol"]
+    grid = len(proto.get("lrs") or []) * len(proto.get("weight_decays") or [])
+    short = [s for s in doc.get("settings") or [] if grid and s["runs"] < grid]
+    fewer = settings_shortfall(doc)
+    if not short and not fewer:
+        return None
+    notes = []
+    if short:
+        notes.append(f"{len(short)} of {len(doc['settings'])} (setting, seed) sweeps hold "
+                     f"fewer than the protocol's {grid} configurations (e.g. {short[0]['task']} "
+                     f"{short[0]['setting']}: {short[0]['runs']}); their best is over what was "
+                     "trained")
+    if fewer:
+        notes.append("fewer settings than the protocol's grid (" + ", ".join(
+            f"{t} {n['trained']} of {n['grid']}" for t, n in fewer.items())
+            + "); a task's score is the mean over the settings trained")
+    return {"sweeps": {"short": len(short), "of": len(doc["settings"]), "configurations": grid},
+            "settings": fewer, "notes": notes}
+
+
+def settings_shortfall(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """``{task: {"trained": N, "grid": M}}`` for each task of ``doc`` holding fewer settings
+    than its protocol's grid (``all`` or ``baseline``) of that task; tasks not registered here
+    are not looked at."""
+    from .plugins import get_registry
+    from .sweep import select_settings
+    which = doc["protocol"].get("settings") or "all"
+    held: dict[str, set[str]] = {}
+    for s in doc.get("settings") or []:
+        held.setdefault(s["task"], set()).add(s["setting"])
+    tasks = get_registry().tasks
+    out = {}
+    for name, names in held.items():
+        if name in tasks:
+            grid = {s.name for s in select_settings(tasks[name].obj, which)}
+            if grid - names:
+                out[name] = {"trained": len(names & grid), "grid": len(grid)}
+    return out
