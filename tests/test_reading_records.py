@@ -146,8 +146,8 @@ def scaling_dir(path, **records):
     store = ResultsStore(path)
     for key, fields in records.items():
         row = encode_row(scaling_record(**{"run_key": key, "arch": "x", "params": 10,
-                                           "tokens": 20, "flops": 1200.0, "loss": 2.0,
-                                           **fields}))
+                                           "tokens": 20, "flops": 1200.0, "budget": 1200.0,
+                                           "loss": 2.0, **fields}))
         write_table(pa.Table.from_pylist([row]), store.path(key))
     return path
 
