@@ -1096,6 +1096,16 @@ def test_a_link_or_a_folder_in_a_board_folder_stops_render_and_agree_as_validate
     one_line_error(lb("render", "--root", root), "d.json: not a regular file")
 
 
+def refused_by_every_board_command(root, shown, text):
+    """render and agree over ``root`` stop in one line saying ``text``; validate of its
+    mad-quick folder fails the file (shown as ``shown``) as input, exit 3."""
+    for command in (["render", "--root", root], ["agree", "--root", root]):
+        one_line_error(lb(*command), text)
+    result = lb("validate", root / "mad-quick")
+    assert result.exit_code == 3 and f"FAIL input: {root}/mad-quick/{shown}: {text}" \
+        in result.stdout, result.output
+
+
 @pytest.mark.parametrize("name", ["new\nline.json", "evil\u202enosj.json", "esc\x1b[2Jx.json"])
 def test_a_file_name_with_control_characters_is_refused(tmp_path, name):
     """A name that a pull request's file list, a terminal or a log shows as another (a line
@@ -1106,11 +1116,7 @@ def test_a_file_name_with_control_characters_is_refused(tmp_path, name):
     (root / "mad-quick" / name).write_text("{}")
     shown = name.encode("unicode_escape").decode("ascii")
     text = "the file name holds control characters or bidirectional overrides"
-    for command in (["render", "--root", root], ["agree", "--root", root]):
-        one_line_error(lb(*command), text)
-    result = lb("validate", root / "mad-quick")
-    assert result.exit_code == 3 and f"FAIL input: {root}/mad-quick/{shown}: {text}" \
-        in result.stdout, result.output
+    refused_by_every_board_command(root, shown, text)
     assert (root / "mad-quick" / "plain name.json").write_text("{}") and \
         text not in lb("validate", root / "mad-quick" / "plain name.json").output
 
@@ -1172,8 +1178,4 @@ def test_a_file_name_that_is_not_utf8_is_an_invalid_board_file(tmp_path, doc):
     (root / "mad-quick").mkdir()
     not_utf8_file(root / "mad-quick", json.dumps(as_board_entry(doc, "mad-quick")).encode())
     text = "the file name b'\\xff.json' is not UTF-8 text"
-    for command in (["render", "--root", root], ["agree", "--root", root]):
-        one_line_error(lb(*command), text)
-    result = lb("validate", root / "mad-quick")
-    assert result.exit_code == 3 and f"FAIL input: {root}/mad-quick/\\udcff.json: {text}" \
-        in result.stdout, result.output
+    refused_by_every_board_command(root, "\\udcff.json", text)
