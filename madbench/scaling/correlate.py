@@ -18,7 +18,7 @@ from scipy import stats
 
 from ..errors import UsageError
 from .fits import fit_isoflop_group
-from .table import arch_budget_groups, columns, first_bad, read_table
+from .table import arch_budget_groups, columns, finite_number, first_bad, read_table
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:
@@ -131,7 +131,7 @@ def read_mad_scores(path: str | Path) -> dict[str, float]:
         rows = read_table(path)
         if not rows or not {"arch", "mad_score"} <= set(rows[0]):
             raise UsageError(f"{path}: needs columns arch and mad_score")
-        bad = first_bad([(r["arch"], r["mad_score"]) for r in rows], _finite)
+        bad = first_bad([(r["arch"], r["mad_score"]) for r in rows], finite_number)
         if bad:     # a column that one cell made text names that cell, not the first
             _score(bad[1], bad[0], path)
         return _unique([(r["arch"], _score(r["mad_score"], r["arch"], path)) for r in rows],
@@ -178,15 +178,9 @@ def _unique(scores: list[tuple[Any, float]], path: Path) -> dict[str, float]:
     return out
 
 
-def _finite(value: Any) -> bool:
-    """A finite number (not a string, a boolean, NaN or infinity)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) \
-        and math.isfinite(value)
-
-
 def _score(value: Any, arch: Any, path: Path) -> float:
-    """A MAD score as a float (``_finite``, else a UsageError)."""
-    if not _finite(value):
+    """A MAD score as a float (``finite_number``, else a UsageError)."""
+    if not finite_number(value):
         raise UsageError(f"{path}: the MAD score of {str(arch)[:60]!r} is {repr(value)[:60]}; a "
                          "score must be a finite number")
     return float(value)

@@ -17,7 +17,7 @@ from ..errors import MadbenchError, UsageError
 from ..leaderboard.schema import InvalidSubmission, read_submission, unlinked
 from ..store import encode_row
 from .fits import approach2, approach3
-from .table import budgets_of, by_arch, columns
+from .table import budgets_of, by_arch, columns, finite_number, positive_number
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("leaderboards") / "frontiers"
@@ -119,10 +119,6 @@ def load_frontiers(root: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def frontier_problem(doc: Any) -> str | None:
     """What a stored frontier lacks of what ``scaling validate`` reads (``arch`` and
     ``corpus_sha256`` strings; ``budgets``, each a positive ``budget``, ``valid`` a boolean,
@@ -139,17 +135,17 @@ def frontier_problem(doc: Any) -> str | None:
         where = f"budgets[{i}]"
         if not isinstance(group, dict):
             return f"{where} is not an object"
-        if not (_number(group.get("budget")) and group["budget"] > 0):
+        if not positive_number(group.get("budget")):
             return f"{where}.budget is not a positive number"
         if not isinstance(group.get("valid"), bool):
             return f"{where}.valid is not true or false"
         band = group.get("loss_band")
         if band is None:
             continue
-        if not (isinstance(band, list) and len(band) == 2 and all(map(_number, band))
+        if not (isinstance(band, list) and len(band) == 2 and all(map(finite_number, band))
                 and band[0] <= band[1]):
             return f"{where}.loss_band is not two numbers, low <= high"
-        if not _number(group.get("loss_opt")):
+        if not finite_number(group.get("loss_opt")):
             return f"{where}.loss_opt is not a number"
     return None
 

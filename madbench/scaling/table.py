@@ -106,7 +106,7 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
         raise MalformedTable(f"{path}: every run diverged")
     for c in REQUIRED_COLUMNS[1:] + ("budget",):       # budget: optional, checked where given
         bad = first_bad([(i, r.get(c)) for i, r in kept if c != "budget" or
-                          r.get(c) is not None], _positive)
+                          r.get(c) is not None], positive_number)
         if bad:
             raise MalformedTable(f"{path}: row {bad[0]} has {c}={printable(repr(bad[1]))}; {c} "
                                  "must be a positive number")
@@ -121,15 +121,22 @@ def require_numbers(rows: Sequence[dict[str, Any]], column: str, purpose: str,
     if any(row.get(column) is None for row in rows):
         raise MalformedTable(f"{purpose} needs the column {column!r} in every run")
     bad = first_bad([(row["arch"], row[column]) for row in rows],
-                     lambda v: _positive(v) or (zero and _number(v) and v == 0))
+                     lambda v: positive_number(v) or (zero and _number(v) and v == 0))
     if bad:
         raise MalformedTable(f"{purpose}: a run of {printable(repr(bad[0]))} has "
                              f"{column}={printable(repr(bad[1]))}; {column} must be a "
                              f"{'non-negative' if zero else 'positive'} number")
 
 
-def _positive(value: Any) -> bool:
-    return _number(value) and math.isfinite(value) and value > 0
+def finite_number(value: Any) -> bool:
+    """An int or a float, not a bool, and finite: the rule for every number the scaling
+    inputs hold but a loss (which may be NaN or infinite: a diverged run)."""
+    return _number(value) and math.isfinite(value)
+
+
+def positive_number(value: Any) -> bool:
+    """A ``finite_number`` above zero."""
+    return finite_number(value) and value > 0
 
 
 def first_bad(labelled: list[tuple[Any, Any]], ok) -> tuple[Any, Any] | None:

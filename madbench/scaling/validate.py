@@ -38,7 +38,6 @@ next to a two-layer one), so this flags a point for a look rather than refusing 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ from .frontiers import band_at, load_frontiers
 from .limits import check_seq_len, check_size
 from .plan import VOCAB_SIZE, check_causal, model_skeleton
 from .shapes import family_spec
-from .table import MalformedTable, budgets_of, by_arch, read_runs
+from .table import MalformedTable, budgets_of, by_arch, positive_number, read_runs
 
 FLOPS_TOLERANCE = 0.02
 PARAMS_TOLERANCE = 0.01
@@ -367,8 +366,7 @@ def _validate(sub: Submission, frontiers_root, trust_code: bool) -> Verdict:
             v = run.get(c)
             if c == "budget" and v in (None, ""):
                 continue                                    # optional: grouped by FLOPs
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
-                    not math.isfinite(v) or v <= 0:
+            if not positive_number(v):
                 raise InvalidSubmission(f"run {i + 1}: {c}={v!r} must be a positive number")
     rebuilt: list = []
     try:
