@@ -41,6 +41,11 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _figure(seconds: float) -> str:
+    """Seconds in a hint: ``46``, ``1,250``, ``0.0012``."""
+    return f"{seconds:,.0f}" if seconds >= 1 or seconds == 0 else f"{seconds:.2g}"
+
+
 class TimeLimitReached(MadbenchError):
     """The time limit left runs untrained (the command exits 4); those stored are kept and
     the same command resumes."""
@@ -98,8 +103,11 @@ class TimeLimit:
                     "which may yet store them")
         elif not self.groups and not any(map(self.fits, left)):     # none trained, none fits
             shortest = min(map(self.predict, left))
-            figure = f"{shortest:,.0f}" if shortest >= 1 else f"{shortest:.2g}"
-            hint = f"; no {unit} fitted: the shortest left needs about {figure} s by the estimate"
+            # the margin and the time left are named: a dry plan a moment earlier may have
+            # said a group fits, with a second more to go on
+            hint = (f"; no {unit} fitted: the shortest left needs about {_figure(shortest)} s "
+                    f"by the estimate ({_figure(MARGIN * shortest)} s with the "
+                    f"{MARGIN - 1:.0%} margin), and {_figure(max(self.left(), 0))} s were left")
         return TimeLimitReached(f"stopped at the time limit ({self.seconds:g} s): "
                                 f"{runs_left:,} of {runs:,} runs left untrained in {where}; "
                                 f"the same command resumes{hint}")

@@ -66,6 +66,23 @@ def test_a_dry_run_plans_by_the_estimate_on_each_device():
     assert limit.planned([[50], [40], [10], [80]], devices=2) == [[50], [40], [10]]
 
 
+def test_a_stop_with_nothing_fitted_names_the_margin_and_what_was_left():
+    """A plan made with 51 s left says the 46 s group fits (50.6 s with the margin); a second
+    later it no longer does (the thirty-third session's call 6 on the GPU). The stop then
+    gives both figures, so the two lines do not read as a contradiction."""
+    clock = Clock()
+    limit = TimeLimit(51, lambda group: group[0], clock=clock)
+    assert limit.planned([[46]]) == [[46]]
+    clock.now = 1                                          # 50 s left < 50.6
+    assert not limit.fits([46])
+    message = str(limit.stopped([[46]], 6, 396, "group", "runs/x"))
+    assert message.endswith("no group fitted: the shortest left needs about 46 s by the "
+                            "estimate (51 s with the 10% margin), and 50 s were left")
+    clock.now = 60                                         # past the limit: none left
+    assert str(limit.stopped([[46]], 6, 396, "group", "runs/x")).endswith(
+        "and 0 s were left")
+
+
 def test_the_library_call_stops_with_the_runs_left_and_resumes(tmp_path):
     import madbench
     from madbench.time_limit import TimeLimitReached
