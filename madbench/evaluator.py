@@ -20,14 +20,14 @@ from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError, warn
 from .estimate import group_seconds
 from .executors import make_executor
-from .limits import MAX_SEED
+from .limits import MAX_SEED, positive_number
 from .plugins import get_registry
 from .protocol import Protocol, get_protocol
 from .results import Results
 from .store import ResultsStore
 from .sweep import Job, ProgressFn, group_jobs, plan
 from .tasks import Task, all_tasks, get_task
-from .time_limit import TimeLimit, positive_seconds
+from .time_limit import TimeLimit
 from .trainer import resolve_device, resolve_precision
 from .verdict import architecture_checks, causality_gate, dry_run_lengths, guard_lengths_for
 
@@ -251,7 +251,7 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
         the same call resumes).
     """
     started = time.monotonic()
-    if time_limit is not None and not positive_seconds(time_limit):
+    if time_limit is not None and not positive_number(time_limit):
         raise UsageError(f"time_limit must be a positive number of seconds, not {time_limit!r}")
     evaluation = prepare(arch, tasks=tasks, protocol=protocol, seeds=seeds, run_dir=run_dir,
                          **options)

@@ -9,8 +9,14 @@ import). ``madbench scaling``'s own bounds are in ``madbench.scaling.limits``.
   process of its own with its own CUDA context; on one H200 eight at once finished no group in
   140 s (docs/distributed.md), and 10**12 built a list of 10**12 device names before any worker
   started. 64 leaves room for Ray's fractions of a GPU (1/64 each).
+- **Numbers** (``finite_number``, ``positive_number``): an int or a float, never a bool (True
+  is no count, loss or duration), and finite; what ``--time-limit`` and the scaling inputs
+  accept.
 """
 from __future__ import annotations
+
+import math
+from typing import Any
 
 from .errors import UsageError
 
@@ -25,3 +31,18 @@ def check_runs_per_gpu(runs_per_gpu: int) -> int:
                          f"{MAX_RUNS_PER_GPU} (each is a worker process on the GPU; "
                          "docs/distributed.md)")
     return runs_per_gpu
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> bool:
+    """An ``is_number`` that is finite."""
+    return is_number(value) and math.isfinite(value)
+
+
+def positive_number(value: Any) -> bool:
+    """A ``finite_number`` above zero."""
+    return finite_number(value) and value > 0

@@ -18,15 +18,10 @@ import time
 from typing import Callable, Sequence
 
 from .errors import MadbenchError, UsageError
+from .limits import positive_number
 
 MARGIN = 1.1          #: a group starts only if 1.1x its predicted time fits in what is left
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
-
-
-def positive_seconds(value) -> bool:
-    """Whether ``value`` is a time limit: a positive, finite number of seconds."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
 
 
 def parse_duration(text: str) -> float:
@@ -35,7 +30,7 @@ def parse_duration(text: str) -> float:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|m|min|h)?\s*",
                          str(text))
     seconds = float(match[1]) * _UNITS[match[2] or ""] if match else math.nan
-    if not positive_seconds(seconds):
+    if not positive_number(seconds):
         raise UsageError(f"--time-limit takes a positive duration (500, 90s, 8m, 2.5h), not "
                          f"{text!r}")
     return seconds

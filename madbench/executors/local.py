@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from ..architecture import ArchitectureSpec
-from ..errors import MadbenchError, UsageError, note_suffix, warn
+from ..errors import MadbenchError, note_suffix, warn
 from ..estimate import SweepEstimate, estimate_sweep
 from ..limits import check_runs_per_gpu
 from ..protocol import Protocol

@@ -17,8 +17,9 @@ import numpy as np
 from scipy import stats
 
 from ..errors import UsageError
+from ..limits import finite_number
 from .fits import fit_isoflop_group
-from .table import arch_budget_groups, columns, finite_number, first_bad, read_table
+from .table import arch_budget_groups, columns, first_bad, read_table
 
 
 def vertices(rows: Sequence[dict[str, Any]]) -> dict[str, dict[float, float]]:

@@ -15,9 +15,10 @@ import numpy as np
 from .. import __version__
 from ..errors import MadbenchError, UsageError
 from ..leaderboard.schema import InvalidSubmission, read_submission, unlinked
+from ..limits import finite_number, positive_number
 from ..store import encode_row
 from .fits import approach2, approach3
-from .table import budgets_of, by_arch, columns, finite_number, positive_number
+from .table import budgets_of, by_arch, columns
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("leaderboards") / "frontiers"

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError, printable
+from ..limits import is_number, positive_number
 from ..records import of_kind
 from ..store import ResultsStore, encode_row, write_table
 from .fits import budget_groups
@@ -91,7 +92,7 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
                              f"{', '.join(REQUIRED_COLUMNS)})")
     numbered = list(enumerate(rows, 1))
     bad = first_bad([(i, r.get("loss")) for i, r in numbered if r.get("loss") is not None],
-                     _number)
+                     is_number)
     if bad:
         i, v = bad
         raise MalformedTable(f"{path}: row {i} has loss={printable(repr(v))}; loss must be "
@@ -121,22 +122,11 @@ def require_numbers(rows: Sequence[dict[str, Any]], column: str, purpose: str,
     if any(row.get(column) is None for row in rows):
         raise MalformedTable(f"{purpose} needs the column {column!r} in every run")
     bad = first_bad([(row["arch"], row[column]) for row in rows],
-                     lambda v: positive_number(v) or (zero and _number(v) and v == 0))
+                     lambda v: positive_number(v) or (zero and is_number(v) and v == 0))
     if bad:
         raise MalformedTable(f"{purpose}: a run of {printable(repr(bad[0]))} has "
                              f"{column}={printable(repr(bad[1]))}; {column} must be a "
                              f"{'non-negative' if zero else 'positive'} number")
-
-
-def finite_number(value: Any) -> bool:
-    """An int or a float, not a bool, and finite: the rule for every number the scaling
-    inputs hold but a loss (which may be NaN or infinite: a diverged run)."""
-    return _number(value) and math.isfinite(value)
-
-
-def positive_number(value: Any) -> bool:
-    """A ``finite_number`` above zero."""
-    return finite_number(value) and value > 0
 
 
 def first_bad(labelled: list[tuple[Any, Any]], ok) -> tuple[Any, Any] | None:
@@ -144,11 +134,6 @@ def first_bad(labelled: list[tuple[Any, Any]], ok) -> tuple[Any, Any] | None:
     (every cell is then a string), the first cell that does not spell a number."""
     bad = [b for b in labelled if not ok(b[1])]
     return next((b for b in bad if not _spells_number(b[1])), bad[0]) if bad else None
-
-
-def _number(value: Any) -> bool:
-    """An int or a float, not a bool (True is no loss or count)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _spells_number(value: Any) -> bool:

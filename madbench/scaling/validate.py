@@ -50,13 +50,14 @@ from ..errors import MadbenchError, UsageError, printable
 from ..leaderboard.schema import (InvalidSubmission, load_schema, parse_submission_text,
                                   read_submission, schema_errors)
 from ..leaderboard.trust import untrusted_mixers, working_directory_excluded
+from ..limits import positive_number
 from .fits import GROUP_FACTOR, budget_groups, fit_isoflop_group
 from .flops import architecture_flops
 from .frontiers import band_at, load_frontiers
 from .limits import check_seq_len, check_size
 from .plan import VOCAB_SIZE, check_causal, model_skeleton
 from .shapes import family_spec
-from .table import MalformedTable, budgets_of, by_arch, positive_number, read_runs
+from .table import MalformedTable, budgets_of, by_arch, read_runs
 
 FLOPS_TOLERANCE = 0.02
 PARAMS_TOLERANCE = 0.01
