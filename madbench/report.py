@@ -95,18 +95,20 @@ def render(results: Any, fmt: str, name: str | None = None) -> str:
     return "\n".join([title, "", table, *extra])
 
 
-def notes(doc: dict[str, Any]) -> list[str]:
+def notes(doc: dict[str, Any], name: str | None = None) -> list[str]:
     """The lines said under a result (``report``, ``eval``, ``compare``, the HTML page): what
     it lacks of its protocol (``partial: ...``), and the sweeps whose every run diverged (their
-    best run is a diverged one, scored 0: ``diverged: ...``)."""
-    lines = [f"partial: {note}" for note in (doc["partial"] or {}).get("notes", [])]
+    best run is a diverged one, scored 0: ``diverged: ...``); ``name`` (compare's column)
+    follows the kind: ``partial: NAME: ...``."""
+    about = f"{name}: " if name else ""
+    lines = [f"partial: {about}{note}" for note in (doc["partial"] or {}).get("notes", [])]
     settings = doc.get("settings") or []
     gone = [s for s in settings if s["best"].get("diverged")]
     if gone:
         seeds = len({s["seed"] for s in settings}) > 1
         named = ", ".join(f"{s['task']} {s['setting']}" + (f" seed {s['seed']}" if seeds else "")
                           for s in gone[:3]) + (", ..." if len(gone) > 3 else "")
-        lines.append(f"diverged: every run of {len(gone)} of {len(settings)} (setting, seed) "
+        lines.append(f"diverged: {about}every run of {len(gone)} of {len(settings)} (setting, seed) "
                      f"sweeps diverged ({named}); each scores 0")
     return lines
 
@@ -161,8 +163,7 @@ def compare(groups: Sequence[Sequence[dict]], fmt: str) -> str:
     rows = [[t] + [number(d["tasks"].get(t)) for d in docs] for t in tasks]
     rows.append([common_label(docs)] + [number(d["mad_score"]) for d in docs])
     table = _tabulate(rows, headers, fmt == "markdown", ("left",) + ("right",) * len(docs))
-    said = [f"{kind}: {name}: {rest}" for name, d in zip(labels, docs)
-            for kind, _, rest in (line.partition(": ") for line in notes(d))]
+    said = [line for name, d in zip(labels, docs) for line in notes(d, name)]
     return "\n\n".join([table, "\n".join(said)]) if said else table
 
 
