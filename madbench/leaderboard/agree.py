@@ -19,7 +19,10 @@ def _by_architecture(root: Path, board: str) -> dict[str, dict]:
     return entries
 
 
-def _row(pairs: list[tuple[str, float, float]]) -> dict:
+def agreement_row(pairs: list[tuple[str, float, float]]) -> dict:
+    """(name, first score, second score) of each architecture: their count and names, the
+    Spearman rank correlation (None under 3 or without spread on either side), the mean
+    absolute difference and the mean difference (second minus first; None for no pairs)."""
     from scipy import stats
     row = {"architectures": len(pairs), "names": [name for name, _, _ in pairs],
            "scores": [[a, b] for _, a, b in pairs], "spearman": None, "mean_abs_diff": None,
@@ -45,12 +48,12 @@ def agreement(root: str | Path, first: str, second: str) -> dict:
     tasks = [t.name for t in suite_tasks()]
     rows = {}
     for task in tasks:
-        rows[task] = _row([(a[h]["architecture"]["name"], a[h]["scores"][task],
+        rows[task] = agreement_row([(a[h]["architecture"]["name"], a[h]["scores"][task],
                             b[h]["scores"][task]) for h in common
                            if a[h]["scores"].get(task) is not None
                            and b[h]["scores"].get(task) is not None])
     complete = [h for h in common if covered(a[h], tasks) == covered(b[h], tasks) == len(tasks)]
-    rows[OVERALL] = _row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
+    rows[OVERALL] = agreement_row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
                            b[h]["scores"]["overall"]) for h in complete])
     seeds = {a[h]["architecture"]["name"]: [a[h]["seeds"], b[h]["seeds"]] for h in common}
     return {"first": first, "second": second, "common": len(common), "rows": rows,

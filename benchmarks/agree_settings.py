@@ -1,0 +1,131 @@
+"""Does one protocol rank architectures as another does, setting by setting? Issue #20's
+question (does `quick` predict `paper`) where the second protocol's runs are a sample of
+settings (`madbench eval --preset paper --settings baseline ...`), which no board entry can
+hold (an entry's tasks are whole).
+
+For each ARCH, FIRST/ARCH and SECOND/ARCH are its run directories (each one architecture's
+code under one protocol and one run version: `benchmarks/set_aside_stale.py` moves older
+records out). Per (task, setting) trained on both sides for at least one architecture: each
+architecture's best-of-sweep accuracy (the mean over the seeds both sides hold), then across
+the architectures the Spearman rank correlation, the mean absolute difference and the mean
+difference (SECOND minus FIRST), by the rule of `madbench leaderboard agree`. Then per task,
+over the settings that every architecture has on both sides, the same for the mean over
+those settings (a sample's task score). Markdown, or `--json`.
+
+    python3 benchmarks/agree_settings.py runs/boards runs/boards-paper hyena-swiglu mamba
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from madbench.errors import UsageError
+from madbench.leaderboard.agree import agreement_row
+from madbench.records import of_kind
+from madbench.scoring import best_of_sweep
+from madbench.store import load_records
+
+
+class Refused(Exception):
+    """A one-line reason the comparison cannot be made (exit 2)."""
+
+
+def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]]:
+    """The identity of ``directory``'s one group of eval records (architecture hash, protocol,
+    run version) and its best-of-sweep accuracy per (task, setting) and seed."""
+    if not directory.is_dir():
+        raise Refused(f"{directory}: no such run directory")
+    try:
+        records = of_kind(load_records([directory]), "eval", directory)
+    except UsageError as exc:                   # e.g. a directory of scaling records
+        raise Refused(str(exc)) from None
+    groups = {(r["arch_hash"], r["protocol_hash"], r["madbench_version"]) for r in records}
+    if len(groups) != 1:
+        found = "no eval records" if not groups else f"{len(groups)} groups (architecture " \
+            "hash, protocol, run version): " + "; ".join(map(" ".join, sorted(groups)))
+        raise Refused(f"{directory}: {found}; give one architecture's runs of one protocol "
+                      "and one run version")
+    (arch_hash, protocol, version), = groups
+    best: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for (task, setting, seed), run in best_of_sweep(records).items():
+        best[task, setting][seed] = run["accuracy"]
+    return {"arch_hash": arch_hash, "protocol": protocol, "version": version}, best
+
+
+def agreement(first: Path, second: Path, archs: list[str]) -> dict:
+    """``{"settings": {"task/setting": row}, "tasks": {task: row}, "sides": {arch: ...}}``,
+    each row as ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's
+    ``settings``)."""
+    scores: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)
+    sides = {}
+    for arch in archs:
+        (a_id, a), (b_id, b) = side(first / arch), side(second / arch)
+        if a_id["arch_hash"] != b_id["arch_hash"]:
+            raise Refused(f"{arch}: the two directories hold different code of the architecture "
+                          f"({a_id['arch_hash'][:8]} and {b_id['arch_hash'][:8]})")
+        if a_id["protocol"] == b_id["protocol"]:
+            raise Refused(f"{arch}: both directories hold the same protocol "
+                          f"({a_id['protocol'][:8]}): nothing to compare")
+        sides[arch] = [a_id, b_id]
+        for cell in sorted(set(a) & set(b)):
+            seeds = sorted(set(a[cell]) & set(b[cell]))
+            if seeds:
+                scores[cell].append((arch, sum(a[cell][s] for s in seeds) / len(seeds),
+                                     sum(b[cell][s] for s in seeds) / len(seeds)))
+    settings = {f"{task}/{setting}": agreement_row(pairs)
+                for (task, setting), pairs in sorted(scores.items())}
+    tasks = {}
+    for task in sorted({t for t, _ in scores}):
+        shared = [c for c in sorted(scores) if c[0] == task and len(scores[c]) == len(archs)]
+        if not shared:
+            continue
+        means = [(arch, sum(dict((n, x) for n, x, _ in scores[c])[arch] for c in shared)
+                  / len(shared),
+                  sum(dict((n, y) for n, _, y in scores[c])[arch] for c in shared) / len(shared))
+                 for arch in archs]
+        tasks[task] = {**agreement_row(means), "settings": [s for _, s in shared]}
+    return {"first": str(first), "second": str(second), "settings": settings, "tasks": tasks,
+            "sides": sides}
+
+
+def table(result: dict) -> str:
+    """Markdown: one row per setting, then one per task (its shared settings' mean)."""
+    head = (f"| {{}} | architectures | Spearman | mean abs. difference | mean difference "
+            f"(`{result['second']}` - `{result['first']}`) |")
+    lines = [head.format("task/setting"), "| --- | ---: | ---: | ---: | ---: |"]
+
+    def row(name: str, r: dict) -> str:
+        rho = "—" if r["spearman"] is None else f"{r['spearman']:+.2f}"
+        return (f"| {name} | {r['architectures']} | {rho} | {r['mean_abs_diff']:.3f} | "
+                f"{r['mean_diff']:+.3f} |")
+    lines += [row(name, r) for name, r in result["settings"].items()]
+    lines += ["", head.format("task (mean over the settings every architecture has)"),
+              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [row(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    parser.add_argument("archs", nargs="+")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = agreement(args.first, args.second, list(dict.fromkeys(args.archs)))
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not result["settings"]:
+        print("error: no setting is trained on both sides", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""benchmarks/agree_settings.py: per-setting agreement of two protocols' run directories,
+checked against ranks and differences worked out by hand; directories that hold no single
+group, or the same protocol twice, or other code of the architecture, are refused in one line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from madbench.store import ResultsStore
+
+from helpers import eval_record
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "agree_settings.py"
+# best of sweep per (arch, setting) under the two protocols; each also has a worse run
+QUICK = {"a": {"s1": 0.9, "s2": 0.4}, "b": {"s1": 0.7, "s2": 0.5},
+         "c": {"s1": 0.6, "s2": 0.6}, "d": {"s1": 0.1, "s2": 0.2}}
+PAPER = {"a": {"s1": 0.96, "s2": 0.5}, "b": {"s1": 0.5, "s2": 0.6},
+         "c": {"s1": 0.8, "s2": 0.7}, "d": {"s1": 0.2}}        # d: s1 only
+
+
+def write(root, arch, protocol, scores, arch_hash=None, version="v1"):
+    store = ResultsStore(root / arch)
+    for setting, accuracy in scores.items():
+        for lr, acc in ((1e-3, accuracy), (1e-4, accuracy / 2)):
+            store.append(eval_record(
+                run_key=f"{arch}{protocol}{setting}{lr:g}".replace("-", "m").ljust(24, "x"),
+                task="memorization", setting=setting, seed=0, lr=lr, accuracy=acc, loss=1.0,
+                arch_name=arch, arch_hash=arch_hash or f"h-{arch}", protocol_hash=protocol,
+                madbench_version=version))
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    for arch in "abcd":
+        write(tmp_path / "quick", arch, "pq", QUICK[arch])
+        write(tmp_path / "paper", arch, "pp", PAPER[arch])
+    return tmp_path / "quick", tmp_path / "paper"
+
+
+def test_per_setting_and_per_task_agreement_against_hand_computed_values(dirs):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from agree_settings import agreement
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    result = agreement(*dirs, list("abcd"))
+    s1, s2 = result["settings"]["memorization/s1"], result["settings"]["memorization/s2"]
+    # s1: ranks a>b>c>d against a>c>b>d: d^2 = 0+1+1+0, 1 - 6*2/(4*15) = 0.8
+    assert s1["architectures"] == 4 and s1["spearman"] == pytest.approx(0.8)
+    assert s1["mean_abs_diff"] == pytest.approx((0.06 + 0.2 + 0.2 + 0.1) / 4)
+    assert s1["mean_diff"] == pytest.approx((0.06 - 0.2 + 0.2 + 0.1) / 4)
+    # s2: d has no paper run there: a, b, c ranked c>b>a on both sides
+    assert s2["names"] == ["a", "b", "c"] and s2["spearman"] == pytest.approx(1.0)
+    assert s2["mean_diff"] == pytest.approx(0.1)
+    # the task row uses only the settings every architecture has: s1
+    task = result["tasks"]["memorization"]
+    assert task["settings"] == ["s1"] and task["spearman"] == pytest.approx(0.8)
+
+
+def test_the_command_prints_the_table_and_json(dirs):
+    proc = run(*dirs, "a", "b", "c", "d")
+    assert proc.returncode == 0, proc.stderr
+    assert "| memorization/s1 | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
+    assert "| memorization (1) | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
+    assert run(*dirs, "a", "b", "--json").stdout.lstrip().startswith("{")
+
+
+def test_bad_directories_are_refused_in_one_line(dirs, tmp_path):
+    quick, paper = dirs
+    write(tmp_path / "mixed", "a", "pp", {"s1": 0.5}, version="v1")
+    write(tmp_path / "mixed", "a", "pp", {"s9": 0.5}, version="v2")     # two run versions
+    write(tmp_path / "other", "a", "pp", {"s1": 0.5}, arch_hash="h-changed")
+    for args, message in [((quick, paper, "zz"), "no such run directory"),
+                          ((quick, quick, "a"), "the same protocol"),
+                          ((quick, tmp_path / "mixed", "a"), "2 groups"),
+                          ((quick, tmp_path / "other", "a"), "different code")]:
+        proc = run(*args)
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert message in proc.stderr
