@@ -17,7 +17,9 @@
 # MIN_RERUN_SECONDS left (default 60) the validation is not started, and boards.log gives its
 # command for the next call). EXTRA adds
 # `madbench eval` arguments (and goes into the entry's command): EXTRA="--tasks memorization"
-# makes partial entries of one task. RUNS (default runs/boards) is where the run directories
+# makes partial entries of one task; with --settings (a sample of settings, e.g. EXTRA="--settings
+# baseline --tasks in-context-recall,compression") no entry is made (an entry's tasks are whole):
+# benchmarks/agree_settings.py compares such runs. RUNS (default runs/boards) is where the run directories
 # go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
 # boards_runs.tgz (RUNS packed once training stops, and again at the end) and the new
 # submissions in $OUT.
@@ -70,6 +72,9 @@ for i in "${!archs[@]}"; do
   arch=${archs[$i]}
   if [ -n "${stopped[$arch]:-}" ]; then   # a dry run would re-probe the step on the GPU for nothing
     echo "$arch: not complete (stopped at the deadline), resume with SEED_RUNS" >> "$LOG"; continue
+  fi
+  if [[ " ${EXTRA:-} " == *" --settings"* ]]; then   # a sample of settings makes no entry
+    echo "$arch: a sample of settings (--settings): no entry; compare it with benchmarks/agree_settings.py" >> "$LOG"; continue
   fi
   # complete: a second eval over the same run directory finds nothing to train
   if madbench eval --arch "$arch" --preset "$PRESET" ${EXTRA:-} --run-dir "$RUNS/$arch" \
