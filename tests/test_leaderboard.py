@@ -349,6 +349,11 @@ def test_a_consistently_edited_accuracy_is_caught_by_a_rerun(doc):
     doc["scores"]["memorization"] = doc["scores"]["overall"] = run["accuracy"]
     assert failures(doc) == []
     assert_fails(doc, "rerun", "re-trained here", rerun=1, rerun_seed=0, device="cpu")
+    found = [r for c, r in failures(doc, rerun=1, rerun_seed=0, device="cpu") if c == "rerun"]
+    assert "claimed in" not in found[0]                   # trained in fp32, re-run in fp32
+    run["precision"] = "bf16"           # as a GPU claim reads: a CPU re-run is in another one
+    found = [r for c, r in failures(doc, rerun=1, rerun_seed=0, device="cpu") if c == "rerun"]
+    assert found[0].endswith("; re-trained in fp32, claimed in bf16)"), found
 
 
 def test_the_checked_line_says_whether_the_audit_numbers_were_compared(doc):
