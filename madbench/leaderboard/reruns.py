@@ -183,7 +183,7 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
                               "seconds": round(time.perf_counter() - start, 2)})
         if not ok:
             # a CPU re-run of a bf16 claim trains in fp32: on a cell at a learning transition
-            # the precision alone moved memorization by up to 0.049 (leaderboards/README.md)
+            # such re-runs differed from honest claims by up to 0.049 (leaderboards/README.md)
             other = (f"; re-trained in {precision}, claimed in {run['precision']}"
                      if precision != run["precision"] else "")
             report.fail("rerun", f"{run['task']}/{run['setting']} seed {run['seed']} lr "
