@@ -82,10 +82,9 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
         shared = [c for c in sorted(scores) if c[0] == task and len(scores[c]) == len(archs)]
         if not shared:
             continue
-        means = [(arch, sum(dict((n, x) for n, x, _ in scores[c])[arch] for c in shared)
-                  / len(shared),
-                  sum(dict((n, y) for n, _, y in scores[c])[arch] for c in shared) / len(shared))
-                 for arch in archs]
+        cells = [{name: (x, y) for name, x, y in scores[c]} for c in shared]
+        means = [(arch, sum(c[arch][0] for c in cells) / len(cells),
+                  sum(c[arch][1] for c in cells) / len(cells)) for arch in archs]
         tasks[task] = {**agreement_row(means), "settings": [s for _, s in shared]}
     return {"first": str(first), "second": str(second), "settings": settings, "tasks": tasks,
             "sides": sides}

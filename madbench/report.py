@@ -108,8 +108,8 @@ def notes(doc: dict[str, Any], name: str | None = None) -> list[str]:
         seeds = len({s["seed"] for s in settings}) > 1
         named = ", ".join(f"{s['task']} {s['setting']}" + (f" seed {s['seed']}" if seeds else "")
                           for s in gone[:3]) + (", ..." if len(gone) > 3 else "")
-        lines.append(f"diverged: {about}every run of {len(gone)} of {len(settings)} (setting, seed) "
-                     f"sweeps diverged ({named}); each scores 0")
+        lines.append(f"diverged: {about}every run of {len(gone)} of {len(settings)} (setting, "
+                     f"seed) sweeps diverged ({named}); each scores 0")
     return lines
 
 

@@ -49,12 +49,12 @@ def agreement(root: str | Path, first: str, second: str) -> dict:
     rows = {}
     for task in tasks:
         rows[task] = agreement_row([(a[h]["architecture"]["name"], a[h]["scores"][task],
-                            b[h]["scores"][task]) for h in common
-                           if a[h]["scores"].get(task) is not None
-                           and b[h]["scores"].get(task) is not None])
+                                     b[h]["scores"][task]) for h in common
+                                    if a[h]["scores"].get(task) is not None
+                                    and b[h]["scores"].get(task) is not None])
     complete = [h for h in common if covered(a[h], tasks) == covered(b[h], tasks) == len(tasks)]
     rows[OVERALL] = agreement_row([(a[h]["architecture"]["name"], a[h]["scores"]["overall"],
-                           b[h]["scores"]["overall"]) for h in complete])
+                                    b[h]["scores"]["overall"]) for h in complete])
     seeds = {a[h]["architecture"]["name"]: [a[h]["seeds"], b[h]["seeds"]] for h in common}
     return {"first": first, "second": second, "common": len(common), "rows": rows,
             "seeds": seeds}
