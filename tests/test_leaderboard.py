@@ -809,7 +809,9 @@ CI_BASE = os.environ.get("MADBENCH_BOARD_BASE", "origin/main")
 
 
 @pytest.mark.parametrize("path", submission_files([REPO / "leaderboards"]) or [None])
-def test_new_or_changed_board_entries_pass_a_bounded_rerun(path):
+def test_new_or_changed_board_entries_pass_a_bounded_rerun(path, capsys):
+    """Prints the report (the cell re-trained and its numbers) on a pass too: a board pull
+    request's CI log shows what was checked."""
     if path is None:
         pytest.skip("the boards hold no submissions yet")
     try:
@@ -819,6 +821,8 @@ def test_new_or_changed_board_entries_pass_a_bounded_rerun(path):
     if changed is not None and path.resolve() not in changed:
         pytest.skip(f"unchanged since {CI_BASE}")
     report = validate_file(path, rerun=CI_RERUNS, device="cpu", budget=CI_BUDGET)
+    with capsys.disabled():
+        print("\n" + "\n".join(report.lines()))
     assert report.valid, (report.failures, report.checks)
 
 

@@ -567,6 +567,26 @@ def test_a_check_failing_for_every_run_is_counted_not_listed():
     assert ("best", "... and 500 more failures of this check") in report.failures
 
 
+def test_a_report_reads_as_validate_prints_it_and_escapes_the_submissions_text():
+    """``Report.lines`` (what ``validate`` prints, and CI's board test on a pass): the verdict,
+    failures, re-runs, then the checks of a valid file; a name that would clear the terminal
+    or end the line is shown escaped."""
+    from madbench.leaderboard.report import Report
+    rerun = {"task": "memorization", "setting": "vocab_size=512", "seed": 0, "measured": 0.5,
+             "claimed": 0.51234, "ok": True, "seconds": 3.5, "engine": "plain"}
+    report = Report("mad-quick/x.json", board="mad-quick", name="x\x1b[2J\ny", reruns=[rerun],
+                    checks=["schema v1", "runs"])
+    lines = report.lines()
+    assert lines == ["mad-quick/x.json: valid [mad-quick] — x\\x1b[2J\\ny",
+                     "  re-ran memorization/vocab_size=512 seed 0: accuracy 0.5000 vs claimed "
+                     "0.5123 (ok, 3.5 s, plain engine)",
+                     "  checked: schema v1; runs"]
+    report.fail("rerun", "re-trained here: 0.1")
+    assert report.lines()[:2] == ["mad-quick/x.json: INVALID [mad-quick] — x\\x1b[2J\\ny",
+                                  "  FAIL rerun: re-trained here: 0.1"]
+    assert not any(line.startswith("  checked") for line in report.lines())
+
+
 def test_unknown_flops_are_refused_by_the_budget_with_a_reason(monkeypatch):
     from madbench.architecture import resolve_architecture
     from madbench.budget import Budget, Deadline

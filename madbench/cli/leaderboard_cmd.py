@@ -112,28 +112,6 @@ def submit_command(run_dir, name, out, arch_filter, protocol_filter, command_lin
                f"{doc['scores']['overall']:.3f}")
 
 
-def _print_report(report) -> None:
-    """One report; every line built from the submission's text is escaped (``printable``),
-    so that a name cannot print a forged verdict or drive the terminal."""
-    def say(line: str) -> None:
-        click.echo(printable(line))
-
-    status = "valid" if report.valid else "INVALID"
-    board = f" [{report.board}]" if report.board else ""
-    say(f"{report.path}: {status}{board}" + (f" — {report.name}" if report.name else ""))
-    for check, reason in report.failures:
-        say(f"  FAIL {check}: {reason}")
-    for warning in report.warnings:
-        say(f"  warning: {warning}")
-    for run in report.reruns:
-        say(f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
-            f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-            f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s, "
-            f"{run['engine']} engine)")
-    if report.valid:
-        say("  checked: " + "; ".join(report.checks))
-
-
 def _progress_line(line: str) -> None:
     click.echo(printable(line), err=True)     # names in it come from the submission
 
@@ -234,7 +212,8 @@ def validate_command(paths, rerun, rerun_seed, tolerance, audit_dim, allow_nonst
                               indent=2))
     else:
         for report in reports:
-            _print_report(report)
+            for line in report.lines():
+                click.echo(line)
         bad = sum(not r.valid for r in reports)
         click.echo(f"{len(reports) - bad} valid, {bad} invalid")
     if not valid:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import printable
+
 AGGREGATE_TOLERANCE = 1e-9
 MAX_LISTED = 3
 #: failures of one check listed in a report; the rest are counted
@@ -46,6 +48,23 @@ class Report:
             self.failures.append((check, ""))
         more = count - MAX_FAILURES_PER_CHECK
         self.failures[self._more[check]] = (check, f"... and {more} more failures of this check")
+
+    def lines(self) -> list[str]:
+        """The report as ``validate`` prints it: the verdict, each failure, warning and
+        re-run, then what was checked (when valid). Every line is escaped (``printable``): a
+        submission's text cannot print a forged verdict or drive the terminal."""
+        status = "valid" if self.valid else "INVALID"
+        board = f" [{self.board}]" if self.board else ""
+        lines = [f"{self.path}: {status}{board}" + (f" — {self.name}" if self.name else "")]
+        lines += [f"  FAIL {check}: {reason}" for check, reason in self.failures]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
+        lines += [f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
+                  f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
+                  f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s, "
+                  f"{run['engine']} engine)" for run in self.reruns]
+        if self.valid:
+            lines.append("  checked: " + "; ".join(self.checks))
+        return [printable(line) for line in lines]
 
     def to_dict(self) -> dict:
         return {"path": self.path, "name": self.name, "valid": self.valid, "board": self.board,
