@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from madbench.errors import UsageError
-from madbench.leaderboard.agree import agreement_row
+from madbench.leaderboard.agree import agreement_row, row_line
 from madbench.records import of_kind
 from madbench.scoring import best_of_sweep
 from madbench.store import load_records
@@ -95,15 +95,10 @@ def table(result: dict) -> str:
     head = (f"| {{}} | architectures | Spearman | mean abs. difference | mean difference "
             f"(`{result['second']}` - `{result['first']}`) |")
     lines = [head.format("task/setting"), "| --- | ---: | ---: | ---: | ---: |"]
-
-    def row(name: str, r: dict) -> str:
-        rho = "—" if r["spearman"] is None else f"{r['spearman']:+.2f}"
-        return (f"| {name} | {r['architectures']} | {rho} | {r['mean_abs_diff']:.3f} | "
-                f"{r['mean_diff']:+.3f} |")
-    lines += [row(name, r) for name, r in result["settings"].items()]
+    lines += [row_line(name, r) for name, r in result["settings"].items()]
     lines += ["", head.format("task (mean over the settings every architecture has)"),
               "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [row(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
+    lines += [row_line(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
     return "\n".join(lines)
 
 

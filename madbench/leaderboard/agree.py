@@ -68,12 +68,7 @@ def agreement_table(result: dict) -> str:
              f"| task | architectures | Spearman | mean abs. difference | mean difference "
              f"(`{result['second']}` - `{result['first']}`) |",
              "| --- | ---: | ---: | ---: | ---: |"]
-    for task, row in result["rows"].items():
-        rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
-        diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
-        # the sign as measured: a mean below zero by less than 0.0005 reads -0.000
-        shift = "—" if row["mean_diff"] is None else f"{row['mean_diff']:+.3f}"
-        lines.append(f"| {task} | {row['architectures']} | {rho} | {diff} | {shift} |")
+    lines += [row_line(task, row) for task, row in result["rows"].items()]
     for task, row in result["rows"].items():
         if not row["architectures"]:
             continue
@@ -85,6 +80,16 @@ def agreement_table(result: dict) -> str:
             note = "" if sa == sb else f" (seeds {_seeds(sa)} / {_seeds(sb)})"
             lines.append(f"| {markdown_text(name)}{note} | {a:.3f} | {b:.3f} |")
     return "\n".join(lines)
+
+
+def row_line(name: str, row: dict) -> str:
+    """One markdown row of an ``agreement_row``: name, count, Spearman, mean absolute and mean
+    difference, a dash for what is not measured."""
+    rho = "—" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+    diff = "—" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.3f}"
+    # the sign as measured: a mean below zero by less than 0.0005 reads -0.000
+    shift = "—" if row["mean_diff"] is None else f"{row['mean_diff']:+.3f}"
+    return f"| {name} | {row['architectures']} | {rho} | {diff} | {shift} |"
 
 
 def _seeds(seeds: list[int]) -> str:
