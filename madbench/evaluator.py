@@ -20,7 +20,7 @@ from .architecture import ArchitectureSpec, resolve_architecture
 from .errors import UsageError, warn
 from .estimate import group_seconds
 from .executors import make_executor
-from .limits import MAX_SEED, positive_number
+from .limits import MAX_SEED, check_group_size, positive_number
 from .plugins import get_registry
 from .protocol import Protocol, get_protocol
 from .results import Results
@@ -180,7 +180,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
             mixer_kwargs: dict | str | None = None, allow_state_mismatch: bool = False,
             state_target: int = 4096, param_tolerance: float = 0.2, engine: str = "auto",
             executor: str | Any = "local", ray_address: str | None = None,
-            runs_per_gpu: int = 1,
+            runs_per_gpu: int = 1, group_size: int | None = None,
             preflight: Callable[[], None] | None = None,
             checks: dict | None = None, dry_run: bool = False) -> Evaluation:
     """Check everything that needs no training and plan the sweep (see ``evaluate`` for the
@@ -198,6 +198,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     elif overrides:
         raise UsageError("overrides apply to a preset name, not to a Protocol object")
     seed_list = check_seeds(list(seeds))
+    group_size = check_group_size(group_size)
     placement = resolve_placement(device, precision, getattr(runner, "name", "local"))
     if runs_per_gpu > 1 and placement.device == "cpu":
         warn(f"--runs-per-gpu {runs_per_gpu} is for GPUs; on the CPU runs train one "
@@ -205,7 +206,7 @@ def prepare(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] =
     task_list = select_tasks(tasks)
     spec = arch if isinstance(arch, ArchitectureSpec) else \
         resolve_architecture(arch, channel, striped, mixer_kwargs)
-    jobs = plan(spec, task_list, protocol, seed_list, settings)
+    jobs = plan(spec, task_list, protocol, seed_list, settings, group_size)
     if configs is not None:
         wanted = {(float(lr), float(wd)) for lr, wd in configs}
         jobs = [job for job in jobs if (job.lr, job.weight_decay) in wanted]
@@ -243,7 +244,7 @@ def evaluate(arch: str | ArchitectureSpec, *, tasks: str | Sequence[str | Task] 
     :param options: ``settings`` (None: the protocol's; ``all``, ``baseline`` or setting
         names), ``configs`` (a subset of the protocol's (lr, weight decay) grid), ``device``,
         ``precision``, ``engine``, ``executor``, ``ray_address``, ``runs_per_gpu``,
-        ``channel``, ``striped``, ``mixer_kwargs``, ``allow_state_mismatch``,
+        ``group_size``, ``channel``, ``striped``, ``mixer_kwargs``, ``allow_state_mismatch``,
         ``state_target``, ``param_tolerance`` (as the options of ``madbench eval``).
     :raises CheckFailed: the architecture is refused (not causal, or off the state target).
     :raises UsageError: an argument is invalid; nothing was trained.

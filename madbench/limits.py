@@ -33,6 +33,16 @@ def check_runs_per_gpu(runs_per_gpu: int) -> int:
     return runs_per_gpu
 
 
+def check_group_size(group_size: Any) -> int | None:
+    """None, or UsageError unless ``group_size`` is a whole number of at least 1."""
+    if group_size is None:
+        return None
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise UsageError(f"--group-size takes a whole number of at least 1 (configurations "
+                         f"trained side by side), not {group_size!r}")
+    return group_size
+
+
 def is_number(value: Any) -> bool:
     """An int or a float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -32,7 +32,9 @@ from .trainer import resolve_device, resolve_precision, train
 @dataclass(frozen=True)
 class Job:
     """One run of a sweep: a task's setting, seed and (lr, weight decay), with the setting as
-    trained (``effective``: the protocol's size caps applied) and its run key."""
+    trained (``effective``: the protocol's size caps applied) and its run key. ``part``: which
+    of its setting's groups trains it (``plan``'s ``group_size``; 0 when one group holds them
+    all); it is not part of the run key."""
     task: Task
     setting: Setting
     seed: int
@@ -40,12 +42,13 @@ class Job:
     weight_decay: float
     key: str
     effective: Setting
+    part: int = 0
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:
     """A job as plain data (names and numbers), to ship to a worker process or a Ray task."""
     return {"task": job.task.name, "setting": job.setting.name, "seed": job.seed,
-            "lr": job.lr, "weight_decay": job.weight_decay, "key": job.key}
+            "lr": job.lr, "weight_decay": job.weight_decay, "key": job.key, "part": job.part}
 
 
 def job_from_dict(data: dict[str, Any], protocol: Protocol) -> Job:
@@ -54,7 +57,8 @@ def job_from_dict(data: dict[str, Any], protocol: Protocol) -> Job:
     task = get_task(data["task"])
     setting = task.setting(data["setting"])
     return Job(task, setting, int(data["seed"]), float(data["lr"]),
-               float(data["weight_decay"]), data["key"], effective_setting(setting, protocol))
+               float(data["weight_decay"]), data["key"], effective_setting(setting, protocol),
+               int(data.get("part", 0)))
 
 
 def effective_setting(setting: Setting, protocol: Protocol) -> Setting:
@@ -124,9 +128,12 @@ def _check_setting_names(tasks: Sequence[Task], names: Sequence[str]) -> None:
 
 
 def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
-         seeds: Sequence[int], settings: str | Sequence[str] | None = None) -> list[Job]:
+         seeds: Sequence[int], settings: str | Sequence[str] | None = None,
+         group_size: int | None = None) -> list[Job]:
     """Every run of the sweep, in a stable order (task, setting, seed, lr, wd). ``settings``:
-    None (the protocol's), ``all``, ``baseline`` or setting names (see ``select_settings``)."""
+    None (the protocol's), ``all``, ``baseline`` or setting names (see ``select_settings``).
+    ``group_size``: at most this many of a setting's (lr, wd) configurations in one group,
+    in grid order (None: all of them)."""
     if settings not in (None, "all", "baseline"):
         _check_setting_names(tasks, settings)
     jobs = []
@@ -135,24 +142,25 @@ def plan(spec: ArchitectureSpec, tasks: Sequence[Task], protocol: Protocol,
         for setting in select_settings(task, settings or protocol.settings):
             eff = effective_setting(setting, protocol)
             for seed in seeds:
-                for lr, wd in protocol.configs():
+                for i, (lr, wd) in enumerate(protocol.configs()):
                     key = run_key(arch_hash, eff.hash, protocol.hash, lr, wd, seed, version)
-                    jobs.append(Job(task, setting, seed, lr, wd, key, eff))
+                    part = i // group_size if group_size else 0
+                    jobs.append(Job(task, setting, seed, lr, wd, key, eff, part))
     return jobs
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-def group_key(job: Job) -> tuple[str, int]:
-    """What the runs of one group share: the setting as trained and the seed."""
-    return job.effective.hash, job.seed
+def group_key(job: Job) -> tuple[str, int, int]:
+    """What the runs of one group share: the setting as trained, the seed and the part."""
+    return job.effective.hash, job.seed, job.part
 
 
 def group_jobs(jobs: Sequence[Job]) -> list[list[Job]]:
-    """``jobs`` grouped by (setting, seed), in their order: a group shares its data and is
-    what an executor hands out."""
-    groups: dict[tuple[str, int], list[Job]] = {}
+    """``jobs`` grouped by (setting, seed, part), in their order: a group shares its data and
+    is what an executor hands out."""
+    groups: dict[tuple[str, int, int], list[Job]] = {}
     for job in jobs:
         groups.setdefault(group_key(job), []).append(job)
     return list(groups.values())

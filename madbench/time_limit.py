@@ -97,12 +97,16 @@ class TimeLimit:
             hint = (f"; {held:,} of them held by another process sharing the run directory, "
                     "which may yet store them")
         elif not self.groups and not any(map(self.fits, left)):     # none trained, none fits
-            shortest = min(map(self.predict, left))
+            group = min(left, key=self.predict)
+            shortest = self.predict(group)
             # the margin and the time left are named: a dry plan a moment earlier may have
             # said a group fits, with a second more to go on
             hint = (f"; no {unit} fitted: the shortest left needs about {_figure(shortest)} s "
                     f"by the estimate ({_figure(MARGIN * shortest)} s with the "
                     f"{MARGIN - 1:.0%} margin), and {_figure(max(self.left(), 0))} s were left")
+            if unit == "group" and len(group) > 1:   # a sweep's group of configurations
+                hint += (f"; --group-size below {len(group)} trains fewer of its "
+                         "configurations at a time")
         return TimeLimitReached(f"stopped at the time limit ({self.seconds:g} s): "
                                 f"{runs_left:,} of {runs:,} runs left untrained in {where}; "
                                 f"the same command resumes{hint}")

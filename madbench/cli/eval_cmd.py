@@ -216,6 +216,11 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
               "(default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
               help=f"Groups of runs trained at once on each GPU (at most {MAX_RUNS_PER_GPU}).")
+@click.option("--group-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train at most N of a setting's lr x wd configurations side by side "
+              "(default: all of them, the fastest on a GPU). Smaller groups each take less "
+              "time, so that one fits a short --time-limit or job slot; the runs are the "
+              "same runs (their keys unchanged).")
 @time_limit_option("group of runs", "groups", "its estimated time")
 @no_progress_option
 @click.option("--dry-run", is_flag=True, help="Check, plan and estimate the time; train "
@@ -224,7 +229,7 @@ def describe_tasks(estimate, protocol, pending: Sequence) -> list[str]:
 def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text, preset,
                  overrides, seeds, run_dir, output, fmt, device, precision, allow_state_mismatch,
                  state_target, param_tolerance, engine, executor, ray_address, runs_per_gpu,
-                 time_limit_text, no_progress, dry_run):
+                 group_size, time_limit_text, no_progress, dry_run):
     """Evaluate an architecture on the MAD suite with the standardized sweep.
 
     Checks causality, state and parameter count first (exit 3 when refused), trains every
@@ -256,7 +261,7 @@ def eval_command(arch, channel, striped, mixer_kwargs, tasks_text, settings_text
         mixer_kwargs=mixer_kwargs, allow_state_mismatch=allow_state_mismatch,
         state_target=state_target, param_tolerance=param_tolerance, engine=engine,
         executor=executor, ray_address=ray_address, runs_per_gpu=runs_per_gpu,
-        preflight=check_paths, dry_run=dry_run)
+        group_size=group_size, preflight=check_paths, dry_run=dry_run)
     pending = evaluation.pending(heal=not dry_run)   # read once: the estimate, the plan's note
     estimate = evaluation.estimate(pending)
     limit = None
