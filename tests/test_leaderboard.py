@@ -353,7 +353,35 @@ def test_a_consistently_edited_accuracy_is_caught_by_a_rerun(doc):
     assert "claimed in" not in found[0]                   # trained in fp32, re-run in fp32
     run["precision"] = "bf16"           # as a GPU claim reads: a CPU re-run is in another one
     found = [r for c, r in failures(doc, rerun=1, rerun_seed=0, device="cpu") if c == "rerun"]
-    assert found[0].endswith("; re-trained in fp32, claimed in bf16)"), found
+    assert found[0].endswith(" > tolerance 0.05 + 0.03: re-trained in fp32, claimed in bf16)"), \
+        found
+
+
+def test_a_rerun_in_another_precision_gets_the_precision_margin_and_no_more(doc):
+    """A claim 0.065 above what the code trains: a re-run in the claim's precision fails it
+    (0.065 > 0.05); a CPU re-run (fp32) of a bf16 claim accepts it (0.05 + 0.03), the margin
+    that honest cells at a learning transition need; 0.09 above fails either way."""
+    from madbench.budget import DEFAULT_TOLERANCE, PRECISION_MARGIN
+    assert (DEFAULT_TOLERANCE, PRECISION_MARGIN) == (0.05, 0.03)
+    run = best_run(doc)
+    honest, positions = run["accuracy"], run["scored_positions"]
+
+    def claim(raise_by, precision):
+        run["accuracy"] = (round(honest * positions) + round(raise_by * positions)) / positions
+        run["precision"] = precision
+        doc["scores"]["memorization"] = doc["scores"]["overall"] = run["accuracy"]
+        assert run["accuracy"] <= 1 and failures(doc) == []
+        return validate_submission(doc, allow_nonstandard=True, rerun=1, rerun_seed=0,
+                                   device="cpu")
+
+    same = claim(0.065, "fp32")
+    assert not same.valid and same.reruns[0]["tolerance"] == 0.05
+    across = claim(0.065, "bf16")
+    assert across.valid, across.failures
+    assert across.reruns[0]["tolerance"] == pytest.approx(0.08)
+    assert 0.05 < across.reruns[0]["difference"] <= 0.08
+    assert any("+ 0.03 for a re-run in another precision" in c for c in across.checks)
+    assert not claim(0.09, "bf16").valid
 
 
 def test_the_checked_line_says_whether_the_audit_numbers_were_compared(doc):

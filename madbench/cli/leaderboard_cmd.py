@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..budget import DEFAULT_TOLERANCE, VALIDATE_AUDIT_DIM, Budget
+from ..budget import DEFAULT_TOLERANCE, PRECISION_MARGIN, VALIDATE_AUDIT_DIM, Budget
 from ..errors import CheckFailed, UsageError, printable
 from ..leaderboard.changes import changed_files
 from ..protocol import Protocol
@@ -125,7 +125,9 @@ def _progress_line(line: str) -> None:
               help="Seed of the re-run sample (default: random, printed).")
 @click.option("--tolerance", type=FiniteFloat(min=0), default=DEFAULT_TOLERANCE,
               show_default=True,
-              help="Largest accepted |accuracy difference| of a re-run.")
+              help="Largest accepted |accuracy difference| of a re-run (plus "
+              f"{PRECISION_MARGIN:g} for one trained in another precision than its claim, "
+              "as a CPU re-run of a bf16 GPU claim is).")
 @click.option("--audit-dim", type=click.IntRange(min=1), default=VALIDATE_AUDIT_DIM,
               show_default=True,
               help="Width the state audit is re-run at (reduced to stay fast).")

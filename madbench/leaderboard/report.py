@@ -60,7 +60,8 @@ class Report:
         lines += [f"  warning: {warning}" for warning in self.warnings]
         lines += [f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
                   f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-                  f"({'ok' if run['ok'] else 'MISMATCH'}, {run['seconds']} s, "
+                  f"({'ok' if run['ok'] else 'MISMATCH'} within {run['tolerance']:g}, "
+                  f"{run['seconds']} s, "
                   f"{run['engine']} engine)" for run in self.reruns]
         if self.valid:
             lines.append("  checked: " + "; ".join(self.checks))

@@ -33,7 +33,8 @@ Checks, in order (each failure names its check and gives the reason):
    and drawn uniformly among every cell within the per-run token budget, from a seed the
    submitter does not choose (random unless given), re-trained with madbench's own protocol
    (the board's preset; never the submission's fields) within a time budget; accuracy must
-   agree within ``tolerance``.
+   agree within ``tolerance`` (plus ``budget.PRECISION_MARGIN`` for a re-run in another
+   precision than its claim).
 
 Each check records what it finds in a ``report.Report``. Beyond single files,
 ``duplicates.duplicate_entries`` fails a board entry whose architecture (by hash) or name (as
