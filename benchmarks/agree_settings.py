@@ -5,8 +5,11 @@ hold (an entry's tasks are whole).
 
 For each ARCH, FIRST/ARCH and SECOND/ARCH are its run directories (each one architecture's
 code under one protocol and one run version: `benchmarks/set_aside_stale.py` moves older
-records out). Per (task, setting) trained on both sides for at least one architecture: each
-architecture's best-of-sweep accuracy (the mean over the seeds both sides hold), then across
+records out). A (task, setting, seed) whose sweep is not complete on a side (not every (lr,
+wd) of the protocol's grid trained: a part of a `--group-size` group, or a call stopped at its
+deadline) is left out, and named: its best so far is only a lower bound. Per (task, setting)
+trained on both sides for at least one architecture: each architecture's best-of-sweep
+accuracy (the mean over the seeds both sides hold), then across
 the architectures the Spearman rank correlation, the mean absolute difference and the mean
 difference (SECOND minus FIRST), by the rule of `madbench leaderboard agree`. Then per task,
 over the settings that every architecture has on both sides, the same for the mean over
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from madbench.errors import UsageError
 from madbench.leaderboard.agree import agreement_row, row_line
+from madbench.protocol import PRESETS
 from madbench.records import of_kind
 from madbench.scoring import best_of_sweep
 from madbench.store import load_records
@@ -33,9 +37,11 @@ class Refused(Exception):
     """A one-line reason the comparison cannot be made (exit 2)."""
 
 
-def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]]:
+def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]], list[str]]:
     """The identity of ``directory``'s one group of eval records (architecture hash, protocol,
-    run version) and its best-of-sweep accuracy per (task, setting) and seed."""
+    run version), its best-of-sweep accuracy per (task, setting) and seed whose sweep is
+    complete, and the (task, setting, seed) cells left out as incomplete ("task/setting seed
+    N: k of n runs")."""
     if not directory.is_dir():
         raise Refused(f"{directory}: no such run directory")
     try:
@@ -49,20 +55,41 @@ def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]
         raise Refused(f"{directory}: {found}; give one architecture's runs of one protocol "
                       "and one run version")
     (arch_hash, protocol, version), = groups
+    grid = sweep_grid(records, protocol)
+    trained: dict[tuple[str, str, int], set] = defaultdict(set)
+    for r in records:
+        trained[r["task"], r["setting"], int(r["seed"])].add((r["lr"], r["weight_decay"]))
+    partial = {cell: len(configs & grid) for cell, configs in trained.items()
+               if not grid <= configs}
     best: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for (task, setting, seed), run in best_of_sweep(records).items():
-        best[task, setting][seed] = run["accuracy"]
-    return {"arch_hash": arch_hash, "protocol": protocol, "version": version}, best
+        if (task, setting, seed) not in partial:
+            best[task, setting][seed] = run["accuracy"]
+    left_out = [f"{t}/{s} seed {seed}: {n} of {len(grid)} runs"
+                for (t, s, seed), n in sorted(partial.items())]
+    return {"arch_hash": arch_hash, "protocol": protocol, "version": version}, best, left_out
+
+
+def sweep_grid(records: list[dict], protocol_hash: str) -> set[tuple[float, float]]:
+    """The (lr, weight decay) pairs of the records' protocol: the preset's grid when they name
+    a preset of that hash, else every pair the records hold (an overridden protocol)."""
+    preset = PRESETS.get(records[0].get("protocol_name", ""))
+    if preset is not None and preset.hash == protocol_hash:
+        return set(preset.configs())
+    return {(r["lr"], r["weight_decay"]) for r in records}
 
 
 def agreement(first: Path, second: Path, archs: list[str]) -> dict:
-    """``{"settings": {"task/setting": row}, "tasks": {task: row}, "sides": {arch: ...}}``,
+    """``{"settings": {"task/setting": row}, "tasks": {task: row}, "sides": {arch: ...},
+    "left_out": ["ARCH under DIR: task/setting seed N: k of n runs"]}``,
     each row as ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's
     ``settings``)."""
     scores: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)
-    sides = {}
+    sides, left_out = {}, []
     for arch in archs:
-        (a_id, a), (b_id, b) = side(first / arch), side(second / arch)
+        (a_id, a, a_out), (b_id, b, b_out) = side(first / arch), side(second / arch)
+        left_out += [f"{arch} under {first}: {c}" for c in a_out]
+        left_out += [f"{arch} under {second}: {c}" for c in b_out]
         if a_id["arch_hash"] != b_id["arch_hash"]:
             raise Refused(f"{arch}: the two directories hold different code of the architecture "
                           f"({a_id['arch_hash'][:8]} and {b_id['arch_hash'][:8]})")
@@ -87,11 +114,12 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
                   sum(c[arch][1] for c in cells) / len(cells)) for arch in archs]
         tasks[task] = {**agreement_row(means), "settings": [s for _, s in shared]}
     return {"first": str(first), "second": str(second), "settings": settings, "tasks": tasks,
-            "sides": sides}
+            "sides": sides, "left_out": left_out}
 
 
 def table(result: dict) -> str:
-    """Markdown: one row per setting, then one per task (its shared settings' mean)."""
+    """Markdown: one row per setting, then one per task (its shared settings' mean), then the
+    cells left out as incomplete."""
     head = (f"| {{}} | architectures | Spearman | mean abs. difference | mean difference "
             f"(`{result['second']}` - `{result['first']}`) |")
     lines = [head.format("task/setting"), "| --- | ---: | ---: | ---: | ---: |"]
@@ -99,6 +127,8 @@ def table(result: dict) -> str:
     lines += ["", head.format("task (mean over the settings every architecture has)"),
               "| --- | ---: | ---: | ---: | ---: |"]
     lines += [row_line(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
+    if result["left_out"]:
+        lines += ["", "Left out, their sweeps not complete: " + "; ".join(result["left_out"]) + "."]
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@
 # makes partial entries of one task; with --settings (a sample of settings, e.g. EXTRA="--settings
 # baseline --tasks in-context-recall,compression") no entry is made (an entry's tasks are whole):
 # benchmarks/agree_settings.py compares such runs; a group longer than one call (Mamba's
-# `paper` selective-copying baseline, about 11 minutes on an H100) is trained in parts with
+# `paper` selective-copying baseline, about 13 minutes on an H100) is trained in parts with
 # EXTRA="... --group-size 3", one part per call. RUNS (default runs/boards) is where the run directories
 # go: give another protocol its own (PRESET=paper RUNS=runs/boards-paper). Leaves boards.log,
 # boards_runs.tgz (RUNS packed once training stops, and again at the end) and the new

@@ -1,6 +1,7 @@
 """benchmarks/agree_settings.py: per-setting agreement of two protocols' run directories,
 checked against ranks and differences worked out by hand; directories that hold no single
-group, or the same protocol twice, or other code of the architecture, are refused in one line."""
+group, or the same protocol twice, or other code of the architecture, are refused in one line;
+a setting whose sweep is not complete (a part of a group) is left out and named."""
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ PAPER = {"a": {"s1": 0.96, "s2": 0.5}, "b": {"s1": 0.5, "s2": 0.6},
          "c": {"s1": 0.8, "s2": 0.7}, "d": {"s1": 0.2}}        # d: s1 only
 
 
-def write(root, arch, protocol, scores, arch_hash=None, version="v1"):
+def write(root, arch, protocol, scores, arch_hash=None, version="v1", protocol_name=""):
     store = ResultsStore(root / arch)
     for setting, accuracy in scores.items():
         for lr, acc in ((1e-3, accuracy), (1e-4, accuracy / 2)):
@@ -27,12 +28,22 @@ def write(root, arch, protocol, scores, arch_hash=None, version="v1"):
                 run_key=f"{arch}{protocol}{setting}{lr:g}".replace("-", "m").ljust(24, "x"),
                 task="memorization", setting=setting, seed=0, lr=lr, accuracy=acc, loss=1.0,
                 arch_name=arch, arch_hash=arch_hash or f"h-{arch}", protocol_hash=protocol,
-                madbench_version=version))
+                protocol_name=protocol_name, madbench_version=version))
 
 
 def run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, timeout=120)
+
+
+def agreement_of(*args):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from agree_settings import agreement
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return agreement(*args)
+
 
 
 @pytest.fixture
@@ -44,12 +55,7 @@ def dirs(tmp_path):
 
 
 def test_per_setting_and_per_task_agreement_against_hand_computed_values(dirs):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        from agree_settings import agreement
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    result = agreement(*dirs, list("abcd"))
+    result = agreement_of(*dirs, list("abcd"))
     s1, s2 = result["settings"]["memorization/s1"], result["settings"]["memorization/s2"]
     # s1: ranks a>b>c>d against a>c>b>d: d^2 = 0+1+1+0, 1 - 6*2/(4*15) = 0.8
     assert s1["architectures"] == 4 and s1["spearman"] == pytest.approx(0.8)
@@ -84,3 +90,37 @@ def test_bad_directories_are_refused_in_one_line(dirs, tmp_path):
         assert proc.returncode == 2, proc.stdout
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
         assert message in proc.stderr
+
+
+def test_a_setting_whose_sweep_is_not_complete_is_left_out_and_named(dirs):
+    quick, paper = dirs
+    # c's s3: both (lr) runs under quick, one of the two under paper (a part of a group)
+    store = ResultsStore(quick / "c")
+    for lr in (1e-3, 1e-4):
+        store.append(eval_record(run_key=f"cq-s3-{lr:g}".replace("-", "m").ljust(24, "x"),
+                                 task="memorization", setting="s3", seed=0, lr=lr,
+                                 accuracy=0.3, loss=1.0, arch_name="c", arch_hash="h-c",
+                                 protocol_hash="pq", madbench_version="v1"))
+    ResultsStore(paper / "c").append(eval_record(
+        run_key="cps3".ljust(24, "x"), task="memorization", setting="s3", seed=0, lr=1e-3,
+        accuracy=0.99, loss=1.0, arch_name="c", arch_hash="h-c", protocol_hash="pp",
+        madbench_version="v1"))
+    result = agreement_of(quick, paper, list("abcd"))
+    assert "memorization/s3" not in result["settings"]
+    assert result["left_out"] == [f"c under {paper}: memorization/s3 seed 0: 1 of 2 runs"]
+    assert result["settings"]["memorization/s1"]["spearman"] == pytest.approx(0.8)
+    out = run(quick, paper, "a", "b", "c").stdout
+    assert out.splitlines()[-1] == (f"Left out, their sweeps not complete: c under {paper}: "
+                                    "memorization/s3 seed 0: 1 of 2 runs.")
+
+
+def test_a_preset_s_grid_decides_completeness_not_the_runs_present(tmp_path):
+    from madbench.protocol import PRESETS
+    # records that name the quick and paper presets (their hashes) and hold two of the
+    # presets' six (lr, wd) pairs: every cell is a part, none is compared
+    for name, scores in (("quick", QUICK["a"]), ("paper", PAPER["a"])):
+        write(tmp_path / name, "a", PRESETS[name].hash, scores, protocol_name=name)
+    result = agreement_of(tmp_path / "quick", tmp_path / "paper", ["a"])
+    assert result["settings"] == {}
+    assert f"a under {tmp_path / 'paper'}: memorization/s2 seed 0: 2 of 6 runs" \
+        in result["left_out"] and len(result["left_out"]) == 4
