@@ -366,19 +366,23 @@ def test_a_rerun_in_another_precision_gets_the_precision_margin_and_no_more(doc)
     run = best_run(doc)
     honest, positions = run["accuracy"], run["scored_positions"]
 
+    lines = []
+
     def claim(raise_by, precision):
         run["accuracy"] = (round(honest * positions) + round(raise_by * positions)) / positions
         run["precision"] = precision
         doc["scores"]["memorization"] = doc["scores"]["overall"] = run["accuracy"]
         assert run["accuracy"] <= 1 and failures(doc) == []
         return validate_submission(doc, allow_nonstandard=True, rerun=1, rerun_seed=0,
-                                   device="cpu")
+                                   device="cpu", progress=lines.append)
 
     same = claim(0.065, "fp32")
     assert not same.valid and same.reruns[0]["tolerance"] == 0.05
     across = claim(0.065, "bf16")
     assert across.valid, across.failures
-    assert across.reruns[0]["tolerance"] == pytest.approx(0.08)
+    assert across.reruns[0]["tolerance"] == 0.08       # exactly: as --json prints it
+    assert ": ok (tolerance 0.08; " in lines[-1] and ": MISMATCH (tolerance 0.05; " in \
+        " ".join(lines)                                 # the progress line says what held
     assert 0.05 < across.reruns[0]["difference"] <= 0.08
     assert any("+ 0.03 for a re-run in another precision" in c for c in across.checks)
     assert not claim(0.09, "bf16").valid

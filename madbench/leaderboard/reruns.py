@@ -171,11 +171,12 @@ def check_reruns(doc: dict, report: Report, spec, protocol: Protocol, k: int,
             trained_by = ResultsStore(tmp).records()[0]["engine"]   # e.g. graphed-eager
         delta = abs(fresh["accuracy"] - run["accuracy"])
         across = precision != run["precision"]            # e.g. fp32 here, bf16 claimed
-        allowed = tolerance + (PRECISION_MARGIN if across else 0.0)
+        allowed = round(tolerance + (PRECISION_MARGIN if across else 0.0), 12)  # 0.08, not ...02
         ok = delta <= allowed and bool(fresh["diverged"]) == run["diverged"]
         if progress:
             progress(f"    accuracy {fresh['accuracy']:.4f}, claimed {run['accuracy']:.4f}: "
-                     f"{'ok' if ok else 'MISMATCH'} ({time.perf_counter() - start:.0f} s)")
+                     f"{'ok' if ok else 'MISMATCH'} (tolerance {allowed:g}; "
+                     f"{time.perf_counter() - start:.0f} s)")
         report.reruns.append({"task": run["task"], "setting": run["setting"],
                               "seed": run["seed"], "lr": run["lr"],
                               "weight_decay": run["weight_decay"],
