@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not result["settings"]:
-        print("error: no setting is trained on both sides", file=sys.stderr)
+        out = result["left_out"]
+        why = f" ({len(out)} left out, their sweeps not complete: {out[0]}" \
+            f"{', ...' if len(out) > 1 else ''})" if out else ""
+        print(f"error: no setting is trained whole on both sides{why}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0

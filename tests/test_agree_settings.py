@@ -124,3 +124,7 @@ def test_a_preset_s_grid_decides_completeness_not_the_runs_present(tmp_path):
     assert result["settings"] == {}
     assert f"a under {tmp_path / 'paper'}: memorization/s2 seed 0: 2 of 6 runs" \
         in result["left_out"] and len(result["left_out"]) == 4
+    proc = run(tmp_path / "quick", tmp_path / "paper", "a")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: no setting is trained whole on both sides (4 left "
+                                  "out, their sweeps not complete: a under ")
