@@ -7,7 +7,8 @@ For each ARCH, FIRST/ARCH and SECOND/ARCH are its run directories (each one arch
 code under one protocol and one run version: `benchmarks/set_aside_stale.py` moves older
 records out). A (task, setting, seed) whose sweep is not complete on a side (not every (lr,
 wd) of the protocol's grid trained: a part of a `--group-size` group, or a call stopped at its
-deadline) is left out, and named: its best so far is only a lower bound. Per (task, setting)
+deadline) is left out, and named: its best so far is only a lower bound; an architecture
+that has no runs of a setting that others have is named too. Per (task, setting)
 trained on both sides for at least one architecture: each architecture's best-of-sweep
 accuracy (the mean over the seeds both sides hold), then across
 the architectures the Spearman rank correlation, the mean absolute difference and the mean
@@ -37,11 +38,12 @@ class Refused(Exception):
     """A one-line reason the comparison cannot be made (exit 2)."""
 
 
-def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]], list[str]]:
+def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]], list[str],
+                                   set[tuple[str, str]]]:
     """The identity of ``directory``'s one group of eval records (architecture hash, protocol,
     run version), its best-of-sweep accuracy per (task, setting) and seed whose sweep is
-    complete, and the (task, setting, seed) cells left out as incomplete ("task/setting seed
-    N: k of n runs")."""
+    complete, the (task, setting, seed) cells left out as incomplete ("task/setting seed N: k
+    of n runs") and the (task, setting) pairs of those cells."""
     if not directory.is_dir():
         raise Refused(f"{directory}: no such run directory")
     try:
@@ -67,7 +69,8 @@ def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]
             best[task, setting][seed] = run["accuracy"]
     left_out = [f"{t}/{s} seed {seed}: {n} of {len(grid)} runs"
                 for (t, s, seed), n in sorted(partial.items())]
-    return {"arch_hash": arch_hash, "protocol": protocol, "version": version}, best, left_out
+    return ({"arch_hash": arch_hash, "protocol": protocol, "version": version}, best, left_out,
+            {(t, s) for t, s, _ in partial})
 
 
 def sweep_grid(records: list[dict], protocol_hash: str) -> set[tuple[float, float]]:
@@ -81,13 +84,15 @@ def sweep_grid(records: list[dict], protocol_hash: str) -> set[tuple[float, floa
 
 def agreement(first: Path, second: Path, archs: list[str]) -> dict:
     """``{"settings": {"task/setting": row}, "tasks": {task: row}, "sides": {arch: ...},
-    "left_out": ["ARCH under DIR: task/setting seed N: k of n runs"]}``,
-    each row as ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's
-    ``settings``)."""
+    "left_out": ["ARCH under DIR: task/setting seed N: k of n runs"], "missing": ["ARCH:
+    task/setting, not trained under DIR"]}`` (``missing``: an architecture absent from a
+    setting that others have, other than by an incomplete sweep), each row as
+    ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's ``settings``)."""
     scores: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)
-    sides, left_out = {}, []
+    sides, left_out, held = {}, [], {}
     for arch in archs:
-        (a_id, a, a_out), (b_id, b, b_out) = side(first / arch), side(second / arch)
+        (a_id, a, a_out, a_part), (b_id, b, b_out, b_part) = side(first / arch), side(second / arch)
+        held[arch] = set(a), set(b), a_part | b_part
         left_out += [f"{arch} under {first}: {c}" for c in a_out]
         left_out += [f"{arch} under {second}: {c}" for c in b_out]
         if a_id["arch_hash"] != b_id["arch_hash"]:
@@ -113,13 +118,24 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
         means = [(arch, sum(c[arch][0] for c in cells) / len(cells),
                   sum(c[arch][1] for c in cells) / len(cells)) for arch in archs]
         tasks[task] = {**agreement_row(means), "settings": [s for _, s in shared]}
+    missing = []
+    for (task, setting), pairs in sorted(scores.items()):
+        for arch in [a for a in archs if a not in {name for name, _, _ in pairs}]:
+            in_first, in_second, partial = held[arch]
+            if (task, setting) in partial:
+                continue                                    # named in left_out
+            lacking = [str(d) for d, cells in ((first, in_first), (second, in_second))
+                       if (task, setting) not in cells]
+            missing.append(f"{arch}: {task}/{setting}, " + (
+                f"not trained under {' or '.join(lacking)}" if lacking
+                else "no seed trained on both sides"))
     return {"first": str(first), "second": str(second), "settings": settings, "tasks": tasks,
-            "sides": sides, "left_out": left_out}
+            "sides": sides, "left_out": left_out, "missing": missing}
 
 
 def table(result: dict) -> str:
     """Markdown: one row per setting, then one per task (its shared settings' mean), then the
-    cells left out as incomplete."""
+    cells left out as incomplete and the architectures missing from a setting."""
     head = (f"| {{}} | architectures | Spearman | mean abs. difference | mean difference "
             f"(`{result['second']}` - `{result['first']}`) |")
     lines = [head.format("task/setting"), "| --- | ---: | ---: | ---: | ---: |"]
@@ -129,6 +145,8 @@ def table(result: dict) -> str:
     lines += [row_line(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
     if result["left_out"]:
         lines += ["", "Left out, their sweeps not complete: " + "; ".join(result["left_out"]) + "."]
+    if result["missing"]:
+        lines += ["", "Missing from a setting others have: " + "; ".join(result["missing"]) + "."]
     return "\n".join(lines)
 
 

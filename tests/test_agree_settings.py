@@ -1,7 +1,8 @@
 """benchmarks/agree_settings.py: per-setting agreement of two protocols' run directories,
 checked against ranks and differences worked out by hand; directories that hold no single
 group, or the same protocol twice, or other code of the architecture, are refused in one line;
-a setting whose sweep is not complete (a part of a group) is left out and named."""
+a setting whose sweep is not complete (a part of a group) is left out and named, and so is an
+architecture missing from a setting that others have."""
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_per_setting_and_per_task_agreement_against_hand_computed_values(dirs):
     # the task row uses only the settings every architecture has: s1
     task = result["tasks"]["memorization"]
     assert task["settings"] == ["s1"] and task["spearman"] == pytest.approx(0.8)
+    # d's absence from s2 is named, with the side that lacks it
+    assert result["missing"] == [f"d: memorization/s2, not trained under {dirs[1]}"]
 
 
 def test_the_command_prints_the_table_and_json(dirs):
@@ -74,6 +77,8 @@ def test_the_command_prints_the_table_and_json(dirs):
     assert proc.returncode == 0, proc.stderr
     assert "| memorization/s1 | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
     assert "| memorization (1) | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
+    assert proc.stdout.splitlines()[-1] == ("Missing from a setting others have: d: "
+                                            f"memorization/s2, not trained under {dirs[1]}.")
     assert run(*dirs, "a", "b", "--json").stdout.lstrip().startswith("{")
 
 
@@ -108,6 +113,7 @@ def test_a_setting_whose_sweep_is_not_complete_is_left_out_and_named(dirs):
     result = agreement_of(quick, paper, list("abcd"))
     assert "memorization/s3" not in result["settings"]
     assert result["left_out"] == [f"c under {paper}: memorization/s3 seed 0: 1 of 2 runs"]
+    assert not any("s3" in m for m in result["missing"])     # named once, as left out
     assert result["settings"]["memorization/s1"]["spearman"] == pytest.approx(0.8)
     out = run(quick, paper, "a", "b", "c").stdout
     assert out.splitlines()[-1] == (f"Left out, their sweeps not complete: c under {paper}: "
