@@ -580,7 +580,7 @@ def test_a_report_reads_as_validate_prints_it_and_escapes_the_submissions_text()
     lines = report.lines()
     assert lines == ["mad-quick/x.json: valid [mad-quick] — x\\x1b[2J\\ny",
                      "  re-ran memorization/vocab_size=512 seed 0: accuracy 0.5000 vs claimed "
-                     "0.5123 (ok within 0.08, 3.5 s, plain engine)",
+                     "0.5123: ok (tolerance 0.08; 3.5 s, plain engine)",
                      "  checked: schema v1; runs"]
     report.fail("rerun", "re-trained here: 0.1")
     assert report.lines()[:2] == ["mad-quick/x.json: INVALID [mad-quick] — x\\x1b[2J\\ny",

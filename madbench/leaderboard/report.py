@@ -59,10 +59,9 @@ class Report:
         lines += [f"  FAIL {check}: {reason}" for check, reason in self.failures]
         lines += [f"  warning: {warning}" for warning in self.warnings]
         lines += [f"  re-ran {run['task']}/{run['setting']} seed {run['seed']}: accuracy "
-                  f"{run['measured']:.4f} vs claimed {run['claimed']:.4f} "
-                  f"({'ok' if run['ok'] else 'MISMATCH'} within {run['tolerance']:g}, "
-                  f"{run['seconds']} s, "
-                  f"{run['engine']} engine)" for run in self.reruns]
+                  f"{run['measured']:.4f} vs claimed {run['claimed']:.4f}: "
+                  f"{'ok' if run['ok'] else 'MISMATCH'} (tolerance {run['tolerance']:g}; "
+                  f"{run['seconds']} s, {run['engine']} engine)" for run in self.reruns]
         if self.valid:
             lines.append("  checked: " + "; ".join(self.checks))
         return [printable(line) for line in lines]
