@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from madbench.errors import UsageError
-from madbench.leaderboard.agree import agreement_row, row_line
+from madbench.leaderboard.agree import agreement_row, row_line, scores_lines
 from madbench.protocol import PRESETS
 from madbench.records import of_kind
 from madbench.scoring import best_of_sweep
@@ -134,8 +134,9 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
 
 
 def table(result: dict) -> str:
-    """Markdown: one row per setting, then one per task (its shared settings' mean), then the
-    cells left out as incomplete and the architectures missing from a setting."""
+    """Markdown: one row per setting, then one per task (its shared settings' mean), each
+    setting's scores per architecture with their ranks, then the cells left out as incomplete
+    and the architectures missing from a setting."""
     head = (f"| {{}} | architectures | Spearman | mean abs. difference | mean difference "
             f"(`{result['second']}` - `{result['first']}`) |")
     lines = [head.format("task/setting"), "| --- | ---: | ---: | ---: | ---: |"]
@@ -143,6 +144,8 @@ def table(result: dict) -> str:
     lines += ["", head.format("task (mean over the settings every architecture has)"),
               "| --- | ---: | ---: | ---: | ---: |"]
     lines += [row_line(f"{task} ({len(r['settings'])})", r) for task, r in result["tasks"].items()]
+    for name, row in result["settings"].items():
+        lines += ["", f"{name}:", "", *scores_lines(row, result["first"], result["second"])]
     if result["left_out"]:
         lines += ["", "Left out, their sweeps not complete: " + "; ".join(result["left_out"]) + "."]
     if result["missing"]:

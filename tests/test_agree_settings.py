@@ -76,7 +76,13 @@ def test_the_command_prints_the_table_and_json(dirs):
     proc = run(*dirs, "a", "b", "c", "d")
     assert proc.returncode == 0, proc.stderr
     assert "| memorization/s1 | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
-    assert "| memorization (1) | 4 | +0.80 | 0.140 | +0.040 |" in proc.stdout.splitlines()
+    lines = proc.stdout.splitlines()
+    assert "| memorization (1) | 4 | +0.80 | 0.140 | +0.040 |" in lines
+    at = lines.index("memorization/s1:")          # its scores, ranked a>b>c>d and a>c>b>d
+    assert lines[at + 4:at + 8] == ["| a | 0.900 (1st) | 0.960 (1st) |",
+                                    "| b | 0.700 (2nd) | 0.500 (3rd) |",
+                                    "| c | 0.600 (3rd) | 0.800 (2nd) |",
+                                    "| d | 0.100 (4th) | 0.200 (4th) |"]
     assert proc.stdout.splitlines()[-1] == ("Missing from a setting others have: d: "
                                             f"memorization/s2, not trained under {dirs[1]}.")
     assert run(*dirs, "a", "b", "--json").stdout.lstrip().startswith("{")

@@ -87,8 +87,9 @@ def test_the_table_lists_each_architectures_two_scores_and_differing_seeds(tmp_p
     lines = out.output.splitlines()
     at = lines.index("memorization:")
     assert lines[at + 2:at + 6] == ["| architecture | `mad-quick` | `mad-paper` |",
-                                    "| --- | ---: | ---: |", "| a | 0.910 | 0.930 |",
-                                    "| b (seeds 0 / 1-3, 5) | 0.500 | 0.250 |"]
+                                    "| --- | ---: | ---: |",
+                                    "| a | 0.910 (1st) | 0.930 (1st) |",
+                                    "| b (seeds 0 / 1-3, 5) | 0.500 (2nd) | 0.250 (2nd) |"]
     assert "compression:" not in lines                      # nothing measured there
     data = json.loads(run(main, ["leaderboard", "agree", "--root", str(tmp_path),
                                  "--json"]).output)
@@ -113,4 +114,12 @@ def test_the_mean_difference_keeps_its_sign_when_it_rounds_to_zero(tmp_path, tri
     assert "| memorization | 2 | — | 0.000 | +0.000 |" in agreement_table(result).splitlines()
     result["rows"]["memorization"]["names"][0] = "a|<b>"
     result["seeds"]["a|<b>"] = result["seeds"]["a"]
-    assert "| a\\|\\<b\\> | 0.500 | 0.500 |" in agreement_table(result).splitlines()
+    assert "| a\\|\\<b\\> | 0.500 (1st) | 0.500 (1st) |" in agreement_table(result).splitlines()
+
+
+def test_ranks_are_places_highest_first_with_ties_sharing_the_better_place():
+    from madbench.leaderboard.agree import _ranks
+    assert _ranks([0.1, 0.9, 0.5, 0.5]) == ["4th", "1st", "2nd", "2nd"]
+    places = _ranks([float(-i) for i in range(23)])           # 1st ... 23rd, in order
+    assert [places[i] for i in (0, 1, 2, 3, 10, 11, 12, 20, 21, 22)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd"]

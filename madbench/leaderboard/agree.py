@@ -72,14 +72,30 @@ def agreement_table(result: dict) -> str:
     for task, row in result["rows"].items():
         if not row["architectures"]:
             continue
-        lines += ["", f"{task}:", "",
-                  f"| architecture | `{result['first']}` | `{result['second']}` |",
-                  "| --- | ---: | ---: |"]
-        for name, (a, b) in zip(row["names"], row["scores"]):
-            sa, sb = result["seeds"][name]
-            note = "" if sa == sb else f" (seeds {_seeds(sa)} / {_seeds(sb)})"
-            lines.append(f"| {markdown_text(name)}{note} | {a:.3f} | {b:.3f} |")
+        notes = {name: f" (seeds {_seeds(sa)} / {_seeds(sb)})"
+                 for name, (sa, sb) in result["seeds"].items() if sa != sb}
+        lines += ["", f"{task}:", "", *scores_lines(row, result["first"], result["second"], notes)]
     return "\n".join(lines)
+
+
+def scores_lines(row: dict, first: str, second: str, notes: dict | None = None) -> list[str]:
+    """Markdown: an ``agreement_row``'s score per architecture on each side, with its rank
+    there (1st the highest; equal scores share a rank); ``notes`` follow a name."""
+    ranks = [_ranks([pair[side] for pair in row["scores"]]) for side in (0, 1)]
+    lines = [f"| architecture | `{first}` | `{second}` |", "| --- | ---: | ---: |"]
+    for i, (name, (a, b)) in enumerate(zip(row["names"], row["scores"])):
+        lines.append(f"| {markdown_text(name)}{(notes or {}).get(name, '')} | "
+                     f"{a:.3f} ({ranks[0][i]}) | {b:.3f} ({ranks[1][i]}) |")
+    return lines
+
+
+def _ranks(scores: list[float]) -> list[str]:
+    """Each score's place among ``scores``, highest first, as '1st', '2nd', ...; ties share
+    the better place (0.9, 0.5, 0.5, 0.1 -> 1st, 2nd, 2nd, 4th)."""
+    def ordinal(n: int) -> str:
+        suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+        return f"{n}{suffix}"
+    return [ordinal(1 + sum(other > s for other in scores)) for s in scores]
 
 
 def row_line(name: str, row: dict) -> str:
