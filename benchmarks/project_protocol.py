@@ -10,9 +10,11 @@ steps under `paper` over its steps under `quick` (200 epochs against 20, or agai
 group's seconds or left out. With ``--flops`` it also prints, per measured setting, the
 training FLOPs per second in the paper's convention (``madbench.scaling.flops``: 3 x forward,
 attention's L^2 not halved by the causal mask; embedding lookups left out, the output head
-counted).
+counted). With ``--at-paper TASKS`` it also prints the cost of a mixed protocol: `quick`,
+with those tasks trained at `paper`'s length (issue #20's proposal).
 
     python3 benchmarks/project_protocol.py runs/boards/mh-attention-swiglu
+    python3 benchmarks/project_protocol.py RUN_DIR --at-paper compression,selective-copying
 """
 from __future__ import annotations
 
@@ -33,7 +35,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument("--flops", action="store_true", help="per measured setting, TFLOP/s")
+    ap.add_argument("--at-paper", metavar="TASKS", default="",
+                    help="comma-separated tasks: also the cost of `quick` with these at `paper`'s "
+                         "length")
     args = ap.parse_args()
+    names = [t.name for t in all_tasks()]
+    at_paper = [t for t in args.at_paper.split(",") if t]
+    unknown = [t for t in at_paper if t not in names]
+    if unknown:
+        print(f"error: --at-paper: unknown task {unknown[0]!r} (tasks: {', '.join(names)})",
+              file=sys.stderr)
+        return 2
     quick, paper = get_protocol("quick"), get_protocol("paper")
     groups: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
     try:
@@ -99,6 +111,10 @@ def main() -> int:
     q, p = sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())
     m, n = sum(t[2] for t in totals.values()), sum(t[3] for t in totals.values())
     print(f"| all | {m} of {n} | {q / 60:.1f} min | {p / 3600:.2f} h |")
+    if at_paper:
+        mixed = sum(t[1] if name in at_paper else t[0] for name, t in totals.items())
+        print(f"\n`quick` with {', '.join(at_paper)} at `paper`'s length: {mixed / 60:.1f} min "
+              f"({mixed / q:.1f} x `quick`, {mixed / p:.2f} of `paper`)")
     if outside:
         print(f"\nnot measured near L {', '.join(map(str, sorted(outside)))}: those settings are "
               "extrapolated in proportion to L from the nearest measured length")

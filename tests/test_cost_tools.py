@@ -65,10 +65,39 @@ def test_projection_sums_stored_groups_and_scales_them_to_paper(tmp_path, capsys
     assert "extrapolated in proportion to L" in out
 
 
+def test_at_paper_prices_quick_with_those_tasks_at_paper_s_length(tmp_path, capsys,
+                                                                 monkeypatch):
+    """``--at-paper TASKS``: every other task at `quick`'s cost, those at `paper`'s."""
+    from madbench.tasks import all_tasks, model_length
+    store = ResultsStore(tmp_path / "run")
+    for lr in (1e-3, 1e-4):                      # 10 ms per six-config step at L 127
+        store.append(record("in-context-recall", "baseline", 20.0, 2000, lr))
+    monkeypatch.setattr(sys, "argv", ["project_protocol.py", str(tmp_path / "run"),
+                                      "--at-paper", "compression,memorization"])
+    assert load("project_protocol").main() == 0
+    out = capsys.readouterr().out
+    quick, paper = get_protocol("quick"), get_protocol("paper")
+    q_total = p_total = mixed = 0.0
+    for task in all_tasks():
+        for s in task.settings():
+            spe = -(-s.params["num_train_examples"] // 128)
+            qs, ps = spe * quick.epochs_for(spe), spe * paper.epochs_for(spe)
+            # one measured length: every other setting in proportion to L from it
+            sec = 20.0 if (task.name, s.name) == ("in-context-recall", "baseline") \
+                else 0.010 * model_length(task, s) / 127 * qs
+            q_total += sec
+            p_total += sec * ps / qs
+            mixed += sec * ps / qs if task.name in ("compression", "memorization") else sec
+    assert next(line for line in out.splitlines() if line.startswith("`quick` with")) == (
+        f"`quick` with compression, memorization at `paper`'s length: {mixed / 60:.1f} min "
+        f"({mixed / q_total:.1f} x `quick`, {mixed / p_total:.2f} of `paper`)")
+
+
 def test_projection_refuses_a_directory_without_quick_records(tmp_path):
     empty = tmp_path / "run"
     ResultsStore(empty)
-    for args in ([str(empty)], [str(tmp_path / "missing")]):
+    for args in ([str(empty)], [str(tmp_path / "missing")],
+                 [str(empty), "--at-paper", "compresion"]):
         r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "project_protocol.py"),
                             *args], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
