@@ -1,0 +1,32 @@
+"""benchmarks/compare_runs.py: runs matched by task, setting, seed, lr and weight decay (two
+tasks share setting names such as `baseline`), and two directories of the same name (one
+architecture under two protocols) labelled by their paths, not merged."""
+import subprocess
+import sys
+from pathlib import Path
+
+from madbench.store import ResultsStore
+
+from helpers import eval_record
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
+
+
+def test_runs_of_two_tasks_and_two_same_named_directories_stay_apart(tmp_path):
+    # (task, accuracy under quick, under paper), all at setting "baseline", lr 1e-3
+    runs = [("memorization", 0.5, 0.6), ("compression", 0.2, 0.9)]
+    for side, col in (("quick", 1), ("paper", 2)):
+        store = ResultsStore(tmp_path / side / "mamba")
+        for row in runs:
+            store.append(eval_record(run_key=f"{side}{row[0]}".ljust(24, "x"), task=row[0],
+                                     setting="baseline", seed=0, lr=1e-3, accuracy=row[col],
+                                     loss=1.0, epochs=2, seconds=1.5))
+    a, b = str(tmp_path / "quick" / "mamba"), str(tmp_path / "paper" / "mamba")
+    out = subprocess.run([sys.executable, str(SCRIPT), a, b], capture_output=True, text=True,
+                         timeout=120).stdout.splitlines()
+    assert out[0] == f"| setting | seed | lr, wd | {a} | {b} |"
+    assert "| compression/baseline | 0 | 0.001, 0 | 0.2000 | 0.9000 |" in out
+    assert "| memorization/baseline | 0 | 0.001, 0 | 0.5000 | 0.6000 |" in out
+    assert f"largest per-run |{a} - {b}|: 0.7000" in out
+    assert out[-1].startswith(f"{b}: best of sweep compression/baseline seed 0 0.9000, "
+                              "memorization/baseline seed 0 0.6000; mean over settings 0.7500")
