@@ -244,7 +244,8 @@ def render_command(root, check):
 def agree_command(first, second, root, as_json):
     """How well one board predicts another (default: mad-quick against mad-paper): per task
     and on the MAD score, over the architectures on both, the Spearman rank correlation, the
-    mean absolute score difference and the mean difference (SECOND minus FIRST)."""
+    mean absolute score difference and the mean difference (SECOND minus FIRST); then each
+    task's scores per architecture, with their rank on each board."""
     from ..leaderboard.agree import agreement, agreement_table
     from ..leaderboard.boards import BOARDS
 
