@@ -140,3 +140,16 @@ def test_a_preset_s_grid_decides_completeness_not_the_runs_present(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: no setting is trained whole on both sides (4 left "
                                   "out, their sweeps not complete: a under ")
+
+
+def test_a_setting_trained_on_other_seeds_on_each_side_is_named_missing(dirs):
+    quick, paper = dirs
+    # d's s2: seed 0 under quick (the fixture), seed 1 under paper: no seed on both sides
+    for lr, acc in ((1e-3, 0.9), (1e-4, 0.1)):
+        ResultsStore(paper / "d").append(eval_record(
+            run_key=f"dps2s1{lr:g}".replace("-", "m").ljust(24, "x"), task="memorization",
+            setting="s2", seed=1, lr=lr, accuracy=acc, loss=1.0, arch_name="d",
+            arch_hash="h-d", protocol_hash="pp", madbench_version="v1"))
+    result = agreement_of(quick, paper, list("abcd"))
+    assert result["missing"] == ["d: memorization/s2, no seed trained on both sides"]
+    assert result["settings"]["memorization/s2"]["names"] == ["a", "b", "c"]
