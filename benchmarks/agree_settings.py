@@ -120,7 +120,8 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
         tasks[task] = {**agreement_row(means), "settings": [s for _, s in shared]}
     missing = []
     for (task, setting), pairs in sorted(scores.items()):
-        for arch in [a for a in archs if a not in {name for name, _, _ in pairs}]:
+        present = {name for name, _, _ in pairs}
+        for arch in [a for a in archs if a not in present]:
             in_first, in_second, partial = held[arch]
             if (task, setting) in partial:
                 continue                                    # named in left_out

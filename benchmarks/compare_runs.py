@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from madbench.scoring import best_of_sweep
 from madbench.store import load_records
 
 
@@ -34,12 +35,11 @@ def main(dirs: list[str]) -> None:
         gaps = [abs(ra[k]["accuracy"] - rb[k]["accuracy"]) for k in keys if k in ra and k in rb]
         print(f"largest per-run |{a} - {b}|: " + (f"{max(gaps):.4f}" if gaps else "no common runs"))
     for label, side in zip(labels, runs):
-        best: dict[tuple[str, int], float] = {}
-        for (setting, seed, _, _), r in side.items():
-            best[setting, seed] = max(best.get((setting, seed), 0.0), r["accuracy"])
-        mean = sum(best.values()) / max(len(best), 1)
+        best = best_of_sweep(side.values())
+        mean = sum(r["accuracy"] for r in best.values()) / max(len(best), 1)
         print(f"{label}: best of sweep "
-              + ", ".join(f"{s} seed {seed} {v:.4f}" for (s, seed), v in sorted(best.items()))
+              + ", ".join(f"{t}/{s} seed {seed} {r['accuracy']:.4f}"
+                          for (t, s, seed), r in sorted(best.items()))
               + f"; mean over settings {mean:.4f}; epochs trained "
               f"{sum(r['epochs'] for r in side.values())}; summed run seconds "
               f"{sum(r['seconds'] for r in side.values()):.0f}")

@@ -92,10 +92,12 @@ def scores_lines(row: dict, first: str, second: str, notes: dict | None = None) 
 def _ranks(scores: list[float]) -> list[str]:
     """Each score's place among ``scores``, highest first, as '1st', '2nd', ...; ties share
     the better place (0.9, 0.5, 0.5, 0.1 -> 1st, 2nd, 2nd, 4th)."""
+    from scipy.stats import rankdata
+
     def ordinal(n: int) -> str:
         suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
         return f"{n}{suffix}"
-    return [ordinal(1 + sum(other > s for other in scores)) for s in scores]
+    return [ordinal(int(n)) for n in rankdata([-s for s in scores], method="min")]
 
 
 def row_line(name: str, row: dict) -> str:
