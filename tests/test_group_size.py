@@ -8,6 +8,7 @@ import madbench
 from madbench.architecture import resolve_architecture
 from madbench.cli import main
 from madbench.errors import UsageError
+from madbench.executors import LocalExecutor, RayExecutor
 from madbench.protocol import get_protocol
 from madbench.store import ResultsStore
 from madbench.sweep import group_jobs, plan
@@ -50,23 +51,52 @@ def test_the_cli_refuses_group_size_zero_in_one_line(tmp_path):
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
-def test_split_groups_train_the_same_numbers_as_one_group(tmp_path):
-    """Graphed engine on the CPU (fp32, no CUDA graphs): the four configurations trained as
-    one group, then as groups of one and of three, store the same losses and accuracies."""
-    def sweep(name, group_size):
-        kwargs = dict(tasks=["memorization"], protocol="smoke", overrides=TINY,
-                      settings="baseline", engine="graphed", run_dir=tmp_path / name)
-        if group_size:
-            kwargs["group_size"] = group_size
-        madbench.evaluate("hyena", **kwargs)
-        records = ResultsStore(tmp_path / name).records()
-        assert {r["engine"] for r in records} == {"graphed-eager"}    # no CUDA graphs on a CPU
-        return {(r["lr"], r["weight_decay"]): (r["loss"], r["accuracy"]) for r in records}
+def split_sweep(run_dir, group_size, executor="local", events=None):
+    """Hyena's memorization baseline, four configurations, on the graphed engine (fp32 on the
+    CPU, no CUDA graphs): (lr, weight decay) -> (loss, accuracy) as stored."""
+    kwargs = dict(tasks=["memorization"], protocol="smoke", overrides=TINY,
+                  settings="baseline", engine="graphed", run_dir=run_dir, executor=executor)
+    if group_size:
+        kwargs["group_size"] = group_size
+    if events is not None:
+        kwargs["progress"] = lambda event, info: events.append((event, info))
+    madbench.evaluate("hyena", **kwargs)
+    records = ResultsStore(run_dir).records()
+    assert {r["engine"] for r in records} == {"graphed-eager"}        # no CUDA graphs on a CPU
+    return {(r["lr"], r["weight_decay"]): (r["loss"], r["accuracy"]) for r in records}
 
-    whole = sweep("whole", None)
+
+@pytest.fixture(scope="module")
+def whole_group(tmp_path_factory):
+    """The four configurations trained as one group, in this process."""
+    whole = split_sweep(tmp_path_factory.mktemp("whole"), None)
     assert len(whole) == 4
-    assert sweep("ones", 1) == whole
-    assert sweep("threes", 3) == whole
+    return whole
+
+
+def test_split_groups_train_the_same_numbers_as_one_group(tmp_path, whole_group):
+    """Groups of one and of three store the same losses and accuracies as one group of four."""
+    assert split_sweep(tmp_path / "ones", 1) == whole_group
+    assert split_sweep(tmp_path / "threes", 3) == whole_group
+
+
+def test_worker_processes_train_the_parts_of_a_split_group_apart(tmp_path, whole_group):
+    """Two CPU worker processes take the two parts of the group (two configurations each) as
+    separate pieces of work, and store what one group in this process stores."""
+    events = []
+    workers = LocalExecutor(devices=["cpu", "cpu"], threads_per_worker=1)
+    assert split_sweep(tmp_path / "workers", 2, workers, events) == whole_group
+    handed = [info for event, info in events if event == "run"]
+    assert len(handed) == 2, handed                              # two parts, not four runs
+
+
+def test_ray_trains_the_parts_of_a_split_group(tmp_path, whole_group):
+    ray = pytest.importorskip("ray", reason="ray is not installed (madbench[ray])")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert split_sweep(tmp_path / "ray", 2, RayExecutor()) == whole_group
+    finally:
+        ray.shutdown()
 
 
 def test_a_stop_where_no_group_fits_points_to_group_size():
