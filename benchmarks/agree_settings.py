@@ -38,12 +38,12 @@ class Refused(Exception):
     """A one-line reason the comparison cannot be made (exit 2)."""
 
 
-def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]], list[str],
-                                   set[tuple[str, str]]]:
+def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]],
+                                   dict[tuple[str, str, int], str]]:
     """The identity of ``directory``'s one group of eval records (architecture hash, protocol,
     run version), its best-of-sweep accuracy per (task, setting) and seed whose sweep is
-    complete, the (task, setting, seed) cells left out as incomplete ("task/setting seed N: k
-    of n runs") and the (task, setting) pairs of those cells."""
+    complete, and the (task, setting, seed) cells left out as incomplete, each with how much
+    of its sweep is stored ("k of n runs")."""
     if not directory.is_dir():
         raise Refused(f"{directory}: no such run directory")
     try:
@@ -67,10 +67,8 @@ def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]
     for (task, setting, seed), run in best_of_sweep(records).items():
         if (task, setting, seed) not in partial:
             best[task, setting][seed] = run["accuracy"]
-    left_out = [f"{t}/{s} seed {seed}: {n} of {len(grid)} runs"
-                for (t, s, seed), n in sorted(partial.items())]
-    return ({"arch_hash": arch_hash, "protocol": protocol, "version": version}, best, left_out,
-            {(t, s) for t, s, _ in partial})
+    return ({"arch_hash": arch_hash, "protocol": protocol, "version": version}, best,
+            {cell: f"{n} of {len(grid)} runs" for cell, n in sorted(partial.items())})
 
 
 def sweep_grid(records: list[dict], protocol_hash: str) -> set[tuple[float, float]]:
@@ -91,10 +89,11 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
     scores: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)
     sides, left_out, held = {}, [], {}
     for arch in archs:
-        (a_id, a, a_out, a_part), (b_id, b, b_out, b_part) = side(first / arch), side(second / arch)
-        held[arch] = set(a), set(b), a_part | b_part
-        left_out += [f"{arch} under {first}: {c}" for c in a_out]
-        left_out += [f"{arch} under {second}: {c}" for c in b_out]
+        (a_id, a, a_part), (b_id, b, b_part) = side(first / arch), side(second / arch)
+        held[arch] = set(a), set(b), {(t, s) for t, s, _ in [*a_part, *b_part]}
+        for directory, part in ((first, a_part), (second, b_part)):
+            left_out += [f"{arch} under {directory}: {t}/{s} seed {seed}: {runs}"
+                         for (t, s, seed), runs in part.items()]
         if a_id["arch_hash"] != b_id["arch_hash"]:
             raise Refused(f"{arch}: the two directories hold different code of the architecture "
                           f"({a_id['arch_hash'][:8]} and {b_id['arch_hash'][:8]})")
