@@ -92,11 +92,14 @@ def test_worker_processes_train_the_parts_of_a_split_group_apart(tmp_path, whole
 
 def test_ray_trains_the_parts_of_a_split_group(tmp_path, whole_group):
     ray = pytest.importorskip("ray", reason="ray is not installed (madbench[ray])")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert split_sweep(tmp_path / "ray", 2, RayExecutor()) == whole_group
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def test_a_stop_where_no_group_fits_points_to_group_size():
