@@ -2,7 +2,7 @@
 
 Reads a run directory (``madbench eval --preset quick`` records, e.g. a board sweep's, whole or
 partial). A setting whose group is stored counts its measured seconds (the six configurations
-side by side: the records' ``seconds``); a setting not stored is estimated from the measured
+side by side, or its parts' under ``--group-size``: ``madbench.sweep.wall_seconds``); a setting not stored is estimated from the measured
 time per six-configuration step at its length (interpolated linearly in L between the measured
 lengths; outside them, in proportion to L, and said so). `paper` scales each setting by its
 steps under `paper` over its steps under `quick` (200 epochs against 20, or against the epochs
@@ -29,6 +29,7 @@ from madbench.errors import UsageError
 from madbench.protocol import get_protocol
 from madbench.scaling.flops import architecture_flops
 from madbench.store import ResultsStore
+from madbench.sweep import wall_seconds
 from madbench.tasks import all_tasks, model_length
 
 def main() -> int:
@@ -69,7 +70,7 @@ def main() -> int:
                   for task in all_tasks() for s in task.settings()}
     per_step = collections.defaultdict(list)       # L -> seconds per six-configuration step
     for key, g in groups.items():
-        per_step[lengths_of[key]].append(max(r["seconds"] for r in g) / g[0]["steps"])
+        per_step[lengths_of[key]].append(wall_seconds(g) / g[0]["steps"])
     lengths = sorted(per_step)
     rates = [float(np.median(per_step[L])) for L in lengths]
     totals = collections.defaultdict(lambda: [0.0, 0.0, 0, 0])
@@ -83,7 +84,7 @@ def main() -> int:
             q_steps, p_steps = spe * quick.epochs_for(spe), spe * paper.epochs_for(spe)
             g = groups.get((task.name, setting.name))
             if g:
-                seconds = max(r["seconds"] for r in g)
+                seconds = wall_seconds(g)
             elif lengths[0] <= L <= lengths[-1]:
                 seconds = float(np.interp(L, lengths, rates)) * q_steps
             else:               # outside the measured lengths: proportional to L

@@ -42,7 +42,9 @@ SCALING_FIELDS: dict[str, type] = {
 def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | None,
                prov: dict, engine: str) -> dict[str, Any]:
     """The record of ``job`` (trained on ``job.effective``, the protocol's caps applied) with
-    its ``result``, where and how it was trained, and the architecture checks it passed."""
+    its ``result``, where and how it was trained (``part``: which of its setting's groups,
+    ``--group-size``; records from before it have none: their setting's group was whole), and
+    the architecture checks it passed."""
     eff = job.effective
     return {
         "run_key": job.key, "arch_name": spec.name, "arch_hash": spec.hash,
@@ -50,7 +52,7 @@ def run_record(spec, job, protocol, result, dev, precision: str, checks: dict | 
         "setting": job.setting.name, "setting_hash": eff.hash,
         "protocol_name": protocol.name, "protocol_hash": protocol.hash,
         "standard_protocol": protocol.standard, "selection": protocol.selection,
-        "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed,
+        "lr": job.lr, "weight_decay": job.weight_decay, "seed": job.seed, "part": job.part,
         **result.as_dict(), "device": str(dev), "precision": precision, "engine": engine,
         "madbench_version": run_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

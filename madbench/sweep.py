@@ -306,15 +306,24 @@ def run_sweep(spec: ArchitectureSpec, jobs: Sequence[Job], protocol: Protocol,
 
 
 def training_seconds(store: ResultsStore, group: Sequence[Job]) -> float | None:
-    """Seconds the stored runs of ``group`` spent training, by their records: shared by the
-    configurations trained side by side, each run's own on the plain engine (summed); None
-    when no record of the group reads."""
+    """Seconds the stored runs of ``group`` spent training, by their records
+    (``wall_seconds``); None when no record of the group reads."""
     records = [r for r in (store.record(job.key) for job in group) if r is not None]
-    if not records:
-        return None
-    plain = [r["seconds"] for r in records if r["engine"] == "plain"]
-    together = [r["seconds"] for r in records if r["engine"] != "plain"]
-    return sum(plain) + max(together, default=0.0)
+    return wall_seconds(records) if records else None
+
+
+def wall_seconds(records: Sequence[dict]) -> float:
+    """Seconds the runs of these eval records (one setting and seed) spent training: each
+    run's own on the plain engine, summed; a group's once for the configurations it trained
+    side by side (a record's ``seconds`` is its group's), per part of a split setting
+    (``--group-size``; a record without ``part`` was trained in one whole group)."""
+    plain = sum(r["seconds"] for r in records if r["engine"] == "plain")
+    parts: dict[int, float] = {}
+    for r in records:
+        if r["engine"] != "plain":
+            part = int(r.get("part", 0))
+            parts[part] = max(parts.get(part, 0.0), r["seconds"])
+    return plain + sum(parts.values())
 
 
 def train_claimed(spec: ArchitectureSpec, group: Sequence[Job], protocol: Protocol,

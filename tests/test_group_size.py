@@ -11,7 +11,7 @@ from madbench.errors import UsageError
 from madbench.executors import LocalExecutor, RayExecutor
 from madbench.protocol import get_protocol
 from madbench.store import ResultsStore
-from madbench.sweep import group_jobs, plan
+from madbench.sweep import group_jobs, plan, wall_seconds
 from madbench.tasks import get_task
 from madbench.time_limit import TimeLimit
 
@@ -78,6 +78,23 @@ def test_split_groups_train_the_same_numbers_as_one_group(tmp_path, whole_group)
     """Groups of one and of three store the same losses and accuracies as one group of four."""
     assert split_sweep(tmp_path / "ones", 1) == whole_group
     assert split_sweep(tmp_path / "threes", 3) == whole_group
+
+
+def test_records_name_their_part_and_a_split_setting_counts_each_part_once(tmp_path):
+    """Groups of three over four configurations: two parts (three runs and one), each record
+    named with its part and carrying its part's time; the setting's time is the two parts'
+    sum, where the whole group's records would be counted once."""
+    split_sweep(tmp_path / "threes", 3)
+    records = ResultsStore(tmp_path / "threes").records()
+    grid = [(1e-3, 0.0), (1e-3, 0.1), (5e-4, 0.0), (5e-4, 0.1)]      # TINY's, in plan order
+    part_of = {config: i // 3 for i, config in enumerate(grid)}
+    assert {(r["lr"], r["weight_decay"]): r["part"] for r in records} == part_of
+    first = {r["seconds"] for r in records if r["part"] == 0}
+    second = {r["seconds"] for r in records if r["part"] == 1}
+    assert len(first) == len(second) == 1                     # a part's runs share its time
+    assert wall_seconds(records) == pytest.approx(first.pop() + second.pop())
+    whole = [{key: value for key, value in r.items() if key != "part"} for r in records]
+    assert wall_seconds(whole) == max(r["seconds"] for r in records)  # no part: one group
 
 
 def test_worker_processes_train_the_parts_of_a_split_group_apart(tmp_path, whole_group):
