@@ -1,13 +1,14 @@
 """What the `quick` and `paper` protocols cost one architecture, from its stored `quick` runs.
 
 Reads a run directory (``madbench eval --preset quick`` records, e.g. a board sweep's, whole or
-partial). A setting whose group is stored counts its measured seconds (the six configurations
-side by side, or its parts' under ``--group-size``: ``madbench.sweep.wall_seconds``); a setting not stored is estimated from the measured
-time per six-configuration step at its length (interpolated linearly in L between the measured
-lengths; outside them, in proportion to L, and said so). `paper` scales each setting by its
-steps under `paper` over its steps under `quick` (200 epochs against 20, or against the epochs
-`quick`'s 500-step floor sets). Evaluation, capture and the process's start are inside a
-group's seconds or left out. With ``--flops`` it also prints, per measured setting, the
+partial; of several seeds, the lowest). A setting whose group is stored counts its measured
+seconds (the six configurations side by side, or its parts' under ``--group-size``:
+``madbench.sweep.wall_seconds``); a setting not stored is estimated from the measured time per
+six-configuration step at its length (interpolated linearly in L between the measured lengths;
+outside them, in proportion to L, and said so). `paper` scales each setting by its steps under
+`paper` over its steps under `quick` (200 epochs against 20, or against the epochs `quick`'s
+500-step floor sets). Evaluation, capture and the process's start are inside a group's seconds
+or left out. With ``--flops`` it also prints, per measured setting, the
 training FLOPs per second in the paper's convention (``madbench.scaling.flops``: 3 x forward,
 attention's L^2 not halved by the causal mask; embedding lookups left out, the output head
 counted). With ``--at-paper TASKS`` it also prints the cost of a mixed protocol: `quick`,
@@ -54,8 +55,10 @@ def main() -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    records = [r for r in records if r["protocol_hash"] == quick.hash]
+    seed = min((int(r["seed"]) for r in records), default=0)   # one seed's cost
     for r in records:
-        if r["protocol_hash"] == quick.hash:
+        if int(r["seed"]) == seed:
             groups[(r["task"], r["setting"])].append(r)
     if not groups:
         print(f"error: no quick-protocol records in {args.run_dir}", file=sys.stderr)
