@@ -23,6 +23,9 @@ RECORD_FIELDS: dict[str, type] = {
     "madbench_version": str, "created_at": str, "flags": str, "architecture": dict,
     "protocol": dict, "setting_params": dict, "checks": dict, "provenance": dict,
 }
+#: Eval record fields newer than some stored records, typed where a record has them: ``part``
+#: (``run_record``'s; a record without one was trained in its setting's whole group).
+OPTIONAL_FIELDS: dict[str, type] = {"part": int}
 #: the fields stored as JSON text (``madbench.store.encode_row``); a mapping in every record
 JSON_FIELDS = frozenset(k for k, t in RECORD_FIELDS.items() if t is dict)
 #: The shape of a stored scaling record (``madbench.scaling.runs.record_for``'s), checked as
@@ -66,9 +69,13 @@ def shape_problem(row: dict[str, Any]) -> str | None:
     """Why the stored ``row`` (JSON fields decoded) is not a record, or None: the one rule for
     reading and writing (``madbench.store``). A record has every field of its kind
     (``record_kind``: ``RECORD_FIELDS``, ``SCALING_FIELDS``), typed; one of another kind only
-    a ``run_key``. Each ``JSON_FIELDS`` field it has is a mapping."""
-    fields = _KIND_FIELDS.get(record_kind(row), {"run_key": str})
+    a ``run_key``. Each ``JSON_FIELDS`` field it has is a mapping; an eval record's
+    ``OPTIONAL_FIELDS`` are typed where it has them."""
+    kind = record_kind(row)
+    fields = _KIND_FIELDS.get(kind, {"run_key": str})
     fields = {**fields, **{k: dict for k in JSON_FIELDS if k in row and k not in fields}}
+    if kind == "eval":
+        fields.update({k: t for k, t in OPTIONAL_FIELDS.items() if k in row})
     for name, kind in fields.items():
         if name not in row:
             return f"not a record (no {name!r} field)"

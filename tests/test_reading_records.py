@@ -54,6 +54,9 @@ def misshape(path, how):
     elif how == "null loss":
         i = table.column_names.index("loss")
         table = table.set_column(i, "loss", pa.array([None], pa.float64()))
+    elif how == "part text":
+        i = table.column_names.index("part")
+        table = table.set_column(i, "part", pa.array(["first"]))
     else:                                            # protocol: a JSON list, not a mapping
         i = table.column_names.index("protocol")
         table = table.set_column(i, "protocol", pa.array(["[1,2]"]))
@@ -62,6 +65,7 @@ def misshape(path, how):
 
 @pytest.mark.parametrize("how, why", [("no accuracy", "no 'accuracy' field"),
                                       ("null loss", "'loss' is null"),
+                                      ("part text", "'part' is str 'first', not int"),
                                       ("protocol list", "'protocol' is list")])
 def test_a_record_of_the_wrong_shape_is_skipped_by_readers_and_retrained_by_eval(
         stored, tmp_path, how, why):
