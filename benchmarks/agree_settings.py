@@ -16,7 +16,14 @@ difference (SECOND minus FIRST), by the rule of `madbench leaderboard agree`. Th
 over the settings that every architecture has on both sides, the same for the mean over
 those settings (a sample's task score). Markdown, or `--json`.
 
+`--first-grid LR:WD,...` scores FIRST by the best of those (lr, weight decay) pairs alone: a
+protocol with a smaller grid, simulated from the runs of its own grid's superset (its runs are
+the same runs), so FIRST and SECOND may then be the same directories (does a sweep without
+weight decay rank as the whole grid does?).
+
     python3 benchmarks/agree_settings.py runs/boards runs/boards-paper hyena-swiglu mamba
+    python3 benchmarks/agree_settings.py runs/boards-paper runs/boards-paper mamba hyena-swiglu \
+        --first-grid 0.0001:0,0.0005:0,0.001:0
 """
 from __future__ import annotations
 
@@ -38,12 +45,13 @@ class Refused(Exception):
     """A one-line reason the comparison cannot be made (exit 2)."""
 
 
-def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]],
-                                   dict[tuple[str, str, int], str]]:
+def side(directory: Path, only: set[tuple[float, float]] | None = None
+         ) -> tuple[dict, dict[tuple[str, str], dict[int, float]], dict[tuple[str, str, int], str]]:
     """The identity of ``directory``'s one group of eval records (architecture hash, protocol,
     run version), its best-of-sweep accuracy per (task, setting) and seed whose sweep is
     complete, and the (task, setting, seed) cells left out as incomplete, each with how much
-    of its sweep is stored ("k of n runs")."""
+    of its sweep is stored ("k of n runs"). ``only``: a part of the protocol's grid that is
+    the sweep instead (its runs alone count)."""
     if not directory.is_dir():
         raise Refused(f"{directory}: no such run directory")
     try:
@@ -58,6 +66,12 @@ def side(directory: Path) -> tuple[dict, dict[tuple[str, str], dict[int, float]]
                       "and one run version")
     (arch_hash, protocol, version), = groups
     grid = sweep_grid(records, protocol)
+    if only is not None:
+        if not only <= grid:
+            raise Refused(f"{directory}: --first-grid names {grid_text(only - grid)}, not in "
+                          f"its protocol's grid ({grid_text(grid)})")
+        grid = only
+        records = [r for r in records if (r["lr"], r["weight_decay"]) in only]
     trained: dict[tuple[str, str, int], set] = defaultdict(set)
     for r in records:
         trained[r["task"], r["setting"], int(r["seed"])].add((r["lr"], r["weight_decay"]))
@@ -80,16 +94,19 @@ def sweep_grid(records: list[dict], protocol_hash: str) -> set[tuple[float, floa
     return {(r["lr"], r["weight_decay"]) for r in records}
 
 
-def agreement(first: Path, second: Path, archs: list[str]) -> dict:
+def agreement(first: Path, second: Path, archs: list[str],
+              first_grid: set[tuple[float, float]] | None = None) -> dict:
     """``{"settings": {"task/setting": row}, "tasks": {task: row}, "sides": {arch: ...},
     "left_out": ["ARCH under DIR: task/setting seed N: k of n runs"], "missing": ["ARCH:
     task/setting, not trained under DIR"]}`` (``missing``: an architecture absent from a
     setting that others have, other than by an incomplete sweep), each row as
-    ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's ``settings``)."""
+    ``madbench.leaderboard.agree.agreement_row`` gives it (plus a task row's ``settings``).
+    ``first_grid``: FIRST's sweep restricted to these (lr, wd) pairs (``side``'s ``only``)."""
     scores: dict[tuple[str, str], list[tuple[str, float, float]]] = defaultdict(list)
     sides, left_out, held = {}, [], {}
     for arch in archs:
-        (a_id, a, a_part), (b_id, b, b_part) = side(first / arch), side(second / arch)
+        (a_id, a, a_part) = side(first / arch, first_grid)
+        (b_id, b, b_part) = side(second / arch)
         held[arch] = set(a), set(b), {(t, s) for t, s, _ in [*a_part, *b_part]}
         for directory, part in ((first, a_part), (second, b_part)):
             left_out += [f"{arch} under {directory}: {t}/{s} seed {seed}: {runs}"
@@ -97,7 +114,7 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
         if a_id["arch_hash"] != b_id["arch_hash"]:
             raise Refused(f"{arch}: the two directories hold different code of the architecture "
                           f"({a_id['arch_hash'][:8]} and {b_id['arch_hash'][:8]})")
-        if a_id["protocol"] == b_id["protocol"]:
+        if a_id["protocol"] == b_id["protocol"] and first_grid is None:
             raise Refused(f"{arch}: both directories hold the same protocol "
                           f"({a_id['protocol'][:8]}): nothing to compare")
         sides[arch] = [a_id, b_id]
@@ -129,8 +146,28 @@ def agreement(first: Path, second: Path, archs: list[str]) -> dict:
             missing.append(f"{arch}: {task}/{setting}, " + (
                 f"not trained under {' or '.join(lacking)}" if lacking
                 else "no seed trained on both sides"))
-    return {"first": str(first), "second": str(second), "settings": settings, "tasks": tasks,
+    label = str(first) if first_grid is None else f"{first} ({grid_text(first_grid)} only)"
+    return {"first": label, "second": str(second), "settings": settings, "tasks": tasks,
             "sides": sides, "left_out": left_out, "missing": missing}
+
+
+def grid_text(grid: set[tuple[float, float]]) -> str:
+    """``LR:WD,...`` in grid order, as ``--first-grid`` takes it."""
+    return ",".join(f"{lr:g}:{wd:g}" for lr, wd in sorted(grid))
+
+
+def parse_grid(text: str) -> set[tuple[float, float]]:
+    """``--first-grid``'s ``LR:WD,...`` as a set of (lr, weight decay) pairs."""
+    pairs = set()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            lr, wd = (float(x) for x in item.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not LR:WD (e.g. 0.001:0)") from None
+        pairs.add((lr, wd))
+    if not pairs:
+        raise argparse.ArgumentTypeError("give at least one LR:WD pair")
+    return pairs
 
 
 def table(result: dict) -> str:
@@ -159,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("second", type=Path)
     parser.add_argument("archs", nargs="+")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--first-grid", type=parse_grid, metavar="LR:WD,...",
+                        help="score FIRST by the best of these (lr, weight decay) pairs only")
     args = parser.parse_args(argv)
     try:
-        result = agreement(args.first, args.second, list(dict.fromkeys(args.archs)))
+        result = agreement(args.first, args.second, list(dict.fromkeys(args.archs)),
+                           args.first_grid)
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -153,3 +153,28 @@ def test_a_setting_trained_on_other_seeds_on_each_side_is_named_missing(dirs):
     result = agreement_of(quick, paper, list("abcd"))
     assert result["missing"] == ["d: memorization/s2, no seed trained on both sides"]
     assert result["settings"]["memorization/s2"]["names"] == ["a", "b", "c"]
+
+
+def test_first_grid_scores_first_by_its_pairs_alone(dirs):
+    quick, paper = dirs
+    # with only lr 1e-4 (each setting's worse run, half the best), FIRST's best halves
+    result = agreement_of(quick, paper, list("abcd"), {(1e-4, 0.0)})
+    s1 = result["settings"]["memorization/s1"]
+    assert [first for first, _ in s1["scores"]] == pytest.approx([0.45, 0.35, 0.3, 0.05])
+    assert s1["mean_diff"] == pytest.approx((0.51 + 0.15 + 0.5 + 0.15) / 4)
+    assert s1["spearman"] == pytest.approx(0.8)            # halving keeps quick's order
+    assert result["first"] == f"{quick} (0.0001:0 only)"
+    # a smaller grid of one protocol against its whole grid: the same directories
+    same = agreement_of(paper, paper, list("abcd"), {(1e-4, 0.0)})["settings"]
+    assert same["memorization/s1"]["spearman"] == pytest.approx(1.0)
+    assert same["memorization/s1"]["mean_diff"] == pytest.approx((0.48 + 0.25 + 0.4 + 0.1) / 4)
+    # a pair outside the grid has no runs to score: refused in one line, as is a bad pair
+    proc = run(paper, paper, "a", "--first-grid", "0.01:0")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr == (f"error: {paper / 'a'}: --first-grid names 0.01:0, not in its "
+                           "protocol's grid (0.0001:0,0.001:0)\n")
+    proc = run(paper, paper, "a", "--first-grid", "0.01")
+    assert proc.returncode == 2 and "'0.01' is not LR:WD" in proc.stderr
+    proc = run(quick, paper, "a", "b", "c", "d", "--first-grid", "0.0001:0")
+    assert proc.returncode == 0, proc.stderr
+    assert "| memorization/s1 | 4 | +0.80 | 0.328 | +0.328 |" in proc.stdout.splitlines()
