@@ -30,6 +30,10 @@
 # stopped at the deadline is incomplete and skips that check (a dry run, which probes the step
 # on the GPU again); the others get it.
 #   DEADLINE=500 SEED_RUNS=benchmarks/boards_runs_quick_attn.tgz ARCHS=mh-attention-swiglu,mamba bash benchmarks/boards_gpu.sh
+# Two sweeps of different EXTRA or PRESET in one device call: run the script twice, each with
+# its own OUT, the second's DEADLINE what the first left (each takes about DEADLINE + 35 s):
+#   T0=$SECONDS; PRESET=paper ... OUT=$OUT/s DEADLINE=180 bash benchmarks/boards_gpu.sh
+#   OUT=$OUT/m DEADLINE=$((555 - (SECONDS - T0))) ... bash benchmarks/boards_gpu.sh
 set -u
 RUNS=${RUNS:-runs/boards}
 OUT=${OUT:-/tmp/boards_gpu_out}; mkdir -p "$OUT" "$RUNS"
