@@ -31,7 +31,8 @@ def main(dirs: list[str]) -> None:
     for k in keys:
         cells = [f"{side[k]['accuracy']:.4f}" if k in side else "-" for side in runs]
         print(f"| {k[0]} | {k[1]} | {k[2]:g}, {k[3]:g} | " + " | ".join(cells) + " |")
-    for (a, ra), (b, rb) in zip(zip(labels, runs), list(zip(labels, runs))[1:]):
+    columns = list(zip(labels, runs))
+    for (a, ra), (b, rb) in zip(columns, columns[1:]):
         gaps = [abs(ra[k]["accuracy"] - rb[k]["accuracy"]) for k in keys if k in ra and k in rb]
         print(f"largest per-run |{a} - {b}|: " + (f"{max(gaps):.4f}" if gaps else "no common runs"))
     for label, side in zip(labels, runs):

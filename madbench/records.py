@@ -76,12 +76,12 @@ def shape_problem(row: dict[str, Any]) -> str | None:
     fields = {**fields, **{k: dict for k in JSON_FIELDS if k in row and k not in fields}}
     if kind == "eval":
         fields.update({k: t for k, t in OPTIONAL_FIELDS.items() if k in row})
-    for name, kind in fields.items():
+    for name, type_ in fields.items():
         if name not in row:
             return f"not a record (no {name!r} field)"
-        if not _typed(row[name], kind):
+        if not _typed(row[name], type_):
             return (f"not a record ({name!r} is {_describe(row[name])}, not "
-                    f"{'a mapping' if kind is dict else kind.__name__})")
+                    f"{'a mapping' if type_ is dict else type_.__name__})")
     return None
 
 
