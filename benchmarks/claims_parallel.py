@@ -5,6 +5,7 @@ one claim per group (before 4ff4b6b) the second waited for the first.
 
 Usage: python benchmarks/claims_parallel.py
 """
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from madbench.evaluator import prepare
 from madbench.executors.local import LocalExecutor
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     run_dir = Path(tempfile.mkdtemp()) / "runs"
     ev = prepare("mh-attention", tasks=["memorization"], protocol="smoke",
                  overrides={"epochs": "2", "lrs": "0.001,0.0005", "max_train": "256",

@@ -8,9 +8,11 @@ Usage: python benchmarks/compare_runs.py RUN_DIR [RUN_DIR ...]
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from madbench.errors import MadbenchError
 from madbench.scoring import best_of_sweep
 from madbench.store import load_records
 
@@ -47,6 +49,10 @@ def main(dirs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__.strip().splitlines()[-1])
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    try:
+        main(parser.parse_args().run_dirs)
+    except MadbenchError as e:
+        sys.exit(f"error: {e}")

@@ -18,6 +18,7 @@ stride-127 layout now times that copy.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -54,6 +55,12 @@ def time_it(fn, device):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="tiny shapes on the CPU, the kernels under the Triton interpreter")
+    parser.parse_args()
+    if not CPU_SMOKE and not torch.cuda.is_available():
+        sys.exit("error: needs a CUDA device (or --cpu-smoke)")
     device = torch.device("cpu" if CPU_SMOKE else "cuda")
     dtype = torch.float32 if CPU_SMOKE else torch.bfloat16
     batch, channels, proj = (4, 16, 8) if CPU_SMOKE else (128, 512, 384)

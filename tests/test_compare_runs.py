@@ -30,3 +30,15 @@ def test_runs_of_two_tasks_and_two_same_named_directories_stay_apart(tmp_path):
     assert f"largest per-run |{a} - {b}|: 0.7000" in out
     assert out[-1].startswith(f"{b}: best of sweep compression/baseline seed 0 0.9000, "
                               "memorization/baseline seed 0 0.6000; mean over settings 0.7500")
+
+
+def test_a_directory_that_is_not_a_run_directory_is_one_line_and_help_works(tmp_path):
+    (tmp_path / "empty").mkdir()
+    bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "empty")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'empty'}: not a madbench run directory (no records/ folder)"]
+    helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "RUN_DIR [RUN_DIR ...]" in helped.stdout
