@@ -1,8 +1,10 @@
 """Run directories side by side, per run (task/setting, seed, lr, weight decay): test accuracy
 in each, the largest per-run difference between neighbouring columns, and each directory's
-best of sweep per setting, epochs trained and summed run seconds. The first directory is the
-reference column; a column's label is its directory's name, or its path where two names are
-the same (e.g. runs/boards/mamba and runs/boards-paper/mamba).
+best of sweep per setting, epochs trained and training seconds (per setting and seed its
+group's wall time, ``madbench.sweep.wall_seconds``: a batched group's seconds once, not once
+per run). The first directory is the reference column; a column's label is its directory's
+name, or its path where two names are the same (e.g. runs/boards/mamba and
+runs/boards-paper/mamba).
 
 Usage: python benchmarks/compare_runs.py RUN_DIR [RUN_DIR ...]
 """
@@ -15,12 +17,21 @@ from pathlib import Path
 from madbench.errors import MadbenchError
 from madbench.scoring import best_of_sweep
 from madbench.store import load_records
+from madbench.sweep import wall_seconds
 
 
 def labels_of(dirs: list[str]) -> list[str]:
     """Each directory's name, or its path when another directory has the same name."""
     names = [Path(d).name for d in dirs]
     return [n if names.count(n) == 1 else d for n, d in zip(names, dirs)]
+
+
+def training_seconds(records) -> float:
+    """The records' training wall time: each setting and seed's group once."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["setting"], int(r["seed"])), []).append(r)
+    return sum(wall_seconds(g) for g in groups.values())
 
 
 def main(dirs: list[str]) -> None:
@@ -44,8 +55,8 @@ def main(dirs: list[str]) -> None:
               + ", ".join(f"{t}/{s} seed {seed} {r['accuracy']:.4f}"
                           for (t, s, seed), r in sorted(best.items()))
               + f"; mean over settings {mean:.4f}; epochs trained "
-              f"{sum(r['epochs'] for r in side.values())}; summed run seconds "
-              f"{sum(r['seconds'] for r in side.values()):.0f}")
+              f"{sum(r['epochs'] for r in side.values())}; training seconds "
+              f"{training_seconds(side.values()):.0f}")
 
 
 if __name__ == "__main__":

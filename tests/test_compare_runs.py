@@ -42,3 +42,18 @@ def test_a_directory_that_is_not_a_run_directory_is_one_line_and_help_works(tmp_
     helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and "RUN_DIR [RUN_DIR ...]" in helped.stdout
+
+
+def test_training_seconds_count_a_batched_group_once(tmp_path):
+    # compression: one batched group of two runs, each record carrying the group's 10 s;
+    # memorization: two plain runs of 3 s and 4 s. Training wall time: 10 + 3 + 4 = 17 s.
+    store = ResultsStore(tmp_path / "a")
+    rows = [("compression", 1e-3, "batched", 10.0), ("compression", 5e-4, "batched", 10.0),
+            ("memorization", 1e-3, "plain", 3.0), ("memorization", 5e-4, "plain", 4.0)]
+    for i, (task, lr, engine, seconds) in enumerate(rows):
+        store.append(eval_record(run_key=f"run{i}".ljust(24, "x"), task=task, setting="baseline",
+                                 seed=0, lr=lr, accuracy=0.5, loss=1.0, epochs=2,
+                                 engine=engine, seconds=seconds))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "a")], capture_output=True,
+                         text=True, timeout=120).stdout.splitlines()
+    assert out[-1].endswith("; epochs trained 8; training seconds 17")
