@@ -26,8 +26,8 @@ def labels_of(dirs: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else d for n, d in zip(names, dirs)]
 
 
-def training_seconds(records) -> float:
-    """The records' training wall time: each setting and seed's group once."""
+def total_wall_seconds(records) -> float:
+    """The records' training wall time, summed over their groups (each setting and seed once)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["setting"], int(r["seed"])), []).append(r)
@@ -56,7 +56,7 @@ def main(dirs: list[str]) -> None:
                           for (t, s, seed), r in sorted(best.items()))
               + f"; mean over settings {mean:.4f}; epochs trained "
               f"{sum(r['epochs'] for r in side.values())}; training seconds "
-              f"{training_seconds(side.values()):.0f}")
+              f"{total_wall_seconds(side.values()):.0f}")
 
 
 if __name__ == "__main__":
