@@ -113,13 +113,14 @@ class TimeLimit:
 
     def planned(self, groups: Sequence[Sequence], devices: int = 1) -> list[Sequence]:
         """The groups that fit by the estimate alone, taken in order, each started on the
-        device that frees first (what a dry run can say before anything trains)."""
+        device that frees first (what a dry run can say before anything trains). The rule is
+        ``fits``'s: a group starts if its estimate with the margin fits what is left when it
+        would start; the groups before it take their estimate, not the margin."""
         free = [0.0] * max(devices, 1)
         fitting = []
         for group in groups:
             k = min(range(len(free)), key=free.__getitem__)
-            end = free[k] + MARGIN * self.estimate(group)
-            if end <= self.left():
-                free[k] = end
+            if free[k] + MARGIN * self.estimate(group) <= self.left():
+                free[k] += self.estimate(group)
                 fitting.append(group)
         return fitting

@@ -62,8 +62,31 @@ def test_a_dry_run_plans_by_the_estimate_on_each_device():
     limit = TimeLimit(100, lambda group: group[0], clock=Clock())
     # one device: 50 (55 s with margin), 40 (44: 99 in all), then 10 does not fit, 0.5 does
     assert limit.planned([[50], [40], [10], [0.5]]) == [[50], [40], [0.5]]
-    # two devices: 50 and 40 side by side, then 10 after 40 (44 + 11), 80 nowhere
+    # two devices: 50 and 40 side by side, then 10 after 40 (40 + 11), 80 nowhere (50 + 88)
     assert limit.planned([[50], [40], [10], [80]], devices=2) == [[50], [40], [10]]
+
+
+def test_a_dry_run_plans_what_training_then_does():
+    """The forty-second session's call on an H100 planned "about 120" runs of a 421 s limit
+    and trained 60: the plan added the 10% margin to every group before a long one, judged
+    that in-context recall at length 1,024 (186 s) would not fit and counted many short groups
+    after it instead, while training (``fits``: the margin on the group starting only) took
+    the long group and had no time left. Here training is simulated with ``fits`` and
+    ``trained`` on a clock that moves by each group's estimate."""
+    groups = [[20.7]] * 4 + [[38.3], [87.5], [186.0], [10.3]] + [[5.2]] * 3 + [[2.0]] * 6
+    clock = Clock()
+    trained = []
+    limit = TimeLimit(421, lambda group: group[0], clock=clock)
+    for group in groups:
+        if limit.fits(group):
+            clock.now += group[0]
+            limit.trained(group, group[0])
+            trained.append(group)
+    assert trained[6:8] == [[186.0], [10.3]] and len(trained) == 12   # 394.6 s, then 4 short
+    assert TimeLimit(421, lambda group: group[0], clock=Clock()).planned(groups) == trained
+    # 45 s then 50 s (55 with the margin) fill 100 s: two 2 s groups fit after them, not 22
+    limit = TimeLimit(100, lambda group: group[0], clock=Clock())
+    assert limit.planned([[45], [50]] + [[2]] * 30) == [[45], [50], [2], [2]]
 
 
 def test_a_stop_with_nothing_fitted_names_the_margin_and_what_was_left():
