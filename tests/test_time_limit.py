@@ -60,7 +60,7 @@ def test_time_outside_training_is_added_per_group_not_scaled():
 
 def test_a_dry_run_plans_by_the_estimate_on_each_device():
     limit = TimeLimit(100, lambda group: group[0], clock=Clock())
-    # one device: 50 (55 s with margin), 40 (44: 99 in all), then 10 does not fit, 0.5 does
+    # one device: 50 (55 s with margin), 40 (50 + 44), then 10 does not (90 + 11), 0.5 does
     assert limit.planned([[50], [40], [10], [0.5]]) == [[50], [40], [0.5]]
     # two devices: 50 and 40 side by side, then 10 after 40 (40 + 11), 80 nowhere (50 + 88)
     assert limit.planned([[50], [40], [10], [80]], devices=2) == [[50], [40], [10]]
