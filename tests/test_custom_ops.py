@@ -23,10 +23,6 @@ from madbench_layers.ops.short_conv import short_causal_conv  # noqa: E402
 from madbench_layers.ops.short_conv import triton_kernel as short_kernel  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# The long-convolution kernel's masks run to the padded length: under the interpreter, numpy
-# multiplies the uninitialised padding columns (``empty_rows``) and may warn of an overflow or
-# an invalid value; those columns are zeroed or never read, and the outputs are compared.
-PADDING_NOISE = "ignore:(overflow|invalid value) encountered:RuntimeWarning"
 PRECISION = "ieee" if DEVICE == "cpu" else "tf32"
 
 
@@ -46,7 +42,6 @@ def assert_compiled_equals_eager(fn, inputs, grad):
         torch.testing.assert_close(x, y)
 
 
-@pytest.mark.filterwarnings(PADDING_NOISE)
 @pytest.mark.parametrize("gates,G,R", [(True, 1, 1), (False, 1, 1), (True, 2, 4)])
 def test_long_conv_op_passes_opcheck(gates, G, R):
     K, N, Cv, L = 1, 2, 3, 19               # odd L: the outputs' rows are padded to 32
@@ -67,7 +62,6 @@ def test_short_conv_op_passes_opcheck(bias, repeat):
 
 # dynamo traces through ops.backend's cached triton check, and says so: the check has no state
 @pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
-@pytest.mark.filterwarnings(PADDING_NOISE)
 def test_a_compiled_hyena_stream_equals_eager():
     """Short convolution, split, gated and multi-head long convolutions, as the layers chain
     them at an odd length: compiled (AOT autograd, the ops called opaquely) and eager agree,
